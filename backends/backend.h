@@ -1,0 +1,108 @@
+/* backend.h - the interface every backing store implements.
+ *
+ * Backends know nothing of SCSI: they see byte offsets, lengths and iovecs
+ * and complete with 0 or -errno.  One `static const struct backend_ops` per
+ * backend, listed in backends/registry.c (no constructors).  Backends may
+ * wrap other backends (fault wraps any backend), so a backend only talks to
+ * its inner backend through this interface. */
+#ifndef HOLDFAST_BACKEND_H
+#define HOLDFAST_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct reactor;
+struct backend;
+
+enum be_op {
+	BE_OP_READ,
+	BE_OP_WRITE,
+	BE_OP_FLUSH,		/* offset/length ignored: flush everything */
+	BE_OP_UNMAP,		/* deallocate [offset, offset+length), reads back zero */
+	BE_OP_WRITE_ZEROES,	/* write zeroes, may deallocate */
+};
+
+#define BE_IO_FUA 0x1		/* write through to stable storage */
+
+/* One backend request.  Owned by the caller; must stay valid until done()
+ * is called.  done() runs on the reactor passed to submit(), never from
+ * inside submit() itself (so a caller never recurses), exactly once.
+ * res is 0 on success (a read filled all of iov) or -errno. */
+struct be_io {
+	enum be_op op;
+	unsigned flags;		/* BE_IO_* */
+	uint64_t offset;	/* bytes */
+	uint64_t length;	/* bytes */
+	struct iovec *iov;	/* READ/WRITE data; buffers aligned to 4096 */
+	int iovcnt;
+	void (*done)(struct be_io *io, int res);
+	void *priv;		/* caller's */
+	/* backend-private scratch, untouched by callers */
+	void *be_priv;
+	uint64_t be_scratch[8];
+};
+
+/* Parameters for open.  Strings are owned by the caller and only read
+ * during open. */
+struct backend_params {
+	const char *path;	/* file / device path; NULL for null */
+	uint64_t size;		/* bytes; create a sparse file of this size
+				 * when path does not exist; 0 = use existing */
+	uint32_t block_size;
+	bool direct;		/* O_DIRECT (default true) */
+	bool sync;		/* O_SYNC */
+	bool readonly;
+	const char *opts;	/* backend specific options string, may be NULL */
+	struct backend *inner;	/* for wrapping backends (fault) */
+};
+
+struct backend_ops {
+	const char *name;
+	/* Open synchronously (management/startup thread).  Fills be->size and
+	 * be->direct.  Returns 0 or -errno; on error *errmsg may be set to a
+	 * static string explaining why. */
+	int (*open)(struct backend *be, const struct backend_params *p,
+		    const char **errmsg);
+	/* Close synchronously; no I/O may be outstanding. */
+	void (*close)(struct backend *be);
+	/* Start io asynchronously on reactor r (the calling thread's reactor).
+	 * Completion via io->done on r. */
+	void (*submit)(struct backend *be, struct be_io *io, struct reactor *r);
+	/* Optional: run-time key=value (e.g. "fault" spec).  0 or -errno
+	 * (-EINVAL bad value, -ENOENT unknown key). */
+	int (*set_param)(struct backend *be, const char *key, const char *val);
+	/* Optional: one-line description of run-time state for show. */
+	int (*describe)(struct backend *be, char *buf, unsigned len);
+	/* Optional: is [offset, offset+len) mapped (data) or a hole?
+	 * Returns 1 mapped, 0 hole (deallocated), -errno.  *extent gets the
+	 * length of the run with the same status starting at offset. */
+	int (*block_status)(struct backend *be, uint64_t offset, uint64_t len,
+			    uint64_t *extent);
+};
+
+struct backend {
+	const struct backend_ops *ops;
+	void *priv;		/* backend-private state */
+	uint64_t size;		/* bytes */
+	bool direct;		/* opened O_DIRECT (page cache bypassed) */
+	bool readonly;
+	bool flush_failed;	/* buffered LUN: a flush failed once, fail all later flushes */
+	struct backend *inner;	/* wrapped backend, if any */
+};
+
+/* Look a backend up by name ("file", "null", "fault"); NULL if unknown. */
+const struct backend_ops *backend_find(const char *name);
+
+/* Convenience: be->ops->submit(be, io, r). */
+static inline void backend_submit(struct backend *be, struct be_io *io,
+				  struct reactor *r)
+{
+	be->ops->submit(be, io, r);
+}
+
+/* Complete io on reactor r asynchronously (for backends that finish
+ * synchronously, e.g. null or an error before submission). */
+void backend_complete_later(struct reactor *r, struct be_io *io, int res);
+
+#endif

@@ -1,0 +1,55 @@
+/* config.h - targets.conf (libconfig syntax).
+ *
+ * config_load() parses and validates the whole file before anything is
+ * applied: a bad file is refused as a whole with "FILE:LINE: key: reason"
+ * and nothing is served. */
+#ifndef HOLDFAST_CONFIG_H
+#define HOLDFAST_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "lun.h"
+
+#define CONFIG_MAX_PORTALS 16
+
+struct portal_config {
+	struct sockaddr_storage listen;	/* address and port to listen on */
+	socklen_t listen_len;
+	char advertise[128];		/* "ADDR:PORT" for SendTargets, "" = the
+					 * address the initiator connected to */
+	char text[160];			/* as written */
+};
+
+struct config {
+	char path[4096];		/* the file, absolute */
+	struct portal_config portals[CONFIG_MAX_PORTALS];
+	int nr_portals;
+	/* the parsed libconfig tree is kept for config_apply() */
+	void *priv;
+};
+
+/* Parse and validate path.  On error returns -EINVAL (or -errno) and writes
+ * "FILE:LINE: key: reason" into err. */
+int config_load(const char *path, struct config *cfg, char *err,
+		unsigned errlen);
+/* Create the targets, ACLs and LUNs of cfg in the target table (creating
+ * sparse backing files as needed).  On error nothing is left behind and err
+ * says why. */
+int config_apply(struct config *cfg, char *err, unsigned errlen);
+void config_free(struct config *cfg);
+
+/* Parse "1G", "512M", "4096", "10k" into bytes.  0 / -EINVAL. */
+int config_parse_size(const char *s, uint64_t *out);
+/* Parse "ADDR:PORT" / "[v6]:PORT" (port default 3260). 0 / -EINVAL. */
+int config_parse_portal(const char *s, struct sockaddr_storage *ss,
+			socklen_t *len);
+
+/* Apply one LUN parameter (key=value as in targets.conf and tgtadm
+ * --params) to s.  Returns 0, -ENOENT (unknown key) or -EINVAL (bad value)
+ * with a reason in err.  Used by the config loader and management. */
+int lun_setting_apply(struct lun_settings *s, const char *key,
+		      const char *value, char *err, unsigned errlen);
+
+#endif

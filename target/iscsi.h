@@ -1,0 +1,48 @@
+/* iscsi.h - the iSCSI layer's public interface (daemon and management).
+ *
+ * The rest of holdfast sees sessions only through these calls. */
+#ifndef HOLDFAST_ISCSI_H
+#define HOLDFAST_ISCSI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+struct reactor;
+
+/* Start listening on the configured portals, handing connections to the
+ * reactors round robin.  0 / -errno. */
+int iscsi_portals_start(const struct config *cfg, struct reactor **reactors,
+			int nr_reactors);
+void iscsi_portals_stop(void);
+
+/* Information about one I_T nexus, for show. */
+struct iscsi_session_info {
+	uint64_t sid;			/* target session identifying handle */
+	int tid;
+	char initiator_name[224];
+	char initiator_alias[224];
+	uint8_t isid[6];
+	int nr_conns;
+	struct {
+		uint32_t cid;
+		char peer[64];		/* IP address text */
+		char local[64];
+	} conns[4];
+};
+
+/* Call fn for each session of target tid (tid -1: all).  Runs fn on the
+ * calling thread with a snapshot.  Returns the number of sessions. */
+int iscsi_session_for_each(int tid,
+			   void (*fn)(const struct iscsi_session_info *si,
+				      void *arg),
+			   void *arg);
+
+/* Close every session of target tid (-1: all), asking initiators to log
+ * out first (Async Message) when ask_logout; waits up to timeout_ms for
+ * them to go.  Thread safe. */
+void iscsi_sessions_close(int tid, bool ask_logout, unsigned timeout_ms);
+
+#endif

@@ -1,0 +1,83 @@
+/* lun.h - a logical unit: its settings, backing store and run-time state.
+ *
+ * Settings are what targets.conf and `tgtadm --params` configure.  A LUN is
+ * reference counted: every command in flight holds a reference, so deleting
+ * a LUN from the management thread frees it only after the last command. */
+#ifndef HOLDFAST_LUN_H
+#define HOLDFAST_LUN_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../backends/backend.h"
+
+enum err_policy { ERR_POLICY_REPORT = 0, ERR_POLICY_RETRY = 1 };
+
+#define LUN_ERRNO_BITS 256	/* retry_errors is a bitset indexed by errno */
+
+struct lun_settings {
+	uint64_t lun;
+	char backend[16];		/* "file", "null", "fault" */
+	char path[PATH_MAX];		/* absolute after config parsing */
+	char backend_opts[256];		/* bsopts / fault spec */
+	uint64_t size;			/* bytes, 0 = size of existing store */
+	uint32_t block_size;		/* 512 default; power of two 512..65536 */
+	bool direct;			/* O_DIRECT; default true */
+	bool readonly;
+	bool removable;
+	bool thin_provisioning;
+	bool write_cache;		/* WCE reported in the caching mode page */
+	bool sense_desc;		/* descriptor format sense */
+	bool online;
+	char vendor_id[9];
+	char product_id[17];
+	char product_rev[5];
+	char scsi_id[64];		/* device identification string */
+	char scsi_sn[64];		/* unit serial number */
+	/* hang-on-error (DESIGN.md) */
+	enum err_policy rerror;
+	enum err_policy werror;
+	uint32_t retry_interval_ms;	/* default 1000 */
+	uint32_t retry_timeout_ms;	/* 0 = never */
+	uint64_t retry_errors[LUN_ERRNO_BITS / 64];
+};
+
+/* Fill s with the defaults for LUN number lun. */
+void lun_settings_default(struct lun_settings *s, uint64_t lun);
+/* Set retry_errors to DESIGN.md's transient set. */
+void lun_retry_errors_default(uint64_t *bits);
+static inline bool lun_errno_retryable(const uint64_t *bits, int err)
+{
+	return err > 0 && err < LUN_ERRNO_BITS &&
+	       (bits[err / 64] >> (err % 64) & 1);
+}
+
+struct hang_lun;
+struct target;
+
+struct scsi_lun {
+	struct lun_settings set;	/* read by reactors; updated under lock */
+	struct backend *be;		/* NULL for LUN 0 (controller) */
+	uint64_t nblocks;		/* capacity in set.block_size blocks */
+	struct target *target;		/* owner (not a reference) */
+	struct hang_lun *hang;		/* hang engine state, NULL until set */
+	atomic_int refcnt;
+	atomic_uint_fast64_t seq;	/* per-LUN media command arrival sequence */
+	atomic_uint ua_gen;		/* bumped when a unit attention is raised */
+	pthread_mutex_t lock;
+	/* counters for show */
+	atomic_uint_fast64_t reads, writes, read_bytes, write_bytes;
+};
+
+/* Create a LUN from settings: opens the backend (creating a sparse file if
+ * needed).  Returns 0 and *out, or -errno with *errmsg explaining why. */
+int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
+		    const char **errmsg);
+void scsi_lun_get(struct scsi_lun *l);
+/* Drop a reference; the last one closes the backend and frees. */
+void scsi_lun_put(struct scsi_lun *l);
+
+#endif

@@ -1,0 +1,93 @@
+/* reactor.h - one event loop per thread: epoll fds, timers, cross-thread
+ * calls and the thread's io_uring.
+ *
+ * A connection is handed to one reactor and stays there; everything it does
+ * (PDUs, backend I/O, completions) runs on that reactor's thread, so the hot
+ * path needs no lock.  Other threads talk to a reactor only through
+ * reactor_call(), which queues a function and wakes the loop (eventfd).
+ *
+ * Deleting an fd or a timer from inside any callback is safe: a deleted
+ * watcher is never called again, even if its event is already in the
+ * current epoll batch. */
+#ifndef HOLDFAST_REACTOR_H
+#define HOLDFAST_REACTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "util.h"
+
+struct reactor;
+struct io_uring;
+
+struct ev_fd;
+typedef void (*ev_fd_fn)(struct ev_fd *w, uint32_t events);
+
+/* An fd watcher, embedded in its owner.  events are EPOLLIN/EPOLLOUT/... */
+struct ev_fd {
+	int fd;
+	uint32_t events;
+	ev_fd_fn fn;
+	void *arg;
+	struct reactor *r;
+	bool active;
+	uint64_t gen;	/* bumped on delete; stale batch entries are skipped */
+};
+
+struct ev_timer;
+typedef void (*ev_timer_fn)(struct ev_timer *t);
+
+/* A one-shot timer, embedded in its owner.  Re-arm from the callback for
+ * periodic work. */
+struct ev_timer {
+	uint64_t when_ms;
+	ev_timer_fn fn;
+	void *arg;
+	struct list_head link;
+	bool armed;
+};
+
+/* Create a reactor; index is used in log lines.  Returns NULL on failure. */
+struct reactor *reactor_new(int index);
+/* Run the loop on the calling thread until reactor_stop(). */
+void reactor_run(struct reactor *r);
+/* Ask the loop to return (thread safe). */
+void reactor_stop(struct reactor *r);
+/* Free a reactor whose loop has returned. */
+void reactor_free(struct reactor *r);
+/* The reactor running on this thread, or NULL (management thread, tests). */
+struct reactor *reactor_current(void);
+int reactor_index(const struct reactor *r);
+
+/* Watch fd for events; w is owned by the caller and must stay valid until
+ * reactor_fd_del().  Returns 0 or -errno. */
+int reactor_fd_add(struct reactor *r, struct ev_fd *w, int fd,
+		   uint32_t events, ev_fd_fn fn, void *arg);
+int reactor_fd_mod(struct ev_fd *w, uint32_t events);
+/* Stop watching (does not close the fd). */
+void reactor_fd_del(struct ev_fd *w);
+
+/* Arm t to fire once after delay_ms (re-arming an armed timer moves it). */
+void reactor_timer_add(struct reactor *r, struct ev_timer *t,
+		       uint64_t delay_ms, ev_timer_fn fn, void *arg);
+void reactor_timer_del(struct reactor *r, struct ev_timer *t);
+
+/* The loop's cached monotonic time (ms), refreshed once per loop turn. */
+uint64_t reactor_now_ms(struct reactor *r);
+
+/* Run fn(arg) on reactor r's thread, after the current callback returns.
+ * Thread safe; calls from one thread to one reactor run in order.
+ * Returns 0 or -ENOMEM. */
+int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg);
+
+/* The reactor's io_uring, for backends.  Each SQE's user_data must point
+ * to a struct reactor_uring_op whose fn is called with the CQE result on
+ * this reactor. */
+struct reactor_uring_op {
+	void (*fn)(struct reactor_uring_op *op, int res);
+};
+struct io_uring *reactor_uring(struct reactor *r);
+/* Submit queued SQEs now (otherwise they are submitted at the end of the
+ * loop turn, batched). */
+void reactor_uring_kick(struct reactor *r);
+
+#endif

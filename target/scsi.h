@@ -1,0 +1,111 @@
+/* scsi.h - the SCSI layer's interface to transports (iSCSI).
+ *
+ * The transport decodes its PDUs into a struct scsi_cmd, gathers all
+ * Data-Out into cmd->buf, calls scsi_cmd_exec() and gets cmd->done() back
+ * exactly once (possibly before scsi_cmd_exec returns), with status, sense
+ * and Data-In filled in.  The SCSI layer never sees a PDU. */
+#ifndef HOLDFAST_SCSI_H
+#define HOLDFAST_SCSI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hang.h"
+#include "lun.h"
+
+#define SCSI_SENSE_MAX 96
+#define SCSI_CDB_MAX 32
+
+/* SAM status codes */
+#define SAM_STAT_GOOD 0x00
+#define SAM_STAT_CHECK_CONDITION 0x02
+#define SAM_STAT_CONDITION_MET 0x04
+#define SAM_STAT_BUSY 0x08
+#define SAM_STAT_RESERVATION_CONFLICT 0x18
+#define SAM_STAT_TASK_SET_FULL 0x28
+#define SAM_STAT_ACA_ACTIVE 0x30
+#define SAM_STAT_TASK_ABORTED 0x40
+
+/* Task attributes (RFC 7143 ATTR field values) */
+enum scsi_task_attr {
+	SCSI_ATTR_UNTAGGED = 0,
+	SCSI_ATTR_SIMPLE = 1,
+	SCSI_ATTR_ORDERED = 2,
+	SCSI_ATTR_HEAD_OF_QUEUE = 3,
+	SCSI_ATTR_ACA = 4,
+};
+
+struct target;
+
+/* An I_T nexus as the SCSI layer sees it (owned by the session). */
+struct scsi_nexus {
+	uint64_t id;			/* unique per I_T nexus, never reused */
+	char initiator_name[224];
+	uint8_t isid[6];
+	uint16_t tpgt;
+	uint16_t rel_port_id;		/* relative target port identifier */
+	const char *target_name;
+};
+
+struct scsi_cmd {
+	/* set by the transport */
+	struct target *target;
+	struct scsi_lun *lun;		/* referenced; NULL if no such LUN */
+	uint64_t lun_id;
+	const struct scsi_nexus *nexus;
+	uint8_t cdb[SCSI_CDB_MAX];
+	uint32_t cdb_len;
+	enum scsi_task_attr attr;
+	bool dir_read, dir_write;	/* R / W bits of the transport */
+	uint32_t exp_len;		/* expected data transfer length */
+	uint8_t *buf;			/* Data-Out (all of it) or Data-In */
+	uint32_t buf_len;		/* allocated bytes of buf */
+	uint32_t out_len;		/* Data-Out bytes received into buf */
+	void (*done)(struct scsi_cmd *cmd);
+	void *priv;			/* transport's */
+
+	/* set by the SCSI layer */
+	uint32_t in_len;		/* Data-In bytes in buf */
+	uint8_t status;
+	uint8_t sense[SCSI_SENSE_MAX];
+	uint32_t sense_len;
+
+	/* SCSI layer private */
+	struct media_io mio;
+	struct iovec iov;
+	uint64_t lba;
+	uint32_t nblocks;
+	int stage;
+	bool aborted;
+};
+
+/* Allocate a zeroed buffer aligned for O_DIRECT (4096).  NULL on failure. */
+void *scsi_buf_alloc(uint32_t len);
+void scsi_buf_free(void *p);
+
+/* Execute cmd.  If cmd->buf is NULL and the command returns data, the SCSI
+ * layer allocates it with scsi_buf_alloc() (the transport frees it after
+ * done() with scsi_buf_free()). */
+void scsi_cmd_exec(struct scsi_cmd *cmd);
+
+/* Set CHECK CONDITION with sense key/asc/ascq in the LUN's sense format. */
+void scsi_set_sense(struct scsi_cmd *cmd, uint8_t key, uint8_t asc,
+		    uint8_t ascq);
+
+/* Map a backend -errno for a read (is_write false) or write into status
+ * and sense (DESIGN.md table). */
+void scsi_set_backend_error(struct scsi_cmd *cmd, int err, bool is_write);
+
+/* Abort cmd (ABORT TASK and friends).  cmd->done() is still called exactly
+ * once, with status SAM_STAT_TASK_ABORTED: at once if the command has not
+ * reached the backend (or was held/queued by the hang engine), else when
+ * its in-flight backend attempt finishes (result dropped).  Call on the
+ * reactor that executes cmd. */
+void scsi_cmd_abort(struct scsi_cmd *cmd);
+
+/* A LUN reset / target reset was performed by nexus `by` (NULL: the
+ * target itself, e.g. power on): raise the matching unit attention for
+ * every other I_T nexus.  Thread safe. */
+void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by);
+
+#endif
