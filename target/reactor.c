@@ -1,0 +1,345 @@
+/* reactor.c - per-thread event loop: epoll, timers, cross-thread calls and
+ * the thread's io_uring (see reactor.h for the contract). */
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "reactor.h"
+
+#define REACTOR_MAX_EVENTS 64
+#define REACTOR_URING_DEPTH 256
+
+struct reactor_call_item {
+	struct reactor_call_item *next;
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+struct reactor {
+	int index;
+	int epfd;
+	bool stopping;
+	uint64_t now_ms;
+	struct list_head timers;	/* sorted by when_ms */
+
+	/* cross-thread calls: a FIFO guarded by call_lock, woken by call_efd */
+	pthread_mutex_t call_lock;
+	struct reactor_call_item *call_head, **call_tail;
+	int call_efd;
+	struct ev_fd call_w;
+
+	struct io_uring ring;
+	int uring_efd;
+	struct ev_fd uring_w;
+
+	/* the epoll batch being dispatched, so a delete can void later entries */
+	struct epoll_event batch[REACTOR_MAX_EVENTS];
+	int batch_pos, batch_n;
+};
+
+static __thread struct reactor *reactor_cur;
+
+struct reactor *reactor_current(void)
+{
+	return reactor_cur;
+}
+
+int reactor_index(const struct reactor *r)
+{
+	return r->index;
+}
+
+uint64_t reactor_now_ms(struct reactor *r)
+{
+	return r ? r->now_ms : clock_ms();
+}
+
+struct io_uring *reactor_uring(struct reactor *r)
+{
+	return &r->ring;
+}
+
+void reactor_uring_kick(struct reactor *r)
+{
+	if (io_uring_sq_ready(&r->ring))
+		io_uring_submit(&r->ring);
+}
+
+int reactor_fd_add(struct reactor *r, struct ev_fd *w, int fd,
+		   uint32_t events, ev_fd_fn fn, void *arg)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = w };
+
+	w->fd = fd;
+	w->events = events;
+	w->fn = fn;
+	w->arg = arg;
+	w->r = r;
+	if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return -errno;
+	w->active = true;
+	return 0;
+}
+
+int reactor_fd_mod(struct ev_fd *w, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = w };
+
+	if (!w->active)
+		return -EINVAL;
+	if (w->events == events)
+		return 0;
+	if (epoll_ctl(w->r->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+		return -errno;
+	w->events = events;
+	return 0;
+}
+
+void reactor_fd_del(struct ev_fd *w)
+{
+	struct reactor *r = w->r;
+
+	if (!w->active)
+		return;
+	epoll_ctl(r->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->active = false;
+	w->gen++;
+	/* The watcher may be freed by its owner right after this returns;
+	 * forget it in the rest of the batch being dispatched. */
+	for (int i = r->batch_pos + 1; i < r->batch_n; i++)
+		if (r->batch[i].data.ptr == w)
+			r->batch[i].data.ptr = NULL;
+}
+
+void reactor_timer_add(struct reactor *r, struct ev_timer *t,
+		       uint64_t delay_ms, ev_timer_fn fn, void *arg)
+{
+	struct ev_timer *pos;
+
+	if (t->armed)
+		list_del(&t->link);
+	t->when_ms = reactor_now_ms(r) + delay_ms;
+	t->fn = fn;
+	t->arg = arg;
+	t->armed = true;
+	/* few timers per reactor (per connection / per hung LUN): a sorted
+	 * list scanned from the tail is cheap and keeps FIFO order for equal
+	 * deadlines */
+	for (pos = list_entry(r->timers.prev, struct ev_timer, link);
+	     &pos->link != &r->timers;
+	     pos = list_entry(pos->link.prev, struct ev_timer, link))
+		if (pos->when_ms <= t->when_ms)
+			break;
+	list_insert_(&t->link, &pos->link, pos->link.next);
+}
+
+void reactor_timer_del(struct reactor *r UNUSED, struct ev_timer *t)
+{
+	if (!t->armed)
+		return;
+	list_del(&t->link);
+	t->armed = false;
+}
+
+int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg)
+{
+	struct reactor_call_item *it = malloc(sizeof(*it));
+	uint64_t one = 1;
+	bool was_empty;
+
+	if (!it)
+		return -ENOMEM;
+	it->fn = fn;
+	it->arg = arg;
+	it->next = NULL;
+	pthread_mutex_lock(&r->call_lock);
+	was_empty = r->call_head == NULL;
+	*r->call_tail = it;
+	r->call_tail = &it->next;
+	pthread_mutex_unlock(&r->call_lock);
+	if (was_empty && write(r->call_efd, &one, sizeof(one)) < 0 &&
+	    errno != EAGAIN)
+		return -errno;
+	return 0;
+}
+
+static void reactor_run_calls(struct reactor *r)
+{
+	struct reactor_call_item *list, *next;
+
+	pthread_mutex_lock(&r->call_lock);
+	list = r->call_head;
+	r->call_head = NULL;
+	r->call_tail = &r->call_head;
+	pthread_mutex_unlock(&r->call_lock);
+	for (; list; list = next) {
+		next = list->next;
+		list->fn(list->arg);
+		free(list);
+	}
+}
+
+static void reactor_call_ready(struct ev_fd *w, uint32_t events UNUSED)
+{
+	struct reactor *r = w->arg;
+	uint64_t v;
+
+	if (read(r->call_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("reactor %d: eventfd read: %s", r->index,
+			 strerror(errno));
+	reactor_run_calls(r);
+}
+
+static void reactor_uring_reap(struct reactor *r)
+{
+	struct io_uring_cqe *cqe;
+
+	while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+		struct reactor_uring_op *op = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&r->ring, cqe);
+		if (op)
+			op->fn(op, res);
+	}
+}
+
+static void reactor_uring_ready(struct ev_fd *w, uint32_t events UNUSED)
+{
+	struct reactor *r = w->arg;
+	uint64_t v;
+
+	if (read(r->uring_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("reactor %d: uring eventfd read: %s", r->index,
+			 strerror(errno));
+	reactor_uring_reap(r);
+}
+
+struct reactor *reactor_new(int index)
+{
+	struct reactor *r = xzalloc(sizeof(*r));
+	int ret;
+
+	r->index = index;
+	list_init(&r->timers);
+	pthread_mutex_init(&r->call_lock, NULL);
+	r->call_tail = &r->call_head;
+	r->now_ms = clock_ms();
+	r->epfd = epoll_create1(EPOLL_CLOEXEC);
+	r->call_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	r->uring_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->epfd < 0 || r->call_efd < 0 || r->uring_efd < 0)
+		goto err_fds;
+	ret = io_uring_queue_init(REACTOR_URING_DEPTH, &r->ring, 0);
+	if (ret < 0) {
+		log_err("reactor %d: io_uring_queue_init: %s", index,
+			strerror(-ret));
+		goto err_fds;
+	}
+	if (io_uring_register_eventfd(&r->ring, r->uring_efd) < 0)
+		goto err_ring;
+	if (reactor_fd_add(r, &r->call_w, r->call_efd, EPOLLIN,
+			   reactor_call_ready, r) < 0 ||
+	    reactor_fd_add(r, &r->uring_w, r->uring_efd, EPOLLIN,
+			   reactor_uring_ready, r) < 0)
+		goto err_ring;
+	return r;
+
+err_ring:
+	io_uring_queue_exit(&r->ring);
+err_fds:
+	if (r->epfd >= 0)
+		close(r->epfd);
+	if (r->call_efd >= 0)
+		close(r->call_efd);
+	if (r->uring_efd >= 0)
+		close(r->uring_efd);
+	free(r);
+	return NULL;
+}
+
+static void reactor_run_timers(struct reactor *r)
+{
+	while (!list_empty(&r->timers)) {
+		struct ev_timer *t =
+			list_first_entry(&r->timers, struct ev_timer, link);
+
+		if (t->when_ms > r->now_ms)
+			break;
+		list_del(&t->link);
+		t->armed = false;
+		t->fn(t);
+	}
+}
+
+static int reactor_next_timeout(struct reactor *r)
+{
+	struct ev_timer *t;
+
+	if (list_empty(&r->timers))
+		return -1;
+	t = list_first_entry(&r->timers, struct ev_timer, link);
+	if (t->when_ms <= r->now_ms)
+		return 0;
+	return (int)MIN(t->when_ms - r->now_ms, 60000);
+}
+
+void reactor_run(struct reactor *r)
+{
+	reactor_cur = r;
+	while (!r->stopping) {
+		int n;
+
+		reactor_uring_kick(r);
+		n = epoll_wait(r->epfd, r->batch, REACTOR_MAX_EVENTS,
+			       reactor_next_timeout(r));
+		r->now_ms = clock_ms();
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("reactor %d: epoll_wait: %s", r->index,
+				strerror(errno));
+			break;
+		}
+		r->batch_n = n;
+		for (r->batch_pos = 0; r->batch_pos < n; r->batch_pos++) {
+			struct ev_fd *w = r->batch[r->batch_pos].data.ptr;
+
+			if (w && w->active)
+				w->fn(w, r->batch[r->batch_pos].events);
+		}
+		r->batch_n = r->batch_pos = 0;
+		reactor_run_timers(r);
+	}
+	/* last calls queued before stop (e.g. completions) still run */
+	reactor_run_calls(r);
+	reactor_cur = NULL;
+}
+
+static void reactor_stop_fn(void *arg)
+{
+	((struct reactor *)arg)->stopping = true;
+}
+
+void reactor_stop(struct reactor *r)
+{
+	if (reactor_call(r, reactor_stop_fn, r) < 0)
+		r->stopping = true;
+}
+
+void reactor_free(struct reactor *r)
+{
+	if (!r)
+		return;
+	io_uring_queue_exit(&r->ring);
+	close(r->epfd);
+	close(r->call_efd);
+	close(r->uring_efd);
+	pthread_mutex_destroy(&r->call_lock);
+	free(r);
+}
