@@ -70,6 +70,10 @@ struct scsi_lun {
 	pthread_mutex_t lock;
 	/* counters for show */
 	atomic_uint_fast64_t reads, writes, read_bytes, write_bytes;
+	/* SCSI layer state (unit attentions; later reservations).  Created
+	 * lazily by target/scsi_*.c; the last scsi_lun_put() must call
+	 * scsi_lun_state_free() (scsi.h). */
+	struct scsi_lun_state *scsi;
 };
 
 /* Create a LUN from settings: opens the backend (creating a sparse file if

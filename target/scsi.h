@@ -108,4 +108,8 @@ void scsi_cmd_abort(struct scsi_cmd *cmd);
  * every other I_T nexus.  Thread safe. */
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by);
 
+/* Free the SCSI layer's per-LUN state (lun->scsi: pending unit attentions).
+ * Called once from the last scsi_lun_put(); safe when lun->scsi is NULL. */
+void scsi_lun_state_free(struct scsi_lun *lun);
+
 #endif
