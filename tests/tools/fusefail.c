@@ -1,0 +1,656 @@
+/* fusefail.c - a pass-through FUSE filesystem that fails I/O on demand.
+ *
+ * Usage: fusefail [-d] SRC_DIR MOUNTPOINT CONTROL_FILE
+ *
+ * Mirrors SRC_DIR at MOUNTPOINT (in the foreground; run it in the
+ * background and unmount with `fusermount3 -u MOUNTPOINT`).  Every read,
+ * write, fsync and fallocate of a regular file goes through a handler that
+ * consults CONTROL_FILE, so the daemon under test gets genuine kernel errors
+ * on its O_DIRECT I/O instead of simulated ones.
+ *
+ * CONTROL_FILE holds whitespace- or comma-separated tokens ('#' starts a
+ * comment); a missing or empty file means "ok":
+ *   ok             clear every rule below
+ *   read=ERR       fail reads with ERR
+ *   write=ERR      fail writes and fallocate (unmap, write zeroes) with ERR
+ *   flush=ERR      fail fsync / fdatasync with ERR
+ *   all=ERR        read=, write= and flush= at once
+ *   delay=MS       answer every read/write/flush MS milliseconds late
+ *                  (whether it fails or not); models a slow backend
+ *   match=STR      apply the rules only to paths containing STR
+ * ERR is an errno name (EIO, ENOSPC, EDQUOT, EROFS, ...), a number, or ok.
+ * The file is re-read at most every CONTROL_RECHECK_MS; write it atomically
+ * (write a temporary file, rename it over CONTROL_FILE).
+ *
+ * Every open sets direct_io, so the kernel sends each O_DIRECT (and
+ * buffered) request straight to the handlers instead of the page cache.
+ * The underlying file is opened without O_DIRECT (SRC_DIR may be tmpfs);
+ * the handler returns only after the data reached SRC_DIR's file, so a
+ * successful write is really written and a failed one is not written at
+ * all.
+ *
+ * Counters: the virtual file MOUNTPOINT/.fusefail-stats (hidden from
+ * readdir) reads as one line of key=value counters, e.g.
+ *   reads=3 writes=5 flushes=1 fallocs=0 failed_reads=0 failed_writes=2 ...
+ * so a test can assert whether a request reached the backing store.  The
+ * counters are also printed to stderr at exit. */
+#define FUSE_USE_VERSION 31
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONTROL_RECHECK_MS 2	/* "re-read the control file at most every few ms" */
+#define CONTROL_MAX_BYTES 4096
+#define STATS_NAME "/.fusefail-stats"
+#define STATS_FH UINT64_MAX	/* fi->fh of the virtual stats file */
+
+enum ff_op { FF_READ, FF_WRITE, FF_FLUSH, FF_FALLOC, FF_NR_OPS };
+
+/* plural names of the counters in the stats file */
+static const char *const ff_op_names[FF_NR_OPS] = {
+	[FF_READ] = "reads", [FF_WRITE] = "writes", [FF_FLUSH] = "flushes",
+	[FF_FALLOC] = "fallocs",
+};
+
+/* The parsed control file. */
+struct ff_rules {
+	int err[FF_NR_OPS];		/* positive errno to fail with, 0 = pass */
+	unsigned delay_ms;
+	char match[256];		/* "" = every path */
+};
+
+/* One open regular file. */
+struct ff_file {
+	int fd;
+	char path[PATH_MAX];
+};
+
+static struct {
+	int src_fd;			/* SRC_DIR, for the *at() calls */
+	char control[PATH_MAX];
+	pthread_mutex_t lock;		/* guards rules and the recheck state */
+	struct ff_rules rules;
+	uint64_t checked_ms;
+	struct stat control_st;		/* identity of the last file read */
+	bool control_present;
+	atomic_uint_fast64_t count[FF_NR_OPS];
+	atomic_uint_fast64_t failed[FF_NR_OPS];
+	atomic_uint_fast64_t bytes[FF_NR_OPS];
+} ff = { .src_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static const struct {
+	const char *name;
+	int value;
+} ff_errnos[] = {
+	{ "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
+	{ "EROFS", EROFS }, { "EPERM", EPERM }, { "EACCES", EACCES },
+	{ "EINVAL", EINVAL }, { "ENOMEM", ENOMEM }, { "EAGAIN", EAGAIN },
+	{ "EBUSY", EBUSY }, { "ETIMEDOUT", ETIMEDOUT },
+	{ "ENOTCONN", ENOTCONN }, { "ECONNRESET", ECONNRESET },
+	{ "ECONNREFUSED", ECONNREFUSED }, { "EHOSTUNREACH", EHOSTUNREACH },
+	{ "ENETUNREACH", ENETUNREACH }, { "ESTALE", ESTALE },
+	{ "EREMOTEIO", EREMOTEIO }, { "ENOLINK", ENOLINK },
+	{ "ESHUTDOWN", ESHUTDOWN }, { "ENXIO", ENXIO }, { "ENODEV", ENODEV },
+	{ "EFBIG", EFBIG }, { "EBADF", EBADF }, { "EINTR", EINTR },
+	{ "ENODATA", ENODATA }, { "EILSEQ", EILSEQ }, { "EMEDIUMTYPE", EMEDIUMTYPE },
+	{ "ENOMEDIUM", ENOMEDIUM }, { "EOVERFLOW", EOVERFLOW },
+};
+
+static uint64_t ff_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* "EIO" / "5" / "ok" -> 5 / 5 / 0; -1 if unknown. */
+static int ff_parse_errno(const char *s)
+{
+	char *end;
+	long v;
+
+	if (!strcasecmp(s, "ok") || !strcasecmp(s, "none") || !strcmp(s, "0"))
+		return 0;
+	for (size_t i = 0; i < sizeof(ff_errnos) / sizeof(ff_errnos[0]); i++)
+		if (!strcasecmp(s, ff_errnos[i].name))
+			return ff_errnos[i].value;
+	v = strtol(s, &end, 10);
+	if (*end || v <= 0 || v > 4095)
+		return -1;
+	return (int)v;
+}
+
+/* Parse the control text into r.  Unknown tokens are reported on stderr
+ * and ignored, so a typo shows up in the test log. */
+static void ff_parse_rules(char *text, struct ff_rules *r)
+{
+	char *save = NULL, *tok, *hash;
+
+	memset(r, 0, sizeof(*r));
+	/* strip comments line by line */
+	for (char *line = text; line && *line;) {
+		char *nl = strchr(line, '\n');
+
+		hash = strchr(line, '#');
+		if (hash && (!nl || hash < nl))
+			memset(hash, ' ', (size_t)((nl ? nl : hash + strlen(hash)) - hash));
+		line = nl ? nl + 1 : NULL;
+	}
+	for (tok = strtok_r(text, " \t\r\n,;", &save); tok;
+	     tok = strtok_r(NULL, " \t\r\n,;", &save)) {
+		char *eq = strchr(tok, '=');
+		const char *key = tok, *val;
+		int e;
+
+		if (!eq) {
+			if (!strcasecmp(tok, "ok"))
+				memset(r, 0, sizeof(*r));
+			else
+				fprintf(stderr, "fusefail: unknown token '%s'\n", tok);
+			continue;
+		}
+		*eq = '\0';
+		val = eq + 1;
+		if (!strcmp(key, "delay")) {
+			r->delay_ms = (unsigned)strtoul(val, NULL, 10);
+			continue;
+		}
+		if (!strcmp(key, "match")) {
+			snprintf(r->match, sizeof(r->match), "%s", val);
+			continue;
+		}
+		e = ff_parse_errno(val);
+		if (e < 0) {
+			fprintf(stderr, "fusefail: unknown errno '%s'\n", val);
+			continue;
+		}
+		if (!strcmp(key, "read")) {
+			r->err[FF_READ] = e;
+		} else if (!strcmp(key, "write")) {
+			r->err[FF_WRITE] = e;
+			r->err[FF_FALLOC] = e;
+		} else if (!strcmp(key, "flush") || !strcmp(key, "fsync")) {
+			r->err[FF_FLUSH] = e;
+		} else if (!strcmp(key, "all")) {
+			for (int i = 0; i < FF_NR_OPS; i++)
+				r->err[i] = e;
+		} else {
+			fprintf(stderr, "fusefail: unknown key '%s'\n", key);
+		}
+	}
+}
+
+/* Re-read the control file if it changed, at most every
+ * CONTROL_RECHECK_MS, and return a copy of the current rules. */
+static void ff_current_rules(struct ff_rules *out)
+{
+	uint64_t now = ff_now_ms();
+
+	pthread_mutex_lock(&ff.lock);
+	if (now - ff.checked_ms >= CONTROL_RECHECK_MS || ff.checked_ms == 0) {
+		struct stat st;
+		bool present = stat(ff.control, &st) == 0;
+		bool changed = present != ff.control_present ||
+			(present && (st.st_ino != ff.control_st.st_ino ||
+				     st.st_size != ff.control_st.st_size ||
+				     st.st_mtim.tv_sec != ff.control_st.st_mtim.tv_sec ||
+				     st.st_mtim.tv_nsec != ff.control_st.st_mtim.tv_nsec));
+
+		ff.checked_ms = now;
+		if (changed) {
+			char buf[CONTROL_MAX_BYTES + 1];
+			ssize_t n = 0;
+			int fd = present ? open(ff.control, O_RDONLY | O_CLOEXEC) : -1;
+
+			if (fd >= 0) {
+				n = read(fd, buf, CONTROL_MAX_BYTES);
+				close(fd);
+			}
+			buf[n > 0 ? n : 0] = '\0';
+			ff_parse_rules(buf, &ff.rules);
+			ff.control_present = present;
+			if (present)
+				ff.control_st = st;
+		}
+	}
+	*out = ff.rules;
+	pthread_mutex_unlock(&ff.lock);
+}
+
+/* Apply the control rules to one request: delay it, then return the
+ * negative errno to fail it with, or 0 to let it through. */
+static int ff_gate(enum ff_op op, const char *path)
+{
+	struct ff_rules r;
+
+	ff_current_rules(&r);
+	atomic_fetch_add(&ff.count[op], 1);
+	if (r.match[0] && !strstr(path, r.match))
+		return 0;
+	if (r.delay_ms) {
+		struct timespec ts = { .tv_sec = r.delay_ms / 1000,
+				       .tv_nsec = (long)(r.delay_ms % 1000) * 1000000 };
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	if (!r.err[op])
+		return 0;
+	atomic_fetch_add(&ff.failed[op], 1);
+	return -r.err[op];
+}
+
+static int ff_format_stats(char *buf, size_t len)
+{
+	int n = 0;
+
+	for (int i = 0; i < FF_NR_OPS; i++)
+		n += snprintf(buf + n, len - (size_t)n, "%s=%llu ", ff_op_names[i],
+			      (unsigned long long)atomic_load(&ff.count[i]));
+	for (int i = 0; i < FF_NR_OPS; i++)
+		n += snprintf(buf + n, len - (size_t)n, "failed_%s=%llu ",
+			      ff_op_names[i],
+			      (unsigned long long)atomic_load(&ff.failed[i]));
+	n += snprintf(buf + n, len - (size_t)n, "read_bytes=%llu write_bytes=%llu\n",
+		      (unsigned long long)atomic_load(&ff.bytes[FF_READ]),
+		      (unsigned long long)atomic_load(&ff.bytes[FF_WRITE]));
+	return n;
+}
+
+/* "/a/b" -> "a/b" relative to SRC_DIR; "/" -> ".". */
+static const char *ff_rel(const char *path)
+{
+	return path[1] ? path + 1 : ".";
+}
+
+static struct ff_file *ff_file(struct fuse_file_info *fi)
+{
+	return (struct ff_file *)(uintptr_t)fi->fh;
+}
+
+static void *ff_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	(void)conn;
+	/* Paths are needed in read/write for match=, and attributes must not
+	 * be cached across the backing file changing under the test. */
+	cfg->nullpath_ok = 0;
+	cfg->attr_timeout = 0;
+	cfg->entry_timeout = 0;
+	cfg->negative_timeout = 0;
+	return NULL;
+}
+
+static int ff_getattr(const char *path, struct stat *st,
+		      struct fuse_file_info *fi)
+{
+	if (!strcmp(path, STATS_NAME)) {
+		memset(st, 0, sizeof(*st));
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = 4096;
+		return 0;
+	}
+	if (fi && fi->fh != STATS_FH && fi->fh)
+		return fstat(ff_file(fi)->fd, st) < 0 ? -errno : 0;
+	if (fstatat(ff.src_fd, ff_rel(path), st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ff_readdir(const char *path, void *buf, fuse_fill_dir_t fill,
+		      off_t off, struct fuse_file_info *fi,
+		      enum fuse_readdir_flags flags)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	(void)off; (void)fi; (void)flags;
+	fd = openat(ff.src_fd, ff_rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat st = { .st_ino = de->d_ino,
+				   .st_mode = (mode_t)DTTOIF(de->d_type) };
+
+		if (fill(buf, de->d_name, &st, 0, 0))
+			break;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int ff_open_common(const char *path, int flags, mode_t mode,
+			  struct fuse_file_info *fi)
+{
+	struct ff_file *f;
+	int fd;
+
+	/* SRC_DIR may not support O_DIRECT (tmpfs); the FUSE side keeps it
+	 * honest through direct_io below. */
+	flags &= ~O_DIRECT;
+	fd = openat(ff.src_fd, ff_rel(path), flags | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	f->fd = fd;
+	snprintf(f->path, sizeof(f->path), "%s", path);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	/* Every request reaches read/write below, O_DIRECT or not. */
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	return 0;
+}
+
+static int ff_open(const char *path, struct fuse_file_info *fi)
+{
+	if (!strcmp(path, STATS_NAME)) {
+		if ((fi->flags & O_ACCMODE) != O_RDONLY)
+			return -EACCES;
+		fi->fh = STATS_FH;
+		fi->direct_io = 1;
+		return 0;
+	}
+	return ff_open_common(path, fi->flags, 0, fi);
+}
+
+static int ff_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	if (!strcmp(path, STATS_NAME))
+		return -EEXIST;
+	return ff_open_common(path, fi->flags | O_CREAT, mode, fi);
+}
+
+static int ff_release(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	if (fi->fh != STATS_FH) {
+		close(ff_file(fi)->fd);
+		free(ff_file(fi));
+	}
+	return 0;
+}
+
+static int ff_read(const char *path, char *buf, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	ssize_t n;
+	size_t done = 0;
+	int err;
+
+	if (fi->fh == STATS_FH) {
+		char text[1024];
+		int len = ff_format_stats(text, sizeof(text));
+
+		if (off >= len)
+			return 0;
+		if (size > (size_t)(len - off))
+			size = (size_t)(len - off);
+		memcpy(buf, text + off, size);
+		return (int)size;
+	}
+	err = ff_gate(FF_READ, ff_file(fi)->path);
+	if (err)
+		return err;
+	(void)path;
+	while (done < size) {
+		n = pread(ff_file(fi)->fd, buf + done, size - done,
+			  off + (off_t)done);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	atomic_fetch_add(&ff.bytes[FF_READ], done);
+	return (int)done;
+}
+
+static int ff_write(const char *path, const char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	ssize_t n;
+	size_t done = 0;
+	int err;
+
+	(void)path;
+	if (fi->fh == STATS_FH)
+		return -EACCES;
+	err = ff_gate(FF_WRITE, ff_file(fi)->path);
+	if (err)
+		return err;
+	while (done < size) {
+		n = pwrite(ff_file(fi)->fd, buf + done, size - done,
+			   off + (off_t)done);
+		if (n < 0)
+			return done ? (int)done : -errno;
+		done += (size_t)n;
+	}
+	atomic_fetch_add(&ff.bytes[FF_WRITE], done);
+	return (int)done;
+}
+
+static int ff_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	int err;
+
+	(void)path;
+	if (fi->fh == STATS_FH)
+		return 0;
+	err = ff_gate(FF_FLUSH, ff_file(fi)->path);
+	if (err)
+		return err;
+	if ((datasync ? fdatasync(ff_file(fi)->fd) : fsync(ff_file(fi)->fd)) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ff_fallocate(const char *path, int mode, off_t off, off_t len,
+			struct fuse_file_info *fi)
+{
+	int err;
+
+	(void)path;
+	if (fi->fh == STATS_FH)
+		return -EACCES;
+	err = ff_gate(FF_FALLOC, ff_file(fi)->path);
+	if (err)
+		return err;
+	if (fallocate(ff_file(fi)->fd, mode, off, len) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ff_flush(const char *path, struct fuse_file_info *fi)
+{
+	(void)path; (void)fi;
+	return 0;	/* close(): nothing buffered here */
+}
+
+static int ff_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	int fd, ret = 0;
+
+	if (fi && fi->fh && fi->fh != STATS_FH)
+		return ftruncate(ff_file(fi)->fd, size) < 0 ? -errno : 0;
+	fd = openat(ff.src_fd, ff_rel(path), O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, size) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static int ff_unlink(const char *path)
+{
+	return unlinkat(ff.src_fd, ff_rel(path), 0) < 0 ? -errno : 0;
+}
+
+static int ff_mkdir(const char *path, mode_t mode)
+{
+	return mkdirat(ff.src_fd, ff_rel(path), mode) < 0 ? -errno : 0;
+}
+
+static int ff_rmdir(const char *path)
+{
+	return unlinkat(ff.src_fd, ff_rel(path), AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+static int ff_rename(const char *from, const char *to, unsigned flags)
+{
+	if (renameat2(ff.src_fd, ff_rel(from), ff.src_fd, ff_rel(to), flags) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ff_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	(void)fi;
+	return fchmodat(ff.src_fd, ff_rel(path), mode, 0) < 0 ? -errno : 0;
+}
+
+static int ff_chown(const char *path, uid_t uid, gid_t gid,
+		    struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (fchownat(ff.src_fd, ff_rel(path), uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ff_utimens(const char *path, const struct timespec tv[2],
+		      struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (utimensat(ff.src_fd, ff_rel(path), tv, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int ff_statfs(const char *path, struct statvfs *sv)
+{
+	(void)path;
+	return fstatvfs(ff.src_fd, sv) < 0 ? -errno : 0;
+}
+
+static int ff_access(const char *path, int mask)
+{
+	if (!strcmp(path, STATS_NAME))
+		return 0;
+	return faccessat(ff.src_fd, ff_rel(path), mask, 0) < 0 ? -errno : 0;
+}
+
+static const struct fuse_operations ff_ops = {
+	.init = ff_init,
+	.getattr = ff_getattr,
+	.readdir = ff_readdir,
+	.open = ff_open,
+	.create = ff_create,
+	.release = ff_release,
+	.read = ff_read,
+	.write = ff_write,
+	.fsync = ff_fsync,
+	.flush = ff_flush,
+	.fallocate = ff_fallocate,
+	.truncate = ff_truncate,
+	.unlink = ff_unlink,
+	.mkdir = ff_mkdir,
+	.rmdir = ff_rmdir,
+	.rename = ff_rename,
+	.chmod = ff_chmod,
+	.chown = ff_chown,
+	.utimens = ff_utimens,
+	.statfs = ff_statfs,
+	.access = ff_access,
+};
+
+static void ff_usage(void)
+{
+	fprintf(stderr,
+		"usage: fusefail [-d] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
+		"control file tokens: ok read=ERR write=ERR flush=ERR all=ERR "
+		"delay=MS match=STR\n");
+}
+
+int main(int argc, char **argv)
+{
+	char *fargv[10];
+	int fargc = 0, ret, opt;
+	const char *fuse_opts = NULL;
+	bool debug = false;
+	char stats[1024];
+
+	while ((opt = getopt(argc, argv, "do:h")) != -1) {
+		switch (opt) {
+		case 'd': debug = true; break;
+		case 'o': fuse_opts = optarg; break;
+		default: ff_usage(); return opt == 'h' ? 0 : 2;
+		}
+	}
+	if (argc - optind != 3) {
+		ff_usage();
+		return 2;
+	}
+	ff.src_fd = open(argv[optind], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ff.src_fd < 0) {
+		perror(argv[optind]);
+		return 1;
+	}
+	if (!realpath(argv[optind + 2], ff.control)) {
+		/* the control file may not exist yet: resolve its directory */
+		snprintf(ff.control, sizeof(ff.control), "%s", argv[optind + 2]);
+		if (ff.control[0] != '/') {
+			char cwd[PATH_MAX / 2];
+
+			if (!getcwd(cwd, sizeof(cwd)))
+				return 1;
+			snprintf(ff.control, sizeof(ff.control), "%s/%s", cwd,
+				 argv[optind + 2]);
+		}
+	}
+
+	fargv[fargc++] = argv[0];
+	fargv[fargc++] = argv[optind + 1];
+	fargv[fargc++] = "-f";
+	if (debug)
+		fargv[fargc++] = "-d";
+	/* max_threads: fuse_main's default trips a libfuse 3.14 warning;
+	 * enough threads that delay= on one request does not stall others. */
+	fargv[fargc++] = "-o";
+	fargv[fargc++] = "fsname=fusefail,max_threads=64";
+	if (fuse_opts) {
+		fargv[fargc++] = "-o";
+		fargv[fargc++] = (char *)fuse_opts;
+	}
+	fargv[fargc] = NULL;
+	ret = fuse_main(fargc, fargv, &ff_ops, NULL);
+	ff_format_stats(stats, sizeof(stats));
+	fprintf(stderr, "fusefail: %s", stats);
+	return ret;
+}
