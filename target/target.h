@@ -82,17 +82,26 @@ int tgt_lun_del(int tid, uint64_t lun, bool force);
 struct scsi_lun *tgt_lun_get(struct target *t, uint64_t lun);
 /* Fill luns[] with the LUN numbers present, ascending; returns the count. */
 int tgt_lun_list(struct target *t, uint64_t *luns, int max);
+/* Number of targets in the table. */
+int tgt_count(void);
 
 /* ---- ACLs ---- */
 /* rule: "ALL", an IPv4/IPv6 address, a CIDR, or (is_name) an initiator
  * name.  -EEXIST, -EINVAL. */
 int tgt_acl_add(struct target *t, const char *rule, bool is_name);
 int tgt_acl_del(struct target *t, const char *rule, bool is_name);
+/* Parse and validate a rule without adding it (config validation).
+ * 0 / -EINVAL. */
+int tgt_acl_parse(const char *rule, bool is_name, struct acl_rule *out);
 /* May this initiator log in?  Address rules OR name rules; none = no. */
 bool tgt_acl_allows(struct target *t, const struct sockaddr *peer,
 		    const char *initiator_name);
 
 /* ---- per-target iSCSI parameter overrides ---- */
+/* Is key a known overridable iSCSI key (case-insensitive) and value valid
+ * for it?  0, -ENOENT (unknown key), -EINVAL; *canon (may be NULL) gets
+ * the key's RFC 7143 spelling. */
+int tgt_param_check(const char *key, const char *value, const char **canon);
 int tgt_param_set(struct target *t, const char *key, const char *value);
 /* Copy the value of key into buf; 0 or -ENOENT. */
 int tgt_param_get(struct target *t, const char *key, char *buf, unsigned len);
