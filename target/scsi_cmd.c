@@ -1,0 +1,402 @@
+/* scsi_cmd.c - command dispatch, Data-In buffers, abort and unit attentions.
+ *
+ * scsi_cmd_exec() looks the CDB up in one table of supported commands
+ * (opcode, service action, CDB length, flags, handler).  The checks every
+ * command shares run here, in the order SAM-5 5.14 / SPC-4 expect:
+ * logical unit present, pending unit attention, LUN online, write protect;
+ * then the handler decodes the rest of its CDB. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reactor.h"
+#include "scsi_internal.h"
+#include "util.h"
+
+/* CDB control byte (SAM-5 5.2): NACA is not supported (no ACA). */
+#define CDB_CONTROL_NACA 0x04
+
+const struct scsi_op_desc scsi_op_table[] = {
+	{ SCSI_OP_TEST_UNIT_READY, 0, 6, SCSI_OPF_NO_LUN | SCSI_OPF_NEEDS_READY,
+	  spc_test_unit_ready, "TEST UNIT READY" },
+	{ SCSI_OP_REQUEST_SENSE, 0, 6, SCSI_OPF_NO_LUN | SCSI_OPF_NO_UA,
+	  spc_request_sense, "REQUEST SENSE" },
+	{ SCSI_OP_READ_6, 0, 6, SCSI_OPF_MEDIA | SCSI_OPF_NEEDS_READY,
+	  sbc_read_write, "READ(6)" },
+	{ SCSI_OP_WRITE_6, 0, 6,
+	  SCSI_OPF_MEDIA | SCSI_OPF_DATA_OUT | SCSI_OPF_WRITE |
+	  SCSI_OPF_NEEDS_READY, sbc_read_write, "WRITE(6)" },
+	{ SCSI_OP_INQUIRY, 0, 6, SCSI_OPF_NO_LUN | SCSI_OPF_NO_UA,
+	  spc_inquiry, "INQUIRY" },
+	{ SCSI_OP_MODE_SENSE_6, 0, 6, 0, spc_mode_sense, "MODE SENSE(6)" },
+	{ SCSI_OP_START_STOP_UNIT, 0, 6, 0, spc_start_stop_unit,
+	  "START STOP UNIT" },
+	{ SCSI_OP_PREVENT_ALLOW, 0, 6, 0, spc_prevent_allow,
+	  "PREVENT ALLOW MEDIUM REMOVAL" },
+	{ SCSI_OP_READ_CAPACITY_10, 0, 10, SCSI_OPF_NEEDS_READY,
+	  sbc_read_capacity_10, "READ CAPACITY(10)" },
+	{ SCSI_OP_READ_10, 0, 10, SCSI_OPF_MEDIA | SCSI_OPF_NEEDS_READY,
+	  sbc_read_write, "READ(10)" },
+	{ SCSI_OP_WRITE_10, 0, 10,
+	  SCSI_OPF_MEDIA | SCSI_OPF_DATA_OUT | SCSI_OPF_WRITE |
+	  SCSI_OPF_NEEDS_READY, sbc_read_write, "WRITE(10)" },
+	{ SCSI_OP_SYNCHRONIZE_CACHE_10, 0, 10,
+	  SCSI_OPF_MEDIA | SCSI_OPF_NEEDS_READY, sbc_synchronize_cache,
+	  "SYNCHRONIZE CACHE(10)" },
+	{ SCSI_OP_MODE_SENSE_10, 0, 10, 0, spc_mode_sense, "MODE SENSE(10)" },
+	{ SCSI_OP_READ_16, 0, 16, SCSI_OPF_MEDIA | SCSI_OPF_NEEDS_READY,
+	  sbc_read_write, "READ(16)" },
+	{ SCSI_OP_WRITE_16, 0, 16,
+	  SCSI_OPF_MEDIA | SCSI_OPF_DATA_OUT | SCSI_OPF_WRITE |
+	  SCSI_OPF_NEEDS_READY, sbc_read_write, "WRITE(16)" },
+	{ SCSI_OP_SYNCHRONIZE_CACHE_16, 0, 16,
+	  SCSI_OPF_MEDIA | SCSI_OPF_NEEDS_READY, sbc_synchronize_cache,
+	  "SYNCHRONIZE CACHE(16)" },
+	{ SCSI_OP_SERVICE_ACTION_IN_16, SCSI_SAI_READ_CAPACITY_16, 16,
+	  SCSI_OPF_HAS_SA | SCSI_OPF_NEEDS_READY, sbc_read_capacity_16,
+	  "READ CAPACITY(16)" },
+	{ SCSI_OP_REPORT_LUNS, 0, 12, SCSI_OPF_NO_LUN | SCSI_OPF_NO_UA,
+	  spc_report_luns, "REPORT LUNS" },
+	{ SCSI_OP_READ_12, 0, 12, SCSI_OPF_MEDIA | SCSI_OPF_NEEDS_READY,
+	  sbc_read_write, "READ(12)" },
+	{ SCSI_OP_WRITE_12, 0, 12,
+	  SCSI_OPF_MEDIA | SCSI_OPF_DATA_OUT | SCSI_OPF_WRITE |
+	  SCSI_OPF_NEEDS_READY, sbc_read_write, "WRITE(12)" },
+};
+const unsigned scsi_op_table_len = ARRAY_SIZE(scsi_op_table);
+
+#define CDB_SA_MASK 0x1f
+
+const struct scsi_op_desc *scsi_op_lookup(const uint8_t *cdb)
+{
+	for (unsigned i = 0; i < scsi_op_table_len; i++) {
+		const struct scsi_op_desc *d = &scsi_op_table[i];
+
+		if (d->opcode != cdb[0])
+			continue;
+		if ((d->flags & SCSI_OPF_HAS_SA) &&
+		    d->sa != (cdb[1] & CDB_SA_MASK))
+			continue;
+		return d;
+	}
+	return NULL;
+}
+
+/* ---- buffers ---- */
+
+#define SCSI_BUF_ALIGN 4096
+
+void *scsi_buf_alloc(uint32_t len)
+{
+	void *p;
+
+	if (posix_memalign(&p, SCSI_BUF_ALIGN, len ? len : 1))
+		return NULL;
+	memset(p, 0, len);
+	return p;
+}
+
+void scsi_buf_free(void *p)
+{
+	free(p);
+}
+
+int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len)
+{
+	if (cmd->buf && cmd->buf_len >= len)
+		return 0;
+	/* A Data-In buffer the transport pre-allocated is ours to replace:
+	 * it is freed with scsi_buf_free() after done() either way. */
+	uint8_t *b = scsi_buf_alloc(len);
+	if (!b)
+		return -ENOMEM;
+	scsi_buf_free(cmd->buf);
+	cmd->buf = b;
+	cmd->buf_len = len;
+	return 0;
+}
+
+enum scsi_exec_result scsi_data_in(struct scsi_cmd *cmd, const uint8_t *data,
+				   uint32_t len, uint32_t alloc_len)
+{
+	uint32_t n = MIN(len, alloc_len);
+
+	cmd->status = SAM_STAT_GOOD;
+	cmd->in_len = 0;
+	if (!n)
+		return SCSI_EXEC_DONE;
+	if (scsi_buf_ensure(cmd, n) < 0) {
+		scsi_set_backend_error(cmd, -ENOMEM, false);
+		return SCSI_EXEC_DONE;
+	}
+	memcpy(cmd->buf, data, n);
+	cmd->in_len = n;
+	return SCSI_EXEC_DONE;
+}
+
+/* ---- unit attentions (SAM-5 5.14, SPC-4 5.14 / 7.5.2) ----
+ *
+ * Each LUN keeps, per I_T nexus that has touched it, a short queue of
+ * pending unit attentions.  A nexus seen for the first time starts with
+ * POWER ON, RESET, OR BUS DEVICE RESET OCCURRED.  Checking for a pending
+ * UA is on every command's path, so a per-thread cache remembers "nothing
+ * pending for (LUN, nexus) at ua_gen G"; raising a UA bumps lun->ua_gen,
+ * which invalidates every cache entry of that LUN. */
+
+#define UA_MAX_PENDING 8	/* older ones are dropped (SPC-4 allows it) */
+#define UA_MAX_NEXUS 4096	/* bound per LUN; evicted nexuses re-register */
+#define UA_CACHE_SLOTS 64
+
+struct ua_nexus {
+	struct ua_nexus *next;
+	uint64_t nexus_id;
+	unsigned n;
+	uint16_t pending[UA_MAX_PENDING];
+};
+
+struct scsi_lun_state {
+	pthread_mutex_t lock;
+	uint64_t instance;	/* unique per state, never reused */
+	struct ua_nexus *nexus;	/* most recently registered first */
+	unsigned nr_nexus;
+};
+
+static atomic_uint_fast64_t ua_instance_counter = 1;
+
+struct ua_cache_slot {
+	uint64_t instance;
+	uint64_t nexus_id;
+	unsigned gen;
+};
+static __thread struct ua_cache_slot ua_cache[UA_CACHE_SLOTS];
+
+static struct scsi_lun_state *lun_state(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = __atomic_load_n(&lun->scsi,
+						   __ATOMIC_ACQUIRE);
+	if (s)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	s->instance = atomic_fetch_add(&ua_instance_counter, 1);
+	struct scsi_lun_state *expected = NULL;
+	if (!__atomic_compare_exchange_n(&lun->scsi, &expected, s, false,
+					 __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+		return expected;
+	}
+	return s;
+}
+
+void scsi_lun_state_free(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun->scsi;
+
+	if (!s)
+		return;
+	while (s->nexus) {
+		struct ua_nexus *n = s->nexus;
+		s->nexus = n->next;
+		free(n);
+	}
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	lun->scsi = NULL;
+}
+
+static void ua_push(struct ua_nexus *n, uint16_t asc_ascq)
+{
+	for (unsigned i = 0; i < n->n; i++)
+		if (n->pending[i] == asc_ascq)
+			return;
+	if (n->n == UA_MAX_PENDING) {
+		memmove(n->pending, n->pending + 1,
+			sizeof(n->pending[0]) * (UA_MAX_PENDING - 1));
+		n->n--;
+	}
+	n->pending[n->n++] = asc_ascq;
+}
+
+/* Find or register nexus_id; called with s->lock held. */
+static struct ua_nexus *ua_nexus_get(struct scsi_lun_state *s,
+				     uint64_t nexus_id)
+{
+	struct ua_nexus *n, **pp;
+
+	for (n = s->nexus; n; n = n->next)
+		if (n->nexus_id == nexus_id)
+			return n;
+	if (s->nr_nexus >= UA_MAX_NEXUS) {
+		/* Drop the oldest registration (the list tail). */
+		for (pp = &s->nexus; (*pp)->next; pp = &(*pp)->next)
+			;
+		free(*pp);
+		*pp = NULL;
+		s->nr_nexus--;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->nexus_id = nexus_id;
+	ua_push(n, ASC_POWER_ON_RESET);
+	n->next = s->nexus;
+	s->nexus = n;
+	s->nr_nexus++;
+	return n;
+}
+
+bool scsi_ua_take(struct scsi_lun *lun, uint64_t nexus_id, uint16_t *asc_ascq)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+	bool found = false;
+
+	if (!s)
+		return false;
+	unsigned gen = atomic_load(&lun->ua_gen);
+	struct ua_cache_slot *c =
+		&ua_cache[(s->instance * 31 + nexus_id) % UA_CACHE_SLOTS];
+	if (c->instance == s->instance && c->nexus_id == nexus_id &&
+	    c->gen == gen)
+		return false;
+
+	pthread_mutex_lock(&s->lock);
+	struct ua_nexus *n = ua_nexus_get(s, nexus_id);
+	if (n && n->n) {
+		*asc_ascq = n->pending[0];
+		memmove(n->pending, n->pending + 1,
+			sizeof(n->pending[0]) * (n->n - 1));
+		n->n--;
+		found = true;
+	}
+	bool clear = n && !n->n;
+	pthread_mutex_unlock(&s->lock);
+	if (clear) {
+		c->instance = s->instance;
+		c->nexus_id = nexus_id;
+		c->gen = gen;
+	}
+	return found;
+}
+
+void scsi_ua_raise(struct scsi_lun *lun, uint16_t asc_ascq, uint64_t except)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (struct ua_nexus *n = s->nexus; n; n = n->next)
+		if (n->nexus_id != except || !except)
+			ua_push(n, asc_ascq);
+	/* Bump after queueing: a reader that cached "nothing pending" at the
+	 * old generation misses its cache from now on. */
+	atomic_fetch_add(&lun->ua_gen, 1);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by)
+{
+	/* SAM-5 6.3 (LOGICAL UNIT RESET): BUS DEVICE RESET FUNCTION OCCURRED
+	 * for every other nexus; a reset by the target itself (power on,
+	 * reopen) is POWER ON, RESET, OR BUS DEVICE RESET OCCURRED for all. */
+	if (!by)
+		scsi_ua_raise(lun, ASC_POWER_ON_RESET, 0);
+	else
+		scsi_ua_raise(lun, ASC_BUS_DEVICE_RESET_FUNCTION, by->id);
+}
+
+/* ---- execution ---- */
+
+static void cmd_finish(struct scsi_cmd *cmd)
+{
+	cmd->stage = SCSI_STAGE_DONE;
+	cmd->done(cmd);
+}
+
+void scsi_cmd_complete(struct scsi_cmd *cmd)
+{
+	if (cmd->aborted) {
+		cmd->status = SAM_STAT_TASK_ABORTED;
+		cmd->sense_len = 0;
+		cmd->in_len = 0;
+	}
+	cmd_finish(cmd);
+}
+
+void scsi_cmd_exec(struct scsi_cmd *cmd)
+{
+	struct scsi_lun *lun = cmd->lun;
+	uint16_t ua;
+
+	/* Aborted before it was executed: done() has already been called. */
+	if (cmd->stage != SCSI_STAGE_NEW)
+		return;
+	cmd->stage = SCSI_STAGE_EXEC;
+	cmd->status = SAM_STAT_GOOD;
+	cmd->sense_len = 0;
+	cmd->in_len = 0;
+
+	const struct scsi_op_desc *d = scsi_op_lookup(cmd->cdb);
+
+	if (!lun && !(d && (d->flags & SCSI_OPF_NO_LUN))) {
+		/* SPC-4 4.6.4: commands to an absent LUN other than INQUIRY,
+		 * REPORT LUNS and REQUEST SENSE fail this way. */
+		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+			   ASC_LUN_NOT_SUPPORTED);
+		goto out;
+	}
+	if (lun && !(d && (d->flags & SCSI_OPF_NO_UA)) &&
+	    scsi_ua_take(lun, cmd->nexus ? cmd->nexus->id : 0, &ua)) {
+		scsi_sense(cmd, SENSE_KEY_UNIT_ATTENTION, ua);
+		goto out;
+	}
+	if (!d) {
+		scsi_sense_field(cmd, ASC_INVALID_OPCODE, true,
+				 (cmd->cdb[0] == SCSI_OP_SERVICE_ACTION_IN_16 ||
+				  cmd->cdb[0] == SCSI_OP_MAINTENANCE_IN) ? 1 : 0,
+				 -1);
+		goto out;
+	}
+	if (cmd->cdb[d->cdb_len - 1] & CDB_CONTROL_NACA) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true,
+				 d->cdb_len - 1, 2);
+		goto out;
+	}
+	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && !lun->set.online) {
+		scsi_sense(cmd, SENSE_KEY_NOT_READY,
+			   ASC_LUN_NOT_READY_MANUAL_INTERVENTION);
+		goto out;
+	}
+	if (lun && (d->flags & SCSI_OPF_WRITE) &&
+	    (lun->set.readonly || (lun->be && lun->be->readonly))) {
+		scsi_sense(cmd, SENSE_KEY_DATA_PROTECT, ASC_WRITE_PROTECTED);
+		goto out;
+	}
+	if (d->fn(cmd) == SCSI_EXEC_ASYNC)
+		return;
+out:
+	cmd_finish(cmd);
+}
+
+void scsi_cmd_abort(struct scsi_cmd *cmd)
+{
+	if (cmd->aborted || cmd->stage == SCSI_STAGE_DONE)
+		return;
+	cmd->aborted = true;
+	if (cmd->stage == SCSI_STAGE_MEDIA) {
+		/* The media completion sees cmd->aborted and answers TASK
+		 * ABORTED, whatever the backend said. */
+		hang_abort(cmd->lun, &cmd->mio);
+		return;
+	}
+	cmd->status = SAM_STAT_TASK_ABORTED;
+	cmd->sense_len = 0;
+	cmd->in_len = 0;
+	cmd_finish(cmd);
+}

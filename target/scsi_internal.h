@@ -1,0 +1,187 @@
+/* scsi_internal.h - shared between target/scsi_*.c; not for other modules.
+ *
+ * The SCSI layer is split by standard: scsi_cmd.c (dispatch, buffers,
+ * abort, unit attentions), scsi_spc.c (SPC-4 primary commands),
+ * scsi_sbc.c (SBC-3 block commands) and scsi_sense.c (sense data and the
+ * one errno -> status mapper). */
+#ifndef HOLDFAST_SCSI_INTERNAL_H
+#define HOLDFAST_SCSI_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "scsi.h"
+
+/* ---- operation codes (SPC-4 / SBC-3) ---- */
+#define SCSI_OP_TEST_UNIT_READY		0x00
+#define SCSI_OP_REQUEST_SENSE		0x03
+#define SCSI_OP_READ_6			0x08
+#define SCSI_OP_WRITE_6			0x0a
+#define SCSI_OP_INQUIRY			0x12
+#define SCSI_OP_MODE_SENSE_6		0x1a
+#define SCSI_OP_START_STOP_UNIT		0x1b
+#define SCSI_OP_PREVENT_ALLOW		0x1e
+#define SCSI_OP_READ_CAPACITY_10	0x25
+#define SCSI_OP_READ_10			0x28
+#define SCSI_OP_WRITE_10		0x2a
+#define SCSI_OP_VERIFY_10		0x2f
+#define SCSI_OP_SYNCHRONIZE_CACHE_10	0x35
+#define SCSI_OP_MODE_SENSE_10		0x5a
+#define SCSI_OP_READ_16			0x88
+#define SCSI_OP_WRITE_16		0x8a
+#define SCSI_OP_SYNCHRONIZE_CACHE_16	0x91
+#define SCSI_OP_SERVICE_ACTION_IN_16	0x9e
+#define SCSI_OP_REPORT_LUNS		0xa0
+#define SCSI_OP_MAINTENANCE_IN		0xa3
+#define SCSI_OP_READ_12			0xa8
+#define SCSI_OP_WRITE_12		0xaa
+
+/* SERVICE ACTION IN(16) service actions (SBC-3 5.16) */
+#define SCSI_SAI_READ_CAPACITY_16	0x10
+
+/* ---- sense keys (SPC-4 4.5.6) ---- */
+#define SENSE_KEY_NO_SENSE		0x0
+#define SENSE_KEY_RECOVERED_ERROR	0x1
+#define SENSE_KEY_NOT_READY		0x2
+#define SENSE_KEY_MEDIUM_ERROR		0x3
+#define SENSE_KEY_HARDWARE_ERROR	0x4
+#define SENSE_KEY_ILLEGAL_REQUEST	0x5
+#define SENSE_KEY_UNIT_ATTENTION	0x6
+#define SENSE_KEY_DATA_PROTECT		0x7
+#define SENSE_KEY_ABORTED_COMMAND	0xb
+#define SENSE_KEY_MISCOMPARE		0xe
+
+/* ---- additional sense codes, as ASC << 8 | ASCQ (SPC-4 Annex D) ---- */
+#define ASC_NO_ADDITIONAL_SENSE			0x0000
+#define ASC_LUN_NOT_READY_MANUAL_INTERVENTION	0x0403
+#define ASC_LUN_COMMUNICATION_FAILURE		0x0800
+#define ASC_WRITE_ERROR				0x0c00
+#define ASC_UNRECOVERED_READ_ERROR		0x1100
+#define ASC_PARAMETER_LIST_LENGTH_ERROR		0x1a00
+#define ASC_INVALID_OPCODE			0x2000
+#define ASC_LBA_OUT_OF_RANGE			0x2100
+#define ASC_INVALID_FIELD_IN_CDB		0x2400
+#define ASC_LUN_NOT_SUPPORTED			0x2500
+#define ASC_INVALID_FIELD_IN_PARAMETER_LIST	0x2600
+#define ASC_WRITE_PROTECTED			0x2700
+#define ASC_SPACE_ALLOC_FAILED_WRITE_PROTECT	0x2707
+#define ASC_POWER_ON_RESET			0x2900
+#define ASC_BUS_DEVICE_RESET_FUNCTION		0x2903
+#define ASC_MODE_PARAMETERS_CHANGED		0x2a01
+#define ASC_CAPACITY_DATA_CHANGED		0x2a09
+#define ASC_SAVING_PARAMS_NOT_SUPPORTED		0x3900
+#define ASC_MEDIUM_NOT_PRESENT			0x3a00
+#define ASC_INTERNAL_TARGET_FAILURE		0x4400
+#define ASC_REPORTED_LUNS_DATA_CHANGED		0x3f0e
+
+/* ---- dispatch table ---- */
+
+/* What a handler returns: the command finished (status and sense set; the
+ * dispatcher calls done()), or it went asynchronous and the handler's
+ * completion path calls scsi_cmd_complete(). */
+enum scsi_exec_result { SCSI_EXEC_DONE = 0, SCSI_EXEC_ASYNC = 1 };
+
+typedef enum scsi_exec_result (*scsi_handler_fn)(struct scsi_cmd *cmd);
+
+/* Descriptor flags */
+#define SCSI_OPF_NO_LUN		0x01	/* also served when cmd->lun is NULL */
+#define SCSI_OPF_NO_UA		0x02	/* not blocked by a unit attention
+					 * (SAM-5 5.14 / SPC-4 7.5.2) */
+#define SCSI_OPF_MEDIA		0x04	/* reaches the backend (hang engine) */
+#define SCSI_OPF_DATA_OUT	0x08	/* carries Data-Out */
+#define SCSI_OPF_WRITE		0x10	/* modifies the medium: read-only LUNs
+					 * answer DATA PROTECT */
+#define SCSI_OPF_NEEDS_READY	0x20	/* NOT READY while the LUN is offline */
+#define SCSI_OPF_HAS_SA		0x40	/* sa field is a service action in
+					 * CDB byte 1 bits 4:0 */
+
+/* One supported command.  The same table serves dispatch and (later)
+ * REPORT SUPPORTED OPERATION CODES (SPC-4 6.35), hence cdb_len. */
+struct scsi_op_desc {
+	uint8_t opcode;
+	uint8_t sa;
+	uint8_t cdb_len;
+	uint8_t flags;
+	scsi_handler_fn fn;
+	const char *name;
+};
+
+/* The table, sorted by opcode then service action. */
+extern const struct scsi_op_desc scsi_op_table[];
+extern const unsigned scsi_op_table_len;
+const struct scsi_op_desc *scsi_op_lookup(const uint8_t *cdb);
+
+/* Execution stages of a command (cmd->stage).  The transport hands the
+ * SCSI layer a zeroed SCSI-private area, i.e. SCSI_STAGE_NEW. */
+enum scsi_stage {
+	SCSI_STAGE_NEW = 0,
+	SCSI_STAGE_EXEC,	/* being decoded on this reactor */
+	SCSI_STAGE_MEDIA,	/* mio handed to hang_submit() */
+	SCSI_STAGE_DONE,	/* done() called */
+};
+
+/* Finish an asynchronous command: calls cmd->done() exactly once. */
+void scsi_cmd_complete(struct scsi_cmd *cmd);
+
+/* Make cmd->buf hold at least len zeroed bytes for Data-In.  0/-ENOMEM. */
+int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len);
+
+/* Copy a Data-In response of len bytes, cut to the CDB's allocation
+ * length alloc_len (SPC-4 4.2.5.6).  Returns SCSI_EXEC_DONE; on allocation
+ * failure the status is TASK SET FULL. */
+enum scsi_exec_result scsi_data_in(struct scsi_cmd *cmd, const uint8_t *data,
+				   uint32_t len, uint32_t alloc_len);
+
+/* ---- sense (scsi_sense.c) ---- */
+/* CHECK CONDITION with sense key and ASC<<8|ASCQ (the ASC_* constants). */
+void scsi_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq);
+/* ILLEGAL REQUEST with a sense-key-specific field pointer (SPC-4
+ * 4.5.2.4.2): byte `byte`, bit `bit` (-1: whole byte) of the CDB (in_cdb)
+ * or of the parameter list. */
+void scsi_sense_field(struct scsi_cmd *cmd, uint16_t asc_ascq, bool in_cdb,
+		      uint16_t byte, int bit);
+/* Like scsi_sense() with the INFORMATION field (e.g. the failing LBA). */
+void scsi_sense_info(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq,
+		     uint64_t info);
+/* Build sense bytes into buf (SCSI_SENSE_MAX) without touching status;
+ * returns the length.  For REQUEST SENSE and unit attentions. */
+uint32_t scsi_sense_build(uint8_t *buf, bool desc, uint8_t key,
+			  uint16_t asc_ascq);
+/* Is the LUN set to descriptor format sense (control page D_SENSE)? */
+bool scsi_cmd_sense_desc(const struct scsi_cmd *cmd);
+
+/* ---- unit attentions (scsi_cmd.c) ---- */
+/* Take the oldest pending unit attention of cmd's nexus on cmd's LUN
+ * (registering the nexus first).  Returns true and *asc_ascq if one was
+ * pending. */
+bool scsi_ua_take(struct scsi_lun *lun, uint64_t nexus_id,
+		  uint16_t *asc_ascq);
+/* Queue a unit attention for every nexus known to lun except `except`
+ * (0 = none). */
+void scsi_ua_raise(struct scsi_lun *lun, uint16_t asc_ascq, uint64_t except);
+
+/* ---- command handlers ---- */
+/* scsi_spc.c */
+enum scsi_exec_result spc_test_unit_ready(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_request_sense(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_inquiry(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_mode_sense(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_report_luns(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_start_stop_unit(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_prevent_allow(struct scsi_cmd *cmd);
+
+/* scsi_sbc.c */
+enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_read_capacity_10(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_read_capacity_16(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_synchronize_cache(struct scsi_cmd *cmd);
+
+/* Largest transfer one command may ask for, in bytes (reported in the
+ * Block Limits VPD page; bounds the Data-In buffer). */
+#define SBC_MAX_TRANSFER_BYTES (8u << 20)
+
+/* Stable 64-bit FNV-1a hash used for default serial numbers and NAA
+ * identifiers (scsi_spc.c). */
+uint64_t scsi_hash64(const char *s, uint64_t lun);
+
+#endif
