@@ -51,5 +51,10 @@ int config_parse_portal(const char *s, struct sockaddr_storage *ss,
  * with a reason in err.  Used by the config loader and management. */
 int lun_setting_apply(struct lun_settings *s, const char *key,
 		      const char *value, char *err, unsigned errlen);
+/* Check a LUN's settings as a whole (a file LUN has a path, size is a
+ * multiple of the block size, retry policies only with direct = true: the
+ * DESIGN.md safety rule).  0 / -EINVAL with a reason in err. */
+int lun_settings_validate(const struct lun_settings *s, char *err,
+			  unsigned errlen);
 
 #endif

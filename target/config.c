@@ -1,0 +1,960 @@
+/* config.c - targets.conf (libconfig syntax), config.h.
+ *
+ * Two phases so a bad file never leaves half a configuration behind:
+ * config_load() parses and checks every key of the whole file into a plain
+ * description (struct cfg_priv) and reports the first problem as
+ * "FILE:LINE: key: reason"; config_apply() then creates the targets, ACLs
+ * and LUNs and, if any of that fails (a backend cannot open its file),
+ * deletes again whatever it created, including backing files it made. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libconfig.h>
+#include <libgen.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "target.h"
+#include "util.h"
+
+#define ISCSI_DEFAULT_PORT 3260		/* IANA well-known iSCSI port */
+#define CFG_WHERE_MAX (PATH_MAX + 32)
+#define CFG_TID_MAX 65535
+
+struct cfg_param {
+	char key[64];
+	char value[256];
+};
+
+struct cfg_acl {
+	char text[TGT_NAME_MAX];
+	bool is_name;
+};
+
+struct cfg_lun {
+	struct lun_settings s;
+	char where[CFG_WHERE_MAX];	/* "FILE:LINE" of the LUN's group */
+};
+
+struct cfg_target {
+	char name[TGT_NAME_MAX];
+	int tid;
+	char where[CFG_WHERE_MAX];
+	bool has_nop_interval, has_nop_count;
+	uint32_t nop_interval, nop_count;
+	struct cfg_acl *acls;
+	int nr_acls;
+	struct cfg_param *params;
+	int nr_params;
+	struct cfg_lun *luns;
+	int nr_luns;
+};
+
+struct cfg_priv {
+	struct cfg_target *targets;
+	int nr_targets;
+};
+
+/* Parsing context: where messages point and where the first one goes. */
+struct cfg_ctx {
+	const char *file;	/* as the user named it */
+	char dir[PATH_MAX];	/* directory of the file (for relative paths) */
+	char *err;
+	unsigned errlen;
+};
+
+static const char *cfg_file_of(const struct cfg_ctx *c,
+			       const config_setting_t *s)
+{
+	const char *f = s ? config_setting_source_file(s) : NULL;
+	return f ? f : c->file;
+}
+
+static void cfg_where(const struct cfg_ctx *c, const config_setting_t *s,
+		      char *buf, size_t len)
+{
+	snprintf(buf, len, "%s:%u", cfg_file_of(c, s),
+		 s ? config_setting_source_line(s) : 0);
+}
+
+static int cfg_fail(struct cfg_ctx *c, const config_setting_t *s,
+		    const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int cfg_fail(struct cfg_ctx *c, const config_setting_t *s,
+		    const char *key, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, c->errlen, "%s:%u: %s: %s", cfg_file_of(c, s),
+		 s ? config_setting_source_line(s) : 0, key, reason);
+	return -EINVAL;
+}
+
+static const char *cfg_type_name(int type)
+{
+	switch (type) {
+	case CONFIG_TYPE_GROUP: return "a group { }";
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64: return "an integer";
+	case CONFIG_TYPE_FLOAT: return "a floating point number";
+	case CONFIG_TYPE_STRING: return "a string";
+	case CONFIG_TYPE_BOOL: return "a boolean";
+	case CONFIG_TYPE_ARRAY: return "an array [ ]";
+	case CONFIG_TYPE_LIST: return "a list ( )";
+	}
+	return "nothing";
+}
+
+/* ---- sizes and portals ---- */
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGTP";
+	const char *p, *u;
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	p = end;
+	if (*p) {
+		u = strchr(units, toupper((unsigned char)*p));
+		if (!u)
+			return -EINVAL;
+		shift = 10 * (unsigned)(u - units + 1);
+		p++;
+		/* "1G", "1GB" and "1GiB" all mean 2^30 bytes. */
+		if (strcasecmp(p, "iB") == 0 || strcasecmp(p, "B") == 0)
+			p += strlen(p);
+		if (*p)
+			return -EINVAL;
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int config_parse_portal(const char *s, struct sockaddr_storage *ss,
+			socklen_t *len)
+{
+	char buf[128], *host = buf, *port = NULL, *end;
+	unsigned long pnum = ISCSI_DEFAULT_PORT;
+
+	if (!s || !*s || strlen(s) >= sizeof(buf))
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s", s);
+	memset(ss, 0, sizeof(*ss));
+
+	if (buf[0] == '[') {
+		/* "[v6]" or "[v6]:PORT" (RFC 3986 style, as in RFC 7143
+		 * TargetAddress). */
+		char *close = strchr(buf, ']');
+		if (!close)
+			return -EINVAL;
+		*close = '\0';
+		host = buf + 1;
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1])
+			return -EINVAL;
+	} else {
+		char *colon = strchr(buf, ':');
+		/* More than one ':' without brackets: a bare IPv6 address. */
+		if (colon && !strchr(colon + 1, ':')) {
+			*colon = '\0';
+			port = colon + 1;
+		}
+	}
+	if (port) {
+		if (!isdigit((unsigned char)*port))
+			return -EINVAL;
+		errno = 0;
+		pnum = strtoul(port, &end, 10);
+		if (errno || *end || pnum == 0 || pnum > 65535)
+			return -EINVAL;
+	}
+
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	if (buf[0] != '[' && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)pnum);
+		*len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)pnum);
+		*len = sizeof(*sin6);
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool portal_is_wildcard(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr ==
+		       htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(
+		&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+/* "ADDR:PORT" with brackets around IPv6, as SendTargets' TargetAddress
+ * wants it (RFC 7143 section 13.9). */
+static void portal_format(const struct sockaddr_storage *ss, char *buf,
+			  size_t len)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
+		snprintf(buf, len, "%s:%u", a, ntohs(sin->sin_port));
+	} else {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, a, sizeof(a));
+		snprintf(buf, len, "[%s]:%u", a, ntohs(sin6->sin6_port));
+	}
+}
+
+static bool sockaddr_same(const struct sockaddr_storage *a,
+			  const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+}
+
+/* One portals[] entry: "LISTEN" or "LISTEN=ADVERTISE". */
+static int cfg_portal(struct cfg_ctx *c, const config_setting_t *e,
+		      struct config *cfg)
+{
+	struct portal_config *p;
+	const char *text;
+	char listen[160], *eq;
+
+	if (config_setting_type(e) != CONFIG_TYPE_STRING)
+		return cfg_fail(c, e, "portals",
+				"each portal is a string \"ADDR:PORT\", not %s",
+				cfg_type_name(config_setting_type(e)));
+	if (cfg->nr_portals >= CONFIG_MAX_PORTALS)
+		return cfg_fail(c, e, "portals", "more than %d portals",
+				CONFIG_MAX_PORTALS);
+	text = config_setting_get_string(e);
+	if (strlen(text) >= sizeof(p->text))
+		return cfg_fail(c, e, "portals", "portal text too long");
+	p = &cfg->portals[cfg->nr_portals];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->text, sizeof(p->text), "%s", text);
+	snprintf(listen, sizeof(listen), "%s", text);
+	eq = strchr(listen, '=');
+	if (eq)
+		*eq++ = '\0';
+	if (config_parse_portal(listen, &p->listen, &p->listen_len))
+		return cfg_fail(c, e, "portals",
+				"\"%s\" is not ADDR:PORT or [IPv6]:PORT", listen);
+	if (eq) {
+		struct sockaddr_storage adv;
+		socklen_t alen;
+		if (config_parse_portal(eq, &adv, &alen))
+			return cfg_fail(c, e, "portals",
+					"advertised address \"%s\" is not ADDR:PORT or [IPv6]:PORT",
+					eq);
+		if (portal_is_wildcard(&adv))
+			return cfg_fail(c, e, "portals",
+					"advertised address \"%s\" must be one initiators can reach, not a wildcard",
+					eq);
+		portal_format(&adv, p->advertise, sizeof(p->advertise));
+	}
+	for (int i = 0; i < cfg->nr_portals; i++)
+		if (sockaddr_same(&cfg->portals[i].listen, &p->listen))
+			return cfg_fail(c, e, "portals",
+					"\"%s\" is listed twice", listen);
+	cfg->nr_portals++;
+	return 0;
+}
+
+static int cfg_portals(struct cfg_ctx *c, const config_setting_t *s,
+		       struct config *cfg)
+{
+	int type = config_setting_type(s);
+
+	if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST)
+		return cfg_fail(c, s, "portals",
+				"expected an array of strings [ \"ADDR:PORT\" ], not %s",
+				cfg_type_name(type));
+	if (config_setting_length(s) == 0)
+		return cfg_fail(c, s, "portals", "no portal given");
+	for (int i = 0; i < config_setting_length(s); i++) {
+		int ret = cfg_portal(c, config_setting_get_elem(s, (unsigned)i),
+				     cfg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* ---- LUNs ---- */
+
+enum {
+	T_STR = 1 << 0,
+	T_INT = 1 << 1,
+	T_BOOL = 1 << 2,
+	T_STR_ARRAY = 1 << 3,
+};
+
+/* Every key a LUN group may hold, with the libconfig types it accepts. */
+static const struct {
+	const char *key;
+	unsigned types;
+} cfg_lun_keys[] = {
+	{ "backend", T_STR },
+	{ "path", T_STR },
+	{ "size", T_STR | T_INT },
+	{ "block_size", T_INT },
+	{ "direct", T_BOOL },
+	{ "readonly", T_BOOL },
+	{ "removable", T_BOOL },
+	{ "thin_provisioning", T_BOOL },
+	{ "write_cache", T_BOOL },
+	{ "online", T_BOOL },
+	{ "sense_format", T_STR },
+	{ "vendor_id", T_STR },
+	{ "product_id", T_STR },
+	{ "product_rev", T_STR },
+	{ "scsi_id", T_STR },
+	{ "scsi_sn", T_STR },
+	{ "rerror", T_STR },
+	{ "werror", T_STR },
+	{ "retry_interval", T_INT },
+	{ "retry_timeout", T_INT },
+	{ "retry_errors", T_STR_ARRAY | T_STR },
+	{ "fault", T_STR },
+};
+
+static const char *cfg_types_text(unsigned types)
+{
+	switch (types) {
+	case T_STR: return "a string";
+	case T_INT: return "an integer";
+	case T_BOOL: return "a boolean (true or false)";
+	case T_STR | T_INT: return "an integer or a string such as \"1G\"";
+	case T_STR_ARRAY | T_STR: return "an array of errno names [ \"EIO\", ... ]";
+	}
+	return "another type";
+}
+
+/* Render a scalar (or an array of strings) as the text lun_setting_apply
+ * takes; -EINVAL if its type is not one of types. */
+static int cfg_value_text(const config_setting_t *v, unsigned types,
+			  char *buf, size_t len)
+{
+	switch (config_setting_type(v)) {
+	case CONFIG_TYPE_STRING:
+		if (!(types & T_STR))
+			return -EINVAL;
+		if (strlen(config_setting_get_string(v)) >= len)
+			return -E2BIG;
+		snprintf(buf, len, "%s", config_setting_get_string(v));
+		return 0;
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		if (!(types & T_INT))
+			return -EINVAL;
+		if (config_setting_get_int64(v) < 0)
+			return -ERANGE;
+		snprintf(buf, len, "%lld", config_setting_get_int64(v));
+		return 0;
+	case CONFIG_TYPE_BOOL:
+		if (!(types & T_BOOL))
+			return -EINVAL;
+		snprintf(buf, len, "%s",
+			 config_setting_get_bool(v) ? "true" : "false");
+		return 0;
+	case CONFIG_TYPE_ARRAY:
+	case CONFIG_TYPE_LIST: {
+		size_t off = 0;
+		if (!(types & T_STR_ARRAY))
+			return -EINVAL;
+		buf[0] = '\0';
+		for (int i = 0; i < config_setting_length(v); i++) {
+			const config_setting_t *e =
+				config_setting_get_elem(v, (unsigned)i);
+			if (config_setting_type(e) != CONFIG_TYPE_STRING)
+				return -EINVAL;
+			int n = snprintf(buf + off, len - off, "%s%s",
+					 i ? "," : "",
+					 config_setting_get_string(e));
+			if (n < 0 || (size_t)n >= len - off)
+				return -E2BIG;
+			off += (size_t)n;
+		}
+		if (config_setting_length(v) == 0)
+			snprintf(buf, len, "none");
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
+		   struct cfg_target *t)
+{
+	const config_setting_t *ln = config_setting_get_member(g, "lun");
+	struct cfg_lun *l;
+	char reason[512], text[1024];
+	long long nr;
+	int ret;
+
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+		return cfg_fail(c, g, "luns",
+				"each LUN is a group { lun = N; ... }, not %s",
+				cfg_type_name(config_setting_type(g)));
+	if (!ln)
+		return cfg_fail(c, g, "lun", "missing (every LUN needs a number)");
+	if (config_setting_type(ln) != CONFIG_TYPE_INT &&
+	    config_setting_type(ln) != CONFIG_TYPE_INT64)
+		return cfg_fail(c, ln, "lun", "expected an integer, not %s",
+				cfg_type_name(config_setting_type(ln)));
+	nr = config_setting_get_int64(ln);
+	if (nr < 1 || nr >= TGT_MAX_LUNS)
+		return cfg_fail(c, ln, "lun",
+				"%lld is out of range 1..%d (LUN 0 is the controller)",
+				nr, TGT_MAX_LUNS - 1);
+	for (int i = 0; i < t->nr_luns; i++)
+		if (t->luns[i].s.lun == (uint64_t)nr)
+			return cfg_fail(c, ln, "lun",
+					"LUN %lld is defined twice in target %s",
+					nr, t->name);
+
+	t->luns = realloc(t->luns, sizeof(*t->luns) * (size_t)(t->nr_luns + 1));
+	if (!t->luns)
+		return cfg_fail(c, g, "luns", "out of memory");
+	l = &t->luns[t->nr_luns];
+	memset(l, 0, sizeof(*l));
+	lun_settings_default(&l->s, (uint64_t)nr);
+	cfg_where(c, g, l->where, sizeof(l->where));
+
+	for (int i = 0; i < config_setting_length(g); i++) {
+		const config_setting_t *v = config_setting_get_elem(g, (unsigned)i);
+		const char *key = config_setting_name(v);
+		unsigned types = 0;
+
+		if (strcmp(key, "lun") == 0)
+			continue;
+		for (size_t k = 0; k < ARRAY_SIZE(cfg_lun_keys); k++)
+			if (strcmp(key, cfg_lun_keys[k].key) == 0)
+				types = cfg_lun_keys[k].types;
+		if (!types)
+			return cfg_fail(c, v, key, "unknown key");
+		ret = cfg_value_text(v, types, text, sizeof(text));
+		if (ret == -E2BIG)
+			return cfg_fail(c, v, key, "value too long");
+		if (ret == -ERANGE)
+			return cfg_fail(c, v, key, "must not be negative");
+		if (ret)
+			return cfg_fail(c, v, key, "expected %s, not %s",
+					cfg_types_text(types),
+					cfg_type_name(config_setting_type(v)));
+		ret = lun_setting_apply(&l->s, key, text, reason, sizeof(reason));
+		if (ret)
+			return cfg_fail(c, v, key, "%s", reason);
+		if (strcmp(key, "path") == 0 && l->s.path[0] != '/') {
+			/* Relative to the file, so a config and its images
+			 * can move together. */
+			char abs[PATH_MAX];
+			int n = snprintf(abs, sizeof(abs), "%s/%s", c->dir,
+					 l->s.path);
+			if (n < 0 || (size_t)n >= sizeof(abs))
+				return cfg_fail(c, v, key, "path too long");
+			memcpy(l->s.path, abs, (size_t)n + 1);
+		}
+	}
+
+	/* Point whole-LUN problems at the line that causes them. */
+	if (strcmp(l->s.backend, "file") == 0 && !l->s.path[0])
+		return cfg_fail(c, g, "path", "missing (a file LUN needs one)");
+	if (lun_settings_validate(&l->s, reason, sizeof(reason))) {
+		const char *key = "size";
+		bool buffered = strcmp(l->s.backend, "file") == 0 &&
+				!l->s.direct;
+		if (buffered && l->s.werror == ERR_POLICY_RETRY)
+			key = "werror";
+		else if (buffered && l->s.rerror == ERR_POLICY_RETRY)
+			key = "rerror";
+		const config_setting_t *at = config_setting_get_member(g, key);
+		return cfg_fail(c, at ? at : g, key, "%s", reason);
+	}
+
+	if (strcmp(l->s.backend, "file") == 0) {
+		struct stat st;
+		const config_setting_t *ps = config_setting_get_member(g, "path");
+		if (stat(l->s.path, &st) == 0) {
+			if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+				return cfg_fail(c, ps, "path",
+						"%s is neither a regular file nor a block device",
+						l->s.path);
+		} else if (errno != ENOENT) {
+			return cfg_fail(c, ps, "path", "%s: %s", l->s.path,
+					strerror(errno));
+		} else if (l->s.size == 0) {
+			return cfg_fail(c, ps, "path",
+					"%s does not exist and no size is given to create it",
+					l->s.path);
+		} else {
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%s", l->s.path);
+			if (stat(dirname(dir), &st) != 0 || !S_ISDIR(st.st_mode))
+				return cfg_fail(c, ps, "path",
+						"cannot create %s: directory %s does not exist",
+						l->s.path, dir);
+		}
+	}
+	t->nr_luns++;
+	return 0;
+}
+
+/* ---- targets ---- */
+
+static int cfg_uint_member(struct cfg_ctx *c, const config_setting_t *v,
+			   long long max, uint32_t *out)
+{
+	const char *key = config_setting_name(v);
+	long long x;
+
+	if (config_setting_type(v) != CONFIG_TYPE_INT &&
+	    config_setting_type(v) != CONFIG_TYPE_INT64)
+		return cfg_fail(c, v, key, "expected an integer, not %s",
+				cfg_type_name(config_setting_type(v)));
+	x = config_setting_get_int64(v);
+	if (x < 0 || x > max)
+		return cfg_fail(c, v, key, "%lld is out of range 0..%lld", x,
+				max);
+	*out = (uint32_t)x;
+	return 0;
+}
+
+static int cfg_initiators(struct cfg_ctx *c, const config_setting_t *s,
+			  struct cfg_target *t)
+{
+	int type = config_setting_type(s);
+
+	if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST)
+		return cfg_fail(c, s, "initiators",
+				"expected an array of strings [ \"ALL\", \"10.0.0.0/8\", \"iqn...\" ], not %s",
+				cfg_type_name(type));
+	for (int i = 0; i < config_setting_length(s); i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		struct acl_rule r;
+		const char *text;
+		bool is_name;
+
+		if (config_setting_type(e) != CONFIG_TYPE_STRING)
+			return cfg_fail(c, e, "initiators",
+					"each entry is a string, not %s",
+					cfg_type_name(config_setting_type(e)));
+		text = config_setting_get_string(e);
+		/* RFC 7143 section 4.2.7.1: iSCSI names start with their type
+		 * ("iqn.", "eui.", "naa."); anything else is an address. */
+		is_name = strncasecmp(text, "iqn.", 4) == 0 ||
+			  strncasecmp(text, "eui.", 4) == 0 ||
+			  strncasecmp(text, "naa.", 4) == 0;
+		if (tgt_acl_parse(text, is_name, &r))
+			return cfg_fail(c, e, "initiators",
+					is_name ? "\"%s\" is not a valid initiator name"
+						: "\"%s\" is not ALL, an IPv4/IPv6 address, a CIDR or an iqn./eui./naa. name",
+					text);
+		t->acls = realloc(t->acls, sizeof(*t->acls) * (size_t)(t->nr_acls + 1));
+		if (!t->acls)
+			return cfg_fail(c, e, "initiators", "out of memory");
+		snprintf(t->acls[t->nr_acls].text, TGT_NAME_MAX, "%s", text);
+		t->acls[t->nr_acls].is_name = is_name;
+		t->nr_acls++;
+	}
+	return 0;
+}
+
+static int cfg_params(struct cfg_ctx *c, const config_setting_t *s,
+		      struct cfg_target *t)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+		return cfg_fail(c, s, "params",
+				"expected a group { Key = value; ... }, not %s",
+				cfg_type_name(config_setting_type(s)));
+	for (int i = 0; i < config_setting_length(s); i++) {
+		const config_setting_t *v = config_setting_get_elem(s, (unsigned)i);
+		const char *key = config_setting_name(v);
+		char text[256];
+		int ret;
+
+		/* Booleans are iSCSI's "Yes"/"No" (RFC 7143 section 6.2). */
+		if (config_setting_type(v) == CONFIG_TYPE_BOOL)
+			snprintf(text, sizeof(text), "%s",
+				 config_setting_get_bool(v) ? "Yes" : "No");
+		else if (cfg_value_text(v, T_STR | T_INT, text, sizeof(text)))
+			return cfg_fail(c, v, key,
+					"expected a number or a string, not %s",
+					cfg_type_name(config_setting_type(v)));
+		ret = tgt_param_check(key, text, NULL);
+		if (ret == -ENOENT)
+			return cfg_fail(c, v, key,
+					"unknown iSCSI key (RFC 7143 section 13 operational keys only)");
+		if (ret)
+			return cfg_fail(c, v, key, "bad value \"%s\"", text);
+		t->params = realloc(t->params,
+				    sizeof(*t->params) * (size_t)(t->nr_params + 1));
+		if (!t->params)
+			return cfg_fail(c, v, key, "out of memory");
+		snprintf(t->params[t->nr_params].key, 64, "%s", key);
+		snprintf(t->params[t->nr_params].value, 256, "%s", text);
+		t->nr_params++;
+	}
+	return 0;
+}
+
+static int cfg_target(struct cfg_ctx *c, const config_setting_t *g,
+		      struct cfg_priv *pv)
+{
+	const config_setting_t *name = NULL, *luns = NULL;
+	struct cfg_target *t;
+	int ret;
+
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+		return cfg_fail(c, g, "targets",
+				"each target is a group { name = \"iqn...\"; ... }, not %s",
+				cfg_type_name(config_setting_type(g)));
+	pv->targets = realloc(pv->targets,
+			      sizeof(*pv->targets) * (size_t)(pv->nr_targets + 1));
+	if (!pv->targets)
+		return cfg_fail(c, g, "targets", "out of memory");
+	t = &pv->targets[pv->nr_targets++];
+	memset(t, 0, sizeof(*t));
+	cfg_where(c, g, t->where, sizeof(t->where));
+
+	name = config_setting_get_member(g, "name");
+	if (!name)
+		return cfg_fail(c, g, "name", "missing (every target needs an IQN)");
+	if (config_setting_type(name) != CONFIG_TYPE_STRING)
+		return cfg_fail(c, name, "name", "expected a string, not %s",
+				cfg_type_name(config_setting_type(name)));
+	if (!*config_setting_get_string(name) ||
+	    strlen(config_setting_get_string(name)) >= TGT_NAME_MAX ||
+	    strspn(config_setting_get_string(name),
+		   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") !=
+		    strlen(config_setting_get_string(name)))
+		return cfg_fail(c, name, "name",
+				"\"%s\" is not a valid iSCSI name (letters, digits, '.', '-', ':')",
+				config_setting_get_string(name));
+	snprintf(t->name, sizeof(t->name), "%s", config_setting_get_string(name));
+	for (int i = 0; i < pv->nr_targets - 1; i++)
+		if (strcasecmp(pv->targets[i].name, t->name) == 0)
+			return cfg_fail(c, name, "name",
+					"target %s is defined twice", t->name);
+
+	for (int i = 0; i < config_setting_length(g); i++) {
+		const config_setting_t *v = config_setting_get_elem(g, (unsigned)i);
+		const char *key = config_setting_name(v);
+		uint32_t x;
+
+		ret = 0;
+		if (strcmp(key, "name") == 0) {
+			continue;
+		} else if (strcmp(key, "tid") == 0) {
+			ret = cfg_uint_member(c, v, CFG_TID_MAX, &x);
+			if (!ret && x == 0)
+				ret = cfg_fail(c, v, key, "tid must be 1 or more");
+			if (!ret)
+				t->tid = (int)x;
+			for (int k = 0; !ret && k < pv->nr_targets - 1; k++)
+				if (pv->targets[k].tid == t->tid)
+					ret = cfg_fail(c, v, key,
+						       "tid %d is already used by %s",
+						       t->tid, pv->targets[k].name);
+		} else if (strcmp(key, "initiators") == 0) {
+			ret = cfg_initiators(c, v, t);
+		} else if (strcmp(key, "nop_interval") == 0) {
+			ret = cfg_uint_member(c, v, 3600, &t->nop_interval);
+			t->has_nop_interval = true;
+		} else if (strcmp(key, "nop_count") == 0) {
+			ret = cfg_uint_member(c, v, 1000, &t->nop_count);
+			t->has_nop_count = true;
+		} else if (strcmp(key, "params") == 0) {
+			ret = cfg_params(c, v, t);
+		} else if (strcmp(key, "luns") == 0) {
+			luns = v;
+		} else {
+			ret = cfg_fail(c, v, key, "unknown key");
+		}
+		if (ret)
+			return ret;
+	}
+
+	if (luns) {
+		int type = config_setting_type(luns);
+		if (type != CONFIG_TYPE_LIST && type != CONFIG_TYPE_GROUP)
+			return cfg_fail(c, luns, "luns",
+					"expected a list ( { lun = 1; ... } ), not %s",
+					cfg_type_name(type));
+		if (type == CONFIG_TYPE_GROUP)	/* a single LUN without ( ) */
+			return cfg_lun(c, luns, t);
+		for (int i = 0; i < config_setting_length(luns); i++) {
+			ret = cfg_lun(c, config_setting_get_elem(luns, (unsigned)i), t);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+/* Targets without a tid get 1, 2, ... in file order, skipping tids that
+ * other targets ask for explicitly. */
+static void cfg_assign_tids(struct cfg_priv *pv)
+{
+	int next = 1;
+
+	for (int i = 0; i < pv->nr_targets; i++) {
+		if (pv->targets[i].tid)
+			continue;
+		for (;;) {
+			bool used = false;
+			for (int k = 0; k < pv->nr_targets; k++)
+				if (pv->targets[k].tid == next)
+					used = true;
+			if (!used)
+				break;
+			next++;
+		}
+		pv->targets[i].tid = next++;
+	}
+}
+
+static void cfg_priv_free(struct cfg_priv *pv)
+{
+	if (!pv)
+		return;
+	for (int i = 0; i < pv->nr_targets; i++) {
+		free(pv->targets[i].acls);
+		free(pv->targets[i].params);
+		free(pv->targets[i].luns);
+	}
+	free(pv->targets);
+	free(pv);
+}
+
+int config_load(const char *path, struct config *cfg, char *err,
+		unsigned errlen)
+{
+	struct cfg_ctx c = { .file = path, .err = err, .errlen = errlen };
+	struct cfg_priv *pv;
+	config_setting_t *root, *targets = NULL;
+	config_t lc;
+	char dir[PATH_MAX];
+	int ret = 0;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (err && errlen)
+		err[0] = '\0';
+	if (!realpath(path, cfg->path)) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return ret;
+	}
+	snprintf(dir, sizeof(dir), "%s", cfg->path);
+	snprintf(c.dir, sizeof(c.dir), "%s", dirname(dir));
+
+	config_init(&lc);
+	config_set_include_dir(&lc, c.dir);
+	if (config_read_file(&lc, path) != CONFIG_TRUE) {
+		if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
+			snprintf(err, errlen, "%s: cannot read the file", path);
+		else
+			snprintf(err, errlen, "%s:%d: syntax: %s",
+				 config_error_file(&lc) ? config_error_file(&lc)
+							: path,
+				 config_error_line(&lc), config_error_text(&lc));
+		config_destroy(&lc);
+		return -EINVAL;
+	}
+
+	pv = xzalloc(sizeof(*pv));
+	root = config_root_setting(&lc);
+	for (int i = 0; !ret && i < config_setting_length(root); i++) {
+		config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+		const char *key = config_setting_name(s);
+
+		if (strcmp(key, "portals") == 0)
+			ret = cfg_portals(&c, s, cfg);
+		else if (strcmp(key, "targets") == 0)
+			targets = s;
+		else
+			ret = cfg_fail(&c, s, key, "unknown key");
+	}
+	if (!ret && targets) {
+		int type = config_setting_type(targets);
+		if (type != CONFIG_TYPE_LIST)
+			ret = cfg_fail(&c, targets, "targets",
+				       "expected a list ( { name = ...; }, ... ), not %s",
+				       cfg_type_name(type));
+		for (int i = 0; !ret && i < config_setting_length(targets); i++)
+			ret = cfg_target(&c, config_setting_get_elem(targets,
+								     (unsigned)i),
+					 pv);
+	}
+	if (!ret && cfg->nr_portals == 0) {
+		/* No portals key: listen on the iSCSI port everywhere. */
+		struct portal_config *p = &cfg->portals[0];
+		config_parse_portal("0.0.0.0:3260", &p->listen, &p->listen_len);
+		snprintf(p->text, sizeof(p->text), "0.0.0.0:3260");
+		cfg->nr_portals = 1;
+	}
+	config_destroy(&lc);
+	if (ret) {
+		cfg_priv_free(pv);
+		return ret;
+	}
+	cfg_assign_tids(pv);
+	cfg->priv = pv;
+	return 0;
+}
+
+/* ---- apply ---- */
+
+static void cfg_rollback(const struct cfg_priv *pv, int nr_created,
+			 char **created_files, int nr_files)
+{
+	for (int i = nr_created - 1; i >= 0; i--)
+		tgt_delete(pv->targets[i].tid, true);
+	for (int i = 0; i < nr_files; i++) {
+		unlink(created_files[i]);
+		free(created_files[i]);
+	}
+}
+
+int config_apply(struct config *cfg, char *err, unsigned errlen)
+{
+	struct cfg_priv *pv = cfg->priv;
+	char **created = NULL;
+	int nr_files = 0, done = 0, ret = 0;
+
+	if (!pv)
+		return 0;
+	for (int i = 0; i < pv->nr_targets; i++)
+		for (int k = 0; k < pv->targets[i].nr_luns; k++)
+			nr_files++;
+	created = xzalloc(sizeof(*created) * (size_t)(nr_files + 1));
+	nr_files = 0;
+
+	for (done = 0; done < pv->nr_targets; done++) {
+		const struct cfg_target *ct = &pv->targets[done];
+		struct target *t;
+
+		ret = tgt_create(ct->tid, ct->name);
+		if (ret < 0) {
+			snprintf(err, errlen, "%s: target %s (tid %d): %s",
+				 ct->where, ct->name, ct->tid,
+				 ret == -EEXIST ? "a target with this tid or name already exists"
+						: strerror(-ret));
+			goto fail;
+		}
+		t = tgt_get_by_tid(ct->tid);
+		if (!t) {
+			ret = -ENOENT;
+			snprintf(err, errlen, "%s: target %s vanished", ct->where,
+				 ct->name);
+			done++;
+			goto fail;
+		}
+		pthread_mutex_lock(&t->lock);
+		if (ct->has_nop_interval)
+			t->nop_interval = ct->nop_interval;
+		if (ct->has_nop_count)
+			t->nop_count = ct->nop_count;
+		pthread_mutex_unlock(&t->lock);
+		for (int k = 0; !ret && k < ct->nr_acls; k++) {
+			ret = tgt_acl_add(t, ct->acls[k].text, ct->acls[k].is_name);
+			if (ret == -EEXIST)
+				ret = 0;	/* a repeated rule changes nothing */
+			else if (ret)
+				snprintf(err, errlen, "%s: initiators: %s: %s",
+					 ct->where, ct->acls[k].text,
+					 strerror(-ret));
+		}
+		for (int k = 0; !ret && k < ct->nr_params; k++) {
+			ret = tgt_param_set(t, ct->params[k].key,
+					    ct->params[k].value);
+			if (ret)
+				snprintf(err, errlen, "%s: params: %s: %s",
+					 ct->where, ct->params[k].key,
+					 strerror(-ret));
+		}
+		tgt_put(t);
+		if (ret) {
+			done++;
+			goto fail;
+		}
+
+		for (int k = 0; k < ct->nr_luns; k++) {
+			const struct cfg_lun *cl = &ct->luns[k];
+			const char *why = NULL;
+			bool existed = true;
+			struct stat st;
+
+			if (strcmp(cl->s.backend, "file") == 0 &&
+			    stat(cl->s.path, &st) != 0)
+				existed = false;
+			ret = tgt_lun_add(ct->tid, &cl->s, &why);
+			if (!existed && access(cl->s.path, F_OK) == 0)
+				created[nr_files++] = xstrdup(cl->s.path);
+			if (ret) {
+				snprintf(err, errlen, "%s: lun %" PRIu64 ": %s%s%s",
+					 cl->where, cl->s.lun,
+					 why ? why : "", why ? ": " : "",
+					 strerror(-ret));
+				done++;
+				goto fail;
+			}
+		}
+	}
+	free(created);
+	return 0;
+
+fail:
+	log_err("configuration %s not applied: %s", cfg->path, err);
+	cfg_rollback(pv, done, created, nr_files);
+	free(created);
+	return ret < 0 ? ret : -EINVAL;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	cfg_priv_free(cfg->priv);
+	cfg->priv = NULL;
+}
