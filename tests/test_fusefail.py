@@ -1,0 +1,205 @@
+"""fusefail on its own: the failing FUSE mount the hang tests rely on.
+
+Proves that O_DIRECT I/O on the mount reaches fusefail's handlers, that the
+control file switches real kernel errors (EIO, ENOSPC, ...) on and off, that
+a failed write leaves the backing file untouched, and that the counters tell
+whether a request reached the backing store.
+"""
+
+import errno
+import mmap
+import os
+import time
+
+import pytest
+
+from fusefs import fusefs  # noqa: F401  (fixture)
+from helpers import run
+
+BS = 4096
+
+
+def aligned(byte, n=BS):
+    """A page-aligned buffer (O_DIRECT needs aligned memory)."""
+    m = mmap.mmap(-1, n)
+    m.write(bytes([byte]) * n)
+    return m
+
+
+def open_direct(path, create=True):
+    flags = os.O_RDWR | os.O_DIRECT | (os.O_CREAT if create else 0)
+    return os.open(str(path), flags, 0o644)
+
+
+def pread_direct(fd, off, n=BS):
+    m = mmap.mmap(-1, n)
+    got = os.preadv(fd, [m], off)
+    return got, m[:got]
+
+
+def test_direct_io_passes_through(fusefs):
+    p = fusefs.path("disk.img")
+    fd = open_direct(p)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        assert os.pwrite(fd, aligned(0xab), 0) == BS
+        assert os.pwrite(fd, aligned(0xcd), BS) == BS
+        got, data = pread_direct(fd, 0, 2 * BS)
+        assert got == 2 * BS
+        assert data == b"\xab" * BS + b"\xcd" * BS
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    # the data is in the source directory, not only in some cache
+    assert fusefs.read_backing("disk.img", 0, 2 * BS) == \
+        b"\xab" * BS + b"\xcd" * BS
+    st = fusefs.stats()
+    assert st["writes"] >= 2 and st["reads"] >= 1 and st["flushes"] >= 1, st
+    assert st["failed_writes"] == 0 and st["failed_reads"] == 0, st
+
+
+def test_dd_oflag_direct(fusefs):
+    p = fusefs.path("dd.img")
+    run(["dd", "if=/dev/zero", "of=%s" % p, "bs=64k", "count=16",
+         "oflag=direct", "status=none"])
+    assert os.path.getsize(str(fusefs.backing("dd.img"))) == 16 * 65536
+    before = fusefs.stats()["writes"]
+    run(["dd", "if=%s" % p, "of=/dev/null", "bs=64k", "iflag=direct",
+         "status=none"])
+    fusefs.set("write=EIO")
+    cp = run(["dd", "if=/dev/zero", "of=%s" % p, "bs=64k", "count=1",
+              "oflag=direct", "conv=notrunc", "status=none"], check=False)
+    assert cp.returncode != 0
+    assert "Input/output error" in cp.stderr, cp.stderr
+    assert fusefs.stats()["writes"] > before
+
+
+@pytest.mark.parametrize("name,code", [("EIO", errno.EIO),
+                                       ("ENOSPC", errno.ENOSPC),
+                                       ("EDQUOT", errno.EDQUOT)])
+def test_write_error_then_ok(fusefs, name, code):
+    p = fusefs.path("disk.img")
+    fd = open_direct(p)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        assert os.pwrite(fd, aligned(0x11), 0) == BS
+        fusefs.set("write=%s" % name)
+        with pytest.raises(OSError) as ei:
+            os.pwrite(fd, aligned(0x22), 0)
+        assert ei.value.errno == code
+        # reads still work while only writes fail
+        got, data = pread_direct(fd, 0)
+        assert data == b"\x11" * BS
+        assert fusefs.stats()["failed_writes"] == 1
+        # the failed write did not land
+        assert fusefs.read_backing("disk.img", 0, BS) == b"\x11" * BS
+        fusefs.ok()
+        assert os.pwrite(fd, aligned(0x33), 0) == BS
+        assert fusefs.read_backing("disk.img", 0, BS) == b"\x33" * BS
+        assert fusefs.stats()["failed_writes"] == 1
+    finally:
+        os.close(fd)
+
+
+def test_read_and_flush_errors(fusefs):
+    p = fusefs.path("disk.img")
+    fd = open_direct(p)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        os.pwrite(fd, aligned(0x44), 0)
+        fusefs.set("read=EIO")
+        with pytest.raises(OSError) as ei:
+            pread_direct(fd, 0)
+        assert ei.value.errno == errno.EIO
+        os.pwrite(fd, aligned(0x55), BS)      # writes unaffected
+        fusefs.set("flush=EIO")
+        with pytest.raises(OSError) as ei:
+            os.fsync(fd)
+        assert ei.value.errno == errno.EIO
+        with pytest.raises(OSError) as ei:
+            os.fdatasync(fd)
+        assert ei.value.errno == errno.EIO
+        fusefs.set("all=ENOSPC")
+        for op in (lambda: pread_direct(fd, 0),
+                   lambda: os.pwrite(fd, aligned(0x66), 0),
+                   lambda: os.fsync(fd)):
+            with pytest.raises(OSError) as ei:
+                op()
+            assert ei.value.errno == errno.ENOSPC
+        fusefs.ok()
+        assert pread_direct(fd, 0, 2 * BS)[1] == \
+            b"\x44" * BS + b"\x55" * BS
+        os.fsync(fd)
+        st = fusefs.stats()
+        assert st["failed_reads"] == 2, st
+        assert st["failed_writes"] == 1, st
+        assert st["failed_flushes"] == 3, st
+    finally:
+        os.close(fd)
+
+
+def test_fallocate_follows_write(fusefs):
+    p = fusefs.path("disk.img")
+    fd = open_direct(p)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        os.pwrite(fd, aligned(0x77), 0)
+        fusefs.set("write=EIO")
+        with pytest.raises(OSError) as ei:
+            # punch a hole, as UNMAP does (FALLOC_FL_PUNCH_HOLE |
+            # FALLOC_FL_KEEP_SIZE through the libc call)
+            os.posix_fallocate(fd, 0, BS)
+        assert ei.value.errno == errno.EIO
+        fusefs.ok()
+        os.posix_fallocate(fd, 0, 2 * BS)
+        assert fusefs.stats()["failed_fallocs"] == 1
+    finally:
+        os.close(fd)
+
+
+def test_delay_and_match(fusefs):
+    a, b = fusefs.path("a.img"), fusefs.path("b.img")
+    fa, fb = open_direct(a), open_direct(b)
+    try:
+        for fd in (fa, fb):
+            os.ftruncate(fd, 1 << 20)
+        fusefs.set("match=a.img write=EIO delay=300")
+        t = time.monotonic()
+        assert os.pwrite(fb, aligned(0x01), 0) == BS   # not matched: fast
+        assert time.monotonic() - t < 0.25
+        t = time.monotonic()
+        with pytest.raises(OSError):
+            os.pwrite(fa, aligned(0x02), 0)
+        took = time.monotonic() - t
+        assert 0.28 <= took < 5, took
+        fusefs.set("delay=200")
+        t = time.monotonic()
+        assert os.pwrite(fa, aligned(0x03), 0) == BS
+        assert 0.18 <= time.monotonic() - t < 5
+    finally:
+        os.close(fa)
+        os.close(fb)
+
+
+def test_switch_is_quick(fusefs):
+    """The control file is honoured within a few ms of the rename."""
+    fd = open_direct(fusefs.path("disk.img"))
+    try:
+        os.ftruncate(fd, 1 << 20)
+        for _ in range(5):
+            fusefs.set("write=EIO")
+            with pytest.raises(OSError):
+                os.pwrite(fd, aligned(0x01), 0)
+            fusefs.ok()
+            os.pwrite(fd, aligned(0x01), 0)
+    finally:
+        os.close(fd)
+
+
+def test_stats_file_hidden_and_readonly(fusefs):
+    assert ".fusefail-stats" not in os.listdir(str(fusefs.mnt))
+    with pytest.raises(OSError):
+        open(str(fusefs.mnt / ".fusefail-stats"), "w")
+    st = fusefs.stats()
+    assert set(st) >= {"reads", "writes", "flushes", "failed_reads",
+                       "failed_writes", "failed_flushes"}
