@@ -386,6 +386,11 @@ enum scsi_exec_result spc_test_unit_ready(struct scsi_cmd *cmd)
 {
 	/* The controller at LUN 0 is always ready; readiness of a real LUN
 	 * (online) was checked by the dispatcher. */
+	if (!cmd->lun && cmd->lun_id != 0) {
+		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+			   ASC_LUN_NOT_SUPPORTED);
+		return SCSI_EXEC_DONE;
+	}
 	cmd->status = SAM_STAT_GOOD;
 	return SCSI_EXEC_DONE;
 }
