@@ -341,6 +341,7 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 	cmd->status = SAM_STAT_GOOD;
 	cmd->sense_len = 0;
 	cmd->in_len = 0;
+	cmd->out_want = 0;
 
 	const struct scsi_op_desc *d = scsi_op_lookup(cmd->cdb);
 

@@ -150,6 +150,9 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 	rw_decode(cmd->cdb, &rw);
 	cmd->lba = rw.lba;
 	cmd->nblocks = rw.nblocks;
+	if (write)
+		cmd->out_want = (uint32_t)MIN((uint64_t)rw.nblocks * bs,
+					      (uint64_t)UINT32_MAX);
 
 	/* No protection information is formatted: a non-zero RDPROTECT /
 	 * WRPROTECT is an invalid field (SBC-3 5.8, table 58). */

@@ -834,6 +834,7 @@ static void test_media_io(void)
 	c.out_len = 700;
 	scsi_cmd_exec(&c);
 	CHECK(c.mio.io.length == 512 && !(c.mio.io.flags & BE_IO_FUA));
+	CHECK(c.out_want == 1024);
 	c.mio.complete(&c.mio, 0);
 
 	/* SYNCHRONIZE CACHE(10) flushes. */
