@@ -1,0 +1,256 @@
+"""Boot a QEMU guest against an iSCSI target and collect its verdict.
+
+A guest is the host's Debian kernel plus the initramfs from initramfs.py,
+run under TCG (KVM does not work on these machines) with one vCPU, under a
+hard `timeout -k 5 N`.  /init (init.sh) runs the scenario named by the
+hf_* parameters on the kernel command line and prints `RESULT: PASS NAME`
+or `RESULT: FAIL NAME reason` on the serial console, which QEMU writes to
+a log file that this module reads while the guest runs (so a test can wait
+for a line such as LOOP-START and then break the backing store).
+
+The disk reaches the guest in one of two ways:
+  - qemu:   QEMU's own iSCSI initiator (libiscsi, `-drive driver=iscsi`)
+            behind a virtio-blk device, the guest sees /dev/vda;
+  - kernel: the guest's kernel initiator (open-iscsi) over QEMU's user-mode
+            network with `restrict=on` (the guest reaches nothing but the
+            forward): guest port 10.0.2.100:3260 is forwarded, one socat per
+            TCP connection, to the target's portal on 127.0.0.1.
+
+Also a command for trying scenarios by hand:
+    python3 tests/guest/guest.py --disk qemu --portal 127.0.0.1:3260 \\
+        --iqn IQN [--test dataset|loop] [--param KEY=VALUE ...]
+"""
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import initramfs  # noqa: E402
+
+QEMU = "qemu-system-x86_64"
+QEMU_INITIATOR_IQN = "iqn.2026-11.org.example:qemu-guest"
+GUEST_PORTAL = "10.0.2.100:3260"
+GUEST_MEM_MB = 256
+
+RESULT_RE = re.compile(r"RESULT: (PASS|FAIL) (\S+) ?(.*)")
+SUM_RE = re.compile(r"^SUM ([0-9a-f]{64}) (\S+)\s*$", re.M)
+
+
+class GuestError(AssertionError):
+    """A guest run that failed; str() includes the serial log."""
+
+
+def _cmdline(params):
+    parts = ["console=ttyS0", "panic=-1", "loglevel=4"]
+    for k, v in params.items():
+        v = str(v)
+        if not v or re.search(r"\s", v):
+            raise ValueError("kernel parameter %s=%r must be one word" %
+                             (k, v))
+        parts.append("hf_%s=%s" % (k, v))
+    return " ".join(parts)
+
+
+class Guest:
+    """One QEMU run.  Create, start(), optionally wait_line() while it runs,
+    then finish() for the parsed result."""
+
+    def __init__(self, workdir, name, disk, portal, iqn, lun=1,
+                 params=None, time_limit=120, extra_args=()):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.disk = disk
+        self.portal = portal            # host side "127.0.0.1:PORT"
+        self.iqn = iqn
+        self.lun = lun
+        self.time_limit = time_limit
+        self.params = {"name": name, "lun": lun, "iqn": iqn}
+        self.params.update(params or {})
+        self.extra_args = list(extra_args)
+        self.log_path = self.workdir / ("%s.serial.log" % name)
+        self.socat_log = self.workdir / ("%s.socat.log" % name)
+        self.proc = None
+        self.t_start = None
+        self.wall = None
+
+    def argv(self):
+        kernel, image, _ = initramfs.build()
+        params = dict(self.params)
+        argv = ["timeout", "-k", "5", str(int(self.time_limit)), QEMU,
+                "-nodefaults", "-no-user-config", "-machine", "q35",
+                "-accel", "tcg", "-cpu", "max", "-smp", "1",
+                "-m", str(GUEST_MEM_MB), "-kernel", kernel,
+                "-initrd", str(image), "-display", "none",
+                "-monitor", "none", "-serial", "file:%s" % self.log_path,
+                "-no-reboot"]
+        if self.disk == "qemu":
+            params["disk"] = "virtio"
+            host, port = self.portal.rsplit(":", 1)
+            argv += ["-iscsi", "initiator-name=%s" % QEMU_INITIATOR_IQN,
+                     "-drive", "driver=iscsi,transport=tcp,portal=%s:%s,"
+                     "target=%s,lun=%d,if=none,id=d0" %
+                     (host, port, self.iqn, self.lun),
+                     "-device", "virtio-blk-pci,drive=d0"]
+        elif self.disk == "kernel":
+            params["disk"] = "iscsi"
+            params.setdefault("portal", GUEST_PORTAL)
+            gaddr, gport = GUEST_PORTAL.split(":")
+            for bad in (",", " "):
+                if bad in str(self.socat_log):
+                    raise ValueError("socat log path %s must not contain "
+                                     "%r" % (self.socat_log, bad))
+            fwd = "tcp:%s:%s-cmd:socat -lf %s - TCP:%s" % (
+                gaddr, gport, self.socat_log, self.portal)
+            argv += ["-netdev", "user,id=n0,restrict=on,guestfwd=%s" % fwd,
+                     "-device", "virtio-net-pci,netdev=n0,romfile="]
+        else:
+            raise ValueError("disk must be qemu or kernel")
+        argv += ["-append", _cmdline(params)] + self.extra_args
+        return argv
+
+    def start(self):
+        argv = self.argv()
+        self.log_path.write_bytes(b"")
+        with open(self.workdir / ("%s.cmd" % self.name), "w") as f:
+            f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
+        self.qemu_stderr = open(self.workdir / ("%s.qemu.err" % self.name),
+                                "wb")
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=self.qemu_stderr,
+                                     stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_line(self, pattern, timeout):
+        """Wait until a serial line matches pattern; returns (match, host
+        monotonic time it was first seen) or (None, None) if the guest
+        ended or timeout passed."""
+        rx = re.compile(pattern, re.M)
+        end = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log())
+            if m:
+                return m, time.monotonic()
+            if not self.running() or time.monotonic() >= end:
+                m = rx.search(self.log())
+                return (m, time.monotonic()) if m else (None, None)
+            time.sleep(0.05)
+
+    def wait(self):
+        """Wait for QEMU to exit (the time limit bounds this)."""
+        try:
+            self.proc.wait(self.time_limit + 15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.wall = time.monotonic() - self.t_start
+        self.qemu_stderr.close()
+        return self.proc.returncode
+
+    def kill(self):
+        """Stop QEMU (and the timeout wrapper) by process group."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+    def report(self, why):
+        """Text for a failed assertion: why, then the whole serial log."""
+        parts = ["guest %s: %s" % (self.name, why),
+                 "qemu exit %s, wall %.1fs, limit %ds" % (
+                     self.proc.returncode if self.proc else None,
+                     self.wall or -1, self.time_limit)]
+        err = self.workdir / ("%s.qemu.err" % self.name)
+        if err.exists() and err.stat().st_size:
+            parts.append("---- qemu stderr ----\n" +
+                         err.read_text(errors="replace")[-3000:])
+        if self.socat_log.exists() and self.socat_log.stat().st_size:
+            parts.append("---- socat log ----\n" +
+                         self.socat_log.read_text(errors="replace")[-3000:])
+        parts.append("---- serial log (%s) ----\n%s" % (self.log_path,
+                                                        self.log()))
+        return "\n".join(parts)
+
+    def finish(self, expect_pass=True):
+        """Wait for the guest and return its RESULT match; raises
+        GuestError with the serial log unless the guest printed
+        RESULT: PASS for this scenario (or any RESULT if not
+        expect_pass)."""
+        self.wait()
+        results = [m for m in RESULT_RE.finditer(self.log())
+                   if m.group(2) == self.name]
+        if not results:
+            limit = " (hit the %ds time limit)" % self.time_limit \
+                if self.proc.returncode in (124, 137, -9) else ""
+            raise GuestError(self.report("no RESULT line%s" % limit))
+        r = results[-1]
+        if expect_pass and r.group(1) != "PASS":
+            raise GuestError(self.report("FAIL: %s" % r.group(3)))
+        return r
+
+    def sums(self):
+        """{guest path: sha256} from the SUM lines."""
+        return {p: h for h, p in SUM_RE.findall(self.log())}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        if self.proc is not None and self.wall is None:
+            self.wall = time.monotonic() - self.t_start
+            self.qemu_stderr.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description="run one guest scenario")
+    ap.add_argument("--disk", choices=("qemu", "kernel"), default="qemu")
+    ap.add_argument("--portal", required=True, help="host ADDR:PORT")
+    ap.add_argument("--iqn", required=True)
+    ap.add_argument("--lun", type=int, default=1)
+    ap.add_argument("--test", default="dataset")
+    ap.add_argument("--name", default="manual")
+    ap.add_argument("--dir", default="build/guest/manual")
+    ap.add_argument("--limit", type=int, default=180)
+    ap.add_argument("--param", action="append", default=[],
+                    help="extra hf_KEY=VALUE for init.sh")
+    a = ap.parse_args()
+    params = {"test": a.test}
+    for kv in a.param:
+        k, v = kv.split("=", 1)
+        params[k] = v
+    g = Guest(a.dir, a.name, a.disk, a.portal, a.iqn, a.lun, params,
+              a.limit)
+    with g:
+        g.start()
+        try:
+            r = g.finish()
+        except GuestError as e:
+            print(e)
+            return 1
+    print(g.log())
+    print("%s %s in %.1fs" % (r.group(1), a.name, g.wall))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
