@@ -4,12 +4,14 @@
  * test can make any LUN fail on command:
  *
  *   tgtadm --op update --mode logicalunit --tid 1 --lun 1 \
- *          --params fault=eio,ops=w,lba=0-1023
+ *          --params fault=eio:ops=w:lba=0-1023
  *
- * Spec syntax (items separated by ','; names are case-insensitive):
+ * Spec syntax (items separated by ':' or ','; use ':' with tgtadm, whose
+ * --params already splits on ','; names are case-insensitive):
  *
  *   off | none | ""          no injection (the default)
  *   ERRNAME                  shorthand for errno=ERRNAME, e.g. eio, enospc
+ *                            (any errno name glibc knows, or a number)
  *   errno=ERRNAME|N|none     error to inject (default EIO; "none" = delay
  *                            only).  A spec with latency= and no errno item
  *                            only delays.
@@ -43,6 +45,11 @@
 #include "reactor.h"
 
 #define FAULT_SPEC_MAX 256
+/* Items may be separated by ':' as well as ',' because tgtadm --params
+ * already uses ',' between its own key=value items.  Canonical output uses
+ * ':' so that what describe() prints can be pasted into tgtadm. */
+#define FAULT_SEPARATORS ",:; \t"
+#define FAULT_SEP ":"
 #define FAULT_DEFAULT_BLOCK_SIZE 512
 
 /* ops= bits, one per enum be_op */
@@ -88,22 +95,8 @@ struct fault_delay {
 	int err;			/* negative errno, or 0 = pass on */
 };
 
-static const struct {
-	const char *name;
-	int err;
-} fault_errnos[] = {
-	{ "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
-	{ "ETIMEDOUT", ETIMEDOUT }, { "ENOTCONN", ENOTCONN },
-	{ "ECONNRESET", ECONNRESET }, { "ECONNREFUSED", ECONNREFUSED },
-	{ "EHOSTUNREACH", EHOSTUNREACH }, { "ENETUNREACH", ENETUNREACH },
-	{ "EAGAIN", EAGAIN }, { "EBUSY", EBUSY }, { "ENOMEM", ENOMEM },
-	{ "ESTALE", ESTALE }, { "EREMOTEIO", EREMOTEIO },
-	{ "ENOLINK", ENOLINK }, { "ESHUTDOWN", ESHUTDOWN },
-	{ "EROFS", EROFS }, { "EINVAL", EINVAL }, { "EPERM", EPERM },
-	{ "EACCES", EACCES }, { "ENXIO", ENXIO }, { "ENODEV", ENODEV },
-	{ "EOPNOTSUPP", EOPNOTSUPP }, { "EFBIG", EFBIG },
-	{ "EILSEQ", EILSEQ }, { "EBADMSG", EBADMSG }, { "ENODATA", ENODATA },
-};
+/* Largest errno value accepted by number or looked up by name. */
+#define FAULT_ERRNO_MAX 4095
 
 static const struct {
 	const char *name;
@@ -132,6 +125,8 @@ static int fault_parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* "EIO", "eio", "5" or "none" (0).  Names come from glibc's
+ * strerrorname_np(), so every errno the kernel can return is accepted. */
 static int fault_parse_errno(const char *s, int *out)
 {
 	uint64_t n;
@@ -140,25 +135,21 @@ static int fault_parse_errno(const char *s, int *out)
 		*out = 0;
 		return 0;
 	}
-	for (size_t i = 0; i < ARRAY_SIZE(fault_errnos); i++) {
-		if (strcasecmp(s, fault_errnos[i].name) == 0) {
-			*out = fault_errnos[i].err;
-			return 0;
-		}
-	}
-	if (fault_parse_u64(s, &n) == 0 && n > 0 && n < 4096) {
+	if (fault_parse_u64(s, &n) == 0) {
+		if (n == 0 || n > FAULT_ERRNO_MAX)
+			return -EINVAL;
 		*out = (int)n;
 		return 0;
 	}
-	return -EINVAL;
-}
+	for (int e = 1; e <= FAULT_ERRNO_MAX; e++) {
+		const char *name = strerrorname_np(e);
 
-static const char *fault_errno_name(int err)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(fault_errnos); i++)
-		if (fault_errnos[i].err == err)
-			return fault_errnos[i].name;
-	return NULL;
+		if (name && strcasecmp(s, name) == 0) {
+			*out = e;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }
 
 static int fault_parse_ops(char *s, unsigned *out)
@@ -225,8 +216,8 @@ static int fault_spec_parse(const char *text, struct fault_spec *out)
 		return -EINVAL;
 	strcpy(buf, text);
 
-	for (char *item = strtok_r(buf, ",", &save); item;
-	     item = strtok_r(NULL, ",", &save)) {
+	for (char *item = strtok_r(buf, FAULT_SEPARATORS, &save); item;
+	     item = strtok_r(NULL, FAULT_SEPARATORS, &save)) {
 		char *val = strchr(item, '=');
 		int err = 0;
 
@@ -307,7 +298,7 @@ static int fault_spec_format(const struct fault_spec *s, char *buf,
 	if (s->err == 0) {
 		FAULT_PUT("errno=none");
 	} else {
-		const char *name = fault_errno_name(s->err);
+		const char *name = strerrorname_np(s->err);
 
 		if (name)
 			FAULT_PUT("errno=%s", name);
@@ -320,7 +311,7 @@ static int fault_spec_format(const struct fault_spec *s, char *buf,
 			[BE_OP_FLUSH] = "flush", [BE_OP_UNMAP] = "unmap",
 			[BE_OP_WRITE_ZEROES] = "zeroes",
 		};
-		const char *sep = ",ops=";
+		const char *sep = FAULT_SEP "ops=";
 
 		for (unsigned i = 0; i < ARRAY_SIZE(names); i++) {
 			if (s->ops & (1u << i)) {
@@ -330,18 +321,18 @@ static int fault_spec_format(const struct fault_spec *s, char *buf,
 		}
 	}
 	if (s->has_lba)
-		FAULT_PUT(",lba=%llu-%llu", (unsigned long long)s->lba_start,
+		FAULT_PUT(FAULT_SEP "lba=%llu-%llu", (unsigned long long)s->lba_start,
 			  (unsigned long long)s->lba_end);
 	if (s->skip)
-		FAULT_PUT(",skip=%llu", (unsigned long long)s->skip);
+		FAULT_PUT(FAULT_SEP "skip=%llu", (unsigned long long)s->skip);
 	if (s->count)
-		FAULT_PUT(",count=%llu", (unsigned long long)s->count);
+		FAULT_PUT(FAULT_SEP "count=%llu", (unsigned long long)s->count);
 	if (s->probability < 1.0)
-		FAULT_PUT(",probability=%g", s->probability);
+		FAULT_PUT(FAULT_SEP "probability=%g", s->probability);
 	if (s->latency_ms)
-		FAULT_PUT(",latency=%u", s->latency_ms);
+		FAULT_PUT(FAULT_SEP "latency=%u", s->latency_ms);
 	if (s->duration_ms)
-		FAULT_PUT(",duration=%llu", (unsigned long long)s->duration_ms);
+		FAULT_PUT(FAULT_SEP "duration=%llu", (unsigned long long)s->duration_ms);
 #undef FAULT_PUT
 	return (int)pos;
 }
