@@ -108,9 +108,12 @@ int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len)
 	if (cmd->buf && cmd->buf_len >= len)
 		return 0;
 	/* A Data-In buffer the transport pre-allocated is ours to replace:
-	 * it is freed with scsi_buf_free() after done() either way. */
-	uint8_t *b = scsi_buf_alloc(len);
-	if (!b)
+	 * it is freed with scsi_buf_free() after done() either way.  Not
+	 * zeroed: only in_len bytes are ever sent, and those are written
+	 * by the handler or the backend's read first (saves a memset of up
+	 * to SBC_MAX_TRANSFER_BYTES per READ). */
+	void *b;
+	if (posix_memalign(&b, SCSI_BUF_ALIGN, len ? len : 1))
 		return -ENOMEM;
 	scsi_buf_free(cmd->buf);
 	cmd->buf = b;
