@@ -520,7 +520,7 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 				return cfg_fail(c, ps, "path",
 						"%s is neither a regular file nor a block device",
 						l->s.path);
-		} else if (errno != ENOENT) {
+		} else if (errno != ENOENT && errno != ENOTDIR) {
 			return cfg_fail(c, ps, "path", "%s: %s", l->s.path,
 					strerror(errno));
 		} else if (l->s.size == 0) {
@@ -528,11 +528,20 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 					"%s does not exist and no size is given to create it",
 					l->s.path);
 		} else {
-			char dir[PATH_MAX];
+			/* The file (and missing directories above it) will be
+			 * created at apply time; the nearest existing ancestor
+			 * must be a directory. */
+			char dir[PATH_MAX], tmp[PATH_MAX];
+			bool found;
 			snprintf(dir, sizeof(dir), "%s", l->s.path);
-			if (stat(dirname(dir), &st) != 0 || !S_ISDIR(st.st_mode))
+			do {
+				snprintf(tmp, sizeof(tmp), "%s", dir);
+				snprintf(dir, sizeof(dir), "%s", dirname(tmp));
+				found = stat(dir, &st) == 0;
+			} while (!found && strcmp(dir, "/") != 0);
+			if (!found || !S_ISDIR(st.st_mode))
 				return cfg_fail(c, ps, "path",
-						"cannot create %s: directory %s does not exist",
+						"cannot create %s: %s is not a directory",
 						l->s.path, dir);
 		}
 	}
@@ -845,30 +854,79 @@ int config_load(const char *path, struct config *cfg, char *err,
 
 /* ---- apply ---- */
 
+/* Paths config_apply created (files, then directories), so a failed
+ * apply can remove them again, newest first. */
+struct cfg_made {
+	char **paths;
+	bool *is_dir;
+	int nr, cap;
+};
+
+static void cfg_made_add(struct cfg_made *m, const char *path, bool is_dir)
+{
+	if (m->nr == m->cap) {
+		m->cap = m->cap ? 2 * m->cap : 8;
+		m->paths = realloc(m->paths, sizeof(*m->paths) * (size_t)m->cap);
+		m->is_dir = realloc(m->is_dir, sizeof(*m->is_dir) * (size_t)m->cap);
+		if (!m->paths || !m->is_dir)
+			abort();	/* a few pointers: nothing sane to do */
+	}
+	m->paths[m->nr] = xstrdup(path);
+	m->is_dir[m->nr++] = is_dir;
+}
+
+static void cfg_made_free(struct cfg_made *m, bool remove)
+{
+	for (int i = m->nr - 1; i >= 0; i--) {
+		if (remove && m->is_dir[i])
+			rmdir(m->paths[i]);
+		else if (remove)
+			unlink(m->paths[i]);
+		free(m->paths[i]);
+	}
+	free(m->paths);
+	free(m->is_dir);
+	memset(m, 0, sizeof(*m));
+}
+
+/* mkdir -p the directory holding path, remembering what it made. */
+static int cfg_make_parents(const char *path, struct cfg_made *m)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (stat(dir, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	int ret = cfg_make_parents(dir, m);
+	if (ret)
+		return ret;
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	cfg_made_add(m, dir, true);
+	return 0;
+}
+
 static void cfg_rollback(const struct cfg_priv *pv, int nr_created,
-			 char **created_files, int nr_files)
+			 struct cfg_made *made)
 {
 	for (int i = nr_created - 1; i >= 0; i--)
 		tgt_delete(pv->targets[i].tid, true);
-	for (int i = 0; i < nr_files; i++) {
-		unlink(created_files[i]);
-		free(created_files[i]);
-	}
+	cfg_made_free(made, true);
 }
 
 int config_apply(struct config *cfg, char *err, unsigned errlen)
 {
 	struct cfg_priv *pv = cfg->priv;
-	char **created = NULL;
-	int nr_files = 0, done = 0, ret = 0;
+	struct cfg_made made = { 0 };
+	int done = 0, ret = 0;
 
 	if (!pv)
 		return 0;
-	for (int i = 0; i < pv->nr_targets; i++)
-		for (int k = 0; k < pv->targets[i].nr_luns; k++)
-			nr_files++;
-	created = xzalloc(sizeof(*created) * (size_t)(nr_files + 1));
-	nr_files = 0;
 
 	for (done = 0; done < pv->nr_targets; done++) {
 		const struct cfg_target *ct = &pv->targets[done];
@@ -882,6 +940,7 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 						: strerror(-ret));
 			goto fail;
 		}
+		ret = 0;
 		t = tgt_get_by_tid(ct->tid);
 		if (!t) {
 			ret = -ENOENT;
@@ -925,12 +984,21 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 			bool existed = true;
 			struct stat st;
 
-			if (strcmp(cl->s.backend, "file") == 0 &&
-			    stat(cl->s.path, &st) != 0)
+			if (cl->s.path[0] && stat(cl->s.path, &st) != 0) {
 				existed = false;
+				ret = cfg_make_parents(cl->s.path, &made);
+				if (ret) {
+					snprintf(err, errlen,
+						 "%s: lun %" PRIu64 ": cannot create the directory for %s: %s",
+						 cl->where, cl->s.lun,
+						 cl->s.path, strerror(-ret));
+					done++;
+					goto fail;
+				}
+			}
 			ret = tgt_lun_add(ct->tid, &cl->s, &why);
 			if (!existed && access(cl->s.path, F_OK) == 0)
-				created[nr_files++] = xstrdup(cl->s.path);
+				cfg_made_add(&made, cl->s.path, false);
 			if (ret) {
 				snprintf(err, errlen, "%s: lun %" PRIu64 ": %s%s%s",
 					 cl->where, cl->s.lun,
@@ -941,13 +1009,12 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 			}
 		}
 	}
-	free(created);
+	cfg_made_free(&made, false);
 	return 0;
 
 fail:
 	log_err("configuration %s not applied: %s", cfg->path, err);
-	cfg_rollback(pv, done, created, nr_files);
-	free(created);
+	cfg_rollback(pv, done, &made);
 	return ret < 0 ? ret : -EINVAL;
 }
 

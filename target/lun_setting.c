@@ -161,7 +161,11 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 				    "must be 1..255 (LUN 0 is the controller)");
 		s->lun = u;
 	} else if (strcmp(key, "backend") == 0) {
-		if (strcmp(value, "file") && strcmp(value, "null"))
+		/* "fault" names the injection layer every LUN has on top;
+		 * as a backend it means "file if there is a path, else
+		 * null" (backends/lun.c). */
+		if (strcmp(value, "file") && strcmp(value, "null") &&
+		    strcmp(value, "fault"))
 			return fail(err, errlen, -EINVAL,
 				    "unknown backend \"%s\" (file or null)",
 				    value);
