@@ -114,6 +114,18 @@ void scsi_cmd_abort(struct scsi_cmd *cmd);
  * every other I_T nexus.  Thread safe. */
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by);
 
+/* Changes announced to every I_T nexus that has used a LUN, as a unit
+ * attention on its next command (SPC-4 5.14 / SBC-3 4.6). */
+enum scsi_lun_event {
+	SCSI_EV_CAPACITY_CHANGED,	/* 2A/09 after a resize */
+	SCSI_EV_LUNS_CHANGED,		/* 3F/0E: raise on every LUN of a
+					 * target whose LUN inventory changed */
+	SCSI_EV_MODE_CHANGED,		/* 2A/01: a mode page setting changed
+					 * (write_cache, sense_desc, readonly) */
+};
+/* Thread safe. */
+void scsi_lun_notify(struct scsi_lun *lun, enum scsi_lun_event ev);
+
 /* Free the SCSI layer's per-LUN state (lun->scsi: pending unit attentions).
  * Called once from the last scsi_lun_put(); safe when lun->scsi is NULL. */
 void scsi_lun_state_free(struct scsi_lun *lun);

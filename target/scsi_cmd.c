@@ -314,6 +314,21 @@ void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by)
 		scsi_ua_raise(lun, ASC_BUS_DEVICE_RESET_FUNCTION, by->id);
 }
 
+void scsi_lun_notify(struct scsi_lun *lun, enum scsi_lun_event ev)
+{
+	switch (ev) {
+	case SCSI_EV_CAPACITY_CHANGED:
+		scsi_ua_raise(lun, ASC_CAPACITY_DATA_CHANGED, 0);
+		break;
+	case SCSI_EV_LUNS_CHANGED:
+		scsi_ua_raise(lun, ASC_REPORTED_LUNS_DATA_CHANGED, 0);
+		break;
+	case SCSI_EV_MODE_CHANGED:
+		scsi_ua_raise(lun, ASC_MODE_PARAMETERS_CHANGED, 0);
+		break;
+	}
+}
+
 /* ---- execution ---- */
 
 static void cmd_finish(struct scsi_cmd *cmd)

@@ -197,6 +197,33 @@ static void test_ua_first_command(void)
 	run(&c);
 	CHECK(c.status == SAM_STAT_GOOD);
 
+	/* Events queue in order, one per command. */
+	scsi_lun_notify(&lun, SCSI_EV_CAPACITY_CHANGED);
+	scsi_lun_notify(&lun, SCSI_EV_LUNS_CHANGED);
+	scsi_lun_notify(&lun, SCSI_EV_CAPACITY_CHANGED);
+	cmd_init(&c, &nex_b, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION,
+		       ASC_CAPACITY_DATA_CHANGED));
+	cmd_init(&c, &nex_b, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION,
+		       ASC_REPORTED_LUNS_DATA_CHANGED));
+	cmd_init(&c, &nex_b, tur, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION,
+		       ASC_CAPACITY_DATA_CHANGED));
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION,
+		       ASC_REPORTED_LUNS_DATA_CHANGED));
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+
 	/* REQUEST SENSE reports the UA with GOOD status and clears it. */
 	scsi_lun_reset_ua(&lun, NULL);
 	uint8_t rs[6] = { SCSI_OP_REQUEST_SENSE, 0, 0, 0, 252 };
