@@ -365,9 +365,13 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 
 	if (!lun && !(d && (d->flags & SCSI_OPF_NO_LUN))) {
 		/* SPC-4 4.6.4: commands to an absent LUN other than INQUIRY,
-		 * REPORT LUNS and REQUEST SENSE fail this way. */
-		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
-			   ASC_LUN_NOT_SUPPORTED);
+		 * REPORT LUNS and REQUEST SENSE fail this way.  LUN 0 is the
+		 * target's controller: it exists but serves no media. */
+		if (cmd->lun_id == 0)
+			scsi_sense_field(cmd, ASC_INVALID_OPCODE, true, 0, -1);
+		else
+			scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+				   ASC_LUN_NOT_SUPPORTED);
 		goto out;
 	}
 	if (lun && !(d && (d->flags & SCSI_OPF_NO_UA)) &&

@@ -417,6 +417,11 @@ static void test_absent_lun(void)
 	c.lun_id = 0;
 	run(&c);
 	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, rd, 10);
+	c.lun = NULL;
+	c.lun_id = 0;
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_INVALID_OPCODE));
 	cmd_free(&c);
 }
 
