@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -794,6 +796,177 @@ static void test_fault_concurrent(void)
 	free(buf);
 }
 
+/* ---- real kernel errors through fusefail (skipped when unavailable) ----
+ *
+ * build/tools/fusefail mirrors a directory and fails reads, writes or
+ * flushes on command, so these errors come from the kernel through
+ * io_uring exactly as a failing SAN's would. */
+
+struct fuse_env {
+	char src[300], mnt[300], ctl[300];
+	pid_t pid;
+};
+
+static void fuse_set(struct fuse_env *fe, const char *rules)
+{
+	char tmp[320];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", fe->ctl);
+	f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fprintf(f, "%s\n", rules);
+	fclose(f);
+	rename(tmp, fe->ctl);
+	usleep(30 * 1000);	/* fusefail re-reads it every few ms */
+}
+
+static bool fuse_mounted(const char *mnt)
+{
+	struct stat a, b;
+	char parent[320];
+
+	snprintf(parent, sizeof(parent), "%s/..", mnt);
+	return stat(mnt, &a) == 0 && stat(parent, &b) == 0 &&
+	       a.st_dev != b.st_dev;
+}
+
+static int fuse_start(struct fuse_env *fe, const char *bin)
+{
+	snprintf(fe->src, sizeof(fe->src), "%s/fuse-src", tmpdir);
+	snprintf(fe->mnt, sizeof(fe->mnt), "%s/fuse-mnt", tmpdir);
+	snprintf(fe->ctl, sizeof(fe->ctl), "%s/fuse-ctl", tmpdir);
+	mkdir(fe->src, 0700);
+	mkdir(fe->mnt, 0700);
+	fuse_set(fe, "ok");
+	fe->pid = fork();
+	if (fe->pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		execl(bin, bin, fe->src, fe->mnt, fe->ctl, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		int st;
+
+		if (fuse_mounted(fe->mnt))
+			return 0;
+		if (waitpid(fe->pid, &st, WNOHANG) == fe->pid) {
+			fe->pid = 0;
+			return -1;
+		}
+		usleep(10 * 1000);
+	}
+	return -1;
+}
+
+static void fuse_stop(struct fuse_env *fe)
+{
+	char cmd[800];
+
+	snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s' 2>/dev/null || "
+		 "fusermount3 -uz '%s' 2>/dev/null", fe->mnt, fe->mnt);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not unmount %s\n", fe->mnt);
+	if (fe->pid > 0) {
+		for (int i = 0; i < 200; i++) {
+			if (waitpid(fe->pid, NULL, WNOHANG) == fe->pid) {
+				fe->pid = 0;
+				break;
+			}
+			usleep(10 * 1000);
+		}
+		if (fe->pid > 0) {
+			kill(fe->pid, SIGKILL);
+			waitpid(fe->pid, NULL, 0);
+		}
+	}
+}
+
+static struct backend *open_path(const char *path, uint64_t size, bool direct)
+{
+	struct backend_params p = {
+		.path = path, .block_size = 512, .direct = direct, .size = size,
+	};
+	const char *msg;
+	int err;
+	struct backend *be = open_be(&be_file_ops, &p, &err, &msg);
+
+	CHECK(be != NULL, "open %s: %d %s", path, err, msg ? msg : "");
+	return be;
+}
+
+static void test_fuse(void)
+{
+	const char *bdir = getenv("HOLDFAST_BUILD") ? getenv("HOLDFAST_BUILD")
+						     : "build";
+	char bin[300], path[400];
+	struct fuse_env fe = { .pid = 0 };
+	struct backend *be;
+	char *buf = abuf(64 * KIB, 0x42);
+
+	snprintf(bin, sizeof(bin), "%s/tools/fusefail", bdir);
+	if (access(bin, X_OK) != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+		printf("SKIP fuse tests: %s or /dev/fuse not available\n", bin);
+		free(buf);
+		return;
+	}
+	if (fuse_start(&fe, bin) < 0) {
+		printf("SKIP fuse tests: fusefail did not mount\n");
+		fuse_stop(&fe);
+		free(buf);
+		return;
+	}
+
+	snprintf(path, sizeof(path), "%s/direct.img", fe.mnt);
+	be = open_path(path, 4 * MIB, true);
+	if (be) {
+		CHECK(run_io(be, BE_OP_WRITE, 0, 64 * KIB, buf) == 0,
+		      "fuse: direct write");
+		fuse_set(&fe, "write=EIO");
+		CHECK(run_io(be, BE_OP_WRITE, 0, 64 * KIB, buf) == -EIO,
+		      "fuse: real EIO on write");
+		fuse_set(&fe, "write=ENOSPC");
+		CHECK(run_io(be, BE_OP_WRITE, 0, 4096, buf) == -ENOSPC,
+		      "fuse: real ENOSPC on write");
+		fuse_set(&fe, "read=EIO");
+		CHECK(run_io(be, BE_OP_READ, 0, 4096, buf) == -EIO,
+		      "fuse: real EIO on read");
+		fuse_set(&fe, "flush=EIO");
+		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == -EIO,
+		      "fuse: real EIO on flush");
+		fuse_set(&fe, "ok");
+		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == 0,
+		      "fuse: direct LUN flushes again after recovery");
+		memset(buf, 0, 64 * KIB);
+		CHECK(run_io(be, BE_OP_READ, 0, 64 * KIB, buf) == 0 &&
+		      all_bytes(buf, 64 * KIB, 0x42),
+		      "fuse: failed writes left the old data");
+		close_be(be);
+	}
+
+	snprintf(path, sizeof(path), "%s/buffered.img", fe.mnt);
+	be = open_path(path, 4 * MIB, false);
+	if (be) {
+		CHECK(run_io(be, BE_OP_WRITE, 0, 4096, buf) == 0,
+		      "fuse: buffered write");
+		fuse_set(&fe, "flush=EIO");
+		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == -EIO,
+		      "fuse: buffered flush fails");
+		CHECK(be->flush_failed, "fuse: the failure latched");
+		fuse_set(&fe, "ok");
+		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == -EIO,
+		      "fuse: later flushes keep failing (page cache may have lost data)");
+		close_be(be);
+	}
+	fuse_stop(&fe);
+	free(buf);
+}
+
 /* ---- LUN creation ---- */
 
 static void test_lun(void)
@@ -908,6 +1081,7 @@ int main(void)
 	test_fault_inject();
 	test_fault_concurrent();
 	test_lun();
+	test_fuse();
 
 	reactor_stop(R);
 	pthread_join(th, NULL);
