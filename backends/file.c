@@ -73,6 +73,18 @@ _Static_assert(sizeof(struct be_file_io) <=
  * stays in .bss, so it costs no memory until the fallback is used. */
 static uint8_t be_file_zeroes[BE_FILE_ZERO_CHUNK] __attribute__((aligned(4096)));
 
+/* be->flush_failed is a plain bool in backend.h but reactors on several
+ * threads may flush one LUN: set and read it with atomic builtins. */
+static void be_file_latch_flush(struct backend *be)
+{
+	__atomic_store_n(&be->flush_failed, true, __ATOMIC_RELEASE);
+}
+
+static bool be_file_flush_latched(struct backend *be)
+{
+	return __atomic_load_n(&be->flush_failed, __ATOMIC_ACQUIRE);
+}
+
 static struct be_file_io *be_file_io_of(struct be_io *io)
 {
 	return (struct be_file_io *)io->be_scratch;
@@ -517,7 +529,7 @@ static void be_file_cqe(struct reactor_uring_op *op, int res)
 		 * a failed flush can. */
 		if (res < 0 && io->op == BE_OP_WRITE && !be->direct &&
 		    ((io->flags & BE_IO_FUA) || f->sync))
-			be->flush_failed = true;
+			be_file_latch_flush(be);
 		be_file_transfer_done(fio, res);
 		return;
 	case BE_FILE_STAGE_ZERO_WRITE:
@@ -528,7 +540,7 @@ static void be_file_cqe(struct reactor_uring_op *op, int res)
 		 * cache may have dropped the dirty data (and the kernel reports
 		 * a writeback error only once), so every later flush fails. */
 		if (res < 0 && !be->direct)
-			be->flush_failed = true;
+			be_file_latch_flush(be);
 		be_file_finish(fio, res < 0 ? res : 0);
 		return;
 	case BE_FILE_STAGE_PUNCH:
@@ -594,7 +606,7 @@ static void be_file_submit(struct backend *be, struct be_io *io,
 		}
 		break;
 	case BE_OP_FLUSH:
-		if (!be->direct && be->flush_failed) {
+		if (!be->direct && be_file_flush_latched(be)) {
 			err = -EIO;
 			goto fail;
 		}
@@ -663,7 +675,7 @@ static int be_file_describe(struct backend *be, char *buf, unsigned len)
 	return snprintf(buf, len, "file %s %s%s%s", f->path,
 			be->direct ? "direct" : "buffered",
 			f->sync ? " sync" : "",
-			be->flush_failed ? " flush-failed" : "");
+			be_file_flush_latched(be) ? " flush-failed" : "");
 }
 
 const struct backend_ops be_file_ops = {

@@ -340,6 +340,19 @@ static struct backend *open_file(const char *name, uint64_t size, bool direct)
 	return be;
 }
 
+static struct backend *open_path(const char *path, uint64_t size, bool direct)
+{
+	struct backend_params p = {
+		.path = path, .block_size = 512, .direct = direct, .size = size,
+	};
+	const char *msg;
+	int err;
+	struct backend *be = open_be(&be_file_ops, &p, &err, &msg);
+
+	CHECK(be != NULL, "open %s: %d %s", path, err, msg ? msg : "");
+	return be;
+}
+
 static void test_file_rw(void)
 {
 	struct backend *be = open_file("rw.img", 16 * MIB, true);
@@ -796,6 +809,88 @@ static void test_fault_concurrent(void)
 	free(buf);
 }
 
+/* ---- a block device (a loop device over a file; skipped without root) ---- */
+
+static void test_blockdev(void)
+{
+	char img[300], cmd[400], dev[64] = "";
+	struct backend *be;
+	char *w = abuf(64 * KIB, 0x77), *r = abuf(64 * KIB, 0);
+	uint64_t ext;
+	FILE *p;
+
+	tpath(img, sizeof(img), "loop.img");
+	if (geteuid() != 0 || access("/dev/loop-control", W_OK) != 0) {
+		printf("SKIP block device tests: needs root and loop devices\n");
+		goto out;
+	}
+	p = fopen(img, "w");
+	if (!p || ftruncate(fileno(p), (off_t)(16 * MIB)) != 0) {
+		if (p)
+			fclose(p);
+		goto out;
+	}
+	fclose(p);
+	snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>/dev/null", img);
+	p = popen(cmd, "r");
+	if (!p || !fgets(dev, sizeof(dev), p)) {
+		if (p)
+			pclose(p);
+		printf("SKIP block device tests: losetup failed\n");
+		goto out;
+	}
+	pclose(p);
+	dev[strcspn(dev, "\n")] = '\0';
+
+	be = open_path(dev, 0, true);
+	if (be) {
+		struct be_file *f = be->priv;
+
+		CHECK(f->blockdev && be->size == 16 * MIB,
+		      "block device size from BLKGETSIZE64 (%llu)",
+		      (unsigned long long)be->size);
+		CHECK(run_io(be, BE_OP_WRITE, 1 * MIB, 64 * KIB, w) == 0,
+		      "blockdev write");
+		CHECK(run_io(be, BE_OP_READ, 1 * MIB, 64 * KIB, r) == 0 &&
+		      memcmp(w, r, 64 * KIB) == 0, "blockdev round trip");
+		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == 0, "blockdev flush");
+		CHECK(run_io(be, BE_OP_UNMAP, 1 * MIB, 32 * KIB, NULL) == 0,
+		      "blockdev unmap");
+		CHECK(run_io(be, BE_OP_WRITE_ZEROES, 1 * MIB + 48 * KIB, 8 * KIB,
+			     NULL) == 0, "blockdev write zeroes");
+		CHECK(run_io(be, BE_OP_READ, 1 * MIB, 64 * KIB, r) == 0 &&
+		      all_bytes(r, 32 * KIB, 0) &&
+		      all_bytes(r + 32 * KIB, 16 * KIB, 0x77) &&
+		      all_bytes(r + 48 * KIB, 8 * KIB, 0) &&
+		      all_bytes(r + 56 * KIB, 8 * KIB, 0x77),
+		      "blockdev unmap / write zeroes read back");
+		CHECK(be->ops->block_status(be, 0, 4096, &ext) == 1 && ext == 4096,
+		      "blockdev block_status: mapped");
+		close_be(be);
+	}
+	be = open_path(dev, 8 * MIB, true);
+	CHECK(be && be->size == 8 * MIB, "blockdev: smaller configured size");
+	close_be(be);
+	{
+		struct backend_params bp = {
+			.path = dev, .block_size = 512, .direct = true,
+			.size = 32 * MIB,
+		};
+		const char *msg;
+		int err;
+
+		be = open_be(&be_file_ops, &bp, &err, &msg);
+		CHECK(!be && err == -EINVAL, "blockdev: size beyond the device");
+		close_be(be);
+	}
+	snprintf(cmd, sizeof(cmd), "losetup -d '%s'", dev);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not detach %s\n", dev);
+out:
+	free(w);
+	free(r);
+}
+
 /* ---- real kernel errors through fusefail (skipped when unavailable) ----
  *
  * build/tools/fusefail mirrors a directory and fails reads, writes or
@@ -885,19 +980,6 @@ static void fuse_stop(struct fuse_env *fe)
 			waitpid(fe->pid, NULL, 0);
 		}
 	}
-}
-
-static struct backend *open_path(const char *path, uint64_t size, bool direct)
-{
-	struct backend_params p = {
-		.path = path, .block_size = 512, .direct = direct, .size = size,
-	};
-	const char *msg;
-	int err;
-	struct backend *be = open_be(&be_file_ops, &p, &err, &msg);
-
-	CHECK(be != NULL, "open %s: %d %s", path, err, msg ? msg : "");
-	return be;
 }
 
 static void test_fuse(void)
@@ -1082,6 +1164,7 @@ int main(void)
 	test_fault_concurrent();
 	test_lun();
 	test_fuse();
+	test_blockdev();
 
 	reactor_stop(R);
 	pthread_join(th, NULL);
