@@ -10,6 +10,7 @@
 #ifndef HOLDFAST_HANG_H
 #define HOLDFAST_HANG_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,5 +49,82 @@ void hang_submit(struct scsi_lun *lun, struct media_io *m);
  * (that attempt's result is dropped).  If m's completion was already on
  * its way, complete() gets the real result instead. */
 void hang_abort(struct scsi_lun *lun, struct media_io *m);
+
+/* ---- additions: states, limits, task management, operator verbs ---- */
+
+/* Contract details for the SCSI layer:
+ * - m->seq must come from atomic_fetch_add(&lun->seq, 1) when the command
+ *   is decoded, so that seq < lun->seq means "arrived earlier".
+ * - m->io.done and m->io.priv belong to the hang engine (it is the caller
+ *   of the backend); the SCSI layer keeps its own pointer in m->owner.
+ * - hstate must be 0 when m is first submitted (zeroed command). */
+
+enum hang_state {
+	HANG_OK = 0,		/* media commands go straight to the backend */
+	HANG_HUNG,		/* a retryable error: hold, queue, probe */
+	HANG_FAILED,		/* retry_timeout passed: fail fast, probe in background */
+};
+
+/* Per-LUN bound on what the engine keeps while hung (held + queued): a
+ * held write pins its data buffer (DESIGN.md "Memory is bounded"). */
+#define HANG_MAX_HELD_CMDS	1024
+#define HANG_MAX_HELD_BYTES	(256ULL << 20)
+
+/* Result passed to complete() when a command arriving at a hung LUN would
+ * exceed the limits above: the SCSI layer answers TASK SET FULL (SAM-5
+ * 5.3.1), which makes the initiator retry later.  Same value as the
+ * backend's EBUSY, which DESIGN.md's sense table maps to TASK SET FULL too. */
+#define HANG_TASK_SET_FULL	(-EBUSY)
+
+/* hang_abort_nexus() scope meaning "every I_T nexus" (LUN RESET, CLEAR
+ * TASK SET with TST=000b, target reset). */
+#define HANG_NEXUS_ALL		UINT64_MAX
+
+/* Current state (atomic read; any thread). */
+enum hang_state hang_state(struct scsi_lun *lun);
+const char *hang_state_name(enum hang_state s);
+
+/* Drop every held and queued command of I_T nexus `nexus_id` (or all, with
+ * HANG_NEXUS_ALL) that arrived before this call (seq < lun->seq now):
+ * ABORT TASK SET, CLEAR TASK SET, LUN RESET, session close and
+ * reinstatement, PREEMPT AND ABORT.  Each dropped command completes with
+ * -ECANCELED on its own reactor and never reaches the backend; those of
+ * the scope whose attempt is in flight complete with -ECANCELED when it
+ * finishes (result dropped); those still on their way to the LUN's home
+ * reactor are dropped when they get there.  If the LUN was hung and nothing
+ * is held afterwards it returns to ok and the remaining queued commands
+ * are dispatched.  Any thread.  done (may be NULL) then runs on reactor r
+ * (required when done is set) with the number of commands dropped, never
+ * from inside this call; the TMF is answered from there.  0 or -ENOMEM. */
+int hang_abort_nexus(struct scsi_lun *lun, uint64_t nexus_id,
+		     struct reactor *r,
+		     void (*done)(void *arg, unsigned dropped), void *arg);
+
+/* Run-time verb (`tgtadm --params hang=VERB`, `holdfastadm`):
+ *   pause   stop probing (a hung LUN stays hung; retry_timeout still runs)
+ *   resume  probe again at retry_interval
+ *   retry   probe now (also while paused)
+ *   fail    report every held and queued command now; a hung LUN enters
+ *           failed
+ * Any thread; the effect is applied on the LUN's home reactor right after.
+ * 0, or -EINVAL for an unknown verb. */
+int hang_verb(struct scsi_lun *lun, const char *verb);
+
+/* The show lines for this LUN, each indented with 8 spaces and ending in
+ * '\n' (state, since when, held / queued counts, last error, counters).
+ * Any thread.  Returns the length written or -ENOSPC if buf is too small. */
+int hang_describe(struct scsi_lun *lun, char *buf, unsigned len);
+
+/* Settings in lun->set changed at run time (rerror/werror/retry_*): apply
+ * them to an episode in progress (new timeout, policy now report -> fail
+ * the held commands).  Any thread. */
+void hang_settings_changed(struct scsi_lun *lun);
+
+/* NULL if settings s may be used on backend be, else why not: retrying is
+ * only honest when a failed write means "not written", so rerror/werror =
+ * retry needs a backend that bypasses the page cache (be->direct). */
+struct lun_settings;
+const char *hang_check_settings(const struct lun_settings *s,
+				const struct backend *be);
 
 #endif

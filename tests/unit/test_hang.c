@@ -1,0 +1,1181 @@
+/* test_hang.c - unit tests of the hang engine (target/hang*.c) on a fake
+ * clock, fake reactors and a fake backend, single-threaded.
+ *
+ * The engine's files are #included so their statics are reachable; the
+ * fake world is the engine's struct hang_env (hang_internal.h).  Reactor
+ * calls go to one FIFO that the test drains; the backend queues every
+ * request until the test completes it with a result of its choice. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../target/hang.c"
+#include "../../target/hang_ctl.c"
+
+static int n_pass, n_fail;
+#define CHECK(c)                                                              \
+	do {                                                                  \
+		if (c) {                                                      \
+			n_pass++;                                             \
+		} else {                                                      \
+			n_fail++;                                             \
+			printf("FAIL %s:%d: %s\n", __func__, __LINE__, #c);   \
+		}                                                             \
+	} while (0)
+
+/* ---- fake reactors and calls ---- */
+
+static char r1_tag, r2_tag;
+#define R1 ((struct reactor *)&r1_tag)
+#define R2 ((struct reactor *)&r2_tag)
+
+struct fcall {
+	struct reactor *r;
+	void (*fn)(void *arg);
+	void *arg;
+};
+#define MAXCALLS 8192
+static struct fcall calls[MAXCALLS];
+static unsigned call_head, call_tail;
+static struct reactor *cur;	/* the reactor "running" now */
+static bool in_submit;		/* inside hang_submit() */
+static uint64_t now;
+
+static int f_call(struct reactor *r, void (*fn)(void *arg), void *arg)
+{
+	calls[call_tail++ % MAXCALLS] = (struct fcall){ r, fn, arg };
+	return 0;
+}
+
+static bool run_one(void)
+{
+	struct fcall c;
+
+	if (call_head == call_tail)
+		return false;
+	c = calls[call_head++ % MAXCALLS];
+	cur = c.r;
+	c.fn(c.arg);
+	cur = NULL;
+	return true;
+}
+
+static void run(void)
+{
+	while (run_one())
+		;
+}
+
+static uint64_t f_now(struct reactor *r UNUSED)
+{
+	return now;
+}
+
+/* timers */
+static struct list_head timers = LIST_HEAD_INIT(timers);
+static struct reactor *timer_r[2];
+
+static void f_timer_add(struct reactor *r, struct ev_timer *t,
+			uint64_t delay, ev_timer_fn fn, void *arg)
+{
+	if (t->armed)
+		list_del(&t->link);
+	t->when_ms = now + delay;
+	t->fn = fn;
+	t->arg = arg;
+	t->armed = true;
+	list_add_tail(&t->link, &timers);
+	timer_r[0] = r;
+}
+
+static void f_timer_del(struct reactor *r UNUSED, struct ev_timer *t)
+{
+	if (!t->armed)
+		return;
+	list_del(&t->link);
+	t->armed = false;
+}
+
+static bool timer_armed(struct ev_timer *t)
+{
+	return t->armed;
+}
+
+/* Move the clock to now + ms, firing due timers in deadline order and
+ * draining calls after each. */
+static void advance(uint64_t ms)
+{
+	uint64_t target = now + ms;
+
+	run();
+	for (;;) {
+		struct ev_timer *t, *best = NULL;
+
+		list_for_each_entry(t, &timers, link)
+			if (t->when_ms <= target &&
+			    (!best || t->when_ms < best->when_ms))
+				best = t;
+		if (!best)
+			break;
+		if (best->when_ms > now)
+			now = best->when_ms;
+		list_del(&best->link);
+		best->armed = false;
+		cur = timer_r[0];
+		best->fn(best);
+		cur = NULL;
+		run();
+	}
+	now = target;
+}
+
+/* backend */
+struct fio {
+	struct be_io *io;
+	struct reactor *r;
+	bool live;
+	enum be_op op;
+	uint64_t offset, length;
+};
+#define MAXIO 4096
+static struct fio ios[MAXIO];
+static unsigned n_ios;
+
+static void f_submit(struct scsi_lun *lun UNUSED, struct be_io *io,
+		     struct reactor *r)
+{
+	CHECK(n_ios < MAXIO);
+	ios[n_ios++] = (struct fio){ io, r, true, io->op, io->offset,
+				     io->length };
+}
+
+static int be_pending(void)
+{
+	int n = 0;
+
+	for (unsigned i = 0; i < n_ios; i++)
+		n += ios[i].live;
+	return n;
+}
+
+static int be_submits(struct be_io *io)
+{
+	int n = 0;
+
+	for (unsigned i = 0; i < n_ios; i++)
+		n += ios[i].io == io;
+	return n;
+}
+
+static struct fio *be_live(struct be_io *io)
+{
+	for (unsigned i = 0; i < n_ios; i++)
+		if (ios[i].live && ios[i].io == io)
+			return &ios[i];
+	return NULL;
+}
+
+struct fdone {
+	struct be_io *io;
+	int res;
+};
+
+static void be_done_call(void *arg)
+{
+	struct fdone *d = arg;
+
+	d->io->done(d->io, d->res);
+	free(d);
+}
+
+/* Complete the live request io with res (queued as a call on its reactor,
+ * not run). */
+static bool be_finish(struct be_io *io, int res)
+{
+	struct fio *f = be_live(io);
+	struct fdone *d;
+
+	if (!f)
+		return false;
+	f->live = false;
+	d = malloc(sizeof(*d));
+	d->io = io;
+	d->res = res;
+	f_call(f->r, be_done_call, d);
+	return true;
+}
+
+static bool be_complete(struct be_io *io, int res)
+{
+	bool ok = be_finish(io, res);
+
+	run();
+	return ok;
+}
+
+/* the most recent live request */
+static struct fio *be_last_live(void)
+{
+	for (unsigned i = n_ios; i-- > 0;)
+		if (ios[i].live)
+			return &ios[i];
+	return NULL;
+}
+
+static int refs;
+static void f_get(struct scsi_lun *l UNUSED)
+{
+	refs++;
+}
+static void f_put(struct scsi_lun *l UNUSED)
+{
+	refs--;
+}
+
+static const struct hang_env fake_env = {
+	.now_ms = f_now,
+	.call = f_call,
+	.timer_add = f_timer_add,
+	.timer_del = f_timer_del,
+	.submit = f_submit,
+	.lun_get = f_get,
+	.lun_put = f_put,
+};
+
+const struct hang_env *hang_env_real(void)
+{
+	return &fake_env;
+}
+
+/* logging: keep the lines for checks */
+static char logbuf[16384];
+void log_msg(enum log_level lvl UNUSED, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n = strlen(logbuf);
+
+	va_start(ap, fmt);
+	if (n < sizeof(logbuf) - 2) {
+		vsnprintf(logbuf + n, sizeof(logbuf) - n - 1, fmt, ap);
+		strcat(logbuf, "\n");
+	}
+	va_end(ap);
+	if (getenv("HANG_TEST_LOG")) {
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+		va_end(ap);
+	}
+}
+bool log_debug_enabled(void)
+{
+	return false;
+}
+
+/* ---- the LUN and commands under test ---- */
+
+static struct scsi_lun L;
+static struct target T;
+#define H (L.hang)
+
+struct tcmd {
+	struct media_io m;
+	uint8_t buf[512];
+	struct iovec iov;
+	int ndone;
+	int res;
+	struct reactor *ran_on;
+	bool in_submit;
+	uint64_t done_at;
+};
+static struct tcmd cmds[64];
+static unsigned n_cmds;
+static int done_order[64], n_done_order;
+
+static void t_complete(struct media_io *m, int res)
+{
+	struct tcmd *c = container_of(m, struct tcmd, m);
+
+	c->ndone++;
+	c->res = res;
+	c->ran_on = cur;
+	c->in_submit = in_submit;
+	c->done_at = now;
+	done_order[n_done_order++] = (int)(c - cmds);
+}
+
+static void set_retry_errors(void)
+{
+	static const int e[] = { EIO, ENOSPC, EDQUOT, ETIMEDOUT, ENOTCONN,
+				 ECONNRESET, EAGAIN, EBUSY, ENOMEM };
+
+	memset(L.set.retry_errors, 0, sizeof(L.set.retry_errors));
+	for (unsigned i = 0; i < ARRAY_SIZE(e); i++)
+		L.set.retry_errors[e[i] / 64] |= 1ULL << (e[i] % 64);
+}
+
+static void setup(enum err_policy rerror, enum err_policy werror,
+		  uint32_t interval, uint32_t timeout)
+{
+	run();
+	call_head = call_tail = 0;
+	list_init(&timers);
+	n_ios = 0;
+	n_cmds = 0;
+	n_done_order = 0;
+	memset(cmds, 0, sizeof(cmds));
+	logbuf[0] = 0;
+	now = 100000;
+	refs = 0;
+	memset(&L, 0, sizeof(L));
+	snprintf(T.name, sizeof(T.name), "iqn.2026-11.test:hang");
+	L.target = &T;
+	L.set.lun = 1;
+	L.set.block_size = 512;
+	L.nblocks = 1 << 20;
+	L.set.rerror = rerror;
+	L.set.werror = werror;
+	L.set.retry_interval_ms = interval;
+	L.set.retry_timeout_ms = timeout;
+	set_retry_errors();
+	CHECK(hang_lun_init(&L) == 0);
+}
+
+static void teardown(void)
+{
+	run();
+	hang_lun_free(&L);
+	run();
+	CHECK(refs == 0);
+	CHECK(list_empty(&timers));
+}
+
+/* A command numbered now (arrival order) but not yet submitted. */
+static struct tcmd *cmd_new(enum be_op op, uint64_t lba, struct reactor *r,
+			    uint64_t nexus)
+{
+	struct tcmd *c = &cmds[n_cmds++];
+
+	c->m.io.op = op;
+	c->m.io.offset = lba * 512;
+	c->m.io.length = op == BE_OP_FLUSH ? 0 : 512;
+	c->iov.iov_base = c->buf;
+	c->iov.iov_len = 512;
+	c->m.io.iov = &c->iov;
+	c->m.io.iovcnt = 1;
+	c->m.seq = atomic_fetch_add(&L.seq, 1);
+	c->m.nexus_id = nexus;
+	c->m.tag = n_cmds;
+	c->m.origin = r;
+	c->m.complete = t_complete;
+	return c;
+}
+
+static void submit_norun(struct tcmd *c)
+{
+	cur = c->m.origin;
+	in_submit = true;
+	hang_submit(&L, &c->m);
+	in_submit = false;
+	cur = NULL;
+}
+
+static void submit(struct tcmd *c)
+{
+	submit_norun(c);
+	run();
+}
+
+static struct tcmd *go(enum be_op op, uint64_t lba, struct reactor *r)
+{
+	struct tcmd *c = cmd_new(op, lba, r, 1);
+
+	submit(c);
+	return c;
+}
+
+static void abort_cmd(struct tcmd *c)
+{
+	cur = c->m.origin;
+	hang_abort(&L, &c->m);
+	cur = NULL;
+	run();
+}
+
+static int st(void)
+{
+	return hang_state(&L);
+}
+
+static bool logged(const char *s)
+{
+	return strstr(logbuf, s) != NULL;
+}
+
+/* A write on R1 that fails with EIO: the LUN is hung, c held. */
+static struct tcmd *hang_it(uint64_t lba)
+{
+	struct tcmd *c = go(BE_OP_WRITE, lba, R1);
+
+	CHECK(be_complete(&c->m.io, -EIO));
+	CHECK(st() == HANG_HUNG);
+	CHECK(c->ndone == 0);
+	return c;
+}
+
+/* ---- tests ---- */
+
+static void test_ok_path(void)
+{
+	setup(ERR_POLICY_REPORT, ERR_POLICY_REPORT, 1000, 0);
+	struct tcmd *c = go(BE_OP_WRITE, 8, R2);
+
+	CHECK(be_pending() == 1 && be_live(&c->m.io)->r == R2);
+	CHECK(c->ndone == 0);
+	CHECK(be_complete(&c->m.io, 0));
+	CHECK(c->ndone == 1 && c->res == 0 && c->ran_on == R2);
+	CHECK(!c->in_submit);
+	CHECK(hang_home(H) == NULL);	/* the healthy path never went home */
+	CHECK(st() == HANG_OK);
+	teardown();
+}
+
+static void test_report_mode(void)
+{
+	setup(ERR_POLICY_REPORT, ERR_POLICY_REPORT, 1000, 0);
+	struct tcmd *r = go(BE_OP_READ, 8, R1), *w = go(BE_OP_WRITE, 9, R1);
+
+	CHECK(be_complete(&r->m.io, -EIO));
+	CHECK(be_complete(&w->m.io, -ENOSPC));
+	CHECK(r->ndone == 1 && r->res == -EIO);
+	CHECK(w->ndone == 1 && w->res == -ENOSPC);
+	CHECK(st() == HANG_OK && H->episodes == 0);
+	/* rerror and werror are separate: retry writes, report reads */
+	L.set.werror = ERR_POLICY_RETRY;
+	r = go(BE_OP_READ, 8, R1);
+	CHECK(be_complete(&r->m.io, -EIO));
+	CHECK(r->ndone == 1 && r->res == -EIO && st() == HANG_OK);
+	w = go(BE_OP_FLUSH, 0, R1);
+	CHECK(be_complete(&w->m.io, -EIO));
+	CHECK(w->ndone == 0 && st() == HANG_HUNG);	/* flush follows werror */
+	hang_verb(&L, "fail");
+	run();
+	CHECK(w->ndone == 1 && w->res == -EIO);
+	teardown();
+}
+
+static void test_non_retryable(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	struct tcmd *a = go(BE_OP_WRITE, 8, R1), *b = go(BE_OP_READ, 8, R1),
+		    *c = go(BE_OP_WRITE, 8, R1);
+
+	CHECK(be_complete(&a->m.io, -EROFS));
+	CHECK(be_complete(&b->m.io, -EINVAL));
+	CHECK(be_complete(&c->m.io, -EPERM));
+	CHECK(a->res == -EROFS && b->res == -EINVAL && c->res == -EPERM);
+	CHECK(a->ndone == 1 && b->ndone == 1 && c->ndone == 1);
+	CHECK(st() == HANG_OK);
+	/* an errno taken out of retry_errors is reported too */
+	L.set.retry_errors[EIO / 64] &= ~(1ULL << (EIO % 64));
+	a = go(BE_OP_WRITE, 8, R1);
+	CHECK(be_complete(&a->m.io, -EIO));
+	CHECK(a->ndone == 1 && a->res == -EIO && st() == HANG_OK);
+	teardown();
+}
+
+static void test_hold_probe_recover(void)
+{
+	setup(ERR_POLICY_REPORT, ERR_POLICY_RETRY, 1000, 0);
+	struct tcmd *c1 = go(BE_OP_WRITE, 2048, R1);
+	uint64_t t0 = now;
+
+	CHECK(be_complete(&c1->m.io, -EIO));
+	CHECK(st() == HANG_HUNG && c1->ndone == 0);
+	CHECK(hang_home(H) == R1);
+	CHECK(H->nheld == 1 && H->nqueued == 0);
+	CHECK(H->t0 == t0 && H->err == EIO && H->op == BE_OP_WRITE &&
+	      H->lba == 2048);
+	CHECK(logged("hung: EIO on write at LBA 2048, 1 command(s) held"));
+	CHECK(logged("iqn.2026-11.test:hang lun 1"));
+
+	/* a later command from another reactor is queued, not sent */
+	struct tcmd *c2 = go(BE_OP_READ, 7, R2);
+	CHECK(be_submits(&c2->m.io) == 0 && H->nqueued == 1);
+	CHECK(c2->ndone == 0);
+
+	/* the probe comes at the interval, not before */
+	advance(999);
+	CHECK(be_submits(&c1->m.io) == 1);
+	advance(1);
+	CHECK(be_submits(&c1->m.io) == 2 && be_live(&c1->m.io));
+	CHECK(be_live(&c1->m.io)->r == R1);	/* home reactor submits */
+	CHECK(be_complete(&c1->m.io, -EIO));
+	CHECK(st() == HANG_HUNG && c1->ndone == 0 && H->retries == 1);
+	advance(999);
+	CHECK(be_submits(&c1->m.io) == 2);
+	advance(1);
+	CHECK(be_submits(&c1->m.io) == 3);
+	/* no second probe while one is in flight */
+	advance(5000);
+	CHECK(be_submits(&c1->m.io) == 3);
+	CHECK(be_submits(&c2->m.io) == 0);
+	CHECK(be_complete(&c1->m.io, 0));
+	CHECK(c1->ndone == 1 && c1->res == 0 && c1->ran_on == R1);
+	CHECK(st() == HANG_OK);
+	CHECK(be_submits(&c2->m.io) == 1);
+	CHECK(be_complete(&c2->m.io, 0));
+	CHECK(c2->ndone == 1 && c2->res == 0 && c2->ran_on == R2);
+	CHECK(H->episodes == 1 && H->recoveries == 1 && H->retries == 2);
+	CHECK(H->longest_ms == 7000);
+	CHECK(H->nheld == 0 && H->nqueued == 0 && H->bytes == 0);
+	CHECK(logged("recovered from hung after 7.0s (probe succeeded): "
+		     "EIO on write at LBA 2048, 1 command(s) resubmitted"));
+	CHECK(!timer_armed(&H->probe_timer));
+	/* ok again: straight to the backend */
+	c2 = go(BE_OP_WRITE, 1, R2);
+	CHECK(be_submits(&c2->m.io) == 1 && be_live(&c2->m.io)->r == R2);
+	CHECK(be_complete(&c2->m.io, 0) && c2->res == 0);
+	teardown();
+}
+
+static void test_ordering(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *w1 = hang_it(100);
+	struct tcmd *w2 = go(BE_OP_WRITE, 100, R2);
+	struct tcmd *w3 = go(BE_OP_WRITE, 100, R1);
+	unsigned mark = n_ios;
+
+	advance(100);
+	CHECK(n_ios == mark + 1 && ios[mark].io == &w1->m.io);
+	/* while the probe is out the newer writes stay queued */
+	CHECK(be_submits(&w2->m.io) == 0 && be_submits(&w3->m.io) == 0);
+	CHECK(be_complete(&w1->m.io, 0));
+	CHECK(n_ios == mark + 3);
+	CHECK(ios[mark + 1].io == &w2->m.io && ios[mark + 2].io == &w3->m.io);
+	CHECK(be_complete(&w2->m.io, 0) && be_complete(&w3->m.io, 0));
+	CHECK(done_order[0] == 0 && done_order[1] == 1 && done_order[2] == 2);
+	teardown();
+}
+
+static void test_inflight_join(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = go(BE_OP_WRITE, 1, R1), *b = go(BE_OP_WRITE, 2, R2),
+		    *c = go(BE_OP_READ, 3, R2), *d = go(BE_OP_READ, 4, R1);
+	struct tcmd *q = NULL;
+	unsigned mark;
+
+	CHECK(be_complete(&b->m.io, -EIO));	/* starts the episode */
+	CHECK(st() == HANG_HUNG);
+	CHECK(be_complete(&c->m.io, -ETIMEDOUT));
+	CHECK(be_complete(&a->m.io, -EIO));	/* older: goes first */
+	CHECK(be_complete(&d->m.io, 0));	/* success while hung: done */
+	CHECK(d->ndone == 1 && d->res == 0 && d->ran_on == R1);
+	CHECK(H->nheld == 3);
+	CHECK(list_first_entry(&H->held, struct media_io, link) == &a->m);
+	q = go(BE_OP_WRITE, 5, R1);
+	mark = n_ios;
+	advance(100);
+	CHECK(n_ios == mark + 1 && ios[mark].io == &a->m.io);	/* oldest */
+	CHECK(be_complete(&a->m.io, 0));
+	/* held b, c (seq order), then queued q */
+	CHECK(n_ios == mark + 4);
+	CHECK(ios[mark + 1].io == &b->m.io && ios[mark + 2].io == &c->m.io &&
+	      ios[mark + 3].io == &q->m.io);
+	CHECK(be_complete(&b->m.io, 0) && be_complete(&c->m.io, 0) &&
+	      be_complete(&q->m.io, 0));
+	CHECK(b->ran_on == R2 && c->ran_on == R2 && q->ran_on == R1);
+	CHECK(a->res == 0 && b->res == 0 && c->res == 0 && q->res == 0);
+	teardown();
+}
+
+static void test_new_episode(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_WRITE, 2, R2);
+
+	advance(100);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(st() == HANG_OK && a->res == 0);
+	/* the resubmitted queued command fails again: a new episode */
+	CHECK(be_complete(&b->m.io, -ENOSPC));
+	CHECK(st() == HANG_HUNG && b->ndone == 0);
+	CHECK(H->episodes == 2 && H->err == ENOSPC && H->lba == 2);
+	advance(100);
+	CHECK(be_complete(&b->m.io, 0));
+	CHECK(b->ndone == 1 && b->res == 0 && st() == HANG_OK);
+	CHECK(H->recoveries == 2);
+	teardown();
+}
+
+static void test_timeout_and_failed(void)
+{
+	setup(ERR_POLICY_REPORT, ERR_POLICY_RETRY, 1000, 2500);
+	struct tcmd *c1 = hang_it(2048);
+	struct tcmd *c2 = go(BE_OP_READ, 7, R2);
+	struct fio *f;
+
+	advance(1000);
+	CHECK(be_complete(&c1->m.io, -EIO));
+	advance(1000);
+	CHECK(be_complete(&c1->m.io, -ENOTCONN));
+	CHECK(st() == HANG_HUNG);
+	advance(499);
+	CHECK(st() == HANG_HUNG && c1->ndone == 0 && c2->ndone == 0);
+	advance(1);
+	CHECK(st() == HANG_FAILED);
+	/* each held command with its own last error, queued ones with the
+	 * episode's error; none of them reached the backend again */
+	CHECK(c1->ndone == 1 && c1->res == -ENOTCONN && c1->ran_on == R1);
+	CHECK(c2->ndone == 1 && c2->res == -ENOTCONN && c2->ran_on == R2);
+	CHECK(be_submits(&c2->m.io) == 0);
+	CHECK(H->timeouts == 1 && H->nheld == 0 && H->nqueued == 0);
+	CHECK(logged("failed after 2.5s (retry_timeout): ENOTCONN on write "
+		     "at LBA 2048, 2 command(s) reported"));
+
+	/* failed: fail fast */
+	struct tcmd *c3 = go(BE_OP_WRITE, 9, R2);
+	CHECK(be_live(&c3->m.io) && be_live(&c3->m.io)->r == R2);
+	CHECK(be_complete(&c3->m.io, -EIO));
+	CHECK(c3->ndone == 1 && c3->res == -EIO && c3->done_at == now);
+	CHECK(st() == HANG_FAILED);
+	/* a read success proves nothing about writes */
+	struct tcmd *c4 = go(BE_OP_READ, 9, R2);
+	CHECK(be_complete(&c4->m.io, 0) && c4->res == 0);
+	CHECK(st() == HANG_FAILED);
+
+	/* the background probe: a flush (never a replay of a write) */
+	unsigned mark = n_ios;
+	advance(999);
+	CHECK(n_ios == mark);
+	advance(1);
+	CHECK(n_ios == mark + 1);
+	f = be_last_live();
+	CHECK(f && f->io == &H->bg_io && f->op == BE_OP_FLUSH && f->r == R1);
+	CHECK(refs == 1);	/* the probe holds the LUN */
+	CHECK(be_complete(f->io, -EIO));
+	CHECK(st() == HANG_FAILED && refs == 0);
+	advance(1000);
+	f = be_last_live();
+	CHECK(f && f->io == &H->bg_io);
+	CHECK(be_complete(f->io, 0));
+	CHECK(st() == HANG_OK);
+	CHECK(logged("recovered from failed after 2.0s (background probe "
+		     "succeeded)"));
+	CHECK(H->recoveries == 1 && H->longest_ms == 2500);
+	CHECK(!timer_armed(&H->probe_timer));
+	teardown();
+}
+
+static void test_failed_read_probe(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_REPORT, 500, 1000);
+	struct tcmd *c = go(BE_OP_READ, 4096, R2);
+	struct fio *f;
+
+	CHECK(be_complete(&c->m.io, -EIO));
+	CHECK(st() == HANG_HUNG && hang_home(H) == R2);
+	advance(500);
+	CHECK(be_complete(&c->m.io, -EIO));
+	advance(500);
+	CHECK(st() == HANG_FAILED && c->res == -EIO);
+	advance(500);
+	f = be_last_live();
+	CHECK(f && f->io == &H->bg_io && f->op == BE_OP_READ);
+	CHECK(f && f->offset == 4096ULL * 512 && f->length == 512);
+	CHECK(be_complete(f->io, -EIO) && st() == HANG_FAILED);
+	/* a live read that succeeds returns the LUN to ok at once */
+	c = go(BE_OP_READ, 1, R1);
+	CHECK(be_complete(&c->m.io, 0));
+	CHECK(c->res == 0 && st() == HANG_OK);
+	CHECK(logged("(command succeeded)"));
+	/* write failures under werror=report stay reported */
+	c = go(BE_OP_WRITE, 1, R1);
+	CHECK(be_complete(&c->m.io, -EIO) && c->res == -EIO);
+	CHECK(st() == HANG_OK);
+	teardown();
+}
+
+static void test_failed_write_evidence(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 900);
+	struct tcmd *c = hang_it(5);
+
+	advance(900);
+	CHECK(st() == HANG_FAILED && c->res == -EIO);
+	/* a live write succeeds: ok */
+	c = go(BE_OP_WRITE, 6, R2);
+	CHECK(be_complete(&c->m.io, 0) && c->res == 0);
+	CHECK(st() == HANG_OK);
+	CHECK(!timer_armed(&H->probe_timer));
+	teardown();
+}
+
+static void test_timeout_never(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	struct tcmd *c = hang_it(1);
+
+	for (int i = 0; i < 100; i++) {
+		advance(1000);
+		CHECK(be_complete(&c->m.io, -EIO));
+	}
+	CHECK(st() == HANG_HUNG && c->ndone == 0 && H->retries == 100);
+	CHECK(!timer_armed(&H->timeout_timer));
+	advance(1000);
+	CHECK(be_complete(&c->m.io, 0) && c->res == 0 && st() == HANG_OK);
+	teardown();
+}
+
+static void test_probe_inflight_at_timeout(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 1500);
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_WRITE, 2, R2);
+
+	advance(1000);		/* probe out */
+	CHECK(be_live(&a->m.io));
+	advance(500);		/* timeout with the probe in flight */
+	CHECK(st() == HANG_FAILED);
+	CHECK(b->ndone == 1 && b->res == -EIO && a->ndone == 0);
+	CHECK(be_complete(&a->m.io, -EIO));
+	CHECK(a->ndone == 1 && a->res == -EIO && st() == HANG_FAILED);
+	CHECK(timer_armed(&H->probe_timer));	/* background probe next */
+
+	/* same, but the late probe succeeds: the LUN recovers */
+	teardown();
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 1500);
+	a = hang_it(1);
+	advance(1500);
+	CHECK(st() == HANG_FAILED && a->ndone == 0);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(a->res == 0 && st() == HANG_OK);
+	teardown();
+}
+
+static void test_abort_held_queued(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_WRITE, 2, R2),
+		    *c = go(BE_OP_WRITE, 3, R2);
+
+	/* queued: removed at once, never reaches the backend */
+	abort_cmd(b);
+	CHECK(b->ndone == 1 && b->res == -ECANCELED && b->ran_on == R2);
+	CHECK(H->nqueued == 1 && st() == HANG_HUNG);
+	/* held, the only one: removed, the LUN returns to ok and the
+	 * queued rest is dispatched */
+	abort_cmd(a);
+	CHECK(a->ndone == 1 && a->res == -ECANCELED && a->ran_on == R1);
+	CHECK(st() == HANG_OK);
+	CHECK(be_submits(&a->m.io) == 1 && be_submits(&b->m.io) == 0);
+	CHECK(be_submits(&c->m.io) == 1);
+	CHECK(logged("(nothing held)"));
+	advance(5000);
+	CHECK(be_submits(&a->m.io) == 1);
+	CHECK(be_complete(&c->m.io, 0) && c->res == 0);
+	/* aborting a finished command does nothing */
+	abort_cmd(a);
+	CHECK(a->ndone == 1);
+	teardown();
+}
+
+static void test_abort_held_of_two(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = go(BE_OP_WRITE, 1, R1), *b = go(BE_OP_WRITE, 2, R2);
+
+	CHECK(be_complete(&a->m.io, -EIO) && be_complete(&b->m.io, -EIO));
+	abort_cmd(a);
+	CHECK(a->res == -ECANCELED && st() == HANG_HUNG);
+	advance(100);	/* the probe is now b */
+	CHECK(be_submits(&a->m.io) == 1 && be_submits(&b->m.io) == 2);
+	CHECK(be_complete(&b->m.io, 0) && b->res == 0 && st() == HANG_OK);
+	teardown();
+}
+
+static void test_abort_inflight(void)
+{
+	/* submitted directly: result dropped when it returns */
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = go(BE_OP_WRITE, 1, R1);
+
+	abort_cmd(a);
+	CHECK(a->ndone == 0);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(a->ndone == 1 && a->res == -ECANCELED && a->ran_on == R1);
+	/* same for a retryable failure: not held */
+	a = go(BE_OP_WRITE, 1, R1);
+	abort_cmd(a);
+	CHECK(be_complete(&a->m.io, -EIO));
+	CHECK(a->ndone == 1 && a->res == -ECANCELED && st() == HANG_OK);
+
+	/* the probe in flight: dropped when it returns; nothing held: ok */
+	a = hang_it(1);
+	struct tcmd *b = go(BE_OP_WRITE, 2, R2);
+	advance(100);
+	CHECK(be_live(&a->m.io));
+	abort_cmd(a);
+	CHECK(a->ndone == 0);
+	CHECK(be_complete(&a->m.io, -EIO));
+	CHECK(a->ndone == 1 && a->res == -ECANCELED);
+	CHECK(st() == HANG_OK && be_submits(&b->m.io) == 1);
+	CHECK(be_complete(&b->m.io, 0) && b->res == 0);
+	/* a probe that succeeds but was aborted: dropped result, ok */
+	a = hang_it(1);
+	advance(100);
+	abort_cmd(a);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(a->res == -ECANCELED && st() == HANG_OK);
+	/* a resubmitted command in flight after recovery */
+	a = hang_it(1);
+	b = go(BE_OP_WRITE, 2, R2);
+	advance(100);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(be_live(&b->m.io));
+	abort_cmd(b);
+	CHECK(be_complete(&b->m.io, -EIO));
+	CHECK(b->res == -ECANCELED && st() == HANG_OK);
+	teardown();
+}
+
+static void test_abort_races(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = hang_it(1);
+
+	/* on its way to the home reactor: the abort message follows it */
+	struct tcmd *b = cmd_new(BE_OP_WRITE, 2, R2, 1);
+	submit_norun(b);
+	abort_cmd(b);
+	CHECK(b->ndone == 1 && b->res == -ECANCELED);
+	CHECK(be_submits(&b->m.io) == 0);
+
+	/* completion already on its way: the real result wins */
+	advance(100);
+	CHECK(be_finish(&a->m.io, 0));
+	CHECK(run_one());	/* the probe's done on the home reactor */
+	CHECK(hang_m_where(&a->m) == HW_COMPLETING);
+	cur = R1;
+	hang_abort(&L, &a->m);
+	cur = NULL;
+	run();
+	CHECK(a->ndone == 1 && a->res == 0 && st() == HANG_OK);
+
+	/* a retryable failure on its way home, then aborted */
+	a = go(BE_OP_WRITE, 3, R2);
+	CHECK(be_finish(&a->m.io, -EIO));
+	CHECK(run_one());	/* done on R2: sends it home */
+	CHECK(hang_m_where(&a->m) == HW_TO_HOME);
+	cur = R2;
+	hang_abort(&L, &a->m);
+	cur = NULL;
+	run();
+	CHECK(a->ndone == 1 && a->res == -ECANCELED);
+	/* it started an episode at home, then left nothing held: ok */
+	CHECK(st() == HANG_OK && H->episodes == 2);
+	teardown();
+}
+
+static unsigned nexus_done_count, nexus_done_calls;
+static struct reactor *nexus_done_on;
+static void nexus_done(void *arg UNUSED, unsigned dropped)
+{
+	nexus_done_calls++;
+	nexus_done_count = dropped;
+	nexus_done_on = cur;
+}
+
+static void test_abort_nexus(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a1 = cmd_new(BE_OP_WRITE, 1, R1, 0xA);
+	struct tcmd *b1 = cmd_new(BE_OP_WRITE, 2, R2, 0xB);
+
+	submit(a1);
+	submit(b1);
+	CHECK(be_complete(&a1->m.io, -EIO) && be_complete(&b1->m.io, -EIO));
+	struct tcmd *a2 = cmd_new(BE_OP_WRITE, 3, R1, 0xA);
+	struct tcmd *b2 = cmd_new(BE_OP_WRITE, 4, R2, 0xB);
+	submit(a2);
+	submit(b2);
+	CHECK(H->nheld == 2 && H->nqueued == 2);
+
+	nexus_done_calls = 0;
+	CHECK(hang_abort_nexus(&L, 0xA, R1, nexus_done, NULL) == 0);
+	CHECK(nexus_done_calls == 0);	/* never inside the call */
+	run();
+	CHECK(nexus_done_calls == 1 && nexus_done_count == 2 &&
+	      nexus_done_on == R1);
+	CHECK(a1->res == -ECANCELED && a2->res == -ECANCELED);
+	CHECK(a1->ran_on == R1 && a2->ran_on == R1);
+	CHECK(b1->ndone == 0 && b2->ndone == 0 && st() == HANG_HUNG);
+	advance(100);
+	CHECK(be_submits(&b1->m.io) == 2);
+	CHECK(be_complete(&b1->m.io, 0));
+	CHECK(be_submits(&b2->m.io) == 1 && be_submits(&a2->m.io) == 0);
+	CHECK(be_submits(&a1->m.io) == 1);
+	CHECK(be_complete(&b2->m.io, 0) && b1->res == 0 && b2->res == 0);
+
+	/* a command numbered before the drop but arriving after it */
+	struct tcmd *h1 = hang_it(9);
+	struct tcmd *late = cmd_new(BE_OP_WRITE, 10, R2, 0xA);
+	struct tcmd *other = cmd_new(BE_OP_WRITE, 11, R2, 0xB);
+	CHECK(hang_abort_nexus(&L, 0xA, NULL, NULL, NULL) == 0);
+	run();
+	submit(late);
+	submit(other);
+	CHECK(late->ndone == 1 && late->res == -ECANCELED);
+	CHECK(other->ndone == 0 && H->nqueued == 1);
+	/* h1 was nexus 1: still held */
+	CHECK(h1->ndone == 0 && st() == HANG_HUNG);
+
+	/* LUN RESET: everything goes, the LUN returns to ok */
+	CHECK(hang_abort_nexus(&L, HANG_NEXUS_ALL, R2, nexus_done, NULL) == 0);
+	run();
+	CHECK(nexus_done_count == 2 && nexus_done_on == R2);
+	CHECK(h1->res == -ECANCELED && other->res == -ECANCELED);
+	CHECK(st() == HANG_OK && H->nheld == 0 && H->nqueued == 0);
+	CHECK(logged("task set dropped, nothing held"));
+	CHECK(be_submits(&other->m.io) == 0 && be_submits(&h1->m.io) == 1);
+	/* commands after the reset are not affected */
+	struct tcmd *n = go(BE_OP_WRITE, 12, R1);
+	CHECK(be_complete(&n->m.io, 0) && n->res == 0);
+
+	/* a probe in flight is dropped when it returns */
+	h1 = hang_it(9);
+	advance(100);
+	CHECK(hang_abort_nexus(&L, HANG_NEXUS_ALL, R1, nexus_done, NULL) == 0);
+	run();
+	CHECK(nexus_done_count == 1 && h1->ndone == 0);
+	CHECK(be_complete(&h1->m.io, -EIO));
+	CHECK(h1->res == -ECANCELED && st() == HANG_OK);
+	teardown();
+
+	/* a LUN that never left ok: done still called, later */
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	nexus_done_calls = 0;
+	CHECK(hang_abort_nexus(&L, 5, R1, nexus_done, NULL) == 0);
+	CHECK(nexus_done_calls == 0);
+	run();
+	CHECK(nexus_done_calls == 1 && nexus_done_count == 0);
+	teardown();
+}
+
+static void test_verbs(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	char buf[1024];
+
+	CHECK(hang_verb(&L, "bogus") == -EINVAL);
+	CHECK(hang_verb(&L, "retry") == 0);	/* ok: nothing to do */
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_READ, 2, R2);
+
+	CHECK(hang_verb(&L, "pause") == 0);
+	run();
+	advance(10000);
+	CHECK(be_submits(&a->m.io) == 1);	/* no probe while paused */
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	CHECK(strstr(buf, "        Hang probing: paused\n") != NULL);
+	/* retry probes now, even while paused */
+	CHECK(hang_verb(&L, "retry") == 0);
+	run();
+	CHECK(be_submits(&a->m.io) == 2);
+	CHECK(be_complete(&a->m.io, -EIO));
+	advance(10000);
+	CHECK(be_submits(&a->m.io) == 2);	/* still paused */
+	CHECK(hang_verb(&L, "resume") == 0);
+	run();
+	advance(999);
+	CHECK(be_submits(&a->m.io) == 2);
+	advance(1);
+	CHECK(be_submits(&a->m.io) == 3);
+	CHECK(be_complete(&a->m.io, -EIO));
+	/* fail: everything reported now, failed */
+	CHECK(hang_verb(&L, "fail") == 0);
+	run();
+	CHECK(st() == HANG_FAILED);
+	CHECK(a->res == -EIO && b->res == -EIO && be_submits(&b->m.io) == 0);
+	CHECK(logged("(operator)"));
+	/* retry while failed: the background probe now */
+	unsigned mark = n_ios;
+	CHECK(hang_verb(&L, "retry") == 0);
+	run();
+	CHECK(n_ios == mark + 1 && ios[mark].io == &H->bg_io);
+	CHECK(be_complete(&H->bg_io, 0) && st() == HANG_OK);
+	teardown();
+}
+
+static void test_limits(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	H->max_cmds = 3;
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_WRITE, 2, R2),
+		    *c = go(BE_OP_WRITE, 3, R2), *d = go(BE_OP_WRITE, 4, R2);
+
+	CHECK(b->ndone == 0 && c->ndone == 0);
+	CHECK(d->ndone == 1 && d->res == HANG_TASK_SET_FULL);
+	CHECK(d->ran_on == R2 && be_submits(&d->m.io) == 0);
+	CHECK(H->nheld == 1 && H->nqueued == 2 && H->bytes == 3 * 512);
+	/* a flush pins no data but still counts as a command */
+	d = go(BE_OP_FLUSH, 0, R1);
+	CHECK(d->res == HANG_TASK_SET_FULL);
+	hang_verb(&L, "fail");
+	run();
+	CHECK(a->ndone && b->ndone && c->ndone && H->bytes == 0);
+	teardown();
+
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	H->max_bytes = 1024;
+	a = hang_it(1);
+	b = go(BE_OP_WRITE, 2, R2);
+	c = go(BE_OP_WRITE, 3, R2);
+	d = go(BE_OP_UNMAP, 4, R2);
+	d->m.io.length = 0;
+	CHECK(b->ndone == 0 && c->ndone == 1 && c->res == HANG_TASK_SET_FULL);
+	CHECK(H->bytes == 1024);
+	teardown();
+}
+
+static void test_describe(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 30000);
+	char buf[1024];
+
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	CHECK(strncmp(buf, "        Hang state: ok\n", 23) == 0);
+	CHECK(strstr(buf, "        Hang last error: none\n") != NULL);
+	struct tcmd *a = hang_it(2048);
+	go(BE_OP_READ, 5, R2);
+	advance(12300);
+	CHECK(be_complete(&a->m.io, -EIO));
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	CHECK(strstr(buf, "        Hang state: hung since 12.3s (EIO on "
+			  "write at LBA 2048)\n") != NULL);
+	CHECK(strstr(buf, "        Hang held: 1, queued: 1, bytes: 1024\n"));
+	CHECK(strstr(buf, "        Hang counters: episodes 1, retries 1, "
+			  "recoveries 0, timeouts 0, longest hang 12.3s\n"));
+	CHECK(strstr(buf, "        Hang probing: active\n") != NULL);
+	CHECK(hang_describe(&L, buf, 20) == -ENOSPC);
+	if (getenv("HANG_TEST_LOG"))
+		fputs(buf, stderr);
+	advance(30000);
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	if (getenv("HANG_TEST_LOG"))
+		fputs(buf, stderr);
+	CHECK(strstr(buf, "Hang state: failed since 12.3s (EIO on write at "
+			  "LBA 2048)") != NULL);
+	CHECK(strstr(buf, "timeouts 1, longest hang 30.0s") != NULL);
+	teardown();
+}
+
+static void test_settings_changed(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	struct tcmd *a = hang_it(1);
+
+	/* paused: no probe, but the timeout still runs */
+	hang_verb(&L, "pause");
+	advance(5000);
+	CHECK(be_submits(&a->m.io) == 1);
+	/* a timeout set during the episode counts from its start */
+	L.set.retry_timeout_ms = 8000;
+	hang_settings_changed(&L);
+	run();
+	advance(2999);
+	CHECK(st() == HANG_HUNG);
+	advance(1);
+	CHECK(st() == HANG_FAILED && a->res == -EIO);
+	teardown();
+
+	/* policy switched to report: the held commands are reported */
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
+	a = hang_it(1);
+	L.set.werror = ERR_POLICY_REPORT;
+	hang_settings_changed(&L);
+	run();
+	CHECK(st() == HANG_FAILED && a->res == -EIO);
+	hang_settings_changed(&L);
+	run();
+	CHECK(st() == HANG_OK);
+	teardown();
+}
+
+static void test_probe_non_retryable(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_WRITE, 2, R2);
+
+	advance(100);
+	CHECK(be_complete(&a->m.io, -EINVAL));
+	CHECK(a->res == -EINVAL);
+	CHECK(st() == HANG_OK && be_submits(&b->m.io) == 1);
+	CHECK(be_complete(&b->m.io, 0));
+	teardown();
+}
+
+static void test_same_reactor_never_inside_submit(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	struct tcmd *a = hang_it(1);
+	struct tcmd *b = go(BE_OP_WRITE, 2, R1);	/* home == origin */
+
+	H->max_cmds = 2;
+	struct tcmd *c = go(BE_OP_WRITE, 3, R1);	/* over the limit */
+	CHECK(c->ndone == 1 && !c->in_submit);
+	advance(100);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(be_complete(&b->m.io, 0));
+	CHECK(!a->in_submit && !b->in_submit);
+	teardown();
+}
+
+static void test_free_while_failed(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 50);
+	struct tcmd *a = hang_it(1);
+
+	advance(50);
+	CHECK(a->ndone == 1 && st() == HANG_FAILED);
+	CHECK(timer_armed(&H->probe_timer));
+	/* the teardown runs on the home reactor; a timer due before it is
+	 * ignored */
+	struct hang_lun *h = H;
+	hang_lun_free(&L);
+	CHECK(L.hang == NULL && atomic_load(&h->dying));
+	h->probe_timer.fn(&h->probe_timer);
+	CHECK(n_ios == 1);
+	run();
+	CHECK(list_empty(&timers) && refs == 0);
+}
+
+int main(void)
+{
+	test_ok_path();
+	test_report_mode();
+	test_non_retryable();
+	test_hold_probe_recover();
+	test_ordering();
+	test_inflight_join();
+	test_new_episode();
+	test_timeout_and_failed();
+	test_failed_read_probe();
+	test_failed_write_evidence();
+	test_timeout_never();
+	test_probe_inflight_at_timeout();
+	test_abort_held_queued();
+	test_abort_held_of_two();
+	test_abort_inflight();
+	test_abort_races();
+	test_abort_nexus();
+	test_verbs();
+	test_limits();
+	test_describe();
+	test_settings_changed();
+	test_probe_non_retryable();
+	test_same_reactor_never_inside_submit();
+	test_free_while_failed();
+	printf("%d passed, %d failed\n", n_pass, n_fail);
+	return n_fail ? 1 : 0;
+}
