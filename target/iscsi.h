@@ -29,7 +29,7 @@ struct iscsi_session_info {
 	struct {
 		uint32_t cid;
 		char peer[64];		/* IP address text */
-		char local[64];
+		char local[80];
 	} conns[4];
 };
 
@@ -44,5 +44,9 @@ int iscsi_session_for_each(int tid,
  * out first (Async Message) when ask_logout; waits up to timeout_ms for
  * them to go.  Thread safe. */
 void iscsi_sessions_close(int tid, bool ask_logout, unsigned timeout_ms);
+
+/* Connections still alive (including closing ones waiting for their
+ * commands); shutdown waits for 0. */
+int iscsi_conn_count(void);
 
 #endif

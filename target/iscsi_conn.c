@@ -1,0 +1,739 @@
+/* iscsi_conn.c - one iSCSI connection: a resumable PDU parser over a
+ * read-ahead buffer, a transmit queue drained with writev, NOP-In pings
+ * and the connection's lifetime.
+ *
+ * Data-Out and immediate data are received straight into the command's
+ * buffer (no copy for large writes); everything else into a buffer of its
+ * own. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <netinet/tcp.h>
+
+#include "iscsi_internal.h"
+
+static atomic_uint_fast64_t conn_ids;
+
+static void conn_rx_ready(struct ev_fd *w, uint32_t events);
+static void conn_tx_flush(struct iscsi_conn *c);
+
+struct iscsi_pdu *iscsi_pdu_new(uint8_t opcode, uint32_t data_len)
+{
+	struct iscsi_pdu *p = xzalloc(sizeof(*p));
+
+	p->bhs[BHS_OPCODE] = opcode;
+	list_init(&p->link);
+	if (data_len) {
+		p->data = xzalloc(data_len);
+		p->data_len = data_len;
+		p->data_owned = true;
+	}
+	return p;
+}
+
+void iscsi_pdu_free(struct iscsi_pdu *p)
+{
+	if (p->data_owned)
+		free(p->data);
+	if (p->task)
+		iscsi_task_put(p->task);
+	free(p);
+}
+
+uint32_t iscsi_conn_next_stat_sn(struct iscsi_conn *c)
+{
+	return c->stat_sn++;
+}
+
+uint32_t iscsi_conn_new_ttt(struct iscsi_conn *c)
+{
+	if (++c->next_ttt == ISCSI_RSVD_TAG)
+		c->next_ttt = 1;
+	return c->next_ttt;
+}
+
+void iscsi_conn_put_sn(struct iscsi_conn *c, uint8_t *bhs)
+{
+	if (c->sess) {
+		put_be32(bhs + BHS_EXP_CMD_SN, c->sess->exp_cmd_sn);
+		put_be32(bhs + BHS_MAX_CMD_SN,
+			 iscsi_session_max_cmd_sn(c->sess));
+	} else if (c->login) {
+		/* during login the window is the login's own CmdSN */
+		uint32_t sn = get_be32(bhs + BHS_EXP_CMD_SN);
+
+		put_be32(bhs + BHS_MAX_CMD_SN, sn);
+	}
+}
+
+/* CRC32C digests go on the wire least significant byte first (the
+ * byte order of the CRC register, RFC 7143 13.1 / RFC 3385). */
+static void put_digest(uint8_t *p, uint32_t crc)
+{
+	p[0] = (uint8_t)crc;
+	p[1] = (uint8_t)(crc >> 8);
+	p[2] = (uint8_t)(crc >> 16);
+	p[3] = (uint8_t)(crc >> 24);
+}
+
+static void conn_digest_pdu(struct iscsi_conn *c, struct iscsi_pdu *p)
+{
+	static const uint8_t zeros[4];
+
+	/* decided per PDU: digests start after the final login response
+	 * even if that response is still queued (13.1) */
+	p->hd = c->hdr_digest;
+	p->dd = c->data_digest;
+	if (p->hd)
+		put_digest(p->hdr_digest, crc32c(0, p->bhs, ISCSI_BHS_LEN));
+	if (p->dd && p->data_len) {
+		uint32_t crc = crc32c(0, p->data, p->data_len);
+
+		put_digest(p->data_digest,
+			   crc32c(crc, zeros, pdu_pad(p->data_len)));
+	}
+}
+
+void iscsi_conn_send(struct iscsi_conn *c, struct iscsi_pdu *p)
+{
+	if (c->state == CONN_STATE_CLOSING) {
+		iscsi_pdu_free(p);
+		return;
+	}
+	put_be24(p->bhs + BHS_DATA_SEG_LEN, p->data_len);
+	conn_digest_pdu(c, p);
+	list_add_tail(&p->link, &c->txq);
+	if (!c->tx_blocked)
+		conn_tx_flush(c);
+}
+
+void iscsi_conn_reject(struct iscsi_conn *c, const uint8_t *bhs,
+		       uint8_t reason)
+{
+	/* 11.17: the rejected header goes back as the data segment */
+	struct iscsi_pdu *p = iscsi_pdu_new(ISCSI_OP_REJECT, ISCSI_BHS_LEN);
+
+	log_debug("conn %lu: reject opcode 0x%02x reason 0x%02x",
+		  (unsigned long)c->id, pdu_opcode(bhs), reason);
+	p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	p->bhs[REJECT_REASON] = reason;
+	put_be32(p->bhs + BHS_ITT, ISCSI_RSVD_TAG);
+	put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+	iscsi_conn_put_sn(c, p->bhs);
+	memcpy(p->data, bhs, ISCSI_BHS_LEN);
+	iscsi_conn_send(c, p);
+}
+
+/* ---- transmit ---- */
+
+/* Build the wire image of queued PDUs as iovecs, skipping what was sent. */
+static int conn_tx_iov(struct iscsi_conn *c, struct iovec *iov, int max)
+{
+	static uint8_t zeros[4];
+	struct iscsi_pdu *p;
+	int n = 0;
+
+	list_for_each_entry(p, &c->txq, link) {
+		struct iovec parts[5];
+		int np = 0;
+		uint32_t skip = p->sent;
+
+		parts[np++] = (struct iovec){ p->bhs, ISCSI_BHS_LEN };
+		if (p->hd)
+			parts[np++] = (struct iovec){ p->hdr_digest, 4 };
+		if (p->data_len) {
+			parts[np++] = (struct iovec){ p->data, p->data_len };
+			if (pdu_pad(p->data_len))
+				parts[np++] = (struct iovec){
+					zeros, pdu_pad(p->data_len) };
+			if (p->dd)
+				parts[np++] = (struct iovec){ p->data_digest,
+							      4 };
+		}
+		for (int i = 0; i < np; i++) {
+			if (skip >= parts[i].iov_len) {
+				skip -= (uint32_t)parts[i].iov_len;
+				continue;
+			}
+			if (n == max)
+				return n;
+			iov[n].iov_base = (uint8_t *)parts[i].iov_base + skip;
+			iov[n].iov_len = parts[i].iov_len - skip;
+			skip = 0;
+			n++;
+		}
+	}
+	return n;
+}
+
+static uint32_t pdu_wire_len(struct iscsi_conn *c, struct iscsi_pdu *p)
+{
+	uint32_t len = ISCSI_BHS_LEN + (p->hd ? 4 : 0);
+
+	(void)c;
+	if (p->data_len)
+		len += p->data_len + pdu_pad(p->data_len) + (p->dd ? 4 : 0);
+	return len;
+}
+
+static void conn_tx_flush(struct iscsi_conn *c)
+{
+	struct iovec iov[64];
+
+	while (!list_empty(&c->txq)) {
+		int n = conn_tx_iov(c, iov, (int)ARRAY_SIZE(iov));
+		ssize_t w = writev(c->fd, iov, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				c->tx_blocked = true;
+				reactor_fd_mod(&c->w, EPOLLIN | EPOLLOUT);
+				return;
+			}
+			iscsi_conn_close(c, "send failed");
+			return;
+		}
+		while (w > 0 && !list_empty(&c->txq)) {
+			struct iscsi_pdu *p = list_first_entry(
+				&c->txq, struct iscsi_pdu, link);
+			uint32_t left = pdu_wire_len(c, p) - p->sent;
+
+			if ((size_t)w < left) {
+				p->sent += (uint32_t)w;
+				w = 0;
+				break;
+			}
+			w -= left;
+			list_del(&p->link);
+			iscsi_pdu_free(p);
+		}
+	}
+	if (c->tx_blocked) {
+		c->tx_blocked = false;
+		reactor_fd_mod(&c->w, EPOLLIN);
+	}
+	if (c->state == CONN_STATE_LOGOUT)
+		iscsi_conn_close(c, "logged out");
+}
+
+/* ---- receive ---- */
+
+/* Fill dst[*got..need) from the read-ahead buffer or the socket.
+ * Returns 1 when complete, 0 when the socket has no more, -1 on EOF or
+ * error. */
+static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
+			uint32_t *got)
+{
+	while (*got < need) {
+		uint32_t want = need - *got;
+
+		if (c->rx_end > c->rx_start) {
+			uint32_t n = MIN(want, c->rx_end - c->rx_start);
+
+			if (dst)
+				memcpy(dst + *got, c->rxbuf + c->rx_start, n);
+			c->rx_start += n;
+			*got += n;
+			continue;
+		}
+		c->rx_start = c->rx_end = 0;
+		ssize_t r;
+
+		if (dst && want >= ISCSI_RXBUF_SIZE / 2)
+			r = read(c->fd, dst + *got, want);  /* large: direct */
+		else
+			r = read(c->fd, c->rxbuf, ISCSI_RXBUF_SIZE);
+		if (r == 0)
+			return -1;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? 0 : -1;
+		}
+		if (dst && want >= ISCSI_RXBUF_SIZE / 2)
+			*got += (uint32_t)r;
+		else
+			c->rx_end = (uint32_t)r;
+	}
+	return 1;
+}
+
+static void conn_rx_reset(struct iscsi_conn *c)
+{
+	if (c->rx_data_owned)
+		free(c->rx_data);
+	c->rx_data = NULL;
+	c->rx_data_owned = false;
+	c->rx_data_len = 0;
+	c->rx_task = NULL;
+	c->rx_discard = false;
+	c->rx_stage = RX_BHS;
+	c->rx_got = 0;
+}
+
+/* The header is complete: decide where its data goes. */
+static int conn_rx_header_done(struct iscsi_conn *c)
+{
+	uint8_t op = pdu_opcode(c->rx_bhs);
+	uint32_t len = pdu_data_len(c->rx_bhs);
+	uint32_t limit = c->state == CONN_STATE_LOGIN ? 65536
+						       : c->max_recv_dsl;
+
+	c->rx_data_len = len;
+	if (len > limit) {
+		log_warn("conn %lu (%s): data segment %u exceeds %u",
+			 (unsigned long)c->id, c->peer_str, len, limit);
+		return -EPROTO;
+	}
+	if (c->state == CONN_STATE_FULL_FEATURE && op == ISCSI_OP_SCSI_CMD)
+		return iscsi_scsi_cmd_begin(c);
+	if (c->state == CONN_STATE_FULL_FEATURE && op == ISCSI_OP_DATA_OUT)
+		return iscsi_data_out_begin(c);
+	if (len) {
+		c->rx_data = malloc(len);
+		if (!c->rx_data)
+			return -ENOMEM;
+		c->rx_data_owned = true;
+	}
+	return 0;
+}
+
+static void conn_dispatch(struct iscsi_conn *c)
+{
+	const uint8_t *bhs = c->rx_bhs;
+	uint8_t op = pdu_opcode(bhs);
+
+	c->nop_outstanding = 0;	/* any PDU proves the initiator alive */
+	if (c->state == CONN_STATE_LOGIN) {
+		if (op != ISCSI_OP_LOGIN_REQ) {
+			/* 6.1: only Login Requests before full feature */
+			iscsi_conn_close(c, "non-login PDU during login");
+			return;
+		}
+		iscsi_login_rx(c, bhs, c->rx_data, c->rx_data_len);
+		return;
+	}
+	if (c->state != CONN_STATE_FULL_FEATURE)
+		return;
+	switch (op) {
+	case ISCSI_OP_SCSI_CMD:
+		iscsi_scsi_cmd_rx(c);
+		break;
+	case ISCSI_OP_DATA_OUT:
+		iscsi_data_out_rx(c);
+		break;
+	case ISCSI_OP_NOP_OUT: {
+		uint32_t itt = get_be32(bhs + BHS_ITT);
+		struct iscsi_pdu *p;
+
+		if (!(bhs[BHS_OPCODE] & ISCSI_OP_IMMEDIATE) &&
+		    !iscsi_cmd_sn_accept(c, bhs))
+			break;
+		if (itt == ISCSI_RSVD_TAG)	/* answer to our ping */
+			break;
+		/* 11.19: echo the ping data back in a NOP-In */
+		p = iscsi_pdu_new(ISCSI_OP_NOP_IN, 0);
+		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		memcpy(p->bhs + BHS_LUN, bhs + BHS_LUN, 8);
+		put_be32(p->bhs + BHS_ITT, itt);
+		put_be32(p->bhs + BHS_TTT, ISCSI_RSVD_TAG);
+		put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+		iscsi_conn_put_sn(c, p->bhs);
+		if (c->rx_data_len) {
+			p->data = c->rx_data;
+			p->data_len = c->rx_data_len;
+			p->data_owned = true;
+			c->rx_data = NULL;
+			c->rx_data_owned = false;
+		}
+		iscsi_conn_send(c, p);
+		break;
+	}
+	case ISCSI_OP_TEXT_REQ:
+		if (!(bhs[BHS_OPCODE] & ISCSI_OP_IMMEDIATE) &&
+		    !iscsi_cmd_sn_accept(c, bhs))
+			break;
+		iscsi_text_rx(c, bhs, c->rx_data, c->rx_data_len);
+		break;
+	case ISCSI_OP_TMF_REQ:
+		if (c->sess->discovery) {
+			iscsi_conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL_ERROR);
+			break;
+		}
+		iscsi_tmf_rx(c, bhs);
+		break;
+	case ISCSI_OP_LOGOUT_REQ: {
+		struct iscsi_pdu *p;
+
+		if (!(bhs[BHS_OPCODE] & ISCSI_OP_IMMEDIATE) &&
+		    !iscsi_cmd_sn_accept(c, bhs))
+			break;
+		p = iscsi_pdu_new(ISCSI_OP_LOGOUT_RSP, 0);
+		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		/* ERL 0: close session and close connection both end the
+		 * session; recovery removal is not supported (11.15.1) */
+		p->bhs[LOGOUT_RSP_RESPONSE] =
+			(bhs[BHS_FLAGS] & LOGOUT_REASON_MASK) ==
+					ISCSI_LOGOUT_REMOVE_FOR_RECOVERY ?
+				2 : 0;
+		put_be32(p->bhs + BHS_ITT, get_be32(bhs + BHS_ITT));
+		put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+		iscsi_conn_put_sn(c, p->bhs);
+		log_info("conn %lu (%s): logout", (unsigned long)c->id,
+			 c->peer_str);
+		c->state = CONN_STATE_LOGOUT;
+		iscsi_conn_send(c, p);
+		break;
+	}
+	case ISCSI_OP_SNACK_REQ:
+		/* ERL 0: SNACK is not supported (11.16) */
+		iscsi_conn_reject(c, bhs, ISCSI_REJECT_CMD_NOT_SUPPORTED);
+		break;
+	default:
+		iscsi_conn_reject(c, bhs, ISCSI_REJECT_CMD_NOT_SUPPORTED);
+		break;
+	}
+}
+
+/* Advance the parser as far as the input allows.  Returns 1 if a PDU was
+ * completed, 0 if more input is needed, -1 if the connection died. */
+static int conn_rx_step(struct iscsi_conn *c)
+{
+	int r;
+
+	switch (c->rx_stage) {
+	case RX_BHS:
+		r = conn_rx_fill(c, c->rx_bhs, ISCSI_BHS_LEN, &c->rx_got);
+		if (r <= 0)
+			return r;
+		c->rx_ahs_len = pdu_ahs_len(c->rx_bhs);
+		c->rx_got = 0;
+		c->rx_stage = RX_AHS;
+		/* fall through */
+	case RX_AHS:
+		r = conn_rx_fill(c, c->rx_ahs, c->rx_ahs_len, &c->rx_got);
+		if (r <= 0)
+			return r;
+		c->rx_got = 0;
+		c->rx_stage = RX_HDR_DIGEST;
+		/* fall through */
+	case RX_HDR_DIGEST:
+		if (c->hdr_digest) {
+			uint32_t crc;
+
+			r = conn_rx_fill(c, c->rx_digest, 4, &c->rx_got);
+			if (r <= 0)
+				return r;
+			uint8_t want[4];
+
+			crc = crc32c(0, c->rx_bhs, ISCSI_BHS_LEN);
+			crc = crc32c(crc, c->rx_ahs, c->rx_ahs_len);
+			put_digest(want, crc);
+			if (memcmp(want, c->rx_digest, 4) != 0) {
+				/* 7.8: a header digest error at ERL 0 ends
+				 * the connection (the header is untrusted) */
+				log_warn("conn %lu (%s): header digest error",
+					 (unsigned long)c->id, c->peer_str);
+				return -1;
+			}
+		}
+		c->rx_got = 0;
+		if (conn_rx_header_done(c) < 0)
+			return -1;
+		c->rx_stage = RX_DATA;
+		/* fall through */
+	case RX_DATA:
+		r = conn_rx_fill(c, c->rx_discard ? NULL : c->rx_data,
+				 c->rx_data_len, &c->rx_got);
+		if (r <= 0)
+			return r;
+		c->rx_got = 0;
+		c->rx_stage = RX_PAD;
+		/* fall through */
+	case RX_PAD:
+		r = conn_rx_fill(c, c->rx_pad, pdu_pad(c->rx_data_len),
+				 &c->rx_got);
+		if (r <= 0)
+			return r;
+		c->rx_got = 0;
+		c->rx_stage = RX_DATA_DIGEST;
+		/* fall through */
+	case RX_DATA_DIGEST:
+		if (c->data_digest && c->rx_data_len) {
+			r = conn_rx_fill(c, c->rx_digest, 4, &c->rx_got);
+			if (r <= 0)
+				return r;
+			if (!c->rx_discard) {
+				uint32_t crc = crc32c(0, c->rx_data,
+						      c->rx_data_len);
+				uint8_t want[4];
+
+				crc = crc32c(crc, c->rx_pad,
+					     pdu_pad(c->rx_data_len));
+				put_digest(want, crc);
+				if (memcmp(want, c->rx_digest, 4) != 0) {
+					/* 7.8: a data digest error at ERL 0:
+					 * reject and drop the task */
+					log_warn("conn %lu: data digest error",
+						 (unsigned long)c->id);
+					iscsi_conn_reject(
+						c, c->rx_bhs,
+						ISCSI_REJECT_DIGEST_ERROR);
+					return -1;
+				}
+			}
+		}
+		break;
+	}
+	conn_dispatch(c);
+	conn_rx_reset(c);
+	return 1;
+}
+
+static void conn_rx_continue(void *arg);
+
+static void conn_rx(struct iscsi_conn *c)
+{
+	for (int i = 0; i < ISCSI_PDUS_PER_WAKEUP; i++) {
+		int r;
+
+		if (c->state == CONN_STATE_CLOSING ||
+		    c->state == CONN_STATE_LOGOUT)
+			return;
+		r = conn_rx_step(c);
+		if (r < 0) {
+			iscsi_conn_close(c, "connection closed by peer");
+			return;
+		}
+		if (r == 0)
+			return;
+	}
+	/* Budget used up: let other connections run, then continue with
+	 * what is buffered (epoll will not wake us for that). */
+	if (c->rx_end > c->rx_start) {
+		c->ntasks++;	/* keeps c alive until the call runs */
+		if (reactor_call(c->r, conn_rx_continue, c) < 0)
+			c->ntasks--;
+	}
+}
+
+static void conn_maybe_free(struct iscsi_conn *c);
+
+static void conn_rx_continue(void *arg)
+{
+	struct iscsi_conn *c = arg;
+
+	c->ntasks--;
+	if (c->state == CONN_STATE_CLOSING) {
+		conn_maybe_free(c);
+		return;
+	}
+	conn_rx(c);
+}
+
+static void conn_rx_ready(struct ev_fd *w, uint32_t events)
+{
+	struct iscsi_conn *c = w->arg;
+
+	if (events & EPOLLOUT)
+		conn_tx_flush(c);
+	if (c->state == CONN_STATE_CLOSING)
+		return;
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		conn_rx(c);
+}
+
+/* ---- timers ---- */
+
+static void conn_login_timeout(struct ev_timer *t)
+{
+	struct iscsi_conn *c = t->arg;
+
+	if (c->state == CONN_STATE_LOGIN)
+		iscsi_conn_close(c, "login timed out");
+}
+
+static void conn_nop_timer(struct ev_timer *t)
+{
+	struct iscsi_conn *c = t->arg;
+	struct iscsi_pdu *p;
+
+	if (c->state != CONN_STATE_FULL_FEATURE)
+		return;
+	if (c->nop_count && c->nop_outstanding >= c->nop_count) {
+		log_warn("conn %lu (%s): %u NOP-In pings unanswered, dropping",
+			 (unsigned long)c->id, c->peer_str, c->nop_outstanding);
+		iscsi_conn_close(c, "NOP-In timeout");
+		return;
+	}
+	/* 11.19: a target ping carries a valid TTT and the reserved ITT; it
+	 * does not advance StatSN */
+	p = iscsi_pdu_new(ISCSI_OP_NOP_IN, 0);
+	p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(p->bhs + BHS_ITT, ISCSI_RSVD_TAG);
+	put_be32(p->bhs + BHS_TTT, iscsi_conn_new_ttt(c));
+	put_be32(p->bhs + BHS_STAT_SN, c->stat_sn);
+	iscsi_conn_put_sn(c, p->bhs);
+	c->nop_outstanding++;
+	iscsi_conn_send(c, p);
+	reactor_timer_add(c->r, &c->nop_timer, c->nop_interval_ms,
+			  conn_nop_timer, c);
+}
+
+void iscsi_conn_start_nop(struct iscsi_conn *c)
+{
+	reactor_timer_del(c->r, &c->login_timer);
+	if (c->nop_interval_ms)
+		reactor_timer_add(c->r, &c->nop_timer, c->nop_interval_ms,
+				  conn_nop_timer, c);
+}
+
+/* ---- lifetime ---- */
+
+static void sockaddr_text(const struct sockaddr_storage *ss, char *buf,
+			  size_t len, bool with_port)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		port = ntohs(s4->sin_port);
+		snprintf(buf, len, with_port ? "%s:%u" : "%s", ip, port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		port = ntohs(s6->sin6_port);
+		if (with_port)
+			snprintf(buf, len, "[%s]:%u", ip, port);
+		else
+			snprintf(buf, len, "%s", ip);
+	} else {
+		snprintf(buf, len, "?");
+	}
+}
+
+struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
+				  const char *advertise)
+{
+	struct iscsi_conn *c = xzalloc(sizeof(*c));
+	socklen_t len = sizeof(c->peer);
+	int one = 1;
+
+	c->fd = fd;
+	c->r = r;
+	c->id = atomic_fetch_add(&conn_ids, 1) + 1;
+	c->state = CONN_STATE_LOGIN;
+	c->rxbuf = malloc(ISCSI_RXBUF_SIZE);
+	if (!c->rxbuf) {
+		free(c);
+		return NULL;
+	}
+	list_init(&c->txq);
+	list_init(&c->tasks);
+	c->max_send_dsl = 8192;	/* RFC default until declared */
+	c->max_recv_dsl = 8192;
+	c->next_ttt = 0x10;
+	snprintf(c->advertise, sizeof(c->advertise), "%s",
+		 advertise ? advertise : "");
+	getpeername(fd, (struct sockaddr *)&c->peer, &len);
+	len = sizeof(c->local);
+	getsockname(fd, (struct sockaddr *)&c->local, &len);
+	sockaddr_text(&c->peer, c->peer_str, sizeof(c->peer_str), false);
+	sockaddr_text(&c->local, c->local_str, sizeof(c->local_str), true);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (reactor_fd_add(r, &c->w, fd, EPOLLIN, conn_rx_ready, c) < 0) {
+		free(c->rxbuf);
+		free(c);
+		return NULL;
+	}
+	reactor_timer_add(r, &c->login_timer, ISCSI_LOGIN_TIMEOUT_MS,
+			  conn_login_timeout, c);
+	log_debug("conn %lu: new connection from %s to %s",
+		  (unsigned long)c->id, c->peer_str, c->local_str);
+	return c;
+}
+
+static void conn_free_deferred(void *arg)
+{
+	struct iscsi_conn *c = arg;
+	struct iscsi_pdu *p, *n;
+
+	list_for_each_entry_safe(p, n, &c->txq, link) {
+		list_del(&p->link);
+		iscsi_pdu_free(p);
+	}
+	conn_rx_reset(c);
+	if (c->sess) {
+		if (c->sess->target) {
+			atomic_fetch_sub(&c->sess->target->nr_sessions, 1);
+			tgt_put(c->sess->target);
+		}
+		free(c->sess);
+	}
+	iscsi_login_free(c);
+	free(c->text_rsp);
+	free(c->rxbuf);
+	log_debug("conn %lu: freed", (unsigned long)c->id);
+	free(c);
+	iscsi_conn_freed();
+}
+
+static void conn_maybe_free(struct iscsi_conn *c)
+{
+	if (c->ntasks || c->free_scheduled)
+		return;
+	/* Free after the current callback: callers up the stack may still
+	 * hold c. */
+	c->free_scheduled = true;
+	if (reactor_call(c->r, conn_free_deferred, c) < 0)
+		c->free_scheduled = false;	/* leak rather than crash */
+}
+
+void iscsi_conn_close(struct iscsi_conn *c, const char *why)
+{
+	struct iscsi_pdu *p, *n;
+
+	if (c->state == CONN_STATE_CLOSING)
+		return;
+	if (c->sess && !c->sess->discovery)
+		log_info("conn %lu (%s, %s): closed: %s", (unsigned long)c->id,
+			 c->peer_str, c->sess->initiator_name, why);
+	else
+		log_debug("conn %lu (%s): closed: %s", (unsigned long)c->id,
+			  c->peer_str, why);
+	c->state = CONN_STATE_CLOSING;
+	reactor_fd_del(&c->w);
+	close(c->fd);
+	c->fd = -1;
+	reactor_timer_del(c->r, &c->login_timer);
+	reactor_timer_del(c->r, &c->nop_timer);
+	list_for_each_entry_safe(p, n, &c->txq, link) {
+		list_del(&p->link);
+		iscsi_pdu_free(p);
+	}
+	if (c->sess)
+		iscsi_session_unregister(c->sess);
+	/* executing tasks finish in the SCSI layer and then free c */
+	iscsi_conn_abort_tasks(c);
+	conn_maybe_free(c);
+}
+
+/* Called by iscsi_scsi.c when a task of a closing connection is gone. */
+void iscsi_conn_task_gone(struct iscsi_conn *c);
+void iscsi_conn_task_gone(struct iscsi_conn *c)
+{
+	if (c->state == CONN_STATE_CLOSING)
+		conn_maybe_free(c);
+}

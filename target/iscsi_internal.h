@@ -1,0 +1,225 @@
+/* iscsi_internal.h - state shared by the iSCSI layer's files:
+ * iscsi_conn.c (receive/transmit, connection lifetime), iscsi_login.c
+ * (login and text), iscsi_scsi.c (commands, data, R2T, task management),
+ * iscsi_session.c (session table, portals).
+ *
+ * Ownership: a connection owns its session (MaxConnections=1), its tasks
+ * and its transmit queue; all of it lives on the connection's reactor and
+ * is freed in one place, iscsi_conn_free(), once no task is executing. */
+#ifndef HOLDFAST_ISCSI_INTERNAL_H
+#define HOLDFAST_ISCSI_INTERNAL_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "iscsi.h"
+#include "iscsi_param.h"
+#include "iscsi_pdu.h"
+#include "reactor.h"
+#include "scsi.h"
+#include "target.h"
+
+#define ISCSI_CMD_WINDOW 128		/* commands per session in flight */
+#define ISCSI_MAX_R2T 16		/* our MaxOutstandingR2T offer */
+#define ISCSI_MAX_CMD_BUF (128u << 20)	/* largest EDTL we buffer */
+#define ISCSI_RXBUF_SIZE (64u * 1024)
+#define ISCSI_LOGIN_TIMEOUT_MS 15000
+#define ISCSI_TPGT 1
+#define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
+
+enum iscsi_conn_state {
+	CONN_STATE_LOGIN,		/* login phase */
+	CONN_STATE_FULL_FEATURE,
+	CONN_STATE_LOGOUT,		/* logout answered: close once sent */
+	CONN_STATE_CLOSING,		/* socket gone, waiting for tasks */
+};
+
+enum iscsi_rx_stage {
+	RX_BHS,
+	RX_AHS,
+	RX_HDR_DIGEST,
+	RX_DATA,
+	RX_PAD,
+	RX_DATA_DIGEST,
+};
+
+enum iscsi_task_state {
+	TASK_PENDING,			/* waiting for its CmdSN turn */
+	TASK_DATA_OUT,			/* collecting Data-Out */
+	TASK_EXECUTING,			/* in the SCSI layer */
+	TASK_DONE,			/* response queued */
+};
+
+struct iscsi_r2t {
+	uint32_t ttt;
+	uint32_t offset, length, received;
+	uint32_t exp_data_sn;
+	bool active;
+};
+
+struct iscsi_tmf;
+
+struct iscsi_task {
+	struct list_head link;		/* conn->tasks */
+	struct list_head pending_link;	/* sess->pending (CmdSN order) */
+	struct iscsi_conn *conn;
+	enum iscsi_task_state state;
+	int refs;			/* task list + Data-In PDUs queued */
+	uint32_t itt;
+	uint32_t cmd_sn;
+	bool immediate;
+	bool aborted;			/* by TMF or connection close */
+	uint64_t lun_id;
+	uint8_t lun_raw[8];
+	uint32_t edtl;
+	uint32_t imm_len;
+	uint32_t unsol_end;		/* offsets below this come unsolicited */
+	uint32_t unsol_exp_data_sn;
+	uint32_t received;		/* Data-Out bytes in */
+	uint32_t r2t_next;		/* next offset to ask for */
+	uint32_t r2t_sn;
+	uint32_t data_in_sn;
+	struct iscsi_r2t r2t[ISCSI_MAX_R2T];
+	struct iscsi_tmf *tmf;		/* TMF waiting for this task */
+	struct scsi_cmd cmd;
+};
+
+/* A task management request waiting for aborted tasks to finish
+ * (RFC 7143 4.2.3.3: the response follows their termination). */
+struct iscsi_tmf {
+	uint8_t bhs[ISCSI_BHS_LEN];
+	uint8_t response;
+	int waiting;			/* tasks still to finish */
+	bool close_after;		/* TARGET COLD RESET */
+};
+
+struct iscsi_login;
+
+struct iscsi_session {
+	struct list_head link;		/* global session table */
+	uint64_t sid;			/* ISID << 16 | TSIH, as tgtd shows */
+	uint16_t tsih;
+	uint8_t isid[6];
+	bool discovery;
+	char initiator_name[TGT_NAME_MAX];
+	char initiator_alias[TGT_NAME_MAX];
+	struct target *target;		/* referenced; NULL for discovery */
+	struct iscsi_conn *conn;
+	struct scsi_nexus nexus;
+	uint32_t exp_cmd_sn;
+	struct list_head pending;	/* tasks ahead of exp_cmd_sn */
+	int in_flight;			/* non-immediate commands not done */
+	/* negotiated parameters */
+	uint32_t max_burst, first_burst, max_r2t;
+	bool initial_r2t, immediate_data;
+};
+
+struct iscsi_conn {
+	int fd;
+	struct ev_fd w;
+	struct reactor *r;
+	enum iscsi_conn_state state;
+	bool closing;
+	bool free_scheduled;
+	uint64_t id;
+	struct sockaddr_storage peer, local;
+	char peer_str[64];		/* "ADDR" */
+	char local_str[80];		/* "ADDR:PORT" as initiators reach it */
+	char advertise[128];		/* portal's advertised address or "" */
+	uint16_t cid;
+	uint32_t stat_sn;
+	uint32_t next_ttt;
+
+	/* receive: a resumable parser over a read-ahead buffer */
+	uint8_t *rxbuf;
+	uint32_t rx_start, rx_end;
+	enum iscsi_rx_stage rx_stage;
+	uint8_t rx_bhs[ISCSI_BHS_LEN];
+	uint8_t rx_ahs[1024];
+	uint32_t rx_ahs_len;
+	uint8_t *rx_data;		/* where this PDU's data goes */
+	uint32_t rx_data_len;
+	bool rx_data_owned;		/* rx_data is ours to free */
+	uint8_t rx_pad[4];
+	uint8_t rx_digest[4];
+	uint32_t rx_got;		/* bytes of the current stage */
+	struct iscsi_task *rx_task;	/* SCSI cmd / Data-Out target */
+	bool rx_discard;		/* data goes nowhere (bad Data-Out) */
+
+	/* transmit */
+	struct list_head txq;
+	bool tx_blocked;		/* waiting for EPOLLOUT */
+
+	/* negotiated per connection */
+	uint32_t max_send_dsl;		/* initiator's MaxRecvDataSegmentLength */
+	uint32_t max_recv_dsl;		/* ours */
+	bool hdr_digest, data_digest;
+
+	struct iscsi_login *login;	/* during the login phase */
+	struct iscsi_session *sess;	/* after login */
+	struct list_head tasks;
+	int ntasks;
+
+	/* text continuation (long SendTargets answers) */
+	char *text_rsp;
+	uint32_t text_rsp_len, text_rsp_off, text_ttt, text_itt;
+
+	struct ev_timer login_timer;
+	struct ev_timer nop_timer;
+	uint32_t nop_outstanding;
+	uint32_t nop_interval_ms, nop_count;
+};
+
+/* iscsi_conn.c */
+struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
+				  const char *advertise);
+void iscsi_conn_close(struct iscsi_conn *c, const char *why);
+struct iscsi_pdu *iscsi_pdu_new(uint8_t opcode, uint32_t data_len);
+void iscsi_pdu_free(struct iscsi_pdu *p);
+/* Queue a PDU (sets DataSegmentLength from data_len) and send. */
+void iscsi_conn_send(struct iscsi_conn *c, struct iscsi_pdu *p);
+/* Fill ExpCmdSN / MaxCmdSN of a response BHS. */
+void iscsi_conn_put_sn(struct iscsi_conn *c, uint8_t *bhs);
+/* Next StatSN for a status-carrying PDU (post-increments). */
+uint32_t iscsi_conn_next_stat_sn(struct iscsi_conn *c);
+void iscsi_conn_reject(struct iscsi_conn *c, const uint8_t *bhs,
+		       uint8_t reason);
+void iscsi_conn_start_nop(struct iscsi_conn *c);
+uint32_t iscsi_conn_new_ttt(struct iscsi_conn *c);
+
+/* iscsi_login.c */
+void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
+		    const uint8_t *data, uint32_t len);
+void iscsi_login_free(struct iscsi_conn *c);
+void iscsi_text_rx(struct iscsi_conn *c, const uint8_t *bhs,
+		   const uint8_t *data, uint32_t len);
+
+/* iscsi_scsi.c */
+/* Called when a SCSI Command BHS arrived; sets up rx_data for its
+ * immediate data.  Returns 0 or -errno (connection error). */
+int iscsi_scsi_cmd_begin(struct iscsi_conn *c);
+void iscsi_scsi_cmd_rx(struct iscsi_conn *c);
+int iscsi_data_out_begin(struct iscsi_conn *c);
+void iscsi_data_out_rx(struct iscsi_conn *c);
+void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs);
+void iscsi_task_put(struct iscsi_task *t);
+/* Abort every task of the connection (close).  */
+void iscsi_conn_abort_tasks(struct iscsi_conn *c);
+/* CmdSN window check for a non-SCSI request.  true: process it. */
+bool iscsi_cmd_sn_accept(struct iscsi_conn *c, const uint8_t *bhs);
+
+/* iscsi_session.c */
+int iscsi_session_register(struct iscsi_session *s);
+void iscsi_session_unregister(struct iscsi_session *s);
+/* Close an older session with the same initiator, ISID and target
+ * (session reinstatement, RFC 7143 6.3.5). */
+void iscsi_session_reinstate(struct iscsi_session *s);
+uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s);
+void iscsi_conn_freed(void);
+
+/* crc32c.c */
+uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,657 @@
+/* iscsi_scsi.c - SCSI commands over iSCSI: CmdSN ordering, Data-Out
+ * through immediate data, unsolicited data and R2T, Data-In with status
+ * in the last PDU, SCSI Response with sense and residuals, and task
+ * management (RFC 7143 3.2.2, 4.2.3, 11.3-11.8).
+ *
+ * A task is created when a SCSI Command header arrives, so its immediate
+ * data and later Data-Out land directly in the command buffer. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iscsi_internal.h"
+
+void iscsi_conn_task_gone(struct iscsi_conn *c);
+
+static void task_execute(struct iscsi_task *t);
+static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf);
+
+/* ---- tasks ---- */
+
+static struct iscsi_task *task_find(struct iscsi_conn *c, uint32_t itt)
+{
+	struct iscsi_task *t;
+
+	list_for_each_entry(t, &c->tasks, link)
+		if (t->itt == itt && t->state != TASK_DONE)
+			return t;
+	return NULL;
+}
+
+void iscsi_task_put(struct iscsi_task *t)
+{
+	struct iscsi_conn *c = t->conn;
+
+	if (--t->refs > 0)
+		return;
+	if (t->cmd.lun)
+		scsi_lun_put(t->cmd.lun);
+	scsi_buf_free(t->cmd.buf);
+	free(t);
+	c->ntasks--;
+	iscsi_conn_task_gone(c);
+}
+
+/* Count a non-immediate command against the window until it is done. */
+static void task_uncount(struct iscsi_task *t)
+{
+	if (!t->immediate && t->conn->sess && t->conn->sess->in_flight > 0 &&
+	    t->state != TASK_PENDING)
+		t->conn->sess->in_flight--;
+}
+
+/* Remove a task that never reached the SCSI layer or is finished. */
+static void task_remove(struct iscsi_task *t)
+{
+	list_del(&t->link);
+	list_del(&t->pending_link);
+	iscsi_task_put(t);
+}
+
+uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s)
+{
+	int free_slots = ISCSI_CMD_WINDOW - s->in_flight;
+
+	/* 3.2.2.1: MaxCmdSN = ExpCmdSN - 1 closes the window */
+	if (free_slots <= 0)
+		return s->exp_cmd_sn - 1;
+	return s->exp_cmd_sn + (uint32_t)free_slots - 1;
+}
+
+bool iscsi_cmd_sn_accept(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	struct iscsi_session *s = c->sess;
+	uint32_t sn = get_be32(bhs + BHS_CMD_SN);
+
+	/* 3.2.2.1: outside [ExpCmdSN, MaxCmdSN] is silently ignored */
+	if (sn_lt(sn, s->exp_cmd_sn) ||
+	    sn_gt(sn, iscsi_session_max_cmd_sn(s))) {
+		log_debug("conn %lu: CmdSN %u outside window [%u, %u], ignored",
+			  (unsigned long)c->id, sn, s->exp_cmd_sn,
+			  iscsi_session_max_cmd_sn(s));
+		return false;
+	}
+	if (sn == s->exp_cmd_sn)
+		s->exp_cmd_sn++;
+	return true;
+}
+
+/* ---- SCSI Command ---- */
+
+/* 11.3.4 / 11.2.1.2: CDBs longer than 16 bytes continue in an Extended
+ * CDB AHS: AHSLength (2), AHSType 1 (1), reserved (1), CDB bytes 16.. */
+static void iscsi_scsi_ext_cdb(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	uint32_t off = 0;
+
+	while (off + 4 <= c->rx_ahs_len) {
+		uint32_t len = get_be16(c->rx_ahs + off);
+		uint8_t type = c->rx_ahs[off + 2];
+
+		if (type == ISCSI_AHS_EXTENDED_CDB && len > 1) {
+			uint32_t extra = MIN(len - 1, SCSI_CDB_MAX - 16);
+
+			if (off + 4 + extra <= c->rx_ahs_len) {
+				memcpy(t->cmd.cdb + 16, c->rx_ahs + off + 4,
+				       extra);
+				t->cmd.cdb_len = 16 + extra;
+			}
+		}
+		off += 3 + len;	/* AHS length excludes its first 3 bytes */
+		off = (off + 3) & ~3u;
+	}
+}
+
+int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
+{
+	const uint8_t *bhs = c->rx_bhs;
+	struct iscsi_session *s = c->sess;
+	struct iscsi_task *t;
+	uint32_t len = c->rx_data_len;
+
+	if (s->discovery) {
+		c->rx_discard = true;
+		return 0;
+	}
+	t = xzalloc(sizeof(*t));
+	t->conn = c;
+	t->refs = 1;
+	list_init(&t->link);
+	list_init(&t->pending_link);
+	c->ntasks++;
+	t->state = TASK_PENDING;
+	t->itt = get_be32(bhs + BHS_ITT);
+	t->cmd_sn = get_be32(bhs + BHS_CMD_SN);
+	t->immediate = bhs[BHS_OPCODE] & ISCSI_OP_IMMEDIATE;
+	memcpy(t->lun_raw, bhs + BHS_LUN, 8);
+	t->lun_id = iscsi_lun_decode(bhs + BHS_LUN);
+	t->edtl = get_be32(bhs + SCSI_CMD_EDTL);
+	t->cmd.dir_read = bhs[BHS_FLAGS] & SCSI_CMD_FLAG_READ;
+	t->cmd.dir_write = bhs[BHS_FLAGS] & SCSI_CMD_FLAG_WRITE;
+	t->cmd.attr = bhs[BHS_FLAGS] & SCSI_CMD_ATTR_MASK;
+	t->cmd.exp_len = t->edtl;
+	t->cmd.priv = t;
+	memcpy(t->cmd.cdb, bhs + SCSI_CMD_CDB, SCSI_CMD_CDB_LEN);
+	t->cmd.cdb_len = SCSI_CMD_CDB_LEN;
+	iscsi_scsi_ext_cdb(c, t);
+	c->rx_task = t;
+	if (t->cmd.dir_write && t->edtl && t->edtl <= ISCSI_MAX_CMD_BUF) {
+		t->cmd.buf = scsi_buf_alloc(t->edtl);
+		if (!t->cmd.buf)
+			return -ENOMEM;
+		t->cmd.buf_len = t->edtl;
+	}
+	if (len) {
+		/* immediate data must fit the buffer; anything else is
+		 * received and dropped, and answered in cmd_rx */
+		if (t->cmd.buf && len <= t->edtl)
+			c->rx_data = t->cmd.buf;
+		else
+			c->rx_discard = true;
+		t->imm_len = len;
+	}
+	return 0;
+}
+
+static void task_send_r2ts(struct iscsi_task *t)
+{
+	struct iscsi_conn *c = t->conn;
+	struct iscsi_session *s = c->sess;
+
+	while (t->r2t_next < t->edtl) {
+		struct iscsi_r2t *r = NULL;
+		struct iscsi_pdu *p;
+		uint32_t active = 0;
+
+		for (unsigned i = 0; i < s->max_r2t; i++) {
+			if (t->r2t[i].active)
+				active++;
+			else if (!r)
+				r = &t->r2t[i];
+		}
+		if (!r || active >= s->max_r2t)
+			return;
+		r->active = true;
+		r->ttt = iscsi_conn_new_ttt(c);
+		r->offset = t->r2t_next;
+		r->length = MIN(s->max_burst, t->edtl - t->r2t_next);
+		r->received = 0;
+		r->exp_data_sn = 0;
+		t->r2t_next += r->length;
+
+		p = iscsi_pdu_new(ISCSI_OP_R2T, 0);
+		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		memcpy(p->bhs + BHS_LUN, t->lun_raw, 8);
+		put_be32(p->bhs + BHS_ITT, t->itt);
+		put_be32(p->bhs + BHS_TTT, r->ttt);
+		put_be32(p->bhs + BHS_STAT_SN, c->stat_sn);  /* not advanced */
+		iscsi_conn_put_sn(c, p->bhs);
+		put_be32(p->bhs + R2T_R2T_SN, t->r2t_sn++);
+		put_be32(p->bhs + R2T_BUFFER_OFFSET, r->offset);
+		put_be32(p->bhs + R2T_DESIRED_LEN, r->length);
+		iscsi_conn_send(c, p);
+	}
+}
+
+/* The command's turn has come (CmdSN order): start its data phase. */
+static void task_start(struct iscsi_task *t)
+{
+	t->state = TASK_DATA_OUT;
+	if (!t->cmd.dir_write || t->edtl == 0 || t->received >= t->edtl) {
+		task_execute(t);
+		return;
+	}
+	task_send_r2ts(t);
+}
+
+void iscsi_scsi_cmd_rx(struct iscsi_conn *c)
+{
+	const uint8_t *bhs = c->rx_bhs;
+	struct iscsi_session *s = c->sess;
+	struct iscsi_task *t = c->rx_task;
+	uint32_t sn;
+
+	if (s->discovery) {
+		/* 11.3: no SCSI commands in a discovery session */
+		iscsi_conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL_ERROR);
+		return;
+	}
+	c->rx_task = NULL;
+	list_add_tail(&t->link, &c->tasks);
+	/* immediate data is only allowed with ImmediateData=Yes, within
+	 * FirstBurstLength and EDTL (10.3.5) */
+	if (t->imm_len && (!s->immediate_data || !t->cmd.dir_write ||
+			   t->imm_len > s->first_burst ||
+			   t->imm_len > t->edtl || !t->cmd.buf)) {
+		iscsi_conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL_ERROR);
+		task_remove(t);
+		return;
+	}
+	if (t->cmd.dir_write && t->edtl > ISCSI_MAX_CMD_BUF) {
+		iscsi_conn_reject(c, bhs, ISCSI_REJECT_OUT_OF_RESOURCES);
+		task_remove(t);
+		return;
+	}
+	/* 3.2.4.2: unsolicited Data-Out (InitialR2T=No) may follow up to
+	 * FirstBurstLength unless the command carried the F bit; R2Ts ask
+	 * for the rest */
+	if (t->cmd.dir_write) {
+		if (bhs[BHS_FLAGS] & ISCSI_FLAG_FINAL || s->initial_r2t)
+			t->unsol_end = t->imm_len;
+		else
+			t->unsol_end = MAX(MIN(s->first_burst, t->edtl),
+					   t->imm_len);
+		t->r2t_next = t->unsol_end;
+		t->received = t->imm_len;
+	}
+	if (t->immediate) {
+		task_start(t);
+		return;
+	}
+	sn = t->cmd_sn;
+	if (sn_lt(sn, s->exp_cmd_sn) ||
+	    sn_gt(sn, iscsi_session_max_cmd_sn(s))) {
+		log_debug("conn %lu: CmdSN %u outside window [%u, %u], ignored",
+			  (unsigned long)c->id, sn, s->exp_cmd_sn,
+			  iscsi_session_max_cmd_sn(s));
+		task_remove(t);
+		return;
+	}
+	if (sn != s->exp_cmd_sn) {
+		/* a gap: hold it until the missing commands arrive */
+		struct iscsi_task *pos;
+
+		list_for_each_entry(pos, &s->pending, pending_link)
+			if (sn_lt(sn, pos->cmd_sn))
+				break;
+		list_add_tail(&t->pending_link, &pos->pending_link);
+		return;
+	}
+	s->exp_cmd_sn++;
+	s->in_flight++;
+	task_start(t);
+	while (!list_empty(&s->pending)) {
+		t = list_first_entry(&s->pending, struct iscsi_task,
+				     pending_link);
+		if (t->cmd_sn != s->exp_cmd_sn)
+			break;
+		list_del(&t->pending_link);
+		s->exp_cmd_sn++;
+		s->in_flight++;
+		task_start(t);
+	}
+}
+
+/* ---- Data-Out ---- */
+
+int iscsi_data_out_begin(struct iscsi_conn *c)
+{
+	const uint8_t *bhs = c->rx_bhs;
+	uint32_t ttt = get_be32(bhs + BHS_TTT);
+	uint32_t off = get_be32(bhs + DATA_BUFFER_OFFSET);
+	uint32_t len = c->rx_data_len;
+	struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_ITT));
+
+	c->rx_discard = true;
+	if (!t || !t->cmd.buf || (t->state != TASK_DATA_OUT &&
+				  t->state != TASK_PENDING))
+		return 0;
+	if ((uint64_t)off + len > t->edtl)
+		return 0;
+	if (ttt == ISCSI_RSVD_TAG) {
+		if (off < t->imm_len || off + len > t->unsol_end)
+			return 0;
+	} else {
+		struct iscsi_r2t *r = NULL;
+
+		for (unsigned i = 0; i < ISCSI_MAX_R2T; i++)
+			if (t->r2t[i].active && t->r2t[i].ttt == ttt)
+				r = &t->r2t[i];
+		if (!r || off < r->offset || off + len > r->offset + r->length)
+			return 0;
+	}
+	c->rx_discard = false;
+	c->rx_task = t;
+	c->rx_data = t->cmd.buf + off;
+	return 0;
+}
+
+void iscsi_data_out_rx(struct iscsi_conn *c)
+{
+	const uint8_t *bhs = c->rx_bhs;
+	struct iscsi_task *t = c->rx_task;
+	uint32_t ttt = get_be32(bhs + BHS_TTT);
+	uint32_t data_sn = get_be32(bhs + DATA_DATA_SN);
+	uint32_t len = c->rx_data_len;
+	bool final = bhs[BHS_FLAGS] & ISCSI_FLAG_FINAL;
+
+	c->rx_task = NULL;
+	if (c->rx_discard || !t) {
+		/* 11.7: a Data-Out for no task or outside what was asked
+		 * for is a protocol error */
+		iscsi_conn_reject(c, bhs, ISCSI_REJECT_INVALID_PDU_FIELD);
+		return;
+	}
+	if (ttt == ISCSI_RSVD_TAG) {
+		if (data_sn != t->unsol_exp_data_sn) {
+			iscsi_conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL_ERROR);
+			return;
+		}
+		t->unsol_exp_data_sn++;
+	} else {
+		struct iscsi_r2t *r = NULL;
+
+		for (unsigned i = 0; i < ISCSI_MAX_R2T; i++)
+			if (t->r2t[i].active && t->r2t[i].ttt == ttt)
+				r = &t->r2t[i];
+		if (!r)
+			return;
+		/* 11.7.4: DataSN counts within each R2T's sequence */
+		if (data_sn != r->exp_data_sn) {
+			iscsi_conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL_ERROR);
+			return;
+		}
+		r->exp_data_sn++;
+		r->received += len;
+		if (final || r->received >= r->length)
+			r->active = false;
+	}
+	t->received += len;
+	if (t->state != TASK_DATA_OUT)
+		return;		/* still waiting for its CmdSN */
+	if (t->received >= t->edtl) {
+		task_execute(t);
+		return;
+	}
+	task_send_r2ts(t);
+}
+
+/* ---- execution and response ---- */
+
+static void task_send_data_in(struct iscsi_task *t, uint32_t len,
+			      bool with_status, uint8_t rflags,
+			      uint32_t residual)
+{
+	struct iscsi_conn *c = t->conn;
+	uint32_t off = 0, burst = 0;
+	uint32_t max_burst = c->sess->max_burst;
+
+	while (off < len) {
+		uint32_t n = MIN(len - off, c->max_send_dsl);
+		struct iscsi_pdu *p = iscsi_pdu_new(ISCSI_OP_DATA_IN, 0);
+		uint8_t flags = 0;
+
+		n = MIN(n, max_burst - burst);
+		p->data = t->cmd.buf + off;
+		p->data_len = n;
+		p->task = t;
+		t->refs++;
+		burst += n;
+		off += n;
+		/* 11.7.1: F ends each sequence of up to MaxBurstLength */
+		if (burst >= max_burst || off == len) {
+			flags |= ISCSI_FLAG_FINAL;
+			burst = 0;
+		}
+		put_be32(p->bhs + BHS_ITT, t->itt);
+		put_be32(p->bhs + BHS_TTT, ISCSI_RSVD_TAG);
+		if (off == len && with_status) {
+			flags |= DATA_FLAG_STATUS | rflags;
+			p->bhs[DATA_STATUS] = t->cmd.status;
+			put_be32(p->bhs + BHS_STAT_SN,
+				 iscsi_conn_next_stat_sn(c));
+			put_be32(p->bhs + DATA_RESIDUAL, residual);
+		}
+		p->bhs[BHS_FLAGS] = flags;
+		iscsi_conn_put_sn(c, p->bhs);
+		put_be32(p->bhs + DATA_DATA_SN, t->data_in_sn++);
+		put_be32(p->bhs + DATA_BUFFER_OFFSET, off - n);
+		iscsi_conn_send(c, p);
+	}
+}
+
+static void task_respond(struct iscsi_task *t)
+{
+	struct iscsi_conn *c = t->conn;
+	struct scsi_cmd *cmd = &t->cmd;
+	uint32_t want, edtl_dir, send = 0, residual = 0;
+	uint8_t rflags = 0;
+	struct iscsi_pdu *p;
+
+	/* residuals (11.4.5): the command's own transfer size against the
+	 * initiator's EDTL for that direction */
+	if (cmd->in_len) {
+		want = cmd->in_len;
+		edtl_dir = cmd->dir_read ? t->edtl : 0;
+		send = MIN(want, edtl_dir);
+	} else if (cmd->dir_write) {
+		want = cmd->out_want ? cmd->out_want : cmd->out_len;
+		edtl_dir = t->edtl;
+	} else {
+		want = 0;
+		edtl_dir = cmd->dir_read ? t->edtl : 0;
+	}
+	if (want > edtl_dir) {
+		rflags = SCSI_RSP_FLAG_OVERFLOW;
+		residual = want - edtl_dir;
+	} else if (want < edtl_dir) {
+		rflags = SCSI_RSP_FLAG_UNDERFLOW;
+		residual = edtl_dir - want;
+	}
+	log_debug("conn %lu: itt 0x%x lun %lu op 0x%02x status 0x%02x in %u out %u/%u edtl %u",
+		  (unsigned long)c->id, t->itt, (unsigned long)t->lun_id,
+		  cmd->cdb[0], cmd->status, cmd->in_len, cmd->out_len,
+		  cmd->out_want, t->edtl);
+	if (send && cmd->sense_len == 0) {
+		/* 10.4.3: status in the last Data-In ("phase collapse") */
+		task_send_data_in(t, send, true, rflags, residual);
+		return;
+	}
+	if (send)
+		task_send_data_in(t, send, false, 0, 0);
+	p = iscsi_pdu_new(ISCSI_OP_SCSI_RSP,
+			  cmd->sense_len ? cmd->sense_len + 2 : 0);
+	p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL | rflags;
+	p->bhs[SCSI_RSP_RESPONSE] = ISCSI_RESPONSE_COMPLETED;
+	p->bhs[SCSI_RSP_STATUS] = cmd->status;
+	put_be32(p->bhs + BHS_ITT, t->itt);
+	put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+	iscsi_conn_put_sn(c, p->bhs);
+	put_be32(p->bhs + SCSI_RSP_EXP_DATA_SN, t->data_in_sn);
+	put_be32(p->bhs + SCSI_RSP_RESIDUAL, residual);
+	if (cmd->sense_len) {
+		/* 11.4.7: SenseLength then the sense data */
+		put_be16(p->data, (uint16_t)cmd->sense_len);
+		memcpy(p->data + 2, cmd->sense, cmd->sense_len);
+	}
+	iscsi_conn_send(c, p);
+}
+
+static void task_scsi_done(struct scsi_cmd *cmd)
+{
+	struct iscsi_task *t = cmd->priv;
+	struct iscsi_conn *c = t->conn;
+	struct iscsi_tmf *tmf = t->tmf;
+
+	task_uncount(t);
+	t->state = TASK_DONE;
+	/* aborted tasks get no response (4.2.3.3) */
+	if (!t->aborted && c->state == CONN_STATE_FULL_FEATURE)
+		task_respond(t);
+	task_remove(t);
+	if (tmf && --tmf->waiting == 0)
+		tmf_respond(c, tmf);
+}
+
+static void task_execute(struct iscsi_task *t)
+{
+	struct iscsi_conn *c = t->conn;
+	struct iscsi_session *s = c->sess;
+	struct scsi_cmd *cmd = &t->cmd;
+	const uint8_t *bhs_cdb = NULL;
+
+	t->state = TASK_EXECUTING;
+	cmd->target = s->target;
+	cmd->lun_id = t->lun_id;
+	cmd->lun = t->lun_id == UINT64_MAX ? NULL
+					   : tgt_lun_get(s->target, t->lun_id);
+	cmd->nexus = &s->nexus;
+	cmd->out_len = t->cmd.dir_write ? MIN(t->received, t->edtl) : 0;
+	cmd->done = task_scsi_done;
+	(void)bhs_cdb;
+	scsi_cmd_exec(cmd);
+}
+
+/* ---- task management (11.5, 11.6) ---- */
+
+static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf)
+{
+	struct iscsi_pdu *p;
+	bool close_after = tmf->close_after;
+
+	if (c->state == CONN_STATE_FULL_FEATURE) {
+		p = iscsi_pdu_new(ISCSI_OP_TMF_RSP, 0);
+		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		p->bhs[TMF_RSP_RESPONSE] = tmf->response;
+		put_be32(p->bhs + BHS_ITT, get_be32(tmf->bhs + BHS_ITT));
+		put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+		iscsi_conn_put_sn(c, p->bhs);
+		iscsi_conn_send(c, p);
+	}
+	free(tmf);
+	if (close_after && c->state == CONN_STATE_FULL_FEATURE)
+		c->state = CONN_STATE_LOGOUT;	/* close once sent */
+}
+
+static void task_abort(struct iscsi_task *t, struct iscsi_tmf *tmf)
+{
+	if (t->aborted || t->state == TASK_DONE)
+		return;
+	t->aborted = true;
+	if (t->state != TASK_EXECUTING) {
+		task_uncount(t);
+		task_remove(t);
+		return;
+	}
+	if (tmf) {
+		t->tmf = tmf;
+		tmf->waiting++;
+	}
+	scsi_cmd_abort(&t->cmd);	/* done() follows, maybe at once */
+}
+
+void iscsi_conn_abort_tasks(struct iscsi_conn *c)
+{
+	struct iscsi_task *t, *n;
+
+	/* pending tasks are on c->tasks too */
+	list_for_each_entry_safe(t, n, &c->tasks, link)
+		task_abort(t, NULL);
+}
+
+static void reset_lun_ua(struct iscsi_session *s, uint64_t lun_id)
+{
+	struct scsi_lun *lun = tgt_lun_get(s->target, lun_id);
+
+	if (lun) {
+		scsi_lun_reset_ua(lun, &s->nexus);
+		scsi_lun_put(lun);
+	}
+}
+
+void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	struct iscsi_session *s = c->sess;
+	struct iscsi_tmf *tmf;
+	struct iscsi_task *t, *n;
+	uint8_t func = bhs[BHS_FLAGS] & TMF_FUNC_MASK;
+	uint64_t lun_id = iscsi_lun_decode(bhs + BHS_LUN);
+	uint32_t cmd_sn = get_be32(bhs + BHS_CMD_SN);
+	bool immediate = bhs[BHS_OPCODE] & ISCSI_OP_IMMEDIATE;
+
+	if (!immediate && !iscsi_cmd_sn_accept(c, bhs))
+		return;
+	tmf = xzalloc(sizeof(*tmf));
+	memcpy(tmf->bhs, bhs, ISCSI_BHS_LEN);
+	tmf->response = ISCSI_TMF_RSP_COMPLETE;
+	tmf->waiting = 1;	/* held until every abort below is issued */
+
+	switch (func) {
+	case ISCSI_TMF_ABORT_TASK: {
+		uint32_t rtt = get_be32(bhs + TMF_REF_TASK_TAG);
+		uint32_t ref_sn = get_be32(bhs + TMF_REF_CMD_SN);
+
+		t = task_find(c, rtt);
+		if (t) {
+			task_abort(t, tmf);
+		} else if (sn_lt(ref_sn, s->exp_cmd_sn) ||
+			   sn_gt(ref_sn, iscsi_session_max_cmd_sn(s)) ||
+			   !sn_lt(ref_sn, cmd_sn)) {
+			/* 11.5.1 c): not in the window: no such task */
+			tmf->response = ISCSI_TMF_RSP_NO_TASK;
+		}
+		/* 11.5.1 b): in the window but never received: consider it
+		 * received and answer function complete */
+		break;
+	}
+	case ISCSI_TMF_ABORT_TASK_SET:
+	case ISCSI_TMF_CLEAR_TASK_SET:
+	case ISCSI_TMF_LUN_RESET: {
+		struct scsi_lun *lun = lun_id == UINT64_MAX ? NULL :
+				       tgt_lun_get(s->target, lun_id);
+
+		if (!lun) {
+			tmf->response = ISCSI_TMF_RSP_NO_LUN;
+			break;
+		}
+		scsi_lun_put(lun);
+		list_for_each_entry_safe(t, n, &c->tasks, link)
+			if (t->lun_id == lun_id)
+				task_abort(t, tmf);
+		if (func == ISCSI_TMF_LUN_RESET) {
+			log_info("conn %lu (%s): LUN RESET on LUN %lu",
+				 (unsigned long)c->id, s->initiator_name,
+				 (unsigned long)lun_id);
+			reset_lun_ua(s, lun_id);
+		}
+		break;
+	}
+	case ISCSI_TMF_TARGET_WARM_RESET:
+	case ISCSI_TMF_TARGET_COLD_RESET: {
+		uint64_t luns[TGT_MAX_LUNS];
+		int nl = tgt_lun_list(s->target, luns, TGT_MAX_LUNS);
+
+		log_info("conn %lu (%s): TARGET %s RESET", (unsigned long)c->id,
+			 s->initiator_name,
+			 func == ISCSI_TMF_TARGET_COLD_RESET ? "COLD" : "WARM");
+		list_for_each_entry_safe(t, n, &c->tasks, link)
+			task_abort(t, tmf);
+		for (int i = 0; i < nl; i++)
+			reset_lun_ua(s, luns[i]);
+		tmf->close_after = func == ISCSI_TMF_TARGET_COLD_RESET;
+		break;
+	}
+	case ISCSI_TMF_CLEAR_ACA:
+		/* NACA is never set, so there is never an ACA to clear */
+		break;
+	case ISCSI_TMF_TASK_REASSIGN:
+		/* 11.5.1: ERL 0 cannot reassign tasks */
+		tmf->response = ISCSI_TMF_RSP_NO_REASSIGN;
+		break;
+	default:
+		tmf->response = ISCSI_TMF_RSP_NOT_SUPPORTED;
+		break;
+	}
+	if (--tmf->waiting == 0)
+		tmf_respond(c, tmf);
+}

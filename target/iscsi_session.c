@@ -1,0 +1,363 @@
+/* iscsi_session.c - the table of sessions (shared by all reactors and the
+ * management thread), session reinstatement, and the listening portals.
+ *
+ * A session lives on its connection's reactor.  Other threads never touch
+ * it directly: they post a request naming the session id to its reactor,
+ * which looks the id up again there (a session still in the table is
+ * alive, because it leaves the table before it is freed, on that same
+ * reactor). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "iscsi_internal.h"
+
+static pthread_mutex_t sess_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct list_head sessions = LIST_HEAD_INIT(sessions);
+static uint16_t next_tsih;
+static uint64_t next_sid;
+static atomic_int live_conns;
+
+int iscsi_session_register(struct iscsi_session *s)
+{
+	struct iscsi_session *o;
+	int tries;
+
+	pthread_mutex_lock(&sess_lock);
+	for (tries = 0; tries < 65536; tries++) {
+		bool used = false;
+
+		if (++next_tsih == 0)
+			next_tsih = 1;
+		list_for_each_entry(o, &sessions, link)
+			if (o->tsih == next_tsih)
+				used = true;
+		if (!used)
+			break;
+	}
+	if (tries == 65536) {
+		pthread_mutex_unlock(&sess_lock);
+		return -EBUSY;
+	}
+	s->tsih = next_tsih;
+	s->sid = ++next_sid;
+	s->nexus.id = s->sid;
+	list_add_tail(&s->link, &sessions);
+	pthread_mutex_unlock(&sess_lock);
+	return 0;
+}
+
+void iscsi_session_unregister(struct iscsi_session *s)
+{
+	pthread_mutex_lock(&sess_lock);
+	if (!list_empty(&s->link) && s->link.next)
+		list_del(&s->link);
+	pthread_mutex_unlock(&sess_lock);
+}
+
+enum close_mode { CLOSE_FORCE, CLOSE_ASK_LOGOUT };
+
+struct close_req {
+	uint64_t sid;
+	enum close_mode mode;
+	const char *why;
+};
+
+static struct iscsi_session *session_find_locked(uint64_t sid)
+{
+	struct iscsi_session *s;
+
+	list_for_each_entry(s, &sessions, link)
+		if (s->sid == sid)
+			return s;
+	return NULL;
+}
+
+/* 11.9: Async Message asking the initiator to log out within secs. */
+static void session_ask_logout(struct iscsi_conn *c, uint16_t secs)
+{
+	struct iscsi_pdu *p = iscsi_pdu_new(ISCSI_OP_ASYNC_MSG, 0);
+
+	p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(p->bhs + BHS_ITT, ISCSI_RSVD_TAG);
+	put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+	iscsi_conn_put_sn(c, p->bhs);
+	p->bhs[ASYNC_EVENT] = ISCSI_ASYNC_LOGOUT_REQUEST;
+	put_be16(p->bhs + ASYNC_PARAM3, secs);
+	iscsi_conn_send(c, p);
+}
+
+static void session_close_on_reactor(void *arg)
+{
+	struct close_req *req = arg;
+	struct iscsi_session *s;
+	struct iscsi_conn *c = NULL;
+
+	pthread_mutex_lock(&sess_lock);
+	s = session_find_locked(req->sid);
+	if (s)
+		c = s->conn;
+	pthread_mutex_unlock(&sess_lock);
+	if (c && c->state == CONN_STATE_FULL_FEATURE) {
+		if (req->mode == CLOSE_ASK_LOGOUT && !s->discovery)
+			session_ask_logout(c, 2);
+		else
+			iscsi_conn_close(c, req->why);
+	}
+	free(req);
+}
+
+static void session_post_close(struct iscsi_session *s, enum close_mode m,
+			       const char *why)
+{
+	struct close_req *req = xzalloc(sizeof(*req));
+
+	req->sid = s->sid;
+	req->mode = m;
+	req->why = why;
+	if (reactor_call(s->conn->r, session_close_on_reactor, req) < 0)
+		free(req);
+}
+
+void iscsi_session_reinstate(struct iscsi_session *s)
+{
+	struct iscsi_session *o;
+
+	/* 6.3.5: a new session with the same initiator name, ISID and
+	 * target replaces the old one, which is closed and its tasks
+	 * dropped */
+	pthread_mutex_lock(&sess_lock);
+	list_for_each_entry(o, &sessions, link) {
+		if (o == s || o->discovery || o->target != s->target ||
+		    memcmp(o->isid, s->isid, 6) != 0 ||
+		    strcmp(o->initiator_name, s->initiator_name) != 0)
+			continue;
+		log_info("session %lu of %s reinstated by session %lu",
+			 (unsigned long)o->sid, o->initiator_name,
+			 (unsigned long)s->sid);
+		session_post_close(o, CLOSE_FORCE, "session reinstatement");
+	}
+	pthread_mutex_unlock(&sess_lock);
+}
+
+int iscsi_session_for_each(int tid,
+			   void (*fn)(const struct iscsi_session_info *si,
+				      void *arg),
+			   void *arg)
+{
+	struct iscsi_session_info *infos = NULL;
+	struct iscsi_session *s;
+	int n = 0, cap = 0;
+
+	pthread_mutex_lock(&sess_lock);
+	list_for_each_entry(s, &sessions, link) {
+		struct iscsi_session_info *si;
+
+		if (s->discovery || (tid >= 0 && s->target->tid != tid))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			infos = realloc(infos, sizeof(*infos) * (size_t)cap);
+			if (!infos)
+				break;
+		}
+		si = &infos[n++];
+		memset(si, 0, sizeof(*si));
+		si->sid = s->sid;
+		si->tid = s->target->tid;
+		snprintf(si->initiator_name, sizeof(si->initiator_name), "%s",
+			 s->initiator_name);
+		snprintf(si->initiator_alias, sizeof(si->initiator_alias),
+			 "%s", s->initiator_alias);
+		memcpy(si->isid, s->isid, 6);
+		si->nr_conns = 1;
+		si->conns[0].cid = s->conn->cid;
+		snprintf(si->conns[0].peer, sizeof(si->conns[0].peer), "%s",
+			 s->conn->peer_str);
+		snprintf(si->conns[0].local, sizeof(si->conns[0].local), "%s",
+			 s->conn->local_str);
+	}
+	pthread_mutex_unlock(&sess_lock);
+	for (int i = 0; infos && i < n; i++)
+		fn(&infos[i], arg);
+	free(infos);
+	return n;
+}
+
+static int sessions_count(int tid)
+{
+	struct iscsi_session *s;
+	int n = 0;
+
+	pthread_mutex_lock(&sess_lock);
+	list_for_each_entry(s, &sessions, link)
+		if (tid < 0 || (s->target && s->target->tid == tid))
+			n++;
+	pthread_mutex_unlock(&sess_lock);
+	return n;
+}
+
+void iscsi_sessions_close(int tid, bool ask_logout, unsigned timeout_ms)
+{
+	struct iscsi_session *s;
+	uint64_t deadline = clock_ms() + timeout_ms;
+
+	pthread_mutex_lock(&sess_lock);
+	list_for_each_entry(s, &sessions, link)
+		if (tid < 0 || (s->target && s->target->tid == tid))
+			session_post_close(s, ask_logout ? CLOSE_ASK_LOGOUT
+							 : CLOSE_FORCE,
+					   "target shutting down");
+	pthread_mutex_unlock(&sess_lock);
+	if (ask_logout) {
+		/* give initiators half the time to log out by themselves */
+		uint64_t ask_deadline = clock_ms() + timeout_ms / 2;
+
+		while (sessions_count(tid) && clock_ms() < ask_deadline)
+			usleep(10000);
+		pthread_mutex_lock(&sess_lock);
+		list_for_each_entry(s, &sessions, link)
+			if (tid < 0 || (s->target && s->target->tid == tid))
+				session_post_close(s, CLOSE_FORCE,
+						   "did not log out in time");
+		pthread_mutex_unlock(&sess_lock);
+	}
+	while (sessions_count(tid) && clock_ms() < deadline)
+		usleep(10000);
+}
+
+/* ---- portals ---- */
+
+struct portal {
+	int fd;
+	struct ev_fd w;
+	char advertise[128];
+};
+
+static struct portal portals[CONFIG_MAX_PORTALS];
+static int nr_portals;
+static struct reactor **portal_reactors;
+static int portal_nr_reactors;
+static atomic_uint next_reactor;
+
+struct new_conn {
+	int fd;
+	char advertise[128];
+};
+
+static void conn_adopt(void *arg)
+{
+	struct new_conn *nc = arg;
+
+	if (!iscsi_conn_new(reactor_current(), nc->fd, nc->advertise))
+		close(nc->fd);
+	else
+		atomic_fetch_add(&live_conns, 1);
+	free(nc);
+}
+
+static void portal_accept(struct ev_fd *w, uint32_t events UNUSED)
+{
+	struct portal *p = w->arg;
+
+	for (;;) {
+		int fd = accept4(p->fd, NULL, NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct new_conn *nc;
+		struct reactor *r;
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		/* round robin: a connection stays on its reactor for life */
+		r = portal_reactors[atomic_fetch_add(&next_reactor, 1) %
+				    (unsigned)portal_nr_reactors];
+		nc = xzalloc(sizeof(*nc));
+		nc->fd = fd;
+		snprintf(nc->advertise, sizeof(nc->advertise), "%s",
+			 p->advertise);
+		if (reactor_call(r, conn_adopt, nc) < 0) {
+			close(fd);
+			free(nc);
+		}
+	}
+}
+
+int iscsi_portals_start(const struct config *cfg, struct reactor **reactors,
+			int nr_reactors)
+{
+	portal_reactors = reactors;
+	portal_nr_reactors = nr_reactors;
+	for (int i = 0; i < cfg->nr_portals; i++) {
+		const struct portal_config *pc = &cfg->portals[i];
+		struct portal *p = &portals[nr_portals];
+		int one = 1, fd;
+
+		fd = socket(pc->listen.ss_family,
+			    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (pc->listen.ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+				   sizeof(one));
+		if (bind(fd, (const struct sockaddr *)&pc->listen,
+			 pc->listen_len) < 0 ||
+		    listen(fd, 128) < 0) {
+			int err = -errno;
+
+			log_err("portal %s: %s", pc->text, strerror(-err));
+			close(fd);
+			return err;
+		}
+		p->fd = fd;
+		snprintf(p->advertise, sizeof(p->advertise), "%s",
+			 pc->advertise);
+		if (reactor_fd_add(reactors[0], &p->w, fd, EPOLLIN,
+				   portal_accept, p) < 0) {
+			close(fd);
+			return -EIO;
+		}
+		nr_portals++;
+		log_info("listening on %s%s%s", pc->text,
+			 pc->advertise[0] ? ", advertised as " : "",
+			 pc->advertise);
+	}
+	return 0;
+}
+
+static void portals_stop_on_reactor(void *arg UNUSED)
+{
+	for (int i = 0; i < nr_portals; i++) {
+		reactor_fd_del(&portals[i].w);
+		close(portals[i].fd);
+	}
+	nr_portals = 0;
+}
+
+void iscsi_portals_stop(void)
+{
+	if (portal_nr_reactors)
+		reactor_call(portal_reactors[0], portals_stop_on_reactor, NULL);
+}
+
+/* Connections not yet freed (shutdown waits for them so no write is
+ * left half done). */
+int iscsi_conn_count(void)
+{
+	return atomic_load(&live_conns);
+}
+
+void iscsi_conn_freed(void)
+{
+	atomic_fetch_sub(&live_conns, 1);
+}

@@ -1,0 +1,175 @@
+/* main.c - holdfastd: parse options, load targets.conf, start reactors,
+ * portals and the management socket; stop cleanly on SIGTERM. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "iscsi.h"
+#include "mgmt.h"
+#include "reactor.h"
+#include "target.h"
+
+#define DEFAULT_CONFIG "/etc/holdfast/targets.conf"
+#define MAX_REACTORS 64
+#define SHUTDOWN_LOGOUT_MS 4000
+#define SHUTDOWN_DRAIN_MS 15000
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: holdfastd [-f|--foreground] [-c|--config FILE]\n"
+		"                 [-C|--control-port N] [-t|--threads N] [-d|--debug]\n"
+		"\n"
+		"  -f, --foreground     stay in the foreground, log to stderr\n"
+		"  -c, --config FILE    targets.conf to serve (default %s)\n"
+		"  -C, --control-port N management socket <base>.N (default 0;\n"
+		"                       base from TGT_IPC_SOCKET or /var/run/tgtd/socket)\n"
+		"  -t, --threads N      reactor threads (default: one per CPU)\n"
+		"  -d, --debug          debug logging\n",
+		DEFAULT_CONFIG);
+}
+
+static void *reactor_thread(void *arg)
+{
+	reactor_run(arg);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "control-port", required_argument, NULL, 'C' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = DEFAULT_CONFIG;
+	bool foreground = false, debug = false;
+	int control_port = 0, nthreads = 0, opt, ret;
+	struct reactor *reactors[MAX_REACTORS];
+	pthread_t threads[MAX_REACTORS];
+	static struct config cfg;
+	char err[1024];
+	sigset_t sigs;
+
+	while ((opt = getopt_long(argc, argv, "fc:C:t:dh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f': foreground = true; break;
+		case 'c': config_path = optarg; break;
+		case 'C': control_port = atoi(optarg); break;
+		case 't': nthreads = atoi(optarg); break;
+		case 'd': debug = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc || control_port < 0 || nthreads < 0 ||
+	    nthreads > MAX_REACTORS) {
+		usage(stderr);
+		return 2;
+	}
+	if (nthreads == 0)
+		nthreads = (int)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1),
+				    MAX_REACTORS);
+	log_init(true, debug);
+	tgt_table_init();
+
+	/* the whole file is validated before anything is served */
+	if (config_load(config_path, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "holdfastd: %s\n", err);
+		return 1;
+	}
+	if (config_apply(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "holdfastd: %s\n", err);
+		return 1;
+	}
+	if (!foreground) {
+		if (daemon(0, 0) < 0) {
+			perror("holdfastd: daemon");
+			return 1;
+		}
+		log_init(false, debug);
+	}
+
+	/* Signals are taken by the main thread only (sigtimedwait below);
+	 * every other thread inherits the blocked mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	for (int i = 0; i < nthreads; i++) {
+		reactors[i] = reactor_new(i);
+		if (!reactors[i]) {
+			fprintf(stderr, "holdfastd: cannot create reactor %d\n",
+				i);
+			return 1;
+		}
+	}
+	ret = iscsi_portals_start(&cfg, reactors, nthreads);
+	if (ret < 0) {
+		fprintf(stderr, "holdfastd: cannot listen: %s\n",
+			strerror(-ret));
+		return 1;
+	}
+	ret = mgmt_start(control_port);
+	if (ret < 0) {
+		fprintf(stderr,
+			"holdfastd: cannot start management on control port %d: %s\n",
+			control_port, strerror(-ret));
+		return 1;
+	}
+	for (int i = 0; i < nthreads; i++)
+		pthread_create(&threads[i], NULL, reactor_thread, reactors[i]);
+	log_info("holdfastd ready: %d reactor thread%s, control port %d, config %s",
+		 nthreads, nthreads == 1 ? "" : "s", control_port, cfg.path);
+
+	for (;;) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		int sig = sigtimedwait(&sigs, NULL, &ts);
+
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_info("signal %d: shutting down", sig);
+			break;
+		}
+		if (sig == SIGHUP)
+			log_info("SIGHUP: configuration reload is not implemented yet");
+		if (mgmt_exit_requested()) {
+			log_info("shutdown requested through management");
+			break;
+		}
+	}
+
+	/* Stop accepting, ask initiators to log out, then close what is
+	 * left; a closing connection waits for its commands in the backend,
+	 * so nothing is left written half. */
+	iscsi_portals_stop();
+	iscsi_sessions_close(-1, true, SHUTDOWN_LOGOUT_MS);
+	for (uint64_t end = clock_ms() + SHUTDOWN_DRAIN_MS;
+	     iscsi_conn_count() > 0 && clock_ms() < end;)
+		usleep(10000);
+	if (iscsi_conn_count() > 0)
+		log_warn("%d connection(s) still busy at exit",
+			 iscsi_conn_count());
+	mgmt_stop();
+	for (int i = 0; i < nthreads; i++) {
+		reactor_stop(reactors[i]);
+		pthread_join(threads[i], NULL);
+		reactor_free(reactors[i]);
+	}
+	tgt_table_clear();
+	config_free(&cfg);
+	log_info("holdfastd stopped");
+	return 0;
+}
