@@ -70,8 +70,6 @@ struct scsi_cmd {
 					 * none): the transport reports the
 					 * write residual as exp_len vs this
 					 * (RFC 7143 11.4.5) */
-	uint32_t xfer_len;		/* Data-Out bytes the CDB asks for (for
-					 * residuals); 0 = out_len */
 	uint8_t status;
 	uint8_t sense[SCSI_SENSE_MAX];
 	uint32_t sense_len;
