@@ -123,6 +123,22 @@ static int be_file_parse_opts(const char *opts, bool *direct, bool *sync)
 	return 0;
 }
 
+/* Why open() failed, for the operator. */
+static int be_file_open_error(int err, int flags, const char **errmsg)
+{
+	if (err == -EINVAL && (flags & O_DIRECT))
+		*errmsg = "the file system does not support O_DIRECT "
+			  "(set direct=0 for a buffered LUN)";
+	else if (err == -EROFS)
+		*errmsg = "the backing file is on a read-only file system "
+			  "(set readonly=1)";
+	else if (err == -EACCES || err == -EPERM)
+		*errmsg = "no permission to open the backing file";
+	else
+		*errmsg = "cannot open the backing file";
+	return err;
+}
+
 /* Create a sparse file of size bytes.  Missing directories are an error,
  * not something to create: a typo in a path must not scatter images. */
 static int be_file_create(const char *path, int flags, uint64_t size,
@@ -133,14 +149,13 @@ static int be_file_create(const char *path, int flags, uint64_t size,
 	if (fd < 0) {
 		int err = -errno;
 
-		if (err == -ENOENT)
+		if (err == -ENOENT) {
 			*errmsg = "the backing file's directory does not exist";
-		else if (err == -EINVAL && (flags & O_DIRECT))
-			*errmsg = "the file system does not support O_DIRECT "
-				  "(set direct=0 for a buffered LUN)";
-		else
-			*errmsg = "cannot create the backing file";
-		return err;
+			return err;
+		}
+		if (err == -EEXIST)
+			return err;
+		return be_file_open_error(err, flags, errmsg);
 	}
 	if (ftruncate(fd, (off_t)size) < 0) {
 		int err = -errno;
@@ -149,6 +164,35 @@ static int be_file_create(const char *path, int flags, uint64_t size,
 		close(fd);
 		unlink(path);
 		return err;
+	}
+	return fd;
+}
+
+/* Open p->path, creating a sparse file of p->size if it does not exist.
+ * Returns the fd or -errno with *errmsg set. */
+static int be_file_open_fd(const struct backend_params *p, int flags,
+			   const char **errmsg)
+{
+	int fd = open(p->path, flags);
+
+	if (fd >= 0)
+		return fd;
+	if (errno != ENOENT)
+		return be_file_open_error(-errno, flags, errmsg);
+	if (!p->size) {
+		*errmsg = "the backing file does not exist (give a size to create it)";
+		return -ENOENT;
+	}
+	if (p->readonly) {
+		*errmsg = "the backing file of a read-only LUN does not exist";
+		return -ENOENT;
+	}
+	fd = be_file_create(p->path, flags, p->size, errmsg);
+	if (fd == -EEXIST) {
+		/* Lost a race with another creator: use its file. */
+		fd = open(p->path, flags);
+		if (fd < 0)
+			return be_file_open_error(-errno, flags, errmsg);
 	}
 	return fd;
 }
@@ -181,38 +225,9 @@ static int be_file_open(struct backend *be, const struct backend_params *p,
 	if (sync)
 		flags |= O_SYNC;
 
-	fd = open(p->path, flags);
-	if (fd < 0 && errno == ENOENT) {
-		if (!p->size) {
-			*errmsg = "the backing file does not exist (give a size to create it)";
-			return -ENOENT;
-		}
-		if (p->readonly) {
-			*errmsg = "the backing file of a read-only LUN does not exist";
-			return -ENOENT;
-		}
-		fd = be_file_create(p->path, flags, p->size, errmsg);
-		if (fd == -EEXIST) {
-			/* Lost a race with another creator: use its file. */
-			fd = open(p->path, flags);
-			if (fd < 0)
-				goto err_open;
-		} else if (fd < 0) {
-			return fd;
-		}
-	}
-	if (fd < 0) {
-err_open:
-		err = -errno;
-		if (err == -EINVAL && direct)
-			*errmsg = "the file system does not support O_DIRECT "
-				  "(set direct=0 for a buffered LUN)";
-		else if (err == -EACCES || err == -EPERM || err == -EROFS)
-			*errmsg = "no permission to open the backing file";
-		else
-			*errmsg = "cannot open the backing file";
-		return err;
-	}
+	fd = be_file_open_fd(p, flags, errmsg);
+	if (fd < 0)
+		return fd;
 
 	f = calloc(1, sizeof(*f));
 	if (!f) {
