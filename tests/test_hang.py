@@ -679,6 +679,25 @@ def test_second_session_login_during_hang(hang):
     assert_good(c.get(w))
 
 
+def test_show_reports_hung_state(hang):
+    """`tgtadm --op show` tells the operator a LUN is hung, and that it
+    recovered (DESIGN.md: show lists per LUN the state)."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    hang.fail("write=EIO")
+    w = c.issue("write 0 8 0xd3")
+    held(c, w, 0.3)
+    out = hang.d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                        "target").stdout
+    assert "hung" in out.lower(), out
+    hang.ok()
+    assert_good(c.get(w))
+    out = hang.d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                        "target").stdout
+    assert "hung" not in out.lower().replace("longest hung", ""), out
+
+
 # --------------------------------------------------------------------------
 # run-time verbs: tgtadm --params hang=pause|resume|retry|fail
 
@@ -763,13 +782,16 @@ def test_fault_injection_held_and_cleared(hang):
     held(c, w, 0.5)
     # fault injected above the file: the backing store was never failing
     assert hang.stats()["failed_writes"] == 0
-    r = c.do("read 0 8", 5)          # reads unaffected (and not queued)
-    assert_good(r)
+    # a read of the hung LUN queues behind the held write (DESIGN.md)
+    r_ = c.issue("read 0 8 expect 0xf1")
+    held(c, r_, 0.2)
     t = now_ms()
     hang.lun_update("fault=off")
     r = c.get(w)
     assert_good(r)
     assert r["end"] - t < 100 + S(400), r
+    r = c.get(r_)
+    assert r["match"] is True, r        # ran after the write it queued behind
     assert hang.backing(0, 8) == b"\xf1" * 8 * BS
 
 
