@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "scsi.h"
 #include "target.h"
 
 static pthread_rwlock_t tgt_table_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -255,6 +256,27 @@ int tgt_count(void)
 
 /* ---- LUNs ---- */
 
+/* The LUN inventory changed: every remaining LUN raises REPORTED LUNS DATA
+ * HAS CHANGED (SPC-4 5.14, 3F/0E) so initiators rescan. */
+static void tgt_notify_luns_changed(struct target *t)
+{
+	struct scsi_lun *luns[TGT_MAX_LUNS];
+	int n = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (int i = 0; i < TGT_MAX_LUNS; i++) {
+		if (t->luns[i]) {
+			scsi_lun_get(t->luns[i]);
+			luns[n++] = t->luns[i];
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	for (int i = 0; i < n; i++) {
+		scsi_lun_notify(luns[i], SCSI_EV_LUNS_CHANGED);
+		scsi_lun_put(luns[i]);
+	}
+}
+
 int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 {
 	struct target *t;
@@ -298,10 +320,12 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 	pthread_mutex_unlock(&t->lock);
 	if (lun)
 		scsi_lun_put(lun);
-	if (!ret)
+	if (!ret) {
 		log_info("target %d: LUN %llu added (%s %s)", tid,
 			 (unsigned long long)s->lun, s->backend,
 			 s->path[0] ? s->path : "-");
+		tgt_notify_luns_changed(t);
+	}
 out:
 	tgt_put(t);
 	return ret;
@@ -334,6 +358,7 @@ int tgt_lun_del(int tid, uint64_t lun_nr, bool force)
 		log_info("target %d: LUN %llu deleted%s", tid,
 			 (unsigned long long)lun_nr, force ? " (forced)" : "");
 		scsi_lun_put(lun);
+		tgt_notify_luns_changed(t);
 	}
 	tgt_put(t);
 	return ret;

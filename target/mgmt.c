@@ -1,0 +1,991 @@
+/* mgmt.c - the management socket: tgtd's protocol, so the stock tgtadm
+ * and tgt-admin drive holdfastd (../shared/docs/tgtadm-wire.md).
+ *
+ * One thread serves an AF_UNIX stream socket at <base>.<control_port>, one
+ * request per connection: a 120-byte header in the host's byte order and
+ * layout (tgtadm writes its struct as is), a "key=value,..." payload, and a
+ * reply of {u32 err, u32 len} plus an optional NUL-terminated text body.
+ * Only peers with our own uid and gid are served (SO_PEERCRED), the socket
+ * is mode 0600, and a lockf() lock on <base>.<port>.lock keeps a second
+ * daemon (holdfastd or tgtd) off the same control port. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hang.h"
+#include "iscsi.h"
+#include "mgmt.h"
+#include "mgmt_internal.h"
+#include "scsi.h"
+#include "target.h"
+#include "util.h"
+
+#define MGMT_DEFAULT_DIR "/var/run/tgtd"
+#define MGMT_DEFAULT_BASE MGMT_DEFAULT_DIR "/socket"
+#define MGMT_ENV_SOCKET "TGT_IPC_SOCKET"
+
+/* Request header layout (tgtadm's struct tgtadm_req on x86_64). */
+#define MGMT_REQ_HDR_LEN 120
+#define MGMT_REQ_MAX_LEN 8192
+#define MGMT_OFF_MODE 0
+#define MGMT_OFF_OP 4
+#define MGMT_OFF_LLD 8
+#define MGMT_LLD_LEN 64
+#define MGMT_OFF_LEN 72
+#define MGMT_OFF_TID 76
+#define MGMT_OFF_SID 80
+#define MGMT_OFF_LUN 88
+#define MGMT_OFF_CID 96
+#define MGMT_OFF_HOST_NO 100
+#define MGMT_OFF_DEVICE_TYPE 104
+#define MGMT_OFF_AC_DIR 108
+#define MGMT_OFF_PACK 112
+#define MGMT_OFF_FORCE 116
+/* Reply header: u32 err, u32 len (8 + body). */
+#define MGMT_RSP_HDR_LEN 8
+
+/* Don't let one stuck client hold the management thread forever. */
+#define MGMT_IO_TIMEOUT_S 5
+/* How long a forced target delete waits for its sessions to go. */
+#define MGMT_FORCE_CLOSE_MS 3000
+
+enum mgmt_mode {
+	MGMT_MODE_SYSTEM = 0,
+	MGMT_MODE_TARGET = 1,
+	MGMT_MODE_DEVICE = 2,	/* "logicalunit" */
+	MGMT_MODE_PORTAL = 3,
+	MGMT_MODE_LLD = 4,
+	MGMT_MODE_SESSION = 5,
+	MGMT_MODE_CONNECTION = 6,
+	MGMT_MODE_ACCOUNT = 7,
+};
+
+enum mgmt_op {
+	MGMT_OP_NEW = 0,
+	MGMT_OP_DELETE = 1,
+	MGMT_OP_SHOW = 2,
+	MGMT_OP_BIND = 3,
+	MGMT_OP_UNBIND = 4,
+	MGMT_OP_UPDATE = 5,
+	MGMT_OP_STAT = 6,
+	MGMT_OP_START = 7,
+	MGMT_OP_STOP = 8,
+};
+
+/* Device types of the request (SPC peripheral device types). */
+#define MGMT_DEVTYPE_DISK 0
+
+/* The LUN field when --lun was not given. */
+#define MGMT_LUN_UNSET UINT64_MAX
+
+/* The prefix tgtadm puts before --params on logicalunit/target update. */
+#define MGMT_PARAMS_PREFIX "targetOps "
+
+struct mgmt_req {
+	uint32_t mode, op;
+	char lld[MGMT_LLD_LEN + 1];
+	uint32_t len;
+	int32_t tid;
+	uint64_t sid, lun;
+	uint32_t cid, host_no, device_type, ac_dir, force;
+	char *payload;		/* NUL-terminated, possibly "" */
+};
+
+static struct {
+	int listen_fd;
+	int lock_fd;
+	int wake[2];		/* pipe: mgmt_stop() wakes the thread */
+	pthread_t thread;
+	bool running;
+	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	atomic_int exit_requested;
+} mgmt = { .listen_fd = -1, .lock_fd = -1, .wake = { -1, -1 } };
+
+/* ---- reply buffer ---- */
+
+void mgmt_buf_printf(struct mgmt_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->oom)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+		va_start(ap, fmt);
+		n = vsnprintf(b->data ? b->data + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->oom = 1;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = b->cap ? b->cap * 2 : 4096;
+		while (cap - b->len <= (size_t)n)
+			cap *= 2;
+		char *d = realloc(b->data, cap);
+		if (!d) {
+			b->oom = 1;
+			return;
+		}
+		b->data = d;
+		b->cap = cap;
+	}
+}
+
+void mgmt_buf_free(struct mgmt_buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---- payload ---- */
+
+/* Value of key in a "k1=v1,k2=v2" payload, copied into out.  true if
+ * present. */
+static bool payload_get(const char *payload, const char *key, char *out,
+			size_t len)
+{
+	size_t klen = strlen(key);
+	const char *p = payload;
+
+	while (p && *p) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+			size_t vlen = n - klen - 1;
+			if (vlen >= len)
+				vlen = len - 1;
+			memcpy(out, p + klen + 1, vlen);
+			out[vlen] = '\0';
+			return true;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/* The items of a payload as separate "key=value" strings in a scratch
+ * copy: items[i] points into *copy (free it).  The tgtadm "targetOps "
+ * prefix is dropped.  Returns the count or -ENOMEM/-E2BIG. */
+#define MGMT_MAX_ITEMS 64
+static int payload_split(const char *payload, char **copy, char **items)
+{
+	int n = 0;
+
+	if (strncmp(payload, MGMT_PARAMS_PREFIX, strlen(MGMT_PARAMS_PREFIX)) == 0)
+		payload += strlen(MGMT_PARAMS_PREFIX);
+	*copy = strdup(payload);
+	if (!*copy)
+		return -ENOMEM;
+	for (char *p = *copy; p && *p;) {
+		char *end = strchr(p, ',');
+		if (end)
+			*end = '\0';
+		if (*p) {
+			if (n == MGMT_MAX_ITEMS)
+				return -E2BIG;
+			items[n++] = p;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return n;
+}
+
+/* ---- system ---- */
+
+static int mgmt_system(const struct mgmt_req *req, struct mgmt_buf *b)
+{
+	char v[32];
+
+	switch (req->op) {
+	case MGMT_OP_DELETE:
+		/* tgtd: exit only when no target is left, or with --force. */
+		if (!req->force && tgt_count() > 0)
+			return MGMT_INVALID_REQUEST;
+		log_info("management: exit requested");
+		atomic_store(&mgmt.exit_requested, 1);
+		return MGMT_SUCCESS;
+	case MGMT_OP_UPDATE:
+		if (payload_get(req->payload, "debug", v, sizeof(v))) {
+			if (strcmp(v, "on") == 0)
+				log_set_debug(true);
+			else if (strcmp(v, "off") == 0)
+				log_set_debug(false);
+			else
+				return MGMT_INVALID_REQUEST;
+			log_info("management: debug %s", v);
+			return MGMT_SUCCESS;
+		}
+		return MGMT_INVALID_REQUEST;
+	case MGMT_OP_SHOW:
+		return mgmt_show_system(b);
+	}
+	return MGMT_UNSUPPORTED_OPERATION;
+}
+
+/* ---- targets ---- */
+
+static int mgmt_target_new(const struct mgmt_req *req)
+{
+	char name[TGT_NAME_MAX + 1];
+	int ret;
+
+	if (!payload_get(req->payload, "targetname", name, sizeof(name)))
+		return MGMT_INVALID_REQUEST;
+	if (req->tid == 0 || req->tid < -1)
+		return MGMT_INVALID_REQUEST;
+	ret = tgt_create(req->tid, name);
+	if (ret == -EEXIST)
+		return MGMT_TARGET_EXIST;
+	if (ret < 0)
+		return MGMT_INVALID_REQUEST;
+	return MGMT_SUCCESS;
+}
+
+static int mgmt_target_delete(const struct mgmt_req *req)
+{
+	int ret = tgt_delete(req->tid, req->force != 0);
+
+	if (ret == -ENOENT)
+		return MGMT_NO_TARGET;
+	if (ret == -EBUSY)
+		return MGMT_TARGET_ACTIVE;
+	if (ret)
+		return MGMT_UNKNOWN_ERR;
+	/* Unlinked from the table, so no new login finds it; now drop the
+	 * sessions that still use it (tgtd --force does the same). */
+	if (req->force)
+		iscsi_sessions_close(req->tid, false, MGMT_FORCE_CLOSE_MS);
+	return MGMT_SUCCESS;
+}
+
+/* bind / unbind: -I (initiator-address) and -Q (initiator-name), alone or
+ * together in one request; both are applied or neither. */
+static int mgmt_target_bind(const struct mgmt_req *req, bool bind)
+{
+	char addr[TGT_NAME_MAX + 1], name[TGT_NAME_MAX + 1];
+	bool has_addr, has_name;
+	struct acl_rule r;
+	struct target *t;
+	int ret = 0, err = MGMT_SUCCESS;
+
+	has_addr = payload_get(req->payload, "initiator-address", addr,
+			       sizeof(addr));
+	has_name = payload_get(req->payload, "initiator-name", name,
+			       sizeof(name));
+	if (!has_addr && !has_name)
+		return payload_get(req->payload, "user", addr, sizeof(addr)) ?
+			       MGMT_UNSUPPORTED_OPERATION : MGMT_INVALID_REQUEST;
+	if ((has_addr && tgt_acl_parse(addr, false, &r)) ||
+	    (has_name && tgt_acl_parse(name, true, &r)))
+		return MGMT_INVALID_REQUEST;
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+
+	if (bind) {
+		if (has_addr)
+			ret = tgt_acl_add(t, addr, false);
+		if (!ret && has_name) {
+			ret = tgt_acl_add(t, name, true);
+			if (ret && has_addr)
+				tgt_acl_del(t, addr, false);
+		}
+		if (ret == -EEXIST)
+			err = MGMT_ACL_EXIST;
+	} else {
+		/* Check both exist before removing either. */
+		if (has_addr && has_name) {
+			if (tgt_acl_del(t, addr, false) == 0) {
+				ret = tgt_acl_del(t, name, true);
+				if (ret)
+					tgt_acl_add(t, addr, false);
+			} else {
+				ret = -ENOENT;
+			}
+		} else {
+			ret = has_addr ? tgt_acl_del(t, addr, false)
+				       : tgt_acl_del(t, name, true);
+		}
+		if (ret == -ENOENT)
+			err = MGMT_ACL_NOEXIST;
+	}
+	if (ret && err == MGMT_SUCCESS)
+		err = MGMT_INVALID_REQUEST;
+	if (!err)
+		log_info("target %d: %s %s%s%s", req->tid,
+			 bind ? "allow" : "disallow", has_addr ? addr : "",
+			 has_addr && has_name ? " " : "", has_name ? name : "");
+	tgt_put(t);
+	return err;
+}
+
+/* target update: nop_interval, nop_count, state=ready|offline or an iSCSI
+ * key override; every item is checked before any is applied. */
+static int mgmt_target_update(const struct mgmt_req *req)
+{
+	char *copy = NULL, *items[MGMT_MAX_ITEMS];
+	struct target *t;
+	int n, err = MGMT_SUCCESS;
+
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+	n = payload_split(req->payload, &copy, items);
+	if (n <= 0) {
+		err = n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && !err; pass++) {
+		for (int i = 0; i < n && !err; i++) {
+			char *eq = strchr(items[i], '=');
+			const char *key = items[i], *val;
+			char *end;
+			unsigned long v = 0;
+
+			if (!eq) {
+				err = MGMT_INVALID_REQUEST;
+				break;
+			}
+			*eq = '\0';
+			val = eq + 1;
+			if (strcmp(key, "nop_interval") == 0 ||
+			    strcmp(key, "nop_count") == 0) {
+				errno = 0;
+				v = strtoul(val, &end, 10);
+				if (!*val || *end || errno || v > 3600)
+					err = MGMT_INVALID_REQUEST;
+				else if (pass == 1) {
+					pthread_mutex_lock(&t->lock);
+					if (key[4] == 'i')
+						t->nop_interval = (uint32_t)v;
+					else
+						t->nop_count = (uint32_t)v;
+					pthread_mutex_unlock(&t->lock);
+				}
+			} else if (strcmp(key, "state") == 0) {
+				if (strcmp(val, "ready") && strcmp(val, "offline"))
+					err = MGMT_INVALID_REQUEST;
+				else if (pass == 1)
+					t->offline = strcmp(val, "offline") == 0;
+			} else if (tgt_param_check(key, val, NULL) == 0) {
+				if (pass == 1 && tgt_param_set(t, key, val))
+					err = MGMT_UNKNOWN_ERR;
+			} else {
+				err = MGMT_INVALID_REQUEST;
+			}
+			*eq = '=';
+		}
+	}
+out:
+	free(copy);
+	tgt_put(t);
+	return err;
+}
+
+static int mgmt_target(const struct mgmt_req *req, struct mgmt_buf *b)
+{
+	switch (req->op) {
+	case MGMT_OP_NEW:
+		return mgmt_target_new(req);
+	case MGMT_OP_DELETE:
+		return mgmt_target_delete(req);
+	case MGMT_OP_SHOW:
+		return mgmt_show_targets(req->tid, b);
+	case MGMT_OP_BIND:
+		return mgmt_target_bind(req, true);
+	case MGMT_OP_UNBIND:
+		return mgmt_target_bind(req, false);
+	case MGMT_OP_UPDATE:
+		return mgmt_target_update(req);
+	}
+	return MGMT_UNSUPPORTED_OPERATION;
+}
+
+/* ---- logical units ---- */
+
+static int mgmt_lun_new(const struct mgmt_req *req)
+{
+	struct lun_settings s;
+	char v[PATH_MAX], reason[256];
+	const char *why = NULL;
+	struct target *t;
+	int ret;
+
+	if (req->lun == MGMT_LUN_UNSET)
+		return MGMT_INVALID_REQUEST;
+	if (req->lun == 0)
+		return MGMT_LUN_EXIST;	/* the controller LUN is always there */
+	if (req->lun >= TGT_MAX_LUNS)
+		return MGMT_INVALID_REQUEST;
+	if (req->device_type != MGMT_DEVTYPE_DISK)
+		return MGMT_UNSUPPORTED_OPERATION;
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+	tgt_put(t);
+
+	lun_settings_default(&s, req->lun);
+	if (payload_get(req->payload, "bstype", v, sizeof(v))) {
+		/* tgtd's store types that mean "a file or block device". */
+		if (strcmp(v, "rdwr") == 0 || strcmp(v, "aio") == 0 ||
+		    strcmp(v, "file") == 0)
+			snprintf(s.backend, sizeof(s.backend), "file");
+		else if (strcmp(v, "null") == 0)
+			snprintf(s.backend, sizeof(s.backend), "null");
+		else
+			return MGMT_INVALID_REQUEST;
+	}
+	if (payload_get(req->payload, "path", v, sizeof(v)) &&
+	    strcmp(s.backend, "file") == 0 &&
+	    lun_setting_apply(&s, "path", v, reason, sizeof(reason)))
+		return MGMT_INVALID_REQUEST;
+	if (payload_get(req->payload, "bsopts", v, sizeof(v)) && v[0])
+		return MGMT_UNSUPPORTED_OPERATION;
+	if (payload_get(req->payload, "bsoflags", v, sizeof(v))) {
+		/* tgtd: "direct", "sync" or both joined by ':'.  holdfast
+		 * always opens O_DIRECT (the default); "sync" is accepted for
+		 * compatibility and adds nothing O_DIRECT does not give. */
+		char *save = NULL;
+		for (char *f = strtok_r(v, ":|", &save); f;
+		     f = strtok_r(NULL, ":|", &save))
+			if (strcmp(f, "direct") && strcmp(f, "sync"))
+				return MGMT_INVALID_REQUEST;
+		s.direct = true;
+	}
+	if (payload_get(req->payload, "blocksize", v, sizeof(v)) &&
+	    lun_setting_apply(&s, "block_size", v, reason, sizeof(reason)))
+		return MGMT_INVALID_REQUEST;
+	if (lun_settings_validate(&s, reason, sizeof(reason))) {
+		log_err("target %d: LUN %llu not created: %s", req->tid,
+			(unsigned long long)req->lun, reason);
+		return MGMT_INVALID_REQUEST;
+	}
+	ret = tgt_lun_add(req->tid, &s, &why);
+	if (ret == -EEXIST)
+		return MGMT_LUN_EXIST;
+	if (ret == -ENOENT && !why)
+		return MGMT_NO_TARGET;
+	if (ret) {
+		log_err("target %d: LUN %llu not created: %s%s%s", req->tid,
+			(unsigned long long)req->lun, why ? why : "",
+			why ? ": " : "", strerror(-ret));
+		return ret == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
+	}
+	return MGMT_SUCCESS;
+}
+
+static int mgmt_lun_delete(const struct mgmt_req *req)
+{
+	struct target *t = tgt_get_by_tid(req->tid);
+	int ret;
+
+	if (!t)
+		return MGMT_NO_TARGET;
+	tgt_put(t);
+	if (req->lun == MGMT_LUN_UNSET)
+		return MGMT_INVALID_REQUEST;
+	ret = tgt_lun_del(req->tid, req->lun, req->force != 0);
+	if (ret == -ENOENT)
+		return MGMT_NO_LUN;
+	if (ret == -EBUSY)
+		return MGMT_LUN_ACTIVE;
+	return ret ? MGMT_UNKNOWN_ERR : MGMT_SUCCESS;
+}
+
+/* Keys `logicalunit update` may change on a live LUN.  What the store is
+ * (backend, path, size, block size, direct) is fixed at creation. */
+static const char *const mgmt_lun_runtime_keys[] = {
+	"vendor_id", "product_id", "product_rev", "scsi_id", "scsi_sn",
+	"sense_format", "removable", "readonly", "online",
+	"thin_provisioning", "write_cache", "rerror", "werror",
+	"retry_interval", "retry_timeout", "retry_errors",
+};
+
+static bool mgmt_lun_key_runtime(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(mgmt_lun_runtime_keys); i++)
+		if (strcmp(key, mgmt_lun_runtime_keys[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Is this "key=value" item a LUN key (so it ends a fault spec)? */
+static bool mgmt_item_is_lun_key(const char *item)
+{
+	char key[64];
+	size_t n = strcspn(item, "=");
+
+	if (n >= sizeof(key))
+		return false;
+	memcpy(key, item, n);
+	key[n] = '\0';
+	return mgmt_lun_key_runtime(key) || strcmp(key, "fault") == 0 ||
+	       strcmp(key, "hang") == 0;
+}
+
+static bool mgmt_hang_verb_valid(const char *v)
+{
+	return strcmp(v, "pause") == 0 || strcmp(v, "resume") == 0 ||
+	       strcmp(v, "retry") == 0 || strcmp(v, "fail") == 0;
+}
+
+/* The first backend in lun's stack (top down) that takes run-time
+ * parameters. */
+static struct backend *mgmt_param_backend(struct scsi_lun *lun)
+{
+	for (struct backend *be = lun->be; be; be = be->inner)
+		if (be->ops->set_param)
+			return be;
+	return NULL;
+}
+
+/* logicalunit update: "targetOps k=v,k=v," applied all-or-nothing.  Every
+ * item is applied to a copy of the settings first; an unknown key or a bad
+ * value answers 17 and changes nothing.  fault=SPEC takes the following
+ * items up to the next LUN key as part of its spec (the fault backend's
+ * own syntax uses commas: fault=eio,ops=w,lba=0-7). */
+static int mgmt_lun_update(const struct mgmt_req *req)
+{
+	char *copy = NULL, *items[MGMT_MAX_ITEMS];
+	char fault[sizeof(((struct lun_settings *)0)->backend_opts)] = "";
+	char reason[512], hang[16] = "";
+	bool has_fault = false;
+	struct lun_settings tmp;
+	struct scsi_lun *lun = NULL;
+	struct target *t;
+	int n, err = MGMT_SUCCESS;
+
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+	if (req->lun != MGMT_LUN_UNSET)
+		lun = tgt_lun_get(t, req->lun);
+	tgt_put(t);
+	if (!lun)
+		return MGMT_NO_LUN;
+
+	n = payload_split(req->payload, &copy, items);
+	if (n <= 0) {
+		err = n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
+		goto out;
+	}
+	pthread_mutex_lock(&lun->lock);
+	tmp = lun->set;
+	pthread_mutex_unlock(&lun->lock);
+
+	for (int i = 0; i < n && !err; i++) {
+		char *eq = strchr(items[i], '=');
+		const char *key = items[i], *val;
+
+		if (!eq) {
+			err = MGMT_INVALID_REQUEST;
+			break;
+		}
+		*eq = '\0';
+		val = eq + 1;
+		if (strcmp(key, "fault") == 0) {
+			size_t len = strlen(val);
+			if (len >= sizeof(fault)) {
+				err = MGMT_INVALID_REQUEST;
+				break;
+			}
+			memcpy(fault, val, len + 1);
+			while (i + 1 < n && !mgmt_item_is_lun_key(items[i + 1])) {
+				const char *more = items[++i];
+				if (len + 1 + strlen(more) >= sizeof(fault)) {
+					err = MGMT_INVALID_REQUEST;
+					break;
+				}
+				fault[len++] = ',';
+				memcpy(fault + len, more, strlen(more) + 1);
+				len += strlen(more);
+			}
+			if (err)
+				break;
+			has_fault = true;
+			snprintf(tmp.backend_opts, sizeof(tmp.backend_opts),
+				 "%s", fault);
+		} else if (strcmp(key, "hang") == 0) {
+			if (!mgmt_hang_verb_valid(val))
+				err = MGMT_INVALID_REQUEST;
+			else
+				snprintf(hang, sizeof(hang), "%s", val);
+		} else if (!mgmt_lun_key_runtime(key)) {
+			log_err("target %d: LUN %llu: %s cannot be changed at run time",
+				req->tid, (unsigned long long)req->lun, key);
+			err = MGMT_INVALID_REQUEST;
+		} else if (lun_setting_apply(&tmp, key, val, reason,
+					     sizeof(reason))) {
+			log_err("target %d: LUN %llu: %s=%s: %s", req->tid,
+				(unsigned long long)req->lun, key, val, reason);
+			err = MGMT_INVALID_REQUEST;
+		}
+	}
+	if (err)
+		goto out;
+
+	/* The settings as a whole, against the store actually open (the
+	 * DESIGN.md safety rule: retry only on a store that bypasses the
+	 * page cache). */
+	const char *why = hang_check_settings(&tmp, lun->be);
+	if (!why && lun_settings_validate(&tmp, reason, sizeof(reason)))
+		why = reason;
+	if (why) {
+		log_err("target %d: LUN %llu: update refused: %s", req->tid,
+			(unsigned long long)req->lun, why);
+		err = MGMT_INVALID_REQUEST;
+		goto out;
+	}
+
+	/* Apply: the fault spec first, the only step the backend may still
+	 * refuse; then the settings; then the hang verb. */
+	if (has_fault) {
+		struct backend *be = mgmt_param_backend(lun);
+		int ret = be ? be->ops->set_param(be, "fault", fault) : -EOPNOTSUPP;
+		if (ret) {
+			log_err("target %d: LUN %llu: fault=%s: %s", req->tid,
+				(unsigned long long)req->lun, fault,
+				strerror(-ret));
+			err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION
+						 : MGMT_INVALID_REQUEST;
+			goto out;
+		}
+	}
+	pthread_mutex_lock(&lun->lock);
+	struct lun_settings old = lun->set;
+	lun->set = tmp;
+	pthread_mutex_unlock(&lun->lock);
+
+	if (old.rerror != tmp.rerror || old.werror != tmp.werror ||
+	    old.retry_interval_ms != tmp.retry_interval_ms ||
+	    old.retry_timeout_ms != tmp.retry_timeout_ms ||
+	    memcmp(old.retry_errors, tmp.retry_errors,
+		   sizeof(old.retry_errors)) != 0)
+		hang_settings_changed(lun);
+	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
+	if (old.write_cache != tmp.write_cache ||
+	    old.sense_desc != tmp.sense_desc || old.readonly != tmp.readonly)
+		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
+	if (hang[0] && hang_verb(lun, hang))
+		err = MGMT_INVALID_REQUEST;
+	log_info("target %d: LUN %llu updated: %s", req->tid,
+		 (unsigned long long)req->lun, req->payload);
+out:
+	free(copy);
+	scsi_lun_put(lun);
+	return err;
+}
+
+static int mgmt_lun(const struct mgmt_req *req)
+{
+	switch (req->op) {
+	case MGMT_OP_NEW:
+		return mgmt_lun_new(req);
+	case MGMT_OP_DELETE:
+		return mgmt_lun_delete(req);
+	case MGMT_OP_UPDATE:
+		return mgmt_lun_update(req);
+	}
+	return MGMT_UNSUPPORTED_OPERATION;
+}
+
+static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
+{
+	/* Only the iSCSI driver exists; tgtadm sends "" when --lld is left
+	 * out. */
+	if (req->lld[0] && strcmp(req->lld, "iscsi") != 0)
+		return MGMT_NO_DRIVER;
+	switch (req->mode) {
+	case MGMT_MODE_SYSTEM:
+		return mgmt_system(req, b);
+	case MGMT_MODE_TARGET:
+		return mgmt_target(req, b);
+	case MGMT_MODE_DEVICE:
+		return mgmt_lun(req);
+	}
+	return MGMT_UNSUPPORTED_OPERATION;
+}
+
+/* ---- wire ---- */
+
+static uint32_t hdr_u32(const uint8_t *h, size_t off)
+{
+	uint32_t v;
+	memcpy(&v, h + off, sizeof(v));	/* host order, as tgtadm wrote it */
+	return v;
+}
+
+static uint64_t hdr_u64(const uint8_t *h, size_t off)
+{
+	uint64_t v;
+	memcpy(&v, h + off, sizeof(v));
+	return v;
+}
+
+static void mgmt_req_decode(const uint8_t *h, struct mgmt_req *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->mode = hdr_u32(h, MGMT_OFF_MODE);
+	r->op = hdr_u32(h, MGMT_OFF_OP);
+	memcpy(r->lld, h + MGMT_OFF_LLD, MGMT_LLD_LEN);
+	r->lld[MGMT_LLD_LEN] = '\0';
+	r->len = hdr_u32(h, MGMT_OFF_LEN);
+	r->tid = (int32_t)hdr_u32(h, MGMT_OFF_TID);
+	r->sid = hdr_u64(h, MGMT_OFF_SID);
+	r->lun = hdr_u64(h, MGMT_OFF_LUN);
+	r->cid = hdr_u32(h, MGMT_OFF_CID);
+	r->host_no = hdr_u32(h, MGMT_OFF_HOST_NO);
+	r->device_type = hdr_u32(h, MGMT_OFF_DEVICE_TYPE);
+	r->ac_dir = hdr_u32(h, MGMT_OFF_AC_DIR);
+	r->force = hdr_u32(h, MGMT_OFF_FORCE);
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+		if (n == 0)
+			return -EPIPE;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = send(fd, (const char *)buf + done, len - done,
+				 MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static bool mgmt_peer_allowed(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return false;
+	return cred.uid == geteuid() && cred.gid == getegid();
+}
+
+static void mgmt_serve(int fd)
+{
+	uint8_t hdr[MGMT_REQ_HDR_LEN], rsp[MGMT_RSP_HDR_LEN];
+	struct timeval tv = { .tv_sec = MGMT_IO_TIMEOUT_S };
+	struct mgmt_buf body = { 0 };
+	struct mgmt_req req;
+	uint32_t err, len;
+
+	if (!mgmt_peer_allowed(fd)) {
+		log_warn("management: refused a peer with another uid/gid");
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (read_full(fd, hdr, sizeof(hdr)))
+		return;
+	mgmt_req_decode(hdr, &req);
+	if (req.len < MGMT_REQ_HDR_LEN || req.len > MGMT_REQ_MAX_LEN) {
+		log_warn("management: request of %u bytes refused", req.len);
+		return;
+	}
+	req.payload = calloc(1, req.len - MGMT_REQ_HDR_LEN + 1);
+	if (!req.payload)
+		return;
+	if (read_full(fd, req.payload, req.len - MGMT_REQ_HDR_LEN)) {
+		free(req.payload);
+		return;
+	}
+	log_debug("management: mode %u op %u tid %d lun %llu \"%s\"", req.mode,
+		  req.op, req.tid, (unsigned long long)req.lun, req.payload);
+
+	err = (uint32_t)mgmt_dispatch(&req, &body);
+	if (body.oom)
+		err = MGMT_NOMEM;
+	/* tgtadm prints the body with fputs: it must end in a NUL that the
+	 * length counts.  Errors and empty shows carry no body. */
+	len = MGMT_RSP_HDR_LEN;
+	if (err == MGMT_SUCCESS && body.len)
+		len += (uint32_t)body.len + 1;
+	memcpy(rsp, &err, sizeof(err));
+	memcpy(rsp + 4, &len, sizeof(len));
+	if (write_full(fd, rsp, sizeof(rsp)) == 0 && len > MGMT_RSP_HDR_LEN)
+		write_full(fd, body.data, body.len + 1);
+	mgmt_buf_free(&body);
+	free(req.payload);
+}
+
+static void *mgmt_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct pollfd pfd[2] = {
+			{ .fd = mgmt.listen_fd, .events = POLLIN },
+			{ .fd = mgmt.wake[0], .events = POLLIN },
+		};
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("management: poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		int fd = accept4(mgmt.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		mgmt_serve(fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+/* ---- start / stop ---- */
+
+int mgmt_start(int control_port)
+{
+	const char *base = getenv(MGMT_ENV_SOCKET);
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char lock_path[sizeof(mgmt.sock_path) + 8];
+	int ret;
+
+	if (!base || !*base) {
+		/* tgtd's default place; created like tgtd does. */
+		base = MGMT_DEFAULT_BASE;
+		if (mkdir(MGMT_DEFAULT_DIR, 0755) != 0 && errno != EEXIST) {
+			ret = -errno;
+			log_err("management: cannot create %s: %s",
+				MGMT_DEFAULT_DIR, strerror(errno));
+			return ret;
+		}
+	}
+	if ((size_t)snprintf(mgmt.sock_path, sizeof(mgmt.sock_path), "%s.%d",
+			     base, control_port) >= sizeof(mgmt.sock_path)) {
+		log_err("management: socket path %s.%d is too long", base,
+			control_port);
+		return -ENAMETOOLONG;
+	}
+	snprintf(lock_path, sizeof(lock_path), "%s.lock", mgmt.sock_path);
+
+	/* The lock, not the socket file, says whether the port is in use: a
+	 * socket left by a crashed daemon is stale and simply replaced. */
+	mgmt.lock_fd = open(lock_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (mgmt.lock_fd < 0) {
+		ret = -errno;
+		log_err("management: cannot open %s: %s", lock_path,
+			strerror(errno));
+		return ret;
+	}
+	if (lockf(mgmt.lock_fd, F_TLOCK, 1) != 0) {
+		ret = -EADDRINUSE;
+		log_err("management: control port %d is in use by another holdfastd or tgtd (%s is locked)",
+			control_port, lock_path);
+		goto err_lock;
+	}
+	unlink(mgmt.sock_path);
+
+	mgmt.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (mgmt.listen_fd < 0) {
+		ret = -errno;
+		log_err("management: socket: %s", strerror(errno));
+		goto err_lock;
+	}
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", mgmt.sock_path);
+	if (bind(mgmt.listen_fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		ret = -errno;
+		log_err("management: bind %s: %s", mgmt.sock_path,
+			strerror(errno));
+		goto err_sock;
+	}
+	/* Owner only, before anyone can connect (listen comes after). */
+	if (chmod(mgmt.sock_path, 0600) != 0 || listen(mgmt.listen_fd, 32) != 0) {
+		ret = -errno;
+		log_err("management: %s: %s", mgmt.sock_path, strerror(errno));
+		goto err_unlink;
+	}
+	if (pipe2(mgmt.wake, O_CLOEXEC) != 0) {
+		ret = -errno;
+		goto err_unlink;
+	}
+	atomic_store(&mgmt.exit_requested, 0);
+	ret = -pthread_create(&mgmt.thread, NULL, mgmt_thread, NULL);
+	if (ret) {
+		log_err("management: cannot start thread: %s", strerror(-ret));
+		goto err_pipe;
+	}
+	mgmt.running = true;
+	log_info("management socket %s", mgmt.sock_path);
+	return 0;
+
+err_pipe:
+	close(mgmt.wake[0]);
+	close(mgmt.wake[1]);
+	mgmt.wake[0] = mgmt.wake[1] = -1;
+err_unlink:
+	unlink(mgmt.sock_path);
+err_sock:
+	close(mgmt.listen_fd);
+	mgmt.listen_fd = -1;
+err_lock:
+	close(mgmt.lock_fd);
+	mgmt.lock_fd = -1;
+	return ret;
+}
+
+void mgmt_stop(void)
+{
+	if (!mgmt.running)
+		return;
+	if (write(mgmt.wake[1], "x", 1) < 0)
+		log_warn("management: cannot wake thread: %s", strerror(errno));
+	pthread_join(mgmt.thread, NULL);
+	mgmt.running = false;
+	close(mgmt.wake[0]);
+	close(mgmt.wake[1]);
+	mgmt.wake[0] = mgmt.wake[1] = -1;
+	close(mgmt.listen_fd);
+	mgmt.listen_fd = -1;
+	unlink(mgmt.sock_path);
+	close(mgmt.lock_fd);	/* releases the lockf lock */
+	mgmt.lock_fd = -1;
+}
+
+int mgmt_exit_requested(void)
+{
+	return atomic_load(&mgmt.exit_requested);
+}

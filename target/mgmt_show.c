@@ -1,0 +1,241 @@
+/* mgmt_show.c - the text of `tgtadm --op show`.
+ *
+ * The layout is tgtd's, line for line (four spaces per level; captured
+ * from tgtd 1.0.85), because tgt-admin scrapes it with regexes anchored on
+ * "Target N: name", "Backing store path:", "I_T nexus:", "ACL
+ * information:" and so on.  holdfast's own per-LUN lines (identity, hang
+ * policy and state, backend, counters) come after the standard ones of
+ * each LUN so those scrapers still match. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hang.h"
+#include "iscsi.h"
+#include "mgmt_internal.h"
+#include "scsi_internal.h"	/* scsi_hash64: the derived serial INQUIRY reports */
+#include "target.h"
+#include "util.h"
+
+#define SHOW_MB 1000000ull		/* tgtd prints sizes in 10^6 bytes */
+#define SHOW_HANG_INDENT "    "	/* hang_describe indents 8; LUN lines 12 */
+
+static const char *yes_no(bool b)
+{
+	return b ? "Yes" : "No";
+}
+
+/* ---- sessions ---- */
+
+struct show_sessions {
+	struct mgmt_buf *b;
+};
+
+static void show_session(const struct iscsi_session_info *si, void *arg)
+{
+	struct show_sessions *ss = arg;
+
+	mgmt_buf_printf(ss->b, "        I_T nexus: %" PRIu64 "\n", si->sid);
+	mgmt_buf_printf(ss->b, "            Initiator: %s alias: %s\n",
+			si->initiator_name,
+			si->initiator_alias[0] ? si->initiator_alias : "none");
+	for (int i = 0; i < si->nr_conns && i < (int)ARRAY_SIZE(si->conns); i++) {
+		mgmt_buf_printf(ss->b, "            Connection: %u\n",
+				si->conns[i].cid);
+		mgmt_buf_printf(ss->b, "                IP Address: %s\n",
+				si->conns[i].peer);
+	}
+}
+
+/* ---- LUNs ---- */
+
+/* The controller LUN 0 every target has (tgtd shows it the same way). */
+static void show_lun0(struct mgmt_buf *b, const struct target *t)
+{
+	mgmt_buf_printf(b, "        LUN: 0\n");
+	mgmt_buf_printf(b, "            Type: controller\n");
+	mgmt_buf_printf(b, "            SCSI ID: %-8s%016" PRIx64 "\n", "HOLDFAST",
+			scsi_hash64(t->name, 0));
+	mgmt_buf_printf(b, "            SCSI SN: %016" PRIx64 "\n",
+			scsi_hash64(t->name, 0));
+	mgmt_buf_printf(b, "            Size: 0 MB, Block size: 1\n");
+	mgmt_buf_printf(b, "            Online: Yes\n");
+	mgmt_buf_printf(b, "            Removable media: No\n");
+	mgmt_buf_printf(b, "            Prevent removal: No\n");
+	mgmt_buf_printf(b, "            Readonly: No\n");
+	mgmt_buf_printf(b, "            SWP: No\n");
+	mgmt_buf_printf(b, "            Thin-provisioning: No\n");
+	mgmt_buf_printf(b, "            Backing store type: null\n");
+	mgmt_buf_printf(b, "            Backing store path: None\n");
+	mgmt_buf_printf(b, "            Backing store flags: \n");
+}
+
+static void show_errnos(struct mgmt_buf *b, const uint64_t *bits)
+{
+	bool any = false;
+
+	mgmt_buf_printf(b, "            Retry errors:");
+	for (int e = 1; e < LUN_ERRNO_BITS; e++) {
+		if (!lun_errno_retryable(bits, e))
+			continue;
+		const char *name = strerrorname_np(e);
+		if (name)
+			mgmt_buf_printf(b, " %s", name);
+		else
+			mgmt_buf_printf(b, " %d", e);
+		any = true;
+	}
+	mgmt_buf_printf(b, "%s\n", any ? "" : " none");
+}
+
+/* Append text whose lines are indented for another level, adding
+ * SHOW_HANG_INDENT to each. */
+static void show_reindent(struct mgmt_buf *b, const char *text)
+{
+	while (*text) {
+		const char *nl = strchr(text, '\n');
+		int n = nl ? (int)(nl - text) : (int)strlen(text);
+		mgmt_buf_printf(b, SHOW_HANG_INDENT "%.*s\n", n, text);
+		text += n + (nl ? 1 : 0);
+	}
+}
+
+static void show_lun(struct mgmt_buf *b, const struct target *t,
+		     struct scsi_lun *lun)
+{
+	struct lun_settings s;
+	char text[2048];
+
+	pthread_mutex_lock(&lun->lock);
+	s = lun->set;
+	pthread_mutex_unlock(&lun->lock);
+	char serial[64];
+	if (s.scsi_sn[0])
+		snprintf(serial, sizeof(serial), "%s", s.scsi_sn);
+	else
+		snprintf(serial, sizeof(serial), "%016" PRIx64,
+			 scsi_hash64(t->name, s.lun));
+
+	/* tgtd's lines, in tgtd's order. */
+	mgmt_buf_printf(b, "        LUN: %" PRIu64 "\n", s.lun);
+	mgmt_buf_printf(b, "            Type: disk\n");
+	if (s.scsi_id[0])
+		mgmt_buf_printf(b, "            SCSI ID: %s\n", s.scsi_id);
+	else	/* the T10 vendor designator INQUIRY reports (SPC-4 7.8.6.4) */
+		mgmt_buf_printf(b, "            SCSI ID: %-8s%s\n", s.vendor_id,
+				serial);
+	mgmt_buf_printf(b, "            SCSI SN: %s\n", serial);
+	mgmt_buf_printf(b, "            Size: %llu MB, Block size: %u\n",
+			(unsigned long long)(lun->nblocks * s.block_size / SHOW_MB),
+			s.block_size);
+	mgmt_buf_printf(b, "            Online: %s\n", yes_no(s.online));
+	mgmt_buf_printf(b, "            Removable media: %s\n",
+			yes_no(s.removable));
+	mgmt_buf_printf(b, "            Prevent removal: No\n");
+	mgmt_buf_printf(b, "            Readonly: %s\n", yes_no(s.readonly));
+	mgmt_buf_printf(b, "            SWP: No\n");
+	mgmt_buf_printf(b, "            Thin-provisioning: %s\n",
+			yes_no(s.thin_provisioning));
+	mgmt_buf_printf(b, "            Backing store type: %s\n", s.backend);
+	mgmt_buf_printf(b, "            Backing store path: %s\n",
+			s.path[0] ? s.path : "None");
+	mgmt_buf_printf(b, "            Backing store flags: %s\n",
+			s.direct ? "direct" : "");
+
+	/* holdfast's lines. */
+	mgmt_buf_printf(b, "            Vendor: %s, Product: %s, Revision: %s\n",
+			s.vendor_id, s.product_id, s.product_rev);
+	mgmt_buf_printf(b, "            Write cache: %s, Sense format: %s\n",
+			yes_no(s.write_cache),
+			s.sense_desc ? "descriptor" : "fixed");
+	mgmt_buf_printf(b, "            Hang policy: rerror=%s, werror=%s, retry_interval=%u ms, retry_timeout=%u ms\n",
+			s.rerror == ERR_POLICY_RETRY ? "retry" : "report",
+			s.werror == ERR_POLICY_RETRY ? "retry" : "report",
+			s.retry_interval_ms, s.retry_timeout_ms);
+	show_errnos(b, s.retry_errors);
+	if (hang_describe(lun, text, sizeof(text)) > 0)
+		show_reindent(b, text);
+	if (lun->be && lun->be->ops->describe &&
+	    lun->be->ops->describe(lun->be, text, sizeof(text)) > 0) {
+		text[strcspn(text, "\n")] = '\0';
+		mgmt_buf_printf(b, "            Backend: %s\n", text);
+	}
+	mgmt_buf_printf(b, "            Fault: %s\n",
+			s.backend_opts[0] ? s.backend_opts : "off");
+	mgmt_buf_printf(b, "            I/O: reads %llu (%llu bytes), writes %llu (%llu bytes)\n",
+			(unsigned long long)atomic_load(&lun->reads),
+			(unsigned long long)atomic_load(&lun->read_bytes),
+			(unsigned long long)atomic_load(&lun->writes),
+			(unsigned long long)atomic_load(&lun->write_bytes));
+}
+
+/* ---- targets ---- */
+
+struct show_targets {
+	struct mgmt_buf *b;
+	int tid;
+	int found;
+};
+
+static void show_target(struct target *t, void *arg)
+{
+	struct show_targets *st = arg;
+	struct mgmt_buf *b = st->b;
+	struct show_sessions ss = { .b = b };
+	uint64_t luns[TGT_MAX_LUNS];
+	struct acl_rule *a;
+	int n;
+
+	if (st->tid != -1 && t->tid != st->tid)
+		return;
+	st->found++;
+	mgmt_buf_printf(b, "Target %d: %s\n", t->tid, t->name);
+	mgmt_buf_printf(b, "    System information:\n");
+	mgmt_buf_printf(b, "        Driver: iscsi\n");
+	mgmt_buf_printf(b, "        State: %s\n", t->offline ? "offline" : "ready");
+	mgmt_buf_printf(b, "    I_T nexus information:\n");
+	iscsi_session_for_each(t->tid, show_session, &ss);
+	mgmt_buf_printf(b, "    LUN information:\n");
+	show_lun0(b, t);
+	n = tgt_lun_list(t, luns, TGT_MAX_LUNS);
+	for (int i = 0; i < n; i++) {
+		struct scsi_lun *lun = tgt_lun_get(t, luns[i]);
+		if (!lun)
+			continue;	/* deleted meanwhile */
+		show_lun(b, t, lun);
+		scsi_lun_put(lun);
+	}
+	mgmt_buf_printf(b, "    Account information:\n");
+	mgmt_buf_printf(b, "    ACL information:\n");
+	pthread_mutex_lock(&t->lock);
+	list_for_each_entry(a, &t->acls, link)
+		mgmt_buf_printf(b, "        %s\n", a->text);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int mgmt_show_targets(int tid, struct mgmt_buf *b)
+{
+	struct show_targets st = { .b = b, .tid = tid };
+
+	tgt_for_each(show_target, &st);
+	if (tid != -1 && !st.found)
+		return MGMT_NO_TARGET;
+	return MGMT_SUCCESS;
+}
+
+int mgmt_show_system(struct mgmt_buf *b)
+{
+	mgmt_buf_printf(b, "System:\n");
+	mgmt_buf_printf(b, "    State: ready\n");
+	mgmt_buf_printf(b, "    debug: %s\n", log_debug_enabled() ? "on" : "off");
+	mgmt_buf_printf(b, "LLDs:\n");
+	mgmt_buf_printf(b, "    iscsi: ready\n");
+	mgmt_buf_printf(b, "Backing stores:\n");
+	mgmt_buf_printf(b, "    file\n");
+	mgmt_buf_printf(b, "    null\n");
+	mgmt_buf_printf(b, "    fault\n");
+	mgmt_buf_printf(b, "Device types:\n");
+	mgmt_buf_printf(b, "    disk\n");
+	return MGMT_SUCCESS;
+}
