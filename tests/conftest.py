@@ -66,7 +66,8 @@ class Daemon:
         self.request = request
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.name = name
+        self.is_tgtd = USE_TGTD
+        self.name = "tgtd" if self.is_tgtd else name
         self.conf_settings = conf_settings
         self.conf_text = conf_text
         self.args = list(args)
@@ -75,8 +76,8 @@ class Daemon:
         self.env["TGT_IPC_SOCKET"] = self.sock_base
         if env:
             self.env.update(env)
-        self.conf_path = self.tmp / ("%s.conf" % name)
-        self.log_path = self.tmp / ("%s.log" % name)
+        self.conf_path = self.tmp / "targets.conf"
+        self.log_path = self.tmp / ("%s.log" % self.name)
         self.proc = None
         self.port = None
         self.ctl_port = None
@@ -85,9 +86,6 @@ class Daemon:
         # purpose sets this (e.g. {0, -9})
         self.ok_exit = {0}
         self.killed_by_teardown = False
-        self.is_tgtd = USE_TGTD
-        if self.is_tgtd:
-            self.name = "tgtd"
 
     # -- addresses
     @property
@@ -309,9 +307,10 @@ class HoldfastFactory:
                 continue
             rc = d.stop()
             rep = d.sanitizer_report()
-            self.request.node.add_report_section(
-                "teardown", "%s log (%s)" % (d.name, d.log_path),
-                d.log_text()[-20000:])
+            if rep or d.killed_by_teardown or rc not in d.ok_exit:
+                self.request.node.add_report_section(
+                    "teardown", "%s log (%s)" % (d.name, d.log_path),
+                    d.log_text()[-20000:])
             if rep:
                 problems.append("%s printed a sanitizer report:\n%s" %
                                 (d.name, rep))
@@ -329,8 +328,22 @@ class HoldfastFactory:
 def holdfast(request, tmp_path):
     """Factory: holdfast(luns=..., params=...) -> running Daemon."""
     f = HoldfastFactory(request, tmp_path)
+    request.node._holdfast_factory = f
     yield f
     f.finish()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach every daemon's log to the report of a failed test."""
+    outcome = yield
+    rep = outcome.get_result()
+    f = getattr(item, "_holdfast_factory", None)
+    if f is None or rep.when != "call" or not rep.failed:
+        return
+    for d in f.daemons:
+        rep.sections.append(("%s log (%s)" % (d.name, d.log_path),
+                             d.log_text()[-20000:]))
 
 
 def pytest_configure(config):
