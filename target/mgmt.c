@@ -406,7 +406,9 @@ static int mgmt_target(const struct mgmt_req *req, struct mgmt_buf *b)
 	case MGMT_OP_DELETE:
 		return mgmt_target_delete(req);
 	case MGMT_OP_SHOW:
-		return mgmt_show_targets(req->tid, b);
+		if (req->tid != -1)
+			return mgmt_show_target_params(req->tid, b);
+		return mgmt_show_targets(-1, b);
 	case MGMT_OP_BIND:
 		return mgmt_target_bind(req, true);
 	case MGMT_OP_UNBIND:
@@ -627,8 +629,13 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			else
 				snprintf(hang, sizeof(hang), "%s", val);
 		} else if (!mgmt_lun_key_runtime(key)) {
-			log_err("target %d: LUN %llu: %s cannot be changed at run time",
-				req->tid, (unsigned long long)req->lun, key);
+			struct lun_settings scratch = tmp;
+			bool known = lun_setting_apply(&scratch, key, val, reason,
+						       sizeof(reason)) != -ENOENT;
+			log_err("target %d: LUN %llu: %s: %s", req->tid,
+				(unsigned long long)req->lun, key,
+				known ? "fixed when the LUN is created"
+				      : "unknown key");
 			err = MGMT_INVALID_REQUEST;
 		} else if (lun_setting_apply(&tmp, key, val, reason,
 					     sizeof(reason))) {
@@ -718,6 +725,12 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_target(req, b);
 	case MGMT_MODE_DEVICE:
 		return mgmt_lun(req);
+	case MGMT_MODE_ACCOUNT:
+		/* No CHAP accounts yet: an empty list, so tgt-admin's
+		 * `show --mode account` scrape works. */
+		if (req->op == MGMT_OP_SHOW)
+			return MGMT_SUCCESS;
+		return MGMT_UNSUPPORTED_OPERATION;
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }

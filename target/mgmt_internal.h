@@ -51,6 +51,8 @@ void mgmt_buf_free(struct mgmt_buf *b);
 /* `--op show --mode target` (tid -1: all targets) into b.  Returns a
  * MGMT_* error. */
 int mgmt_show_targets(int tid, struct mgmt_buf *b);
+/* `--op show --mode target --tid N`: the target's parameters. */
+int mgmt_show_target_params(int tid, struct mgmt_buf *b);
 /* `--op show --mode system`. */
 int mgmt_show_system(struct mgmt_buf *b);
 

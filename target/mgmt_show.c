@@ -161,8 +161,6 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 		text[strcspn(text, "\n")] = '\0';
 		mgmt_buf_printf(b, "            Backend: %s\n", text);
 	}
-	mgmt_buf_printf(b, "            Fault: %s\n",
-			s.backend_opts[0] ? s.backend_opts : "off");
 	mgmt_buf_printf(b, "            I/O: reads %llu (%llu bytes), writes %llu (%llu bytes)\n",
 			(unsigned long long)atomic_load(&lun->reads),
 			(unsigned long long)atomic_load(&lun->read_bytes),
@@ -221,6 +219,26 @@ int mgmt_show_targets(int tid, struct mgmt_buf *b)
 	tgt_for_each(show_target, &st);
 	if (tid != -1 && !st.found)
 		return MGMT_NO_TARGET;
+	return MGMT_SUCCESS;
+}
+
+/* `--op show --mode target --tid N`: like tgtd, the target's parameters
+ * as key=value lines (here: the NOP settings and the iSCSI key overrides;
+ * keys not overridden take the iSCSI layer's defaults). */
+int mgmt_show_target_params(int tid, struct mgmt_buf *b)
+{
+	struct target *t = tgt_get_by_tid(tid);
+	struct tgt_param *p;
+
+	if (!t)
+		return MGMT_NO_TARGET;
+	pthread_mutex_lock(&t->lock);
+	mgmt_buf_printf(b, "nop_interval=%u\n", t->nop_interval);
+	mgmt_buf_printf(b, "nop_count=%u\n", t->nop_count);
+	list_for_each_entry(p, &t->params, link)
+		mgmt_buf_printf(b, "%s=%s\n", p->key, p->value);
+	pthread_mutex_unlock(&t->lock);
+	tgt_put(t);
 	return MGMT_SUCCESS;
 }
 
