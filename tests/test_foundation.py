@@ -417,7 +417,7 @@ def test_bad_config_is_refused(holdfast, tmp_path, case):
     cfg.write_text(text.replace("@PORT@", str(port)))
     env = dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "tgtd.sock"))
     p = subprocess.Popen([str(build_dir() / "holdfastd"), "-f", "-c",
-                          str(cfg), "-C", str(random.randint(1000, 60000))],
+                          str(cfg), "-C", str(random.randint(1000, 32767))],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env, cwd=str(tmp_path))
     # the portal must never accept, not even briefly before validation
