@@ -55,8 +55,9 @@ struct be_file {
 	char path[PATH_MAX];
 };
 
-/* Per-request state, kept in be_io.be_scratch. */
-struct be_file_io {
+/* Per-request state, kept in be_io.be_scratch (declared uint64_t[]):
+ * may_alias tells the compiler this view of that storage is intended. */
+struct __attribute__((may_alias)) be_file_io {
 	struct reactor_uring_op op;	/* must stay first: SQE user_data */
 	struct backend *be;
 	struct reactor *r;

@@ -39,8 +39,9 @@ const struct backend_ops *backend_find(const char *name)
  * owns its be_scratch, and nothing else runs on this io until done(). */
 
 /* Scratch layout used only while a completion is pending.  The timer is the
- * fallback when reactor_call() cannot allocate: it needs no memory. */
-struct be_later {
+ * fallback when reactor_call() cannot allocate: it needs no memory.
+ * may_alias: this is a second view of be_scratch's uint64_t storage. */
+struct __attribute__((may_alias)) be_later {
 	int res;
 	struct reactor *r;
 	struct ev_timer timer;
