@@ -359,16 +359,15 @@ static void hang_home_arrive_msg(void *arg)
 	hang_account(h, m, false);
 }
 
-/* After the probe left (done, dropped or reported): a hung LUN with nothing
- * held goes back to ok (DESIGN.md: "when a reset leaves a hung LUN with
- * nothing held"); otherwise probe the next held command later. */
+/* After the probe left (done, dropped or reported) without recovering the
+ * LUN: the next probe comes at the interval.  If nothing is held by then,
+ * hang_probe_now() promotes the oldest queued command or returns the LUN
+ * to ok; waiting for the tick (rather than acting at once) means a batch
+ * of ABORT TASKs for a whole task set never dispatches a queued command
+ * that the next abort of the batch was about to drop. */
 static void hang_after_probe(struct hang_lun *h)
 {
-	int st = hang_get_state(h);
-
-	if (st == HANG_HUNG && list_empty(&h->held) && !h->probe)
-		hang_recover(h, "nothing held");
-	else if (st != HANG_OK)
+	if (hang_get_state(h) != HANG_OK)
 		hang_arm_probe(h);
 }
 
@@ -623,11 +622,24 @@ void hang_probe_now(struct hang_lun *h)
 		hang_bg_probe(h);
 		return;
 	}
-	if (hang_get_state(h) != HANG_HUNG || h->probe ||
-	    list_empty(&h->held))
+	if (hang_get_state(h) != HANG_HUNG || h->probe)
 		return;
-	m = list_first_entry(&h->held, struct media_io, link);
-	list_del(&m->link);
+	if (list_empty(&h->held)) {
+		/* aborts took every held command: the oldest queued one (never
+		 * tried yet) becomes the probe; with nothing at all left the
+		 * LUN is ok again (DESIGN.md: "nothing held") */
+		if (list_empty(&h->queued)) {
+			hang_recover(h, "nothing held");
+			return;
+		}
+		m = list_first_entry(&h->queued, struct media_io, link);
+		list_del(&m->link);
+		hang_unaccount(h, m, false);
+		hang_account(h, m, true);
+	} else {
+		m = list_first_entry(&h->held, struct media_io, link);
+		list_del(&m->link);
+	}
 	h->probe = m;
 	pthread_mutex_lock(&h->lock);
 	h->retries++;

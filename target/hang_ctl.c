@@ -44,10 +44,9 @@ static void hang_abort_msg(void *arg)
 	if (hang_list_has(&h->held, m, req->seq)) {
 		list_del(&m->link);
 		hang_unaccount(h, m, true);
+		/* if nothing is held now, the next probe tick decides (see
+		 * hang_after_probe()) */
 		hang_complete(h, m, -ECANCELED);
-		if (hang_state(lun) == HANG_HUNG && list_empty(&h->held) &&
-		    !h->probe)
-			hang_recover(h, "nothing held");
 	} else if (hang_list_has(&h->queued, m, req->seq)) {
 		list_del(&m->link);
 		hang_unaccount(h, m, false);
