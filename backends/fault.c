@@ -399,6 +399,10 @@ static void fault_decide(struct fault_state *f, const struct be_io *io,
 	f->total_injected++;
 	*err_out = -s->err;
 	*latency_out = s->latency_ms;
+	/* Spent: the spec stays for describe(), I/O goes back to the
+	 * lock-free path. */
+	if (s->count && f->injected >= s->count)
+		atomic_store_explicit(&f->active, false, memory_order_release);
 out:
 	pthread_mutex_unlock(&f->lock);
 }

@@ -135,6 +135,10 @@ static void test_fault_inject(void)
 	CHECK(run_io(be, BE_OP_WRITE, 10 * 512, 512, buf) == 0,
 	      "count exhausted: passes");
 	CHECK(fault_injected(be) == 2, "two injected");
+	CHECK(!atomic_load(&((struct fault_state *)be->priv)->active),
+	      "spent spec back on the idle path");
+	CHECK(run_io(be, BE_OP_WRITE, 8 * 512, 512, buf) == 0,
+	      "spent spec passes");
 	be->ops->describe(be, desc, sizeof(desc));
 	CHECK(strstr(desc, "fault=errno=EIO:ops=write:lba=8-15:count=2") &&
 	      strstr(desc, "injected=2") && strstr(desc, "null"),
