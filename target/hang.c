@@ -138,6 +138,7 @@ void hang_send_home(struct hang_lun *h, struct reactor *from,
 static bool hang_transition_ok(int from, int to)
 {
 	return (from == HANG_OK && to == HANG_HUNG) ||
+	       (from == HANG_OK && to == HANG_FAILED) ||	/* unproven */
 	       (from == HANG_HUNG && to == HANG_OK) ||
 	       (from == HANG_HUNG && to == HANG_FAILED) ||
 	       (from == HANG_FAILED && to == HANG_OK);
@@ -166,7 +167,8 @@ static int hang_set_state(struct hang_lun *h, int to, unsigned ncmds,
 		snprintf(what, sizeof(what), "%s on %s at LBA %llu",
 			 hang_errname(h->err), hang_op_name(h->op),
 			 (unsigned long long)h->lba);
-	dur = now - (from == HANG_FAILED ? h->since : h->t0);
+	dur = from == HANG_FAILED ? now - h->since :
+	      from == HANG_HUNG ? now - h->t0 : 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (from == HANG_HUNG && now - h->t0 > h->longest_ms)
@@ -305,6 +307,23 @@ static void hang_enter_hung(struct hang_lun *h, struct media_io *m, int res)
 	hang_arm_timeout(h);
 }
 
+/* The LUN left failed on a flush probe, but writes still fail: the probe
+ * was blind to this failure, so report at once and go back to failed
+ * rather than hold the write for another retry_timeout. */
+static void hang_enter_failed(struct hang_lun *h, struct media_io *m, int res)
+{
+	pthread_mutex_lock(&h->lock);
+	h->t0 = hang_now(h);
+	h->episodes++;
+	pthread_mutex_unlock(&h->lock);
+	hang_note_error(h, m, res);
+	atomic_store(&h->err_class, hang_op_class(m->io.op));
+	hang_set_state(h, HANG_FAILED, 1,
+		       "writes still fail after a flush probe succeeded");
+	hang_complete(h, m, res);
+	hang_arm_probe(h);
+}
+
 /* m failed with a retryable error (res) under the LUN's policy. */
 static void hang_home_fail(struct hang_lun *h, struct media_io *m, int res)
 {
@@ -314,7 +333,10 @@ static void hang_home_fail(struct hang_lun *h, struct media_io *m, int res)
 	}
 	switch (hang_get_state(h)) {
 	case HANG_OK:
-		hang_enter_hung(h, m, res);
+		if (atomic_load(&h->unproven) && hang_op_writes(m->io.op))
+			hang_enter_failed(h, m, res);
+		else
+			hang_enter_hung(h, m, res);
 		break;
 	case HANG_HUNG:
 		hang_hold(h, m, res);
@@ -384,6 +406,8 @@ static void hang_home_io_done(struct be_io *io, int res)
 	if (res == 0) {
 		if (probe)
 			hang_unaccount(h, m, true);
+		if (hang_op_writes(m->io.op))
+			atomic_store(&h->unproven, false);
 		hang_complete(h, m, aborted ? -ECANCELED : 0);
 		/* a success proves the path works, even if its result is
 		 * dropped; while failed, any success of the failed class
@@ -449,6 +473,9 @@ static void hang_direct_done(struct be_io *io, int res)
 		hang_send_home(h, m->origin, hang_home_failed_msg, m);
 		return;
 	}
+	if (res == 0 && hang_op_writes(m->io.op) &&
+	    atomic_load_explicit(&h->unproven, memory_order_relaxed))
+		atomic_store(&h->unproven, false);
 	/* While failed, a success of the failed class proves the path works
 	 * again (the live command is the best probe there is). */
 	if (res == 0 && hang_get_state(h) == HANG_FAILED &&
@@ -461,6 +488,17 @@ static void hang_direct_done(struct be_io *io, int res)
 	m->complete(m, res);
 }
 
+/* No hang state (hang_lun_init() was not called): a plain pass-through. */
+static void hang_plain_done(struct be_io *io, int res)
+{
+	struct media_io *m = container_of(io, struct media_io, io);
+
+	if (hang_m_get(m) & HM_ABORTED)
+		res = -ECANCELED;
+	hang_m_set(m, HW_IDLE);
+	m->complete(m, res);
+}
+
 void hang_submit(struct scsi_lun *lun, struct media_io *m)
 {
 	struct hang_lun *h = lun->hang;
@@ -469,11 +507,13 @@ void hang_submit(struct scsi_lun *lun, struct media_io *m)
 	if (!h || hang_get_state(h) != HANG_HUNG) {
 		/* ok, or failed (errors reported at once): no lock, no queue */
 		hang_m_set(m, HW_DIRECT);
-		m->io.done = hang_direct_done;
-		if (h)
+		if (h) {
+			m->io.done = hang_direct_done;
 			h->env->submit(lun, &m->io, m->origin);
-		else
+		} else {
+			m->io.done = hang_plain_done;
 			backend_submit(lun->be, &m->io, m->origin);
+		}
 		return;
 	}
 	hang_m_set(m, HW_TO_HOME);
@@ -559,6 +599,9 @@ static void hang_bg_done(struct be_io *io, int res)
 	h->bg_inflight = false;
 	if (hang_get_state(h) == HANG_FAILED) {
 		if (res == 0) {
+			/* a flush cannot tell whether writes work again */
+			if (h->bg_io.op == BE_OP_FLUSH && h->op != BE_OP_FLUSH)
+				atomic_store(&h->unproven, true);
 			hang_recover(h, "background probe succeeded");
 		} else {
 			pthread_mutex_lock(&h->lock);

@@ -379,7 +379,10 @@ int hang_describe(struct scsi_lun *lun, char *buf, unsigned len)
 		      now - (st == HANG_HUNG ? s.t0 : s.since));
 	hang_fmt_secs(longest, sizeof(longest), s.longest_ms);
 	if (st == HANG_OK)
-		n = snprintf(buf, len, "        Hang state: ok\n");
+		n = snprintf(buf, len, "        Hang state: ok%s\n",
+			     atomic_load(&h->unproven) ?
+				     " (no write succeeded since a flush probe)" :
+				     "");
 	else
 		n = snprintf(buf, len, "        Hang state: %s since %s (%s)\n",
 			     hang_state_name(st), since, err);

@@ -78,6 +78,10 @@ struct hang_lun {
 	atomic_bool dying;			/* hang_lun_free() ran */
 	atomic_bool evidence_pending;		/* success seen while failed */
 	atomic_int err_class;			/* BE_OP_READ or BE_OP_WRITE */
+	/* Left failed on a probe blind to the failure (a flush for a write
+	 * episode): until a write succeeds, a failing write re-enters failed
+	 * at once instead of hanging for another retry_timeout. */
+	atomic_bool unproven;
 
 	/* ---- home reactor only ---- */
 	struct list_head held;		/* by seq; the probe is not in it */
@@ -151,6 +155,13 @@ static inline bool hang_retryable(const struct scsi_lun *lun, enum be_op op,
 static inline int hang_op_class(enum be_op op)
 {
 	return op == BE_OP_READ ? BE_OP_READ : BE_OP_WRITE;
+}
+
+/* Does a success of op prove that data can be written again? */
+static inline bool hang_op_writes(enum be_op op)
+{
+	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
+	       op == BE_OP_WRITE_ZEROES;
 }
 
 const char *hang_op_name(enum be_op op);

@@ -666,6 +666,34 @@ static void test_timeout_and_failed(void)
 		     "succeeded)"));
 	CHECK(H->recoveries == 1 && H->longest_ms == 2500);
 	CHECK(!timer_armed(&H->probe_timer));
+
+	/* the flush could not see the write failure: until a write
+	 * succeeds, a failing write is reported at once (back to failed) */
+	char buf[1024];
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	CHECK(strstr(buf, "Hang state: ok (no write succeeded since a flush "
+			  "probe)\n") != NULL);
+	struct tcmd *c5 = go(BE_OP_WRITE, 9, R2);
+	CHECK(be_complete(&c5->m.io, -EIO));
+	CHECK(c5->ndone == 1 && c5->res == -EIO && c5->ran_on == R2);
+	CHECK(st() == HANG_FAILED && H->episodes == 2 && H->timeouts == 1);
+	CHECK(logged("(writes still fail after a flush probe succeeded)"));
+	advance(1000);
+	f = be_last_live();
+	CHECK(f && f->io == &H->bg_io && f->op == BE_OP_FLUSH);
+	CHECK(be_complete(f->io, 0) && st() == HANG_OK);
+	/* a read or a flush proves nothing; a write does */
+	c5 = go(BE_OP_FLUSH, 0, R1);
+	CHECK(be_complete(&c5->m.io, 0) && atomic_load(&H->unproven));
+	c5 = go(BE_OP_WRITE, 10, R1);
+	CHECK(be_complete(&c5->m.io, 0) && !atomic_load(&H->unproven));
+	/* so the next failure is a new hang again */
+	c5 = go(BE_OP_WRITE, 11, R1);
+	CHECK(be_complete(&c5->m.io, -EIO));
+	CHECK(c5->ndone == 0 && st() == HANG_HUNG);
+	hang_verb(&L, "fail");
+	run();
+	CHECK(c5->res == -EIO);
 	teardown();
 }
 
