@@ -547,6 +547,27 @@ static void test_fuse(void)
 	if (be) {
 		CHECK(run_io(be, BE_OP_WRITE, 0, 4096, buf) == 0,
 		      "fuse: buffered write");
+		/* A plain buffered write that fails at once left nothing in
+		 * the page cache: no latch.  A FUA write that fails may have
+		 * (its data was to be synced): latch. */
+		fuse_set(&fe, "write=EIO");
+		CHECK(run_io(be, BE_OP_WRITE, 0, 4096, buf) == -EIO,
+		      "fuse: buffered write fails");
+		CHECK(!be->flush_failed, "fuse: plain write failure: no latch");
+		CHECK(run_io_split(be, BE_OP_WRITE, BE_IO_FUA, 0, 4096, buf, 0) ==
+		      -EIO, "fuse: buffered FUA write fails");
+		CHECK(be->flush_failed, "fuse: failed FUA write latches");
+		fuse_set(&fe, "ok");
+		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == -EIO,
+		      "fuse: flush after a failed FUA write fails");
+		close_be(be);
+	}
+
+	snprintf(path, sizeof(path), "%s/buffered2.img", fe.mnt);
+	be = open_path(path, 4 * MIB, false);
+	if (be) {
+		CHECK(run_io(be, BE_OP_WRITE, 0, 4096, buf) == 0,
+		      "fuse: buffered write");
 		fuse_set(&fe, "flush=EIO");
 		CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == -EIO,
 		      "fuse: buffered flush fails");
