@@ -406,7 +406,7 @@ static int be_file_issue(struct be_file_io *fio)
 		if (io->op == BE_OP_READ) {
 			io_uring_prep_readv(sqe, f->fd, v, (unsigned)cnt, off);
 		} else {
-			/* FUA (SBC-4 5.47 WRITE(10) FUA bit): this write alone
+			/* FUA (the FUA bit of SBC-4 WRITE (10)/(16)): this write alone
 			 * goes to stable storage; O_SYNC already does that. */
 			int rwf = (io->flags & BE_IO_FUA) && !f->sync ? RWF_DSYNC : 0;
 
@@ -459,7 +459,7 @@ static enum be_file_stage be_file_next_zero_stage(struct be_file *f,
 						  enum be_op op, int cur)
 {
 	/* UNMAP prefers deallocating, WRITE ZEROES prefers keeping the
-	 * blocks allocated (SBC-4 5.49: WRITE SAME with UNMAP=0). */
+	 * blocks allocated (SBC-4 WRITE SAME with the UNMAP bit clear). */
 	static const enum be_file_stage unmap_order[] = {
 		BE_FILE_STAGE_PUNCH, BE_FILE_STAGE_ZERO_RANGE,
 		BE_FILE_STAGE_ZERO_WRITE,
@@ -649,7 +649,7 @@ fail:
 	backend_complete_later(r, io, err);
 }
 
-/* ---- block status (SBC-4 5.6 GET LBA STATUS, thin provisioning) ---- */
+/* ---- block status (SBC-4 GET LBA STATUS, thin provisioning) ---- */
 
 static int be_file_block_status(struct backend *be, uint64_t offset,
 				uint64_t len, uint64_t *extent)
