@@ -406,7 +406,7 @@ static int be_file_issue(struct be_file_io *fio)
 		if (io->op == BE_OP_READ) {
 			io_uring_prep_readv(sqe, f->fd, v, (unsigned)cnt, off);
 		} else {
-			/* FUA (the FUA bit of SBC-4 WRITE (10)/(16)): this write alone
+			/* FUA bit (SBC-4 WRITE (10)/(16)): this write alone
 			 * goes to stable storage; O_SYNC already does that. */
 			int rwf = (io->flags & BE_IO_FUA) && !f->sync ? RWF_DSYNC : 0;
 
