@@ -826,7 +826,10 @@ int config_load(const char *path, struct config *cfg, char *err,
 	}
 	if (!ret && targets) {
 		int type = config_setting_type(targets);
-		if (type != CONFIG_TYPE_LIST)
+		/* An empty "[ ]" is an array to libconfig; no targets either
+		 * way (they can be added later with tgtadm). */
+		if (type != CONFIG_TYPE_LIST &&
+		    !(type == CONFIG_TYPE_ARRAY && config_setting_length(targets) == 0))
 			ret = cfg_fail(&c, targets, "targets",
 				       "expected a list ( { name = ...; }, ... ), not %s",
 				       cfg_type_name(type));

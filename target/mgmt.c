@@ -991,9 +991,12 @@ void mgmt_stop(void)
 	close(mgmt.wake[0]);
 	close(mgmt.wake[1]);
 	mgmt.wake[0] = mgmt.wake[1] = -1;
+	/* The socket file stays, as tgtd leaves it: after `--op delete
+	 * --mode system` tgtadm reconnects until it gets ECONNREFUSED (a
+	 * socket nobody listens on) and would spin forever on ENOENT.  The
+	 * next daemon replaces the stale file. */
 	close(mgmt.listen_fd);
 	mgmt.listen_fd = -1;
-	unlink(mgmt.sock_path);
 	close(mgmt.lock_fd);	/* releases the lockf lock */
 	mgmt.lock_fd = -1;
 }
