@@ -109,7 +109,9 @@ void scsi_cmd_abort(struct scsi_cmd *cmd);
 
 /* A LUN reset / target reset was performed by nexus `by` (NULL: the
  * target itself, e.g. power on): raise the matching unit attention for
- * every other I_T nexus.  Thread safe. */
+ * every I_T nexus, the one that asked included (SAM-5 5.14: a logical
+ * unit reset establishes it for all; libiscsi's MultipathIO.Reset checks
+ * both paths).  Thread safe. */
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by);
 
 /* Changes announced to every I_T nexus that has used a LUN, as a unit

@@ -305,13 +305,12 @@ void scsi_ua_raise(struct scsi_lun *lun, uint16_t asc_ascq, uint64_t except)
 
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by)
 {
-	/* SAM-5 6.3 (LOGICAL UNIT RESET): BUS DEVICE RESET FUNCTION OCCURRED
-	 * for every other nexus; a reset by the target itself (power on,
-	 * reopen) is POWER ON, RESET, OR BUS DEVICE RESET OCCURRED for all. */
-	if (!by)
-		scsi_ua_raise(lun, ASC_POWER_ON_RESET, 0);
-	else
-		scsi_ua_raise(lun, ASC_BUS_DEVICE_RESET_FUNCTION, by->id);
+	/* SAM-5 5.14 / 6.3: after a LOGICAL UNIT RESET every I_T nexus,
+	 * the requester's included, sees BUS DEVICE RESET FUNCTION OCCURRED;
+	 * a reset by the target itself (power on, reopen) is POWER ON,
+	 * RESET, OR BUS DEVICE RESET OCCURRED. */
+	scsi_ua_raise(lun, by ? ASC_BUS_DEVICE_RESET_FUNCTION
+			      : ASC_POWER_ON_RESET, 0);
 }
 
 void scsi_lun_notify(struct scsi_lun *lun, enum scsi_lun_event ev)

@@ -184,8 +184,12 @@ static void test_ua_first_command(void)
 	run(&c);
 	CHECK(c.status == SAM_STAT_GOOD);
 
-	/* LUN reset by A: B sees BUS DEVICE RESET FUNCTION OCCURRED. */
+	/* LUN reset by A: both see BUS DEVICE RESET FUNCTION OCCURRED. */
 	scsi_lun_reset_ua(&lun, &nex_a);
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION,
+		       ASC_BUS_DEVICE_RESET_FUNCTION));
 	cmd_init(&c, &nex_a, tur, 6);
 	run(&c);
 	CHECK(c.status == SAM_STAT_GOOD);
