@@ -29,6 +29,8 @@
 /* O_DIRECT transfers must stay aligned to the device's logical block;
  * 512 bytes is the smallest any Linux block device uses. */
 #define BE_FILE_MIN_DIO_ALIGN 512
+/* Data buffers are aligned to this (backend.h). */
+#define BE_FILE_BUF_ALIGN 4096
 /* New backing files hold disk images: private to the daemon's user. */
 #define BE_FILE_CREATE_MODE 0600
 /* Chunk for the last-resort "write real zeroes" path. */
@@ -198,6 +200,39 @@ static int be_file_open_fd(const struct backend_params *p, int flags,
 	return fd;
 }
 
+/* O_DIRECT constraints of a regular file (statx STATX_DIOALIGN, Linux
+ * 6.1+): offsets must be multiples of the file system's alignment, which
+ * is the underlying device's logical block size (4096 on 4Kn disks), and
+ * buffers must be aligned as backend.h promises (4096).  Checking at open
+ * turns a LUN that could only fail with EINVAL into a clear refusal. */
+static int be_file_dio_align(struct be_file *f, uint32_t block_size,
+			     const char **errmsg)
+{
+	struct statx stx;
+
+	if (statx(f->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) < 0 ||
+	    !(stx.stx_mask & STATX_DIOALIGN))
+		return 0;	/* older kernel: find out at the first I/O */
+	if (!stx.stx_dio_offset_align) {
+		*errmsg = "the file system does not support O_DIRECT on this "
+			  "file (set direct=0 for a buffered LUN)";
+		return -EINVAL;
+	}
+	if (stx.stx_dio_mem_align > BE_FILE_BUF_ALIGN) {
+		*errmsg = "the file system needs O_DIRECT buffers aligned "
+			  "beyond 4096 bytes";
+		return -EINVAL;
+	}
+	if (stx.stx_dio_offset_align > f->dio_align)
+		f->dio_align = stx.stx_dio_offset_align;
+	if (block_size && block_size % f->dio_align) {
+		*errmsg = "the block size is smaller than the file system's "
+			  "O_DIRECT alignment (use block_size=4096 or direct=0)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int be_file_open(struct backend *be, const struct backend_params *p,
 			const char **errmsg)
 {
@@ -265,6 +300,11 @@ static int be_file_open(struct backend *be, const struct backend_params *p,
 		}
 	} else if (S_ISREG(st.st_mode)) {
 		actual = (uint64_t)st.st_size;
+		if (direct) {
+			err = be_file_dio_align(f, p->block_size, errmsg);
+			if (err)
+				goto err_free;
+		}
 	} else {
 		err = -EINVAL;
 		*errmsg = "the backing store is neither a regular file nor a block device";
@@ -494,6 +534,7 @@ static enum be_file_stage be_file_next_zero_stage(struct be_file *f,
 static void be_file_transfer_done(struct be_file_io *fio, int res)
 {
 	struct be_io *io = be_file_io_owner(fio);
+	struct be_file *f = fio->be->priv;
 	int err;
 
 	if (res < 0) {
@@ -514,7 +555,7 @@ static void be_file_transfer_done(struct be_file_io *fio, int res)
 	/* An O_DIRECT continuation must start on a sector boundary; a short
 	 * transfer that ended mid-sector (EOF of a non-aligned file) cannot
 	 * be continued. */
-	if (fio->be->direct && fio->done % BE_FILE_MIN_DIO_ALIGN) {
+	if (fio->be->direct && fio->done % f->dio_align) {
 		be_file_finish(fio, -EIO);
 		return;
 	}
@@ -581,14 +622,16 @@ static void be_file_cqe(struct reactor_uring_op *op, int res)
 
 static int be_file_check(struct backend *be, const struct be_io *io)
 {
+	const struct be_file *f = be->priv;
+
 	if (io->op == BE_OP_FLUSH)
 		return 0;
 	if (io->offset > be->size || io->length > be->size - io->offset)
 		return -EINVAL;
 	if (io->op != BE_OP_READ && be->readonly)
 		return -EROFS;
-	if (be->direct && (io->offset % BE_FILE_MIN_DIO_ALIGN ||
-			   io->length % BE_FILE_MIN_DIO_ALIGN))
+	if (be->direct && (io->offset % f->dio_align ||
+			   io->length % f->dio_align))
 		return -EINVAL;
 	return 0;
 }

@@ -101,6 +101,11 @@ static void test_file_create(void)
 	CHECK(be->size == 16 * MIB && be->direct, "size and direct reported");
 	CHECK(fcntl(((struct be_file *)be->priv)->fd, F_GETFL) & O_DIRECT,
 	      "opened O_DIRECT");
+	{
+		uint32_t a = ((struct be_file *)be->priv)->dio_align;
+
+		CHECK(a >= 512 && !(a & (a - 1)), "O_DIRECT alignment %u", a);
+	}
 	close_be(be);
 
 	/* Reopen without a size: the file's own size. */
