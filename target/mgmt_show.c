@@ -18,7 +18,7 @@
 #include "target.h"
 #include "util.h"
 
-#define SHOW_MB 1000000ull		/* tgtd prints sizes in 10^6 bytes */
+#define SHOW_MB 1000000ull		/* tgtd prints sizes in 10^6 bytes, rounded */
 #define SHOW_HANG_INDENT "    "	/* hang_describe indents 8; LUN lines 12 */
 
 static const char *yes_no(bool b)
@@ -127,7 +127,8 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 				serial);
 	mgmt_buf_printf(b, "            SCSI SN: %s\n", serial);
 	mgmt_buf_printf(b, "            Size: %llu MB, Block size: %u\n",
-			(unsigned long long)(lun->nblocks * s.block_size / SHOW_MB),
+			(unsigned long long)((lun->nblocks * s.block_size +
+					      SHOW_MB / 2) / SHOW_MB),
 			s.block_size);
 	mgmt_buf_printf(b, "            Online: %s\n", yes_no(s.online));
 	mgmt_buf_printf(b, "            Removable media: %s\n",
