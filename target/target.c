@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "iscsi_param.h"
 #include "scsi.h"
 #include "target.h"
 
@@ -600,73 +601,24 @@ bool tgt_acl_allows(struct target *t, const struct sockaddr *peer,
 
 /* ---- per-target iSCSI parameter overrides ---- */
 
-enum tgt_param_kind { TP_NUMBER, TP_BOOL, TP_DIGEST, TP_TEXT };
-
-/* The operational keys a target may override (RFC 7143 section 13) with
- * the ranges the RFC allows. */
-static const struct {
-	const char *key;
-	enum tgt_param_kind kind;
-	unsigned long min, max;
-} tgt_param_table[] = {
-	{ "HeaderDigest", TP_DIGEST, 0, 0 },		/* 13.1 */
-	{ "DataDigest", TP_DIGEST, 0, 0 },		/* 13.1 */
-	{ "MaxConnections", TP_NUMBER, 1, 65535 },	/* 13.2 */
-	{ "InitialR2T", TP_BOOL, 0, 0 },		/* 13.10 */
-	{ "ImmediateData", TP_BOOL, 0, 0 },		/* 13.11 */
-	{ "MaxRecvDataSegmentLength", TP_NUMBER, 512, 16777215 },	/* 13.12 */
-	{ "MaxXmitDataSegmentLength", TP_NUMBER, 512, 16777215 },
-	{ "MaxBurstLength", TP_NUMBER, 512, 16777215 },	/* 13.13 */
-	{ "FirstBurstLength", TP_NUMBER, 512, 16777215 },	/* 13.14 */
-	{ "DefaultTime2Wait", TP_NUMBER, 0, 3600 },	/* 13.15 */
-	{ "DefaultTime2Retain", TP_NUMBER, 0, 3600 },	/* 13.16 */
-	{ "MaxOutstandingR2T", TP_NUMBER, 1, 65535 },	/* 13.17 */
-	{ "DataPDUInOrder", TP_BOOL, 0, 0 },		/* 13.18 */
-	{ "DataSequenceInOrder", TP_BOOL, 0, 0 },	/* 13.19 */
-	{ "ErrorRecoveryLevel", TP_NUMBER, 0, 2 },	/* 13.20 */
-	{ "TargetAlias", TP_TEXT, 0, 0 },		/* 13.6 */
-};
-
+/* Whether a key is an overridable operational key, and which values it
+ * takes, is the iSCSI layer's knowledge (RFC 7143 section 13 ranges, what
+ * this build can negotiate): ask it on a scratch negotiation, so that
+ * targets.conf, tgtadm and the login code can never disagree. */
 int tgt_param_check(const char *key, const char *value, const char **canon)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(tgt_param_table); i++) {
-		if (strcasecmp(key, tgt_param_table[i].key) != 0)
-			continue;
-		if (canon)
-			*canon = tgt_param_table[i].key;
-		if (!value || strlen(value) >= sizeof(((struct tgt_param *)0)->value))
-			return -EINVAL;
-		switch (tgt_param_table[i].kind) {
-		case TP_TEXT:
-			/* commas would break the management payload */
-			return strchr(value, ',') ? -EINVAL : 0;
-		case TP_BOOL:
-			return strcmp(value, "Yes") == 0 ||
-			       strcmp(value, "No") == 0 ? 0 : -EINVAL;
-		case TP_DIGEST: {
-			/* A preference list: "CRC32C,None", "None", ... */
-			char buf[256], *save = NULL, *tok;
-			snprintf(buf, sizeof(buf), "%s", value);
-			int n = 0;
-			for (tok = strtok_r(buf, ",", &save); tok;
-			     tok = strtok_r(NULL, ",", &save), n++)
-				if (strcmp(tok, "None") && strcmp(tok, "CRC32C"))
-					return -EINVAL;
-			return n ? 0 : -EINVAL;
-		}
-		case TP_NUMBER: {
-			char *end;
-			errno = 0;
-			unsigned long v = strtoul(value, &end, 10);
-			if (!isdigit((unsigned char)value[0]) || *end || errno ||
-			    v < tgt_param_table[i].min ||
-			    v > tgt_param_table[i].max)
-				return -EINVAL;
-			return 0;
-		}
-		}
-	}
-	return -ENOENT;
+	struct iscsi_neg n;
+
+	if (!key || !value || strlen(key) >= sizeof(((struct tgt_param *)0)->key) ||
+	    strlen(value) >= sizeof(((struct tgt_param *)0)->value))
+		return -EINVAL;
+	iscsi_neg_init(&n, true);
+	int ret = iscsi_neg_set_target(&n, key, value);
+	if (ret)
+		return ret == -ENOENT ? -ENOENT : -EINVAL;
+	if (canon)
+		*canon = key;	/* iSCSI keys are case sensitive (RFC 7143 6.1) */
+	return 0;
 }
 
 int tgt_param_set(struct target *t, const char *key, const char *value)
@@ -700,7 +652,7 @@ int tgt_param_get(struct target *t, const char *key, char *buf, unsigned len)
 
 	pthread_mutex_lock(&t->lock);
 	list_for_each_entry(p, &t->params, link) {
-		if (strcasecmp(p->key, key) == 0) {
+		if (strcmp(p->key, key) == 0) {
 			snprintf(buf, len, "%s", p->value);
 			ret = 0;
 			break;
