@@ -531,8 +531,8 @@ void hang_recover(struct hang_lun *h, const char *why)
 
 	if (from == HANG_OK)
 		return;
-	h->env->timer_del(hang_home(h), &h->probe_timer);
-	h->env->timer_del(hang_home(h), &h->timeout_timer);
+	hang_timer_clear(h, &h->probe_timer);
+	hang_timer_clear(h, &h->timeout_timer);
 	/* held first, then queued, each in arrival order (DESIGN.md) */
 	list_for_each_entry_safe(m, n, &h->held, link) {
 		list_del(&m->link);
@@ -569,8 +569,8 @@ void hang_fail_all(struct hang_lun *h, const char *why)
 
 	if (hang_get_state(h) != HANG_HUNG)
 		return;
-	h->env->timer_del(hang_home(h), &h->probe_timer);
-	h->env->timer_del(hang_home(h), &h->timeout_timer);
+	hang_timer_clear(h, &h->probe_timer);
+	hang_timer_clear(h, &h->timeout_timer);
 	hang_set_state(h, HANG_FAILED,
 		       h->nheld - (h->probe ? 1 : 0) + h->nqueued, why);
 	/* each held command with its own last error, queued ones (never
@@ -589,7 +589,77 @@ void hang_fail_all(struct hang_lun *h, const char *why)
 	hang_arm_probe(h);
 }
 
-/* ---- probes and timers ---- */
+/* ---- timers ----
+ *
+ * A timer is the one thing on the home reactor that holds no LUN
+ * reference (a failed LUN probes forever; a reference would keep a deleted
+ * LUN alive).  So a timer callback first takes a reference if the LUN still
+ * has one (hang_timer_enter), under h->lock against hang_lun_free(); and a
+ * hang_lun freed while a timer is armed is left to that timer, which frees
+ * it on the home reactor, the only thread that may touch the timer. */
+
+static pthread_mutex_t hang_orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+/* hang_luns freed with timers armed, until a timer frees them (reachable,
+ * so a daemon stopping with its reactors gone reports no leak) */
+static struct list_head hang_orphans = LIST_HEAD_INIT(hang_orphans);
+
+static bool *hang_timer_flag(struct hang_lun *h, struct ev_timer *t)
+{
+	return t == &h->probe_timer ? &h->probe_armed : &h->timeout_armed;
+}
+
+static void hang_timer_set(struct hang_lun *h, struct ev_timer *t,
+			   uint64_t delay_ms, ev_timer_fn fn)
+{
+	pthread_mutex_lock(&h->lock);
+	*hang_timer_flag(h, t) = true;
+	pthread_mutex_unlock(&h->lock);
+	h->env->timer_add(hang_home(h), t, delay_ms, fn, h);
+}
+
+void hang_timer_clear(struct hang_lun *h, struct ev_timer *t)
+{
+	h->env->timer_del(hang_home(h), t);
+	pthread_mutex_lock(&h->lock);
+	*hang_timer_flag(h, t) = false;
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void hang_destroy(struct hang_lun *h)
+{
+	pthread_mutex_destroy(&h->lock);
+	free(h->bg_buf);
+	free(h);
+}
+
+/* Timer t of h fired.  Returns true with a LUN reference held (drop it
+ * last), false if the LUN is going or gone (h may be freed then). */
+static bool hang_timer_enter(struct hang_lun *h, struct ev_timer *t)
+{
+	bool ok;
+
+	pthread_mutex_lock(&h->lock);
+	*hang_timer_flag(h, t) = false;
+	if (atomic_load(&h->dying)) {
+		if (h->probe_armed)
+			h->env->timer_del(hang_home(h), &h->probe_timer);
+		if (h->timeout_armed)
+			h->env->timer_del(hang_home(h), &h->timeout_timer);
+		pthread_mutex_lock(&hang_orphans_lock);
+		list_del(&h->orphan_link);
+		pthread_mutex_unlock(&hang_orphans_lock);
+		pthread_mutex_unlock(&h->lock);
+		hang_destroy(h);
+		return false;
+	}
+	/* while we hold h->lock, hang_lun_free() has not finished, so the
+	 * LUN is still there to be looked at */
+	ok = h->env->lun_tryget(h->lun);
+	pthread_mutex_unlock(&h->lock);
+	return ok;
+}
+
+/* ---- probes ---- */
 
 static void hang_bg_done(struct be_io *io, int res)
 {
@@ -660,7 +730,7 @@ void hang_probe_now(struct hang_lun *h)
 {
 	struct media_io *m;
 
-	h->env->timer_del(hang_home(h), &h->probe_timer);
+	hang_timer_clear(h, &h->probe_timer);
 	if (hang_get_state(h) == HANG_FAILED) {
 		hang_bg_probe(h);
 		return;
@@ -697,10 +767,14 @@ void hang_probe_now(struct hang_lun *h)
 static void hang_probe_fire(struct ev_timer *t)
 {
 	struct hang_lun *h = t->arg;
+	struct scsi_lun *lun;
 
-	if (atomic_load(&h->dying) || atomic_load(&h->paused))
+	if (!hang_timer_enter(h, t))
 		return;
-	hang_probe_now(h);
+	lun = h->lun;
+	if (!atomic_load(&h->paused))
+		hang_probe_now(h);
+	h->env->lun_put(lun);	/* last: may free the LUN */
 }
 
 void hang_arm_probe(struct hang_lun *h)
@@ -709,27 +783,30 @@ void hang_arm_probe(struct hang_lun *h)
 
 	if (atomic_load(&h->paused) || h->probe || h->bg_inflight)
 		return;
-	h->env->timer_add(hang_home(h), &h->probe_timer, iv ? iv : 1,
-			  hang_probe_fire, h);
+	hang_timer_set(h, &h->probe_timer, iv ? iv : 1, hang_probe_fire);
 }
 
 static void hang_timeout_fire(struct ev_timer *t)
 {
 	struct hang_lun *h = t->arg;
+	struct scsi_lun *lun;
 
-	if (atomic_load(&h->dying) || hang_get_state(h) != HANG_HUNG)
+	if (!hang_timer_enter(h, t))
 		return;
+	lun = h->lun;
+	if (hang_get_state(h) != HANG_HUNG || !lun->set.retry_timeout_ms)
+		goto out;
 	/* re-read the setting: it may have changed during the episode */
-	if (hang_now(h) - h->t0 < h->lun->set.retry_timeout_ms) {
+	if (hang_now(h) - h->t0 < lun->set.retry_timeout_ms) {
 		hang_arm_timeout(h);
-		return;
+		goto out;
 	}
-	if (!h->lun->set.retry_timeout_ms)
-		return;
 	pthread_mutex_lock(&h->lock);
 	h->timeouts++;
 	pthread_mutex_unlock(&h->lock);
 	hang_fail_all(h, "retry_timeout");
+out:
+	h->env->lun_put(lun);	/* last: may free the LUN */
 }
 
 /* (Re)arm the retry_timeout timer for the current episode; 0 = never. */
@@ -737,12 +814,12 @@ void hang_arm_timeout(struct hang_lun *h)
 {
 	uint64_t to = h->lun->set.retry_timeout_ms, el;
 
-	h->env->timer_del(hang_home(h), &h->timeout_timer);
+	hang_timer_clear(h, &h->timeout_timer);
 	if (!to || hang_get_state(h) != HANG_HUNG)
 		return;
 	el = hang_now(h) - h->t0;
-	h->env->timer_add(hang_home(h), &h->timeout_timer,
-			  el >= to ? 0 : to - el, hang_timeout_fire, h);
+	hang_timer_set(h, &h->timeout_timer, el >= to ? 0 : to - el,
+		       hang_timeout_fire);
 }
 
 /* ---- life cycle ---- */
@@ -768,40 +845,27 @@ int hang_lun_init(struct scsi_lun *lun)
 	return 0;
 }
 
-static void hang_destroy(struct hang_lun *h)
-{
-	pthread_mutex_destroy(&h->lock);
-	free(h->bg_buf);
-	free(h);
-}
-
-static void hang_teardown_msg(void *arg)
-{
-	struct hang_lun *h = arg;
-
-	h->env->timer_del(hang_home(h), &h->probe_timer);
-	h->env->timer_del(hang_home(h), &h->timeout_timer);
-	hang_destroy(h);
-}
-
-/* The last LUN reference is gone, so no command is with the engine and no
- * background probe is in flight (each holds a reference); only timers may
- * still be armed on the home reactor, so the home reactor frees. */
+/* The last LUN reference is gone, so no command is with the engine, no
+ * background probe is in flight and no message is on its way (each holds a
+ * reference).  Only timers may still be armed on the home reactor: then
+ * the next of them to fire frees h (hang_timer_enter). */
 void hang_lun_free(struct scsi_lun *lun)
 {
 	struct hang_lun *h = lun->hang;
-	struct reactor *home;
+	bool armed;
 
 	if (!h)
 		return;
 	lun->hang = NULL;
-	home = hang_home(h);
-	if (!home) {
-		hang_destroy(h);
-		return;
-	}
+	pthread_mutex_lock(&h->lock);
 	atomic_store(&h->dying, true);
-	if (h->env->call(home, hang_teardown_msg, h) < 0)
-		log_err("hang: lun %llu: teardown not queued, leaking",
-			(unsigned long long)lun->set.lun);
+	armed = h->probe_armed || h->timeout_armed;
+	if (armed) {
+		pthread_mutex_lock(&hang_orphans_lock);
+		list_add_tail(&h->orphan_link, &hang_orphans);
+		pthread_mutex_unlock(&hang_orphans_lock);
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (!armed)
+		hang_destroy(h);
 }

@@ -224,7 +224,7 @@ static void hang_verb_msg(void *arg)
 
 	switch (v->code) {
 	case HV_PAUSE:
-		h->env->timer_del(hang_home(h), &h->probe_timer);
+		hang_timer_clear(h, &h->probe_timer);
 		break;
 	case HV_RESUME:
 		if (st != HANG_OK)

@@ -14,6 +14,16 @@ static void hang_env_submit(struct scsi_lun *lun, struct be_io *io,
 	backend_submit(lun->be, io, r);
 }
 
+static bool hang_env_tryget(struct scsi_lun *lun)
+{
+	int v = atomic_load(&lun->refcnt);
+
+	while (v > 0)
+		if (atomic_compare_exchange_weak(&lun->refcnt, &v, v + 1))
+			return true;
+	return false;
+}
+
 static const struct hang_env hang_env_reactor = {
 	.now_ms = hang_env_now,
 	.call = reactor_call,
@@ -22,6 +32,7 @@ static const struct hang_env hang_env_reactor = {
 	.submit = hang_env_submit,
 	.lun_get = scsi_lun_get,
 	.lun_put = scsi_lun_put,
+	.lun_tryget = hang_env_tryget,
 };
 
 const struct hang_env *hang_env_real(void)

@@ -38,6 +38,8 @@ struct hang_env {
 		       struct reactor *r);
 	void (*lun_get)(struct scsi_lun *lun);
 	void (*lun_put)(struct scsi_lun *lun);
+	/* take a reference unless the count already reached 0 */
+	bool (*lun_tryget)(struct scsi_lun *lun);
 };
 
 /* The table hang_lun_init() uses (hang_env.c; a unit test defines its
@@ -95,6 +97,7 @@ struct hang_lun {
 	uint32_t bg_buf_len;
 	struct ev_timer probe_timer;	/* retry_interval */
 	struct ev_timer timeout_timer;	/* retry_timeout */
+	struct list_head orphan_link;	/* freed with timers still armed */
 	uint64_t max_cmds, max_bytes;	/* HANG_MAX_HELD_* */
 	struct hang_drop drops[HANG_DROP_SLOTS];
 	unsigned drop_next;
@@ -110,6 +113,7 @@ struct hang_lun {
 	enum be_op op;			/* ... its operation */
 	uint64_t lba;			/* ... and LBA */
 	uint64_t episodes, retries, recoveries, timeouts, longest_ms;
+	bool probe_armed, timeout_armed;	/* our view of the timers */
 };
 
 /* hang.c, home reactor only */
@@ -123,6 +127,7 @@ void hang_fail_all(struct hang_lun *h, const char *why);
 void hang_probe_now(struct hang_lun *h);
 void hang_arm_probe(struct hang_lun *h);
 void hang_arm_timeout(struct hang_lun *h);
+void hang_timer_clear(struct hang_lun *h, struct ev_timer *t);
 void hang_unaccount(struct hang_lun *h, struct media_io *m, bool held);
 struct reactor *hang_home(struct hang_lun *h);
 

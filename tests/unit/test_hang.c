@@ -223,9 +223,17 @@ static struct fio *be_last_live(void)
 }
 
 static int refs;
+static bool lun_dead;	/* the LUN's count reached 0 (being freed) */
 static void f_get(struct scsi_lun *l UNUSED)
 {
 	refs++;
+}
+static bool f_tryget(struct scsi_lun *l UNUSED)
+{
+	if (lun_dead)
+		return false;
+	refs++;
+	return true;
 }
 static void f_put(struct scsi_lun *l UNUSED)
 {
@@ -240,6 +248,7 @@ static const struct hang_env fake_env = {
 	.submit = f_submit,
 	.lun_get = f_get,
 	.lun_put = f_put,
+	.lun_tryget = f_tryget,
 };
 
 const struct hang_env *hang_env_real(void)
@@ -327,6 +336,7 @@ static void setup(enum err_policy rerror, enum err_policy werror,
 	logbuf[0] = 0;
 	now = 100000;
 	refs = 0;
+	lun_dead = false;
 	memset(&L, 0, sizeof(L));
 	snprintf(T.name, sizeof(T.name), "iqn.2026-11.test:hang");
 	L.target = &T;
@@ -341,13 +351,18 @@ static void setup(enum err_policy rerror, enum err_policy werror,
 	CHECK(hang_lun_init(&L) == 0);
 }
 
+/* Free the LUN as its last scsi_lun_put() would, then let any armed
+ * timer fire so the orphaned hang state is freed too. */
 static void teardown(void)
 {
 	run();
+	CHECK(refs == 0);
+	lun_dead = true;
 	hang_lun_free(&L);
-	run();
+	advance(1000000);
 	CHECK(refs == 0);
 	CHECK(list_empty(&timers));
+	CHECK(list_empty(&hang_orphans));
 }
 
 /* A command numbered now (arrival order) but not yet submitted. */
@@ -1190,15 +1205,36 @@ static void test_free_while_failed(void)
 	advance(50);
 	CHECK(a->ndone == 1 && st() == HANG_FAILED);
 	CHECK(timer_armed(&H->probe_timer));
-	/* the teardown runs on the home reactor; a timer due before it is
-	 * ignored */
+	/* freed with the probe timer armed: the timer frees the state on
+	 * the home reactor and probes nothing */
 	struct hang_lun *h = H;
+	lun_dead = true;
 	hang_lun_free(&L);
 	CHECK(L.hang == NULL && atomic_load(&h->dying));
-	h->probe_timer.fn(&h->probe_timer);
+	CHECK(!list_empty(&hang_orphans));
+	advance(100);
 	CHECK(n_ios == 1);
+	CHECK(list_empty(&timers) && refs == 0 && list_empty(&hang_orphans));
+
+	/* the count reaches 0 just as a timer fires: it does nothing, and the
+	 * free that follows frees at once */
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	a = hang_it(1);
+	hang_verb(&L, "fail");
 	run();
-	CHECK(list_empty(&timers) && refs == 0);
+	CHECK(a->ndone == 1 && timer_armed(&H->probe_timer));
+	lun_dead = true;
+	advance(100);
+	CHECK(n_ios == 1 && !H->probe_armed && refs == 0);
+	hang_lun_free(&L);
+	CHECK(list_empty(&hang_orphans) && list_empty(&timers));
+
+	/* both timers armed (hung, nothing held after an abort) */
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 5000);
+	a = hang_it(1);
+	abort_cmd(a);
+	CHECK(H->probe_armed && H->timeout_armed);
+	teardown();
 }
 
 int main(void)
