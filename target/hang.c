@@ -300,7 +300,7 @@ static void hang_enter_hung(struct hang_lun *h, struct media_io *m, int res)
 	h->episodes++;
 	pthread_mutex_unlock(&h->lock);
 	hang_note_error(h, m, res);
-	atomic_store(&h->err_class, hang_op_class(m->io.op));
+	atomic_store(&h->err_op, m->io.op);
 	hang_hold(h, m, res);
 	hang_set_state(h, HANG_HUNG, 1, "error");
 	hang_arm_probe(h);
@@ -317,7 +317,7 @@ static void hang_enter_failed(struct hang_lun *h, struct media_io *m, int res)
 	h->episodes++;
 	pthread_mutex_unlock(&h->lock);
 	hang_note_error(h, m, res);
-	atomic_store(&h->err_class, hang_op_class(m->io.op));
+	atomic_store(&h->err_op, m->io.op);
 	hang_set_state(h, HANG_FAILED, 1,
 		       "writes still fail after a flush probe succeeded");
 	hang_complete(h, m, res);
@@ -415,7 +415,7 @@ static void hang_home_io_done(struct be_io *io, int res)
 		if (st == HANG_HUNG && probe)
 			hang_recover(h, "probe succeeded");
 		else if (st == HANG_FAILED &&
-			 hang_op_class(m->io.op) == atomic_load(&h->err_class))
+			 hang_op_proves(atomic_load(&h->err_op), m->io.op))
 			hang_recover(h, "command succeeded");
 		else if (probe)
 			hang_after_probe(h);
@@ -479,7 +479,7 @@ static void hang_direct_done(struct be_io *io, int res)
 	/* While failed, a success of the failed class proves the path works
 	 * again (the live command is the best probe there is). */
 	if (res == 0 && hang_get_state(h) == HANG_FAILED &&
-	    hang_op_class(m->io.op) == atomic_load(&h->err_class) &&
+	    hang_op_proves(atomic_load(&h->err_op), m->io.op) &&
 	    !atomic_exchange(&h->evidence_pending, true)) {
 		h->env->lun_get(lun);
 		hang_send_home(h, m->origin, hang_evidence_msg, h);
@@ -694,7 +694,7 @@ static void hang_bg_probe(struct hang_lun *h)
 		return;
 	memset(&h->bg_io, 0, sizeof(h->bg_io));
 	h->bg_io.op = BE_OP_FLUSH;
-	if (atomic_load(&h->err_class) == BE_OP_READ) {
+	if (atomic_load(&h->err_op) == BE_OP_READ) {
 		if (h->bg_buf_len < bs) {
 			free(h->bg_buf);
 			h->bg_buf_len = 0;
@@ -834,7 +834,7 @@ int hang_lun_init(struct scsi_lun *lun)
 	h->env = hang_env_real();
 	atomic_init(&h->state, HANG_OK);
 	atomic_init(&h->home, NULL);
-	atomic_init(&h->err_class, BE_OP_WRITE);
+	atomic_init(&h->err_op, BE_OP_WRITE);
 	list_init(&h->held);
 	list_init(&h->queued);
 	list_init(&h->inflight);

@@ -240,7 +240,7 @@ static void hang_verb_msg(void *arg)
 		if (st == HANG_OK)
 			break;
 		if (!hang_retryable(lun,
-				    (enum be_op)atomic_load(&h->err_class),
+				    (enum be_op)atomic_load(&h->err_op),
 				    -h->err)) {
 			/* the policy (or the error list) no longer holds
 			 * this error: report now, as a new error would be */

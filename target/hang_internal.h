@@ -79,7 +79,7 @@ struct hang_lun {
 	atomic_bool paused;
 	atomic_bool dying;			/* hang_lun_free() ran */
 	atomic_bool evidence_pending;		/* success seen while failed */
-	atomic_int err_class;			/* BE_OP_READ or BE_OP_WRITE */
+	atomic_int err_op;			/* enum be_op of the last episode */
 	/* Left failed on a probe blind to the failure (a flush for a write
 	 * episode): until a write succeeds, a failing write re-enters failed
 	 * at once instead of hanging for another retry_timeout. */
@@ -155,18 +155,23 @@ static inline bool hang_retryable(const struct scsi_lun *lun, enum be_op op,
 	       lun_errno_retryable(lun->set.retry_errors, -res);
 }
 
-/* Reads and the rest (write, flush, unmap, write zeroes) follow different
- * settings (rerror / werror), so an episode belongs to one class. */
-static inline int hang_op_class(enum be_op op)
-{
-	return op == BE_OP_READ ? BE_OP_READ : BE_OP_WRITE;
-}
-
 /* Does a success of op prove that data can be written again? */
 static inline bool hang_op_writes(enum be_op op)
 {
 	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
 	       op == BE_OP_WRITE_ZEROES;
+}
+
+/* Does a success of op show that the episode's failing operation (err_op)
+ * works again?  A read says nothing about writes, and a flush (which may
+ * succeed on a full thin pool) says nothing about writing new data. */
+static inline bool hang_op_proves(int err_op, enum be_op op)
+{
+	if (err_op == BE_OP_READ)
+		return op == BE_OP_READ;
+	if (err_op == BE_OP_FLUSH)
+		return op != BE_OP_READ;
+	return hang_op_writes(op);
 }
 
 const char *hang_op_name(enum be_op op);

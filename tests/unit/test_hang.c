@@ -748,6 +748,10 @@ static void test_failed_write_evidence(void)
 
 	advance(900);
 	CHECK(st() == HANG_FAILED && c->res == -EIO);
+	/* a flush that succeeds proves nothing about writes */
+	c = go(BE_OP_FLUSH, 0, R2);
+	CHECK(be_complete(&c->m.io, 0) && c->res == 0);
+	CHECK(st() == HANG_FAILED);
 	/* a live write succeeds: ok */
 	c = go(BE_OP_WRITE, 6, R2);
 	CHECK(be_complete(&c->m.io, 0) && c->res == 0);
