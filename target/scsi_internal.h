@@ -38,6 +38,8 @@
 
 /* SERVICE ACTION IN(16) service actions (SBC-3 5.16) */
 #define SCSI_SAI_READ_CAPACITY_16	0x10
+/* MAINTENANCE IN service actions (SPC-4 6.35) */
+#define SCSI_MI_REPORT_SUPPORTED_OPCODES 0x0c
 
 /* ---- sense keys (SPC-4 4.5.6) ---- */
 #define SENSE_KEY_NO_SENSE		0x0
@@ -104,9 +106,10 @@ struct scsi_op_desc {
 	uint8_t flags;
 	scsi_handler_fn fn;
 	const char *name;
+	uint8_t usage[16];	/* CDB usage data (SPC-4 6.35.3) */
 };
 
-/* The table, sorted by opcode then service action. */
+/* The table (scsi_ops.c), sorted by opcode then service action. */
 extern const struct scsi_op_desc scsi_op_table[];
 extern const unsigned scsi_op_table_len;
 const struct scsi_op_desc *scsi_op_lookup(const uint8_t *cdb);
@@ -169,6 +172,8 @@ enum scsi_exec_result spc_mode_sense(struct scsi_cmd *cmd);
 enum scsi_exec_result spc_report_luns(struct scsi_cmd *cmd);
 enum scsi_exec_result spc_start_stop_unit(struct scsi_cmd *cmd);
 enum scsi_exec_result spc_prevent_allow(struct scsi_cmd *cmd);
+/* scsi_ops.c */
+enum scsi_exec_result spc_report_supported_opcodes(struct scsi_cmd *cmd);
 
 /* scsi_sbc.c */
 enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd);

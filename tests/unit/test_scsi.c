@@ -931,6 +931,74 @@ static void test_abort(void)
 	cmd_free(&c);
 }
 
+static void rsoc(struct scsi_cmd *c, uint8_t opts, uint8_t op, uint16_t sa)
+{
+	uint8_t cdb[12] = { SCSI_OP_MAINTENANCE_IN,
+			    SCSI_MI_REPORT_SUPPORTED_OPCODES, opts, op };
+
+	put_be16(cdb + 4, sa);
+	put_be32(cdb + 6, 4096);
+	cmd_init(c, &nex_a, cdb, 12);
+	run(c);
+}
+
+static void test_report_supported_opcodes(void)
+{
+	struct scsi_cmd c = { 0 };
+
+	lun_setup();
+	clear_ua(&nex_a);
+	rsoc(&c, 0, 0, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	CHECK(get_be32(c.buf) == scsi_op_table_len * 8 &&
+	      c.in_len == 4 + scsi_op_table_len * 8);
+	bool seen_read10 = false, seen_rc16 = false;
+	for (uint32_t off = 4; off < c.in_len; off += 8) {
+		if (c.buf[off] == SCSI_OP_READ_10)
+			seen_read10 = get_be16(c.buf + off + 6) == 10 &&
+				      c.buf[off + 5] == 0;
+		if (c.buf[off] == SCSI_OP_SERVICE_ACTION_IN_16)
+			seen_rc16 = get_be16(c.buf + off + 2) == 0x10 &&
+				    c.buf[off + 5] == 1;
+	}
+	CHECK(seen_read10 && seen_rc16);
+	/* RCTD adds a command timeouts descriptor to each. */
+	rsoc(&c, 0x80, 0, 0);
+	CHECK(c.status == SAM_STAT_GOOD &&
+	      get_be32(c.buf) == scsi_op_table_len * 20 &&
+	      c.buf[4 + 5] == 0x02 && get_be16(c.buf + 4 + 8) == 0x0a);
+
+	/* One command: READ(10) examines DPO and FUA. */
+	rsoc(&c, 1, SCSI_OP_READ_10, 0);
+	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 14);
+	CHECK((c.buf[1] & 7) == 3 && get_be16(c.buf + 2) == 10);
+	CHECK(c.buf[4] == SCSI_OP_READ_10 && (c.buf[5] & 0x18) == 0x18);
+	/* Opcode with service actions asked without one, and vice versa. */
+	rsoc(&c, 1, SCSI_OP_SERVICE_ACTION_IN_16, 0);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	rsoc(&c, 2, SCSI_OP_READ_10, 0);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	rsoc(&c, 2, SCSI_OP_SERVICE_ACTION_IN_16, 0x10);
+	CHECK(c.status == SAM_STAT_GOOD && (c.buf[1] & 7) == 3 &&
+	      get_be16(c.buf + 2) == 16 && c.buf[4] == 0x9e);
+	/* Unsupported: SUPPORT 001b. */
+	rsoc(&c, 1, 0xc5, 0);
+	CHECK(c.status == SAM_STAT_GOOD && (c.buf[1] & 7) == 1);
+	rsoc(&c, 2, SCSI_OP_SERVICE_ACTION_IN_16, 0x11);
+	CHECK(c.status == SAM_STAT_GOOD && (c.buf[1] & 7) == 1);
+	rsoc(&c, 5, 0, 0);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	/* Every row's usage data starts with its opcode. */
+	for (unsigned i = 0; i < scsi_op_table_len; i++)
+		CHECK(scsi_op_table[i].usage[0] == scsi_op_table[i].opcode &&
+		      (scsi_op_table[i].usage[scsi_op_table[i].cdb_len - 1] &
+		       0x04));
+	cmd_free(&c);
+}
+
 static void test_settings_default(void)
 {
 	struct lun_settings s;
@@ -966,6 +1034,7 @@ int main(void)
 	test_bad_requests();
 	test_media_io();
 	test_abort();
+	test_report_supported_opcodes();
 	test_settings_default();
 	scsi_lun_state_free(&lun);
 	printf("%d passed, %d failed\n", passed, failed);
