@@ -502,7 +502,7 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		return cfg_fail(c, g, "path", "missing (a file LUN needs one)");
 	if (lun_settings_validate(&l->s, reason, sizeof(reason))) {
 		const char *key = "size";
-		bool buffered = strcmp(l->s.backend, "file") == 0 &&
+		bool buffered = lun_settings_is_file(&l->s) &&
 				!l->s.direct;
 		if (buffered && l->s.werror == ERR_POLICY_RETRY)
 			key = "werror";
@@ -512,7 +512,7 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		return cfg_fail(c, at ? at : g, key, "%s", reason);
 	}
 
-	if (strcmp(l->s.backend, "file") == 0) {
+	if (lun_settings_is_file(&l->s)) {
 		struct stat st;
 		const config_setting_t *ps = config_setting_get_member(g, "path");
 		if (stat(l->s.path, &st) == 0) {

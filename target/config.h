@@ -56,5 +56,8 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
  * DESIGN.md safety rule).  0 / -EINVAL with a reason in err. */
 int lun_settings_validate(const struct lun_settings *s, char *err,
 			  unsigned errlen);
+/* Does s describe a file or block-device store (backend "file", or
+ * "fault" with a path)? */
+bool lun_settings_is_file(const struct lun_settings *s);
 
 #endif

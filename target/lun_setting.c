@@ -268,6 +268,14 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 	return 0;
 }
 
+bool lun_settings_is_file(const struct lun_settings *s)
+{
+	/* "fault" as a backend means a file when a path is given
+	 * (backends/lun.c). */
+	return strcmp(s->backend, "file") == 0 ||
+	       (strcmp(s->backend, "fault") == 0 && s->path[0]);
+}
+
 int lun_settings_validate(const struct lun_settings *s, char *err,
 			  unsigned errlen)
 {
@@ -281,7 +289,7 @@ int lun_settings_validate(const struct lun_settings *s, char *err,
 	 * write means "not written".  Through the page cache a write that
 	 * failed may already have been dropped or partly written back, so a
 	 * retry could silently lose or reorder data. */
-	if (retry && strcmp(s->backend, "file") == 0 && !s->direct)
+	if (retry && lun_settings_is_file(s) && !s->direct)
 		return fail(err, errlen, -EINVAL,
 			    "rerror/werror = retry needs direct = true: through the page cache a failed write may already be lost, so retrying it would hide data loss");
 	if (s->block_size && s->size % s->block_size)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,88 @@ static void test_lun_settings(void)
 	CHECK(ret == -EINVAL && strstr(err, "needs direct = true"), "%s", err);
 	s.direct = true;
 	CHECK(lun_settings_validate(&s, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* ---- the target table itself ---- */
+static void count_fn(struct target *t, void *arg)
+{
+	int *last = arg;
+	CHECK(t->tid > *last, "tgt_for_each out of tid order: %d after %d",
+	      t->tid, *last);
+	*last = t->tid;
+}
+
+static void test_table(void)
+{
+	struct lun_settings s;
+	const char *why;
+	char v[64];
+
+	CHECK(tgt_create(5, "iqn.2026-11.org.example:five") == 5, "tid 5");
+	CHECK(tgt_create(0, "iqn.2026-11.org.example:auto1") == 1, "auto 1");
+	CHECK(tgt_create(-1, "iqn.2026-11.org.example:auto2") == 2, "auto 2");
+	CHECK(tgt_create(3, "IQN.2026-11.ORG.EXAMPLE:FIVE") == -EEXIST,
+	      "names compare case-insensitively");
+	CHECK(tgt_create(5, "iqn.2026-11.org.example:other") == -EEXIST,
+	      "tid taken");
+	CHECK(tgt_create(6, "iqn.bad name") == -EINVAL, "bad name");
+	CHECK(tgt_create(6, "") == -EINVAL, "empty name");
+	int last = 0;
+	tgt_for_each(count_fn, &last);
+	CHECK(tgt_count() == 3 && last == 5, "count %d last %d", tgt_count(),
+	      last);
+
+	struct target *t = tgt_get_by_name("iqn.2026-11.org.example:five");
+	CHECK(t && t->tid == 5, "by name");
+	if (!t)
+		return;
+
+	/* LUN slots: 0 is the controller, 1..255 media LUNs. */
+	lun_settings_default(&s, 0);
+	snprintf(s.backend, sizeof(s.backend), "null");
+	s.size = 1 << 20;
+	CHECK(tgt_lun_add(5, &s, &why) == -EEXIST, "LUN 0");
+	s.lun = 256;
+	CHECK(tgt_lun_add(5, &s, &why) == -EINVAL, "LUN 256");
+	s.lun = 7;
+	CHECK(tgt_lun_add(99, &s, &why) == -ENOENT, "no target");
+	CHECK(tgt_lun_add(5, &s, &why) == 0, "add: %s", why ? why : "");
+	CHECK(tgt_lun_add(5, &s, &why) == -EEXIST, "dup LUN");
+	struct scsi_lun *l = tgt_lun_get(t, 7);
+	CHECK(l && l->target == t, "lun get");
+	/* A command in flight holds a reference: delete needs force. */
+	CHECK(tgt_lun_del(5, 7, false) == -EBUSY, "busy LUN");
+	if (l)
+		scsi_lun_put(l);
+	CHECK(tgt_lun_del(5, 7, false) == 0, "del");
+	CHECK(tgt_lun_del(5, 7, false) == -ENOENT, "del again");
+	CHECK(tgt_lun_get(t, 7) == NULL, "gone");
+
+	/* iSCSI overrides are checked by the iSCSI layer's table. */
+	CHECK(tgt_param_set(t, "MaxRecvDataSegmentLength", "65536") == 0, "set");
+	CHECK(tgt_param_set(t, "MaxRecvDataSegmentLength", "131072") == 0, "reset");
+	CHECK(tgt_param_get(t, "MaxRecvDataSegmentLength", v, sizeof(v)) == 0 &&
+	      strcmp(v, "131072") == 0, "get %s", v);
+	CHECK(tgt_param_set(t, "MaxRecvDataSegmentLength", "12") == -EINVAL,
+	      "range");
+	CHECK(tgt_param_set(t, "ImmediateData", "maybe") == -EINVAL, "bool");
+	CHECK(tgt_param_set(t, "NoSuchKey", "1") == -ENOENT, "unknown");
+	CHECK(tgt_param_get(t, "ImmediateData", v, sizeof(v)) == -ENOENT,
+	      "unset");
+
+	/* A target with sessions is deleted only by force; the last reference
+	 * frees it. */
+	atomic_store(&t->nr_sessions, 1);
+	CHECK(tgt_delete(5, false) == -EBUSY, "busy target");
+	CHECK(tgt_delete(5, true) == 0, "forced");
+	CHECK(tgt_get_by_tid(5) == NULL, "unlinked");
+	CHECK(strcmp(t->name, "iqn.2026-11.org.example:five") == 0,
+	      "still readable through our reference");
+	tgt_put(t);
+	CHECK(tgt_delete(5, false) == -ENOENT, "deleted twice");
+	CHECK(tgt_create(0, "iqn.2026-11.org.example:auto3") == 3, "lowest free");
+	tgt_table_clear();
+	CHECK(tgt_count() == 0, "cleared");
 }
 
 /* ---- good file ---- */
@@ -546,6 +629,7 @@ int main(void)
 	test_sizes();
 	test_portals();
 	test_lun_settings();
+	test_table();
 	test_good_file();
 	test_apply_rollback();
 	test_bad_files();
