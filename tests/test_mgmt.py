@@ -524,3 +524,36 @@ def test_bad_config_refused(tmp_path):
               "4243"], env=env, check=False, timeout=20)
     assert cp.returncode != 0
     assert "%s:2: colour: unknown key" % cfg in cp.stderr, cp.stderr
+
+
+# --------------------------------------------------------------------------
+# target update
+
+def test_target_update(holdfast):
+    d = holdfast()
+    d.require_holdfast("holdfast checks the iSCSI key values")
+
+    def tupdate(name, value, check=True):
+        return tgtadm(d, "--op", "update", "--mode", "target", "--tid", 1,
+                      "--name", name, "--value", value, check=check)
+
+    tupdate("MaxRecvDataSegmentLength", 65536)
+    tupdate("nop_interval", 5)
+    tupdate("nop_count", 3)
+    out = tgtadm(d, "--op", "show", "--mode", "target", "--tid", 1).stdout
+    assert out.splitlines() == ["nop_interval=5", "nop_count=3",
+                                "MaxRecvDataSegmentLength=65536"], out
+    for name, value in (("MaxRecvDataSegmentLength", 12),
+                        ("ImmediateData", "maybe"), ("Colour", "red"),
+                        ("state", "asleep"), ("nop_interval", "x")):
+        fails_with(tupdate(name, value, check=False), "invalid request")
+    fails_with(tgtadm(d, "--op", "update", "--mode", "target", "--tid", 4,
+                      "--name", "nop_count", "--value", 1, check=False),
+               "can't find the target")
+
+    # an offline target refuses new logins and says so in show
+    tupdate("state", "offline")
+    assert "State: offline" in show(d)
+    assert not can_login(d)
+    tupdate("state", "ready")
+    assert can_login(d)
