@@ -277,8 +277,25 @@ static bool hang_dropped(struct hang_lun *h, struct media_io *m)
 
 static void hang_home_io_done(struct be_io *io, int res);
 
+/* The SCSI layer's last word before a command that waited reaches the
+ * backend (DESIGN.md: reservations are checked when a queued command is
+ * finally dispatched).  True if m was completed instead. */
+static bool hang_recheck_fails(struct hang_lun *h, struct media_io *m)
+{
+	int (*fn)(struct media_io *) =
+		__atomic_load_n(&h->recheck, __ATOMIC_ACQUIRE);
+	int res = fn ? fn(m) : 0;
+
+	if (res >= 0)
+		return false;
+	hang_complete(h, m, res);
+	return true;
+}
+
 static void hang_home_dispatch(struct hang_lun *h, struct media_io *m)
 {
+	if (hang_recheck_fails(h, m))
+		return;
 	hang_m_set(m, HW_HOME_FLIGHT);
 	list_add_tail(&m->link, &h->inflight);
 	m->io.done = hang_home_io_done;
@@ -735,6 +752,7 @@ void hang_probe_now(struct hang_lun *h)
 		hang_bg_probe(h);
 		return;
 	}
+again:
 	if (hang_get_state(h) != HANG_HUNG || h->probe)
 		return;
 	if (list_empty(&h->held)) {
@@ -752,6 +770,10 @@ void hang_probe_now(struct hang_lun *h)
 	} else {
 		m = list_first_entry(&h->held, struct media_io, link);
 		list_del(&m->link);
+	}
+	if (hang_recheck_fails(h, m)) {
+		hang_unaccount(h, m, true);
+		goto again;
 	}
 	h->probe = m;
 	pthread_mutex_lock(&h->lock);

@@ -120,6 +120,15 @@ int hang_describe(struct scsi_lun *lun, char *buf, unsigned len);
  * the held commands).  Any thread. */
 void hang_settings_changed(struct scsi_lun *lun);
 
+/* Let the SCSI layer look at a command that waited (held or queued) once
+ * more, just before the engine sends it to the backend: recheck runs on
+ * the LUN's home reactor (not m->origin) and returns 0 to go ahead, or a
+ * negative code that complete() then receives instead (e.g. -EACCES for a
+ * reservation taken meanwhile, SPC-4 5.13; the SCSI layer maps its own
+ * code).  NULL (the default) checks nothing.  Any thread. */
+void hang_set_recheck(struct scsi_lun *lun,
+		      int (*recheck)(struct media_io *m));
+
 /* NULL if settings s may be used on backend be, else why not: retrying is
  * only honest when a failed write means "not written", so rerror/werror =
  * retry needs a backend that bypasses the page cache (be->direct). */

@@ -306,6 +306,12 @@ void hang_settings_changed(struct scsi_lun *lun)
 		hang_send_verb(lun, HV_SETTINGS);
 }
 
+void hang_set_recheck(struct scsi_lun *lun, int (*recheck)(struct media_io *m))
+{
+	if (lun->hang)
+		__atomic_store_n(&lun->hang->recheck, recheck, __ATOMIC_RELEASE);
+}
+
 const char *hang_check_settings(const struct lun_settings *s,
 				const struct backend *be)
 {

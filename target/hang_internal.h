@@ -84,6 +84,7 @@ struct hang_lun {
 	 * episode): until a write succeeds, a failing write re-enters failed
 	 * at once instead of hanging for another retry_timeout. */
 	atomic_bool unproven;
+	int (*recheck)(struct media_io *m);	/* hang_set_recheck() */
 
 	/* ---- home reactor only ---- */
 	struct list_head held;		/* by seq; the probe is not in it */

@@ -1170,6 +1170,43 @@ static void test_settings_changed(void)
 	teardown();
 }
 
+static struct media_io *recheck_refuse;
+static int recheck_calls;
+static int t_recheck(struct media_io *m)
+{
+	recheck_calls++;
+	CHECK(cur == R1);	/* on the home reactor */
+	return m == recheck_refuse ? -EACCES : 0;
+}
+
+static void test_recheck(void)
+{
+	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
+	hang_set_recheck(&L, t_recheck);
+	struct tcmd *a = hang_it(1), *b = go(BE_OP_WRITE, 2, R2),
+		    *c = go(BE_OP_WRITE, 3, R2);
+
+	CHECK(recheck_calls == 0);	/* the healthy path asks nothing */
+	/* a reservation taken meanwhile: b is refused at dispatch */
+	recheck_refuse = &b->m;
+	advance(100);
+	CHECK(recheck_calls == 1);
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(recheck_calls == 3);
+	CHECK(b->ndone == 1 && b->res == -EACCES && be_submits(&b->m.io) == 0);
+	CHECK(be_submits(&c->m.io) == 1 && be_complete(&c->m.io, 0));
+	/* the would-be probe refused: the next one is tried at once */
+	a = hang_it(4);
+	b = go(BE_OP_WRITE, 5, R2);
+	recheck_refuse = &a->m;
+	advance(100);
+	CHECK(a->res == -EACCES && be_submits(&a->m.io) == 1);
+	CHECK(be_submits(&b->m.io) == 1 && H->nheld == 1 && H->nqueued == 0);
+	CHECK(be_complete(&b->m.io, 0) && b->res == 0 && st() == HANG_OK);
+	recheck_refuse = NULL;
+	teardown();
+}
+
 static void test_probe_non_retryable(void)
 {
 	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 100, 0);
@@ -1265,6 +1302,7 @@ int main(void)
 	test_describe();
 	test_settings_changed();
 	test_probe_non_retryable();
+	test_recheck();
 	test_same_reactor_never_inside_submit();
 	test_free_while_failed();
 	printf("%d passed, %d failed\n", n_pass, n_fail);
