@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
+#include "account.h"
+#include "iscsi_chap.h"
 #include "iscsi_internal.h"
 
 #define LOGIN_TEXT_MAX 65536
@@ -29,6 +32,17 @@ struct iscsi_login {
 	struct target *target;		/* referenced */
 	bool tpgt_sent;
 	bool auth_done;
+	/* CHAP (12.1.3) */
+	bool auth_required;
+	int auth_tid;			/* account scope: tid or discovery */
+	struct chap_state chap;
+	char chap_n[ACCT_NAME_MAX];
+	uint8_t chap_r[CHAP_MAX_DIGEST];
+	int chap_r_len;
+	bool chap_have_i;
+	uint8_t chap_i;
+	uint8_t chap_c[CHAP_MAX_CHALLENGE];
+	int chap_c_len;
 	uint8_t *text;			/* text accumulated over C bits */
 	uint32_t text_len;
 };
@@ -112,22 +126,83 @@ static int login_key(struct iscsi_conn *c, struct iscsi_login *l,
 		return 1;
 	}
 	if (strcmp(key, "AuthMethod") == 0) {
-		/* 12.1: we offer no authentication yet; None must be in the
-		 * initiator's list */
-		bool none = false;
+		/* 12.1: CHAP when the target (or discovery) has incoming
+		 * accounts, else None; either must be in the offer */
+		bool none = false, chap = false;
 		char buf[256], *save, *tok;
 
 		snprintf(buf, sizeof(buf), "%s", value);
 		for (tok = strtok_r(buf, ",", &save); tok;
-		     tok = strtok_r(NULL, ",", &save))
+		     tok = strtok_r(NULL, ",", &save)) {
 			if (strcmp(tok, "None") == 0)
 				none = true;
-		if (!none) {
+			else if (strcmp(tok, "CHAP") == 0)
+				chap = true;
+		}
+		if (l->auth_required ? !chap : !none) {
 			*status = LOGIN_STATUS_AUTH_FAILED;
 			return -1;
 		}
-		iscsi_text_add(rsp, rsplen, rspoff, key, "None");
-		l->auth_done = true;
+		if (l->auth_required) {
+			iscsi_text_add(rsp, rsplen, rspoff, key, "CHAP");
+			l->chap.stage = CHAP_WAIT_A;
+		} else {
+			iscsi_text_add(rsp, rsplen, rspoff, key, "None");
+			l->auth_done = true;
+		}
+		return 1;
+	}
+	if (strcmp(key, "CHAP_A") == 0) {
+		char v[2 * CHAP_MAX_DIGEST + 8];
+
+		if (l->chap.stage != CHAP_WAIT_A) {
+			*status = LOGIN_STATUS_INIT_ERR;
+			return -1;
+		}
+		l->chap.alg = chap_pick_alg(value);
+		if (l->chap.alg < 0 || chap_new_challenge(&l->chap) < 0) {
+			*status = LOGIN_STATUS_AUTH_FAILED;
+			return -1;
+		}
+		snprintf(v, sizeof(v), "%d", l->chap.alg);
+		iscsi_text_add(rsp, rsplen, rspoff, "CHAP_A", v);
+		snprintf(v, sizeof(v), "%u", l->chap.id);
+		iscsi_text_add(rsp, rsplen, rspoff, "CHAP_I", v);
+		chap_encode_hex(l->chap.challenge, l->chap.challenge_len, v,
+				sizeof(v));
+		iscsi_text_add(rsp, rsplen, rspoff, "CHAP_C", v);
+		l->chap.stage = CHAP_WAIT_R;
+		return 1;
+	}
+	if (strcmp(key, "CHAP_N") == 0 || strcmp(key, "CHAP_R") == 0 ||
+	    strcmp(key, "CHAP_I") == 0 || strcmp(key, "CHAP_C") == 0) {
+		if (l->chap.stage != CHAP_WAIT_R) {
+			*status = LOGIN_STATUS_INIT_ERR;
+			return -1;
+		}
+		if (key[5] == 'N') {
+			snprintf(l->chap_n, sizeof(l->chap_n), "%s", value);
+		} else if (key[5] == 'R') {
+			l->chap_r_len = chap_decode(value, l->chap_r,
+						    sizeof(l->chap_r));
+		} else if (key[5] == 'I') {
+			char *end;
+			long id = strtol(value, &end, 0);
+
+			if (*end || id < 0 || id > 255) {
+				*status = LOGIN_STATUS_AUTH_FAILED;
+				return -1;
+			}
+			l->chap_i = (uint8_t)id;
+			l->chap_have_i = true;
+		} else {
+			l->chap_c_len = chap_decode(value, l->chap_c,
+						    sizeof(l->chap_c));
+			if (l->chap_c_len <= 0) {
+				*status = LOGIN_STATUS_AUTH_FAILED;
+				return -1;
+			}
+		}
 		return 1;
 	}
 	if (iscsi_neg_key(&l->neg, key, value, out, sizeof(out)) == 1) {
@@ -135,6 +210,75 @@ static int login_key(struct iscsi_conn *c, struct iscsi_login *l,
 		return 1;
 	}
 	return 0;
+}
+
+/* CHAP_N and CHAP_R arrived: check the initiator's answer and, for mutual
+ * CHAP, answer its challenge (12.1.3).  0, or -1 with *why set. */
+static int login_chap_verify(struct iscsi_conn *c, struct iscsi_login *l,
+			     char *rsp, unsigned rsplen, unsigned *rspoff,
+			     const char **why)
+{
+	char secret[ACCT_SECRET_MAX], out_user[ACCT_NAME_MAX];
+	char out_secret[ACCT_SECRET_MAX], v[2 * CHAP_MAX_DIGEST + 8];
+	uint8_t want[CHAP_MAX_DIGEST];
+	int n, ret = -1;
+
+	if (acct_incoming_secret(l->auth_tid, l->chap_n, secret,
+				 sizeof(secret)) < 0) {
+		*why = "CHAP: unknown user";
+		goto out;
+	}
+	n = chap_response(l->chap.alg, l->chap.id, secret, l->chap.challenge,
+			  l->chap.challenge_len, want);
+	if (n <= 0 || l->chap_r_len != n ||
+	    !chap_equal(want, l->chap_r, (unsigned)n)) {
+		*why = "CHAP: wrong response";
+		goto out;
+	}
+	if (l->chap_have_i || l->chap_c_len > 0) {
+		/* mutual CHAP */
+		if (!l->chap_have_i || l->chap_c_len <= 0) {
+			*why = "CHAP: incomplete mutual challenge";
+			goto out;
+		}
+		if ((unsigned)l->chap_c_len == l->chap.challenge_len &&
+		    chap_equal(l->chap_c, l->chap.challenge,
+			       l->chap.challenge_len)) {
+			*why = "CHAP: reflected challenge";
+			goto out;
+		}
+		if (acct_outgoing(l->auth_tid, out_user, sizeof(out_user),
+				  out_secret, sizeof(out_secret)) < 0) {
+			*why = "CHAP: mutual authentication requested but no "
+			       "outgoing account";
+			goto out;
+		}
+		if (strcmp(out_secret, secret) == 0) {
+			/* RFC 7143 12.1.3: the two directions must use
+			 * different secrets */
+			*why = "CHAP: outgoing secret equals incoming secret";
+			goto out;
+		}
+		n = chap_response(l->chap.alg, l->chap_i, out_secret,
+				  l->chap_c, (unsigned)l->chap_c_len, want);
+		if (n <= 0) {
+			*why = "CHAP: digest failed";
+			goto out;
+		}
+		iscsi_text_add(rsp, rsplen, rspoff, "CHAP_N", out_user);
+		chap_encode_hex(want, (unsigned)n, v, sizeof(v));
+		iscsi_text_add(rsp, rsplen, rspoff, "CHAP_R", v);
+	}
+	log_info("conn %lu (%s): CHAP user %s authenticated%s",
+		 (unsigned long)c->id, c->peer_str, l->chap_n,
+		 l->chap_have_i ? " (mutual)" : "");
+	l->chap.stage = CHAP_DONE;
+	l->auth_done = true;
+	ret = 0;
+out:
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(out_secret, sizeof(out_secret));
+	return ret;
 }
 
 /* First request: find the target, check ACLs, apply its overrides. */
@@ -148,8 +292,11 @@ static int login_resolve(struct iscsi_conn *c, struct iscsi_login *l,
 		*why = "no InitiatorName";
 		return -1;
 	}
-	if (l->discovery)
+	if (l->discovery) {
+		l->auth_tid = ACCT_DISCOVERY_TID;
+		l->auth_required = acct_required(ACCT_DISCOVERY_TID);
 		return 0;
+	}
 	if (!l->target_name[0]) {
 		*status = LOGIN_STATUS_MISSING_PARAM;
 		*why = "no TargetName";
@@ -178,6 +325,8 @@ static int login_resolve(struct iscsi_conn *c, struct iscsi_login *l,
 		if (iscsi_neg_set_target(&l->neg, tp->key, tp->value) < 0)
 			log_warn("target %s: ignoring parameter %s=%s",
 				 l->target->name, tp->key, tp->value);
+	l->auth_tid = l->target->tid;
+	l->auth_required = acct_required(l->target->tid);
 	c->nop_interval_ms = l->target->nop_interval * 1000;
 	c->nop_count = l->target->nop_count;
 	pthread_mutex_unlock(&l->target->lock);
@@ -295,7 +444,37 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 	}
 
 	rsp = xzalloc(LOGIN_RSP_MAX);
-	while ((off = iscsi_text_next(l->text, l->text_len, off, item,
+	if (!l->first_done) {
+		/* Resolve the target from the declaratives first, so its
+		 * parameter overrides are in force when the operational keys
+		 * of this same PDU are negotiated. */
+		while ((off = iscsi_text_next(l->text, l->text_len, off, item,
+					      sizeof(item), &key, &value))) {
+			if (value && (!strcmp(key, "InitiatorName") ||
+				      !strcmp(key, "InitiatorAlias") ||
+				      !strcmp(key, "TargetName") ||
+				      !strcmp(key, "SessionType")) &&
+			    login_key(c, l, key, value, rsp, LOGIN_RSP_MAX,
+				      &rspoff, &status) < 0) {
+				why = key;
+				break;
+			}
+		}
+		off = 0;
+		l->first_done = true;
+		if (status == LOGIN_STATUS_SUCCESS &&
+		    login_resolve(c, l, &status, &why) == 0 && !l->discovery) {
+			char v[16];
+
+			/* 13.9: returned in the first response of a
+			 * normal session */
+			snprintf(v, sizeof(v), "%d", ISCSI_TPGT);
+			iscsi_text_add(rsp, LOGIN_RSP_MAX, &rspoff,
+				       "TargetPortalGroupTag", v);
+		}
+	}
+	while (status == LOGIN_STATUS_SUCCESS &&
+	       (off = iscsi_text_next(l->text, l->text_len, off, item,
 				      sizeof(item), &key, &value)) != 0) {
 		int r;
 
@@ -317,26 +496,31 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 	free(l->text);
 	l->text = NULL;
 	l->text_len = 0;
-	if (status == LOGIN_STATUS_SUCCESS && !l->first_done) {
-		l->first_done = true;
-		if (login_resolve(c, l, &status, &why) == 0 && !l->discovery) {
-			char v[16];
-
-			/* 13.9: returned in the first response of a
-			 * normal session */
-			snprintf(v, sizeof(v), "%d", ISCSI_TPGT);
-			iscsi_text_add(rsp, LOGIN_RSP_MAX, &rspoff,
-				       "TargetPortalGroupTag", v);
-		}
-	}
 	if (status != LOGIN_STATUS_SUCCESS) {
 		free(rsp);
 		login_fail(c, bhs, status, why);
 		return;
 	}
-	if (csg == ISCSI_STAGE_SECURITY && transit && !l->auth_done) {
-		/* the initiator skipped AuthMethod: None is implied only if
-		 * it offers none at all, which is fine without CHAP */
+	if (l->chap.stage == CHAP_WAIT_R && l->chap_n[0] &&
+	    l->chap_r_len > 0 &&
+	    login_chap_verify(c, l, rsp, LOGIN_RSP_MAX, &rspoff, &why) < 0) {
+		free(rsp);
+		login_fail(c, bhs, LOGIN_STATUS_AUTH_FAILED, why);
+		return;
+	}
+	if (l->auth_required && !l->auth_done) {
+		/* 12.1: no leaving the security stage before CHAP is done;
+		 * while it is under way the target keeps T clear */
+		if (csg != ISCSI_STAGE_SECURITY ||
+		    l->chap.stage == CHAP_NONE) {
+			free(rsp);
+			login_fail(c, bhs, LOGIN_STATUS_AUTH_FAILED,
+				   "authentication required");
+			return;
+		}
+		transit = false;
+	} else if (csg == ISCSI_STAGE_SECURITY && transit) {
+		/* AuthMethod=None is implied when no CHAP is needed */
 		l->auth_done = true;
 	}
 	if (csg == ISCSI_STAGE_OPERATIONAL ||
