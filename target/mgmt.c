@@ -41,7 +41,6 @@
 #define MGMT_OFF_MODE 0
 #define MGMT_OFF_OP 4
 #define MGMT_OFF_LLD 8
-#define MGMT_LLD_LEN 64
 #define MGMT_OFF_LEN 72
 #define MGMT_OFF_TID 76
 #define MGMT_OFF_SID 80
@@ -69,37 +68,6 @@ enum mgmt_mode {
 	MGMT_MODE_SESSION = 5,
 	MGMT_MODE_CONNECTION = 6,
 	MGMT_MODE_ACCOUNT = 7,
-};
-
-enum mgmt_op {
-	MGMT_OP_NEW = 0,
-	MGMT_OP_DELETE = 1,
-	MGMT_OP_SHOW = 2,
-	MGMT_OP_BIND = 3,
-	MGMT_OP_UNBIND = 4,
-	MGMT_OP_UPDATE = 5,
-	MGMT_OP_STAT = 6,
-	MGMT_OP_START = 7,
-	MGMT_OP_STOP = 8,
-};
-
-/* Device types of the request (SPC peripheral device types). */
-#define MGMT_DEVTYPE_DISK 0
-
-/* The LUN field when --lun was not given. */
-#define MGMT_LUN_UNSET UINT64_MAX
-
-/* The prefix tgtadm puts before --params on logicalunit/target update. */
-#define MGMT_PARAMS_PREFIX "targetOps "
-
-struct mgmt_req {
-	uint32_t mode, op;
-	char lld[MGMT_LLD_LEN + 1];
-	uint32_t len;
-	int32_t tid;
-	uint64_t sid, lun;
-	uint32_t cid, host_no, device_type, ac_dir, force;
-	char *payload;		/* NUL-terminated, possibly "" */
 };
 
 static struct {
@@ -157,7 +125,7 @@ void mgmt_buf_free(struct mgmt_buf *b)
 
 /* Value of key in a "k1=v1,k2=v2" payload, copied into out.  true if
  * present. */
-static bool payload_get(const char *payload, const char *key, char *out,
+bool mgmt_payload_get(const char *payload, const char *key, char *out,
 			size_t len)
 {
 	size_t klen = strlen(key);
@@ -182,8 +150,7 @@ static bool payload_get(const char *payload, const char *key, char *out,
 /* The items of a payload as separate "key=value" strings in a scratch
  * copy: items[i] points into *copy (free it).  The tgtadm "targetOps "
  * prefix is dropped.  Returns the count or -ENOMEM/-E2BIG. */
-#define MGMT_MAX_ITEMS 64
-static int payload_split(const char *payload, char **copy, char **items)
+int mgmt_payload_split(const char *payload, char **copy, char **items)
 {
 	int n = 0;
 
@@ -221,7 +188,7 @@ static int mgmt_system(const struct mgmt_req *req, struct mgmt_buf *b)
 		atomic_store(&mgmt.exit_requested, 1);
 		return MGMT_SUCCESS;
 	case MGMT_OP_UPDATE:
-		if (payload_get(req->payload, "debug", v, sizeof(v))) {
+		if (mgmt_payload_get(req->payload, "debug", v, sizeof(v))) {
 			if (strcmp(v, "on") == 0)
 				log_set_debug(true);
 			else if (strcmp(v, "off") == 0)
@@ -245,7 +212,7 @@ static int mgmt_target_new(const struct mgmt_req *req)
 	char name[TGT_NAME_MAX + 1];
 	int ret;
 
-	if (!payload_get(req->payload, "targetname", name, sizeof(name)))
+	if (!mgmt_payload_get(req->payload, "targetname", name, sizeof(name)))
 		return MGMT_INVALID_REQUEST;
 	if (req->tid == 0 || req->tid < -1)
 		return MGMT_INVALID_REQUEST;
@@ -284,12 +251,12 @@ static int mgmt_target_bind(const struct mgmt_req *req, bool bind)
 	struct target *t;
 	int ret = 0, err = MGMT_SUCCESS;
 
-	has_addr = payload_get(req->payload, "initiator-address", addr,
+	has_addr = mgmt_payload_get(req->payload, "initiator-address", addr,
 			       sizeof(addr));
-	has_name = payload_get(req->payload, "initiator-name", name,
+	has_name = mgmt_payload_get(req->payload, "initiator-name", name,
 			       sizeof(name));
 	if (!has_addr && !has_name)
-		return payload_get(req->payload, "user", addr, sizeof(addr)) ?
+		return mgmt_payload_get(req->payload, "user", addr, sizeof(addr)) ?
 			       MGMT_UNSUPPORTED_OPERATION : MGMT_INVALID_REQUEST;
 	if ((has_addr && tgt_acl_parse(addr, false, &r)) ||
 	    (has_name && tgt_acl_parse(name, true, &r)))
@@ -346,7 +313,7 @@ static int mgmt_target_update(const struct mgmt_req *req)
 	t = tgt_get_by_tid(req->tid);
 	if (!t)
 		return MGMT_NO_TARGET;
-	n = payload_split(req->payload, &copy, items);
+	n = mgmt_payload_split(req->payload, &copy, items);
 	if (n <= 0) {
 		err = n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
 		goto out;
@@ -415,299 +382,6 @@ static int mgmt_target(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_target_bind(req, false);
 	case MGMT_OP_UPDATE:
 		return mgmt_target_update(req);
-	}
-	return MGMT_UNSUPPORTED_OPERATION;
-}
-
-/* ---- logical units ---- */
-
-static int mgmt_lun_new(const struct mgmt_req *req)
-{
-	struct lun_settings s;
-	char v[PATH_MAX], reason[256];
-	const char *why = NULL;
-	struct target *t;
-	int ret;
-
-	if (req->lun == MGMT_LUN_UNSET)
-		return MGMT_INVALID_REQUEST;
-	if (req->lun == 0)
-		return MGMT_LUN_EXIST;	/* the controller LUN is always there */
-	if (req->lun >= TGT_MAX_LUNS)
-		return MGMT_INVALID_REQUEST;
-	if (req->device_type != MGMT_DEVTYPE_DISK)
-		return MGMT_UNSUPPORTED_OPERATION;
-	t = tgt_get_by_tid(req->tid);
-	if (!t)
-		return MGMT_NO_TARGET;
-	tgt_put(t);
-
-	lun_settings_default(&s, req->lun);
-	if (payload_get(req->payload, "bstype", v, sizeof(v))) {
-		/* tgtd's store types that mean "a file or block device". */
-		if (strcmp(v, "rdwr") == 0 || strcmp(v, "aio") == 0 ||
-		    strcmp(v, "file") == 0)
-			snprintf(s.backend, sizeof(s.backend), "file");
-		else if (strcmp(v, "null") == 0)
-			snprintf(s.backend, sizeof(s.backend), "null");
-		else
-			return MGMT_INVALID_REQUEST;
-	}
-	if (payload_get(req->payload, "path", v, sizeof(v)) &&
-	    strcmp(s.backend, "file") == 0 &&
-	    lun_setting_apply(&s, "path", v, reason, sizeof(reason)))
-		return MGMT_INVALID_REQUEST;
-	if (payload_get(req->payload, "bsopts", v, sizeof(v)) && v[0])
-		return MGMT_UNSUPPORTED_OPERATION;
-	if (payload_get(req->payload, "bsoflags", v, sizeof(v))) {
-		/* tgtd: "direct", "sync" or both joined by ':'.  holdfast
-		 * always opens O_DIRECT (the default); "sync" is accepted for
-		 * compatibility and adds nothing O_DIRECT does not give. */
-		char *save = NULL;
-		for (char *f = strtok_r(v, ":|", &save); f;
-		     f = strtok_r(NULL, ":|", &save))
-			if (strcmp(f, "direct") && strcmp(f, "sync"))
-				return MGMT_INVALID_REQUEST;
-		s.direct = true;
-	}
-	if (payload_get(req->payload, "blocksize", v, sizeof(v)) &&
-	    lun_setting_apply(&s, "block_size", v, reason, sizeof(reason)))
-		return MGMT_INVALID_REQUEST;
-	if (lun_settings_validate(&s, reason, sizeof(reason))) {
-		log_err("target %d: LUN %llu not created: %s", req->tid,
-			(unsigned long long)req->lun, reason);
-		return MGMT_INVALID_REQUEST;
-	}
-	ret = tgt_lun_add(req->tid, &s, &why);
-	if (ret == -EEXIST)
-		return MGMT_LUN_EXIST;
-	if (ret == -ENOENT && !why)
-		return MGMT_NO_TARGET;
-	if (ret) {
-		log_err("target %d: LUN %llu not created: %s%s%s", req->tid,
-			(unsigned long long)req->lun, why ? why : "",
-			why ? ": " : "", strerror(-ret));
-		return ret == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
-	}
-	return MGMT_SUCCESS;
-}
-
-static int mgmt_lun_delete(const struct mgmt_req *req)
-{
-	struct target *t = tgt_get_by_tid(req->tid);
-	int ret;
-
-	if (!t)
-		return MGMT_NO_TARGET;
-	tgt_put(t);
-	if (req->lun == MGMT_LUN_UNSET)
-		return MGMT_INVALID_REQUEST;
-	ret = tgt_lun_del(req->tid, req->lun, req->force != 0);
-	if (ret == -ENOENT)
-		return MGMT_NO_LUN;
-	if (ret == -EBUSY)
-		return MGMT_LUN_ACTIVE;
-	return ret ? MGMT_UNKNOWN_ERR : MGMT_SUCCESS;
-}
-
-/* Keys `logicalunit update` may change on a live LUN.  What the store is
- * (backend, path, size, block size, direct) is fixed at creation. */
-static const char *const mgmt_lun_runtime_keys[] = {
-	"vendor_id", "product_id", "product_rev", "scsi_id", "scsi_sn",
-	"sense_format", "removable", "readonly", "online",
-	"thin_provisioning", "write_cache", "rerror", "werror",
-	"retry_interval", "retry_timeout", "retry_errors",
-};
-
-static bool mgmt_lun_key_runtime(const char *key)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(mgmt_lun_runtime_keys); i++)
-		if (strcmp(key, mgmt_lun_runtime_keys[i]) == 0)
-			return true;
-	return false;
-}
-
-/* Is this "key=value" item a LUN key (so it ends a fault spec)? */
-static bool mgmt_item_is_lun_key(const char *item)
-{
-	char key[64];
-	size_t n = strcspn(item, "=");
-
-	if (n >= sizeof(key))
-		return false;
-	memcpy(key, item, n);
-	key[n] = '\0';
-	return mgmt_lun_key_runtime(key) || strcmp(key, "fault") == 0 ||
-	       strcmp(key, "hang") == 0;
-}
-
-static bool mgmt_hang_verb_valid(const char *v)
-{
-	return strcmp(v, "pause") == 0 || strcmp(v, "resume") == 0 ||
-	       strcmp(v, "retry") == 0 || strcmp(v, "fail") == 0;
-}
-
-/* The first backend in lun's stack (top down) that takes run-time
- * parameters. */
-static struct backend *mgmt_param_backend(struct scsi_lun *lun)
-{
-	for (struct backend *be = lun->be; be; be = be->inner)
-		if (be->ops->set_param)
-			return be;
-	return NULL;
-}
-
-/* logicalunit update: "targetOps k=v,k=v," applied all-or-nothing.  Every
- * item is applied to a copy of the settings first; an unknown key or a bad
- * value answers 17 and changes nothing.  fault=SPEC takes the following
- * items up to the next LUN key as part of its spec (the fault backend's
- * own syntax uses commas: fault=eio,ops=w,lba=0-7). */
-static int mgmt_lun_update(const struct mgmt_req *req)
-{
-	char *copy = NULL, *items[MGMT_MAX_ITEMS];
-	char fault[sizeof(((struct lun_settings *)0)->backend_opts)] = "";
-	char reason[512], hang[16] = "";
-	bool has_fault = false;
-	struct lun_settings tmp;
-	struct scsi_lun *lun = NULL;
-	struct target *t;
-	int n, err = MGMT_SUCCESS;
-
-	t = tgt_get_by_tid(req->tid);
-	if (!t)
-		return MGMT_NO_TARGET;
-	if (req->lun != MGMT_LUN_UNSET)
-		lun = tgt_lun_get(t, req->lun);
-	tgt_put(t);
-	if (!lun)
-		return MGMT_NO_LUN;
-
-	n = payload_split(req->payload, &copy, items);
-	if (n <= 0) {
-		err = n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
-		goto out;
-	}
-	pthread_mutex_lock(&lun->lock);
-	tmp = lun->set;
-	pthread_mutex_unlock(&lun->lock);
-
-	for (int i = 0; i < n && !err; i++) {
-		char *eq = strchr(items[i], '=');
-		const char *key = items[i], *val;
-
-		if (!eq) {
-			err = MGMT_INVALID_REQUEST;
-			break;
-		}
-		*eq = '\0';
-		val = eq + 1;
-		if (strcmp(key, "fault") == 0) {
-			size_t len = strlen(val);
-			if (len >= sizeof(fault)) {
-				err = MGMT_INVALID_REQUEST;
-				break;
-			}
-			memcpy(fault, val, len + 1);
-			while (i + 1 < n && !mgmt_item_is_lun_key(items[i + 1])) {
-				const char *more = items[++i];
-				if (len + 1 + strlen(more) >= sizeof(fault)) {
-					err = MGMT_INVALID_REQUEST;
-					break;
-				}
-				fault[len++] = ',';
-				memcpy(fault + len, more, strlen(more) + 1);
-				len += strlen(more);
-			}
-			if (err)
-				break;
-			has_fault = true;
-			snprintf(tmp.backend_opts, sizeof(tmp.backend_opts),
-				 "%s", fault);
-		} else if (strcmp(key, "hang") == 0) {
-			if (!mgmt_hang_verb_valid(val))
-				err = MGMT_INVALID_REQUEST;
-			else
-				snprintf(hang, sizeof(hang), "%s", val);
-		} else if (!mgmt_lun_key_runtime(key)) {
-			struct lun_settings scratch = tmp;
-			bool known = lun_setting_apply(&scratch, key, val, reason,
-						       sizeof(reason)) != -ENOENT;
-			log_err("target %d: LUN %llu: %s: %s", req->tid,
-				(unsigned long long)req->lun, key,
-				known ? "fixed when the LUN is created"
-				      : "unknown key");
-			err = MGMT_INVALID_REQUEST;
-		} else if (lun_setting_apply(&tmp, key, val, reason,
-					     sizeof(reason))) {
-			log_err("target %d: LUN %llu: %s=%s: %s", req->tid,
-				(unsigned long long)req->lun, key, val, reason);
-			err = MGMT_INVALID_REQUEST;
-		}
-	}
-	if (err)
-		goto out;
-
-	/* The settings as a whole, against the store actually open (the
-	 * DESIGN.md safety rule: retry only on a store that bypasses the
-	 * page cache). */
-	const char *why = hang_check_settings(&tmp, lun->be);
-	if (!why && lun_settings_validate(&tmp, reason, sizeof(reason)))
-		why = reason;
-	if (why) {
-		log_err("target %d: LUN %llu: update refused: %s", req->tid,
-			(unsigned long long)req->lun, why);
-		err = MGMT_INVALID_REQUEST;
-		goto out;
-	}
-
-	/* Apply: the fault spec first, the only step the backend may still
-	 * refuse; then the settings; then the hang verb. */
-	if (has_fault) {
-		struct backend *be = mgmt_param_backend(lun);
-		int ret = be ? be->ops->set_param(be, "fault", fault) : -EOPNOTSUPP;
-		if (ret) {
-			log_err("target %d: LUN %llu: fault=%s: %s", req->tid,
-				(unsigned long long)req->lun, fault,
-				strerror(-ret));
-			err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION
-						 : MGMT_INVALID_REQUEST;
-			goto out;
-		}
-	}
-	pthread_mutex_lock(&lun->lock);
-	struct lun_settings old = lun->set;
-	lun->set = tmp;
-	pthread_mutex_unlock(&lun->lock);
-
-	if (old.rerror != tmp.rerror || old.werror != tmp.werror ||
-	    old.retry_interval_ms != tmp.retry_interval_ms ||
-	    old.retry_timeout_ms != tmp.retry_timeout_ms ||
-	    memcmp(old.retry_errors, tmp.retry_errors,
-		   sizeof(old.retry_errors)) != 0)
-		hang_settings_changed(lun);
-	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
-	if (old.write_cache != tmp.write_cache ||
-	    old.sense_desc != tmp.sense_desc || old.readonly != tmp.readonly)
-		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
-	if (hang[0] && hang_verb(lun, hang))
-		err = MGMT_INVALID_REQUEST;
-	log_info("target %d: LUN %llu updated: %s", req->tid,
-		 (unsigned long long)req->lun, req->payload);
-out:
-	free(copy);
-	scsi_lun_put(lun);
-	return err;
-}
-
-static int mgmt_lun(const struct mgmt_req *req)
-{
-	switch (req->op) {
-	case MGMT_OP_NEW:
-		return mgmt_lun_new(req);
-	case MGMT_OP_DELETE:
-		return mgmt_lun_delete(req);
-	case MGMT_OP_UPDATE:
-		return mgmt_lun_update(req);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }

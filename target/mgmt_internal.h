@@ -4,6 +4,7 @@
 #define HOLDFAST_MGMT_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,56 @@ enum mgmt_err {
 	MGMT_UNKNOWN_PARAM = 23,
 	MGMT_PREVENT_REMOVAL = 24,
 };
+
+enum mgmt_op {
+	MGMT_OP_NEW = 0,
+	MGMT_OP_DELETE = 1,
+	MGMT_OP_SHOW = 2,
+	MGMT_OP_BIND = 3,
+	MGMT_OP_UNBIND = 4,
+	MGMT_OP_UPDATE = 5,
+	MGMT_OP_STAT = 6,
+	MGMT_OP_START = 7,
+	MGMT_OP_STOP = 8,
+};
+
+/* Device types of the request (SPC peripheral device types). */
+#define MGMT_DEVTYPE_DISK 0
+
+/* The LUN field when --lun was not given. */
+#define MGMT_LUN_UNSET UINT64_MAX
+
+/* The prefix tgtadm puts before --params on logicalunit/target update. */
+#define MGMT_PARAMS_PREFIX "targetOps "
+
+/* The request header's lld field: a NUL-padded driver name. */
+#define MGMT_LLD_LEN 64
+
+/* A decoded request (mgmt.c decodes the wire header). */
+struct mgmt_req {
+	uint32_t mode, op;
+	char lld[MGMT_LLD_LEN + 1];
+	uint32_t len;
+	int32_t tid;
+	uint64_t sid, lun;
+	uint32_t cid, host_no, device_type, ac_dir, force;
+	char *payload;		/* NUL-terminated, possibly "" */
+};
+
+/* Largest number of key=value items one request may carry. */
+#define MGMT_MAX_ITEMS 64
+
+/* Value of key in a "k1=v1,k2=v2" payload, copied into out (truncated to
+ * len).  true if present. */
+bool mgmt_payload_get(const char *payload, const char *key, char *out,
+		      size_t len);
+/* Split a payload into its "key=value" items (the tgtadm "targetOps "
+ * prefix dropped): items[] point into *copy, which the caller frees.
+ * Returns the count (0..MGMT_MAX_ITEMS) or -ENOMEM / -E2BIG. */
+int mgmt_payload_split(const char *payload, char **copy, char **items);
+
+/* `--mode logicalunit` requests (mgmt_lun.c).  Returns a MGMT_* error. */
+int mgmt_lun(const struct mgmt_req *req);
 
 /* A growing text buffer for reply bodies. */
 struct mgmt_buf {

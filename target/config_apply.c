@@ -1,0 +1,185 @@
+/* config_apply.c - create what a loaded targets.conf describes
+ * (config_apply() in config.h).
+ *
+ * Everything was validated by config_load(); what can still fail here is
+ * the outside world (a backing store that cannot be opened or created, a
+ * name already in the table).  Then everything this call created is
+ * removed again -- targets, LUNs, and the backing files and directories it
+ * made -- so holdfastd never serves half a configuration. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "config_internal.h"
+#include "target.h"
+#include "util.h"
+
+/* Paths config_apply created (files, then directories), so a failed
+ * apply can remove them again, newest first. */
+struct cfg_made {
+	char **paths;
+	bool *is_dir;
+	int nr, cap;
+};
+
+static void cfg_made_add(struct cfg_made *m, const char *path, bool is_dir)
+{
+	if (m->nr == m->cap) {
+		m->cap = m->cap ? 2 * m->cap : 8;
+		m->paths = realloc(m->paths, sizeof(*m->paths) * (size_t)m->cap);
+		m->is_dir = realloc(m->is_dir, sizeof(*m->is_dir) * (size_t)m->cap);
+		if (!m->paths || !m->is_dir)
+			abort();	/* a few pointers: nothing sane to do */
+	}
+	m->paths[m->nr] = xstrdup(path);
+	m->is_dir[m->nr++] = is_dir;
+}
+
+static void cfg_made_free(struct cfg_made *m, bool remove)
+{
+	for (int i = m->nr - 1; i >= 0; i--) {
+		if (remove && m->is_dir[i])
+			rmdir(m->paths[i]);
+		else if (remove)
+			unlink(m->paths[i]);
+		free(m->paths[i]);
+	}
+	free(m->paths);
+	free(m->is_dir);
+	memset(m, 0, sizeof(*m));
+}
+
+/* mkdir -p the directory holding path, remembering what it made. */
+static int cfg_make_parents(const char *path, struct cfg_made *m)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (stat(dir, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	int ret = cfg_make_parents(dir, m);
+	if (ret)
+		return ret;
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	cfg_made_add(m, dir, true);
+	return 0;
+}
+
+static void cfg_rollback(const struct cfg_priv *pv, int nr_created,
+			 struct cfg_made *made)
+{
+	for (int i = nr_created - 1; i >= 0; i--)
+		tgt_delete(pv->targets[i].tid, true);
+	cfg_made_free(made, true);
+}
+
+int config_apply(struct config *cfg, char *err, unsigned errlen)
+{
+	struct cfg_priv *pv = cfg->priv;
+	struct cfg_made made = { 0 };
+	int done = 0, ret = 0;
+
+	if (!pv)
+		return 0;
+
+	for (done = 0; done < pv->nr_targets; done++) {
+		const struct cfg_target *ct = &pv->targets[done];
+		struct target *t;
+
+		ret = tgt_create(ct->tid, ct->name);
+		if (ret < 0) {
+			snprintf(err, errlen, "%s: target %s (tid %d): %s",
+				 ct->where, ct->name, ct->tid,
+				 ret == -EEXIST ? "a target with this tid or name already exists"
+						: strerror(-ret));
+			goto fail;
+		}
+		ret = 0;
+		t = tgt_get_by_tid(ct->tid);
+		if (!t) {
+			ret = -ENOENT;
+			snprintf(err, errlen, "%s: target %s vanished", ct->where,
+				 ct->name);
+			done++;
+			goto fail;
+		}
+		pthread_mutex_lock(&t->lock);
+		if (ct->has_nop_interval)
+			t->nop_interval = ct->nop_interval;
+		if (ct->has_nop_count)
+			t->nop_count = ct->nop_count;
+		pthread_mutex_unlock(&t->lock);
+		for (int k = 0; !ret && k < ct->nr_acls; k++) {
+			ret = tgt_acl_add(t, ct->acls[k].text, ct->acls[k].is_name);
+			if (ret == -EEXIST)
+				ret = 0;	/* a repeated rule changes nothing */
+			else if (ret)
+				snprintf(err, errlen, "%s: initiators: %s: %s",
+					 ct->where, ct->acls[k].text,
+					 strerror(-ret));
+		}
+		for (int k = 0; !ret && k < ct->nr_params; k++) {
+			ret = tgt_param_set(t, ct->params[k].key,
+					    ct->params[k].value);
+			if (ret)
+				snprintf(err, errlen, "%s: params: %s: %s",
+					 ct->where, ct->params[k].key,
+					 strerror(-ret));
+		}
+		tgt_put(t);
+		if (ret) {
+			done++;
+			goto fail;
+		}
+
+		for (int k = 0; k < ct->nr_luns; k++) {
+			const struct cfg_lun *cl = &ct->luns[k];
+			const char *why = NULL;
+			bool existed = true;
+			struct stat st;
+
+			if (cl->s.path[0] && stat(cl->s.path, &st) != 0) {
+				existed = false;
+				ret = cfg_make_parents(cl->s.path, &made);
+				if (ret) {
+					snprintf(err, errlen,
+						 "%s: lun %" PRIu64 ": cannot create the directory for %s: %s",
+						 cl->where, cl->s.lun,
+						 cl->s.path, strerror(-ret));
+					done++;
+					goto fail;
+				}
+			}
+			ret = tgt_lun_add(ct->tid, &cl->s, &why);
+			if (!existed && access(cl->s.path, F_OK) == 0)
+				cfg_made_add(&made, cl->s.path, false);
+			if (ret) {
+				snprintf(err, errlen, "%s: lun %" PRIu64 ": %s%s%s",
+					 cl->where, cl->s.lun,
+					 why ? why : "", why ? ": " : "",
+					 strerror(-ret));
+				done++;
+				goto fail;
+			}
+		}
+	}
+	cfg_made_free(&made, false);
+	return 0;
+
+fail:
+	log_err("configuration %s not applied: %s", cfg->path, err);
+	cfg_rollback(pv, done, &made);
+	return ret < 0 ? ret : -EINVAL;
+}
+

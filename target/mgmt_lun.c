@@ -1,0 +1,308 @@
+/* mgmt_lun.c - `tgtadm --mode logicalunit` requests: new, delete and the
+ * all-or-nothing update (--params), including holdfast's own keys (hang
+ * settings, fault=, hang=). */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "hang.h"
+#include "mgmt_internal.h"
+#include "scsi.h"
+#include "target.h"
+#include "util.h"
+
+static int mgmt_lun_new(const struct mgmt_req *req)
+{
+	struct lun_settings s;
+	char v[PATH_MAX], reason[256];
+	const char *why = NULL;
+	struct target *t;
+	int ret;
+
+	if (req->lun == MGMT_LUN_UNSET)
+		return MGMT_INVALID_REQUEST;
+	if (req->lun == 0)
+		return MGMT_LUN_EXIST;	/* the controller LUN is always there */
+	if (req->lun >= TGT_MAX_LUNS)
+		return MGMT_INVALID_REQUEST;
+	if (req->device_type != MGMT_DEVTYPE_DISK)
+		return MGMT_UNSUPPORTED_OPERATION;
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+	tgt_put(t);
+
+	lun_settings_default(&s, req->lun);
+	if (mgmt_payload_get(req->payload, "bstype", v, sizeof(v))) {
+		/* tgtd's store types that mean "a file or block device". */
+		if (strcmp(v, "rdwr") == 0 || strcmp(v, "aio") == 0 ||
+		    strcmp(v, "file") == 0)
+			snprintf(s.backend, sizeof(s.backend), "file");
+		else if (strcmp(v, "null") == 0)
+			snprintf(s.backend, sizeof(s.backend), "null");
+		else
+			return MGMT_INVALID_REQUEST;
+	}
+	if (mgmt_payload_get(req->payload, "path", v, sizeof(v)) &&
+	    strcmp(s.backend, "file") == 0 &&
+	    lun_setting_apply(&s, "path", v, reason, sizeof(reason)))
+		return MGMT_INVALID_REQUEST;
+	if (mgmt_payload_get(req->payload, "bsopts", v, sizeof(v)) && v[0])
+		return MGMT_UNSUPPORTED_OPERATION;
+	if (mgmt_payload_get(req->payload, "bsoflags", v, sizeof(v))) {
+		/* tgtd: "direct", "sync" or both joined by ':'.  holdfast
+		 * always opens O_DIRECT (the default); "sync" is accepted for
+		 * compatibility and adds nothing O_DIRECT does not give. */
+		char *save = NULL;
+		for (char *f = strtok_r(v, ":|", &save); f;
+		     f = strtok_r(NULL, ":|", &save))
+			if (strcmp(f, "direct") && strcmp(f, "sync"))
+				return MGMT_INVALID_REQUEST;
+		s.direct = true;
+	}
+	if (mgmt_payload_get(req->payload, "blocksize", v, sizeof(v)) &&
+	    lun_setting_apply(&s, "block_size", v, reason, sizeof(reason)))
+		return MGMT_INVALID_REQUEST;
+	if (lun_settings_validate(&s, reason, sizeof(reason))) {
+		log_err("target %d: LUN %llu not created: %s", req->tid,
+			(unsigned long long)req->lun, reason);
+		return MGMT_INVALID_REQUEST;
+	}
+	ret = tgt_lun_add(req->tid, &s, &why);
+	if (ret == -EEXIST)
+		return MGMT_LUN_EXIST;
+	if (ret == -ENOENT && !why)
+		return MGMT_NO_TARGET;
+	if (ret) {
+		log_err("target %d: LUN %llu not created: %s%s%s", req->tid,
+			(unsigned long long)req->lun, why ? why : "",
+			why ? ": " : "", strerror(-ret));
+		return ret == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
+	}
+	return MGMT_SUCCESS;
+}
+
+static int mgmt_lun_delete(const struct mgmt_req *req)
+{
+	struct target *t = tgt_get_by_tid(req->tid);
+	int ret;
+
+	if (!t)
+		return MGMT_NO_TARGET;
+	tgt_put(t);
+	if (req->lun == MGMT_LUN_UNSET)
+		return MGMT_INVALID_REQUEST;
+	ret = tgt_lun_del(req->tid, req->lun, req->force != 0);
+	if (ret == -ENOENT)
+		return MGMT_NO_LUN;
+	if (ret == -EBUSY)
+		return MGMT_LUN_ACTIVE;
+	return ret ? MGMT_UNKNOWN_ERR : MGMT_SUCCESS;
+}
+
+/* Keys `logicalunit update` may change on a live LUN.  What the store is
+ * (backend, path, size, block size, direct) is fixed at creation. */
+static const char *const mgmt_lun_runtime_keys[] = {
+	"vendor_id", "product_id", "product_rev", "scsi_id", "scsi_sn",
+	"sense_format", "removable", "readonly", "online",
+	"thin_provisioning", "write_cache", "rerror", "werror",
+	"retry_interval", "retry_timeout", "retry_errors",
+};
+
+static bool mgmt_lun_key_runtime(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(mgmt_lun_runtime_keys); i++)
+		if (strcmp(key, mgmt_lun_runtime_keys[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Is this "key=value" item a LUN key (so it ends a fault spec)? */
+static bool mgmt_item_is_lun_key(const char *item)
+{
+	char key[64];
+	size_t n = strcspn(item, "=");
+
+	if (n >= sizeof(key))
+		return false;
+	memcpy(key, item, n);
+	key[n] = '\0';
+	return mgmt_lun_key_runtime(key) || strcmp(key, "fault") == 0 ||
+	       strcmp(key, "hang") == 0;
+}
+
+static bool mgmt_hang_verb_valid(const char *v)
+{
+	return strcmp(v, "pause") == 0 || strcmp(v, "resume") == 0 ||
+	       strcmp(v, "retry") == 0 || strcmp(v, "fail") == 0;
+}
+
+/* The first backend in lun's stack (top down) that takes run-time
+ * parameters. */
+static struct backend *mgmt_param_backend(struct scsi_lun *lun)
+{
+	for (struct backend *be = lun->be; be; be = be->inner)
+		if (be->ops->set_param)
+			return be;
+	return NULL;
+}
+
+/* logicalunit update: "targetOps k=v,k=v," applied all-or-nothing.  Every
+ * item is applied to a copy of the settings first; an unknown key or a bad
+ * value answers 17 and changes nothing.  fault=SPEC takes the following
+ * items up to the next LUN key as part of its spec (the fault backend's
+ * own syntax uses commas: fault=eio,ops=w,lba=0-7). */
+static int mgmt_lun_update(const struct mgmt_req *req)
+{
+	char *copy = NULL, *items[MGMT_MAX_ITEMS];
+	char fault[sizeof(((struct lun_settings *)0)->backend_opts)] = "";
+	char reason[512], hang[16] = "";
+	bool has_fault = false;
+	struct lun_settings tmp;
+	struct scsi_lun *lun = NULL;
+	struct target *t;
+	int n, err = MGMT_SUCCESS;
+
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+	if (req->lun != MGMT_LUN_UNSET)
+		lun = tgt_lun_get(t, req->lun);
+	tgt_put(t);
+	if (!lun)
+		return MGMT_NO_LUN;
+
+	n = mgmt_payload_split(req->payload, &copy, items);
+	if (n <= 0) {
+		err = n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
+		goto out;
+	}
+	pthread_mutex_lock(&lun->lock);
+	tmp = lun->set;
+	pthread_mutex_unlock(&lun->lock);
+
+	for (int i = 0; i < n && !err; i++) {
+		char *eq = strchr(items[i], '=');
+		const char *key = items[i], *val;
+
+		if (!eq) {
+			err = MGMT_INVALID_REQUEST;
+			break;
+		}
+		*eq = '\0';
+		val = eq + 1;
+		if (strcmp(key, "fault") == 0) {
+			size_t len = strlen(val);
+			if (len >= sizeof(fault)) {
+				err = MGMT_INVALID_REQUEST;
+				break;
+			}
+			memcpy(fault, val, len + 1);
+			while (i + 1 < n && !mgmt_item_is_lun_key(items[i + 1])) {
+				const char *more = items[++i];
+				if (len + 1 + strlen(more) >= sizeof(fault)) {
+					err = MGMT_INVALID_REQUEST;
+					break;
+				}
+				fault[len++] = ',';
+				memcpy(fault + len, more, strlen(more) + 1);
+				len += strlen(more);
+			}
+			if (err)
+				break;
+			has_fault = true;
+			snprintf(tmp.backend_opts, sizeof(tmp.backend_opts),
+				 "%s", fault);
+		} else if (strcmp(key, "hang") == 0) {
+			if (!mgmt_hang_verb_valid(val))
+				err = MGMT_INVALID_REQUEST;
+			else
+				snprintf(hang, sizeof(hang), "%s", val);
+		} else if (!mgmt_lun_key_runtime(key)) {
+			struct lun_settings scratch = tmp;
+			bool known = lun_setting_apply(&scratch, key, val, reason,
+						       sizeof(reason)) != -ENOENT;
+			log_err("target %d: LUN %llu: %s: %s", req->tid,
+				(unsigned long long)req->lun, key,
+				known ? "fixed when the LUN is created"
+				      : "unknown key");
+			err = MGMT_INVALID_REQUEST;
+		} else if (lun_setting_apply(&tmp, key, val, reason,
+					     sizeof(reason))) {
+			log_err("target %d: LUN %llu: %s=%s: %s", req->tid,
+				(unsigned long long)req->lun, key, val, reason);
+			err = MGMT_INVALID_REQUEST;
+		}
+	}
+	if (err)
+		goto out;
+
+	/* The settings as a whole, against the store actually open (the
+	 * DESIGN.md safety rule: retry only on a store that bypasses the
+	 * page cache). */
+	const char *why = hang_check_settings(&tmp, lun->be);
+	if (!why && lun_settings_validate(&tmp, reason, sizeof(reason)))
+		why = reason;
+	if (why) {
+		log_err("target %d: LUN %llu: update refused: %s", req->tid,
+			(unsigned long long)req->lun, why);
+		err = MGMT_INVALID_REQUEST;
+		goto out;
+	}
+
+	/* Apply: the fault spec first, the only step the backend may still
+	 * refuse; then the settings; then the hang verb. */
+	if (has_fault) {
+		struct backend *be = mgmt_param_backend(lun);
+		int ret = be ? be->ops->set_param(be, "fault", fault) : -EOPNOTSUPP;
+		if (ret) {
+			log_err("target %d: LUN %llu: fault=%s: %s", req->tid,
+				(unsigned long long)req->lun, fault,
+				strerror(-ret));
+			err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION
+						 : MGMT_INVALID_REQUEST;
+			goto out;
+		}
+	}
+	pthread_mutex_lock(&lun->lock);
+	struct lun_settings old = lun->set;
+	lun->set = tmp;
+	pthread_mutex_unlock(&lun->lock);
+
+	if (old.rerror != tmp.rerror || old.werror != tmp.werror ||
+	    old.retry_interval_ms != tmp.retry_interval_ms ||
+	    old.retry_timeout_ms != tmp.retry_timeout_ms ||
+	    memcmp(old.retry_errors, tmp.retry_errors,
+		   sizeof(old.retry_errors)) != 0)
+		hang_settings_changed(lun);
+	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
+	if (old.write_cache != tmp.write_cache ||
+	    old.sense_desc != tmp.sense_desc || old.readonly != tmp.readonly)
+		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
+	if (hang[0] && hang_verb(lun, hang))
+		err = MGMT_INVALID_REQUEST;
+	log_info("target %d: LUN %llu updated: %s", req->tid,
+		 (unsigned long long)req->lun, req->payload);
+out:
+	free(copy);
+	scsi_lun_put(lun);
+	return err;
+}
+
+int mgmt_lun(const struct mgmt_req *req)
+{
+	switch (req->op) {
+	case MGMT_OP_NEW:
+		return mgmt_lun_new(req);
+	case MGMT_OP_DELETE:
+		return mgmt_lun_delete(req);
+	case MGMT_OP_UPDATE:
+		return mgmt_lun_update(req);
+	}
+	return MGMT_UNSUPPORTED_OPERATION;
+}
+
