@@ -24,17 +24,24 @@
 #define SCSI_OP_READ_CAPACITY_10	0x25
 #define SCSI_OP_READ_10			0x28
 #define SCSI_OP_WRITE_10		0x2a
+#define SCSI_OP_WRITE_VERIFY_10		0x2e
 #define SCSI_OP_VERIFY_10		0x2f
+#define SCSI_OP_PRE_FETCH_10		0x34
 #define SCSI_OP_SYNCHRONIZE_CACHE_10	0x35
 #define SCSI_OP_MODE_SENSE_10		0x5a
 #define SCSI_OP_READ_16			0x88
 #define SCSI_OP_WRITE_16		0x8a
+#define SCSI_OP_WRITE_VERIFY_16		0x8e
+#define SCSI_OP_VERIFY_16		0x8f
+#define SCSI_OP_PRE_FETCH_16		0x90
 #define SCSI_OP_SYNCHRONIZE_CACHE_16	0x91
 #define SCSI_OP_SERVICE_ACTION_IN_16	0x9e
 #define SCSI_OP_REPORT_LUNS		0xa0
 #define SCSI_OP_MAINTENANCE_IN		0xa3
 #define SCSI_OP_READ_12			0xa8
 #define SCSI_OP_WRITE_12		0xaa
+#define SCSI_OP_WRITE_VERIFY_12		0xae
+#define SCSI_OP_VERIFY_12		0xaf
 
 /* SERVICE ACTION IN(16) service actions (SBC-3 5.16) */
 #define SCSI_SAI_READ_CAPACITY_16	0x10
@@ -58,6 +65,7 @@
 #define ASC_LUN_NOT_READY_MANUAL_INTERVENTION	0x0403
 #define ASC_LUN_COMMUNICATION_FAILURE		0x0800
 #define ASC_WRITE_ERROR				0x0c00
+#define ASC_MISCOMPARE_DURING_VERIFY		0x1d00
 #define ASC_UNRECOVERED_READ_ERROR		0x1100
 #define ASC_PARAMETER_LIST_LENGTH_ERROR		0x1a00
 #define ASC_INVALID_OPCODE			0x2000
@@ -180,6 +188,8 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd);
 enum scsi_exec_result sbc_read_capacity_10(struct scsi_cmd *cmd);
 enum scsi_exec_result sbc_read_capacity_16(struct scsi_cmd *cmd);
 enum scsi_exec_result sbc_synchronize_cache(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_verify(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_pre_fetch(struct scsi_cmd *cmd);
 
 /* Largest transfer one command may ask for, in bytes (reported in the
  * Block Limits VPD page; bounds the Data-In buffer). */

@@ -1,4 +1,5 @@
-/* scsi_sbc.c - SBC-3 block commands: READ/WRITE(6/10/12/16), READ
+/* scsi_sbc.c - SBC-3 block commands: READ/WRITE(6/10/12/16), WRITE AND
+ * VERIFY(10/12/16), VERIFY(10/12/16), PRE-FETCH(10/16), READ
  * CAPACITY(10/16), SYNCHRONIZE CACHE(10/16).
  *
  * Media commands become one struct media_io (embedded in the command) and
@@ -6,6 +7,7 @@
  * turns the result into status and sense through scsi_set_backend_error(). */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "reactor.h"
@@ -16,6 +18,11 @@
 #define RW_CDB_PROTECT_MASK	0xe0	/* RDPROTECT / WRPROTECT */
 #define RW_CDB_DPO		0x10
 #define RW_CDB_FUA		0x08
+#define RW_CDB_BYTCHK_SHIFT	1	/* VERIFY / WRITE AND VERIFY (SBC-3 5.27) */
+#define RW_CDB_BYTCHK_MASK	0x3
+#define BYTCHK_NONE		0	/* verify the medium only */
+#define BYTCHK_ALL		1	/* compare Data-Out with every block */
+#define BYTCHK_ONE_BLOCK	3	/* compare one Data-Out block with each */
 #define RW6_LBA_MASK		0x1fffff
 #define RW6_ZERO_MEANS		256	/* SBC-3 5.7: length 0 = 256 blocks */
 
@@ -35,6 +42,7 @@ struct rw_cdb {
 	uint32_t nblocks;
 	bool fua;
 	uint8_t protect;
+	uint8_t bytchk;
 };
 
 static void rw_decode(const uint8_t *cdb, struct rw_cdb *rw)
@@ -48,11 +56,16 @@ static void rw_decode(const uint8_t *cdb, struct rw_cdb *rw)
 		return;
 	case SCSI_OP_READ_10:
 	case SCSI_OP_WRITE_10:
+	case SCSI_OP_WRITE_VERIFY_10:
+	case SCSI_OP_VERIFY_10:
+	case SCSI_OP_PRE_FETCH_10:
 		rw->lba = get_be32(cdb + 2);
 		rw->nblocks = get_be16(cdb + 7);
 		break;
 	case SCSI_OP_READ_12:
 	case SCSI_OP_WRITE_12:
+	case SCSI_OP_WRITE_VERIFY_12:
+	case SCSI_OP_VERIFY_12:
 		rw->lba = get_be32(cdb + 2);
 		rw->nblocks = get_be32(cdb + 6);
 		break;
@@ -64,12 +77,48 @@ static void rw_decode(const uint8_t *cdb, struct rw_cdb *rw)
 	/* DPO is a cache retention hint only; nothing to do with it. */
 	rw->fua = cdb[1] & RW_CDB_FUA;
 	rw->protect = cdb[1] & RW_CDB_PROTECT_MASK;
+	rw->bytchk = cdb[1] >> RW_CDB_BYTCHK_SHIFT & RW_CDB_BYTCHK_MASK;
+}
+
+/* Byte offset of the TRANSFER LENGTH field, for sense field pointers. */
+static uint16_t len_field(const uint8_t *cdb)
+{
+	switch (cdb[0]) {
+	case SCSI_OP_READ_6:
+	case SCSI_OP_WRITE_6:
+		return 4;
+	case SCSI_OP_READ_12:
+	case SCSI_OP_WRITE_12:
+	case SCSI_OP_WRITE_VERIFY_12:
+	case SCSI_OP_VERIFY_12:
+		return 6;
+	case SCSI_OP_READ_10:
+	case SCSI_OP_WRITE_10:
+	case SCSI_OP_WRITE_VERIFY_10:
+	case SCSI_OP_VERIFY_10:
+		return 7;
+	default:
+		return 10;
+	}
+}
+
+static bool is_write_verify_op(uint8_t op)
+{
+	return op == SCSI_OP_WRITE_VERIFY_10 || op == SCSI_OP_WRITE_VERIFY_12 ||
+	       op == SCSI_OP_WRITE_VERIFY_16;
 }
 
 static bool is_write_op(uint8_t op)
 {
 	return op == SCSI_OP_WRITE_6 || op == SCSI_OP_WRITE_10 ||
-	       op == SCSI_OP_WRITE_12 || op == SCSI_OP_WRITE_16;
+	       op == SCSI_OP_WRITE_12 || op == SCSI_OP_WRITE_16 ||
+	       is_write_verify_op(op);
+}
+
+static bool is_verify_op(uint8_t op)
+{
+	return op == SCSI_OP_VERIFY_10 || op == SCSI_OP_VERIFY_12 ||
+	       op == SCSI_OP_VERIFY_16;
 }
 
 /* [lba, lba + n) must lie within the medium (SBC-3 4.5). */
@@ -80,11 +129,49 @@ static bool lba_range_ok(const struct scsi_lun *lun, uint64_t lba, uint64_t n)
 	return lba <= cap && n <= cap - lba;
 }
 
+/* VERIFY read the blocks into a scratch buffer (cmd->iov.iov_base); with
+ * BYTCHK compare them with the Data-Out (SBC-3 5.27).  A miscompare is
+ * MISCOMPARE DURING VERIFY OPERATION with the offset of the first differing
+ * byte in INFORMATION. */
+static void verify_done(struct scsi_cmd *cmd, int res)
+{
+	uint8_t *medium = cmd->iov.iov_base;
+	uint32_t bs = cmd->lun->set.block_size;
+	uint32_t len = (uint32_t)cmd->mio.io.length;
+	uint8_t bytchk = cmd->cdb[1] >> RW_CDB_BYTCHK_SHIFT &
+			 RW_CDB_BYTCHK_MASK;
+
+	if (res < 0 || cmd->aborted)
+		goto out;
+	cmd->status = SAM_STAT_GOOD;
+	if (bytchk == BYTCHK_NONE)
+		goto out;
+	for (uint32_t i = 0; i < len; i++) {
+		uint8_t want = bytchk == BYTCHK_ALL ? cmd->buf[i]
+						    : cmd->buf[i % bs];
+		if (medium[i] != want) {
+			scsi_sense_info(cmd, SENSE_KEY_MISCOMPARE,
+					ASC_MISCOMPARE_DURING_VERIFY, i);
+			break;
+		}
+	}
+out:
+	free(medium);
+	cmd->iov.iov_base = NULL;
+}
+
 static void media_done(struct media_io *m, int res)
 {
 	struct scsi_cmd *cmd = m->owner;
 	struct scsi_lun *lun = cmd->lun;
 
+	if (is_verify_op(cmd->cdb[0])) {
+		verify_done(cmd, res);
+		if (res >= 0 && !cmd->aborted) {
+			scsi_cmd_complete(cmd);
+			return;
+		}
+	}
 	if (cmd->aborted || res == -ECANCELED) {
 		cmd->aborted = true;
 		scsi_cmd_complete(cmd);
@@ -114,7 +201,8 @@ static void media_done(struct media_io *m, int res)
 
 static enum scsi_exec_result media_submit(struct scsi_cmd *cmd,
 					  enum be_op op, unsigned flags,
-					  uint64_t offset, uint64_t length)
+					  uint64_t offset, uint64_t length,
+					  void *data)
 {
 	struct media_io *m = &cmd->mio;
 
@@ -124,7 +212,7 @@ static enum scsi_exec_result media_submit(struct scsi_cmd *cmd,
 	m->io.offset = offset;
 	m->io.length = length;
 	if (op == BE_OP_READ || op == BE_OP_WRITE) {
-		cmd->iov.iov_base = cmd->buf;
+		cmd->iov.iov_base = data;
 		cmd->iov.iov_len = length;
 		m->io.iov = &cmd->iov;
 		m->io.iovcnt = 1;
@@ -160,6 +248,11 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 7);
 		return SCSI_EXEC_DONE;
 	}
+	/* WRITE AND VERIFY: BYTCHK 00b and 01b only (SBC-4 5.48). */
+	if (is_write_verify_op(cmd->cdb[0]) && rw.bytchk > BYTCHK_ALL) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 2);
+		return SCSI_EXEC_DONE;
+	}
 	if (!lba_range_ok(lun, rw.lba, rw.nblocks)) {
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
 			   ASC_LBA_OUT_OF_RANGE);
@@ -170,8 +263,7 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 	if ((uint64_t)rw.nblocks * bs > SBC_MAX_TRANSFER_BYTES) {
 		/* Beyond MAXIMUM TRANSFER LENGTH of the Block Limits page. */
 		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true,
-				 cmd->cdb[0] == SCSI_OP_READ_6 ||
-				 cmd->cdb[0] == SCSI_OP_WRITE_6 ? 4 : 7, -1);
+				 len_field(cmd->cdb), -1);
 		return SCSI_EXEC_DONE;
 	}
 
@@ -184,7 +276,7 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 			scsi_set_backend_error(cmd, -ENOMEM, false);
 			return SCSI_EXEC_DONE;
 		}
-		return media_submit(cmd, BE_OP_READ, 0, offset, len);
+		return media_submit(cmd, BE_OP_READ, 0, offset, len, cmd->buf);
 	}
 
 	/* A write gets what the initiator sent.  When it sent less than
@@ -201,7 +293,12 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 	 * before GOOD (SBC-3 4.15). */
 	if (rw.fua || !lun->set.write_cache)
 		flags |= BE_IO_FUA;
-	return media_submit(cmd, BE_OP_WRITE, flags, offset, have);
+	/* WRITE AND VERIFY: the data must be on the medium before GOOD
+	 * (SBC-3 5.40); a read-back compare of what the backend just took
+	 * would only re-read its cache, so FUA is the verification. */
+	if (is_write_verify_op(cmd->cdb[0]))
+		flags |= BE_IO_FUA;
+	return media_submit(cmd, BE_OP_WRITE, flags, offset, have, cmd->buf);
 }
 
 enum scsi_exec_result sbc_read_capacity_10(struct scsi_cmd *cmd)
@@ -262,5 +359,71 @@ enum scsi_exec_result sbc_synchronize_cache(struct scsi_cmd *cmd)
 	/* The whole store is flushed whatever the range (a flush of more
 	 * than asked is allowed); IMMED is honoured by simply finishing
 	 * when the flush does, which SBC-3 5.22 permits. */
-	return media_submit(cmd, BE_OP_FLUSH, 0, 0, 0);
+	return media_submit(cmd, BE_OP_FLUSH, 0, 0, 0, NULL);
+}
+
+enum scsi_exec_result sbc_verify(struct scsi_cmd *cmd)
+{
+	struct scsi_lun *lun = cmd->lun;
+	uint32_t bs = lun->set.block_size;
+	struct rw_cdb rw;
+
+	rw_decode(cmd->cdb, &rw);
+	cmd->lba = rw.lba;
+	cmd->nblocks = rw.nblocks;
+	if (rw.protect) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 7);
+		return SCSI_EXEC_DONE;
+	}
+	if (rw.bytchk == 2) {	/* reserved */
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 2);
+		return SCSI_EXEC_DONE;
+	}
+	if (rw.bytchk != BYTCHK_NONE)
+		cmd->out_want = rw.bytchk == BYTCHK_ALL ?
+			(uint32_t)MIN((uint64_t)rw.nblocks * bs,
+				      (uint64_t)UINT32_MAX) : bs;
+	if (!lba_range_ok(lun, rw.lba, rw.nblocks)) {
+		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+			   ASC_LBA_OUT_OF_RANGE);
+		return SCSI_EXEC_DONE;
+	}
+	if (rw.nblocks == 0)
+		return SCSI_EXEC_DONE;
+	if ((uint64_t)rw.nblocks * bs > SBC_MAX_TRANSFER_BYTES) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true,
+				 len_field(cmd->cdb), -1);
+		return SCSI_EXEC_DONE;
+	}
+	/* Comparing needs all the data the CDB announces. */
+	if (rw.bytchk != BYTCHK_NONE &&
+	    (!cmd->buf || cmd->out_len < cmd->out_want)) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true,
+				 len_field(cmd->cdb), -1);
+		return SCSI_EXEC_DONE;
+	}
+
+	uint32_t len = rw.nblocks * bs;
+	void *medium;
+	if (posix_memalign(&medium, 4096, len)) {
+		scsi_set_backend_error(cmd, -ENOMEM, false);
+		return SCSI_EXEC_DONE;
+	}
+	return media_submit(cmd, BE_OP_READ, 0, rw.lba * bs, len, medium);
+}
+
+/* PRE-FETCH (SBC-3 5.9): there is no cache to load, so after the range
+ * check the answer is GOOD (CONDITION MET would promise cached blocks). */
+enum scsi_exec_result sbc_pre_fetch(struct scsi_cmd *cmd)
+{
+	struct rw_cdb rw;
+
+	rw_decode(cmd->cdb, &rw);
+	if (!lba_range_ok(cmd->lun, rw.lba, rw.nblocks)) {
+		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+			   ASC_LBA_OUT_OF_RANGE);
+		return SCSI_EXEC_DONE;
+	}
+	cmd->status = SAM_STAT_GOOD;
+	return SCSI_EXEC_DONE;
 }

@@ -890,6 +890,113 @@ static void test_media_io(void)
 	cmd_free(&c);
 }
 
+static void test_verify(void)
+{
+	struct scsi_cmd c = { 0 };
+	uint8_t v10[10] = { SCSI_OP_VERIFY_10, 0x02, 0, 0, 0, 4, 0, 0, 2, 0 };
+
+	lun_setup();
+	clear_ua(&nex_a);
+
+	/* BYTCHK=1, equal: reads the blocks into a scratch buffer. */
+	cmd_init(&c, &nex_a, v10, 10);
+	c.buf = scsi_buf_alloc(1024);
+	c.buf_len = c.out_len = 1024;
+	memset(c.buf, 0x11, 1024);
+	done_calls = 0;
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && c.mio.io.op == BE_OP_READ &&
+	      c.mio.io.offset == 4 * 512 && c.mio.io.length == 1024 &&
+	      c.mio.io.iov[0].iov_base != c.buf && c.out_want == 1024);
+	memset(c.mio.io.iov[0].iov_base, 0x11, 1024);
+	c.mio.complete(&c.mio, 0);
+	CHECK(done_calls == 1 && c.status == SAM_STAT_GOOD && c.in_len == 0);
+
+	/* Miscompare at byte 700. */
+	cmd_init(&c, &nex_a, v10, 10);
+	c.buf = scsi_buf_alloc(1024);
+	c.buf_len = c.out_len = 1024;
+	memset(c.buf, 0x11, 1024);
+	scsi_cmd_exec(&c);
+	memset(c.mio.io.iov[0].iov_base, 0x11, 1024);
+	((uint8_t *)c.mio.io.iov[0].iov_base)[700] = 0x12;
+	c.mio.complete(&c.mio, 0);
+	CHECK(is_check(&c, SENSE_KEY_MISCOMPARE, ASC_MISCOMPARE_DURING_VERIFY));
+	CHECK((c.sense[0] & 0x80) && get_be32(c.sense + 3) == 700);
+
+	/* BYTCHK=3: one block compared with each. */
+	v10[1] = 0x06;
+	cmd_init(&c, &nex_a, v10, 10);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = 512;
+	memset(c.buf, 0x22, 512);
+	scsi_cmd_exec(&c);
+	CHECK(c.out_want == 512);
+	memset(c.mio.io.iov[0].iov_base, 0x22, 1024);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+
+	/* BYTCHK=0: medium check only; a read error is reported. */
+	v10[1] = 0;
+	cmd_init(&c, &nex_a, v10, 10);
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && c.out_want == 0);
+	c.mio.complete(&c.mio, -EIO);
+	CHECK(is_check(&c, SENSE_KEY_MEDIUM_ERROR,
+		       ASC_UNRECOVERED_READ_ERROR));
+
+	/* Aborted while reading: TASK ABORTED, scratch freed (ASan). */
+	cmd_init(&c, &nex_a, v10, 10);
+	done_calls = 0;
+	scsi_cmd_exec(&c);
+	scsi_cmd_abort(&c);
+	c.mio.complete(&c.mio, -ECANCELED);
+	CHECK(done_calls == 1 && c.status == SAM_STAT_TASK_ABORTED);
+
+	/* Too little Data-Out for BYTCHK=1; reserved BYTCHK 2; range. */
+	v10[1] = 0x02;
+	cmd_init(&c, &nex_a, v10, 10);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = 512;
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	v10[1] = 0x04;
+	cmd_init(&c, &nex_a, v10, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	uint8_t v16[16] = { SCSI_OP_VERIFY_16 };
+	put_be64(v16 + 2, 2047);
+	put_be32(v16 + 10, 2);
+	cmd_init(&c, &nex_a, v16, 16);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
+
+	/* WRITE AND VERIFY is a FUA write. */
+	uint8_t wv[12] = { SCSI_OP_WRITE_VERIFY_12, 0x02, 0, 0, 0, 8,
+			   0, 0, 0, 1 };
+	cmd_init(&c, &nex_a, wv, 12);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = 512;
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && c.mio.io.op == BE_OP_WRITE &&
+	      (c.mio.io.flags & BE_IO_FUA) && c.mio.io.offset == 8 * 512);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+
+	/* PRE-FETCH: range check only. */
+	uint8_t pf[10] = { SCSI_OP_PRE_FETCH_10, 0, 0, 0, 0, 0, 0, 0, 8, 0 };
+	cmd_init(&c, &nex_a, pf, 10);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	pf[4] = 0x08;
+	cmd_init(&c, &nex_a, pf, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
+	cmd_free(&c);
+}
+
 static void test_abort(void)
 {
 	struct scsi_cmd c = { 0 };
@@ -1034,6 +1141,7 @@ int main(void)
 	test_bad_requests();
 	test_media_io();
 	test_abort();
+	test_verify();
 	test_report_supported_opcodes();
 	test_settings_default();
 	scsi_lun_state_free(&lun);
