@@ -1278,6 +1278,331 @@ static void test_free_while_failed(void)
 	teardown();
 }
 
+/* ---- the real thing: reactors on threads, a backend that flips ----
+ *
+ * Three reactor threads each keep commands in flight on one LUN while the
+ * main thread makes the backend fail and heal, sends verbs and LUN resets,
+ * and reactors abort some of their own commands.  Checked: every command
+ * completes exactly once, on its own reactor, never inside hang_submit(),
+ * with a result it may have; nothing is left over.  (Run it under
+ * -fsanitize=thread for races.) */
+
+#include <pthread.h>
+#include <unistd.h>
+
+#define TH_REACTORS 3
+#define TH_SLOTS 12
+
+static atomic_int th_fail;		/* what the backend answers now */
+static atomic_int th_bad;		/* broken invariants */
+static atomic_int th_refs;
+static atomic_uint th_backend_ios;
+static __thread bool th_in_submit;
+
+struct th_client;
+struct th_cmd {
+	struct media_io m;
+	uint8_t buf[512];
+	struct iovec iov;
+	struct th_client *cl;
+	unsigned gen;			/* bumped at each completion */
+	bool busy;
+};
+struct th_client {
+	struct reactor *r;
+	struct th_cmd cmd[TH_SLOTS];
+	atomic_uint issued, completed, cancelled, errors, busy_full;
+	atomic_int outstanding;
+	atomic_bool stopping;
+	unsigned rnd;
+};
+static struct th_client th_clients[TH_REACTORS];
+
+struct th_sio {
+	struct be_io *io;
+	int res;
+};
+
+static void th_done_call(void *arg)
+{
+	struct th_sio *s = arg;
+
+	s->io->done(s->io, s->res);
+	free(s);
+}
+
+static void th_submit(struct scsi_lun *lun UNUSED, struct be_io *io,
+		      struct reactor *r)
+{
+	struct th_sio *s = malloc(sizeof(*s));
+
+	if (reactor_current() != r)
+		atomic_fetch_add(&th_bad, 1);
+	atomic_fetch_add(&th_backend_ios, 1);
+	s->io = io;
+	s->res = atomic_load(&th_fail);
+	if (reactor_call(r, th_done_call, s) < 0)
+		abort();
+}
+
+/* th_refs models lun->refcnt: 1 for the target table, 1 per user; the
+ * last put frees the hang state, as scsi_lun_put() does */
+static atomic_int th_freed;
+static void th_get(struct scsi_lun *l UNUSED)
+{
+	atomic_fetch_add(&th_refs, 1);
+}
+static void th_put(struct scsi_lun *l)
+{
+	if (atomic_fetch_sub(&th_refs, 1) == 1) {
+		hang_lun_free(l);
+		atomic_store(&th_freed, 1);
+	}
+}
+static bool th_tryget(struct scsi_lun *l UNUSED)
+{
+	int v = atomic_load(&th_refs);
+
+	while (v > 0)
+		if (atomic_compare_exchange_weak(&th_refs, &v, v + 1))
+			return true;
+	return false;
+}
+
+static const struct hang_env th_env = {
+	.now_ms = reactor_now_ms,
+	.call = reactor_call,
+	.timer_add = reactor_timer_add,
+	.timer_del = reactor_timer_del,
+	.submit = th_submit,
+	.lun_get = th_get,
+	.lun_put = th_put,
+	.lun_tryget = th_tryget,
+};
+
+static void th_issue(struct th_cmd *c);
+
+static void th_complete(struct media_io *m, int res)
+{
+	struct th_cmd *c = container_of(m, struct th_cmd, m);
+	struct th_client *cl = c->cl;
+
+	if (reactor_current() != cl->r || th_in_submit || !c->busy)
+		atomic_fetch_add(&th_bad, 1);
+	if (res != 0 && res != -EIO && res != -ECANCELED &&
+	    res != HANG_TASK_SET_FULL)
+		atomic_fetch_add(&th_bad, 1);
+	c->busy = false;
+	c->gen++;
+	atomic_fetch_add(&cl->completed, 1);
+	if (res == -ECANCELED)
+		atomic_fetch_add(&cl->cancelled, 1);
+	else if (res == HANG_TASK_SET_FULL)
+		atomic_fetch_add(&cl->busy_full, 1);
+	else if (res)
+		atomic_fetch_add(&cl->errors, 1);
+	atomic_fetch_sub(&cl->outstanding, 1);
+	if (!atomic_load(&cl->stopping))
+		th_issue(c);
+}
+
+struct th_abort {
+	struct th_cmd *c;
+	unsigned gen;
+};
+
+static void th_abort_call(void *arg)
+{
+	struct th_abort *a = arg;
+
+	/* only if that very command has not completed yet */
+	if (a->c->busy && a->c->gen == a->gen)
+		hang_abort(&L, &a->c->m);
+	free(a);
+}
+
+static void th_issue(struct th_cmd *c)
+{
+	struct th_client *cl = c->cl;
+	unsigned x = cl->rnd = cl->rnd * 1103515245u + 12345u;
+
+	memset(&c->m, 0, sizeof(c->m));
+	c->m.io.op = (x >> 8) % 3 == 0 ? BE_OP_READ :
+		     (x >> 8) % 7 == 1 ? BE_OP_FLUSH : BE_OP_WRITE;
+	c->m.io.offset = (uint64_t)((x >> 12) % 64) * 512;
+	c->m.io.length = c->m.io.op == BE_OP_FLUSH ? 0 : 512;
+	c->iov.iov_base = c->buf;
+	c->iov.iov_len = 512;
+	c->m.io.iov = &c->iov;
+	c->m.io.iovcnt = 1;
+	c->m.seq = atomic_fetch_add(&L.seq, 1);
+	c->m.nexus_id = (uint64_t)(cl - th_clients);
+	c->m.origin = cl->r;
+	c->m.complete = th_complete;
+	c->busy = true;
+	atomic_fetch_add(&cl->issued, 1);
+	atomic_fetch_add(&cl->outstanding, 1);
+	th_in_submit = true;
+	hang_submit(&L, &c->m);
+	th_in_submit = false;
+	if ((x >> 20) % 10 == 0) {
+		struct th_abort *a = malloc(sizeof(*a));
+
+		a->c = c;
+		a->gen = c->gen;
+		if (reactor_call(cl->r, th_abort_call, a) < 0)
+			abort();
+	}
+}
+
+static void th_start(void *arg)
+{
+	struct th_client *cl = arg;
+
+	for (int i = 0; i < TH_SLOTS; i++) {
+		cl->cmd[i].cl = cl;
+		th_issue(&cl->cmd[i]);
+	}
+}
+
+static void *th_thread(void *arg)
+{
+	reactor_run(arg);
+	return NULL;
+}
+
+static void th_sleep_ms(unsigned ms)
+{
+	usleep(ms * 1000);
+}
+
+static void test_threads_phase(uint32_t timeout_ms, unsigned run_ms)
+{
+	struct reactor *rs[TH_REACTORS];
+	pthread_t th[TH_REACTORS];
+	unsigned rnd = 7;
+	uint64_t issued = 0, completed = 0, cancelled = 0, errors = 0;
+
+	memset(&L, 0, sizeof(L));
+	L.target = &T;
+	L.set.lun = 2;
+	L.set.block_size = 512;
+	L.nblocks = 64;
+	L.set.rerror = ERR_POLICY_RETRY;
+	L.set.werror = ERR_POLICY_RETRY;
+	L.set.retry_interval_ms = 2;
+	L.set.retry_timeout_ms = timeout_ms;
+	set_retry_errors();
+	CHECK(hang_lun_init(&L) == 0);
+	H->env = &th_env;
+	H->max_cmds = TH_REACTORS * TH_SLOTS - 4;	/* hit the limit too */
+	atomic_store(&th_fail, 0);
+	atomic_store(&th_bad, 0);
+	atomic_store(&th_refs, 1);
+	atomic_store(&th_freed, 0);
+	memset(th_clients, 0, sizeof(th_clients));
+	for (int i = 0; i < TH_REACTORS; i++) {
+		rs[i] = reactor_new(i);
+		CHECK(rs[i] != NULL);
+		th_clients[i].r = rs[i];
+		th_clients[i].rnd = 1000u + (unsigned)i;
+		pthread_create(&th[i], NULL, th_thread, rs[i]);
+		reactor_call(rs[i], th_start, &th_clients[i]);
+	}
+	for (unsigned t = 0; t < run_ms; t += 5) {
+		rnd = rnd * 1103515245u + 12345u;
+		switch ((rnd >> 16) % 40) {
+		case 0 ... 7:
+			atomic_store(&th_fail, -EIO);
+			break;
+		case 8 ... 17:
+			atomic_store(&th_fail, 0);
+			break;
+		case 18:
+			hang_verb(&L, "pause");
+			break;
+		case 19:
+		case 20:
+			hang_verb(&L, "resume");
+			break;
+		case 21:
+			hang_verb(&L, "retry");
+			break;
+		case 22:
+			hang_verb(&L, "fail");
+			break;
+		case 23:
+			hang_abort_nexus(&L, HANG_NEXUS_ALL, NULL, NULL, NULL);
+			break;
+		case 24:
+			hang_abort_nexus(&L, (rnd >> 8) % TH_REACTORS, NULL,
+					 NULL, NULL);
+			break;
+		case 25: {
+			char buf[1024];
+
+			CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+			break;
+		}
+		default:
+			break;
+		}
+		th_sleep_ms(5);
+	}
+	/* heal, stop issuing, drain */
+	atomic_store(&th_fail, 0);
+	hang_verb(&L, "resume");
+	for (int i = 0; i < TH_REACTORS; i++)
+		atomic_store(&th_clients[i].stopping, true);
+	for (int w = 0; w < 1000; w++) {
+		int out = 0;
+
+		for (int i = 0; i < TH_REACTORS; i++)
+			out += atomic_load(&th_clients[i].outstanding);
+		if (!out)
+			break;
+		th_sleep_ms(5);
+	}
+	for (int i = 0; i < TH_REACTORS; i++) {
+		issued += atomic_load(&th_clients[i].issued);
+		completed += atomic_load(&th_clients[i].completed);
+		cancelled += atomic_load(&th_clients[i].cancelled);
+		errors += atomic_load(&th_clients[i].errors);
+		CHECK(atomic_load(&th_clients[i].outstanding) == 0);
+	}
+	CHECK(issued == completed);
+	CHECK(atomic_load(&th_bad) == 0);
+	CHECK(H->nheld == 0 && H->nqueued == 0);
+	/* the table lets go while the reactors run: the last reference
+	 * frees the hang state, any armed timer frees the rest */
+	th_put(&L);
+	for (int w = 0; w < 200 && !atomic_load(&th_freed); w++)
+		th_sleep_ms(5);
+	CHECK(atomic_load(&th_freed) == 1);
+	th_sleep_ms(50);
+	for (int i = 0; i < TH_REACTORS; i++) {
+		reactor_stop(rs[i]);
+		pthread_join(th[i], NULL);
+		reactor_free(rs[i]);
+	}
+	CHECK(atomic_load(&th_refs) == 0);
+	CHECK(list_empty(&hang_orphans));
+	if (getenv("HANG_TEST_LOG"))
+		fprintf(stderr, "threads(timeout %u): %llu commands, %llu "
+			"cancelled, %llu errors, %u backend I/Os\n", timeout_ms,
+			(unsigned long long)issued,
+			(unsigned long long)cancelled,
+			(unsigned long long)errors,
+			atomic_load(&th_backend_ios));
+	CHECK(issued > 1000);
+}
+
+static void test_threads(void)
+{
+	test_threads_phase(0, 800);	/* hangs never time out */
+	test_threads_phase(15, 800);	/* with failed states */
+}
+
 int main(void)
 {
 	test_ok_path();
@@ -1305,6 +1630,7 @@ int main(void)
 	test_recheck();
 	test_same_reactor_never_inside_submit();
 	test_free_while_failed();
+	test_threads();
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;
 }
