@@ -110,7 +110,7 @@ void hang_call_or_die(struct hang_lun *h, struct reactor *r,
 		      void (*fn)(void *arg), void *arg)
 {
 	if (h->env->call(r, fn, arg) < 0) {
-		log_err("hang: %s lun %llu: cannot queue a reactor call",
+		log_err("hang: %s LUN %llu: cannot queue a reactor call",
 			hang_tgt_name(h), (unsigned long long)h->lun->set.lun);
 		abort();
 	}
@@ -155,7 +155,7 @@ static int hang_set_state(struct hang_lun *h, int to, unsigned ncmds,
 	char what[96];
 
 	if (!hang_transition_ok(from, to)) {
-		log_err("hang: %s lun %llu: refused transition %s -> %s",
+		log_err("hang: %s LUN %llu: refused transition %s -> %s",
 			hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
 			hang_state_name(from), hang_state_name(to));
 		return -EINVAL;
@@ -178,17 +178,17 @@ static int hang_set_state(struct hang_lun *h, int to, unsigned ncmds,
 	atomic_store_explicit(&h->state, to, memory_order_release);
 
 	if (to == HANG_HUNG)
-		log_info("hang: %s lun %llu: hung: %s, %u command(s) held",
+		log_info("hang: %s LUN %llu: hung: %s, %u command(s) held",
 			 hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
 			 what, ncmds);
 	else if (to == HANG_FAILED)
-		log_info("hang: %s lun %llu: failed after %llu.%llus (%s): "
+		log_info("hang: %s LUN %llu: failed after %llu.%llus (%s): "
 			 "%s, %u command(s) reported",
 			 hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
 			 (unsigned long long)dur / 1000,
 			 (unsigned long long)dur % 1000 / 100, why, what, ncmds);
 	else
-		log_info("hang: %s lun %llu: recovered from %s after "
+		log_info("hang: %s LUN %llu: recovered from %s after "
 			 "%llu.%llus (%s): %s, %u command(s) resubmitted",
 			 hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
 			 hang_state_name(from), (unsigned long long)dur / 1000,

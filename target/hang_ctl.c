@@ -80,7 +80,7 @@ void hang_abort(struct scsi_lun *lun, struct media_io *m)
 	 * queued behind it (reactor_call is FIFO per sender) */
 	req = malloc(sizeof(*req));
 	if (!req) {
-		log_err("hang: lun %llu: no memory to abort a command",
+		log_err("hang: LUN %llu: no memory to abort a command",
 			(unsigned long long)lun->set.lun);
 		return;
 	}

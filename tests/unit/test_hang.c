@@ -512,7 +512,7 @@ static void test_hold_probe_recover(void)
 	CHECK(H->t0 == t0 && H->err == EIO && H->op == BE_OP_WRITE &&
 	      H->lba == 2048);
 	CHECK(logged("hung: EIO on write at LBA 2048, 1 command(s) held"));
-	CHECK(logged("iqn.2026-11.test:hang lun 1"));
+	CHECK(logged("hang: iqn.2026-11.test:hang LUN 1: "));
 
 	/* a later command from another reactor is queued, not sent */
 	struct tcmd *c2 = go(BE_OP_READ, 7, R2);
