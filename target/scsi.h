@@ -81,6 +81,8 @@ struct scsi_cmd {
 	uint32_t nblocks;
 	int stage;
 	bool aborted;
+	uint32_t cursor;		/* next part of a multi-part command
+					 * (UNMAP descriptors) */
 };
 
 /* Allocate a zeroed buffer aligned for O_DIRECT (4096).  NULL on failure. */

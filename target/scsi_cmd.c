@@ -294,7 +294,7 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 	cmd->in_len = 0;
 	cmd->out_want = 0;
 
-	const struct scsi_op_desc *d = scsi_op_lookup(cmd->cdb);
+	const struct scsi_op_desc *d = scsi_op_lookup(lun, cmd->cdb);
 
 	if (!lun && !(d && (d->flags & SCSI_OPF_NO_LUN))) {
 		/* SPC-4 4.6.4: commands to an absent LUN other than INQUIRY,

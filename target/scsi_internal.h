@@ -28,6 +28,8 @@
 #define SCSI_OP_VERIFY_10		0x2f
 #define SCSI_OP_PRE_FETCH_10		0x34
 #define SCSI_OP_SYNCHRONIZE_CACHE_10	0x35
+#define SCSI_OP_WRITE_SAME_10		0x41
+#define SCSI_OP_UNMAP			0x42
 #define SCSI_OP_MODE_SENSE_10		0x5a
 #define SCSI_OP_READ_16			0x88
 #define SCSI_OP_WRITE_16		0x8a
@@ -35,6 +37,7 @@
 #define SCSI_OP_VERIFY_16		0x8f
 #define SCSI_OP_PRE_FETCH_16		0x90
 #define SCSI_OP_SYNCHRONIZE_CACHE_16	0x91
+#define SCSI_OP_WRITE_SAME_16		0x93
 #define SCSI_OP_SERVICE_ACTION_IN_16	0x9e
 #define SCSI_OP_REPORT_LUNS		0xa0
 #define SCSI_OP_MAINTENANCE_IN		0xa3
@@ -104,6 +107,7 @@ typedef enum scsi_exec_result (*scsi_handler_fn)(struct scsi_cmd *cmd);
 #define SCSI_OPF_NEEDS_READY	0x20	/* NOT READY while the LUN is offline */
 #define SCSI_OPF_HAS_SA		0x40	/* sa field is a service action in
 					 * CDB byte 1 bits 4:0 */
+#define SCSI_OPF_THIN		0x80	/* only on thin LUNs (LBPU) */
 
 /* One supported command.  The same table serves dispatch and (later)
  * REPORT SUPPORTED OPERATION CODES (SPC-4 6.35), hence cdb_len. */
@@ -120,7 +124,9 @@ struct scsi_op_desc {
 /* The table (scsi_ops.c), sorted by opcode then service action. */
 extern const struct scsi_op_desc scsi_op_table[];
 extern const unsigned scsi_op_table_len;
-const struct scsi_op_desc *scsi_op_lookup(const uint8_t *cdb);
+/* The row for cdb as served on lun (NULL lun: an absent LUN). */
+const struct scsi_op_desc *scsi_op_lookup(const struct scsi_lun *lun,
+					  const uint8_t *cdb);
 
 /* Execution stages of a command (cmd->stage).  The transport hands the
  * SCSI layer a zeroed SCSI-private area, i.e. SCSI_STAGE_NEW. */
@@ -191,9 +197,28 @@ enum scsi_exec_result sbc_synchronize_cache(struct scsi_cmd *cmd);
 enum scsi_exec_result sbc_verify(struct scsi_cmd *cmd);
 enum scsi_exec_result sbc_pre_fetch(struct scsi_cmd *cmd);
 
+/* Shared by the SBC files: range check, and media I/O through the hang
+ * engine.  complete NULL: the default completion (status from res, read
+ * length, counters).  sbc_media_finish() is that default's common tail,
+ * for completions that did their own part first. */
+bool sbc_lba_range_ok(const struct scsi_lun *lun, uint64_t lba, uint64_t n);
+enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
+				       unsigned flags, uint64_t offset,
+				       uint64_t length, void *data,
+				       void (*complete)(struct media_io *m,
+							int res));
+void sbc_media_finish(struct scsi_cmd *cmd, int res);
+
 /* Largest transfer one command may ask for, in bytes (reported in the
- * Block Limits VPD page; bounds the Data-In buffer). */
+ * Block Limits VPD page; bounds the Data-In buffer and WRITE SAME). */
 #define SBC_MAX_TRANSFER_BYTES (8u << 20)
+/* UNMAP limits (Block Limits VPD page). */
+#define SBC_MAX_UNMAP_DESCRIPTORS 256
+#define SBC_MAX_UNMAP_LBA_COUNT 0xffffffffu	/* no limit */
+
+/* scsi_sbc_lbp.c */
+enum scsi_exec_result sbc_unmap(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd);
 
 /* Stable 64-bit FNV-1a hash used for default serial numbers and NAA
  * identifiers (scsi_spc.c). */

@@ -58,6 +58,10 @@ const struct scsi_op_desc scsi_op_table[] = {
 	OP(SCSI_OP_SYNCHRONIZE_CACHE_10, 0, 10, MEDIA_RD,
 	   sbc_synchronize_cache, "SYNCHRONIZE CACHE(10)",
 	   0, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, CTL),
+	OP(SCSI_OP_WRITE_SAME_10, 0, 10, MEDIA_WR, sbc_write_same,
+	   "WRITE SAME(10)", 0xf8, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, CTL),
+	OP(SCSI_OP_UNMAP, 0, 10, MEDIA_WR | SCSI_OPF_THIN, sbc_unmap, "UNMAP",
+	   0x01, 0, 0, 0, 0, 0, 0xff, 0xff, CTL),
 	OP(SCSI_OP_MODE_SENSE_10, 0, 10, 0, spc_mode_sense, "MODE SENSE(10)",
 	   0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, CTL),
 	OP(SCSI_OP_READ_16, 0, 16, MEDIA_RD, sbc_read_write, "READ(16)",
@@ -81,6 +85,10 @@ const struct scsi_op_desc scsi_op_table[] = {
 	OP(SCSI_OP_SYNCHRONIZE_CACHE_16, 0, 16, MEDIA_RD,
 	   sbc_synchronize_cache, "SYNCHRONIZE CACHE(16)",
 	   0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	   0xff, 0xff, 0xff, 0xff, 0, CTL),
+	OP(SCSI_OP_WRITE_SAME_16, 0, 16, MEDIA_WR, sbc_write_same,
+	   "WRITE SAME(16)",
+	   0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
 	   0xff, 0xff, 0xff, 0xff, 0, CTL),
 	OP(SCSI_OP_SERVICE_ACTION_IN_16, SCSI_SAI_READ_CAPACITY_16, 16,
 	   SCSI_OPF_HAS_SA | SCSI_OPF_NEEDS_READY, sbc_read_capacity_16,
@@ -108,13 +116,22 @@ const unsigned scsi_op_table_len = ARRAY_SIZE(scsi_op_table);
 
 #define CDB_SA_MASK 0x1f
 
-static const struct scsi_op_desc *op_find(uint8_t opcode, uint16_t sa,
+/* Is row d served for this LUN?  UNMAP only on thin LUNs. */
+static bool op_available(const struct scsi_op_desc *d,
+			 const struct scsi_lun *lun)
+{
+	return !(d->flags & SCSI_OPF_THIN) ||
+	       (lun && lun->set.thin_provisioning);
+}
+
+static const struct scsi_op_desc *op_find(const struct scsi_lun *lun,
+					  uint8_t opcode, uint16_t sa,
 					  bool match_sa)
 {
 	for (unsigned i = 0; i < scsi_op_table_len; i++) {
 		const struct scsi_op_desc *d = &scsi_op_table[i];
 
-		if (d->opcode != opcode)
+		if (d->opcode != opcode || !op_available(d, lun))
 			continue;
 		if (match_sa && (d->flags & SCSI_OPF_HAS_SA) && d->sa != sa)
 			continue;
@@ -126,14 +143,15 @@ static const struct scsi_op_desc *op_find(uint8_t opcode, uint16_t sa,
 /* Does opcode use service actions (any row for it has one)? */
 static bool op_has_sa(uint8_t opcode)
 {
-	const struct scsi_op_desc *d = op_find(opcode, 0, false);
+	const struct scsi_op_desc *d = op_find(NULL, opcode, 0, false);
 
 	return d && (d->flags & SCSI_OPF_HAS_SA);
 }
 
-const struct scsi_op_desc *scsi_op_lookup(const uint8_t *cdb)
+const struct scsi_op_desc *scsi_op_lookup(const struct scsi_lun *lun,
+					  const uint8_t *cdb)
 {
-	return op_find(cdb[0], cdb[1] & CDB_SA_MASK, true);
+	return op_find(lun, cdb[0], cdb[1] & CDB_SA_MASK, true);
 }
 
 /* ---- REPORT SUPPORTED OPERATION CODES (SPC-4 6.35) ---- */
@@ -176,6 +194,8 @@ enum scsi_exec_result spc_report_supported_opcodes(struct scsi_cmd *cmd)
 		off = 4;
 		for (unsigned i = 0; i < scsi_op_table_len; i++) {
 			d = &scsi_op_table[i];
+			if (!op_available(d, cmd->lun))
+				continue;
 			b[off] = d->opcode;
 			if (d->flags & SCSI_OPF_HAS_SA) {
 				put_be16(b + off + 2, d->sa);
@@ -194,15 +214,15 @@ enum scsi_exec_result spc_report_supported_opcodes(struct scsi_cmd *cmd)
 		/* Only for opcodes without service actions. */
 		if (op_has_sa(req_op))
 			goto bad_field;
-		d = op_find(req_op, 0, false);
+		d = op_find(cmd->lun, req_op, 0, false);
 		break;
 	case RSOC_ONE_SA:
 		if (!op_has_sa(req_op))
 			goto bad_field;
-		d = op_find(req_op, req_sa, true);
+		d = op_find(cmd->lun, req_op, req_sa, true);
 		break;
 	case RSOC_ONE_EITHER:
-		d = op_find(req_op, req_sa, true);
+		d = op_find(cmd->lun, req_op, req_sa, true);
 		break;
 	default:
 		goto bad_field;

@@ -122,7 +122,7 @@ static bool is_verify_op(uint8_t op)
 }
 
 /* [lba, lba + n) must lie within the medium (SBC-3 4.5). */
-static bool lba_range_ok(const struct scsi_lun *lun, uint64_t lba, uint64_t n)
+bool sbc_lba_range_ok(const struct scsi_lun *lun, uint64_t lba, uint64_t n)
 {
 	uint64_t cap = lun->nblocks;
 
@@ -160,18 +160,11 @@ out:
 	cmd->iov.iov_base = NULL;
 }
 
-static void media_done(struct media_io *m, int res)
+void sbc_media_finish(struct scsi_cmd *cmd, int res)
 {
-	struct scsi_cmd *cmd = m->owner;
+	struct media_io *m = &cmd->mio;
 	struct scsi_lun *lun = cmd->lun;
 
-	if (is_verify_op(cmd->cdb[0])) {
-		verify_done(cmd, res);
-		if (res >= 0 && !cmd->aborted) {
-			scsi_cmd_complete(cmd);
-			return;
-		}
-	}
 	if (cmd->aborted || res == -ECANCELED) {
 		cmd->aborted = true;
 		scsi_cmd_complete(cmd);
@@ -199,10 +192,25 @@ static void media_done(struct media_io *m, int res)
 	scsi_cmd_complete(cmd);
 }
 
-static enum scsi_exec_result media_submit(struct scsi_cmd *cmd,
-					  enum be_op op, unsigned flags,
-					  uint64_t offset, uint64_t length,
-					  void *data)
+static void media_done(struct media_io *m, int res)
+{
+	struct scsi_cmd *cmd = m->owner;
+
+	if (is_verify_op(cmd->cdb[0])) {
+		verify_done(cmd, res);
+		if (res >= 0 && !cmd->aborted) {
+			scsi_cmd_complete(cmd);
+			return;
+		}
+	}
+	sbc_media_finish(cmd, res);
+}
+
+enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
+				       unsigned flags, uint64_t offset,
+				       uint64_t length, void *data,
+				       void (*complete)(struct media_io *m,
+							int res))
 {
 	struct media_io *m = &cmd->mio;
 
@@ -221,11 +229,19 @@ static enum scsi_exec_result media_submit(struct scsi_cmd *cmd,
 	m->nexus_id = cmd->nexus ? cmd->nexus->id : 0;
 	m->tag = (uint64_t)(uintptr_t)cmd;
 	m->origin = reactor_current();
-	m->complete = media_done;
+	m->complete = complete ? complete : media_done;
 	m->owner = cmd;
 	cmd->stage = SCSI_STAGE_MEDIA;
 	hang_submit(cmd->lun, m);
 	return SCSI_EXEC_ASYNC;
+}
+
+static enum scsi_exec_result media_submit(struct scsi_cmd *cmd,
+					  enum be_op op, unsigned flags,
+					  uint64_t offset, uint64_t length,
+					  void *data)
+{
+	return sbc_media_submit(cmd, op, flags, offset, length, data, NULL);
 }
 
 enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
@@ -253,7 +269,7 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 2);
 		return SCSI_EXEC_DONE;
 	}
-	if (!lba_range_ok(lun, rw.lba, rw.nblocks)) {
+	if (!sbc_lba_range_ok(lun, rw.lba, rw.nblocks)) {
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
 			   ASC_LBA_OUT_OF_RANGE);
 		return SCSI_EXEC_DONE;
@@ -351,7 +367,7 @@ enum scsi_exec_result sbc_synchronize_cache(struct scsi_cmd *cmd)
 	}
 	cmd->lba = lba;
 	cmd->nblocks = (uint32_t)MIN(n, (uint64_t)UINT32_MAX);
-	if (!lba_range_ok(lun, lba, n)) {
+	if (!sbc_lba_range_ok(lun, lba, n)) {
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
 			   ASC_LBA_OUT_OF_RANGE);
 		return SCSI_EXEC_DONE;
@@ -383,7 +399,7 @@ enum scsi_exec_result sbc_verify(struct scsi_cmd *cmd)
 		cmd->out_want = rw.bytchk == BYTCHK_ALL ?
 			(uint32_t)MIN((uint64_t)rw.nblocks * bs,
 				      (uint64_t)UINT32_MAX) : bs;
-	if (!lba_range_ok(lun, rw.lba, rw.nblocks)) {
+	if (!sbc_lba_range_ok(lun, rw.lba, rw.nblocks)) {
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
 			   ASC_LBA_OUT_OF_RANGE);
 		return SCSI_EXEC_DONE;
@@ -419,7 +435,7 @@ enum scsi_exec_result sbc_pre_fetch(struct scsi_cmd *cmd)
 	struct rw_cdb rw;
 
 	rw_decode(cmd->cdb, &rw);
-	if (!lba_range_ok(cmd->lun, rw.lba, rw.nblocks)) {
+	if (!sbc_lba_range_ok(cmd->lun, rw.lba, rw.nblocks)) {
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
 			   ASC_LBA_OUT_OF_RANGE);
 		return SCSI_EXEC_DONE;

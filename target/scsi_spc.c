@@ -290,14 +290,24 @@ static uint32_t vpd_device_id(const struct scsi_cmd *cmd, uint8_t *b)
 
 /* Block Limits (SBC-3 6.5.3) */
 #define VPD_B0_LEN 0x40
+#define B0_WSNZ 0x01	/* WRITE SAME with 0 blocks is refused */
+#define B0_UGAVALID 0x80
 static uint32_t vpd_block_limits(const struct scsi_cmd *cmd, uint8_t *b)
 {
 	uint32_t bs = cmd->lun->set.block_size ? cmd->lun->set.block_size : 512;
 	uint32_t gran = bs < 4096 ? 4096 / bs : 1;
 
+	b[4] = B0_WSNZ;
 	put_be16(b + 6, (uint16_t)gran);	/* optimal xfer granularity */
 	put_be32(b + 8, SBC_MAX_TRANSFER_BYTES / bs);	/* maximum xfer */
 	put_be32(b + 12, SBC_MAX_TRANSFER_BYTES / bs);	/* optimal xfer */
+	if (cmd->lun->set.thin_provisioning) {
+		put_be32(b + 20, SBC_MAX_UNMAP_LBA_COUNT);
+		put_be32(b + 24, SBC_MAX_UNMAP_DESCRIPTORS);
+		put_be32(b + 28, gran);		/* optimal unmap granularity */
+		b[32] = B0_UGAVALID;		/* aligned at LBA 0 */
+	}
+	put_be64(b + 36, SBC_MAX_TRANSFER_BYTES / bs);	/* max WRITE SAME */
 	return VPD_B0_LEN;
 }
 
@@ -310,16 +320,19 @@ static uint32_t vpd_block_chars(const struct scsi_cmd *cmd UNUSED, uint8_t *b)
 	return VPD_B1_LEN;
 }
 
-/* Logical Block Provisioning (SBC-3 6.5.4).  UNMAP / WRITE SAME are not
- * served yet, so LBPU and LBPWS stay 0; the provisioning type still says
- * whether the store is thin. */
+/* Logical Block Provisioning (SBC-3 6.5.4): a thin LUN deallocates with
+ * UNMAP and WRITE SAME(10/16) with the UNMAP bit, and deallocated blocks
+ * read back as zeroes. */
 #define VPD_B2_LEN 8
+#define LBP_LBPU 0x80
+#define LBP_LBPWS 0x40
+#define LBP_LBPWS10 0x20
 #define LBP_LBPRZ 0x04
 #define LBP_TYPE_THIN 0x02
 static uint32_t vpd_lb_provisioning(const struct scsi_cmd *cmd, uint8_t *b)
 {
 	if (cmd->lun->set.thin_provisioning) {
-		b[5] = LBP_LBPRZ;
+		b[5] = LBP_LBPU | LBP_LBPWS | LBP_LBPWS10 | LBP_LBPRZ;
 		b[6] = LBP_TYPE_THIN;
 	}
 	return VPD_B2_LEN;

@@ -997,6 +997,154 @@ static void test_verify(void)
 	cmd_free(&c);
 }
 
+static void test_provisioning(void)
+{
+	struct scsi_cmd c = { 0 };
+	uint8_t um[10] = { SCSI_OP_UNMAP, 0, 0, 0, 0, 0, 0, 0, 56, 0 };
+	uint8_t ws16[16] = { SCSI_OP_WRITE_SAME_16, 0x08 };
+	uint8_t *p;
+
+	lun_setup();
+	clear_ua(&nex_a);
+
+	/* Not thin: UNMAP is not a supported command; B2 says so. */
+	cmd_init(&c, &nex_a, um, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_INVALID_OPCODE));
+	inquiry_vpd(&c, 0xb2);
+	CHECK(c.buf[5] == 0 && c.buf[6] == 0);
+	inquiry_vpd(&c, 0xb0);
+	CHECK(c.buf[4] == 1 && get_be32(c.buf + 20) == 0 &&
+	      get_be32(c.buf + 24) == 0 &&
+	      get_be64(c.buf + 36) == SBC_MAX_TRANSFER_BYTES / 512);
+
+	lun.set.thin_provisioning = true;
+	inquiry_vpd(&c, 0xb2);
+	CHECK(c.buf[5] == 0xe4 && c.buf[6] == 2);
+	inquiry_vpd(&c, 0xb0);
+	CHECK(get_be32(c.buf + 20) == 0xffffffff &&
+	      get_be32(c.buf + 24) == SBC_MAX_UNMAP_DESCRIPTORS &&
+	      get_be32(c.buf + 28) == 8);
+
+	/* Two descriptors (and an empty one) run one after the other. */
+	cmd_init(&c, &nex_a, um, 10);
+	p = c.buf = scsi_buf_alloc(56);
+	c.buf_len = c.out_len = 56;
+	put_be16(p, 54);
+	put_be16(p + 2, 48);
+	put_be64(p + 8, 16);
+	put_be32(p + 16, 8);
+	put_be64(p + 24, 100);
+	put_be32(p + 32, 0);
+	put_be64(p + 40, 2000);
+	put_be32(p + 48, 48);
+	done_calls = 0;
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && c.mio.io.op == BE_OP_UNMAP &&
+	      c.mio.io.offset == 16 * 512 && c.mio.io.length == 8 * 512);
+	CHECK(c.out_want == 56);
+	struct media_io *first = pending;
+	c.mio.complete(&c.mio, 0);
+	CHECK(done_calls == 0 && pending == first &&
+	      c.mio.io.op == BE_OP_UNMAP && c.mio.io.offset == 2000 * 512 &&
+	      c.mio.io.length == 48 * 512);
+	c.mio.complete(&c.mio, 0);
+	CHECK(done_calls == 1 && c.status == SAM_STAT_GOOD);
+
+	/* A failing descriptor ends it with the write-side sense. */
+	cmd_init(&c, &nex_a, um, 10);
+	p = c.buf = scsi_buf_alloc(56);
+	c.buf_len = c.out_len = 56;
+	put_be16(p + 2, 16);
+	put_be64(p + 8, 1);
+	put_be32(p + 16, 1);
+	scsi_cmd_exec(&c);
+	c.mio.complete(&c.mio, -ENOSPC);
+	CHECK(is_check(&c, SENSE_KEY_DATA_PROTECT,
+		       ASC_SPACE_ALLOC_FAILED_WRITE_PROTECT));
+
+	/* Out of range descriptor, short parameter list, zero length. */
+	cmd_init(&c, &nex_a, um, 10);
+	p = c.buf = scsi_buf_alloc(56);
+	c.buf_len = c.out_len = 56;
+	put_be16(p + 2, 16);
+	put_be64(p + 8, 2040);
+	put_be32(p + 16, 9);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
+	um[8] = 4;
+	cmd_init(&c, &nex_a, um, 10);
+	c.buf = scsi_buf_alloc(4);
+	c.buf_len = c.out_len = 4;
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_PARAMETER_LIST_LENGTH_ERROR));
+	um[8] = 0;
+	cmd_init(&c, &nex_a, um, 10);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+
+	/* WRITE SAME(16) UNMAP with zeroes on a thin LUN deallocates. */
+	put_be64(ws16 + 2, 64);
+	put_be32(ws16 + 10, 32);
+	cmd_init(&c, &nex_a, ws16, 16);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && c.mio.io.op == BE_OP_UNMAP &&
+	      c.mio.io.offset == 64 * 512 && c.mio.io.length == 32 * 512);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	/* Without UNMAP: write zeroes. */
+	ws16[1] = 0;
+	cmd_init(&c, &nex_a, ws16, 16);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	scsi_cmd_exec(&c);
+	CHECK(c.mio.io.op == BE_OP_WRITE_ZEROES);
+	c.mio.complete(&c.mio, 0);
+	/* A pattern is written block by block into one buffer. */
+	uint8_t ws10[10] = { SCSI_OP_WRITE_SAME_10, 0x08, 0, 0, 0, 8, 0, 0, 3,
+			     0 };
+	cmd_init(&c, &nex_a, ws10, 10);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	memset(c.buf, 0x5a, 512);
+	scsi_cmd_exec(&c);
+	CHECK(c.mio.io.op == BE_OP_WRITE && c.mio.io.length == 3 * 512 &&
+	      c.mio.io.offset == 8 * 512 &&
+	      ((uint8_t *)c.mio.io.iov[0].iov_base)[3 * 512 - 1] == 0x5a);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	/* Two blocks of Data-Out for a one-block pattern: refused. */
+	cmd_init(&c, &nex_a, ws10, 10);
+	c.buf = scsi_buf_alloc(1024);
+	c.buf_len = c.out_len = 1024;
+	c.exp_len = 1024;
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	/* WSNZ: zero blocks refused; range checked; read-only refused. */
+	ws10[8] = 0;
+	cmd_init(&c, &nex_a, ws10, 10);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	ws10[5] = 0xff;
+	ws10[4] = 0x07;
+	ws10[8] = 2;
+	cmd_init(&c, &nex_a, ws10, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
+	lun.set.readonly = true;
+	cmd_init(&c, &nex_a, ws10, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_DATA_PROTECT, ASC_WRITE_PROTECTED));
+	cmd_free(&c);
+}
+
 static void test_abort(void)
 {
 	struct scsi_cmd c = { 0 };
@@ -1055,10 +1203,16 @@ static void test_report_supported_opcodes(void)
 
 	lun_setup();
 	clear_ua(&nex_a);
+	/* UNMAP is listed only on a thin LUN. */
+	lun.set.thin_provisioning = true;
+	rsoc(&c, 0, 0, 0);
+	CHECK(c.status == SAM_STAT_GOOD &&
+	      get_be32(c.buf) == scsi_op_table_len * 8);
+	lun.set.thin_provisioning = false;
 	rsoc(&c, 0, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD);
-	CHECK(get_be32(c.buf) == scsi_op_table_len * 8 &&
-	      c.in_len == 4 + scsi_op_table_len * 8);
+	CHECK(get_be32(c.buf) == (scsi_op_table_len - 1) * 8 &&
+	      c.in_len == 4 + (scsi_op_table_len - 1) * 8);
 	bool seen_read10 = false, seen_rc16 = false;
 	for (uint32_t off = 4; off < c.in_len; off += 8) {
 		if (c.buf[off] == SCSI_OP_READ_10)
@@ -1072,7 +1226,7 @@ static void test_report_supported_opcodes(void)
 	/* RCTD adds a command timeouts descriptor to each. */
 	rsoc(&c, 0x80, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD &&
-	      get_be32(c.buf) == scsi_op_table_len * 20 &&
+	      get_be32(c.buf) == (scsi_op_table_len - 1) * 20 &&
 	      c.buf[4 + 5] == 0x02 && get_be16(c.buf + 4 + 8) == 0x0a);
 
 	/* One command: READ(10) examines DPO and FUA. */
@@ -1142,6 +1296,7 @@ int main(void)
 	test_media_io();
 	test_abort();
 	test_verify();
+	test_provisioning();
 	test_report_supported_opcodes();
 	test_settings_default();
 	scsi_lun_state_free(&lun);
