@@ -30,14 +30,6 @@
 #define ISCSI_DEFAULT_PORT 3260		/* IANA well-known iSCSI port */
 #define CFG_TID_MAX 65535
 
-/* Parsing context: where messages point and where the first one goes. */
-struct cfg_ctx {
-	const char *file;	/* as the user named it */
-	char dir[PATH_MAX];	/* directory of the file (for relative paths) */
-	char *err;
-	unsigned errlen;
-};
-
 static const char *cfg_file_of(const struct cfg_ctx *c,
 			       const config_setting_t *s)
 {
@@ -45,18 +37,15 @@ static const char *cfg_file_of(const struct cfg_ctx *c,
 	return f ? f : c->file;
 }
 
-static void cfg_where(const struct cfg_ctx *c, const config_setting_t *s,
-		      char *buf, size_t len)
+void cfg_where(const struct cfg_ctx *c, const config_setting_t *s,
+	       char *buf, size_t len)
 {
 	snprintf(buf, len, "%s:%u", cfg_file_of(c, s),
 		 s ? config_setting_source_line(s) : 0);
 }
 
-static int cfg_fail(struct cfg_ctx *c, const config_setting_t *s,
-		    const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int cfg_fail(struct cfg_ctx *c, const config_setting_t *s,
-		    const char *key, const char *fmt, ...)
+int cfg_fail(struct cfg_ctx *c, const config_setting_t *s, const char *key,
+	     const char *fmt, ...)
 {
 	char reason[512];
 	va_list ap;
@@ -69,7 +58,20 @@ static int cfg_fail(struct cfg_ctx *c, const config_setting_t *s,
 	return -EINVAL;
 }
 
-static const char *cfg_type_name(int type)
+int cfg_fail_at(struct cfg_ctx *c, const char *where, const char *key,
+		const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, c->errlen, "%s: %s: %s", where, key, reason);
+	return -EINVAL;
+}
+
+const char *cfg_type_name(int type)
 {
 	switch (type) {
 	case CONFIG_TYPE_GROUP: return "a group { }";
@@ -681,6 +683,9 @@ static int cfg_target(struct cfg_ctx *c, const config_setting_t *g,
 			t->has_nop_count = true;
 		} else if (strcmp(key, "params") == 0) {
 			ret = cfg_params(c, v, t);
+		} else if (strcmp(key, "incoming_users") == 0 ||
+			   strcmp(key, "outgoing_user") == 0) {
+			ret = cfg_auth_member(c, v, &t->auth);
 		} else if (strcmp(key, "luns") == 0) {
 			luns = v;
 		} else {
@@ -733,6 +738,7 @@ void cfg_priv_free(struct cfg_priv *pv)
 {
 	if (!pv)
 		return;
+	cfg_auth_free(pv);
 	for (int i = 0; i < pv->nr_targets; i++) {
 		free(pv->targets[i].acls);
 		free(pv->targets[i].params);
@@ -785,6 +791,10 @@ int config_load(const char *path, struct config *cfg, char *err,
 
 		if (strcmp(key, "portals") == 0)
 			ret = cfg_portals(&c, s, cfg);
+		else if (strcmp(key, "accounts") == 0)
+			ret = cfg_accounts(&c, s, pv);
+		else if (strcmp(key, "discovery") == 0)
+			ret = cfg_discovery(&c, s, pv);
 		else if (strcmp(key, "targets") == 0)
 			targets = s;
 		else
@@ -804,6 +814,8 @@ int config_load(const char *path, struct config *cfg, char *err,
 								     (unsigned)i),
 					 pv);
 	}
+	if (!ret)
+		ret = cfg_auth_check(&c, pv);
 	if (!ret && cfg->nr_portals == 0) {
 		/* No portals key: listen on the iSCSI port everywhere. */
 		struct portal_config *p = &cfg->portals[0];

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "config.h"
 #include "config_internal.h"
 #include "target.h"
@@ -84,14 +85,32 @@ static void cfg_rollback(const struct cfg_priv *pv, int nr_created,
 	cfg_made_free(made, true);
 }
 
+/* Free the names of the accounts config_apply created; with remove, delete
+ * the accounts too (and with them their bindings). */
+static void cfg_accounts_free(char **names, int n, bool remove)
+{
+	for (int i = 0; i < n; i++) {
+		if (remove)
+			acct_delete(names[i]);
+		free(names[i]);
+	}
+	free(names);
+}
+
 int config_apply(struct config *cfg, char *err, unsigned errlen)
 {
 	struct cfg_priv *pv = cfg->priv;
 	struct cfg_made made = { 0 };
-	int done = 0, ret = 0;
+	char **accounts = NULL;
+	int nr_accounts = 0, done = 0, ret = 0;
 
 	if (!pv)
 		return 0;
+
+	/* Accounts first: targets bind them as they are created. */
+	ret = cfg_auth_apply(pv, err, errlen, &accounts, &nr_accounts);
+	if (ret)
+		goto fail;
 
 	for (done = 0; done < pv->nr_targets; done++) {
 		const struct cfg_target *ct = &pv->targets[done];
@@ -138,6 +157,8 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 					 strerror(-ret));
 		}
 		tgt_put(t);
+		if (!ret)
+			ret = cfg_auth_bind(&ct->auth, ct->tid, err, errlen);
 		if (ret) {
 			done++;
 			goto fail;
@@ -174,12 +195,17 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 			}
 		}
 	}
+	ret = cfg_auth_bind(&pv->discovery, ACCT_DISCOVERY_TID, err, errlen);
+	if (ret)
+		goto fail;
 	cfg_made_free(&made, false);
+	cfg_accounts_free(accounts, nr_accounts, false);
 	return 0;
 
 fail:
 	log_err("configuration %s not applied: %s", cfg->path, err);
 	cfg_rollback(pv, done, &made);
+	cfg_accounts_free(accounts, nr_accounts, true);
 	return ret < 0 ? ret : -EINVAL;
 }
 

@@ -400,11 +400,7 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 	case MGMT_MODE_DEVICE:
 		return mgmt_lun(req);
 	case MGMT_MODE_ACCOUNT:
-		/* No CHAP accounts yet: an empty list, so tgt-admin's
-		 * `show --mode account` scrape works. */
-		if (req->op == MGMT_OP_SHOW)
-			return MGMT_SUCCESS;
-		return MGMT_UNSUPPORTED_OPERATION;
+		return mgmt_account(req, b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }

@@ -87,6 +87,9 @@ int mgmt_payload_split(const char *payload, char **copy, char **items);
 
 /* `--mode logicalunit` requests (mgmt_lun.c).  Returns a MGMT_* error. */
 int mgmt_lun(const struct mgmt_req *req);
+struct mgmt_buf;
+/* `--mode account` requests (mgmt_account.c). */
+int mgmt_account(const struct mgmt_req *req, struct mgmt_buf *b);
 
 /* A growing text buffer for reply bodies. */
 struct mgmt_buf {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "account.h"
 #include "hang.h"
 #include "iscsi.h"
 #include "mgmt_internal.h"
@@ -171,6 +172,12 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 
 /* ---- targets ---- */
 
+static void show_bound_account(const char *user, bool outgoing, void *arg)
+{
+	mgmt_buf_printf(arg, "        %s%s\n", user,
+			outgoing ? " (outgoing)" : "");
+}
+
 struct show_targets {
 	struct mgmt_buf *b;
 	int tid;
@@ -206,6 +213,7 @@ static void show_target(struct target *t, void *arg)
 		scsi_lun_put(lun);
 	}
 	mgmt_buf_printf(b, "    Account information:\n");
+	acct_for_each_bound(t->tid, show_bound_account, b);
 	mgmt_buf_printf(b, "    ACL information:\n");
 	pthread_mutex_lock(&t->lock);
 	list_for_each_entry(a, &t->acls, link)

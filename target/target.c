@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "account.h"
 #include "iscsi_param.h"
 #include "scsi.h"
 #include "target.h"
@@ -184,6 +185,9 @@ int tgt_delete(int tid, bool force)
 	 * holding a reference keep it alive until they close. */
 	list_del(&t->link);
 	pthread_rwlock_unlock(&tgt_table_lock);
+	/* A later target with the same tid must not inherit its CHAP
+	 * accounts. */
+	acct_unbind_all(tid);
 	log_info("target %d %s deleted%s", tid, t->name,
 		 force ? " (forced)" : "");
 	tgt_put(t);

@@ -566,3 +566,73 @@ def test_target_update(holdfast):
     assert not can_login(d)
     tupdate("state", "ready")
     assert can_login(d)
+
+
+# --------------------------------------------------------------------------
+# CHAP accounts
+
+def inq(d, user=None, password=None):
+    cred = "%s%%%s@" % (user, password) if user else ""
+    return run(["iscsi-inq", "iscsi://%s%s/%s/1" % (cred, d.portal, d.iqn)],
+               check=False, timeout=30)
+
+
+def test_accounts_through_tgtadm(holdfast):
+    d = holdfast()
+
+    def acct(*args, check=True):
+        return tgtadm(d, "--mode", "account", *args, check=check)
+
+    acct("--op", "new", "--user", "alice", "--password", "alice-secret-1")
+    acct("--op", "new", "--user", "bob", "--password", "bob-secret-123")
+    fails_with(acct("--op", "new", "--user", "alice", "--password", "x",
+                    check=False), "this account already exists")
+    out = acct("--op", "show").stdout
+    assert out.splitlines()[0] == "Account list:", out
+    assert sorted(out.splitlines()[1:]) == ["    alice", "    bob"], out
+
+    assert inq(d).returncode == 0, "no account bound: no CHAP"
+    acct("--op", "bind", "--tid", 1, "--user", "alice")
+    acct("--op", "bind", "--tid", 1, "--user", "bob", "--outgoing")
+    fails_with(acct("--op", "bind", "--tid", 1, "--user", "alice",
+                    check=False), "this account already exists")
+    fails_with(acct("--op", "bind", "--tid", 1, "--user", "alice",
+                    "--outgoing", check=False),
+               "this target already has an outgoing account")
+    fails_with(acct("--op", "bind", "--tid", 1, "--user", "nobody",
+                    check=False), "can't find the account")
+    fails_with(acct("--op", "bind", "--tid", 7, "--user", "alice",
+                    check=False), "can't find the target")
+    info = show(d).split("    Account information:\n")[1].split(
+        "    ACL information:")[0]
+    assert sorted(info.splitlines()) == ["        alice",
+                                         "        bob (outgoing)"], info
+
+    # CHAP is now required for this target
+    assert inq(d).returncode != 0
+    assert inq(d, "alice", "wrong-secret").returncode != 0
+    cp = inq(d, "alice", "alice-secret-1")
+    assert cp.returncode == 0 and "DIRECT_ACCESS" in cp.stdout, cp
+
+    acct("--op", "unbind", "--tid", 1, "--user", "bob", "--outgoing")
+    fails_with(acct("--op", "unbind", "--tid", 1, "--user", "bob",
+                    "--outgoing", check=False), "can't find the account")
+    acct("--op", "delete", "--user", "alice")
+    fails_with(acct("--op", "delete", "--user", "alice", check=False),
+               "can't find the account")
+    assert inq(d).returncode == 0, "deleting the account drops its binding"
+
+
+def test_accounts_in_config(holdfast):
+    d = holdfast(targets=[{
+        "name": IQN2, "initiators": ["ALL"],
+        "incoming_users": ["alice"],
+        "luns": [{"lun": 1, "backend": "null", "size": "16M"}]}],
+        accounts=[{"user": "alice", "password": "alice-secret-1"},
+                  {"user": "bob", "password": "bob-secret-123"}])
+    d.require_holdfast("holdfast's targets.conf")
+    assert inq(d).returncode != 0
+    assert inq(d, "alice", "alice-secret-1").returncode == 0
+    assert "        alice" in show(d).split("Account information:")[1]
+    # the secret never reaches the log
+    assert "alice-secret-1" not in d.log_text()

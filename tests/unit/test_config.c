@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "config.h"
 #include "target.h"
 #include "util.h"
@@ -345,8 +346,13 @@ static void test_good_file(void)
 		"  { name = \"iqn.2026-11.org.example:two\"; tid = 1;\n"
 		"    initiators = [ \"127.0.0.1\", \"10.0.0.0/8\", \"::1\", \"fd00::/8\", \"iqn.1994-05.com.example:host\" ];\n"
 		"    luns = ( { lun = 3; path = \"exists.img\"; direct = false; } ); },\n"
-		"  { name = \"iqn.2026-11.org.example:three\"; }\n"
-		");\n");
+		"  { name = \"iqn.2026-11.org.example:three\";\n"
+		"    incoming_users = [ \"alice\", \"carol\" ]; outgoing_user = \"bob\"; }\n"
+		");\n"
+		"accounts = ( { user = \"alice\"; password = \"alice-secret-1\"; },\n"
+		"             { user = \"bob\"; password = \"bob-secret-12\"; },\n"
+		"             { user = \"carol\"; password = \"carol-secret-1\"; } );\n"
+		"discovery = { incoming_users = [ \"carol\" ]; };\n");
 	char sub[512];
 	snprintf(sub, sizeof(sub), "%s/var", tmpdir);
 	mkdir(sub, 0755);
@@ -439,6 +445,19 @@ static void test_good_file(void)
 	CHECK(tgt_acl_add(t1, "10.0.0.300", false) == -EINVAL, "bad addr");
 	CHECK(tgt_acl_del(t1, "127.0.0.1/32", false) == 0, "del /32 alias");
 
+	/* CHAP: accounts defined after the targets that use them. */
+	char secret[64], user[64];
+	CHECK(!acct_required(1) && acct_required(3) &&
+	      acct_required(ACCT_DISCOVERY_TID), "acct_required");
+	CHECK(acct_incoming_secret(3, "alice", secret, sizeof(secret)) == 0 &&
+	      strcmp(secret, "alice-secret-1") == 0, "alice");
+	CHECK(acct_incoming_secret(3, "bob", secret, sizeof(secret)) == -ENOENT,
+	      "bob is outgoing only");
+	CHECK(acct_outgoing(3, user, sizeof(user), secret, sizeof(secret)) == 0 &&
+	      strcmp(user, "bob") == 0, "outgoing %s", user);
+	CHECK(acct_incoming_secret(ACCT_DISCOVERY_TID, "carol", secret,
+				   sizeof(secret)) == 0, "discovery");
+
 	tgt_put(t1);
 	tgt_put(t2);
 	tgt_put(t3);
@@ -452,7 +471,14 @@ static void test_good_file(void)
 	CHECK(tgt_count() == 3, "table changed by a failed apply: %d",
 	      tgt_count());
 	config_free(&cfg);
+	CHECK(acct_incoming_secret(3, "alice", secret, sizeof(secret)) == 0,
+	      "a failed apply removed accounts it did not create");
+	/* Deleting a target drops its bindings, so a new target with the
+	 * same tid starts without CHAP. */
+	CHECK(tgt_delete(3, false) == 0, "delete 3");
+	CHECK(!acct_required(3), "bindings of a deleted target remain");
 	tgt_table_clear();
+	acct_clear();
 	CHECK(tgt_count() == 0, "clear");
 }
 
@@ -476,7 +502,8 @@ static void test_apply_rollback(void)
 		"  { name = \"iqn.2026-11.org.example:a\"; luns = ( { lun = 1; path = \"newdir/made.img\"; size = \"1M\"; } ); },\n"
 		"  { name = \"iqn.2026-11.org.example:b\";\n"
 		"    luns = ( { lun = 2; path = \"odd.img\"; } ); }\n"
-		");\n");
+		");\n"
+		"accounts = ( { user = \"rb\"; password = \"rb-secret-123\"; } );\n");
 	ret = config_load(path, &cfg, err, sizeof(err));
 	CHECK(ret == 0, "%s", err);
 	ret = config_apply(&cfg, err, sizeof(err));
@@ -488,6 +515,7 @@ static void test_apply_rollback(void)
 	CHECK(access(made, F_OK) != 0, "created backing file left behind");
 	*strrchr(made, '/') = '\0';
 	CHECK(access(made, F_OK) != 0, "created directory left behind");
+	CHECK(acct_delete("rb") == -ENOENT, "created account left behind");
 	config_free(&cfg);
 }
 
@@ -556,6 +584,22 @@ static void test_bad_files(void)
 		  "3: path: @DIR@/nonexistent.img does not exist and no size is given to create it" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1;\n    path = \"exists.img/sub/x.img\"; size = \"1M\"; } ); } );\n",
 		  "3: path: cannot create @DIR@/exists.img/sub/x.img: @DIR@/exists.img is not a directory" },
+		{ "accounts = ( { user = \"alice\"; password = \"s1\"; },\n  { user = \"alice\"; password = \"s2\"; } );\n",
+		  "2: user: account alice is defined twice" },
+		{ "accounts = ( { user = \"alice\"; } );\n",
+		  "1: password: missing (the CHAP secret)" },
+		{ "accounts = ( { user = \"al ice\"; password = \"s\"; } );\n",
+		  "1: user: \"al ice\" is not a CHAP name (1 to 255 printable characters, no blanks or ',')" },
+		{ "accounts = ( { user = \"alice\"; password = \"s\";\n  role = \"admin\"; } );\n",
+		  "2: role: unknown key" },
+		{ "targets = ( { name = \"iqn.x:a\";\n  incoming_users = [ \"mallory\" ]; } );\n",
+		  "2: incoming_users: no account \"mallory\" (define it in accounts)" },
+		{ "targets = ( { name = \"iqn.x:a\"; incoming_users = [ \"alice\" ];\n  outgoing_user = \"alice\"; } );\naccounts = ( { user = \"alice\"; password = \"s\"; } );\n",
+		  "2: outgoing_user: alice also authenticates initiators (incoming_users): one CHAP secret must not be used in both directions" },
+		{ "accounts = ( { user = \"alice\"; password = \"same-secret\"; },\n { user = \"bob\"; password = \"same-secret\"; } );\ndiscovery = { incoming_users = [ \"alice\" ];\n  outgoing_user = \"bob\"; };\n",
+		  "4: outgoing_user: bob has the same password as incoming account alice: one CHAP secret must not be used in both directions" },
+		{ "discovery = { incoming_users = \"alice\"; };\n",
+		  "1: incoming_users: expected an array of account names [ \"alice\", ... ], not a string" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; path = \"d.img\"; size = \"1M\";\n    direct = false;\n    werror = \"retry\"; } ); } );\n",
 		  "4: werror: rerror/werror = retry needs direct = true: through the page cache a failed write may already be lost, so retrying it would hide data loss" },
 	};
