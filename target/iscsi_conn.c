@@ -714,6 +714,14 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 		log_debug("conn %lu (%s): closed: %s", (unsigned long)c->id,
 			  c->peer_str, why);
 	c->state = CONN_STATE_CLOSING;
+	if (c->rx_task_new && c->rx_task) {
+		/* a command whose PDU never completed: nobody else knows it */
+		struct iscsi_task *t = c->rx_task;
+
+		c->rx_task = NULL;
+		c->rx_task_new = false;
+		iscsi_task_put(t);
+	}
 	reactor_fd_del(&c->w);
 	close(c->fd);
 	c->fd = -1;

@@ -146,6 +146,7 @@ struct iscsi_conn {
 	uint8_t rx_digest[4];
 	uint32_t rx_got;		/* bytes of the current stage */
 	struct iscsi_task *rx_task;	/* SCSI cmd / Data-Out target */
+	bool rx_task_new;		/* rx_task is a command not yet listed */
 	bool rx_discard;		/* data goes nowhere (bad Data-Out) */
 
 	/* transmit */

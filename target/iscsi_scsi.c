@@ -145,6 +145,7 @@ int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 	t->cmd.cdb_len = SCSI_CMD_CDB_LEN;
 	iscsi_scsi_ext_cdb(c, t);
 	c->rx_task = t;
+	c->rx_task_new = true;
 	if (t->cmd.dir_write && t->edtl && t->edtl <= ISCSI_MAX_CMD_BUF) {
 		t->cmd.buf = scsi_buf_alloc(t->edtl);
 		if (!t->cmd.buf)
@@ -227,6 +228,7 @@ void iscsi_scsi_cmd_rx(struct iscsi_conn *c)
 		return;
 	}
 	c->rx_task = NULL;
+	c->rx_task_new = false;
 	list_add_tail(&t->link, &c->tasks);
 	/* immediate data is only allowed with ImmediateData=Yes, within
 	 * FirstBurstLength and EDTL (10.3.5) */
@@ -559,14 +561,57 @@ void iscsi_conn_abort_tasks(struct iscsi_conn *c)
 		task_abort(t, NULL);
 }
 
-static void reset_lun_ua(struct iscsi_session *s, uint64_t lun_id)
+struct tmf_hang_wait {
+	struct iscsi_conn *c;
+	struct iscsi_tmf *tmf;
+};
+
+static void tmf_hang_done(void *arg, unsigned dropped)
 {
+	struct tmf_hang_wait *w = arg;
+	struct iscsi_conn *c = w->c;
+
+	log_debug("conn %lu: TMF dropped %u held/queued command(s)",
+		  (unsigned long)c->id, dropped);
+	if (--w->tmf->waiting == 0)
+		tmf_respond(c, w->tmf);
+	free(w);
+	c->ntasks--;
+	iscsi_conn_task_gone(c);
+}
+
+/* LUN RESET, CLEAR TASK SET and target resets act on every I_T nexus
+ * (SAM-5 7.6, 7.10): the hang engine drops what it holds or queues for
+ * any session, and the TMF is answered once that is done. */
+static void tmf_drop_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
+			 struct scsi_lun *lun)
+{
+	struct tmf_hang_wait *w = xzalloc(sizeof(*w));
+
+	w->c = c;
+	w->tmf = tmf;
+	c->ntasks++;		/* keeps c until the callback ran */
+	tmf->waiting++;
+	if (hang_abort_nexus(lun, HANG_NEXUS_ALL, c->r, tmf_hang_done, w) <
+	    0) {
+		tmf->waiting--;
+		c->ntasks--;
+		free(w);
+	}
+}
+
+static void reset_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
+		      uint64_t lun_id, bool ua)
+{
+	struct iscsi_session *s = c->sess;
 	struct scsi_lun *lun = tgt_lun_get(s->target, lun_id);
 
-	if (lun) {
+	if (!lun)
+		return;
+	tmf_drop_lun(c, tmf, lun);
+	if (ua)
 		scsi_lun_reset_ua(lun, &s->nexus);
-		scsi_lun_put(lun);
-	}
+	scsi_lun_put(lun);
 }
 
 void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
@@ -618,12 +663,13 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 		list_for_each_entry_safe(t, n, &c->tasks, link)
 			if (t->lun_id == lun_id)
 				task_abort(t, tmf);
-		if (func == ISCSI_TMF_LUN_RESET) {
+		if (func == ISCSI_TMF_LUN_RESET)
 			log_info("conn %lu (%s): LUN RESET on LUN %lu",
 				 (unsigned long)c->id, s->initiator_name,
 				 (unsigned long)lun_id);
-			reset_lun_ua(s, lun_id);
-		}
+		if (func != ISCSI_TMF_ABORT_TASK_SET)
+			reset_lun(c, tmf, lun_id,
+				  func == ISCSI_TMF_LUN_RESET);
 		break;
 	}
 	case ISCSI_TMF_TARGET_WARM_RESET:
@@ -637,7 +683,7 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 		list_for_each_entry_safe(t, n, &c->tasks, link)
 			task_abort(t, tmf);
 		for (int i = 0; i < nl; i++)
-			reset_lun_ua(s, luns[i]);
+			reset_lun(c, tmf, luns[i], true);
 		tmf->close_after = func == ISCSI_TMF_TARGET_COLD_RESET;
 		break;
 	}
