@@ -76,6 +76,16 @@ enum hang_state {
  * backend's EBUSY, which DESIGN.md's sense table maps to TASK SET FULL too. */
 #define HANG_TASK_SET_FULL	(-EBUSY)
 
+/* hang_abort() details: a hung LUN whose held set an ABORT TASK empties
+ * stays hung until the next probe tick, which takes the oldest queued
+ * command as its probe, or returns the LUN to ok if nothing is queued
+ * either (so aborting a task set one task at a time never dispatches a
+ * queued command that the next abort was about to drop).  For LUN RESET,
+ * ABORT TASK SET, CLEAR TASK SET and session close prefer
+ * hang_abort_nexus(): it drops the whole scope at once and returns a LUN
+ * left with nothing held to ok immediately; per-task hang_abort() calls
+ * made as well then find nothing and are harmless. */
+
 /* hang_abort_nexus() scope meaning "every I_T nexus" (LUN RESET, CLEAR
  * TASK SET with TST=000b, target reset). */
 #define HANG_NEXUS_ALL		UINT64_MAX
