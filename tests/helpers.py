@@ -78,7 +78,7 @@ def _txt(b):
     return b[-4000:]
 
 
-def qemu_io(url, *cmds, timeout=120, check=True, env=None):
+def qemu_io(url, *cmds, timeout=90, check=True, env=None):
     """Run qemu-io with the given -c commands on an iscsi:// URL.  qemu-io
     exits 0 even after some failed commands in older versions, so its output
     is also scanned for failure messages."""
@@ -218,6 +218,8 @@ def libiscsi():
         lib.iscsi_set_header_digest.argtypes = [P, ctypes.c_int]
         lib.iscsi_set_noautoreconnect.argtypes = [P, ctypes.c_int]
         lib.iscsi_set_timeout.argtypes = [P, ctypes.c_int]
+        lib.iscsi_set_immediate_data.argtypes = [P, ctypes.c_int]
+        lib.iscsi_set_initial_r2t.argtypes = [P, ctypes.c_int]
         lib.iscsi_full_connect_sync.argtypes = [P, ctypes.c_char_p,
                                                 ctypes.c_int]
         lib.iscsi_logout_sync.argtypes = [P]
@@ -288,7 +290,10 @@ class IscsiSession:
     needs it.  Automatic reconnect is off so a drop is visible."""
 
     def __init__(self, portal, iqn, lun, initiator=INITIATOR_IQN,
-                 timeout=30):
+                 timeout=30, immediate_data=None, initial_r2t=None):
+        """immediate_data / initial_r2t: True or False to make the
+        initiator offer ImmediateData / InitialR2T = Yes or No (libiscsi
+        offers Yes / No by default)."""
         self.lib = libiscsi()
         self.lun = lun
         self.ctx = self.lib.iscsi_create_context(initiator.encode())
@@ -298,6 +303,10 @@ class IscsiSession:
         self.lib.iscsi_set_header_digest(self.ctx, ISCSI_HEADER_DIGEST_NONE)
         self.lib.iscsi_set_noautoreconnect(self.ctx, 1)
         self.lib.iscsi_set_timeout(self.ctx, int(timeout * tscale()))
+        if immediate_data is not None:
+            self.lib.iscsi_set_immediate_data(self.ctx, int(immediate_data))
+        if initial_r2t is not None:
+            self.lib.iscsi_set_initial_r2t(self.ctx, int(initial_r2t))
         if self.lib.iscsi_full_connect_sync(self.ctx, portal.encode(),
                                             lun) != 0:
             err = self.error()

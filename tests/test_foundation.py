@@ -221,17 +221,51 @@ def test_qemu_io_roundtrip(holdfast, immediate, initial_r2t):
               "ImmediateData": immediate, "InitialR2T": initial_r2t,
               "MaxRecvDataSegmentLength": 8192}
     d = holdfast(params=params)
+    _roundtrip(d, ROUNDTRIPS)
     keys = login_reply_keys(d.url(1), d.env)
     # libiscsi offers ImmediateData=Yes and InitialR2T=No; the result is
     # the AND resp. OR of both sides (RFC 7143 13.10, 13.11), so it must be
-    # what the target declared
+    # what the target declared -- otherwise the transfers above did not
+    # exercise the mode this case is about
     assert keys.get("ImmediateData") == immediate, keys
     assert keys.get("InitialR2T") == initial_r2t, keys
     assert keys.get("MaxBurstLength") == "262144", keys
     assert keys.get("FirstBurstLength") == "65536", keys
     if "MaxRecvDataSegmentLength" in keys:
         assert keys["MaxRecvDataSegmentLength"] == "8192", keys
-    _roundtrip(d, ROUNDTRIPS)
+
+
+@pytest.mark.parametrize("immediate", [True, False], ids=["imm", "noimm"])
+@pytest.mark.parametrize("initial_r2t", [True, False], ids=["r2t", "nor2t"])
+def test_initiator_offers_data_modes(holdfast, immediate, initial_r2t):
+    """The same four data-out modes chosen by the initiator (libiscsi
+    offers ImmediateData=No / InitialR2T=Yes), with writes around and
+    beyond FirstBurstLength and MaxBurstLength, checked in the file."""
+    d = holdfast(params={"FirstBurstLength": 65536,
+                         "MaxBurstLength": 262144,
+                         "MaxRecvDataSegmentLength": 8192})
+    sizes = [512, 8192, 8192 + 512, 65536, 65536 + 512, 262144,
+             262144 + 512, 1 * MiB + 1536]
+    regions = []
+    with IscsiSession(d.portal, d.iqn, 1, immediate_data=immediate,
+                      initial_r2t=initial_r2t) as s:
+        for i, (off, n) in enumerate(_layout(sizes, salt=2)):
+            data = bytes([(i * 37 + j) & 0xff for j in range(251)]) * \
+                (n // 251 + 1)
+            data = data[:n]
+            r = s.write10(off // 512, data)
+            assert r.ok, "WRITE(10) of %d bytes at %d: %r %s" % (
+                n, off, r, s.error())
+            regions.append((off, data))
+        for off, data in regions:
+            r = s.read10(off // 512, len(data) // 512)
+            assert r.ok and r.data == data, "READ(10) of %d bytes at %d " \
+                "differs" % (len(data), off)
+    with open(d.path("disk1.img"), "rb") as f:
+        for off, data in regions:
+            f.seek(off)
+            assert f.read(len(data)) == data, "backing file differs at " \
+                "%d (+%d)" % (off, len(data))
 
 
 @pytest.mark.parametrize("mrdsl", [512, 4096])
