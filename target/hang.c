@@ -16,7 +16,13 @@
  * "oldest held command is resubmitted").  Once a command has been reported
  * failed it is never replayed, so the background probe while failed is a
  * read of one block at the LBA of the error for a read episode, and a
- * FLUSH for a write episode: neither changes data. */
+ * FLUSH for a write episode: neither changes data.  A live command that
+ * succeeds while failed is a probe too (a read for a read episode, a
+ * write, unmap or write-zeroes for a write episode).  A flush cannot see
+ * every write failure (a full thin pool flushes fine), so after a flush
+ * probe brought the LUN back, a write that still fails before any write
+ * succeeded is reported at once and the LUN goes straight back to failed
+ * ("unproven", hang_internal.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
