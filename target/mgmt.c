@@ -34,6 +34,7 @@
 #define MGMT_DEFAULT_DIR "/var/run/tgtd"
 #define MGMT_DEFAULT_BASE MGMT_DEFAULT_DIR "/socket"
 #define MGMT_ENV_SOCKET "TGT_IPC_SOCKET"
+#define MGMT_TMP_SUFFIX ".new"	/* bound here, renamed when ready */
 
 /* Request header layout (tgtadm's struct tgtadm_req on x86_64). */
 #define MGMT_REQ_HDR_LEN 120
@@ -565,6 +566,7 @@ int mgmt_start(int control_port)
 	const char *base = getenv(MGMT_ENV_SOCKET);
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	char lock_path[sizeof(mgmt.sock_path) + 8];
+	char tmp_path[sizeof(mgmt.sock_path) + 8];
 	int ret;
 
 	if (!base || !*base) {
@@ -600,25 +602,33 @@ int mgmt_start(int control_port)
 			control_port, lock_path);
 		goto err_lock;
 	}
-	unlink(mgmt.sock_path);
-
+	/* Bind under a temporary name and rename it into place once the
+	 * socket listens and is served: a client that sees <base>.<port>
+	 * can connect at once.  rename() also replaces a stale socket left
+	 * by a crashed daemon. */
+	if ((size_t)snprintf(tmp_path, sizeof(tmp_path), "%s%s", mgmt.sock_path,
+			     MGMT_TMP_SUFFIX) >= sizeof(sun.sun_path)) {
+		ret = -ENAMETOOLONG;
+		log_err("management: socket path %s is too long", mgmt.sock_path);
+		goto err_lock;
+	}
+	unlink(tmp_path);
 	mgmt.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (mgmt.listen_fd < 0) {
 		ret = -errno;
 		log_err("management: socket: %s", strerror(errno));
 		goto err_lock;
 	}
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", mgmt.sock_path);
+	memcpy(sun.sun_path, tmp_path, strlen(tmp_path) + 1);	/* length checked */
 	if (bind(mgmt.listen_fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
 		ret = -errno;
-		log_err("management: bind %s: %s", mgmt.sock_path,
-			strerror(errno));
+		log_err("management: bind %s: %s", tmp_path, strerror(errno));
 		goto err_sock;
 	}
-	/* Owner only, before anyone can connect (listen comes after). */
-	if (chmod(mgmt.sock_path, 0600) != 0 || listen(mgmt.listen_fd, 32) != 0) {
+	/* Owner only (tgtadm runs as root; so does holdfastd). */
+	if (chmod(tmp_path, 0600) != 0 || listen(mgmt.listen_fd, 32) != 0) {
 		ret = -errno;
-		log_err("management: %s: %s", mgmt.sock_path, strerror(errno));
+		log_err("management: %s: %s", tmp_path, strerror(errno));
 		goto err_unlink;
 	}
 	if (pipe2(mgmt.wake, O_CLOEXEC) != 0) {
@@ -632,6 +642,14 @@ int mgmt_start(int control_port)
 		goto err_pipe;
 	}
 	mgmt.running = true;
+	if (rename(tmp_path, mgmt.sock_path) != 0) {
+		ret = -errno;
+		log_err("management: rename %s: %s", mgmt.sock_path,
+			strerror(errno));
+		mgmt_stop();
+		unlink(tmp_path);
+		return ret;
+	}
 	log_info("management socket %s", mgmt.sock_path);
 	return 0;
 
@@ -640,7 +658,7 @@ err_pipe:
 	close(mgmt.wake[1]);
 	mgmt.wake[0] = mgmt.wake[1] = -1;
 err_unlink:
-	unlink(mgmt.sock_path);
+	unlink(tmp_path);
 err_sock:
 	close(mgmt.listen_fd);
 	mgmt.listen_fd = -1;
