@@ -584,7 +584,7 @@ static void tmf_hang_done(void *arg, unsigned dropped)
  * (SAM-5 7.6, 7.10): the hang engine drops what it holds or queues for
  * any session, and the TMF is answered once that is done. */
 static void tmf_drop_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
-			 struct scsi_lun *lun)
+			 struct scsi_lun *lun, uint64_t nexus)
 {
 	struct tmf_hang_wait *w = xzalloc(sizeof(*w));
 
@@ -592,7 +592,7 @@ static void tmf_drop_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
 	w->tmf = tmf;
 	c->ntasks++;		/* keeps c until the callback ran */
 	tmf->waiting++;
-	if (hang_abort_nexus(lun, HANG_NEXUS_ALL, c->r, tmf_hang_done, w) <
+	if (hang_abort_nexus(lun, nexus, c->r, tmf_hang_done, w) <
 	    0) {
 		tmf->waiting--;
 		c->ntasks--;
@@ -601,14 +601,14 @@ static void tmf_drop_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
 }
 
 static void reset_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
-		      uint64_t lun_id, bool ua)
+		      uint64_t lun_id, bool ua, uint64_t nexus)
 {
 	struct iscsi_session *s = c->sess;
 	struct scsi_lun *lun = tgt_lun_get(s->target, lun_id);
 
 	if (!lun)
 		return;
-	tmf_drop_lun(c, tmf, lun);
+	tmf_drop_lun(c, tmf, lun, nexus);
 	if (ua)
 		scsi_lun_reset_ua(lun, &s->nexus);
 	scsi_lun_put(lun);
@@ -667,9 +667,10 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 			log_info("conn %lu (%s): LUN RESET on LUN %lu",
 				 (unsigned long)c->id, s->initiator_name,
 				 (unsigned long)lun_id);
-		if (func != ISCSI_TMF_ABORT_TASK_SET)
-			reset_lun(c, tmf, lun_id,
-				  func == ISCSI_TMF_LUN_RESET);
+		/* ABORT TASK SET is this nexus only (SAM-5 7.3) */
+		reset_lun(c, tmf, lun_id, func == ISCSI_TMF_LUN_RESET,
+			  func == ISCSI_TMF_ABORT_TASK_SET ? s->nexus.id
+							   : HANG_NEXUS_ALL);
 		break;
 	}
 	case ISCSI_TMF_TARGET_WARM_RESET:
@@ -683,7 +684,7 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 		list_for_each_entry_safe(t, n, &c->tasks, link)
 			task_abort(t, tmf);
 		for (int i = 0; i < nl; i++)
-			reset_lun(c, tmf, luns[i], true);
+			reset_lun(c, tmf, luns[i], true, HANG_NEXUS_ALL);
 		tmf->close_after = func == ISCSI_TMF_TARGET_COLD_RESET;
 		break;
 	}
