@@ -340,6 +340,36 @@ def test_write_timeout_then_fail_fast_then_recovery(hang):
     assert hang.backing(0, 8) == b"\x22" * 8 * BS
 
 
+def test_queued_commands_time_out_with_the_held_one(hang):
+    """At retry_timeout every held and queued command completes with CHECK
+    CONDITION, reads and writes each with their own sense, from every
+    session."""
+    interval, timeout = 100, 1000
+    hang.start(lun1={"werror": "retry", "rerror": "retry",
+                     "retry_interval": interval, "retry_timeout": timeout})
+    a = hang.client(name="A")
+    b = hang.client(name="B")
+    prefill(a, 0, 32, 0x2a)
+    hang.fail("write=EIO read=EIO")
+    t0 = now_ms()
+    w1 = a.issue("write 0 8 0x2b")
+    time.sleep(0.2)
+    w2 = b.issue("write 8 8 0x2c")
+    r3 = a.issue("read 16 8")
+    for cl, lab in ((a, w1), (b, w2), (a, r3)):
+        r = cl.get(lab, 10)
+        if r["op"] == "write":
+            assert_sense(r, MEDIUM_ERROR, ASC_WRITE_ERROR)
+        else:
+            assert_sense(r, MEDIUM_ERROR, ASC_UNRECOVERED_READ)
+        # all end at about t0 + retry_timeout, not each after its own
+        assert timeout * 0.9 <= r["end"] - t0 <= timeout + S(1500), r
+    hang.ok()
+    time.sleep(0.5)
+    # none of the reported writes landed later
+    assert hang.backing(0, 16) == b"\x2a" * 16 * BS
+
+
 def test_read_timeout_sense(hang):
     interval, timeout = 100, 800
     hang.start(lun1={"rerror": "retry", "retry_interval": interval,
@@ -616,6 +646,116 @@ def test_dropped_session_leaves_no_write(hang):
     r = c2.do("write 0 8 0x9b")
     assert_good(r)
     assert r["ms"] < S(300), r
+
+
+def test_abort_task_set_drops_held_and_queued(hang):
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    prefill(c, 0, 16, 0x0f)
+    hang.fail("write=EIO")
+    w1 = c.issue("write 0 8 0xa5")
+    time.sleep(0.2)
+    w2 = c.issue("write 8 8 0xa6")
+    held(c, w1, 0.3)
+    r = c.do("abortset lun=1", 5)
+    assert r["status"] == "GOOD" and r["response"] == TMF_FUNCTION_COMPLETE, r
+    assert r["ms"] < S(500), r
+    for w in (w1, w2):
+        assert c.get(w)["status"] in NOT_ANSWERED, c.results[w]
+    hang.ok()
+    time.sleep(0.6)
+    assert hang.backing(0, 16) == b"\x0f" * 16 * BS
+    r = c.do("write 0 8 0xa7")
+    assert_good(r)
+    assert r["ms"] < S(300), r
+
+
+def test_session_reinstatement_drops_held_write(hang):
+    """A second login with the same initiator name and ISID reinstates the
+    session (RFC 7143 6.3.5): the old session's held write is dropped and
+    never lands."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    isid = ["-I", "0x4242"]
+    a = hang.client(args=isid, name="old")
+    prefill(a, 0, 8, 0x1e)
+    hang.fail("write=EIO")
+    w = a.issue("write 0 8 0xe1")
+    held(a, w, 0.3)
+    b = hang.client(args=isid, name="new")
+    assert wait_for(a.lost, S(5)), "old session not closed on reinstatement"
+    # libiscsi cancels its open tasks when the connection dies
+    assert a.get(w)["status"] in ("LOST", "CANCELLED", "ERROR"), \
+        a.results[w]
+    hang.ok()
+    time.sleep(0.6)
+    assert hang.backing(0, 8) == b"\x1e" * 8 * BS
+    r = b.do("write 8 8 0xe2")
+    assert_good(r)
+    assert r["ms"] < S(300), r
+
+
+def test_large_writes_held_and_recovered(hang):
+    """Writes that need R2T and Data-Out PDUs (1 MiB each, several in
+    flight) are held and land intact."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    hang.fail("write=EIO")
+    big = 2048                          # blocks = 1 MiB
+    labels = [c.issue("write %d %d %#x" % (i * big, big, 0x30 + i))
+              for i in range(6)]
+    held(c, labels[0], 0.8)
+    for lab in labels:
+        assert not c.done(lab)
+    hang.ok()
+    for lab in labels:
+        assert_good(c.get(lab, 20))
+    for i in range(6):
+        assert hang.backing(i * big, big) == bytes([0x30 + i]) * big * BS, i
+
+
+def test_qemu_io_sees_a_pause_not_an_error(hang):
+    """A real initiator (QEMU's iscsi driver) during a 1.5 s outage: the
+    write takes longer and succeeds; nothing is reported to it."""
+    hang.start(lun1={"werror": "retry", "rerror": "retry",
+                     "retry_interval": 100, "retry_timeout": 0})
+    hang.fail("write=EIO read=EIO")
+    argv = ["qemu-io", "-f", "raw", "-c", "write -P 0x5c 0 256k",
+            "-c", "read -P 0x5c 0 256k", hang.d.url(1)]
+    t = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.5)
+        assert p.poll() is None, p.stdout.read()
+        hang.ok()
+        out, _ = p.communicate(timeout=S(30))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    took = time.monotonic() - t
+    assert p.returncode == 0, out
+    assert "error" not in out.lower() and "fail" not in out.lower() and \
+        "verification" not in out.lower(), out
+    assert took >= 1.4, took
+    assert hang.backing(0, 512) == b"\x5c" * 256 * 1024
+
+
+def test_retry_on_buffered_lun_is_refused(hang):
+    """DESIGN.md safety rule: retrying is only honest with O_DIRECT, so
+    werror = retry on a page-cache LUN is refused, with a reason."""
+    d = hang.holdfast(luns=[{"lun": 1, "backend": "file",
+                             "path": str(hang.fs.path("disk1.img")),
+                             "size": "16M", "direct": False,
+                             "werror": "retry"}], wait=False)
+    d.require_holdfast()
+    rc = d.wait(15)
+    assert rc is not None and rc != 0, d.log_text()
+    d.ok_exit = {rc}
+    assert "direct" in d.log_text(), d.log_text()
 
 
 # --------------------------------------------------------------------------
