@@ -383,6 +383,12 @@ def test_read_timeout_sense(hang):
     r = c.do("read 8 8")
     assert_sense(r, MEDIUM_ERROR, ASC_UNRECOVERED_READ)
     assert r["ms"] < S(300), r
+    # and back to normal once the store answers again
+    hang.ok()
+    time.sleep((interval + 300) / 1000.0 * tscale())
+    r = c.do("read 8 8")
+    assert_good(r)
+    assert r["ms"] < S(300), r
 
 
 def test_report_mode_fails_at_once(hang):
@@ -568,6 +574,31 @@ def test_abort_task_of_held_write(hang):
     r = c.do("read 0 16 expect 0x0a")
     assert r["match"] is True, r
     assert_good(c.do("write 0 8 0x79"))
+
+
+def test_abort_during_in_flight_attempt(hang):
+    """ABORT TASK while the command's attempt is in the backend (a slow,
+    failing store): answered when that attempt finishes, and the write
+    never lands afterwards."""
+    delay = 800
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    prefill(c, 0, 8, 0x3c)
+    hang.fail("write=EIO delay=%d" % delay)
+    w = c.issue("write 0 8 0x3d")
+    time.sleep(0.3)                    # the first attempt is still running
+    ra = c.do("abort %s" % w, 10)
+    assert ra["response"] == TMF_FUNCTION_COMPLETE, ra
+    start = c.results[w]["start"]
+    assert ra["end"] - start >= delay * 0.85, (ra, start)
+    assert ra["end"] - start <= 2 * delay + S(800), (ra, start)
+    assert c.results[w]["status"] in NOT_ANSWERED, c.results[w]
+    hang.ok()
+    time.sleep(0.6)
+    assert hang.backing(0, 8) == b"\x3c" * 8 * BS
+    r = c.do("write 8 8 0x3e")
+    assert_good(r)
 
 
 def test_abort_queued_write_keeps_held_one(hang):
