@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "lun.h"
@@ -39,6 +40,11 @@ int config_load(const char *path, struct config *cfg, char *err,
  * says why. */
 int config_apply(struct config *cfg, char *err, unsigned errlen);
 void config_free(struct config *cfg);
+/* Write the running configuration (target table, LUN settings, ACLs,
+ * CHAP bindings, and the portals of the configuration last applied) as
+ * targets.conf text that config_load() accepts.  CHAP passwords are left
+ * empty.  0 / -EIO. */
+int config_dump(FILE *f);
 
 /* Parse "1G", "512M", "4096", "10k" into bytes.  0 / -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);

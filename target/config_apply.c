@@ -200,6 +200,7 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 		goto fail;
 	cfg_made_free(&made, false);
 	cfg_accounts_free(accounts, nr_accounts, false);
+	config_set_active(cfg);
 	return 0;
 
 fail:

@@ -83,7 +83,10 @@ static int cfg_account(struct cfg_ctx *c, const config_setting_t *g,
 		return cfg_fail(c, us, "user",
 				"\"%s\" is not a CHAP name (1 to %d printable characters, no blanks or ',')",
 				user, ACCT_NAME_MAX - 1);
-	if (!*password || strlen(password) >= ACCT_SECRET_MAX)
+	if (!*password)
+		return cfg_fail(c, ps, "password",
+				"empty: set the CHAP secret (a dump leaves secrets out)");
+	if (strlen(password) >= ACCT_SECRET_MAX)
 		return cfg_fail(c, ps, "password",
 				"must be 1 to %d characters", ACCT_SECRET_MAX - 1);
 	if (cfg_account_find(pv, user))

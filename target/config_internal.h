@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "account.h"
+#include "config.h"
 #include "lun.h"
 #include "target.h"
 
@@ -94,6 +95,9 @@ int cfg_fail_at(struct cfg_ctx *c, const char *where, const char *key,
 const char *cfg_type_name(int type);
 
 void cfg_priv_free(struct cfg_priv *pv);
+/* Remember cfg (config_apply succeeded) for config_dump's portals; cfg
+ * must outlive the daemon's use of it, as main's does. */
+void config_set_active(const struct config *cfg);
 
 /* CHAP accounts (config_auth.c). */
 int cfg_accounts(struct cfg_ctx *c, const config_setting_t *s,

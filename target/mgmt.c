@@ -176,6 +176,25 @@ int mgmt_payload_split(const char *payload, char **copy, char **items)
 
 /* ---- system ---- */
 
+static int mgmt_dump_config(struct mgmt_buf *b)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int ret;
+
+	if (!f)
+		return MGMT_NOMEM;
+	ret = config_dump(f);
+	if (fclose(f) != 0 || ret) {
+		free(text);
+		return MGMT_NOMEM;
+	}
+	mgmt_buf_printf(b, "%s", text);
+	free(text);
+	return MGMT_SUCCESS;
+}
+
 static int mgmt_system(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	char v[32];
@@ -201,6 +220,13 @@ static int mgmt_system(const struct mgmt_req *req, struct mgmt_buf *b)
 		}
 		return MGMT_INVALID_REQUEST;
 	case MGMT_OP_SHOW:
+		/* `--name dump --value config`: the running configuration as
+		 * targets.conf text (holdfast's extension). */
+		if (mgmt_payload_get(req->payload, "dump", v, sizeof(v))) {
+			if (strcmp(v, "config") != 0)
+				return MGMT_INVALID_REQUEST;
+			return mgmt_dump_config(b);
+		}
 		return mgmt_show_system(b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;

@@ -1,0 +1,251 @@
+/* config_dump.c - write the running configuration back out as a
+ * targets.conf (DESIGN.md: run-time changes "can be dumped back to a
+ * targets.conf").
+ *
+ *   tgtadm --op show --mode system --name dump --value config > targets.conf
+ *
+ * The text loads with config_load() and describes what the target table
+ * holds now: targets, ACLs, iSCSI overrides, NOP settings, LUNs with every
+ * setting, and CHAP bindings.  CHAP secrets are never written (they do not
+ * leave account.c); each account gets an empty password that config_load
+ * refuses until the operator fills it in. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "account.h"
+#include "config.h"
+#include "config_internal.h"
+#include "target.h"
+#include "util.h"
+
+/* The configuration config_apply() last applied (its portals are not in
+ * the target table). */
+static const struct config *config_active;
+
+void config_set_active(const struct config *cfg)
+{
+	config_active = cfg;
+}
+
+/* A libconfig string literal: quotes and backslashes escaped. */
+static void dump_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+static const char *dump_bool(bool b)
+{
+	return b ? "true" : "false";
+}
+
+static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
+{
+	struct lun_settings s;
+	bool first = true;
+
+	pthread_mutex_lock(&lun->lock);
+	s = lun->set;
+	pthread_mutex_unlock(&lun->lock);
+
+	fprintf(f, "      { lun = %" PRIu64 "; backend = ", s.lun);
+	dump_str(f, s.backend);
+	fprintf(f, ";\n");
+	if (s.path[0]) {
+		fprintf(f, "        path = ");
+		dump_str(f, s.path);
+		fprintf(f, ";\n");
+	}
+	/* The size of what is open, so a missing store is recreated alike. */
+	fprintf(f, "        size = %" PRIu64 "; block_size = %u; direct = %s;\n",
+		lun->nblocks * s.block_size, s.block_size, dump_bool(s.direct));
+	fprintf(f, "        readonly = %s; removable = %s; thin_provisioning = %s;\n",
+		dump_bool(s.readonly), dump_bool(s.removable),
+		dump_bool(s.thin_provisioning));
+	fprintf(f, "        write_cache = %s; online = %s; sense_format = \"%s\";\n",
+		dump_bool(s.write_cache), dump_bool(s.online),
+		s.sense_desc ? "descriptor" : "fixed");
+	fprintf(f, "        vendor_id = ");
+	dump_str(f, s.vendor_id);
+	fprintf(f, "; product_id = ");
+	dump_str(f, s.product_id);
+	fprintf(f, "; product_rev = ");
+	dump_str(f, s.product_rev);
+	fprintf(f, ";\n");
+	if (s.scsi_id[0]) {
+		fprintf(f, "        scsi_id = ");
+		dump_str(f, s.scsi_id);
+		fprintf(f, ";\n");
+	}
+	if (s.scsi_sn[0]) {
+		fprintf(f, "        scsi_sn = ");
+		dump_str(f, s.scsi_sn);
+		fprintf(f, ";\n");
+	}
+	fprintf(f, "        rerror = \"%s\"; werror = \"%s\";\n",
+		s.rerror == ERR_POLICY_RETRY ? "retry" : "report",
+		s.werror == ERR_POLICY_RETRY ? "retry" : "report");
+	fprintf(f, "        retry_interval = %u; retry_timeout = %u;\n",
+		s.retry_interval_ms, s.retry_timeout_ms);
+	fprintf(f, "        retry_errors = [");
+	for (int e = 1; e < LUN_ERRNO_BITS; e++) {
+		const char *name = strerrorname_np(e);
+		if (!lun_errno_retryable(s.retry_errors, e) || !name)
+			continue;
+		fprintf(f, "%s\"%s\"", first ? " " : ", ", name);
+		first = false;
+	}
+	fprintf(f, "%s];\n", first ? "" : " ");
+	if (s.backend_opts[0] && strcmp(s.backend_opts, "off") != 0) {
+		fprintf(f, "        fault = ");
+		dump_str(f, s.backend_opts);
+		fprintf(f, ";\n");
+	}
+	fprintf(f, "      }%s\n", last ? "" : ",");
+}
+
+struct dump_bound {
+	FILE *f;
+	bool any_in;
+	char out[ACCT_NAME_MAX];
+};
+
+static void dump_bound_fn(const char *user, bool outgoing, void *arg)
+{
+	struct dump_bound *d = arg;
+
+	if (outgoing) {
+		snprintf(d->out, sizeof(d->out), "%s", user);
+		return;
+	}
+	fprintf(d->f, "%s", d->any_in ? ", " : "    incoming_users = [ ");
+	dump_str(d->f, user);
+	d->any_in = true;
+}
+
+/* incoming_users / outgoing_user lines of tid (indent: 4 spaces). */
+static void dump_auth(FILE *f, int tid)
+{
+	struct dump_bound d = { .f = f };
+
+	acct_for_each_bound(tid, dump_bound_fn, &d);
+	if (d.any_in)
+		fprintf(f, " ];\n");
+	if (d.out[0]) {
+		fprintf(f, "    outgoing_user = ");
+		dump_str(f, d.out);
+		fprintf(f, ";\n");
+	}
+}
+
+struct dump_targets {
+	FILE *f;
+	int left;
+};
+
+static void dump_target(struct target *t, void *arg)
+{
+	struct dump_targets *dt = arg;
+	FILE *f = dt->f;
+	uint64_t luns[TGT_MAX_LUNS];
+	struct acl_rule *a;
+	struct tgt_param *p;
+	bool first = true;
+	int n;
+
+	fprintf(f, "  { name = ");
+	dump_str(f, t->name);
+	fprintf(f, "; tid = %d;\n", t->tid);
+	pthread_mutex_lock(&t->lock);
+	fprintf(f, "    initiators = [");
+	list_for_each_entry(a, &t->acls, link) {
+		fprintf(f, "%s", first ? " " : ", ");
+		dump_str(f, a->text);
+		first = false;
+	}
+	fprintf(f, "%s];\n", first ? "" : " ");
+	fprintf(f, "    nop_interval = %u; nop_count = %u;\n", t->nop_interval,
+		t->nop_count);
+	if (!list_empty(&t->params)) {
+		fprintf(f, "    params = {");
+		list_for_each_entry(p, &t->params, link) {
+			fprintf(f, " %s = ", p->key);
+			dump_str(f, p->value);
+			fprintf(f, ";");
+		}
+		fprintf(f, " };\n");
+	}
+	pthread_mutex_unlock(&t->lock);
+	dump_auth(f, t->tid);
+
+	n = tgt_lun_list(t, luns, TGT_MAX_LUNS);
+	fprintf(f, "    luns = (%s", n ? "\n" : " ");
+	for (int i = 0; i < n; i++) {
+		struct scsi_lun *lun = tgt_lun_get(t, luns[i]);
+		if (!lun)
+			continue;
+		dump_lun(f, lun, i == n - 1);
+		scsi_lun_put(lun);
+	}
+	fprintf(f, "%s);\n", n ? "    " : "");
+	fprintf(f, "  }%s\n", --dt->left > 0 ? "," : "");
+}
+
+static void dump_account_fn(const char *user, void *arg)
+{
+	FILE *f = ((struct dump_targets *)arg)->f;
+
+	fprintf(f, "%s  { user = ", ((struct dump_targets *)arg)->left++ ? ",\n" : "");
+	dump_str(f, user);
+	fprintf(f, "; password = \"\"; }");
+}
+
+int config_dump(FILE *f)
+{
+	struct dump_targets dt = { .f = f };
+	char when[64];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC",
+		 gmtime_r(&now, &tm));
+	fprintf(f, "# holdfastd running configuration, dumped %s.\n", when);
+	fprintf(f, "# CHAP passwords are not dumped: fill them in before use.\n");
+
+	fprintf(f, "portals = [");
+	for (int i = 0; config_active && i < config_active->nr_portals; i++) {
+		fprintf(f, "%s", i ? ", " : " ");
+		dump_str(f, config_active->portals[i].text);
+	}
+	fprintf(f, " ];\n");
+
+	fprintf(f, "accounts = (\n");
+	acct_for_each(dump_account_fn, &dt);
+	fprintf(f, "%s);\n", dt.left ? "\n" : "");
+
+	struct dump_bound d = { .f = f };
+	fprintf(f, "discovery = {\n");
+	acct_for_each_bound(ACCT_DISCOVERY_TID, dump_bound_fn, &d);
+	if (d.any_in)
+		fprintf(f, " ];\n");
+	if (d.out[0]) {
+		fprintf(f, "    outgoing_user = ");
+		dump_str(f, d.out);
+		fprintf(f, ";\n");
+	}
+	fprintf(f, "};\n");
+
+	dt.left = tgt_count();
+	fprintf(f, "targets = (\n");
+	tgt_for_each(dump_target, &dt);
+	fprintf(f, ");\n");
+	return ferror(f) ? -EIO : 0;
+}
