@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "account.h"
+#include "hang.h"
 #include "iscsi_param.h"
 #include "scsi.h"
 #include "target.h"
@@ -362,6 +363,11 @@ int tgt_lun_del(int tid, uint64_t lun_nr, bool force)
 	if (!ret) {
 		log_info("target %d: LUN %llu deleted%s", tid,
 			 (unsigned long long)lun_nr, force ? " (forced)" : "");
+		/* Commands held by a hung LUN would keep it (and its store)
+		 * alive until the store recovers: report them now so the
+		 * last reference goes. */
+		if (force && hang_state(lun) != HANG_OK)
+			hang_verb(lun, "fail");
 		scsi_lun_put(lun);
 		tgt_notify_luns_changed(t);
 	}

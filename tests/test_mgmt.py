@@ -54,6 +54,30 @@ def fails_with(cp, message):
     assert message in cp.stderr, cp.stderr
 
 
+def raw_request(sock, mode, op, payload=b"", tid=-1, lun=None, length=None,
+                lld=b"iscsi", force=0):
+    """Send one request the way tgtadm lays it out (tgtadm-wire.md) and
+    return every byte of the reply."""
+    hdr = struct.pack("<II64sIiQQIIIIII", mode, op, lld,
+                      length or 120 + len(payload), tid, 0,
+                      0xffffffffffffffff if lun is None else lun, 0, 0, 0,
+                      0, 0, force)
+    assert len(hdr) == 120
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(sock)
+        c.sendall(hdr + payload)
+        data = b""
+        while True:
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:
+                chunk = b""     # closed with our payload unread
+            if not chunk:
+                return data
+            data += chunk
+
+
 # --------------------------------------------------------------------------
 # tgtadm builds targets and LUNs that initiators use
 
@@ -437,24 +461,8 @@ def test_socket_mode_lock_and_limits(holdfast, tmp_path):
 
     # raw protocol: a show reply is "err, len" and a NUL-terminated body
     # that len counts; an oversized request is closed without a reply
-    def request(mode, op, payload=b"", tid=-1, length=None, lld=b"iscsi"):
-        hdr = struct.pack("<II64sIiQQIIIIII", mode, op, lld,
-                          length or 120 + len(payload), tid, 0,
-                          0xffffffffffffffff, 0, 0, 0, 0, 0, 0)
-        assert len(hdr) == 120
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
-            c.settimeout(10)
-            c.connect(sock)
-            c.sendall(hdr + payload)
-            data = b""
-            while True:
-                try:
-                    chunk = c.recv(65536)
-                except ConnectionResetError:
-                    chunk = b""     # closed with our payload unread
-                if not chunk:
-                    return data
-                data += chunk
+    def request(mode, op, payload=b"", **kw):
+        return raw_request(sock, mode, op, payload, **kw)
 
     rsp = request(1, 2)
     err, length = struct.unpack("<II", rsp[:8])
@@ -685,3 +693,60 @@ def test_dump_round_trip(holdfast):
     assert cp.returncode != 0
     assert re.search(r"empty-password\.conf:\d+: password: empty: set the "
                      r"CHAP secret", cp.stderr), cp.stderr
+
+
+def test_delete_of_hung_lun(holdfast):
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "16M", "rerror": "retry", "werror": "retry",
+                        "retry_interval": 100},
+                       {"lun": 2, "backend": "file", "path": "disk2.img",
+                        "size": "16M", "rerror": "retry", "werror": "retry",
+                        "retry_interval": 100}])
+    d.require_holdfast("hang-on-error")
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+
+    def held_writer(lun):
+        tgtadm(d, "--op", "update", "--mode", "logicalunit", "--tid", 1,
+               "--lun", lun, "--params", "fault=eio:ops=w")
+        w = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "write 0 4k",
+                              d.url(lun)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        assert wait_for(lambda: "Hang state: hung" in lun_block(show(d), lun),
+                        15 * tscale())
+        assert w.poll() is None, "the write was not held"
+        return w
+
+    writers = []
+    try:
+        # tgtadm has no --force for LUNs: a LUN holding commands is "still
+        # active"; hang=fail reports them, then it can go
+        w = held_writer(1)
+        writers.append(w)
+        fails_with(tgtadm(d, "--op", "delete", "--mode", "logicalunit",
+                          "--tid", 1, "--lun", 1, check=False),
+                   "this logical unit is still active")
+        tgtadm(d, "--op", "update", "--mode", "logicalunit", "--tid", 1,
+               "--lun", 1, "--params", "hang=fail")
+        out, _ = w.communicate(timeout=30 * tscale())
+        assert "wrote" not in out, out
+        assert wait_for(lambda: tgtadm(d, "--op", "delete", "--mode",
+                                       "logicalunit", "--tid", 1, "--lun", 1,
+                                       check=False).returncode == 0,
+                        10 * tscale())
+
+        # a forced delete (force flag in the request header, as a
+        # management client other than tgtadm may send it) fails the held
+        # commands itself
+        w = held_writer(2)
+        writers.append(w)
+        assert raw_request(sock, 2, 1, tid=1, lun=2, force=1) == \
+            struct.pack("<II", 0, 8)
+        assert "LUN: 2" not in show(d)
+        out, _ = w.communicate(timeout=30 * tscale())
+        assert "wrote" not in out, out
+    finally:
+        for w in writers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
