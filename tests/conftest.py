@@ -62,7 +62,7 @@ class Daemon:
     """One running holdfastd (or tgtd with HOLDFAST_TEST_TGTD=1)."""
 
     def __init__(self, request, tmp, conf_settings=None, conf_text=None,
-                 args=(), env=None, name="holdfastd"):
+                 args=(), env=None, name="holdfastd", nr_portals=1):
         self.request = request
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -80,6 +80,8 @@ class Daemon:
         self.log_path = self.tmp / ("%s.log" % self.name)
         self.proc = None
         self.port = None
+        self.ports = []         # every portal's port; port is ports[0]
+        self.nr_portals = nr_portals
         self.ctl_port = None
         self.returncode = None
         # exit codes the finalizer accepts; a test that kills the daemon on
@@ -112,7 +114,7 @@ class Daemon:
     def _write_conf(self):
         if self.conf_settings is not None:
             s = dict(self.conf_settings)
-            s["portals"] = ["127.0.0.1:%d" % self.port]
+            s["portals"] = ["127.0.0.1:%d" % p for p in self.ports]
             # portals first so the file reads naturally
             s = {"portals": s.pop("portals"), **s}
             text = cfg_text(s)
@@ -126,7 +128,12 @@ class Daemon:
             pytest.fail("%s not built (run make, or set HOLDFAST_BUILD)" %
                         binary)
         for attempt in range(4):
-            self.port = free_tcp_port()
+            self.ports = []
+            while len(self.ports) < self.nr_portals:
+                p = free_tcp_port()
+                if p not in self.ports:
+                    self.ports.append(p)
+            self.port = self.ports[0]
             self.ctl_port = free_control_port(self.sock_base)
             if self.is_tgtd:
                 argv = [TGTD, "-f", "-C", str(self.ctl_port), "--iscsi",
@@ -150,6 +157,15 @@ class Daemon:
                 return self
             ok = wait_for(lambda: self.proc.poll() is not None or
                           port_accepts(self.port), 15 * tscale())
+            if ok and self.proc.poll() is None and self.is_tgtd:
+                for p in self.ports[1:]:
+                    self.tgtadm("--lld", "iscsi", "--op", "new", "--mode",
+                                "portal", "--param",
+                                "portal=127.0.0.1:%d" % p)
+            if ok:
+                ok = all(wait_for(lambda: self.proc.poll() is not None or
+                                  port_accepts(p), 5 * tscale())
+                         for p in self.ports[1:])
             if self.proc.poll() is None and ok:
                 if self.is_tgtd:
                     self._tgtd_configure()
@@ -167,6 +183,18 @@ class Daemon:
                         (self.name, self.returncode, text))
         pytest.fail("%s: no usable port after retries\n%s" %
                     (self.name, self.log_text()))
+
+    def restart(self, timeout=15):
+        """Stop with SIGTERM (which must give exit 0) and start again with
+        the same configuration and files, on fresh ports."""
+        if self.is_tgtd:        # tgtd ignores SIGTERM
+            self.stop(signal.SIGKILL)
+            return self.start()
+        rc = self.stop(timeout=timeout)
+        if rc != 0 or self.killed_by_teardown:
+            pytest.fail("%s exited with %s on SIGTERM before a restart\n%s"
+                        % (self.name, rc, self.log_text()))
+        return self.start()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -281,10 +309,11 @@ class HoldfastFactory:
 
     def __call__(self, luns=None, params=None, iqn=IQN, initiators=None,
                  targets=None, conf_text=None, args=(), env=None, wait=True,
-                 **top):
+                 nr_portals=1, **top):
         """Start a daemon.  Either describe it (luns, params, targets and
         any further top-level settings as keyword arguments) or give the
-        whole file as conf_text with @PORT@ where the portal port goes."""
+        whole file as conf_text with @PORT@ where the portal port goes.
+        nr_portals > 1 listens on that many loopback ports (d.ports)."""
         n = len(self.daemons)
         tmp = self.tmp_path if n == 0 else self.tmp_path / ("d%d" % n)
         if conf_text is None:
@@ -292,7 +321,8 @@ class HoldfastFactory:
                                      **top)
         else:
             settings = None
-        d = Daemon(self.request, tmp, settings, conf_text, args, env)
+        d = Daemon(self.request, tmp, settings, conf_text, args, env,
+                   nr_portals=nr_portals)
         self.daemons.append(d)
         return d.start(wait=wait)
 

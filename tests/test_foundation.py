@@ -310,6 +310,54 @@ def test_qemu_img_convert_in_and_out(holdfast, tmp_path):
     assert len(backing) == 64 * MiB
 
 
+def test_4k_block_lun_roundtrip(holdfast):
+    """A 4096-byte-block LUN: qemu learns the block size from READ
+    CAPACITY and issues 4K-aligned commands; a block-size mix-up in the
+    target shows up as data at the wrong offset in the file."""
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk4k.img",
+                        "size": "64M", "block_size": 4096}])
+    cases = [(0, 4096), (8192, 8192), (1 * MiB + 4096, 65536 + 4096),
+             (3 * MiB + 12288, 262144 + 8192), (8 * MiB + 4096, 4 * MiB),
+             (63 * MiB, 1 * MiB)]
+    _roundtrip(d, cases, img="disk4k.img")
+    with IscsiSession(d.portal, d.iqn, 1) as s:
+        assert s.read_capacity16() == (64 * MiB // 4096, 4096)
+        r = s.read10(2, 2, block_size=4096)     # LBAs count 4K blocks
+        assert r.ok and len(r.data) == 8192, r
+        assert r.data == open(d.path("disk4k.img"), "rb").read(16384)[8192:]
+
+
+def test_data_survives_restart(holdfast):
+    """The backing file is reopened, not recreated or truncated, when the
+    daemon starts again with the same configuration."""
+    d = holdfast()
+    qemu_io(d.url(1), "write -P 0x6d 1536 1M", "write -P 0x6e 60M 4M")
+    d.restart()
+    qemu_io(d.url(1), "read -P 0x6d 1536 1M", "read -P 0x6e 60M 4M",
+            "read -P 0 0 1536")
+    assert os.path.getsize(d.path("disk1.img")) == 64 * MiB
+
+
+def test_two_portals(holdfast):
+    d = holdfast(nr_portals=2)
+    for port in d.ports:
+        url = "iscsi://127.0.0.1:%d/%s/1" % (port, d.iqn)
+        qemu_io(url, "write -P %#x 0 64k" % (port & 0xff),
+                "read -P %#x 0 64k" % (port & 0xff))
+        out = run(["iscsi-ls", "iscsi://127.0.0.1:%d/" % port]).stdout
+        assert d.iqn in out, out
+
+
+def test_unknown_target_login_refused(holdfast):
+    d = holdfast()
+    cp = run(["iscsi-inq", d.url(1, iqn="iqn.2026-11.org.example:nosuch")],
+             check=False, timeout=30)
+    assert cp.returncode != 0, cp.stdout
+    assert "DIRECT_ACCESS" not in cp.stdout
+    # the daemon is still serving the real target
+    run(["iscsi-inq", d.url(1)])
+
+
 def test_null_lun_reads_zeroes(holdfast):
     d = holdfast()
     # writes to a null LUN succeed and are discarded
