@@ -498,8 +498,9 @@ def test_bad_config_is_refused(holdfast, tmp_path, case):
     cfg = tmp_path / "targets.conf"
     cfg.write_text(text.replace("@PORT@", str(port)))
     env = dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "tgtd.sock"))
+    ctl = random.randint(1000, 32767)
     p = subprocess.Popen([str(build_dir() / "holdfastd"), "-f", "-c",
-                          str(cfg), "-C", str(random.randint(1000, 32767))],
+                          str(cfg), "-C", str(ctl)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env, cwd=str(tmp_path))
     # the portal must never accept, not even briefly before validation
@@ -517,6 +518,8 @@ def test_bad_config_is_refused(holdfast, tmp_path, case):
     assert p.returncode != 0, "exit 0 on a bad config:\n" + out
     assert p.returncode > 0, "died by signal %d:\n%s" % (-p.returncode, out)
     assert not served, "port %d was served with a bad config" % port
+    assert not (tmp_path / ("tgtd.sock.%d" % ctl)).exists(), \
+        "management socket left behind"
     assert "runtime error:" not in out and "Sanitizer" not in out, out
     # FILE:LINE: key: reason (a syntax error has no key)
     m = re.search(r"^(?:.*?\s)?(\S*targets\.conf):(\d+): (\S+): (\S.*)$"
@@ -569,3 +572,13 @@ def test_backing_file_created_sparse_with_size(holdfast):
     assert st.st_size == 48 * MiB
     d.require_holdfast("creating backing files")
     assert st.st_blocks * 512 < 8 * MiB, "backing file was not created sparse"
+
+
+def test_fixture_tgtadm_reaches_daemon(holdfast):
+    """The fixture's tgtadm() talks to this daemon's own control socket
+    (TGT_IPC_SOCKET in the test's directory, -C its control port)."""
+    d = holdfast()
+    out = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                   "target").stdout
+    assert re.search(r"^Target 1: %s$" % re.escape(IQN), out, re.M), out
+    assert os.path.exists("%s.%d" % (d.sock_base, d.ctl_port))
