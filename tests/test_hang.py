@@ -39,6 +39,9 @@ ASC_UNRECOVERED_READ = 0x11     # 11/00 UNRECOVERED READ ERROR
 ASC_SPACE_ALLOC_FAILED = 0x27   # 27/07 SPACE ALLOCATION FAILED WRITE PROTECT
 ASCQ_SPACE_ALLOC_FAILED = 0x07
 ASC_RESET_OCCURRED = 0x29       # 29/xx POWER ON, RESET, OR BUS DEVICE RESET
+HARDWARE_ERROR = 0x04
+ASC_LU_COMM_FAILURE = 0x08      # 08/00 LOGICAL UNIT COMMUNICATION FAILURE
+ASC_WRITE_PROTECTED = 0x27      # 27/00 WRITE PROTECTED
 
 # RFC 7143 11.6.1 task management response
 TMF_FUNCTION_COMPLETE = 0
@@ -404,6 +407,71 @@ def test_report_mode_fails_at_once(hang):
     assert r["ms"] < S(300), r
     hang.ok()
     assert_good(c.do("write 0 8 0x67"))
+
+
+@pytest.mark.parametrize("err,op,key,asc,ascq", [
+    ("EDQUOT", "write", DATA_PROTECT, ASC_SPACE_ALLOC_FAILED,
+     ASCQ_SPACE_ALLOC_FAILED),
+    ("EROFS", "write", DATA_PROTECT, ASC_WRITE_PROTECTED, 0),
+    ("ENOTCONN", "write", HARDWARE_ERROR, ASC_LU_COMM_FAILURE, 0),
+    ("ENOTCONN", "read", HARDWARE_ERROR, ASC_LU_COMM_FAILURE, 0),
+    ("ETIMEDOUT", "read", HARDWARE_ERROR, ASC_LU_COMM_FAILURE, 0),
+])
+def test_report_sense_mapping(hang, err, op, key, asc, ascq):
+    """DESIGN.md's table: which sense a real backend errno becomes."""
+    hang.start()
+    c = hang.client()
+    hang.fail("%s=%s" % (op, err))
+    r = c.do("write 0 8 0x12" if op == "write" else "read 0 8")
+    assert_sense(r, key, asc, ascq)
+    assert r["ms"] < S(300), r
+
+
+def test_erofs_is_never_held(hang):
+    """EROFS describes the store, not a passing failure: reported at once
+    even with werror = retry."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    hang.fail("write=EROFS")
+    r = c.do("write 0 8 0x13")
+    assert_sense(r, DATA_PROTECT, ASC_WRITE_PROTECTED)
+    assert r["ms"] < S(300), r
+
+
+def test_runtime_switch_to_report_fails_held(hang):
+    """werror changed to report during an episode fails the held commands
+    now instead of waiting."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    hang.fail("write=EIO")
+    w1 = c.issue("write 0 8 0x14")
+    time.sleep(0.1)
+    w2 = c.issue("write 8 8 0x15")
+    held(c, w1, 0.4)
+    t = now_ms()
+    hang.lun_update("werror=report")
+    for w in (w1, w2):
+        r = c.get(w, 5)
+        assert_sense(r, MEDIUM_ERROR, ASC_WRITE_ERROR)
+        assert r["end"] - t < S(1000), r
+
+
+def test_runtime_timeout_counts_from_hang_start(hang):
+    """A retry_timeout set during an episode counts from when the hang
+    began, not from the update."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    hang.fail("write=EIO")
+    w = c.issue("write 0 8 0x16")
+    held(c, w, 1.0)
+    hang.lun_update("retry_timeout=1600")
+    r = c.get(w, 10)
+    assert_sense(r, MEDIUM_ERROR, ASC_WRITE_ERROR)
+    # ~1.6 s after the write began, i.e. ~0.6 s after the update
+    assert 1600 * 0.9 <= r["ms"] <= 1600 + S(800), r
 
 
 def test_enospc_held_then_ok(hang):
@@ -859,16 +927,28 @@ def test_show_reports_hung_state(hang):
     c = hang.client()
     hang.fail("write=EIO")
     w = c.issue("write 0 8 0xd3")
+    time.sleep(0.1)
+    q1 = c.issue("write 8 8 0xd4")
+    q2 = c.issue("read 8 8")
     held(c, w, 0.3)
     out = hang.d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
                         "target").stdout
     hung_line = re.compile(r"state\W+hung", re.I)
     assert hung_line.search(out), out
+    # README: "Hang held: 1, queued: 2, bytes: ..."
+    assert re.search(r"held\W+1\b.*queued\W+2\b", out, re.I), out
     hang.ok()
-    assert_good(c.get(w))
+    for lab in (w, q1, q2):
+        assert_good(c.get(lab))
     out = hang.d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
                         "target").stdout
     assert not hung_line.search(out), out
+    assert re.search(r"episodes\W+1\b", out), out
+    assert re.search(r"recoveries\W+1\b", out), out
+    # one log line on entering hung and one on leaving it
+    log = hang.d.log_text()
+    assert re.search(r"LUN 1: hung: EIO on write", log), log[-3000:]
+    assert re.search(r"LUN 1: recovered", log), log[-3000:]
 
 
 # --------------------------------------------------------------------------
