@@ -45,6 +45,9 @@ void config_free(struct config *cfg);
  * targets.conf text that config_load() accepts.  CHAP passwords are left
  * empty.  0 / -EIO. */
 int config_dump(FILE *f);
+/* The configuration config_apply() last applied successfully (portals for
+ * show), or NULL. */
+const struct config *config_get_active(void);
 
 /* Parse "1G", "512M", "4096", "10k" into bytes.  0 / -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);

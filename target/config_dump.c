@@ -30,6 +30,11 @@ void config_set_active(const struct config *cfg)
 	config_active = cfg;
 }
 
+const struct config *config_get_active(void)
+{
+	return config_active;
+}
+
 /* A libconfig string literal: quotes and backslashes escaped. */
 static void dump_str(FILE *f, const char *s)
 {

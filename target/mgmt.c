@@ -428,6 +428,12 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_lun(req);
 	case MGMT_MODE_ACCOUNT:
 		return mgmt_account(req, b);
+	case MGMT_MODE_PORTAL:
+		/* Portals come from targets.conf; adding or removing them
+		 * at run time is not supported. */
+		if (req->op == MGMT_OP_SHOW)
+			return mgmt_show_portals(b);
+		return MGMT_UNSUPPORTED_OPERATION;
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }

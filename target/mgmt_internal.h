@@ -107,6 +107,8 @@ void mgmt_buf_free(struct mgmt_buf *b);
 int mgmt_show_targets(int tid, struct mgmt_buf *b);
 /* `--op show --mode target --tid N`: the target's parameters. */
 int mgmt_show_target_params(int tid, struct mgmt_buf *b);
+/* `--op show --mode portal`. */
+int mgmt_show_portals(struct mgmt_buf *b);
 /* `--op show --mode system`. */
 int mgmt_show_system(struct mgmt_buf *b);
 

@@ -11,7 +11,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "account.h"
+#include "config.h"
 #include "hang.h"
 #include "iscsi.h"
 #include "mgmt_internal.h"
@@ -248,6 +252,30 @@ int mgmt_show_target_params(int tid, struct mgmt_buf *b)
 		mgmt_buf_printf(b, "%s=%s\n", p->key, p->value);
 	pthread_mutex_unlock(&t->lock);
 	tgt_put(t);
+	return MGMT_SUCCESS;
+}
+
+/* `--op show --mode portal`: "Portal: ADDR:PORT,TPGT" like tgtd (one
+ * target portal group, tag 1). */
+int mgmt_show_portals(struct mgmt_buf *b)
+{
+	const struct config *cfg = config_get_active();
+	char a[INET6_ADDRSTRLEN];
+
+	for (int i = 0; cfg && i < cfg->nr_portals; i++) {
+		const struct sockaddr_storage *ss = &cfg->portals[i].listen;
+		if (ss->ss_family == AF_INET) {
+			const struct sockaddr_in *sin = (const void *)ss;
+			inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
+			mgmt_buf_printf(b, "Portal: %s:%u,1\n", a,
+					ntohs(sin->sin_port));
+		} else {
+			const struct sockaddr_in6 *sin6 = (const void *)ss;
+			inet_ntop(AF_INET6, &sin6->sin6_addr, a, sizeof(a));
+			mgmt_buf_printf(b, "Portal: [%s]:%u,1\n", a,
+					ntohs(sin6->sin6_port));
+		}
+	}
 	return MGMT_SUCCESS;
 }
 

@@ -236,6 +236,8 @@ def test_show_text_shaped_like_tgtd(holdfast):
 def test_show_empty_and_system(holdfast):
     d = holdfast(targets=[])
     assert show(d) == ""
+    out = tgtadm(d, "--op", "show", "--mode", "portal").stdout
+    assert out == "Portal: 127.0.0.1:%d,1\n" % d.port, out
     out = tgtadm(d, "--op", "show", "--mode", "system").stdout
     assert "debug: off" in out
     tgtadm(d, "--op", "update", "--mode", "system", "--name", "debug",
