@@ -581,9 +581,10 @@ def test_target_update(holdfast):
 # --------------------------------------------------------------------------
 # CHAP accounts
 
-def inq(d, user=None, password=None):
+def inq(d, user=None, password=None, iqn=None):
     cred = "%s%%%s@" % (user, password) if user else ""
-    return run(["iscsi-inq", "iscsi://%s%s/%s/1" % (cred, d.portal, d.iqn)],
+    return run(["iscsi-inq", "iscsi://%s%s/%s/1" % (cred, d.portal,
+                                                     iqn or d.iqn)],
                check=False, timeout=30)
 
 
@@ -752,3 +753,40 @@ def test_delete_of_hung_lun(holdfast):
             if w.poll() is None:
                 w.kill()
                 w.wait()
+
+
+# --------------------------------------------------------------------------
+# the stock tgt-admin drives holdfastd through the same protocol
+
+def test_tgt_admin(holdfast, tmp_path):
+    d = holdfast(targets=[])
+    img = tmp_path / "tgtstyle.img"
+    with open(img, "wb") as f:
+        f.truncate(16 * MiB)
+    conf = tmp_path / "tgt-style.conf"
+    conf.write_text(
+        "<target %s>\n"
+        "    backing-store %s\n"
+        "    initiator-address 127.0.0.1\n"
+        "    incominguser alice alice-secret-1\n"
+        "    vendor_id ACME\n"
+        "    MaxRecvDataSegmentLength 65536\n"
+        "</target>\n" % (IQN2, img))
+    admin = ["/usr/sbin/tgt-admin", "-C", str(d.ctl_port)]
+    run(admin + ["-c", str(conf), "-e"], env=d.env)
+    text = show(d)
+    assert "Target 1: %s" % IQN2 in text, text
+    assert "Backing store path: %s" % img in lun_block(text, 1)
+    assert "Vendor: ACME" in lun_block(text, 1) or d.is_tgtd
+    assert "        alice\n" in text.split("Account information:")[1]
+    assert inq(d, iqn=IQN2).returncode != 0, "CHAP not required"
+    cp = inq(d, "alice", "alice-secret-1", iqn=IQN2)
+    assert cp.returncode == 0, cp
+
+    dumped = run(admin + ["--dump"], env=d.env).stdout
+    assert "<target %s>" % IQN2 in dumped, dumped
+    assert "backing-store %s" % img in dumped, dumped
+    assert "initiator-address 127.0.0.1" in dumped, dumped
+
+    run(admin + ["--delete", "ALL"], env=d.env)
+    assert show(d) == ""
