@@ -14,6 +14,8 @@
  * Commands (LUN defaults to the URL's; "lun=N" overrides it):
  *   write LBA BLOCKS PATTERN [lun=N] [fua]   WRITE(16) of bytes PATTERN
  *   read LBA BLOCKS [expect PATTERN] [lun=N] READ(16); reports the data
+ *   unmap LBA BLOCKS [lun=N]                 UNMAP of one range
+ *   writesame LBA BLOCKS PATTERN [unmap] [lun=N]  WRITE SAME(16)
  *   tur | inquiry | readcap | sync [lun=N]   TEST UNIT READY, INQUIRY,
  *                                            READ CAPACITY(16), SYNCHRONIZE
  *                                            CACHE(10)
@@ -142,7 +144,8 @@ static void hc_print(struct hc_cmd *c)
 	printf("{\"id\":\"%s\",\"op\":\"%s\"", c->id, c->op);
 	if (c->lun >= 0)
 		printf(",\"lun\":%d", c->lun);
-	if (!strcmp(c->op, "read") || !strcmp(c->op, "write"))
+	if (!strcmp(c->op, "read") || !strcmp(c->op, "write") ||
+	    !strcmp(c->op, "unmap") || !strcmp(c->op, "writesame"))
 		printf(",\"lba\":%" PRIu64 ",\"blocks\":%u", c->lba, c->blocks);
 	printf(",\"start\":%.3f,\"end\":%.3f,\"ms\":%.3f,\"status\":\"%s\","
 	       "\"status_code\":%d", c->start, c->end, c->end - c->start,
@@ -365,13 +368,15 @@ static void hc_run_line(char *line)
 	}
 	/* options anywhere on the line */
 	lun = hc.default_lun;
-	bool fua = false;
-	int n = 0;
-	for (int i = 0; i < argc; i++) {
+	bool fua = false, unmap = false;
+	int n = 1;
+	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "lun=", 4))
 			lun = atoi(argv[i] + 4);
 		else if (!strcmp(argv[i], "fua"))
 			fua = true;
+		else if (!strcmp(argv[i], "unmap"))
+			unmap = true;
 		else
 			argv[n++] = argv[i];
 	}
@@ -505,6 +510,42 @@ static void hc_run_line(char *line)
 						    hc.block_size, 0, 0, fua, 0, 0,
 						    hc_scsi_cb, c);
 		}
+	} else if (!strcmp(argv[0], "unmap")) {
+		uint64_t lba, blocks;
+		/* copied into the parameter list by libiscsi (SBC-4 5.30) */
+		struct unmap_list range;
+
+		if (argc != 3 || hc_parse_u64(argv[1], &lba) ||
+		    hc_parse_u64(argv[2], &blocks) || !blocks ||
+		    blocks > UINT32_MAX)
+			hc_syntax(orig, "unmap LBA BLOCKS");
+		c->lba = lba;
+		c->blocks = (uint32_t)blocks;
+		range.lba = lba;
+		range.num = (uint32_t)blocks;
+		c->task = iscsi_unmap_task(hc.iscsi, lun, 0, 0, &range, 1,
+					   hc_scsi_cb, c);
+	} else if (!strcmp(argv[0], "writesame")) {
+		uint64_t lba, blocks;
+
+		if (argc != 4 || hc_parse_u64(argv[1], &lba) ||
+		    hc_parse_u64(argv[2], &blocks) || !blocks ||
+		    blocks > UINT32_MAX ||
+		    (c->pattern = hc_parse_byte(argv[3])) < 0)
+			hc_syntax(orig, "writesame LBA BLOCKS PATTERN [unmap]");
+		c->lba = lba;
+		c->blocks = (uint32_t)blocks;
+		c->buf = malloc((size_t)hc.block_size);
+		if (!c->buf) {
+			perror("malloc");
+			exit(1);
+		}
+		memset(c->buf, c->pattern, (size_t)hc.block_size);
+		/* WRITE SAME(16), SBC-4 5.50: one block of data, repeated */
+		c->task = iscsi_writesame16_task(hc.iscsi, lun, lba, c->buf,
+						 (uint32_t)hc.block_size,
+						 (uint32_t)blocks, 0, unmap, 0, 0,
+						 hc_scsi_cb, c);
 	} else if (!strcmp(argv[0], "tur") || !strcmp(argv[0], "clearua")) {
 		hc_issue_tur(c);
 	} else if (!strcmp(argv[0], "inquiry")) {
