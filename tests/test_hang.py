@@ -540,6 +540,44 @@ def test_flush_held(hang):
     assert_good(c.get(s))
 
 
+def test_unmap_and_write_same_held(hang):
+    """werror also covers UNMAP (a hole punched with fallocate, which
+    fusefail fails like a write) and WRITE SAME."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0, "thin_provisioning": True})
+    c = hang.client()
+    prefill(c, 0, 16, 0x61)
+    hang.fail("write=EIO")
+    u = c.issue("unmap 0 8")
+    held(c, u, 0.4)
+    hang.ok()
+    assert_good(c.get(u))
+    assert hang.backing(0, 8) == bytes(8 * BS)         # reads back zero
+    hang.fail("write=EIO")
+    ws = c.issue("writesame 8 8 0x62")
+    held(c, ws, 0.4)
+    hang.ok()
+    assert_good(c.get(ws))
+    assert hang.backing(8, 8) == b"\x62" * 8 * BS
+
+
+def test_buffered_lun_failed_flush_stays_failed(hang):
+    """DESIGN.md: after a failed flush on a buffered (page-cache) LUN every
+    later flush fails too, because the page cache may have dropped the
+    data."""
+    hang.start(lun1={"direct": False, "write_cache": True})
+    c = hang.client()
+    prefill(c, 0, 8, 0x63)
+    assert_good(c.do("sync"))
+    hang.fail("flush=EIO")
+    r = c.do("sync")
+    assert r["status"] == "CHECK_CONDITION", r
+    assert r["sense_key"] == MEDIUM_ERROR, r
+    hang.ok()
+    r = c.do("sync")
+    assert r["status"] == "CHECK_CONDITION", r
+
+
 def test_recovery_within_one_interval(hang):
     interval = 500
     hang.start(lun1={"werror": "retry", "retry_interval": interval,
