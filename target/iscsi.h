@@ -45,6 +45,11 @@ int iscsi_session_for_each(int tid,
  * them to go.  Thread safe. */
 void iscsi_sessions_close(int tid, bool ask_logout, unsigned timeout_ms);
 
+/* Close one session (tgtadm --op delete --mode conn / session), asking
+ * the initiator to log out first when ask_logout.  Returns 0, or -ENOENT
+ * if no session has that sid.  Thread safe; does not wait. */
+int iscsi_session_close(uint64_t sid, bool ask_logout);
+
 /* Connections still alive (including closing ones waiting for their
  * commands); shutdown waits for 0. */
 int iscsi_conn_count(void);

@@ -191,6 +191,23 @@ int iscsi_session_for_each(int tid,
 	return n;
 }
 
+int iscsi_session_close(uint64_t sid, bool ask_logout)
+{
+	struct iscsi_session *s;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&sess_lock);
+	s = session_find_locked(sid);
+	if (s) {
+		session_post_close(s, ask_logout ? CLOSE_ASK_LOGOUT
+						 : CLOSE_FORCE,
+				   "closed by management");
+		ret = 0;
+	}
+	pthread_mutex_unlock(&sess_lock);
+	return ret;
+}
+
 static int sessions_count(int tid)
 {
 	struct iscsi_session *s;
