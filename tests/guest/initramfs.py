@@ -245,11 +245,21 @@ def _pack(root, out):
     os.replace(tmp, out)
 
 
+_built = {}
+
+
 def build(out_dir=None, force=False):
     """Build (or reuse) the initramfs.  Returns (kernel, initramfs path,
-    kernel release)."""
+    kernel release).  Checked once per process and cache directory."""
     out_dir = Path(out_dir or os.environ.get("HOLDFAST_GUEST_DIR") or
                    REPO / "build" / "guest")
+    if not force and out_dir in _built and _built[out_dir][1].exists():
+        return _built[out_dir]
+    _built[out_dir] = _build(out_dir, force)
+    return _built[out_dir]
+
+
+def _build(out_dir, force):
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel, kver = find_kernel()
     files, mods = plan(kver)
