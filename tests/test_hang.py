@@ -652,6 +652,44 @@ def test_two_sessions_keep_arrival_order(hang):
 # --------------------------------------------------------------------------
 # task management and session loss: no write may land afterwards
 
+def test_hold_limit_gives_task_set_full(hang):
+    """A LUN holds at most 1024 commands (README); beyond that new commands
+    get TASK SET FULL at once instead of pinning more memory, and what was
+    held still completes once storage is back."""
+    # 120 per session stays inside the 128-command CmdSN window, so the
+    # NOP-Out round trips of sync() still pass
+    limit, per_session, sessions = 1024, 120, 9
+    hang.start(lun1={"werror": "retry", "retry_interval": 200,
+                     "retry_timeout": 0})
+    clients = [hang.client(luns=(1,), name="s%d" % i)
+               for i in range(sessions)]
+    hang.fail("write=EIO")
+    issued = []
+    for i, cl in enumerate(clients):
+        for j in range(per_session):
+            lba = i * per_session + j
+            issued.append((cl, cl.issue("write %d 1 %#x" % (lba, 1 + i)),
+                           lba))
+        cl.sync()
+    time.sleep(0.5)
+    for cl in clients:
+        cl.sync()
+    full = [(cl, lab, lba) for cl, lab, lba in issued if cl.done(lab)]
+    for cl, lab, lba in full:
+        r = cl.results[lab]
+        assert r["status"] == "TASK_SET_FULL", r
+        assert r["ms"] < S(1000), r
+    assert len(full) >= len(issued) - limit, len(full)
+    assert len(full) <= len(issued) - limit + 8, len(full)
+    hang.ok()
+    for cl, lab, lba in issued:
+        r = cl.get(lab, 30)
+        if (cl, lab, lba) not in full:
+            assert_good(r)
+    for cl, lab, lba in full:
+        assert hang.backing(lba, 1) == bytes(BS), lba
+
+
 def test_abort_task_of_held_write(hang):
     interval = 100
     hang.start(lun1={"werror": "retry", "retry_interval": interval,
