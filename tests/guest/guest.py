@@ -121,11 +121,11 @@ class Guest:
         self.log_path.write_bytes(b"")
         with open(self.workdir / ("%s.cmd" % self.name), "w") as f:
             f.write(" ".join(shlex.quote(a) for a in argv) + "\n")
-        self.qemu_stderr = open(self.workdir / ("%s.qemu.err" % self.name),
+        self._stderr_file = open(self.workdir / ("%s.qemu.err" % self.name),
                                 "wb")
         self.t_start = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                     stdout=self.qemu_stderr,
+                                     stdout=self._stderr_file,
                                      stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self
@@ -161,7 +161,7 @@ class Guest:
         except subprocess.TimeoutExpired:
             self.kill()
         self.wall = time.monotonic() - self.t_start
-        self.qemu_stderr.close()
+        self._stderr_file.close()
         return self.proc.returncode
 
     def kill(self):
@@ -172,6 +172,15 @@ class Guest:
             except ProcessLookupError:
                 pass
             self.proc.wait(10)
+
+    def qemu_stderr(self):
+        """What QEMU printed (its iSCSI driver reports failed commands,
+        NOP timeouts and reconnects here)."""
+        try:
+            return (self.workdir / ("%s.qemu.err" % self.name)).read_text(
+                errors="replace")
+        except OSError:
+            return ""
 
     def report(self, why):
         """Text for a failed assertion: why, then the whole serial log."""
@@ -218,7 +227,7 @@ class Guest:
         self.kill()
         if self.proc is not None and self.wall is None:
             self.wall = time.monotonic() - self.t_start
-            self.qemu_stderr.close()
+            self._stderr_file.close()
 
 
 def main():

@@ -210,6 +210,12 @@ kernel_errors() {
 	dmesg | sed -n "/$KMSG_MARK/,\$p" | grep -E "$ERR_PATTERNS"
 }
 
+# Kernel initiator messages of a session that failed and recovered.
+session_drops() {
+	dmesg | sed -n "/$KMSG_MARK/,\$p" |
+		grep -E "detected conn error|session recovery timed out|ping timeout"
+}
+
 mnt_mode() { awk '$2 == "/mnt" { split($4, o, ","); print o[1] }' /proc/mounts; }
 # ro, rw or broken.  Debian's 6.1 kernel no longer flips the superblock to
 # read-only after an error ("Remounting filesystem read-only" but
@@ -333,6 +339,11 @@ test_loop() {
 	fi
 	[ -z "$errs" ] || { echo "$errs" | head -40; fail "the guest saw I/O errors"; }
 	[ "$nerr" = 0 ] || fail "$nerr writes failed"
+	# The target must keep the session alive while it holds commands
+	# (NOP-Outs answered); a drop would be hidden by the initiator's
+	# recovery and replacement_timeout, so look for it.
+	drops=$(session_drops)
+	[ -z "$drops" ] || { echo "$drops"; fail "the iSCSI session dropped during the outage"; }
 	[ "$mode" = rw ] || fail "ext4 is $mode, expected rw"
 	[ $((maxstall / 100)) -ge "$MINSTALL" ] ||
 		fail "longest stall $((maxstall * 10)) ms < ${MINSTALL}s: the outage never reached the guest"

@@ -201,6 +201,11 @@ def test_qemu_initiator_rides_out_outage(fusefs, holdfast, tmp_path):
         g.start()
         run_outage(g, fusefs)
         g.finish()
+    # QEMU's initiator pings with NOP-Outs and reconnects when they go
+    # unanswered; the target must answer them while it holds the writes.
+    err = g.qemu_stderr()
+    assert "NOP" not in err and "econnect" not in err, g.report(
+        "QEMU's iSCSI session dropped during the outage")
     check_image(g, fusefs.backing(IMAGE), tmp_path)
     print("qemu_hang: guest wall %.1fs" % g.wall)
 
@@ -214,8 +219,10 @@ def test_kernel_initiator_rides_out_outage(fusefs, holdfast, tmp_path):
     # The SCSI command timeout and the session's recovery timeouts must
     # outlast the outage, or the initiator aborts the held commands and
     # fails them itself; NOP-Outs keep being answered during the hang.
-    params.update({"sdtimeout": 120, "repl": 120, "noopint": 10,
-                   "noopto": 60, "st": "strict"})
+    # NOP-Outs still go every 5 s, so a target that stops answering them
+    # while it holds commands drops the session, which the guest reports.
+    params.update({"sdtimeout": 120, "repl": 120, "noopint": 5,
+                   "noopto": 15, "st": "strict"})
     with boot(tmp_path, "kernel_hang", "kernel", d, params, 200) as g:
         g.start()
         run_outage(g, fusefs)
