@@ -20,6 +20,9 @@
  *                                            READ CAPACITY(16), SYNCHRONIZE
  *                                            CACHE(10)
  *   clearua [lun=N]      TEST UNIT READY until no UNIT ATTENTION (max 8)
+ *   prout register KEY | reserve KEY TYPE | release KEY TYPE | clear KEY |
+ *         preempt KEY VICTIM TYPE | preempt-abort KEY VICTIM TYPE [lun=N]
+ *                        PERSISTENT RESERVE OUT
  *   nop                  NOP-Out, answered by a NOP-In
  *   abort ID             ABORT TASK for command ID (RFC 7143 11.5.1)
  *   abortset | clearset | lunreset [lun=N]   ABORT TASK SET, CLEAR TASK SET,
@@ -91,6 +94,7 @@ struct hc_cmd {
 	struct hc_cmd *ref;		/* abort: the command aborted */
 	uint32_t response;		/* task management response */
 	int tries;			/* clearua */
+	struct scsi_persistent_reserve_out_basic pr; /* prout parameters */
 	char data[16];			/* read: "0xab" / "mixed" */
 	int match;			/* read with expect: 1/0 */
 };
@@ -339,6 +343,61 @@ static void hc_syntax(const char *line, const char *why)
 	exit(3);
 }
 
+static void hc_syntax(const char *line, const char *why);
+
+/* PERSISTENT RESERVE OUT (SPC-4 6.16):
+ *   prout register KEY | reserve KEY TYPE | release KEY TYPE | clear KEY |
+ *         preempt KEY VICTIM TYPE | preempt-abort KEY VICTIM TYPE
+ * TYPE is the SPC-4 table 211 number (1 write exclusive, 3 exclusive
+ * access, 5/6 registrants only, 7/8 all registrants). */
+static void hc_issue_prout(struct hc_cmd *c, int lun, int argc, char **argv,
+			   const char *orig)
+{
+	static const struct {
+		const char *name;
+		int sa, nargs;		/* nargs after the action */
+	} actions[] = {
+		{ "register", SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 1 },
+		{ "reserve", SCSI_PERSISTENT_RESERVE_RESERVE, 2 },
+		{ "release", SCSI_PERSISTENT_RESERVE_RELEASE, 2 },
+		{ "clear", SCSI_PERSISTENT_RESERVE_CLEAR, 1 },
+		{ "preempt", SCSI_PERSISTENT_RESERVE_PREEMPT, 3 },
+		{ "preempt-abort", SCSI_PERSISTENT_RESERVE_PREEMPT_AND_ABORT, 3 },
+	};
+	uint64_t v[3] = { 0, 0, 0 };
+	int type = 0;
+
+	if (argc < 2)
+		hc_syntax(orig, "prout ACTION KEY ...");
+	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+		if (strcmp(argv[1], actions[i].name))
+			continue;
+		if (argc != 2 + actions[i].nargs)
+			hc_syntax(orig, "wrong number of prout arguments");
+		for (int j = 0; j < actions[i].nargs; j++)
+			if (hc_parse_u64(argv[2 + j], &v[j]))
+				hc_syntax(orig, "bad prout number");
+		memset(&c->pr, 0, sizeof(c->pr));
+		if (actions[i].sa == SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY) {
+			c->pr.service_action_reservation_key = v[0];
+		} else {
+			c->pr.reservation_key = v[0];
+			if (actions[i].nargs == 3) {
+				c->pr.service_action_reservation_key = v[1];
+				type = (int)v[2];
+			} else if (actions[i].nargs == 2) {
+				type = (int)v[1];
+			}
+		}
+		c->task = iscsi_persistent_reserve_out_task(
+			hc.iscsi, lun, actions[i].sa,
+			SCSI_PERSISTENT_RESERVE_SCOPE_LU, type, &c->pr,
+			hc_scsi_cb, c);
+		return;
+	}
+	hc_syntax(orig, "unknown prout action");
+}
+
 /* Run one script line.  Returns once the command is issued (or, for
  * wait/sleep, once the blocking condition is set up). */
 static void hc_run_line(char *line)
@@ -546,6 +605,8 @@ static void hc_run_line(char *line)
 						 (uint32_t)hc.block_size,
 						 (uint32_t)blocks, 0, unmap, 0, 0,
 						 hc_scsi_cb, c);
+	} else if (!strcmp(argv[0], "prout")) {
+		hc_issue_prout(c, lun, argc, argv, orig);
 	} else if (!strcmp(argv[0], "tur") || !strcmp(argv[0], "clearua")) {
 		hc_issue_tur(c);
 	} else if (!strcmp(argv[0], "inquiry")) {
