@@ -933,6 +933,63 @@ def test_retry_on_buffered_lun_is_refused(hang):
     assert "direct" in d.log_text(), d.log_text()
 
 
+# persistent reservations (SPC-4 5.13) during a hang
+PR_WRITE_EXCLUSIVE = 1
+
+
+def test_reservation_checked_at_dispatch(hang):
+    """DESIGN.md: a queued command's reservation is checked when it is
+    finally dispatched, not only when it arrived."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    a = hang.client(luns=(1,), args=["-I", "0x11"], name="A")
+    b = hang.client(luns=(1,), args=["-I", "0x22"], name="B")
+    assert_good(a.do("prout register 0xa"))
+    assert_good(b.do("prout register 0xb"))
+    prefill(a, 0, 16, 0x4a)
+    hang.fail("write=EIO")
+    w1 = a.issue("write 0 8 0x4b")
+    time.sleep(0.1)
+    w2 = b.issue("write 8 8 0x4c")          # queued, no reservation yet
+    held(a, w1, 0.3)
+    # PERSISTENT RESERVE OUT is not a media command: answered at once
+    r = a.do("prout reserve 0xa %d" % PR_WRITE_EXCLUSIVE, 5)
+    assert_good(r)
+    assert r["ms"] < S(300), r
+    hang.ok()
+    assert_good(a.get(w1))
+    assert b.get(w2)["status"] == "RESERVATION_CONFLICT", b.results[w2]
+    assert hang.backing(8, 8) == b"\x4a" * 8 * BS
+    assert_good(a.do("prout clear 0xa"))
+
+
+def test_preempt_and_abort_drops_held_write(hang):
+    """PREEMPT AND ABORT drops the preempted nexus's held commands before
+    it completes; none of them reaches the backend afterwards."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    a = hang.client(luns=(1,), args=["-I", "0x11"], name="A")
+    b = hang.client(luns=(1,), args=["-I", "0x22"], name="B")
+    assert_good(a.do("prout register 0xa"))
+    assert_good(a.do("prout reserve 0xa %d" % PR_WRITE_EXCLUSIVE))
+    assert_good(b.do("prout register 0xb"))
+    prefill(a, 0, 8, 0x5d)
+    hang.fail("write=EIO")
+    w = a.issue("write 0 8 0x5e")
+    held(a, w, 0.3)
+    r = b.do("prout preempt-abort 0xb 0xa %d" % PR_WRITE_EXCLUSIVE, 5)
+    assert_good(r)
+    assert r["ms"] < S(500), r
+    hang.ok()
+    time.sleep(0.6)
+    assert hang.backing(0, 8) == b"\x5d" * 8 * BS
+    if a.done(w):
+        assert a.results[w]["status"] != "GOOD", a.results[w]
+    r = b.do("write 0 8 0x5f")
+    assert_good(r)
+    assert_good(b.do("prout clear 0xb"))
+
+
 # --------------------------------------------------------------------------
 # a hung LUN must not slow anything else
 
