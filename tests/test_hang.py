@@ -823,7 +823,9 @@ def test_dropped_session_leaves_no_write(hang):
     assert r["ms"] < S(300), r
 
 
-def test_abort_task_set_drops_held_and_queued(hang):
+@pytest.mark.parametrize("tmf", ["abortset", "clearset"])
+def test_task_set_tmf_drops_held_and_queued(hang, tmf):
+    """ABORT TASK SET and CLEAR TASK SET (SAM-5 7.3, 7.4)."""
     hang.start(lun1={"werror": "retry", "retry_interval": 100,
                      "retry_timeout": 0})
     c = hang.client()
@@ -833,7 +835,7 @@ def test_abort_task_set_drops_held_and_queued(hang):
     time.sleep(0.2)
     w2 = c.issue("write 8 8 0xa6")
     held(c, w1, 0.3)
-    r = c.do("abortset lun=1", 5)
+    r = c.do("%s lun=1" % tmf, 5)
     assert r["status"] == "GOOD" and r["response"] == TMF_FUNCTION_COMPLETE, r
     assert r["ms"] < S(500), r
     for w in (w1, w2):
@@ -842,6 +844,30 @@ def test_abort_task_set_drops_held_and_queued(hang):
     time.sleep(0.6)
     assert hang.backing(0, 16) == b"\x0f" * 16 * BS
     r = c.do("write 0 8 0xa7")
+    assert_good(r)
+    assert r["ms"] < S(300), r
+
+
+def test_logout_during_hang_drops_held_write(hang):
+    """A logout while a write is held is answered (the held and queued
+    commands are dropped first) and the write never lands."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client(name="leaver")
+    prefill(c, 0, 16, 0x6a)
+    hang.fail("write=EIO")
+    w1 = c.issue("write 0 8 0x6b")
+    time.sleep(0.1)
+    c.issue("write 8 8 0x6c")
+    held(c, w1, 0.3)
+    r = c.do("logout", 10)
+    assert r["status"] == "GOOD", r
+    assert r["ms"] < S(1000), r
+    hang.ok()
+    time.sleep(0.6)
+    assert hang.backing(0, 16) == b"\x6a" * 16 * BS
+    c2 = hang.client(name="after")
+    r = c2.do("write 0 8 0x6d")
     assert_good(r)
     assert r["ms"] < S(300), r
 
