@@ -360,6 +360,7 @@ def test_unknown_target_login_refused(holdfast):
 
 def test_null_lun_reads_zeroes(holdfast):
     d = holdfast()
+    d.require_holdfast("tgtd's null store does not zero read buffers")
     # writes to a null LUN succeed and are discarded
     qemu_io(d.url(2), "write -P 0xab 0 1M", "write -P 0xcd 1073740800 512")
     qemu_io(d.url(2), "read -P 0 0 1M", "read -P 0 1073740800 512",
@@ -407,12 +408,14 @@ def test_concurrent_qemu_io(holdfast):
         off = i * 8 * MiB + 512 * (i + 1)
         null_lun = i % 3 == 0
         pat = 0x21 + i
-        rpat = 0 if null_lun else pat
+        # tgtd's null store leaves read buffers unfilled: no check there
+        rchk = "" if null_lun and d.is_tgtd else "-P %#x " % (
+            0 if null_lun else pat)
         argv = ["qemu-io", "-f", "raw",
                 "-c", "write -P %#x %d %d" % (pat, off, 3 * MiB + 512),
-                "-c", "read -P %#x %d %d" % (rpat, off, 3 * MiB + 512),
+                "-c", "read %s%d %d" % (rchk, off, 3 * MiB + 512),
                 "-c", "write -P %#x %d %d" % (pat, off + 4 * MiB, 65536),
-                "-c", "read -P %#x %d %d" % (rpat, off + 4 * MiB, 65536),
+                "-c", "read %s%d %d" % (rchk, off + 4 * MiB, 65536),
                 d.url(2 if null_lun else 1)]
         procs.append((argv, subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
