@@ -1,0 +1,355 @@
+#!/bin/bash
+# bench.sh - holdfastd against tgtd, side by side, in one run.
+#
+# Starts build/holdfastd and the stock tgtd on loopback, each on its own
+# port and control port, each serving
+#   LUN 1: a file of BENCH_SIZE on the same filesystem, opened O_DIRECT
+#          (holdfast's default; tgtd's rdwr store with --bsoflags direct),
+#          filled with the same random data so reads touch real blocks,
+#   LUN 2: a null LUN (no storage: measures the target's own path),
+# then runs the same qemu-img bench workloads against both, alternating
+# which target goes first, repeats each BENCH_REPEAT times and prints the
+# medians and the ratio holdfast/tgtd (> 1.00 = holdfast faster).
+#
+# Not a test: `make test` never runs it.  Loopback only.  Both daemons are
+# stopped by PID when the script exits, however it exits.
+#
+# Environment (defaults in brackets):
+#   BENCH_SIZE=256M        file LUN size (a power of two keeps the 4k
+#                          stride a full permutation of the LUN)
+#   BENCH_REPEAT=3         runs per workload and target; the median counts
+#   BENCH_SECONDS=1.5      target length of one run; counts are calibrated
+#                          on holdfastd once, then used for both targets
+#   BENCH_BUDGET=170       stop starting new runs after this many seconds
+#   BENCH_DIR=             work directory (default: a fresh one under
+#                          /var/tmp, removed at exit; give one on the
+#                          filesystem you want to measure)
+#   BENCH_WORKLOADS=       space-separated subset of the names below
+#   BENCH_TGTD_PARAMS=match  "match": give tgtd the data-segment and burst
+#                          sizes holdfastd offers (engine against engine);
+#                          "default": tgtd out of the box
+#   HOLDFAST_BUILD=build   where holdfastd is
+#
+# Workloads (qemu-img bench, one initiator session each):
+#   rand4k-read-qd1/qd32, rand4k-write-qd1/qd32
+#       4 KiB requests at a stride of an odd number of 4 KiB blocks
+#       (about 60% of the LUN), which visits every block of a power-of-two
+#       LUN once in a scattered order - random-like, reproducible, no
+#       readahead benefit.  qemu-img bench has no true random mode.
+#   seq1m-read-qd8, seq1m-write-qd8   1 MiB sequential, 8 in flight
+#   null4k-read-qd32, null1m-read-qd8 the same against the null LUN
+
+set -u
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+SIZE=${BENCH_SIZE:-256M}
+REPEAT=${BENCH_REPEAT:-3}
+SECONDS_PER_RUN=${BENCH_SECONDS:-1.5}
+BUDGET=${BENCH_BUDGET:-170}
+TGTD_PARAMS=${BENCH_TGTD_PARAMS:-match}
+BUILD=${HOLDFAST_BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
+HOLDFASTD=$BUILD/holdfastd
+TGTD=${TGTD:-/usr/sbin/tgtd}
+TGTADM=${TGTADM:-/usr/sbin/tgtadm}
+IQN=iqn.2026-11.org.example:bench
+ALL_WORKLOADS="rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd1
+rand4k-write-qd32 seq1m-read-qd8 seq1m-write-qd8 null4k-read-qd32
+null1m-read-qd8"
+WORKLOADS=$(echo ${BENCH_WORKLOADS:-$ALL_WORKLOADS})
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+for t in "$HOLDFASTD" "$TGTD" "$TGTADM"; do
+	[ -x "$t" ] || die "$t not found (make; apt-get install tgt)"
+done
+command -v qemu-img >/dev/null || die "qemu-img not found (apt-get install qemu-utils)"
+command -v python3 >/dev/null || die "python3 not found"
+
+# ---- work directory and cleanup ----------------------------------------
+
+if [ -n "${BENCH_DIR:-}" ]; then
+	DIR=$BENCH_DIR
+	mkdir -p "$DIR" || die "cannot create $DIR"
+	OWN_DIR=0
+else
+	DIR=$(mktemp -d /var/tmp/holdfast-bench.XXXXXX) || die "mktemp failed"
+	OWN_DIR=1
+fi
+HF_PID=
+TGT_PID=
+
+stop_pid() {	# PID: SIGTERM, then SIGKILL after 10 s
+	local pid=$1 i
+	[ -n "$pid" ] || return 0
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for i in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+
+cleanup() {
+	# tgtd ignores SIGTERM while it has targets and nothing of ours is in
+	# flight any more: kill it outright.  holdfastd gets SIGTERM, so its
+	# clean shutdown path runs too.
+	if [ -n "$TGT_PID" ] && kill -0 "$TGT_PID" 2>/dev/null; then
+		kill -KILL "$TGT_PID" 2>/dev/null
+		wait "$TGT_PID" 2>/dev/null
+	fi
+	stop_pid "$HF_PID"
+	if [ "$OWN_DIR" = 1 ]; then
+		rm -rf "$DIR"
+	else
+		rm -f "$DIR"/holdfast.img "$DIR"/tgtd.img
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- ports -------------------------------------------------------------
+
+free_port() {	# a loopback TCP port nobody listens on, below the ephemeral range
+	python3 - "$@" <<'EOF'
+import random, socket, sys
+taken = {int(p) for p in sys.argv[1:]}
+for _ in range(500):
+    p = random.randint(20000, 32767)
+    if p in taken:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+EOF
+}
+HF_PORT=$(free_port)
+TGT_PORT=$(free_port "$HF_PORT")
+[ -n "$HF_PORT" ] && [ -n "$TGT_PORT" ] || die "no free loopback port"
+# Control ports only name sockets inside $DIR; tgtadm wants <= 32767.
+HF_CTL=$((1000 + RANDOM % 30000))
+TGT_CTL=$((HF_CTL + 1))
+
+wait_port() {	# PORT PID: until the port accepts, or the daemon died
+	local i
+	for i in $(seq 150); do
+		kill -0 "$2" 2>/dev/null || return 1
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# ---- backing files -----------------------------------------------------
+
+echo "bench: work directory $DIR ($(df -T "$DIR" | awk 'NR==2 {print $2}'))"
+echo "bench: filling two $SIZE files with the same random data"
+size_mib=$(python3 -c '
+import sys
+s = sys.argv[1].strip(); m = {"K": 1/1024, "M": 1, "G": 1024, "T": 1 << 20}
+print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s) >> 20)
+' "$SIZE")
+[ "$size_mib" -ge 16 ] || die "BENCH_SIZE must be at least 16M"
+dd if=/dev/urandom of="$DIR/holdfast.img" bs=1M count="$size_mib" \
+	status=none || die "cannot write $DIR/holdfast.img"
+cp "$DIR/holdfast.img" "$DIR/tgtd.img" || die "cannot copy the image"
+sync
+
+# ---- holdfastd ---------------------------------------------------------
+
+cat >"$DIR/bench.conf" <<EOF
+portals = [ "127.0.0.1:$HF_PORT" ];
+targets = (
+  { name = "$IQN";
+    initiators = [ "127.0.0.1" ];
+    luns = (
+      { lun = 1; backend = "file"; path = "$DIR/holdfast.img";
+        direct = true; },
+      { lun = 2; backend = "null"; size = "$SIZE"; }
+    ); } );
+EOF
+TGT_IPC_SOCKET=$DIR/hf.sock "$HOLDFASTD" -f -c "$DIR/bench.conf" \
+	-C "$HF_CTL" >"$DIR/holdfastd.log" 2>&1 </dev/null &
+HF_PID=$!
+wait_port "$HF_PORT" "$HF_PID" ||
+	{ cat "$DIR/holdfastd.log" >&2; die "holdfastd did not start"; }
+
+# ---- tgtd --------------------------------------------------------------
+
+TGT_IPC_SOCKET=$DIR/tgt.sock "$TGTD" -f -C "$TGT_CTL" \
+	--iscsi "portal=127.0.0.1:$TGT_PORT" >"$DIR/tgtd.log" 2>&1 </dev/null &
+TGT_PID=$!
+wait_port "$TGT_PORT" "$TGT_PID" ||
+	{ cat "$DIR/tgtd.log" >&2; die "tgtd did not start"; }
+tadm() {
+	TGT_IPC_SOCKET=$DIR/tgt.sock timeout 10 "$TGTADM" -C "$TGT_CTL" \
+		--lld iscsi "$@" || die "tgtadm $* failed"
+}
+for i in $(seq 50); do
+	[ -S "$DIR/tgt.sock.$TGT_CTL" ] && break
+	sleep 0.1
+done
+tadm --op new --mode target --tid 1 -T "$IQN"
+tadm --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/tgtd.img" \
+	--bsoflags direct
+tadm --op new --mode logicalunit --tid 1 --lun 2 -b null2 --bstype null
+if [ "$TGTD_PARAMS" = match ]; then
+	# holdfastd's offers (README): same negotiation results for both.
+	for kv in MaxRecvDataSegmentLength=262144 \
+		  MaxXmitDataSegmentLength=262144 MaxBurstLength=1048576 \
+		  FirstBurstLength=262144 ImmediateData=Yes InitialR2T=No \
+		  MaxOutstandingR2T=16; do
+		tadm --op update --mode target --tid 1 --name "${kv%%=*}" \
+			--value "${kv#*=}"
+	done
+fi
+tadm --op bind --mode target --tid 1 -I 127.0.0.1
+
+url() {	# TARGET LUN
+	case $1 in
+	holdfast) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/$2" ;;
+	tgtd) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/$2" ;;
+	esac
+}
+
+# ---- workloads ---------------------------------------------------------
+
+# name -> "LUN BUFSIZE DEPTH STEP WRITE(0/1) PILOTCOUNT"
+BLK4K=4096
+STRIDE4K=$((BLK4K * 40503))	# odd number of blocks: a full permutation
+spec() {
+	case $1 in
+	rand4k-read-qd1)   echo "1 4k 1 $STRIDE4K 0 400" ;;
+	rand4k-read-qd32)  echo "1 4k 32 $STRIDE4K 0 2000" ;;
+	rand4k-write-qd1)  echo "1 4k 1 $STRIDE4K 1 400" ;;
+	rand4k-write-qd32) echo "1 4k 32 $STRIDE4K 1 2000" ;;
+	seq1m-read-qd8)    echo "1 1M 8 1M 0 64" ;;
+	seq1m-write-qd8)   echo "1 1M 8 1M 1 64" ;;
+	null4k-read-qd32)  echo "2 4k 32 4k 0 2000" ;;
+	null1m-read-qd8)   echo "2 1M 8 1M 0 64" ;;
+	*) return 1 ;;
+	esac
+}
+for w in $WORKLOADS; do
+	spec "$w" >/dev/null || die "unknown workload $w"
+done
+
+START=$(date +%s)
+elapsed() { echo $(( $(date +%s) - START )); }
+
+# run_one TARGET WORKLOAD COUNT -> prints seconds, or nothing on failure
+run_one() {
+	local lun bs depth step wr pilot out secs
+	read -r lun bs depth step wr pilot <<<"$(spec "$2")"
+	local args=(-c "$3" -d "$depth" -s "$bs" -S "$step" -f raw)
+	[ "$wr" = 1 ] && args+=(-w)
+	out=$(timeout 60 qemu-img bench "${args[@]}" "$(url "$1" "$lun")" 2>&1)
+	secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
+	if [ -z "$secs" ]; then
+		echo "bench: $1 $2 failed: $out" >&2
+		return 1
+	fi
+	echo "$secs"
+}
+
+echo "bench: holdfastd pid $HF_PID port $HF_PORT, tgtd pid $TGT_PID port $TGT_PORT" \
+	"(tgtd parameters: $TGTD_PARAMS)"
+echo "bench: $(nproc) CPUs, $(uname -r), load average" \
+	"$(cut -d' ' -f1-3 /proc/loadavg) (initiator and both targets share them)"
+echo "bench: calibrating counts for ${SECONDS_PER_RUN}s runs"
+declare -A COUNT
+for w in $WORKLOADS; do
+	read -r _ _ _ _ _ pilot <<<"$(spec "$w")"
+	secs=$(run_one holdfast "$w" "$pilot") || die "calibration of $w failed"
+	COUNT[$w]=$(python3 -c '
+import sys
+pilot, secs, want = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+n = int(pilot * want / max(secs, 1e-3))
+print(max(pilot, min(n, pilot * 1000)))' "$pilot" "$secs" "$SECONDS_PER_RUN")
+done
+
+RESULTS=$DIR/results.txt	# target workload seconds count bytes
+: >"$RESULTS"
+partial=0
+for r in $(seq "$REPEAT"); do
+	i=0
+	for w in $WORKLOADS; do
+		i=$((i + 1))
+		if [ "$(elapsed)" -ge "$BUDGET" ]; then
+			partial=1
+			break 2
+		fi
+		# alternate who goes first, per repeat and per workload
+		if [ $(((r + i) % 2)) = 0 ]; then order="holdfast tgtd"
+		else order="tgtd holdfast"; fi
+		for t in $order; do
+			read -r _ bs _ _ _ _ <<<"$(spec "$w")"
+			bytes=$([ "$bs" = 1M ] && echo 1048576 || echo 4096)
+			if secs=$(run_one "$t" "$w" "${COUNT[$w]}"); then
+				echo "$t $w $secs ${COUNT[$w]} $bytes" >>"$RESULTS"
+			fi
+		done
+		[ -t 2 ] && printf '\rbench: repeat %d/%d, %-18s (%ss)   ' \
+			"$r" "$REPEAT" "$w" "$(elapsed)" >&2
+	done
+done
+[ -t 2 ] && echo >&2
+echo "bench: $(wc -l <"$RESULTS") runs in $(elapsed)s"
+
+# ---- table -------------------------------------------------------------
+
+python3 - "$RESULTS" "$partial" "$WORKLOADS" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+
+path, partial, order = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
+runs = defaultdict(list)            # (target, workload) -> [(iops, MB/s)]
+for line in open(path):
+    t, w, secs, count, size = line.split()
+    secs, count, size = float(secs), int(count), int(size)
+    runs[t, w].append((count / secs, count * size / secs / 1e6))
+
+def med(t, w, k):
+    v = [r[k] for r in runs.get((t, w), [])]
+    return statistics.median(v) if v else None
+
+def spread(t, w):
+    """(max - min) / median of the IOPS runs, in percent: the noise."""
+    v = [r[0] for r in runs.get((t, w), [])]
+    if len(v) < 2:
+        return None
+    return 100.0 * (max(v) - min(v)) / statistics.median(v)
+
+def fmt(v, width, prec=0):
+    return ("%*.*f" % (width, prec, v)) if v is not None else "%*s" % (width, "-")
+
+print()
+print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("workload", "holdfast",
+      "tgtd", "hf MB/s", "tgt MB/s", "hf/tgt", "n", "hf +-", "tgt +-"))
+print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("", "IOPS", "IOPS", "", "",
+      "", "", "%", "%"))
+for w in order:
+    hi, ti = med("holdfast", w, 0), med("tgtd", w, 0)
+    hm, tm = med("holdfast", w, 1), med("tgtd", w, 1)
+    ratio = hi / ti if hi and ti else None
+    n = min(len(runs.get(("holdfast", w), [])), len(runs.get(("tgtd", w), [])))
+    print("%-18s %s %s %s %s %s %4d %s %s" % (w, fmt(hi, 10), fmt(ti, 10),
+          fmt(hm, 9, 1), fmt(tm, 9, 1), fmt(ratio, 7, 2), n,
+          fmt(spread("holdfast", w), 6), fmt(spread("tgtd", w), 6)))
+print()
+print("medians of n runs per target; hf/tgt > 1.00 means holdfast is faster;")
+print("+- is (max - min) / median of a target's runs: a ratio closer to 1.00")
+print("than that spread is noise")
+if partial:
+    print("NOTE: time budget reached - some workloads have fewer runs")
+EOF
