@@ -1044,6 +1044,32 @@ def test_other_lun_keeps_latency(hang):
     assert_good(c.get(r1))
 
 
+def test_two_hung_luns_recover_independently(hang):
+    """Two LUNs hung at once; the one whose store comes back recovers while
+    the other stays held (hang state is per LUN)."""
+    interval = 100
+    hang.start(lun1={"werror": "retry", "retry_interval": interval,
+                     "retry_timeout": 0},
+               lun2={"werror": "retry", "retry_interval": interval,
+                     "retry_timeout": 0})
+    c = hang.client()
+    hang.fs.set("write=EIO")                 # both files fail
+    w1 = c.issue("write 0 8 0x71 fua lun=1")
+    w2 = c.issue("write 0 8 0x72 lun=2")
+    held(c, w1, 0.5)
+    assert not c.done(w2)
+    t = now_ms()
+    hang.fs.set("match=disk2.img write=EIO")  # LUN 1's store is back
+    r1 = c.get(w1)
+    assert_good(r1)
+    assert r1["end"] - t <= interval + S(400), r1
+    held(c, w2, 0.5)
+    hang.ok()
+    assert_good(c.get(w2))
+    assert hang.backing(0, 8, lun=1) == b"\x71" * 8 * BS
+    assert hang.backing(0, 8, lun=2) == b"\x72" * 8 * BS
+
+
 def test_non_media_commands_answered_during_hang(hang):
     hang.start(lun1={"werror": "retry", "retry_interval": 100,
                      "retry_timeout": 0})
