@@ -21,8 +21,6 @@ tools are installed.
 import os
 import re
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -168,17 +166,6 @@ def test_chap_sample_serves(holdfast, tmp_path):
         creds["hv02"], d.portal)
     cp = qemu_io(other, "read 0 4k", check=False, env=env)
     assert cp.returncode != 0 or "read 4096" not in cp.stdout
-
-
-def test_gateway_sample_absent_without_backend():
-    """targets.gateway.conf is only shipped once the parser has a remote
-    iSCSI backend; until then no sample may promise one."""
-    registry = (REPO / "backends" / "registry.c").read_text()
-    has_remote = "be_iscsi_ops" in registry
-    if has_remote:
-        assert (ETC / "targets.gateway.conf").exists()
-    else:
-        assert not (ETC / "targets.gateway.conf").exists()
 
 
 @pytest.mark.parametrize("name", sorted(
