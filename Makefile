@@ -5,6 +5,7 @@
 #   make run        build and serve the bundled targets.conf on port 3260
 #   make test       build and run every test
 #   make sanitize   run the tests under ASan + UBSan
+#   make bench      holdfastd vs tgtd side by side, as ratios
 
 CC      ?= gcc
 BUILD   ?= build
@@ -22,7 +23,7 @@ DEB_BUILD := gcc make pkg-config liburing-dev libconfig-dev libssl-dev
 DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     python3 python3-pytest fuse3 libfuse3-dev socat iproute2 \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
-	     e2fsprogs cpio kmod gzip strace
+	     e2fsprogs cpio kmod gzip strace multipath-tools
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST)
 
 SRC     := $(wildcard target/*.c backends/*.c)
@@ -33,7 +34,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test unit pytest sanitize clean
+.PHONY: all deps run test unit pytest sanitize clean bench
 all: $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
 $(BUILD)/holdfastd: $(OBJ)
@@ -92,6 +93,10 @@ sanitize: deps
 	HOLDFAST_BUILD=build-san ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  /usr/bin/python3 -m pytest -v -rs tests
+
+# Side-by-side benchmark against tgtd (not a test; prints ratios).
+bench: deps $(BUILD)/holdfastd
+	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
 
 clean:
 	rm -rf build build-san

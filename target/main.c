@@ -2,6 +2,7 @@
  * portals and the management socket; stop cleanly on SIGTERM. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,6 +78,12 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	/* Command buffers up to a few MiB come and go at line rate.  Above
+	 * glibc's default mmap threshold each one would be a fresh mmap that
+	 * page-faults on every use (measured: ~256 faults per 1 MiB read);
+	 * keeping them on the heap lets freed buffers be reused. */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	if (nthreads == 0)
 		nthreads = (int)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1),
 				    MAX_REACTORS);
