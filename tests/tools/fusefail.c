@@ -34,7 +34,8 @@
  *   reads=3 writes=5 flushes=1 fallocs=0 failed_reads=0 failed_writes=2 ...
  * so a test can assert whether a request reached the backing store.  The
  * counters are also printed to stderr at exit. */
-#define FUSE_USE_VERSION 31
+/* 3.12: fuse_loop_mt() takes a fuse_loop_config built with fuse_loop_cfg_*() */
+#define FUSE_USE_VERSION 312
 
 #include <dirent.h>
 #include <errno.h>
@@ -58,6 +59,7 @@
 #define CONTROL_MAX_BYTES 4096
 #define STATS_NAME "/.fusefail-stats"
 #define STATS_FH UINT64_MAX	/* fi->fh of the virtual stats file */
+#define FF_MAX_THREADS 64
 
 enum ff_op { FF_READ, FF_WRITE, FF_FLUSH, FF_FALLOC, FF_NR_OPS };
 
@@ -600,11 +602,14 @@ static void ff_usage(void)
 
 int main(int argc, char **argv)
 {
-	char *fargv[10];
-	int fargc = 0, ret, opt;
-	const char *fuse_opts = NULL;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *loop;
+	struct fuse_session *se;
+	struct fuse *f;
+	const char *fuse_opts = NULL, *mnt;
 	bool debug = false;
 	char stats[1024];
+	int ret = 1, opt;
 
 	while ((opt = getopt(argc, argv, "do:h")) != -1) {
 		switch (opt) {
@@ -617,13 +622,14 @@ int main(int argc, char **argv)
 		ff_usage();
 		return 2;
 	}
+	mnt = argv[optind + 1];
 	ff.src_fd = open(argv[optind], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (ff.src_fd < 0) {
 		perror(argv[optind]);
 		return 1;
 	}
 	if (!realpath(argv[optind + 2], ff.control)) {
-		/* the control file may not exist yet: resolve its directory */
+		/* the control file may not exist yet: make the path absolute */
 		snprintf(ff.control, sizeof(ff.control), "%s", argv[optind + 2]);
 		if (ff.control[0] != '/') {
 			char cwd[PATH_MAX / 2];
@@ -635,21 +641,39 @@ int main(int argc, char **argv)
 		}
 	}
 
-	fargv[fargc++] = argv[0];
-	fargv[fargc++] = argv[optind + 1];
-	fargv[fargc++] = "-f";
-	if (debug)
-		fargv[fargc++] = "-d";
-	/* max_threads: fuse_main's default trips a libfuse 3.14 warning;
-	 * enough threads that delay= on one request does not stall others. */
-	fargv[fargc++] = "-o";
-	fargv[fargc++] = "fsname=fusefail,max_threads=64";
-	if (fuse_opts) {
-		fargv[fargc++] = "-o";
-		fargv[fargc++] = (char *)fuse_opts;
+	if (fuse_opt_add_arg(&args, argv[0]) ||
+	    fuse_opt_add_arg(&args, "-ofsname=fusefail") ||
+	    (debug && fuse_opt_add_arg(&args, "-d")) ||
+	    (fuse_opts && (fuse_opt_add_arg(&args, "-o") ||
+			   fuse_opt_add_arg(&args, fuse_opts)))) {
+		fprintf(stderr, "fusefail: out of memory\n");
+		return 1;
 	}
-	fargv[fargc] = NULL;
-	ret = fuse_main(fargc, fargv, &ff_ops, NULL);
+	f = fuse_new(&args, &ff_ops, sizeof(ff_ops), NULL);
+	if (!f)
+		goto out_args;
+	if (fuse_mount(f, mnt) != 0)
+		goto out_destroy;
+	se = fuse_get_session(f);
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_unmount;
+	/* Enough threads that delay= on one request does not stall the
+	 * others (fuse_main's defaults trip a libfuse 3.14 warning). */
+	loop = fuse_loop_cfg_create();
+	if (!loop)
+		goto out_signals;
+	fuse_loop_cfg_set_max_threads(loop, FF_MAX_THREADS);
+	fuse_loop_cfg_set_clone_fd(loop, 0);
+	ret = fuse_loop_mt(f, loop) ? 1 : 0;
+	fuse_loop_cfg_destroy(loop);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_unmount:
+	fuse_unmount(f);
+out_destroy:
+	fuse_destroy(f);
+out_args:
+	fuse_opt_free_args(&args);
 	ff_format_stats(stats, sizeof(stats));
 	fprintf(stderr, "fusefail: %s", stats);
 	return ret;
