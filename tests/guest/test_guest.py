@@ -159,7 +159,7 @@ def run_outage(g, fusefs):
     """Wait for the guest's write loop, then fail the backing store for
     OUTAGE_S seconds.  Returns (outage start, first error seen on the
     serial console or None), both host monotonic times."""
-    m, _ = g.wait_line(r"^LOOP-START", limit(90))
+    m, _ = g.wait_line(r"LOOP-START", limit(90))
     assert m, g.report("the write loop never started")
     start_off = m.end()
     time.sleep(OUTAGE_DELAY_S)
