@@ -671,12 +671,13 @@ static void hc_connection_lost(const char *why)
 			hc_finish(hc.cmds[i], "LOST", -1);
 }
 
-/* One poll round: service the connection and read stdin.  timeout_ms < 0
- * blocks up to HC_SERVICE_TICK_MS. */
+/* One poll round: wait until the connection or stdin (if >= 0) is ready,
+ * or until `until` (monotonic ms; 0 = none), at most HC_SERVICE_TICK_MS,
+ * then service the connection.  The caller reads stdin. */
 static void hc_poll(int stdin_fd, double until)
 {
-	struct pollfd pfd[2];
-	int nfds = 0, iscsi_idx = -1, stdin_idx = -1;
+	struct pollfd pfd[2] = { { .fd = -1 }, { .fd = -1 } };
+	int nfds = 0, iscsi_idx = -1;
 	double now = hc_now();
 	int timeout = HC_SERVICE_TICK_MS;
 
@@ -694,13 +695,12 @@ static void hc_poll(int stdin_fd, double until)
 	if (stdin_fd >= 0) {
 		pfd[nfds].fd = stdin_fd;
 		pfd[nfds].events = POLLIN;
-		stdin_idx = nfds++;
+		nfds++;
 	}
 	if (poll(pfd, (nfds_t)nfds, timeout) < 0 && errno != EINTR) {
 		perror("poll");
 		exit(1);
 	}
-	(void)stdin_idx;
 	if (hc.connected && iscsi_idx >= 0) {
 		if (iscsi_service(hc.iscsi, pfd[iscsi_idx].revents) < 0)
 			hc_connection_lost(iscsi_get_error(hc.iscsi));
