@@ -317,7 +317,9 @@ def test_write_timeout_then_fail_fast_then_recovery(hang):
                      "retry_timeout": timeout})
     c = hang.client()
     prefill(c, 0, 8, 0x22)
-    hang.fail("write=EIO")
+    # flushes fail too: the background probe after a write error is a
+    # flush (README), so the LUN stays failed until the store is back
+    hang.fail("write=EIO flush=EIO")
     w1 = c.issue("write 0 8 0x33")
     r1 = c.get(w1, 10)
     # MEDIUM ERROR / WRITE ERROR, at about retry_timeout
@@ -330,10 +332,17 @@ def test_write_timeout_then_fail_fast_then_recovery(hang):
     assert r2["ms"] < S(300), r2
     assert hang.stats()["failed_writes"] > f0, "fail-fast write skipped " \
         "the backend"
+    # still failed a few intervals later, while the store is broken
+    time.sleep(3 * interval / 1000.0)
+    r2 = c.do("write 8 8 0x44")
+    assert_sense(r2, MEDIUM_ERROR, ASC_WRITE_ERROR)
+    assert r2["ms"] < S(300), r2
     # storage back: the background probe returns the LUN to ok within
     # about one interval; then writes succeed at once
     hang.ok()
     time.sleep((interval + 300) / 1000.0 * tscale())
+    assert re.search(r"LUN 1: recovered from failed", hang.d.log_text()), \
+        hang.d.log_text()[-3000:]
     r3 = c.do("write 16 8 0x55")
     assert_good(r3)
     assert r3["ms"] < S(300), r3
