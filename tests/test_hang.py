@@ -382,6 +382,36 @@ def test_queued_commands_time_out_with_the_held_one(hang):
     assert hang.backing(0, 16) == b"\x2a" * 16 * BS
 
 
+def test_flush_probe_recovery_does_not_rearm_a_write_hang(hang):
+    """README: after a write error the failed state's probe is a flush; a
+    flush cannot see every write failure (a full thin pool flushes fine),
+    so if a flush probe brought the LUN back and a write fails again
+    before any write succeeded, it is reported at once instead of hanging
+    for another retry_timeout."""
+    interval, timeout = 100, 600
+    hang.start(lun1={"werror": "retry", "retry_interval": interval,
+                     "retry_timeout": timeout})
+    c = hang.client()
+    hang.fail("write=ENOSPC")                 # flushes keep working
+    r1 = c.do("write 0 8 0x56", 10)
+    assert_sense(r1, DATA_PROTECT, ASC_SPACE_ALLOC_FAILED,
+                 ASCQ_SPACE_ALLOC_FAILED)
+    time.sleep(3 * interval / 1000.0)         # a flush probe succeeds
+    r2 = c.do("write 8 8 0x57")
+    assert_sense(r2, DATA_PROTECT, ASC_SPACE_ALLOC_FAILED,
+                 ASCQ_SPACE_ALLOC_FAILED)
+    assert r2["ms"] < S(300), r2
+    hang.ok()
+    r3 = c.do("write 8 8 0x58")
+    assert_good(r3)
+    # a write succeeded: the next failure starts a real hang again
+    hang.fail("write=ENOSPC")
+    w = c.issue("write 16 8 0x59")
+    held(c, w, 0.3)
+    hang.ok()
+    assert_good(c.get(w))
+
+
 def test_read_timeout_sense(hang):
     interval, timeout = 100, 800
     hang.start(lun1={"rerror": "retry", "retry_interval": interval,
