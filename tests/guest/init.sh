@@ -26,6 +26,7 @@
 #   hf_sdtimeout   /sys/block/sdX/device/timeout in seconds (iscsi disk)
 #   hf_repl, hf_noopint, hf_noopto   open-iscsi replacement_timeout and
 #               noop_out_interval/timeout for the node (iscsi disk)
+#   hf_digest   CRC32C: header and data digests required (iscsi disk)
 #   hf_mb       size of the big file of the data set in MiB
 #   hf_dur      write-loop duration in seconds
 #   hf_minstall the loop must have stalled at least this long (s), which
@@ -59,6 +60,7 @@ SDTIMEOUT=$(param hf_sdtimeout "")
 REPL=$(param hf_repl "")
 NOOPINT=$(param hf_noopint "")
 NOOPTO=$(param hf_noopto "")
+DIGEST=$(param hf_digest "")
 MB=$(param hf_mb 16)
 DUR=$(param hf_dur 30)
 MINSTALL=$(param hf_minstall 0)
@@ -169,11 +171,19 @@ iscsi_disk() {
 	set_node node.session.timeo.replacement_timeout "$REPL"
 	set_node "node.conn[0].timeo.noop_out_interval" "$NOOPINT"
 	set_node "node.conn[0].timeo.noop_out_timeout" "$NOOPTO"
+	set_node "node.conn[0].iscsi.HeaderDigest" "$DIGEST"
+	set_node "node.conn[0].iscsi.DataDigest" "$DIGEST"
 	t0=$(now_cs)
 	out=$(iscsiadm $node --login 2>&1) || {
 		echo "$out"; fail "login to $IQN at $PORTAL failed"; }
 	echo "$out" | sed 's/^/LOGIN: /'
 	LOGGED_IN=1
+	if [ -n "$DIGEST" ]; then
+		neg=$(iscsiadm -m session -P 2 2>&1 | grep -E "(Header|Data)Digest")
+		echo "$neg" | sed 's/^[[:space:]]*/NEGOTIATED: /'
+		[ "$(echo "$neg" | grep -c ": $DIGEST\$")" = 2 ] ||
+			fail "digests not negotiated as $DIGEST"
+	fi
 	wait_for 20 scsi_disk_of_lun > /dev/null ||
 		fail "no sd disk for LUN $LUN after login"
 	sd=$(scsi_disk_of_lun)

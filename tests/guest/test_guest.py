@@ -10,6 +10,7 @@ console and the LUN's backing file from the host (e2fsck -fn, debugfs).
   2. The guest kernel's initiator: SendTargets discovery and login on
      10.0.2.100:3260 (forwarded to the portal, which advertises that
      address), the same checks, logout.
+  2b. The same with HeaderDigest and DataDigest = CRC32C.
   3-6. Hang-on-error with a real backend outage: the LUN's file lives on a
      FUSE mount (fusefs) that fails every read, write and flush for 20 s
      while the guest runs a write+fsync loop:
@@ -148,6 +149,20 @@ def test_kernel_initiator_discovery_login(holdfast, tmp_path):
         g.finish()
     n = check_image(g, image, tmp_path)
     print("kernel_fs: %d files verified, guest wall %.1fs" % (n, g.wall))
+
+
+def test_kernel_initiator_crc32c_digests(holdfast, tmp_path):
+    """The data set again with HeaderDigest and DataDigest = CRC32C
+    required by the guest, so every PDU is checked both ways."""
+    image = make_image(tmp_path / IMAGE)
+    d = start_target(holdfast, image, advertise=G.GUEST_PORTAL)
+    with boot(tmp_path, "kernel_digest", "kernel", d,
+              {"test": "dataset", "mb": 8, "digest": "CRC32C",
+               "st": "any" if d.is_tgtd else "strict"}, 150) as g:
+        g.start()
+        g.finish()
+    n = check_image(g, image, tmp_path)
+    print("kernel_digest: %d files verified, guest wall %.1fs" % (n, g.wall))
 
 
 # ------------------------------------------------------------ 3 to 6
