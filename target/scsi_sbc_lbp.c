@@ -178,6 +178,12 @@ enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd)
 		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 4);
 		return SCSI_EXEC_DONE;
 	}
+	/* UNMAP without LBPWS/LBPWS10, i.e. on a fully provisioned LUN, is
+	 * an invalid field (SBC-3 5.42 / 5.43). */
+	if ((cdb[1] & WS_CDB_UNMAP) && !lun_thin(lun)) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 3);
+		return SCSI_EXEC_DONE;
+	}
 	if (!sbc_lba_range_ok(lun, lba, nb)) {
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
 		return SCSI_EXEC_DONE;
@@ -201,8 +207,8 @@ enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd)
 	if (ndob || all_zero(cmd->buf, bs)) {
 		/* SBC-3 4.7.3.4: with UNMAP set a thin LUN may deallocate;
 		 * LBPRZ makes that read back as the zeroes asked for. */
-		enum be_op op = (cdb[1] & WS_CDB_UNMAP) && lun_thin(lun) ?
-					BE_OP_UNMAP : BE_OP_WRITE_ZEROES;
+		enum be_op op = (cdb[1] & WS_CDB_UNMAP) ? BE_OP_UNMAP
+							: BE_OP_WRITE_ZEROES;
 		return sbc_media_submit(cmd, op, 0, offset, length, NULL,
 					write_same_done);
 	}

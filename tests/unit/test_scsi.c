@@ -1018,6 +1018,16 @@ static void test_provisioning(void)
 	      get_be32(c.buf + 24) == 0 &&
 	      get_be64(c.buf + 36) == SBC_MAX_TRANSFER_BYTES / 512);
 
+	/* WRITE SAME with UNMAP on a fully provisioned LUN: invalid. */
+	put_be64(ws16 + 2, 64);
+	put_be32(ws16 + 10, 32);
+	cmd_init(&c, &nex_a, ws16, 16);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+
 	lun.set.thin_provisioning = true;
 	inquiry_vpd(&c, 0xb2);
 	CHECK(c.buf[5] == 0xe4 && c.buf[6] == 2);
