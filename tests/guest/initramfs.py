@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -274,8 +275,9 @@ def _build(out_dir, force):
             root.mkdir()
             _populate(root, kver, files, mods)
             _pack(root, image)
+        # drop stale images, but not one another run may be booting now
         for old in out_dir.glob("initramfs-*.cpio.gz"):
-            if old != image:
+            if old != image and time.time() - old.stat().st_mtime > 3600:
                 old.unlink()
     return kernel, image, kver
 

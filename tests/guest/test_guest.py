@@ -70,6 +70,12 @@ def guest_image():
         pytest.skip("cannot build the guest initramfs: %s" % e)
 
 
+def require_holdfast(why):
+    """Skip before starting anything on the tgtd baseline run."""
+    if USE_TGTD:
+        pytest.skip("tgtd baseline run: " + why)
+
+
 def limit(seconds):
     return int(seconds * tscale())
 
@@ -212,9 +218,9 @@ def hang_lun(timeout_ms=0):
 
 
 def test_qemu_initiator_rides_out_outage(fusefs, holdfast, tmp_path):
+    require_holdfast("needs rerror/werror = retry")
     make_image(fusefs.backing(IMAGE))
     d = start_target(holdfast, fusefs.path(IMAGE), **hang_lun())
-    d.require_holdfast("needs rerror/werror = retry")
     with boot(tmp_path, "qemu_hang", "qemu", d,
               loop_params("clean", minstall=OUTAGE_S // 2), 180) as g:
         g.start()
@@ -230,10 +236,10 @@ def test_qemu_initiator_rides_out_outage(fusefs, holdfast, tmp_path):
 
 
 def test_kernel_initiator_rides_out_outage(fusefs, holdfast, tmp_path):
+    require_holdfast("needs rerror/werror = retry")
     make_image(fusefs.backing(IMAGE))
     d = start_target(holdfast, fusefs.path(IMAGE), advertise=G.GUEST_PORTAL,
                      **hang_lun())
-    d.require_holdfast("needs rerror/werror = retry")
     params = loop_params("clean", minstall=OUTAGE_S // 2)
     # The SCSI command timeout and the session's recovery timeouts must
     # outlast the outage, or the initiator aborts the held commands and
@@ -269,10 +275,10 @@ def test_report_control_guest_sees_errors(fusefs, holdfast, tmp_path):
 
 
 def test_retry_timeout_reports_when_it_expires(fusefs, holdfast, tmp_path):
+    require_holdfast("needs retry_timeout")
     make_image(fusefs.backing(IMAGE))
     d = start_target(holdfast, fusefs.path(IMAGE),
                      **hang_lun(SHORT_RETRY_TIMEOUT_MS))
-    d.require_holdfast("needs retry_timeout")
     with boot(tmp_path, "retry_timeout", "qemu", d, loop_params("error"),
               180) as g:
         g.start()
