@@ -102,3 +102,10 @@ clean:
 	rm -rf build build-san
 
 -include $(OBJ:.o=.d)
+
+# holdfastadm: the management client (target/adm/*.c; not part of the daemon).
+ADM_SRC := $(wildcard target/adm/*.c)
+all: $(BUILD)/holdfastadm
+$(BUILD)/holdfastadm: $(ADM_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $(ADM_SRC) $(LDFLAGS)
