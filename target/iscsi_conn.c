@@ -727,6 +727,7 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	c->fd = -1;
 	reactor_timer_del(c->r, &c->login_timer);
 	reactor_timer_del(c->r, &c->nop_timer);
+	reactor_timer_del(c->r, &c->defer_timer);
 	list_for_each_entry_safe(p, n, &c->txq, link) {
 		list_del(&p->link);
 		iscsi_pdu_free(p);

@@ -28,6 +28,7 @@
 #define ISCSI_LOGIN_TIMEOUT_MS 15000
 #define ISCSI_TPGT 1
 #define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
+#define ISCSI_DEFER_POLL_MS 50		/* re-check of writes to a hung LUN */
 
 enum iscsi_conn_state {
 	CONN_STATE_LOGIN,		/* login phase */
@@ -71,6 +72,7 @@ struct iscsi_task {
 	uint32_t cmd_sn;
 	bool immediate;
 	bool aborted;			/* by TMF or connection close */
+	bool deferred;			/* LUN hung: data not solicited yet */
 	uint64_t lun_id;
 	uint8_t lun_raw[8];
 	uint32_t edtl;
@@ -169,6 +171,7 @@ struct iscsi_conn {
 
 	struct ev_timer login_timer;
 	struct ev_timer nop_timer;
+	struct ev_timer defer_timer;	/* re-checks deferred writes */
 	uint32_t nop_outstanding;
 	uint32_t nop_interval_ms, nop_count;
 };

@@ -14,6 +14,7 @@
 void iscsi_conn_task_gone(struct iscsi_conn *c);
 
 static void task_execute(struct iscsi_task *t);
+void iscsi_conn_defer_poll(struct ev_timer *timer);
 static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf);
 
 /* ---- tasks ---- */
@@ -146,7 +147,13 @@ int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 	iscsi_scsi_ext_cdb(c, t);
 	c->rx_task = t;
 	c->rx_task_new = true;
-	if (t->cmd.dir_write && t->edtl && t->edtl <= ISCSI_MAX_CMD_BUF) {
+	/* The buffer is needed now only if data may come unasked: immediate
+	 * data, or unsolicited Data-Out (InitialR2T=No and no F bit).  Else
+	 * it is allocated when the first R2T goes out, so writes queued
+	 * behind a hung LUN do not pin memory (DESIGN.md). */
+	if (t->cmd.dir_write && t->edtl && t->edtl <= ISCSI_MAX_CMD_BUF &&
+	    (len || (!c->sess->initial_r2t &&
+		     !(bhs[BHS_FLAGS] & ISCSI_FLAG_FINAL)))) {
 		t->cmd.buf = scsi_buf_alloc(t->edtl);
 		if (!t->cmd.buf)
 			return -ENOMEM;
@@ -169,6 +176,20 @@ static void task_send_r2ts(struct iscsi_task *t)
 	struct iscsi_conn *c = t->conn;
 	struct iscsi_session *s = c->sess;
 
+	if (t->deferred)
+		return;
+	if (!t->cmd.buf && t->r2t_next < t->edtl) {
+		t->cmd.buf = scsi_buf_alloc(t->edtl);
+		if (!t->cmd.buf) {
+			/* no memory now: ask again on the next poll */
+			t->deferred = true;
+			reactor_timer_add(c->r, &c->defer_timer,
+					  ISCSI_DEFER_POLL_MS,
+					  iscsi_conn_defer_poll, c);
+			return;
+		}
+		t->cmd.buf_len = t->edtl;
+	}
 	while (t->r2t_next < t->edtl) {
 		struct iscsi_r2t *r = NULL;
 		struct iscsi_pdu *p;
@@ -205,11 +226,62 @@ static void task_send_r2ts(struct iscsi_task *t)
 }
 
 /* The command's turn has come (CmdSN order): start its data phase. */
+static bool task_lun_hung(struct iscsi_task *t)
+{
+	struct scsi_lun *lun = t->lun_id == UINT64_MAX ? NULL :
+			       tgt_lun_get(t->conn->sess->target, t->lun_id);
+	bool hung = lun && hang_state(lun) == HANG_HUNG;
+
+	if (lun)
+		scsi_lun_put(lun);
+	return hung;
+}
+
+/* While a LUN is hung its writes would only queue behind the held one:
+ * leave their data with the initiator (no R2T, no buffer) until the LUN
+ * is ok again or fails. */
+void iscsi_conn_defer_poll(struct ev_timer *timer)
+{
+	struct iscsi_conn *c = timer->arg;
+	struct iscsi_task *t, *n;
+	bool again = false;
+
+	if (c->state != CONN_STATE_FULL_FEATURE)
+		return;
+	list_for_each_entry_safe(t, n, &c->tasks, link) {
+		if (!t->deferred)
+			continue;
+		if (task_lun_hung(t)) {
+			again = true;
+			continue;
+		}
+		t->deferred = false;
+		task_send_r2ts(t);
+		again |= t->deferred;
+	}
+	if (again)
+		reactor_timer_add(c->r, &c->defer_timer, ISCSI_DEFER_POLL_MS,
+				  iscsi_conn_defer_poll, c);
+}
+
 static void task_start(struct iscsi_task *t)
 {
+	struct iscsi_conn *c = t->conn;
+
 	t->state = TASK_DATA_OUT;
 	if (!t->cmd.dir_write || t->edtl == 0 || t->received >= t->edtl) {
 		task_execute(t);
+		return;
+	}
+	if (t->r2t_next < t->edtl && task_lun_hung(t)) {
+		log_debug("conn %lu: itt 0x%x: LUN %lu hung, R2T deferred",
+			  (unsigned long)c->id, t->itt,
+			  (unsigned long)t->lun_id);
+		t->deferred = true;
+		if (!c->defer_timer.armed)
+			reactor_timer_add(c->r, &c->defer_timer,
+					  ISCSI_DEFER_POLL_MS,
+					  iscsi_conn_defer_poll, c);
 		return;
 	}
 	task_send_r2ts(t);

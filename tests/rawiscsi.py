@@ -171,19 +171,25 @@ class RawSession:
         return t
 
     # ---- full feature phase ----
-    def scsi(self, lun, cdb, read_len=0, data=b"", immediate=False):
+    def scsi(self, lun, cdb, read_len=0, data=b"", immediate=False,
+             write_len=None):
+        """Send a SCSI Command; data goes as immediate data.  write_len
+        (EDTL of a write) defaults to len(data); give it to send a write
+        whose data is to be solicited by R2T."""
         itt = self.next_itt()
         bhs = bytearray(48)
         bhs[0] = OP_SCSI_CMD | (0x40 if immediate else 0)
         flags = 0x80 | 0x01                  # F, SIMPLE
         if read_len:
             flags |= 0x40
-        if data:
+        if write_len is None:
+            write_len = len(data)
+        if write_len:
             flags |= 0x20
         bhs[1] = flags
         bhs[9] = lun
         bhs[16:20] = struct.pack(">I", itt)
-        bhs[20:24] = struct.pack(">I", read_len or len(data))
+        bhs[20:24] = struct.pack(">I", read_len or write_len)
         bhs[24:28] = struct.pack(">I", self.cmd_sn)
         bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
         bhs[32:32 + len(cdb)] = cdb
@@ -206,6 +212,21 @@ class RawSession:
                 return p.bhs[3], data, p
             elif p.opcode == OP_R2T:
                 raise AssertionError("unexpected R2T")
+
+    def data_out(self, r2t, data, lun=1):
+        """Answer an R2T with one Data-Out PDU carrying what it asks for."""
+        off = r2t.u32(40)
+        length = r2t.u32(44)
+        bhs = bytearray(48)
+        bhs[0] = OP_DATA_OUT
+        bhs[1] = 0x80
+        bhs[9] = lun
+        bhs[16:20] = r2t.bhs[16:20]
+        bhs[20:24] = r2t.bhs[20:24]
+        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
+        bhs[36:40] = struct.pack(">I", 0)
+        bhs[40:44] = struct.pack(">I", off)
+        self.send(bhs, data[off:off + length])
 
     def nop_out(self, ttt=0xFFFFFFFF, itt=None, data=b""):
         bhs = bytearray(48)

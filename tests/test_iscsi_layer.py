@@ -209,3 +209,42 @@ def test_target_nop_in_pings_drop_dead_connection(holdfast):
             break
     live.close()
     dead.close()
+
+
+def test_write_to_hung_lun_is_not_solicited_until_recovery(holdfast):
+    """DESIGN.md: writes queued behind a hang do not pin buffers before
+    their data is needed: no R2T (so no buffer) while the LUN is hung."""
+    luns = [{"lun": 1, "backend": "file", "path": "disk1.img",
+             "size": "16M", "rerror": "retry", "werror": "retry",
+             "retry_interval": 200}]
+    d = holdfast(luns=luns)
+    s = session(d)
+    s.login(IQN, {"ImmediateData": "No", "InitialR2T": "Yes"})
+    clear_ua(s)
+    d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+             "--lun", "1", "--params", "fault=eio:ops=w")
+    first = s.scsi(1, r.write10(0, 1), write_len=512)
+    p = s.recv()                                  # R2T for the first write
+    assert p.opcode == r.OP_R2T
+    s.data_out(p, b"\x11" * 512)                   # it fails: LUN hung
+    time.sleep(0.5)
+    second = s.scsi(1, r.write10(8, 1), write_len=512)
+    with pytest.raises(socket.timeout):           # not solicited
+        s.recv(timeout=1.5)
+    d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+             "--lun", "1", "--params", "fault=off")
+    got = {}
+    end = time.time() + 10
+    while len(got) < 2 and time.time() < end:
+        p = s.recv(timeout=10)
+        if p.opcode == r.OP_R2T:
+            assert p.u32(16) == second
+            s.data_out(p, b"\x22" * 512)
+        elif p.opcode == r.OP_SCSI_RSP:
+            got[p.u32(16)] = p.bhs[3]
+    assert got == {first: 0, second: 0}
+    with open(d.path("disk1.img"), "rb") as f:
+        assert f.read(512) == b"\x11" * 512
+        f.seek(8 * 512)
+        assert f.read(512) == b"\x22" * 512
+    s.close()
