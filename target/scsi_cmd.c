@@ -93,11 +93,21 @@ struct ua_nexus {
 	uint16_t pending[UA_MAX_PENDING];
 };
 
+struct caw_waiter {
+	struct caw_waiter *next;
+	struct scsi_cmd *cmd;
+	struct reactor *r;
+	scsi_handler_fn start;
+};
+
 struct scsi_lun_state {
 	pthread_mutex_t lock;
 	uint64_t instance;	/* unique per state, never reused */
 	struct ua_nexus *nexus;	/* most recently registered first */
 	unsigned nr_nexus;
+	/* COMPARE AND WRITE serialization (see scsi_caw_lock) */
+	bool caw_busy;
+	struct caw_waiter *caw_head, *caw_tail;
 };
 
 static atomic_uint_fast64_t ua_instance_counter = 1;
@@ -141,6 +151,11 @@ void scsi_lun_state_free(struct scsi_lun *lun)
 		struct ua_nexus *n = s->nexus;
 		s->nexus = n->next;
 		free(n);
+	}
+	while (s->caw_head) {	/* none: every command holds a reference */
+		struct caw_waiter *w = s->caw_head;
+		s->caw_head = w->next;
+		free(w);
 	}
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -262,6 +277,110 @@ void scsi_lun_notify(struct scsi_lun *lun, enum scsi_lun_event ev)
 	}
 }
 
+/* ---- COMPARE AND WRITE serialization ----
+ * SBC-3 5.2 wants the compare and the write to be one atomic operation.
+ * COMPARE AND WRITE commands of a LUN therefore run one at a time, from
+ * any session or reactor: the others wait in arrival order and are resumed
+ * on their own reactor when the running one unlocks. */
+
+bool scsi_caw_lock(struct scsi_cmd *cmd, scsi_handler_fn start)
+{
+	struct scsi_lun_state *s = lun_state(cmd->lun);
+
+	if (!s)
+		return true;	/* no memory for state: run unserialized */
+	pthread_mutex_lock(&s->lock);
+	if (!s->caw_busy) {
+		s->caw_busy = true;
+		pthread_mutex_unlock(&s->lock);
+		return true;
+	}
+	struct caw_waiter *w = calloc(1, sizeof(*w));
+	if (!w) {
+		pthread_mutex_unlock(&s->lock);
+		return true;
+	}
+	w->cmd = cmd;
+	w->r = reactor_current();
+	w->start = start;
+	if (s->caw_tail)
+		s->caw_tail->next = w;
+	else
+		s->caw_head = w;
+	s->caw_tail = w;
+	cmd->stage = SCSI_STAGE_WAIT;
+	pthread_mutex_unlock(&s->lock);
+	return false;
+}
+
+static void caw_resume(void *arg)
+{
+	struct caw_waiter *w = arg;
+	struct scsi_cmd *cmd = w->cmd;
+	scsi_handler_fn start = w->start;
+
+	free(w);
+	/* Aborted after it was handed the lock: pass the lock on. */
+	if (cmd->aborted) {
+		scsi_caw_unlock(cmd->lun);
+		scsi_cmd_complete(cmd);
+		return;
+	}
+	cmd->stage = SCSI_STAGE_EXEC;
+	if (start(cmd) == SCSI_EXEC_DONE)
+		scsi_cmd_complete(cmd);
+}
+
+void scsi_caw_unlock(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+	struct caw_waiter *w;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	w = s->caw_head;
+	if (w) {
+		s->caw_head = w->next;
+		if (!s->caw_head)
+			s->caw_tail = NULL;
+		w->cmd->stage = SCSI_STAGE_RESUMING;	/* owns the lock now */
+	} else {
+		s->caw_busy = false;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!w)
+		return;
+	if (!w->r || reactor_call(w->r, caw_resume, w) < 0)
+		caw_resume(w);	/* tests (no reactor), or out of memory */
+}
+
+/* Abort of a command waiting for the COMPARE AND WRITE lock: true if it
+ * was still queued (removed; the caller answers at once). */
+static bool caw_dequeue(struct scsi_cmd *cmd)
+{
+	struct scsi_lun_state *s = lun_state(cmd->lun);
+	bool found = false;
+
+	pthread_mutex_lock(&s->lock);
+	if (cmd->stage == SCSI_STAGE_WAIT) {
+		struct caw_waiter **pp, *prev = NULL;
+		for (pp = &s->caw_head; *pp; prev = *pp, pp = &(*pp)->next) {
+			if ((*pp)->cmd != cmd)
+				continue;
+			struct caw_waiter *w = *pp;
+			*pp = w->next;
+			if (s->caw_tail == w)
+				s->caw_tail = prev;
+			free(w);
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
 /* ---- execution ---- */
 
 static void cmd_finish(struct scsi_cmd *cmd)
@@ -345,12 +464,20 @@ void scsi_cmd_abort(struct scsi_cmd *cmd)
 	if (cmd->aborted || cmd->stage == SCSI_STAGE_DONE)
 		return;
 	cmd->aborted = true;
+	/* Waiting for the COMPARE AND WRITE lock: answered at once if still
+	 * queued, else by caw_resume() that is already on its way. */
+	if (cmd->stage == SCSI_STAGE_WAIT || cmd->stage == SCSI_STAGE_RESUMING) {
+		if (!caw_dequeue(cmd))
+			return;
+		goto aborted;
+	}
 	if (cmd->stage == SCSI_STAGE_MEDIA) {
 		/* The media completion sees cmd->aborted and answers TASK
 		 * ABORTED, whatever the backend said. */
 		hang_abort(cmd->lun, &cmd->mio);
 		return;
 	}
+aborted:
 	cmd->status = SAM_STAT_TASK_ABORTED;
 	cmd->sense_len = 0;
 	cmd->in_len = 0;

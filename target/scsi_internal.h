@@ -32,6 +32,7 @@
 #define SCSI_OP_UNMAP			0x42
 #define SCSI_OP_MODE_SENSE_10		0x5a
 #define SCSI_OP_READ_16			0x88
+#define SCSI_OP_COMPARE_AND_WRITE	0x89
 #define SCSI_OP_WRITE_16		0x8a
 #define SCSI_OP_WRITE_VERIFY_16		0x8e
 #define SCSI_OP_VERIFY_16		0x8f
@@ -134,6 +135,8 @@ enum scsi_stage {
 	SCSI_STAGE_NEW = 0,
 	SCSI_STAGE_EXEC,	/* being decoded on this reactor */
 	SCSI_STAGE_MEDIA,	/* mio handed to hang_submit() */
+	SCSI_STAGE_WAIT,	/* queued for the COMPARE AND WRITE lock */
+	SCSI_STAGE_RESUMING,	/* given the lock, resume call pending */
 	SCSI_STAGE_DONE,	/* done() called */
 };
 
@@ -148,6 +151,13 @@ int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len);
  * failure the status is TASK SET FULL. */
 enum scsi_exec_result scsi_data_in(struct scsi_cmd *cmd, const uint8_t *data,
 				   uint32_t len, uint32_t alloc_len);
+
+/* COMPARE AND WRITE runs one at a time per LUN (scsi_cmd.c).  lock:
+ * true if cmd may go on now; false if it was queued, and start(cmd) will
+ * run later on cmd's reactor (its SCSI_EXEC_DONE result completes cmd).
+ * The holder calls unlock exactly once when its compare/write is over. */
+bool scsi_caw_lock(struct scsi_cmd *cmd, scsi_handler_fn start);
+void scsi_caw_unlock(struct scsi_lun *lun);
 
 /* ---- sense (scsi_sense.c) ---- */
 /* CHECK CONDITION with sense key and ASC<<8|ASCQ (the ASC_* constants). */
@@ -215,6 +225,12 @@ void sbc_media_finish(struct scsi_cmd *cmd, int res);
 /* UNMAP limits (Block Limits VPD page). */
 #define SBC_MAX_UNMAP_DESCRIPTORS 256
 #define SBC_MAX_UNMAP_LBA_COUNT 0xffffffffu	/* no limit */
+
+/* MAXIMUM COMPARE AND WRITE LENGTH (Block Limits VPD page), blocks. */
+#define SBC_MAX_CAW_BLOCKS 128
+
+/* scsi_sbc_caw.c */
+enum scsi_exec_result sbc_compare_and_write(struct scsi_cmd *cmd);
 
 /* scsi_sbc_lbp.c */
 enum scsi_exec_result sbc_unmap(struct scsi_cmd *cmd);

@@ -298,6 +298,7 @@ static uint32_t vpd_block_limits(const struct scsi_cmd *cmd, uint8_t *b)
 	uint32_t gran = bs < 4096 ? 4096 / bs : 1;
 
 	b[4] = B0_WSNZ;
+	b[5] = SBC_MAX_CAW_BLOCKS;	/* maximum COMPARE AND WRITE length */
 	put_be16(b + 6, (uint16_t)gran);	/* optimal xfer granularity */
 	put_be32(b + 8, SBC_MAX_TRANSFER_BYTES / bs);	/* maximum xfer */
 	put_be32(b + 12, SBC_MAX_TRANSFER_BYTES / bs);	/* optimal xfer */

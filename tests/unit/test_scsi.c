@@ -58,6 +58,12 @@ struct reactor *reactor_current(void)
 	return NULL;
 }
 
+int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg), void *arg)
+{
+	fn(arg);
+	return 0;
+}
+
 static uint64_t fake_luns[8];
 static int fake_nluns;
 
@@ -1155,6 +1161,124 @@ static void test_provisioning(void)
 	cmd_free(&c);
 }
 
+static int caw_done_a, caw_done_b;
+static void on_done_a(struct scsi_cmd *cmd UNUSED) { caw_done_a++; }
+static void on_done_b(struct scsi_cmd *cmd UNUSED) { caw_done_b++; }
+
+static void caw_init(struct scsi_cmd *c, const struct scsi_nexus *nx,
+		     uint64_t lba, uint8_t cmpv, uint8_t wrv)
+{
+	uint8_t cdb[16] = { SCSI_OP_COMPARE_AND_WRITE };
+
+	put_be64(cdb + 2, lba);
+	cdb[13] = 1;
+	cmd_init(c, nx, cdb, 16);
+	c->buf = scsi_buf_alloc(1024);
+	c->buf_len = c->out_len = c->exp_len = 1024;
+	memset(c->buf, cmpv, 512);
+	memset(c->buf + 512, wrv, 512);
+}
+
+static void test_compare_and_write(void)
+{
+	struct scsi_cmd a = { 0 }, b = { 0 }, c = { 0 };
+
+	lun_setup();
+	clear_ua(&nex_a);
+	clear_ua(&nex_b);
+
+	/* Equal: read, then write of the second half. */
+	caw_init(&a, &nex_a, 5, 0x00, 0x01);
+	done_calls = 0;
+	scsi_cmd_exec(&a);
+	CHECK(pending == &a.mio && a.mio.io.op == BE_OP_READ &&
+	      a.mio.io.offset == 5 * 512 && a.mio.io.length == 512);
+	memset(a.mio.io.iov[0].iov_base, 0x00, 512);
+	a.mio.complete(&a.mio, 0);
+	CHECK(done_calls == 0 && pending == &a.mio &&
+	      a.mio.io.op == BE_OP_WRITE && a.mio.io.offset == 5 * 512 &&
+	      a.mio.io.iov[0].iov_base == a.buf + 512);
+	a.mio.complete(&a.mio, 0);
+	CHECK(done_calls == 1 && a.status == SAM_STAT_GOOD);
+
+	/* Different at byte 3: MISCOMPARE, nothing written. */
+	caw_init(&a, &nex_a, 5, 0x00, 0x01);
+	done_calls = 0;
+	scsi_cmd_exec(&a);
+	memset(a.mio.io.iov[0].iov_base, 0x00, 512);
+	((uint8_t *)a.mio.io.iov[0].iov_base)[3] = 9;
+	a.mio.complete(&a.mio, 0);
+	CHECK(done_calls == 1 && is_check(&a, SENSE_KEY_MISCOMPARE,
+					  ASC_MISCOMPARE_DURING_VERIFY));
+	CHECK(get_be32(a.sense + 3) == 3);
+
+	/* Two at once from two nexuses: the second waits its turn. */
+	caw_init(&a, &nex_a, 7, 0x00, 0x01);
+	a.done = on_done_a;
+	caw_init(&b, &nex_b, 7, 0x01, 0x00);
+	b.done = on_done_b;
+	caw_done_a = caw_done_b = 0;
+	submits = 0;
+	scsi_cmd_exec(&a);
+	scsi_cmd_exec(&b);
+	CHECK(submits == 1 && pending == &a.mio && caw_done_b == 0);
+	/* A third one is aborted while queued: answered at once. */
+	caw_init(&c, &nex_b, 7, 0x01, 0x00);
+	done_calls = 0;
+	scsi_cmd_exec(&c);
+	scsi_cmd_abort(&c);
+	CHECK(done_calls == 1 && c.status == SAM_STAT_TASK_ABORTED);
+	memset(a.mio.io.iov[0].iov_base, 0x00, 512);
+	a.mio.complete(&a.mio, 0);			/* compare ok */
+	CHECK(pending == &a.mio && a.mio.io.op == BE_OP_WRITE);
+	a.mio.complete(&a.mio, 0);			/* written: unlock */
+	CHECK(caw_done_a == 1 && a.status == SAM_STAT_GOOD);
+	CHECK(pending == &b.mio && b.mio.io.op == BE_OP_READ && submits == 3);
+	memset(b.mio.io.iov[0].iov_base, 0x01, 512);
+	b.mio.complete(&b.mio, 0);
+	b.mio.complete(&b.mio, 0);
+	CHECK(caw_done_b == 1 && b.status == SAM_STAT_GOOD);
+	/* The lock is free again. */
+	caw_init(&a, &nex_a, 7, 0x00, 0x01);
+	submits = 0;
+	scsi_cmd_exec(&a);
+	CHECK(submits == 1 && pending == &a.mio);
+	scsi_cmd_abort(&a);
+	a.mio.complete(&a.mio, -ECANCELED);
+	CHECK(a.status == SAM_STAT_TASK_ABORTED);
+	caw_init(&a, &nex_a, 7, 0x00, 0x01);
+	submits = 0;
+	scsi_cmd_exec(&a);
+	CHECK(submits == 1);
+	a.mio.complete(&a.mio, -EIO);
+	CHECK(is_check(&a, SENSE_KEY_MEDIUM_ERROR,
+		       ASC_UNRECOVERED_READ_ERROR));
+
+	/* Data-Out must be exactly both halves. */
+	caw_init(&a, &nex_a, 7, 0x00, 0x01);
+	a.out_len = a.exp_len = 512;
+	run(&a);
+	CHECK(is_check(&a, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	caw_init(&a, &nex_a, 7, 0x00, 0x01);
+	a.cdb[13] = 0;			/* 256 wrapped to 0, with data */
+	run(&a);
+	CHECK(is_check(&a, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	caw_init(&a, &nex_a, 7, 0x00, 0x01);
+	a.cdb[13] = 0;
+	a.out_len = a.exp_len = 0;
+	run(&a);
+	CHECK(a.status == SAM_STAT_GOOD);
+	caw_init(&a, &nex_a, 2047, 0x00, 0x01);
+	a.cdb[13] = 2;
+	run(&a);
+	CHECK(is_check(&a, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
+	cmd_free(&a);
+	cmd_free(&b);
+	cmd_free(&c);
+}
+
 static void test_abort(void)
 {
 	struct scsi_cmd c = { 0 };
@@ -1307,6 +1431,7 @@ int main(void)
 	test_abort();
 	test_verify();
 	test_provisioning();
+	test_compare_and_write();
 	test_report_supported_opcodes();
 	test_settings_default();
 	scsi_lun_state_free(&lun);
