@@ -204,6 +204,21 @@ int acct_incoming_secret(int tid, const char *user, char *secret, size_t len)
 	return ret;
 }
 
+int acct_secret(const char *user, char *secret, size_t len)
+{
+	struct account *a;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&acct_lock);
+	a = acct_find(user);
+	if (a && strlen(a->secret) < len) {
+		strcpy(secret, a->secret);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&acct_lock);
+	return ret;
+}
+
 int acct_outgoing(int tid, char *user, size_t ulen, char *secret,
 		  size_t slen)
 {

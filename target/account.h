@@ -36,6 +36,10 @@ int acct_incoming_secret(int tid, const char *user, char *secret,
 int acct_outgoing(int tid, char *user, size_t ulen, char *secret,
 		  size_t slen);
 
+/* The secret of account user, for config_save() (the saved targets.conf
+ * must restart with the same accounts).  0 / -ENOENT. */
+int acct_secret(const char *user, char *secret, size_t len);
+
 /* For show: call fn for every account with its bindings (no secrets). */
 void acct_for_each(void (*fn)(const char *user, void *arg), void *arg);
 /* For show per target: fn(user, outgoing). */

@@ -45,6 +45,17 @@ void config_free(struct config *cfg);
  * targets.conf text that config_load() accepts.  CHAP passwords are left
  * empty.  0 / -EIO. */
 int config_dump(FILE *f);
+/* Write the running configuration to path as config_dump() does but with
+ * the CHAP secrets, so the file restarts the same configuration: a
+ * temporary file in the same directory, fsync, checked with
+ * config_load(), renamed over path (mode 0600 when it holds secrets).
+ * 0 / -errno with a reason in err (config_save.c). */
+int config_save(const char *path, char *err, unsigned errlen);
+/* SIGHUP: load path and apply the difference to the running target
+ * table (targets, LUNs, ACLs, accounts, run-time LUN settings) without
+ * touching what did not change.  A file that does not load changes
+ * nothing.  Logs what it did.  0 / -errno (config_reload.c). */
+int config_reload(const char *path);
 /* The configuration config_apply() last applied successfully (portals for
  * show), or NULL. */
 const struct config *config_get_active(void);

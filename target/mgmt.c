@@ -60,6 +60,10 @@
 /* How long a forced target delete waits for its sessions to go. */
 #define MGMT_FORCE_CLOSE_MS 3000
 
+/* `--op update --mode system` keys. */
+#define MGMT_SYS_DEBUG "debug"
+#define MGMT_SYS_SAVE "save"
+
 enum mgmt_mode {
 	MGMT_MODE_SYSTEM = 0,
 	MGMT_MODE_TARGET = 1,
@@ -70,6 +74,9 @@ enum mgmt_mode {
 	MGMT_MODE_CONNECTION = 6,
 	MGMT_MODE_ACCOUNT = 7,
 };
+
+/* Serializes requests with a SIGHUP reload (mgmt_lock()). */
+static pthread_mutex_t mgmt_req_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct {
 	int listen_fd;
@@ -176,7 +183,7 @@ int mgmt_payload_split(const char *payload, char **copy, char **items)
 
 /* ---- system ---- */
 
-static int mgmt_dump_config(struct mgmt_buf *b)
+static int mgmt_dump_config(struct mgmt_buf *b, bool json)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -190,8 +197,67 @@ static int mgmt_dump_config(struct mgmt_buf *b)
 		free(text);
 		return MGMT_NOMEM;
 	}
-	mgmt_buf_printf(b, "%s", text);
+	if (json)
+		mgmt_json_text("config", text, b);
+	else
+		mgmt_buf_printf(b, "%s", text);
 	free(text);
+	return MGMT_SUCCESS;
+}
+
+/* system update: "debug=on|off" and "save=1" (write the running
+ * configuration back to targets.conf), from `--name K --value V` or
+ * holdfastadm's `--params K=V`; all items are checked before any is
+ * applied. */
+static int mgmt_system_update(const struct mgmt_req *req)
+{
+	char *copy = NULL, *items[MGMT_MAX_ITEMS], err[1024];
+	int n, debug = -1, ret = MGMT_SUCCESS;
+	bool save = false;
+
+	n = mgmt_payload_split(req->payload, &copy, items);
+	if (n <= 0) {
+		free(copy);
+		return n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
+	}
+	for (int i = 0; i < n && ret == MGMT_SUCCESS; i++) {
+		char *eq = strchr(items[i], '=');
+		if (!eq) {
+			ret = MGMT_INVALID_REQUEST;
+			break;
+		}
+		*eq++ = '\0';
+		if (strcmp(items[i], MGMT_SYS_DEBUG) == 0 && strcmp(eq, "on") == 0)
+			debug = 1;
+		else if (strcmp(items[i], MGMT_SYS_DEBUG) == 0 &&
+			 strcmp(eq, "off") == 0)
+			debug = 0;
+		else if (strcmp(items[i], MGMT_SYS_SAVE) == 0 &&
+			 strcmp(eq, "1") == 0)
+			save = true;
+		else
+			ret = MGMT_INVALID_REQUEST;
+	}
+	free(copy);
+	if (ret)
+		return ret;
+	if (debug >= 0) {
+		log_set_debug(debug == 1);
+		log_info("management: debug %s", debug ? "on" : "off");
+	}
+	if (save) {
+		const struct config *cfg = config_get_active();
+		if (!cfg || !cfg->path[0]) {
+			log_err("management: save: no configuration file to write");
+			return MGMT_INVALID_REQUEST;
+		}
+		if (config_save(cfg->path, err, sizeof(err))) {
+			log_err("management: save refused: %s", err);
+			return MGMT_UNKNOWN_ERR;
+		}
+		log_info("management: running configuration saved to %s",
+			 cfg->path);
+	}
 	return MGMT_SUCCESS;
 }
 
@@ -208,26 +274,16 @@ static int mgmt_system(const struct mgmt_req *req, struct mgmt_buf *b)
 		atomic_store(&mgmt.exit_requested, 1);
 		return MGMT_SUCCESS;
 	case MGMT_OP_UPDATE:
-		if (mgmt_payload_get(req->payload, "debug", v, sizeof(v))) {
-			if (strcmp(v, "on") == 0)
-				log_set_debug(true);
-			else if (strcmp(v, "off") == 0)
-				log_set_debug(false);
-			else
-				return MGMT_INVALID_REQUEST;
-			log_info("management: debug %s", v);
-			return MGMT_SUCCESS;
-		}
-		return MGMT_INVALID_REQUEST;
+		return mgmt_system_update(req);
 	case MGMT_OP_SHOW:
 		/* `--name dump --value config`: the running configuration as
 		 * targets.conf text (holdfast's extension). */
 		if (mgmt_payload_get(req->payload, "dump", v, sizeof(v))) {
 			if (strcmp(v, "config") != 0)
 				return MGMT_INVALID_REQUEST;
-			return mgmt_dump_config(b);
+			return mgmt_dump_config(b, req->json);
 		}
-		return mgmt_show_system(b);
+		return req->json ? mgmt_json_system(b) : mgmt_show_system(b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }
@@ -261,10 +317,11 @@ static int mgmt_target_delete(const struct mgmt_req *req)
 		return MGMT_TARGET_ACTIVE;
 	if (ret)
 		return MGMT_UNKNOWN_ERR;
-	/* Unlinked from the table, so no new login finds it; now drop the
-	 * sessions that still use it (tgtd --force does the same). */
+	/* Unlinked from the table, so no new login finds it; now ask the
+	 * initiators to log out (Async Message, RFC 7143 11.9.1 AsyncEvent 1)
+	 * and drop the sessions that are still there after the wait. */
 	if (req->force)
-		iscsi_sessions_close(req->tid, false, MGMT_FORCE_CLOSE_MS);
+		iscsi_sessions_close(req->tid, true, MGMT_FORCE_CLOSE_MS);
 	return MGMT_SUCCESS;
 }
 
@@ -401,8 +458,10 @@ static int mgmt_target(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_target_delete(req);
 	case MGMT_OP_SHOW:
 		if (req->tid != -1)
-			return mgmt_show_target_params(req->tid, b);
-		return mgmt_show_targets(-1, b);
+			return req->json ? mgmt_json_target_params(req->tid, b)
+					 : mgmt_show_target_params(req->tid, b);
+		return req->json ? mgmt_json_targets(-1, b)
+				 : mgmt_show_targets(-1, b);
 	case MGMT_OP_BIND:
 		return mgmt_target_bind(req, true);
 	case MGMT_OP_UNBIND:
@@ -411,6 +470,54 @@ static int mgmt_target(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_target_update(req);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
+}
+
+/* ---- sessions and connections ---- */
+
+struct mgmt_find_session {
+	uint64_t sid;
+	uint32_t cid;
+	bool found, conn_found;
+};
+
+static void mgmt_find_session_fn(const struct iscsi_session_info *si,
+				 void *arg)
+{
+	struct mgmt_find_session *f = arg;
+
+	if (si->sid != f->sid)
+		return;
+	f->found = true;
+	for (int i = 0; i < si->nr_conns && i < (int)ARRAY_SIZE(si->conns); i++)
+		if (si->conns[i].cid == f->cid)
+			f->conn_found = true;
+}
+
+/* `--op delete --mode session --tid T --sid S` and `--mode conn ... --cid
+ * C`: ask the initiator to log out (Async Message) and close the session
+ * ("I_T nexus: S" in show).  A connection is closed with its session:
+ * holdfast's sessions have one connection (MaxConnections=1). */
+static int mgmt_session(const struct mgmt_req *req, bool conn)
+{
+	struct mgmt_find_session f = { .sid = req->sid, .cid = req->cid };
+	struct target *t;
+
+	if (req->op != MGMT_OP_DELETE)
+		return MGMT_UNSUPPORTED_OPERATION;
+	t = tgt_get_by_tid(req->tid);
+	if (!t)
+		return MGMT_NO_TARGET;
+	tgt_put(t);
+	iscsi_session_for_each(req->tid, mgmt_find_session_fn, &f);
+	if (!f.found)
+		return MGMT_NO_SESSION;
+	if (conn && !f.conn_found)
+		return MGMT_NO_CONNECTION;
+	if (iscsi_session_close(req->sid, true) == -ENOENT)
+		return MGMT_NO_SESSION;
+	log_info("target %d: session %llu closed by management", req->tid,
+		 (unsigned long long)req->sid);
+	return MGMT_SUCCESS;
 }
 
 static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
@@ -425,6 +532,10 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 	case MGMT_MODE_TARGET:
 		return mgmt_target(req, b);
 	case MGMT_MODE_DEVICE:
+		/* show: holdfastadm's one-LUN view (tgtadm never sends it) */
+		if (req->op == MGMT_OP_SHOW)
+			return req->json ? mgmt_json_lun(req->tid, req->lun, b)
+					 : mgmt_show_lun(req->tid, req->lun, b);
 		return mgmt_lun(req);
 	case MGMT_MODE_ACCOUNT:
 		return mgmt_account(req, b);
@@ -432,8 +543,13 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 		/* Portals come from targets.conf; adding or removing them
 		 * at run time is not supported. */
 		if (req->op == MGMT_OP_SHOW)
-			return mgmt_show_portals(b);
+			return req->json ? mgmt_json_portals(b)
+					 : mgmt_show_portals(b);
 		return MGMT_UNSUPPORTED_OPERATION;
+	case MGMT_MODE_SESSION:
+		return mgmt_session(req, false);
+	case MGMT_MODE_CONNECTION:
+		return mgmt_session(req, true);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }
@@ -548,7 +664,15 @@ static void mgmt_serve(int fd)
 	log_debug("management: mode %u op %u tid %d lun %llu \"%s\"", req.mode,
 		  req.op, req.tid, (unsigned long long)req.lun, req.payload);
 
+	if (req.op == MGMT_OP_SHOW) {
+		char fmt[8];
+		req.json = mgmt_payload_get(req.payload, MGMT_JSON_ITEM_KEY, fmt,
+					    sizeof(fmt)) &&
+			   strcmp(fmt, MGMT_JSON_ITEM_VALUE) == 0;
+	}
+	mgmt_lock();
 	err = (uint32_t)mgmt_dispatch(&req, &body);
+	mgmt_unlock();
 	if (body.oom)
 		err = MGMT_NOMEM;
 	/* tgtadm prints the body with fputs: it must end in a NUL that the
@@ -719,6 +843,16 @@ void mgmt_stop(void)
 	mgmt.listen_fd = -1;
 	close(mgmt.lock_fd);	/* releases the lockf lock */
 	mgmt.lock_fd = -1;
+}
+
+void mgmt_lock(void)
+{
+	pthread_mutex_lock(&mgmt_req_lock);
+}
+
+void mgmt_unlock(void)
+{
+	pthread_mutex_unlock(&mgmt_req_lock);
 }
 
 int mgmt_exit_requested(void)

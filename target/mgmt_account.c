@@ -84,6 +84,8 @@ int mgmt_account(const struct mgmt_req *req, struct mgmt_buf *b)
 					 sizeof(user));
 
 	if (req->op == MGMT_OP_SHOW) {
+		if (req->json)
+			return mgmt_json_accounts(b);
 		mgmt_buf_printf(b, "Account list:\n");
 		acct_for_each(show_account, b);
 		return MGMT_SUCCESS;

@@ -71,7 +71,13 @@ struct mgmt_req {
 	uint64_t sid, lun;
 	uint32_t cid, host_no, device_type, ac_dir, force;
 	char *payload;		/* NUL-terminated, possibly "" */
+	bool json;		/* a show with the item "format=json" */
 };
+
+/* The payload item holdfastadm --json adds to a show request; the stock
+ * tgtadm never sends it, so its output stays tgtd's text. */
+#define MGMT_JSON_ITEM_KEY "format"
+#define MGMT_JSON_ITEM_VALUE "json"
 
 /* Largest number of key=value items one request may carry. */
 #define MGMT_MAX_ITEMS 64
@@ -111,5 +117,18 @@ int mgmt_show_target_params(int tid, struct mgmt_buf *b);
 int mgmt_show_portals(struct mgmt_buf *b);
 /* `--op show --mode system`. */
 int mgmt_show_system(struct mgmt_buf *b);
+/* `--op show --mode logicalunit --tid T --lun L` (holdfastadm): the
+ * target line and the LUN's lines as in the target show. */
+int mgmt_show_lun(int tid, uint64_t lun, struct mgmt_buf *b);
+
+/* The same shows as JSON documents (mgmt_json.c). */
+int mgmt_json_targets(int tid, struct mgmt_buf *b);
+int mgmt_json_lun(int tid, uint64_t lun, struct mgmt_buf *b);
+int mgmt_json_target_params(int tid, struct mgmt_buf *b);
+int mgmt_json_portals(struct mgmt_buf *b);
+int mgmt_json_system(struct mgmt_buf *b);
+int mgmt_json_accounts(struct mgmt_buf *b);
+/* {"key": "text"}: the dumped configuration. */
+int mgmt_json_text(const char *key, const char *text, struct mgmt_buf *b);
 
 #endif

@@ -294,3 +294,27 @@ int mgmt_show_system(struct mgmt_buf *b)
 	mgmt_buf_printf(b, "    disk\n");
 	return MGMT_SUCCESS;
 }
+
+int mgmt_show_lun(int tid, uint64_t lunid, struct mgmt_buf *b)
+{
+	struct target *t = tgt_get_by_tid(tid);
+	struct scsi_lun *lun = NULL;
+
+	if (!t)
+		return MGMT_NO_TARGET;
+	if (lunid != 0 && lunid != MGMT_LUN_UNSET)
+		lun = tgt_lun_get(t, lunid);
+	if (lunid != 0 && !lun) {
+		tgt_put(t);
+		return MGMT_NO_LUN;
+	}
+	mgmt_buf_printf(b, "Target %d: %s\n", t->tid, t->name);
+	if (lun) {
+		show_lun(b, t, lun);
+		scsi_lun_put(lun);
+	} else {
+		show_lun0(b, t);
+	}
+	tgt_put(t);
+	return MGMT_SUCCESS;
+}
