@@ -289,14 +289,15 @@ test_dataset() {
 	[ -z "$errs" ] || { echo "$errs"; fail "kernel reported errors"; }
 }
 
-# Write+fsync small files for $DUR seconds.  The host breaks the LUN's
-# backing store meanwhile; every stall of 2 s or more is reported.
+# Write+fsync small files for $DUR seconds, reading each one back with
+# O_DIRECT after the next is written.  The host breaks the LUN's backing
+# store meanwhile; every stall of 2 s or more is reported.
 test_loop() {
 	make_fs
 	mkdir /mnt/loop
 	: > /tmp/sums
 	start=$(now_cs)
-	i=0; nerr=0; maxstall=0; first_err=""; after_stall=0
+	i=0; nerr=0; maxstall=0; first_err=""; after_stall=0; prev=""
 	echo "LOOP-START"
 	while :; do
 		t0=$(now_cs)
@@ -304,9 +305,24 @@ test_loop() {
 		[ "$el" -ge "$DUR" ] && break
 		f=mnt/loop/f$i
 		dd if=/dev/urandom of=/tmp/chunk bs=64k count=2 2>/dev/null
+		op=write
 		if dd if=/tmp/chunk of="/$f" bs=64k conv=fsync 2>/tmp/dd.err; then
-			echo "$(sha256sum < /tmp/chunk | cut -d' ' -f1)  $f" >> /tmp/sums
+			sum=$(sha256sum < /tmp/chunk | cut -d' ' -f1)
+			echo "$sum  $f" >> /tmp/sums
 			ok=1
+			# read the previous file back with O_DIRECT, so reads
+			# reach the LUN (and its rerror policy) too
+			if [ -n "$prev" ]; then
+				op=read
+				if dd if="/$prev" of=/tmp/readback bs=64k \
+					iflag=direct 2>/tmp/dd.err; then
+					[ "$(sha256sum < /tmp/readback | cut -d' ' -f1)" = "$prevsum" ] ||
+						fail "/$prev read back differs from what was written"
+				else
+					ok=0
+				fi
+			fi
+			prev=$f; prevsum=$sum
 		else
 			ok=0
 		fi
@@ -321,7 +337,7 @@ test_loop() {
 		else
 			nerr=$((nerr + 1))
 			[ -n "$first_err" ] || first_err=$el
-			echo "IOERR i=$i t=${el}s after_ms=$((stall * 10)) $(tail -1 /tmp/dd.err)"
+			echo "IOERR i=$i op=$op t=${el}s after_ms=$((stall * 10)) $(tail -1 /tmp/dd.err)"
 			# the control only needs to see the failure and the
 			# read-only remount (at the next journal commit)
 			[ "$EXPECT" = error ] && mnt_is_ro && break
