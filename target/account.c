@@ -204,6 +204,24 @@ int acct_incoming_secret(int tid, const char *user, char *secret, size_t len)
 	return ret;
 }
 
+int acct_set_secret(const char *user, const char *secret)
+{
+	struct account *a;
+	int ret = -ENOENT;
+
+	if (!secret[0] || strlen(secret) >= ACCT_SECRET_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&acct_lock);
+	a = acct_find(user);
+	if (a) {
+		OPENSSL_cleanse(a->secret, sizeof(a->secret));
+		strcpy(a->secret, secret);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&acct_lock);
+	return ret;
+}
+
 int acct_secret(const char *user, char *secret, size_t len)
 {
 	struct account *a;

@@ -36,6 +36,10 @@ int acct_incoming_secret(int tid, const char *user, char *secret,
 int acct_outgoing(int tid, char *user, size_t ulen, char *secret,
 		  size_t slen);
 
+/* Replace the secret of account user in place, keeping its bindings
+ * (config_reload(): a target never goes without CHAP meanwhile).
+ * 0 / -ENOENT / -EINVAL. */
+int acct_set_secret(const char *user, const char *secret);
 /* The secret of account user, for config_save() (the saved targets.conf
  * must restart with the same accounts).  0 / -ENOENT. */
 int acct_secret(const char *user, char *secret, size_t len);

@@ -151,7 +151,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (sig == SIGHUP)
-			log_info("SIGHUP: configuration reload is not implemented yet");
+			config_reload(cfg.path);
 		if (mgmt_exit_requested()) {
 			log_info("shutdown requested through management");
 			break;
