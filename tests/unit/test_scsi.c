@@ -2,8 +2,10 @@
  *
  * hang_submit() is stubbed: it records the media_io so each test completes
  * it on demand with the result it wants.  tgt_lun_list() and
- * reactor_current() are stubbed too, so only the SCSI objects (and what
- * they need) are linked from the archive. */
+ * reactor_current() are stubbed too.  The stubs are weak: should another
+ * object pulled from the archive define one (target.o, reactor.o), its
+ * definition wins, so the fixtures below are also valid for the real
+ * tgt_lun_list() and reactor_current(). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,33 +34,36 @@ static int passed, failed;
 static struct media_io *pending;
 static int submits, aborts;
 
-void hang_submit(struct scsi_lun *lun UNUSED, struct media_io *m)
+__attribute__((weak)) void hang_submit(struct scsi_lun *lun UNUSED,
+				       struct media_io *m)
 {
 	pending = m;
 	submits++;
 }
 
-void hang_abort(struct scsi_lun *lun UNUSED, struct media_io *m)
+__attribute__((weak)) void hang_abort(struct scsi_lun *lun UNUSED,
+				      struct media_io *m)
 {
 	CHECK(m == pending);
 	aborts++;
 }
 
-int hang_lun_init(struct scsi_lun *lun UNUSED)
+__attribute__((weak)) int hang_lun_init(struct scsi_lun *lun UNUSED)
 {
 	return 0;
 }
 
-void hang_lun_free(struct scsi_lun *lun UNUSED)
+__attribute__((weak)) void hang_lun_free(struct scsi_lun *lun UNUSED)
 {
 }
 
-struct reactor *reactor_current(void)
+__attribute__((weak)) struct reactor *reactor_current(void)
 {
 	return NULL;
 }
 
-int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg), void *arg)
+__attribute__((weak)) int reactor_call(struct reactor *r UNUSED,
+					void (*fn)(void *arg), void *arg)
 {
 	fn(arg);
 	return 0;
@@ -67,7 +72,8 @@ int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg), void *arg)
 static uint64_t fake_luns[8];
 static int fake_nluns;
 
-int tgt_lun_list(struct target *t UNUSED, uint64_t *luns, int max)
+__attribute__((weak)) int tgt_lun_list(struct target *t UNUSED, uint64_t *luns,
+				      int max)
 {
 	int n = MIN(fake_nluns, max);
 	memcpy(luns, fake_luns, sizeof(uint64_t) * (size_t)n);
@@ -94,7 +100,10 @@ static void lun_setup(void)
 	lun.nblocks = 2048;
 	lun.target = &tgt;
 	memset(&tgt, 0, sizeof(tgt));
+	pthread_mutex_init(&tgt.lock, NULL);
 	snprintf(tgt.name, sizeof(tgt.name), "iqn.2026-01.test:disk");
+	tgt.luns[1] = &lun;	/* what the real tgt_lun_list() reads */
+	tgt.luns[2] = &lun;
 	fake_nluns = 2;
 	fake_luns[0] = 1;
 	fake_luns[1] = 2;
