@@ -33,6 +33,9 @@ def adm(d, *args, check=True):
     """Run holdfastadm against d's control port."""
     if not adm_path().exists():
         pytest.fail("%s not built (make build/holdfastadm)" % adm_path())
+    # the socket appears just after the portal the fixture waits for
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+    wait_for(lambda: os.path.exists(sock), 5 * tscale())
     argv = [str(adm_path()), "-C", str(d.ctl_port)] + [str(a) for a in args]
     return run(argv, check=check, env=d.env, timeout=30)
 
