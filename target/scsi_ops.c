@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "scsi_internal.h"
+#include "scsi_xcopy.h"
 #include "util.h"
 
 /* Control byte usage: NACA is examined (and refused). */
@@ -64,6 +65,26 @@ const struct scsi_op_desc scsi_op_table[] = {
 	   0x01, 0, 0, 0, 0, 0, 0xff, 0xff, CTL),
 	OP(SCSI_OP_MODE_SENSE_10, 0, 10, 0, spc_mode_sense, "MODE SENSE(10)",
 	   0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, CTL),
+	/* Copy manager (scsi_xcopy.c).  The destination's write protection
+	 * is checked there: the command may be sent to the source LUN. */
+	OP(SCSI_OP_EXTENDED_COPY, XCOPY_SA_LID1, 16,
+	   SCSI_OPF_HAS_SA | SCSI_OPF_DATA_OUT | SCSI_OPF_NEEDS_READY,
+	   spc_extended_copy, "EXTENDED COPY(LID1)",
+	   0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
+	OP(SCSI_OP_RECEIVE_COPY_RESULTS, RCR_SA_COPY_STATUS, 16, SCSI_OPF_HAS_SA,
+	   spc_receive_copy_results, "RECEIVE COPY RESULTS(COPY STATUS)",
+	   0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
+	OP(SCSI_OP_RECEIVE_COPY_RESULTS, RCR_SA_RECEIVE_DATA, 16, SCSI_OPF_HAS_SA,
+	   spc_receive_copy_results, "RECEIVE COPY RESULTS(RECEIVE DATA)",
+	   0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
+	OP(SCSI_OP_RECEIVE_COPY_RESULTS, RCR_SA_OPERATING_PARAMETERS, 16,
+	   SCSI_OPF_HAS_SA, spc_receive_copy_results,
+	   "RECEIVE COPY RESULTS(OPERATING PARAMETERS)",
+	   0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
+	OP(SCSI_OP_RECEIVE_COPY_RESULTS, RCR_SA_FAILED_SEGMENT_DETAILS, 16,
+	   SCSI_OPF_HAS_SA, spc_receive_copy_results,
+	   "RECEIVE COPY RESULTS(FAILED SEGMENT DETAILS)",
+	   0x1f, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
 	OP(SCSI_OP_READ_16, 0, 16, MEDIA_RD, sbc_read_write, "READ(16)",
 	   0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
 	   0xff, 0xff, 0xff, 0xff, 0, CTL),

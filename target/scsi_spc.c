@@ -31,6 +31,7 @@
 #define INQ_HISUP		0x10
 #define INQ_RESPONSE_FORMAT	0x02
 #define INQ_CMDQUE		0x02
+#define INQ_3PC			0x08	/* byte 5: EXTENDED COPY (scsi_xcopy.c) */
 #define INQ_VENDOR_OFF		8
 #define INQ_PRODUCT_OFF		16
 #define INQ_REV_OFF		32
@@ -180,6 +181,8 @@ static uint32_t inquiry_standard(const struct scsi_cmd *cmd, uint8_t *b)
 	b[2] = INQ_VERSION_SPC4;
 	b[3] = INQ_HISUP | INQ_RESPONSE_FORMAT;
 	b[4] = INQ_STD_LEN - 5;
+	if (s)		/* a copy manager serves every real LUN */
+		b[5] |= INQ_3PC;
 	b[7] = INQ_CMDQUE;
 	put_ascii(b + INQ_VENDOR_OFF, s ? s->vendor_id : NULL, 8,
 		  DEFAULT_VENDOR);
