@@ -73,8 +73,9 @@ enum hang_state {
 /* Result passed to complete() when a command arriving at a hung LUN would
  * exceed the limits above: the SCSI layer answers TASK SET FULL (SAM-5
  * 5.3.1), which makes the initiator retry later.  Same value as the
- * backend's EBUSY, which DESIGN.md's sense table maps to TASK SET FULL too. */
-#define HANG_TASK_SET_FULL	(-EBUSY)
+ * backend's ENOMEM, which scsi_set_backend_error() maps to TASK SET FULL
+ * (EBUSY and EAGAIN map to BUSY). */
+#define HANG_TASK_SET_FULL	(-ENOMEM)
 
 /* hang_abort() details: a hung LUN whose held set an ABORT TASK empties
  * stays hung until the next probe tick, which takes the oldest queued
