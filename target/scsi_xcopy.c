@@ -460,9 +460,9 @@ static void job_io_error(struct xcopy_job *j, int res, bool is_write)
 	uint16_t asc;
 
 	switch (-res) {
-	case EBUSY:		/* hung LUN over its limits: TASK SET FULL */
+	case EBUSY:		/* hung LUN over its limits */
 	case ENOMEM:
-	case EAGAIN:
+	case EAGAIN:		/* BUSY / TASK SET FULL: retry later */
 		scsi_set_backend_error(cmd, res, is_write);
 		return;
 	case ENOSPC:
