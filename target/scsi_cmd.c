@@ -471,6 +471,10 @@ void scsi_cmd_abort(struct scsi_cmd *cmd)
 			return;
 		goto aborted;
 	}
+	if (cmd->stage == SCSI_STAGE_XCOPY) {
+		xcopy_abort(cmd);	/* the copy completes cmd */
+		return;
+	}
 	if (cmd->stage == SCSI_STAGE_MEDIA) {
 		/* The media completion sees cmd->aborted and answers TASK
 		 * ABORTED, whatever the backend said. */

@@ -138,7 +138,13 @@ enum scsi_stage {
 	SCSI_STAGE_WAIT,	/* queued for the COMPARE AND WRITE lock */
 	SCSI_STAGE_RESUMING,	/* given the lock, resume call pending */
 	SCSI_STAGE_DONE,	/* done() called */
+	SCSI_STAGE_XCOPY,	/* EXTENDED COPY running (scsi_xcopy.c) */
 };
+
+/* Abort an EXTENDED COPY in SCSI_STAGE_XCOPY (scsi_xcopy.c): its chunk in
+ * flight, which may be on another LUN, is dropped in the hang engine and
+ * the copy then completes cmd with TASK ABORTED. */
+void xcopy_abort(struct scsi_cmd *cmd);
 
 /* Finish an asynchronous command: calls cmd->done() exactly once. */
 void scsi_cmd_complete(struct scsi_cmd *cmd);

@@ -406,7 +406,8 @@ struct xcopy_job {
 	uint32_t chunk;				/* bytes in this chunk */
 	uint8_t *buf;
 	struct iovec iov;
-	struct media_io mio;
+	struct media_io mio;			/* the chunk in flight */
+	struct scsi_lun *io_lun;		/* ... and its LUN */
 };
 
 static void job_progress(struct xcopy_job *j)
@@ -500,6 +501,7 @@ static void job_submit(struct xcopy_job *j, struct scsi_lun *lun,
 	m->origin = reactor_current();
 	m->owner = j;
 	m->complete = NULL;	/* set by the caller */
+	j->io_lun = lun;
 }
 
 static void job_chunk_done(struct media_io *m, int res)
@@ -713,12 +715,25 @@ enum scsi_exec_result spc_extended_copy(struct scsi_cmd *cmd)
 			return SCSI_EXEC_DONE;
 		}
 	}
-	/* Asynchronous from here.  cmd->mio is idle, so an ABORT TASK only
-	 * marks cmd aborted; the copy stops after the chunk in flight. */
+	/* Asynchronous from here: exactly one chunk is in flight until the
+	 * copy completes cmd (an ABORT TASK goes through xcopy_abort). */
 	cmd->mio.owner = j;
-	cmd->stage = SCSI_STAGE_MEDIA;
+	cmd->stage = SCSI_STAGE_XCOPY;
 	job_step(j);
 	return SCSI_EXEC_ASYNC;
+}
+
+void xcopy_abort(struct scsi_cmd *cmd)
+{
+	struct xcopy_job *j = cmd->mio.owner;
+
+	/* Called on cmd's reactor, where the chunk was submitted and where
+	 * its completion runs: the chunk is with the engine now.  Dropping
+	 * it matters when it is held by a hung LUN (possibly not cmd's):
+	 * the abort is answered without waiting for the store to return.
+	 * Its completion (-ECANCELED, or the real result) sees cmd->aborted
+	 * and finishes the copy. */
+	hang_abort(j->io_lun, &j->mio);
 }
 
 /* ---- RECEIVE COPY RESULTS (SPC-4 6.18) ---- */

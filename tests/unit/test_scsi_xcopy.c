@@ -54,8 +54,13 @@ WEAK void hang_submit(struct scsi_lun *lun, struct media_io *m)
 		queue[nq++] = m;
 }
 
-WEAK void hang_abort(struct scsi_lun *lun UNUSED, struct media_io *m UNUSED)
+static struct media_io *aborted_m;	/* its completion gets -ECANCELED */
+static struct scsi_lun *aborted_lun;
+
+WEAK void hang_abort(struct scsi_lun *lun, struct media_io *m)
 {
+	aborted_m = m;
+	aborted_lun = lun;
 }
 
 WEAK int hang_lun_init(struct scsi_lun *lun UNUSED)
@@ -128,7 +133,10 @@ static bool complete_one(void)
 	int nr = (int)(l - luns);
 	int res = 0;
 
-	if (nr == fail_lun && (int)m->io.op == fail_op) {
+	if (m == aborted_m) {
+		aborted_m = NULL;
+		res = -ECANCELED;
+	} else if (nr == fail_lun && (int)m->io.op == fail_op) {
 		res = fail_err;
 	} else if (m->io.op == BE_OP_READ) {
 		memcpy(m->io.iov[0].iov_base, disk[nr] + m->io.offset,
@@ -562,6 +570,26 @@ static void test_copy_errors(void)
 	free(r);
 	cmd_free(c);
 	cmd_free(c2);
+
+	/* ABORT TASK while a chunk (here a write to LUN 2, not the LUN the
+	 * command went to) is with the engine: that chunk is dropped */
+	setup();
+	len = build(p, 0, XCOPY_USAGE_NONE, &s, 1);
+	c = new_cmd(p, len);
+	dones = 0;
+	CHECK(spc_extended_copy(c) == SCSI_EXEC_ASYNC);
+	complete_one();		/* read done, write submitted */
+	before = submits;
+	scsi_cmd_abort(c);
+	CHECK(aborted_m == queue[0] && aborted_lun == &luns[2]);
+	CHECK(dones == 0);	/* answered when the chunk comes back */
+	drain();
+	CHECK(dones == 1 && c->status == SAM_STAT_TASK_ABORTED);
+	CHECK(submits == before);
+	scsi_cmd_abort(c);	/* a second abort is harmless */
+	CHECK(dones == 1);
+	cmd_free(c);
+	CHECK(atomic_load(&luns[2].refcnt) == 1);
 
 	/* -ECANCELED from the engine (LUN reset dropped the chunk) */
 	setup();
