@@ -120,6 +120,9 @@ static int reload_new_target(struct reload *r, const struct cfg_target *ct,
 			 strerror(-tid));
 		return tid;
 	}
+	if (tid != ct->tid)
+		log_warn("reload: %s: tid %d is still in use: target %s gets tid %d",
+			 ct->where, ct->tid, ct->name, tid);
 	r->tids = reload_grow(r->tids, r->nr_tids, sizeof(*r->tids));
 	r->tids[r->nr_tids++] = tid;
 	r->added++;
@@ -179,6 +182,9 @@ static int reload_phase1(struct reload *r, const struct cfg_priv *pv,
 				return ret;
 			continue;
 		}
+		if (t->tid != ct->tid)
+			log_info("reload: %s: target %s keeps its running tid %d",
+				 ct->where, ct->name, t->tid);
 		for (int k = 0; k < ct->nr_luns; k++) {
 			struct scsi_lun *lun = tgt_lun_get(t, ct->luns[k].s.lun);
 			if (lun) {

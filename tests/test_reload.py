@@ -166,8 +166,16 @@ def test_reload_changes_settings_and_keeps_what_is_in_use(holdfast):
                                         werror="retry", retry_interval=300)
     new["targets"][0]["params"] = {"MaxBurstLength": 131072}
     new["targets"][1]["incoming_users"] = ["alice"]
+    new["targets"][1]["initiators"] = ["iqn.2026-11.org.example:named",
+                                       "127.0.0.1"]
+    # a new store for target 3's LUN 1 (nobody uses it): replaced
+    new["targets"][1]["luns"][0]["size"] = "32M"
     reload(d, new)
     text = show(d)
+    t3 = text.split("Target 3: ")[1]
+    assert "Size: 34 MB, Block size: 512" in t3, t3
+    assert sorted(t3.split("ACL information:\n")[1].split()) == \
+        ["127.0.0.1", "iqn.2026-11.org.example:named"], t3
     assert "Vendor: RELOADED" in text
     assert "werror=retry, retry_interval=300 ms" in text
     assert "MaxBurstLength=131072" in d.tgtadm(
