@@ -499,14 +499,18 @@ static void job_submit(struct xcopy_job *j, struct scsi_lun *lun,
 	m->nexus_id = j->cmd->nexus ? j->cmd->nexus->id : 0;
 	m->tag = (uint64_t)(uintptr_t)j->cmd;
 	m->origin = reactor_current();
-	m->owner = j;
+	/* The SCSI layer's convention (the reservation recheck relies on
+	 * it): a media_io's owner is its scsi_cmd; the job hangs off
+	 * cmd->mio.owner. */
+	m->owner = j->cmd;
 	m->complete = NULL;	/* set by the caller */
 	j->io_lun = lun;
 }
 
 static void job_chunk_done(struct media_io *m, int res)
 {
-	struct xcopy_job *j = m->owner;
+	struct scsi_cmd *owner = m->owner;
+	struct xcopy_job *j = owner->mio.owner;
 	struct xcopy_seg *s = &j->list.seg[j->seg];
 	struct scsi_cmd *cmd = j->cmd;
 

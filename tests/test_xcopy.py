@@ -345,7 +345,7 @@ def test_copy_across_destination_hang(holdfast):
         t0 = time.monotonic()
         r = c1.xcopy(pl)
         took = time.monotonic() - t0
-        assert r.ok, r
+        assert r.ok, (r, c1.s.error())
         # it was held through (most of) the outage, not failed
         assert took >= 1.5, took
         assert took < 20 * tscale(), took
