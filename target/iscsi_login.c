@@ -80,8 +80,11 @@ static void login_fail(struct iscsi_conn *c, const uint8_t *req,
 {
 	struct iscsi_pdu *p = login_rsp_new(c, req);
 
-	log_warn("conn %lu (%s): login refused (0x%04x): %s",
-		 (unsigned long)c->id, c->peer_str, status, why);
+	log_warn("conn %lu (%s, %s): login refused (0x%04x): %s",
+		 (unsigned long)c->id, c->peer_str,
+		 c->login && c->login->initiator_name[0] ?
+			 c->login->initiator_name : "unknown initiator",
+		 status, why);
 	p->bhs[LOGIN_STATUS_CLASS] = (uint8_t)(status >> 8);
 	p->bhs[LOGIN_STATUS_DETAIL] = (uint8_t)status;
 	p->bhs[BHS_FLAGS] = req[BHS_FLAGS] & (LOGIN_CSG_MASK);

@@ -124,17 +124,19 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	ret = iscsi_portals_start(&cfg, reactors, nthreads);
-	if (ret < 0) {
-		fprintf(stderr, "holdfastd: cannot listen: %s\n",
-			strerror(-ret));
-		return 1;
-	}
+	/* management first: once the portal accepts, tgtadm works too */
 	ret = mgmt_start(control_port);
 	if (ret < 0) {
 		fprintf(stderr,
 			"holdfastd: cannot start management on control port %d: %s\n",
 			control_port, strerror(-ret));
+		return 1;
+	}
+	ret = iscsi_portals_start(&cfg, reactors, nthreads);
+	if (ret < 0) {
+		fprintf(stderr, "holdfastd: cannot listen: %s\n",
+			strerror(-ret));
+		mgmt_stop();
 		return 1;
 	}
 	for (int i = 0; i < nthreads; i++)
