@@ -275,7 +275,7 @@ def test_acl_by_address_and_name(holdfast):
     d.require_holdfast("holdfast's refusal log line")
     u = url(d)
     assert inq(u).returncode != 0, "address not allowed"
-    assert re.search(r"\(127\.0\.0\.1\): login refused \(0x0202\): .*ACL",
+    assert re.search(r"\(127\.0\.0\.1, [^)]*\): login refused \(0x0202\): .*ACL",
                      d.log_text()), d.log_text()
 
     def acl(op, *args):
