@@ -416,3 +416,70 @@ def test_third_party_copy_advertised(holdfast):
     finally:
         c.close()
 
+
+
+def test_abort_copy_held_by_hung_destination(holdfast):
+    """ABORT TASK on an EXTENDED COPY whose write is held by a hung
+    destination LUN (not the LUN the command went to) is answered while
+    the store is still failing: the copy's chunk is dropped in the hang
+    engine instead of waiting for the store to come back."""
+    import socket
+    import rawiscsi as r
+    d = holdfast(luns=[file_lun(1),
+                       file_lun(2, werror="retry", retry_interval=100,
+                                retry_timeout=0)])
+    d.require_holdfast()
+    c1, c2 = Client(d, 1), Client(d, 2)
+    pl = plist([cscd(c1.naa()), cscd(c2.naa())], [segment(0, 1, 64, 0, 0)])
+    c1.close()
+    c2.close()
+    d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+             "--lun", "2", "--params", "fault=eio:ops=w")
+    s = r.RawSession("127.0.0.1", d.port)
+    try:
+        s.login(d.iqn)
+        s.wait_status(s.scsi(1, bytes(6)))      # the power-on UA
+        cdb = bytes([0x83]) + bytes(9) + struct.pack(">I", len(pl)) + \
+            bytes(2)
+        itt = s.scsi(1, cdb, data=pl)
+        # held, not answered
+        try:
+            p = s.recv(timeout=0.8)
+            raise AssertionError("answered: %s %r" % (p.bhs.hex(), p.data))
+        except socket.timeout:
+            pass
+        # ABORT TASK (RFC 7143 11.5)
+        bhs = bytearray(48)
+        bhs[0] = 0x40 | r.OP_TMF
+        bhs[1] = 0x80 | 0x01
+        bhs[9] = 1
+        tmf_itt = s.next_itt()
+        bhs[16:20] = struct.pack(">I", tmf_itt)
+        bhs[20:24] = struct.pack(">I", itt)
+        bhs[24:28] = struct.pack(">I", s.cmd_sn)
+        bhs[28:32] = struct.pack(">I", s.exp_stat_sn)
+        bhs[32:36] = struct.pack(">I", s.cmd_sn - 1)
+        t0 = time.monotonic()
+        s.send(bhs)
+        while True:
+            p = s.recv(timeout=5 * tscale())
+            if p.opcode == r.OP_TMF_RSP:
+                break
+        assert p.u32(16) == tmf_itt and p.bhs[2] == 0, p.bhs.hex()
+        assert time.monotonic() - t0 < 3 * tscale()
+        show = d.tgtadm("--op", "show", "--mode", "target").stdout
+        assert "hung" in show, show     # the store is still failing
+    finally:
+        s.close()
+    d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+             "--lun", "2", "--params", "fault=off")
+    # and the copy manager still works
+    c1, c2 = Client(d, 1), Client(d, 2)
+    try:
+        c1.write(0, pattern(64, 0x7777))
+        rr = c1.xcopy(pl)
+        assert rr.ok, rr
+        assert backing(d, "disk2.img", 0, 64) == pattern(64, 0x7777)
+    finally:
+        c1.close()
+        c2.close()
