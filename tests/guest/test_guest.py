@@ -13,7 +13,7 @@ console and the LUN's backing file from the host (e2fsck -fn, debugfs).
   2b. The same with HeaderDigest and DataDigest = CRC32C.
   3-6. Hang-on-error with a real backend outage: the LUN's file lives on a
      FUSE mount (fusefs) that fails every read, write and flush for 20 s
-     while the guest runs a write+fsync loop:
+     while the guest runs a loop of write+fsync and O_DIRECT read-back:
      3. QEMU initiator, rerror/werror = retry: no I/O error reaches the
         guest, ext4 stays rw, the loop resumes, the data verifies.
      4. The kernel initiator, same, with the sd and open-iscsi timeouts
@@ -23,7 +23,7 @@ console and the LUN's backing file from the host (e2fsck -fn, debugfs).
      6. retry with retry_timeout shorter than the outage: the guest sees
         the error when retry_timeout expires, not before.
 
-Each guest takes one core for 15-60 s; the set runs in about 4 minutes.
+Each guest takes one core for 10-60 s; the set runs in 3-4 minutes.
 """
 
 import hashlib
