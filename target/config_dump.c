@@ -17,6 +17,7 @@
 
 #include "account.h"
 #include "config.h"
+#include "iscsi.h"
 #include "config_internal.h"
 #include "target.h"
 #include "util.h"
@@ -225,10 +226,14 @@ int config_dump(FILE *f)
 	fprintf(f, "# holdfastd running configuration, dumped %s.\n", when);
 	fprintf(f, "# CHAP passwords are not dumped: fill them in before use.\n");
 
+	/* the live portals (tgtadm may have added or removed some) */
+	struct iscsi_portal_info pi[CONFIG_MAX_PORTALS];
+	int np = iscsi_portal_list(pi, CONFIG_MAX_PORTALS);
+
 	fprintf(f, "portals = [");
-	for (int i = 0; config_active && i < config_active->nr_portals; i++) {
+	for (int i = 0; i < np && i < CONFIG_MAX_PORTALS; i++) {
 		fprintf(f, "%s", i ? ", " : " ");
-		dump_str(f, config_active->portals[i].text);
+		dump_str(f, pi[i].text);
 	}
 	fprintf(f, " ];\n");
 

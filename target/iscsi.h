@@ -18,6 +18,19 @@ int iscsi_portals_start(const struct config *cfg, struct reactor **reactors,
 			int nr_reactors);
 void iscsi_portals_stop(void);
 
+/* Run-time portals (tgtadm --op new/delete --mode portal).  Thread safe.
+ * add: 0, -EEXIST, or the socket/bind/listen -errno. del: 0 / -ENOENT. */
+int iscsi_portal_add(const struct portal_config *pc);
+int iscsi_portal_del(const struct sockaddr_storage *listen);
+
+struct iscsi_portal_info {
+	char text[160];			/* as configured, "LISTEN[=ADVERTISE]" */
+	char advertise[128];
+	struct sockaddr_storage listen;
+};
+/* Copy up to max live portals into out; returns how many there are. */
+int iscsi_portal_list(struct iscsi_portal_info *out, int max);
+
 /* Information about one I_T nexus, for show. */
 struct iscsi_session_info {
 	uint64_t sid;			/* target session identifying handle */

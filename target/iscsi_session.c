@@ -250,16 +250,25 @@ void iscsi_sessions_close(int tid, bool ask_logout, unsigned timeout_ms)
 		usleep(10000);
 }
 
-/* ---- portals ---- */
+/* ---- portals ----
+ *
+ * The live list of listening portals.  Portals come from targets.conf at
+ * start and can be added or removed at run time (tgtadm --mode portal).
+ * The list is guarded by portal_lock; each portal's watcher lives on
+ * reactor 0 and is added and removed there.  Removing a portal stops
+ * new connections through it; sessions already logged in stay. */
 
 struct portal {
+	struct list_head link;
 	int fd;
 	struct ev_fd w;
+	struct sockaddr_storage listen;
+	char text[160];
 	char advertise[128];
 };
 
-static struct portal portals[CONFIG_MAX_PORTALS];
-static int nr_portals;
+static pthread_mutex_t portal_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct list_head portal_list = LIST_HEAD_INIT(portal_list);
 static struct reactor **portal_reactors;
 static int portal_nr_reactors;
 static atomic_uint next_reactor;
@@ -309,62 +318,154 @@ static void portal_accept(struct ev_fd *w, uint32_t events UNUSED)
 	}
 }
 
+static bool sockaddr_equal(const struct sockaddr_storage *a,
+			   const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port &&
+		       x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static void portal_watch_on_reactor(void *arg)
+{
+	struct portal *p = arg;
+
+	if (reactor_fd_add(reactor_current(), &p->w, p->fd, EPOLLIN,
+			   portal_accept, p) < 0)
+		log_err("portal %s: cannot watch: %s", p->text,
+			strerror(errno));
+}
+
+static void portal_close_on_reactor(void *arg)
+{
+	struct portal *p = arg;
+
+	reactor_fd_del(&p->w);
+	close(p->fd);
+	free(p);
+}
+
+int iscsi_portal_add(const struct portal_config *pc)
+{
+	struct portal *p, *o;
+	int one = 1, fd, err;
+
+	pthread_mutex_lock(&portal_lock);
+	list_for_each_entry(o, &portal_list, link)
+		if (sockaddr_equal(&o->listen, &pc->listen)) {
+			pthread_mutex_unlock(&portal_lock);
+			return -EEXIST;
+		}
+	fd = socket(pc->listen.ss_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto err;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (pc->listen.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&pc->listen, pc->listen_len) < 0 ||
+	    listen(fd, 128) < 0)
+		goto err;
+	p = xzalloc(sizeof(*p));
+	p->fd = fd;
+	p->listen = pc->listen;
+	snprintf(p->text, sizeof(p->text), "%s", pc->text);
+	snprintf(p->advertise, sizeof(p->advertise), "%s", pc->advertise);
+	if (reactor_call(portal_reactors[0], portal_watch_on_reactor, p) < 0) {
+		free(p);
+		errno = ENOMEM;
+		goto err;
+	}
+	list_add_tail(&p->link, &portal_list);
+	pthread_mutex_unlock(&portal_lock);
+	log_info("listening on %s%s%s", pc->text,
+		 pc->advertise[0] ? ", advertised as " : "", pc->advertise);
+	return 0;
+err:
+	err = -errno;
+	log_err("portal %s: %s", pc->text, strerror(-err));
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_unlock(&portal_lock);
+	return err;
+}
+
+int iscsi_portal_del(const struct sockaddr_storage *listen)
+{
+	struct portal *p;
+
+	pthread_mutex_lock(&portal_lock);
+	list_for_each_entry(p, &portal_list, link) {
+		if (!sockaddr_equal(&p->listen, listen))
+			continue;
+		list_del(&p->link);
+		pthread_mutex_unlock(&portal_lock);
+		log_info("portal %s removed", p->text);
+		if (reactor_call(portal_reactors[0], portal_close_on_reactor,
+				 p) < 0)
+			log_err("portal %s: cannot stop watching", p->text);
+		return 0;
+	}
+	pthread_mutex_unlock(&portal_lock);
+	return -ENOENT;
+}
+
+int iscsi_portal_list(struct iscsi_portal_info *out, int max)
+{
+	struct portal *p;
+	int n = 0;
+
+	pthread_mutex_lock(&portal_lock);
+	list_for_each_entry(p, &portal_list, link) {
+		if (n < max) {
+			snprintf(out[n].text, sizeof(out[n].text), "%s",
+				 p->text);
+			snprintf(out[n].advertise, sizeof(out[n].advertise),
+				 "%s", p->advertise);
+			out[n].listen = p->listen;
+		}
+		n++;
+	}
+	pthread_mutex_unlock(&portal_lock);
+	return n;
+}
+
 int iscsi_portals_start(const struct config *cfg, struct reactor **reactors,
 			int nr_reactors)
 {
 	portal_reactors = reactors;
 	portal_nr_reactors = nr_reactors;
 	for (int i = 0; i < cfg->nr_portals; i++) {
-		const struct portal_config *pc = &cfg->portals[i];
-		struct portal *p = &portals[nr_portals];
-		int one = 1, fd;
+		int ret = iscsi_portal_add(&cfg->portals[i]);
 
-		fd = socket(pc->listen.ss_family,
-			    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return -errno;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (pc->listen.ss_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
-				   sizeof(one));
-		if (bind(fd, (const struct sockaddr *)&pc->listen,
-			 pc->listen_len) < 0 ||
-		    listen(fd, 128) < 0) {
-			int err = -errno;
-
-			log_err("portal %s: %s", pc->text, strerror(-err));
-			close(fd);
-			return err;
-		}
-		p->fd = fd;
-		snprintf(p->advertise, sizeof(p->advertise), "%s",
-			 pc->advertise);
-		if (reactor_fd_add(reactors[0], &p->w, fd, EPOLLIN,
-				   portal_accept, p) < 0) {
-			close(fd);
-			return -EIO;
-		}
-		nr_portals++;
-		log_info("listening on %s%s%s", pc->text,
-			 pc->advertise[0] ? ", advertised as " : "",
-			 pc->advertise);
+		if (ret < 0)
+			return ret;
 	}
 	return 0;
 }
 
-static void portals_stop_on_reactor(void *arg UNUSED)
-{
-	for (int i = 0; i < nr_portals; i++) {
-		reactor_fd_del(&portals[i].w);
-		close(portals[i].fd);
-	}
-	nr_portals = 0;
-}
-
 void iscsi_portals_stop(void)
 {
-	if (portal_nr_reactors)
-		reactor_call(portal_reactors[0], portals_stop_on_reactor, NULL);
+	pthread_mutex_lock(&portal_lock);
+	while (!list_empty(&portal_list)) {
+		struct portal *p = list_first_entry(&portal_list, struct portal,
+						    link);
+
+		list_del(&p->link);
+		if (reactor_call(portal_reactors[0], portal_close_on_reactor,
+				 p) < 0)
+			close(p->fd);
+	}
+	pthread_mutex_unlock(&portal_lock);
 }
 
 /* Connections not yet freed (shutdown waits for them so no write is

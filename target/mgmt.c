@@ -520,6 +520,48 @@ static int mgmt_session(const struct mgmt_req *req, bool conn)
 	return MGMT_SUCCESS;
 }
 
+/* tgtadm --op new|delete --mode portal --param portal=ADDR[:PORT]: the
+ * payload is "portalOps portal=...,".  "LISTEN=ADVERTISE" works as in
+ * targets.conf. */
+static int mgmt_portal(const struct mgmt_req *req)
+{
+	const char *payload = req->payload;
+	struct portal_config pc;
+	char v[128], *eq;
+	int ret;
+
+	if (strncmp(payload, "portalOps ", 10) == 0)
+		payload += 10;
+	if (!mgmt_payload_get(payload, "portal", v, sizeof(v)) || !v[0])
+		return MGMT_INVALID_REQUEST;
+	memset(&pc, 0, sizeof(pc));
+	snprintf(pc.text, sizeof(pc.text), "%s", v);
+	eq = strchr(v, '=');
+	if (eq) {
+		struct sockaddr_storage adv;
+		socklen_t alen;
+
+		*eq++ = '\0';
+		if (config_parse_portal(eq, &adv, &alen) < 0)
+			return MGMT_INVALID_REQUEST;
+		snprintf(pc.advertise, sizeof(pc.advertise), "%s", eq);
+	}
+	if (config_parse_portal(v, &pc.listen, &pc.listen_len) < 0)
+		return MGMT_INVALID_REQUEST;
+	switch (req->op) {
+	case MGMT_OP_NEW:
+		ret = iscsi_portal_add(&pc);
+		if (ret == -EEXIST)
+			return MGMT_INVALID_REQUEST;
+		return ret < 0 ? MGMT_INVALID_REQUEST : MGMT_SUCCESS;
+	case MGMT_OP_DELETE:
+		return iscsi_portal_del(&pc.listen) < 0 ? MGMT_INVALID_REQUEST
+							: MGMT_SUCCESS;
+	default:
+		return MGMT_UNSUPPORTED_OPERATION;
+	}
+}
+
 static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	/* Only the iSCSI driver exists; tgtadm sends "" when --lld is left
@@ -540,12 +582,10 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 	case MGMT_MODE_ACCOUNT:
 		return mgmt_account(req, b);
 	case MGMT_MODE_PORTAL:
-		/* Portals come from targets.conf; adding or removing them
-		 * at run time is not supported. */
 		if (req->op == MGMT_OP_SHOW)
 			return req->json ? mgmt_json_portals(b)
 					 : mgmt_show_portals(b);
-		return MGMT_UNSUPPORTED_OPERATION;
+		return mgmt_portal(req);
 	case MGMT_MODE_SESSION:
 		return mgmt_session(req, false);
 	case MGMT_MODE_CONNECTION:

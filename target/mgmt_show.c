@@ -259,11 +259,12 @@ int mgmt_show_target_params(int tid, struct mgmt_buf *b)
  * target portal group, tag 1). */
 int mgmt_show_portals(struct mgmt_buf *b)
 {
-	const struct config *cfg = config_get_active();
+	struct iscsi_portal_info pi[CONFIG_MAX_PORTALS * 4];
+	int n = iscsi_portal_list(pi, (int)ARRAY_SIZE(pi));
 	char a[INET6_ADDRSTRLEN];
 
-	for (int i = 0; cfg && i < cfg->nr_portals; i++) {
-		const struct sockaddr_storage *ss = &cfg->portals[i].listen;
+	for (int i = 0; i < n && i < (int)ARRAY_SIZE(pi); i++) {
+		const struct sockaddr_storage *ss = &pi[i].listen;
 		if (ss->ss_family == AF_INET) {
 			const struct sockaddr_in *sin = (const void *)ss;
 			inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));

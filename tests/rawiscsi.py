@@ -240,6 +240,33 @@ class RawSession:
         self.send(bhs, data)
         return itt
 
+    def text(self, items):
+        """Send a Text Request with key=value items; return the answer
+        (all continuation PDUs joined) as a list of (key, value)."""
+        data = b"".join(("%s=%s" % kv).encode() + b"\0" for kv in items)
+        itt = self.next_itt()
+        ttt = 0xFFFFFFFF
+        out = b""
+        while True:
+            bhs = bytearray(48)
+            bhs[0] = OP_TEXT
+            bhs[1] = 0x80
+            bhs[16:20] = struct.pack(">I", itt)
+            bhs[20:24] = struct.pack(">I", ttt)
+            bhs[24:28] = struct.pack(">I", self.cmd_sn)
+            bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
+            self.cmd_sn += 1
+            self.send(bhs, data)
+            p = self.recv()
+            assert p.opcode == OP_TEXT_RSP, p.opcode
+            out += p.data
+            if p.flags & 0x80:
+                break
+            ttt = p.u32(20)
+            data = b""
+        return [tuple(kv.split("=", 1)) for kv in
+                out.decode().split("\0") if "=" in kv]
+
     def logout(self):
         bhs = bytearray(48)
         bhs[0] = 0x40 | OP_LOGOUT

@@ -1,0 +1,91 @@
+"""Portals added and removed at run time with the stock tgtadm
+(`--op new|delete --mode portal --param portal=ADDR:PORT`)."""
+
+import socket
+
+import pytest
+
+import rawiscsi as r
+from helpers import IQN, free_tcp_port, port_accepts, run, wait_for
+
+
+def ls(port):
+    return run(["iscsi-ls", "-s", "iscsi://127.0.0.1:%d/" % port],
+               timeout=30, check=False)
+
+
+def test_portal_add_show_discover_delete(holdfast):
+    d = holdfast()
+    d.require_holdfast()
+    port2 = free_tcp_port()
+    assert not port_accepts(port2)
+    d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "portal",
+             "--param", "portal=127.0.0.1:%d" % port2)
+    assert wait_for(lambda: port_accepts(port2), 5)
+    show = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "portal").stdout
+    assert "Portal: 127.0.0.1:%d,1" % d.port in show
+    assert "Portal: 127.0.0.1:%d,1" % port2 in show
+    out = ls(port2)
+    assert out.returncode == 0 and IQN in out.stdout, out
+    # SendTargets through the new portal names the address it was reached at
+    assert "127.0.0.1:%d" % port2 in out.stdout
+    # the dump (and so a save) carries the live portal list
+    dump = d.tgtadm("--op", "show", "--mode", "system", "--name", "dump",
+                    "--value", "config").stdout
+    assert '"127.0.0.1:%d"' % port2 in dump
+
+    # a session through the portal survives the portal's removal
+    s = r.RawSession("127.0.0.1", port2)
+    s.login(IQN)
+    d.tgtadm("--lld", "iscsi", "--op", "delete", "--mode", "portal",
+             "--param", "portal=127.0.0.1:%d" % port2)
+    assert wait_for(lambda: not port_accepts(port2), 5)
+    s.nop_out(data=b"alive")
+    assert s.recv().data == b"alive"
+    s.close()
+    show = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "portal").stdout
+    assert str(port2) not in show
+    assert ls(d.port).returncode == 0
+
+
+def test_portal_errors(holdfast):
+    d = holdfast()
+    d.require_holdfast()
+    # the portal the daemon already listens on
+    out = d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "portal",
+                   "--param", "portal=127.0.0.1:%d" % d.port, check=False)
+    assert out.returncode == 22 and "invalid request" in out.stderr, out
+    out = d.tgtadm("--lld", "iscsi", "--op", "delete", "--mode", "portal",
+                   "--param", "portal=127.0.0.1:1", check=False)
+    assert out.returncode == 22, out
+    out = d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "portal",
+                   "--param", "portal=not-an-address", check=False)
+    assert out.returncode == 22, out
+    # nothing changed
+    show = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "portal").stdout
+    assert show.count("Portal:") == 1
+
+
+def test_portal_with_advertised_address(holdfast):
+    d = holdfast()
+    d.require_holdfast()
+    port2 = free_tcp_port()
+    d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "portal",
+             "--param", "portal=127.0.0.1:%d=192.0.2.10:3260" % port2)
+    assert wait_for(lambda: port_accepts(port2), 5)
+    # a raw discovery session: nothing ever connects to the advertised
+    # (documentation-range) address, only the answer is checked
+    s = r.RawSession("127.0.0.1", port2)
+    s.login(None, session_type="Discovery")
+    answer = s.text([("SendTargets", "All")])
+    assert ("TargetName", IQN) in answer
+    assert ("TargetAddress", "192.0.2.10:3260,1") in answer
+    s.close()
+    s = r.RawSession("127.0.0.1", d.port)
+    s.login(None, session_type="Discovery")
+    assert ("TargetAddress", "127.0.0.1:%d,1" % d.port) in \
+        s.text([("SendTargets", "All")])
+    s.close()
