@@ -3,8 +3,9 @@
  * daemon serves (VMware "full copy" / clone offload).
  *
  * Part of the SCSI layer (target/scsi_*.c); the dispatch table rows live in
- * scsi_ops.c, the standard INQUIRY 3PC bit and the Third-party Copy VPD
- * page in scsi_spc.c. */
+ * scsi_ops.c, the standard INQUIRY 3PC bit in scsi_spc.c.  The Third-party
+ * Copy VPD page (8Fh) is encoded here (xcopy_vpd_page) but not yet listed
+ * by scsi_spc.c: libiscsi 1.19 does not ask for it. */
 #ifndef HOLDFAST_SCSI_XCOPY_H
 #define HOLDFAST_SCSI_XCOPY_H
 
@@ -105,9 +106,10 @@ int xcopy_parse(const uint8_t *p, uint32_t len, struct xcopy_list *out,
  * (at least 64 bytes); returns its length. */
 uint32_t xcopy_op_params(uint8_t *b);
 
-/* Fill the Third-party Copy VPD page (b has room for SPC_BUF bytes, b[0]
- * b[1] already set); returns the page length including the 4-byte
- * header. */
+/* Fill the Third-party Copy VPD page (SPC-4 7.8.17: Supported Commands,
+ * Parameter Data, Supported Descriptors, Supported CSCD IDs) into b (room
+ * for 1024 bytes, b[0] b[1] already set); returns the page length
+ * including the 4-byte header. */
 uint32_t xcopy_vpd_page(const struct scsi_cmd *cmd, uint8_t *b);
 
 /* The NAA IEEE Registered designator the Device Identification VPD page
