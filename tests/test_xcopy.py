@@ -483,3 +483,17 @@ def test_abort_copy_held_by_hung_destination(holdfast):
     finally:
         c1.close()
         c2.close()
+
+
+def test_qemu_img_copy_offload(holdfast):
+    """A real initiator: `qemu-img convert -C` (copy offloading required)
+    between two LUNs uses EXTENDED COPY, and the data arrives."""
+    d = holdfast(luns=[file_lun(1), file_lun(2)])
+    d.require_holdfast()
+    from helpers import qemu_io
+    qemu_io(d.url(1), "write -P 0x5a 0 3M", "write -P 0xa5 3M 1M")
+    run(["qemu-img", "convert", "-C", "-n", "-f", "raw", "-O", "raw",
+         d.url(1), d.url(2)], timeout=120)
+    assert backing(d, "disk2.img", 0, 6144) == b"\x5a" * 6144 * BS
+    assert backing(d, "disk2.img", 6144, 2048) == b"\xa5" * 2048 * BS
+    assert backing(d, "disk2.img", 8192, 64) == b"\0" * 64 * BS
