@@ -72,7 +72,10 @@ class Guest:
         self.iqn = iqn
         self.lun = lun
         self.time_limit = time_limit
-        self.params = {"name": name, "lun": lun, "iqn": iqn}
+        # the guest's own watchdog fires before the hard limit, so a stuck
+        # scenario still reports what it was blocked on
+        self.params = {"name": name, "lun": lun, "iqn": iqn,
+                       "watchdog": max(int(time_limit) - 20, 20)}
         self.params.update(params or {})
         self.extra_args = list(extra_args)
         self.log_path = self.workdir / ("%s.serial.log" % name)
@@ -211,7 +214,7 @@ class Guest:
             limit = " (hit the %ds time limit)" % self.time_limit \
                 if self.proc.returncode in (124, 137, -9) else ""
             raise GuestError(self.report("no RESULT line%s" % limit))
-        r = results[-1]
+        r = results[0]          # the first verdict counts (watchdog)
         if expect_pass and r.group(1) != "PASS":
             raise GuestError(self.report("FAIL: %s" % r.group(3)))
         return r

@@ -31,6 +31,7 @@
 #   hf_dur      write-loop duration in seconds
 #   hf_minstall the loop must have stalled at least this long (s), which
 #               shows the outage really reached the guest
+#   hf_watchdog fail with diagnostics after this many seconds (0 = never)
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -64,6 +65,7 @@ DIGEST=$(param hf_digest "")
 MB=$(param hf_mb 16)
 DUR=$(param hf_dur 30)
 MINSTALL=$(param hf_minstall 0)
+WATCHDOG=$(param hf_watchdog 0)
 
 DEV=""
 LOGGED_IN=0
@@ -379,9 +381,23 @@ test_loop() {
 	remount_verify
 }
 
+# Report a stuck scenario from inside the guest, with the blocked tasks'
+# stacks, before the host's hard time limit kills QEMU without a word.
+start_watchdog() {
+	[ "$WATCHDOG" -gt 0 ] || return 0
+	(
+		sleep "$WATCHDOG"
+		echo "RESULT: FAIL $NAME guest watchdog: still running after ${WATCHDOG}s"
+		echo w > /proc/sysrq-trigger 2>/dev/null
+		diagnostics
+		poweroff -f
+	) &
+}
+
 # ------------------------------------------------------------------ main
 
 log "scenario $NAME disk=$DISKTYPE test=$TEST expect=$EXPECT kernel $(uname -r)"
+start_watchdog
 load_modules
 echo "$KMSG_MARK" > /dev/kmsg
 case "$DISKTYPE" in
