@@ -734,6 +734,9 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	}
 	if (c->sess)
 		iscsi_session_unregister(c->sess);
+	/* I_T nexus loss ends SPC-2 reservations (SPC-2 5.5.1) */
+	if (c->sess && !c->sess->discovery && c->sess->target)
+		scsi_nexus_lost(c->sess->target, &c->sess->nexus);
 	/* executing tasks finish in the SCSI layer and then free c */
 	iscsi_conn_abort_tasks(c);
 	conn_maybe_free(c);

@@ -605,6 +605,11 @@ static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf)
 	free(tmf);
 	if (close_after && c->state == CONN_STATE_FULL_FEATURE)
 		c->state = CONN_STATE_LOGOUT;	/* close once sent */
+	/* The response may already be on the wire (the send flushed it
+	 * before the state said logout): nothing else would close then. */
+	if (close_after && c->state == CONN_STATE_LOGOUT &&
+	    list_empty(&c->txq))
+		iscsi_conn_close(c, "target cold reset");
 }
 
 static void task_abort(struct iscsi_task *t, struct iscsi_tmf *tmf)

@@ -128,6 +128,11 @@ enum scsi_lun_event {
 /* Thread safe. */
 void scsi_lun_notify(struct scsi_lun *lun, enum scsi_lun_event ev);
 
+/* I_T nexus n of target t is gone (logout, connection loss, session
+ * reinstatement): ends its SPC-2 reservations (SPC-2 5.5.1; persistent
+ * registrations stay).  Any thread. */
+void scsi_nexus_lost(struct target *t, const struct scsi_nexus *n);
+
 /* Free the SCSI layer's per-LUN state (lun->scsi: pending unit attentions).
  * Called once from the last scsi_lun_put(); safe when lun->scsi is NULL. */
 void scsi_lun_state_free(struct scsi_lun *lun);

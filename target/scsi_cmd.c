@@ -13,6 +13,7 @@
 
 #include "reactor.h"
 #include "scsi_internal.h"
+#include "scsi_pr.h"
 #include "util.h"
 
 /* CDB control byte (SAM-5 5.2): NACA is not supported (no ACA). */
@@ -108,6 +109,7 @@ struct scsi_lun_state {
 	/* COMPARE AND WRITE serialization (see scsi_caw_lock) */
 	bool caw_busy;
 	struct caw_waiter *caw_head, *caw_tail;
+	struct scsi_pr *pr;	/* reservations (scsi_pr.c) */
 };
 
 static atomic_uint_fast64_t ua_instance_counter = 1;
@@ -157,6 +159,7 @@ void scsi_lun_state_free(struct scsi_lun *lun)
 		s->caw_head = w->next;
 		free(w);
 	}
+	scsi_pr_free(s->pr);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	lun->scsi = NULL;
@@ -252,8 +255,33 @@ void scsi_ua_raise(struct scsi_lun *lun, uint16_t asc_ascq, uint64_t except)
 	pthread_mutex_unlock(&s->lock);
 }
 
+void scsi_ua_raise_nexus(struct scsi_lun *lun, uint16_t asc_ascq,
+			 uint64_t nexus_id)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+	struct ua_nexus *n;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	n = ua_nexus_get(s, nexus_id);
+	if (n)
+		ua_push(n, asc_ascq);
+	atomic_fetch_add(&lun->ua_gen, 1);
+	pthread_mutex_unlock(&s->lock);
+}
+
+struct scsi_pr **scsi_lun_pr_slot(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+
+	return s ? &s->pr : NULL;
+}
+
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by)
 {
+	/* SPC-2 5.5.1: resets end an SPC-2 RESERVE (not persistent ones) */
+	scsi_pr_reset(lun);
 	/* SAM-5 5.14 / 6.3: after a LOGICAL UNIT RESET every I_T nexus,
 	 * the requester's included, sees BUS DEVICE RESET FUNCTION OCCURRED;
 	 * a reset by the target itself (power on, reopen) is POWER ON,
@@ -431,6 +459,8 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 		scsi_sense(cmd, SENSE_KEY_UNIT_ATTENTION, ua);
 		goto out;
 	}
+	if (!d && scsi_pr_bad_service_action(cmd))
+		goto out;
 	if (!d) {
 		scsi_sense_field(cmd, ASC_INVALID_OPCODE, true,
 				 (cmd->cdb[0] == SCSI_OP_SERVICE_ACTION_IN_16 ||
@@ -443,6 +473,9 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 				 d->cdb_len - 1, 2);
 		goto out;
 	}
+	/* SPC-4 5.13.1 / SPC-2 5.5.1: RESERVATION CONFLICT */
+	if (lun && scsi_pr_conflict(cmd))
+		goto out;
 	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && !lun->set.online) {
 		scsi_sense(cmd, SENSE_KEY_NOT_READY,
 			   ASC_LUN_NOT_READY_MANUAL_INTERVENTION);

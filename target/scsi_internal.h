@@ -192,6 +192,14 @@ bool scsi_ua_take(struct scsi_lun *lun, uint64_t nexus_id,
 /* Queue a unit attention for every nexus known to lun except `except`
  * (0 = none). */
 void scsi_ua_raise(struct scsi_lun *lun, uint16_t asc_ascq, uint64_t except);
+/* Queue a unit attention for the one I_T nexus nexus_id (reservations:
+ * SPC-4 5.13.11 tells particular registrants). */
+void scsi_ua_raise_nexus(struct scsi_lun *lun, uint16_t asc_ascq,
+			 uint64_t nexus_id);
+/* Where the LUN's reservation state (scsi_pr.c) hangs in the SCSI layer's
+ * LUN state; NULL if that state cannot be allocated. */
+struct scsi_pr;
+struct scsi_pr **scsi_lun_pr_slot(struct scsi_lun *lun);
 
 /* ---- command handlers ---- */
 /* scsi_spc.c */

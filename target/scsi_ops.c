@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "scsi_internal.h"
+#include "scsi_pr.h"
 #include "scsi_xcopy.h"
 #include "util.h"
 
@@ -36,6 +37,11 @@ const struct scsi_op_desc scsi_op_table[] = {
 	   0x1f, 0xff, 0xff, 0xff, CTL),
 	OP(SCSI_OP_INQUIRY, 0, 6, SCSI_OPF_NO_LUN | SCSI_OPF_NO_UA,
 	   spc_inquiry, "INQUIRY", 0x03, 0xff, 0xff, 0xff, CTL),
+	/* SPC-2 reservations (scsi_pr.c); third-party ones are refused */
+	OP(SCSI_OP_RESERVE_6, 0, 6, 0, spc_reserve, "RESERVE(6)",
+	   0, 0, 0, 0, CTL),
+	OP(SCSI_OP_RELEASE_6, 0, 6, 0, spc_release, "RELEASE(6)",
+	   0, 0, 0, 0, CTL),
 	OP(SCSI_OP_MODE_SENSE_6, 0, 6, 0, spc_mode_sense, "MODE SENSE(6)",
 	   0x08, 0xff, 0xff, 0xff, CTL),
 	OP(SCSI_OP_START_STOP_UNIT, 0, 6, 0, spc_start_stop_unit,
@@ -63,8 +69,36 @@ const struct scsi_op_desc scsi_op_table[] = {
 	   "WRITE SAME(10)", 0xf8, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, CTL),
 	OP(SCSI_OP_UNMAP, 0, 10, MEDIA_WR | SCSI_OPF_THIN, sbc_unmap, "UNMAP",
 	   0x01, 0, 0, 0, 0, 0, 0xff, 0xff, CTL),
+	OP(SCSI_OP_RESERVE_10, 0, 10, 0, spc_reserve, "RESERVE(10)",
+	   0x12, 0, 0, 0, 0, 0, 0, 0, CTL),
+	OP(SCSI_OP_RELEASE_10, 0, 10, 0, spc_release, "RELEASE(10)",
+	   0x12, 0, 0, 0, 0, 0, 0, 0, CTL),
 	OP(SCSI_OP_MODE_SENSE_10, 0, 10, 0, spc_mode_sense, "MODE SENSE(10)",
 	   0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, CTL),
+	/* Persistent reservations (scsi_pr.c, scsi_pr_out.c) */
+#define PRIN(sa_, nm)                                                         \
+	OP(SCSI_OP_PERSISTENT_RESERVE_IN, sa_, 10, SCSI_OPF_HAS_SA,           \
+	   spc_pr_in, "PERSISTENT RESERVE IN(" nm ")",                        \
+	   0x1f, 0, 0, 0, 0, 0, 0xff, 0xff, CTL)
+#define PROUT(sa_, nm)                                                        \
+	OP(SCSI_OP_PERSISTENT_RESERVE_OUT, sa_, 10,                           \
+	   SCSI_OPF_HAS_SA | SCSI_OPF_DATA_OUT, spc_pr_out,                   \
+	   "PERSISTENT RESERVE OUT(" nm ")",                                  \
+	   0x1f, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, CTL)
+	PRIN(PR_IN_READ_KEYS, "READ KEYS"),
+	PRIN(PR_IN_READ_RESERVATION, "READ RESERVATION"),
+	PRIN(PR_IN_REPORT_CAPABILITIES, "REPORT CAPABILITIES"),
+	PRIN(PR_IN_READ_FULL_STATUS, "READ FULL STATUS"),
+	PROUT(PR_OUT_REGISTER, "REGISTER"),
+	PROUT(PR_OUT_RESERVE, "RESERVE"),
+	PROUT(PR_OUT_RELEASE, "RELEASE"),
+	PROUT(PR_OUT_CLEAR, "CLEAR"),
+	PROUT(PR_OUT_PREEMPT, "PREEMPT"),
+	PROUT(PR_OUT_PREEMPT_AND_ABORT, "PREEMPT AND ABORT"),
+	PROUT(PR_OUT_REGISTER_AND_IGNORE, "REGISTER AND IGNORE EXISTING KEY"),
+	PROUT(PR_OUT_REGISTER_AND_MOVE, "REGISTER AND MOVE"),
+#undef PRIN
+#undef PROUT
 	/* Copy manager (scsi_xcopy.c).  The destination's write protection
 	 * is checked there: the command may be sent to the source LUN. */
 	OP(SCSI_OP_EXTENDED_COPY, XCOPY_SA_LID1, 16,

@@ -205,6 +205,11 @@ void scsi_set_backend_error(struct scsi_cmd *cmd, int err, bool is_write)
 		cmd->status = SAM_STAT_BUSY;
 		cmd->sense_len = 0;
 		return;
+	case EACCES:	/* SCSI_PR_ERR_CONFLICT: reservation taken while the
+			 * command waited in the hang engine */
+		cmd->status = SAM_STAT_RESERVATION_CONFLICT;
+		cmd->sense_len = 0;
+		return;
 	}
 	if (errno_is_media(err)) {
 		scsi_sense_info(cmd, SENSE_KEY_MEDIUM_ERROR,

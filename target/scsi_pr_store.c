@@ -1,0 +1,266 @@
+/* scsi_pr_store.c - the APTPL state file (SPC-4 5.13.5: registrations and
+ * the persistent reservation survive power loss when the last REGISTER set
+ * APTPL).
+ *
+ * Where: $HOLDFAST_PR_DIR/<target name>.lun<N>.pr when that variable is
+ * set, else "<backing file>.pr" next to a file LUN's backing file.  LUNs
+ * with neither (null LUNs, block devices under /dev without the variable)
+ * report PTPL_C = 0 and refuse APTPL.
+ *
+ * Format: text, one record per line, written to "<file>.tmp", fsync'ed
+ * and renamed over the file (then the directory is fsync'ed), so a crash
+ * leaves the old or the new state, never half of one:
+ *
+ *   holdfast-pr 1
+ *   generation <PRgeneration, decimal>
+ *   reservation <type 1..8> <scope 0>          (only while reserved)
+ *   reg <key 0x16 hex> <isid 12 hex> <rel port> <all_tg_pt 0|1>
+ *       <holder 0|1> <iSCSI initiator name>    (one line each)
+ *
+ * The file goes away when an initiator clears APTPL.  A file that does not
+ * parse is ignored with a log line (the LUN starts with no registrations),
+ * never half applied. */
+#define SCSI_PR_INTERNAL
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "scsi_internal.h"
+#include "scsi_pr.h"
+#include "target.h"
+#include "util.h"
+
+#define PR_STORE_MAGIC		"holdfast-pr 1"
+#define PR_STORE_DIR_ENV	"HOLDFAST_PR_DIR"
+#define PR_STORE_SUFFIX		".pr"
+#define PR_STORE_TMP		".tmp"
+#define PR_STORE_LINE_MAX	512
+
+char *scsi_pr_store_path(const struct scsi_lun *lun)
+{
+	const char *dir = getenv(PR_STORE_DIR_ENV);
+	char *p = NULL;
+
+	if (dir && *dir) {
+		char name[TGT_NAME_MAX];
+		const char *tn = lun->target ? lun->target->name : "target";
+		unsigned i;
+
+		/* IQNs may hold ':' and '/'-free punctuation; keep the file
+		 * name portable */
+		for (i = 0; tn[i] && i < sizeof(name) - 1; i++)
+			name[i] = (char)((tn[i] == '/' || tn[i] == ':') ? '_'
+								: tn[i]);
+		name[i] = 0;
+		if (asprintf(&p, "%s/%s.lun%lu" PR_STORE_SUFFIX, dir, name,
+			     (unsigned long)lun->set.lun) < 0)
+			return NULL;
+		return p;
+	}
+	if (!lun->set.path[0] || !strncmp(lun->set.path, "/dev/", 5))
+		return NULL;
+	if (asprintf(&p, "%s" PR_STORE_SUFFIX, lun->set.path) < 0)
+		return NULL;
+	return p;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+	char *copy = strdup(path);
+	int fd, err = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		err = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(copy);
+	return err;
+}
+
+int scsi_pr_store_save(const struct scsi_pr *pr)
+{
+	size_t cap = 128 + (size_t)pr->nregs * PR_STORE_LINE_MAX;
+	char *buf = malloc(cap), *tmp = NULL;
+	size_t len;
+	int fd = -1, err;
+
+	if (!buf)
+		return -ENOMEM;
+	len = (size_t)snprintf(buf, cap, PR_STORE_MAGIC "\ngeneration %u\n",
+			       pr->generation);
+	if (pr->reserved)
+		len += (size_t)snprintf(buf + len, cap - len,
+					"reservation %u %u\n", pr->type,
+					pr->scope);
+	for (unsigned i = 0; i < pr->nregs; i++) {
+		const struct scsi_pr_reg *r = &pr->regs[i];
+
+		len += (size_t)snprintf(buf + len, cap - len,
+			"reg 0x%016" PRIx64 " %02x%02x%02x%02x%02x%02x %u %d "
+			"%d %s\n", r->key, r->isid[0], r->isid[1], r->isid[2],
+			r->isid[3], r->isid[4], r->isid[5], r->rel_port_id,
+			r->all_tg_pt, r->holder, r->iname);
+	}
+	if (asprintf(&tmp, "%s" PR_STORE_TMP, pr->path) < 0) {
+		err = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = -errno;
+		goto out;
+	}
+	err = write_all(fd, buf, len);
+	if (!err && fsync(fd) < 0)
+		err = -errno;
+	if (close(fd) < 0 && !err)
+		err = -errno;
+	fd = -1;
+	if (!err && rename(tmp, pr->path) < 0)
+		err = -errno;
+	if (!err)
+		err = fsync_dir_of(pr->path);
+	if (err)
+		unlink(tmp);
+out:
+	free(tmp);
+	free(buf);
+	return err;
+}
+
+void scsi_pr_store_remove(const struct scsi_pr *pr)
+{
+	if (unlink(pr->path) < 0 && errno != ENOENT)
+		log_warn("LUN %lu: removing %s: %s",
+			 (unsigned long)pr->lun->set.lun, pr->path,
+			 strerror(errno));
+	else
+		fsync_dir_of(pr->path);
+}
+
+static int parse_isid(const char *s, uint8_t *isid)
+{
+	if (strlen(s) != 12)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++) {
+		unsigned v;
+
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		isid[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* Parse f into pr (called with pr->lock held, pr empty). */
+static int load_file(struct scsi_pr *pr, FILE *f, unsigned *lineno)
+{
+	char line[PR_STORE_LINE_MAX];
+	unsigned holders = 0;
+
+	*lineno = 0;
+	while (fgets(line, sizeof(line), f)) {
+		char isid[16], name[sizeof(pr->regs[0].iname)];
+		unsigned type, scope, port, gen;
+		int atp, holder;
+		uint64_t key;
+
+		(*lineno)++;
+		if (*lineno == 1) {
+			if (strncmp(line, PR_STORE_MAGIC "\n",
+				    sizeof(PR_STORE_MAGIC)))
+				return -EINVAL;
+			continue;
+		}
+		if (sscanf(line, "generation %u", &gen) == 1) {
+			pr->generation = gen;
+		} else if (sscanf(line, "reservation %u %u", &type,
+				  &scope) == 2) {
+			if (!type || type > PR_TYPE_EA_AR || scope)
+				return -EINVAL;
+			pr->reserved = true;
+			pr->type = (uint8_t)type;
+			pr->scope = (uint8_t)scope;
+		} else if (sscanf(line, "reg 0x%" SCNx64 " %15s %u %d %d %223s",
+				  &key, isid, &port, &atp, &holder,
+				  name) == 6) {
+			struct scsi_pr_reg *r;
+
+			if (!key || scsi_pr_reserve_slot(pr) < 0)
+				return -EINVAL;
+			r = &pr->regs[pr->nregs];
+			memset(r, 0, sizeof(*r));
+			if (parse_isid(isid, r->isid) < 0)
+				return -EINVAL;
+			r->key = key;
+			r->rel_port_id = (uint16_t)port;
+			r->all_tg_pt = atp;
+			r->holder = holder;
+			holders += holder ? 1 : 0;
+			snprintf(r->iname, sizeof(r->iname), "%s", name);
+			pr->nregs++;
+		} else {
+			return -EINVAL;
+		}
+	}
+	if (*lineno == 0)
+		return -EINVAL;
+	/* one holder for WE/EA/RO, none for all registrants */
+	if (pr->reserved &&
+	    holders != (scsi_pr_type_all_regs(pr->type) ? 0u : 1u))
+		return -EINVAL;
+	if (!pr->reserved && holders)
+		return -EINVAL;
+	return 0;
+}
+
+int scsi_pr_store_load(struct scsi_pr *pr)
+{
+	FILE *f = fopen(pr->path, "re");
+	unsigned lineno;
+	int err;
+
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	err = load_file(pr, f, &lineno);
+	fclose(f);
+	if (err < 0) {
+		log_err("LUN %lu: %s:%u: not a reservation state file; "
+			"starting with no registrations",
+			(unsigned long)pr->lun->set.lun, pr->path, lineno);
+		pr->nregs = 0;
+		pr->reserved = false;
+		pr->type = pr->scope = 0;
+		pr->generation = 0;
+		return err;
+	}
+	pr->aptpl = true;
+	log_info("LUN %lu: restored %u registration(s)%s from %s (APTPL)",
+		 (unsigned long)pr->lun->set.lun, pr->nregs,
+		 pr->reserved ? " and a reservation" : "", pr->path);
+	return 0;
+}
