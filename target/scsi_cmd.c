@@ -92,6 +92,7 @@ struct ua_nexus {
 	uint64_t nexus_id;
 	unsigned n;
 	uint16_t pending[UA_MAX_PENDING];
+	bool prevent;		/* PREVENT MEDIUM REMOVAL from this nexus */
 };
 
 struct caw_waiter {
@@ -110,6 +111,7 @@ struct scsi_lun_state {
 	bool caw_busy;
 	struct caw_waiter *caw_head, *caw_tail;
 	struct scsi_pr *pr;	/* reservations (scsi_pr.c) */
+	bool medium_removed;	/* removable LUN ejected (START STOP UNIT) */
 };
 
 static atomic_uint_fast64_t ua_instance_counter = 1;
@@ -278,8 +280,75 @@ struct scsi_pr **scsi_lun_pr_slot(struct scsi_lun *lun)
 	return s ? &s->pr : NULL;
 }
 
+/* ---- removable medium (SBC-3 5.11 / 5.25) ----
+ * A LUN set removable can be ejected and loaded with START STOP UNIT;
+ * PREVENT ALLOW MEDIUM REMOVAL is per I_T nexus and any nexus preventing
+ * it makes an eject fail.  Resets and nexus loss clear prevention. */
+
+bool scsi_medium_present(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = __atomic_load_n(&lun->scsi,
+						   __ATOMIC_ACQUIRE);
+
+	return !s || !__atomic_load_n(&s->medium_removed, __ATOMIC_ACQUIRE);
+}
+
+int scsi_medium_load_eject(struct scsi_lun *lun, bool load)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+	int ret = 0;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->lock);
+	for (struct ua_nexus *n = s->nexus; n; n = n->next)
+		if (n->prevent)
+			ret = -EBUSY;
+	if (!ret)
+		__atomic_store_n(&s->medium_removed, !load, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+void scsi_medium_prevent(struct scsi_lun *lun, uint64_t nexus_id,
+			 bool prevent)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	struct ua_nexus *n = ua_nexus_get(s, nexus_id);
+	if (n)
+		n->prevent = prevent;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* nexus_id 0: every nexus (a reset). */
+static void medium_allow(struct scsi_lun *lun, uint64_t nexus_id)
+{
+	struct scsi_lun_state *s = __atomic_load_n(&lun->scsi,
+						   __ATOMIC_ACQUIRE);
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (struct ua_nexus *n = s->nexus; n; n = n->next)
+		if (!nexus_id || n->nexus_id == nexus_id)
+			n->prevent = false;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void scsi_medium_nexus_lost(struct scsi_lun *lun, uint64_t nexus_id)
+{
+	if (nexus_id)
+		medium_allow(lun, nexus_id);
+}
+
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by)
 {
+	/* SPC-4 6.13: a reset ends every PREVENT MEDIUM REMOVAL. */
+	medium_allow(lun, 0);
 	/* SPC-2 5.5.1: resets end an SPC-2 RESERVE (not persistent ones) */
 	scsi_pr_reset(lun);
 	/* SAM-5 5.14 / 6.3: after a LOGICAL UNIT RESET every I_T nexus,
@@ -479,6 +548,11 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && !lun->set.online) {
 		scsi_sense(cmd, SENSE_KEY_NOT_READY,
 			   ASC_LUN_NOT_READY_MANUAL_INTERVENTION);
+		goto out;
+	}
+	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && lun->set.removable &&
+	    !scsi_medium_present(lun)) {
+		scsi_sense(cmd, SENSE_KEY_NOT_READY, ASC_MEDIUM_NOT_PRESENT);
 		goto out;
 	}
 	if (lun && (d->flags & SCSI_OPF_WRITE) &&

@@ -86,6 +86,7 @@
 #define ASC_SAVING_PARAMS_NOT_SUPPORTED		0x3900
 #define ASC_MEDIUM_NOT_PRESENT			0x3a00
 #define ASC_INTERNAL_TARGET_FAILURE		0x4400
+#define ASC_MEDIUM_REMOVAL_PREVENTED		0x5302
 #define ASC_REPORTED_LUNS_DATA_CHANGED		0x3f0e
 
 /* ---- dispatch table ---- */
@@ -164,6 +165,16 @@ enum scsi_exec_result scsi_data_in(struct scsi_cmd *cmd, const uint8_t *data,
  * The holder calls unlock exactly once when its compare/write is over. */
 bool scsi_caw_lock(struct scsi_cmd *cmd, scsi_handler_fn start);
 void scsi_caw_unlock(struct scsi_lun *lun);
+
+/* Removable medium state of a LUN (scsi_cmd.c).  load_eject: -EBUSY
+ * (nothing changes) while any I_T nexus prevents medium removal.
+ * nexus_lost: that nexus's PREVENT ends (SPC-4 6.13); a LUN reset ends
+ * them all. */
+bool scsi_medium_present(struct scsi_lun *lun);
+int scsi_medium_load_eject(struct scsi_lun *lun, bool load);
+void scsi_medium_prevent(struct scsi_lun *lun, uint64_t nexus_id,
+			 bool prevent);
+void scsi_medium_nexus_lost(struct scsi_lun *lun, uint64_t nexus_id);
 
 /* ---- sense (scsi_sense.c) ---- */
 /* CHECK CONDITION with sense key and ASC<<8|ASCQ (the ASC_* constants). */

@@ -6,6 +6,7 @@
  * always reported (as tgt does) and answers as a storage array controller
  * when no LUN 0 is configured, so initiators that scan from LUN 0 find the
  * target; any other absent LUN answers peripheral qualifier 011b. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -601,17 +602,45 @@ enum scsi_exec_result spc_report_luns(struct scsi_cmd *cmd)
 	return scsi_data_in(cmd, b, off, alloc);
 }
 
-/* START STOP UNIT (SBC-3 5.25): a virtual disk has no motor or medium to
- * eject; accept the request. */
+/* START STOP UNIT (SBC-3 5.25).  A virtual disk has no motor: START and
+ * power conditions are accepted as they are.  On a removable LUN, LOEJ
+ * ejects (START 0) or loads (START 1) the medium; either fails while an
+ * I_T nexus prevents removal. */
+#define SSU_CDB_POWER_SHIFT	4
+#define SSU_CDB_LOEJ		0x02
+#define SSU_CDB_START		0x01
 enum scsi_exec_result spc_start_stop_unit(struct scsi_cmd *cmd)
 {
+	uint8_t b4 = cmd->cdb[4];
+
 	cmd->status = SAM_STAT_GOOD;
+	/* A POWER CONDITION other than START_VALID (0) ignores LOEJ. */
+	if ((b4 >> SSU_CDB_POWER_SHIFT) || !(b4 & SSU_CDB_LOEJ) ||
+	    !cmd->lun->set.removable)
+		return SCSI_EXEC_DONE;
+	/* Loading too is refused while removal is prevented (libiscsi
+	 * PreventAllow.Eject expects it; the tray must not move). */
+	if (scsi_medium_load_eject(cmd->lun, b4 & SSU_CDB_START) == -EBUSY)
+		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+			   ASC_MEDIUM_REMOVAL_PREVENTED);
 	return SCSI_EXEC_DONE;
 }
 
-/* PREVENT ALLOW MEDIUM REMOVAL (SBC-3 5.11): nothing to lock. */
+/* PREVENT ALLOW MEDIUM REMOVAL (SBC-3 5.11): PREVENT 00b allows, 01b
+ * prevents removal for this I_T nexus; 1xb are obsolete here. */
+#define PA_CDB_PREVENT_MASK	0x03
+#define PA_PREVENT		0x01
 enum scsi_exec_result spc_prevent_allow(struct scsi_cmd *cmd)
 {
+	uint8_t prevent = cmd->cdb[4] & PA_CDB_PREVENT_MASK;
+
+	if (prevent > PA_PREVENT) {
+		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 4, 1);
+		return SCSI_EXEC_DONE;
+	}
+	if (cmd->lun->set.removable)
+		scsi_medium_prevent(cmd->lun, cmd->nexus ? cmd->nexus->id : 0,
+				    prevent == PA_PREVENT);
 	cmd->status = SAM_STAT_GOOD;
 	return SCSI_EXEC_DONE;
 }

@@ -652,6 +652,94 @@ static void test_report_supported_opcodes(void)
 	cmd_free(&c);
 }
 
+static void test_removable_medium(void)
+{
+	struct scsi_cmd c = { 0 };
+	uint8_t tur[6] = { SCSI_OP_TEST_UNIT_READY };
+	uint8_t eject[6] = { SCSI_OP_START_STOP_UNIT, 0, 0, 0, 0x02 };
+	uint8_t load[6] = { SCSI_OP_START_STOP_UNIT, 0, 0, 0, 0x03 };
+	uint8_t prevent[6] = { SCSI_OP_PREVENT_ALLOW, 0, 0, 0, 0x01 };
+	uint8_t allow[6] = { SCSI_OP_PREVENT_ALLOW };
+	uint8_t rd[10] = { SCSI_OP_READ_10, 0, 0, 0, 0, 0, 0, 0, 1, 0 };
+	uint8_t inq[6] = { SCSI_OP_INQUIRY, 0, 0, 0, 96 };
+
+	lun_setup();
+	clear_ua(&nex_a);
+	clear_ua(&nex_b);
+	/* Not removable: eject is accepted and changes nothing. */
+	cmd_init(&c, &nex_a, eject, 6);
+	run(&c);
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+
+	lun.set.removable = true;
+	cmd_init(&c, &nex_a, inq, 6);
+	run(&c);
+	CHECK(c.buf[1] & 0x80);				/* RMB */
+	cmd_init(&c, &nex_a, eject, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_NOT_READY, ASC_MEDIUM_NOT_PRESENT));
+	cmd_init(&c, &nex_b, rd, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_NOT_READY, ASC_MEDIUM_NOT_PRESENT));
+	cmd_init(&c, &nex_a, load, 6);
+	run(&c);
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+
+	/* Prevented by B: A's eject fails; B allows: it works. */
+	cmd_init(&c, &nex_b, prevent, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, eject, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_MEDIUM_REMOVAL_PREVENTED));
+	cmd_init(&c, &nex_a, load, 6);		/* the tray stays shut too */
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_MEDIUM_REMOVAL_PREVENTED));
+	cmd_init(&c, &nex_b, allow, 6);
+	run(&c);
+	cmd_init(&c, &nex_a, eject, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, load, 6);
+	run(&c);
+
+	/* Nexus loss and LUN reset end prevention. */
+	cmd_init(&c, &nex_b, prevent, 6);
+	run(&c);
+	scsi_medium_nexus_lost(&lun, nex_b.id);
+	cmd_init(&c, &nex_a, eject, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, load, 6);
+	run(&c);
+	cmd_init(&c, &nex_a, prevent, 6);
+	run(&c);
+	scsi_lun_reset_ua(&lun, &nex_a);
+	clear_ua(&nex_a);
+	cmd_init(&c, &nex_a, eject, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_init(&c, &nex_a, load, 6);
+	run(&c);
+
+	/* PREVENT 1xb is not served. */
+	prevent[4] = 0x02;
+	cmd_init(&c, &nex_a, prevent, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
+		       ASC_INVALID_FIELD_IN_CDB));
+	cmd_free(&c);
+}
+
 static void test_settings_default(void)
 {
 	struct lun_settings s;
@@ -685,6 +773,7 @@ int main(void)
 	test_errno_table();
 	test_bad_requests();
 	test_report_supported_opcodes();
+	test_removable_medium();
 	test_settings_default();
 	scsi_lun_state_free(&lun);
 	printf("%d passed, %d failed\n", passed, failed);
