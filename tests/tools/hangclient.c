@@ -15,6 +15,8 @@
  *   write LBA BLOCKS PATTERN [lun=N] [fua]   WRITE(16) of bytes PATTERN
  *   read LBA BLOCKS [expect PATTERN] [lun=N] READ(16); reports the data
  *   unmap LBA BLOCKS [lun=N]                 UNMAP of one range
+ *   caw LBA BLOCKS OLD NEW [lun=N]           COMPARE AND WRITE: if the
+ *                                            blocks hold OLD, write NEW
  *   writesame LBA BLOCKS PATTERN [unmap] [lun=N]  WRITE SAME(16)
  *   tur | inquiry | readcap | sync [lun=N]   TEST UNIT READY, INQUIRY,
  *                                            READ CAPACITY(16), SYNCHRONIZE
@@ -149,7 +151,8 @@ static void hc_print(struct hc_cmd *c)
 	if (c->lun >= 0)
 		printf(",\"lun\":%d", c->lun);
 	if (!strcmp(c->op, "read") || !strcmp(c->op, "write") ||
-	    !strcmp(c->op, "unmap") || !strcmp(c->op, "writesame"))
+	    !strcmp(c->op, "unmap") || !strcmp(c->op, "writesame") ||
+	    !strcmp(c->op, "caw"))
 		printf(",\"lba\":%" PRIu64 ",\"blocks\":%u", c->lba, c->blocks);
 	printf(",\"start\":%.3f,\"end\":%.3f,\"ms\":%.3f,\"status\":\"%s\","
 	       "\"status_code\":%d", c->start, c->end, c->end - c->start,
@@ -605,6 +608,32 @@ static void hc_run_line(char *line)
 						 (uint32_t)hc.block_size,
 						 (uint32_t)blocks, 0, unmap, 0, 0,
 						 hc_scsi_cb, c);
+	} else if (!strcmp(argv[0], "caw")) {
+		uint64_t lba, blocks;
+		int old_byte, new_byte;
+		size_t half;
+
+		if (argc != 5 || hc_parse_u64(argv[1], &lba) ||
+		    hc_parse_u64(argv[2], &blocks) || !blocks || blocks > 255 ||
+		    (old_byte = hc_parse_byte(argv[3])) < 0 ||
+		    (new_byte = hc_parse_byte(argv[4])) < 0)
+			hc_syntax(orig, "caw LBA BLOCKS OLD NEW");
+		c->lba = lba;
+		c->blocks = (uint32_t)blocks;
+		/* SBC-4 5.3: the Data-Out buffer is the verify data followed by
+		 * the write data, each BLOCKS blocks long */
+		half = (size_t)blocks * (size_t)hc.block_size;
+		c->buf = malloc(2 * half);
+		if (!c->buf) {
+			perror("malloc");
+			exit(1);
+		}
+		memset(c->buf, old_byte, half);
+		memset(c->buf + half, new_byte, half);
+		c->task = iscsi_compareandwrite_task(hc.iscsi, lun, lba, c->buf,
+						     (uint32_t)(2 * half),
+						     hc.block_size, 0, 0, fua, 0, 0,
+						     hc_scsi_cb, c);
 	} else if (!strcmp(argv[0], "prout")) {
 		hc_issue_prout(c, lun, argc, argv, orig);
 	} else if (!strcmp(argv[0], "tur") || !strcmp(argv[0], "clearua")) {
