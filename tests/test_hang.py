@@ -40,6 +40,8 @@ ASC_SPACE_ALLOC_FAILED = 0x27   # 27/07 SPACE ALLOCATION FAILED WRITE PROTECT
 ASCQ_SPACE_ALLOC_FAILED = 0x07
 ASC_RESET_OCCURRED = 0x29       # 29/xx POWER ON, RESET, OR BUS DEVICE RESET
 HARDWARE_ERROR = 0x04
+MISCOMPARE = 0x0E
+ASC_MISCOMPARE = 0x1D           # 1D/00 MISCOMPARE DURING VERIFY OPERATION
 ASC_LU_COMM_FAILURE = 0x08      # 08/00 LOGICAL UNIT COMMUNICATION FAILURE
 ASC_WRITE_PROTECTED = 0x27      # 27/00 WRITE PROTECTED
 
@@ -598,6 +600,25 @@ def test_unmap_and_write_same_held(hang):
     hang.ok()
     assert_good(c.get(ws))
     assert hang.backing(8, 8) == b"\x62" * 8 * BS
+
+
+def test_compare_and_write_held(hang):
+    """COMPARE AND WRITE whose write fails is held like any write, then
+    compares and writes once the store is back; a miscompare is not a
+    backend error and is reported at once (SBC-4 5.3: MISCOMPARE 1D/00)."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client()
+    prefill(c, 0, 8, 0x41)
+    hang.fail("write=EIO")
+    w = c.issue("caw 0 1 0x41 0x42")
+    held(c, w, 0.4)
+    hang.ok()
+    assert_good(c.get(w))
+    assert hang.backing(0, 1) == b"\x42" * BS
+    r = c.do("caw 1 1 0x99 0x43")
+    assert_sense(r, MISCOMPARE, ASC_MISCOMPARE)
+    assert hang.backing(1, 1) == b"\x41" * BS
 
 
 def test_buffered_lun_failed_flush_stays_failed(hang):
