@@ -58,6 +58,24 @@ int iscsi_session_for_each(int tid,
  * them to go.  Thread safe. */
 void iscsi_sessions_close(int tid, bool ask_logout, unsigned timeout_ms);
 
+/* Counters for tgtadm --op stat (tgtd's columns).  LUN counters are per
+ * session and LUN, by data direction; bytes are expected transfer
+ * lengths; errs counts commands that did not end GOOD. */
+struct iscsi_lun_stat {
+	uint64_t rd_subm_bytes, rd_subm_cmds, rd_done_bytes, rd_done_cmds;
+	uint64_t wr_subm_bytes, wr_subm_cmds, wr_done_bytes, wr_done_cmds;
+	uint64_t errs;
+};
+struct iscsi_conn_stat {
+	uint32_t cid;
+	uint64_t rx_data_octets, tx_data_octets;
+	uint64_t dataout_pdus, datain_pdus, cmd_pdus, rsp_pdus;
+};
+/* Snapshot of session sid's counters: luns[] has 256 entries indexed by
+ * LUN number.  0 / -ENOENT.  Thread safe. */
+int iscsi_session_stats(uint64_t sid, struct iscsi_lun_stat *luns,
+			struct iscsi_conn_stat *conn);
+
 /* Close one session (tgtadm --op delete --mode conn / session), asking
  * the initiator to log out first when ask_logout.  Returns 0, or -ENOENT
  * if no session has that sid.  Thread safe; does not wait. */

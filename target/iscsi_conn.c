@@ -108,6 +108,11 @@ void iscsi_conn_send(struct iscsi_conn *c, struct iscsi_pdu *p)
 	}
 	put_be24(p->bhs + BHS_DATA_SEG_LEN, p->data_len);
 	conn_digest_pdu(c, p);
+	STAT_ADD(c->stat.tx_data_octets, p->data_len);
+	if (pdu_opcode(p->bhs) == ISCSI_OP_DATA_IN)
+		STAT_ADD(c->stat.datain_pdus, 1);
+	else if (pdu_opcode(p->bhs) == ISCSI_OP_SCSI_RSP)
+		STAT_ADD(c->stat.rsp_pdus, 1);
 	list_add_tail(&p->link, &c->txq);
 	if (!c->tx_blocked)
 		conn_tx_flush(c);
@@ -312,6 +317,11 @@ static void conn_dispatch(struct iscsi_conn *c)
 	uint8_t op = pdu_opcode(bhs);
 
 	c->nop_outstanding = 0;	/* any PDU proves the initiator alive */
+	STAT_ADD(c->stat.rx_data_octets, c->rx_data_len);
+	if (op == ISCSI_OP_DATA_OUT)
+		STAT_ADD(c->stat.dataout_pdus, 1);
+	else if (op == ISCSI_OP_SCSI_CMD)
+		STAT_ADD(c->stat.cmd_pdus, 1);
 	if (c->state == CONN_STATE_LOGIN) {
 		if (op != ISCSI_OP_LOGIN_REQ) {
 			/* 6.1: only Login Requests before full feature */
@@ -680,6 +690,7 @@ static void conn_free_deferred(void *arg)
 			atomic_fetch_sub(&c->sess->target->nr_sessions, 1);
 			tgt_put(c->sess->target);
 		}
+		free(c->sess->lun_stats);
 		free(c->sess);
 	}
 	iscsi_login_free(c);

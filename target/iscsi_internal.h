@@ -113,6 +113,7 @@ struct iscsi_session {
 	uint32_t exp_cmd_sn;
 	struct list_head pending;	/* tasks ahead of exp_cmd_sn */
 	int in_flight;			/* non-immediate commands not done */
+	struct iscsi_lun_stat *lun_stats;	/* [TGT_MAX_LUNS], for stat */
 	/* negotiated parameters */
 	uint32_t max_burst, first_burst, max_r2t;
 	bool initial_r2t, immediate_data;
@@ -169,12 +170,19 @@ struct iscsi_conn {
 	char *text_rsp;
 	uint32_t text_rsp_len, text_rsp_off, text_ttt, text_itt;
 
+	struct iscsi_conn_stat stat;	/* written here, read by management */
+
 	struct ev_timer login_timer;
 	struct ev_timer nop_timer;
 	struct ev_timer defer_timer;	/* re-checks deferred writes */
 	uint32_t nop_outstanding;
 	uint32_t nop_interval_ms, nop_count;
 };
+
+/* Counters are written on the connection's reactor and read by the
+ * management thread: relaxed atomics, no ordering needed. */
+#define STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
+#define STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 /* iscsi_conn.c */
 struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,

@@ -344,6 +344,11 @@ static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 
 	iscsi_neg_finish(n);
 	list_init(&s->pending);
+	s->lun_stats = calloc(TGT_MAX_LUNS, sizeof(*s->lun_stats));
+	if (!s->lun_stats) {
+		free(s);
+		return -1;
+	}
 	memcpy(s->isid, l->isid, 6);
 	s->discovery = l->discovery;
 	snprintf(s->initiator_name, sizeof(s->initiator_name), "%s",
@@ -368,9 +373,11 @@ static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 	s->nexus.rel_port_id = 1;
 	s->nexus.target_name = s->target ? s->target->name : "";
 	if (iscsi_session_register(s) < 0) {
+		free(s->lun_stats);
 		free(s);
 		return -1;
 	}
+	c->stat.cid = c->cid;
 	c->sess = s;
 	if (s->target)
 		atomic_fetch_add(&s->target->nr_sessions, 1);

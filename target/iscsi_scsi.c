@@ -551,11 +551,33 @@ static void task_respond(struct iscsi_task *t)
 	iscsi_conn_send(c, p);
 }
 
+static struct iscsi_lun_stat *task_stat(struct iscsi_task *t)
+{
+	struct iscsi_session *s = t->conn->sess;
+
+	if (!s || !s->lun_stats || t->lun_id >= TGT_MAX_LUNS)
+		return NULL;
+	return &s->lun_stats[t->lun_id];
+}
+
 static void task_scsi_done(struct scsi_cmd *cmd)
 {
 	struct iscsi_task *t = cmd->priv;
 	struct iscsi_conn *c = t->conn;
 	struct iscsi_tmf *tmf = t->tmf;
+	struct iscsi_lun_stat *st = task_stat(t);
+
+	if (st) {
+		if (cmd->dir_write) {
+			STAT_ADD(st->wr_done_cmds, 1);
+			STAT_ADD(st->wr_done_bytes, t->edtl);
+		} else {
+			STAT_ADD(st->rd_done_cmds, 1);
+			STAT_ADD(st->rd_done_bytes, t->edtl);
+		}
+		if (cmd->status != SAM_STAT_GOOD)
+			STAT_ADD(st->errs, 1);
+	}
 
 	task_uncount(t);
 	t->state = TASK_DONE;
@@ -574,6 +596,17 @@ static void task_execute(struct iscsi_task *t)
 	struct scsi_cmd *cmd = &t->cmd;
 	const uint8_t *bhs_cdb = NULL;
 
+	struct iscsi_lun_stat *st = task_stat(t);
+
+	if (st) {
+		if (cmd->dir_write) {
+			STAT_ADD(st->wr_subm_cmds, 1);
+			STAT_ADD(st->wr_subm_bytes, t->edtl);
+		} else {
+			STAT_ADD(st->rd_subm_cmds, 1);
+			STAT_ADD(st->rd_subm_bytes, t->edtl);
+		}
+	}
 	t->state = TASK_EXECUTING;
 	cmd->target = s->target;
 	cmd->lun_id = t->lun_id;

@@ -191,6 +191,42 @@ int iscsi_session_for_each(int tid,
 	return n;
 }
 
+int iscsi_session_stats(uint64_t sid, struct iscsi_lun_stat *luns,
+			struct iscsi_conn_stat *conn)
+{
+	struct iscsi_session *s;
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&sess_lock);
+	s = session_find_locked(sid);
+	if (s) {
+		for (int i = 0; i < TGT_MAX_LUNS; i++) {
+			const struct iscsi_lun_stat *x = &s->lun_stats[i];
+			struct iscsi_lun_stat *y = &luns[i];
+
+			y->rd_subm_bytes = STAT_GET(x->rd_subm_bytes);
+			y->rd_subm_cmds = STAT_GET(x->rd_subm_cmds);
+			y->rd_done_bytes = STAT_GET(x->rd_done_bytes);
+			y->rd_done_cmds = STAT_GET(x->rd_done_cmds);
+			y->wr_subm_bytes = STAT_GET(x->wr_subm_bytes);
+			y->wr_subm_cmds = STAT_GET(x->wr_subm_cmds);
+			y->wr_done_bytes = STAT_GET(x->wr_done_bytes);
+			y->wr_done_cmds = STAT_GET(x->wr_done_cmds);
+			y->errs = STAT_GET(x->errs);
+		}
+		conn->cid = s->conn->stat.cid;
+		conn->rx_data_octets = STAT_GET(s->conn->stat.rx_data_octets);
+		conn->tx_data_octets = STAT_GET(s->conn->stat.tx_data_octets);
+		conn->dataout_pdus = STAT_GET(s->conn->stat.dataout_pdus);
+		conn->datain_pdus = STAT_GET(s->conn->stat.datain_pdus);
+		conn->cmd_pdus = STAT_GET(s->conn->stat.cmd_pdus);
+		conn->rsp_pdus = STAT_GET(s->conn->stat.rsp_pdus);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&sess_lock);
+	return ret;
+}
+
 int iscsi_session_close(uint64_t sid, bool ask_logout)
 {
 	struct iscsi_session *s;

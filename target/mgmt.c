@@ -284,6 +284,8 @@ static int mgmt_system(const struct mgmt_req *req, struct mgmt_buf *b)
 			return mgmt_dump_config(b, req->json);
 		}
 		return req->json ? mgmt_json_system(b) : mgmt_show_system(b);
+	case MGMT_OP_STAT:
+		return mgmt_stat_targets(-1, b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }
@@ -468,6 +470,8 @@ static int mgmt_target(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_target_bind(req, false);
 	case MGMT_OP_UPDATE:
 		return mgmt_target_update(req);
+	case MGMT_OP_STAT:
+		return mgmt_stat_targets(req->tid, b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }
@@ -497,11 +501,15 @@ static void mgmt_find_session_fn(const struct iscsi_session_info *si,
  * C`: ask the initiator to log out (Async Message) and close the session
  * ("I_T nexus: S" in show).  A connection is closed with its session:
  * holdfast's sessions have one connection (MaxConnections=1). */
-static int mgmt_session(const struct mgmt_req *req, bool conn)
+static int mgmt_session(const struct mgmt_req *req, bool conn,
+			struct mgmt_buf *b)
 {
 	struct mgmt_find_session f = { .sid = req->sid, .cid = req->cid };
 	struct target *t;
 
+	if (req->op == MGMT_OP_SHOW || req->op == MGMT_OP_STAT)
+		return mgmt_stat_session(req->tid, req->sid, (int)req->op,
+					 conn, b);
 	if (req->op != MGMT_OP_DELETE)
 		return MGMT_UNSUPPORTED_OPERATION;
 	t = tgt_get_by_tid(req->tid);
@@ -587,9 +595,11 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 					 : mgmt_show_portals(b);
 		return mgmt_portal(req);
 	case MGMT_MODE_SESSION:
-		return mgmt_session(req, false);
+		return mgmt_session(req, false, b);
 	case MGMT_MODE_CONNECTION:
-		return mgmt_session(req, true);
+		return mgmt_session(req, true, b);
+	case MGMT_MODE_LLD:
+		return mgmt_lld((int)req->op, b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }

@@ -77,6 +77,15 @@ static int mgmt_account_bind(const struct mgmt_req *req, const char *user,
 	return MGMT_INVALID_REQUEST;
 }
 
+static void show_account_header(const char *user, void *arg)
+{
+	struct mgmt_buf *b = arg;
+
+	if (b->len == 0 || !strstr(b->data, "Account list:\n"))
+		mgmt_buf_printf(b, "Account list:\n");
+	show_account(user, arg);
+}
+
 int mgmt_account(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	char user[ACCT_NAME_MAX + 1];
@@ -86,8 +95,8 @@ int mgmt_account(const struct mgmt_req *req, struct mgmt_buf *b)
 	if (req->op == MGMT_OP_SHOW) {
 		if (req->json)
 			return mgmt_json_accounts(b);
-		mgmt_buf_printf(b, "Account list:\n");
-		acct_for_each(show_account, b);
+		/* tgtd prints nothing at all when there is no account */
+		acct_for_each(show_account_header, b);
 		return MGMT_SUCCESS;
 	}
 	if (!has_user)

@@ -113,6 +113,14 @@ void mgmt_buf_free(struct mgmt_buf *b);
 int mgmt_show_targets(int tid, struct mgmt_buf *b);
 /* `--op show --mode target --tid N`: the target's parameters. */
 int mgmt_show_target_params(int tid, struct mgmt_buf *b);
+/* tgtadm statistics and driver views (mgmt_stat.c), tgtd's layout:
+ * --op stat --mode system|target (tid -1: all); --op stat|show --mode
+ * session|conn; --mode lld show/start/stop. */
+int mgmt_stat_targets(int tid, struct mgmt_buf *b);
+int mgmt_stat_session(int tid, uint64_t sid, int op, bool conn,
+		      struct mgmt_buf *b);
+int mgmt_lld(int op, struct mgmt_buf *b);
+
 /* `--op show --mode portal`. */
 int mgmt_show_portals(struct mgmt_buf *b);
 /* `--op show --mode system`. */
