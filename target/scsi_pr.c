@@ -329,6 +329,9 @@ void scsi_nexus_lost(struct target *t, const struct scsi_nexus *n)
 					pr->regs[r].nexus_id = 0;
 			pthread_mutex_unlock(&pr->lock);
 		}
+		/* SPC-4 6.13: a PREVENT MEDIUM REMOVAL ends with its nexus */
+		if (lun->scsi)
+			scsi_medium_nexus_lost(lun, n->id);
 		scsi_lun_put(lun);
 	}
 }
