@@ -51,6 +51,8 @@
 #define SCSI_SAI_READ_CAPACITY_16	0x10
 /* MAINTENANCE IN service actions (SPC-4 6.35) */
 #define SCSI_MI_REPORT_SUPPORTED_OPCODES 0x0c
+#define SCSI_MI_REPORT_TARGET_PORT_GROUPS 0x0a
+#define SCSI_MI_REPORT_SUPPORTED_TMFS	0x0d
 
 /* ---- sense keys (SPC-4 4.5.6) ---- */
 #define SENSE_KEY_NO_SENSE		0x0
@@ -223,6 +225,9 @@ enum scsi_exec_result spc_start_stop_unit(struct scsi_cmd *cmd);
 enum scsi_exec_result spc_prevent_allow(struct scsi_cmd *cmd);
 /* scsi_ops.c */
 enum scsi_exec_result spc_report_supported_opcodes(struct scsi_cmd *cmd);
+/* scsi_maint.c */
+enum scsi_exec_result spc_report_target_port_groups(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_report_supported_tmfs(struct scsi_cmd *cmd);
 
 /* scsi_sbc.c */
 enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd);

@@ -33,6 +33,7 @@
 #define INQ_RESPONSE_FORMAT	0x02
 #define INQ_CMDQUE		0x02
 #define INQ_3PC			0x08	/* byte 5: EXTENDED COPY (scsi_xcopy.c) */
+#define INQ_TPGS_IMPLICIT	0x10	/* byte 5: implicit ALUA (scsi_maint.c) */
 #define INQ_VENDOR_OFF		8
 #define INQ_PRODUCT_OFF		16
 #define INQ_REV_OFF		32
@@ -184,6 +185,10 @@ static uint32_t inquiry_standard(const struct scsi_cmd *cmd, uint8_t *b)
 	b[4] = INQ_STD_LEN - 5;
 	if (s)		/* a copy manager serves every real LUN */
 		b[5] |= INQ_3PC;
+	/* one implicit ALUA group, REPORT TARGET PORT GROUPS answers it
+	 * (SPC-4 6.36); Linux's scsi_dh_alua and multipath use this */
+	if (s)
+		b[5] |= INQ_TPGS_IMPLICIT;
 	b[7] = INQ_CMDQUE;
 	put_ascii(b + INQ_VENDOR_OFF, s ? s->vendor_id : NULL, 8,
 		  DEFAULT_VENDOR);
