@@ -28,17 +28,20 @@
 #define SCSI_OP_VERIFY_10		0x2f
 #define SCSI_OP_PRE_FETCH_10		0x34
 #define SCSI_OP_SYNCHRONIZE_CACHE_10	0x35
+#define SCSI_OP_READ_DEFECT_DATA_10	0x37
 #define SCSI_OP_WRITE_SAME_10		0x41
 #define SCSI_OP_UNMAP			0x42
 #define SCSI_OP_MODE_SENSE_10		0x5a
 #define SCSI_OP_READ_16			0x88
 #define SCSI_OP_COMPARE_AND_WRITE	0x89
 #define SCSI_OP_WRITE_16		0x8a
+#define SCSI_OP_ORWRITE_16		0x8b
 #define SCSI_OP_WRITE_VERIFY_16		0x8e
 #define SCSI_OP_VERIFY_16		0x8f
 #define SCSI_OP_PRE_FETCH_16		0x90
 #define SCSI_OP_SYNCHRONIZE_CACHE_16	0x91
 #define SCSI_OP_WRITE_SAME_16		0x93
+#define SCSI_OP_WRITE_ATOMIC_16		0x9c
 #define SCSI_OP_SERVICE_ACTION_IN_16	0x9e
 #define SCSI_OP_REPORT_LUNS		0xa0
 #define SCSI_OP_MAINTENANCE_IN		0xa3
@@ -46,9 +49,11 @@
 #define SCSI_OP_WRITE_12		0xaa
 #define SCSI_OP_WRITE_VERIFY_12		0xae
 #define SCSI_OP_VERIFY_12		0xaf
+#define SCSI_OP_READ_DEFECT_DATA_12	0xb7
 
 /* SERVICE ACTION IN(16) service actions (SBC-3 5.16) */
 #define SCSI_SAI_READ_CAPACITY_16	0x10
+#define SCSI_SAI_GET_LBA_STATUS		0x12
 /* MAINTENANCE IN service actions (SPC-4 6.35) */
 #define SCSI_MI_REPORT_SUPPORTED_OPCODES 0x0c
 #define SCSI_MI_REPORT_TARGET_PORT_GROUPS 0x0a
@@ -265,6 +270,17 @@ enum scsi_exec_result sbc_compare_and_write(struct scsi_cmd *cmd);
 /* scsi_sbc_lbp.c */
 enum scsi_exec_result sbc_unmap(struct scsi_cmd *cmd);
 enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd);
+
+/* scsi_sbc_status.c */
+enum scsi_exec_result sbc_get_lba_status(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_read_defect_data(struct scsi_cmd *cmd);
+
+/* scsi_sbc_atomic.c */
+enum scsi_exec_result sbc_orwrite(struct scsi_cmd *cmd);
+enum scsi_exec_result sbc_write_atomic(struct scsi_cmd *cmd);
+/* MAXIMUM ATOMIC TRANSFER LENGTH (Block Limits VPD page) in blocks of
+ * block_size: what one WRITE ATOMIC may write as one backend request. */
+uint32_t sbc_max_atomic_blocks(uint32_t block_size);
 
 /* Stable 64-bit FNV-1a hash used for default serial numbers and NAA
  * identifiers (scsi_spc.c). */

@@ -344,8 +344,13 @@ enum scsi_exec_result sbc_read_capacity_16(struct scsi_cmd *cmd)
 	put_be64(b, lun->nblocks ? lun->nblocks - 1 : 0);
 	put_be32(b + 8, bs);
 	/* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: report 4 KiB physical
-	 * blocks for 512-byte LUNs so initiators align their I/O. */
-	if (bs < 4096)
+	 * blocks for 512-byte LUNs so initiators align their I/O.  Not on
+	 * thin LUNs: there GET LBA STATUS reports per logical block and
+	 * libiscsi's GetLBAStatus.UnmapSingle only holds with one logical
+	 * block per physical block; the 4 KiB alignment and unmap hints
+	 * stay in the Block Limits page (OPTIMAL TRANSFER LENGTH / UNMAP
+	 * GRANULARITY), which is what Linux takes io_min from. */
+	if (bs < 4096 && !lun->set.thin_provisioning)
 		b[13] = (uint8_t)(__builtin_ctz(4096 / bs) & 0x0f);
 	if (lun->set.thin_provisioning)
 		b[14] = RC16_LBPME | RC16_LBPRZ;

@@ -318,6 +318,10 @@ static uint32_t vpd_block_limits(const struct scsi_cmd *cmd, uint8_t *b)
 		b[32] = B0_UGAVALID;		/* aligned at LBA 0 */
 	}
 	put_be64(b + 36, SBC_MAX_TRANSFER_BYTES / bs);	/* max WRITE SAME */
+	/* WRITE ATOMIC(16) (SBC-4 6.6.4): MAXIMUM ATOMIC TRANSFER LENGTH;
+	 * ATOMIC ALIGNMENT and ATOMIC TRANSFER LENGTH GRANULARITY 0 (none
+	 * required); no atomic boundaries (bytes 56..63 stay 0). */
+	put_be32(b + 44, sbc_max_atomic_blocks(bs));
 	return VPD_B0_LEN;
 }
 
