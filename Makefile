@@ -106,6 +106,6 @@ clean:
 # holdfastadm: the management client (target/adm/*.c; not part of the daemon).
 ADM_SRC := $(wildcard target/adm/*.c)
 all: $(BUILD)/holdfastadm
-$(BUILD)/holdfastadm: $(ADM_SRC)
+$(BUILD)/holdfastadm: $(ADM_SRC) target/util.c target/util.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $(ADM_SRC) $(LDFLAGS)
+	$(CC) $(CFLAGS) -o $@ $(ADM_SRC) target/util.c $(LDFLAGS)

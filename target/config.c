@@ -204,8 +204,8 @@ static void portal_format(const struct sockaddr_storage *ss, char *buf,
 	}
 }
 
-static bool sockaddr_same(const struct sockaddr_storage *a,
-			  const struct sockaddr_storage *b)
+bool sockaddr_same(const struct sockaddr_storage *a,
+		   const struct sockaddr_storage *b)
 {
 	if (a->ss_family != b->ss_family)
 		return false;

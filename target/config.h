@@ -66,6 +66,10 @@ int config_parse_size(const char *s, uint64_t *out);
 int config_parse_portal(const char *s, struct sockaddr_storage *ss,
 			socklen_t *len);
 
+/* Same address family, address and port (portal identity). */
+bool sockaddr_same(const struct sockaddr_storage *a,
+		   const struct sockaddr_storage *b);
+
 /* Apply one LUN parameter (key=value as in targets.conf and tgtadm
  * --params) to s.  Returns 0, -ENOENT (unknown key) or -EINVAL (bad value)
  * with a reason in err.  Used by the config loader and management. */

@@ -354,23 +354,6 @@ static void portal_accept(struct ev_fd *w, uint32_t events UNUSED)
 	}
 }
 
-static bool sockaddr_equal(const struct sockaddr_storage *a,
-			   const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-
-		return x->sin_port == y->sin_port &&
-		       x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-
-	return x->sin6_port == y->sin6_port &&
-	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 static void portal_watch_on_reactor(void *arg)
 {
 	struct portal *p = arg;
@@ -397,7 +380,7 @@ int iscsi_portal_add(const struct portal_config *pc)
 
 	pthread_mutex_lock(&portal_lock);
 	list_for_each_entry(o, &portal_list, link)
-		if (sockaddr_equal(&o->listen, &pc->listen)) {
+		if (sockaddr_same(&o->listen, &pc->listen)) {
 			pthread_mutex_unlock(&portal_lock);
 			return -EEXIST;
 		}
@@ -441,7 +424,7 @@ int iscsi_portal_del(const struct sockaddr_storage *listen)
 
 	pthread_mutex_lock(&portal_lock);
 	list_for_each_entry(p, &portal_list, link) {
-		if (!sockaddr_equal(&p->listen, listen))
+		if (!sockaddr_same(&p->listen, listen))
 			continue;
 		list_del(&p->link);
 		pthread_mutex_unlock(&portal_lock);

@@ -638,41 +638,6 @@ static void mgmt_req_decode(const uint8_t *h, struct mgmt_req *r)
 	r->force = hdr_u32(h, MGMT_OFF_FORCE);
 }
 
-static int read_full(int fd, void *buf, size_t len)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, (char *)buf + got, len - got);
-		if (n == 0)
-			return -EPIPE;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		got += (size_t)n;
-	}
-	return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = send(fd, (const char *)buf + done, len - done,
-				 MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 static bool mgmt_peer_allowed(int fd)
 {
 	struct ucred cred;
@@ -697,7 +662,7 @@ static void mgmt_serve(int fd)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (read_full(fd, hdr, sizeof(hdr)))
+	if (fd_read_full(fd, hdr, sizeof(hdr)))
 		return;
 	mgmt_req_decode(hdr, &req);
 	if (req.len < MGMT_REQ_HDR_LEN || req.len > MGMT_REQ_MAX_LEN) {
@@ -707,7 +672,7 @@ static void mgmt_serve(int fd)
 	req.payload = calloc(1, req.len - MGMT_REQ_HDR_LEN + 1);
 	if (!req.payload)
 		return;
-	if (read_full(fd, req.payload, req.len - MGMT_REQ_HDR_LEN)) {
+	if (fd_read_full(fd, req.payload, req.len - MGMT_REQ_HDR_LEN)) {
 		free(req.payload);
 		return;
 	}
@@ -732,8 +697,8 @@ static void mgmt_serve(int fd)
 		len += (uint32_t)body.len + 1;
 	memcpy(rsp, &err, sizeof(err));
 	memcpy(rsp + 4, &len, sizeof(len));
-	if (write_full(fd, rsp, sizeof(rsp)) == 0 && len > MGMT_RSP_HDR_LEN)
-		write_full(fd, body.data, body.len + 1);
+	if (fd_write_full(fd, rsp, sizeof(rsp)) == 0 && len > MGMT_RSP_HDR_LEN)
+		fd_write_full(fd, body.data, body.len + 1);
 	mgmt_buf_free(&body);
 	free(req.payload);
 }

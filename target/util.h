@@ -145,6 +145,12 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 void *xzalloc(size_t n);
 char *xstrdup(const char *s);
 
+/* Blocking I/O of exactly len bytes (management socket, tools); retries
+ * on EINTR.  0, -EPIPE at end of file, or -errno.  Writes use
+ * MSG_NOSIGNAL, so fd must be a socket. */
+int fd_read_full(int fd, void *buf, size_t len);
+int fd_write_full(int fd, const void *buf, size_t len);
+
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t clock_ms(void);
 uint64_t clock_ns(void);

@@ -24,6 +24,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define ADM_DEFAULT_BASE "/var/run/tgtd/socket"
 #define ADM_ENV_SOCKET "TGT_IPC_SOCKET"
 
@@ -252,41 +254,6 @@ static void put64(uint8_t *h, size_t off, uint64_t v)
 	memcpy(h + off, &v, sizeof(v));
 }
 
-static int read_full(int fd, void *buf, size_t len)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, (char *)buf + got, len - got);
-		if (n == 0)
-			return -EPIPE;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		got += (size_t)n;
-	}
-	return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = send(fd, (const char *)buf + done, len - done,
-				 MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /* Send the request, print the reply body; returns the exit code. */
 static int adm_send(const struct adm *a)
 {
@@ -325,9 +292,9 @@ static int adm_send(const struct adm *a)
 			sun.sun_path, strerror(ret), a->control_port);
 		return ret;
 	}
-	if ((ret = write_full(fd, hdr, sizeof(hdr))) ||
-	    (ret = write_full(fd, payload, plen + 1)) ||
-	    (ret = read_full(fd, rsp, sizeof(rsp)))) {
+	if ((ret = fd_write_full(fd, hdr, sizeof(hdr))) ||
+	    (ret = fd_write_full(fd, payload, plen + 1)) ||
+	    (ret = fd_read_full(fd, rsp, sizeof(rsp)))) {
 		fprintf(stderr, "holdfastadm: request to %s failed: %s\n",
 			sun.sun_path, strerror(-ret));
 		close(fd);
@@ -352,7 +319,7 @@ static int adm_send(const struct adm *a)
 			fprintf(stderr, "holdfastadm: reply too large\n");
 			return ENOMEM;
 		}
-		if ((ret = read_full(fd, body, blen))) {
+		if ((ret = fd_read_full(fd, body, blen))) {
 			fprintf(stderr, "holdfastadm: reading the reply: %s\n",
 				strerror(-ret));
 			free(body);

@@ -4,22 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check.h"
 #include "account.h"
 #include "iscsi_chap.h"
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (cond) {                                                   \
-			passed++;                                             \
-		} else {                                                      \
-			failed++;                                             \
-			printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
-			printf(__VA_ARGS__);                                  \
-			printf("\n");                                         \
-		}                                                             \
-	} while (0)
 
 static void test_digests(void)
 {
@@ -128,6 +115,5 @@ int main(void)
 	test_encoding();
 	test_challenge();
 	test_accounts();
-	printf("test_chap: %d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return CHECK_SUMMARY("test_chap");
 }

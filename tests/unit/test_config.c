@@ -14,25 +14,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "account.h"
 #include "config.h"
 #include "target.h"
 #include "util.h"
 
-static int passed, failed;
 static char tmpdir[256];
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-		}                                                              \
-	} while (0)
 
 static void write_file(const char *path, const char *text)
 {
@@ -683,6 +671,5 @@ int main(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return CHECK_SUMMARY("test_config");
 }

@@ -4,24 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check.h"
 #include "iscsi_internal.h"
 #include "iscsi_param.h"
 #include "iscsi_pdu.h"
 #include "util.h"
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (cond) {                                                   \
-			passed++;                                             \
-		} else {                                                      \
-			failed++;                                             \
-			printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
-			printf(__VA_ARGS__);                                  \
-			printf("\n");                                         \
-		}                                                             \
-	} while (0)
 
 static const char *neg(struct iscsi_neg *n, const char *key, const char *v)
 {
@@ -193,6 +180,5 @@ int main(void)
 	test_pdu();
 	test_serial();
 	test_crc();
-	printf("test_iscsi: %d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return CHECK_SUMMARY("test_iscsi");
 }
