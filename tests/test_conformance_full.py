@@ -19,6 +19,7 @@ DOCUMENTED_SKIPS = [
     r"Media is not removable",
     r"Logical unit is not write-protected",     # readonly LUN run covers it
     r"does not support 0-blocks",               # WRITE SAME NDOB-less 0
+    r"LBPPB < 2",                               # thin LUNs: 1 LB per PB
     r"WRITEATOMIC16 is not implemented",
     r"READDEFECTDATA1[02] is not implemented",
     r"ORWRITE is not implemented",

@@ -610,9 +610,11 @@ static void test_report_supported_opcodes(void)
 		if (c.buf[off] == SCSI_OP_READ_10)
 			seen_read10 = get_be16(c.buf + off + 6) == 10 &&
 				      c.buf[off + 5] == 0;
-		if (c.buf[off] == SCSI_OP_SERVICE_ACTION_IN_16)
-			seen_rc16 = get_be16(c.buf + off + 2) == 0x10 &&
-				    c.buf[off + 5] == 1;
+		/* SERVICE ACTION IN(16) has more than one row (GET LBA
+		 * STATUS too): look for READ CAPACITY(16) among them. */
+		if (c.buf[off] == SCSI_OP_SERVICE_ACTION_IN_16 &&
+		    get_be16(c.buf + off + 2) == 0x10)
+			seen_rc16 = c.buf[off + 5] == 1;
 	}
 	CHECK(seen_read10 && seen_rc16);
 	/* RCTD adds a command timeouts descriptor to each. */
