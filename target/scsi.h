@@ -81,6 +81,9 @@ struct scsi_cmd {
 	uint32_t nblocks;
 	int stage;
 	bool aborted;
+	bool gate_excl;			/* holds the write gate exclusively */
+	bool gate_shared;		/* a media write counted in the gate */
+	void (*gate_complete)(struct media_io *m, int res);
 	uint32_t cursor;		/* next part of a multi-part command
 					 * (UNMAP descriptors) */
 };

@@ -99,7 +99,7 @@ struct caw_waiter {
 	struct caw_waiter *next;
 	struct scsi_cmd *cmd;
 	struct reactor *r;
-	scsi_handler_fn start;
+	scsi_handler_fn start;	/* NULL: a gated write (resumes to hang_submit) */
 };
 
 struct scsi_lun_state {
@@ -110,6 +110,11 @@ struct scsi_lun_state {
 	/* COMPARE AND WRITE serialization (see scsi_caw_lock) */
 	bool caw_busy;
 	struct caw_waiter *caw_head, *caw_tail;
+	/* the write gate: plain writes in flight, and exclusive operations
+	 * wanting or holding the lock (scsi_write_gate_enter) */
+	atomic_uint writers;
+	atomic_uint excl_wanted;
+	struct caw_waiter *wr_head, *wr_tail;
 	struct scsi_pr *pr;	/* reservations (scsi_pr.c) */
 	bool medium_removed;	/* removable LUN ejected (START STOP UNIT) */
 };
@@ -387,13 +392,17 @@ bool scsi_caw_lock(struct scsi_cmd *cmd, scsi_handler_fn start)
 	if (!s)
 		return true;	/* no memory for state: run unserialized */
 	pthread_mutex_lock(&s->lock);
-	if (!s->caw_busy) {
+	/* announce first: plain writes arriving from now on wait */
+	atomic_fetch_add(&s->excl_wanted, 1);
+	if (!s->caw_busy && atomic_load(&s->writers) == 0) {
 		s->caw_busy = true;
 		pthread_mutex_unlock(&s->lock);
+		cmd->gate_excl = true;
 		return true;
 	}
 	struct caw_waiter *w = calloc(1, sizeof(*w));
 	if (!w) {
+		atomic_fetch_sub(&s->excl_wanted, 1);
 		pthread_mutex_unlock(&s->lock);
 		return true;
 	}
@@ -424,32 +433,155 @@ static void caw_resume(void *arg)
 		return;
 	}
 	cmd->stage = SCSI_STAGE_EXEC;
+	cmd->gate_excl = true;
 	if (start(cmd) == SCSI_EXEC_DONE)
 		scsi_cmd_complete(cmd);
+}
+
+static void gate_resume(void *arg);
+
+/* Hand the lock to the next exclusive waiter if no plain write is in
+ * flight; with nobody exclusive left, let the waiting writes go.  Called
+ * with s->lock held and caw_busy false; returns the waiters to resume. */
+static void gate_next(struct scsi_lun_state *s, struct caw_waiter **excl,
+		      struct caw_waiter **writes)
+{
+	*excl = NULL;
+	*writes = NULL;
+	if (s->caw_head) {
+		if (atomic_load(&s->writers) != 0)
+			return;	/* the last write out starts it */
+		*excl = s->caw_head;
+		s->caw_head = (*excl)->next;
+		if (!s->caw_head)
+			s->caw_tail = NULL;
+		(*excl)->cmd->stage = SCSI_STAGE_RESUMING;
+		s->caw_busy = true;
+		return;
+	}
+	if (atomic_load(&s->excl_wanted) == 0 && s->wr_head) {
+		unsigned n = 0;
+
+		for (struct caw_waiter *w = s->wr_head; w; w = w->next) {
+			w->cmd->stage = SCSI_STAGE_RESUMING;
+			n++;
+		}
+		atomic_fetch_add(&s->writers, n);
+		*writes = s->wr_head;
+		s->wr_head = s->wr_tail = NULL;
+	}
+}
+
+static void gate_wake(struct caw_waiter *excl, struct caw_waiter *writes)
+{
+	if (excl && (!excl->r || reactor_call(excl->r, caw_resume, excl) < 0))
+		caw_resume(excl);	/* tests (no reactor), or out of memory */
+	while (writes) {
+		struct caw_waiter *w = writes;
+
+		writes = w->next;
+		if (!w->r || reactor_call(w->r, gate_resume, w) < 0)
+			gate_resume(w);
+	}
 }
 
 void scsi_caw_unlock(struct scsi_lun *lun)
 {
 	struct scsi_lun_state *s = lun_state(lun);
-	struct caw_waiter *w;
+	struct caw_waiter *excl, *writes;
 
 	if (!s)
 		return;
 	pthread_mutex_lock(&s->lock);
-	w = s->caw_head;
-	if (w) {
-		s->caw_head = w->next;
-		if (!s->caw_head)
-			s->caw_tail = NULL;
-		w->cmd->stage = SCSI_STAGE_RESUMING;	/* owns the lock now */
-	} else {
-		s->caw_busy = false;
-	}
+	atomic_fetch_sub(&s->excl_wanted, 1);
+	s->caw_busy = false;
+	gate_next(s, &excl, &writes);
 	pthread_mutex_unlock(&s->lock);
-	if (!w)
+	gate_wake(excl, writes);
+}
+
+/* ---- the write gate ----
+ * SBC-3 5.2: COMPARE AND WRITE (and ORWRITE, WRITE ATOMIC) must be atomic
+ * against every other write to those blocks.  They hold the lock above
+ * exclusively; every other media write holds it shared through this gate.
+ * The healthy path costs two atomic operations and no lock: a write counts
+ * itself in, then checks that nobody exclusive has announced itself (both
+ * sides use sequentially consistent atomics, so one of them always sees
+ * the other); only while an exclusive operation waits or runs do writes
+ * queue, in arrival order, to be resumed on their own reactor. */
+
+bool scsi_write_gate_enter(struct scsi_cmd *cmd)
+{
+	struct scsi_lun_state *s = lun_state(cmd->lun);
+
+	if (!s)
+		return true;
+	if (atomic_load(&s->excl_wanted) == 0) {
+		atomic_fetch_add(&s->writers, 1);
+		if (atomic_load(&s->excl_wanted) == 0)
+			return true;
+		scsi_write_gate_exit(cmd->lun);	/* lost the race: back off */
+	}
+	pthread_mutex_lock(&s->lock);
+	if (atomic_load(&s->excl_wanted) == 0) {
+		atomic_fetch_add(&s->writers, 1);
+		pthread_mutex_unlock(&s->lock);
+		return true;
+	}
+	struct caw_waiter *w = calloc(1, sizeof(*w));
+	if (!w) {
+		/* no memory to wait: go now (atomicity best effort) */
+		atomic_fetch_add(&s->writers, 1);
+		pthread_mutex_unlock(&s->lock);
+		return true;
+	}
+	w->cmd = cmd;
+	w->r = reactor_current();
+	if (s->wr_tail)
+		s->wr_tail->next = w;
+	else
+		s->wr_head = w;
+	s->wr_tail = w;
+	cmd->stage = SCSI_STAGE_WAIT;
+	pthread_mutex_unlock(&s->lock);
+	return false;
+}
+
+void scsi_write_gate_exit(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+	struct caw_waiter *excl, *writes;
+
+	if (!s)
 		return;
-	if (!w->r || reactor_call(w->r, caw_resume, w) < 0)
-		caw_resume(w);	/* tests (no reactor), or out of memory */
+	if (atomic_fetch_sub(&s->writers, 1) != 1 ||
+	    atomic_load(&s->excl_wanted) == 0)
+		return;
+	/* the last write out while an exclusive operation waits */
+	pthread_mutex_lock(&s->lock);
+	if (s->caw_busy) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	gate_next(s, &excl, &writes);
+	pthread_mutex_unlock(&s->lock);
+	gate_wake(excl, writes);
+}
+
+static void gate_resume(void *arg)
+{
+	struct caw_waiter *w = arg;
+	struct scsi_cmd *cmd = w->cmd;
+
+	free(w);
+	if (cmd->aborted) {
+		scsi_write_gate_exit(cmd->lun);
+		scsi_cmd_complete(cmd);
+		return;
+	}
+	cmd->mio.seq = atomic_fetch_add(&cmd->lun->seq, 1);
+	cmd->stage = SCSI_STAGE_MEDIA;
+	hang_submit(cmd->lun, &cmd->mio);
 }
 
 /* Abort of a command waiting for the COMPARE AND WRITE lock: true if it
@@ -461,20 +593,35 @@ static bool caw_dequeue(struct scsi_cmd *cmd)
 
 	pthread_mutex_lock(&s->lock);
 	if (cmd->stage == SCSI_STAGE_WAIT) {
-		struct caw_waiter **pp, *prev = NULL;
-		for (pp = &s->caw_head; *pp; prev = *pp, pp = &(*pp)->next) {
-			if ((*pp)->cmd != cmd)
-				continue;
-			struct caw_waiter *w = *pp;
-			*pp = w->next;
-			if (s->caw_tail == w)
-				s->caw_tail = prev;
-			free(w);
-			found = true;
-			break;
+		struct caw_waiter **heads[2] = { &s->caw_head, &s->wr_head };
+		struct caw_waiter **tails[2] = { &s->caw_tail, &s->wr_tail };
+
+		for (int q = 0; q < 2 && !found; q++) {
+			struct caw_waiter **pp, *prev = NULL;
+
+			for (pp = heads[q]; *pp; prev = *pp, pp = &(*pp)->next) {
+				if ((*pp)->cmd != cmd)
+					continue;
+				struct caw_waiter *w = *pp;
+				*pp = w->next;
+				if (*tails[q] == w)
+					*tails[q] = prev;
+				free(w);
+				found = true;
+				break;
+			}
+			/* an exclusive waiter that gives up no longer wants
+			 * the lock; the writes behind it may go */
+			if (found && q == 0)
+				atomic_fetch_sub(&s->excl_wanted, 1);
 		}
 	}
+	struct caw_waiter *excl = NULL, *writes = NULL;
+
+	if (found && !s->caw_busy)
+		gate_next(s, &excl, &writes);
 	pthread_mutex_unlock(&s->lock);
+	gate_wake(excl, writes);
 	return found;
 }
 

@@ -172,6 +172,12 @@ enum scsi_exec_result scsi_data_in(struct scsi_cmd *cmd, const uint8_t *data,
  * The holder calls unlock exactly once when its compare/write is over. */
 bool scsi_caw_lock(struct scsi_cmd *cmd, scsi_handler_fn start);
 void scsi_caw_unlock(struct scsi_lun *lun);
+/* The write gate (scsi_cmd.c): every media write that does not hold the
+ * COMPARE AND WRITE lock enters shared.  enter: true = go on; false =
+ * queued (cmd->mio is later handed to hang_submit() on cmd's reactor).
+ * exit when the write completes. */
+bool scsi_write_gate_enter(struct scsi_cmd *cmd);
+void scsi_write_gate_exit(struct scsi_lun *lun);
 
 /* Removable medium state of a LUN (scsi_cmd.c).  load_eject: -EBUSY
  * (nothing changes) while any I_T nexus prevents medium removal.

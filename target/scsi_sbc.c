@@ -206,6 +206,15 @@ static void media_done(struct media_io *m, int res)
 	sbc_media_finish(cmd, res);
 }
 
+static void gated_complete(struct media_io *m, int res)
+{
+	struct scsi_cmd *cmd = m->owner;
+
+	cmd->gate_shared = false;
+	scsi_write_gate_exit(cmd->lun);
+	cmd->gate_complete(m, res);
+}
+
 enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
 				       unsigned flags, uint64_t offset,
 				       uint64_t length, void *data,
@@ -231,6 +240,16 @@ enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
 	m->origin = reactor_current();
 	m->complete = complete ? complete : media_done;
 	m->owner = cmd;
+	if ((op == BE_OP_WRITE || op == BE_OP_WRITE_ZEROES ||
+	     op == BE_OP_UNMAP) && !cmd->gate_excl) {
+		/* plain writes wait while a COMPARE AND WRITE (or ORWRITE,
+		 * WRITE ATOMIC) of this LUN runs: SBC-3 5.2 atomicity */
+		cmd->gate_shared = true;
+		cmd->gate_complete = m->complete;
+		m->complete = gated_complete;
+		if (!scsi_write_gate_enter(cmd))
+			return SCSI_EXEC_ASYNC;	/* resumed by the gate */
+	}
 	cmd->stage = SCSI_STAGE_MEDIA;
 	hang_submit(cmd->lun, m);
 	return SCSI_EXEC_ASYNC;
