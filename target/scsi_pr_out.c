@@ -53,7 +53,8 @@ static int snap_take(const struct scsi_pr *pr, struct pr_snapshot *s)
 	s->regs = malloc(sizeof(*s->regs) * (pr->nregs ? pr->nregs : 1));
 	if (!s->regs)
 		return -ENOMEM;
-	memcpy(s->regs, pr->regs, sizeof(*s->regs) * pr->nregs);
+	if (pr->nregs)	/* regs may still be NULL with no registration */
+		memcpy(s->regs, pr->regs, sizeof(*s->regs) * pr->nregs);
 	s->nregs = pr->nregs;
 	s->generation = pr->generation;
 	s->reserved = pr->reserved;
@@ -66,7 +67,8 @@ static int snap_take(const struct scsi_pr *pr, struct pr_snapshot *s)
 static void snap_restore(struct scsi_pr *pr, const struct pr_snapshot *s)
 {
 	/* nregs only shrinks or grows within cap after the snapshot */
-	memcpy(pr->regs, s->regs, sizeof(*s->regs) * s->nregs);
+	if (s->nregs)
+		memcpy(pr->regs, s->regs, sizeof(*s->regs) * s->nregs);
 	pr->nregs = s->nregs;
 	pr->generation = s->generation;
 	pr->reserved = s->reserved;
