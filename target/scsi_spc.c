@@ -89,6 +89,7 @@
 #define CACHING_WCE		0x04
 #define CONTROL_D_SENSE		0x04
 #define CONTROL_QAM_UNRESTRICTED 0x10
+#define CONTROL_TAS		0x40	/* byte 5: TASK ABORTED status */
 #define INFO_EXCEPT_DEXCPT	0x08
 
 /* REPORT LUNS (SPC-4 6.33) */
@@ -471,6 +472,12 @@ static uint32_t mode_page(const struct scsi_cmd *cmd, uint8_t page, int pc,
 			p[2] |= CONTROL_D_SENSE;
 		if (pc != MS_PC_CHANGEABLE) {
 			p[3] = CONTROL_QAM_UNRESTRICTED;
+			/* SAM-5 5.6: commands aborted because of another
+			 * I_T nexus (LUN RESET, CLEAR TASK SET, PREEMPT AND
+			 * ABORT) end with TASK ABORTED status, which is what
+			 * the iSCSI layer sends, rather than silently with a
+			 * COMMANDS CLEARED BY ANOTHER INITIATOR attention */
+			p[5] = CONTROL_TAS;
 			put_be16(p + 8, 0xffff);	/* busy timeout: unlimited */
 		}
 		break;

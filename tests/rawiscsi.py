@@ -267,6 +267,20 @@ class RawSession:
         return [tuple(kv.split("=", 1)) for kv in
                 out.decode().split("\0") if "=" in kv]
 
+    def tmf(self, function, lun=0, ref_itt=0xFFFFFFFF):
+        """Send a Task Management Function Request (immediate)."""
+        itt = self.next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x40 | OP_TMF
+        bhs[1] = 0x80 | function
+        bhs[9] = lun
+        bhs[16:20] = struct.pack(">I", itt)
+        bhs[20:24] = struct.pack(">I", ref_itt)
+        bhs[24:28] = struct.pack(">I", self.cmd_sn)
+        bhs[28:32] = struct.pack(">I", self.exp_stat_sn)
+        self.send(bhs)
+        return itt
+
     def logout(self):
         bhs = bytearray(48)
         bhs[0] = 0x40 | OP_LOGOUT

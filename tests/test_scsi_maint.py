@@ -69,3 +69,44 @@ def test_both_listed_in_supported_opcodes(holdfast):
     for sa in (0x0a, 0x0d):
         r = cdb(d, 1, "a30c02a3%04x0000ffff0000" % sa, alloc=255)
         assert r["status"] == GOOD and r["bytes"][1] & 0x07 == 3, sa
+
+
+def test_tas_commands_cleared_by_another_nexus_end_task_aborted(holdfast):
+    """The control page says TAS=1, and it is true: a write of session A
+    held by a hung LUN that session B's LUN RESET clears is answered
+    TASK ABORTED (SAM-5 5.6), not left without a status."""
+    import time
+    import rawiscsi as r
+    from helpers import IQN
+
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "d.img",
+                        "size": "16M", "rerror": "retry", "werror": "retry",
+                        "retry_interval": 200}])
+    r6 = cdb(d, 1, "1a000a00ff00", alloc=255)       # MODE SENSE(6) page 0Ah
+    page = r6["bytes"][4 + r6["bytes"][3]:]
+    assert page[0] & 0x3f == 0x0a and page[5] & 0x40   # TAS
+    a = r.RawSession("127.0.0.1", d.port, isid=b"\x80\x00\x00\x00\x00\x0a")
+    b = r.RawSession("127.0.0.1", d.port, isid=b"\x80\x00\x00\x00\x00\x0b")
+    for s in (a, b):
+        s.login(IQN)
+        for _ in range(3):
+            if s.wait_status(s.scsi(1, bytes(6)))[0] == 0:
+                break
+    d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+             "--lun", "1", "--params", "fault=eio:ops=w")
+    held = a.scsi(1, bytes.fromhex("2a00000000100000010" + "0"),
+                  data=b"\x55" * 512)
+    time.sleep(0.5)                                  # held by the hang
+    t = b.tmf(5, lun=1)                              # LUN RESET
+    p = b.recv(timeout=10)
+    assert p.opcode == r.OP_TMF_RSP and p.u32(16) == t and p.bhs[2] == 0
+    p = a.recv(timeout=10)
+    assert p.opcode == r.OP_SCSI_RSP and p.u32(16) == held
+    assert p.bhs[3] == 0x40                          # TASK ABORTED
+    d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+             "--lun", "1", "--params", "fault=off")
+    with open(d.path("d.img"), "rb") as f:
+        f.seek(0x10 * 512)
+        assert f.read(512) != b"\x55" * 512          # never written
+    a.close()
+    b.close()
