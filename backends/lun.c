@@ -64,6 +64,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 		.size = s->size,
 		.block_size = block_size,
 		.direct = s->direct,
+		.sync = s->sync,
 		.readonly = s->readonly,
 	};
 	const char *name = s->backend[0] ? s->backend : "file";

@@ -307,6 +307,7 @@ static const struct {
 	{ "size", T_STR | T_INT },
 	{ "block_size", T_INT },
 	{ "direct", T_BOOL },
+	{ "sync", T_BOOL },
 	{ "readonly", T_BOOL },
 	{ "removable", T_BOOL },
 	{ "thin_provisioning", T_BOOL },

@@ -71,8 +71,9 @@ static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
 		fprintf(f, ";\n");
 	}
 	/* The size of what is open, so a missing store is recreated alike. */
-	fprintf(f, "        size = %" PRIu64 "; block_size = %u; direct = %s;\n",
-		lun->nblocks * s.block_size, s.block_size, dump_bool(s.direct));
+	fprintf(f, "        size = %" PRIu64 "; block_size = %u; direct = %s;%s\n",
+		lun->nblocks * s.block_size, s.block_size, dump_bool(s.direct),
+		s.sync ? " sync = true;" : "");
 	fprintf(f, "        readonly = %s; removable = %s; thin_provisioning = %s;\n",
 		dump_bool(s.readonly), dump_bool(s.removable),
 		dump_bool(s.thin_provisioning));

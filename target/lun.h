@@ -26,6 +26,7 @@ struct lun_settings {
 	uint64_t size;			/* bytes, 0 = size of existing store */
 	uint32_t block_size;		/* 512 default; power of two 512..65536 */
 	bool direct;			/* O_DIRECT; default true */
+	bool sync;			/* O_SYNC (tgtadm --bsoflags sync) */
 	bool readonly;
 	bool removable;
 	bool thin_provisioning;

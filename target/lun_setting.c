@@ -190,6 +190,7 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 				    "must be a power of two from 512 to 65536");
 		s->block_size = (uint32_t)u;
 	} else if (strcmp(key, "direct") == 0 ||
+		   strcmp(key, "sync") == 0 ||
 		   strcmp(key, "readonly") == 0 ||
 		   strcmp(key, "removable") == 0 ||
 		   strcmp(key, "thin_provisioning") == 0 ||
@@ -200,6 +201,8 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 				    "expected a boolean (true/false, yes/no, 1/0)");
 		if (strcmp(key, "direct") == 0)
 			s->direct = b;
+		else if (strcmp(key, "sync") == 0)
+			s->sync = b;
 		else if (strcmp(key, "readonly") == 0)
 			s->readonly = b;
 		else if (strcmp(key, "removable") == 0)

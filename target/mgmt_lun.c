@@ -55,14 +55,17 @@ static int mgmt_lun_new(const struct mgmt_req *req)
 		return MGMT_UNSUPPORTED_OPERATION;
 	if (mgmt_payload_get(req->payload, "bsoflags", v, sizeof(v))) {
 		/* tgtd: "direct", "sync" or both joined by ':'.  holdfast
-		 * always opens O_DIRECT (the default); "sync" is accepted for
-		 * compatibility and adds nothing O_DIRECT does not give. */
+		 * opens O_DIRECT by default anyway; "sync" adds O_SYNC. */
 		char *save = NULL;
 		for (char *f = strtok_r(v, ":|", &save); f;
-		     f = strtok_r(NULL, ":|", &save))
-			if (strcmp(f, "direct") && strcmp(f, "sync"))
+		     f = strtok_r(NULL, ":|", &save)) {
+			if (strcmp(f, "direct") == 0)
+				s.direct = true;
+			else if (strcmp(f, "sync") == 0)
+				s.sync = true;
+			else
 				return MGMT_INVALID_REQUEST;
-		s.direct = true;
+		}
 	}
 	if (mgmt_payload_get(req->payload, "blocksize", v, sizeof(v)) &&
 	    lun_setting_apply(&s, "block_size", v, reason, sizeof(reason)))

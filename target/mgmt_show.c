@@ -146,7 +146,9 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 	mgmt_buf_printf(b, "            Backing store type: %s\n", s.backend);
 	mgmt_buf_printf(b, "            Backing store path: %s\n",
 			s.path[0] ? s.path : "None");
-	mgmt_buf_printf(b, "            Backing store flags: %s\n",
+	/* tgtd's spelling: "sync:direct", "sync", "direct" or empty */
+	mgmt_buf_printf(b, "            Backing store flags: %s%s%s\n",
+			s.sync ? "sync" : "", s.sync && s.direct ? ":" : "",
 			s.direct ? "direct" : "");
 
 	/* holdfast's lines. */

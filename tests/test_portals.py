@@ -89,3 +89,35 @@ def test_portal_with_advertised_address(holdfast):
     assert ("TargetAddress", "127.0.0.1:%d,1" % d.port) in \
         s.text([("SendTargets", "All")])
     s.close()
+
+
+def test_bsoflags_sync_opens_o_sync(holdfast, tmp_path):
+    """tgtadm --bsoflags direct:sync opens the store O_DIRECT|O_SYNC, and
+    show spells the flags as tgtd does."""
+    import os
+    d = holdfast()
+    d.require_holdfast()
+    img = tmp_path / "s.img"
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "logicalunit",
+             "--tid", "1", "--lun", "5", "-b", str(img), "--bsoflags",
+             "direct:sync")
+    show = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "target").stdout
+    block = show[show.index("LUN: 5"):]
+    assert "Backing store flags: sync:direct" in block
+    # the open file of the daemon has O_SYNC (and O_DIRECT) set
+    fds = os.listdir("/proc/%d/fd" % d.proc.pid)
+    flags = None
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (d.proc.pid, fd)) == str(img):
+                with open("/proc/%d/fdinfo/%s" % (d.proc.pid, fd)) as f:
+                    for line in f:
+                        if line.startswith("flags:"):
+                            flags = int(line.split()[1], 8)
+        except OSError:
+            continue
+    assert flags is not None
+    assert flags & os.O_SYNC == os.O_SYNC and flags & os.O_DIRECT
