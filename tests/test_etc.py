@@ -42,6 +42,10 @@ def localize(text, tmp):
                      'portals = [ "127.0.0.1:@PORT@" ];', text)
     assert n == 1, "sample must have exactly one top-level portals line"
     out = out.replace(SAMPLE_STATE_DIR, str(tmp) + "/")
+    # a gateway's SAN block devices become files of the test's own
+    out = re.sub(r'path\s*=\s*"/dev/disk/by-path/([^"]+)";',
+                 lambda m: 'path = "%s/%s.img"; size = "64M";' % (
+                     tmp, re.sub(r"[^A-Za-z0-9.-]", "_", m.group(1))), out)
     out = re.sub(r'(?m)^(\s*initiators\s*=\s*\[)', r'\1 "127.0.0.1",', out)
     return out
 
