@@ -63,6 +63,29 @@ def failed_tests(out):
     return lines
 
 
+def run_family(family, *urls, initiators=None, timeout=300):
+    """Run one iscsi-test-cu family (None: the whole suite) against urls
+    (two URLs: a second I_T nexus, initiators naming both) and assert that
+    every test of it ran and none failed.  Returns (CompletedProcess,
+    output) for further checks."""
+    argv = ["iscsi-test-cu", "--dataloss"]
+    if initiators:
+        argv += ["-i", initiators[0], "-I", initiators[1]]
+    if family:
+        argv += ["-t", family]
+    cp = run(argv + list(urls), timeout=timeout, check=False)
+    out = cp.stdout + cp.stderr
+    summary = parse_cunit(out)
+    assert summary is not None, "no CUnit summary (exit %d):\n%s" % (
+        cp.returncode, out[-6000:])
+    total, ran, passed, failed, inactive = summary
+    assert total > 0, "family %s ran no tests:\n%s" % (family, out[-6000:])
+    assert failed == 0, "%d of %d %s tests failed:\n%s\n\n%s" % (
+        failed, ran, family, "\n".join(failed_tests(out)), out[-6000:])
+    assert ran == total and inactive == 0, out[-6000:]
+    return cp, out
+
+
 def test_families_exist():
     """Guard against a renamed family silently running nothing."""
     listed = set(run(["iscsi-test-cu", "--list"], timeout=30).stdout.split())
@@ -79,15 +102,5 @@ def test_conformance_family(holdfast, family, block_size):
                         "size": "64M", "block_size": block_size}])
     if d.is_tgtd and family in TGTD_KNOWN_FAILURES:
         pytest.skip("tgtd baseline run: known tgtd failure")
-    cp = run(["iscsi-test-cu", "--dataloss", "-t", family, d.url(1)],
-             timeout=300, check=False)
-    out = cp.stdout + cp.stderr
-    summary = parse_cunit(out)
-    assert summary is not None, "no CUnit summary (exit %d):\n%s" % (
-        cp.returncode, out[-6000:])
-    total, ran, passed, failed, inactive = summary
-    assert total > 0, "family %s ran no tests:\n%s" % (family, out[-6000:])
-    assert failed == 0, "%d of %d %s tests failed:\n%s\n\n%s" % (
-        failed, ran, family, "\n".join(failed_tests(out)), out[-6000:])
-    assert ran == total and inactive == 0, out[-6000:]
+    cp, out = run_family(family, d.url(1))
     assert cp.returncode == 0, out[-6000:]

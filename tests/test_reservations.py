@@ -16,7 +16,7 @@ import pytest
 
 from helpers import run
 from rawiscsi import RawSession
-from test_conformance_cu import failed_tests, parse_cunit
+from test_conformance_cu import run_family
 
 INIT1 = "iqn.2026-11.org.example:i1"
 INIT2 = "iqn.2026-11.org.example:i2"
@@ -50,17 +50,7 @@ def test_families_exist():
 def test_conformance_reservations(holdfast, family):
     d = file_lun(holdfast)
     url = d.url(1)
-    cp = run(["iscsi-test-cu", "--dataloss", "-i", INIT1, "-I", INIT2,
-              "-t", family, url, url], timeout=300, check=False)
-    out = cp.stdout + cp.stderr
-    summary = parse_cunit(out)
-    assert summary is not None, "no CUnit summary (exit %d):\n%s" % (
-        cp.returncode, out[-6000:])
-    total, ran, passed, failed, inactive = summary
-    assert total > 0, out[-6000:]
-    assert failed == 0, "%d of %d %s tests failed:\n%s\n\n%s" % (
-        failed, ran, family, "\n".join(failed_tests(out)), out[-6000:])
-    assert ran == total and inactive == 0, out[-6000:]
+    cp, out = run_family(family, url, url, initiators=(INIT1, INIT2))
     skipped = [l for l in out.splitlines() if "[SKIPPED]" in l and
                any(s in l for s in NOT_IMPLEMENTED)]
     if not d.is_tgtd:
