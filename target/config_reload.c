@@ -273,19 +273,7 @@ static bool reload_lun_settings(int tid, struct scsi_lun *lun,
 			 tid, old.lun, why);
 		return false;
 	}
-	pthread_mutex_lock(&lun->lock);
-	lun->set = tmp;
-	pthread_mutex_unlock(&lun->lock);
-	if (old.rerror != tmp.rerror || old.werror != tmp.werror ||
-	    old.retry_interval_ms != tmp.retry_interval_ms ||
-	    old.retry_timeout_ms != tmp.retry_timeout_ms ||
-	    memcmp(old.retry_errors, tmp.retry_errors,
-		   sizeof(old.retry_errors)) != 0)
-		hang_settings_changed(lun);
-	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
-	if (old.write_cache != tmp.write_cache ||
-	    old.sense_desc != tmp.sense_desc || old.readonly != tmp.readonly)
-		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
+	lun_settings_install(lun, &tmp);
 	log_info("reload: target %d: LUN %" PRIu64 " settings changed", tid,
 		 old.lun);
 	return true;

@@ -77,6 +77,13 @@ struct scsi_lun {
 	struct scsi_lun_state *scsi;
 };
 
+/* Install new run-time settings on a live LUN (management update, SIGHUP
+ * reload) and tell who depends on them: the hang engine when the error
+ * policy changed, the initiators (MODE PARAMETERS CHANGED) when a mode
+ * page changed.  Returns the settings that were replaced.  Any thread. */
+struct lun_settings lun_settings_install(struct scsi_lun *lun,
+					 const struct lun_settings *s);
+
 /* Create a LUN from settings: opens the backend (creating a sparse file if
  * needed).  Returns 0 and *out, or -errno with *errmsg explaining why. */
 int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,

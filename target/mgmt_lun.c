@@ -271,21 +271,7 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			goto out;
 		}
 	}
-	pthread_mutex_lock(&lun->lock);
-	struct lun_settings old = lun->set;
-	lun->set = tmp;
-	pthread_mutex_unlock(&lun->lock);
-
-	if (old.rerror != tmp.rerror || old.werror != tmp.werror ||
-	    old.retry_interval_ms != tmp.retry_interval_ms ||
-	    old.retry_timeout_ms != tmp.retry_timeout_ms ||
-	    memcmp(old.retry_errors, tmp.retry_errors,
-		   sizeof(old.retry_errors)) != 0)
-		hang_settings_changed(lun);
-	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
-	if (old.write_cache != tmp.write_cache ||
-	    old.sense_desc != tmp.sense_desc || old.readonly != tmp.readonly)
-		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
+	lun_settings_install(lun, &tmp);
 	if (hang[0] && hang_verb(lun, hang))
 		err = MGMT_INVALID_REQUEST;
 	log_info("target %d: LUN %llu updated: %s", req->tid,
