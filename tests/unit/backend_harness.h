@@ -22,20 +22,8 @@
 
 extern const struct backend_ops be_file_ops, be_null_ops, be_fault_ops;
 
-static int n_pass, n_fail;
+#include "check.h"
 
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (cond) {                                                   \
-			n_pass++;                                             \
-		} else {                                                      \
-			n_fail++;                                             \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__,         \
-				__LINE__, #cond);                             \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-		}                                                             \
-	} while (0)
 
 #define KIB 1024ULL
 #define MIB (1024ULL * 1024)
@@ -255,8 +243,7 @@ static inline int harness_finish(void)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
-	printf("%d passed, %d failed\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
+	return CHECK_SUMMARY("test_backend");
 }
 
 #endif

@@ -23,18 +23,8 @@
 #include "reactor.h"
 #include "util.h"
 
-static int passed UNUSED, failed UNUSED;
+#include "check.h"
 
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (cond) {                                                   \
-			passed++;                                             \
-		} else {                                                      \
-			failed++;                                             \
-			fprintf(stderr, "%s:%d: %s: FAILED: %s\n", __FILE__,  \
-				__LINE__, __func__, #cond);                   \
-		}                                                             \
-	} while (0)
 
 /* ---- stubs ---- */
 static struct media_io *pending UNUSED;

@@ -12,16 +12,7 @@
 #include "../../target/hang.c"
 #include "../../target/hang_ctl.c"
 
-static int n_pass, n_fail;
-#define CHECK(c)                                                              \
-	do {                                                                  \
-		if (c) {                                                      \
-			n_pass++;                                             \
-		} else {                                                      \
-			n_fail++;                                             \
-			printf("FAIL %s:%d: %s\n", __func__, __LINE__, #c);   \
-		}                                                             \
-	} while (0)
+#include "check.h"
 
 /* ---- fake reactors and calls ---- */
 
@@ -1631,6 +1622,5 @@ int main(void)
 	test_same_reactor_never_inside_submit();
 	test_free_while_failed();
 	test_threads();
-	printf("%d passed, %d failed\n", n_pass, n_fail);
-	return n_fail ? 1 : 0;
+	return CHECK_SUMMARY("test_hang");
 }

@@ -20,18 +20,8 @@
 #include "target.h"
 #include "util.h"
 
-static int passed, failed;
+#include "check.h"
 
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (cond) {                                                   \
-			passed++;                                             \
-		} else {                                                      \
-			failed++;                                             \
-			fprintf(stderr, "%s:%d: %s: FAILED: %s\n", __FILE__,  \
-				__LINE__, __func__, #cond);                   \
-		}                                                             \
-	} while (0)
 
 /* ---- stubs ---- */
 static struct media_io *pending;
@@ -448,6 +438,5 @@ int main(void)
 	test_spc2();
 	test_aptpl_file();
 	scsi_lun_state_free(&lun);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return CHECK_SUMMARY("test_scsi_pr");
 }

@@ -13,18 +13,8 @@
 
 #include "../../target/scsi_xcopy.c"
 
-static int passed, failed;
+#include "check.h"
 
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (cond) {                                                   \
-			passed++;                                             \
-		} else {                                                      \
-			failed++;                                             \
-			fprintf(stderr, "%s:%d: %s: FAILED: %s\n", __FILE__,  \
-				__LINE__, __func__, #cond);                   \
-		}                                                             \
-	} while (0)
 
 #define WEAK __attribute__((weak))
 
@@ -714,6 +704,5 @@ int main(void)
 	test_vpd_page();
 	for (int i = 1; i <= 2; i++)
 		free(disk[i]);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return CHECK_SUMMARY("test_scsi_xcopy");
 }
