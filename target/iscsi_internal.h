@@ -179,9 +179,12 @@ struct iscsi_conn {
 	uint32_t nop_interval_ms, nop_count;
 };
 
-/* Counters are written on the connection's reactor and read by the
- * management thread: relaxed atomics, no ordering needed. */
-#define STAT_ADD(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
+/* Counters have one writer, the connection's reactor, and are read by
+ * the management thread: relaxed atomic loads and stores, no ordering and
+ * no locked read-modify-write needed on the hot path. */
+#define STAT_ADD(field, n)                                                    \
+	__atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) \
+			 + (n), __ATOMIC_RELAXED)
 #define STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 /* iscsi_conn.c */

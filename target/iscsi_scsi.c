@@ -226,15 +226,20 @@ static void task_send_r2ts(struct iscsi_task *t)
 }
 
 /* The command's turn has come (CmdSN order): start its data phase. */
+/* The task's LUN, looked up once and kept (referenced) in cmd.lun for
+ * execution; NULL if there is no such LUN. */
+static struct scsi_lun *task_lun(struct iscsi_task *t)
+{
+	if (!t->cmd.lun && t->lun_id != UINT64_MAX)
+		t->cmd.lun = tgt_lun_get(t->conn->sess->target, t->lun_id);
+	return t->cmd.lun;
+}
+
 static bool task_lun_hung(struct iscsi_task *t)
 {
-	struct scsi_lun *lun = t->lun_id == UINT64_MAX ? NULL :
-			       tgt_lun_get(t->conn->sess->target, t->lun_id);
-	bool hung = lun && hang_state(lun) == HANG_HUNG;
+	struct scsi_lun *lun = task_lun(t);
 
-	if (lun)
-		scsi_lun_put(lun);
-	return hung;
+	return lun && hang_state(lun) == HANG_HUNG;
 }
 
 /* While a LUN is hung its writes would only queue behind the held one:
@@ -610,8 +615,7 @@ static void task_execute(struct iscsi_task *t)
 	t->state = TASK_EXECUTING;
 	cmd->target = s->target;
 	cmd->lun_id = t->lun_id;
-	cmd->lun = t->lun_id == UINT64_MAX ? NULL
-					   : tgt_lun_get(s->target, t->lun_id);
+	cmd->lun = task_lun(t);
 	cmd->nexus = &s->nexus;
 	cmd->out_len = t->cmd.dir_write ? MIN(t->received, t->edtl) : 0;
 	cmd->done = task_scsi_done;
