@@ -177,11 +177,10 @@ static int conn_tx_iov(struct iscsi_conn *c, struct iovec *iov, int max)
 	return n;
 }
 
-static uint32_t pdu_wire_len(struct iscsi_conn *c, struct iscsi_pdu *p)
+static uint32_t pdu_wire_len(const struct iscsi_pdu *p)
 {
 	uint32_t len = ISCSI_BHS_LEN + (p->hd ? 4 : 0);
 
-	(void)c;
 	if (p->data_len)
 		len += p->data_len + pdu_pad(p->data_len) + (p->dd ? 4 : 0);
 	return len;
@@ -209,7 +208,7 @@ static void conn_tx_flush(struct iscsi_conn *c)
 		while (w > 0 && !list_empty(&c->txq)) {
 			struct iscsi_pdu *p = list_first_entry(
 				&c->txq, struct iscsi_pdu, link);
-			uint32_t left = pdu_wire_len(c, p) - p->sent;
+			uint32_t left = pdu_wire_len(p) - p->sent;
 
 			if ((size_t)w < left) {
 				p->sent += (uint32_t)w;
@@ -753,8 +752,6 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	conn_maybe_free(c);
 }
 
-/* Called by iscsi_scsi.c when a task of a closing connection is gone. */
-void iscsi_conn_task_gone(struct iscsi_conn *c);
 void iscsi_conn_task_gone(struct iscsi_conn *c)
 {
 	if (c->state == CONN_STATE_CLOSING)

@@ -202,6 +202,8 @@ uint32_t iscsi_conn_next_stat_sn(struct iscsi_conn *c);
 void iscsi_conn_reject(struct iscsi_conn *c, const uint8_t *bhs,
 		       uint8_t reason);
 void iscsi_conn_start_nop(struct iscsi_conn *c);
+/* A task of c was freed: a closing connection may now be freed too. */
+void iscsi_conn_task_gone(struct iscsi_conn *c);
 uint32_t iscsi_conn_new_ttt(struct iscsi_conn *c);
 
 /* iscsi_login.c */

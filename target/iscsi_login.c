@@ -95,13 +95,12 @@ static void login_fail(struct iscsi_conn *c, const uint8_t *req,
 
 /* Handle one declarative or security key.  Returns 1 if handled, 0 if
  * unknown, -1 with *status set if the login must fail. */
-static int login_key(struct iscsi_conn *c, struct iscsi_login *l,
+static int login_key(struct iscsi_login *l,
 		     const char *key, const char *value, char *rsp,
 		     unsigned rsplen, unsigned *rspoff, uint16_t *status)
 {
 	char out[256];
 
-	(void)c;
 	if (strcmp(key, "InitiatorName") == 0) {
 		snprintf(l->initiator_name, sizeof(l->initiator_name), "%s",
 			 value);
@@ -464,7 +463,7 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 				      !strcmp(key, "InitiatorAlias") ||
 				      !strcmp(key, "TargetName") ||
 				      !strcmp(key, "SessionType")) &&
-			    login_key(c, l, key, value, rsp, LOGIN_RSP_MAX,
+			    login_key(l, key, value, rsp, LOGIN_RSP_MAX,
 				      &rspoff, &status) < 0) {
 				why = key;
 				break;
@@ -493,7 +492,7 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 			why = "key without value";
 			break;
 		}
-		r = login_key(c, l, key, value, rsp, LOGIN_RSP_MAX, &rspoff,
+		r = login_key(l, key, value, rsp, LOGIN_RSP_MAX, &rspoff,
 			      &status);
 		if (r < 0) {
 			why = key;

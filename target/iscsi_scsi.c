@@ -11,7 +11,6 @@
 
 #include "iscsi_internal.h"
 
-void iscsi_conn_task_gone(struct iscsi_conn *c);
 
 static void task_execute(struct iscsi_task *t);
 void iscsi_conn_defer_poll(struct ev_timer *timer);
@@ -599,7 +598,6 @@ static void task_execute(struct iscsi_task *t)
 	struct iscsi_conn *c = t->conn;
 	struct iscsi_session *s = c->sess;
 	struct scsi_cmd *cmd = &t->cmd;
-	const uint8_t *bhs_cdb = NULL;
 
 	struct iscsi_lun_stat *st = task_stat(t);
 
@@ -619,7 +617,6 @@ static void task_execute(struct iscsi_task *t)
 	cmd->nexus = &s->nexus;
 	cmd->out_len = t->cmd.dir_write ? MIN(t->received, t->edtl) : 0;
 	cmd->done = task_scsi_done;
-	(void)bhs_cdb;
 	scsi_cmd_exec(cmd);
 }
 
