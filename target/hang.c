@@ -416,7 +416,26 @@ static void hang_after_probe(struct hang_lun *h)
 		hang_arm_probe(h);
 }
 
+static void hang_home_io_finish(struct be_io *io, int res);
+
+static void hang_drain(struct hang_lun *h);
+
 static void hang_home_io_done(struct be_io *io, int res)
+{
+	struct scsi_lun *lun = io->priv;
+	struct hang_lun *h = lun->hang;
+	const struct hang_env *env = h->env;
+
+	/* the completion may drop the command's last hold on the LUN */
+	env->lun_get(lun);
+	hang_home_io_finish(io, res);
+	/* a finished command may let a waiting overlapping one go */
+	if (!list_empty(&h->held) || !list_empty(&h->queued))
+		hang_drain(h);
+	env->lun_put(lun);	/* last: may free the LUN */
+}
+
+static void hang_home_io_finish(struct be_io *io, int res)
 {
 	struct media_io *m = container_of(io, struct media_io, io);
 	struct hang_lun *h = ((struct scsi_lun *)io->priv)->hang;
@@ -545,10 +564,67 @@ void hang_submit(struct scsi_lun *lun, struct media_io *m)
 
 /* ---- recovery and failure of a whole episode ---- */
 
+/* Do a and b touch the same blocks?  A flush has no range: it must not
+ * overtake (or be overtaken by) anything, so it overlaps everything. */
+static bool hang_overlaps(const struct media_io *a, const struct media_io *b)
+{
+	if (a->io.op == BE_OP_FLUSH || b->io.op == BE_OP_FLUSH)
+		return true;
+	return a->io.offset < b->io.offset + b->io.length &&
+	       b->io.offset < a->io.offset + a->io.length;
+}
+
+/* Must m wait: does it overlap a command in the backend, or an earlier
+ * command (held before queued, each in arrival order) still waiting? */
+static bool hang_drain_blocked(struct hang_lun *h, struct media_io *m)
+{
+	struct list_head *lists[2] = { &h->held, &h->queued };
+	struct media_io *o;
+
+	list_for_each_entry(o, &h->inflight, link)
+		if (hang_overlaps(o, m))
+			return true;
+	for (int i = 0; i < 2; i++)
+		list_for_each_entry(o, lists[i], link) {
+			if (o == m)
+				return false;
+			if (hang_overlaps(o, m))
+				return true;
+		}
+	return false;
+}
+
+/* After a recovery, send what was held, then what was queued, to the
+ * backend in arrival order.  Commands to different blocks go at once; one
+ * that overlaps a command still in the backend or an earlier one still
+ * waiting stays in its list (accounted, abortable) until that one is done,
+ * so a retried write can never land after a later write to the same
+ * blocks (DESIGN.md) even when the backend completes out of order.  Runs
+ * again on every completion of the home reactor's in-flight commands. */
+static void hang_drain(struct hang_lun *h)
+{
+	struct list_head *lists[2] = { &h->held, &h->queued };
+
+	if (hang_get_state(h) != HANG_OK)
+		return;	/* a new episode holds the rest in place */
+	for (int i = 0; i < 2; i++) {
+		struct media_io *m, *n;
+
+		list_for_each_entry_safe(m, n, lists[i], link) {
+			if (hang_drain_blocked(h, m))
+				continue;
+			list_del(&m->link);
+			hang_unaccount(h, m, i == 0);
+			hang_home_dispatch(h, m);
+			if (hang_get_state(h) != HANG_OK)
+				return;
+		}
+	}
+}
+
 void hang_recover(struct hang_lun *h, const char *why)
 {
-	struct list_head todo = LIST_HEAD_INIT(todo);
-	struct media_io *m, *n;
+	struct media_io *m;
 	int from = hang_get_state(h);
 	unsigned count = 0;
 
@@ -556,19 +632,10 @@ void hang_recover(struct hang_lun *h, const char *why)
 		return;
 	hang_timer_clear(h, &h->probe_timer);
 	hang_timer_clear(h, &h->timeout_timer);
-	/* held first, then queued, each in arrival order (DESIGN.md) */
-	list_for_each_entry_safe(m, n, &h->held, link) {
-		list_del(&m->link);
-		hang_unaccount(h, m, true);
-		list_add_tail(&m->link, &todo);
+	list_for_each_entry(m, &h->held, link)
 		count++;
-	}
-	list_for_each_entry_safe(m, n, &h->queued, link) {
-		list_del(&m->link);
-		hang_unaccount(h, m, false);
-		list_add_tail(&m->link, &todo);
+	list_for_each_entry(m, &h->queued, link)
 		count++;
-	}
 	pthread_mutex_lock(&h->lock);
 	h->recoveries++;
 	pthread_mutex_unlock(&h->lock);
@@ -580,10 +647,8 @@ void hang_recover(struct hang_lun *h, const char *why)
 		hang_m_set(h->probe, hang_m_get(h->probe) & ~HM_PROBE);
 		h->probe = NULL;
 	}
-	list_for_each_entry_safe(m, n, &todo, link) {
-		list_del(&m->link);
-		hang_home_dispatch(h, m);
-	}
+	/* held first, then queued, each in arrival order (DESIGN.md) */
+	hang_drain(h);
 }
 
 void hang_fail_all(struct hang_lun *h, const char *why)
