@@ -10,8 +10,13 @@
 CC      ?= gcc
 BUILD   ?= build
 SANFLAGS ?=
+# One folder per layer (README "Architecture"); headers are included by
+# their base name, and scripts/layers.sh checks that no layer includes a
+# header of a layer above it.
+LAYERS  := target/core backends target/lun target/hang target/scsi \
+	   target/iscsi target/config target/mgmt
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE \
-	       -pthread -MMD -MP -Itarget -Ibackends
+	       -pthread -MMD -MP $(addprefix -I,$(LAYERS))
 CFLAGS  += $(CFLAGS_BASE) $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
 LIBS    := -luring -lconfig -lcrypto
@@ -26,7 +31,7 @@ DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     e2fsprogs cpio kmod gzip strace multipath-tools
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST)
 
-SRC     := $(wildcard target/*.c backends/*.c)
+SRC     := $(wildcard target/*.c $(addsuffix /*.c,$(LAYERS)))
 OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC))
 LIBOBJ  := $(filter-out $(BUILD)/obj/target/main.o,$(OBJ))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -34,8 +39,15 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test unit pytest sanitize clean bench
-all: $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
+.PHONY: all deps run test unit pytest sanitize clean bench layers
+all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
+
+# The build fails when a lower layer includes a higher layer's header.
+$(BUILD)/layers.ok: scripts/layers.sh $(wildcard target/*/*.[ch] target/*.c backends/*.[ch])
+	@mkdir -p $(dir $@)
+	scripts/layers.sh $(LAYERS) && touch $@
+layers:
+	scripts/layers.sh $(LAYERS)
 
 $(BUILD)/holdfastd: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -108,6 +120,6 @@ clean:
 # holdfastadm: the management client (target/adm/*.c; not part of the daemon).
 ADM_SRC := $(wildcard target/adm/*.c)
 all: $(BUILD)/holdfastadm
-$(BUILD)/holdfastadm: $(ADM_SRC) target/util.c target/util.h
+$(BUILD)/holdfastadm: $(ADM_SRC) target/core/util.c target/core/util.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $(ADM_SRC) target/util.c $(LDFLAGS)
+	$(CC) $(CFLAGS) -o $@ $(ADM_SRC) target/core/util.c $(LDFLAGS)

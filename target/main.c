@@ -132,7 +132,8 @@ int main(int argc, char **argv)
 			control_port, strerror(-ret));
 		return 1;
 	}
-	ret = iscsi_portals_start(&cfg, reactors, nthreads);
+	ret = iscsi_portals_start(cfg.portals, cfg.nr_portals, reactors,
+				  nthreads);
 	if (ret < 0) {
 		fprintf(stderr, "holdfastd: cannot listen: %s\n",
 			strerror(-ret));

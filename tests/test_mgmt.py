@@ -1,4 +1,4 @@
-"""The management socket (target/mgmt.c) driven by the stock tgtadm.
+"""The management socket (target/mgmt/mgmt.c) driven by the stock tgtadm.
 
 holdfastd speaks tgtd's management protocol, so the unmodified Debian
 `tgtadm` configures it: these tests create targets and LUNs that qemu-io

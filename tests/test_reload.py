@@ -1,4 +1,4 @@
-"""SIGHUP reload of targets.conf (target/config_reload.c).
+"""SIGHUP reload of targets.conf (target/config/config_reload.c).
 
 holdfastd re-reads its file and applies the difference to what runs:
 targets, LUNs, ACLs, accounts and run-time LUN settings, while sessions

@@ -7,7 +7,7 @@
  * fault.c is included so its statics are reachable. */
 #include "../../backends/fault.c"
 #include "backend_harness.h"
-#include "lun.h"
+#include "scsi.h"
 
 
 /* ---- fault spec parsing ---- */

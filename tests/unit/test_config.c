@@ -1,4 +1,4 @@
-/* test_config.c - targets.conf loading (target/config.c), sizes, portals,
+/* test_config.c - targets.conf loading (target/config/config.c), sizes, portals,
  * lun_setting_apply() and the target table it fills.
  *
  * Bad files are checked against their exact "FILE:LINE: key: reason"
@@ -17,6 +17,7 @@
 #include "check.h"
 #include "account.h"
 #include "config.h"
+#include "iscsi_param.h"
 #include "target.h"
 #include "util.h"
 
@@ -71,7 +72,7 @@ static void test_sizes(void)
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		uint64_t v = 12345;
-		int ret = config_parse_size(cases[i].text, &v);
+		int ret = util_parse_size(cases[i].text, &v);
 		CHECK(ret == cases[i].ret, "size \"%s\": ret %d", cases[i].text,
 		      ret);
 		if (ret == 0)
@@ -282,10 +283,14 @@ static void test_table(void)
 	CHECK(tgt_param_set(t, "MaxRecvDataSegmentLength", "131072") == 0, "reset");
 	CHECK(tgt_param_get(t, "MaxRecvDataSegmentLength", v, sizeof(v)) == 0 &&
 	      strcmp(v, "131072") == 0, "get %s", v);
-	CHECK(tgt_param_set(t, "MaxRecvDataSegmentLength", "12") == -EINVAL,
-	      "range");
-	CHECK(tgt_param_set(t, "ImmediateData", "maybe") == -EINVAL, "bool");
-	CHECK(tgt_param_set(t, "NoSuchKey", "1") == -ENOENT, "unknown");
+	CHECK(iscsi_param_override_check("MaxRecvDataSegmentLength", "12",
+					 NULL) == -EINVAL, "range");
+	CHECK(iscsi_param_override_check("ImmediateData", "maybe", NULL) ==
+	      -EINVAL, "bool");
+	CHECK(iscsi_param_override_check("NoSuchKey", "1", NULL) == -ENOENT,
+	      "unknown");
+	CHECK(iscsi_param_override_check("ImmediateData", "No", NULL) == 0,
+	      "valid");
 	CHECK(tgt_param_get(t, "ImmediateData", v, sizeof(v)) == -ENOENT,
 	      "unset");
 
@@ -463,7 +468,7 @@ static void test_good_file(void)
 	      "a failed apply removed accounts it did not create");
 	/* Deleting a target drops its bindings, so a new target with the
 	 * same tid starts without CHAP. */
-	CHECK(tgt_delete(3, false) == 0, "delete 3");
+	CHECK(config_target_delete(3, false) == 0, "delete 3");
 	CHECK(!acct_required(3), "bindings of a deleted target remain");
 	tgt_table_clear();
 	acct_clear();

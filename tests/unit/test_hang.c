@@ -1,4 +1,4 @@
-/* test_hang.c - unit tests of the hang engine (target/hang*.c) on a fake
+/* test_hang.c - unit tests of the hang engine (target/hang/hang*.c) on a fake
  * clock, fake reactors and a fake backend, single-threaded.
  *
  * The engine's files are #included so their statics are reachable; the
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../target/hang.c"
-#include "../../target/hang_ctl.c"
+#include "../../target/hang/hang.c"
+#include "../../target/hang/hang_ctl.c"
 
 #include "check.h"
 
@@ -275,7 +275,6 @@ bool log_debug_enabled(void)
 /* ---- the LUN and commands under test ---- */
 
 static struct scsi_lun L;
-static struct target T;
 #define H (L.hang)
 
 struct tcmd {
@@ -329,8 +328,7 @@ static void setup(enum err_policy rerror, enum err_policy werror,
 	refs = 0;
 	lun_dead = false;
 	memset(&L, 0, sizeof(L));
-	snprintf(T.name, sizeof(T.name), "iqn.2026-11.test:hang");
-	L.target = &T;
+	snprintf(L.target_name, sizeof(L.target_name), "iqn.2026-11.test:hang");
 	L.set.lun = 1;
 	L.set.block_size = 512;
 	L.nblocks = 1 << 20;
@@ -1483,7 +1481,6 @@ static void test_threads_phase(uint32_t timeout_ms, unsigned run_ms)
 	uint64_t issued = 0, completed = 0, cancelled = 0, errors = 0;
 
 	memset(&L, 0, sizeof(L));
-	L.target = &T;
 	L.set.lun = 2;
 	L.set.block_size = 512;
 	L.nblocks = 64;

@@ -1,4 +1,4 @@
-/* test_scsi_xcopy.c - the copy manager (target/scsi_xcopy.c): parameter
+/* test_scsi_xcopy.c - the copy manager (target/scsi/scsi_xcopy.c): parameter
  * list and descriptor parsing, OPERATING PARAMETERS, and whole copies
  * between two fake LUNs with a fake hang engine that completes each chunk
  * on demand (data moved between in-memory disks).
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../target/scsi_xcopy.c"
+#include "../../target/scsi/scsi_xcopy.c"
 
 #include "check.h"
 

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hang.h"
 #include "scsi.h"
 
 /* ---- operation codes (SPC-4 / SBC-3) ---- */
@@ -288,8 +289,5 @@ enum scsi_exec_result sbc_write_atomic(struct scsi_cmd *cmd);
  * block_size: what one WRITE ATOMIC may write as one backend request. */
 uint32_t sbc_max_atomic_blocks(uint32_t block_size);
 
-/* Stable 64-bit FNV-1a hash used for default serial numbers and NAA
- * identifiers (scsi_spc.c). */
-uint64_t scsi_hash64(const char *s, uint64_t lun);
 
 #endif

@@ -10,8 +10,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* For struct media_io, which a scsi_cmd embeds so a command needs no
+ * second allocation.  The transport still never calls the hang engine:
+ * it uses the scsi_lun_* calls at the end of this header (layers.sh checks
+ * that no iSCSI file includes hang.h itself). */
 #include "hang.h"
 #include "lun.h"
+
+struct reactor;
 
 #define SCSI_SENSE_MAX 96
 #define SCSI_CDB_MAX 32
@@ -139,5 +145,44 @@ void scsi_nexus_lost(struct target *t, const struct scsi_nexus *n);
 /* Free the SCSI layer's per-LUN state (lun->scsi: pending unit attentions).
  * Called once from the last scsi_lun_put(); safe when lun->scsi is NULL. */
 void scsi_lun_state_free(struct scsi_lun *lun);
+
+/* Install new run-time settings on a live LUN (management update, SIGHUP
+ * reload) and tell who depends on them: the hang engine when the error
+ * policy changed, the initiators (MODE PARAMETERS CHANGED) when a mode
+ * page changed.  Returns the settings that were replaced.  Any thread. */
+struct lun_settings lun_settings_install(struct scsi_lun *lun,
+					 const struct lun_settings *s);
+
+/* Create a LUN from settings: opens the backend (creating a sparse file if
+ * needed).  Returns 0 and *out, or -errno with *errmsg explaining why. */
+int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
+		    const char **errmsg);
+
+/* ---- what the transport asks of a LUN ----
+ * The iSCSI layer talks to the SCSI layer only; these two calls are how it
+ * learns about, and acts on, commands the LUN holds below it. */
+
+/* May the transport solicit a write's data now (R2T, buffers)?  False
+ * while the LUN holds its media commands (hang-on-error): data for a
+ * command that would only queue stays with the initiator.  Any thread. */
+bool scsi_lun_may_solicit(struct scsi_lun *lun);
+
+/* Scope of scsi_lun_drop_nexus() meaning every I_T nexus (LUN RESET,
+ * CLEAR TASK SET, target resets: SAM-5 7.6, 7.10). */
+#define SCSI_NEXUS_ALL UINT64_MAX
+
+/* Drop every media command of I_T nexus `nexus` (or SCSI_NEXUS_ALL) that
+ * the LUN holds or queues and that arrived before this call (ABORT TASK
+ * SET, CLEAR TASK SET, LUN RESET).  Each dropped command completes as
+ * aborted on its own reactor and never reaches the store.  done(arg,
+ * dropped) runs on reactor r once that is finished.  Returns 0 when done
+ * will be called, or -errno (nothing to wait for). */
+int scsi_lun_drop_nexus(struct scsi_lun *lun, uint64_t nexus,
+			struct reactor *r,
+			void (*done)(void *arg, unsigned dropped), void *arg);
+
+/* Stable 64-bit FNV-1a hash used for default serial numbers and NAA
+ * identifiers (scsi_spc.c). */
+uint64_t scsi_hash64(const char *s, uint64_t lun);
 
 #endif

@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "account.h"
 #include "config_internal.h"
+#include "iscsi_param.h"
 #include "target.h"
 #include "util.h"
 
@@ -88,38 +90,6 @@ const char *cfg_type_name(int type)
 
 /* ---- sizes and portals ---- */
 
-int config_parse_size(const char *s, uint64_t *out)
-{
-	static const char units[] = "KMGTP";
-	const char *p, *u;
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (!s || !isdigit((unsigned char)s[0]))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	p = end;
-	if (*p) {
-		u = strchr(units, toupper((unsigned char)*p));
-		if (!u)
-			return -EINVAL;
-		shift = 10 * (unsigned)(u - units + 1);
-		p++;
-		/* "1G", "1GB" and "1GiB" all mean 2^30 bytes. */
-		if (strcasecmp(p, "iB") == 0 || strcasecmp(p, "B") == 0)
-			p += strlen(p);
-		if (*p)
-			return -EINVAL;
-	}
-	if (shift && v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
 
 int config_parse_portal(const char *s, struct sockaddr_storage *ss,
 			socklen_t *len)
@@ -202,21 +172,6 @@ static void portal_format(const struct sockaddr_storage *ss, char *buf,
 		inet_ntop(AF_INET6, &sin6->sin6_addr, a, sizeof(a));
 		snprintf(buf, len, "[%s]:%u", a, ntohs(sin6->sin6_port));
 	}
-}
-
-bool sockaddr_same(const struct sockaddr_storage *a,
-		   const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port &&
-		       x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port &&
-	       memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
 }
 
 /* One portals[] entry: "LISTEN" or "LISTEN=ADVERTISE". */
@@ -599,7 +554,7 @@ static int cfg_params(struct cfg_ctx *c, const config_setting_t *s,
 			return cfg_fail(c, v, key,
 					"expected a number or a string, not %s",
 					cfg_type_name(config_setting_type(v)));
-		ret = tgt_param_check(key, text, NULL);
+		ret = iscsi_param_override_check(key, text, NULL);
 		if (ret == -ENOENT)
 			return cfg_fail(c, v, key,
 					"unknown iSCSI key (RFC 7143 section 13 operational keys only)");
@@ -840,4 +795,15 @@ void config_free(struct config *cfg)
 		return;
 	cfg_priv_free(cfg->priv);
 	cfg->priv = NULL;
+}
+
+int config_target_delete(int tid, bool force)
+{
+	int ret = tgt_delete(tid, force);
+
+	/* A later target with the same tid must not inherit its CHAP
+	 * accounts. */
+	if (ret == 0)
+		acct_unbind_all(tid);
+	return ret;
 }

@@ -238,7 +238,7 @@ static bool task_lun_hung(struct iscsi_task *t)
 {
 	struct scsi_lun *lun = task_lun(t);
 
-	return lun && hang_state(lun) == HANG_HUNG;
+	return lun && !scsi_lun_may_solicit(lun);
 }
 
 /* While a LUN is hung its writes would only queue behind the held one:
@@ -703,8 +703,7 @@ static void tmf_drop_lun(struct iscsi_conn *c, struct iscsi_tmf *tmf,
 	w->tmf = tmf;
 	c->ntasks++;		/* keeps c until the callback ran */
 	tmf->waiting++;
-	if (hang_abort_nexus(lun, nexus, c->r, tmf_hang_done, w) <
-	    0) {
+	if (scsi_lun_drop_nexus(lun, nexus, c->r, tmf_hang_done, w) < 0) {
 		tmf->waiting--;
 		c->ntasks--;
 		free(w);
@@ -781,7 +780,7 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 		/* ABORT TASK SET is this nexus only (SAM-5 7.3) */
 		reset_lun(c, tmf, lun_id, func == ISCSI_TMF_LUN_RESET,
 			  func == ISCSI_TMF_ABORT_TASK_SET ? s->nexus.id
-							   : HANG_NEXUS_ALL);
+							   : SCSI_NEXUS_ALL);
 		break;
 	}
 	case ISCSI_TMF_TARGET_WARM_RESET:
@@ -795,7 +794,7 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 		list_for_each_entry_safe(t, n, &c->tasks, link)
 			task_abort(t, tmf);
 		for (int i = 0; i < nl; i++)
-			reset_lun(c, tmf, luns[i], true, HANG_NEXUS_ALL);
+			reset_lun(c, tmf, luns[i], true, SCSI_NEXUS_ALL);
 		tmf->close_after = func == ISCSI_TMF_TARGET_COLD_RESET;
 		break;
 	}

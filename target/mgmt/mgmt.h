@@ -15,9 +15,4 @@ void mgmt_stop(void);
  * system); the main loop polls it. */
 int mgmt_exit_requested(void);
 
-/* Hold off management requests (taken around each request; a SIGHUP
- * reload takes it so the two never change the target table at once). */
-void mgmt_lock(void);
-void mgmt_unlock(void);
-
 #endif

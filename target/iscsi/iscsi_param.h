@@ -77,4 +77,12 @@ unsigned iscsi_text_next(const uint8_t *data, unsigned len, unsigned off,
 int iscsi_text_add(char *buf, unsigned len, unsigned *off, const char *key,
 		   const char *value);
 
+/* Per-target overrides of operational keys (targets.conf, tgtadm
+ * --op update --mode target): the longest key and value stored. */
+#define ISCSI_PARAM_OVERRIDE_KEY_MAX 63
+#define ISCSI_PARAM_OVERRIDE_VALUE_MAX 255
+/* Is key a known overridable iSCSI key (case-insensitive) and value valid
+ * for it?  0, -ENOENT (unknown key), -EINVAL; *canon (may be NULL) gets
+ * the key's RFC 7143 spelling. */
+int iscsi_param_override_check(const char *key, const char *value, const char **canon);
 #endif

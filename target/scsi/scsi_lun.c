@@ -117,6 +117,18 @@ static int lun_capacity(const struct backend *be, uint32_t block_size,
 	return 0;
 }
 
+/* The last reference is gone (scsi_lun_put() in lun.c): tear down what
+ * scsi_lun_create() built, in reverse order. */
+static void scsi_lun_release(struct scsi_lun *l)
+{
+	hang_lun_free(l);
+	scsi_lun_state_free(l);
+	lun_close_stack(l->be);
+	l->be = NULL;
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
+
 int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 		    const char **errmsg)
 {
@@ -155,6 +167,7 @@ int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 		goto err_close;
 
 	atomic_init(&l->refcnt, 1);
+	l->release = scsi_lun_release;
 	atomic_init(&l->seq, 0);
 	atomic_init(&l->ua_gen, 0);
 	atomic_init(&l->reads, 0);
@@ -182,23 +195,39 @@ err_free:
 	return err;
 }
 
-void scsi_lun_get(struct scsi_lun *l)
+struct lun_settings lun_settings_install(struct scsi_lun *lun,
+					 const struct lun_settings *s)
 {
-	atomic_fetch_add_explicit(&l->refcnt, 1, memory_order_relaxed);
+	struct lun_settings old;
+
+	pthread_mutex_lock(&lun->lock);
+	old = lun->set;
+	lun->set = *s;
+	pthread_mutex_unlock(&lun->lock);
+	if (old.rerror != s->rerror || old.werror != s->werror ||
+	    old.retry_interval_ms != s->retry_interval_ms ||
+	    old.retry_timeout_ms != s->retry_timeout_ms ||
+	    memcmp(old.retry_errors, s->retry_errors,
+		   sizeof(old.retry_errors)) != 0)
+		hang_settings_changed(lun);
+	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
+	if (old.write_cache != s->write_cache ||
+	    old.sense_desc != s->sense_desc || old.readonly != s->readonly)
+		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
+	return old;
 }
 
-void scsi_lun_put(struct scsi_lun *l)
+bool scsi_lun_may_solicit(struct scsi_lun *lun)
 {
-	if (!l)
-		return;
-	/* acq_rel: the last putter must see every other user's writes
-	 * before it tears the LUN down. */
-	if (atomic_fetch_sub_explicit(&l->refcnt, 1, memory_order_acq_rel) != 1)
-		return;
-	hang_lun_free(l);
-	scsi_lun_state_free(l);
-	lun_close_stack(l->be);
-	l->be = NULL;
-	pthread_mutex_destroy(&l->lock);
-	free(l);
+	return hang_state(lun) != HANG_HUNG;
+}
+
+_Static_assert(SCSI_NEXUS_ALL == HANG_NEXUS_ALL,
+	       "one 'every nexus' value for the SCSI layer and the hang engine");
+
+int scsi_lun_drop_nexus(struct scsi_lun *lun, uint64_t nexus,
+			struct reactor *r,
+			void (*done)(void *arg, unsigned dropped), void *arg)
+{
+	return hang_abort_nexus(lun, nexus, r, done, arg);
 }

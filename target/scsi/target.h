@@ -98,10 +98,8 @@ bool tgt_acl_allows(struct target *t, const struct sockaddr *peer,
 		    const char *initiator_name);
 
 /* ---- per-target iSCSI parameter overrides ---- */
-/* Is key a known overridable iSCSI key (case-insensitive) and value valid
- * for it?  0, -ENOENT (unknown key), -EINVAL; *canon (may be NULL) gets
- * the key's RFC 7143 spelling. */
-int tgt_param_check(const char *key, const char *value, const char **canon);
+/* Store a per-target iSCSI key override; the caller has checked it with
+ * iscsi_param_override_check().  0 / -EINVAL (too long). */
 int tgt_param_set(struct target *t, const char *key, const char *value);
 /* Copy the value of key into buf; 0 or -ENOENT. */
 int tgt_param_get(struct target *t, const char *key, char *buf, unsigned len);

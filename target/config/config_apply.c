@@ -81,7 +81,7 @@ static void cfg_rollback(const struct cfg_priv *pv, int nr_created,
 			 struct cfg_made *made)
 {
 	for (int i = nr_created - 1; i >= 0; i--)
-		tgt_delete(pv->targets[i].tid, true);
+		config_target_delete(pv->targets[i].tid, true);
 	cfg_made_free(made, true);
 }
 

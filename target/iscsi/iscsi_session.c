@@ -458,13 +458,14 @@ int iscsi_portal_list(struct iscsi_portal_info *out, int max)
 	return n;
 }
 
-int iscsi_portals_start(const struct config *cfg, struct reactor **reactors,
+int iscsi_portals_start(const struct portal_config *portals, int nr_portals,
+			struct reactor **reactors,
 			int nr_reactors)
 {
 	portal_reactors = reactors;
 	portal_nr_reactors = nr_reactors;
-	for (int i = 0; i < cfg->nr_portals; i++) {
-		int ret = iscsi_portal_add(&cfg->portals[i]);
+	for (int i = 0; i < nr_portals; i++) {
+		int ret = iscsi_portal_add(&portals[i]);
 
 		if (ret < 0)
 			return ret;

@@ -153,6 +153,15 @@ int fd_write_full(int fd, const void *buf, size_t len);
 
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t clock_ms(void);
+
+/* Parse a size: digits with an optional K/M/G/T/P suffix (binary; "B" or
+ * "iB" may follow).  0 / -EINVAL (syntax or overflow). */
+int util_parse_size(const char *s, uint64_t *out);
+
+struct sockaddr_storage;
+/* Same address family, address and port (portal identity). */
+bool sockaddr_same(const struct sockaddr_storage *a,
+		   const struct sockaddr_storage *b);
 uint64_t clock_ns(void);
 
 #endif

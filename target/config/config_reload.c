@@ -29,7 +29,6 @@
 #include "config.h"
 #include "config_internal.h"
 #include "hang.h"
-#include "mgmt.h"
 #include "scsi.h"
 #include "target.h"
 #include "util.h"
@@ -59,7 +58,7 @@ static void reload_rollback(struct reload *r)
 	for (int i = r->nr_luns - 1; i >= 0; i--)
 		tgt_lun_del(r->luns[i].tid, r->luns[i].lun, true);
 	for (int i = r->nr_tids - 1; i >= 0; i--)
-		tgt_delete(r->tids[i], true);
+		config_target_delete(r->tids[i], true);
 	for (int i = 0; i < r->nr_accounts; i++)
 		acct_delete(r->accounts[i]);
 }
@@ -538,7 +537,7 @@ static void reload_phase2(struct reload *r, const struct cfg_priv *pv)
 			continue;
 		if (!ct) {
 			tgt_put(t);
-			int ret = tgt_delete(rn->tids[i], false);
+			int ret = config_target_delete(rn->tids[i], false);
 			if (ret == -EBUSY) {
 				log_warn("reload: target %d (%s) has sessions: kept (delete it with --force)",
 					 rn->tids[i], rn->names[i]);
@@ -622,15 +621,15 @@ int config_reload(const char *path)
 		log_warn("reload: portals changed in %s: they take effect at the next start",
 			 path);
 
-	mgmt_lock();
+	config_lock();
 	ret = reload_phase1(&r, cfg->priv, err, sizeof(err));
 	if (ret) {
 		reload_rollback(&r);
-		mgmt_unlock();
+		config_unlock();
 		log_err("reload refused, nothing changed: %s", err);
 	} else {
 		reload_phase2(&r, cfg->priv);
-		mgmt_unlock();
+		config_unlock();
 		log_info("reload of %s done: %d added, %d removed, %d changed, %d kept in use",
 			 path, r.added, r.removed, r.changed, r.kept);
 	}
@@ -638,4 +637,17 @@ int config_reload(const char *path)
 	config_free(cfg);
 	free(cfg);
 	return ret;
+}
+
+/* Serializes management requests with a SIGHUP reload. */
+static pthread_mutex_t config_change_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void config_lock(void)
+{
+	pthread_mutex_lock(&config_change_lock);
+}
+
+void config_unlock(void)
+{
+	pthread_mutex_unlock(&config_change_lock);
 }

@@ -29,7 +29,6 @@
 #include <string.h>
 
 #include "hang_internal.h"
-#include "target.h"
 
 /* ---- small helpers ---- */
 
@@ -99,7 +98,7 @@ static uint64_t hang_m_bytes(const struct media_io *m)
 
 static const char *hang_tgt_name(const struct hang_lun *h)
 {
-	return h->lun->target ? h->lun->target->name : "-";
+	return h->lun->target_name[0] ? h->lun->target_name : "-";
 }
 
 static const char *hang_errname(int err)

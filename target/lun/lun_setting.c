@@ -1,4 +1,4 @@
-/* lun_setting.c - one LUN setting as text: lun_setting_apply() (config.h).
+/* lun_setting.c - one LUN setting as text: lun_setting_apply() (lun.h).
  *
  * targets.conf and `tgtadm --params` share this parser so a key means the
  * same thing, with the same limits, in both places.  Everything is parsed
@@ -12,9 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
-#include "hang.h"
-#include "scsi.h"
+#include "lun.h"
 #include "util.h"
 
 #define LUN_BLOCK_SIZE_MIN 512
@@ -179,7 +177,7 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 			return fail(err, errlen, -EINVAL, "path too long");
 		snprintf(s->path, sizeof(s->path), "%s", value);
 	} else if (strcmp(key, "size") == 0) {
-		if (config_parse_size(value, &u))
+		if (util_parse_size(value, &u))
 			return fail(err, errlen, -EINVAL,
 				    "bad size \"%s\" (bytes, or a number with K, M, G or T)",
 				    value);
@@ -302,26 +300,4 @@ int lun_settings_validate(const struct lun_settings *s, char *err,
 			    "size %" PRIu64 " is not a multiple of the block size %u",
 			    s->size, s->block_size);
 	return 0;
-}
-
-struct lun_settings lun_settings_install(struct scsi_lun *lun,
-					 const struct lun_settings *s)
-{
-	struct lun_settings old;
-
-	pthread_mutex_lock(&lun->lock);
-	old = lun->set;
-	lun->set = *s;
-	pthread_mutex_unlock(&lun->lock);
-	if (old.rerror != s->rerror || old.werror != s->werror ||
-	    old.retry_interval_ms != s->retry_interval_ms ||
-	    old.retry_timeout_ms != s->retry_timeout_ms ||
-	    memcmp(old.retry_errors, s->retry_errors,
-		   sizeof(old.retry_errors)) != 0)
-		hang_settings_changed(lun);
-	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
-	if (old.write_cache != s->write_cache ||
-	    old.sense_desc != s->sense_desc || old.readonly != s->readonly)
-		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
-	return old;
 }

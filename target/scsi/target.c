@@ -17,9 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "account.h"
 #include "hang.h"
-#include "iscsi_param.h"
 #include "scsi.h"
 #include "target.h"
 
@@ -186,9 +184,6 @@ int tgt_delete(int tid, bool force)
 	 * holding a reference keep it alive until they close. */
 	list_del(&t->link);
 	pthread_rwlock_unlock(&tgt_table_lock);
-	/* A later target with the same tid must not inherit its CHAP
-	 * accounts. */
-	acct_unbind_all(tid);
 	log_info("target %d %s deleted%s", tid, t->name,
 		 force ? " (forced)" : "");
 	tgt_put(t);
@@ -320,6 +315,8 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 		ret = -EEXIST;	/* lost a race with another add */
 	} else {
 		lun->target = t;
+		snprintf(lun->target_name, sizeof(lun->target_name), "%s",
+			 t->name);
 		t->luns[s->lun] = lun;
 		lun = NULL;
 	}
@@ -611,44 +608,23 @@ bool tgt_acl_allows(struct target *t, const struct sockaddr *peer,
 
 /* ---- per-target iSCSI parameter overrides ---- */
 
-/* Whether a key is an overridable operational key, and which values it
- * takes, is the iSCSI layer's knowledge (RFC 7143 section 13 ranges, what
- * this build can negotiate): ask it on a scratch negotiation, so that
- * targets.conf, tgtadm and the login code can never disagree. */
-int tgt_param_check(const char *key, const char *value, const char **canon)
-{
-	struct iscsi_neg n;
-
-	if (!key || !value || strlen(key) >= sizeof(((struct tgt_param *)0)->key) ||
-	    strlen(value) >= sizeof(((struct tgt_param *)0)->value))
-		return -EINVAL;
-	iscsi_neg_init(&n, true);
-	int ret = iscsi_neg_set_target(&n, key, value);
-	if (ret)
-		return ret == -ENOENT ? -ENOENT : -EINVAL;
-	if (canon)
-		*canon = key;	/* iSCSI keys are case sensitive (RFC 7143 6.1) */
-	return 0;
-}
-
 int tgt_param_set(struct target *t, const char *key, const char *value)
 {
-	const char *canon = NULL;
 	struct tgt_param *p;
-	int ret = tgt_param_check(key, value, &canon);
 
-	if (ret)
-		return ret;
+	if (!key || !value || strlen(key) >= sizeof(p->key) ||
+	    strlen(value) >= sizeof(p->value))
+		return -EINVAL;
 	pthread_mutex_lock(&t->lock);
 	list_for_each_entry(p, &t->params, link) {
-		if (strcmp(p->key, canon) == 0) {
+		if (strcmp(p->key, key) == 0) {
 			snprintf(p->value, sizeof(p->value), "%s", value);
 			pthread_mutex_unlock(&t->lock);
 			return 0;
 		}
 	}
 	p = xzalloc(sizeof(*p));
-	snprintf(p->key, sizeof(p->key), "%s", canon);
+	snprintf(p->key, sizeof(p->key), "%s", key);
 	snprintf(p->value, sizeof(p->value), "%s", value);
 	list_add_tail(&p->link, &t->params);
 	pthread_mutex_unlock(&t->lock);

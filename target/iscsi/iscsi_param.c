@@ -300,3 +300,24 @@ int iscsi_text_add(char *buf, unsigned len, unsigned *off, const char *key,
 	*off += (unsigned)n + 1;	/* keep the NUL separator */
 	return 0;
 }
+
+/* Whether a key is an overridable operational key, and which values it
+ * takes, is the iSCSI layer's knowledge (RFC 7143 section 13 ranges, what
+ * this build can negotiate): ask it on a scratch negotiation, so that
+ * targets.conf, tgtadm and the login code can never disagree. */
+int iscsi_param_override_check(const char *key, const char *value,
+			       const char **canon)
+{
+	struct iscsi_neg n;
+
+	if (!key || !value || strlen(key) > ISCSI_PARAM_OVERRIDE_KEY_MAX ||
+	    strlen(value) > ISCSI_PARAM_OVERRIDE_VALUE_MAX)
+		return -EINVAL;
+	iscsi_neg_init(&n, true);
+	int ret = iscsi_neg_set_target(&n, key, value);
+	if (ret)
+		return ret == -ENOENT ? -ENOENT : -EINVAL;
+	if (canon)
+		*canon = key;	/* iSCSI keys are case sensitive (RFC 7143 6.1) */
+	return 0;
+}

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "hang.h"
 #include "iscsi.h"
+#include "iscsi_param.h"
 #include "mgmt.h"
 #include "mgmt_internal.h"
 #include "scsi.h"
@@ -75,8 +76,6 @@ enum mgmt_mode {
 	MGMT_MODE_ACCOUNT = 7,
 };
 
-/* Serializes requests with a SIGHUP reload (mgmt_lock()). */
-static pthread_mutex_t mgmt_req_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct {
 	int listen_fd;
@@ -311,7 +310,7 @@ static int mgmt_target_new(const struct mgmt_req *req)
 
 static int mgmt_target_delete(const struct mgmt_req *req)
 {
-	int ret = tgt_delete(req->tid, req->force != 0);
+	int ret = config_target_delete(req->tid, req->force != 0);
 
 	if (ret == -ENOENT)
 		return MGMT_NO_TARGET;
@@ -436,7 +435,7 @@ static int mgmt_target_update(const struct mgmt_req *req)
 					err = MGMT_INVALID_REQUEST;
 				else if (pass == 1)
 					t->offline = strcmp(val, "offline") == 0;
-			} else if (tgt_param_check(key, val, NULL) == 0) {
+			} else if (iscsi_param_override_check(key, val, NULL) == 0) {
 				if (pass == 1 && tgt_param_set(t, key, val))
 					err = MGMT_UNKNOWN_ERR;
 			} else {
@@ -685,9 +684,9 @@ static void mgmt_serve(int fd)
 					    sizeof(fmt)) &&
 			   strcmp(fmt, MGMT_JSON_ITEM_VALUE) == 0;
 	}
-	mgmt_lock();
+	config_lock();
 	err = (uint32_t)mgmt_dispatch(&req, &body);
-	mgmt_unlock();
+	config_unlock();
 	if (body.oom)
 		err = MGMT_NOMEM;
 	/* tgtadm prints the body with fputs: it must end in a NUL that the
@@ -858,16 +857,6 @@ void mgmt_stop(void)
 	mgmt.listen_fd = -1;
 	close(mgmt.lock_fd);	/* releases the lockf lock */
 	mgmt.lock_fd = -1;
-}
-
-void mgmt_lock(void)
-{
-	pthread_mutex_lock(&mgmt_req_lock);
-}
-
-void mgmt_unlock(void)
-{
-	pthread_mutex_unlock(&mgmt_req_lock);
 }
 
 int mgmt_exit_requested(void)

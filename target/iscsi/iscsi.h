@@ -8,13 +8,22 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "config.h"
-
 struct reactor;
+
+/* One portal: where to listen and what SendTargets advertises. */
+struct portal_config {
+	struct sockaddr_storage listen;	/* address and port to listen on */
+	socklen_t listen_len;
+	char advertise[128];		/* "ADDR:PORT" for SendTargets, "" = the
+					 * address the initiator connected to */
+	char text[160];			/* as written */
+};
+
 
 /* Start listening on the configured portals, handing connections to the
  * reactors round robin.  0 / -errno. */
-int iscsi_portals_start(const struct config *cfg, struct reactor **reactors,
+int iscsi_portals_start(const struct portal_config *portals, int nr_portals,
+			struct reactor **reactors,
 			int nr_reactors);
 void iscsi_portals_stop(void);
 

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../backends/backend.h"
+#include "backend.h"
 
 enum err_policy { ERR_POLICY_REPORT = 0, ERR_POLICY_RETRY = 1 };
 
@@ -64,6 +64,7 @@ struct scsi_lun {
 	struct backend *be;		/* NULL for LUN 0 (controller) */
 	uint64_t nblocks;		/* capacity in set.block_size blocks */
 	struct target *target;		/* owner (not a reference) */
+	char target_name[224];		/* the owner's IQN, for log lines */
 	struct hang_lun *hang;		/* hang engine state, NULL until set */
 	atomic_int refcnt;
 	atomic_uint_fast64_t seq;	/* per-LUN media command arrival sequence */
@@ -75,21 +76,28 @@ struct scsi_lun {
 	 * lazily by target/scsi_*.c; the last scsi_lun_put() must call
 	 * scsi_lun_state_free() (scsi.h). */
 	struct scsi_lun_state *scsi;
+	/* Called by the last scsi_lun_put(); set by scsi_lun_create(). */
+	void (*release)(struct scsi_lun *l);
 };
 
-/* Install new run-time settings on a live LUN (management update, SIGHUP
- * reload) and tell who depends on them: the hang engine when the error
- * policy changed, the initiators (MODE PARAMETERS CHANGED) when a mode
- * page changed.  Returns the settings that were replaced.  Any thread. */
-struct lun_settings lun_settings_install(struct scsi_lun *lun,
-					 const struct lun_settings *s);
-
-/* Create a LUN from settings: opens the backend (creating a sparse file if
- * needed).  Returns 0 and *out, or -errno with *errmsg explaining why. */
-int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
-		    const char **errmsg);
+/* Take a reference (the caller already holds one, or a table does). */
 void scsi_lun_get(struct scsi_lun *l);
-/* Drop a reference; the last one closes the backend and frees. */
+/* Drop a reference; the last one calls l->release (closes the store and
+ * frees).  NULL is allowed. */
 void scsi_lun_put(struct scsi_lun *l);
+
+/* Apply one LUN parameter (key=value as in targets.conf and tgtadm
+ * --params) to s.  Returns 0, -ENOENT (unknown key) or -EINVAL (bad value)
+ * with a reason in err.  Used by the config loader and management. */
+int lun_setting_apply(struct lun_settings *s, const char *key,
+		      const char *value, char *err, unsigned errlen);
+/* Check a LUN's settings as a whole (a file LUN has a path, size is a
+ * multiple of the block size, retry policies only with direct = true: the
+ * DESIGN.md safety rule).  0 / -EINVAL with a reason in err. */
+int lun_settings_validate(const struct lun_settings *s, char *err,
+			  unsigned errlen);
+/* Does s describe a file or block-device store (backend "file", or
+ * "fault" with a path)? */
+bool lun_settings_is_file(const struct lun_settings *s);
 
 #endif

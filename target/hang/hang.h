@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../backends/backend.h"
+#include "backend.h"
 #include "util.h"
 
 struct reactor;

@@ -19,7 +19,7 @@
 #include "hang.h"
 #include "iscsi.h"
 #include "mgmt_internal.h"
-#include "scsi_internal.h"	/* scsi_hash64: the derived serial INQUIRY reports */
+#include "scsi.h"
 #include "target.h"
 #include "util.h"
 

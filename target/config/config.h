@@ -11,17 +11,11 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "iscsi.h"
 #include "lun.h"
 
 #define CONFIG_MAX_PORTALS 16
 
-struct portal_config {
-	struct sockaddr_storage listen;	/* address and port to listen on */
-	socklen_t listen_len;
-	char advertise[128];		/* "ADDR:PORT" for SendTargets, "" = the
-					 * address the initiator connected to */
-	char text[160];			/* as written */
-};
 
 struct config {
 	char path[4096];		/* the file, absolute */
@@ -61,27 +55,21 @@ int config_reload(const char *path);
 const struct config *config_get_active(void);
 
 /* Parse "1G", "512M", "4096", "10k" into bytes.  0 / -EINVAL. */
-int config_parse_size(const char *s, uint64_t *out);
+
 /* Parse "ADDR:PORT" / "[v6]:PORT" (port default 3260). 0 / -EINVAL. */
 int config_parse_portal(const char *s, struct sockaddr_storage *ss,
 			socklen_t *len);
 
-/* Same address family, address and port (portal identity). */
-bool sockaddr_same(const struct sockaddr_storage *a,
-		   const struct sockaddr_storage *b);
 
-/* Apply one LUN parameter (key=value as in targets.conf and tgtadm
- * --params) to s.  Returns 0, -ENOENT (unknown key) or -EINVAL (bad value)
- * with a reason in err.  Used by the config loader and management. */
-int lun_setting_apply(struct lun_settings *s, const char *key,
-		      const char *value, char *err, unsigned errlen);
-/* Check a LUN's settings as a whole (a file LUN has a path, size is a
- * multiple of the block size, retry policies only with direct = true: the
- * DESIGN.md safety rule).  0 / -EINVAL with a reason in err. */
-int lun_settings_validate(const struct lun_settings *s, char *err,
-			  unsigned errlen);
-/* Does s describe a file or block-device store (backend "file", or
- * "fault" with a path)? */
-bool lun_settings_is_file(const struct lun_settings *s);
+/* Delete target tid (tgt_delete()) and unbind its CHAP accounts: every
+ * path that removes a target (tgtadm, SIGHUP reload, a failed apply) goes
+ * through here.  0, -ENOENT, -EBUSY (sessions and !force). */
+int config_target_delete(int tid, bool force);
+
+/* Hold off other configuration changes: every management request and a
+ * SIGHUP reload run under it, so the two never change the target table at
+ * once. */
+void config_lock(void);
+void config_unlock(void);
 
 #endif
