@@ -73,7 +73,7 @@ struct scsi_lun {
 	/* counters for show */
 	atomic_uint_fast64_t reads, writes, read_bytes, write_bytes;
 	/* SCSI layer state (unit attentions; later reservations).  Created
-	 * lazily by target/scsi_*.c; the last scsi_lun_put() must call
+	 * lazily by target/scsi/; the last scsi_lun_put() must call
 	 * scsi_lun_state_free() (scsi.h). */
 	struct scsi_lun_state *scsi;
 	/* Called by the last scsi_lun_put(); set by scsi_lun_create(). */

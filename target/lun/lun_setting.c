@@ -163,7 +163,7 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 	} else if (strcmp(key, "backend") == 0) {
 		/* "fault" names the injection layer every LUN has on top;
 		 * as a backend it means "file if there is a path, else
-		 * null" (backends/lun.c). */
+		 * null" (target/scsi/scsi_lun.c). */
 		if (strcmp(value, "file") && strcmp(value, "null") &&
 		    strcmp(value, "fault"))
 			return fail(err, errlen, -EINVAL,
@@ -274,7 +274,7 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 bool lun_settings_is_file(const struct lun_settings *s)
 {
 	/* "fault" as a backend means a file when a path is given
-	 * (backends/lun.c). */
+	 * (target/scsi/scsi_lun.c). */
 	return strcmp(s->backend, "file") == 0 ||
 	       (strcmp(s->backend, "fault") == 0 && s->path[0]);
 }

@@ -1,4 +1,4 @@
-/* scsi_internal.h - shared between target/scsi_*.c; not for other modules.
+/* scsi_internal.h - shared between target/scsi/; not for other modules.
  *
  * The SCSI layer is split by standard: scsi_cmd.c (dispatch, buffers,
  * abort, unit attentions), scsi_spc.c (SPC-4 primary commands),

@@ -1,6 +1,6 @@
 /* scsi_pr.h - reservations: SPC-4 persistent reservations (5.13, PERSISTENT
  * RESERVE IN / OUT 6.15 / 6.16) and SPC-2 RESERVE / RELEASE (6) and (10).
- * Internal to the SCSI layer (target/scsi_*.c).
+ * Internal to the SCSI layer (target/scsi/).
  *
  * State lives per LUN in the SCSI layer's LUN state (scsi_lun_pr_slot()),
  * is created on the first command that reaches the LUN and, while the last

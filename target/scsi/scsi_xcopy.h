@@ -2,7 +2,7 @@
  * 6.18): the copy manager for block-to-block copies between LUNs this
  * daemon serves (VMware "full copy" / clone offload).
  *
- * Part of the SCSI layer (target/scsi_*.c); the dispatch table rows live in
+ * Part of the SCSI layer (target/scsi/); the dispatch table rows live in
  * scsi_ops.c, the standard INQUIRY 3PC bit in scsi_spc.c.  The Third-party
  * Copy VPD page (8Fh) is encoded here (xcopy_vpd_page) but not yet listed
  * by scsi_spc.c: libiscsi 1.19 does not ask for it. */
