@@ -908,6 +908,30 @@ def test_task_set_tmf_drops_held_and_queued(hang, tmf):
     assert r["ms"] < S(300), r
 
 
+def test_logout_answered_after_inflight_probe(hang):
+    """A Logout Request while a held write's probe is in the store is
+    answered only once that attempt finished: nothing of the session
+    reaches the store after the initiator saw the logout response."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    c = hang.client(name="leaver")
+    prefill(c, 0, 8, 0x5a)
+    hang.fail("write=EIO")
+    w1 = c.issue("write 0 8 0x5b")
+    held(c, w1, 0.3)
+    # the next probe is slow and will succeed: it is in the store when
+    # the logout arrives
+    hang.fail("delay=1500")
+    time.sleep(0.4)
+    r = c.do("logout", 10)
+    assert r["status"] == "GOOD", r
+    at_logout = hang.backing(0, 8)
+    time.sleep(2.0)
+    assert hang.backing(0, 8) == at_logout, \
+        "a write of the logged-out session landed after the logout response"
+    hang.ok()
+
+
 def test_logout_during_hang_drops_held_write(hang):
     """A logout while a write is held is answered (the held and queued
     commands are dropped first) and the write never lands."""

@@ -380,26 +380,12 @@ static void conn_dispatch(struct iscsi_conn *c)
 		iscsi_tmf_rx(c, bhs);
 		break;
 	case ISCSI_OP_LOGOUT_REQ: {
-		struct iscsi_pdu *p;
-
 		if (!(bhs[BHS_OPCODE] & ISCSI_OP_IMMEDIATE) &&
 		    !iscsi_cmd_sn_accept(c, bhs))
 			break;
-		p = iscsi_pdu_new(ISCSI_OP_LOGOUT_RSP, 0);
-		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
-		/* ERL 0: close session and close connection both end the
-		 * session; recovery removal is not supported (11.15.1) */
-		p->bhs[LOGOUT_RSP_RESPONSE] =
-			(bhs[BHS_FLAGS] & LOGOUT_REASON_MASK) ==
-					ISCSI_LOGOUT_REMOVE_FOR_RECOVERY ?
-				2 : 0;
-		put_be32(p->bhs + BHS_ITT, get_be32(bhs + BHS_ITT));
-		put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
-		iscsi_conn_put_sn(c, p->bhs);
 		log_info("conn %lu (%s): logout", (unsigned long)c->id,
 			 c->peer_str);
-		c->state = CONN_STATE_LOGOUT;
-		iscsi_conn_send(c, p);
+		iscsi_logout_rx(c, bhs);
 		break;
 	}
 	case ISCSI_OP_SNACK_REQ:

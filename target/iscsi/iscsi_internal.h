@@ -95,6 +95,7 @@ struct iscsi_tmf {
 	uint8_t response;
 	int waiting;			/* tasks still to finish */
 	bool close_after;		/* TARGET COLD RESET */
+	bool logout;			/* a Logout Request waiting for its tasks */
 };
 
 struct iscsi_login;
@@ -221,6 +222,9 @@ void iscsi_scsi_cmd_rx(struct iscsi_conn *c);
 int iscsi_data_out_begin(struct iscsi_conn *c);
 void iscsi_data_out_rx(struct iscsi_conn *c);
 void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs);
+/* A Logout Request (11.14): answered once every task of the connection
+ * is gone and the LUNs dropped what they held for this nexus. */
+void iscsi_logout_rx(struct iscsi_conn *c, const uint8_t *bhs);
 void iscsi_task_put(struct iscsi_task *t);
 /* Abort every task of the connection (close).  */
 void iscsi_conn_abort_tasks(struct iscsi_conn *c);

@@ -622,11 +622,40 @@ static void task_execute(struct iscsi_task *t)
 
 /* ---- task management (11.5, 11.6) ---- */
 
+/* The Logout Response goes out only after the session's commands are
+ * gone (11.14.1: the target cleans up before it answers), so a held write
+ * can never reach the store after the initiator saw the session end. */
+static void logout_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf)
+{
+	struct iscsi_pdu *p;
+
+	if (c->state == CONN_STATE_FULL_FEATURE) {
+		p = iscsi_pdu_new(ISCSI_OP_LOGOUT_RSP, 0);
+		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		/* ERL 0: close session and close connection both end the
+		 * session; recovery removal is not supported (11.15.1) */
+		p->bhs[LOGOUT_RSP_RESPONSE] =
+			(tmf->bhs[BHS_FLAGS] & LOGOUT_REASON_MASK) ==
+					ISCSI_LOGOUT_REMOVE_FOR_RECOVERY ?
+				2 : 0;
+		put_be32(p->bhs + BHS_ITT, get_be32(tmf->bhs + BHS_ITT));
+		put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
+		iscsi_conn_put_sn(c, p->bhs);
+		c->state = CONN_STATE_LOGOUT;	/* close once sent */
+		iscsi_conn_send(c, p);
+	}
+	free(tmf);
+}
+
 static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf)
 {
 	struct iscsi_pdu *p;
 	bool close_after = tmf->close_after;
 
+	if (tmf->logout) {
+		logout_respond(c, tmf);
+		return;
+	}
 	if (c->state == CONN_STATE_FULL_FEATURE) {
 		p = iscsi_pdu_new(ISCSI_OP_TMF_RSP, 0);
 		p->bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
@@ -808,6 +837,30 @@ void iscsi_tmf_rx(struct iscsi_conn *c, const uint8_t *bhs)
 	default:
 		tmf->response = ISCSI_TMF_RSP_NOT_SUPPORTED;
 		break;
+	}
+	if (--tmf->waiting == 0)
+		tmf_respond(c, tmf);
+}
+
+void iscsi_logout_rx(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	struct iscsi_session *s = c->sess;
+	struct iscsi_task *t, *n;
+	struct iscsi_tmf *tmf = xzalloc(sizeof(*tmf));
+
+	memcpy(tmf->bhs, bhs, ISCSI_BHS_LEN);
+	tmf->logout = true;
+	tmf->waiting = 1;	/* held until every abort below is issued */
+	/* A command in the store is answered when its attempt finishes
+	 * (its result dropped); held and queued ones are dropped now. */
+	list_for_each_entry_safe(t, n, &c->tasks, link)
+		task_abort(t, tmf);
+	if (!s->discovery && s->target) {
+		uint64_t luns[TGT_MAX_LUNS];
+		int nl = tgt_lun_list(s->target, luns, TGT_MAX_LUNS);
+
+		for (int i = 0; i < nl; i++)
+			reset_lun(c, tmf, luns[i], false, s->nexus.id);
 	}
 	if (--tmf->waiting == 0)
 		tmf_respond(c, tmf);
