@@ -41,6 +41,10 @@ struct be_io {
 	/* backend-private scratch, untouched by callers */
 	void *be_priv;
 	uint64_t be_scratch[8];
+	/* The LUN's block stack (stack.c) keeps the caller's done() and the
+	 * in-flight counter the io holds here while the io is in the stack. */
+	void (*stack_done)(struct be_io *io, int res);
+	void *stack_ref;
 };
 
 /* Parameters for open.  Strings are owned by the caller and only read
@@ -59,6 +63,9 @@ struct backend_params {
 
 struct backend_ops {
 	const char *name;
+	/* A filter wraps the node below it (backend_params.inner) and can be
+	 * inserted into and removed from a LUN's block stack (stack.h). */
+	bool filter;
 	/* Open synchronously (management/startup thread).  Fills be->size and
 	 * be->direct.  Returns 0 or -errno; on error *errmsg may be set to a
 	 * static string explaining why. */
@@ -88,10 +95,19 @@ struct backend {
 	bool direct;		/* opened O_DIRECT (page cache bypassed) */
 	bool readonly;
 	bool flush_failed;	/* buffered LUN: a flush failed once, fail all later flushes */
-	struct backend *inner;	/* wrapped backend, if any */
+	/* Wrapped backend, if any.  A live stack change may swap it while I/O
+	 * runs (stack.h): read it with backend_inner(). */
+	struct backend *inner;
 };
 
-/* Look a backend up by name ("file", "null", "fault"); NULL if unknown. */
+/* The node below be, as published by the latest stack change. */
+static inline struct backend *backend_inner(struct backend *be)
+{
+	return __atomic_load_n(&be->inner, __ATOMIC_SEQ_CST);
+}
+
+/* Look a backend up by name ("file", "null", "fault", "passthrough");
+ * NULL if unknown. */
 const struct backend_ops *backend_find(const char *name);
 
 /* Convenience: be->ops->submit(be, io, r). */

@@ -1,7 +1,7 @@
 /* fault.c - error injection around any other backend (like dm-flakey).
  *
- * Every LUN's backend stack has a fault layer on top, so an operator or a
- * test can make any LUN fail on command:
+ * Every LUN's block stack (stack.h) starts with a fault filter on top, so
+ * an operator or a test can make any LUN fail on command:
  *
  *   tgtadm --op update --mode logicalunit --tid 1 --lun 1 \
  *          --params fault=eio:ops=w:lba=0-1023
@@ -478,7 +478,7 @@ static void be_fault_delay_fire(struct ev_timer *t)
 	if (err)
 		io->done(io, err);	/* on the reactor, not inside submit */
 	else
-		backend_submit(be->inner, io, r);
+		backend_submit(backend_inner(be), io, r);
 }
 
 static void be_fault_submit(struct backend *be, struct be_io *io,
@@ -492,7 +492,7 @@ static void be_fault_submit(struct backend *be, struct be_io *io,
 	/* Idle path: one atomic load, then the inner backend owns io
 	 * (including be_scratch) and completes it directly to the caller. */
 	if (!atomic_load_explicit(&f->active, memory_order_acquire)) {
-		backend_submit(be->inner, io, r);
+		backend_submit(backend_inner(be), io, r);
 		return;
 	}
 	fault_decide(f, io, reactor_now_ms(r), &err, &latency);
@@ -513,7 +513,7 @@ static void be_fault_submit(struct backend *be, struct be_io *io,
 	if (err)
 		backend_complete_later(r, io, err);
 	else
-		backend_submit(be->inner, io, r);
+		backend_submit(backend_inner(be), io, r);
 }
 
 static int be_fault_set_param(struct backend *be, const char *key,
@@ -521,14 +521,17 @@ static int be_fault_set_param(struct backend *be, const char *key,
 {
 	if (strcmp(key, "fault") == 0)
 		return be_fault_set_spec(be->priv, val);
-	if (be->inner && be->inner->ops->set_param)
-		return be->inner->ops->set_param(be->inner, key, val);
+	struct backend *inner = backend_inner(be);
+
+	if (inner && inner->ops->set_param)
+		return inner->ops->set_param(inner, key, val);
 	return -ENOENT;
 }
 
 static int be_fault_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct fault_state *f = be->priv;
+	struct backend *inner = backend_inner(be);
 	char spec[FAULT_SPEC_MAX];
 	uint64_t injected, total;
 	int n;
@@ -541,12 +544,12 @@ static int be_fault_describe(struct backend *be, char *buf, unsigned len)
 
 	n = snprintf(buf, len, "fault=%s injected=%llu total=%llu", spec,
 		     (unsigned long long)injected, (unsigned long long)total);
-	if (n >= 0 && (unsigned)n + 3 < len && be->inner &&
-	    be->inner->ops->describe) {
+	if (n >= 0 && (unsigned)n + 3 < len && inner &&
+	    inner->ops->describe) {
 		int m;
 
 		n += snprintf(buf + n, len - (unsigned)n, "; ");
-		m = be->inner->ops->describe(be->inner, buf + n,
+		m = inner->ops->describe(inner, buf + n,
 					     len - (unsigned)n);
 		if (m > 0)
 			n += m;
@@ -557,13 +560,16 @@ static int be_fault_describe(struct backend *be, char *buf, unsigned len)
 static int be_fault_block_status(struct backend *be, uint64_t offset,
 				 uint64_t len, uint64_t *extent)
 {
-	if (!be->inner->ops->block_status)
+	struct backend *inner = backend_inner(be);
+
+	if (!inner->ops->block_status)
 		return -EOPNOTSUPP;
-	return be->inner->ops->block_status(be->inner, offset, len, extent);
+	return inner->ops->block_status(inner, offset, len, extent);
 }
 
 const struct backend_ops be_fault_ops = {
 	.name = "fault",
+	.filter = true,
 	.open = be_fault_open,
 	.close = be_fault_close,
 	.submit = be_fault_submit,

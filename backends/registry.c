@@ -9,15 +9,19 @@
 #include "backend.h"
 #include "reactor.h"
 
-/* Defined in file.c, null.c and fault.c.  Only this file needs them. */
+/* Defined in file.c, null.c, fault.c and passthrough.c.  Only this file
+ * needs them.  (The block stack's root, stack.c, is not a backend one can
+ * name, so it is not listed.) */
 extern const struct backend_ops be_file_ops;
 extern const struct backend_ops be_null_ops;
 extern const struct backend_ops be_fault_ops;
+extern const struct backend_ops be_passthrough_ops;
 
 static const struct backend_ops *const backend_table[] = {
 	&be_file_ops,
 	&be_null_ops,
 	&be_fault_ops,
+	&be_passthrough_ops,
 };
 
 const struct backend_ops *backend_find(const char *name)

@@ -1,9 +1,10 @@
 /* lun.c - creating and releasing logical units (target/lun.h).
  *
- * A LUN's backing store is a stack of backends: the store named in its
- * settings (file or null) at the bottom and the fault-injection layer on
- * top, always, so `tgtadm --params fault=...` works on every LUN without
- * a restart.  Everything that opening the store decides (the stack,
+ * A LUN's backing store is a block stack (backends/stack.h): the store
+ * named in its settings (file or null) at the bottom and the
+ * fault-injection filter on top when the LUN is created, so
+ * `tgtadm --params fault=...` works on every LUN without a restart; more
+ * filters can be inserted and removed while the LUN serves I/O.  Everything that opening the store decides (the stack,
  * capacity in blocks) is computed in lun_open_stack() and
  * lun_capacity(), the one place a future reopen or online resize must
  * call again (DESIGN.md "Where it goes next"). */
@@ -15,6 +16,7 @@
 #include "hang.h"
 #include "lun.h"
 #include "scsi.h"
+#include "stack.h"
 
 #define LUN_BLOCK_SIZE_DEFAULT 512
 #define LUN_BLOCK_SIZE_LOWEST 512
@@ -22,40 +24,9 @@
 /* The fault spec may be written with its key, as in --params. */
 #define LUN_FAULT_PREFIX "fault="
 
-/* Close and free a backend stack from the top down. */
-static void lun_close_stack(struct backend *be)
-{
-	while (be) {
-		struct backend *inner = be->inner;
-
-		be->ops->close(be);
-		free(be);
-		be = inner;
-	}
-}
-
-static int lun_open_one(const struct backend_ops *ops,
-			const struct backend_params *p, struct backend **out,
-			const char **errmsg)
-{
-	struct backend *be = calloc(1, sizeof(*be));
-	int err;
-
-	if (!be) {
-		*errmsg = "out of memory";
-		return -ENOMEM;
-	}
-	be->ops = ops;
-	err = ops->open(be, p, errmsg);
-	if (err) {
-		free(be);
-		return err;
-	}
-	*out = be;
-	return 0;
-}
-
-/* Open the store named in s and put the fault layer on top of it. */
+/* Open the store named in s, put the fault filter on top of it and make
+ * the two a block stack (stack.h): *out is the stack's root, through which
+ * filters are inserted and removed later while I/O runs. */
 static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 			  struct backend **out, const char **errmsg)
 {
@@ -82,7 +53,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 		*errmsg = "unknown backend (file or null)";
 		return -EINVAL;
 	}
-	err = lun_open_one(ops, &p, &store, errmsg);
+	err = be_stack_node_open(ops, &p, &store, errmsg);
 	if (err)
 		return err;
 
@@ -92,13 +63,18 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 	p.block_size = block_size;
 	p.opts = spec[0] ? spec : NULL;
 	p.inner = store;
-	err = lun_open_one(backend_find("fault"), &p, &top, errmsg);
+	err = be_stack_node_open(backend_find("fault"), &p, &top, errmsg);
 	if (err) {
-		lun_close_stack(store);
+		be_stack_node_close(store);
 		return err;
 	}
-	*out = top;
-	return 0;
+	err = be_stack_open(top, out);
+	if (err) {
+		*errmsg = "out of memory";
+		be_stack_node_close(top);
+		be_stack_node_close(store);
+	}
+	return err;
 }
 
 /* Capacity of be in blocks; the store must hold a whole number of them. */
@@ -123,7 +99,7 @@ static void scsi_lun_release(struct scsi_lun *l)
 {
 	hang_lun_free(l);
 	scsi_lun_state_free(l);
-	lun_close_stack(l->be);
+	be_stack_close(l->be);
 	l->be = NULL;
 	pthread_mutex_destroy(&l->lock);
 	free(l);
@@ -187,7 +163,7 @@ int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 err_mutex:
 	pthread_mutex_destroy(&l->lock);
 err_close:
-	lun_close_stack(l->be);
+	be_stack_close(l->be);
 err_free:
 	free(l);
 	if (!*errmsg)

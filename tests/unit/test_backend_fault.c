@@ -8,6 +8,7 @@
 #include "../../backends/fault.c"
 #include "backend_harness.h"
 #include "scsi.h"
+#include "stack.h"
 
 
 /* ---- fault spec parsing ---- */
@@ -310,8 +311,11 @@ static void test_lun(void)
 	CHECK(err == 0 && l, "null LUN: %d %s", err, msg ? msg : "");
 	if (l) {
 		CHECK(l->nblocks == 64 * MIB / 4096, "nblocks");
-		CHECK(l->be->ops == &be_fault_ops && l->be->inner &&
-		      l->be->inner->ops == &be_null_ops, "fault on top of null");
+		CHECK(be_stack_is_root(l->be) && l->be->inner &&
+		      l->be->inner->ops == &be_fault_ops &&
+		      l->be->inner->inner &&
+		      l->be->inner->inner->ops == &be_null_ops,
+		      "a block stack: fault on top of null");
 		CHECK(atomic_load(&l->refcnt) == 1, "one reference");
 		CHECK(l->be->ops->set_param(l->be, "fault", "eio,ops=r") == 0,
 		      "fault settable on any LUN");
