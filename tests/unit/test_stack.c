@@ -29,7 +29,7 @@ struct fake_store {
 	bool direct;
 	atomic_bool hold;		/* queue I/O instead of completing it */
 	struct be_io *held[512];	/* reactor thread only */
-	int nheld;
+	atomic_int nheld;	/* written on the reactor, read by the test */
 	atomic_int submitted;
 	atomic_bool closed;
 };
@@ -73,7 +73,7 @@ static void fake_submit(struct backend *be, struct be_io *io, struct reactor *r)
 
 	atomic_fetch_add(&f->submitted, 1);
 	if (atomic_load(&f->hold) && f->nheld < (int)ARRAY_SIZE(f->held)) {
-		f->held[f->nheld++] = io;
+		f->held[atomic_fetch_add(&f->nheld, 1)] = io;
 		return;
 	}
 	fake_do(f, io);
@@ -91,11 +91,11 @@ static void fake_release_fn(void *arg)
 {
 	struct fake_store *f = arg;
 
-	for (int i = 0; i < f->nheld; i++) {
+	for (int i = 0; i < atomic_load(&f->nheld); i++) {
 		fake_do(f, f->held[i]);
 		f->held[i]->done(f->held[i], 0);
 	}
-	f->nheld = 0;
+	atomic_store(&f->nheld, 0);
 }
 
 /* Complete every held request on the reactor and wait until it has run. */
