@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stack.h"
+
 /* Error numbers of tgtd's management protocol (tgtadm-wire.md).  The
  * daemon sends only the number; the stock tgtadm holds the texts. */
 enum mgmt_err {
@@ -93,6 +95,30 @@ int mgmt_payload_split(const char *payload, char **copy, char **items);
 
 /* `--mode logicalunit` requests (mgmt_lun.c).  Returns a MGMT_* error. */
 int mgmt_lun(const struct mgmt_req *req);
+
+/* Block stack changes in `logicalunit update` (mgmt_stack.c): the keys
+ * filter_add=NAME, filter_pos=top|above:NODE|below:NODE and
+ * filter_remove=NAME, collected while the request is parsed and applied
+ * after it has been validated as a whole. */
+struct mgmt_stack_change {
+	char add[32];			/* filter to insert, "" = none */
+	char remove[32];		/* filter to remove, "" = none */
+	bool has_pos;
+	enum be_stack_where where;
+	char ref[32];			/* node named by above:/below: */
+};
+struct scsi_lun;
+/* Is key one of the block stack keys? */
+bool mgmt_stack_key(const char *key);
+/* Record key=val in c.  0, -EINVAL (bad value, unknown filter, key given
+ * twice) or -ENOENT (not a stack key). */
+int mgmt_stack_parse(struct mgmt_stack_change *c, const char *key,
+		     const char *val);
+/* The change as a whole: 0 or -EINVAL (filter_pos without filter_add). */
+int mgmt_stack_check(const struct mgmt_stack_change *c);
+/* Remove, then insert, on lun's live stack.  Returns a MGMT_* error. */
+int mgmt_stack_apply(int tid, struct scsi_lun *lun,
+		     const struct mgmt_stack_change *c);
 struct mgmt_buf;
 /* `--mode account` requests (mgmt_account.c). */
 int mgmt_account(const struct mgmt_req *req, struct mgmt_buf *b);

@@ -144,6 +144,17 @@ static void json_lun(struct mgmt_buf *b, const struct target *t,
 	else
 		mgmt_buf_printf(b, ", \"backing_store_path\": null");
 	json_kv(b, true, "backing_store_flags", s.direct ? "direct" : "");
+	if (be_stack_is_root(lun->be)) {
+		const char *chain[BE_STACK_MAX_NODES];
+		int n = be_stack_names(lun->be, chain, BE_STACK_MAX_NODES);
+
+		mgmt_buf_printf(b, ", \"chain\": [");
+		for (int i = 0; i < n && i < BE_STACK_MAX_NODES; i++) {
+			mgmt_buf_printf(b, "%s", i ? ", " : "");
+			json_str(b, chain[i]);
+		}
+		mgmt_buf_printf(b, "]");
+	}
 	json_kv(b, true, "vendor_id", s.vendor_id);
 	json_kv(b, true, "product_id", s.product_id);
 	json_kv(b, true, "product_rev", s.product_rev);

@@ -1,6 +1,7 @@
 /* mgmt_lun.c - `tgtadm --mode logicalunit` requests: new, delete and the
  * all-or-nothing update (--params), including holdfast's own keys (hang
- * settings, fault=, hang=). */
+ * settings, fault=, hang=, and the block stack's filter_add=,
+ * filter_pos=, filter_remove= in mgmt_stack.c). */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -135,7 +136,7 @@ static bool mgmt_item_is_lun_key(const char *item)
 	memcpy(key, item, n);
 	key[n] = '\0';
 	return mgmt_lun_key_runtime(key) || strcmp(key, "fault") == 0 ||
-	       strcmp(key, "hang") == 0;
+	       strcmp(key, "hang") == 0 || mgmt_stack_key(key);
 }
 
 static bool mgmt_hang_verb_valid(const char *v)
@@ -164,6 +165,7 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	char *copy = NULL, *items[MGMT_MAX_ITEMS];
 	char fault[sizeof(((struct lun_settings *)0)->backend_opts)] = "";
 	char reason[512], hang[16] = "";
+	struct mgmt_stack_change stack = { .add = "" };
 	bool has_fault = false;
 	struct lun_settings tmp;
 	struct scsi_lun *lun = NULL;
@@ -220,6 +222,13 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			has_fault = true;
 			snprintf(tmp.backend_opts, sizeof(tmp.backend_opts),
 				 "%s", fault);
+		} else if (mgmt_stack_key(key)) {
+			if (mgmt_stack_parse(&stack, key, val)) {
+				log_err("target %d: LUN %llu: %s=%s: bad value or given twice",
+					req->tid, (unsigned long long)req->lun,
+					key, val);
+				err = MGMT_INVALID_REQUEST;
+			}
 		} else if (strcmp(key, "hang") == 0) {
 			if (!mgmt_hang_verb_valid(val))
 				err = MGMT_INVALID_REQUEST;
@@ -250,6 +259,8 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	const char *why = hang_check_settings(&tmp, lun->be);
 	if (!why && lun_settings_validate(&tmp, reason, sizeof(reason)))
 		why = reason;
+	if (!why && mgmt_stack_check(&stack))
+		why = "filter_pos needs filter_add";
 	if (why) {
 		log_err("target %d: LUN %llu: update refused: %s", req->tid,
 			(unsigned long long)req->lun, why);
@@ -257,8 +268,13 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 		goto out;
 	}
 
-	/* Apply: the fault spec first, the only step the backend may still
-	 * refuse; then the settings; then the hang verb. */
+	/* Apply: the block stack changes and the fault spec first, the steps
+	 * the backend may still refuse (a fault spec then reaches the topmost
+	 * fault filter of the new chain); then the settings; then the hang
+	 * verb. */
+	err = mgmt_stack_apply(req->tid, lun, &stack);
+	if (err)
+		goto out;
 	if (has_fault) {
 		struct backend *be = mgmt_param_backend(lun);
 		int ret = be ? be->ops->set_param(be, "fault", fault) : -EOPNOTSUPP;

@@ -152,6 +152,10 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 			s.direct ? "direct" : "");
 
 	/* holdfast's lines. */
+	if (be_stack_is_root(lun->be)) {
+		be_stack_format(lun->be, text, sizeof(text));
+		mgmt_buf_printf(b, "            Backing store chain: %s\n", text);
+	}
 	mgmt_buf_printf(b, "            Vendor: %s, Product: %s, Revision: %s\n",
 			s.vendor_id, s.product_id, s.product_rev);
 	mgmt_buf_printf(b, "            Write cache: %s, Sense format: %s\n",

@@ -1,0 +1,216 @@
+"""The block stack (backends/stack.h) through the real daemon.
+
+A LUN's storage is a chain of nodes: filters (fault, passthrough) above a
+store (file, null).  `logicalunit update` inserts and removes filters while
+the LUN serves I/O (filter_add=NAME[,filter_pos=top|above:NODE|below:NODE],
+filter_remove=NAME); show prints the chain as `Backing store chain:` and
+the JSON show as "chain".  The main test swaps filters again and again
+while qemu-img writes, then checks every byte of the disk.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from helpers import USE_TGTD, build_dir, qemu_io, run, tscale
+
+MiB = 1 << 20
+DISK = 64 * MiB
+BLOCK = 4096
+
+# tgtd has no block stack: nothing here applies to the baseline run.
+pytestmark = pytest.mark.skipif(USE_TGTD, reason="holdfast-only feature")
+
+
+def lun_update(d, params, lun=1, check=True):
+    return d.tgtadm("--lld", "iscsi", "--op", "update", "--mode",
+                    "logicalunit", "--tid", "1", "--lun", lun, "--params",
+                    params, check=check)
+
+
+def chain(d, lun=1):
+    """The `Backing store chain:` of LUN lun in the show text."""
+    out = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                   "target").stdout
+    m = re.search(r"LUN: %d\n(.*?)(?=\n\s*LUN: |\nAccount information|\Z)"
+                  % lun, out, re.S)
+    assert m, out
+    c = re.search(r"\n\s*Backing store chain: (.*)", m.group(1))
+    assert c, m.group(1)
+    return c.group(1)
+
+
+def json_chain(d, lun=1):
+    adm = str(build_dir() / "holdfastadm")
+    cp = run([adm, "-C", str(d.ctl_port), "--json", "-o", "show", "-m",
+              "logicalunit", "-t", "1", "-l", str(lun)], env=d.env)
+    return json.loads(cp.stdout)["chain"]
+
+
+def writes_fail(d, lun=1, offset=0):
+    cp = qemu_io(d.url(lun), "write -P 0x5c %d 64k" % offset, check=False)
+    return "failed" in cp.stdout + cp.stderr or cp.returncode != 0
+
+
+def test_chain_shown_changed_and_refused(holdfast):
+    d = holdfast()
+    assert chain(d, 1) == "fault -> file"
+    assert chain(d, 2) == "fault -> null"
+    assert json_chain(d, 1) == ["fault", "file"]
+    # the new line comes after tgtd's standard lines, like the hang lines
+    out = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                   "target").stdout
+    assert out.index("Backing store flags:") < out.index(
+        "Backing store chain:")
+
+    lun_update(d, "filter_add=passthrough")
+    assert chain(d) == "passthrough -> fault -> file"
+    lun_update(d, "filter_add=passthrough,filter_pos=below:fault")
+    assert chain(d) == "passthrough -> fault -> passthrough -> file"
+    lun_update(d, "filter_add=fault,filter_pos=above:file")
+    assert chain(d) == "passthrough -> fault -> passthrough -> fault -> file"
+    assert json_chain(d) == ["passthrough", "fault", "passthrough", "fault",
+                             "file"]
+    assert chain(d, 2) == "fault -> null", "other LUNs keep their chain"
+
+    # refused requests change nothing
+    for bad in ("filter_add=file", "filter_add=nosuch",
+                "filter_remove=file", "filter_remove=nosuch",
+                "filter_add=passthrough,filter_pos=sideways",
+                "filter_add=passthrough,filter_pos=above:nosuch",
+                "filter_add=passthrough,filter_pos=below:file",
+                "filter_pos=top",
+                "filter_add=passthrough,filter_add=fault"):
+        cp = lun_update(d, bad, check=False)
+        assert cp.returncode != 0, bad
+        assert chain(d) == ("passthrough -> fault -> passthrough -> fault "
+                            "-> file"), bad
+
+    # fault= reaches the topmost fault filter; removing it ends the fault
+    qemu_io(d.url(1), "write -P 0x11 0 1M")
+    lun_update(d, "fault=eio:ops=w")
+    assert writes_fail(d)
+    lun_update(d, "filter_remove=fault")
+    assert chain(d) == "passthrough -> passthrough -> fault -> file"
+    assert not writes_fail(d)
+    # remove and add in one request: the removal runs first
+    lun_update(d, "filter_remove=passthrough,filter_add=fault,"
+               "filter_pos=top")
+    assert chain(d) == "fault -> passthrough -> fault -> file"
+    lun_update(d, "filter_remove=passthrough")
+    lun_update(d, "filter_remove=fault")
+    assert chain(d) == "fault -> file"
+    qemu_io(d.url(1), "read -P 0x5c 0 64k", "read -P 0x11 64k 960k")
+    assert "block stack now fault -> file" in d.log_text()
+
+
+# (filter_add params, name to remove afterwards): passthrough and fault
+# filters with no fault spec, at every position.
+SWAPS = [
+    ("filter_add=passthrough", "passthrough"),
+    ("filter_add=fault,filter_pos=above:file", "fault"),
+    ("filter_add=passthrough,filter_pos=below:fault", "passthrough"),
+    ("filter_add=fault,filter_pos=top", "fault"),
+    ("filter_add=passthrough,filter_pos=above:fault", "passthrough"),
+]
+
+
+def bench(d, pattern, count, depth=8):
+    """qemu-img bench writing pattern to LUN 1 sequentially in 4 KiB
+    requests, depth in flight, from offset 0 (another session)."""
+    return subprocess.Popen(
+        ["qemu-img", "bench", "-f", "raw", "-w", "-c", str(count), "-d",
+         str(depth), "-s", str(BLOCK), "-t", "none",
+         "--pattern=%d" % pattern, d.url(1)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def swap_while(d, p):
+    """Insert and remove filters until bench p ends; returns how many
+    changes were made."""
+    changes = 0
+    while p.poll() is None:
+        add, name = SWAPS[changes // 2 % len(SWAPS)]
+        lun_update(d, add if changes % 2 == 0 else "filter_remove=" + name)
+        changes += 1
+    out, err = p.communicate(timeout=300 * tscale())
+    assert p.returncode == 0, (out, err)
+    if changes % 2:
+        lun_update(d, "filter_remove=" + SWAPS[(changes - 1) // 2
+                                               % len(SWAPS)][1])
+    return changes
+
+
+def regions(data, want):
+    """The [start, end) byte ranges of data that are not want."""
+    bad, start = [], None
+    pat = bytes([want]) * BLOCK
+    for off in range(0, len(data), BLOCK):
+        ok = data[off:off + BLOCK] == pat
+        if not ok and start is None:
+            start = off
+        elif ok and start is not None:
+            bad.append((start, off))
+            start = None
+    if start is not None:
+        bad.append((start, len(data)))
+    return bad
+
+
+def test_swap_filters_while_qemu_img_writes(holdfast):
+    d = holdfast()
+    path = d.path("disk1.img")
+    # qemu-img bench wraps its offset at (size - buffer): one pass of
+    # DISK / BLOCK - 1 requests covers every block but the last.
+    span = DISK - BLOCK
+    per_pass = span // BLOCK
+
+    # pass 1: 0x5a over the whole disk, twice, while the chain changes
+    p = bench(d, 0x5a, 2 * per_pass)
+    time.sleep(0.2)
+    assert p.poll() is None, "the bench ended before the first change"
+    n1 = swap_while(d, p)
+    # pass 2: 0xa5 over the first half only
+    half = span // 2 // BLOCK
+    p = bench(d, 0xa5, half)
+    n2 = swap_while(d, p)
+    print("changes under I/O: %d + %d" % (n1, n2))
+    assert n1 + n2 >= 10, "too few changes under I/O: %d + %d" % (n1, n2)
+    assert chain(d) == "fault -> file"
+
+    # every byte: through the LUN and in the backing file
+    qemu_io(d.url(1), "read -P 0xa5 0 %d" % (half * BLOCK),
+            "read -P 0x5a %d %d" % (half * BLOCK, span - half * BLOCK),
+            timeout=120)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert len(data) == DISK
+    assert regions(data[:half * BLOCK], 0xa5) == []
+    assert regions(data[half * BLOCK:span], 0x5a) == []
+    assert "closed when it completes" not in d.log_text()
+
+
+def test_remove_filter_with_delayed_io_in_flight(holdfast):
+    """A fault filter that delays writes is removed while delayed writes
+    are in it: the removal waits for them (the drain), none is lost."""
+    d = holdfast()
+    lun_update(d, "filter_add=fault,filter_pos=above:file")
+    lun_update(d, "filter_add=passthrough,filter_pos=below:fault")
+    # the topmost fault gets the spec: delay every write by 300 ms
+    lun_update(d, "fault=latency=300:ops=w")
+    p = bench(d, 0x3c, 256, depth=16)
+    time.sleep(0.5)
+    assert p.poll() is None
+    t = time.monotonic()
+    lun_update(d, "filter_remove=fault")        # the delaying one
+    waited = time.monotonic() - t
+    lun_update(d, "filter_remove=passthrough")
+    out, err = p.communicate(timeout=120 * tscale())
+    assert p.returncode == 0, (out, err)
+    assert chain(d) == "fault -> file"
+    assert waited < 5, "the drain waited %.1f s" % waited
+    qemu_io(d.url(1), "read -P 0x3c 0 %d" % (256 * BLOCK))
