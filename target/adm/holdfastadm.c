@@ -145,7 +145,11 @@ static void usage(FILE *f)
 "      --dump                  print the running configuration\n"
 "      --save                  write it back to holdfastd's targets.conf\n"
 "      --hang VERB             pause, resume, retry or fail a LUN's hang\n"
-"  -h, --help\n");
+"  -h, --help\n"
+"\n"
+"Block stack of a live LUN (--op update --mode logicalunit -P ...):\n"
+"  filter_add=passthrough|fault[,filter_pos=top|above:NODE|below:NODE]\n"
+"  filter_remove=NAME          (show prints \"Backing store chain:\")\n");
 }
 
 static int lookup(const char *const *names, int n, const char *s)
