@@ -107,7 +107,6 @@ struct mgmt_stack_change {
 	enum be_stack_where where;
 	char ref[32];			/* node named by above:/below: */
 };
-struct scsi_lun;
 /* Is key one of the block stack keys? */
 bool mgmt_stack_key(const char *key);
 /* Record key=val in c.  0, -EINVAL (bad value, unknown filter, key given
@@ -116,9 +115,11 @@ int mgmt_stack_parse(struct mgmt_stack_change *c, const char *key,
 		     const char *val);
 /* The change as a whole: 0 or -EINVAL (filter_pos without filter_add). */
 int mgmt_stack_check(const struct mgmt_stack_change *c);
-/* Remove, then insert, on lun's live stack.  Returns a MGMT_* error. */
-int mgmt_stack_apply(int tid, struct scsi_lun *lun,
-		     const struct mgmt_stack_change *c);
+/* Remove, then insert, on the live stack whose root is the LUN's backend
+ * (lun and block_size for log lines and the fault filter's lba= unit).
+ * Returns a MGMT_* error. */
+int mgmt_stack_apply(int tid, uint64_t lun, uint32_t block_size,
+		     struct backend *root, const struct mgmt_stack_change *c);
 struct mgmt_buf;
 /* `--mode account` requests (mgmt_account.c). */
 int mgmt_account(const struct mgmt_req *req, struct mgmt_buf *b);

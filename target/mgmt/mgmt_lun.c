@@ -272,7 +272,8 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	 * the backend may still refuse (a fault spec then reaches the topmost
 	 * fault filter of the new chain); then the settings; then the hang
 	 * verb. */
-	err = mgmt_stack_apply(req->tid, lun, &stack);
+	err = mgmt_stack_apply(req->tid, req->lun, tmp.block_size, lun->be,
+			       &stack);
 	if (err)
 		goto out;
 	if (has_fault) {

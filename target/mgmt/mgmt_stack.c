@@ -16,7 +16,6 @@
 
 #include "backend.h"
 #include "mgmt_internal.h"
-#include "scsi.h"
 #include "stack.h"
 #include "util.h"
 
@@ -89,17 +88,18 @@ int mgmt_stack_check(const struct mgmt_stack_change *c)
 	return c->has_pos && !c->add[0] ? -EINVAL : 0;
 }
 
-int mgmt_stack_apply(int tid, struct scsi_lun *lun,
-		     const struct mgmt_stack_change *c)
+int mgmt_stack_apply(int tid, uint64_t lun, uint32_t block_size,
+		     struct backend *root, const struct mgmt_stack_change *c)
 {
-	unsigned long long nr = (unsigned long long)lun->set.lun;
+	unsigned long long nr = (unsigned long long)lun;
+	char chain[256];
 
 	if (!c->add[0] && !c->remove[0])
 		return MGMT_SUCCESS;
-	if (!be_stack_is_root(lun->be))
+	if (!be_stack_is_root(root))
 		return MGMT_UNSUPPORTED_OPERATION;
 	if (c->remove[0]) {
-		int ret = be_stack_remove(lun->be, c->remove, BE_STACK_DRAIN_MS);
+		int ret = be_stack_remove(root, c->remove, BE_STACK_DRAIN_MS);
 
 		if (ret < 0) {
 			log_err("target %d: LUN %llu: filter_remove=%s: %s", tid,
@@ -114,10 +114,10 @@ int mgmt_stack_apply(int tid, struct scsi_lun *lun,
 	}
 	if (c->add[0]) {
 		struct backend_params p = {
-			.block_size = lun->set.block_size,
+			.block_size = block_size,	/* fault's lba= unit */
 		};
 		const char *why = NULL;
-		int ret = be_stack_insert(lun->be, backend_find(c->add), &p,
+		int ret = be_stack_insert(root, backend_find(c->add), &p,
 					  c->has_pos ? c->where : BE_STACK_TOP,
 					  c->ref, &why);
 
@@ -127,8 +127,7 @@ int mgmt_stack_apply(int tid, struct scsi_lun *lun,
 			return ret == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
 		}
 	}
-	char chain[256];
-	be_stack_format(lun->be, chain, sizeof(chain));
+	be_stack_format(root, chain, sizeof(chain));
 	log_info("target %d: LUN %llu: block stack now %s", tid, nr, chain);
 	return MGMT_SUCCESS;
 }
