@@ -5,11 +5,12 @@ store (file, null).  `logicalunit update` inserts and removes filters while
 the LUN serves I/O (filter_add=NAME[,filter_pos=top|above:NODE|below:NODE],
 filter_remove=NAME); show prints the chain as `Backing store chain:` and
 the JSON show as "chain".  The main test swaps filters again and again
-while qemu-img writes, then checks every byte of the disk.
+while qemu-img writes, then checks every byte of the disk; others remove a
+filter with delayed writes in it, and one whose failures the hang engine
+is holding.
 """
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -214,3 +215,38 @@ def test_remove_filter_with_delayed_io_in_flight(holdfast):
     assert chain(d) == "fault -> file"
     assert waited < 5, "the drain waited %.1f s" % waited
     qemu_io(d.url(1), "read -P 0x3c 0 %d" % (256 * BLOCK))
+
+
+def hang_state(d, lun=1):
+    out = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                   "target").stdout
+    m = re.search(r"LUN: %d\n.*?Hang state: (\w+)" % lun, out, re.S)
+    assert m, out
+    return m.group(1)
+
+
+def test_held_writes_finish_through_the_new_chain(holdfast):
+    """The hang engine sits above the whole stack: a write held because a
+    fault filter fails it is retried, after that filter is removed and
+    another inserted, through the new chain, and lands."""
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "16M", "werror": "retry",
+                        "retry_interval": 200}])
+    lun_update(d, "filter_add=fault")
+    assert chain(d) == "fault -> fault -> file"
+    lun_update(d, "fault=eio:ops=w")             # the topmost one fails
+    p = subprocess.Popen(
+        ["qemu-io", "-f", "raw", "-c", "write -P 0x77 0 1M", d.url(1)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10 * tscale()
+    while hang_state(d) != "hung":
+        assert time.monotonic() < deadline, "the write was not held"
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    lun_update(d, "filter_add=passthrough,filter_pos=below:fault")
+    lun_update(d, "filter_remove=fault")         # the failing one goes
+    assert chain(d) == "passthrough -> fault -> file"
+    out, err = p.communicate(timeout=60 * tscale())
+    assert p.returncode == 0 and "failed" not in out + err, (out, err)
+    assert hang_state(d) == "ok"
+    qemu_io(d.url(1), "read -P 0x77 0 1M")
