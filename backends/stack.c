@@ -356,7 +356,8 @@ static void stack_link(struct backend *parent, struct backend *node)
 
 int be_stack_insert(struct backend *root, const struct backend_ops *ops,
 		    const struct backend_params *p, enum be_stack_where where,
-		    const char *ref, const char **errmsg)
+		    const char *ref, struct backend **out,
+		    const char **errmsg)
 {
 	struct be_stack *s = root->priv;
 	struct backend_params fp = *p;
@@ -403,12 +404,44 @@ int be_stack_insert(struct backend *root, const struct backend_ops *ops,
 	if (err)
 		goto out;
 	stack_link(parent, node);
+	if (out)
+		*out = node;
 	/* Nothing was unlinked, so nothing has to drain; but retired nodes
 	 * of an earlier change may be closable by now. */
 	stack_reap_locked(s, 0);
 out:
 	pthread_mutex_unlock(&s->lock);
 	return err;
+}
+
+/* The node above node (the root for the top); false if node is not in the
+ * chain. */
+static bool stack_find_parent(struct backend *root, struct backend *node,
+			      struct backend **parent)
+{
+	for (struct backend *be = root; be; be = be->inner) {
+		if (be->inner == node) {
+			*parent = be;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Unlink node (below parent), drain, close.  Called with s->lock held. */
+static int stack_remove_locked(struct be_stack *s, struct backend *parent,
+			       struct backend *node, unsigned timeout_ms)
+{
+	int err;
+
+	if (!node->ops->filter)
+		return -EINVAL;		/* the store stays; replace it instead */
+	/* Retire first: if that fails, nothing has changed. */
+	err = stack_retire(s, node);
+	if (err)
+		return err;
+	stack_link(parent, node->inner);
+	return stack_reap_locked(s, timeout_ms) ? 1 : 0;
 }
 
 int be_stack_remove(struct backend *root, const char *name,
@@ -419,21 +452,26 @@ int be_stack_remove(struct backend *root, const char *name,
 	int err;
 
 	pthread_mutex_lock(&s->lock);
-	if (!name || !stack_find(root, name, &parent, &node)) {
+	if (!name || !stack_find(root, name, &parent, &node))
 		err = -ENOENT;
-		goto out;
-	}
-	if (!node->ops->filter) {
-		err = -EINVAL;		/* the store stays; replace it instead */
-		goto out;
-	}
-	/* Retire first: if that fails, nothing has changed. */
-	err = stack_retire(s, node);
-	if (err)
-		goto out;
-	stack_link(parent, node->inner);
-	err = stack_reap_locked(s, timeout_ms) ? 1 : 0;
-out:
+	else
+		err = stack_remove_locked(s, parent, node, timeout_ms);
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+int be_stack_remove_node(struct backend *root, struct backend *node,
+			 unsigned timeout_ms)
+{
+	struct be_stack *s = root->priv;
+	struct backend *parent;
+	int err;
+
+	pthread_mutex_lock(&s->lock);
+	if (!node || !stack_find_parent(root, node, &parent))
+		err = -ENOENT;
+	else
+		err = stack_remove_locked(s, parent, node, timeout_ms);
 	pthread_mutex_unlock(&s->lock);
 	return err;
 }

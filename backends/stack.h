@@ -95,18 +95,25 @@ bool be_stack_is_root(const struct backend *be);
 
 /* Open a filter with ops and p (p->inner is set here) and link it in at
  * where / ref.  A name ref means the topmost node with that ops->name.
- * Nothing is unlinked, so nothing drains.  0, -EINVAL (not a filter, bad
- * position), -ENOENT (no node ref), -E2BIG (chain full), or the open's
- * error with *errmsg set. */
+ * Nothing is unlinked, so nothing drains.  *node (node may be NULL) gets
+ * the new node, e.g. for a job that reads the filter's state through
+ * node->priv; it stays valid until it is removed.  0, -EINVAL (not a
+ * filter, bad position), -ENOENT (no node ref), -E2BIG (chain full), or
+ * the open's error with *errmsg set. */
 int be_stack_insert(struct backend *root, const struct backend_ops *ops,
 		    const struct backend_params *p, enum be_stack_where where,
-		    const char *ref, const char **errmsg);
+		    const char *ref, struct backend **node,
+		    const char **errmsg);
 
 /* Unlink the topmost filter named name, wait up to timeout_ms for the I/O
  * that may still use it, then close it.  0 (closed), 1 (unlinked; closed
  * later, see the header comment), -ENOENT, -EINVAL (name is the store). */
 int be_stack_remove(struct backend *root, const char *name,
 		    unsigned timeout_ms);
+/* The same for the filter node itself (as be_stack_insert() returned it):
+ * for a job that must remove its own filter and no other of that name. */
+int be_stack_remove_node(struct backend *root, struct backend *node,
+			 unsigned timeout_ms);
 
 /* Put store (open, no inner) in place of the topmost node named name (NULL:
  * the store) and every node below it; those are drained and closed like a

@@ -119,7 +119,7 @@ int mgmt_stack_apply(int tid, uint64_t lun, uint32_t block_size,
 		const char *why = NULL;
 		int ret = be_stack_insert(root, backend_find(c->add), &p,
 					  c->has_pos ? c->where : BE_STACK_TOP,
-					  c->ref, &why);
+					  c->ref, NULL, &why);
 
 		if (ret) {
 			log_err("target %d: LUN %llu: filter_add=%s: %s", tid,

@@ -180,7 +180,7 @@ static int insert(struct backend *root, const struct backend_ops *ops,
 	struct backend_params p = { .block_size = BS, .opts = opts };
 	const char *msg;
 
-	return be_stack_insert(root, ops, &p, where, ref, &msg);
+	return be_stack_insert(root, ops, &p, where, ref, NULL, &msg);
 }
 
 static bool chain_is(struct backend *root, const char *want)
@@ -261,7 +261,7 @@ static void test_positions(void)
 	CHECK(chain_is(root, "fault -> passthrough -> passthrough -> fault -> fakestore"));
 
 	/* errors change nothing */
-	CHECK(be_stack_insert(root, &be_null_ops, &p, BE_STACK_TOP, NULL, &msg) == -EINVAL &&
+	CHECK(be_stack_insert(root, &be_null_ops, &p, BE_STACK_TOP, NULL, NULL, &msg) == -EINVAL &&
 	      msg, "a store is not a filter");
 	CHECK(insert(root, &be_passthrough_ops, NULL, BE_STACK_BELOW, "fakestore") == -EINVAL,
 	      "nothing below the store");
@@ -279,6 +279,18 @@ static void test_positions(void)
 	CHECK(be_stack_remove(root, "fault", 1000) == 0, "remove the topmost fault");
 	CHECK(chain_is(root, "passthrough -> passthrough -> fault -> fakestore"));
 	CHECK(run_io(root, BE_OP_READ, 0, BS, buf) == 0, "its spec left with it");
+
+	/* a job removes its own filter, not the topmost of that name */
+	struct backend *mine = NULL, *other = NULL;
+	CHECK(be_stack_insert(root, &be_passthrough_ops, &p, BE_STACK_ABOVE,
+			      "fakestore", &mine, &msg) == 0 && mine);
+	CHECK(chain_is(root, "passthrough -> passthrough -> fault -> passthrough -> fakestore"));
+	CHECK(be_stack_remove_node(root, mine, 1000) == 0);
+	CHECK(chain_is(root, "passthrough -> passthrough -> fault -> fakestore"),
+	      "the lowest passthrough went");
+	CHECK(be_stack_remove_node(root, mine, 1000) == -ENOENT, "not in the chain any more");
+	CHECK(stack_find(root, "fakestore", &other, &mine) &&
+	      be_stack_remove_node(root, mine, 0) == -EINVAL, "the store stays");
 
 	/* the chain is bounded */
 	int n = be_stack_names(root, (const char *[1]){ 0 }, 1), err = 0;
