@@ -4,7 +4,8 @@
  * named in its settings (file or null) at the bottom and the
  * fault-injection filter on top when the LUN is created, so
  * `tgtadm --params fault=...` works on every LUN without a restart; more
- * filters can be inserted and removed while the LUN serves I/O.  Everything that opening the store decides (the stack,
+ * filters can be inserted and removed while the LUN serves I/O.
+ * Everything that opening the store decides (the stack,
  * capacity in blocks) is computed in lun_open_stack() and
  * lun_capacity(), the one place a future reopen or online resize must
  * call again (DESIGN.md "Where it goes next"). */
