@@ -5,6 +5,7 @@
 #   make run        build and serve the bundled targets.conf on port 3260
 #   make test       build and run every test
 #   make sanitize   run the tests under ASan + UBSan
+#   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make bench      holdfastd vs tgtd side by side, as ratios
 
 CC      ?= gcc
@@ -29,7 +30,10 @@ DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     python3 python3-pytest fuse3 libfuse3-dev socat iproute2 \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
 	     e2fsprogs cpio kmod gzip strace multipath-tools
-DEB_ALL   := $(DEB_BUILD) $(DEB_TEST)
+# Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
+# llvm for llvm-symbolizer (readable stack traces).
+DEB_FUZZ  := clang libclang-rt-14-dev llvm
+DEB_ALL   := $(DEB_BUILD) $(DEB_TEST) $(DEB_FUZZ)
 
 SRC     := $(wildcard target/*.c $(addsuffix /*.c,$(LAYERS)))
 OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(SRC))
@@ -39,7 +43,8 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test unit pytest sanitize clean bench layers
+.PHONY: all deps run test unit pytest sanitize clean bench layers \
+	fuzz fuzz-build fuzz-smoke
 all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
 # The build fails when a lower layer includes a higher layer's header.
@@ -98,6 +103,7 @@ pytest: all
 
 test: deps all
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory fuzz-smoke
 	/usr/bin/python3 -m pytest -v -rs tests
 
 # The whole suite with AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -113,7 +119,7 @@ bench: deps $(BUILD)/holdfastd
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san $(FUZZ_BUILD)
 
 -include $(OBJ:.o=.d)
 
@@ -123,3 +129,65 @@ all: $(BUILD)/holdfastadm
 $(BUILD)/holdfastadm: $(ADM_SRC) target/core/util.c target/core/util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(ADM_SRC) target/core/util.c $(LDFLAGS)
+
+# ---- fuzzing (README "Robustness") ----
+# The daemon's objects compiled by clang with libFuzzer's coverage and
+# ASan + UBSan, in their own build dir; one harness per tests/fuzz/fuzz_*.c
+# (fuzz_env.c is the fixture they share).  A harness reads its seeds from
+# tests/fuzz/corpus/NAME and replays tests/fuzz/regress/NAME (inputs that
+# once crashed) before fuzzing.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined \
+		-fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out \
+		tests/fuzz/fuzz_env.c,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BIN     := $(patsubst %,$(FUZZ_BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
+FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ASAN_SYMBOLIZER_PATH=$$(command -v llvm-symbolizer)
+FUZZ_OPTS    := -timeout=25 -rss_limit_mb=2048 -max_len=65536 \
+		-print_final_stats=1
+
+$(FUZZ_BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_env.c \
+			   tests/fuzz/fuzz_env.h $(FUZZ_BUILD)/libholdfast.a
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -fsanitize=fuzzer -Itests/fuzz \
+	  -o $@ $< tests/fuzz/fuzz_env.c $(FUZZ_BUILD)/libholdfast.a $(LIBS) \
+	  $(LDFLAGS)
+
+fuzz-build:
+	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) \
+	  SANFLAGS="$(FUZZ_SAN)" $(FUZZ_BIN)
+
+# Each harness for FUZZ_SECONDS from its seeds; new coverage goes to
+# $(FUZZ_BUILD)/corpus/NAME, a crash to $(FUZZ_BUILD)/crash-NAME-*.
+fuzz: fuzz-build
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$n tests/fuzz/regress/$$n; \
+	  echo "== fuzz_$$n: $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz/fuzz_$$n $(FUZZ_OPTS) \
+	    -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash-$$n- \
+	    $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n tests/fuzz/regress/$$n; \
+	done
+
+# make test: replay every seed and regression input once, then fuzz each
+# harness for FUZZ_SMOKE_SECONDS; any crash fails.
+fuzz-smoke: fuzz-build
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for n in $(FUZZ_NAMES); do \
+	  bin=$(FUZZ_BUILD)/fuzz/fuzz_$$n; mkdir -p "$$tmp/$$n"; \
+	  inputs=$$(find tests/fuzz/corpus/$$n tests/fuzz/regress/$$n -type f 2>/dev/null); \
+	  echo "== fuzz_$$n: replay $$(echo $$inputs | wc -w) inputs, fuzz $(FUZZ_SMOKE_SECONDS) s"; \
+	  if [ -n "$$inputs" ] && ! $(FUZZ_ENV) $$bin $(FUZZ_OPTS) $$inputs \
+	       >"$$tmp/log" 2>&1; then tail -n 60 "$$tmp/log"; exit 1; fi; \
+	  if ! $(FUZZ_ENV) $$bin $(FUZZ_OPTS) \
+	       -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+	       -artifact_prefix=$(FUZZ_BUILD)/crash-$$n- \
+	       "$$tmp/$$n" tests/fuzz/corpus/$$n >"$$tmp/log" 2>&1; then \
+	    tail -n 60 "$$tmp/log"; exit 1; fi; \
+	  grep -h '^stat::number_of_executed_units' "$$tmp/log" || true; \
+	done

@@ -289,36 +289,57 @@ static int reactor_next_timeout(struct reactor *r)
 	return (int)MIN(t->when_ms - r->now_ms, 60000);
 }
 
+/* One loop turn: wait up to timeout_ms (or the next timer) for events,
+ * dispatch them, then run due timers.  false if epoll_wait failed. */
+static bool reactor_turn(struct reactor *r, int timeout_ms)
+{
+	int n;
+
+	reactor_uring_kick(r);
+	n = epoll_wait(r->epfd, r->batch, REACTOR_MAX_EVENTS, timeout_ms);
+	r->now_ms = clock_ms();
+	if (n < 0) {
+		if (errno == EINTR)
+			return true;
+		log_err("reactor %d: epoll_wait: %s", r->index,
+			strerror(errno));
+		return false;
+	}
+	r->batch_n = n;
+	for (r->batch_pos = 0; r->batch_pos < n; r->batch_pos++) {
+		struct ev_fd *w = r->batch[r->batch_pos].data.ptr;
+
+		if (w && w->active)
+			w->fn(w, r->batch[r->batch_pos].events);
+	}
+	r->batch_n = r->batch_pos = 0;
+	reactor_run_timers(r);
+	return true;
+}
+
 void reactor_run(struct reactor *r)
 {
 	reactor_cur = r;
-	while (!r->stopping) {
-		int n;
-
-		reactor_uring_kick(r);
-		n = epoll_wait(r->epfd, r->batch, REACTOR_MAX_EVENTS,
-			       reactor_next_timeout(r));
-		r->now_ms = clock_ms();
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_err("reactor %d: epoll_wait: %s", r->index,
-				strerror(errno));
+	while (!r->stopping)
+		if (!reactor_turn(r, reactor_next_timeout(r)))
 			break;
-		}
-		r->batch_n = n;
-		for (r->batch_pos = 0; r->batch_pos < n; r->batch_pos++) {
-			struct ev_fd *w = r->batch[r->batch_pos].data.ptr;
-
-			if (w && w->active)
-				w->fn(w, r->batch[r->batch_pos].events);
-		}
-		r->batch_n = r->batch_pos = 0;
-		reactor_run_timers(r);
-	}
 	/* last calls queued before stop (e.g. completions) still run */
 	reactor_run_calls(r);
 	reactor_cur = NULL;
+}
+
+int reactor_run_once(struct reactor *r, int timeout_ms)
+{
+	int next = reactor_next_timeout(r);
+
+	reactor_cur = r;
+	if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
+		timeout_ms = next;
+	if (!reactor_turn(r, timeout_ms))
+		return -EIO;
+	/* calls queued by this turn's callbacks run now, not next turn */
+	reactor_run_calls(r);
+	return 0;
 }
 
 static void reactor_stop_fn(void *arg)

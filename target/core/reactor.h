@@ -50,6 +50,12 @@ struct ev_timer {
 struct reactor *reactor_new(int index);
 /* Run the loop on the calling thread until reactor_stop(). */
 void reactor_run(struct reactor *r);
+/* One turn of the loop on the calling thread (which becomes r's thread):
+ * wait at most timeout_ms (-1: until the next timer or event), dispatch
+ * what is ready, run due timers and queued calls.  For harnesses and
+ * tests that drive a reactor step by step; never mixed with
+ * reactor_run() on another thread.  0 / -EIO. */
+int reactor_run_once(struct reactor *r, int timeout_ms);
 /* Ask the loop to return (thread safe). */
 void reactor_stop(struct reactor *r);
 /* Free a reactor whose loop has returned. */
