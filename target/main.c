@@ -140,6 +140,7 @@ int main(int argc, char **argv)
 		mgmt_stop();
 		return 1;
 	}
+	iscsi_portals_warn_open();
 	for (int i = 0; i < nthreads; i++)
 		pthread_create(&threads[i], NULL, reactor_thread, reactors[i]);
 	log_info("holdfastd ready: %d reactor thread%s, control port %d, config %s",
@@ -153,8 +154,8 @@ int main(int argc, char **argv)
 			log_info("signal %d: shutting down", sig);
 			break;
 		}
-		if (sig == SIGHUP)
-			config_reload(cfg.path);
+		if (sig == SIGHUP && config_reload(cfg.path) == 0)
+			iscsi_portals_warn_open();
 		if (mgmt_exit_requested()) {
 			log_info("shutdown requested through management");
 			break;

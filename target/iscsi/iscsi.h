@@ -90,6 +90,11 @@ int iscsi_session_stats(uint64_t sid, struct iscsi_lun_stat *luns,
  * if no session has that sid.  Thread safe; does not wait. */
 int iscsi_session_close(uint64_t sid, bool ask_logout);
 
+/* Log a warning for every target that admits ALL initiators without
+ * CHAP while a portal listens on a non-loopback address (startup and
+ * reload).  Returns how many were found.  Thread safe. */
+int iscsi_portals_warn_open(void);
+
 /* Connections still alive (including closing ones waiting for their
  * commands); shutdown waits for 0. */
 int iscsi_conn_count(void);

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "iscsi_internal.h"
 
 static pthread_mutex_t sess_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -486,6 +487,72 @@ void iscsi_portals_stop(void)
 			close(p->fd);
 	}
 	pthread_mutex_unlock(&portal_lock);
+}
+
+/* A listening address reachable only from this host: 127.0.0.0/8, ::1
+ * and ::ffff:127.0.0.0/104.  The wildcards 0.0.0.0 and :: are not. */
+static bool portal_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)ss;
+
+		return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)ss;
+
+		if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) &&
+		       s6->sin6_addr.s6_addr[12] == 127;
+	}
+	return false;
+}
+
+struct open_target_scan {
+	const char *portal;	/* a non-loopback portal */
+	int count;
+};
+
+static void warn_open_target(struct target *t, void *arg)
+{
+	struct open_target_scan *scan = arg;
+	struct acl_rule *a;
+	bool all = false;
+
+	pthread_mutex_lock(&t->lock);
+	list_for_each_entry(a, &t->acls, link)
+		if (a->kind == ACL_ALL)
+			all = true;
+	pthread_mutex_unlock(&t->lock);
+	if (!all || acct_required(t->tid))
+		return;
+	scan->count++;
+	log_warn("target %d %s admits ALL initiators without CHAP and portal %s "
+		 "is not a loopback address: anyone who reaches it can read "
+		 "and write its LUNs (list initiator addresses or names and "
+		 "set incoming_users, see targets.conf)",
+		 t->tid, t->name, scan->portal);
+}
+
+int iscsi_portals_warn_open(void)
+{
+	struct open_target_scan scan = { 0 };
+	char text[sizeof(((struct portal *)0)->text)] = "";
+	struct portal *p;
+
+	pthread_mutex_lock(&portal_lock);
+	list_for_each_entry(p, &portal_list, link)
+		if (!portal_is_loopback(&p->listen)) {
+			snprintf(text, sizeof(text), "%s", p->text);
+			break;
+		}
+	pthread_mutex_unlock(&portal_lock);
+	if (!text[0])
+		return 0;
+	scan.portal = text;
+	tgt_for_each(warn_open_target, &scan);
+	return scan.count;
 }
 
 /* Connections not yet freed (shutdown waits for them so no write is

@@ -558,9 +558,10 @@ static int mgmt_portal(const struct mgmt_req *req)
 	switch (req->op) {
 	case MGMT_OP_NEW:
 		ret = iscsi_portal_add(&pc);
-		if (ret == -EEXIST)
+		if (ret < 0)
 			return MGMT_INVALID_REQUEST;
-		return ret < 0 ? MGMT_INVALID_REQUEST : MGMT_SUCCESS;
+		iscsi_portals_warn_open();
+		return MGMT_SUCCESS;
 	case MGMT_OP_DELETE:
 		return iscsi_portal_del(&pc.listen) < 0 ? MGMT_INVALID_REQUEST
 							: MGMT_SUCCESS;

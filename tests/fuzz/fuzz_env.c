@@ -4,6 +4,7 @@
  * archive): a fuzzer runs millions of inputs and each would print several
  * lines.  HOLDFAST_FUZZ_LOG=1 prints them to stderr when debugging a
  * reproducer. */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -77,6 +78,8 @@ void fuzz_env_init(bool apply)
 	if (fuzz_r)
 		return;
 	fuzz_log_on = getenv("HOLDFAST_FUZZ_LOG") != NULL;
+	/* as holdfastd: a peer that hung up is an EPIPE, not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	snprintf(fuzz_dir, sizeof(fuzz_dir), "/tmp/holdfast-fuzz.XXXXXX");
 	if (!mkdtemp(fuzz_dir)) {
 		perror("fuzz_env: private directory");
