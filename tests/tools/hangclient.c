@@ -22,8 +22,9 @@
  *                                            READ CAPACITY(16), SYNCHRONIZE
  *                                            CACHE(10)
  *   clearua [lun=N]      TEST UNIT READY until no UNIT ATTENTION (max 8)
- *   prout register KEY | reserve KEY TYPE | release KEY TYPE | clear KEY |
- *         preempt KEY VICTIM TYPE | preempt-abort KEY VICTIM TYPE [lun=N]
+ *   prout register KEY | register-aptpl KEY | reserve KEY TYPE |
+ *         release KEY TYPE | clear KEY | preempt KEY VICTIM TYPE |
+ *         preempt-abort KEY VICTIM TYPE [lun=N]
  *                        PERSISTENT RESERVE OUT
  *   nop                  NOP-Out, answered by a NOP-In
  *   abort ID             ABORT TASK for command ID (RFC 7143 11.5.1)
@@ -349,9 +350,10 @@ static void hc_syntax(const char *line, const char *why)
 static void hc_syntax(const char *line, const char *why);
 
 /* PERSISTENT RESERVE OUT (SPC-4 6.16):
- *   prout register KEY | reserve KEY TYPE | release KEY TYPE | clear KEY |
- *         preempt KEY VICTIM TYPE | preempt-abort KEY VICTIM TYPE
- * TYPE is the SPC-4 table 211 number (1 write exclusive, 3 exclusive
+ *   prout register KEY | register-aptpl KEY | reserve KEY TYPE |
+ *         release KEY TYPE | clear KEY | preempt KEY VICTIM TYPE |
+ *         preempt-abort KEY VICTIM TYPE
+ * (register-aptpl sets APTPL: the registrations persist).  TYPE is the SPC-4 table 211 number (1 write exclusive, 3 exclusive
  * access, 5/6 registrants only, 7/8 all registrants). */
 static void hc_issue_prout(struct hc_cmd *c, int lun, int argc, char **argv,
 			   const char *orig)
@@ -361,6 +363,7 @@ static void hc_issue_prout(struct hc_cmd *c, int lun, int argc, char **argv,
 		int sa, nargs;		/* nargs after the action */
 	} actions[] = {
 		{ "register", SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 1 },
+		{ "register-aptpl", SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY, 1 },
 		{ "reserve", SCSI_PERSISTENT_RESERVE_RESERVE, 2 },
 		{ "release", SCSI_PERSISTENT_RESERVE_RELEASE, 2 },
 		{ "clear", SCSI_PERSISTENT_RESERVE_CLEAR, 1 },
@@ -383,6 +386,9 @@ static void hc_issue_prout(struct hc_cmd *c, int lun, int argc, char **argv,
 		memset(&c->pr, 0, sizeof(c->pr));
 		if (actions[i].sa == SCSI_PERSISTENT_RESERVE_REGISTER_AND_IGNORE_EXISTING_KEY) {
 			c->pr.service_action_reservation_key = v[0];
+			/* Activate Persist Through Power Loss (SPC-4 6.16.3) */
+			c->pr.aptpl = !strcmp(actions[i].name,
+					      "register-aptpl");
 		} else {
 			c->pr.reservation_key = v[0];
 			if (actions[i].nargs == 3) {
