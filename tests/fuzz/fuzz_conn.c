@@ -94,6 +94,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (turns = 0; iscsi_conn_count() > 0 && turns < FUZZ_CONN_CLOSE_TURNS;
 	     turns++)
 		reactor_run_once(fuzz_reactor(), turns < 100 ? 0 : 10);
+	if (getenv("HOLDFAST_FUZZ_LOG"))
+		fprintf(stderr, "fuzz_conn: freed after %d turns\n", turns);
 	if (iscsi_conn_count() > 0) {
 		fprintf(stderr, "fuzz_conn: connection not freed after the "
 				"peer hung up\n");

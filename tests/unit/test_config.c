@@ -650,7 +650,19 @@ static void test_bundled(void)
 	int ret = config_load(path, &cfg, err, sizeof(err));
 	CHECK(ret == 0 || strstr(err, "var/disk1.img"), "%s", err);
 	if (ret == 0) {
-		CHECK(cfg.nr_portals == 1, "portals");
+		/* loopback only: 127.0.0.1 and ::1 (safe defaults) */
+		CHECK(cfg.nr_portals == 2, "portals");
+		for (int i = 0; i < cfg.nr_portals; i++) {
+			const struct sockaddr_storage *ss = &cfg.portals[i].listen;
+
+			CHECK((ss->ss_family == AF_INET &&
+			       ((const struct sockaddr_in *)ss)->sin_addr.s_addr ==
+				       htonl(INADDR_LOOPBACK)) ||
+			      (ss->ss_family == AF_INET6 &&
+			       IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)
+							    ->sin6_addr)),
+			      "portal %s is not loopback", cfg.portals[i].text);
+		}
 		config_free(&cfg);
 	}
 }
