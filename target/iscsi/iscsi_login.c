@@ -613,7 +613,10 @@ static void text_send_chunk(struct iscsi_conn *c, const uint8_t *req)
 	struct iscsi_pdu *p = iscsi_pdu_new(ISCSI_OP_TEXT_RSP, n);
 	bool last = n == left;
 
-	memcpy(p->data, c->text_rsp + c->text_rsp_off, n);
+	/* an empty answer (a Text Request without keys) has no data
+	 * segment: p->data is NULL then */
+	if (n)
+		memcpy(p->data, c->text_rsp + c->text_rsp_off, n);
 	c->text_rsp_off += n;
 	memcpy(p->bhs + BHS_LUN, req + BHS_LUN, 8);
 	put_be32(p->bhs + BHS_ITT, get_be32(req + BHS_ITT));
