@@ -344,10 +344,32 @@ static void medium_allow(struct scsi_lun *lun, uint64_t nexus_id)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* A lost I_T nexus never comes back (nexus ids are never reused), so its
+ * registration goes with it: its PREVENT ends (SPC-4 6.13) and its
+ * pending unit attentions can never be reported.  Kept, registrations of
+ * dead nexuses piled up to UA_MAX_NEXUS per LUN and every command of a
+ * session older than them walked past them all under the LUN's lock
+ * (found by fuzz_conn: a long fuzzing run slowed down session by
+ * session). */
 void scsi_medium_nexus_lost(struct scsi_lun *lun, uint64_t nexus_id)
 {
-	if (nexus_id)
-		medium_allow(lun, nexus_id);
+	struct scsi_lun_state *s = __atomic_load_n(&lun->scsi,
+						   __ATOMIC_ACQUIRE);
+
+	if (!s || !nexus_id)
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (struct ua_nexus **pp = &s->nexus; *pp; pp = &(*pp)->next) {
+		struct ua_nexus *n = *pp;
+
+		if (n->nexus_id == nexus_id) {
+			*pp = n->next;
+			free(n);
+			s->nr_nexus--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 void scsi_lun_reset_ua(struct scsi_lun *lun, const struct scsi_nexus *by)

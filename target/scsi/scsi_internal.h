@@ -182,8 +182,8 @@ void scsi_write_gate_exit(struct scsi_lun *lun);
 
 /* Removable medium state of a LUN (scsi_cmd.c).  load_eject: -EBUSY
  * (nothing changes) while any I_T nexus prevents medium removal.
- * nexus_lost: that nexus's PREVENT ends (SPC-4 6.13); a LUN reset ends
- * them all. */
+ * nexus_lost: that nexus's PREVENT ends (SPC-4 6.13) and its unit
+ * attention registration is dropped; a LUN reset ends every PREVENT. */
 bool scsi_medium_present(struct scsi_lun *lun);
 int scsi_medium_load_eject(struct scsi_lun *lun, bool load);
 void scsi_medium_prevent(struct scsi_lun *lun, uint64_t nexus_id,

@@ -763,6 +763,43 @@ static void test_settings_default(void)
 	CHECK(!lun_errno_retryable(s.retry_errors, EPERM));
 }
 
+/* A lost nexus's registration is dropped: its pending unit attentions go
+ * with it (the id is never reused by the transport; reusing it here shows
+ * a fresh registration, POWER ON first), and thousands of short sessions
+ * leave nothing behind for a long-lived one to walk past. */
+static void test_nexus_lost_drops_registration(void)
+{
+	struct scsi_cmd c = { 0 };
+	uint8_t tur[6] = { SCSI_OP_TEST_UNIT_READY };
+
+	lun_setup();
+	clear_ua(&nex_a);
+	clear_ua(&nex_b);
+	scsi_lun_notify(&lun, SCSI_EV_MODE_CHANGED);
+	scsi_medium_nexus_lost(&lun, nex_a.id);
+	cmd_init(&c, &nex_a, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION, ASC_POWER_ON_RESET),
+	      "lost nexus registered afresh");
+	cmd_init(&c, &nex_b, tur, 6);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_UNIT_ATTENTION,
+		       ASC_MODE_PARAMETERS_CHANGED), "others keep theirs");
+	for (uint64_t id = 100; id < 100 + 10000; id++) {
+		struct scsi_nexus nx = { .id = id, .tpgt = 1, .rel_port_id = 1 };
+
+		cmd_init(&c, &nx, tur, 6);
+		run(&c);
+		scsi_medium_nexus_lost(&lun, id);
+	}
+	/* the oldest registration survived them all (before, the 4096th
+	 * newer one evicted it and it was registered afresh) */
+	cmd_init(&c, &nex_b, tur, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD, "nex_b kept its registration");
+	cmd_free(&c);
+}
+
 int main(void)
 {
 	test_ua_first_command();
@@ -777,6 +814,7 @@ int main(void)
 	test_report_supported_opcodes();
 	test_removable_medium();
 	test_settings_default();
+	test_nexus_lost_drops_registration();
 	scsi_lun_state_free(&lun);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
