@@ -21,7 +21,7 @@ CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE \
 	       -pthread -MMD -MP $(addprefix -I,$(LAYERS))
 CFLAGS  += $(CFLAGS_BASE) $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LIBS    := -luring -lconfig -lcrypto
+LIBS    := -luring -lconfig -lcrypto -liscsi
 FUSE_CFLAGS = $(shell pkg-config --cflags fuse3 2>/dev/null)
 FUSE_LIBS   = $(shell pkg-config --libs fuse3 2>/dev/null)
 

@@ -9,19 +9,21 @@
 #include "backend.h"
 #include "reactor.h"
 
-/* Defined in file.c, null.c, fault.c and passthrough.c.  Only this file
- * needs them.  (The block stack's root, stack.c, is not a backend one can
- * name, so it is not listed.) */
+/* Defined in file.c, null.c, fault.c, passthrough.c and iscsi.c.  Only
+ * this file needs them.  (The block stack's root, stack.c, is not a
+ * backend one can name, so it is not listed.) */
 extern const struct backend_ops be_file_ops;
 extern const struct backend_ops be_null_ops;
 extern const struct backend_ops be_fault_ops;
 extern const struct backend_ops be_passthrough_ops;
+extern const struct backend_ops be_iscsi_ops;
 
 static const struct backend_ops *const backend_table[] = {
 	&be_file_ops,
 	&be_null_ops,
 	&be_fault_ops,
 	&be_passthrough_ops,
+	&be_iscsi_ops,
 };
 
 const struct backend_ops *backend_find(const char *name)

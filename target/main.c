@@ -174,12 +174,14 @@ int main(int argc, char **argv)
 		log_warn("%d connection(s) still busy at exit",
 			 iscsi_conn_count());
 	mgmt_stop();
+	/* LUNs go while the reactors still run: a gateway LUN's session
+	 * belongs to a reactor, which must unhook it (backends/iscsi.c). */
+	tgt_table_clear();
 	for (int i = 0; i < nthreads; i++) {
 		reactor_stop(reactors[i]);
 		pthread_join(threads[i], NULL);
 		reactor_free(reactors[i]);
 	}
-	tgt_table_clear();
 	config_free(&cfg);
 	log_info("holdfastd stopped");
 	return 0;

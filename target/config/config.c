@@ -280,6 +280,17 @@ static const struct {
 	{ "retry_timeout", T_INT },
 	{ "retry_errors", T_STR_ARRAY | T_STR },
 	{ "fault", T_STR },
+	/* store options; the gateway keys below become items of bsopts */
+	{ "bsopts", T_STR },
+	{ "initiator_name", T_STR },
+	{ "portals", T_STR | T_STR_ARRAY },
+	{ "remote_timeout", T_INT },
+	{ "connect_timeout", T_INT },
+	{ "reconnect_max", T_INT },
+	{ "header_digest", T_STR },
+	{ "data_digest", T_STR },
+	{ "mutual_user", T_STR },
+	{ "mutual_password", T_STR },
 };
 
 static const char *cfg_types_text(unsigned types)
@@ -409,7 +420,8 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		ret = lun_setting_apply(&l->s, key, text, reason, sizeof(reason));
 		if (ret)
 			return cfg_fail(c, v, key, "%s", reason);
-		if (strcmp(key, "path") == 0 && l->s.path[0] != '/') {
+		if (strcmp(key, "path") == 0 && l->s.path[0] != '/' &&
+		    !strstr(l->s.path, "://")) {
 			/* Relative to the file, so a config and its images
 			 * can move together. */
 			char abs[PATH_MAX];

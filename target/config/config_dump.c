@@ -111,6 +111,11 @@ static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
 		first = false;
 	}
 	fprintf(f, "%s];\n", first ? "" : " ");
+	if (s.bsopts[0]) {
+		fprintf(f, "        bsopts = ");
+		dump_str(f, s.bsopts);
+		fprintf(f, ";\n");
+	}
 	if (s.backend_opts[0] && strcmp(s.backend_opts, "off") != 0) {
 		fprintf(f, "        fault = ");
 		dump_str(f, s.backend_opts);

@@ -211,6 +211,7 @@ static bool reload_store_differs(struct scsi_lun *lun,
 
 	return strcmp(o->backend, n->backend) != 0 ||
 	       strcmp(o->path, n->path) != 0 ||
+	       strcmp(o->bsopts, n->bsopts) != 0 ||
 	       o->block_size != n->block_size || o->direct != n->direct || o->sync != n->sync ||
 	       (n->size && n->size != lun->nblocks * o->block_size);
 }

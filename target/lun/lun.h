@@ -20,9 +20,11 @@ enum err_policy { ERR_POLICY_REPORT = 0, ERR_POLICY_RETRY = 1 };
 
 struct lun_settings {
 	uint64_t lun;
-	char backend[16];		/* "file", "null", "fault" */
+	char backend[16];		/* "file", "null", "fault", "iscsi" */
 	char path[PATH_MAX];		/* absolute after config parsing */
-	char backend_opts[256];		/* bsopts / fault spec */
+	char backend_opts[256];		/* fault spec */
+	char bsopts[1024];		/* store options (tgtadm --bsopts); the
+					 * iscsi store's are in iscsi_conf.h */
 	uint64_t size;			/* bytes, 0 = size of existing store */
 	uint32_t block_size;		/* 512 default; power of two 512..65536 */
 	bool direct;			/* O_DIRECT; default true */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "iscsi_conf.h"
 #include "lun.h"
 #include "util.h"
 
@@ -146,6 +147,52 @@ static int retry_errors_parse(const char *v, uint64_t *bits, char *err,
 	return 0;
 }
 
+/* ---- gateway LUNs (backend "iscsi") ----
+ * Their keys are items of the store's options string (bsopts), which the
+ * backend parses (backends/iscsi_conf.h): here they are only placed, so a
+ * key exists in this table, config.c's key list and the backend. */
+static const char *const lun_remote_keys[] = {
+	"initiator_name", "portals", "remote_timeout", "connect_timeout",
+	"reconnect_max", "header_digest", "data_digest", "mutual_user",
+	"mutual_password",
+};
+
+static bool lun_remote_key(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(lun_remote_keys); i++)
+		if (strcmp(key, lun_remote_keys[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Set item key=value in the ';'-separated opts, replacing an earlier one. */
+static int bsopts_set(char *opts, size_t cap, const char *key,
+		      const char *value, char *err, unsigned errlen)
+{
+	char out[sizeof(((struct lun_settings *)0)->bsopts)] = "";
+	char buf[sizeof(out)], *save = NULL;
+	size_t klen = strlen(key), off = 0;
+	int n;
+
+	if (strchr(value, ';'))
+		return fail(err, errlen, -EINVAL, "must not contain ';'");
+	snprintf(buf, sizeof(buf), "%s", opts);
+	for (char *it = strtok_r(buf, ";", &save); it;
+	     it = strtok_r(NULL, ";", &save)) {
+		if (strncmp(it, key, klen) == 0 && it[klen] == '=')
+			continue;
+		n = snprintf(out + off, sizeof(out) - off, "%s;", it);
+		if (n < 0 || (size_t)n >= sizeof(out) - off)
+			return fail(err, errlen, -EINVAL, "store options too long");
+		off += (size_t)n;
+	}
+	n = snprintf(out + off, sizeof(out) - off, "%s=%s", key, value);
+	if (n < 0 || (size_t)n >= sizeof(out) - off || off + (size_t)n >= cap)
+		return fail(err, errlen, -EINVAL, "store options too long");
+	memcpy(opts, out, off + (size_t)n + 1);
+	return 0;
+}
+
 int lun_setting_apply(struct lun_settings *s, const char *key,
 		      const char *value, char *err, unsigned errlen)
 {
@@ -165,9 +212,9 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 		 * as a backend it means "file if there is a path, else
 		 * null" (target/scsi/scsi_lun.c). */
 		if (strcmp(value, "file") && strcmp(value, "null") &&
-		    strcmp(value, "fault"))
+		    strcmp(value, "fault") && strcmp(value, "iscsi"))
 			return fail(err, errlen, -EINVAL,
-				    "unknown backend \"%s\" (file or null)",
+				    "unknown backend \"%s\" (file, null or iscsi)",
 				    value);
 		snprintf(s->backend, sizeof(s->backend), "%s", value);
 	} else if (strcmp(key, "path") == 0) {
@@ -265,6 +312,13 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 		if (strlen(value) >= sizeof(s->backend_opts))
 			return fail(err, errlen, -EINVAL, "fault spec too long");
 		snprintf(s->backend_opts, sizeof(s->backend_opts), "%s", value);
+	} else if (strcmp(key, "bsopts") == 0) {
+		if (strlen(value) >= sizeof(s->bsopts))
+			return fail(err, errlen, -EINVAL, "store options too long");
+		snprintf(s->bsopts, sizeof(s->bsopts), "%s", value);
+	} else if (lun_remote_key(key)) {
+		return bsopts_set(s->bsopts, sizeof(s->bsopts), key, value, err,
+				  errlen);
 	} else {
 		return fail(err, errlen, -ENOENT, "unknown key");
 	}
@@ -288,6 +342,16 @@ int lun_settings_validate(const struct lun_settings *s, char *err,
 	if (strcmp(s->backend, "file") == 0 && !s->path[0])
 		return fail(err, errlen, -EINVAL,
 			    "a file LUN needs a path");
+	if (strcmp(s->backend, "iscsi") == 0) {
+		/* the backend's own parser, so a bad URL or option is
+		 * refused with the file's line, before anything connects */
+		struct be_iscsi_conf c;
+		const char *why = NULL;
+
+		if (be_iscsi_conf_parse(s->path, s->bsopts, "localhost", &c,
+					&why))
+			return fail(err, errlen, -EINVAL, "%s", why);
+	}
 	/* DESIGN.md safety rule: a retried write is only honest when a failed
 	 * write means "not written".  Through the page cache a write that
 	 * failed may already have been dropped or partly written back, so a

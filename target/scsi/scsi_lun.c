@@ -38,6 +38,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 		.direct = s->direct,
 		.sync = s->sync,
 		.readonly = s->readonly,
+		.opts = s->bsopts[0] ? s->bsopts : NULL,
 	};
 	const char *name = s->backend[0] ? s->backend : "file";
 	const char *spec = s->backend_opts;
@@ -51,7 +52,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 		name = s->path[0] ? "file" : "null";
 	ops = backend_find(name);
 	if (!ops) {
-		*errmsg = "unknown backend (file or null)";
+		*errmsg = "unknown backend (file, null or iscsi)";
 		return -EINVAL;
 	}
 	err = be_stack_node_open(ops, &p, &store, errmsg);

@@ -1,0 +1,1138 @@
+/* iscsi.c - a LUN stored on a remote iSCSI LUN (gateway mode), through
+ * libiscsi's asynchronous API.
+ *
+ * Which reactor drives the remote session.  A libiscsi context is single
+ * threaded, so each gateway LUN has exactly one session to the SAN, owned
+ * by one reactor: the first one that submits I/O to it (the "session
+ * reactor", chosen with a compare-and-swap, like the hang engine's home
+ * reactor).  That reactor watches the context's fd (iscsi_get_fd /
+ * iscsi_which_events / iscsi_service) and runs a 100 ms tick for every
+ * timeout.  A command submitted on another reactor is handed to the session
+ * reactor with reactor_call() and its completion is handed back the same
+ * way, so done() always runs on the submitting reactor (backend.h).  One
+ * session per LUN (rather than one per reactor) keeps the SAN's view
+ * simple: one I_T nexus, one login to check identity on, one place that
+ * decides the connection is lost.  The price is a thread hop per command
+ * when the initiator's connection lives on another reactor.
+ *
+ * Loss of the session.  When the socket breaks, a command goes unanswered
+ * for remote_timeout, or a reconnect cannot complete, every command in
+ * flight completes with ECONNRESET / ETIMEDOUT (transient errors for the
+ * hang engine), the context is destroyed, and the backend reconnects in the
+ * background with exponential backoff (100 ms .. reconnect_max), trying the
+ * configured portals in turn.  Until it is back, new commands fail at once
+ * with the same error: the hang engine holds them (retry) or reports them
+ * (report), and its probe succeeds as soon as the session is up again.
+ * libiscsi's own automatic reconnect is switched off: it would resend
+ * commands behind the hang engine's back, out of its ordering.
+ *
+ * Write ordering across reconnects.  Every login uses the same ISID (chosen
+ * at open), so a new login reinstates the old session and the SAN must
+ * terminate the old session's tasks before it accepts new ones (RFC 7143
+ * 6.3.5 session reinstatement): a write of the lost session cannot land
+ * after the retried one.
+ *
+ * Identity.  At open the remote LUN's identity is recorded: its READ
+ * CAPACITY (16) (blocks, block size), its unit serial number (VPD 0x80) and
+ * its logical-unit designators (VPD 0x83, association 0).  Every reconnect
+ * re-reads them; a difference means another LUN now sits behind the URL:
+ * the backend refuses it (commands fail with ENODEV, which is not held),
+ * logs it and keeps checking, instead of switching silently.
+ *
+ * Remote status.  CHECK CONDITION is mapped to -errno by sense key so the
+ * SCSI layer reports it as it is: ILLEGAL REQUEST -> EINVAL / EOPNOTSUPP,
+ * DATA PROTECT -> EROFS / ENOSPC, MEDIUM ERROR -> ENODATA (not held),
+ * HARDWARE ERROR / NOT READY -> EREMOTEIO (held).  BUSY, TASK SET FULL,
+ * UNIT ATTENTION and ABORTED COMMAND are retried here, a bounded number of
+ * times, and are never seen above. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+
+#include "backend.h"
+#include "iscsi_conf.h"
+#include "reactor.h"
+#include "util.h"
+
+#define BI_TICK_MS 100
+#define BI_BACKOFF_MIN_MS 100
+#define BI_RETRY_DELAY_MS 20		/* after BUSY / TASK SET FULL */
+#define BI_RETRIES_MAX 50		/* UA / ABORTED COMMAND / BUSY per command */
+#define BI_VPD_LEN 255
+#define BI_IDENT_LEN 512
+#define BI_WS_MAX_BLOCKS 65536u		/* WRITE SAME / UNMAP chunk */
+
+/* VPD pages (SPC-4 7.8) */
+#define VPD_UNIT_SERIAL 0x80
+#define VPD_DEVICE_ID 0x83
+/* ASC/ASCQ (SPC-4 annex D) */
+#define ASCQ_INVALID_OPCODE 0x2000
+#define ASCQ_SPACE_ALLOC_FAILED 0x2707
+
+enum bi_state {
+	BI_DOWN,		/* no session; reconnect when the backoff ends */
+	BI_CONNECTING,		/* TCP connect + login */
+	BI_IDENTIFYING,		/* READ CAPACITY + INQUIRY of the new session */
+	BI_UP,
+};
+
+/* What says "this is the same LUN". */
+struct bi_ident {
+	uint64_t nblocks;
+	uint32_t block_size;
+	bool lbpme, lbprz;
+	uint16_t serial_len, desig_len;
+	uint8_t serial[BI_VPD_LEN];
+	uint8_t desig[BI_IDENT_LEN];
+};
+
+struct be_iscsi {
+	struct be_iscsi_conf conf;
+	char url[BE_ISCSI_PORTAL_LEN + 2 * BE_ISCSI_NAME_LEN];	/* no secret */
+	_Atomic(struct reactor *) owner;	/* the session reactor */
+	uint32_t isid_rnd;			/* same ISID on every login */
+	uint8_t *zero_block;			/* WRITE SAME source */
+	struct bi_ident ident;			/* recorded at open */
+
+	/* Owner reactor only (the open thread before there is one). */
+	struct iscsi_context *ctx;
+	enum bi_state state;
+	unsigned portal;		/* index in conf.portals in use */
+	struct ev_fd w;
+	bool w_added;
+	struct ev_timer tick;
+	struct list_head inflight;	/* bi_req, oldest first */
+	struct list_head delayed;	/* BUSY retries, resent by the tick */
+	struct list_head done;		/* completions to deliver */
+	uint64_t state_since_ms;
+	uint64_t backoff_ms, next_attempt_ms;
+	int down_err;			/* what commands fail with while down */
+	bool wrong_lun;			/* another LUN answered: refuse it */
+	int drop_err;			/* set inside libiscsi callbacks */
+	bool closing;
+	int identify_left, identify_err;
+	struct bi_ident probe;		/* being read from the new session */
+
+	/* For show (any thread). */
+	pthread_mutex_t lock;
+	bool shown_up, shown_wrong;
+	time_t shown_since;
+	uint64_t reconnects;
+	int last_err;
+	char last_err_text[160];
+	char portal_shown[BE_ISCSI_PORTAL_LEN];
+};
+
+/* Per-request state in be_io.be_scratch (may_alias: a second view of that
+ * uint64_t storage). */
+struct __attribute__((may_alias)) bi_req {
+	struct list_head link;
+	struct be_iscsi *st;
+	struct reactor *origin;
+	struct scsi_task *task;
+	uint64_t start_ms;
+	uint32_t progress;		/* blocks done (chunked UNMAP/WRITE SAME) */
+	int res;
+	uint16_t retries;
+};
+_Static_assert(sizeof(struct bi_req) <= sizeof(((struct be_io *)0)->be_scratch),
+	       "bi_req must fit in be_io.be_scratch");
+
+static struct bi_req *bi_req_of(struct be_io *io)
+{
+	return (struct bi_req *)io->be_scratch;
+}
+
+static struct be_io *bi_req_io(struct bi_req *q)
+{
+	return container_of((void *)q, struct be_io, be_scratch);
+}
+
+static uint64_t bi_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t bi_now(struct be_iscsi *st)
+{
+	struct reactor *o = atomic_load(&st->owner);
+
+	return o ? reactor_now_ms(o) : bi_clock_ms();
+}
+
+/* Open failures carry the remote's words; errmsg must outlive open(). */
+static __thread char bi_errbuf[320];
+
+/* ---- state, the one place that changes it ---- */
+
+static void bi_note_error(struct be_iscsi *st, int err, const char *why)
+{
+	pthread_mutex_lock(&st->lock);
+	st->last_err = err;
+	snprintf(st->last_err_text, sizeof(st->last_err_text), "%.*s",
+		 (int)sizeof(st->last_err_text) - 1, why);
+	pthread_mutex_unlock(&st->lock);
+}
+
+static void bi_set_state(struct be_iscsi *st, enum bi_state s, int err,
+			 const char *why)
+{
+	enum bi_state old = st->state;
+
+	if (old == s)
+		return;
+	st->state = s;
+	st->state_since_ms = bi_now(st);
+	pthread_mutex_lock(&st->lock);
+	/* an operator sees connected / reconnecting (since when) / wrong
+	 * LUN; the steps of a reconnect are one state to them */
+	if ((s == BI_UP) != st->shown_up || st->wrong_lun != st->shown_wrong) {
+		st->shown_up = s == BI_UP;
+		st->shown_wrong = st->wrong_lun;
+		st->shown_since = time(NULL);
+	}
+	snprintf(st->portal_shown, sizeof(st->portal_shown), "%s",
+		 st->conf.portals[st->portal]);
+	pthread_mutex_unlock(&st->lock);
+
+	if (s == BI_UP)
+		log_info("iscsi %s: connected via %s", st->url,
+			 st->conf.portals[st->portal]);
+	else if (old == BI_UP)
+		log_warn("iscsi %s: connection lost (%s: %s), reconnecting",
+			 st->url, strerrorname_np(err) ? strerrorname_np(err) : "?",
+			 why);
+}
+
+/* ---- completions ---- */
+
+static void bi_deliver_call(void *arg)
+{
+	struct be_io *io = arg;
+
+	io->done(io, bi_req_of(io)->res);
+}
+
+/* Hand every finished request back to its reactor.  Runs on the session
+ * reactor outside libiscsi (never inside iscsi_service's callbacks and
+ * never inside submit). */
+static void bi_deliver(struct be_iscsi *st)
+{
+	struct reactor *self = reactor_current();
+
+	while (!list_empty(&st->done)) {
+		struct bi_req *q = list_first_entry(&st->done, struct bi_req, link);
+		struct be_io *io = bi_req_io(q);
+
+		list_del(&q->link);
+		if (q->origin == self) {
+			io->done(io, q->res);
+		} else if (reactor_call(q->origin, bi_deliver_call, io) < 0) {
+			/* no memory for the call: the embedded-timer path */
+			backend_complete_later(q->origin, io, q->res);
+		}
+	}
+}
+
+static void bi_finish(struct be_iscsi *st, struct bi_req *q, int res)
+{
+	if (q->task) {
+		scsi_free_scsi_task(q->task);
+		q->task = NULL;
+	}
+	q->res = res;
+	list_del(&q->link);
+	list_add_tail(&q->link, &st->done);
+}
+
+/* ---- remote status -> errno ---- */
+
+static int bi_sense_errno(const struct scsi_task *task, bool *retry)
+{
+	*retry = false;
+	switch (task->sense.key) {
+	case SCSI_SENSE_UNIT_ATTENTION:
+	case SCSI_SENSE_COMMAND_ABORTED:
+		*retry = true;
+		return -EREMOTEIO;
+	case SCSI_SENSE_ILLEGAL_REQUEST:
+		return task->sense.ascq == ASCQ_INVALID_OPCODE ? -EOPNOTSUPP
+							       : -EINVAL;
+	case SCSI_SENSE_DATA_PROTECTION:
+		return task->sense.ascq == ASCQ_SPACE_ALLOC_FAILED ? -ENOSPC
+								   : -EROFS;
+	case SCSI_SENSE_MEDIUM_ERROR:
+		return -ENODATA;
+	default:	/* NOT READY, HARDWARE ERROR, vendor specific ... */
+		return -EREMOTEIO;
+	}
+}
+
+/* ---- issuing ---- */
+
+static void bi_task_cb(struct iscsi_context *ctx, int status, void *data,
+		       void *priv);
+
+/* Build and queue the libiscsi task for q's (next) step.  0 or -errno. */
+static int bi_issue(struct be_iscsi *st, struct bi_req *q)
+{
+	struct be_io *io = bi_req_io(q);
+	uint32_t bs = st->ident.block_size;
+	uint64_t lba = io->offset / bs, nblocks = io->length / bs;
+	uint32_t chunk;
+	struct scsi_task *t = NULL;
+	int lun = (int)st->conf.lun;
+
+	switch (io->op) {
+	case BE_OP_READ:
+		t = iscsi_read16_iov_task(st->ctx, lun, lba, (uint32_t)io->length,
+					  (int)bs, 0, 0, 0, 0, 0, bi_task_cb, q,
+					  (struct scsi_iovec *)io->iov, io->iovcnt);
+		break;
+	case BE_OP_WRITE:
+		t = iscsi_write16_iov_task(st->ctx, lun, lba, NULL,
+					   (uint32_t)io->length, (int)bs, 0, 0,
+					   !!(io->flags & BE_IO_FUA), 0, 0,
+					   bi_task_cb, q,
+					   (struct scsi_iovec *)io->iov,
+					   io->iovcnt);
+		break;
+	case BE_OP_FLUSH:
+		t = iscsi_synchronizecache16_task(st->ctx, lun, 0, 0, 0, 0,
+						  bi_task_cb, q);
+		break;
+	case BE_OP_UNMAP:
+	case BE_OP_WRITE_ZEROES:
+		chunk = (uint32_t)MIN(nblocks - q->progress, BI_WS_MAX_BLOCKS);
+		if (io->op == BE_OP_UNMAP && st->ident.lbpme && st->ident.lbprz) {
+			/* deallocated blocks read back as zeroes (SBC-4 4.7.4.5) */
+			struct unmap_list ul = { lba + q->progress, chunk };
+
+			t = iscsi_unmap_task(st->ctx, lun, 0, 0, &ul, 1,
+					     bi_task_cb, q);
+		} else {
+			/* WRITE SAME (16) of a zero block; with the UNMAP bit
+			 * the SAN may deallocate, and must still read zeroes */
+			t = iscsi_writesame16_task(st->ctx, lun, lba + q->progress,
+						   st->zero_block, bs, chunk, 0,
+						   io->op == BE_OP_UNMAP &&
+							   st->ident.lbpme,
+						   0, 0, bi_task_cb, q);
+		}
+		break;
+	}
+	if (!t)
+		return -ENOMEM;
+	q->task = t;
+	return 0;
+}
+
+static void bi_sync_events(struct be_iscsi *st);
+
+/* Send q on the session reactor, or fail it at once if there is no
+ * session.  Completion goes to st->done. */
+static void bi_start(struct be_iscsi *st, struct bi_req *q)
+{
+	int err;
+
+	list_add_tail(&q->link, &st->inflight);
+	if (st->state != BI_UP) {
+		bi_finish(st, q, -st->down_err);
+		return;
+	}
+	q->start_ms = bi_now(st);
+	err = bi_issue(st, q);
+	if (err) {
+		bi_finish(st, q, err);
+		return;
+	}
+	bi_sync_events(st);
+}
+
+static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
+		       void *data, void *priv)
+{
+	struct bi_req *q = priv;
+	struct be_iscsi *st = q->st;
+	struct scsi_task *task = data;
+	struct be_io *io = bi_req_io(q);
+	bool retry = false;
+	int res;
+
+	switch (status) {
+	case SCSI_STATUS_GOOD:
+		if ((io->op == BE_OP_UNMAP || io->op == BE_OP_WRITE_ZEROES)) {
+			uint64_t n = io->length / st->ident.block_size;
+
+			q->progress += (uint32_t)MIN(n - q->progress,
+						     BI_WS_MAX_BLOCKS);
+			if (q->progress < n) {
+				scsi_free_scsi_task(q->task);
+				q->task = NULL;
+				res = bi_issue(st, q);
+				if (res)
+					bi_finish(st, q, res);
+				return;
+			}
+		}
+		bi_finish(st, q, 0);
+		return;
+	case SCSI_STATUS_CANCELLED:
+	case SCSI_STATUS_TIMEOUT:
+		/* the session went away under the command */
+		if (!st->drop_err)
+			st->drop_err = status == SCSI_STATUS_TIMEOUT ? ETIMEDOUT
+								     : ECONNRESET;
+		bi_finish(st, q, -(st->drop_err));
+		return;
+	case SCSI_STATUS_BUSY:
+	case SCSI_STATUS_TASK_SET_FULL:
+		res = -EBUSY;
+		retry = true;
+		break;
+	case SCSI_STATUS_RESERVATION_CONFLICT:
+		res = -EACCES;
+		break;
+	case SCSI_STATUS_CHECK_CONDITION:
+		res = bi_sense_errno(task, &retry);
+		break;
+	default:
+		res = -EREMOTEIO;
+		break;
+	}
+	if (retry && q->retries < BI_RETRIES_MAX) {
+		q->retries++;
+		scsi_free_scsi_task(q->task);
+		q->task = NULL;
+		list_del(&q->link);
+		list_add_tail(&q->link, &st->delayed);
+		return;
+	}
+	bi_finish(st, q, res);
+}
+
+/* ---- the session's fd and tick ---- */
+
+static void bi_fd_cb(struct ev_fd *w, uint32_t events);
+
+static uint32_t bi_wanted_events(struct be_iscsi *st)
+{
+	int ev = iscsi_which_events(st->ctx);
+	uint32_t e = EPOLLRDHUP;
+
+	if (ev & POLLIN)
+		e |= EPOLLIN;
+	if (ev & POLLOUT)
+		e |= EPOLLOUT;
+	return e;
+}
+
+/* Make the fd watcher match what libiscsi waits for (it may also have a
+ * new socket after a connect).  Only on the session reactor. */
+static void bi_sync_events(struct be_iscsi *st)
+{
+	struct reactor *r = atomic_load(&st->owner);
+	int fd;
+	uint32_t e;
+
+	if (!r || !st->ctx)
+		return;
+	fd = iscsi_get_fd(st->ctx);
+	if (st->w_added && st->w.fd != fd) {
+		reactor_fd_del(&st->w);
+		st->w_added = false;
+	}
+	if (fd < 0)
+		return;
+	e = bi_wanted_events(st);
+	if (!st->w_added) {
+		if (reactor_fd_add(r, &st->w, fd, e, bi_fd_cb, st) == 0)
+			st->w_added = true;
+	} else if (st->w.events != e) {
+		reactor_fd_mod(&st->w, e);
+	}
+}
+
+/* Tear the session down: every command on it completes with err, and a
+ * reconnect is scheduled.  Never called from inside libiscsi. */
+static void bi_drop(struct be_iscsi *st, int err, const char *why)
+{
+	struct bi_req *q, *n;
+	uint64_t now = bi_now(st);
+	char text[sizeof(st->last_err_text)];
+
+	/* why may be last_err_text */
+	snprintf(text, sizeof(text), "%.*s", (int)sizeof(text) - 1, why);
+	why = text;
+	if (st->w_added) {
+		reactor_fd_del(&st->w);
+		st->w_added = false;
+	}
+	bi_note_error(st, err, why);
+	st->drop_err = err;
+	if (st->ctx) {
+		/* callbacks run with SCSI_STATUS_CANCELLED and finish their
+		 * requests with drop_err */
+		iscsi_destroy_context(st->ctx);
+		st->ctx = NULL;
+	}
+	list_for_each_entry_safe(q, n, &st->inflight, link)
+		bi_finish(st, q, -err);
+	list_for_each_entry_safe(q, n, &st->delayed, link)
+		bi_finish(st, q, -err);
+	st->drop_err = 0;
+	/* while the wrong LUN answers, commands fail for that reason, not
+	 * for a passing network error of a later attempt */
+	st->down_err = st->wrong_lun ? ENODEV : err;
+	bi_set_state(st, BI_DOWN, err, why);
+	/* next attempt: the next portal, after a growing pause */
+	if (st->conf.nportals > 1)
+		st->portal = (st->portal + 1) % st->conf.nportals;
+	st->next_attempt_ms = now + st->backoff_ms;
+	st->backoff_ms = MIN(st->backoff_ms * 2, (uint64_t)st->conf.reconnect_max_ms);
+	if (st->backoff_ms < BI_BACKOFF_MIN_MS)
+		st->backoff_ms = BI_BACKOFF_MIN_MS;
+}
+
+/* The sense of a failed step of a reconnect, or libiscsi's error text. */
+static void bi_connect_failed(struct be_iscsi *st, int err, const char *why)
+{
+	/* inside a libiscsi callback: note it, the caller drops */
+	if (!st->drop_err)
+		st->drop_err = err;
+	bi_note_error(st, err, why);
+}
+
+/* ---- connecting and identifying ---- */
+
+static void bi_ident_step_done(struct be_iscsi *st);
+
+static void bi_ident_cb(struct iscsi_context *ctx, int status, void *data,
+			void *priv)
+{
+	struct be_iscsi *st = priv;
+	struct scsi_task *task = data;
+	const uint8_t *d = task ? task->datain.data : NULL;
+	int len = task ? task->datain.size : 0;
+	struct bi_ident *p = &st->probe;
+
+	if (status != SCSI_STATUS_GOOD || !task) {
+		/* VPD 0x80 is optional (SPC-4 7.8.15): its absence is part of
+		 * the identity; anything else fails this attempt */
+		bool optional = task && task->cdb[0] == SCSI_OPCODE_INQUIRY &&
+				task->cdb[2] == VPD_UNIT_SERIAL &&
+				status == SCSI_STATUS_CHECK_CONDITION &&
+				task->sense.key == SCSI_SENSE_ILLEGAL_REQUEST;
+		if (!optional && !st->identify_err) {
+			st->identify_err = status == SCSI_STATUS_CANCELLED
+						   ? ECONNRESET : EREMOTEIO;
+			snprintf(bi_errbuf, sizeof(bi_errbuf),
+				 "identifying the remote LUN: %s",
+				 iscsi_get_error(ctx));
+			bi_note_error(st, st->identify_err, bi_errbuf);
+		}
+	} else if (task->cdb[0] == SCSI_OPCODE_SERVICE_ACTION_IN) {
+		/* READ CAPACITY (16) parameter data, SBC-4 5.20.2 */
+		if (len >= 32) {
+			p->nblocks = get_be64(d) + 1;
+			p->block_size = get_be32(d + 8);
+			p->lbpme = d[14] & 0x80;
+			p->lbprz = d[14] & 0x40;
+		} else if (!st->identify_err) {
+			st->identify_err = EREMOTEIO;
+		}
+	} else if (task->cdb[2] == VPD_UNIT_SERIAL && len >= 4) {
+		uint16_t n = (uint16_t)MIN((int)get_be16(d + 2), len - 4);
+
+		n = MIN(n, (uint16_t)sizeof(p->serial));
+		memcpy(p->serial, d + 4, n);
+		p->serial_len = n;
+	} else if (task->cdb[2] == VPD_DEVICE_ID && len >= 4) {
+		/* keep the designators of the logical unit itself
+		 * (association 0, SPC-4 7.8.6.1); port designators differ
+		 * between the SAN's portals and are no identity */
+		int end = MIN((int)get_be16(d + 2) + 4, len);
+
+		p->desig_len = 0;
+		for (int i = 4; i + 4 <= end;) {
+			int dl = d[i + 3] + 4;
+
+			if (i + dl > end)
+				break;
+			if (((d[i + 1] >> 4) & 3) == 0 &&
+			    p->desig_len + dl <= (int)sizeof(p->desig)) {
+				memcpy(p->desig + p->desig_len, d + i, (size_t)dl);
+				p->desig_len = (uint16_t)(p->desig_len + dl);
+			}
+			i += dl;
+		}
+	}
+	if (task)
+		scsi_free_scsi_task(task);
+	bi_ident_step_done(st);
+}
+
+static int bi_ident_compare(const struct bi_ident *a, const struct bi_ident *b,
+			    const char **why)
+{
+	if (a->block_size != b->block_size) {
+		*why = "the block size differs";
+		return -1;
+	}
+	if (a->nblocks != b->nblocks) {
+		*why = "the capacity differs";
+		return -1;
+	}
+	if (a->serial_len != b->serial_len ||
+	    memcmp(a->serial, b->serial, a->serial_len)) {
+		*why = "the unit serial number differs";
+		return -1;
+	}
+	if (a->desig_len != b->desig_len ||
+	    memcmp(a->desig, b->desig, a->desig_len)) {
+		*why = "the device identifiers differ";
+		return -1;
+	}
+	return 0;
+}
+
+static void bi_ident_step_done(struct be_iscsi *st)
+{
+	const char *why;
+
+	if (--st->identify_left > 0)
+		return;
+	if (st->identify_err) {
+		if (!st->drop_err)
+			st->drop_err = st->identify_err;
+		return;
+	}
+	if (!st->ident.block_size) {	/* first login (open) */
+		st->ident = st->probe;
+		bi_set_state(st, BI_UP, 0, "open");
+		return;
+	}
+	if (bi_ident_compare(&st->ident, &st->probe, &why)) {
+		if (!st->wrong_lun)
+			log_err("iscsi %s: a different LUN now answers at this "
+				"URL (%s); refusing it: commands fail until the "
+				"original LUN is back", st->url, why);
+		st->wrong_lun = true;
+		bi_note_error(st, ENODEV, why);
+		st->drop_err = ENODEV;	/* log out; keep checking */
+		return;
+	}
+	if (st->wrong_lun)
+		log_info("iscsi %s: the original LUN is back", st->url);
+	st->wrong_lun = false;
+	st->backoff_ms = BI_BACKOFF_MIN_MS;
+	pthread_mutex_lock(&st->lock);
+	st->reconnects++;
+	pthread_mutex_unlock(&st->lock);
+	bi_set_state(st, BI_UP, 0, "reconnected");
+}
+
+static void bi_connected_cb(struct iscsi_context *ctx, int status,
+			    void *data UNUSED, void *priv)
+{
+	struct be_iscsi *st = priv;
+	int lun = (int)st->conf.lun;
+	struct scsi_task *t[3];
+
+	if (status != SCSI_STATUS_GOOD) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf), "connect/login to %s: %s",
+			 st->conf.portals[st->portal], iscsi_get_error(ctx));
+		bi_connect_failed(st, ECONNREFUSED, bi_errbuf);
+		return;
+	}
+	if (st->state == BI_CONNECTING)
+		bi_set_state(st, BI_IDENTIFYING, 0, "logged in");
+	memset(&st->probe, 0, sizeof(st->probe));
+	st->identify_err = 0;
+	st->identify_left = 3;
+	t[0] = iscsi_readcapacity16_task(ctx, lun, bi_ident_cb, st);
+	t[1] = iscsi_inquiry_task(ctx, lun, 1, VPD_UNIT_SERIAL, BI_VPD_LEN,
+				  bi_ident_cb, st);
+	t[2] = iscsi_inquiry_task(ctx, lun, 1, VPD_DEVICE_ID, BI_VPD_LEN,
+				  bi_ident_cb, st);
+	if (!t[0] || !t[1] || !t[2])
+		bi_connect_failed(st, ENOMEM, "cannot queue identify commands");
+	for (int i = 0; i < 3; i++)
+		if (!t[i])
+			st->identify_left--;
+}
+
+/* Start a connect + login on the current portal.  0 or -errno. */
+static int bi_connect_start(struct be_iscsi *st)
+{
+	struct be_iscsi_conf *c = &st->conf;
+	struct iscsi_context *ctx = iscsi_create_context(c->initiator);
+
+	if (!ctx) {
+		bi_note_error(st, ENOMEM, "cannot create a libiscsi context");
+		return -ENOMEM;
+	}
+	iscsi_set_targetname(ctx, c->target);
+	iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+	iscsi_set_header_digest(ctx, c->header_digest ? ISCSI_HEADER_DIGEST_CRC32C
+						      : ISCSI_HEADER_DIGEST_NONE);
+	if (c->user[0])
+		iscsi_set_initiator_username_pwd(ctx, c->user, c->password);
+	if (c->mutual_user[0])
+		iscsi_set_target_username_pwd(ctx, c->mutual_user,
+					      c->mutual_password);
+	iscsi_set_noautoreconnect(ctx, 1);
+	iscsi_set_timeout(ctx, 0);	/* timeouts are ours (the tick) */
+	iscsi_set_isid_random(ctx, st->isid_rnd, 0);
+	st->ctx = ctx;
+	st->drop_err = 0;
+	bi_set_state(st, BI_CONNECTING, 0, "connecting");
+	if (iscsi_full_connect_async(ctx, c->portals[st->portal], (int)c->lun,
+				     bi_connected_cb, st) != 0) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf), "connect to %s: %s",
+			 c->portals[st->portal], iscsi_get_error(ctx));
+		bi_note_error(st, ECONNREFUSED, bi_errbuf);
+		return -ECONNREFUSED;
+	}
+	return 0;
+}
+
+/* After libiscsi ran: drop the session if a callback asked for it, send
+ * what was retried, fix the fd watcher, deliver completions. */
+static void bi_after_service(struct be_iscsi *st)
+{
+	if (st->ctx && st->drop_err) {
+		int err = st->drop_err;
+
+		bi_drop(st, err, st->last_err_text[0] ? st->last_err_text
+						      : strerror(err));
+	}
+	bi_sync_events(st);
+	bi_deliver(st);
+}
+
+static void bi_fd_cb(struct ev_fd *w, uint32_t events)
+{
+	struct be_iscsi *st = w->arg;
+	int rev = 0, ret;
+
+	if (events & (EPOLLIN | EPOLLRDHUP))
+		rev |= POLLIN;
+	if (events & EPOLLOUT)
+		rev |= POLLOUT;
+	if (events & EPOLLERR)
+		rev |= POLLERR;
+	if (events & EPOLLHUP)
+		rev |= POLLHUP;
+	ret = iscsi_service(st->ctx, rev);
+	if (st->ctx && !st->drop_err &&
+	    (ret < 0 || (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)))) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf), "socket: %s",
+			 iscsi_get_error(st->ctx));
+		bi_note_error(st, ECONNRESET, bi_errbuf);
+		st->drop_err = ECONNRESET;
+	}
+	bi_after_service(st);
+}
+
+static void bi_tick(struct ev_timer *t)
+{
+	struct be_iscsi *st = t->arg;
+	struct reactor *r = atomic_load(&st->owner);
+	uint64_t now = reactor_now_ms(r);
+	struct bi_req *q, *n;
+
+	if (st->closing)
+		return;
+	switch (st->state) {
+	case BI_UP:
+		/* an unanswered command means a dead path (the oldest is
+		 * first: commands are appended as they are sent) */
+		if (!list_empty(&st->inflight)) {
+			q = list_first_entry(&st->inflight, struct bi_req, link);
+			if (now - q->start_ms >= st->conf.remote_timeout_ms) {
+				snprintf(bi_errbuf, sizeof(bi_errbuf),
+					 "no answer for %u ms",
+					 st->conf.remote_timeout_ms);
+				bi_drop(st, ETIMEDOUT, bi_errbuf);
+				break;
+			}
+		}
+		list_for_each_entry_safe(q, n, &st->delayed, link) {
+			list_del(&q->link);
+			bi_start(st, q);
+		}
+		break;
+	case BI_CONNECTING:
+	case BI_IDENTIFYING:
+		if (now - st->state_since_ms >= st->conf.connect_timeout_ms) {
+			snprintf(bi_errbuf, sizeof(bi_errbuf),
+				 "no login to %s within %u ms",
+				 st->conf.portals[st->portal],
+				 st->conf.connect_timeout_ms);
+			bi_drop(st, ETIMEDOUT, bi_errbuf);
+		}
+		break;
+	case BI_DOWN:
+		if (!st->ctx && now >= st->next_attempt_ms &&
+		    bi_connect_start(st) < 0)
+			bi_drop(st, ECONNREFUSED, st->last_err_text);
+		break;
+	}
+	bi_after_service(st);
+	reactor_timer_add(r, &st->tick, BI_TICK_MS, bi_tick, st);
+}
+
+/* ---- ownership and submission ---- */
+
+/* First I/O on reactor r: r becomes the session reactor. */
+static struct reactor *bi_owner(struct be_iscsi *st, struct reactor *r)
+{
+	struct reactor *o = atomic_load(&st->owner);
+
+	if (o)
+		return o;
+	if (atomic_compare_exchange_strong(&st->owner, &o, r))
+		return r;
+	return o;
+}
+
+/* On the session reactor: adopt the session opened by open(). */
+static void bi_adopt(struct be_iscsi *st)
+{
+	struct reactor *r = atomic_load(&st->owner);
+
+	if (st->tick.armed || st->closing)
+		return;
+	st->state_since_ms = reactor_now_ms(r);
+	bi_sync_events(st);
+	reactor_timer_add(r, &st->tick, BI_TICK_MS, bi_tick, st);
+}
+
+static void bi_deliver_call_st(void *arg)
+{
+	bi_deliver(arg);
+}
+
+static void bi_submit_call(void *arg)
+{
+	struct be_io *io = arg;
+	struct bi_req *q = bi_req_of(io);
+
+	bi_adopt(q->st);
+	bi_start(q->st, q);
+	bi_deliver(q->st);
+}
+
+static int bi_check(struct backend *be, struct be_iscsi *st,
+		    const struct be_io *io)
+{
+	uint32_t bs = st->ident.block_size;
+
+	switch (io->op) {
+	case BE_OP_FLUSH:
+		return 0;
+	case BE_OP_READ:
+	case BE_OP_WRITE:
+	case BE_OP_UNMAP:
+	case BE_OP_WRITE_ZEROES:
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	if (io->offset > be->size || io->length > be->size - io->offset ||
+	    io->offset % bs || io->length % bs || io->length > UINT32_MAX)
+		return -EINVAL;
+	if (io->op != BE_OP_READ && be->readonly)
+		return -EROFS;
+	return 0;
+}
+
+static void be_iscsi_submit(struct backend *be, struct be_io *io,
+			    struct reactor *r)
+{
+	struct be_iscsi *st = be->priv;
+	struct bi_req *q = bi_req_of(io);
+	struct reactor *owner;
+	int err;
+
+	memset(q, 0, sizeof(*q));
+	q->st = st;
+	q->origin = r;
+	list_init(&q->link);
+	err = bi_check(be, st, io);
+	if (err || !io->length) {
+		if (err || io->op != BE_OP_FLUSH) {
+			backend_complete_later(r, io, err);
+			return;
+		}
+	}
+	owner = bi_owner(st, r);
+	if (owner != r) {
+		if (reactor_call(owner, bi_submit_call, io) < 0)
+			backend_complete_later(r, io, -ENOMEM);
+		return;
+	}
+	bi_adopt(st);
+	if (st->state != BI_UP) {
+		/* no session: fail now (the hang engine holds or reports) */
+		backend_complete_later(r, io, -st->down_err);
+		return;
+	}
+	/* bi_start() cannot complete synchronously here: the session is up
+	 * and a failure to queue is reported through st->done, which the
+	 * next loop turn delivers (the tick or the fd). */
+	bi_start(st, q);
+	if (!list_empty(&st->done) && reactor_call(r, bi_deliver_call_st, st) < 0)
+		reactor_timer_add(r, &st->tick, 0, bi_tick, st);
+}
+
+/* ---- open / close ---- */
+
+/* Run libiscsi on the calling thread until the first login and identify
+ * finish (open is synchronous, backend.h). */
+static int bi_open_wait(struct be_iscsi *st, const char **errmsg)
+{
+	uint64_t deadline = bi_clock_ms() + st->conf.connect_timeout_ms;
+
+	for (unsigned tries = 0; tries < st->conf.nportals; tries++) {
+		if (bi_connect_start(st) == 0) {
+			while (st->state != BI_UP && !st->drop_err) {
+				struct pollfd p = {
+					.fd = iscsi_get_fd(st->ctx),
+					.events = (short)iscsi_which_events(st->ctx),
+				};
+				uint64_t now = bi_clock_ms();
+
+				if (now >= deadline) {
+					snprintf(bi_errbuf, sizeof(bi_errbuf),
+						 "no login to %s within %u ms",
+						 st->conf.portals[st->portal],
+						 st->conf.connect_timeout_ms);
+					bi_note_error(st, ETIMEDOUT, bi_errbuf);
+					st->drop_err = ETIMEDOUT;
+					break;
+				}
+				if (poll(&p, 1, (int)MIN(deadline - now, 100)) < 0)
+					continue;
+				if (iscsi_service(st->ctx, p.revents) < 0 &&
+				    !st->drop_err) {
+					snprintf(bi_errbuf, sizeof(bi_errbuf),
+						 "%s: %s", st->conf.portals[st->portal],
+						 iscsi_get_error(st->ctx));
+					bi_note_error(st, ECONNRESET, bi_errbuf);
+					st->drop_err = ECONNRESET;
+				}
+			}
+			if (st->state == BI_UP && !st->drop_err)
+				return 0;
+		}
+		if (st->ctx) {
+			iscsi_destroy_context(st->ctx);
+			st->ctx = NULL;
+		}
+		st->drop_err = 0;
+		st->state = BI_DOWN;
+		st->portal = (st->portal + 1) % st->conf.nportals;
+		deadline = bi_clock_ms() + st->conf.connect_timeout_ms;
+	}
+	snprintf(bi_errbuf, sizeof(bi_errbuf),
+		 "iscsi backend: cannot reach %.100s: %.180s", st->url,
+		 st->last_err_text);
+	*errmsg = bi_errbuf;
+	return -(st->last_err ? st->last_err : EHOSTUNREACH);
+}
+
+static int be_iscsi_open(struct backend *be, const struct backend_params *p,
+			 const char **errmsg)
+{
+	struct be_iscsi *st = calloc(1, sizeof(*st));
+	int err;
+
+	if (!st) {
+		*errmsg = "out of memory";
+		return -ENOMEM;
+	}
+	err = be_iscsi_conf_parse(p->path, p->opts, NULL, &st->conf, errmsg);
+	if (err)
+		goto err_free;
+	be_iscsi_conf_url(&st->conf, st->url, sizeof(st->url));
+	pthread_mutex_init(&st->lock, NULL);
+	list_init(&st->inflight);
+	list_init(&st->delayed);
+	list_init(&st->done);
+	atomic_init(&st->owner, NULL);
+	st->backoff_ms = BI_BACKOFF_MIN_MS;
+	st->down_err = ENOTCONN;
+	st->state = BI_DOWN;
+	st->shown_since = time(NULL);
+	if (getrandom(&st->isid_rnd, sizeof(st->isid_rnd), 0) < 0)
+		st->isid_rnd = (uint32_t)bi_clock_ms() ^ (uint32_t)getpid();
+	st->isid_rnd &= 0xffffff;	/* ISID type 2: 24-bit random */
+
+	err = bi_open_wait(st, errmsg);
+	if (err)
+		goto err_lock;
+	if (p->block_size && (p->block_size < st->ident.block_size ||
+			      p->block_size % st->ident.block_size)) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf),
+			 "iscsi backend: the remote LUN has %u-byte blocks: "
+			 "set block_size = %u (or a multiple)",
+			 st->ident.block_size, st->ident.block_size);
+		*errmsg = bi_errbuf;
+		err = -EINVAL;
+		goto err_ctx;
+	}
+	be->size = st->ident.nblocks * st->ident.block_size;
+	if (p->size && p->size != be->size) {
+		*errmsg = "iscsi backend: size is the remote LUN's (leave it out)";
+		err = -EINVAL;
+		goto err_ctx;
+	}
+	st->zero_block = aligned_alloc(4096, MAX(st->ident.block_size, 4096u));
+	if (!st->zero_block) {
+		*errmsg = "out of memory";
+		err = -ENOMEM;
+		goto err_ctx;
+	}
+	memset(st->zero_block, 0, MAX(st->ident.block_size, 4096u));
+	/* a write the SAN did not acknowledge is one the hang engine may
+	 * resend: nothing is cached in between (DESIGN.md safety rule) */
+	be->direct = true;
+	be->readonly = p->readonly;
+	be->priv = st;
+	log_info("iscsi %s: remote LUN %llu blocks of %u bytes, initiator %s",
+		 st->url, (unsigned long long)st->ident.nblocks,
+		 st->ident.block_size, st->conf.initiator);
+	return 0;
+
+err_ctx:
+	iscsi_destroy_context(st->ctx);
+err_lock:
+	pthread_mutex_destroy(&st->lock);
+err_free:
+	free(st);
+	return err;
+}
+
+static void bi_free(struct be_iscsi *st)
+{
+	if (st->ctx)
+		iscsi_destroy_context(st->ctx);
+	pthread_mutex_destroy(&st->lock);
+	free(st->zero_block);
+	free(st);
+}
+
+struct bi_close {
+	struct be_iscsi *st;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+/* On the session reactor: stop the watcher and the tick (only that thread
+ * may touch them). */
+static void bi_close_call(void *arg)
+{
+	struct bi_close *c = arg;
+	struct be_iscsi *st = c->st;
+
+	st->closing = true;
+	if (st->w_added)
+		reactor_fd_del(&st->w);
+	st->w_added = false;
+	reactor_timer_del(atomic_load(&st->owner), &st->tick);
+	pthread_mutex_lock(&c->lock);
+	c->done = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void be_iscsi_close(struct backend *be)
+{
+	struct be_iscsi *st = be->priv;
+	struct reactor *owner;
+	struct bi_close c = { .st = st };
+
+	if (!st)
+		return;
+	be->priv = NULL;
+	owner = atomic_load(&st->owner);
+	if (owner && owner == reactor_current()) {
+		bi_close_call(&c);
+	} else if (owner) {
+		struct timespec until;
+
+		pthread_mutex_init(&c.lock, NULL);
+		pthread_cond_init(&c.cond, NULL);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 5;
+		pthread_mutex_lock(&c.lock);
+		if (reactor_call(owner, bi_close_call, &c) == 0)
+			while (!c.done &&
+			       pthread_cond_timedwait(&c.cond, &c.lock, &until) == 0)
+				;
+		pthread_mutex_unlock(&c.lock);
+		if (!c.done) {
+			/* the session reactor is gone or stuck: leave the
+			 * state to it rather than free what it may touch */
+			log_warn("iscsi %s: session reactor did not answer; "
+				 "leaking its state", st->url);
+			return;
+		}
+		pthread_cond_destroy(&c.cond);
+		pthread_mutex_destroy(&c.lock);
+	}
+	log_info("iscsi %s: closed", st->url);
+	bi_free(st);
+}
+
+static int be_iscsi_describe(struct backend *be, char *buf, unsigned len)
+{
+	struct be_iscsi *st = be->priv;
+	char since[32];
+	struct tm tm;
+	int n;
+
+	pthread_mutex_lock(&st->lock);
+	gmtime_r(&st->shown_since, &tm);
+	strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	n = snprintf(buf, len, "iscsi %s via %s: %s since %s, reconnects %llu",
+		     st->url, st->portal_shown[0] ? st->portal_shown
+						  : st->conf.portals[0],
+		     st->shown_wrong ? "wrong-lun"
+				     : st->shown_up ? "connected" : "reconnecting",
+		     since,
+		     (unsigned long long)st->reconnects);
+	if (st->last_err && n >= 0 && (unsigned)n < len)
+		n += snprintf(buf + n, len - (unsigned)n,
+			      ", last error %s (%s)",
+			      strerrorname_np(st->last_err)
+				      ? strerrorname_np(st->last_err) : "?",
+			      st->last_err_text);
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+const struct backend_ops be_iscsi_ops = {
+	.name = "iscsi",
+	.open = be_iscsi_open,
+	.close = be_iscsi_close,
+	.submit = be_iscsi_submit,
+	.describe = be_iscsi_describe,
+};
