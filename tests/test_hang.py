@@ -67,13 +67,17 @@ class HangClient:
     them (id, op, start, end, ms, status, sense_key, asc, ascq, data,
     match, response)."""
 
-    def __init__(self, url, luns=(1,), args=(), name="hangclient"):
+    def __init__(self, url, luns=(1,), args=(), name="hangclient",
+                 prefix=()):
+        """prefix: a command to run the client under (e.g. `ip netns exec
+        NS` for tests/test_gateway.py)."""
         binary = build_dir() / "tools" / "hangclient"
         if not binary.exists():
             pytest.fail("%s not built (run make)" % binary)
         self.name = name
         self.proc = subprocess.Popen(
-            [str(binary)] + list(args) + [url], stdin=subprocess.PIPE,
+            list(prefix) + [str(binary)] + list(args) + [url],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             bufsize=1)
         self.results = {}
