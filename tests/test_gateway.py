@@ -248,10 +248,11 @@ class Stream:
     and reads of earlier writes through one client, one every `every`
     seconds.  Remembers what it issued, for the checks."""
 
-    def __init__(self, client, every=0.1, blocks=8):
+    def __init__(self, client, every=0.1, blocks=8, base=0):
         self.c = client
         self.every = every
         self.blocks = blocks
+        self.base = base
         self.writes = []        # (label, lba, pattern, issue time ms)
         self.reads = []
         self.i = 0
@@ -259,7 +260,7 @@ class Stream:
     def step(self):
         i = self.i
         self.i += 1
-        lba = i * self.blocks
+        lba = self.base + i * self.blocks
         p = pattern(i)
         label = self.c.issue("write %d %d 0x%02x" % (lba, self.blocks, p))
         self.writes.append((label, lba, p, now_ms()))
@@ -268,12 +269,16 @@ class Stream:
             # hang engine keeps the order, so it must see the data)
             j = i - 2
             self.reads.append((self.c.issue("read %d %d expect 0x%02x" % (
-                j * self.blocks, self.blocks, pattern(j))), now_ms()))
+                self.base + j * self.blocks, self.blocks, pattern(j))),
+                now_ms()))
 
-    def run_for(self, seconds):
+    def run_for(self, seconds, *others):
+        """Step this stream (and others, interleaved) for seconds."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.step()
+            for o in others:
+                o.step()
             time.sleep(self.every)
 
     def results(self, timeout):
@@ -350,15 +355,22 @@ def test_link_down_retry_no_error_and_data_lands(env):
     net, san, gw, image = env
     san.start(image)
     gw.start({"rerror": "retry", "werror": "retry", "retry_interval": 200})
+    # two connections: holdfastd puts them on different reactors (round
+    # robin), so one of them reaches the remote session through the
+    # other reactor (reactor_call both ways)
     c = gw.client()
+    c2 = gw.client("hangclient2")
     st = Stream(c)
-    st.run_for(1.0)
+    st2 = Stream(c2, base=SAN_SIZE // BS // 2)
+    st.run_for(1.0, st2)
     t_down = now_ms()
     net.link(False)
-    st.run_for(10.0)
+    st.run_for(10.0, st2)
     net.link(True)
     t_up = now_ms()
-    st.run_for(1.5)
+    st.run_for(1.5, st2)
+    check_all_good_and_landed(st2, image)
+    c2.close()
     w, r = check_all_good_and_landed(st, image)
     outage = t_up - t_down
     # the first command issued in the outage waited for all of it
