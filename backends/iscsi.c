@@ -482,7 +482,6 @@ static void bi_drop(struct be_iscsi *st, int err, const char *why)
 		reactor_fd_del(&st->w);
 		st->w_added = false;
 	}
-	bi_note_error(st, err, why);
 	st->drop_err = err;
 	if (st->ctx) {
 		/* callbacks run with SCSI_STATUS_CANCELLED and finish their
@@ -490,6 +489,7 @@ static void bi_drop(struct be_iscsi *st, int err, const char *why)
 		iscsi_destroy_context(st->ctx);
 		st->ctx = NULL;
 	}
+	bi_note_error(st, err, why);	/* after the cancelled callbacks' */
 	list_for_each_entry_safe(q, n, &st->inflight, link)
 		bi_finish(st, q, -err);
 	list_for_each_entry_safe(q, n, &st->delayed, link)

@@ -127,7 +127,9 @@ class San:
         return sh(*self.net.in_san("tgtadm", "-C", str(self.ctl), "--lld",
                                    "iscsi", *args), env=self.env)
 
-    def start(self, image, params=None):
+    def start(self, image, params=None, setup=()):
+        """setup: tgtadm argument lists run before the target is bound
+        (before anyone can log in)."""
         log = open(self.tmp / "tgtd.log", "ab")
         self.proc = self.net.spawn(self.net.in_san(
             "tgtd", "-f", "-C", str(self.ctl), "--iscsi",
@@ -145,6 +147,8 @@ class San:
         if params:
             self.tgtadm("--op", "update", "--mode", "logicalunit", "--tid",
                         "1", "--lun", "1", "--params", params)
+        for args in setup:
+            self.tgtadm(*args)
         self.tgtadm("--op", "bind", "--mode", "target", "--tid", "1", "-I",
                     "ALL")
         return self
@@ -165,7 +169,7 @@ class Gateway:
         self.log_path = self.tmp / "holdfastd.log"
         self.proc = None
 
-    def start(self, lun=None, luns=None):
+    def start(self, lun=None, luns=None, expect_fail=False):
         l1 = {"lun": 1, "backend": "iscsi", "path": REMOTE_URL}
         l1.update(FAST)
         l1.update(lun or {})
@@ -180,6 +184,14 @@ class Gateway:
             env=self.env)
         assert wait_for(lambda: self.proc.poll() is not None or
                         "holdfastd ready" in self.log(), S(15)), self.log()
+        if expect_fail:
+            # a LUN that cannot open refuses the whole configuration:
+            # returns the log, or None if the daemon started after all
+            if self.proc.poll() is None:
+                kill_pid(self.proc)
+                return None
+            assert self.proc.returncode != 0, self.log()
+            return self.log()
         assert self.proc.poll() is None, self.log()
         return self
 
@@ -310,7 +322,7 @@ def test_gateway_serves_remote_lun(env):
     works the same."""
     net, san, gw, image = env
     san.start(image)
-    gw.start()
+    gw.start({"thin_provisioning": True})
     c = gw.client()
     r = c.do("readcap")
     assert_good(r)
@@ -320,8 +332,18 @@ def test_gateway_serves_remote_lun(env):
     assert_good(c.do("sync"))
     r = c.do("read 0 8 expect 0x01")
     assert r.get("match") is True, r
+    assert_good(c.do("write 128 16 0x99"))
     assert_good(c.do("writesame 128 16 0x00"))
+    assert_good(c.do("write 256 16 0x98"))
+    assert_good(c.do("unmap 256 8"))
+    r = c.do("read 256 8 expect 0x00")
+    assert r.get("match") is True, r
     c.close()
+    # zeroes reached the SAN (WRITE SAME passed through), the unmapped
+    # half reads back zero there too, the rest is untouched
+    assert read_san(image, 128, 16) == bytes(16 * BS)
+    assert read_san(image, 256, 8) == bytes(8 * BS)
+    assert read_san(image, 264, 8) == b"\x98" * 4096
     for i in range(8):
         assert read_san(image, i * 8, 8) == bytes([pattern(i)]) * 4096
     assert read_san(image, 64, 8) == b"\x77" * 4096
@@ -518,4 +540,54 @@ def test_different_lun_behind_url_is_refused(env, tmp_path):
     assert read_san(image, 16, 8) == b"\x33" * 4096
     assert read_san(other, 0, 64) == bytes(64 * BS)
     assert "connected since" in gw.show()
+    gw.stop()
+
+
+def test_chap_digest_and_portal_list(env, tmp_path):
+    """Mutual CHAP and CRC32C header digests against a SAN set up for
+    both, reached through the second portal of the list (the URL's own
+    refuses connections); a wrong secret either way refuses the
+    configuration with a reason instead of serving a LUN.  (tgtd 1.0.85
+    still accepts HeaderDigest=None when set to CRC32C, so only the
+    positive digest case is checked.)"""
+    net, san, gw, image = env
+    user, secret = "gwuser", "gw-secret-0123"
+    san_user, san_secret = "sanuser", "san-secret-4567"
+    san.start(image, setup=[
+        ("--op", "new", "--mode", "account", "--user", user,
+         "--password", secret),
+        ("--op", "bind", "--mode", "account", "--tid", "1", "--user", user),
+        ("--op", "new", "--mode", "account", "--user", san_user,
+         "--password", san_secret),
+        ("--op", "bind", "--mode", "account", "--tid", "1", "--user",
+         san_user, "--outgoing"),
+        ("--op", "update", "--mode", "target", "--tid", "1", "--name",
+         "HeaderDigest", "--value", "CRC32C"),
+    ])
+
+    def lun(u=user, s=secret, mu=san_user, ms=san_secret, digest="crc32c"):
+        return {"path": "iscsi://%s%%%s@%s:3999/%s/1" % (u, s, SAN_ADDR,
+                                                         SAN_IQN),
+                "portals": ["%s:%d" % (SAN_ADDR, SAN_PORT)],
+                "mutual_user": mu, "mutual_password": ms,
+                "header_digest": digest,
+                "initiator_name": "iqn.2026-11.org.example:gateway-a"}
+
+    for what, bad in (("wrong secret", lun(s="wrong-secret-99")),
+                      ("wrong SAN secret", lun(ms="wrong-secret-99"))):
+        g = Gateway(net, tmp_path / ("bad%d" % next(_seq)))
+        g.tmp.mkdir()
+        log = g.start(bad, expect_fail=True)
+        assert log is not None, "%s: served anyway\n%s" % (what, g.log())
+        assert "cannot reach" in log, (what, log)
+    gw.start(lun())
+    c = gw.client()
+    assert_good(c.do("write 0 8 0x5c"))
+    c.close()
+    assert read_san(image, 0, 8) == b"\x5c" * 4096
+    text = gw.show()
+    assert "via %s:%d: connected" % (SAN_ADDR, SAN_PORT) in text, text
+    # the secret never shows
+    assert secret not in text and san_secret not in gw.log()
+    assert secret not in gw.log()
     gw.stop()

@@ -101,5 +101,10 @@ int lun_settings_validate(const struct lun_settings *s, char *err,
 /* Does s describe a file or block-device store (backend "file", or
  * "fault" with a path)? */
 bool lun_settings_is_file(const struct lun_settings *s);
+/* s->path as shown to operators (show, JSON, log): a URL's CHAP secret
+ * ("iscsi://user%secret@host/...") is left out.  Returns buf, or "None"
+ * for an empty path. */
+const char *lun_settings_path_shown(const struct lun_settings *s, char *buf,
+				    size_t len);
 
 #endif

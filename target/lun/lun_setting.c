@@ -325,6 +325,31 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 	return 0;
 }
 
+const char *lun_settings_path_shown(const struct lun_settings *s, char *buf,
+				    size_t len)
+{
+	const char *scheme = strstr(s->path, "://");
+	const char *host, *at = NULL, *pct;
+
+	if (!s->path[0])
+		return "None";
+	if (!scheme) {
+		snprintf(buf, len, "%s", s->path);
+		return buf;
+	}
+	host = scheme + 3;
+	for (const char *q = host; *q && *q != '/'; q++)
+		if (*q == '@')
+			at = q;
+	pct = at ? memchr(host, '%', (size_t)(at - host)) : NULL;
+	if (!pct) {
+		snprintf(buf, len, "%s", s->path);
+		return buf;
+	}
+	snprintf(buf, len, "%.*s%s", (int)(pct - s->path), s->path, at);
+	return buf;
+}
+
 bool lun_settings_is_file(const struct lun_settings *s)
 {
 	/* "fault" as a backend means a file when a path is given

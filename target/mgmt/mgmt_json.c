@@ -111,7 +111,7 @@ static void json_lun(struct mgmt_buf *b, const struct target *t,
 		     struct scsi_lun *lun)
 {
 	struct lun_settings s;
-	char serial[64], id[128], text[1024];
+	char serial[64], id[128], text[1024], shown[PATH_MAX];
 	bool first = true;
 
 	pthread_mutex_lock(&lun->lock);
@@ -140,7 +140,8 @@ static void json_lun(struct mgmt_buf *b, const struct target *t,
 			json_bool(s.readonly), json_bool(s.thin_provisioning));
 	json_kv(b, true, "backing_store_type", s.backend);
 	if (s.path[0])
-		json_kv(b, true, "backing_store_path", s.path);
+		json_kv(b, true, "backing_store_path",
+			lun_settings_path_shown(&s, shown, sizeof(shown)));
 	else
 		mgmt_buf_printf(b, ", \"backing_store_path\": null");
 	json_kv(b, true, "backing_store_flags", s.direct ? "direct" : "");

@@ -110,7 +110,7 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 		     struct scsi_lun *lun)
 {
 	struct lun_settings s;
-	char text[2048];
+	char text[2048], shown[PATH_MAX];
 
 	pthread_mutex_lock(&lun->lock);
 	s = lun->set;
@@ -145,7 +145,7 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 			yes_no(s.thin_provisioning));
 	mgmt_buf_printf(b, "            Backing store type: %s\n", s.backend);
 	mgmt_buf_printf(b, "            Backing store path: %s\n",
-			s.path[0] ? s.path : "None");
+			lun_settings_path_shown(&s, shown, sizeof(shown)));
 	/* tgtd's spelling: "sync:direct", "sync", "direct" or empty */
 	mgmt_buf_printf(b, "            Backing store flags: %s%s%s\n",
 			s.sync ? "sync" : "", s.sync && s.direct ? ":" : "",

@@ -324,9 +324,11 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 	if (lun)
 		scsi_lun_put(lun);
 	if (!ret) {
+		char shown[sizeof(s->path)];
+
 		log_info("target %d: LUN %llu added (%s %s)", tid,
 			 (unsigned long long)s->lun, s->backend,
-			 s->path[0] ? s->path : "-");
+			 lun_settings_path_shown(s, shown, sizeof(shown)));
 		tgt_notify_luns_changed(t);
 	}
 out:

@@ -176,11 +176,30 @@ static void test_lun_keys(void)
 	CHECK(lun_setting_apply(&s, "backend", "iscsi2", err, sizeof(err)) == -EINVAL);
 }
 
+/* show, JSON and the log never carry a URL's CHAP secret */
+static void test_path_shown(void)
+{
+	struct lun_settings s;
+	char buf[512];
+
+	lun_settings_default(&s, 1);
+	snprintf(s.path, sizeof(s.path), "iscsi://alice%%s3c@r3t@192.0.2.1/" IQN "/1");
+	CHECK(strcmp(lun_settings_path_shown(&s, buf, sizeof(buf)),
+		     "iscsi://alice@192.0.2.1/" IQN "/1") == 0, "%s", buf);
+	snprintf(s.path, sizeof(s.path), "iscsi://192.0.2.1/" IQN "/1");
+	CHECK(strcmp(lun_settings_path_shown(&s, buf, sizeof(buf)), s.path) == 0);
+	snprintf(s.path, sizeof(s.path), "/var/lib/a%%b@c");
+	CHECK(strcmp(lun_settings_path_shown(&s, buf, sizeof(buf)), s.path) == 0);
+	s.path[0] = '\0';
+	CHECK(strcmp(lun_settings_path_shown(&s, buf, sizeof(buf)), "None") == 0);
+}
+
 int main(void)
 {
 	test_url();
 	test_bad_urls();
 	test_opts();
 	test_lun_keys();
+	test_path_shown();
 	return CHECK_SUMMARY("test_iscsi_conf");
 }
