@@ -25,10 +25,20 @@
 #                          /var/tmp, removed at exit; give one on the
 #                          filesystem you want to measure)
 #   BENCH_WORKLOADS=       space-separated subset of the names below
+#                          ("none": only the gateway comparison)
 #   BENCH_TGTD_PARAMS=match  "match": give tgtd the data-segment and burst
 #                          sizes holdfastd offers (engine against engine);
 #                          "default": tgtd out of the box
 #   HOLDFAST_BUILD=build   where holdfastd is
+#   BENCH_GATEWAY=         workloads of the gateway comparison (default:
+#                          rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd32
+#                          seq1m-read-qd8 seq1m-write-qd8; "none" skips it)
+#   BENCH_GATEWAY_BUDGET=90  seconds for the gateway comparison
+#
+# Gateway comparison: holdfastd's LUN 3 is a gateway LUN (backend iscsi,
+# added with tgtadm --bstype iscsi) on tgtd's LUN 1.  The same workloads
+# run through holdfast to tgtd ("gateway") and straight at tgtd ("san");
+# gw/san is what the extra hop costs (1.00 = nothing).
 #
 # Workloads (qemu-img bench, one initiator session each):
 #   rand4k-read-qd1/qd32, rand4k-write-qd1/qd32
@@ -58,6 +68,10 @@ ALL_WORKLOADS="rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd1
 rand4k-write-qd32 seq1m-read-qd8 seq1m-write-qd8 null4k-read-qd32
 null1m-read-qd8"
 WORKLOADS=$(echo ${BENCH_WORKLOADS:-$ALL_WORKLOADS})
+[ "$WORKLOADS" = none ] && WORKLOADS=	# only the gateway comparison
+GW_WORKLOADS=$(echo ${BENCH_GATEWAY:-rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd32 seq1m-read-qd8 seq1m-write-qd8})
+[ "$GW_WORKLOADS" = none ] && GW_WORKLOADS=
+GW_BUDGET=${BENCH_GATEWAY_BUDGET:-90}
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -215,10 +229,20 @@ if [ "$TGTD_PARAMS" = match ]; then
 fi
 tadm --op bind --mode target --tid 1 -I 127.0.0.1
 
+# the gateway LUN: holdfastd's LUN 3 is tgtd's LUN 1, through libiscsi
+if [ -n "$GW_WORKLOADS" ]; then
+	TGT_IPC_SOCKET=$DIR/hf.sock timeout 30 "$TGTADM" -C "$HF_CTL" \
+		--lld iscsi --op new --mode logicalunit --tid 1 --lun 3 \
+		--bstype iscsi -b "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" ||
+		{ cat "$DIR/holdfastd.log" >&2; die "cannot add the gateway LUN"; }
+fi
+
 url() {	# TARGET LUN
 	case $1 in
 	holdfast) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/$2" ;;
 	tgtd) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/$2" ;;
+	gateway) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/3" ;;	# = tgtd LUN 1
+	san) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" ;;
 	esac
 }
 
@@ -240,8 +264,10 @@ spec() {
 	*) return 1 ;;
 	esac
 }
-for w in $WORKLOADS; do
+for w in $WORKLOADS $GW_WORKLOADS; do
 	spec "$w" >/dev/null || die "unknown workload $w"
+	case $w in null*) [ -z "${GW_WORKLOADS##*$w*}" ] &&
+		die "$w has no gateway form (the gateway LUN is a file LUN)" ;; esac
 done
 
 START=$(date +%s)
@@ -266,53 +292,69 @@ echo "bench: holdfastd pid $HF_PID port $HF_PORT, tgtd pid $TGT_PID port $TGT_PO
 	"(tgtd parameters: $TGTD_PARAMS)"
 echo "bench: $(nproc) CPUs, $(uname -r), load average" \
 	"$(cut -d' ' -f1-3 /proc/loadavg) (initiator and both targets share them)"
-echo "bench: calibrating counts for ${SECONDS_PER_RUN}s runs"
-declare -A COUNT
-for w in $WORKLOADS; do
-	read -r _ _ _ _ _ pilot <<<"$(spec "$w")"
-	secs=$(run_one holdfast "$w" "$pilot") || die "calibration of $w failed"
-	COUNT[$w]=$(python3 -c '
+# bench_pair A B WORKLOADS BUDGET: calibrate on A, then run every workload
+# REPEAT times on both, alternating who goes first; appends to $RESULTS
+# ("target workload seconds count bytes").  Sets partial=1 if the budget
+# ran out.
+bench_pair() {
+	local a=$1 b=$2 works=$3 budget=$4 start r i w t order secs bytes
+	local -A count
+	start=$(date +%s)
+	echo "bench: $a vs $b: calibrating counts for ${SECONDS_PER_RUN}s runs"
+	for w in $works; do
+		read -r _ _ _ _ _ pilot <<<"$(spec "$w")"
+		secs=$(run_one "$a" "$w" "$pilot") || die "calibration of $w failed"
+		count[$w]=$(python3 -c '
 import sys
 pilot, secs, want = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 n = int(pilot * want / max(secs, 1e-3))
 print(max(pilot, min(n, pilot * 1000)))' "$pilot" "$secs" "$SECONDS_PER_RUN")
-done
+	done
+	for r in $(seq "$REPEAT"); do
+		i=0
+		for w in $works; do
+			i=$((i + 1))
+			if [ $(( $(date +%s) - start )) -ge "$budget" ]; then
+				partial=1
+				return
+			fi
+			# alternate who goes first, per repeat and per workload
+			if [ $(((r + i) % 2)) = 0 ]; then order="$a $b"
+			else order="$b $a"; fi
+			for t in $order; do
+				read -r _ bs _ _ _ _ <<<"$(spec "$w")"
+				bytes=$([ "$bs" = 1M ] && echo 1048576 || echo 4096)
+				if secs=$(run_one "$t" "$w" "${count[$w]}"); then
+					echo "$t $w $secs ${count[$w]} $bytes" >>"$RESULTS"
+				fi
+			done
+			[ -t 2 ] && printf '\rbench: repeat %d/%d, %-18s (%ss)   ' \
+				"$r" "$REPEAT" "$w" "$(elapsed)" >&2
+		done
+	done
+}
 
 RESULTS=$DIR/results.txt	# target workload seconds count bytes
 : >"$RESULTS"
 partial=0
-for r in $(seq "$REPEAT"); do
-	i=0
-	for w in $WORKLOADS; do
-		i=$((i + 1))
-		if [ "$(elapsed)" -ge "$BUDGET" ]; then
-			partial=1
-			break 2
-		fi
-		# alternate who goes first, per repeat and per workload
-		if [ $(((r + i) % 2)) = 0 ]; then order="holdfast tgtd"
-		else order="tgtd holdfast"; fi
-		for t in $order; do
-			read -r _ bs _ _ _ _ <<<"$(spec "$w")"
-			bytes=$([ "$bs" = 1M ] && echo 1048576 || echo 4096)
-			if secs=$(run_one "$t" "$w" "${COUNT[$w]}"); then
-				echo "$t $w $secs ${COUNT[$w]} $bytes" >>"$RESULTS"
-			fi
-		done
-		[ -t 2 ] && printf '\rbench: repeat %d/%d, %-18s (%ss)   ' \
-			"$r" "$REPEAT" "$w" "$(elapsed)" >&2
-	done
-done
+[ -n "$WORKLOADS" ] && bench_pair holdfast tgtd "$WORKLOADS" "$BUDGET"
+hf_partial=$partial
+partial=0
+[ -n "$GW_WORKLOADS" ] && bench_pair gateway san "$GW_WORKLOADS" "$GW_BUDGET"
+gw_partial=$partial
 [ -t 2 ] && echo >&2
 echo "bench: $(wc -l <"$RESULTS") runs in $(elapsed)s"
 
 # ---- table -------------------------------------------------------------
 
-python3 - "$RESULTS" "$partial" "$WORKLOADS" <<'EOF'
+# table A B WORKLOADS PARTIAL RATIO-NAME MEANING
+table() {
+python3 - "$RESULTS" "$4" "$3" "$1" "$2" "$5" "$6" <<'EOF'
 import statistics, sys
 from collections import defaultdict
 
 path, partial, order = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
+A, B, rname, meaning = sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 runs = defaultdict(list)            # (target, workload) -> [(iops, MB/s)]
 for line in open(path):
     t, w, secs, count, size = line.split()
@@ -334,22 +376,36 @@ def fmt(v, width, prec=0):
     return ("%*.*f" % (width, prec, v)) if v is not None else "%*s" % (width, "-")
 
 print()
-print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("workload", "holdfast",
-      "tgtd", "hf MB/s", "tgt MB/s", "hf/tgt", "n", "hf +-", "tgt +-"))
+print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("workload", A,
+      B, A[:3] + " MB/s", B[:3] + " MB/s", rname, "n", A[:3] + " +-",
+      B[:3] + " +-"))
 print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("", "IOPS", "IOPS", "", "",
       "", "", "%", "%"))
 for w in order:
-    hi, ti = med("holdfast", w, 0), med("tgtd", w, 0)
-    hm, tm = med("holdfast", w, 1), med("tgtd", w, 1)
+    hi, ti = med(A, w, 0), med(B, w, 0)
+    hm, tm = med(A, w, 1), med(B, w, 1)
     ratio = hi / ti if hi and ti else None
-    n = min(len(runs.get(("holdfast", w), [])), len(runs.get(("tgtd", w), [])))
+    n = min(len(runs.get((A, w), [])), len(runs.get((B, w), [])))
     print("%-18s %s %s %s %s %s %4d %s %s" % (w, fmt(hi, 10), fmt(ti, 10),
           fmt(hm, 9, 1), fmt(tm, 9, 1), fmt(ratio, 7, 2), n,
-          fmt(spread("holdfast", w), 6), fmt(spread("tgtd", w), 6)))
+          fmt(spread(A, w), 6), fmt(spread(B, w), 6)))
 print()
-print("medians of n runs per target; hf/tgt > 1.00 means holdfast is faster;")
+print("medians of n runs per target; %s %s;" % (rname, meaning))
 print("+- is (max - min) / median of a target's runs: a ratio closer to 1.00")
 print("than that spread is noise")
 if partial:
     print("NOTE: time budget reached - some workloads have fewer runs")
 EOF
+}
+
+if [ -n "$WORKLOADS" ]; then
+	table holdfast tgtd "$WORKLOADS" "$hf_partial" hf/tgt \
+		"> 1.00 means holdfast is faster"
+fi
+if [ -n "$GW_WORKLOADS" ]; then
+	echo
+	echo "gateway: holdfastd LUN 3 (backend iscsi) in front of tgtd LUN 1," \
+		"against tgtd LUN 1 directly"
+	table gateway san "$GW_WORKLOADS" "$gw_partial" gw/san \
+		"< 1.00 is what the gateway hop costs"
+fi
