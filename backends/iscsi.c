@@ -449,7 +449,7 @@ static void bi_sync_events(struct be_iscsi *st)
 	int fd;
 	uint32_t e;
 
-	if (!r || !st->ctx)
+	if (!r || !st->ctx || st->closing)
 		return;
 	fd = iscsi_get_fd(st->ctx);
 	if (st->w_added && st->w.fd != fd) {
@@ -794,7 +794,10 @@ static void bi_tick(struct ev_timer *t)
 		break;
 	}
 	bi_after_service(st);
-	reactor_timer_add(r, &st->tick, BI_TICK_MS, bi_tick, st);
+	/* a completion above may have dropped the LUN's last reference and
+	 * closed this backend (be_iscsi_close): then the tick stays off */
+	if (!st->closing)
+		reactor_timer_add(r, &st->tick, BI_TICK_MS, bi_tick, st);
 }
 
 /* ---- ownership and submission ---- */
@@ -1063,6 +1066,14 @@ static void bi_close_call(void *arg)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static void bi_free_call(void *arg)
+{
+	struct be_iscsi *st = arg;
+
+	log_info("iscsi %s: closed", st->url);
+	bi_free(st);
+}
+
 static void be_iscsi_close(struct backend *be)
 {
 	struct be_iscsi *st = be->priv;
@@ -1074,7 +1085,15 @@ static void be_iscsi_close(struct backend *be)
 	be->priv = NULL;
 	owner = atomic_load(&st->owner);
 	if (owner && owner == reactor_current()) {
+		/* The last command's completion closed us from inside one of
+		 * our own callbacks (bi_deliver, the fd or the tick), which
+		 * still use st when it returns: unhook now, free on the next
+		 * turn of the loop. */
 		bi_close_call(&c);
+		if (reactor_call(owner, bi_free_call, st) < 0)
+			log_warn("iscsi %s: no memory to free the session "
+				 "state; leaking it", st->url);
+		return;
 	} else if (owner) {
 		struct timespec until;
 

@@ -361,6 +361,13 @@ def test_gateway_serves_remote_lun(env):
     r = c2.do("read 0 8 expect 0x01")
     assert r.get("match") is True, r
     c2.close()
+    # deleting it closes its session to the SAN from the management
+    # thread while its session reactor runs
+    gw.tgtadm("--op", "delete", "--mode", "logicalunit", "--tid", "1",
+              "--lun", "2")
+    assert wait_for(lambda: gw.log().count(": closed") >= 1, S(5)), gw.log()
+    assert "gw2" not in san.tgtadm("--op", "show", "--mode",
+                                   "target").stdout
     # a bad URL is refused with a reason, nothing is created
     bad = gw.tgtadm("--op", "new", "--mode", "logicalunit", "--tid", "1",
                     "--lun", "3", "--bstype", "iscsi", "-b",
