@@ -150,7 +150,7 @@ static int retry_errors_parse(const char *v, uint64_t *bits, char *err,
 /* ---- gateway LUNs (backend "iscsi") ----
  * Their keys are items of the store's options string (bsopts), which the
  * backend parses (backends/iscsi_conf.h): here they are only placed, so a
- * key exists in this table, config.c's key list and the backend. */
+ * key exists in this table, target/config/config.c's key list and the backend. */
 static const char *const lun_remote_keys[] = {
 	"initiator_name", "portals", "remote_timeout", "connect_timeout",
 	"reconnect_max", "header_digest", "data_digest", "mutual_user",

@@ -1,6 +1,6 @@
 /* test_iscsi_conf.c - the gateway backend's URL and options parser
  * (backends/iscsi_conf.c), and how targets.conf / --params keys land in a
- * LUN's store options (target/lun_setting.c). */
+ * LUN's store options (target/lun/lun_setting.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
