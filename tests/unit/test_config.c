@@ -197,7 +197,7 @@ static void test_lun_settings(void)
 		{ "product_id", "a\tb", "product_id must be printable ASCII", -EINVAL },
 		{ "readonly", "maybe", "expected a boolean (true/false, yes/no, 1/0)", -EINVAL },
 		{ "size", "1Q", "bad size \"1Q\" (bytes, or a number with K, M, G or T)", -EINVAL },
-		{ "backend", "rbd", "unknown backend \"rbd\" (file or null)", -EINVAL },
+		{ "backend", "rbd", "unknown backend \"rbd\" (file, null or iscsi)", -EINVAL },
 		{ "sense_format", "2", "expected \"fixed\" or \"descriptor\"", -EINVAL },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -566,7 +566,7 @@ static void test_bad_files(void)
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"null\";\n    direct = 1; } ); } );\n",
 		  "3: direct: expected a boolean (true or false), not an integer" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"rbd\"; } ); } );\n",
-		  "2: backend: unknown backend \"rbd\" (file or null)" },
+		  "2: backend: unknown backend \"rbd\" (file, null or iscsi)" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"null\";\n    retry_errors = [ \"EIO\", \"EPERM\" ]; } ); } );\n",
 		  "3: retry_errors: EPERM is never retried: it reports a bad request, not a failing store" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"null\";\n    size = \"1000\"; } ); } );\n",
