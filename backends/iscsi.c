@@ -26,11 +26,12 @@
  * libiscsi's own automatic reconnect is switched off: it would resend
  * commands behind the hang engine's back, out of its ordering.
  *
- * Write ordering across reconnects.  Every login uses the same ISID (chosen
- * at open), so a new login reinstates the old session and the SAN must
- * terminate the old session's tasks before it accepts new ones (RFC 7143
- * 6.3.5 session reinstatement): a write of the lost session cannot land
- * after the retried one.
+ * Write ordering across reconnects.  A lost session's socket is closed
+ * abortively (RST), so no stale PDU of it leaves this host later.  Every
+ * login uses the same ISID (chosen at open), so a new login reinstates the
+ * old session and the SAN must terminate the old session's tasks before it
+ * accepts new ones (RFC 7143 6.3.5 session reinstatement): a write of the
+ * lost session cannot land after the retried one.
  *
  * Identity.  At open the remote LUN's identity is recorded: its READ
  * CAPACITY (16) (blocks, block size), its unit serial number (VPD 0x80) and
@@ -54,6 +55,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -484,6 +486,16 @@ static void bi_drop(struct be_iscsi *st, int err, const char *why)
 	}
 	st->drop_err = err;
 	if (st->ctx) {
+		int fd = iscsi_get_fd(st->ctx);
+		struct linger abort_close = { .l_onoff = 1, .l_linger = 0 };
+
+		/* An abortive close (RST): a plain close would leave the
+		 * kernel retransmitting the unsent rest of the send buffer
+		 * once the link is back, and a WRITE of the lost session
+		 * could then reach the SAN after its retry on the new one. */
+		if (fd >= 0)
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_close,
+				   sizeof(abort_close));
 		/* callbacks run with SCSI_STATUS_CANCELLED and finish their
 		 * requests with drop_err */
 		iscsi_destroy_context(st->ctx);

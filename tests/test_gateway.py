@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SANITIZER_MARKS
 from helpers import build_dir, cfg_text, tscale, wait_for
 from test_hang import HangClient, assert_good, now_ms, S
 
@@ -220,6 +221,8 @@ class Gateway:
                 pytest.fail("holdfastd did not stop on SIGTERM\n" +
                             self.log())
         assert self.proc.returncode == 0, self.log()
+        # a sanitizer build (HOLDFAST_BUILD=build-san) reports here
+        assert not any(m in self.log() for m in SANITIZER_MARKS), self.log()
 
 
 @pytest.fixture
