@@ -74,6 +74,7 @@
 #define BI_VPD_LEN 255
 #define BI_IDENT_LEN 512
 #define BI_WS_MAX_BLOCKS 65536u		/* WRITE SAME / UNMAP chunk */
+#define BI_UA_TRIES 8			/* unit attentions cleared at login */
 
 /* VPD pages (SPC-4 7.8) */
 #define VPD_UNIT_SERIAL 0x80
@@ -124,6 +125,7 @@ struct be_iscsi {
 	int drop_err;			/* set inside libiscsi callbacks */
 	bool closing;
 	int identify_left, identify_err;
+	int ua_left;			/* TEST UNIT READYs left to clear UAs */
 	struct bi_ident probe;		/* being read from the new session */
 
 	/* For show (any thread). */
@@ -658,21 +660,12 @@ static void bi_ident_step_done(struct be_iscsi *st)
 	bi_set_state(st, BI_UP, 0, "reconnected");
 }
 
-static void bi_connected_cb(struct iscsi_context *ctx, int status,
-			    void *data UNUSED, void *priv)
+/* Logged in: READ CAPACITY (16) and the two VPD pages, in parallel. */
+static void bi_identify_start(struct be_iscsi *st, struct iscsi_context *ctx)
 {
-	struct be_iscsi *st = priv;
 	int lun = (int)st->conf.lun;
 	struct scsi_task *t[3];
 
-	if (status != SCSI_STATUS_GOOD) {
-		snprintf(bi_errbuf, sizeof(bi_errbuf), "connect/login to %s: %s",
-			 st->conf.portals[st->portal], iscsi_get_error(ctx));
-		bi_connect_failed(st, ECONNREFUSED, bi_errbuf);
-		return;
-	}
-	if (st->state == BI_CONNECTING)
-		bi_set_state(st, BI_IDENTIFYING, 0, "logged in");
 	memset(&st->probe, 0, sizeof(st->probe));
 	st->identify_err = 0;
 	st->identify_left = 3;
@@ -686,6 +679,70 @@ static void bi_connected_cb(struct iscsi_context *ctx, int status,
 	for (int i = 0; i < 3; i++)
 		if (!t[i])
 			st->identify_left--;
+}
+
+/* TEST UNIT READY until the new nexus has no unit attention left (a new
+ * session usually starts with one, SAM-5 6.3.1), then identify. */
+static void bi_tur_cb(struct iscsi_context *ctx, int status, void *data,
+		      void *priv)
+{
+	struct be_iscsi *st = priv;
+	struct scsi_task *task = data;
+	bool ua = status == SCSI_STATUS_CHECK_CONDITION && task &&
+		  task->sense.key == SCSI_SENSE_UNIT_ATTENTION;
+
+	if (task)
+		scsi_free_scsi_task(task);
+	if (status == SCSI_STATUS_CANCELLED) {
+		bi_connect_failed(st, ECONNRESET, "session lost while identifying");
+		return;
+	}
+	if (ua && st->ua_left > 0) {
+		st->ua_left--;
+		if (iscsi_testunitready_task(ctx, (int)st->conf.lun, bi_tur_cb,
+					     st))
+			return;
+	}
+	/* anything else (NOT READY, no such LUN) shows in the identify
+	 * commands' answers */
+	bi_identify_start(st, ctx);
+}
+
+static void bi_login_cb(struct iscsi_context *ctx, int status,
+			void *data UNUSED, void *priv)
+{
+	struct be_iscsi *st = priv;
+
+	if (status != SCSI_STATUS_GOOD) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf), "login to %s: %s",
+			 st->conf.portals[st->portal], iscsi_get_error(ctx));
+		bi_connect_failed(st, ECONNREFUSED, bi_errbuf);
+		return;
+	}
+	if (st->state == BI_CONNECTING)
+		bi_set_state(st, BI_IDENTIFYING, 0, "logged in");
+	st->ua_left = BI_UA_TRIES;
+	if (!iscsi_testunitready_task(ctx, (int)st->conf.lun, bi_tur_cb, st))
+		bi_connect_failed(st, ENOMEM, "cannot queue TEST UNIT READY");
+}
+
+/* The TCP connection is up (status 0) or failed. */
+static void bi_socket_cb(struct iscsi_context *ctx, int status,
+			 void *data UNUSED, void *priv)
+{
+	struct be_iscsi *st = priv;
+
+	if (status != 0) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf), "connect to %s: %s",
+			 st->conf.portals[st->portal], iscsi_get_error(ctx));
+		bi_connect_failed(st, ECONNREFUSED, bi_errbuf);
+		return;
+	}
+	if (iscsi_login_async(ctx, bi_login_cb, st) != 0) {
+		snprintf(bi_errbuf, sizeof(bi_errbuf), "login to %s: %s",
+			 st->conf.portals[st->portal], iscsi_get_error(ctx));
+		bi_connect_failed(st, ECONNREFUSED, bi_errbuf);
+	}
 }
 
 /* Start a connect + login on the current portal.  0 or -errno. */
@@ -713,8 +770,12 @@ static int bi_connect_start(struct be_iscsi *st)
 	st->ctx = ctx;
 	st->drop_err = 0;
 	bi_set_state(st, BI_CONNECTING, 0, "connecting");
-	if (iscsi_full_connect_async(ctx, c->portals[st->portal], (int)c->lun,
-				     bi_connected_cb, st) != 0) {
+	/* connect and login step by step rather than with
+	 * iscsi_full_connect_async(): that one allocates a task that nobody
+	 * frees when the context is destroyed with the connect pending
+	 * (libiscsi 1.19), which is what a connect timeout does. */
+	if (iscsi_connect_async(ctx, c->portals[st->portal], bi_socket_cb,
+				st) != 0) {
 		snprintf(bi_errbuf, sizeof(bi_errbuf), "connect to %s: %s",
 			 c->portals[st->portal], iscsi_get_error(ctx));
 		bi_note_error(st, ECONNREFUSED, bi_errbuf);
