@@ -158,7 +158,7 @@ bench: deps $(BUILD)/holdfastd
 clean:
 	rm -rf build build-san $(FUZZ_BUILD)
 
--include $(OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(UNIT_BIN:=.d)
 
 # holdfastadm: the management client (target/adm/*.c; not part of the daemon).
 ADM_SRC := $(wildcard target/adm/*.c)

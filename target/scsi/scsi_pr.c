@@ -18,11 +18,6 @@
 #include "target.h"
 #include "util.h"
 
-/* The hang engine is referenced weakly: unit tests of the SCSI layer stub
- * hang_submit() and friends and must link without hang.o.  The daemon
- * always links it. */
-#pragma weak hang_set_recheck
-
 /* ---- which commands a reservation blocks ----
  * SPC-4 5.13.1 Table 62 and SBC-3 4.18.1 Table 13 classify each command
  * for the non-holders of a reservation; SPC-2 5.5.1 lists the few that an
@@ -140,8 +135,7 @@ struct scsi_pr *scsi_pr_state(struct scsi_lun *lun)
 		scsi_pr_store_load(pr);
 	scsi_pr_update_active(pr);
 	pthread_mutex_unlock(&pr->lock);
-	if (hang_set_recheck)
-		hang_set_recheck(lun, pr_recheck);
+	hang_set_recheck(lun, pr_recheck);
 	return pr;
 }
 

@@ -15,8 +15,6 @@
 #include "scsi_pr.h"
 #include "util.h"
 
-#pragma weak hang_abort_nexus	/* see scsi_pr.c */
-
 /* CDB (SPC-4 6.16.1) */
 #define PROUT_CDB_SCOPE_TYPE	2
 #define PROUT_CDB_PARAM_LEN	5
@@ -438,7 +436,7 @@ static enum scsi_exec_result abort_preempted(struct prout_ctx *c)
 	struct reactor *r = reactor_current();
 	unsigned n = c->nabort;
 
-	if (!n || !hang_abort_nexus) {
+	if (!n) {
 		free(c);
 		return SCSI_EXEC_DONE;
 	}

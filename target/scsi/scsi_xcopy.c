@@ -230,14 +230,8 @@ int xcopy_parse(const uint8_t *p, uint32_t len, struct xcopy_list *out,
 
 /* ---- copy targets ----
  *
- * The target table is reached through weak references: the daemon links
- * target.o anyway, while the SCSI unit tests link only the SCSI objects
- * against stubs and must not have target.o (and the hang engine and
- * reactor behind it) pulled in by this file.  Without a table nothing is
- * reachable. */
-#pragma weak tgt_for_each
-#pragma weak tgt_lun_get
-#pragma weak tgt_acl_allows
+ * Copy targets are found through the target table (target.h).  The unit
+ * tests substitute their own table at link time (test_scsi_xcopy.c). */
 
 uint64_t xcopy_lun_naa(const struct scsi_lun *lun)
 {
@@ -260,8 +254,6 @@ struct naa_search {
 
 static struct scsi_lun *naa_in_target(struct target *t, uint64_t naa)
 {
-	if (!tgt_lun_get)
-		return NULL;
 	for (uint64_t i = 1; i < TGT_MAX_LUNS; i++) {
 		struct scsi_lun *l = tgt_lun_get(t, i);
 
@@ -284,8 +276,8 @@ static void naa_search_target(struct target *t, void *arg)
 	 * that target's ACL admits by name (or ALL): the copy manager must
 	 * not become a way around access control.  Address rules cannot be
 	 * evaluated here (no peer address), so they do not admit. */
-	if (!tgt_acl_allows || !tgt_acl_allows(t, NULL, q->nexus ? q->nexus->initiator_name
-					      : NULL))
+	if (!tgt_acl_allows(t, NULL,
+			    q->nexus ? q->nexus->initiator_name : NULL))
 		return;
 	q->found = naa_in_target(t, q->naa);
 }
@@ -306,8 +298,7 @@ static struct scsi_lun *cscd_resolve(struct scsi_cmd *cmd,
 		if (q.found)
 			return q.found;
 	}
-	if (tgt_for_each)
-		tgt_for_each(naa_search_target, &q);
+	tgt_for_each(naa_search_target, &q);
 	return q.found;
 }
 

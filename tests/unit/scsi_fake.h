@@ -2,9 +2,11 @@
  * test_scsi_sbc.c): a fake LUN and target, a stubbed hang engine and the
  * helpers that run a CDB and look at the answer.
  *
- * hang_submit() is stubbed: it records the media_io so each test completes
+ * hang_submit() is stubbed (and hang_abort, hang_set_recheck,
+ * hang_abort_nexus, hang_lun_init/free): hang_submit() records the media_io so each test completes
  * it on demand with the result it wants.  tgt_lun_list() and
- * reactor_current() are stubbed too.  The stubs are weak: should another
+ * reactor_current() are stubbed too, and so is the target table
+ * (tgt_for_each, tgt_lun_get, tgt_acl_allows).  The stubs are weak: should another
  * object pulled from the archive define one (target.o, reactor.o), its
  * definition wins, so the fixtures below are also valid for the real
  * tgt_lun_list() and reactor_current().  Each test program includes this
@@ -53,6 +55,23 @@ __attribute__((weak)) void hang_lun_free(struct scsi_lun *lun UNUSED)
 {
 }
 
+/* Reservations register a dispatch-time recheck and PREEMPT AND ABORT
+ * drops a nexus: test_scsi_pr.c looks at both; here they do nothing. */
+__attribute__((weak)) void hang_set_recheck(struct scsi_lun *lun UNUSED,
+					    int (*fn)(struct media_io *m) UNUSED)
+{
+}
+
+__attribute__((weak)) int hang_abort_nexus(struct scsi_lun *lun UNUSED,
+					   uint64_t nexus_id UNUSED,
+					   struct reactor *r UNUSED,
+					   void (*done)(void *arg,
+							unsigned dropped) UNUSED,
+					   void *arg UNUSED)
+{
+	return 0;
+}
+
 __attribute__((weak)) struct reactor *reactor_current(void)
 {
 	return NULL;
@@ -74,6 +93,29 @@ __attribute__((weak)) int tgt_lun_list(struct target *t UNUSED, uint64_t *luns,
 	int n = MIN(fake_nluns, max);
 	memcpy(luns, fake_luns, sizeof(uint64_t) * (size_t)n);
 	return n;
+}
+
+/* The target table as the copy manager (scsi_xcopy.c) sees it: no copy
+ * target is reachable here (test_scsi_xcopy.c has a table with LUNs).
+ * Defining these keeps target.o, and the hang engine behind it, out of
+ * the link. */
+__attribute__((weak)) void tgt_for_each(void (*fn)(struct target *t,
+						   void *arg) UNUSED,
+					void *arg UNUSED)
+{
+}
+
+__attribute__((weak)) struct scsi_lun *tgt_lun_get(struct target *t UNUSED,
+						   uint64_t nr UNUSED)
+{
+	return NULL;
+}
+
+__attribute__((weak)) bool tgt_acl_allows(struct target *t UNUSED,
+					  const struct sockaddr *peer UNUSED,
+					  const char *name UNUSED)
+{
+	return false;
 }
 
 /* ---- fixtures ---- */

@@ -4,7 +4,7 @@
  * hang_submit() records the media_io (the test completes it); the hang
  * engine's recheck hook and hang_abort_nexus() are captured, so the
  * dispatch-time recheck and PREEMPT AND ABORT are checked without
- * threads.  tgt_lun_list() is stubbed; the real reactor module answers
+ * threads.  tgt_lun_list() and the target table are stubbed; the real reactor module answers
  * reactor_current() with NULL here (no reactor thread). */
 #include <errno.h>
 #include <stdio.h>
@@ -72,6 +72,26 @@ int tgt_lun_list(struct target *t UNUSED, uint64_t *luns, int max)
 		return 0;
 	luns[0] = 1;
 	return 1;
+}
+
+/* The copy manager's view of the target table: nothing reachable.
+ * Defined here so that target.o (and the real hang engine it needs) is
+ * not pulled from the archive. */
+void tgt_for_each(void (*fn)(struct target *t, void *arg) UNUSED,
+		  void *arg UNUSED)
+{
+}
+
+struct scsi_lun *tgt_lun_get(struct target *t UNUSED, uint64_t nr UNUSED)
+{
+	return NULL;
+}
+
+bool tgt_acl_allows(struct target *t UNUSED,
+		    const struct sockaddr *peer UNUSED,
+		    const char *name UNUSED)
+{
+	return false;
 }
 
 /* ---- fixtures ---- */

@@ -4,8 +4,9 @@
  * on demand (data moved between in-memory disks).
  *
  * The .c file is included so its statics are reachable.  The target table
- * (reached through weak references there), the hang engine, the reactor
- * and LUN references are stubbed here, weakly, as in test_scsi.c. */
+ * (tgt_for_each, tgt_lun_get, tgt_acl_allows) is replaced at link time by
+ * the one below; the hang engine, the reactor and LUN references are
+ * stubbed here, weakly, as in test_scsi.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,21 @@ WEAK void hang_abort(struct scsi_lun *lun, struct media_io *m)
 {
 	aborted_m = m;
 	aborted_lun = lun;
+}
+
+/* reservations (scsi_pr*.c) reach the hang engine through these two;
+ * defining them keeps the real engine out of the link */
+WEAK void hang_set_recheck(struct scsi_lun *lun UNUSED,
+			   int (*fn)(struct media_io *m) UNUSED)
+{
+}
+
+WEAK int hang_abort_nexus(struct scsi_lun *lun UNUSED, uint64_t nexus UNUSED,
+			  struct reactor *r UNUSED,
+			  void (*done)(void *arg, unsigned dropped) UNUSED,
+			  void *arg UNUSED)
+{
+	return 0;
 }
 
 WEAK int hang_lun_init(struct scsi_lun *lun UNUSED)
