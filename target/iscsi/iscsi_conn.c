@@ -23,6 +23,58 @@ static atomic_uint_fast64_t conn_ids;
 static void conn_rx_ready(struct ev_fd *w, uint32_t events);
 static void conn_tx_flush(struct iscsi_conn *c);
 
+/* ---- state ---- */
+
+static const char *const conn_state_names[CONN_STATE_COUNT] = {
+	[CONN_STATE_NEW] = "new",
+	[CONN_STATE_LOGIN] = "login",
+	[CONN_STATE_FULL_FEATURE] = "full feature",
+	[CONN_STATE_FLUSH] = "flush",
+	[CONN_STATE_CLOSING] = "closing",
+};
+
+/* conn_transitions[from][to]: the diagram in iscsi_internal.h */
+static const bool conn_transitions[CONN_STATE_COUNT][CONN_STATE_COUNT] = {
+	[CONN_STATE_NEW] = {
+		[CONN_STATE_LOGIN] = true,
+	},
+	[CONN_STATE_LOGIN] = {
+		[CONN_STATE_FULL_FEATURE] = true,
+		[CONN_STATE_FLUSH] = true,	/* login reject (6.1) */
+		[CONN_STATE_CLOSING] = true,
+	},
+	[CONN_STATE_FULL_FEATURE] = {
+		[CONN_STATE_FLUSH] = true,	/* logout, cold reset */
+		[CONN_STATE_CLOSING] = true,
+	},
+	[CONN_STATE_FLUSH] = {
+		[CONN_STATE_CLOSING] = true,
+	},
+	/* CLOSING is final: the connection is freed from there */
+};
+
+const char *iscsi_conn_state_name(enum iscsi_conn_state s)
+{
+	return (unsigned)s < CONN_STATE_COUNT ? conn_state_names[s] : "?";
+}
+
+int iscsi_conn_set_state(struct iscsi_conn *c, enum iscsi_conn_state to)
+{
+	enum iscsi_conn_state from = c->state;
+
+	if ((unsigned)from >= CONN_STATE_COUNT ||
+	    (unsigned)to >= CONN_STATE_COUNT || !conn_transitions[from][to]) {
+		log_err("conn %lu: refused state change %s -> %s",
+			(unsigned long)c->id, iscsi_conn_state_name(from),
+			iscsi_conn_state_name(to));
+		return -EINVAL;
+	}
+	log_debug("conn %lu: %s -> %s", (unsigned long)c->id,
+		  iscsi_conn_state_name(from), iscsi_conn_state_name(to));
+	c->state = to;
+	return 0;
+}
+
 struct iscsi_pdu *iscsi_pdu_new(uint8_t opcode, uint32_t data_len)
 {
 	struct iscsi_pdu *p = xzalloc(sizeof(*p));
@@ -224,8 +276,8 @@ static void conn_tx_flush(struct iscsi_conn *c)
 		c->tx_blocked = false;
 		reactor_fd_mod(&c->w, EPOLLIN);
 	}
-	if (c->state == CONN_STATE_LOGOUT)
-		iscsi_conn_close(c, "logged out");
+	if (c->state == CONN_STATE_FLUSH)
+		iscsi_conn_close(c, c->flush_why);
 }
 
 /* ---- receive ---- */
@@ -501,7 +553,7 @@ static void conn_rx(struct iscsi_conn *c)
 		int r;
 
 		if (c->state == CONN_STATE_CLOSING ||
-		    c->state == CONN_STATE_LOGOUT)
+		    c->state == CONN_STATE_FLUSH)
 			return;
 		r = conn_rx_step(c);
 		if (r < 0) {
@@ -629,7 +681,7 @@ struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
 	c->fd = fd;
 	c->r = r;
 	c->id = atomic_fetch_add(&conn_ids, 1) + 1;
-	c->state = CONN_STATE_LOGIN;
+	iscsi_conn_set_state(c, CONN_STATE_LOGIN);	/* from NEW (zeroed) */
 	c->rxbuf = malloc(ISCSI_RXBUF_SIZE);
 	if (!c->rxbuf) {
 		free(c);
@@ -709,7 +761,7 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	else
 		log_debug("conn %lu (%s): closed: %s", (unsigned long)c->id,
 			  c->peer_str, why);
-	c->state = CONN_STATE_CLOSING;
+	iscsi_conn_set_state(c, CONN_STATE_CLOSING);
 	if (c->rx_task_new && c->rx_task) {
 		/* a command whose PDU never completed: nobody else knows it */
 		struct iscsi_task *t = c->rx_task;
@@ -736,6 +788,21 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	/* executing tasks finish in the SCSI layer and then free c */
 	iscsi_conn_abort_tasks(c);
 	conn_maybe_free(c);
+}
+
+void iscsi_conn_close_after_send(struct iscsi_conn *c, const char *why)
+{
+	if (c->state == CONN_STATE_CLOSING)
+		return;		/* e.g. the send itself failed */
+	if (c->state != CONN_STATE_FLUSH) {
+		if (iscsi_conn_set_state(c, CONN_STATE_FLUSH) < 0)
+			return;
+		c->flush_why = why;
+	}
+	/* conn_tx_flush() closes when it empties the queue; if it already
+	 * has, nothing else would */
+	if (list_empty(&c->txq))
+		iscsi_conn_close(c, c->flush_why);
 }
 
 void iscsi_conn_task_gone(struct iscsi_conn *c)

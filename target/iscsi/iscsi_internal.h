@@ -30,11 +30,27 @@
 #define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
 #define ISCSI_DEFER_POLL_MS 50		/* re-check of writes to a hung LUN */
 
+/* Connection states (RFC 7143 8.1.3 target side, reduced to what ERL 0
+ * with one connection per session needs).  Changed only by
+ * iscsi_conn_set_state(), which allows exactly these transitions:
+ *
+ *   NEW ──► LOGIN ──► FULL_FEATURE ──► FLUSH ──► CLOSING
+ *             │  │         │                        ▲
+ *             │  └─────────┼──► FLUSH               │
+ *             └────────────┴────────────────────────┘
+ *
+ * FLUSH is "close after send": the last PDU (a Logout Response, a login
+ * reject, the answer to TARGET COLD RESET) is queued, nothing more is
+ * read, and the connection closes once the transmit queue is empty.
+ * CLOSING: the socket is gone; the connection is freed when its last
+ * task is. */
 enum iscsi_conn_state {
+	CONN_STATE_NEW,			/* allocated, not on a reactor yet */
 	CONN_STATE_LOGIN,		/* login phase */
 	CONN_STATE_FULL_FEATURE,
-	CONN_STATE_LOGOUT,		/* logout answered: close once sent */
+	CONN_STATE_FLUSH,		/* close once the tx queue is sent */
 	CONN_STATE_CLOSING,		/* socket gone, waiting for tasks */
+	CONN_STATE_COUNT
 };
 
 enum iscsi_rx_stage {
@@ -124,8 +140,8 @@ struct iscsi_conn {
 	int fd;
 	struct ev_fd w;
 	struct reactor *r;
-	enum iscsi_conn_state state;
-	bool closing;
+	enum iscsi_conn_state state;	/* iscsi_conn_set_state() only */
+	const char *flush_why;		/* FLUSH: the reason logged at close */
 	bool free_scheduled;
 	uint64_t id;
 	struct sockaddr_storage peer, local;
@@ -191,7 +207,17 @@ struct iscsi_conn {
 /* iscsi_conn.c */
 struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
 				  const char *advertise);
+/* The one place a connection's state changes: checks the transition
+ * against the table above and logs it (debug).  0, or -EINVAL (logged as
+ * an error, state unchanged) for a transition the table forbids. */
+int iscsi_conn_set_state(struct iscsi_conn *c, enum iscsi_conn_state to);
+const char *iscsi_conn_state_name(enum iscsi_conn_state s);
+/* Close now: socket closed, tasks aborted, c freed when the last is gone
+ * (CLOSING).  Idempotent. */
 void iscsi_conn_close(struct iscsi_conn *c, const char *why);
+/* Close once every queued PDU is sent (FLUSH); at once if none is.  Call
+ * after queueing the last PDU.  No-op on a connection already closing. */
+void iscsi_conn_close_after_send(struct iscsi_conn *c, const char *why);
 struct iscsi_pdu *iscsi_pdu_new(uint8_t opcode, uint32_t data_len);
 void iscsi_pdu_free(struct iscsi_pdu *p);
 /* Queue a PDU (sets DataSegmentLength from data_len) and send. */

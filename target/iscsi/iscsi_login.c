@@ -88,9 +88,9 @@ static void login_fail(struct iscsi_conn *c, const uint8_t *req,
 	p->bhs[LOGIN_STATUS_CLASS] = (uint8_t)(status >> 8);
 	p->bhs[LOGIN_STATUS_DETAIL] = (uint8_t)status;
 	p->bhs[BHS_FLAGS] = req[BHS_FLAGS] & (LOGIN_CSG_MASK);
-	/* 6.1: after a login reject the target closes the connection */
-	c->state = CONN_STATE_LOGOUT;
 	iscsi_conn_send(c, p);
+	/* 6.1: after a login reject the target closes the connection */
+	iscsi_conn_close_after_send(c, "login refused");
 }
 
 /* Handle one declarative or security key.  Returns 1 if handled, 0 if
@@ -558,11 +558,13 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 		}
 		put_be16(p->bhs + LOGIN_TSIH, c->sess->tsih);
 		iscsi_conn_send(c, p);
+		if (c->state == CONN_STATE_CLOSING)
+			return;		/* the send failed */
 		/* digests start with the first PDU after the final login
 		 * response (13.1) */
 		c->hdr_digest = l->neg.result[KEY_HEADER_DIGEST] == DIGEST_CRC32C;
 		c->data_digest = l->neg.result[KEY_DATA_DIGEST] == DIGEST_CRC32C;
-		c->state = CONN_STATE_FULL_FEATURE;
+		iscsi_conn_set_state(c, CONN_STATE_FULL_FEATURE);
 		if (!c->sess->discovery) {
 			log_info("conn %lu: login from %s (%s) to %s, tsih %u",
 				 (unsigned long)c->id, c->sess->initiator_name,

@@ -641,8 +641,8 @@ static void logout_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf)
 		put_be32(p->bhs + BHS_ITT, get_be32(tmf->bhs + BHS_ITT));
 		put_be32(p->bhs + BHS_STAT_SN, iscsi_conn_next_stat_sn(c));
 		iscsi_conn_put_sn(c, p->bhs);
-		c->state = CONN_STATE_LOGOUT;	/* close once sent */
 		iscsi_conn_send(c, p);
+		iscsi_conn_close_after_send(c, "logged out");
 	}
 	free(tmf);
 }
@@ -666,13 +666,8 @@ static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf)
 		iscsi_conn_send(c, p);
 	}
 	free(tmf);
-	if (close_after && c->state == CONN_STATE_FULL_FEATURE)
-		c->state = CONN_STATE_LOGOUT;	/* close once sent */
-	/* The response may already be on the wire (the send flushed it
-	 * before the state said logout): nothing else would close then. */
-	if (close_after && c->state == CONN_STATE_LOGOUT &&
-	    list_empty(&c->txq))
-		iscsi_conn_close(c, "target cold reset");
+	if (close_after)
+		iscsi_conn_close_after_send(c, "target cold reset");
 }
 
 static void task_abort(struct iscsi_task *t, struct iscsi_tmf *tmf)
