@@ -282,9 +282,9 @@ static void conn_tx_flush(struct iscsi_conn *c)
 
 /* ---- receive ---- */
 
-/* Fill dst[*got..need) from the read-ahead buffer or the socket.
- * Returns 1 when complete, 0 when the socket has no more, -1 on EOF or
- * error. */
+/* Fill dst[*got..need) from the read-ahead buffer or the socket (dst
+ * NULL: consume and drop).  Returns 0 when complete, -EAGAIN when the
+ * socket has no more for now, -ECONNRESET on EOF, else -errno. */
 static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 			uint32_t *got)
 {
@@ -308,18 +308,18 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 		else
 			r = read(c->fd, c->rxbuf, ISCSI_RXBUF_SIZE);
 		if (r == 0)
-			return -1;
+			return -ECONNRESET;
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			return errno == EAGAIN ? 0 : -1;
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 		}
 		if (dst && want >= ISCSI_RXBUF_SIZE / 2)
 			*got += (uint32_t)r;
 		else
 			c->rx_end = (uint32_t)r;
 	}
-	return 1;
+	return 0;
 }
 
 static void conn_rx_reset(struct iscsi_conn *c)
@@ -450,16 +450,17 @@ static void conn_dispatch(struct iscsi_conn *c)
 	}
 }
 
-/* Advance the parser as far as the input allows.  Returns 1 if a PDU was
- * completed, 0 if more input is needed, -1 if the connection died. */
-static int conn_rx_step(struct iscsi_conn *c)
+/* The resumable PDU parser: each stage keeps its progress in c (rx_stage,
+ * rx_got), so input may stop at any byte and the next call goes on from
+ * there (the nginx request-line parser's shape). */
+int iscsi_conn_rx_step(struct iscsi_conn *c)
 {
 	int r;
 
 	switch (c->rx_stage) {
 	case RX_BHS:
 		r = conn_rx_fill(c, c->rx_bhs, ISCSI_BHS_LEN, &c->rx_got);
-		if (r <= 0)
+		if (r < 0)
 			return r;
 		c->rx_ahs_len = pdu_ahs_len(c->rx_bhs);
 		c->rx_got = 0;
@@ -467,7 +468,7 @@ static int conn_rx_step(struct iscsi_conn *c)
 		/* fall through */
 	case RX_AHS:
 		r = conn_rx_fill(c, c->rx_ahs, c->rx_ahs_len, &c->rx_got);
-		if (r <= 0)
+		if (r < 0)
 			return r;
 		c->rx_got = 0;
 		c->rx_stage = RX_HDR_DIGEST;
@@ -477,7 +478,7 @@ static int conn_rx_step(struct iscsi_conn *c)
 			uint32_t crc;
 
 			r = conn_rx_fill(c, c->rx_digest, 4, &c->rx_got);
-			if (r <= 0)
+			if (r < 0)
 				return r;
 			uint8_t want[4];
 
@@ -489,18 +490,19 @@ static int conn_rx_step(struct iscsi_conn *c)
 				 * the connection (the header is untrusted) */
 				log_warn("conn %lu (%s): header digest error",
 					 (unsigned long)c->id, c->peer_str);
-				return -1;
+				return -EBADMSG;
 			}
 		}
 		c->rx_got = 0;
-		if (conn_rx_header_done(c) < 0)
-			return -1;
+		r = conn_rx_header_done(c);
+		if (r < 0)
+			return r;
 		c->rx_stage = RX_DATA;
 		/* fall through */
 	case RX_DATA:
 		r = conn_rx_fill(c, c->rx_discard ? NULL : c->rx_data,
 				 c->rx_data_len, &c->rx_got);
-		if (r <= 0)
+		if (r < 0)
 			return r;
 		c->rx_got = 0;
 		c->rx_stage = RX_PAD;
@@ -508,7 +510,7 @@ static int conn_rx_step(struct iscsi_conn *c)
 	case RX_PAD:
 		r = conn_rx_fill(c, c->rx_pad, pdu_pad(c->rx_data_len),
 				 &c->rx_got);
-		if (r <= 0)
+		if (r < 0)
 			return r;
 		c->rx_got = 0;
 		c->rx_stage = RX_DATA_DIGEST;
@@ -516,7 +518,7 @@ static int conn_rx_step(struct iscsi_conn *c)
 	case RX_DATA_DIGEST:
 		if (c->data_digest && c->rx_data_len) {
 			r = conn_rx_fill(c, c->rx_digest, 4, &c->rx_got);
-			if (r <= 0)
+			if (r < 0)
 				return r;
 			if (!c->rx_discard) {
 				uint32_t crc = crc32c(0, c->rx_data,
@@ -534,7 +536,7 @@ static int conn_rx_step(struct iscsi_conn *c)
 					iscsi_conn_reject(
 						c, c->rx_bhs,
 						ISCSI_REJECT_DIGEST_ERROR);
-					return -1;
+					return -EBADMSG;
 				}
 			}
 		}
@@ -555,13 +557,13 @@ static void conn_rx(struct iscsi_conn *c)
 		if (c->state == CONN_STATE_CLOSING ||
 		    c->state == CONN_STATE_FLUSH)
 			return;
-		r = conn_rx_step(c);
+		r = iscsi_conn_rx_step(c);
+		if (r == -EAGAIN)
+			return;
 		if (r < 0) {
 			iscsi_conn_close(c, "connection closed by peer");
 			return;
 		}
-		if (r == 0)
-			return;
 	}
 	/* Budget used up: let other connections run, then continue with
 	 * what is buffered (epoll will not wake us for that). */

@@ -212,6 +212,22 @@ struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
  * an error, state unchanged) for a transition the table forbids. */
 int iscsi_conn_set_state(struct iscsi_conn *c, enum iscsi_conn_state to);
 const char *iscsi_conn_state_name(enum iscsi_conn_state s);
+/* The receive path's entry point (the PDU decoder): advance the
+ * resumable parser over the read-ahead buffer and then c->fd (which must
+ * be non-blocking), and dispatch the PDU once its BHS, AHS, header
+ * digest, data segment, padding and data digest are in (RFC 7143 11.2).
+ * Returns
+ *   1            a PDU was completed and handled (call again for the next)
+ *   -EAGAIN      input ran out; all progress is kept in c (rx_stage,
+ *                rx_got), call again when the fd is readable
+ *   other -errno the connection must be closed: -ECONNRESET peer closed,
+ *                -EPROTO data segment over MaxRecvDataSegmentLength,
+ *                -EBADMSG header or data digest mismatch (a Reject is
+ *                queued for a data digest error), -ENOMEM
+ * The caller (conn_rx, or a test / fuzz harness driving a socketpair)
+ * closes the connection on an error; handling may itself have closed it
+ * or put it in FLUSH, after which nothing more is read. */
+int iscsi_conn_rx_step(struct iscsi_conn *c);
 /* Close now: socket closed, tasks aborted, c freed when the last is gone
  * (CLOSING).  Idempotent. */
 void iscsi_conn_close(struct iscsi_conn *c, const char *why);
