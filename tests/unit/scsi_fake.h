@@ -3,13 +3,17 @@
  * helpers that run a CDB and look at the answer.
  *
  * hang_submit() is stubbed (and hang_abort, hang_set_recheck,
- * hang_abort_nexus, hang_lun_init/free): hang_submit() records the media_io so each test completes
- * it on demand with the result it wants.  tgt_lun_list() and
- * reactor_current() are stubbed too, and so is the target table
- * (tgt_for_each, tgt_lun_get, tgt_acl_allows).  The stubs are weak: should another
- * object pulled from the archive define one (target.o, reactor.o), its
- * definition wins, so the fixtures below are also valid for the real
- * tgt_lun_list() and reactor_current().  Each test program includes this
+ * hang_abort_nexus, hang_lun_init/free): hang_submit() records the
+ * media_io so each test completes it on demand with the result it wants.
+ * tgt_lun_list() and reactor_current() are stubbed too, and so is the
+ * target table (tgt_for_each, tgt_lun_get, tgt_acl_allows).
+ *
+ * The stubs replace the real functions at link time: because the test
+ * defines them, the archive members that hold the real ones (hang*.o,
+ * target.o, reactor.o) are never pulled in.  They are ordinary (strong)
+ * definitions, so should a change make the link pull one of those members
+ * anyway, the build fails with "multiple definition" instead of the real
+ * function silently replacing the stub.  Each test program includes this
  * once. */
 #ifndef HOLDFAST_TEST_SCSI_FAKE_H
 #define HOLDFAST_TEST_SCSI_FAKE_H
@@ -32,53 +36,50 @@
 static struct media_io *pending UNUSED;
 static int submits UNUSED, aborts UNUSED;
 
-__attribute__((weak)) void hang_submit(struct scsi_lun *lun UNUSED,
-				       struct media_io *m)
+void hang_submit(struct scsi_lun *lun UNUSED, struct media_io *m)
 {
 	pending = m;
 	submits++;
 }
 
-__attribute__((weak)) void hang_abort(struct scsi_lun *lun UNUSED,
-				      struct media_io *m)
+void hang_abort(struct scsi_lun *lun UNUSED, struct media_io *m)
 {
 	CHECK(m == pending);
 	aborts++;
 }
 
-__attribute__((weak)) int hang_lun_init(struct scsi_lun *lun UNUSED)
+int hang_lun_init(struct scsi_lun *lun UNUSED)
 {
 	return 0;
 }
 
-__attribute__((weak)) void hang_lun_free(struct scsi_lun *lun UNUSED)
+void hang_lun_free(struct scsi_lun *lun UNUSED)
 {
 }
 
 /* Reservations register a dispatch-time recheck and PREEMPT AND ABORT
  * drops a nexus: test_scsi_pr.c looks at both; here they do nothing. */
-__attribute__((weak)) void hang_set_recheck(struct scsi_lun *lun UNUSED,
-					    int (*fn)(struct media_io *m) UNUSED)
+void hang_set_recheck(struct scsi_lun *lun UNUSED,
+		      int (*fn)(struct media_io *m) UNUSED)
 {
 }
 
-__attribute__((weak)) int hang_abort_nexus(struct scsi_lun *lun UNUSED,
-					   uint64_t nexus_id UNUSED,
-					   struct reactor *r UNUSED,
-					   void (*done)(void *arg,
+int hang_abort_nexus(struct scsi_lun *lun UNUSED,
+		     uint64_t nexus_id UNUSED,
+		     struct reactor *r UNUSED,
+		     void (*done)(void *arg,
 							unsigned dropped) UNUSED,
-					   void *arg UNUSED)
+		     void *arg UNUSED)
 {
 	return 0;
 }
 
-__attribute__((weak)) struct reactor *reactor_current(void)
+struct reactor *reactor_current(void)
 {
 	return NULL;
 }
 
-__attribute__((weak)) int reactor_call(struct reactor *r UNUSED,
-					void (*fn)(void *arg), void *arg)
+int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg), void *arg)
 {
 	fn(arg);
 	return 0;
@@ -87,8 +88,7 @@ __attribute__((weak)) int reactor_call(struct reactor *r UNUSED,
 static uint64_t fake_luns[8] UNUSED;
 static int fake_nluns UNUSED;
 
-__attribute__((weak)) int tgt_lun_list(struct target *t UNUSED, uint64_t *luns,
-				      int max)
+int tgt_lun_list(struct target *t UNUSED, uint64_t *luns, int max)
 {
 	int n = MIN(fake_nluns, max);
 	memcpy(luns, fake_luns, sizeof(uint64_t) * (size_t)n);
@@ -99,21 +99,19 @@ __attribute__((weak)) int tgt_lun_list(struct target *t UNUSED, uint64_t *luns,
  * target is reachable here (test_scsi_xcopy.c has a table with LUNs).
  * Defining these keeps target.o, and the hang engine behind it, out of
  * the link. */
-__attribute__((weak)) void tgt_for_each(void (*fn)(struct target *t,
-						   void *arg) UNUSED,
-					void *arg UNUSED)
+void tgt_for_each(void (*fn)(struct target *t, void *arg) UNUSED,
+		  void *arg UNUSED)
 {
 }
 
-__attribute__((weak)) struct scsi_lun *tgt_lun_get(struct target *t UNUSED,
-						   uint64_t nr UNUSED)
+struct scsi_lun *tgt_lun_get(struct target *t UNUSED, uint64_t nr UNUSED)
 {
 	return NULL;
 }
 
-__attribute__((weak)) bool tgt_acl_allows(struct target *t UNUSED,
-					  const struct sockaddr *peer UNUSED,
-					  const char *name UNUSED)
+bool tgt_acl_allows(struct target *t UNUSED,
+		    const struct sockaddr *peer UNUSED,
+		    const char *name UNUSED)
 {
 	return false;
 }
@@ -149,7 +147,7 @@ static inline void lun_setup(void)
 }
 
 static inline void cmd_init(struct scsi_cmd *cmd, const struct scsi_nexus *nx,
-		     const uint8_t *cdb, unsigned cdb_len)
+			    const uint8_t *cdb, unsigned cdb_len)
 {
 	if (cmd->buf)
 		scsi_buf_free(cmd->buf);

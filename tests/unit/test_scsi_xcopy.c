@@ -6,7 +6,8 @@
  * The .c file is included so its statics are reachable.  The target table
  * (tgt_for_each, tgt_lun_get, tgt_acl_allows) is replaced at link time by
  * the one below; the hang engine, the reactor and LUN references are
- * stubbed here, weakly, as in test_scsi.c. */
+ * stubbed here too, by strong definitions as in scsi_fake.h (a link that
+ * pulled the real ones would fail instead of silently using them). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,6 @@
 
 #include "check.h"
 
-
-#define WEAK __attribute__((weak))
 
 /* ---- fakes: two LUNs of one target, in memory ---- */
 
@@ -37,7 +36,7 @@ static struct media_io *queue[MAXQ];
 static int nq, submits;
 static int fail_lun, fail_op = -1, fail_err;	/* inject on that LUN/op */
 
-WEAK void hang_submit(struct scsi_lun *lun, struct media_io *m)
+void hang_submit(struct scsi_lun *lun, struct media_io *m)
 {
 	m->io.priv = lun;
 	submits++;
@@ -48,7 +47,7 @@ WEAK void hang_submit(struct scsi_lun *lun, struct media_io *m)
 static struct media_io *aborted_m;	/* its completion gets -ECANCELED */
 static struct scsi_lun *aborted_lun;
 
-WEAK void hang_abort(struct scsi_lun *lun, struct media_io *m)
+void hang_abort(struct scsi_lun *lun, struct media_io *m)
 {
 	aborted_m = m;
 	aborted_lun = lun;
@@ -56,41 +55,41 @@ WEAK void hang_abort(struct scsi_lun *lun, struct media_io *m)
 
 /* reservations (scsi_pr*.c) reach the hang engine through these two;
  * defining them keeps the real engine out of the link */
-WEAK void hang_set_recheck(struct scsi_lun *lun UNUSED,
-			   int (*fn)(struct media_io *m) UNUSED)
+void hang_set_recheck(struct scsi_lun *lun UNUSED,
+		      int (*fn)(struct media_io *m) UNUSED)
 {
 }
 
-WEAK int hang_abort_nexus(struct scsi_lun *lun UNUSED, uint64_t nexus UNUSED,
-			  struct reactor *r UNUSED,
-			  void (*done)(void *arg, unsigned dropped) UNUSED,
-			  void *arg UNUSED)
-{
-	return 0;
-}
-
-WEAK int hang_lun_init(struct scsi_lun *lun UNUSED)
+int hang_abort_nexus(struct scsi_lun *lun UNUSED, uint64_t nexus UNUSED,
+		     struct reactor *r UNUSED,
+		     void (*done)(void *arg, unsigned dropped) UNUSED,
+		     void *arg UNUSED)
 {
 	return 0;
 }
 
-WEAK void hang_lun_free(struct scsi_lun *lun UNUSED)
+int hang_lun_init(struct scsi_lun *lun UNUSED)
+{
+	return 0;
+}
+
+void hang_lun_free(struct scsi_lun *lun UNUSED)
 {
 }
 
-WEAK struct reactor *reactor_current(void)
+struct reactor *reactor_current(void)
 {
 	return NULL;
 }
 
-WEAK int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg),
-		      void *arg)
+int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg),
+		 void *arg)
 {
 	fn(arg);
 	return 0;
 }
 
-WEAK int tgt_lun_list(struct target *t UNUSED, uint64_t *l, int max)
+int tgt_lun_list(struct target *t UNUSED, uint64_t *l, int max)
 {
 	int n = 0;
 
@@ -99,12 +98,12 @@ WEAK int tgt_lun_list(struct target *t UNUSED, uint64_t *l, int max)
 	return n;
 }
 
-WEAK void scsi_lun_get(struct scsi_lun *l)
+void scsi_lun_get(struct scsi_lun *l)
 {
 	atomic_fetch_add(&l->refcnt, 1);
 }
 
-WEAK void scsi_lun_put(struct scsi_lun *l)
+void scsi_lun_put(struct scsi_lun *l)
 {
 	atomic_fetch_sub(&l->refcnt, 1);
 }
