@@ -583,7 +583,26 @@ static void expect_nothing(void)
 
 /* ---- connection states ---- */
 
-static void test_states(void)
+/* Run fn with stderr going to a buffer (the log lines it writes). */
+static void capture_stderr(void (*fn)(void), char *out, size_t len)
+{
+	FILE *tmp = tmpfile();
+	int saved = dup(2);
+	size_t n;
+
+	fflush(stderr);
+	dup2(fileno(tmp), 2);
+	fn();
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(tmp);
+	n = fread(out, 1, len - 1, tmp);
+	out[n] = 0;
+	fclose(tmp);
+}
+
+static void states_table(void)
 {
 	/* the allowed moves, and nothing else */
 	static const bool allowed[CONN_STATE_COUNT][CONN_STATE_COUNT] = {
@@ -606,6 +625,32 @@ static void test_states(void)
 			      iscsi_conn_state_name(to), r);
 			CHECK((int)x.state == (r == 0 ? to : from));
 		}
+}
+
+static void states_logged(void)
+{
+	struct iscsi_conn x = { .state = CONN_STATE_NEW, .id = 98 };
+
+	log_set_debug(true);
+	iscsi_conn_set_state(&x, CONN_STATE_LOGIN);
+	log_set_debug(false);
+	iscsi_conn_set_state(&x, CONN_STATE_FULL_FEATURE);
+}
+
+static void test_states(void)
+{
+	static char log[16384];
+
+	capture_stderr(states_table, log, sizeof(log));
+	/* every refused move was logged as an error, the allowed ones not
+	 * (debug is off) */
+	CHECK(strstr(log, "error: conn 99: refused state change closing -> login"));
+	CHECK(strstr(log, "error: conn 99: refused state change flush -> full feature"));
+	CHECK(!strstr(log, "new -> login"));
+	capture_stderr(states_logged, log, sizeof(log));
+	CHECK(strstr(log, "debug: conn 98: new -> login"),
+	      "a transition is logged in debug mode: %s", log);
+	CHECK(!strstr(log, "login -> full feature"), "and only then");
 	CHECK(!strcmp(iscsi_conn_state_name(CONN_STATE_FLUSH), "flush"));
 	CHECK(!strcmp(iscsi_conn_state_name(CONN_STATE_COUNT), "?"));
 }
@@ -1300,7 +1345,6 @@ static void test_tmf_lun_reset(void)
 
 int main(void)
 {
-	printf("(the \"refused state change\" errors below are expected)\n");
 	test_states();
 	test_logout();
 	test_parser_split();
