@@ -30,14 +30,15 @@
 #define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
 #define ISCSI_DEFER_POLL_MS 50		/* re-check of writes to a hung LUN */
 
-/* Connection states (RFC 7143 8.1.3 target side, reduced to what ERL 0
+/* Connection states (RFC 7143 8.1, target side, reduced to what ERL 0
  * with one connection per session needs).  Changed only by
  * iscsi_conn_set_state(), which allows exactly these transitions:
  *
- *   NEW ──► LOGIN ──► FULL_FEATURE ──► FLUSH ──► CLOSING
- *             │  │         │                        ▲
- *             │  └─────────┼──► FLUSH               │
- *             └────────────┴────────────────────────┘
+ *   NEW          -> LOGIN
+ *   LOGIN        -> FULL_FEATURE | FLUSH (login reject) | CLOSING
+ *   FULL_FEATURE -> FLUSH (logout, TARGET COLD RESET) | CLOSING
+ *   FLUSH        -> CLOSING
+ *   CLOSING         final
  *
  * FLUSH is "close after send": the last PDU (a Logout Response, a login
  * reject, the answer to TARGET COLD RESET) is queued, nothing more is
