@@ -788,6 +788,36 @@ static void test_parser_direct(void)
 	free(w);
 }
 
+/* A CDB longer than 16 bytes continues in an Extended CDB AHS (11.3.4):
+ * AHSLength counts the reserved byte and the CDB bytes from 16 on. */
+static void test_parser_ext_cdb(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	uint8_t bhs[ISCSI_BHS_LEN], ahs[20] = { 0, 17, ISCSI_AHS_EXTENDED_CDB };
+
+	for (int i = 0; i < 16; i++)
+		ahs[4 + i] = (uint8_t)(0x80 + i);
+	conn_setup(&defaults);
+	bhs_scsi_cmd(bhs, 0x42, 1, ISCSI_FLAG_FINAL, 0, 0x7f, 0);
+	for (int i = 1; i < 16; i++)
+		bhs[SCSI_CMD_CDB + i] = (uint8_t)i;
+	put_pdu(w, bhs, ahs, sizeof(ahs), NULL, 0);
+	CHECK(feed_split(w, 5) == 1 && nlive == 1);
+	if (nlive == 1) {
+		struct scsi_cmd *cmd = live[0];
+		bool ok = cmd->cdb_len == 32 && cmd->cdb[0] == 0x7f;
+
+		for (int i = 1; i < 32; i++)
+			ok &= cmd->cdb[i] == (i < 16 ? i : 0x80 + i - 16);
+		CHECK(ok, "32-byte CDB, cdb_len %u", cmd->cdb_len);
+		complete(cmd, SAM_STAT_GOOD, 0);
+	}
+	while (recv_pdu(&(struct rpdu){ 0 }))
+		;
+	conn_teardown();
+	free(w);
+}
+
 static void test_parser_errors(void)
 {
 	struct sess_params sp = defaults;
@@ -1349,6 +1379,7 @@ int main(void)
 	test_logout();
 	test_parser_split();
 	test_parser_direct();
+	test_parser_ext_cdb();
 	test_parser_errors();
 	test_cmd_sn();
 	test_r2t_unsolicited();
