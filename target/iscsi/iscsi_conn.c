@@ -238,6 +238,15 @@ static uint32_t pdu_wire_len(const struct iscsi_pdu *p)
 	return len;
 }
 
+/* What to wait for while the socket cannot take more: its room, and
+ * more input unless the connection reads nothing any more (FLUSH).  With
+ * a level-triggered EPOLLIN on input nobody reads, the reactor would
+ * spin until the peer drains its socket. */
+static uint32_t conn_tx_wait_events(const struct iscsi_conn *c)
+{
+	return c->state == CONN_STATE_FLUSH ? EPOLLOUT : EPOLLIN | EPOLLOUT;
+}
+
 static void conn_tx_flush(struct iscsi_conn *c)
 {
 	struct iovec iov[64];
@@ -251,7 +260,7 @@ static void conn_tx_flush(struct iscsi_conn *c)
 				continue;
 			if (errno == EAGAIN) {
 				c->tx_blocked = true;
-				reactor_fd_mod(&c->w, EPOLLIN | EPOLLOUT);
+				reactor_fd_mod(&c->w, conn_tx_wait_events(c));
 				return;
 			}
 			iscsi_conn_close(c, "send failed");
@@ -800,6 +809,8 @@ void iscsi_conn_close_after_send(struct iscsi_conn *c, const char *why)
 		if (iscsi_conn_set_state(c, CONN_STATE_FLUSH) < 0)
 			return;
 		c->flush_why = why;
+		if (c->tx_blocked)	/* stop waking up for input */
+			reactor_fd_mod(&c->w, conn_tx_wait_events(c));
 	}
 	/* conn_tx_flush() closes when it empties the queue; if it already
 	 * has, nothing else would */

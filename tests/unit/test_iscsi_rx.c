@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -684,6 +685,73 @@ static void test_logout(void)
 		      p.bhs[LOGOUT_RSP_RESPONSE] == 0);
 	expect_nothing();
 	conn_teardown();
+	free(w);
+}
+
+/* Logout while the initiator is not reading: the answer waits behind the
+ * queued ones, the connection stops waking up for input (only EPOLLOUT),
+ * and closes once everything is sent. */
+static void test_logout_tx_blocked(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	static uint8_t data[60000];
+	uint8_t bhs[ISCSI_BHS_LEN];
+	size_t cap = 8u << 20, got = 0, off = 0;
+	uint8_t *stream = malloc(cap);
+	int nops = 0, nop_ins = 0, turns = 0;
+	uint8_t last_op = 0;
+
+	conn_setup(&defaults);
+	while (!c->tx_blocked && nops < 200) {
+		memset(bhs, 0, sizeof(bhs));
+		bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+		bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		put_be32(bhs + BHS_ITT, 0x3000 + (uint32_t)nops++);
+		w->len = 0;
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+		CHECK(feed(w) == 1);
+	}
+	CHECK(c->tx_blocked, "the echoes filled the socket");
+	CHECK(c->w.events == (EPOLLIN | EPOLLOUT));
+	memset(bhs, 0, sizeof(bhs));
+	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_LOGOUT_REQ;
+	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(bhs + BHS_ITT, 0x77);
+	w->len = 0;
+	put_pdu(w, bhs, NULL, 0, NULL, 0);
+	peer_write(w->b, w->len);
+	conn_rx(c);
+	CHECK(c->state == CONN_STATE_FLUSH, "state %s",
+	      iscsi_conn_state_name(c->state));
+	CHECK(c->w.events == EPOLLOUT, "events 0x%x", c->w.events);
+	/* the initiator reads again: each EPOLLOUT sends more, the last
+	 * answer closes the connection */
+	while (c->state == CONN_STATE_FLUSH && turns++ < 10000) {
+		ssize_t n = recv(peer, stream + got, cap - got, MSG_DONTWAIT);
+
+		if (n > 0)
+			got += (size_t)n;
+		conn_rx_ready(&c->w, EPOLLOUT);
+	}
+	CHECK(c->state == CONN_STATE_CLOSING);
+	for (;;) {
+		ssize_t n = recv(peer, stream + got, cap - got, MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	while (off + ISCSI_BHS_LEN <= got) {
+		uint32_t len = pdu_data_len(stream + off);
+
+		last_op = pdu_opcode(stream + off);
+		nop_ins += last_op == ISCSI_OP_NOP_IN;
+		off += ISCSI_BHS_LEN + len + pdu_pad(len);
+	}
+	CHECK(off == got && nop_ins == nops, "%d of %d echoes", nop_ins, nops);
+	CHECK(last_op == ISCSI_OP_LOGOUT_RSP, "logout answered last");
+	conn_teardown();
+	free(stream);
 	free(w);
 }
 
@@ -1377,6 +1445,7 @@ int main(void)
 {
 	test_states();
 	test_logout();
+	test_logout_tx_blocked();
 	test_parser_split();
 	test_parser_direct();
 	test_parser_ext_cdb();
