@@ -787,6 +787,7 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	reactor_timer_del(c->r, &c->login_timer);
 	reactor_timer_del(c->r, &c->nop_timer);
 	reactor_timer_del(c->r, &c->defer_timer);
+	reactor_timer_del(c->r, &c->flush_timer);
 	list_for_each_entry_safe(p, n, &c->txq, link) {
 		list_del(&p->link);
 		iscsi_pdu_free(p);
@@ -801,6 +802,14 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	conn_maybe_free(c);
 }
 
+static void conn_flush_timeout(struct ev_timer *t)
+{
+	struct iscsi_conn *c = t->arg;
+
+	if (c->state == CONN_STATE_FLUSH)
+		iscsi_conn_close(c, "peer did not read the last answer");
+}
+
 void iscsi_conn_close_after_send(struct iscsi_conn *c, const char *why)
 {
 	if (c->state == CONN_STATE_CLOSING)
@@ -811,6 +820,11 @@ void iscsi_conn_close_after_send(struct iscsi_conn *c, const char *why)
 		c->flush_why = why;
 		if (c->tx_blocked)	/* stop waking up for input */
 			reactor_fd_mod(&c->w, conn_tx_wait_events(c));
+		/* a peer that never reads must not keep us forever */
+		if (!list_empty(&c->txq))
+			reactor_timer_add(c->r, &c->flush_timer,
+					  ISCSI_FLUSH_TIMEOUT_MS,
+					  conn_flush_timeout, c);
 	}
 	/* conn_tx_flush() closes when it empties the queue; if it already
 	 * has, nothing else would */

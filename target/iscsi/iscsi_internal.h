@@ -26,6 +26,7 @@
 #define ISCSI_MAX_CMD_BUF (128u << 20)	/* largest EDTL we buffer */
 #define ISCSI_RXBUF_SIZE (64u * 1024)
 #define ISCSI_LOGIN_TIMEOUT_MS 15000
+#define ISCSI_FLUSH_TIMEOUT_MS 15000	/* FLUSH: the peer must read by then */
 #define ISCSI_TPGT 1
 #define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
 #define ISCSI_DEFER_POLL_MS 50		/* re-check of writes to a hung LUN */
@@ -42,7 +43,8 @@
  *
  * FLUSH is "close after send": the last PDU (a Logout Response, a login
  * reject, the answer to TARGET COLD RESET) is queued, nothing more is
- * read, and the connection closes once the transmit queue is empty.
+ * read, and the connection closes once the transmit queue is empty, or
+ * after ISCSI_FLUSH_TIMEOUT_MS if the peer does not read it.
  * CLOSING: the socket is gone; the connection is freed when its last
  * task is. */
 enum iscsi_conn_state {
@@ -193,6 +195,7 @@ struct iscsi_conn {
 	struct ev_timer login_timer;
 	struct ev_timer nop_timer;
 	struct ev_timer defer_timer;	/* re-checks deferred writes */
+	struct ev_timer flush_timer;	/* FLUSH: gives up on the peer */
 	uint32_t nop_outstanding;
 	uint32_t nop_interval_ms, nop_count;
 };

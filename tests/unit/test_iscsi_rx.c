@@ -724,6 +724,7 @@ static void test_logout_tx_blocked(void)
 	CHECK(c->state == CONN_STATE_FLUSH, "state %s",
 	      iscsi_conn_state_name(c->state));
 	CHECK(c->w.events == EPOLLOUT, "events 0x%x", c->w.events);
+	CHECK(c->flush_timer.armed);
 	/* the initiator reads again: each EPOLLOUT sends more, the last
 	 * answer closes the connection */
 	while (c->state == CONN_STATE_FLUSH && turns++ < 10000) {
@@ -734,6 +735,7 @@ static void test_logout_tx_blocked(void)
 		conn_rx_ready(&c->w, EPOLLOUT);
 	}
 	CHECK(c->state == CONN_STATE_CLOSING);
+	CHECK(!c->flush_timer.armed);
 	for (;;) {
 		ssize_t n = recv(peer, stream + got, cap - got, MSG_DONTWAIT);
 
@@ -752,6 +754,34 @@ static void test_logout_tx_blocked(void)
 	CHECK(last_op == ISCSI_OP_LOGOUT_RSP, "logout answered last");
 	conn_teardown();
 	free(stream);
+	free(w);
+}
+
+/* An initiator that never reads what FLUSH waits to send is dropped
+ * when the flush timer fires. */
+static void test_flush_timeout(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	static uint8_t data[60000];
+	uint8_t bhs[ISCSI_BHS_LEN];
+	int nops = 0;
+
+	conn_setup(&defaults);
+	while (!c->tx_blocked && nops++ < 200) {
+		memset(bhs, 0, sizeof(bhs));
+		bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+		bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+		put_be32(bhs + BHS_ITT, (uint32_t)nops);
+		w->len = 0;
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+		CHECK(feed(w) == 1);
+	}
+	iscsi_conn_close_after_send(c, "test");
+	CHECK(c->state == CONN_STATE_FLUSH && c->flush_timer.armed);
+	CHECK(c->flush_timer.when_ms == ISCSI_FLUSH_TIMEOUT_MS);
+	fire(&c->flush_timer);
+	CHECK(c->state == CONN_STATE_CLOSING);
+	conn_teardown();
 	free(w);
 }
 
@@ -1446,6 +1476,7 @@ int main(void)
 	test_states();
 	test_logout();
 	test_logout_tx_blocked();
+	test_flush_timeout();
 	test_parser_split();
 	test_parser_direct();
 	test_parser_ext_cdb();
