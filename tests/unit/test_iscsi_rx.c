@@ -656,8 +656,11 @@ static void test_states(void)
 	CHECK(!strcmp(iscsi_conn_state_name(CONN_STATE_COUNT), "?"));
 }
 
-/* Logout: the response is sent, then the connection closes (FLUSH then
- * CLOSING) and reads nothing more. */
+static void send_cmd(uint32_t itt, uint32_t sn, bool immediate);
+
+/* Logout (11.14): every task is aborted and each LUN drops what it holds
+ * for this nexus first; then the response is sent and the connection
+ * closes (FLUSH, then CLOSING once it is on the wire). */
 static void test_logout(void)
 {
 	struct wire *w = xzalloc(sizeof(*w));
@@ -665,24 +668,27 @@ static void test_logout(void)
 	struct rpdu p;
 
 	conn_setup(&defaults);
+	send_cmd(0x70, 1, false);
+	CHECK(nlive == 1);
 	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_LOGOUT_REQ;
 	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL | ISCSI_LOGOUT_CLOSE_SESSION;
 	put_be32(bhs + BHS_ITT, 0x77);
-	put_be32(bhs + BHS_CMD_SN, 1);
-	put_pdu(w, bhs, NULL, 0, NULL, 0);
-	/* a NOP-Out behind the logout is never read */
-	memset(bhs, 0, sizeof(bhs));
-	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
-	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
-	put_be32(bhs + BHS_ITT, 0x78);
+	put_be32(bhs + BHS_CMD_SN, 2);
 	put_pdu(w, bhs, NULL, 0, NULL, 0);
 	peer_write(w->b, w->len);
 	conn_rx(c);
-	CHECK(c->state == CONN_STATE_CLOSING, "state %s",
-	      iscsi_conn_state_name(c->state));
-	if (expect_pdu(&p, ISCSI_OP_LOGOUT_RSP))
+	CHECK(naborted == 1 && ndrops == 2);
+	CHECK(drops[0].nexus == sess->nexus.id && drops[1].nexus == sess->nexus.id,
+	      "this nexus only");
+	run_drops();
+	expect_nothing();		/* the aborted command is still running */
+	CHECK(c->state == CONN_STATE_FULL_FEATURE);
+	complete(live_by_itt(0x70), SAM_STAT_TASK_ABORTED, 0);
+	if (expect_pdu(&p, ISCSI_OP_LOGOUT_RSP))	/* and no SCSI Response */
 		CHECK(get_be32(p.bhs + BHS_ITT) == 0x77 &&
 		      p.bhs[LOGOUT_RSP_RESPONSE] == 0);
+	CHECK(c->state == CONN_STATE_CLOSING, "state %s",
+	      iscsi_conn_state_name(c->state));
 	expect_nothing();
 	conn_teardown();
 	free(w);
@@ -721,10 +727,20 @@ static void test_logout_tx_blocked(void)
 	put_pdu(w, bhs, NULL, 0, NULL, 0);
 	peer_write(w->b, w->len);
 	conn_rx(c);
+	run_drops();			/* the LUNs had nothing for us */
 	CHECK(c->state == CONN_STATE_FLUSH, "state %s",
 	      iscsi_conn_state_name(c->state));
 	CHECK(c->w.events == EPOLLOUT, "events 0x%x", c->w.events);
 	CHECK(c->flush_timer.armed);
+	/* in FLUSH nothing more is read: this ping gets no echo */
+	memset(bhs, 0, sizeof(bhs));
+	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(bhs + BHS_ITT, 0x4000);
+	w->len = 0;
+	put_pdu(w, bhs, NULL, 0, NULL, 0);
+	peer_write(w->b, w->len);
+	conn_rx(c);
 	/* the initiator reads again: each EPOLLOUT sends more, the last
 	 * answer closes the connection */
 	while (c->state == CONN_STATE_FLUSH && turns++ < 10000) {
