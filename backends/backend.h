@@ -86,12 +86,22 @@ struct backend_ops {
 	 * length of the run with the same status starting at offset. */
 	int (*block_status)(struct backend *be, uint64_t offset, uint64_t len,
 			    uint64_t *extent);
+	/* Optional: change or re-read the store's size, synchronously on the
+	 * management thread (online resize).  size 0: re-read the size the
+	 * store has now (grown outside holdfast); else make it size bytes (a
+	 * file is extended, or truncated when size is smaller; a device must
+	 * already be that big).  The caller refuses a shrink it was not told
+	 * to force.  Stores the new size in be->size with
+	 * __atomic_store_n (reactors read it without a lock).  0 or -errno
+	 * with *errmsg.  Wrappers pass it to their inner backend. */
+	int (*resize)(struct backend *be, uint64_t size, const char **errmsg);
 };
 
 struct backend {
 	const struct backend_ops *ops;
 	void *priv;		/* backend-private state */
-	uint64_t size;		/* bytes */
+	uint64_t size;		/* bytes; changed only by ops->resize, read
+				 * with be_size() from other threads */
 	bool direct;		/* opened O_DIRECT (page cache bypassed) */
 	bool readonly;
 	bool flush_failed;	/* buffered LUN: a flush failed once, fail all later flushes */
@@ -99,6 +109,12 @@ struct backend {
 	 * runs (stack.h): read it with backend_inner(). */
 	struct backend *inner;
 };
+
+/* be->size as seen from a reactor while management may resize. */
+static inline uint64_t be_size(const struct backend *be)
+{
+	return __atomic_load_n(&be->size, __ATOMIC_ACQUIRE);
+}
 
 /* The node below be, as published by the latest stack change. */
 static inline struct backend *backend_inner(struct backend *be)

@@ -626,7 +626,9 @@ static int be_file_check(struct backend *be, const struct be_io *io)
 
 	if (io->op == BE_OP_FLUSH)
 		return 0;
-	if (io->offset > be->size || io->length > be->size - io->offset)
+	uint64_t size = be_size(be);
+
+	if (io->offset > size || io->length > size - io->offset)
 		return -EINVAL;
 	if (io->op != BE_OP_READ && be->readonly)
 		return -EROFS;
@@ -698,11 +700,12 @@ static int be_file_block_status(struct backend *be, uint64_t offset,
 				uint64_t len, uint64_t *extent)
 {
 	struct be_file *f = be->priv;
+	uint64_t size = be_size(be);
 	off_t data, hole;
 
-	if (offset >= be->size)
+	if (offset >= size)
 		return -EINVAL;
-	len = MIN(len, be->size - offset);
+	len = MIN(len, size - offset);
 	data = lseek(f->fd, (off_t)offset, SEEK_DATA);
 	if (data < 0) {
 		if (errno == ENXIO) {
@@ -727,6 +730,48 @@ static int be_file_block_status(struct backend *be, uint64_t offset,
 	return 1;
 }
 
+/* ---- online resize (backend.h) ---- */
+
+static int be_file_resize(struct backend *be, uint64_t size,
+			  const char **errmsg)
+{
+	struct be_file *f = be->priv;
+	struct stat st;
+	uint64_t actual;
+
+	if (fstat(f->fd, &st) < 0) {
+		*errmsg = "cannot stat the backing file";
+		return -errno;
+	}
+	if (f->blockdev) {
+		if (ioctl(f->fd, BLKGETSIZE64, &actual) < 0) {
+			*errmsg = "cannot read the block device's size";
+			return -errno;
+		}
+		if (size > actual) {
+			*errmsg = "size is larger than the block device";
+			return -EINVAL;
+		}
+	} else {
+		actual = (uint64_t)st.st_size;
+		/* A file is made exactly as big as the LUN (sparse when it
+		 * grows), so a later rescan reads the same size back. */
+		if (size && size != actual) {
+			if (be->readonly) {
+				*errmsg = "the backing file is read-only";
+				return -EROFS;
+			}
+			if (ftruncate(f->fd, (off_t)size) < 0) {
+				*errmsg = "cannot change the backing file's size";
+				return -errno;
+			}
+			actual = size;
+		}
+	}
+	__atomic_store_n(&be->size, size ? size : actual, __ATOMIC_RELEASE);
+	return 0;
+}
+
 static int be_file_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct be_file *f = be->priv;
@@ -744,4 +789,5 @@ const struct backend_ops be_file_ops = {
 	.submit = be_file_submit,
 	.describe = be_file_describe,
 	.block_status = be_file_block_status,
+	.resize = be_file_resize,
 };

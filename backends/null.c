@@ -50,8 +50,10 @@ static void be_null_submit(struct backend *be, struct be_io *io,
 {
 	int res = 0;
 
+	uint64_t size = be_size(be);
+
 	if (io->op != BE_OP_FLUSH &&
-	    (io->offset > be->size || io->length > be->size - io->offset)) {
+	    (io->offset > size || io->length > size - io->offset)) {
 		res = -EINVAL;
 	} else {
 		switch (io->op) {
@@ -78,9 +80,21 @@ static void be_null_submit(struct backend *be, struct be_io *io,
 static int be_null_block_status(struct backend *be, uint64_t offset,
 				uint64_t len, uint64_t *extent)
 {
-	if (offset >= be->size)
+	uint64_t size = be_size(be);
+
+	if (offset >= size)
 		return -EINVAL;
-	*extent = MIN(len, be->size - offset);
+	*extent = MIN(len, size - offset);
+	return 0;
+}
+
+/* No storage: any size is fine; a rescan (size 0) keeps the current one. */
+static int be_null_resize(struct backend *be, uint64_t size,
+			  const char **errmsg)
+{
+	(void)errmsg;
+	if (size)
+		__atomic_store_n(&be->size, size, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -97,4 +111,5 @@ const struct backend_ops be_null_ops = {
 	.submit = be_null_submit,
 	.describe = be_null_describe,
 	.block_status = be_null_block_status,
+	.resize = be_null_resize,
 };

@@ -159,6 +159,35 @@ static int stack_root_block_status(struct backend *root, uint64_t offset,
 	return ret;
 }
 
+/* Online resize (backend.h): the store changes its size, then every node
+ * above it takes the new size, bottom up, the root last.  Filters keep no
+ * size of their own, so they need no resize op.  Management thread, like
+ * the stack changes it cannot overlap. */
+static int stack_root_resize(struct backend *root, uint64_t size,
+			     const char **errmsg)
+{
+	atomic_ulong *n = stack_enter(root->priv);
+	struct backend *path[BE_STACK_MAX_NODES + 1];
+	int depth = 0, ret;
+
+	for (struct backend *be = root; be && depth < BE_STACK_MAX_NODES + 1;
+	     be = backend_inner(be))
+		path[depth++] = be;
+	struct backend *store = path[depth - 1];
+
+	if (depth < 2 || !store->ops->resize) {
+		*errmsg = "the backing store cannot be resized";
+		ret = -EOPNOTSUPP;
+	} else {
+		ret = store->ops->resize(store, size, errmsg);
+		for (int i = depth - 2; !ret && i >= 0; i--)
+			__atomic_store_n(&path[i]->size, be_size(store),
+					 __ATOMIC_RELEASE);
+	}
+	stack_exit(n);
+	return ret;
+}
+
 static int stack_root_open(struct backend *be, const struct backend_params *p,
 			   const char **errmsg)
 {
@@ -181,6 +210,7 @@ static const struct backend_ops be_stack_root_ops = {
 	.set_param = stack_root_set_param,
 	.describe = stack_root_describe,
 	.block_status = stack_root_block_status,
+	.resize = stack_root_resize,
 };
 
 /* ---- drain ---- */

@@ -212,8 +212,29 @@ static bool reload_store_differs(struct scsi_lun *lun,
 	return strcmp(o->backend, n->backend) != 0 ||
 	       strcmp(o->path, n->path) != 0 ||
 	       strcmp(o->bsopts, n->bsopts) != 0 ||
-	       o->block_size != n->block_size || o->direct != n->direct || o->sync != n->sync ||
-	       (n->size && n->size != lun->nblocks * o->block_size);
+	       o->block_size != n->block_size || o->direct != n->direct || o->sync != n->sync;
+}
+
+/* A changed `size` resizes the live LUN (README "Resizing a LUN"); a
+ * file cannot say force, so a smaller size is refused and logged.  true
+ * if the capacity changed. */
+static bool reload_lun_resize(int tid, struct scsi_lun *lun,
+			      const struct lun_settings *n)
+{
+	uint64_t cur = lun->nblocks * lun->set.block_size;
+	const char *why = NULL;
+	int ret;
+
+	if (!n->size || n->size == cur)
+		return false;
+	ret = scsi_lun_refresh(lun, n->size, 0, &why);
+	if (ret) {
+		log_err("reload: target %d: LUN %" PRIu64 ": size %" PRIu64 " refused (%s%s%s); it stays %" PRIu64,
+			tid, lun->set.lun, n->size, why ? why : "",
+			why ? ": " : "", strerror(-ret), cur);
+		return false;
+	}
+	return true;
 }
 
 /* The first backend in lun's stack that takes run-time parameters (the
@@ -304,7 +325,8 @@ static void reload_luns(struct reload *r, struct target *t,
 			continue;
 		replace = cl && reload_store_differs(lun, &cl->s);
 		if (cl && !replace) {
-			if (reload_lun_settings(t->tid, lun, &cl->s))
+			bool resized = reload_lun_resize(t->tid, lun, &cl->s);
+			if (reload_lun_settings(t->tid, lun, &cl->s) || resized)
 				r->changed++;
 			scsi_lun_put(lun);
 			continue;

@@ -64,7 +64,9 @@ struct target;
 struct scsi_lun {
 	struct lun_settings set;	/* read by reactors; updated under lock */
 	struct backend *be;		/* NULL for LUN 0 (controller) */
-	uint64_t nblocks;		/* capacity in set.block_size blocks */
+	/* capacity in set.block_size blocks; atomic because online resize
+	 * (scsi_lun_refresh) changes it while reactors read it */
+	_Atomic uint64_t nblocks;
 	struct target *target;		/* owner (not a reference) */
 	char target_name[224];		/* the owner's IQN, for log lines */
 	struct hang_lun *hang;		/* hang engine state, NULL until set */

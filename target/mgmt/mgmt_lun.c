@@ -132,6 +132,47 @@ static bool mgmt_lun_key_runtime(const char *key)
 	return false;
 }
 
+/* Online resize (README "Resizing a LUN"): size=BYTES grows the store,
+ * force=1 lets it shrink, action=rescan re-reads a store grown outside
+ * holdfast.  Handled apart from the settings: they act on the store. */
+struct mgmt_resize {
+	bool want;
+	uint64_t size;		/* 0 = rescan */
+	bool force;
+};
+
+static bool mgmt_lun_key_resize(const char *key)
+{
+	return strcmp(key, "size") == 0 || strcmp(key, "action") == 0 ||
+	       strcmp(key, "force") == 0;
+}
+
+/* Parse one resize item into rs.  0 / -EINVAL with a reason. */
+static int mgmt_resize_item(struct mgmt_resize *rs, const char *key,
+			    const char *val, char *reason, unsigned len)
+{
+	if (strcmp(key, "size") == 0) {
+		if (util_parse_size(val, &rs->size) || !rs->size) {
+			snprintf(reason, len, "bad size (bytes, or a number "
+				 "with K, M, G or T)");
+			return -EINVAL;
+		}
+		rs->want = true;
+	} else if (strcmp(key, "action") == 0) {
+		if (strcmp(val, "rescan") != 0) {
+			snprintf(reason, len, "unknown action (rescan)");
+			return -EINVAL;
+		}
+		rs->want = true;
+	} else if (strcmp(val, "1") == 0 || strcmp(val, "yes") == 0) {
+		rs->force = true;
+	} else if (strcmp(val, "0") != 0 && strcmp(val, "no") != 0) {
+		snprintf(reason, len, "force is 0 or 1");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Is this "key=value" item a LUN key (so it ends a fault spec)? */
 static bool mgmt_item_is_lun_key(const char *item)
 {
@@ -143,7 +184,8 @@ static bool mgmt_item_is_lun_key(const char *item)
 	memcpy(key, item, n);
 	key[n] = '\0';
 	return mgmt_lun_key_runtime(key) || strcmp(key, "fault") == 0 ||
-	       strcmp(key, "hang") == 0 || mgmt_stack_key(key);
+	       strcmp(key, "hang") == 0 || mgmt_stack_key(key) ||
+	       mgmt_lun_key_resize(key);
 }
 
 static bool mgmt_hang_verb_valid(const char *v)
@@ -173,6 +215,7 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	char fault[sizeof(((struct lun_settings *)0)->backend_opts)] = "";
 	char reason[512], hang[16] = "";
 	struct mgmt_stack_change stack = { .add = "" };
+	struct mgmt_resize rs = { .force = req->force != 0 };
 	bool has_fault = false;
 	struct lun_settings tmp;
 	struct scsi_lun *lun = NULL;
@@ -241,6 +284,14 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 				err = MGMT_INVALID_REQUEST;
 			else
 				snprintf(hang, sizeof(hang), "%s", val);
+		} else if (mgmt_lun_key_resize(key)) {
+			if (mgmt_resize_item(&rs, key, val, reason,
+					     sizeof(reason))) {
+				log_err("target %d: LUN %llu: %s=%s: %s",
+					req->tid, (unsigned long long)req->lun,
+					key, val, reason);
+				err = MGMT_INVALID_REQUEST;
+			}
 		} else if (!mgmt_lun_key_runtime(key)) {
 			struct lun_settings scratch = tmp;
 			bool known = lun_setting_apply(&scratch, key, val, reason,
@@ -283,6 +334,22 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			       &stack);
 	if (err)
 		goto out;
+	/* The resize too may still be refused by the store. */
+	if (rs.want) {
+		int ret = scsi_lun_refresh(lun, rs.size,
+					   rs.force ? SCSI_REFRESH_FORCE : 0,
+					   &why);
+		if (ret) {
+			log_err("target %d: LUN %llu: resize refused: %s%s%s",
+				req->tid, (unsigned long long)req->lun,
+				why ? why : "", why ? ": " : "",
+				strerror(-ret));
+			err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION
+						 : MGMT_INVALID_REQUEST;
+			goto out;
+		}
+		tmp.size = lun->set.size;
+	}
 	if (has_fault) {
 		struct backend *be = mgmt_param_backend(lun);
 		int ret = be ? be->ops->set_param(be, "fault", fault) : -EOPNOTSUPP;

@@ -158,6 +158,19 @@ struct lun_settings lun_settings_install(struct scsi_lun *lun,
 int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 		    const char **errmsg);
 
+/* scsi_lun_refresh() flags */
+#define SCSI_REFRESH_FORCE	0x1	/* a smaller size may shrink the LUN */
+
+/* The one place that re-reads the LUN state that lives with its store
+ * (DESIGN.md: online resize, handover between nodes and a mirror's pivot
+ * all come through here).  Today: the store's size -> capacity.  size:
+ * bytes to make the store (grow; shrink only with SCSI_REFRESH_FORCE), or
+ * 0 to re-read the size the store has now (`action=rescan`).  When the
+ * capacity changes every I_T nexus gets CAPACITY DATA HAS CHANGED.
+ * Management thread.  0 or -errno with *errmsg. */
+int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
+		     const char **errmsg);
+
 /* ---- what the transport asks of a LUN ----
  * The iSCSI layer talks to the SCSI layer only; these two calls are how it
  * learns about, and acts on, commands the LUN holds below it. */

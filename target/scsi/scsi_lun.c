@@ -7,8 +7,8 @@
  * filters can be inserted and removed while the LUN serves I/O.
  * Everything that opening the store decides (the stack,
  * capacity in blocks) is computed in lun_open_stack() and
- * lun_capacity(), the one place a future reopen or online resize must
- * call again (DESIGN.md "Where it goes next"). */
+ * lun_capacity(); scsi_lun_refresh() is the one place that re-reads
+ * them on a live LUN (online resize, a handover between nodes). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "hang.h"
 #include "lun.h"
+#include "util.h"
 #include "scsi.h"
 #include "stack.h"
 
@@ -83,15 +84,17 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 static int lun_capacity(const struct backend *be, uint32_t block_size,
 			uint64_t *nblocks, const char **errmsg)
 {
-	if (be->size % block_size) {
+	uint64_t size = be_size(be);
+
+	if (size % block_size) {
 		*errmsg = "the backing store's size is not a multiple of the block size";
 		return -EINVAL;
 	}
-	if (be->size < block_size) {
+	if (size < block_size) {
 		*errmsg = "the backing store is smaller than one block";
 		return -EINVAL;
 	}
-	*nblocks = be->size / block_size;
+	*nblocks = size / block_size;
 	return 0;
 }
 
@@ -140,9 +143,11 @@ int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 		err = -EINVAL;
 		goto err_close;
 	}
-	err = lun_capacity(l->be, bs, &l->nblocks, errmsg);
+	uint64_t nblocks;
+	err = lun_capacity(l->be, bs, &nblocks, errmsg);
 	if (err)
 		goto err_close;
+	atomic_init(&l->nblocks, nblocks);
 
 	atomic_init(&l->refcnt, 1);
 	l->release = scsi_lun_release;
@@ -170,6 +175,70 @@ err_free:
 	free(l);
 	if (!*errmsg)
 		*errmsg = "cannot open the LUN's backing store";
+	return err;
+}
+
+/* Refreshes run on the management thread, but a SIGHUP reload and a
+ * management request must still not interleave on one LUN. */
+static pthread_mutex_t scsi_lun_refresh_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
+		     const char **errmsg)
+{
+	uint32_t bs = lun->set.block_size;
+	uint64_t old_nb, new_nb;
+	int err = 0;
+
+	*errmsg = NULL;
+	if (!lun->be)
+		return 0;
+	if (size % bs) {
+		*errmsg = "size is not a multiple of the block size";
+		return -EINVAL;
+	}
+	if (!lun->be->ops->resize) {
+		*errmsg = "the backing store cannot be resized";
+		return -EOPNOTSUPP;
+	}
+	pthread_mutex_lock(&scsi_lun_refresh_lock);
+	old_nb = atomic_load(&lun->nblocks);
+	if (size && size / bs < old_nb && !(flags & SCSI_REFRESH_FORCE)) {
+		*errmsg = "shrinking a LUN loses the data past the new end "
+			  "(add force=1 if that is meant)";
+		err = -EINVAL;
+		goto out;
+	}
+	/* Shrinking: new commands see the smaller capacity before the store
+	 * gets smaller.  Growing: the store is bigger before any command may
+	 * address the new blocks.  Commands already past their range check
+	 * finish against the size they were checked against (on a shrink
+	 * the store may answer those beyond the new end with an error). */
+	if (size && size / bs < old_nb)
+		atomic_store(&lun->nblocks, size / bs);
+	err = lun->be->ops->resize(lun->be, size, errmsg);
+	if (!err)
+		err = lun_capacity(lun->be, bs, &new_nb, errmsg);
+	if (err) {
+		atomic_store(&lun->nblocks, old_nb);
+		goto out;
+	}
+	atomic_store(&lun->nblocks, new_nb);
+	pthread_mutex_lock(&lun->lock);
+	if (lun->set.size)
+		lun->set.size = new_nb * bs;
+	pthread_mutex_unlock(&lun->lock);
+	if (new_nb != old_nb) {
+		/* SBC-3 4.6: every I_T nexus learns of it on its next
+		 * command; READ CAPACITY, the VPD pages and GET LBA STATUS
+		 * read lun->nblocks, so they follow at once. */
+		scsi_lun_notify(lun, SCSI_EV_CAPACITY_CHANGED);
+		log_info("target %s: LUN %llu: capacity %llu -> %llu blocks of %u bytes",
+			 lun->target_name, (unsigned long long)lun->set.lun,
+			 (unsigned long long)old_nb,
+			 (unsigned long long)new_nb, bs);
+	}
+out:
+	pthread_mutex_unlock(&scsi_lun_refresh_lock);
 	return err;
 }
 
