@@ -291,6 +291,9 @@ static const struct {
 	{ "data_digest", T_STR },
 	{ "mutual_user", T_STR },
 	{ "mutual_password", T_STR },
+	{ "alua_state", T_STR },
+	{ "alua_group", T_INT },
+	{ "alua_peer_group", T_INT },
 };
 
 static const char *cfg_types_text(unsigned types)

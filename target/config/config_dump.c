@@ -102,6 +102,10 @@ static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
 		s.werror == ERR_POLICY_RETRY ? "retry" : "report");
 	fprintf(f, "        retry_interval = %u; retry_timeout = %u;\n",
 		s.retry_interval_ms, s.retry_timeout_ms);
+	if (s.alua_group)
+		fprintf(f, "        alua_group = %u; alua_peer_group = %u; alua_state = \"%s\";\n",
+			s.alua_group, s.alua_peer_group,
+			s.alua_standby ? "standby" : "active");
 	fprintf(f, "        retry_errors = [");
 	for (int e = 1; e < LUN_ERRNO_BITS; e++) {
 		const char *name = strerrorname_np(e);

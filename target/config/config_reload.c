@@ -275,6 +275,23 @@ static bool reload_lun_settings(int tid, struct scsi_lun *lun,
 	tmp.retry_interval_ms = n->retry_interval_ms;
 	tmp.retry_timeout_ms = n->retry_timeout_ms;
 	memcpy(tmp.retry_errors, n->retry_errors, sizeof(tmp.retry_errors));
+	tmp.alua_group = n->alua_group;
+	tmp.alua_peer_group = n->alua_peer_group;
+	tmp.alua_standby = n->alua_standby;
+	if (tmp.alua_group != old.alua_group ||
+	    tmp.alua_peer_group != old.alua_peer_group ||
+	    tmp.alua_standby != old.alua_standby) {
+		/* a handover asked for in the file (scsi_alua.c) */
+		if (scsi_alua_apply(lun, &tmp, false, &why)) {
+			log_warn("reload: target %d: LUN %" PRIu64 ": alua_state=%s refused: %s; ALUA settings kept",
+				 tid, old.lun,
+				 tmp.alua_standby ? "standby" : "active",
+				 why ? why : "?");
+			tmp.alua_group = old.alua_group;
+			tmp.alua_peer_group = old.alua_peer_group;
+			tmp.alua_standby = old.alua_standby;
+		}
+	}
 
 	if (strcmp(old.backend_opts, n->backend_opts) != 0) {
 		struct backend *be = reload_param_backend(lun);

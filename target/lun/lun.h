@@ -46,6 +46,11 @@ struct lun_settings {
 	uint32_t retry_interval_ms;	/* default 1000 */
 	uint32_t retry_timeout_ms;	/* 0 = never */
 	uint64_t retry_errors[LUN_ERRNO_BITS / 64];
+	/* two nodes in front of shared storage (target/scsi/scsi_alua.c):
+	 * alua_group 0 = off (one implicit group, always active) */
+	uint16_t alua_group;		/* this node's target port group */
+	uint16_t alua_peer_group;	/* the other node's, 0 = none */
+	bool alua_standby;		/* alua_state = "standby" */
 };
 
 /* Fill s with the defaults for LUN number lun. */

@@ -306,6 +306,17 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 		s->retry_timeout_ms = (uint32_t)u;
 	} else if (strcmp(key, "retry_errors") == 0) {
 		return retry_errors_parse(value, s->retry_errors, err, errlen);
+	} else if (strcmp(key, "alua_state") == 0) {
+		if (strcmp(value, "active") && strcmp(value, "standby"))
+			return fail(err, errlen, -EINVAL, "active or standby");
+		s->alua_standby = strcmp(value, "standby") == 0;
+	} else if (strcmp(key, "alua_group") == 0 ||
+		   strcmp(key, "alua_peer_group") == 0) {
+		if (parse_u64(value, 0, UINT16_MAX, &u))
+			return fail(err, errlen, -EINVAL,
+				    "a target port group number, 1 to 65535 (0 = none)");
+		*(key[5] == 'g' ? &s->alua_group : &s->alua_peer_group) =
+			(uint16_t)u;
 	} else if (strcmp(key, "fault") == 0) {
 		/* Error injection: the spec goes to the fault backend, which
 		 * wraps the LUN's store (backends/fault.c parses it). */
@@ -384,6 +395,12 @@ int lun_settings_validate(const struct lun_settings *s, char *err,
 	if (retry && lun_settings_is_file(s) && !s->direct)
 		return fail(err, errlen, -EINVAL,
 			    "rerror/werror = retry needs direct = true: through the page cache a failed write may already be lost, so retrying it would hide data loss");
+	if (s->alua_group && s->alua_group == s->alua_peer_group)
+		return fail(err, errlen, -EINVAL,
+			    "alua_group and alua_peer_group must differ");
+	if (s->alua_group && !lun_settings_is_file(s))
+		return fail(err, errlen, -EINVAL,
+			    "alua_group needs a file or block-device store (the ownership lock lives next to it)");
 	if (s->block_size && s->size % s->block_size)
 		return fail(err, errlen, -EINVAL,
 			    "size %" PRIu64 " is not a multiple of the block size %u",

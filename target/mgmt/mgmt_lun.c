@@ -122,6 +122,7 @@ static const char *const mgmt_lun_runtime_keys[] = {
 	"sense_format", "removable", "readonly", "online",
 	"thin_provisioning", "write_cache", "rerror", "werror",
 	"retry_interval", "retry_timeout", "retry_errors",
+	"alua_state", "alua_group", "alua_peer_group",
 };
 
 static bool mgmt_lun_key_runtime(const char *key)
@@ -216,7 +217,7 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	char reason[512], hang[16] = "";
 	struct mgmt_stack_change stack = { .add = "" };
 	struct mgmt_resize rs = { .force = req->force != 0 };
-	bool has_fault = false;
+	bool has_fault = false, alua = false;
 	struct lun_settings tmp;
 	struct scsi_lun *lun = NULL;
 	struct target *t;
@@ -301,7 +302,8 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 				known ? "fixed when the LUN is created"
 				      : "unknown key");
 			err = MGMT_INVALID_REQUEST;
-		} else if (lun_setting_apply(&tmp, key, val, reason,
+		} else if ((alua |= strncmp(key, "alua_", 5) == 0),
+			   lun_setting_apply(&tmp, key, val, reason,
 					     sizeof(reason))) {
 			log_err("target %d: LUN %llu: %s=%s: %s", req->tid,
 				(unsigned long long)req->lun, key, val, reason);
@@ -349,6 +351,21 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			goto out;
 		}
 		tmp.size = lun->set.size;
+	}
+	/* ALUA (README "Two nodes in front of shared storage"): taking or
+	 * giving up the store may be refused (the other node is active) and
+	 * may wait for writes to drain. */
+	if (alua) {
+		int ret = scsi_alua_apply(lun, &tmp, rs.force, &why);
+		if (ret) {
+			log_err("target %d: LUN %llu: alua_state=%s refused: %s",
+				req->tid, (unsigned long long)req->lun,
+				tmp.alua_standby ? "standby" : "active",
+				why ? why : strerror(-ret));
+			err = ret == -EBUSY ? MGMT_LUN_ACTIVE
+					    : MGMT_INVALID_REQUEST;
+			goto out;
+		}
 	}
 	if (has_fault) {
 		struct backend *be = mgmt_param_backend(lun);

@@ -168,6 +168,8 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 	show_errnos(b, s.retry_errors);
 	if (hang_describe(lun, text, sizeof(text)) > 0)
 		show_reindent(b, text);
+	if (scsi_alua_describe(lun, text, sizeof(text)) > 0)
+		show_reindent(b, text);
 	if (lun->be && lun->be->ops->describe &&
 	    lun->be->ops->describe(lun->be, text, sizeof(text)) > 0) {
 		text[strcspn(text, "\n")] = '\0';

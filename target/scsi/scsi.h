@@ -160,16 +160,32 @@ int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 
 /* scsi_lun_refresh() flags */
 #define SCSI_REFRESH_FORCE	0x1	/* a smaller size may shrink the LUN */
+#define SCSI_REFRESH_SHARED	0x2	/* also what another node may have
+					 * changed: reservations, hang state */
 
 /* The one place that re-reads the LUN state that lives with its store
  * (DESIGN.md: online resize, handover between nodes and a mirror's pivot
- * all come through here).  Today: the store's size -> capacity.  size:
+ * all come through here).  The store's size -> capacity, and with
+ * SCSI_REFRESH_SHARED (a node taking over a shared store) the reservation
+ * state from its file and the hang engine's held commands dropped.  size:
  * bytes to make the store (grow; shrink only with SCSI_REFRESH_FORCE), or
  * 0 to re-read the size the store has now (`action=rescan`).  When the
  * capacity changes every I_T nexus gets CAPACITY DATA HAS CHANGED.
  * Management thread.  0 or -errno with *errmsg. */
 int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		     const char **errmsg);
+
+/* Two nodes in front of shared storage (scsi_alua.c): bring the LUN's
+ * ALUA state in line with settings s (alua_group, alua_state): go active
+ * (take the ownership lock next to the store and re-read its state) or
+ * standby (drain, flush, release the lock).  force: take the lock over
+ * from a node known dead.  Management thread; blocks while draining.
+ * 0, or -EBUSY (the other node is active, or writes would not drain) /
+ * -errno with *errmsg. */
+int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
+		    bool force, const char **errmsg);
+/* The show line of a LUN's ALUA state ("" without alua_group). */
+int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
 
 /* ---- what the transport asks of a LUN ----
  * The iSCSI layer talks to the SCSI layer only; these two calls are how it

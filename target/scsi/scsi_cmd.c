@@ -116,6 +116,7 @@ struct scsi_lun_state {
 	atomic_uint excl_wanted;
 	struct caw_waiter *wr_head, *wr_tail;
 	struct scsi_pr *pr;	/* reservations (scsi_pr.c) */
+	struct scsi_alua *alua;	/* two-node handover (scsi_alua.c) */
 	bool medium_removed;	/* removable LUN ejected (START STOP UNIT) */
 };
 
@@ -167,6 +168,7 @@ void scsi_lun_state_free(struct scsi_lun *lun)
 		free(w);
 	}
 	scsi_pr_free(s->pr);
+	scsi_alua_free(s->alua);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	lun->scsi = NULL;
@@ -283,6 +285,13 @@ struct scsi_pr **scsi_lun_pr_slot(struct scsi_lun *lun)
 	struct scsi_lun_state *s = lun_state(lun);
 
 	return s ? &s->pr : NULL;
+}
+
+struct scsi_alua **scsi_lun_alua_slot(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+
+	return s ? &s->alua : NULL;
 }
 
 /* ---- removable medium (SBC-3 5.11 / 5.25) ----
@@ -569,6 +578,19 @@ bool scsi_write_gate_enter(struct scsi_cmd *cmd)
 	return false;
 }
 
+bool scsi_write_gate_idle(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+	bool idle;
+
+	if (!s)
+		return true;
+	pthread_mutex_lock(&s->lock);
+	idle = atomic_load(&s->writers) == 0 && !s->caw_busy;
+	pthread_mutex_unlock(&s->lock);
+	return idle;
+}
+
 void scsi_write_gate_exit(struct scsi_lun *lun)
 {
 	struct scsi_lun_state *s = lun_state(lun);
@@ -714,6 +736,10 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 	/* SPC-4 5.13.1 / SPC-2 5.5.1: RESERVATION CONFLICT */
 	if (lun && scsi_pr_conflict(cmd))
 		goto out;
+	/* SPC-4 5.15.2.4: a standby or transitioning port (the other node
+	 * owns the store) serves no media */
+	if (lun && lun->set.alua_group && scsi_alua_refuse(cmd, d->flags))
+		goto out;
 	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && !lun->set.online) {
 		scsi_sense(cmd, SENSE_KEY_NOT_READY,
 			   ASC_LUN_NOT_READY_MANUAL_INTERVENTION);
@@ -751,6 +777,8 @@ void scsi_cmd_abort(struct scsi_cmd *cmd)
 		xcopy_abort(cmd);	/* the copy completes cmd */
 		return;
 	}
+	if (cmd->stage == SCSI_STAGE_ALUA)
+		return;		/* the handover completes cmd */
 	if (cmd->stage == SCSI_STAGE_MEDIA) {
 		/* The media completion sees cmd->aborted and answers TASK
 		 * ABORTED, whatever the backend said. */

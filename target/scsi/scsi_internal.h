@@ -46,6 +46,7 @@
 #define SCSI_OP_SERVICE_ACTION_IN_16	0x9e
 #define SCSI_OP_REPORT_LUNS		0xa0
 #define SCSI_OP_MAINTENANCE_IN		0xa3
+#define SCSI_OP_MAINTENANCE_OUT		0xa4
 #define SCSI_OP_READ_12			0xa8
 #define SCSI_OP_WRITE_12		0xaa
 #define SCSI_OP_WRITE_VERIFY_12		0xae
@@ -59,6 +60,8 @@
 #define SCSI_MI_REPORT_SUPPORTED_OPCODES 0x0c
 #define SCSI_MI_REPORT_TARGET_PORT_GROUPS 0x0a
 #define SCSI_MI_REPORT_SUPPORTED_TMFS	0x0d
+/* MAINTENANCE OUT service actions (SPC-4 6.40) */
+#define SCSI_MO_SET_TARGET_PORT_GROUPS	0x0a
 
 /* ---- sense keys (SPC-4 4.5.6) ---- */
 #define SENSE_KEY_NO_SENSE		0x0
@@ -75,6 +78,8 @@
 /* ---- additional sense codes, as ASC << 8 | ASCQ (SPC-4 Annex D) ---- */
 #define ASC_NO_ADDITIONAL_SENSE			0x0000
 #define ASC_LUN_NOT_READY_MANUAL_INTERVENTION	0x0403
+#define ASC_LUN_NOT_ACCESSIBLE_TRANSITION	0x040a	/* ALUA transitioning */
+#define ASC_LUN_NOT_ACCESSIBLE_STANDBY		0x040b	/* ALUA standby */
 #define ASC_LUN_COMMUNICATION_FAILURE		0x0800
 #define ASC_WRITE_ERROR				0x0c00
 #define ASC_MISCOMPARE_DURING_VERIFY		0x1d00
@@ -91,6 +96,8 @@
 #define ASC_BUS_DEVICE_RESET_FUNCTION		0x2903
 #define ASC_MODE_PARAMETERS_CHANGED		0x2a01
 #define ASC_CAPACITY_DATA_CHANGED		0x2a09
+#define ASC_ASYMMETRIC_ACCESS_STATE_CHANGED	0x2a06
+#define ASC_STPG_FAILED				0x670a
 #define ASC_SAVING_PARAMS_NOT_SUPPORTED		0x3900
 #define ASC_MEDIUM_NOT_PRESENT			0x3a00
 #define ASC_INTERNAL_TARGET_FAILURE		0x4400
@@ -148,6 +155,8 @@ enum scsi_stage {
 	SCSI_STAGE_RESUMING,	/* given the lock, resume call pending */
 	SCSI_STAGE_DONE,	/* done() called */
 	SCSI_STAGE_XCOPY,	/* EXTENDED COPY running (scsi_xcopy.c) */
+	SCSI_STAGE_ALUA,	/* SET TARGET PORT GROUPS handing over
+				 * (scsi_alua.c): completes by itself */
 };
 
 /* Abort an EXTENDED COPY in SCSI_STAGE_XCOPY (scsi_xcopy.c): its chunk in
@@ -225,6 +234,37 @@ void scsi_ua_raise_nexus(struct scsi_lun *lun, uint16_t asc_ascq,
  * LUN state; NULL if that state cannot be allocated. */
 struct scsi_pr;
 struct scsi_pr **scsi_lun_pr_slot(struct scsi_lun *lun);
+
+/* The write gate holds no media write and no COMPARE AND WRITE
+ * (scsi_cmd.c): a handover's drain waits for it (scsi_alua.c). */
+bool scsi_write_gate_idle(struct scsi_lun *lun);
+
+/* ---- ALUA (scsi_alua.c) ---- */
+/* Asymmetric access states (SPC-4 6.36.2), as in RTPG byte 0 */
+#define ALUA_AO			0x0	/* active/optimized */
+#define ALUA_STANDBY		0x2
+#define ALUA_TRANSITIONING	0xf
+struct scsi_alua;
+/* Where the LUN's ALUA state hangs (scsi_cmd.c); NULL without memory. */
+struct scsi_alua **scsi_lun_alua_slot(struct scsi_lun *lun);
+void scsi_alua_free(struct scsi_alua *a);
+/* This node's and the other node's state; the RTPG status code of the
+ * last change.  A LUN without alua_group is always active/optimized. */
+uint8_t scsi_alua_state(struct scsi_lun *lun);
+uint8_t scsi_alua_peer_state(struct scsi_lun *lun);
+uint8_t scsi_alua_status(struct scsi_lun *lun);
+/* The identity shared by both nodes (16 hex digits), or NULL. */
+const char *scsi_alua_identity(struct scsi_lun *lun);
+/* Relative target port identifier and target port group of cmd's port. */
+uint16_t scsi_alua_rel_port(const struct scsi_cmd *cmd);
+uint16_t scsi_alua_group(const struct scsi_cmd *cmd);
+/* Dispatch: true (NOT READY 04/0B or 04/0A set) if this port's state
+ * refuses cmd, whose table row has flags. */
+bool scsi_alua_refuse(struct scsi_cmd *cmd, unsigned flags);
+/* A media write counted in the write gate: true (sense set) if the LUN
+ * is no longer active/optimized. */
+bool scsi_alua_media_refused(struct scsi_cmd *cmd);
+enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd);
 
 /* ---- command handlers ---- */
 /* scsi_spc.c */

@@ -11,6 +11,7 @@
  * them on a live LUN (online resize, a handover between nodes). */
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
@@ -18,6 +19,7 @@
 #include "lun.h"
 #include "util.h"
 #include "scsi.h"
+#include "scsi_pr.h"
 #include "stack.h"
 
 #define LUN_BLOCK_SIZE_DEFAULT 512
@@ -227,6 +229,20 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	if (lun->set.size)
 		lun->set.size = new_nb * bs;
 	pthread_mutex_unlock(&lun->lock);
+	if (flags & SCSI_REFRESH_SHARED) {
+		/* What the other node changed while it owned the store:
+		 * registrations and the reservation (their file), and
+		 * nothing held from before may be replayed (the LUN was
+		 * standby, so this normally drops nothing). */
+		err = scsi_pr_reload(lun);
+		if (err && err != -ENOENT)
+			log_warn("target %s: LUN %llu: reservations not re-read: %s",
+				 lun->target_name,
+				 (unsigned long long)lun->set.lun,
+				 strerror(-err));
+		err = 0;
+		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+	}
 	if (new_nb != old_nb) {
 		/* SBC-3 4.6: every I_T nexus learns of it on its next
 		 * command; READ CAPACITY, the VPD pages and GET LBA STATUS

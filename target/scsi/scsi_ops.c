@@ -185,6 +185,11 @@ const struct scsi_op_desc scsi_op_table[] = {
 	   SCSI_OPF_HAS_SA, spc_report_supported_tmfs,
 	   "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS",
 	   0x1f, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
+	/* SET TARGET PORT GROUPS: explicit ALUA, LUNs with alua_group */
+	OP(SCSI_OP_MAINTENANCE_OUT, SCSI_MO_SET_TARGET_PORT_GROUPS, 12,
+	   SCSI_OPF_HAS_SA | SCSI_OPF_DATA_OUT, spc_set_target_port_groups,
+	   "SET TARGET PORT GROUPS",
+	   0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, CTL),
 	OP(SCSI_OP_READ_12, 0, 12, MEDIA_RD, sbc_read_write, "READ(12)",
 	   0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, CTL),
 	OP(SCSI_OP_WRITE_12, 0, 12, MEDIA_WR, sbc_read_write, "WRITE(12)",

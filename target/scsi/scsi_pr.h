@@ -88,6 +88,10 @@ void scsi_pr_reset(struct scsi_lun *lun);
 
 /* Free the state (from scsi_lun_state_free). NULL is fine. */
 void scsi_pr_free(struct scsi_pr *pr);
+/* Forget the LUN's reservation state and read it again from the state
+ * file (a node taking over a shared LUN, scsi_lun_refresh()).  No file:
+ * no registrations.  0 or -errno (the state is then empty). */
+int scsi_pr_reload(struct scsi_lun *lun);
 
 /* ---- internal to target/scsi_pr*.c ---- */
 #ifdef SCSI_PR_INTERNAL

@@ -559,7 +559,9 @@ enum scsi_exec_result spc_pr_out(struct scsi_cmd *cmd)
 	/* Persist what changed (5.13.5): the new state while APTPL is in
 	 * force; dropping APTPL removes the file. */
 	if (cmd->status == SAM_STAT_GOOD && pr->path) {
-		if (pr->aptpl) {
+		/* a LUN shared with another node keeps it there always
+		 * (scsi_pr_store.c) */
+		if (pr->aptpl || pr->lun->set.alua_group) {
 			err = scsi_pr_store_save(pr);
 			if (err < 0) {
 				log_err("LUN %lu: saving reservations to %s: "

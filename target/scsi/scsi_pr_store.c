@@ -16,6 +16,14 @@
  *   reservation <type 1..8> <scope 0>          (only while reserved)
  *   reg <key 0x16 hex> <isid 12 hex> <rel port> <all_tg_pt 0|1>
  *       <holder 0|1> <iSCSI initiator name>    (one line each)
+ *   aptpl 0                                    (state shared with another
+ *                                               node, not APTPL)
+ *
+ * A LUN shared by two nodes (alua_group, scsi_alua.c) writes this file on
+ * every change, APTPL or not: it is how the other node learns the
+ * registrations and the reservation when it takes over, so a cluster that
+ * fenced with PR keeps its fence.  "aptpl 0" says the state was kept for
+ * that reason only.
  *
  * The file goes away when an initiator clears APTPL.  A file that does not
  * parse is ignored with a log line (the LUN starts with no registrations),
@@ -125,6 +133,8 @@ int scsi_pr_store_save(const struct scsi_pr *pr)
 			r->isid[3], r->isid[4], r->isid[5], r->rel_port_id,
 			r->all_tg_pt, r->holder, r->iname);
 	}
+	if (!pr->aptpl)
+		len += (size_t)snprintf(buf + len, cap - len, "aptpl 0\n");
 	if (asprintf(&tmp, "%s" PR_STORE_TMP, pr->path) < 0) {
 		err = -ENOMEM;
 		goto out;
@@ -183,6 +193,7 @@ static int load_file(struct scsi_pr *pr, FILE *f, unsigned *lineno)
 	unsigned holders = 0;
 
 	*lineno = 0;
+	pr->aptpl = true;
 	while (fgets(line, sizeof(line), f)) {
 		char isid[16], name[sizeof(pr->regs[0].iname)];
 		unsigned type, scope, port, gen;
@@ -198,6 +209,8 @@ static int load_file(struct scsi_pr *pr, FILE *f, unsigned *lineno)
 		}
 		if (sscanf(line, "generation %u", &gen) == 1) {
 			pr->generation = gen;
+		} else if (strcmp(line, "aptpl 0\n") == 0) {
+			pr->aptpl = false;
 		} else if (sscanf(line, "reservation %u %u", &type,
 				  &scope) == 2) {
 			if (!type || type > PR_TYPE_EA_AR || scope)
@@ -258,9 +271,30 @@ int scsi_pr_store_load(struct scsi_pr *pr)
 		pr->generation = 0;
 		return err;
 	}
-	pr->aptpl = true;
-	log_info("LUN %lu: restored %u registration(s)%s from %s (APTPL)",
+	log_info("LUN %lu: restored %u registration(s)%s from %s (%s)",
 		 (unsigned long)pr->lun->set.lun, pr->nregs,
-		 pr->reserved ? " and a reservation" : "", pr->path);
+		 pr->reserved ? " and a reservation" : "", pr->path,
+		 pr->aptpl ? "APTPL" : "shared with the other node");
 	return 0;
+}
+
+int scsi_pr_reload(struct scsi_lun *lun)
+{
+	struct scsi_pr *pr = scsi_pr_state(lun);
+	int err = 0;
+
+	if (!pr)
+		return -ENOMEM;
+	pthread_mutex_lock(&pr->lock);
+	pr->nregs = 0;
+	pr->reserved = false;
+	pr->type = pr->scope = 0;
+	pr->generation = 0;
+	pr->aptpl = false;
+	pr->spc2_reserved = false;
+	if (pr->path)
+		err = scsi_pr_store_load(pr);
+	scsi_pr_update_active(pr);
+	pthread_mutex_unlock(&pr->lock);
+	return err;
 }

@@ -165,6 +165,14 @@ void sbc_media_finish(struct scsi_cmd *cmd, int res)
 	struct media_io *m = &cmd->mio;
 	struct scsi_lun *lun = cmd->lun;
 
+	/* Dropped by a handover (scsi_alua.c), not by task management:
+	 * NOT READY 04/0A, which the initiator retries (on the other path
+	 * once it sees this one standby). */
+	if (res == -ECANCELED && !cmd->aborted && lun->set.alua_group &&
+	    scsi_alua_media_refused(cmd)) {
+		scsi_cmd_complete(cmd);
+		return;
+	}
 	if (cmd->aborted || res == -ECANCELED) {
 		cmd->aborted = true;
 		scsi_cmd_complete(cmd);
@@ -249,6 +257,15 @@ enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
 		m->complete = gated_complete;
 		if (!scsi_write_gate_enter(cmd))
 			return SCSI_EXEC_ASYNC;	/* resumed by the gate */
+	}
+	/* Counted in the write gate first, then checked: a handover either
+	 * sees this write in the gate and waits for it, or this write sees
+	 * the LUN transitioning (scsi_alua.c, both sides seq_cst). */
+	if (cmd->lun->set.alua_group && op != BE_OP_READ &&
+	    scsi_alua_state(cmd->lun) != ALUA_AO) {
+		cmd->stage = SCSI_STAGE_MEDIA;
+		m->complete(m, -ECANCELED);
+		return SCSI_EXEC_ASYNC;
 	}
 	cmd->stage = SCSI_STAGE_MEDIA;
 	hang_submit(cmd->lun, m);

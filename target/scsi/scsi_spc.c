@@ -34,6 +34,7 @@
 #define INQ_CMDQUE		0x02
 #define INQ_3PC			0x08	/* byte 5: EXTENDED COPY (scsi_xcopy.c) */
 #define INQ_TPGS_IMPLICIT	0x10	/* byte 5: implicit ALUA (scsi_maint.c) */
+#define INQ_TPGS_BOTH		0x30	/* implicit and explicit (scsi_alua.c) */
 #define INQ_VENDOR_OFF		8
 #define INQ_PRODUCT_OFF		16
 #define INQ_REV_OFF		32
@@ -149,8 +150,12 @@ static void lun_serial(const struct scsi_cmd *cmd, char *out, size_t len)
 {
 	const struct lun_settings *s = &cmd->lun->set;
 
+	const char *shared = scsi_alua_identity(cmd->lun);
+
 	if (s->scsi_sn[0])
 		snprintf(out, len, "%s", s->scsi_sn);
+	else if (shared)	/* the same on both nodes (scsi_alua.c) */
+		snprintf(out, len, "%s", shared);
 	else
 		snprintf(out, len, "%016llx",
 			 (unsigned long long)scsi_hash64(cmd_target_name(cmd),
@@ -160,7 +165,9 @@ static void lun_serial(const struct scsi_cmd *cmd, char *out, size_t len)
 static uint64_t lun_naa(const struct scsi_cmd *cmd)
 {
 	const struct lun_settings *s = &cmd->lun->set;
+	const char *shared = scsi_alua_identity(cmd->lun);
 	uint64_t h = s->scsi_id[0] ? scsi_hash64(s->scsi_id, 0)
+		   : shared	   ? scsi_hash64(shared, 0)
 				   : scsi_hash64(cmd_target_name(cmd), s->lun);
 
 	return (uint64_t)NAA_LOCALLY_ASSIGNED << 60 | (h & ((1ull << 60) - 1));
@@ -189,7 +196,7 @@ static uint32_t inquiry_standard(const struct scsi_cmd *cmd, uint8_t *b)
 	/* one implicit ALUA group, REPORT TARGET PORT GROUPS answers it
 	 * (SPC-4 6.36); Linux's scsi_dh_alua and multipath use this */
 	if (s)
-		b[5] |= INQ_TPGS_IMPLICIT;
+		b[5] |= s->alua_group ? INQ_TPGS_BOTH : INQ_TPGS_IMPLICIT;
 	b[7] = INQ_CMDQUE;
 	put_ascii(b + INQ_VENDOR_OFF, s ? s->vendor_id : NULL, 8,
 		  DEFAULT_VENDOR);
@@ -275,9 +282,8 @@ static uint32_t vpd_device_id(const struct scsi_cmd *cmd, uint8_t *b)
 		     id, 8 + n);
 
 	/* Target port: relative port and port group (SPC-4 7.8.6.7/8). */
-	uint16_t rel = cmd->nexus && cmd->nexus->rel_port_id ?
-			       cmd->nexus->rel_port_id : 1;
-	uint16_t tpg = cmd->nexus && cmd->nexus->tpgt ? cmd->nexus->tpgt : 1;
+	uint16_t rel = scsi_alua_rel_port(cmd);
+	uint16_t tpg = scsi_alua_group(cmd);
 	memset(id, 0, 4);
 	put_be16(id + 2, rel);
 	off += desig(b + off, DESIG_PROTO_ISCSI | DESIG_CODE_BINARY,
@@ -291,7 +297,8 @@ static uint32_t vpd_device_id(const struct scsi_cmd *cmd, uint8_t *b)
 	 * (RFC 7143 13.26: "<iqn>,t,0x<tpgt>"). */
 	const char *tname = cmd_target_name(cmd);
 	if (tname[0]) {
-		snprintf(text, sizeof(text), "%s,t,0x%04x", tname, tpg);
+		snprintf(text, sizeof(text), "%s,t,0x%04x", tname,
+			 cmd->nexus && cmd->nexus->tpgt ? cmd->nexus->tpgt : 1);
 		off += desig_name(b + off, DESIG_ASSOC_PORT, text);
 		off += desig_name(b + off, DESIG_ASSOC_TARGET, tname);
 	}

@@ -278,6 +278,30 @@ static void tgt_notify_luns_changed(struct target *t)
 	}
 }
 
+/* A LUN shared with another node comes up in the state it asks for if
+ * it can: active only if the other node does not hold the store
+ * (scsi_alua.c); else standby, and the log says why. */
+static void tgt_lun_alua_start(struct target *t, const struct lun_settings *s)
+{
+	struct scsi_lun *lun = tgt_lun_get(t, s->lun);
+	const char *why = NULL;
+
+	if (!lun)
+		return;
+	if (scsi_alua_apply(lun, s, false, &why)) {
+		struct lun_settings sb = *s;
+
+		log_warn("target %d: LUN %llu: comes up standby: %s", t->tid,
+			 (unsigned long long)s->lun, why ? why : "?");
+		sb.alua_standby = true;
+		scsi_alua_apply(lun, &sb, false, &why);
+		pthread_mutex_lock(&lun->lock);
+		lun->set.alua_standby = true;
+		pthread_mutex_unlock(&lun->lock);
+	}
+	scsi_lun_put(lun);
+}
+
 int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 {
 	struct target *t;
@@ -330,6 +354,8 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 			 (unsigned long long)s->lun, s->backend,
 			 lun_settings_path_shown(s, shown, sizeof(shown)));
 		tgt_notify_luns_changed(t);
+		if (s->alua_group)
+			tgt_lun_alua_start(t, s);
 	}
 out:
 	tgt_put(t);

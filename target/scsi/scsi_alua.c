@@ -1,0 +1,755 @@
+/* scsi_alua.c - two nodes in front of one shared store: ALUA target port
+ * groups (SPC-4 5.15), the ownership lock that lives with the storage, and
+ * the handover between the nodes (README "Two nodes in front of shared
+ * storage").
+ *
+ * Each node is its own target port group (alua_group) with one target port
+ * (relative target port identifier = the group number); alua_peer_group
+ * names the other node's.  A node is active/optimized only while it holds
+ * the ownership lock: an OFD write lock (fcntl F_OFD_SETLK) on the sidecar
+ * "<store>" ALUA_LOCK_SUFFIX next to the file or device.  OFD locks belong
+ * to an open file, not a process, so two LUNs or two daemons on one
+ * machine exclude each other as two machines do over NFS, and the kernel
+ * drops the lock when a node dies.
+ *
+ * Going standby: new media commands answer NOT READY 04/0A, commands held
+ * by the hang engine are dropped and answered 04/0A too (the initiator
+ * retries them; after the transition it learns the path is standby and
+ * sends them down the other one), writes in flight are waited for (the
+ * write gate counts them), the store is flushed, the reservation state is
+ * written next to the store (scsi_pr_store.c does so on every change
+ * already) and then the lock is released.  Nothing this node accepted can
+ * reach the store after that.
+ *
+ * Going active: take the lock (refused while the other node holds it;
+ * force=1 replaces the sidecar and takes a fresh lock, for a node known
+ * dead), then scsi_lun_refresh(SCSI_REFRESH_SHARED) re-reads everything
+ * the other node may have changed before the first command is served.
+ *
+ * A node whose sidecar was replaced under it (a forced takeover) notices
+ * within ALUA_WATCH_MS, goes standby at once and logs why.
+ *
+ * The sidecar also holds the LUN's identity (a random 64-bit id written by
+ * the first node that creates it), from which both nodes derive the same
+ * NAA, serial number and device identification when scsi_id / scsi_sn are
+ * not configured. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reactor.h"
+#include "scsi_internal.h"
+#include "scsi_pr.h"
+#include "scsi_xcopy.h"
+#include "util.h"
+
+/* Weak, as in scsi_pr.c: unit tests of the SCSI layer link without the
+ * hang engine and scsi_lun.c; the daemon always has them. */
+#pragma weak hang_abort_nexus
+#pragma weak scsi_lun_refresh
+
+#define ALUA_LOCK_SUFFIX	".holdfast-owner"
+#define ALUA_ID_MAGIC		"holdfast-owner 1"
+#define ALUA_WATCH_MS		200
+#define ALUA_DRAIN_TIMEOUT_MS	30000
+#define ALUA_DRAIN_POLL_MS	2
+#define ALUA_ID_READ_TRIES	50
+
+/* RTPG status codes (SPC-4 6.36.2) */
+#define RTPG_STATUS_NONE	0x00
+#define RTPG_STATUS_STPG	0x01
+#define RTPG_STATUS_IMPLICIT	0x02
+
+struct scsi_alua {
+	struct scsi_lun *lun;	/* not a reference: freed with the LUN */
+	_Atomic uint8_t state;	/* this group's ALUA_* state */
+	_Atomic uint8_t peer_state;
+	_Atomic uint8_t status;	/* RTPG status of the last change */
+	int fd;			/* the sidecar, -1 if it cannot be opened */
+	bool owner;		/* holds the lock on fd */
+	char *path;		/* the sidecar */
+	char id[17];		/* identity: 16 hex digits, "" if unknown */
+	struct scsi_alua *next;	/* on alua_list */
+};
+
+/* Serializes transitions, the watchdog and LUN release. */
+static pthread_mutex_t alua_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct scsi_alua *alua_list;
+static bool alua_watchdog_running;
+
+static const char *alua_state_name(uint8_t st)
+{
+	switch (st) {
+	case ALUA_AO: return "active/optimized";
+	case ALUA_STANDBY: return "standby";
+	case ALUA_TRANSITIONING: return "transitioning";
+	}
+	return "?";
+}
+
+static struct scsi_alua *alua_of(struct scsi_lun *lun)
+{
+	struct scsi_alua **slot = scsi_lun_alua_slot(lun);
+
+	return slot ? __atomic_load_n(slot, __ATOMIC_ACQUIRE) : NULL;
+}
+
+/* ---- what the rest of the SCSI layer asks (any thread) ---- */
+
+uint8_t scsi_alua_state(struct scsi_lun *lun)
+{
+	struct scsi_alua *a;
+
+	if (!lun || !lun->set.alua_group)
+		return ALUA_AO;
+	a = alua_of(lun);
+	/* configured but not set up yet: not serving until it owns the
+	 * store */
+	return a ? atomic_load(&a->state) : ALUA_TRANSITIONING;
+}
+
+uint8_t scsi_alua_peer_state(struct scsi_lun *lun)
+{
+	struct scsi_alua *a = alua_of(lun);
+
+	return a ? atomic_load(&a->peer_state) : ALUA_STANDBY;
+}
+
+uint8_t scsi_alua_status(struct scsi_lun *lun)
+{
+	struct scsi_alua *a = alua_of(lun);
+
+	return a ? atomic_load(&a->status) : RTPG_STATUS_NONE;
+}
+
+const char *scsi_alua_identity(struct scsi_lun *lun)
+{
+	struct scsi_alua *a;
+
+	if (!lun || !lun->set.alua_group)
+		return NULL;
+	a = alua_of(lun);
+	return a && a->id[0] ? a->id : NULL;
+}
+
+/* SPC-4 5.15.2.4.4 / 5.15.2.4.5: what a standby or transitioning port
+ * still serves.  Everything that reads or changes the medium, or the
+ * reservation state that lives with the store, is refused. */
+static bool alua_cmd_allowed(const struct scsi_cmd *cmd, unsigned flags)
+{
+	switch (cmd->cdb[0]) {
+	case SCSI_OP_EXTENDED_COPY:
+	case SCSI_OP_PERSISTENT_RESERVE_OUT:
+	case SCSI_OP_RESERVE_6:
+	case SCSI_OP_RELEASE_6:
+	case SCSI_OP_RESERVE_10:
+	case SCSI_OP_RELEASE_10:
+		return false;
+	}
+	return !(flags & (SCSI_OPF_MEDIA | SCSI_OPF_WRITE));
+}
+
+bool scsi_alua_refuse(struct scsi_cmd *cmd, unsigned flags)
+{
+	uint8_t st = scsi_alua_state(cmd->lun);
+
+	if (st == ALUA_AO || alua_cmd_allowed(cmd, flags))
+		return false;
+	scsi_sense(cmd, SENSE_KEY_NOT_READY,
+		   st == ALUA_STANDBY ? ASC_LUN_NOT_ACCESSIBLE_STANDBY
+				      : ASC_LUN_NOT_ACCESSIBLE_TRANSITION);
+	return true;
+}
+
+bool scsi_alua_media_refused(struct scsi_cmd *cmd)
+{
+	uint8_t st = scsi_alua_state(cmd->lun);
+
+	if (st == ALUA_AO)
+		return false;
+	scsi_sense(cmd, SENSE_KEY_NOT_READY,
+		   st == ALUA_STANDBY ? ASC_LUN_NOT_ACCESSIBLE_STANDBY
+				      : ASC_LUN_NOT_ACCESSIBLE_TRANSITION);
+	cmd->in_len = 0;
+	return true;
+}
+
+/* ---- the sidecar: lock and identity ---- */
+
+static int alua_lock_op(int fd, short type)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
+
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* Is the lock on fd's file held by someone else (not through fd)? */
+static bool alua_lock_held_elsewhere(int fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return false;
+	return fl.l_type != F_UNLCK;
+}
+
+static int alua_open_sidecar(const char *path, bool excl)
+{
+	return open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0),
+		    0600);
+}
+
+/* Read the identity from fd into id (17 bytes); 0 or -ENOENT if none. */
+static int alua_id_read(int fd, char *id)
+{
+	char buf[64];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	char *p;
+
+	if (n <= 0)
+		return -ENOENT;
+	buf[n] = '\0';
+	p = strstr(buf, "\nid ");
+	if (strncmp(buf, ALUA_ID_MAGIC, strlen(ALUA_ID_MAGIC)) || !p ||
+	    strlen(p + 4) < 16)
+		return -ENOENT;
+	memcpy(id, p + 4, 16);
+	id[16] = '\0';
+	return 0;
+}
+
+/* Write id to fd (the caller holds the lock). */
+static int alua_id_write(int fd, const char *id)
+{
+	char buf[64];
+	int n = snprintf(buf, sizeof(buf), ALUA_ID_MAGIC "\nid %s\n", id);
+
+	if (pwrite(fd, buf, (size_t)n, 0) != n || fsync(fd) < 0)
+		return -EIO;
+	return 0;
+}
+
+/* Make sure a->id is known: read it, or (holding the lock, perhaps just
+ * for this) create it. */
+static void alua_id_ensure(struct scsi_alua *a)
+{
+	uint64_t r;
+
+	if (a->id[0] || a->fd < 0)
+		return;
+	for (int i = 0; i < ALUA_ID_READ_TRIES; i++) {
+		if (alua_id_read(a->fd, a->id) == 0)
+			return;
+		if (a->owner || alua_lock_op(a->fd, F_WRLCK) == 0) {
+			if (alua_id_read(a->fd, a->id) == 0)
+				goto out;
+			if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+				r = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 32;
+			snprintf(a->id, sizeof(a->id), "%016" PRIx64, r);
+			if (alua_id_write(a->fd, a->id))
+				log_warn("%s: cannot write the LUN identity",
+					 a->path);
+out:
+			if (!a->owner)
+				alua_lock_op(a->fd, F_UNLCK);
+			return;
+		}
+		/* the other node holds the lock and is writing it */
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Is fd still the file at a->path (a forced takeover replaces it)? */
+static bool alua_sidecar_current(const struct scsi_alua *a)
+{
+	struct stat s1, s2;
+
+	if (a->fd < 0 || fstat(a->fd, &s1) < 0 || stat(a->path, &s2) < 0)
+		return false;
+	return s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
+}
+
+static void alua_reopen(struct scsi_alua *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	a->owner = false;
+	a->fd = alua_open_sidecar(a->path, false);
+}
+
+/* Take the ownership lock.  force: replace a sidecar someone else locks
+ * (its holder is known dead, or must lose). */
+static int alua_lock_take(struct scsi_alua *a, bool force,
+			  const char **errmsg)
+{
+	int err, fd;
+
+	if (a->owner && alua_sidecar_current(a))
+		return 0;
+	if (!alua_sidecar_current(a))
+		alua_reopen(a);
+	if (a->fd < 0) {
+		*errmsg = "cannot open the ownership lock file";
+		return -errno;
+	}
+	err = alua_lock_op(a->fd, F_WRLCK);
+	if (!err) {
+		a->owner = true;
+		return 0;
+	}
+	if (err != -EAGAIN && err != -EACCES) {
+		*errmsg = "cannot lock the ownership lock file";
+		return err;
+	}
+	if (!force) {
+		*errmsg = "the other node holds the ownership lock (it is "
+			  "active; make it standby first, or add force=1 if "
+			  "it is dead)";
+		return -EBUSY;
+	}
+	alua_id_ensure(a);
+	if (unlink(a->path) < 0 && errno != ENOENT) {
+		*errmsg = "cannot replace the ownership lock file";
+		return -errno;
+	}
+	fd = alua_open_sidecar(a->path, true);
+	if (fd < 0) {
+		*errmsg = "cannot create a new ownership lock file";
+		return -errno;
+	}
+	err = alua_lock_op(fd, F_WRLCK);
+	if (err) {
+		close(fd);
+		*errmsg = "another node took the new ownership lock first";
+		return -EBUSY;
+	}
+	close(a->fd);
+	a->fd = fd;
+	a->owner = true;
+	if (a->id[0])
+		alua_id_write(fd, a->id);
+	log_warn("%s: ownership taken by force from the node that held it",
+		 a->path);
+	return 0;
+}
+
+/* ---- transitions (alua_mutex held) ---- */
+
+/* End a transition that started in state `before`. */
+static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
+		     uint8_t status)
+{
+	atomic_store(&a->state, st);
+	if (st == ALUA_AO)
+		atomic_store(&a->peer_state, ALUA_STANDBY);
+	if (before == st)
+		return;
+	atomic_store(&a->status, status);
+	if (st != ALUA_TRANSITIONING)
+		/* SPC-4 5.15.2.3: every I_T nexus learns of it */
+		scsi_ua_raise(a->lun, ASC_ASYMMETRIC_ACCESS_STATE_CHANGED, 0);
+}
+
+/* Flush what the store may cache (SYNCHRONIZE CACHE of everything).
+ * fsync applies to the file, through any descriptor. */
+static int alua_flush_store(struct scsi_lun *lun)
+{
+	int fd = open(lun->set.path, O_RDONLY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fdatasync(fd) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static uint64_t alua_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int alua_go_standby(struct scsi_alua *a, uint8_t status,
+			   const char **errmsg)
+{
+	struct scsi_lun *lun = a->lun;
+	uint8_t before = atomic_load(&a->state);
+	uint64_t t0 = alua_now_ms();
+	int err;
+
+	if (before == ALUA_STANDBY && !a->owner)
+		return 0;
+	/* New media commands answer 04/0A from here on; the write gate
+	 * check after this store (sbc_media_submit) sees it. */
+	atomic_store(&a->state, ALUA_TRANSITIONING);
+	/* Held and queued commands: answered 04/0A, never sent. */
+	hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+	while (!scsi_write_gate_idle(lun)) {
+		if (alua_now_ms() - t0 > ALUA_DRAIN_TIMEOUT_MS) {
+			atomic_store(&a->state, before);
+			*errmsg = "writes still in flight after 30 s: the "
+				  "store does not answer; kept the lock";
+			return -EBUSY;
+		}
+		struct timespec ts = { 0, ALUA_DRAIN_POLL_MS * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	err = alua_flush_store(lun);
+	if (err)
+		log_warn("target %s: LUN %" PRIu64 ": flush before handover: %s",
+			 lun->target_name, lun->set.lun, strerror(-err));
+	/* The shared state is already next to the store: the reservation
+	 * file is written on every change (scsi_pr_store.c). */
+	bool was_owner = a->owner;
+	if (a->owner) {
+		alua_lock_op(a->fd, F_UNLCK);
+		a->owner = false;
+	}
+	alua_set(a, before, ALUA_STANDBY, status);
+	log_info("target %s: LUN %" PRIu64 ": standby%s", lun->target_name,
+		 lun->set.lun, was_owner ? " (drained and flushed, ownership "
+					   "lock released)" : "");
+	return 0;
+}
+
+static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
+			  const char **errmsg)
+{
+	struct scsi_lun *lun = a->lun;
+	uint8_t before = atomic_load(&a->state);
+	const char *why = NULL;
+	int err;
+
+	if (before == ALUA_AO && a->owner && alua_sidecar_current(a))
+		return 0;
+	atomic_store(&a->state, ALUA_TRANSITIONING);
+	err = alua_lock_take(a, force, errmsg);
+	if (err) {
+		alua_set(a, before == ALUA_AO ? ALUA_TRANSITIONING : before,
+			 ALUA_STANDBY, status);
+		if (err == -EBUSY)
+			atomic_store(&a->peer_state, ALUA_AO);
+		return err;
+	}
+	alua_id_ensure(a);
+	/* Everything the other node may have changed, before the first
+	 * command is served. */
+	err = scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED, &why);
+	if (err) {
+		alua_lock_op(a->fd, F_UNLCK);
+		a->owner = false;
+		alua_set(a, before, ALUA_STANDBY, status);
+		*errmsg = why ? why : "cannot re-read the LUN's state";
+		return err;
+	}
+	alua_set(a, before, ALUA_AO, status);
+	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
+		 "lock %s taken%s)", lun->target_name, lun->set.lun, a->path,
+		 force ? " by force" : "");
+	return 0;
+}
+
+/* ---- watchdog: lost locks and the peer's state ---- */
+
+static void *alua_watchdog(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec ts = { 0, ALUA_WATCH_MS * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&alua_mutex);
+		for (struct scsi_alua *a = alua_list; a; a = a->next) {
+			if (a->owner && !alua_sidecar_current(a)) {
+				/* A forced takeover replaced the sidecar:
+				 * stop at once, drop what is held. */
+				atomic_store(&a->state, ALUA_TRANSITIONING);
+				hang_abort_nexus(a->lun, HANG_NEXUS_ALL, NULL,
+						 NULL, NULL);
+				alua_reopen(a);
+				alua_set(a, ALUA_AO, ALUA_STANDBY,
+					 RTPG_STATUS_IMPLICIT);
+				atomic_store(&a->peer_state, ALUA_AO);
+				log_err("target %s: LUN %" PRIu64 ": lost the "
+					"ownership lock (%s was replaced: "
+					"another node took over with force=1); "
+					"now standby", a->lun->target_name,
+					a->lun->set.lun, a->path);
+				continue;
+			}
+			if (a->owner)
+				continue;
+			if (!alua_sidecar_current(a))
+				alua_reopen(a);
+			atomic_store(&a->peer_state,
+				     a->fd >= 0 && alua_lock_held_elsewhere(a->fd)
+					     ? ALUA_AO : ALUA_STANDBY);
+		}
+		pthread_mutex_unlock(&alua_mutex);
+	}
+	return NULL;
+}
+
+static void alua_watchdog_start(void)
+{
+	pthread_t th;
+
+	if (alua_watchdog_running)
+		return;
+	if (pthread_create(&th, NULL, alua_watchdog, NULL) == 0) {
+		pthread_detach(th);
+		alua_watchdog_running = true;
+	}
+}
+
+/* ---- set-up, management, release ---- */
+
+static struct scsi_alua *alua_create(struct scsi_lun *lun,
+				     const struct lun_settings *s)
+{
+	struct scsi_alua **slot = scsi_lun_alua_slot(lun);
+	struct scsi_alua *a;
+
+	if (!slot)
+		return NULL;
+	if (*slot)
+		return *slot;
+	a = calloc(1, sizeof(*a));
+	if (!a || asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, s->path) < 0) {
+		free(a);
+		return NULL;
+	}
+	a->lun = lun;
+	atomic_init(&a->state, ALUA_TRANSITIONING);
+	atomic_init(&a->peer_state, ALUA_STANDBY);
+	atomic_init(&a->status, RTPG_STATUS_NONE);
+	a->fd = alua_open_sidecar(a->path, false);
+	alua_id_ensure(a);
+	a->next = alua_list;
+	alua_list = a;
+	__atomic_store_n(slot, a, __ATOMIC_RELEASE);
+	alua_watchdog_start();
+	return a;
+}
+
+/* Called with alua_mutex held. */
+static int alua_apply_locked(struct scsi_lun *lun,
+			     const struct lun_settings *s, bool force,
+			     uint8_t status, const char **errmsg)
+{
+	struct scsi_alua *a;
+
+	if (!s->alua_group) {
+		a = alua_of(lun);
+		if (a && a->owner) {
+			alua_lock_op(a->fd, F_UNLCK);
+			a->owner = false;
+		}
+		if (a)
+			atomic_store(&a->state, ALUA_AO);
+		return 0;
+	}
+	a = alua_create(lun, s);
+	if (!a) {
+		*errmsg = "out of memory";
+		return -ENOMEM;
+	}
+	if (s->alua_standby)
+		return alua_go_standby(a, status, errmsg);
+	return alua_go_active(a, force, status, errmsg);
+}
+
+int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
+		    bool force, const char **errmsg)
+{
+	int err;
+
+	*errmsg = NULL;
+	pthread_mutex_lock(&alua_mutex);
+	err = alua_apply_locked(lun, s, force, RTPG_STATUS_IMPLICIT, errmsg);
+	pthread_mutex_unlock(&alua_mutex);
+	return err;
+}
+
+void scsi_alua_free(struct scsi_alua *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&alua_mutex);
+	for (struct scsi_alua **pp = &alua_list; *pp; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	pthread_mutex_unlock(&alua_mutex);
+	if (a->fd >= 0)
+		close(a->fd);	/* releases the lock */
+	free(a->path);
+	free(a);
+}
+
+int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
+{
+	struct scsi_alua *a;
+
+	if (!lun->set.alua_group)
+		return 0;
+	a = alua_of(lun);
+	return snprintf(buf, len, "        ALUA: group %u %s%s, peer group %u "
+			"%s, identity %s\n", lun->set.alua_group,
+			alua_state_name(scsi_alua_state(lun)),
+			a && a->owner ? " (owner)" : "",
+			lun->set.alua_peer_group,
+			alua_state_name(scsi_alua_peer_state(lun)),
+			a && a->id[0] ? a->id : "-");
+}
+
+/* ---- REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.40) ---- */
+
+uint16_t scsi_alua_rel_port(const struct scsi_cmd *cmd)
+{
+	if (cmd->lun && cmd->lun->set.alua_group)
+		return cmd->lun->set.alua_group;
+	return cmd->nexus && cmd->nexus->rel_port_id ? cmd->nexus->rel_port_id
+						     : 1;
+}
+
+uint16_t scsi_alua_group(const struct scsi_cmd *cmd)
+{
+	if (cmd->lun && cmd->lun->set.alua_group)
+		return cmd->lun->set.alua_group;
+	return cmd->nexus && cmd->nexus->tpgt ? cmd->nexus->tpgt : 1;
+}
+
+/* SET TARGET PORT GROUPS parameter list */
+#define STPG_HDR_LEN		4
+#define STPG_DESC_LEN		4
+#define STPG_STATE_MASK		0x0f
+
+struct alua_stpg_job {
+	struct scsi_cmd *cmd;
+	struct reactor *r;
+	bool want_active;
+};
+
+static void alua_stpg_done(void *arg)
+{
+	struct alua_stpg_job *j = arg;
+	struct scsi_cmd *cmd = j->cmd;
+
+	free(j);
+	scsi_cmd_complete(cmd);
+}
+
+/* The handover waits for writes and flushes: off the reactor. */
+static void *alua_stpg_thread(void *arg)
+{
+	struct alua_stpg_job *j = arg;
+	struct scsi_cmd *cmd = j->cmd;
+	struct scsi_lun *lun = cmd->lun;
+	struct lun_settings s;
+	const char *why = NULL;
+	int err;
+
+	pthread_mutex_lock(&lun->lock);
+	s = lun->set;
+	pthread_mutex_unlock(&lun->lock);
+	s.alua_standby = !j->want_active;
+	pthread_mutex_lock(&alua_mutex);
+	err = alua_apply_locked(lun, &s, false, RTPG_STATUS_STPG, &why);
+	pthread_mutex_unlock(&alua_mutex);
+	if (err) {
+		log_err("target %s: LUN %" PRIu64 ": SET TARGET PORT GROUPS "
+			"refused: %s", lun->target_name, lun->set.lun,
+			why ? why : strerror(-err));
+		scsi_sense(cmd, SENSE_KEY_HARDWARE_ERROR, ASC_STPG_FAILED);
+	} else {
+		pthread_mutex_lock(&lun->lock);
+		lun->set.alua_standby = !j->want_active;
+		pthread_mutex_unlock(&lun->lock);
+	}
+	if (reactor_call(j->r, alua_stpg_done, j) < 0) {
+		/* cannot happen short of memory; complete here */
+		free(j);
+		scsi_cmd_complete(cmd);
+	}
+	return NULL;
+}
+
+enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd)
+{
+	struct scsi_lun *lun = cmd->lun;
+	uint32_t len = get_be32(cmd->cdb + 6);
+	int want = -1;	/* -1 nothing asked, 0 standby, 1 active */
+	pthread_t th;
+
+	if (!lun->set.alua_group) {
+		/* one implicit group: nothing may be set (TPGS = 01b) */
+		scsi_sense_field(cmd, ASC_INVALID_OPCODE, true, 0, -1);
+		return SCSI_EXEC_DONE;
+	}
+	if (len > cmd->out_len || len < STPG_HDR_LEN ||
+	    (len - STPG_HDR_LEN) % STPG_DESC_LEN) {
+		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST,
+			   ASC_PARAMETER_LIST_LENGTH_ERROR);
+		return SCSI_EXEC_DONE;
+	}
+	for (uint32_t off = STPG_HDR_LEN; off < len; off += STPG_DESC_LEN) {
+		uint8_t st = cmd->buf[off] & STPG_STATE_MASK;
+		uint16_t g = get_be16(cmd->buf + off + 2);
+		int w;
+
+		/* Only one group can be active: making the peer active
+		 * means this one goes standby. */
+		if (g == lun->set.alua_group && st == ALUA_AO)
+			w = 1;
+		else if (g == lun->set.alua_group && st == ALUA_STANDBY)
+			w = 0;
+		else if (g == lun->set.alua_peer_group && st == ALUA_AO)
+			w = 0;
+		else if (g == lun->set.alua_peer_group && st == ALUA_STANDBY)
+			continue;	/* the other node decides for itself */
+		else {
+			scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_PARAMETER_LIST,
+					 false, (uint16_t)off, -1);
+			return SCSI_EXEC_DONE;
+		}
+		if (want >= 0 && want != w) {
+			scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_PARAMETER_LIST,
+					 false, (uint16_t)off, -1);
+			return SCSI_EXEC_DONE;
+		}
+		want = w;
+	}
+	if (want < 0)
+		return SCSI_EXEC_DONE;
+	struct alua_stpg_job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		scsi_set_backend_error(cmd, -ENOMEM, false);
+		return SCSI_EXEC_DONE;
+	}
+	j->cmd = cmd;
+	j->r = reactor_current();
+	j->want_active = want;
+	cmd->stage = SCSI_STAGE_ALUA;
+	if (pthread_create(&th, NULL, alua_stpg_thread, j)) {
+		free(j);
+		cmd->stage = SCSI_STAGE_EXEC;
+		scsi_set_backend_error(cmd, -ENOMEM, false);
+		return SCSI_EXEC_DONE;
+	}
+	pthread_detach(th);
+	return SCSI_EXEC_ASYNC;
+}

@@ -1,0 +1,311 @@
+"""Two holdfastd nodes in front of one shared file LUN (scsi_alua.c; README
+"Two nodes in front of shared storage").
+
+Node A is target port group 1, node B group 2; both serve the same file.
+Checked here with raw iSCSI sessions: REPORT TARGET PORT GROUPS and the
+identity both nodes report, what a standby node answers, the unit
+attentions of a state change, the refusal of a second active node, a
+handover through management and through SET TARGET PORT GROUPS, a forced
+takeover, reservations across a handover, and that a write held by the
+hang engine at handover never lands after the other node serves.
+"""
+
+import os
+import signal
+import struct
+import time
+
+import pytest
+
+import rawiscsi as r
+from helpers import tscale, wait_for
+
+GOOD, CHECK, CONFLICT = 0, 2, 0x18
+NOT_READY, HW_ERROR, UA = 2, 4, 6
+STANDBY, TRANSITIONING = 0x040b, 0x040a
+STATE_CHANGED = 0x2a06
+STPG_FAILED = 0x670a
+AO_STATE, SB_STATE = 0, 2
+MIB = 1 << 20
+
+
+def lun(path, group, peer, state="active", **extra):
+    d = {"lun": 1, "backend": "file", "path": str(path), "size": "16M",
+         "alua_group": group, "alua_peer_group": peer, "alua_state": state}
+    d.update(extra)
+    return [d]
+
+
+def two_nodes(holdfast, tmp_path, a_extra=None, b_extra=None):
+    shared = tmp_path / "shared.img"
+    a = holdfast(luns=lun(shared, 1, 2, "active", **(a_extra or {})))
+    a.require_holdfast()
+    b = holdfast(luns=lun(shared, 2, 1, "standby", **(b_extra or {})))
+    return a, b, shared
+
+
+class Sess:
+    """A raw session kept open (unit attentions are per I_T nexus)."""
+
+    def __init__(self, d, isid=b"\x80\x00\x00\x00\x00\x01",
+                 initiator="iqn.2026-11.org.example:alua"):
+        self.s = r.RawSession("127.0.0.1", d.port, initiator=initiator,
+                              isid=isid)
+        self.s.login(d.iqn)
+
+    def cmd(self, cdb, read_len=0, data=b""):
+        cdb = bytes.fromhex(cdb) if isinstance(cdb, str) else cdb
+        itt = self.s.scsi(1, cdb, read_len=read_len, data=data)
+        status, din, p = self.s.wait_status(itt, timeout=20 * tscale())
+        key = asc = None
+        if status == CHECK and len(p.data) >= 2 + 14:
+            sense = p.data[2:]
+            key, asc = sense[2] & 0x0f, sense[12] << 8 | sense[13]
+        return status, din, key, asc
+
+    def tur(self):
+        return self.cmd("000000000000")
+
+    def settle(self):
+        """Take the power-on (and any other) unit attention."""
+        for _ in range(5):
+            if self.tur()[0] == GOOD:
+                return
+        raise AssertionError("unit attentions do not end")
+
+    def read(self, lba, n=1):
+        return self.cmd(struct.pack(">BBIBHB", 0x28, 0, lba, 0, n, 0),
+                        read_len=512 * n)
+
+    def write(self, lba, data):
+        return self.cmd(struct.pack(">BBIBHB", 0x2a, 0, lba, 0,
+                                    len(data) // 512, 0), data=data)
+
+    def rtpg(self):
+        st, b, _, _ = self.cmd("a30a00000000000001000000", read_len=256)
+        assert st == GOOD
+        out, off = {}, 4
+        while off + 8 <= len(b):
+            n = b[off + 7]
+            ports = [struct.unpack(">H", b[off + 8 + 4 * i + 2:
+                                         off + 8 + 4 * i + 4])[0]
+                     for i in range(n)]
+            out[struct.unpack(">H", b[off + 2:off + 4])[0]] = \
+                (b[off] & 0x0f, b[off + 1], b[off + 5], ports)
+            off += 8 + 4 * n
+        return out
+
+    def stpg(self, group, state):
+        data = bytes(4) + bytes([state, 0]) + struct.pack(">H", group)
+        return self.cmd(bytes([0xa4, 0x0a, 0, 0, 0, 0]) +
+                        struct.pack(">I", len(data)) + bytes(2), data=data)
+
+    def close(self):
+        self.s.close()
+
+
+def update(d, params, check=True):
+    return d.tgtadm("--lld", "iscsi", "--op", "update", "--mode",
+                    "logicalunit", "--tid", "1", "--lun", "1", "--params",
+                    params, check=check)
+
+
+def inquiry(s, page=None):
+    if page is None:
+        return s.cmd("120000006000", read_len=96)[1]
+    return s.cmd("1201%02x00ff00" % page, read_len=255)[1]
+
+
+def vpd83(b):
+    out, off = {}, 4
+    while off + 4 <= len(b):
+        n = b[off + 3]
+        out[(b[off + 1] >> 4 & 3, b[off + 1] & 0x0f)] = b[off + 4:off + 4 + n]
+        off += 4 + n
+    return out
+
+
+def test_rtpg_identity_and_standby_answers(holdfast, tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    # TPGS = implicit and explicit
+    assert (inquiry(sa)[5] >> 4) & 3 == 3
+    assert (inquiry(sb)[5] >> 4) & 3 == 3
+    # the same identity from both nodes (derived from the store's sidecar)
+    assert inquiry(sa, 0x80) == inquiry(sb, 0x80)
+    va, vb = vpd83(inquiry(sa, 0x83)), vpd83(inquiry(sb, 0x83))
+    assert va[(0, 3)] == vb[(0, 3)]                   # NAA
+    assert struct.unpack(">H", va[(1, 5)][2:4])[0] == 1   # TPG
+    assert struct.unpack(">H", vb[(1, 5)][2:4])[0] == 2
+    assert struct.unpack(">H", va[(1, 4)][2:4])[0] == 1   # relative port
+    assert struct.unpack(">H", vb[(1, 4)][2:4])[0] == 2
+    # REPORT TARGET PORT GROUPS: both groups, a port each
+    ga = sa.rtpg()
+    assert ga[1][0] == AO_STATE and ga[2][0] == SB_STATE
+    assert ga[1][3] == [1] and ga[2][3] == [2]
+    assert ga[1][1] & 0x85 == 0x85                     # T, S, AO supported
+    assert wait_for(lambda: sb.rtpg()[1][0] == AO_STATE, 5 * tscale())
+    assert sb.rtpg()[2][0] == SB_STATE
+    # standby: no media, the rest answers
+    assert sb.tur()[0] == GOOD
+    assert sb.cmd("a000000000000000ff000000", read_len=255)[0] == GOOD
+    assert sb.cmd("250000000000000000", read_len=8)[0] == GOOD
+    assert sb.read(0)[2:] == (NOT_READY, STANDBY)
+    assert sb.write(0, b"\xaa" * 512)[2:] == (NOT_READY, STANDBY)
+    assert sb.cmd("350000000000000000")[2:] == (NOT_READY, STANDBY)
+    assert sa.read(0)[0] == GOOD
+    assert "ALUA: group 1 active/optimized (owner)" in update_show(a)
+    assert "ALUA: group 2 standby" in update_show(b)
+    sa.close()
+    sb.close()
+
+
+def update_show(d):
+    return d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "target").stdout
+
+
+def test_second_active_refused_and_handover(holdfast, tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    assert sa.write(8, b"\x5a" * 512)[0] == GOOD
+    # B may not become active while A holds the store
+    assert update(b, "alua_state=active", check=False).returncode != 0
+    assert "the other node holds the ownership lock" in b.log_text()
+    assert sb.read(8)[2:] == (NOT_READY, STANDBY)
+    # a node that starts active while the other holds the lock: standby
+    c = holdfast(luns=lun(shared, 3, 1, "active"))
+    assert "comes up standby" in c.log_text()
+    # handover: A standby, then B active
+    update(a, "alua_state=standby")
+    assert sa.tur()[2:] == (UA, STATE_CHANGED)
+    assert sa.read(8)[2:] == (NOT_READY, STANDBY)
+    assert sa.rtpg()[1][0] == SB_STATE
+    update(b, "alua_state=active")
+    assert sb.tur()[2:] == (UA, STATE_CHANGED)
+    st, data, _, _ = sb.read(8)
+    assert st == GOOD and data == b"\x5a" * 512
+    assert sb.write(9, b"\x66" * 512)[0] == GOOD
+    assert sb.rtpg()[2][0] == AO_STATE
+    assert wait_for(lambda: sa.rtpg()[2][0] == AO_STATE, 5 * tscale())
+    # and back
+    update(b, "alua_state=standby")
+    update(a, "alua_state=active")
+    sa.settle()
+    assert sa.read(9)[1] == b"\x66" * 512
+    sa.close()
+    sb.close()
+
+
+def test_set_target_port_groups(holdfast, tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    # B asks to become active while A holds the store: refused
+    st, _, key, asc = sb.stpg(2, AO_STATE)
+    assert (st, key, asc) == (CHECK, HW_ERROR, STPG_FAILED)
+    # an unknown group is an invalid parameter
+    assert sa.stpg(7, AO_STATE)[2] == 5
+    # A gives up: making the peer group active makes A standby
+    assert sa.stpg(2, AO_STATE)[0] == GOOD
+    assert sa.tur()[2:] == (UA, STATE_CHANGED)
+    g = sa.rtpg()
+    assert g[1][0] == SB_STATE and g[1][2] == 0x01     # altered by STPG
+    assert sb.stpg(2, AO_STATE)[0] == GOOD
+    assert sb.tur()[2:] == (UA, STATE_CHANGED)
+    assert sb.read(0)[0] == GOOD
+    assert sb.rtpg()[2][2] == 0x01
+    assert "alua_state = \"active\"" not in b.log_text()  # no crash marker
+    sa.close()
+    sb.close()
+
+
+def test_forced_takeover_and_lost_lock(holdfast, tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    update(b, "alua_state=active,force=1")
+    sb.settle()
+    assert sb.write(3, b"\x33" * 512)[0] == GOOD
+    # A notices it lost the lock and stops serving
+    assert wait_for(lambda: "lost the ownership lock" in a.log_text(),
+                    5 * tscale()), a.log_text()
+    assert sa.tur()[2:] == (UA, STATE_CHANGED)
+    assert sa.write(3, b"\x44" * 512)[2:] == (NOT_READY, STANDBY)
+    with open(shared, "rb") as f:
+        f.seek(3 * 512)
+        assert f.read(512) == b"\x33" * 512
+    sa.close()
+    sb.close()
+
+
+def test_takeover_after_kill_keeps_reservation(holdfast, tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    a.ok_exit = {0, -9}
+    i1 = Sess(a, isid=b"\x80\x00\x00\x00\x00\x11",
+              initiator="iqn.2026-11.org.example:host1")
+    i1.settle()
+    key = struct.pack(">Q", 0x1234)
+    # REGISTER (APTPL not set), then RESERVE Write Exclusive
+    reg = bytes(8) + key + bytes(8)
+    assert i1.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                  data=reg)[0] == GOOD
+    res = key + bytes(16)
+    assert i1.cmd(bytes([0x5f, 0x01, 0x01, 0, 0, 0, 0, 0, 24, 0]),
+                  data=res)[0] == GOOD
+    assert os.path.exists(str(shared) + ".pr")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    # the kernel dropped A's lock with the process: no force needed
+    update(b, "alua_state=active")
+    j1 = Sess(b, isid=b"\x80\x00\x00\x00\x00\x11",
+              initiator="iqn.2026-11.org.example:host1")
+    j2 = Sess(b, isid=b"\x80\x00\x00\x00\x00\x22",
+              initiator="iqn.2026-11.org.example:host2")
+    j1.settle()
+    j2.settle()
+    # READ KEYS and READ RESERVATION on the new node
+    st, d, _, _ = j2.cmd("5e00000000000000ff00", read_len=255)
+    assert st == GOOD and d[8:16] == key
+    st, d, _, _ = j2.cmd("5e01000000000000ff00", read_len=255)
+    assert st == GOOD and d[8:16] == key and d[21] & 0x0f == 1
+    # the fence holds: host2 may not write, host1 may
+    assert j2.write(0, b"\x01" * 512)[0] == CONFLICT
+    assert j1.write(0, b"\x02" * 512)[0] == GOOD
+    j1.close()
+    j2.close()
+
+
+def test_held_write_never_lands_after_handover(holdfast, tmp_path):
+    hang = {"werror": "retry", "retry_interval": 100}
+    a, b, shared = two_nodes(holdfast, tmp_path, a_extra=hang)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    update(a, "fault=eio:ops=w:lba=16-23")
+    itt = sa.s.scsi(1, struct.pack(">BBIBHB", 0x2a, 0, 16, 0, 1, 0),
+                    data=b"\xee" * 512)
+    assert wait_for(lambda: "hung" in update_show(a).lower(), 5 * tscale())
+    update(a, "alua_state=standby")
+    status, _, p = sa.s.wait_status(itt, timeout=10 * tscale())
+    sense = p.data[2:]
+    assert status == CHECK and sense[2] & 0x0f == NOT_READY
+    assert sense[12] << 8 | sense[13] == TRANSITIONING
+    update(b, "alua_state=active")
+    sb.settle()
+    assert sb.write(16, b"\x77" * 512)[0] == GOOD
+    # the store heals on A: still nothing of A's may land
+    update(a, "fault=off")
+    time.sleep(1.0)
+    with open(shared, "rb") as f:
+        f.seek(16 * 512)
+        assert f.read(512) == b"\x77" * 512
+    assert sb.read(16)[1] == b"\x77" * 512
+    sa.close()
+    sb.close()
