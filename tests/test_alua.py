@@ -201,6 +201,30 @@ def test_second_active_refused_and_handover(holdfast, tmp_path):
     sb.close()
 
 
+def test_resize_on_active_node_seen_by_standby_at_takeover(holdfast,
+                                                          tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    # the standby node may not change the shared store
+    assert update(b, "size=%d" % (32 * MIB), check=False).returncode != 0
+    assert "this node is not active" in b.log_text()
+    assert os.path.getsize(shared) == 16 * MIB
+    update(a, "size=%d" % (32 * MIB))
+    assert sa.tur()[2:] == (UA, 0x2a09)
+    update(a, "alua_state=standby")
+    update(b, "alua_state=active")
+    # B re-read the size when it took over: both changes announced
+    seen = {sb.tur()[3], sb.tur()[3]}
+    assert seen == {STATE_CHANGED, 0x2a09}, seen
+    st, d, _, _ = sb.cmd("9e10000000000000000000000020 0000".replace(" ", ""),
+                         read_len=32)
+    assert st == GOOD and struct.unpack(">Q", d[:8])[0] + 1 == 32 * MIB // 512
+    sa.close()
+    sb.close()
+
+
 def test_set_target_port_groups(holdfast, tmp_path):
     a, b, shared = two_nodes(holdfast, tmp_path)
     sa, sb = Sess(a), Sess(b)

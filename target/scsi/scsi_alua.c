@@ -695,6 +695,7 @@ enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd)
 	int want = -1;	/* -1 nothing asked, 0 standby, 1 active */
 	pthread_t th;
 
+	cmd->out_want = len;
 	if (!lun->set.alua_group) {
 		/* one implicit group: nothing may be set (TPGS = 01b) */
 		scsi_sense_field(cmd, ASC_INVALID_OPCODE, true, 0, -1);

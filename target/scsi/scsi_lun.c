@@ -10,8 +10,8 @@
  * lun_capacity(); scsi_lun_refresh() is the one place that re-reads
  * them on a live LUN (online resize, a handover between nodes). */
 #include <errno.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -19,6 +19,7 @@
 #include "lun.h"
 #include "util.h"
 #include "scsi.h"
+#include "scsi_internal.h"
 #include "scsi_pr.h"
 #include "stack.h"
 
@@ -201,6 +202,13 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	if (!lun->be->ops->resize) {
 		*errmsg = "the backing store cannot be resized";
 		return -EOPNOTSUPP;
+	}
+	/* Only the node that owns a shared store changes it; a standby node
+	 * learns the new size when it takes over (scsi_alua.c). */
+	if (size && lun->set.alua_group && scsi_alua_state(lun) != ALUA_AO) {
+		*errmsg = "this node is not active for the LUN: resize it on "
+			  "the node that is";
+		return -EBUSY;
 	}
 	pthread_mutex_lock(&scsi_lun_refresh_lock);
 	old_nb = atomic_load(&lun->nblocks);
