@@ -578,6 +578,14 @@ bool scsi_write_gate_enter(struct scsi_cmd *cmd)
 	return false;
 }
 
+void scsi_write_gate_join(struct scsi_lun *lun)
+{
+	struct scsi_lun_state *s = lun_state(lun);
+
+	if (s)
+		atomic_fetch_add(&s->writers, 1);
+}
+
 bool scsi_write_gate_idle(struct scsi_lun *lun)
 {
 	struct scsi_lun_state *s = lun_state(lun);

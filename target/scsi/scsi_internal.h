@@ -238,6 +238,10 @@ struct scsi_pr **scsi_lun_pr_slot(struct scsi_lun *lun);
 /* The write gate holds no media write and no COMPARE AND WRITE
  * (scsi_cmd.c): a handover's drain waits for it (scsi_alua.c). */
 bool scsi_write_gate_idle(struct scsi_lun *lun);
+/* Count a write in the gate without waiting for an exclusive holder
+ * (EXTENDED COPY's chunks, which COMPARE AND WRITE does not order today);
+ * scsi_write_gate_exit() when it completes. */
+void scsi_write_gate_join(struct scsi_lun *lun);
 
 /* ---- ALUA (scsi_alua.c) ---- */
 /* Asymmetric access states (SPC-4 6.36.2), as in RTPG byte 0 */

@@ -399,6 +399,8 @@ struct xcopy_job {
 	struct iovec iov;
 	struct media_io mio;			/* the chunk in flight */
 	struct scsi_lun *io_lun;		/* ... and its LUN */
+	bool gated;				/* its write is counted in the
+						 * LUN's write gate (ALUA) */
 };
 
 static void job_progress(struct xcopy_job *j)
@@ -505,6 +507,10 @@ static void job_chunk_done(struct media_io *m, int res)
 	struct xcopy_seg *s = &j->list.seg[j->seg];
 	struct scsi_cmd *cmd = j->cmd;
 
+	if (j->gated) {
+		j->gated = false;
+		scsi_write_gate_exit(j->lun[s->dst]);
+	}
 	if (res == -ECANCELED)
 		cmd->aborted = true;
 	if (cmd->aborted) {
@@ -525,6 +531,20 @@ static void job_chunk_done(struct media_io *m, int res)
 		atomic_fetch_add(&src->reads, 1);
 		atomic_fetch_add(&src->read_bytes, j->chunk);
 		j->phase = XP_WRITE;
+		if (dst->set.alua_group) {
+			/* Counted, then checked: a handover of dst waits for
+			 * this write or this write sees it (scsi_alua.c). */
+			scsi_write_gate_join(dst);
+			j->gated = true;
+			if (scsi_alua_state(dst) != ALUA_AO) {
+				j->gated = false;
+				scsi_write_gate_exit(dst);
+				scsi_sense(cmd, SENSE_KEY_NOT_READY,
+					   ASC_LUN_NOT_ACCESSIBLE_TRANSITION);
+				job_finish(j);
+				return;
+			}
+		}
 		job_submit(j, dst, BE_OP_WRITE, flags, off);
 		j->mio.complete = job_chunk_done;
 		hang_submit(dst, &j->mio);
