@@ -17,6 +17,8 @@
 #   hf_test     dataset - mkfs, write files with fsync, remount, verify
 #               loop    - mkfs, write+fsync loop for hf_dur seconds while
 #                         the host breaks the backing store, then verify
+#               resize  - print RESIZE-READY, wait for the host to grow
+#                         the LUN, see the new size, use the new blocks
 #   hf_expect   clean (no I/O error may reach the guest) | error (the
 #               control: I/O errors and a read-only ext4 are expected)
 #   hf_iqn, hf_portal (10.0.2.100:3260), hf_lun (1)
@@ -291,6 +293,37 @@ test_dataset() {
 	[ -z "$errs" ] || { echo "$errs"; fail "kernel reported errors"; }
 }
 
+# Online resize: the host grows the LUN once it sees RESIZE-READY.  A
+# read gets UNIT ATTENTION CAPACITY DATA HAS CHANGED (the kernel logs
+# it); the sysfs rescan is what udev does on that event.  Then the last
+# MiB of the new space is written and read back with O_DIRECT.
+test_resize() {
+	dev=${DEV#/dev/}
+	before=$(cat /sys/block/$dev/size)
+	now=$before
+	echo "RESIZE-READY sectors=$before"
+	i=0
+	while [ "$i" -lt 60 ] && [ "$now" -le "$before" ]; do
+		sleep 1
+		dd if="$DEV" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null
+		echo 1 > /sys/block/$dev/device/rescan
+		now=$(cat /sys/block/$dev/size)
+		i=$((i + 1))
+	done
+	[ "$now" -gt "$before" ] || fail "still $now sectors 60 s after RESIZE-READY"
+	echo "RESIZE-SEEN sectors=$now"
+	last=$((now / 2048 - 1))
+	dd if=/dev/urandom of=/tmp/pat bs=1M count=1 2>/dev/null
+	dd if=/tmp/pat of="$DEV" bs=1M seek=$last count=1 oflag=direct \
+		conv=fsync 2>/dev/null || fail "writing the new last MiB failed"
+	dd if="$DEV" of=/tmp/back bs=1M skip=$last count=1 iflag=direct \
+		2>/dev/null || fail "reading the new last MiB failed"
+	cmp -s /tmp/pat /tmp/back || fail "the new last MiB reads back different"
+	log "capacity-changed messages: $(dmesg | grep -c 'Capacity data has changed')"
+	errs=$(kernel_errors)
+	[ -z "$errs" ] || { echo "$errs"; fail "kernel reported errors"; }
+}
+
 # Write+fsync small files for $DUR seconds, reading each one back with
 # O_DIRECT after the next is written.  The host breaks the LUN's backing
 # store meanwhile; every stall of 2 s or more is reported.
@@ -409,6 +442,7 @@ log "disk $DEV: $(($(cat /sys/block/${DEV#/dev/}/size) / 2048)) MiB"
 case "$TEST" in
 	dataset) test_dataset ;;
 	loop) test_loop ;;
+	resize) test_resize ;;
 	*) fail "unknown hf_test $TEST" ;;
 esac
 iscsi_logout

@@ -175,6 +175,28 @@ def test_kernel_initiator_crc32c_digests(holdfast, tmp_path):
     print("kernel_digest: %d files verified, guest wall %.1fs" % (n, g.wall))
 
 
+def test_kernel_initiator_sees_online_resize(holdfast, tmp_path):
+    """README "Resizing a LUN": the guest kernel gets CAPACITY DATA HAS
+    CHANGED after `--params size=`, rescans, and uses the new blocks."""
+    require_holdfast("online resize is holdfast's")
+    image = make_image(tmp_path / IMAGE)
+    d = start_target(holdfast, image, advertise=G.GUEST_PORTAL)
+    with boot(tmp_path, "kernel_resize", "kernel", d,
+              {"test": "resize"}, 150) as g:
+        g.start()
+        m, _ = g.wait_line(r"RESIZE-READY sectors=(\d+)", limit(120))
+        assert m, g.report("the guest never got ready")
+        assert int(m.group(1)) == LUN_SIZE // 512
+        d.tgtadm("--lld", "iscsi", "--op", "update", "--mode",
+                 "logicalunit", "--tid", "1", "--lun", "1", "--params",
+                 "size=%d" % (2 * LUN_SIZE))
+        g.finish()
+    assert "RESIZE-SEEN sectors=%d" % (2 * LUN_SIZE // 512) in g.log()
+    m = re.search(r"capacity-changed messages: (\d+)", g.log())
+    assert m and int(m.group(1)) >= 1, g.report("no 2A/09 reached the kernel")
+    assert os.path.getsize(image) == 2 * LUN_SIZE
+
+
 # ------------------------------------------------------------ 3 to 6
 
 ERROR_LINE = r"(IOERR|I/O error|critical medium error|Buffer I/O)"
