@@ -155,6 +155,10 @@ def test_rtpg_identity_and_standby_answers(holdfast, tmp_path):
     assert sb.read(0)[2:] == (NOT_READY, STANDBY)
     assert sb.write(0, b"\xaa" * 512)[2:] == (NOT_READY, STANDBY)
     assert sb.cmd("350000000000000000")[2:] == (NOT_READY, STANDBY)
+    reg = bytes(8) + struct.pack(">Q", 9) + bytes(8)      # PR OUT REGISTER
+    assert sb.cmd(bytes([0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0]),
+                  data=reg)[2:] == (NOT_READY, STANDBY)
+    assert sb.cmd("5e00000000000000ff00", read_len=255)[0] == GOOD
     assert sa.read(0)[0] == GOOD
     assert "ALUA: group 1 active/optimized (owner)" in update_show(a)
     assert "ALUA: group 2 standby" in update_show(b)

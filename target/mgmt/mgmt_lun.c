@@ -251,6 +251,10 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 		}
 		*eq = '\0';
 		val = eq + 1;
+		/* an alua_* key is applied even when it repeats the current
+		 * value: alua_state=active again retries a refused takeover */
+		if (strncmp(key, "alua_", 5) == 0)
+			alua = true;
 		if (strcmp(key, "fault") == 0) {
 			size_t len = strlen(val);
 			if (len >= sizeof(fault)) {
@@ -302,8 +306,7 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 				known ? "fixed when the LUN is created"
 				      : "unknown key");
 			err = MGMT_INVALID_REQUEST;
-		} else if ((alua |= strncmp(key, "alua_", 5) == 0),
-			   lun_setting_apply(&tmp, key, val, reason,
+		} else if (lun_setting_apply(&tmp, key, val, reason,
 					     sizeof(reason))) {
 			log_err("target %d: LUN %llu: %s=%s: %s", req->tid,
 				(unsigned long long)req->lun, key, val, reason);
