@@ -11,6 +11,7 @@ hang engine at handover never lands after the other node serves.
 """
 
 import os
+import re
 import signal
 import struct
 import time
@@ -337,3 +338,40 @@ def test_held_write_never_lands_after_handover(holdfast, tmp_path):
     assert sb.read(16)[1] == b"\x77" * 512
     sa.close()
     sb.close()
+
+
+def test_writes_in_flight_at_handover_never_land_later(holdfast, tmp_path):
+    """qemu-img bench writes 0xaa at queue depth 16 through node A while A
+    hands over; once B serves, B overwrites the region with 0x55 and the
+    file must then hold only 0x55: every write A accepted was finished
+    before A released the store (the write-gate drain, scsi_alua.c)."""
+    import subprocess
+    from helpers import qemu_io
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    region = 8 * MIB
+    # slow writes on A, so some are in flight at the handover
+    update(a, "fault=latency=1500:ops=w")
+    bench = subprocess.Popen(
+        ["qemu-img", "bench", "-w", "--pattern=0xaa", "-c", "1000000",
+         "-d", "16", "-s", "64k", "-S", "64k", "-f", "raw", a.url(1)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: b"\xaa" in open(shared, "rb").read(region),
+                        10 * tscale())
+        time.sleep(0.3)
+        assert bench.poll() is None, bench.stdout.read()
+        update(a, "alua_state=standby")
+        update(b, "alua_state=active")
+        qemu_io(b.url(1), "write -P 0x55 0 %d" % region)
+        time.sleep(2.5)     # longer than A's write latency
+    finally:
+        bench.kill()
+        bench.wait()
+    with open(shared, "rb") as f:
+        data = f.read(region)
+    assert data == b"\x55" * region, "A's write landed after B served"
+    # A logged its drain; bench's writes after the switch were refused
+    assert "drained and flushed, ownership lock released" in a.log_text()
+    m = re.search(r"drain took (\d+) ms", a.log_text())
+    assert m, a.log_text()
+    print("drain took %s ms" % m.group(1))

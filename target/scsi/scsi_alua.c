@@ -419,9 +419,14 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 		a->owner = false;
 	}
 	alua_set(a, before, ALUA_STANDBY, status);
-	log_info("target %s: LUN %" PRIu64 ": standby%s", lun->target_name,
-		 lun->set.lun, was_owner ? " (drained and flushed, ownership "
-					   "lock released)" : "");
+	if (was_owner)
+		log_info("target %s: LUN %" PRIu64 ": standby (drained and "
+			 "flushed, ownership lock released; drain took %" PRIu64
+			 " ms)", lun->target_name, lun->set.lun,
+			 alua_now_ms() - t0);
+	else
+		log_info("target %s: LUN %" PRIu64 ": standby",
+			 lun->target_name, lun->set.lun);
 	return 0;
 }
 
