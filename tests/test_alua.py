@@ -182,6 +182,9 @@ def test_second_active_refused_and_handover(holdfast, tmp_path):
     assert update(b, "alua_state=active", check=False).returncode != 0
     assert "the other node holds the ownership lock" in b.log_text()
     assert sb.read(8)[2:] == (NOT_READY, STANDBY)
+    # the pair is fixed once set
+    assert update(a, "alua_group=0", check=False).returncode != 0
+    assert "fixed once set" in a.log_text()
     # a node that starts active while the other holds the lock: standby
     c = holdfast(luns=lun(shared, 3, 1, "active"))
     assert "comes up standby" in c.log_text()
@@ -375,3 +378,20 @@ def test_writes_in_flight_at_handover_never_land_later(holdfast, tmp_path):
     m = re.search(r"drain took (\d+) ms", a.log_text())
     assert m, a.log_text()
     print("drain took %s ms" % m.group(1))
+
+
+def test_handover_through_targets_conf_on_sighup(holdfast, tmp_path):
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    for d, state in ((a, "standby"), (b, "active")):
+        n = d.log_text().count("reload of ")
+        d.conf_settings["targets"][0]["luns"][0]["alua_state"] = state
+        d._write_conf()
+        d.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: d.log_text().count("reload of ") > n,
+                        10 * tscale()), d.log_text()
+    assert "ALUA: group 1 standby" in update_show(a)
+    assert "ALUA: group 2 active/optimized (owner)" in update_show(b)
+    sb = Sess(b)
+    sb.settle()
+    assert sb.write(0, b"\x42" * 512)[0] == GOOD
+    sb.close()

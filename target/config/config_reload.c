@@ -278,6 +278,14 @@ static bool reload_lun_settings(int tid, struct scsi_lun *lun,
 	tmp.alua_group = n->alua_group;
 	tmp.alua_peer_group = n->alua_peer_group;
 	tmp.alua_standby = n->alua_standby;
+	if (old.alua_group && (tmp.alua_group != old.alua_group ||
+			       tmp.alua_peer_group != old.alua_peer_group)) {
+		/* as in mgmt_lun.c: fixed once set */
+		log_warn("reload: target %d: LUN %" PRIu64 ": alua_group and alua_peer_group are fixed once set; kept",
+			 tid, old.lun);
+		tmp.alua_group = old.alua_group;
+		tmp.alua_peer_group = old.alua_peer_group;
+	}
 	if (tmp.alua_group != old.alua_group ||
 	    tmp.alua_peer_group != old.alua_peer_group ||
 	    tmp.alua_standby != old.alua_standby) {

@@ -358,6 +358,17 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	/* ALUA (README "Two nodes in front of shared storage"): taking or
 	 * giving up the store may be refused (the other node is active) and
 	 * may wait for writes to drain. */
+	/* Leaving the pair, or renumbering it, on a live LUN could leave
+	 * both nodes serving: the group is fixed once set. */
+	if (alua && lun->set.alua_group &&
+	    (tmp.alua_group != lun->set.alua_group ||
+	     tmp.alua_peer_group != lun->set.alua_peer_group)) {
+		log_err("target %d: LUN %llu: alua_group and alua_peer_group "
+			"are fixed once set (delete and add the LUN to change "
+			"them)", req->tid, (unsigned long long)req->lun);
+		err = MGMT_INVALID_REQUEST;
+		goto out;
+	}
 	if (alua) {
 		int ret = scsi_alua_apply(lun, &tmp, rs.force, &why);
 		if (ret) {
