@@ -176,3 +176,19 @@ def test_qemu_sees_new_size_and_io_under_resize(holdfast):
     info = run(["qemu-img", "info", "-f", "raw", url]).stdout
     assert "134217728" in info, info
     qemu_io(url, "write -P 0x5a 120M 1M", "read -P 0x5a 120M 1M")
+
+
+def test_resize_through_a_filter_in_the_block_stack(holdfast):
+    """The stack's root resizes its store and every filter above takes the
+    new size (backends/stack.c), so I/O passes the filters' range checks."""
+    d = holdfast(luns=lun_file())
+    d.require_holdfast()
+    update(d, "filter_add=passthrough,filter_pos=above:file")
+    s = session(d)
+    update(d, "size=%d" % (96 * MIB))
+    expect_ua(s)
+    assert s.read_capacity16() == (96 * MIB // 512, 512)
+    lba = 90 * MIB // 512
+    assert s.write10(lba, b"\x3c" * 512).ok
+    assert s.read10(lba, 1).data == b"\x3c" * 512
+    s.close()
