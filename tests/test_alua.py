@@ -395,3 +395,17 @@ def test_handover_through_targets_conf_on_sighup(holdfast, tmp_path):
     sb.settle()
     assert sb.write(0, b"\x42" * 512)[0] == GOOD
     sb.close()
+
+
+def test_single_node_lun_keeps_one_implicit_group(holdfast, tmp_path):
+    """Without alua_group nothing changes: TPGS implicit only, one
+    active/optimized group, SET TARGET PORT GROUPS not supported."""
+    d = holdfast()
+    s = Sess(d)
+    s.settle()
+    assert (inquiry(s)[5] >> 4) & 3 == 1
+    g = s.rtpg()
+    assert list(g.values())[0][0] == AO_STATE and len(g) == 1
+    st, _, key, asc = s.stpg(1, AO_STATE)
+    assert (st, key, asc) == (CHECK, 5, 0x2000)
+    s.close()

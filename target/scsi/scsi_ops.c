@@ -208,10 +208,15 @@ const unsigned scsi_op_table_len = ARRAY_SIZE(scsi_op_table);
 
 #define CDB_SA_MASK 0x1f
 
-/* Is row d served for this LUN?  UNMAP only on thin LUNs. */
+/* Is row d served for this LUN?  UNMAP only on thin LUNs, SET TARGET
+ * PORT GROUPS only on LUNs shared by two nodes. */
 static bool op_available(const struct scsi_op_desc *d,
 			 const struct scsi_lun *lun)
 {
+	/* SET TARGET PORT GROUPS: only where there is a group to set
+	 * (alua_group, scsi_alua.c); elsewhere TPGS says implicit only */
+	if (d->opcode == SCSI_OP_MAINTENANCE_OUT)
+		return lun && lun->set.alua_group;
 	return !(d->flags & SCSI_OPF_THIN) ||
 	       (lun && lun->set.thin_provisioning);
 }

@@ -595,16 +595,22 @@ static void test_report_supported_opcodes(void)
 
 	lun_setup();
 	clear_ua(&nex_a);
-	/* UNMAP is listed only on a thin LUN. */
+	/* UNMAP is listed only on a thin LUN, SET TARGET PORT GROUPS only
+	 * on a LUN shared by two nodes (alua_group). */
 	lun.set.thin_provisioning = true;
+	lun.set.alua_group = 1;
 	rsoc(&c, 0, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD &&
 	      get_be32(c.buf) == scsi_op_table_len * 8);
+	lun.set.alua_group = 0;
+	rsoc(&c, 0, 0, 0);
+	CHECK(c.status == SAM_STAT_GOOD &&
+	      get_be32(c.buf) == (scsi_op_table_len - 1) * 8);
 	lun.set.thin_provisioning = false;
 	rsoc(&c, 0, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD);
-	CHECK(get_be32(c.buf) == (scsi_op_table_len - 1) * 8 &&
-	      c.in_len == 4 + (scsi_op_table_len - 1) * 8);
+	CHECK(get_be32(c.buf) == (scsi_op_table_len - 2) * 8 &&
+	      c.in_len == 4 + (scsi_op_table_len - 2) * 8);
 	bool seen_read10 = false, seen_rc16 = false;
 	for (uint32_t off = 4; off < c.in_len; off += 8) {
 		if (c.buf[off] == SCSI_OP_READ_10)
@@ -620,7 +626,7 @@ static void test_report_supported_opcodes(void)
 	/* RCTD adds a command timeouts descriptor to each. */
 	rsoc(&c, 0x80, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD &&
-	      get_be32(c.buf) == (scsi_op_table_len - 1) * 20 &&
+	      get_be32(c.buf) == (scsi_op_table_len - 2) * 20 &&
 	      c.buf[4 + 5] == 0x02 && get_be16(c.buf + 4 + 8) == 0x0a);
 
 	/* One command: READ(10) examines DPO and FUA. */
