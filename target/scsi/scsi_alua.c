@@ -344,6 +344,14 @@ static int alua_lock_take(struct scsi_alua *a, bool force,
 
 /* ---- transitions (alua_mutex held) ---- */
 
+/* Drop what the hang engine holds or queues for the LUN: each is answered
+ * NOT READY by sbc_media_finish() and never sent. */
+static void alua_drop_held(struct scsi_lun *lun)
+{
+	if (hang_abort_nexus)	/* weak: absent in SCSI unit tests */
+		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+}
+
 /* End a transition that started in state `before`. */
 static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
 		     uint8_t status)
@@ -396,7 +404,7 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	 * check after this store (sbc_media_submit) sees it. */
 	atomic_store(&a->state, ALUA_TRANSITIONING);
 	/* Held and queued commands: answered 04/0A, never sent. */
-	hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+	alua_drop_held(lun);
 	while (!scsi_write_gate_idle(lun)) {
 		if (alua_now_ms() - t0 > ALUA_DRAIN_TIMEOUT_MS) {
 			atomic_store(&a->state, before);
@@ -452,7 +460,9 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	alua_id_ensure(a);
 	/* Everything the other node may have changed, before the first
 	 * command is served. */
-	err = scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED, &why);
+	err = scsi_lun_refresh ? scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED,
+						  &why)
+			       : 0;
 	if (err) {
 		alua_lock_op(a->fd, F_UNLCK);
 		a->owner = false;
@@ -481,8 +491,7 @@ static void *alua_watchdog(void *arg)
 				/* A forced takeover replaced the sidecar:
 				 * stop at once, drop what is held. */
 				atomic_store(&a->state, ALUA_TRANSITIONING);
-				hang_abort_nexus(a->lun, HANG_NEXUS_ALL, NULL,
-						 NULL, NULL);
+				alua_drop_held(a->lun);
 				alua_reopen(a);
 				alua_set(a, ALUA_AO, ALUA_STANDBY,
 					 RTPG_STATUS_IMPLICIT);
