@@ -44,13 +44,18 @@ const struct backend_ops *backend_find(const char *name)
  * travels in the io's own scratch area: the backend that completes an io
  * owns its be_scratch, and nothing else runs on this io until done(). */
 
-/* Scratch layout used only while a completion is pending.  The timer is the
- * fallback when reactor_call() cannot allocate: it needs no memory.
+/* Scratch layout used only while a completion is pending.  On the io's own
+ * reactor (the normal case) the completion is deferred work: no lock, no
+ * allocation, no eventfd wake-up.  From another thread it goes through
+ * reactor_call(), and the timer is the fallback when that cannot allocate.
  * may_alias: this is a second view of be_scratch's uint64_t storage. */
 struct __attribute__((may_alias)) be_later {
 	int res;
 	struct reactor *r;
-	struct ev_timer timer;
+	union {
+		struct ev_timer timer;
+		struct ev_defer defer;
+	};
 };
 _Static_assert(sizeof(struct be_later) <=
 		       sizeof(((struct be_io *)0)->be_scratch),
@@ -62,6 +67,11 @@ static void be_later_call(void *arg)
 	struct be_later *l = (struct be_later *)io->be_scratch;
 
 	io->done(io, l->res);
+}
+
+static void be_later_defer(struct ev_defer *d)
+{
+	be_later_call(d->arg);
 }
 
 static void be_later_timer(struct ev_timer *t)
@@ -76,6 +86,10 @@ void backend_complete_later(struct reactor *r, struct be_io *io, int res)
 	memset(l, 0, sizeof(*l));
 	l->res = res;
 	l->r = r;
+	if (r == reactor_current()) {
+		reactor_defer(r, &l->defer, be_later_defer, io);
+		return;
+	}
 	if (reactor_call(r, be_later_call, io) == 0)
 		return;
 	/* Out of memory for the call queue: a zero-delay timer embedded in

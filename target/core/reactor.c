@@ -33,6 +33,9 @@ struct reactor {
 	int call_efd;
 	struct ev_fd call_w;
 
+	/* same-thread deferred work (reactor_defer): FIFO, no lock */
+	struct ev_defer *defer_head, **defer_tail;
+
 	struct io_uring ring;
 	int uring_efd;
 	struct ev_fd uring_w;
@@ -168,6 +171,31 @@ int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg)
 	return 0;
 }
 
+void reactor_defer(struct reactor *r, struct ev_defer *d, ev_defer_fn fn,
+		   void *arg)
+{
+	d->fn = fn;
+	d->arg = arg;
+	d->next = NULL;
+	*r->defer_tail = d;
+	r->defer_tail = &d->next;
+}
+
+/* Run the deferred work queued so far.  Work that it defers in turn waits
+ * for the next loop turn (which then does not sleep), so a chain of
+ * deferrals cannot starve the fds. */
+static void reactor_run_deferred(struct reactor *r)
+{
+	struct ev_defer *d = r->defer_head, *next;
+
+	r->defer_head = NULL;
+	r->defer_tail = &r->defer_head;
+	for (; d; d = next) {
+		next = d->next;
+		d->fn(d);
+	}
+}
+
 static void reactor_run_calls(struct reactor *r)
 {
 	struct reactor_call_item *list, *next;
@@ -229,6 +257,7 @@ struct reactor *reactor_new(int index)
 	list_init(&r->timers);
 	pthread_mutex_init(&r->call_lock, NULL);
 	r->call_tail = &r->call_head;
+	r->defer_tail = &r->defer_head;
 	r->now_ms = clock_ms();
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	r->call_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -281,6 +310,8 @@ static int reactor_next_timeout(struct reactor *r)
 {
 	struct ev_timer *t;
 
+	if (r->defer_head)
+		return 0;
 	if (list_empty(&r->timers))
 		return -1;
 	t = list_first_entry(&r->timers, struct ev_timer, link);
@@ -313,6 +344,7 @@ static bool reactor_turn(struct reactor *r, int timeout_ms)
 			w->fn(w, r->batch[r->batch_pos].events);
 	}
 	r->batch_n = r->batch_pos = 0;
+	reactor_run_deferred(r);
 	reactor_run_timers(r);
 	return true;
 }
@@ -325,6 +357,8 @@ void reactor_run(struct reactor *r)
 			break;
 	/* last calls queued before stop (e.g. completions) still run */
 	reactor_run_calls(r);
+	while (r->defer_head)
+		reactor_run_deferred(r);
 	reactor_cur = NULL;
 }
 
@@ -337,8 +371,10 @@ int reactor_run_once(struct reactor *r, int timeout_ms)
 		timeout_ms = next;
 	if (!reactor_turn(r, timeout_ms))
 		return -EIO;
-	/* calls queued by this turn's callbacks run now, not next turn */
+	/* calls queued by this turn's callbacks run now, not next turn,
+	 * and so does the work they defer (a response's flush, say) */
 	reactor_run_calls(r);
+	reactor_run_deferred(r);
 	return 0;
 }
 

@@ -46,6 +46,17 @@ struct ev_timer {
 	bool armed;
 };
 
+struct ev_defer;
+typedef void (*ev_defer_fn)(struct ev_defer *d);
+
+/* Deferred work, embedded in its owner: runs once on the same reactor
+ * after the current callback returns, before the loop sleeps again. */
+struct ev_defer {
+	struct ev_defer *next;
+	ev_defer_fn fn;
+	void *arg;
+};
+
 /* Create a reactor; index is used in log lines.  Returns NULL on failure. */
 struct reactor *reactor_new(int index);
 /* Run the loop on the calling thread until reactor_stop(). */
@@ -84,6 +95,12 @@ uint64_t reactor_now_ms(struct reactor *r);
  * Thread safe; calls from one thread to one reactor run in order.
  * Returns 0 or -ENOMEM. */
 int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg);
+
+/* Run fn(d) on r after the current callback returns, in FIFO order with
+ * other deferred work.  Only from r's own thread (r == reactor_current()):
+ * no lock, no allocation, no wake-up.  d must stay valid until fn runs. */
+void reactor_defer(struct reactor *r, struct ev_defer *d, ev_defer_fn fn,
+		   void *arg);
 
 /* The reactor's io_uring, for backends.  Each SQE's user_data must point
  * to a struct reactor_uring_op whose fn is called with the CQE result on
