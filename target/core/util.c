@@ -12,6 +12,46 @@
 
 #include "util.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define FREE_LIST_KEEP 0
+#else
+#define FREE_LIST_KEEP 1
+#endif
+
+void *free_list_pop(struct free_list *fl)
+{
+	void *p = fl->head;
+
+	if (p) {
+		fl->head = *(void **)p;
+		fl->n--;
+	}
+	return p;
+}
+
+void *free_list_zalloc(struct free_list *fl, size_t size)
+{
+	void *p = free_list_pop(fl);
+
+	if (!p)
+		return xzalloc(size);
+	memset(p, 0, size);
+	return p;
+}
+
+void free_list_put(struct free_list *fl, void *p, unsigned max)
+{
+	if (!p)
+		return;
+	if (!FREE_LIST_KEEP || fl->n >= max) {
+		free(p);
+		return;
+	}
+	*(void **)p = fl->head;
+	fl->head = p;
+	fl->n++;
+}
+
 void *xzalloc(size_t n)
 {
 	void *p = calloc(1, n ? n : 1);

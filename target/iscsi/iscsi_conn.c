@@ -75,9 +75,15 @@ int iscsi_conn_set_state(struct iscsi_conn *c, enum iscsi_conn_state to)
 	return 0;
 }
 
+/* ---- PDUs ---- */
+
+/* PDU headers are recycled per thread: one is built per response. */
+#define PDU_CACHE_MAX 256
+static __thread struct free_list pdu_cache;
+
 struct iscsi_pdu *iscsi_pdu_new(uint8_t opcode, uint32_t data_len)
 {
-	struct iscsi_pdu *p = xzalloc(sizeof(*p));
+	struct iscsi_pdu *p = free_list_zalloc(&pdu_cache, sizeof(*p));
 
 	p->bhs[BHS_OPCODE] = opcode;
 	list_init(&p->link);
@@ -95,7 +101,7 @@ void iscsi_pdu_free(struct iscsi_pdu *p)
 		free(p->data);
 	if (p->task)
 		iscsi_task_put(p->task);
-	free(p);
+	free_list_put(&pdu_cache, p, PDU_CACHE_MAX);
 }
 
 uint32_t iscsi_conn_next_stat_sn(struct iscsi_conn *c)

@@ -28,6 +28,10 @@ static struct iscsi_task *task_find(struct iscsi_conn *c, uint32_t itt)
 	return NULL;
 }
 
+/* Tasks are recycled per thread: one per SCSI command. */
+#define TASK_CACHE_MAX 256
+static __thread struct free_list task_cache;
+
 void iscsi_task_put(struct iscsi_task *t)
 {
 	struct iscsi_conn *c = t->conn;
@@ -37,7 +41,7 @@ void iscsi_task_put(struct iscsi_task *t)
 	if (t->cmd.lun)
 		scsi_lun_put(t->cmd.lun);
 	scsi_buf_free(t->cmd.buf);
-	free(t);
+	free_list_put(&task_cache, t, TASK_CACHE_MAX);
 	c->ntasks--;
 	iscsi_conn_task_gone(c);
 }
@@ -123,7 +127,7 @@ int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 		c->rx_discard = true;
 		return 0;
 	}
-	t = xzalloc(sizeof(*t));
+	t = free_list_zalloc(&task_cache, sizeof(*t));
 	t->conn = c;
 	t->refs = 1;
 	list_init(&t->link);

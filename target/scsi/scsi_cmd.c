@@ -6,6 +6,7 @@
  * logical unit present, pending unit attention, LUN online, write protect;
  * then the handler decodes the rest of its CDB. */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -23,19 +24,72 @@
 
 #define SCSI_BUF_ALIGN 4096
 
-void *scsi_buf_alloc(uint32_t len)
+/* Data buffers are recycled per thread in power-of-two size classes from
+ * 4 KiB to 128 KiB (a 4 KiB read is the common case; larger ones pay for
+ * themselves anyway).  A buffer joins the largest class that its usable
+ * size covers, so any 4 KiB-aligned buffer this file handed out may be
+ * kept; each class holds at most ~2 MiB per thread. */
+#define SCSI_BUF_CLASS_MIN_SHIFT 12
+#define SCSI_BUF_CLASSES 6
+#define SCSI_BUF_CLASS_BYTES (2u << 20)
+static __thread struct free_list scsi_buf_cache[SCSI_BUF_CLASSES];
+
+/* The class a request of len bytes is served from, or -1. */
+static int scsi_buf_class(size_t len)
 {
+	int c = 0;
+
+	while (((size_t)1 << (SCSI_BUF_CLASS_MIN_SHIFT + c)) < len)
+		if (++c == SCSI_BUF_CLASSES)
+			return -1;
+	return c;
+}
+
+static void *scsi_buf_get(uint32_t len)
+{
+	int c = scsi_buf_class(len);
 	void *p;
 
+	if (c >= 0) {
+		p = free_list_pop(&scsi_buf_cache[c]);
+		if (p)
+			return p;
+		len = 1u << (SCSI_BUF_CLASS_MIN_SHIFT + c);
+	}
 	if (posix_memalign(&p, SCSI_BUF_ALIGN, len ? len : 1))
 		return NULL;
-	memset(p, 0, len);
+	return p;
+}
+
+void *scsi_buf_alloc(uint32_t len)
+{
+	void *p = scsi_buf_get(len);
+
+	if (p)
+		memset(p, 0, len);
 	return p;
 }
 
 void scsi_buf_free(void *p)
 {
-	free(p);
+	size_t usable;
+	int c;
+
+	if (!p)
+		return;
+	usable = malloc_usable_size(p);
+	if (usable < ((size_t)1 << SCSI_BUF_CLASS_MIN_SHIFT) ||
+	    ((uintptr_t)p & (SCSI_BUF_ALIGN - 1))) {
+		free(p);
+		return;
+	}
+	c = scsi_buf_class(usable);
+	if (c < 0)
+		c = SCSI_BUF_CLASSES - 1;
+	else if (((size_t)1 << (SCSI_BUF_CLASS_MIN_SHIFT + c)) > usable)
+		c--;	/* usable lies between two classes: the smaller */
+	free_list_put(&scsi_buf_cache[c], p,
+		      SCSI_BUF_CLASS_BYTES >> (SCSI_BUF_CLASS_MIN_SHIFT + c));
 }
 
 int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len)
@@ -47,8 +101,8 @@ int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len)
 	 * zeroed: only in_len bytes are ever sent, and those are written
 	 * by the handler or the backend's read first (saves a memset of up
 	 * to SBC_MAX_TRANSFER_BYTES per READ). */
-	void *b;
-	if (posix_memalign(&b, SCSI_BUF_ALIGN, len ? len : 1))
+	void *b = scsi_buf_get(len);
+	if (!b)
 		return -ENOMEM;
 	scsi_buf_free(cmd->buf);
 	cmd->buf = b;
