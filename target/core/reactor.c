@@ -181,17 +181,20 @@ void reactor_defer(struct reactor *r, struct ev_defer *d, ev_defer_fn fn,
 	r->defer_tail = &d->next;
 }
 
-/* Run the deferred work queued so far.  Work that it defers in turn waits
- * for the next loop turn (which then does not sleep), so a chain of
- * deferrals cannot starve the fds. */
+/* Run deferred work, including what it defers in turn (a completion
+ * queues a response whose flush is deferred behind the other completions
+ * of this turn: one send for all of them).  At most REACTOR_DEFER_BUDGET
+ * items per turn; the rest waits for the next turn, which then does not
+ * sleep, so a chain of deferrals cannot starve the fds. */
+#define REACTOR_DEFER_BUDGET 4096
 static void reactor_run_deferred(struct reactor *r)
 {
-	struct ev_defer *d = r->defer_head, *next;
+	for (int i = 0; r->defer_head && i < REACTOR_DEFER_BUDGET; i++) {
+		struct ev_defer *d = r->defer_head;
 
-	r->defer_head = NULL;
-	r->defer_tail = &r->defer_head;
-	for (; d; d = next) {
-		next = d->next;
+		r->defer_head = d->next;
+		if (!r->defer_head)
+			r->defer_tail = &r->defer_head;
 		d->fn(d);
 	}
 }

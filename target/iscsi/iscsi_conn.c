@@ -158,6 +158,22 @@ static void conn_digest_pdu(struct iscsi_conn *c, struct iscsi_pdu *p)
 	}
 }
 
+static void conn_maybe_free(struct iscsi_conn *c);
+
+static void conn_tx_deferred(struct ev_defer *d)
+{
+	struct iscsi_conn *c = d->arg;
+
+	c->tx_flush_queued = false;
+	c->ntasks--;
+	if (c->state == CONN_STATE_CLOSING) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (!c->tx_blocked)
+		conn_tx_flush(c);
+}
+
 void iscsi_conn_send(struct iscsi_conn *c, struct iscsi_pdu *p)
 {
 	if (c->state == CONN_STATE_CLOSING) {
@@ -172,8 +188,18 @@ void iscsi_conn_send(struct iscsi_conn *c, struct iscsi_pdu *p)
 	else if (pdu_opcode(p->bhs) == ISCSI_OP_SCSI_RSP)
 		STAT_ADD(c->stat.rsp_pdus, 1);
 	list_add_tail(&p->link, &c->txq);
-	if (!c->tx_blocked)
-		conn_tx_flush(c);
+	if (c->tx_blocked || c->tx_flush_queued)
+		return;
+	if (reactor_current() != c->r) {
+		conn_tx_flush(c);	/* not on our loop (tests): now */
+		return;
+	}
+	/* Send what this loop turn queues in one writev, after the epoll
+	 * batch and the completions it produced, instead of one writev per
+	 * PDU.  The queued flush holds c like a task does. */
+	c->tx_flush_queued = true;
+	c->ntasks++;
+	reactor_defer(c->r, &c->tx_defer, conn_tx_deferred, c);
 }
 
 void iscsi_conn_reject(struct iscsi_conn *c, const uint8_t *bhs,
@@ -766,12 +792,31 @@ static void conn_maybe_free(struct iscsi_conn *c)
 		c->free_scheduled = false;	/* leak rather than crash */
 }
 
+/* Best effort, once, without blocking: what this loop turn queued (a
+ * Reject before a dropped connection, say) goes out before the close, as
+ * it did when every PDU was sent at once. */
+static void conn_tx_last(struct iscsi_conn *c)
+{
+	struct iovec iov[64];
+	int n;
+
+	if (c->tx_blocked || list_empty(&c->txq))
+		return;
+	n = conn_tx_iov(c, iov, (int)ARRAY_SIZE(iov));
+	if (n > 0) {
+		ssize_t w = writev(c->fd, iov, n);
+
+		(void)w;	/* closing either way */
+	}
+}
+
 void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 {
 	struct iscsi_pdu *p, *n;
 
 	if (c->state == CONN_STATE_CLOSING)
 		return;
+	conn_tx_last(c);
 	if (c->sess && !c->sess->discovery)
 		log_info("conn %lu (%s, %s): closed: %s", (unsigned long)c->id,
 			 c->peer_str, c->sess->initiator_name, why);

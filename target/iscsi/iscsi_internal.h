@@ -175,6 +175,8 @@ struct iscsi_conn {
 	/* transmit */
 	struct list_head txq;
 	bool tx_blocked;		/* waiting for EPOLLOUT */
+	bool tx_flush_queued;		/* tx_defer is queued on c->r */
+	struct ev_defer tx_defer;	/* one flush per loop turn */
 
 	/* negotiated per connection */
 	uint32_t max_send_dsl;		/* initiator's MaxRecvDataSegmentLength */
