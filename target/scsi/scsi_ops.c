@@ -5,6 +5,8 @@
  * OPERATION CODES tells initiators about it: CDB length and the CDB usage
  * bitmap (a bit is set where the device server examines the CDB bit).
  * Adding a command is adding a row. */
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "scsi_internal.h"
@@ -221,11 +223,37 @@ static bool op_available(const struct scsi_op_desc *d,
 	       (lun && lun->set.thin_provisioning);
 }
 
+/* op_find() runs for every command: chains of the table's rows per
+ * opcode, in table order, replace a scan of the whole table.  Built once;
+ * read-only afterwards. */
+#define OP_NONE UINT16_MAX
+static uint16_t op_first[256];
+static uint16_t op_next[ARRAY_SIZE(scsi_op_table)];
+static pthread_once_t op_index_once = PTHREAD_ONCE_INIT;
+
+static void op_index_build(void)
+{
+	uint16_t *tail[256];
+
+	for (unsigned o = 0; o < 256; o++) {
+		op_first[o] = OP_NONE;
+		tail[o] = &op_first[o];
+	}
+	for (unsigned i = 0; i < ARRAY_SIZE(scsi_op_table); i++) {
+		uint8_t o = scsi_op_table[i].opcode;
+
+		op_next[i] = OP_NONE;
+		*tail[o] = (uint16_t)i;
+		tail[o] = &op_next[i];
+	}
+}
+
 static const struct scsi_op_desc *op_find(const struct scsi_lun *lun,
 					  uint8_t opcode, uint16_t sa,
 					  bool match_sa)
 {
-	for (unsigned i = 0; i < scsi_op_table_len; i++) {
+	pthread_once(&op_index_once, op_index_build);
+	for (unsigned i = op_first[opcode]; i != OP_NONE; i = op_next[i]) {
 		const struct scsi_op_desc *d = &scsi_op_table[i];
 
 		if (d->opcode != opcode || !op_available(d, lun))
