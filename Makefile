@@ -8,6 +8,7 @@
 #                   the unit tests and a subset, SAN_SUBSET, that way)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make bench      holdfastd vs tgtd side by side, as ratios
+#   make profile    instructions and syscalls per I/O (callgrind, perf)
 
 CC      ?= gcc
 BUILD   ?= build
@@ -31,7 +32,7 @@ DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     python3 python3-pytest fuse3 libfuse3-dev socat iproute2 \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
 	     e2fsprogs cpio kmod gzip strace multipath-tools \
-	     systemd udev
+	     systemd udev iperf3 valgrind linux-perf
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
 # llvm for llvm-symbolizer (readable stack traces).
 DEB_FUZZ  := clang libclang-rt-14-dev llvm
@@ -45,7 +46,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test unit pytest sanitize clean bench layers \
+.PHONY: all deps run test unit pytest sanitize clean bench profile layers \
 	sanitize-build sanitize-quick fuzz fuzz-build fuzz-smoke
 all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
@@ -151,9 +152,14 @@ sanitize-quick: sanitize-build
 sanitize: sanitize-build
 	$(SAN_ENV) /usr/bin/python3 -m pytest -v -rs tests
 
-# Side-by-side benchmark against tgtd (not a test; prints ratios).
-bench: deps $(BUILD)/holdfastd
+# Side-by-side benchmark against tgtd (not a test; prints ratios), with the
+# machine's floors (iperf3, tools/tcpecho) and CPU per I/O.
+bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
+
+# Instructions, syscalls and context switches per I/O (load-independent).
+profile: $(BUILD)/holdfastd
+	HOLDFAST_BUILD=$(BUILD) scripts/profile.sh
 
 clean:
 	rm -rf build build-san $(FUZZ_BUILD)

@@ -9,7 +9,21 @@
 #   LUN 2: a null LUN (no storage: measures the target's own path),
 # then runs the same qemu-img bench workloads against both, alternating
 # which target goes first, repeats each BENCH_REPEAT times and prints the
-# medians and the ratio holdfast/tgtd (> 1.00 = holdfast faster).
+# medians and the ratio holdfast/tgtd (> 1.00 = holdfast faster), and each
+# target's CPU per I/O (utime+stime deltas of the daemon from /proc/PID/stat
+# over each run) and IOPS per core of target CPU.
+#
+# In the same run it measures the floors the target is held against
+# (issue 16): loopback TCP throughput (iperf3) and the round trip of a
+# minimal 4 KiB TCP echo over loopback (build/tools/tcpecho), and holdfastd's
+# memory: RSS idle, per session and per 1,000 outstanding commands.  The
+# last lines are ratios: QD1 latency / echo floor, 1 MiB read throughput /
+# iperf3, hang-on-error retry / report on a healthy LUN, IOPS with 2 and 4
+# sessions / 1 session.
+#
+# CPU per I/O is the number that survives a busy machine best; IOPS and
+# latency on a shared machine are noise.  Instruction and syscall counts
+# per I/O, which do not depend on load at all: scripts/profile.sh.
 #
 # Not a test: `make test` never runs it.  Loopback only.  Both daemons are
 # stopped by PID when the script exits, however it exits.
@@ -29,7 +43,9 @@
 #   BENCH_TGTD_PARAMS=match  "match": give tgtd the data-segment and burst
 #                          sizes holdfastd offers (engine against engine);
 #                          "default": tgtd out of the box
-#   HOLDFAST_BUILD=build   where holdfastd is
+#   BENCH_FLOORS=1         0: skip iperf3 and the TCP echo
+#   BENCH_MEMORY=1         0: skip the RSS measurements
+#   HOLDFAST_BUILD=build   where holdfastd (and tools/tcpecho) are
 #   BENCH_GATEWAY=         workloads of the gateway comparison (default:
 #                          rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd32
 #                          seq1m-read-qd8 seq1m-write-qd8; "none" skips it)
@@ -48,6 +64,13 @@
 #       readahead benefit.  qemu-img bench has no true random mode.
 #   seq1m-read-qd8, seq1m-write-qd8   1 MiB sequential, 8 in flight
 #   null4k-read-qd32, null1m-read-qd8 the same against the null LUN
+#   null4k-read-qd32-x2, -x4          2 and 4 concurrent sessions (one
+#                                     qemu-img each, COUNT each), IOPS summed
+#   null4k-read-qd32-retry            holdfast only: a null LUN (4) with
+#                                     rerror=retry, werror=retry (healthy),
+#                                     to compare with null4k-read-qd32
+#   rand4k-write-qd32-retry           holdfast only: the file LUN's image
+#                                     through a second LUN (5) with retry
 
 set -u
 cd "$(dirname "$0")/.."
@@ -66,7 +89,8 @@ TGTADM=${TGTADM:-/usr/sbin/tgtadm}
 IQN=iqn.2026-11.org.example:bench
 ALL_WORKLOADS="rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd1
 rand4k-write-qd32 seq1m-read-qd8 seq1m-write-qd8 null4k-read-qd32
-null1m-read-qd8"
+null1m-read-qd8 null4k-read-qd32-x2 null4k-read-qd32-x4
+null4k-read-qd32-retry rand4k-write-qd32-retry"
 WORKLOADS=$(echo ${BENCH_WORKLOADS:-$ALL_WORKLOADS})
 [ "$WORKLOADS" = none ] && WORKLOADS=	# only the gateway comparison
 GW_WORKLOADS=$(echo ${BENCH_GATEWAY:-rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd32 seq1m-read-qd8 seq1m-write-qd8})
@@ -80,6 +104,13 @@ for t in "$HOLDFASTD" "$TGTD" "$TGTADM"; do
 done
 command -v qemu-img >/dev/null || die "qemu-img not found (apt-get install qemu-utils)"
 command -v python3 >/dev/null || die "python3 not found"
+FLOORS=${BENCH_FLOORS:-1}
+MEMORY=${BENCH_MEMORY:-1}
+TCPECHO=$BUILD/tools/tcpecho
+if [ "$FLOORS" = 1 ]; then
+	command -v iperf3 >/dev/null || die "iperf3 not found (apt-get install iperf3)"
+	[ -x "$TCPECHO" ] || die "$TCPECHO not found (make)"
+fi
 
 # ---- work directory and cleanup ----------------------------------------
 
@@ -93,6 +124,7 @@ else
 fi
 HF_PID=
 TGT_PID=
+IPERF_PID=
 
 stop_pid() {	# PID: SIGTERM, then SIGKILL after 10 s
 	local pid=$1 i
@@ -116,6 +148,7 @@ cleanup() {
 		wait "$TGT_PID" 2>/dev/null
 	fi
 	stop_pid "$HF_PID"
+	stop_pid "$IPERF_PID"
 	if [ "$OWN_DIR" = 1 ]; then
 		rm -rf "$DIR"
 	else
@@ -189,7 +222,11 @@ targets = (
     luns = (
       { lun = 1; backend = "file"; path = "$DIR/holdfast.img";
         direct = true; },
-      { lun = 2; backend = "null"; size = "$SIZE"; }
+      { lun = 2; backend = "null"; size = "$SIZE"; },
+      { lun = 4; backend = "null"; size = "$SIZE";
+        rerror = "retry"; werror = "retry"; },
+      { lun = 5; backend = "file"; path = "$DIR/holdfast.img";
+        direct = true; rerror = "retry"; werror = "retry"; }
     ); } );
 EOF
 TGT_IPC_SOCKET=$DIR/hf.sock "$HOLDFASTD" -f -c "$DIR/bench.conf" \
@@ -197,6 +234,17 @@ TGT_IPC_SOCKET=$DIR/hf.sock "$HOLDFASTD" -f -c "$DIR/bench.conf" \
 HF_PID=$!
 wait_port "$HF_PORT" "$HF_PID" ||
 	{ cat "$DIR/holdfastd.log" >&2; die "holdfastd did not start"; }
+
+rss_kib() {	# PID -> VmRSS in KiB
+	awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null
+}
+cpu_ticks() {	# PID -> utime + stime of all its threads, in clock ticks
+	# fields 14 and 15; the command name (field 2) may contain spaces
+	sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
+}
+TICK_HZ=$(getconf CLK_TCK)
+sleep 0.5
+RSS_IDLE=$(rss_kib "$HF_PID")
 
 # ---- tgtd --------------------------------------------------------------
 
@@ -248,22 +296,28 @@ url() {	# TARGET LUN
 
 # ---- workloads ---------------------------------------------------------
 
-# name -> "LUN BUFSIZE DEPTH STEP WRITE(0/1) PILOTCOUNT"
+# name -> "LUN BUFSIZE DEPTH STEP WRITE(0/1) PILOTCOUNT SESSIONS HFLUN"
+# (HFLUN: holdfast's LUN when it differs; "-" = the same LUN)
 BLK4K=4096
 STRIDE4K=$((BLK4K * 40503))	# odd number of blocks: a full permutation
 spec() {
 	case $1 in
-	rand4k-read-qd1)   echo "1 4k 1 $STRIDE4K 0 400" ;;
-	rand4k-read-qd32)  echo "1 4k 32 $STRIDE4K 0 2000" ;;
-	rand4k-write-qd1)  echo "1 4k 1 $STRIDE4K 1 400" ;;
-	rand4k-write-qd32) echo "1 4k 32 $STRIDE4K 1 2000" ;;
-	seq1m-read-qd8)    echo "1 1M 8 1M 0 64" ;;
-	seq1m-write-qd8)   echo "1 1M 8 1M 1 64" ;;
-	null4k-read-qd32)  echo "2 4k 32 4k 0 2000" ;;
-	null1m-read-qd8)   echo "2 1M 8 1M 0 64" ;;
+	rand4k-read-qd1)   echo "1 4k 1 $STRIDE4K 0 400 1 -" ;;
+	rand4k-read-qd32)  echo "1 4k 32 $STRIDE4K 0 2000 1 -" ;;
+	rand4k-write-qd1)  echo "1 4k 1 $STRIDE4K 1 400 1 -" ;;
+	rand4k-write-qd32) echo "1 4k 32 $STRIDE4K 1 2000 1 -" ;;
+	seq1m-read-qd8)    echo "1 1M 8 1M 0 64 1 -" ;;
+	seq1m-write-qd8)   echo "1 1M 8 1M 1 64 1 -" ;;
+	null4k-read-qd32)  echo "2 4k 32 4k 0 2000 1 -" ;;
+	null1m-read-qd8)   echo "2 1M 8 1M 0 64 1 -" ;;
+	null4k-read-qd32-x2) echo "2 4k 32 4k 0 2000 2 -" ;;
+	null4k-read-qd32-x4) echo "2 4k 32 4k 0 2000 4 -" ;;
+	null4k-read-qd32-retry) echo "2 4k 32 4k 0 2000 1 4" ;;
+	rand4k-write-qd32-retry) echo "1 4k 32 $STRIDE4K 1 2000 1 5" ;;
 	*) return 1 ;;
 	esac
 }
+hf_only() { case $1 in *-retry) return 0 ;; esac; return 1; }
 for w in $WORKLOADS $GW_WORKLOADS; do
 	spec "$w" >/dev/null || die "unknown workload $w"
 	case $w in null*) [ -z "${GW_WORKLOADS##*$w*}" ] &&
@@ -273,28 +327,100 @@ done
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 
-# run_one TARGET WORKLOAD COUNT -> prints seconds, or nothing on failure
+# run_one TARGET WORKLOAD COUNT -> prints "seconds cpu_seconds", or nothing
+# on failure.  With several sessions every qemu-img sends COUNT requests
+# (at its own offset) and seconds is the slowest one's.
 run_one() {
-	local lun bs depth step wr pilot out secs
-	read -r lun bs depth step wr pilot <<<"$(spec "$2")"
+	local lun bs depth step wr pilot sess hflun out secs i pid c0 c1
+	read -r lun bs depth step wr pilot sess hflun <<<"$(spec "$2")"
+	[ "$1" = holdfast ] && [ "$hflun" != - ] && lun=$hflun
 	local args=(-c "$3" -d "$depth" -s "$bs" -S "$step" -f raw)
 	[ "$wr" = 1 ] && args+=(-w)
-	out=$(timeout 60 qemu-img bench "${args[@]}" "$(url "$1" "$lun")" 2>&1)
-	secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
-	if [ -z "$secs" ]; then
-		echo "bench: $1 $2 failed: $out" >&2
-		return 1
-	fi
-	echo "$secs"
+	case $1 in	# whose CPU: the gateway is holdfastd, the SAN is tgtd
+	holdfast|gateway) pid=$HF_PID ;;
+	*) pid=$TGT_PID ;;
+	esac
+	c0=$(cpu_ticks "$pid")
+	local pids=()
+	for i in $(seq "$sess"); do
+		timeout 60 qemu-img bench "${args[@]}" -o $(((i - 1) * 1048576)) \
+			"$(url "$1" "$lun")" >"$DIR/run.$i" 2>&1 &
+		pids+=($!)
+	done
+	wait "${pids[@]}"	# not a bare wait: the daemons are children too
+	c1=$(cpu_ticks "$pid")
+	secs=
+	for i in $(seq "$sess"); do
+		out=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' "$DIR/run.$i")
+		if [ -z "$out" ]; then
+			echo "bench: $1 $2 failed: $(cat "$DIR/run.$i")" >&2
+			return 1
+		fi
+		secs=$(python3 -c 'import sys; print(max(float(x) for x in sys.argv[1:]))' $secs $out)
+	done
+	echo "$secs $(python3 -c 'import sys; print((int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]))' "$c0" "$c1" "$TICK_HZ")"
 }
 
 echo "bench: holdfastd pid $HF_PID port $HF_PORT, tgtd pid $TGT_PID port $TGT_PORT" \
 	"(tgtd parameters: $TGTD_PARAMS)"
 echo "bench: $(nproc) CPUs, $(uname -r), load average" \
 	"$(cut -d' ' -f1-3 /proc/loadavg) (initiator and both targets share them)"
+# ---- floors: what the machine itself does ------------------------------
+
+IPERF_MBS=
+ECHO_US=
+if [ "$FLOORS" = 1 ]; then
+	IPERF_PORT=$(free_port "$HF_PORT" "$TGT_PORT")
+	iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >"$DIR/iperf3-s.log" 2>&1 &
+	IPERF_PID=$!
+	sleep 0.5
+	IPERF_MBS=$(iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t 3 -J 2>/dev/null |
+		python3 -c 'import json, sys
+print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 8e6))' 2>/dev/null)
+	stop_pid "$IPERF_PID"
+	IPERF_PID=
+	ECHO_LINE=$("$TCPECHO" -s 4096 -n 20000)
+	ECHO_US=$(sed -n 's/.* mean_us=\([0-9.]*\).*/\1/p' <<<"$ECHO_LINE")
+	echo "bench: floor: iperf3 loopback ${IPERF_MBS:-?} MB/s (1 stream, 3 s)"
+	echo "bench: floor: $ECHO_LINE"
+fi
+
+# ---- memory ------------------------------------------------------------
+
+# RSS of holdfastd sampled in the middle of 2 s runs against the null LUN,
+# before any workload: 1 session with 1 command in flight, 4 sessions with
+# 1 each, 4 sessions with 128 each (the command window).  Each probe needs
+# a superset of the previous one's memory, so what the allocator retains
+# from one probe is reused by the next and the differences stay honest.
+RSS_SESS=
+RSS_CMDS=
+rss_during() {	# SESSIONS DEPTH -> VmRSS KiB sampled mid-run
+	local i r pids=()
+	for i in $(seq "$1"); do
+		timeout 60 qemu-img bench -c 100000000 -d "$2" -s 4k -f raw \
+			"$(url holdfast 2)" >/dev/null 2>&1 &
+		pids+=($!)
+	done
+	sleep 2
+	r=$(rss_kib "$HF_PID")
+	# stop the timeouts we started (they pass the signal on to qemu-img)
+	kill "${pids[@]}" 2>/dev/null
+	wait "${pids[@]}" 2>/dev/null
+	echo "$r"
+}
+if [ "$MEMORY" = 1 ]; then
+	r1=$(rss_during 1 1)
+	r4=$(rss_during 4 1)
+	r4q=$(rss_during 4 128)
+	RSS_SESS=$(( (r4 - r1) / 3 ))
+	RSS_CMDS=$(( (r4q - r4) * 1000 / (4 * 127) ))
+	echo "bench: memory: idle $RSS_IDLE KiB, 1 session $r1, 4 sessions $r4," \
+		"4 x 128 commands $r4q"
+fi
+
 # bench_pair A B WORKLOADS BUDGET: calibrate on A, then run every workload
 # REPEAT times on both, alternating who goes first; appends to $RESULTS
-# ("target workload seconds count bytes").  Sets partial=1 if the budget
+# ("target workload seconds count bytes sessions cpu_seconds").  Sets partial=1 if the budget
 # ran out.
 bench_pair() {
 	local a=$1 b=$2 works=$3 budget=$4 start r i w t order secs bytes
@@ -302,8 +428,9 @@ bench_pair() {
 	start=$(date +%s)
 	echo "bench: $a vs $b: calibrating counts for ${SECONDS_PER_RUN}s runs"
 	for w in $works; do
-		read -r _ _ _ _ _ pilot <<<"$(spec "$w")"
+		read -r _ _ _ _ _ pilot _ <<<"$(spec "$w")"
 		secs=$(run_one "$a" "$w" "$pilot") || die "calibration of $w failed"
+		secs=${secs%% *}
 		count[$w]=$(python3 -c '
 import sys
 pilot, secs, want = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
@@ -322,10 +449,12 @@ print(max(pilot, min(n, pilot * 1000)))' "$pilot" "$secs" "$SECONDS_PER_RUN")
 			if [ $(((r + i) % 2)) = 0 ]; then order="$a $b"
 			else order="$b $a"; fi
 			for t in $order; do
-				read -r _ bs _ _ _ _ <<<"$(spec "$w")"
+				[ "$t" = "$b" ] && hf_only "$w" && continue
+				read -r _ bs _ _ _ _ sess _ <<<"$(spec "$w")"
 				bytes=$([ "$bs" = 1M ] && echo 1048576 || echo 4096)
-				if secs=$(run_one "$t" "$w" "${count[$w]}"); then
-					echo "$t $w $secs ${count[$w]} $bytes" >>"$RESULTS"
+				if res=$(run_one "$t" "$w" "${count[$w]}"); then
+					read -r secs cpu <<<"$res"
+					echo "$t $w $secs ${count[$w]} $bytes $sess $cpu" >>"$RESULTS"
 				fi
 			done
 			[ -t 2 ] && printf '\rbench: repeat %d/%d, %-18s (%ss)   ' \
@@ -334,7 +463,7 @@ print(max(pilot, min(n, pilot * 1000)))' "$pilot" "$secs" "$SECONDS_PER_RUN")
 	done
 }
 
-RESULTS=$DIR/results.txt	# target workload seconds count bytes
+RESULTS=$DIR/results.txt	# target workload seconds count bytes sessions cpu_s
 : >"$RESULTS"
 partial=0
 [ -n "$WORKLOADS" ] && bench_pair holdfast tgtd "$WORKLOADS" "$BUDGET"
@@ -349,17 +478,24 @@ echo "bench: $(wc -l <"$RESULTS") runs in $(elapsed)s"
 
 # table A B WORKLOADS PARTIAL RATIO-NAME MEANING
 table() {
-python3 - "$RESULTS" "$4" "$3" "$1" "$2" "$5" "$6" <<'EOF'
+python3 - "$RESULTS" "$4" "$3" "$1" "$2" "$5" "$6" "$IPERF_MBS" "$ECHO_US" \
+	"$RSS_IDLE" "$RSS_SESS" "$RSS_CMDS" <<'EOF'
 import statistics, sys
 from collections import defaultdict
 
 path, partial, order = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
 A, B, rname, meaning = sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
-runs = defaultdict(list)            # (target, workload) -> [(iops, MB/s)]
+num = lambda x: float(x) if x else None
+iperf_mbs, echo_us = num(sys.argv[8]), num(sys.argv[9])
+rss_idle, rss_sess, rss_cmds = (num(x) for x in sys.argv[10:13])
+main = A == "holdfast"      # the holdfast/tgtd table carries the ratios
+runs = defaultdict(list)    # (target, workload) -> [(iops, MB/s, cpu us/IO, lat us)]
 for line in open(path):
-    t, w, secs, count, size = line.split()
-    secs, count, size = float(secs), int(count), int(size)
-    runs[t, w].append((count / secs, count * size / secs / 1e6))
+    t, w, secs, count, size, sess, cpu = line.split()
+    secs, count, size, sess = float(secs), int(count), int(size), int(sess)
+    n = count * sess
+    runs[t, w].append((n / secs, n * size / secs / 1e6,
+                       float(cpu) * 1e6 / n, secs * 1e6 / count))
 
 def med(t, w, k):
     v = [r[k] for r in runs.get((t, w), [])]
@@ -375,26 +511,72 @@ def spread(t, w):
 def fmt(v, width, prec=0):
     return ("%*.*f" % (width, prec, v)) if v is not None else "%*s" % (width, "-")
 
+def div(a, b):
+    return a / b if a is not None and b else None
+
 print()
-print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("workload", A,
-      B, A[:3] + " MB/s", B[:3] + " MB/s", rname, "n", A[:3] + " +-",
-      B[:3] + " +-"))
-print("%-18s %10s %10s %9s %9s %7s %4s %6s %6s" % ("", "IOPS", "IOPS", "", "",
-      "", "", "%", "%"))
+print("%-24s %9s %9s %8s %8s %6s %6s %6s %8s %7s %3s %5s %5s" % ("workload",
+      A, B, A[:3] + " MB/s", B[:3] + " MB/s", rname, A[:3], B[:3],
+      A[:3], rname, "n", A[:3] + "+-", B[:3] + "+-"))
+print("%-24s %9s %9s %8s %8s %6s %6s %6s %8s %7s %3s %5s %5s" % ("", "IOPS",
+      "IOPS", "", "", "IOPS", "us/IO", "us/IO", "IOPS/", "CPU/IO", "", "%",
+      "%"))
+print("%-24s %9s %9s %8s %8s %6s %6s %6s %8s %7s %3s %5s %5s" % ("", "", "",
+      "", "", "", "CPU", "CPU", "core", "", "", "", ""))
 for w in order:
     hi, ti = med(A, w, 0), med(B, w, 0)
     hm, tm = med(A, w, 1), med(B, w, 1)
-    ratio = hi / ti if hi and ti else None
-    n = min(len(runs.get((A, w), [])), len(runs.get((B, w), [])))
-    print("%-18s %s %s %s %s %s %4d %s %s" % (w, fmt(hi, 10), fmt(ti, 10),
-          fmt(hm, 9, 1), fmt(tm, 9, 1), fmt(ratio, 7, 2), n,
-          fmt(spread(A, w), 6), fmt(spread(B, w), 6)))
+    hc, tc = med(A, w, 2), med(B, w, 2)
+    n = len(runs.get((A, w), []))
+    if runs.get((B, w)):
+        n = min(n, len(runs[(B, w)]))
+    print("%-24s %s %s %s %s %s %s %s %s %s %3d %s %s" % (w, fmt(hi, 9),
+          fmt(ti, 9), fmt(hm, 8, 1), fmt(tm, 8, 1), fmt(div(hi, ti), 6, 2),
+          fmt(hc, 6, 1), fmt(tc, 6, 1), fmt(div(1e6, hc), 8),
+          fmt(div(hc, tc), 7, 2), n, fmt(spread(A, w), 5),
+          fmt(spread(B, w), 5)))
 print()
-print("medians of n runs per target; %s %s;" % (rname, meaning))
-print("+- is (max - min) / median of a target's runs: a ratio closer to 1.00")
-print("than that spread is noise")
+print("medians of n runs per target; %s IOPS %s;" % (rname, meaning))
+print("us/IO CPU is the daemon's utime+stime per I/O (all threads);")
+print("IOPS/core = I/Os per second of target CPU; +- is (max - min) / median")
+print("of a target's IOPS runs: a ratio closer to 1.00 than that is noise")
 if partial:
     print("NOTE: time budget reached - some workloads have fewer runs")
+
+if main:
+    print()
+    print("ratios (issue 16 goals in brackets):")
+    def ratio_line(label, a, b, goal, unit=""):
+        r = div(a, b)
+        print("  %-44s %s  (%s / %s%s) [%s]" % (label, fmt(r, 6, 3),
+              fmt(a, 1, 1), fmt(b, 1, 1), unit, goal))
+    for w in ("rand4k-read-qd1", "rand4k-write-qd1"):
+        if ("holdfast", w) in runs:
+            ratio_line(w + " latency / TCP echo", med("holdfast", w, 3),
+                       echo_us, "<= 1.10", " us")
+    for w in ("seq1m-read-qd8", "null1m-read-qd8"):
+        if ("holdfast", w) in runs:
+            ratio_line(w + " / iperf3", med("holdfast", w, 1), iperf_mbs,
+                       ">= 0.90", " MB/s")
+    for w, base in (("null4k-read-qd32-retry", "null4k-read-qd32"),
+                    ("rand4k-write-qd32-retry", "rand4k-write-qd32")):
+        if ("holdfast", w) in runs and ("holdfast", base) in runs:
+            ratio_line("retry / report IOPS, " + base, med("holdfast", w, 0),
+                       med("holdfast", base, 0), "0.98 .. 1.02")
+            ratio_line("retry / report CPU/IO, " + base, med("holdfast", w, 2),
+                       med("holdfast", base, 2), "0.98 .. 1.02", " us")
+    for w in ("null4k-read-qd32-x2", "null4k-read-qd32-x4"):
+        if ("holdfast", w) in runs and ("holdfast", "null4k-read-qd32") in runs:
+            ratio_line(w + " / 1 session IOPS", med("holdfast", w, 0),
+                       med("holdfast", "null4k-read-qd32", 0), "grows")
+    if ("holdfast", "null4k-read-qd32") in runs:
+        print("  %-44s %6.2f us [<= 3]" % ("null4k-read-qd32 target CPU/IO",
+              med("holdfast", "null4k-read-qd32", 2)))
+    if rss_idle is not None:
+        print()
+        print("memory (holdfastd VmRSS): idle %.0f KiB, per session %s KiB, per"
+              " 1,000 outstanding commands %s KiB" % (rss_idle,
+              fmt(rss_sess, 1), fmt(rss_cmds, 1)))
 EOF
 }
 
