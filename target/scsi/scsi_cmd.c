@@ -78,16 +78,20 @@ void scsi_buf_free(void *p)
 	if (!p)
 		return;
 	usable = malloc_usable_size(p);
+	/* Too small, not aligned for O_DIRECT, or so large (a 1 MiB
+	 * transfer) that keeping it as a 128 KiB buffer would waste most of
+	 * it: back to malloc. */
 	if (usable < ((size_t)1 << SCSI_BUF_CLASS_MIN_SHIFT) ||
+	    usable >= ((size_t)2 << (SCSI_BUF_CLASS_MIN_SHIFT +
+				     SCSI_BUF_CLASSES - 1)) ||
 	    ((uintptr_t)p & (SCSI_BUF_ALIGN - 1))) {
 		free(p);
 		return;
 	}
-	c = scsi_buf_class(usable);
-	if (c < 0)
-		c = SCSI_BUF_CLASSES - 1;
-	else if (((size_t)1 << (SCSI_BUF_CLASS_MIN_SHIFT + c)) > usable)
-		c--;	/* usable lies between two classes: the smaller */
+	/* the largest class that usable covers (malloc may round up) */
+	c = SCSI_BUF_CLASSES - 1;
+	while (((size_t)1 << (SCSI_BUF_CLASS_MIN_SHIFT + c)) > usable)
+		c--;
 	free_list_put(&scsi_buf_cache[c], p,
 		      SCSI_BUF_CLASS_BYTES >> (SCSI_BUF_CLASS_MIN_SHIFT + c));
 }
