@@ -16,7 +16,7 @@ SANFLAGS ?=
 # One folder per layer (README "Architecture"); headers are included by
 # their base name, and scripts/layers.sh checks that no layer includes a
 # header of a layer above it.
-LAYERS  := target/core backends target/lun target/hang target/scsi \
+LAYERS  := target/core backends target/cbt target/lun target/hang target/scsi \
 	   target/iscsi target/config target/mgmt
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE \
 	       -pthread -MMD -MP $(addprefix -I,$(LAYERS))
