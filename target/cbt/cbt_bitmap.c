@@ -129,8 +129,11 @@ static uint64_t set_chunks(struct cbt_bitmap *b, uint64_t first, uint64_t last)
 							: BITS_PER_WORD - 1;
 		uint64_t mask = (hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1) &
 				~((1ull << lo) - 1);
+		/* acquire: a writer that finds the chunk already dirty must
+		 * see what the writer that dirtied it did before (the
+		 * persistence layer relies on it). */
 		uint64_t old = atomic_load_explicit(&b->words[w],
-						    memory_order_relaxed);
+						    memory_order_acquire);
 
 		if ((old & mask) == mask)
 			continue;
@@ -442,4 +445,57 @@ void cbt_bitmap_reclaim(struct cbt_bitmap *b, enum cbt_bitmap_mode mode,
 		cbt_bitmap_free(s);
 	}
 	atomic_store(&b->busy, false);
+}
+
+bool cbt_bitmap_range_is_set(const struct cbt_bitmap *b, uint64_t offset,
+			     uint64_t len)
+{
+	uint64_t first, last;
+
+	if (!range_chunks(b, offset, len, &first, &last))
+		return true;
+	for (uint64_t w = first / BITS_PER_WORD; w <= last / BITS_PER_WORD; w++) {
+		uint64_t lo = w == first / BITS_PER_WORD ? first % BITS_PER_WORD : 0;
+		uint64_t hi = w == last / BITS_PER_WORD ? last % BITS_PER_WORD
+							: BITS_PER_WORD - 1;
+		uint64_t mask = (hi == 63 ? ~0ull : (1ull << (hi + 1)) - 1) &
+				~((1ull << lo) - 1);
+
+		if ((atomic_load_explicit(&b->words[w], memory_order_acquire) &
+		     mask) != mask)
+			return false;
+	}
+	return true;
+}
+
+bool cbt_bitmap_recording(const struct cbt_bitmap *b)
+{
+	return atomic_load_explicit(&b->successor, memory_order_acquire) ||
+	       atomic_load_explicit(&b->enabled, memory_order_relaxed);
+}
+
+void cbt_bitmap_copy_from(struct cbt_bitmap *b, const struct cbt_bitmap *src)
+{
+	uint64_t dirty = 0;
+
+	for (uint64_t i = 0; i < b->nwords; i++) {
+		uint64_t v = i < src->nwords ? atomic_load(&src->words[i]) : 0;
+
+		atomic_store(&b->words[i], v);
+		dirty += (uint64_t)__builtin_popcountll(v);
+	}
+	atomic_store(&b->dirty, dirty);
+}
+
+void cbt_bitmap_and(struct cbt_bitmap *b, const struct cbt_bitmap *src)
+{
+	uint64_t gone = 0;
+
+	for (uint64_t i = 0; i < b->nwords; i++) {
+		uint64_t v = i < src->nwords ? atomic_load(&src->words[i]) : 0;
+		uint64_t old = atomic_fetch_and(&b->words[i], v);
+
+		gone += (uint64_t)__builtin_popcountll(old & ~v);
+	}
+	atomic_fetch_sub(&b->dirty, gone);
 }

@@ -104,6 +104,20 @@ uint64_t cbt_bitmap_dirty_bytes(const struct cbt_bitmap *b);
 bool cbt_bitmap_test_chunk(const struct cbt_bitmap *b, uint64_t chunk);
 bool cbt_bitmap_test(const struct cbt_bitmap *b, uint64_t offset);
 
+/* Is every chunk touching [offset, offset+len) set in b's own bits?
+ * (An empty or out-of-range tail counts as set.) */
+bool cbt_bitmap_range_is_set(const struct cbt_bitmap *b, uint64_t offset,
+			     uint64_t len);
+
+/* Does b record writes now (enabled, or frozen with a successor)? */
+bool cbt_bitmap_recording(const struct cbt_bitmap *b);
+
+/* Make b's own bits equal to src's (same geometry), for shadow copies. */
+void cbt_bitmap_copy_from(struct cbt_bitmap *b, const struct cbt_bitmap *src);
+
+/* b &= src (same geometry). */
+void cbt_bitmap_and(struct cbt_bitmap *b, const struct cbt_bitmap *src);
+
 /* Extent iteration over b's own bits: the first dirty run starting at or
  * after *offset.  Returns true and sets *offset, *len (clipped to size), or
  * false when there is none.  With want_dirty false it finds clean runs. */

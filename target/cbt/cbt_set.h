@@ -1,0 +1,85 @@
+/* cbt_set.h - a LUN's dirty bitmaps and their write-intent persistence.
+ *
+ * A set holds a LUN's named bitmaps.  Reactors mark every recording bitmap
+ * for each data-changing request (cbt_set_mark); the management thread
+ * adds, removes, clears, enables, disables and merges them.
+ *
+ * Persistence follows a write-intent protocol (as Linux md's bitmap): a
+ * write whose chunk is not yet dirty *on disk* may not be acknowledged
+ * before the sidecar holding its bit is durable.  cbt_set_mark() tells
+ * the caller when it must wait; a flusher thread per set rewrites the
+ * sidecar atomically and releases every waiter whose bit it covered, so
+ * writes racing to clean chunks share one sync, and writes to chunks that
+ * are already dirty on disk pay nothing.  If the sidecar cannot be
+ * written, the persistent bitmaps become inconsistent (refused for
+ * incremental backups until cleared), the on-disk copy is poisoned, and
+ * writes go on unhindered: never silently wrong, never a failed guest
+ * write. */
+#ifndef HOLDFAST_CBT_SET_H
+#define HOLDFAST_CBT_SET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cbt_bitmap.h"
+#include "util.h"
+
+struct reactor;
+struct cbt_set;
+
+/* A write waiting for its bits to be durable.  Owned by the caller (part
+ * of its request); valid until fn runs.  fn runs once, on r (through
+ * reactor_call), or on the flusher thread when r is NULL.  res is 0, or
+ * -errno when the sidecar could not be written (the bitmaps are then
+ * inconsistent; the write itself should still complete normally). */
+struct cbt_wait {
+	struct list_head link;
+	uint64_t gen;
+	struct reactor *r;
+	void (*fn)(struct cbt_wait *w, int res);
+	int res;
+};
+
+/* Create a set for a LUN of lun_size bytes.  sidecar: the file persistent
+ * bitmaps live in (NULL: none can be persistent).  An existing sidecar is
+ * loaded (bitmaps resized to lun_size if the LUN grew); a malformed one is
+ * an error (-EINVAL, *why says why) so a LUN never starts with bitmaps it
+ * cannot trust.  0 or -errno. */
+int cbt_set_new(const char *sidecar, uint64_t lun_size, struct cbt_set **out,
+		const char **why);
+/* Stop the flusher (it finishes a save in progress; the sidecar is
+ * always current) and free everything.  No marking
+ * or waiting may be in progress. */
+void cbt_set_free(struct cbt_set *s);
+
+/* Hot path, any reactor: mark [offset, offset+len) in every recording
+ * bitmap.  Returns false when the write may be acknowledged as soon as it
+ * completes; true when w was queued and the write must not be
+ * acknowledged before w->fn has run. */
+bool cbt_set_mark(struct cbt_set *s, uint64_t offset, uint64_t len,
+		  struct cbt_wait *w);
+
+/* True when the set has no bitmap at all (callers may skip marking). */
+bool cbt_set_empty(const struct cbt_set *s);
+
+/* Control path (management thread; serialised by the set's own lock).
+ * Each saves the sidecar when a persistent bitmap changed and returns
+ * -EIO-like errors from that save. */
+int cbt_set_add(struct cbt_set *s, const char *name, uint32_t granularity,
+		bool persistent, bool enabled);
+int cbt_set_remove(struct cbt_set *s, const char *name);
+int cbt_set_clear(struct cbt_set *s, const char *name);
+int cbt_set_enable(struct cbt_set *s, const char *name, bool enabled);
+int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src);
+int cbt_set_resize(struct cbt_set *s, uint64_t lun_size);
+/* Save now and wait until it is durable. */
+int cbt_set_save(struct cbt_set *s);
+
+/* Look a bitmap up (control path).  The pointer stays valid until the set
+ * is freed (removed bitmaps are retired, not freed, because a reactor may
+ * still be marking them). */
+struct cbt_bitmap *cbt_set_find(struct cbt_set *s, const char *name);
+/* The bitmaps in creation order: fills up to max pointers, returns count. */
+unsigned cbt_set_list(struct cbt_set *s, struct cbt_bitmap **out, unsigned max);
+
+#endif
