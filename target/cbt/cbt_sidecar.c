@@ -17,11 +17,9 @@
 
 #include "cbt_bitmap.h"
 #include "cbt_sidecar.h"
+#include "crc32c.h"
 #include "util.h"
 
-/* target/crc32c.c (declared in iscsi_internal.h, which this module must
- * not include). */
-uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
 
 static const char SIDECAR_MAGIC[8] = "HFCBTMAP";
 static const char SIDECAR_POISON[8] = "HFCBTBAD";

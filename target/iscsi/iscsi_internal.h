@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "crc32c.h"
 #include "iscsi.h"
 #include "iscsi_param.h"
 #include "iscsi_pdu.h"
@@ -288,7 +289,6 @@ void iscsi_session_reinstate(struct iscsi_session *s);
 uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s);
 void iscsi_conn_freed(void);
 
-/* crc32c.c */
-uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+/* CRC32C digests: crc32c() from core/crc32c.h */
 
 #endif

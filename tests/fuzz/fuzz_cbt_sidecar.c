@@ -4,8 +4,8 @@
  * (modulo a poisoned magic) and yield bitmaps whose geometry is sane.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -Itarget -Itarget/cbt -Ibackends tests/fuzz/fuzz_cbt_sidecar.c \
- *     target/cbt/cbt_sidecar.c target/cbt/cbt_bitmap.c target/crc32c.c \
+ *     -Itarget/core -Itarget/cbt -Ibackends tests/fuzz/fuzz_cbt_sidecar.c \
+ *     target/cbt/cbt_sidecar.c target/cbt/cbt_bitmap.c target/core/crc32c.c \
  *     -o build/fuzz/fuzz_cbt_sidecar
  *   build/fuzz/fuzz_cbt_sidecar tests/fuzz/corpus/cbt_sidecar */
 #include <stdatomic.h>

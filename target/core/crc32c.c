@@ -1,13 +1,14 @@
 /* crc32c.c - CRC32C (Castagnoli) for iSCSI header and data digests
- * (RFC 7143 13.1, RFC 3385).  Uses the SSE4.2 crc32 instruction when the
+ * (RFC 7143 13.1, RFC 3385) and on-disk metadata checksums.  Uses the SSE4.2 crc32 instruction when the
  * CPU has it, a table otherwise.  The hot path carries its own helper here
  * because a library call per PDU would cost speed (DESIGN.md). */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "iscsi_internal.h"
+#include "crc32c.h"
 
 #define CRC32C_POLY_REFLECTED 0x82f63b78u
 
