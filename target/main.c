@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbt_job.h"
+#include "cbt_set.h"
 #include "config.h"
 #include "iscsi.h"
 #include "mgmt.h"
@@ -95,6 +97,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "holdfastd: %s\n", err);
 		return 1;
 	}
+	/* persistent dirty bitmaps live beside the configuration */
+	{
+		char dir[sizeof(cfg.path)];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", cfg.path);
+		slash = strrchr(dir, '/');
+		if (slash) {
+			*slash = '\0';
+			cbt_state_dir_set(dir[0] ? dir : "/");
+		}
+	}
 	if (config_apply(&cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "holdfastd: %s\n", err);
 		return 1;
@@ -124,6 +138,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	cbt_job_reactors_set(reactors, nthreads);
 	/* management first: once the portal accepts, tgtadm works too */
 	ret = mgmt_start(control_port);
 	if (ret < 0) {

@@ -9,6 +9,8 @@
  * be in the sidecar on disk.  The invariant is durable <= on-disk bits at
  * every moment, so a write whose chunks are all durable needs no wait. */
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -54,6 +56,25 @@ struct cbt_set {
 	struct cbt_list *retired_lists;
 	struct cbt_retired_bm *retired_bms;
 };
+
+static char cbt_state_dir[PATH_MAX];
+
+void cbt_state_dir_set(const char *dir)
+{
+	snprintf(cbt_state_dir, sizeof(cbt_state_dir), "%s", dir ? dir : "");
+}
+
+int cbt_sidecar_path(char *out, size_t len, const char *target_name,
+		     uint64_t lun)
+{
+	int n;
+
+	if (!cbt_state_dir[0])
+		return -ENOENT;
+	n = snprintf(out, len, "%s/%s.lun%llu.bitmaps", cbt_state_dir,
+		     target_name, (unsigned long long)lun);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
 
 static struct cbt_list *list_alloc(unsigned n)
 {
@@ -203,8 +224,7 @@ static int flusher_start(struct cbt_set *s)
 	return 0;
 }
 
-bool cbt_set_mark(struct cbt_set *s, uint64_t offset, uint64_t len,
-		  struct cbt_wait *w)
+bool cbt_set_mark(struct cbt_set *s, uint64_t offset, uint64_t len)
 {
 	struct cbt_list *l = atomic_load_explicit(&s->active, memory_order_acquire);
 	bool need = false;
@@ -220,14 +240,36 @@ bool cbt_set_mark(struct cbt_set *s, uint64_t offset, uint64_t len,
 		if (fresh || !cbt_bitmap_range_is_set(l->e[i].durable, offset, len))
 			need = true;
 	}
-	if (!need || atomic_load_explicit(&s->broken, memory_order_relaxed))
-		return false;
+	return need && !atomic_load_explicit(&s->broken, memory_order_relaxed);
+}
+
+void cbt_set_wait(struct cbt_set *s, struct cbt_wait *w)
+{
 	pthread_mutex_lock(&s->lock);
 	w->gen = ++s->want_gen;
 	list_add_tail(&w->link, &s->waiters);
 	pthread_cond_signal(&s->kick);
 	pthread_mutex_unlock(&s->lock);
-	return true;
+}
+
+void cbt_set_save_async(struct cbt_set *s)
+{
+	if (!s->sidecar || !s->thread_started)
+		return;
+	pthread_mutex_lock(&s->lock);
+	++s->want_gen;
+	pthread_cond_signal(&s->kick);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void cbt_set_lost_intent(struct cbt_set *s)
+{
+	struct cbt_list *l = atomic_load(&s->active);
+
+	for (unsigned i = 0; i < l->n; i++)
+		if (l->e[i].bm->persistent)
+			atomic_store(&l->e[i].bm->inconsistent, true);
+	cbt_set_save_async(s);
 }
 
 /* Control path: save synchronously through the flusher (so it batches

@@ -19,6 +19,7 @@
 #define HOLDFAST_CBT_SET_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cbt_bitmap.h"
@@ -40,6 +41,15 @@ struct cbt_wait {
 	int res;
 };
 
+/* Where sidecars live: the configuration's directory (set once at
+ * startup; none set = bitmaps cannot be persistent). */
+void cbt_state_dir_set(const char *dir);
+/* The sidecar of LUN lun of target target_name:
+ * DIR/<target_name>.lun<N>.bitmaps.  0, -ENOENT (no directory set) or
+ * -ENAMETOOLONG. */
+int cbt_sidecar_path(char *out, size_t len, const char *target_name,
+		     uint64_t lun);
+
 /* Create a set for a LUN of lun_size bytes.  sidecar: the file persistent
  * bitmaps live in (NULL: none can be persistent).  An existing sidecar is
  * loaded (bitmaps resized to lun_size if the LUN grew); a malformed one is
@@ -54,10 +64,17 @@ void cbt_set_free(struct cbt_set *s);
 
 /* Hot path, any reactor: mark [offset, offset+len) in every recording
  * bitmap.  Returns false when the write may be acknowledged as soon as it
- * completes; true when w was queued and the write must not be
- * acknowledged before w->fn has run. */
-bool cbt_set_mark(struct cbt_set *s, uint64_t offset, uint64_t len,
-		  struct cbt_wait *w);
+ * completes; true when it must first wait: the caller then registers with
+ * cbt_set_wait() (or, if it cannot, calls cbt_set_lost_intent()). */
+bool cbt_set_mark(struct cbt_set *s, uint64_t offset, uint64_t len);
+/* Queue w (w->r and w->fn set): w->fn runs once every bit marked before
+ * this call is durable (or the save failed). */
+void cbt_set_wait(struct cbt_set *s, struct cbt_wait *w);
+/* A write went on without waiting for its intent (no memory): the
+ * persistent bitmaps can no longer be trusted after a crash. */
+void cbt_set_lost_intent(struct cbt_set *s);
+/* Ask for a save without waiting (any thread, e.g. a job's reactor). */
+void cbt_set_save_async(struct cbt_set *s);
 
 /* True when the set has no bitmap at all (callers may skip marking). */
 bool cbt_set_empty(const struct cbt_set *s);

@@ -65,6 +65,7 @@ static inline bool lun_errno_retryable(const uint64_t *bits, int err)
 
 struct hang_lun;
 struct target;
+struct cbt_set;
 
 struct scsi_lun {
 	struct lun_settings set;	/* read by reactors; updated under lock */
@@ -85,6 +86,10 @@ struct scsi_lun {
 	 * lazily by target/scsi/; the last scsi_lun_put() must call
 	 * scsi_lun_state_free() (scsi.h). */
 	struct scsi_lun_state *scsi;
+	/* Changed-block tracking: the LUN's dirty bitmaps (target/cbt),
+	 * marked by the cbt filter node at the top of be.  NULL until the
+	 * LUN is added to a target (scsi_lun_cbt_init()). */
+	struct cbt_set *cbt;
 	/* Called by the last scsi_lun_put(); set by scsi_lun_create(). */
 	void (*release)(struct scsi_lun *l);
 };

@@ -187,6 +187,13 @@ int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
 /* The show line of a LUN's ALUA state ("" without alua_group). */
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
 
+/* Set up the LUN's dirty bitmaps (target/cbt): loads the persistent ones
+ * from the LUN's sidecar beside the configuration.  Called when the LUN
+ * joins target target_name.  0 or -errno with *errmsg (a sidecar that
+ * cannot be trusted refuses the LUN). */
+int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
+		      const char **errmsg);
+
 /* ---- what the transport asks of a LUN ----
  * The iSCSI layer talks to the SCSI layer only; these two calls are how it
  * learns about, and acts on, commands the LUN holds below it. */

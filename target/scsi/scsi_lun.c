@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cbt_filter.h"
+#include "cbt_set.h"
 #include "hang.h"
 #include "lun.h"
 #include "util.h"
@@ -47,7 +49,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 	const char *name = s->backend[0] ? s->backend : "file";
 	const char *spec = s->backend_opts;
 	const struct backend_ops *ops;
-	struct backend *store, *top;
+	struct backend *store, *top, *cbt;
 	int err;
 
 	/* "fault" as the backend name means: inject into whatever the rest
@@ -74,9 +76,20 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 		be_stack_node_close(store);
 		return err;
 	}
-	err = be_stack_open(top, out);
+	/* Changed-block tracking on top, so it sees every data-changing
+	 * request the fault layer or the store may fail (issue 10). */
+	memset(&p, 0, sizeof(p));
+	p.inner = top;
+	err = be_stack_node_open(&cbt_filter_ops, &p, &cbt, errmsg);
+	if (err) {
+		be_stack_node_close(top);
+		be_stack_node_close(store);
+		return err;
+	}
+	err = be_stack_open(cbt, out);
 	if (err) {
 		*errmsg = "out of memory";
+		be_stack_node_close(cbt);
 		be_stack_node_close(top);
 		be_stack_node_close(store);
 	}
@@ -109,8 +122,25 @@ static void scsi_lun_release(struct scsi_lun *l)
 	scsi_lun_state_free(l);
 	be_stack_close(l->be);
 	l->be = NULL;
+	cbt_set_free(l->cbt);
 	pthread_mutex_destroy(&l->lock);
 	free(l);
+}
+
+int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
+		      const char **errmsg)
+{
+	char path[PATH_MAX];
+	int err;
+
+	if (!l->be || l->cbt || !cbt_filter_find(l->be))
+		return 0;
+	err = cbt_sidecar_path(path, sizeof(path), target_name, l->set.lun);
+	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
+	if (err)
+		return err;
+	cbt_filter_set_bitmaps(cbt_filter_find(l->be), l->cbt);
+	return 0;
 }
 
 int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,

@@ -333,6 +333,11 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 	ret = scsi_lun_create(s, &lun, errmsg);
 	if (ret)
 		goto out;
+	ret = scsi_lun_cbt_init(lun, t->name, errmsg);
+	if (ret) {
+		scsi_lun_put(lun);
+		goto out;
+	}
 
 	pthread_mutex_lock(&t->lock);
 	if (t->luns[s->lun]) {

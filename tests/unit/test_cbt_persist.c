@@ -150,6 +150,16 @@ static void waiter_init(struct waiter *x)
 	x->res = 1;
 }
 
+/* Mark; when the set says wait, queue x. */
+static bool mark_wait(struct cbt_set *s, uint64_t off, uint64_t len,
+		      struct waiter *x)
+{
+	if (!cbt_set_mark(s, off, len))
+		return false;
+	cbt_set_wait(s, &x->w);
+	return true;
+}
+
 /* Is chunk at offset dirty in bitmap name of the sidecar on disk? */
 static int on_disk(const char *sidecar, const char *name, uint64_t offset,
 		   bool *inconsistent)
@@ -200,25 +210,25 @@ static void test_set_write_intent(void)
 
 	/* first write to a clean chunk waits, and its bit is on disk by then */
 	waiter_init(&x);
-	CHECK(cbt_set_mark(s, 1 * MIB, 4096, &x.w) == true);
+	CHECK(mark_wait(s, 1 * MIB, 4096, &x));
 	CHECK(wait_for(&x) == 0 && x.res == 0);
 	CHECK(on_disk(sc, "vol", 1 * MIB, NULL) == 1);
 	/* a later write to the same chunk pays nothing */
 	waiter_init(&y);
-	CHECK(cbt_set_mark(s, 1 * MIB + 8192, 4096, &y.w) == false);
+	CHECK(!mark_wait(s, 1 * MIB + 8192, 4096, &y));
 	/* a non-persistent bitmap never waits */
 	CHECK(cbt_bitmap_test(cbt_set_find(s, "mem"), 1 * MIB + 8192));
 	/* disabled: no marking, no wait */
 	CHECK(cbt_set_enable(s, "vol", false) == 0);
 	CHECK(cbt_set_enable(s, "mem", false) == 0);
-	CHECK(cbt_set_mark(s, 5 * MIB, 4096, &y.w) == false);
+	CHECK(!mark_wait(s, 5 * MIB, 4096, &y));
 	CHECK(!cbt_bitmap_test(cbt_set_find(s, "vol"), 5 * MIB));
 	CHECK(cbt_set_enable(s, "vol", true) == 0);
 	/* many clean chunks at once: one batch */
 	struct waiter many[8];
 	for (int i = 0; i < 8; i++) {
 		waiter_init(&many[i]);
-		CHECK(cbt_set_mark(s, (uint64_t)(10 + i) * MIB, 4096, &many[i].w));
+		CHECK(mark_wait(s, (uint64_t)(10 + i) * MIB, 4096, &many[i]));
 	}
 	for (int i = 0; i < 8; i++)
 		CHECK(wait_for(&many[i]) == 0 && many[i].res == 0);
@@ -232,7 +242,7 @@ static void test_set_write_intent(void)
 	CHECK(cbt_set_merge(s, "vol", "mem") == -EBUSY);
 	/* frozen: a write lands in the successor and is saved too */
 	waiter_init(&x);
-	CHECK(cbt_set_mark(s, 30 * MIB, 1, &x.w) == true);
+	CHECK(mark_wait(s, 30 * MIB, 1, &x));
 	CHECK(wait_for(&x) == 0 && on_disk(sc, "vol", 30 * MIB, NULL) == 1);
 	cbt_bitmap_reclaim(cbt_set_find(s, "vol"), CBT_MODE_ON_SUCCESS, true, NULL);
 	CHECK(cbt_set_save(s) == 0);
@@ -241,7 +251,7 @@ static void test_set_write_intent(void)
 	/* cleared chunks wait again on the next write */
 	CHECK(cbt_set_clear(s, "vol") == 0 && on_disk(sc, "vol", 30 * MIB, NULL) == 0);
 	waiter_init(&x);
-	CHECK(cbt_set_mark(s, 30 * MIB, 1, &x.w) == true);
+	CHECK(mark_wait(s, 30 * MIB, 1, &x));
 	CHECK(wait_for(&x) == 0);
 	cbt_set_free(s);
 
@@ -252,18 +262,18 @@ static void test_set_write_intent(void)
 	CHECK(cbt_set_find(s, "vol")->size == 128 * MIB, "grown with the LUN");
 	/* already durable after load: no wait */
 	waiter_init(&x);
-	CHECK(cbt_set_mark(s, 30 * MIB, 1, &x.w) == false);
+	CHECK(!mark_wait(s, 30 * MIB, 1, &x));
 
 	/* sidecar becomes unwritable: .tmp is a directory */
 	CHECK(mkdir(path_in("lun1.cbt.tmp"), 0700) == 0);
 	waiter_init(&x);
-	CHECK(cbt_set_mark(s, 40 * MIB, 1, &x.w) == true);
+	CHECK(mark_wait(s, 40 * MIB, 1, &x));
 	CHECK(wait_for(&x) == 0 && x.res < 0, "waiter told: %d", x.res);
 	CHECK(atomic_load(&cbt_set_find(s, "vol")->inconsistent));
 	CHECK(on_disk(sc, "vol", 30 * MIB, &inc) == 1 && inc, "poisoned on disk");
 	/* broken: writes are not held up any more */
 	waiter_init(&x);
-	CHECK(cbt_set_mark(s, 50 * MIB, 1, &x.w) == false);
+	CHECK(!mark_wait(s, 50 * MIB, 1, &x));
 	CHECK(cbt_bitmap_freeze(cbt_set_find(s, "vol")) == -EINVAL);
 	/* repaired and cleared: consistent again */
 	rmdir(path_in("lun1.cbt.tmp"));

@@ -1,0 +1,917 @@
+/* cbt_job.c - backup jobs (cbt_job.h).
+ *
+ * Everything a job does runs on its reactor (job->r): the background
+ * scan, chunk copies (read from the node below the filter, write to the
+ * destination), copy-before-write requests handed over by other
+ * reactors, pause/resume/cancel requests from the management thread.
+ * Only the copied/todo bitmaps (atomic bits) and the counters are read
+ * from elsewhere.  The job table is guarded by one mutex. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cbt_filter.h"
+#include "cbt_job.h"
+#include "cbt_set.h"
+#include "qcow2_writer.h"
+#include "reactor.h"
+#include "util.h"
+
+struct cbt_job;
+
+/* One chunk copy in flight. */
+struct job_copy {
+	struct cbt_job *job;
+	struct be_io io;
+	struct iovec iov;
+	void *buf;
+	uint64_t unit;		/* unit index */
+	uint64_t off, len;
+	bool background;
+	bool writing;
+	struct ev_timer retry;
+	uint64_t first_fail_ms;
+};
+
+/* A guest write waiting for copies before it may go to the store. */
+struct job_cbw_req {
+	struct list_head link;
+	struct cbt_job *job;
+	struct backend *filter;
+	struct be_io *io;
+	struct reactor *r;
+	uint64_t first, last;	/* units */
+};
+
+struct cbt_job {
+	struct list_head link;	/* in the job table */
+	unsigned id;
+	struct cbt_job_params p;
+	struct cbt_cbw cbw;
+	struct reactor *r;	/* where everything of the job runs */
+	struct cbt_set *set;
+	struct cbt_bitmap *bitmap;	/* frozen, or NULL */
+	struct backend *dest;	/* file backend on the target */
+	struct qcow2w *q;
+	uint64_t size, unit;
+	struct cbt_bitmap *todo, *copied, *busy;	/* unit granularity */
+	uint64_t cursor;	/* next unit the background scan looks at */
+	unsigned inflight_bg, inflight_all;
+	struct list_head cbw_waiting;
+	struct ev_timer rate_timer;
+	bool rate_timer_armed;
+	atomic_int state;	/* enum cbt_job_state */
+	bool cancel_req, failing, finished;
+	atomic_uint_fast64_t bytes_done;
+	uint64_t bytes_total;
+	uint64_t start_ms, end_ms, pause_started_ms, paused_ms;
+	char error[128];
+};
+
+static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jobs_cond = PTHREAD_COND_INITIALIZER;
+static struct list_head jobs = LIST_HEAD_INIT(jobs);
+static unsigned jobs_next_id = 1;
+
+static struct reactor **job_reactors;
+static int job_nreactors;
+
+void cbt_job_reactors_set(struct reactor **r, int n)
+{
+	job_reactors = r;
+	job_nreactors = n;
+}
+
+struct reactor *cbt_job_reactor_for(uint64_t lun)
+{
+	return job_nreactors ? job_reactors[lun % (uint64_t)job_nreactors] : NULL;
+}
+
+const char *cbt_job_state_name(enum cbt_job_state s)
+{
+	static const char *const names[] = {
+		[CBT_JOB_RUNNING] = "running",
+		[CBT_JOB_PAUSED] = "paused",
+		[CBT_JOB_COMPLETED] = "completed",
+		[CBT_JOB_FAILED] = "failed",
+		[CBT_JOB_CANCELLED] = "cancelled",
+	};
+
+	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+static bool job_terminal(const struct cbt_job *j)
+{
+	int s = atomic_load(&j->state);
+
+	return s == CBT_JOB_COMPLETED || s == CBT_JOB_FAILED ||
+	       s == CBT_JOB_CANCELLED;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void job_pump(struct cbt_job *j);
+
+/* Does unit u still need its old data copied? */
+static bool unit_pending(const struct cbt_job *j, uint64_t u)
+{
+	return cbt_bitmap_test_chunk(j->todo, u) &&
+	       !cbt_bitmap_test_chunk(j->copied, u);
+}
+
+/* ---- copy-before-write ---- */
+
+static void cbw_resume(void *arg)
+{
+	struct job_cbw_req *req = arg;
+
+	cbt_filter_resume(req->filter, req->io, req->r);
+	free(req);
+}
+
+static void cbw_release(struct job_cbw_req *req)
+{
+	list_del(&req->link);
+	if (reactor_call(req->r, cbw_resume, req) < 0) {
+		/* cannot reach its reactor: resubmit from here (the store
+		 * completes on req->r as asked) */
+		cbt_filter_resume(req->filter, req->io, req->r);
+		free(req);
+	}
+}
+
+static bool cbw_req_ready(const struct cbt_job *j, const struct job_cbw_req *req)
+{
+	for (uint64_t u = req->first; u <= req->last; u++)
+		if (unit_pending(j, u))
+			return false;
+	return true;
+}
+
+static void job_copy_start(struct cbt_job *j, uint64_t u, bool background);
+
+/* On the job's reactor: a guest write wants to go on. */
+static void cbw_arrive(void *arg)
+{
+	struct job_cbw_req *req = arg;
+	struct cbt_job *j = req->job;
+
+	list_init(&req->link);
+	list_add_tail(&req->link, &j->cbw_waiting);
+	if (j->finished || j->failing) {
+		cbw_release(req);
+		return;
+	}
+	for (uint64_t u = req->first; u <= req->last; u++)
+		if (unit_pending(j, u) && !cbt_bitmap_test_chunk(j->busy, u))
+			job_copy_start(j, u, false);
+	if (cbw_req_ready(j, req))
+		cbw_release(req);
+}
+
+/* Any reactor: called by the filter for every data-changing request. */
+static bool job_before_write(struct cbt_cbw *c, struct backend *filter,
+			     struct be_io *io, struct reactor *r)
+{
+	struct cbt_job *j = container_of(c, struct cbt_job, cbw);
+	struct job_cbw_req *req;
+	uint64_t first, last;
+	bool need = false;
+
+	if (!io->length || io->offset >= j->size || job_terminal(j))
+		return false;
+	first = io->offset / j->unit;
+	last = (MIN(io->offset + io->length, j->size) - 1) / j->unit;
+	for (uint64_t u = first; u <= last && !need; u++)
+		need = unit_pending(j, u);
+	if (!need)
+		return false;
+	req = malloc(sizeof(*req));
+	if (!req)
+		return false;	/* cannot wait: the backup may see the write */
+	req->job = j;
+	req->filter = filter;
+	req->io = io;
+	req->r = r;
+	req->first = first;
+	req->last = last;
+	if (reactor_call(j->r, cbw_arrive, req) < 0) {
+		free(req);
+		return false;
+	}
+	return true;
+}
+
+/* ---- ending ---- */
+
+static void job_log_end(struct cbt_job *j)
+{
+	int s = atomic_load(&j->state);
+
+	if (s == CBT_JOB_COMPLETED)
+		log_info("job %u: backup of tid %d lun %llu to %s completed: %llu bytes in %llu ms",
+			 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target,
+			 (unsigned long long)atomic_load(&j->bytes_done),
+			 (unsigned long long)(j->end_ms - j->start_ms));
+	else
+		log_warn("job %u: backup of tid %d lun %llu to %s %s: %s", j->id,
+			 j->p.tid, (unsigned long long)j->p.lun, j->p.target,
+			 cbt_job_state_name(s), j->error);
+}
+
+/* The chunks of the bitmap whose every unit was copied. */
+static struct cbt_bitmap *copied_chunks(struct cbt_job *j)
+{
+	struct cbt_bitmap *b = j->bitmap, *c;
+	uint64_t per = b->granularity / j->unit;
+
+	c = cbt_bitmap_new("copied", b->size, b->granularity, true);
+	if (!c)
+		return NULL;
+	for (uint64_t chunk = 0; chunk < b->nchunks; chunk++) {
+		bool all = true;
+
+		for (uint64_t k = 0; k < per && all; k++) {
+			uint64_t u = chunk * per + k;
+
+			if (u * j->unit >= j->size)
+				break;
+			all = cbt_bitmap_test_chunk(j->copied, u);
+		}
+		if (all)
+			cbt_bitmap_set_range(c, chunk * b->granularity, 1);
+	}
+	return c;
+}
+
+static void job_finish(struct cbt_job *j)
+{
+	bool success = !j->failing;
+	struct job_cbw_req *req, *tmp;
+	int err = 0;
+
+	cbt_filter_cbw_remove(j->p.filter, &j->cbw);
+	if (success && j->q) {
+		err = qcow2w_finish(j->q);
+		j->q = NULL;
+		if (err) {
+			snprintf(j->error, sizeof(j->error),
+				 "writing the qcow2 metadata: %s", strerror(-err));
+			success = false;
+		}
+	} else if (j->q) {
+		qcow2w_abort(j->q);
+		j->q = NULL;
+	}
+	if (j->dest) {
+		j->dest->ops->close(j->dest);
+		free(j->dest);
+		j->dest = NULL;
+	}
+	if (j->bitmap) {
+		struct cbt_bitmap *c = copied_chunks(j);
+
+		/* without memory for the copied map, "always" keeps
+		 * everything (merging back is always safe) */
+		cbt_bitmap_reclaim(j->bitmap, c ? j->p.mode : CBT_MODE_NEVER,
+				   success, c);
+		cbt_bitmap_free(c);
+		cbt_set_save_async(j->set);
+	}
+	list_for_each_entry_safe(req, tmp, &j->cbw_waiting, link)
+		cbw_release(req);
+	j->end_ms = now_ms();
+	j->finished = true;
+	pthread_mutex_lock(&jobs_lock);
+	if (success)
+		atomic_store(&j->state, CBT_JOB_COMPLETED);
+	else
+		atomic_store(&j->state, j->cancel_req ? CBT_JOB_CANCELLED
+						      : CBT_JOB_FAILED);
+	pthread_cond_broadcast(&jobs_cond);
+	pthread_mutex_unlock(&jobs_lock);
+	job_log_end(j);
+}
+
+static void job_fail(struct cbt_job *j, const char *what, int err)
+{
+	if (j->failing)
+		return;
+	j->failing = true;
+	if (err)
+		snprintf(j->error, sizeof(j->error), "%s: %s", what, strerror(-err));
+	else
+		snprintf(j->error, sizeof(j->error), "%s", what);
+}
+
+/* ---- chunk copies ---- */
+
+static void copy_free(struct job_copy *c)
+{
+	struct cbt_job *j = c->job;
+
+	cbt_bitmap_reset_range(j->busy, c->unit * j->unit, 1);
+	j->inflight_all--;
+	if (c->background)
+		j->inflight_bg--;
+	free(c->buf);
+	free(c);
+}
+
+static void copy_done_unit(struct cbt_job *j, struct job_copy *c)
+{
+	struct job_cbw_req *req, *tmp;
+
+	cbt_bitmap_set_range(j->copied, c->off, 1);
+	atomic_fetch_add(&j->bytes_done, c->len);
+	list_for_each_entry_safe(req, tmp, &j->cbw_waiting, link)
+		if (cbw_req_ready(j, req))
+			cbw_release(req);
+}
+
+static void copy_write_done(struct be_io *io, int res)
+{
+	struct job_copy *c = io->priv;
+	struct cbt_job *j = c->job;
+
+	if (res < 0)
+		job_fail(j, "writing the destination", res);
+	else
+		copy_done_unit(j, c);
+	copy_free(c);
+	job_pump(j);
+}
+
+static void copy_read_start(struct job_copy *c);
+
+static void copy_retry_fire(struct ev_timer *t)
+{
+	copy_read_start(t->arg);
+}
+
+/* Is the buffer all zeroes? */
+static bool buf_is_zero(const void *buf, uint64_t len)
+{
+	const uint64_t *p = buf;
+
+	for (uint64_t i = 0; i < len / 8; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void copy_read_done(struct be_io *io, int res)
+{
+	struct job_copy *c = io->priv;
+	struct cbt_job *j = c->job;
+	uint64_t dest_off = c->off;
+	int err = 0;
+
+	if (res < 0) {
+		uint64_t now = now_ms();
+
+		if (!c->first_fail_ms)
+			c->first_fail_ms = now;
+		if (!j->failing && j->p.src_retry_ms &&
+		    (!j->p.src_timeout_ms ||
+		     now - c->first_fail_ms < j->p.src_timeout_ms)) {
+			memset(&c->retry, 0, sizeof(c->retry));
+			reactor_timer_add(j->r, &c->retry, j->p.src_retry_ms,
+					  copy_retry_fire, c);
+			return;
+		}
+		job_fail(j, "reading the LUN", res);
+		copy_free(c);
+		job_pump(j);
+		return;
+	}
+	if (j->failing) {
+		copy_free(c);
+		job_pump(j);
+		return;
+	}
+	/* zeroes need no data: a raw destination is sparse, a qcow2 one
+	 * gets a zero cluster (which also hides its backing file) */
+	if (buf_is_zero(c->buf, c->len)) {
+		if (j->q) {
+			err = qcow2w_zero(j->q, c->off, c->len);
+			if (err)
+				job_fail(j, "qcow2 zero cluster", err);
+		}
+		if (!err)
+			copy_done_unit(j, c);
+		copy_free(c);
+		job_pump(j);
+		return;
+	}
+	if (j->q) {
+		err = qcow2w_map(j->q, c->off, &dest_off);
+		if (err) {
+			job_fail(j, "qcow2 allocation", err);
+			copy_free(c);
+			job_pump(j);
+			return;
+		}
+	}
+	c->writing = true;
+	memset(&c->io, 0, sizeof(c->io));
+	c->io.op = BE_OP_WRITE;
+	c->io.offset = dest_off;
+	c->io.length = c->len;
+	c->iov.iov_base = c->buf;
+	c->iov.iov_len = c->len;
+	c->io.iov = &c->iov;
+	c->io.iovcnt = 1;
+	c->io.done = copy_write_done;
+	c->io.priv = c;
+	backend_submit(j->dest, &c->io, j->r);
+}
+
+static void copy_read_start(struct job_copy *c)
+{
+	struct cbt_job *j = c->job;
+
+	memset(&c->io, 0, sizeof(c->io));
+	c->io.op = BE_OP_READ;
+	c->io.offset = c->off;
+	c->io.length = c->len;
+	c->iov.iov_base = c->buf;
+	c->iov.iov_len = c->len;
+	c->io.iov = &c->iov;
+	c->io.iovcnt = 1;
+	c->io.done = copy_read_done;
+	c->io.priv = c;
+	/* the node below the filter, as the stack publishes it now */
+	backend_submit(backend_inner(j->p.filter), &c->io, j->r);
+}
+
+static void job_copy_start(struct cbt_job *j, uint64_t u, bool background)
+{
+	struct job_copy *c = calloc(1, sizeof(*c));
+	uint64_t off = u * j->unit;
+
+	if (!c || posix_memalign(&c->buf, 4096, j->unit)) {
+		free(c);
+		job_fail(j, "out of memory", -ENOMEM);
+		return;
+	}
+	c->job = j;
+	c->unit = u;
+	c->off = off;
+	c->len = MIN(j->unit, j->size - off);
+	c->background = background;
+	cbt_bitmap_set_range(j->busy, off, 1);
+	j->inflight_all++;
+	if (background)
+		j->inflight_bg++;
+	copy_read_start(c);
+}
+
+/* ---- the background scan ---- */
+
+static void rate_timer_fire(struct ev_timer *t)
+{
+	struct cbt_job *j = t->arg;
+
+	j->rate_timer_armed = false;
+	job_pump(j);
+}
+
+/* How long to wait before the next background copy to honour the rate
+ * limit (ms, 0 = go). */
+static uint64_t rate_delay(struct cbt_job *j)
+{
+	uint64_t elapsed, allowed;
+
+	if (!j->p.rate_limit)
+		return 0;
+	elapsed = now_ms() - j->start_ms - j->paused_ms;
+	allowed = j->p.rate_limit * elapsed / 1000 + j->unit;
+	if (atomic_load(&j->bytes_done) < allowed)
+		return 0;
+	return (atomic_load(&j->bytes_done) - allowed) * 1000 / j->p.rate_limit + 1;
+}
+
+static void job_pump(struct cbt_job *j)
+{
+	if (j->finished)
+		return;
+	if (j->cancel_req && !j->failing)
+		job_fail(j, "cancelled", 0);
+	if (j->failing) {
+		if (!j->inflight_all)
+			job_finish(j);
+		return;
+	}
+	while (j->inflight_bg < CBT_JOB_INFLIGHT &&
+	       atomic_load(&j->state) == CBT_JOB_RUNNING && !j->failing) {
+		uint64_t off = j->cursor * j->unit, len, d;
+
+		if (!cbt_bitmap_next_extent(j->todo, &off, &len, true)) {
+			j->cursor = j->todo->nchunks;
+			break;
+		}
+		j->cursor = off / j->unit;
+		if (cbt_bitmap_test_chunk(j->copied, j->cursor) ||
+		    cbt_bitmap_test_chunk(j->busy, j->cursor)) {
+			j->cursor++;
+			continue;
+		}
+		d = rate_delay(j);
+		if (d) {
+			if (!j->rate_timer_armed) {
+				j->rate_timer_armed = true;
+				reactor_timer_add(j->r, &j->rate_timer, d,
+						  rate_timer_fire, j);
+			}
+			return;
+		}
+		job_copy_start(j, j->cursor, true);
+		j->cursor++;
+	}
+	if (j->cursor >= j->todo->nchunks && !j->inflight_all && !j->failing)
+		job_finish(j);
+}
+
+/* ---- control (management thread -> job reactor) ---- */
+
+static void job_kick(void *arg)
+{
+	job_pump(arg);
+}
+
+static struct cbt_job *job_find(unsigned id)
+{
+	struct cbt_job *j;
+
+	list_for_each_entry(j, &jobs, link)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+int cbt_job_pause(unsigned id, bool pause)
+{
+	struct cbt_job *j;
+	int err = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (job_terminal(j) || j->cancel_req)
+		err = -EINVAL;
+	else if (pause && atomic_load(&j->state) == CBT_JOB_RUNNING) {
+		j->pause_started_ms = now_ms();
+		atomic_store(&j->state, CBT_JOB_PAUSED);
+	} else if (!pause && atomic_load(&j->state) == CBT_JOB_PAUSED) {
+		j->paused_ms += now_ms() - j->pause_started_ms;
+		atomic_store(&j->state, CBT_JOB_RUNNING);
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	if (!err && !pause)
+		reactor_call(j->r, job_kick, j);
+	return err;
+}
+
+static void job_cancel_on_reactor(void *arg)
+{
+	struct cbt_job *j = arg;
+
+	j->cancel_req = true;
+	job_pump(j);
+}
+
+int cbt_job_cancel(unsigned id)
+{
+	struct cbt_job *j;
+	int err = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (job_terminal(j))
+		err = -EINVAL;
+	else if (atomic_load(&j->state) == CBT_JOB_PAUSED) {
+		j->paused_ms += now_ms() - j->pause_started_ms;
+		atomic_store(&j->state, CBT_JOB_RUNNING);
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	if (!err)
+		err = reactor_call(j->r, job_cancel_on_reactor, j);
+	return err;
+}
+
+static void job_free(struct cbt_job *j)
+{
+	cbt_bitmap_free(j->todo);
+	cbt_bitmap_free(j->copied);
+	cbt_bitmap_free(j->busy);
+	if (j->p.release)
+		j->p.release(j->p.release_arg);
+	free(j);
+}
+
+int cbt_job_dismiss(unsigned id)
+{
+	struct cbt_job *j;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j || !job_terminal(j)) {
+		pthread_mutex_unlock(&jobs_lock);
+		return j ? -EBUSY : -ENOENT;
+	}
+	list_del(&j->link);
+	pthread_mutex_unlock(&jobs_lock);
+	/* A reactor that loaded the hook just before it was removed has
+	 * long returned: job_before_write() sees a terminal state and never
+	 * queues once the job has finished. */
+	job_free(j);
+	return 0;
+}
+
+bool cbt_job_running_on(const struct backend *filter)
+{
+	struct cbt_job *j;
+	bool found = false;
+
+	pthread_mutex_lock(&jobs_lock);
+	list_for_each_entry(j, &jobs, link)
+		if (j->p.filter == filter && !job_terminal(j))
+			found = true;
+	pthread_mutex_unlock(&jobs_lock);
+	return found;
+}
+
+static void job_info(struct cbt_job *j, struct cbt_job_info *i)
+{
+	uint64_t end = job_terminal(j) ? j->end_ms : now_ms();
+	uint64_t elapsed = end - j->start_ms - j->paused_ms;
+
+	memset(i, 0, sizeof(*i));
+	i->id = j->id;
+	i->type = "backup";
+	i->tid = j->p.tid;
+	i->lun = j->p.lun;
+	i->state = atomic_load(&j->state);
+	i->bytes_done = atomic_load(&j->bytes_done);
+	i->bytes_total = j->bytes_total;
+	i->rate_bps = elapsed ? i->bytes_done * 1000 / elapsed : 0;
+	if (job_terminal(j))
+		i->eta_s = 0;
+	else if (i->rate_bps)
+		i->eta_s = (int64_t)((i->bytes_total - MIN(i->bytes_done, i->bytes_total)) /
+				     i->rate_bps);
+	else
+		i->eta_s = -1;
+	if (job_terminal(j) && i->state != CBT_JOB_COMPLETED)
+		snprintf(i->error, sizeof(i->error), "%s", j->error);
+	snprintf(i->target, sizeof(i->target), "%.*s",
+		 (int)sizeof(i->target) - 1, j->p.target);
+	snprintf(i->bitmap, sizeof(i->bitmap), "%s", j->p.bitmap);
+}
+
+unsigned cbt_job_list(struct cbt_job_info *out, unsigned max)
+{
+	struct cbt_job *j;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	list_for_each_entry(j, &jobs, link) {
+		if (n < max)
+			job_info(j, &out[n]);
+		n++;
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	return n;
+}
+
+int cbt_job_get(unsigned id, struct cbt_job_info *out)
+{
+	struct cbt_job *j;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (j)
+		job_info(j, out);
+	pthread_mutex_unlock(&jobs_lock);
+	return j ? 0 : -ENOENT;
+}
+
+int cbt_job_wait(unsigned id, unsigned timeout_ms)
+{
+	struct timespec ts;
+	struct cbt_job *j;
+	int err = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&jobs_lock);
+	while ((j = job_find(id)) && !job_terminal(j) && !err)
+		err = pthread_cond_timedwait(&jobs_cond, &jobs_lock, &ts);
+	pthread_mutex_unlock(&jobs_lock);
+	if (!j)
+		return -ENOENT;
+	return err ? -ETIMEDOUT : 0;
+}
+
+/* ---- start ---- */
+
+static int open_dest(struct cbt_job *j, const char **why)
+{
+	const struct backend_ops *file = backend_find("file");
+	struct backend_params bp = { .path = j->p.target, .direct = true };
+	int fd, err;
+
+	if (j->p.format == CBT_FORMAT_QCOW2) {
+		const char *bfmt = j->p.backing_format;
+		struct qcow2w_params qp = { .size = j->size };
+
+		qp.cluster_bits = (unsigned)__builtin_ctzll(j->unit);
+		if (j->p.backing[0]) {
+			size_t n = strlen(j->p.backing);
+
+			if (!bfmt[0])
+				bfmt = n > 6 && !strcmp(j->p.backing + n - 6, ".qcow2")
+					       ? "qcow2" : "raw";
+			qp.backing_file = j->p.backing;
+			qp.backing_format = bfmt;
+		}
+		err = qcow2w_create(j->p.target, &qp, &j->q);
+		if (err) {
+			*why = "cannot create the qcow2 destination";
+			return err;
+		}
+	} else {
+		fd = open(j->p.target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0 || ftruncate(fd, (off_t)j->size) < 0) {
+			err = -errno;
+			if (fd >= 0)
+				close(fd);
+			*why = "cannot create the raw destination";
+			return err;
+		}
+		close(fd);
+	}
+	j->dest = calloc(1, sizeof(*j->dest));
+	if (!j->dest)
+		return -ENOMEM;
+	j->dest->ops = file;
+	err = file->open(j->dest, &bp, why);
+	if (err) {
+		free(j->dest);
+		j->dest = NULL;
+	}
+	return err;
+}
+
+static void job_start_on_reactor(void *arg)
+{
+	struct cbt_job *j = arg;
+
+	log_info("job %u: backup of tid %d lun %llu to %s started (%s, sync=%s%s%s, %llu bytes)",
+		 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target,
+		 j->q ? "qcow2" : "raw", j->p.sync_bitmap ? "bitmap" : "full",
+		 j->p.bitmap[0] ? ", bitmap=" : "", j->p.bitmap,
+		 (unsigned long long)j->bytes_total);
+	job_pump(j);
+}
+
+int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
+			 const char **why)
+{
+	struct cbt_job *j;
+	uint64_t unit, off = 0, len;
+	uint32_t gran;
+	int err;
+
+	*why = NULL;
+	if (!cbt_filter_is(p->filter) || !p->r) {
+		*why = "the LUN has no changed-block tracking node";
+		return -EINVAL;
+	}
+	if (p->sync_bitmap && !p->bitmap[0]) {
+		*why = "sync=bitmap needs bitmap=NAME";
+		return -EINVAL;
+	}
+	if (p->backing[0] && p->format != CBT_FORMAT_QCOW2) {
+		*why = "backing= needs format=qcow2";
+		return -EINVAL;
+	}
+	if (cbt_job_running_on(p->filter)) {
+		*why = "a job already runs on this LUN";
+		return -EBUSY;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->p = *p;
+	j->p.release = NULL;	/* only once the job exists */
+	j->set = cbt_filter_bitmaps(p->filter);
+	j->size = p->filter->size;
+	j->r = p->r;
+	list_init(&j->cbw_waiting);
+	j->cbw.before_write = job_before_write;
+	gran = CBT_GRANULARITY_DEFAULT;
+	if (p->bitmap[0]) {
+		j->bitmap = j->set ? cbt_set_find(j->set, p->bitmap) : NULL;
+		if (!j->bitmap) {
+			*why = "no such bitmap";
+			err = -ENOENT;
+			goto fail;
+		}
+		gran = j->bitmap->granularity;
+		if (atomic_load(&j->bitmap->inconsistent) && p->sync_bitmap) {
+			*why = "the bitmap is inconsistent: clear it and take a full backup";
+			err = -EINVAL;
+			goto fail;
+		}
+	}
+	unit = MIN(gran, CBT_JOB_UNIT_MAX);
+	j->unit = unit;
+	j->todo = cbt_bitmap_new("todo", j->size, (uint32_t)unit, true);
+	j->copied = cbt_bitmap_new("copied", j->size, (uint32_t)unit, true);
+	j->busy = cbt_bitmap_new("busy", j->size, (uint32_t)unit, true);
+	if (!j->todo || !j->copied || !j->busy) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	err = open_dest(j, why);
+	if (err)
+		goto fail;
+	/* the point in time: freeze, fill the to-do list, hook in */
+	if (j->bitmap) {
+		if (atomic_load(&j->bitmap->inconsistent))	/* sync=full */
+			cbt_bitmap_clear(j->bitmap);
+		err = cbt_bitmap_freeze(j->bitmap);
+		if (err) {
+			*why = err == -EBUSY ? "the bitmap is busy" : "cannot freeze the bitmap";
+			goto fail_dest;
+		}
+	}
+	if (p->sync_bitmap) {
+		while (cbt_bitmap_next_extent(j->bitmap, &off, &len, true)) {
+			cbt_bitmap_set_range(j->todo, off, len);
+			off += len;
+		}
+	} else {
+		cbt_bitmap_set_range(j->todo, 0, j->size);
+	}
+	j->bytes_total = cbt_bitmap_dirty_bytes(j->todo);
+	err = cbt_filter_cbw_install(p->filter, &j->cbw);
+	if (err) {
+		*why = "a job already runs on this LUN";
+		if (j->bitmap)
+			cbt_bitmap_reclaim(j->bitmap, CBT_MODE_NEVER, false, NULL);
+		goto fail_dest;
+	}
+	atomic_init(&j->state, CBT_JOB_RUNNING);
+	atomic_init(&j->bytes_done, 0);
+	j->start_ms = now_ms();
+	j->p.release = p->release;
+	pthread_mutex_lock(&jobs_lock);
+	j->id = jobs_next_id++;
+	list_add_tail(&j->link, &jobs);
+	pthread_mutex_unlock(&jobs_lock);
+	*id = j->id;
+	if (reactor_call(j->r, job_start_on_reactor, j) < 0) {
+		/* the job exists: let it fail through the normal path */
+		log_err("job %u: cannot reach its reactor", j->id);
+	}
+	return 0;
+
+fail_dest:
+	if (j->q)
+		qcow2w_abort(j->q);
+	if (j->dest) {
+		j->dest->ops->close(j->dest);
+		free(j->dest);
+	}
+fail:
+	cbt_bitmap_free(j->todo);
+	cbt_bitmap_free(j->copied);
+	cbt_bitmap_free(j->busy);
+	free(j);
+	if (!*why)
+		*why = "cannot start the job";
+	return err;
+}

@@ -1,0 +1,113 @@
+/* cbt_job.h - backup jobs: a point-in-time copy of a LUN to a raw or
+ * qcow2 file while initiators keep writing (push backup).
+ *
+ * A job runs on one reactor (the LUN's home reactor when it has one).  At
+ * start it freezes the bitmap (sync=bitmap, or sync=full with a bitmap to
+ * restart an incremental chain) and installs a copy-before-write hook in
+ * the LUN's cbt filter node: a guest write to a chunk that is still to be
+ * copied waits until that chunk's old data is in the destination (it never
+ * waits for more than the copies of the chunks it touches).  In the
+ * background the job copies every chunk still to do, at most
+ * CBT_JOB_INFLIGHT at a time, throttled by rate_limit.  Source reads go
+ * to the node below the filter (they are not guest reads: they change no
+ * bitmap); a failing source read is retried every src_retry_ms until
+ * src_timeout_ms (the LUN's hang settings), a failing destination fails
+ * the job.  Guest commands never fail because of a job.
+ *
+ * When it ends the bitmap is reclaimed by bitmap_mode (cbt_bitmap.h):
+ * on-success clears what was copied on success and merges everything back
+ * otherwise; always clears the chunks that were copied either way; never
+ * leaves it.  Cancel counts as failure.
+ *
+ * Jobs live in one table (ids from 1); the management thread creates,
+ * pauses, resumes, cancels, lists and dismisses them. */
+#ifndef HOLDFAST_CBT_JOB_H
+#define HOLDFAST_CBT_JOB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cbt_bitmap.h"
+
+struct backend;
+struct cbt_set;
+struct reactor;
+
+#define CBT_JOB_INFLIGHT 4		/* background chunk copies at once */
+#define CBT_JOB_UNIT_MAX (1u << 20)	/* copy unit: min(granularity, 1 MiB) */
+
+enum cbt_job_state {
+	CBT_JOB_RUNNING,
+	CBT_JOB_PAUSED,
+	CBT_JOB_COMPLETED,
+	CBT_JOB_FAILED,
+	CBT_JOB_CANCELLED,
+};
+
+enum cbt_job_format { CBT_FORMAT_RAW, CBT_FORMAT_QCOW2 };
+
+struct cbt_job_params {
+	int tid;			/* for show only */
+	uint64_t lun;			/* for show only */
+	struct backend *filter;		/* the LUN's cbt filter node */
+	struct reactor *r;		/* where the job runs */
+	char target[4096];		/* destination file */
+	enum cbt_job_format format;
+	char backing[4096];		/* qcow2: previous image ("" none) */
+	char backing_format[16];	/* "raw" / "qcow2" ("" = guess by name) */
+	bool sync_bitmap;		/* sync=bitmap (else full) */
+	char bitmap[CBT_NAME_MAX + 1];	/* "" = none */
+	enum cbt_bitmap_mode mode;
+	uint64_t rate_limit;		/* bytes/s, 0 = unlimited */
+	uint32_t src_retry_ms;		/* 0 = fail on the first read error */
+	uint32_t src_timeout_ms;	/* 0 = retry for ever */
+	/* Keeps the LUN alive while the job exists: called once when the
+	 * job is dismissed. */
+	void (*release)(void *arg);
+	void *release_arg;
+};
+
+/* What show prints for a job. */
+struct cbt_job_info {
+	unsigned id;
+	const char *type;
+	int tid;
+	uint64_t lun;
+	enum cbt_job_state state;
+	uint64_t bytes_done, bytes_total, rate_bps;
+	int64_t eta_s;			/* -1 unknown */
+	char error[128];
+	char target[256];
+	char bitmap[CBT_NAME_MAX + 1];
+};
+
+const char *cbt_job_state_name(enum cbt_job_state s);
+
+/* The daemon's reactors (set once at startup); a LUN's jobs run on
+ * reactor lun % n.  NULL when none are set. */
+void cbt_job_reactors_set(struct reactor **r, int n);
+struct reactor *cbt_job_reactor_for(uint64_t lun);
+
+/* Start a backup job; *id gets its number.  0 or -errno with *why:
+ * -ENOENT no such bitmap, -EBUSY bitmap busy or a job already runs on the
+ * LUN, -EINVAL inconsistent bitmap or bad parameters, file errors. */
+int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
+			 const char **why);
+
+/* pause / resume / cancel.  -ENOENT no job, -EINVAL finished. */
+int cbt_job_pause(unsigned id, bool pause);
+int cbt_job_cancel(unsigned id);
+/* Forget a finished job (-EBUSY while it runs). */
+int cbt_job_dismiss(unsigned id);
+/* Does a running job use this filter node? */
+bool cbt_job_running_on(const struct backend *filter);
+
+/* Fill info for every job (in id order), up to max; returns the count. */
+unsigned cbt_job_list(struct cbt_job_info *out, unsigned max);
+/* One job; -ENOENT. */
+int cbt_job_get(unsigned id, struct cbt_job_info *out);
+
+/* Wait until job id is finished (tests, benchmarks).  0 or -ETIMEDOUT. */
+int cbt_job_wait(unsigned id, unsigned timeout_ms);
+
+#endif
