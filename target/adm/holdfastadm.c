@@ -10,6 +10,8 @@
  *   --json                                         any show, as JSON
  *   --dump                                         the running targets.conf
  *   --save                                         write it to targets.conf
+ *   --mode bitmap --tid T --lun L [--name N]       dirty bitmaps (issue 10)
+ *   --mode job [--params id=J,...]                 backup jobs
  *
  * --json adds the payload item "format=json", which the stock tgtadm never
  * sends; the daemon then renders the show as one JSON document. */
@@ -61,10 +63,10 @@ enum { OPT_JSON = 0x100, OPT_DUMP, OPT_HANG, OPT_SAVE };
 
 static const char *const adm_modes[] = {
 	"system", "target", "logicalunit", "portal", "lld", "session",
-	"connection", "account",
+	"connection", "account", "bitmap", "job",
 };
 enum { MODE_SYSTEM, MODE_TARGET, MODE_LUN, MODE_PORTAL, MODE_LLD,
-       MODE_SESSION, MODE_CONN, MODE_ACCOUNT };
+       MODE_SESSION, MODE_CONN, MODE_ACCOUNT, MODE_BITMAP, MODE_JOB };
 
 static const char *const adm_ops[] = {
 	"new", "delete", "show", "bind", "unbind", "update", "stat", "start",
@@ -130,7 +132,7 @@ static void usage(FILE *f)
 "  -L, --lld DRIVER            iscsi (the only driver)\n"
 "  -o, --op OP                 new delete show bind unbind update stat start stop\n"
 "  -m, --mode MODE             system target logicalunit portal lld session\n"
-"                              connection account\n"
+"                              connection account bitmap job\n"
 "  -t, --tid N   -s, --sid N   -c, --cid N   -l, --lun N\n"
 "  -n, --name KEY  -v, --value VALUE\n"
 "  -b, --backing-store PATH  -E, --bstype TYPE  -S, --bsopts OPTS\n"
@@ -210,7 +212,10 @@ static size_t build_payload(const struct adm *a, char *buf)
 	size_t len = 0;
 
 	buf[0] = '\0';
-	if (a->name)
+	/* --mode bitmap: --name is the bitmap's name */
+	if (a->name && a->mode == MODE_BITMAP)
+		add_item(buf, &len, "name", a->name);
+	else if (a->name)
 		add_item(buf, &len, a->name, a->value ? a->value : "");
 	if (a->path)
 		add_item(buf, &len, "path", a->path);
@@ -235,7 +240,9 @@ static size_t build_payload(const struct adm *a, char *buf)
 	if (a->params) {
 		/* tgtadm's prefixes; system requests take the items bare. */
 		const char *prefix = a->mode == MODE_PORTAL ? "portalOps " :
-				     a->mode == MODE_SYSTEM ? "" : "targetOps ";
+				     a->mode == MODE_SYSTEM ||
+				     a->mode == MODE_BITMAP ||
+				     a->mode == MODE_JOB ? "" : "targetOps ";
 		int n = snprintf(buf + len, ADM_PAYLOAD_MAX - len, "%s%s%s%s",
 				 len ? "," : "", prefix, a->params,
 				 *prefix ? "," : "");

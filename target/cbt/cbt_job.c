@@ -274,6 +274,16 @@ static void job_finish(struct cbt_job *j)
 	} else if (j->q) {
 		qcow2w_abort(j->q);
 		j->q = NULL;
+	} else if (success) {
+		int fd = open(j->p.target, O_WRONLY | O_CLOEXEC);
+
+		if (fd < 0 || fsync(fd) < 0) {
+			snprintf(j->error, sizeof(j->error), "syncing the destination: %s",
+				 strerror(errno));
+			success = false;
+		}
+		if (fd >= 0)
+			close(fd);
 	}
 	if (j->dest) {
 		j->dest->ops->close(j->dest);
@@ -739,7 +749,9 @@ int cbt_job_wait(unsigned id, unsigned timeout_ms)
 static int open_dest(struct cbt_job *j, const char **why)
 {
 	const struct backend_ops *file = backend_find("file");
-	struct backend_params bp = { .path = j->p.target, .direct = true };
+	/* buffered: any filesystem can hold a backup (tmpfs has no
+	 * O_DIRECT); job_finish() syncs before it reports success */
+	struct backend_params bp = { .path = j->p.target, .direct = false };
 	int fd, err;
 
 	if (j->p.format == CBT_FORMAT_QCOW2) {
@@ -760,6 +772,13 @@ static int open_dest(struct cbt_job *j, const char **why)
 		if (err) {
 			*why = "cannot create the qcow2 destination";
 			return err;
+		}
+		/* room for every data cluster, so the file node accepts
+		 * them; qcow2w_finish() trims the file to what it used */
+		if (ftruncate(qcow2w_fd(j->q), (off_t)((j->size + 2 * j->unit - 1) /
+						       j->unit * j->unit + j->unit)) < 0) {
+			*why = "cannot size the qcow2 destination";
+			return -errno;
 		}
 	} else {
 		fd = open(j->p.target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -364,6 +364,10 @@ int qcow2w_finish(struct qcow2w *w)
 	}
 	if (!err)
 		err = pwrite_all(w->fd, buf, cs, 0);
+	/* a caller that sized the file for its own data writes gets it
+	 * trimmed to what the image uses */
+	if (!err && ftruncate(w->fd, (off_t)(total * cs)) < 0)
+		err = -errno;
 	if (!err && fsync(w->fd) < 0)
 		err = -errno;
 out:

@@ -74,6 +74,9 @@ enum mgmt_mode {
 	MGMT_MODE_SESSION = 5,
 	MGMT_MODE_CONNECTION = 6,
 	MGMT_MODE_ACCOUNT = 7,
+	/* holdfast's own (holdfastadm only; tgtadm has no such modes) */
+	MGMT_MODE_BITMAP = 8,
+	MGMT_MODE_JOB = 9,
 };
 
 
@@ -600,6 +603,10 @@ static int mgmt_dispatch(const struct mgmt_req *req, struct mgmt_buf *b)
 		return mgmt_session(req, true, b);
 	case MGMT_MODE_LLD:
 		return mgmt_lld((int)req->op, b);
+	case MGMT_MODE_BITMAP:
+		return mgmt_bitmap(req, b);
+	case MGMT_MODE_JOB:
+		return mgmt_job(req, b);
 	}
 	return MGMT_UNSUPPORTED_OPERATION;
 }

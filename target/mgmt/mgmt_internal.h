@@ -156,6 +156,11 @@ int mgmt_show_system(struct mgmt_buf *b);
  * target line and the LUN's lines as in the target show. */
 int mgmt_show_lun(int tid, uint64_t lun, struct mgmt_buf *b);
 
+/* `--mode bitmap` and `--mode job` (mgmt_cbt.c, issue 10). */
+int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b);
+int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b);
+/* A JSON string literal of s (RFC 8259 section 7). */
+void mgmt_json_string(struct mgmt_buf *b, const char *s);
 /* The same shows as JSON documents (mgmt_json.c). */
 int mgmt_json_targets(int tid, struct mgmt_buf *b);
 int mgmt_json_lun(int tid, uint64_t lun, struct mgmt_buf *b);

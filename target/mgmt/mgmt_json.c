@@ -40,6 +40,11 @@ static void json_str(struct mgmt_buf *b, const char *s)
 	mgmt_buf_printf(b, "\"");
 }
 
+void mgmt_json_string(struct mgmt_buf *b, const char *s)
+{
+	json_str(b, s);
+}
+
 /* "key": "value" with a leading comma unless first. */
 static void json_kv(struct mgmt_buf *b, bool comma, const char *key,
 		    const char *value)

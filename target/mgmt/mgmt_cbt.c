@@ -1,0 +1,428 @@
+/* mgmt_cbt.c - `--mode bitmap` and `--mode job` (issue 10): a LUN's dirty
+ * bitmaps and backup jobs, as holdfastadm sends them (tgtadm has no such
+ * modes).  Errors are tgtd's numbers; the reason is logged once here. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbt_job.h"
+#include "cbt_set.h"
+#include "lun.h"
+#include "mgmt_internal.h"
+#include "target.h"
+
+#define CBT_SHOW_MAX_BITMAPS 256
+#define CBT_SHOW_MAX_JOBS 256
+
+/* The items of a request, prefix dropped. */
+struct items {
+	char *copy;
+	char *v[MGMT_MAX_ITEMS];
+	int n;
+};
+
+static int items_split(const struct mgmt_req *req, struct items *it)
+{
+	it->copy = NULL;
+	it->n = mgmt_payload_split(req->payload, &it->copy, it->v);
+	return it->n < 0 ? it->n : 0;
+}
+
+/* Value of key, or NULL. */
+static const char *item(const struct items *it, const char *key)
+{
+	size_t k = strlen(key);
+
+	for (int i = 0; i < it->n; i++)
+		if (!strncmp(it->v[i], key, k) && it->v[i][k] == '=')
+			return it->v[i] + k + 1;
+	return NULL;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+	if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes") ||
+	    !strcmp(s, "on"))
+		*out = true;
+	else if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") ||
+		 !strcmp(s, "off"))
+		*out = false;
+	else
+		return false;
+	return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (!s || !*s || *s == '-')
+		return false;
+	errno = 0;
+	*out = strtoull(s, &end, 0);
+	return !*end && !errno;
+}
+
+/* The LUN of the request, referenced; NULL with *err set. */
+static struct scsi_lun *req_lun(const struct mgmt_req *req, int *err)
+{
+	struct target *t = tgt_get_by_tid(req->tid);
+	struct scsi_lun *lun;
+
+	if (!t) {
+		*err = MGMT_NO_TARGET;
+		return NULL;
+	}
+	lun = req->lun == MGMT_LUN_UNSET ? NULL : tgt_lun_get(t, req->lun);
+	tgt_put(t);
+	if (!lun || !lun->cbt) {
+		scsi_lun_put(lun);
+		*err = MGMT_NO_LUN;
+		return NULL;
+	}
+	return lun;
+}
+
+static int errno_to_mgmt(int err)
+{
+	switch (err) {
+	case 0:
+		return MGMT_SUCCESS;
+	case -ENOMEM:
+		return MGMT_NOMEM;
+	case -EBUSY:
+		return MGMT_LUN_ACTIVE;
+	default:
+		return MGMT_INVALID_REQUEST;
+	}
+}
+
+/* ---- bitmaps ---- */
+
+static void bitmap_show_one(struct mgmt_buf *b, struct cbt_bitmap *bm,
+			    bool json, bool extents, bool first)
+{
+	bool en = atomic_load(&bm->enabled), busy = atomic_load(&bm->busy);
+	bool inc = atomic_load(&bm->inconsistent);
+	uint64_t off = 0, len;
+
+	if (json) {
+		mgmt_buf_printf(b, "%s{\"name\": ", first ? "" : ", ");
+		mgmt_json_string(b, bm->name);
+		mgmt_buf_printf(b, ", \"granularity\": %" PRIu32
+				", \"dirty_bytes\": %" PRIu64
+				", \"enabled\": %s, \"persistent\": %s"
+				", \"busy\": %s, \"inconsistent\": %s",
+				bm->granularity, cbt_bitmap_dirty_bytes(bm),
+				en ? "true" : "false",
+				bm->persistent ? "true" : "false",
+				busy ? "true" : "false", inc ? "true" : "false");
+		if (extents) {
+			bool f = true;
+
+			mgmt_buf_printf(b, ", \"extents\": [");
+			while (cbt_bitmap_next_extent(bm, &off, &len, true)) {
+				mgmt_buf_printf(b, "%s{\"offset\": %" PRIu64
+						", \"length\": %" PRIu64 "}",
+						f ? "" : ", ", off, len);
+				f = false;
+				off += len;
+			}
+			mgmt_buf_printf(b, "]");
+		}
+		mgmt_buf_printf(b, "}");
+		return;
+	}
+	mgmt_buf_printf(b, "Bitmap: %s\n    Granularity: %" PRIu32
+			"\n    Dirty bytes: %" PRIu64 "\n    Enabled: %s\n"
+			"    Persistent: %s\n    Busy: %s\n    Inconsistent: %s\n",
+			bm->name, bm->granularity, cbt_bitmap_dirty_bytes(bm),
+			en ? "Yes" : "No", bm->persistent ? "Yes" : "No",
+			busy ? "Yes" : "No", inc ? "Yes" : "No");
+	if (extents) {
+		mgmt_buf_printf(b, "    Extents:\n");
+		while (cbt_bitmap_next_extent(bm, &off, &len, true)) {
+			mgmt_buf_printf(b, "        %" PRIu64 " +%" PRIu64 "\n",
+					off, len);
+			off += len;
+		}
+	}
+}
+
+static int bitmap_show(const struct mgmt_req *req, struct scsi_lun *lun,
+		       const char *name, struct mgmt_buf *b)
+{
+	struct cbt_bitmap *list[CBT_SHOW_MAX_BITMAPS];
+	unsigned n = cbt_set_list(lun->cbt, list, CBT_SHOW_MAX_BITMAPS);
+	bool first = true;
+
+	if (name && !cbt_set_find(lun->cbt, name))
+		return MGMT_INVALID_REQUEST;
+	if (req->json)
+		mgmt_buf_printf(b, "{\"bitmaps\": [");
+	for (unsigned i = 0; i < n && i < CBT_SHOW_MAX_BITMAPS; i++) {
+		if (name && strcmp(list[i]->name, name))
+			continue;
+		bitmap_show_one(b, list[i], req->json, name != NULL, first);
+		first = false;
+	}
+	if (req->json)
+		mgmt_buf_printf(b, "]}\n");
+	return MGMT_SUCCESS;
+}
+
+int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
+{
+	struct scsi_lun *lun;
+	struct items it;
+	const char *name, *v;
+	int err, ret = MGMT_SUCCESS;
+
+	lun = req_lun(req, &ret);
+	if (!lun)
+		return ret;
+	if (items_split(req, &it)) {
+		scsi_lun_put(lun);
+		return MGMT_NOMEM;
+	}
+	name = item(&it, "name");
+	switch (req->op) {
+	case MGMT_OP_SHOW:
+		ret = bitmap_show(req, lun, name, b);
+		break;
+	case MGMT_OP_NEW: {
+		uint64_t gran = CBT_GRANULARITY_DEFAULT;
+		bool persistent = false, enabled = true;
+
+		if (!name || ((v = item(&it, "granularity")) && !parse_u64(v, &gran)) ||
+		    ((v = item(&it, "persistent")) && !parse_bool(v, &persistent)) ||
+		    ((v = item(&it, "enabled")) && !parse_bool(v, &enabled)) ||
+		    gran > UINT32_MAX) {
+			ret = MGMT_INVALID_REQUEST;
+			break;
+		}
+		err = cbt_set_add(lun->cbt, name, (uint32_t)gran, persistent,
+				  enabled);
+		if (err)
+			log_warn("bitmap new %s on tid %d lun %" PRIu64 ": %s", name,
+				 req->tid, req->lun, err == -EOPNOTSUPP ?
+				 "no directory for persistent bitmaps" : strerror(-err));
+		else
+			log_info("tid %d lun %" PRIu64 ": bitmap %s added (granularity %" PRIu64 "%s%s)",
+				 req->tid, req->lun, name, gran,
+				 persistent ? ", persistent" : "",
+				 enabled ? "" : ", disabled");
+		ret = errno_to_mgmt(err);
+		break;
+	}
+	case MGMT_OP_DELETE:
+		err = name ? cbt_set_remove(lun->cbt, name) : -EINVAL;
+		if (!err)
+			log_info("tid %d lun %" PRIu64 ": bitmap %s removed",
+				 req->tid, req->lun, name);
+		ret = errno_to_mgmt(err);
+		break;
+	case MGMT_OP_UPDATE:
+		v = item(&it, "action");
+		if (!name || !v)
+			err = -EINVAL;
+		else if (!strcmp(v, "clear"))
+			err = cbt_set_clear(lun->cbt, name);
+		else if (!strcmp(v, "enable") || !strcmp(v, "disable"))
+			err = cbt_set_enable(lun->cbt, name, !strcmp(v, "enable"));
+		else if (!strcmp(v, "merge") && item(&it, "source"))
+			err = cbt_set_merge(lun->cbt, name, item(&it, "source"));
+		else
+			err = -EINVAL;
+		if (err)
+			log_warn("bitmap %s %s on tid %d lun %" PRIu64 ": %s",
+				 name ? name : "-", v ? v : "-", req->tid,
+				 req->lun, strerror(-err));
+		ret = errno_to_mgmt(err);
+		break;
+	default:
+		ret = MGMT_UNSUPPORTED_OPERATION;
+	}
+	free(it.copy);
+	scsi_lun_put(lun);
+	return ret;
+}
+
+/* ---- jobs ---- */
+
+static void job_release_lun(void *arg)
+{
+	scsi_lun_put(arg);
+}
+
+static int job_new(const struct mgmt_req *req, const struct items *it,
+		   struct mgmt_buf *b)
+{
+	struct cbt_job_params *p;
+	struct scsi_lun *lun;
+	const char *v, *why = NULL;
+	unsigned id;
+	int err, ret = MGMT_SUCCESS;
+
+	v = item(it, "type");
+	if (v && !strcmp(v, "snapshot"))
+		return MGMT_UNSUPPORTED_OPERATION;	/* not yet (README) */
+	if (!v || strcmp(v, "backup"))
+		return MGMT_INVALID_REQUEST;
+	lun = req_lun(req, &ret);
+	if (!lun)
+		return ret;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		scsi_lun_put(lun);
+		return MGMT_NOMEM;
+	}
+	p->tid = req->tid;
+	p->lun = req->lun;
+	p->filter = lun->be;
+	p->r = cbt_job_reactor_for(req->lun);
+	err = -EINVAL;
+	if (!(v = item(it, "target")) || !*v ||
+	    (size_t)snprintf(p->target, sizeof(p->target), "%s", v) >= sizeof(p->target))
+		goto bad;
+	v = item(it, "format");
+	if (!v || !strcmp(v, "raw"))
+		p->format = CBT_FORMAT_RAW;
+	else if (!strcmp(v, "qcow2"))
+		p->format = CBT_FORMAT_QCOW2;
+	else
+		goto bad;
+	if ((v = item(it, "backing")))
+		snprintf(p->backing, sizeof(p->backing), "%s", v);
+	if ((v = item(it, "backing_format")))
+		snprintf(p->backing_format, sizeof(p->backing_format), "%s", v);
+	v = item(it, "sync");
+	if (!v || !strcmp(v, "full"))
+		p->sync_bitmap = false;
+	else if (!strcmp(v, "bitmap"))
+		p->sync_bitmap = true;
+	else
+		goto bad;
+	if ((v = item(it, "bitmap")))
+		snprintf(p->bitmap, sizeof(p->bitmap), "%s", v);
+	p->mode = CBT_MODE_ON_SUCCESS;
+	if ((v = item(it, "bitmap_mode")) && cbt_bitmap_mode_parse(v, &p->mode))
+		goto bad;
+	if ((v = item(it, "rate_limit")) && !parse_u64(v, &p->rate_limit))
+		goto bad;
+	/* the source gets the LUN's own patience with its store */
+	if (lun->set.rerror == ERR_POLICY_RETRY) {
+		p->src_retry_ms = lun->set.retry_interval_ms ? lun->set.retry_interval_ms : 1000;
+		p->src_timeout_ms = lun->set.retry_timeout_ms;
+	}
+	p->release = job_release_lun;
+	p->release_arg = lun;
+	err = cbt_job_backup_start(p, &id, &why);
+	if (err)
+		goto bad;
+	free(p);
+	mgmt_buf_printf(b, "job %u\n", id);
+	return MGMT_SUCCESS;	/* the job holds the LUN reference */
+bad:
+	log_warn("job new on tid %d lun %" PRIu64 ": %s", req->tid, req->lun,
+		 why ? why : "bad parameters");
+	free(p);
+	scsi_lun_put(lun);
+	return errno_to_mgmt(err);
+}
+
+static void job_show_one(struct mgmt_buf *b, const struct cbt_job_info *i,
+			 bool json, bool first)
+{
+	if (json) {
+		mgmt_buf_printf(b, "%s{\"id\": %u, \"type\": ", first ? "" : ", ",
+				i->id);
+		mgmt_json_string(b, i->type);
+		mgmt_buf_printf(b, ", \"tid\": %d, \"lun\": %" PRIu64
+				", \"state\": \"%s\", \"bytes_done\": %" PRIu64
+				", \"bytes_total\": %" PRIu64 ", \"rate_bps\": %" PRIu64
+				", \"eta_s\": %" PRId64 ", \"error\": ",
+				i->tid, i->lun, cbt_job_state_name(i->state),
+				i->bytes_done, i->bytes_total, i->rate_bps, i->eta_s);
+		if (i->error[0])
+			mgmt_json_string(b, i->error);
+		else
+			mgmt_buf_printf(b, "null");
+		mgmt_buf_printf(b, ", \"target\": ");
+		mgmt_json_string(b, i->target);
+		mgmt_buf_printf(b, ", \"bitmap\": ");
+		mgmt_json_string(b, i->bitmap);
+		mgmt_buf_printf(b, "}");
+		return;
+	}
+	mgmt_buf_printf(b, "Job: %u\n    Type: %s\n    Target: %d LUN: %" PRIu64
+			"\n    State: %s\n    Progress: %" PRIu64 "/%" PRIu64
+			" bytes\n    Rate: %" PRIu64 " bytes/s\n    ETA: %" PRId64
+			" s\n    Destination: %s\n    Bitmap: %s\n",
+			i->id, i->type, i->tid, i->lun, cbt_job_state_name(i->state),
+			i->bytes_done, i->bytes_total, i->rate_bps, i->eta_s,
+			i->target, i->bitmap[0] ? i->bitmap : "-");
+	if (i->error[0])
+		mgmt_buf_printf(b, "    Error: %s\n", i->error);
+}
+
+static int job_show(const struct mgmt_req *req, struct mgmt_buf *b)
+{
+	struct cbt_job_info *info = calloc(CBT_SHOW_MAX_JOBS, sizeof(*info));
+	unsigned n;
+
+	if (!info)
+		return MGMT_NOMEM;
+	n = cbt_job_list(info, CBT_SHOW_MAX_JOBS);
+	if (req->json)
+		mgmt_buf_printf(b, "{\"jobs\": [");
+	for (unsigned i = 0; i < n && i < CBT_SHOW_MAX_JOBS; i++)
+		job_show_one(b, &info[i], req->json, i == 0);
+	if (req->json)
+		mgmt_buf_printf(b, "]}\n");
+	free(info);
+	return MGMT_SUCCESS;
+}
+
+int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
+{
+	struct items it;
+	const char *v;
+	uint64_t id = 0;
+	int err = 0, ret;
+
+	if (req->op == MGMT_OP_SHOW)
+		return job_show(req, b);
+	if (items_split(req, &it))
+		return MGMT_NOMEM;
+	switch (req->op) {
+	case MGMT_OP_NEW:
+		ret = job_new(req, &it, b);
+		break;
+	case MGMT_OP_UPDATE:
+	case MGMT_OP_DELETE:
+		if (!parse_u64(item(&it, "id"), &id) || id > UINT32_MAX) {
+			ret = MGMT_INVALID_REQUEST;
+			break;
+		}
+		v = item(&it, "action");
+		if (req->op == MGMT_OP_DELETE)
+			err = cbt_job_dismiss((unsigned)id);
+		else if (v && !strcmp(v, "pause"))
+			err = cbt_job_pause((unsigned)id, true);
+		else if (v && !strcmp(v, "resume"))
+			err = cbt_job_pause((unsigned)id, false);
+		else if (v && !strcmp(v, "cancel"))
+			err = cbt_job_cancel((unsigned)id);
+		else
+			err = -EINVAL;
+		ret = errno_to_mgmt(err);
+		break;
+	default:
+		ret = MGMT_UNSUPPORTED_OPERATION;
+	}
+	free(it.copy);
+	return ret;
+}
