@@ -346,3 +346,58 @@ def test_persistent_bitmap_survives_kill9(d):
     assert names == ["p"], "only the persistent bitmap comes back"
     b = check_bitmap(d, "p", chunks_of(writes))
     assert b["persistent"] and not b["inconsistent"]
+
+
+def test_bitmaps_in_targets_conf(holdfast):
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "64M", "block_size": 512,
+                        "bitmaps": [{"name": "cfg", "granularity": 4096,
+                                     "persistent": True},
+                                    {"name": "mem"}]}])
+    d.require_holdfast("changed-block tracking is holdfast's")
+    b = bitmap(d, "cfg")
+    assert b["granularity"] == 4096 and b["persistent"] and b["enabled"]
+    assert not bitmap(d, "mem")["persistent"]
+    qemu_io(d.url(1), "write -P 0x31 1M 4k")
+    assert bitmap(d, "cfg")["extents"] == [{"offset": MiB, "length": 4096}]
+    dump = adm(d, "--dump").stdout
+    assert 'name = "cfg"; granularity = 4096; persistent = true' in dump
+    # a clean restart keeps the persistent bits, the declared in-memory
+    # bitmap comes back empty
+    d.restart()
+    assert bitmap(d, "cfg")["extents"] == [{"offset": MiB, "length": 4096}]
+    assert bitmap(d, "mem")["dirty_bytes"] == 0
+
+
+def test_bad_bitmap_in_targets_conf_is_refused(holdfast, tmp_path):
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "64M",
+                        "bitmaps": [{"name": "x", "granularity": 3000}]}],
+                 wait=False)
+    d.require_holdfast("changed-block tracking is holdfast's")
+    assert d.wait(15) != 0
+    d.ok_exit = {1}
+    assert "granularity: 3000 is not a power of two" in d.log_text()
+
+
+def test_backup_of_hanging_lun_resumes_after_recovery(holdfast):
+    """A source read that fails is retried with the LUN's own hang
+    settings: the job waits, and completes once the store is back."""
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "64M", "block_size": 512, "rerror": "retry",
+                        "werror": "retry", "retry_interval": 100}])
+    d.require_holdfast("changed-block tracking is holdfast's")
+    qemu_io(d.url(1), "write -P 0x77 0 64M")
+    ref = reference(d, "ref.raw")
+    d.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
+             "--tid", "1", "--lun", "1", "--params", "fault=eio:ops=r")
+    dst = d.path("hang.qcow2")
+    j = job_new(d, "type=backup,target=%s,format=qcow2,sync=full" % dst)
+    time.sleep(1.0 * tscale())
+    info = jobs(d)[j]
+    assert info["state"] == "running" and info["bytes_done"] == 0, info
+    d.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
+             "--tid", "1", "--lun", "1", "--params", "fault=off")
+    info = job_wait(d, j)
+    assert info["state"] == "completed", info
+    compare(dst, ref)

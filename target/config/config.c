@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "account.h"
+#include "cbt_bitmap.h"
 #include "config_internal.h"
 #include "iscsi_param.h"
 #include "target.h"
@@ -361,6 +362,70 @@ static int cfg_value_text(const config_setting_t *v, unsigned types,
 	return -EINVAL;
 }
 
+/* bitmaps = ( { name = "daily"; granularity = 65536; persistent = true;
+ * enabled = true; }, ... ); in a LUN (issue 10). */
+static int cfg_lun_bitmaps(struct cfg_ctx *c, const config_setting_t *list,
+			   struct cfg_lun *l)
+{
+	if (config_setting_type(list) != CONFIG_TYPE_LIST &&
+	    config_setting_type(list) != CONFIG_TYPE_ARRAY)
+		return cfg_fail(c, list, "bitmaps",
+				"expected a list ( { name = ...; }, ... ), not %s",
+				cfg_type_name(config_setting_type(list)));
+	for (int i = 0; i < config_setting_length(list); i++) {
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		struct cfg_bitmap *b;
+		const char *name = NULL;
+		long long gran = CBT_GRANULARITY_DEFAULT;
+		int persistent = 0, enabled = 1;
+
+		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+			return cfg_fail(c, g, "bitmaps",
+					"each bitmap is a group { name = ...; }");
+		if (l->nr_bitmaps >= CFG_MAX_BITMAPS)
+			return cfg_fail(c, g, "bitmaps", "at most %d bitmaps per LUN",
+					CFG_MAX_BITMAPS);
+		for (int k = 0; k < config_setting_length(g); k++) {
+			const config_setting_t *v = config_setting_get_elem(g, (unsigned)k);
+			const char *key = config_setting_name(v);
+
+			if (!strcmp(key, "name") &&
+			    config_setting_type(v) == CONFIG_TYPE_STRING)
+				name = config_setting_get_string(v);
+			else if (!strcmp(key, "granularity") &&
+				 (config_setting_type(v) == CONFIG_TYPE_INT ||
+				  config_setting_type(v) == CONFIG_TYPE_INT64))
+				gran = config_setting_get_int64(v);
+			else if (!strcmp(key, "persistent") &&
+				 config_setting_type(v) == CONFIG_TYPE_BOOL)
+				persistent = config_setting_get_bool(v);
+			else if (!strcmp(key, "enabled") &&
+				 config_setting_type(v) == CONFIG_TYPE_BOOL)
+				enabled = config_setting_get_bool(v);
+			else
+				return cfg_fail(c, v, key, "unknown key or wrong type "
+						"(name: string, granularity: integer, "
+						"persistent/enabled: boolean)");
+		}
+		if (!name || !*name || strlen(name) > CBT_NAME_MAX)
+			return cfg_fail(c, g, "name", "every bitmap needs a name of 1..%d characters",
+					CBT_NAME_MAX);
+		if (!cbt_granularity_valid((uint64_t)gran))
+			return cfg_fail(c, g, "granularity",
+					"%lld is not a power of two from 4096 to 67108864",
+					gran);
+		for (int k = 0; k < l->nr_bitmaps; k++)
+			if (!strcmp(l->bitmaps[k].name, name))
+				return cfg_fail(c, g, "name", "bitmap %s is declared twice", name);
+		b = &l->bitmaps[l->nr_bitmaps++];
+		snprintf(b->name, sizeof(b->name), "%s", name);
+		b->granularity = (uint32_t)gran;
+		b->persistent = persistent;
+		b->enabled = enabled;
+	}
+	return 0;
+}
+
 static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		   struct cfg_target *t)
 {
@@ -406,6 +471,12 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 
 		if (strcmp(key, "lun") == 0)
 			continue;
+		if (strcmp(key, "bitmaps") == 0) {
+			ret = cfg_lun_bitmaps(c, v, l);
+			if (ret)
+				return ret;
+			continue;
+		}
 		for (size_t k = 0; k < ARRAY_SIZE(cfg_lun_keys); k++)
 			if (strcmp(key, cfg_lun_keys[k].key) == 0)
 				types = cfg_lun_keys[k].types;

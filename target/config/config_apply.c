@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "account.h"
+#include "cbt_set.h"
 #include "config.h"
 #include "config_internal.h"
 #include "target.h"
@@ -95,6 +96,46 @@ static void cfg_accounts_free(char **names, int n, bool remove)
 		free(names[i]);
 	}
 	free(names);
+}
+
+/* Declared bitmaps: a persistent one already loaded from the LUN's
+ * sidecar keeps its bits (only its enabled state follows the file). */
+static int cfg_apply_bitmaps(int tid, const struct cfg_lun *cl,
+			     const char **why)
+{
+	struct target *t;
+	struct scsi_lun *lun;
+	int ret = 0;
+
+	*why = NULL;
+	if (!cl->nr_bitmaps)
+		return 0;
+	t = tgt_get_by_tid(tid);
+	lun = t ? tgt_lun_get(t, cl->s.lun) : NULL;
+	tgt_put(t);
+	if (!lun || !lun->cbt) {
+		scsi_lun_put(lun);
+		*why = "the LUN has no changed-block tracking";
+		return -EINVAL;
+	}
+	for (int i = 0; i < cl->nr_bitmaps && !ret; i++) {
+		const struct cfg_bitmap *b = &cl->bitmaps[i];
+		struct cbt_bitmap *have = cbt_set_find(lun->cbt, b->name);
+
+		if (have && have->persistent == b->persistent &&
+		    have->granularity == b->granularity)
+			ret = cbt_set_enable(lun->cbt, b->name, b->enabled);
+		else if (have) {
+			*why = "a bitmap of that name with other settings is in the sidecar";
+			ret = -EEXIST;
+		} else
+			ret = cbt_set_add(lun->cbt, b->name, b->granularity,
+					  b->persistent, b->enabled);
+		if (ret && !*why)
+			*why = b->name;
+	}
+	scsi_lun_put(lun);
+	return ret;
 }
 
 int config_apply(struct config *cfg, char *err, unsigned errlen)
@@ -187,6 +228,15 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 				cfg_made_add(&made, cl->s.path, false);
 			if (ret) {
 				snprintf(err, errlen, "%s: lun %" PRIu64 ": %s%s%s",
+					 cl->where, cl->s.lun,
+					 why ? why : "", why ? ": " : "",
+					 strerror(-ret));
+				done++;
+				goto fail;
+			}
+			ret = cfg_apply_bitmaps(ct->tid, cl, &why);
+			if (ret) {
+				snprintf(err, errlen, "%s: lun %" PRIu64 ": bitmaps: %s%s%s",
 					 cl->where, cl->s.lun,
 					 why ? why : "", why ? ": " : "",
 					 strerror(-ret));

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "account.h"
+#include "cbt_set.h"
 #include "config.h"
 #include "iscsi.h"
 #include "config_internal.h"
@@ -51,6 +52,29 @@ static void dump_str(FILE *f, const char *s)
 static const char *dump_bool(bool b)
 {
 	return b ? "true" : "false";
+}
+
+/* The LUN's dirty bitmaps (their bits live in the sidecar, not here). */
+static void dump_bitmaps(FILE *f, struct scsi_lun *lun)
+{
+	struct cbt_bitmap *bm[CFG_MAX_BITMAPS];
+	unsigned n;
+
+	if (!lun->cbt)
+		return;
+	n = cbt_set_list(lun->cbt, bm, CFG_MAX_BITMAPS);
+	if (!n)
+		return;
+	fprintf(f, "        bitmaps = (\n");
+	for (unsigned i = 0; i < n && i < CFG_MAX_BITMAPS; i++) {
+		fprintf(f, "          { name = ");
+		dump_str(f, bm[i]->name);
+		fprintf(f, "; granularity = %" PRIu32 "; persistent = %s; enabled = %s; }%s\n",
+			bm[i]->granularity, bm[i]->persistent ? "true" : "false",
+			atomic_load(&bm[i]->enabled) ? "true" : "false",
+			i + 1 < MIN(n, (unsigned)CFG_MAX_BITMAPS) ? "," : "");
+	}
+	fprintf(f, "        );\n");
 }
 
 static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
@@ -125,6 +149,7 @@ static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
 		dump_str(f, s.backend_opts);
 		fprintf(f, ";\n");
 	}
+	dump_bitmaps(f, lun);
 	fprintf(f, "      }%s\n", last ? "" : ",");
 }
 

@@ -26,9 +26,19 @@ struct cfg_acl {
 	bool is_name;
 };
 
+/* A dirty bitmap declared in a LUN: bitmaps = ( { name = ...; } ); */
+#define CFG_MAX_BITMAPS 16
+struct cfg_bitmap {
+	char name[64];
+	uint32_t granularity;
+	bool persistent, enabled;
+};
+
 struct cfg_lun {
 	struct lun_settings s;
 	char where[CFG_WHERE_MAX];	/* "FILE:LINE" of the LUN's group */
+	struct cfg_bitmap bitmaps[CFG_MAX_BITMAPS];
+	int nr_bitmaps;
 };
 
 /* A reference to a CHAP account, remembered with its place in the file
