@@ -7,7 +7,8 @@
 #   make sanitize   run the whole suite under ASan + UBSan (make test runs
 #                   the unit tests and a subset, SAN_SUBSET, that way)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
-#   make bench      holdfastd vs tgtd side by side, as ratios
+#   make bench      holdfastd vs tgtd side by side, as ratios; then the
+#                   cost of a dirty bitmap and a backup job's throughput
 #   make profile    instructions and syscalls per I/O (callgrind, perf)
 
 CC      ?= gcc
@@ -153,9 +154,11 @@ sanitize: sanitize-build
 	$(SAN_ENV) /usr/bin/python3 -m pytest -v -rs tests
 
 # Side-by-side benchmark against tgtd (not a test; prints ratios), with the
-# machine's floors (iperf3, tools/tcpecho) and CPU per I/O.
-bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho
+# machine's floors (iperf3, tools/tcpecho) and CPU per I/O; then the cost
+# of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh).
+bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
+	HOLDFAST_BUILD=$(BUILD) scripts/bench_cbt.sh
 
 # Instructions, syscalls and context switches per I/O (load-independent).
 profile: $(BUILD)/holdfastd

@@ -749,9 +749,10 @@ int cbt_job_wait(unsigned id, unsigned timeout_ms)
 static int open_dest(struct cbt_job *j, const char **why)
 {
 	const struct backend_ops *file = backend_find("file");
-	/* buffered: any filesystem can hold a backup (tmpfs has no
-	 * O_DIRECT); job_finish() syncs before it reports success */
-	struct backend_params bp = { .path = j->p.target, .direct = false };
+	/* O_DIRECT where the filesystem has it (page-cache writeback is
+	 * slower and evicts the guest's cache), buffered elsewhere (tmpfs);
+	 * job_finish() syncs before it reports success either way */
+	struct backend_params bp = { .path = j->p.target, .direct = true };
 	int fd, err;
 
 	if (j->p.format == CBT_FORMAT_QCOW2) {
@@ -796,6 +797,10 @@ static int open_dest(struct cbt_job *j, const char **why)
 		return -ENOMEM;
 	j->dest->ops = file;
 	err = file->open(j->dest, &bp, why);
+	if (err == -EINVAL) {
+		bp.direct = false;
+		err = file->open(j->dest, &bp, why);
+	}
 	if (err) {
 		free(j->dest);
 		j->dest = NULL;
@@ -850,7 +855,10 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	j->r = p->r;
 	list_init(&j->cbw_waiting);
 	j->cbw.before_write = job_before_write;
-	gran = CBT_GRANULARITY_DEFAULT;
+	/* without a bitmap nothing ties the copy unit to a chunk: copy in
+	 * the largest unit (fewer, larger I/Os; a guest write then waits
+	 * for at most one 1 MiB copy) */
+	gran = CBT_JOB_UNIT_MAX;
 	if (p->bitmap[0]) {
 		j->bitmap = j->set ? cbt_set_find(j->set, p->bitmap) : NULL;
 		if (!j->bitmap) {

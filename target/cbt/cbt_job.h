@@ -33,7 +33,7 @@ struct backend;
 struct cbt_set;
 struct reactor;
 
-#define CBT_JOB_INFLIGHT 4		/* background chunk copies at once */
+#define CBT_JOB_INFLIGHT 8		/* background chunk copies at once */
 #define CBT_JOB_UNIT_MAX (1u << 20)	/* copy unit: min(granularity, 1 MiB) */
 
 enum cbt_job_state {
