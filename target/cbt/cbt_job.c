@@ -635,6 +635,41 @@ static void job_free(struct cbt_job *j)
 	free(j);
 }
 
+/* ---- grace period ---- */
+
+struct barrier {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int left;
+};
+
+static void barrier_arrive(void *arg)
+{
+	struct barrier *b = arg;
+
+	pthread_mutex_lock(&b->lock);
+	if (--b->left == 0)
+		pthread_cond_signal(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* Run a no-op through each of rs[] and wait for all of them.  A reactor
+ * runs calls between callbacks, so once it ran ours, no submit() that
+ * started before is still running there (an RCU-style grace period).
+ * Calls to one reactor run in the order they were queued. */
+static void barrier_run(struct reactor **rs, int n)
+{
+	struct barrier b = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
+	pthread_mutex_lock(&b.lock);
+	for (int i = 0; i < n; i++)
+		if (reactor_current() != rs[i] && reactor_call(rs[i], barrier_arrive, &b) == 0)
+			b.left++;
+	while (b.left)
+		pthread_cond_wait(&b.cond, &b.lock);
+	pthread_mutex_unlock(&b.lock);
+}
+
 int cbt_job_dismiss(unsigned id)
 {
 	struct cbt_job *j;
@@ -647,9 +682,14 @@ int cbt_job_dismiss(unsigned id)
 	}
 	list_del(&j->link);
 	pthread_mutex_unlock(&jobs_lock);
-	/* A reactor that loaded the hook just before it was removed has
-	 * long returned: job_before_write() sees a terminal state and never
-	 * queues once the job has finished. */
+	/* The hook was removed when the job ended, but a reactor may have
+	 * loaded it just before and be inside job_before_write(), or have
+	 * queued a request to the job's reactor.  Wait out every reactor
+	 * (nobody is still inside a submit that saw the hook), then the
+	 * job's own (it has run every request queued to it before). */
+	if (job_nreactors)
+		barrier_run(job_reactors, job_nreactors);
+	barrier_run(&j->r, 1);
 	job_free(j);
 	return 0;
 }
