@@ -401,3 +401,33 @@ def test_backup_of_hanging_lun_resumes_after_recovery(holdfast):
     info = job_wait(d, j)
     assert info["state"] == "completed", info
     compare(dst, ref)
+
+
+def test_snapshot_lun(d):
+    """type=snapshot exports the point in time as a read-only LUN while
+    the origin keeps changing; deleting the job removes LUN and scratch."""
+    qemu_io(d.url(1), "write -P 0x61 0 64M")
+    ref = reference(d, "pit.raw")
+    scratch = d.path("snap.scratch")
+    j = job_new(d, "type=snapshot,export_lun=5,scratch=%s" % scratch)
+    info = jobs(d)[j]
+    assert info["type"] == "snapshot" and info["state"] == "running", info
+    # the origin changes; the snapshot does not
+    qemu_io(d.url(1), "write -P 0x62 0 1M", "write -P 0x63 32M 4M",
+            "write -P 0x64 63M 1M")
+    r = run(["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x61 0 1M", "-c",
+             "read -P 0x61 32M 4M", d.url(5)])
+    assert "verification failed" not in r.stdout + r.stderr, r.stdout
+    r = qemu_io(d.url(5), "write -P 0x65 0 4k", check=False)
+    assert r.returncode != 0 and "write protected" in r.stderr
+    out = d.path("snap-read.raw")
+    run(["qemu-img", "convert", "-f", "raw", "-O", "raw", d.url(5), str(out)])
+    assert open(out, "rb").read() == open(ref, "rb").read()
+    qemu_io(d.url(1), "read -P 0x63 32M 4M")
+    assert "SNAPSHOT" not in adm(d, "--dump").stdout
+    adm(d, "--op", "delete", "--mode", "job", "--params", "id=%d" % j)
+    assert j not in jobs(d)
+    assert not scratch.exists()
+    r = run(["qemu-io", "-r", "-f", "raw", "-c", "read 0 4k", d.url(5)],
+            check=False)
+    assert r.returncode != 0, "the snapshot LUN is gone"

@@ -47,6 +47,7 @@ struct job_cbw_req {
 	struct be_io *io;
 	struct reactor *r;
 	uint64_t first, last;	/* units */
+	bool snap_read;		/* a snapshot read, not a guest write */
 };
 
 struct cbt_job {
@@ -67,6 +68,7 @@ struct cbt_job {
 	struct ev_timer rate_timer;
 	bool rate_timer_armed;
 	atomic_int state;	/* enum cbt_job_state */
+	atomic_int refs;	/* the table + snapshot nodes */
 	bool cancel_req, failing, finished;
 	atomic_uint_fast64_t bytes_done;
 	uint64_t bytes_total;
@@ -133,10 +135,16 @@ static bool unit_pending(const struct cbt_job *j, uint64_t u)
 
 /* ---- copy-before-write ---- */
 
+static void snap_read_go(struct job_cbw_req *req);
+
 static void cbw_resume(void *arg)
 {
 	struct job_cbw_req *req = arg;
 
+	if (req->snap_read) {
+		snap_read_go(req);
+		return;
+	}
 	cbt_filter_resume(req->filter, req->io, req->r);
 	free(req);
 }
@@ -144,12 +152,10 @@ static void cbw_resume(void *arg)
 static void cbw_release(struct job_cbw_req *req)
 {
 	list_del(&req->link);
-	if (reactor_call(req->r, cbw_resume, req) < 0) {
-		/* cannot reach its reactor: resubmit from here (the store
+	if (reactor_call(req->r, cbw_resume, req) < 0)
+		/* cannot reach its reactor: go on from here (the store
 		 * completes on req->r as asked) */
-		cbt_filter_resume(req->filter, req->io, req->r);
-		free(req);
-	}
+		cbw_resume(req);
 }
 
 static bool cbw_req_ready(const struct cbt_job *j, const struct job_cbw_req *req)
@@ -285,7 +291,7 @@ static void job_finish(struct cbt_job *j)
 		if (fd >= 0)
 			close(fd);
 	}
-	if (j->dest) {
+	if (j->dest && !j->p.snapshot) {	/* snapshot: at job_free */
 		j->dest->ops->close(j->dest);
 		free(j->dest);
 		j->dest = NULL;
@@ -525,7 +531,7 @@ static void job_pump(struct cbt_job *j)
 			job_finish(j);
 		return;
 	}
-	while (j->inflight_bg < CBT_JOB_INFLIGHT &&
+	while (!j->p.snapshot && j->inflight_bg < CBT_JOB_INFLIGHT &&
 	       atomic_load(&j->state) == CBT_JOB_RUNNING && !j->failing) {
 		uint64_t off = j->cursor * j->unit, len, d;
 
@@ -551,7 +557,8 @@ static void job_pump(struct cbt_job *j)
 		job_copy_start(j, j->cursor, true);
 		j->cursor++;
 	}
-	if (j->cursor >= j->todo->nchunks && !j->inflight_all && !j->failing)
+	if (!j->p.snapshot && j->cursor >= j->todo->nchunks &&
+	    !j->inflight_all && !j->failing)
 		job_finish(j);
 }
 
@@ -627,6 +634,10 @@ int cbt_job_cancel(unsigned id)
 
 static void job_free(struct cbt_job *j)
 {
+	if (j->dest) {
+		j->dest->ops->close(j->dest);
+		free(j->dest);
+	}
 	cbt_bitmap_free(j->todo);
 	cbt_bitmap_free(j->copied);
 	cbt_bitmap_free(j->busy);
@@ -690,8 +701,152 @@ int cbt_job_dismiss(unsigned id)
 	if (job_nreactors)
 		barrier_run(job_reactors, job_nreactors);
 	barrier_run(&j->r, 1);
-	job_free(j);
+	if (atomic_fetch_sub(&j->refs, 1) == 1)
+		job_free(j);
 	return 0;
+}
+
+/* ---- snapshot export node ---- */
+
+struct snap_node {
+	struct cbt_job *job;
+};
+
+static void snap_read_go(struct job_cbw_req *req)
+{
+	struct cbt_job *j = req->job;
+
+	/* a failed or cancelled snapshot can no longer tell old from new */
+	if (!cbw_req_ready(j, req))
+		backend_complete_later(req->r, req->io, -EIO);
+	else
+		backend_submit(j->dest, req->io, req->r);
+	free(req);
+}
+
+static void snap_submit(struct backend *be, struct be_io *io, struct reactor *r)
+{
+	struct cbt_job *j = ((struct snap_node *)be->priv)->job;
+	struct job_cbw_req *req;
+	uint64_t first, last;
+	bool need = false;
+
+	if (io->op == BE_OP_FLUSH) {
+		backend_complete_later(r, io, 0);
+		return;
+	}
+	if (io->op != BE_OP_READ) {
+		backend_complete_later(r, io, -EROFS);
+		return;
+	}
+	if (!io->length || io->offset >= j->size ||
+	    io->length > j->size - io->offset) {
+		backend_complete_later(r, io, -EINVAL);
+		return;
+	}
+	first = io->offset / j->unit;
+	last = (io->offset + io->length - 1) / j->unit;
+	for (uint64_t u = first; u <= last && !need; u++)
+		need = unit_pending(j, u);
+	req = calloc(1, sizeof(*req));
+	if (!req) {
+		backend_complete_later(r, io, -ENOMEM);
+		return;
+	}
+	req->job = j;
+	req->io = io;
+	req->r = r;
+	req->first = first;
+	req->last = last;
+	req->snap_read = true;
+	/* copied already: straight to the scratch file; otherwise the job
+	 * copies first (copy-on-read), as it would for a guest write */
+	if (!need)
+		snap_read_go(req);
+	else if (reactor_call(j->r, cbw_arrive, req) < 0) {
+		free(req);
+		backend_complete_later(r, io, -ENOMEM);
+	}
+}
+
+static int snap_open(struct backend *be, const struct backend_params *p,
+		     const char **errmsg)
+{
+	(void)be;
+	(void)p;
+	*errmsg = "a snapshot node is made by cbt_snap_node_new()";
+	return -EINVAL;
+}
+
+static void snap_close(struct backend *be)
+{
+	struct snap_node *n = be->priv;
+
+	if (atomic_fetch_sub(&n->job->refs, 1) == 1)
+		job_free(n->job);
+	free(n);
+	be->priv = NULL;
+}
+
+static int snap_describe(struct backend *be, char *buf, unsigned len)
+{
+	struct snap_node *n = be->priv;
+
+	return snprintf(buf, len, "snapshot of tid %d lun %llu (job %u)",
+			n->job->p.tid, (unsigned long long)n->job->p.lun,
+			n->job->id);
+}
+
+static const struct backend_ops cbt_snap_ops = {
+	.name = "snapshot",
+	.open = snap_open,
+	.close = snap_close,
+	.submit = snap_submit,
+	.describe = snap_describe,
+};
+
+int cbt_snap_node_new(unsigned id, struct backend **out)
+{
+	struct backend *be = calloc(1, sizeof(*be));
+	struct snap_node *n = calloc(1, sizeof(*n));
+	struct cbt_job *j;
+	int err = 0;
+
+	if (!be || !n) {
+		free(be);
+		free(n);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (!j->p.snapshot || job_terminal(j))
+		err = -EINVAL;
+	else
+		atomic_fetch_add(&j->refs, 1);
+	pthread_mutex_unlock(&jobs_lock);
+	if (err) {
+		free(be);
+		free(n);
+		return err;
+	}
+	n->job = j;
+	be->ops = &cbt_snap_ops;
+	be->priv = n;
+	be->size = j->size;
+	be->direct = true;
+	be->readonly = true;
+	*out = be;
+	return 0;
+}
+
+void cbt_snap_node_free(struct backend *be)
+{
+	if (!be)
+		return;
+	be->ops->close(be);
+	free(be);
 }
 
 bool cbt_job_running_on(const struct backend *filter)
@@ -714,7 +869,10 @@ static void job_info(struct cbt_job *j, struct cbt_job_info *i)
 
 	memset(i, 0, sizeof(*i));
 	i->id = j->id;
-	i->type = "backup";
+	i->type = j->p.snapshot ? "snapshot" : "backup";
+	i->export_lun = j->p.export_lun;
+	if (j->p.snapshot)
+		snprintf(i->scratch, sizeof(i->scratch), "%s", j->p.target);
 	i->tid = j->p.tid;
 	i->lun = j->p.lun;
 	i->state = atomic_load(&j->state);
@@ -877,6 +1035,11 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 		*why = "sync=bitmap needs bitmap=NAME";
 		return -EINVAL;
 	}
+	if (p->snapshot && (p->format != CBT_FORMAT_RAW || p->bitmap[0] ||
+			    p->sync_bitmap)) {
+		*why = "a snapshot takes a raw scratch file and no bitmap";
+		return -EINVAL;
+	}
 	if (p->backing[0] && p->format != CBT_FORMAT_QCOW2) {
 		*why = "backing= needs format=qcow2";
 		return -EINVAL;
@@ -952,6 +1115,7 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 		goto fail_dest;
 	}
 	atomic_init(&j->state, CBT_JOB_RUNNING);
+	atomic_init(&j->refs, 1);
 	atomic_init(&j->bytes_done, 0);
 	j->start_ms = now_ms();
 	j->p.release = p->release;

@@ -59,6 +59,11 @@ struct cbt_job_params {
 	char bitmap[CBT_NAME_MAX + 1];	/* "" = none */
 	enum cbt_bitmap_mode mode;
 	uint64_t rate_limit;		/* bytes/s, 0 = unlimited */
+	/* type=snapshot: no background copy; the point-in-time image is
+	 * read through cbt_snap_node_new() (copy-on-read into target, the
+	 * scratch file), until the job is cancelled */
+	bool snapshot;
+	uint64_t export_lun;		/* snapshot: the LUN that exports it */
 	uint32_t src_retry_ms;		/* 0 = fail on the first read error */
 	uint32_t src_timeout_ms;	/* 0 = retry for ever */
 	/* Keeps the LUN alive while the job exists: called once when the
@@ -79,6 +84,8 @@ struct cbt_job_info {
 	char error[128];
 	char target[256];
 	char bitmap[CBT_NAME_MAX + 1];
+	uint64_t export_lun;		/* snapshot jobs */
+	char scratch[4096];		/* snapshot jobs: the scratch file */
 };
 
 const char *cbt_job_state_name(enum cbt_job_state s);
@@ -106,6 +113,13 @@ bool cbt_job_running_on(const struct backend *filter);
 unsigned cbt_job_list(struct cbt_job_info *out, unsigned max);
 /* One job; -ENOENT. */
 int cbt_job_get(unsigned id, struct cbt_job_info *out);
+
+/* A read-only store node that reads snapshot job id's point-in-time
+ * image (for the LUN that exports it).  It keeps the job's memory alive
+ * until the node is closed.  0, -ENOENT, -EINVAL (not a running snapshot
+ * job), -ENOMEM. */
+int cbt_snap_node_new(unsigned id, struct backend **out);
+void cbt_snap_node_free(struct backend *be);
 
 /* Wait until job id is finished (tests, benchmarks).  0 or -ETIMEDOUT. */
 int cbt_job_wait(unsigned id, unsigned timeout_ms);

@@ -228,6 +228,16 @@ static void dump_target(struct target *t, void *arg)
 	dump_auth(f, t->tid);
 
 	n = tgt_lun_list(t, luns, TGT_MAX_LUNS);
+	/* a snapshot export lives as long as its job, not in the file */
+	for (int i = 0, k = 0; i < n; i++) {
+		struct scsi_lun *lun = tgt_lun_get(t, luns[i]);
+
+		if (lun && strcmp(lun->set.backend, "snapshot") != 0)
+			luns[k++] = luns[i];
+		if (i == n - 1)
+			n = k;
+		scsi_lun_put(lun);
+	}
 	fprintf(f, "    luns = (%s", n ? "\n" : " ");
 	for (int i = 0; i < n; i++) {
 		struct scsi_lun *lun = tgt_lun_get(t, luns[i]);

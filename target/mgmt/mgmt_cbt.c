@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cbt_job.h"
 #include "cbt_set.h"
@@ -257,6 +258,103 @@ static void job_release_lun(void *arg)
 	scsi_lun_put(arg);
 }
 
+/* type=snapshot,export_lun=L2,scratch=PATH: a copy-before-write job with
+ * no background copy, and LUN L2 on the same target reading its
+ * point-in-time image (read-only). */
+static int snapshot_new(const struct mgmt_req *req, const struct items *it,
+			struct mgmt_buf *b)
+{
+	struct cbt_job_params *p;
+	struct lun_settings ls;
+	struct backend *node;
+	struct scsi_lun *lun;
+	const char *v, *why = NULL;
+	uint64_t export_lun;
+	unsigned id;
+	int err, ret = MGMT_SUCCESS;
+
+	if (!parse_u64(item(it, "export_lun"), &export_lun) ||
+	    !(v = item(it, "scratch")) || !*v || item(it, "bitmap"))
+		return MGMT_INVALID_REQUEST;
+	lun = req_lun(req, &ret);
+	if (!lun)
+		return ret;
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		scsi_lun_put(lun);
+		return MGMT_NOMEM;
+	}
+	p->tid = req->tid;
+	p->lun = req->lun;
+	p->filter = lun->be;
+	p->r = cbt_job_reactor_for(req->lun);
+	p->snapshot = true;
+	p->export_lun = export_lun;
+	p->format = CBT_FORMAT_RAW;
+	snprintf(p->target, sizeof(p->target), "%s", v);
+	if (lun->set.rerror == ERR_POLICY_RETRY) {
+		p->src_retry_ms = lun->set.retry_interval_ms ? lun->set.retry_interval_ms : 1000;
+		p->src_timeout_ms = lun->set.retry_timeout_ms;
+	}
+	p->release = job_release_lun;
+	p->release_arg = lun;
+	err = cbt_job_backup_start(p, &id, &why);
+	if (err) {
+		log_warn("snapshot on tid %d lun %" PRIu64 ": %s", req->tid,
+			 req->lun, why ? why : strerror(-err));
+		free(p);
+		scsi_lun_put(lun);
+		return errno_to_mgmt(err);
+	}
+	free(p);	/* the job holds the LUN reference from here */
+	err = cbt_snap_node_new(id, &node);
+	if (!err) {
+		lun_settings_default(&ls, export_lun);
+		snprintf(ls.backend, sizeof(ls.backend), "snapshot");
+		ls.readonly = true;
+		ls.block_size = lun->set.block_size;
+		snprintf(ls.product_id, sizeof(ls.product_id), "SNAPSHOT");
+		err = tgt_lun_add_on(req->tid, &ls, node, &why);
+	}
+	if (err) {
+		log_warn("snapshot on tid %d lun %" PRIu64 ": LUN %" PRIu64 ": %s",
+			 req->tid, req->lun, export_lun, why ? why : strerror(-err));
+		cbt_job_cancel(id);
+		cbt_job_wait(id, 10000);
+		cbt_job_dismiss(id);
+		unlink(item(it, "scratch"));
+		return err == -EEXIST ? MGMT_LUN_EXIST : errno_to_mgmt(err);
+	}
+	log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
+		 " (job %u, scratch %s)", req->tid, req->lun, export_lun, id,
+		 item(it, "scratch"));
+	mgmt_buf_printf(b, "job %u\n", id);
+	return MGMT_SUCCESS;
+}
+
+/* Delete a job: a snapshot is ended first (its LUN and scratch file go
+ * with it); any other job must have finished. */
+static int job_delete(unsigned id)
+{
+	struct cbt_job_info info;
+	int err;
+
+	if (cbt_job_get(id, &info))
+		return -ENOENT;
+	if (strcmp(info.type, "snapshot"))
+		return cbt_job_dismiss(id);
+	cbt_job_cancel(id);
+	cbt_job_wait(id, 30000);
+	tgt_lun_del(info.tid, info.export_lun, true);
+	err = cbt_job_dismiss(id);
+	if (!err) {
+		unlink(info.scratch);
+		log_info("job %u: snapshot LUN %" PRIu64 " removed", id,
+			 info.export_lun);
+	}
+	return err;
+}
+
 static int job_new(const struct mgmt_req *req, const struct items *it,
 		   struct mgmt_buf *b)
 {
@@ -268,7 +366,7 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 
 	v = item(it, "type");
 	if (v && !strcmp(v, "snapshot"))
-		return MGMT_UNSUPPORTED_OPERATION;	/* not yet (README) */
+		return snapshot_new(req, it, b);
 	if (!v || strcmp(v, "backup"))
 		return MGMT_INVALID_REQUEST;
 	lun = req_lun(req, &ret);
@@ -409,7 +507,7 @@ int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
 		}
 		v = item(&it, "action");
 		if (req->op == MGMT_OP_DELETE)
-			err = cbt_job_dismiss((unsigned)id);
+			err = job_delete((unsigned)id);
 		else if (v && !strcmp(v, "pause"))
 			err = cbt_job_pause((unsigned)id, true);
 		else if (v && !strcmp(v, "resume"))

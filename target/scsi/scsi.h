@@ -187,6 +187,11 @@ int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
 /* The show line of a LUN's ALUA state ("" without alua_group). */
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
 
+/* The same on a store node that is already open (a snapshot export):
+ * the LUN takes it over, and closes it on failure too. */
+int scsi_lun_create_on(const struct lun_settings *s, struct backend *store,
+		       struct scsi_lun **out, const char **errmsg);
+
 /* Set up the LUN's dirty bitmaps (target/cbt): loads the persistent ones
  * from the LUN's sidecar beside the configuration.  Called when the LUN
  * joins target target_name.  0 or -errno with *errmsg (a sidecar that

@@ -31,11 +31,13 @@
 /* The fault spec may be written with its key, as in --params. */
 #define LUN_FAULT_PREFIX "fault="
 
-/* Open the store named in s, put the fault filter on top of it and make
- * the two a block stack (stack.h): *out is the stack's root, through which
- * filters are inserted and removed later while I/O runs. */
+/* Open the store named in s (or take given, an open store node), put the
+ * fault and cbt filters on top of it and make them a block stack
+ * (stack.h): *out is the stack's root, through which filters are inserted
+ * and removed later while I/O runs.  given is closed on failure. */
 static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
-			  struct backend **out, const char **errmsg)
+			  struct backend *given, struct backend **out,
+			  const char **errmsg)
 {
 	struct backend_params p = {
 		.path = s->path[0] ? s->path : NULL,
@@ -56,14 +58,18 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 	 * of the settings describe (a file if there is a path, else null). */
 	if (strcmp(name, "fault") == 0)
 		name = s->path[0] ? "file" : "null";
-	ops = backend_find(name);
-	if (!ops) {
-		*errmsg = "unknown backend (file, null or iscsi)";
-		return -EINVAL;
+	if (given) {
+		store = given;
+	} else {
+		ops = backend_find(name);
+		if (!ops) {
+			*errmsg = "unknown backend (file, null or iscsi)";
+			return -EINVAL;
+		}
+		err = be_stack_node_open(ops, &p, &store, errmsg);
+		if (err)
+			return err;
 	}
-	err = be_stack_node_open(ops, &p, &store, errmsg);
-	if (err)
-		return err;
 
 	if (strncmp(spec, LUN_FAULT_PREFIX, strlen(LUN_FAULT_PREFIX)) == 0)
 		spec += strlen(LUN_FAULT_PREFIX);
@@ -143,8 +149,25 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 	return 0;
 }
 
+static int scsi_lun_create_store(const struct lun_settings *s,
+				  struct backend *given, struct scsi_lun **out,
+				  const char **errmsg);
+
 int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 		    const char **errmsg)
+{
+	return scsi_lun_create_store(s, NULL, out, errmsg);
+}
+
+int scsi_lun_create_on(const struct lun_settings *s, struct backend *store,
+		       struct scsi_lun **out, const char **errmsg)
+{
+	return scsi_lun_create_store(s, store, out, errmsg);
+}
+
+static int scsi_lun_create_store(const struct lun_settings *s,
+				  struct backend *given, struct scsi_lun **out,
+				  const char **errmsg)
 {
 	uint32_t bs = s->block_size ? s->block_size : LUN_BLOCK_SIZE_DEFAULT;
 	struct scsi_lun *l;
@@ -153,18 +176,20 @@ int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 	*errmsg = NULL;
 	if (bs < LUN_BLOCK_SIZE_LOWEST || bs > LUN_BLOCK_SIZE_HIGHEST ||
 	    (bs & (bs - 1))) {
+		be_stack_node_close(given);
 		*errmsg = "block size must be a power of two from 512 to 65536";
 		return -EINVAL;
 	}
 	l = calloc(1, sizeof(*l));
 	if (!l) {
+		be_stack_node_close(given);
 		*errmsg = "out of memory";
 		return -ENOMEM;
 	}
 	l->set = *s;
 	l->set.block_size = bs;
 
-	err = lun_open_stack(s, bs, &l->be, errmsg);
+	err = lun_open_stack(s, bs, given, &l->be, errmsg);
 	if (err)
 		goto err_free;
 	/* DESIGN.md safety rule, checked against what was actually opened

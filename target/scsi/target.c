@@ -302,7 +302,31 @@ static void tgt_lun_alua_start(struct target *t, const struct lun_settings *s)
 	scsi_lun_put(lun);
 }
 
+static int tgt_lun_add_store(int tid, const struct lun_settings *s,
+			     struct backend *store, const char **errmsg);
+
+/* A store given to tgt_lun_add_on() that never became a LUN's. */
+static void tgt_store_close(struct backend *store)
+{
+	if (store) {
+		store->ops->close(store);
+		free(store);
+	}
+}
+
 int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
+{
+	return tgt_lun_add_store(tid, s, NULL, errmsg);
+}
+
+int tgt_lun_add_on(int tid, const struct lun_settings *s,
+		   struct backend *store, const char **errmsg)
+{
+	return tgt_lun_add_store(tid, s, store, errmsg);
+}
+
+static int tgt_lun_add_store(int tid, const struct lun_settings *s,
+			     struct backend *store, const char **errmsg)
 {
 	struct target *t;
 	struct scsi_lun *lun = NULL;
@@ -316,11 +340,14 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 		if (errmsg)
 			*errmsg = s->lun == 0 ? "LUN 0 is the controller LUN"
 					      : "LUN number out of range (1..255)";
+		tgt_store_close(store);
 		return s->lun == 0 ? -EEXIST : -EINVAL;
 	}
 	t = tgt_get_by_tid(tid);
-	if (!t)
+	if (!t) {
+		tgt_store_close(store);
 		return -ENOENT;
+	}
 
 	pthread_mutex_lock(&t->lock);
 	ret = t->luns[s->lun] ? -EEXIST : 0;
@@ -330,7 +357,9 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 
 	/* Opening the backend may create and size a file: do it without the
 	 * target lock so logins and lookups are never stalled by it. */
-	ret = scsi_lun_create(s, &lun, errmsg);
+	ret = store ? scsi_lun_create_on(s, store, &lun, errmsg)
+		    : scsi_lun_create(s, &lun, errmsg);
+	store = NULL;	/* the LUN owns it now, or closed it */
 	if (ret)
 		goto out;
 	ret = scsi_lun_cbt_init(lun, t->name, errmsg);
@@ -363,6 +392,7 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg)
 			tgt_lun_alua_start(t, s);
 	}
 out:
+	tgt_store_close(store);
 	tgt_put(t);
 	return ret;
 }

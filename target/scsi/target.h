@@ -77,6 +77,10 @@ void tgt_for_each(void (*fn)(struct target *t, void *arg), void *arg);
 /* Add a LUN (opens its backend).  -EEXIST, -ENOENT (no target), -EINVAL,
  * or the backend's -errno with *errmsg set. */
 int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg);
+/* The same on a store node that is already open (a snapshot export);
+ * the store is the LUN's, or closed, whatever the result. */
+int tgt_lun_add_on(int tid, const struct lun_settings *s,
+		   struct backend *store, const char **errmsg);
 int tgt_lun_del(int tid, uint64_t lun, bool force);
 /* Referenced LUN or NULL. */
 struct scsi_lun *tgt_lun_get(struct target *t, uint64_t lun);
