@@ -204,7 +204,7 @@ static bool job_before_write(struct cbt_cbw *c, struct backend *filter,
 		need = unit_pending(j, u);
 	if (!need)
 		return false;
-	req = malloc(sizeof(*req));
+	req = calloc(1, sizeof(*req));
 	if (!req)
 		return false;	/* cannot wait: the backup may see the write */
 	req->job = j;
