@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbt_filter.h"
 #include "cbt_job.h"
 #include "cbt_set.h"
 #include "lun.h"
@@ -286,7 +287,7 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 	}
 	p->tid = req->tid;
 	p->lun = req->lun;
-	p->filter = lun->be;
+	p->filter = cbt_filter_find(lun->be);
 	p->r = cbt_job_reactor_for(req->lun);
 	p->snapshot = true;
 	p->export_lun = export_lun;
@@ -379,7 +380,7 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 	}
 	p->tid = req->tid;
 	p->lun = req->lun;
-	p->filter = lun->be;
+	p->filter = cbt_filter_find(lun->be);
 	p->r = cbt_job_reactor_for(req->lun);
 	err = -EINVAL;
 	if (!(v = item(it, "target")) || !*v ||
