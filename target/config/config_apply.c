@@ -18,6 +18,7 @@
 #include "cbt_set.h"
 #include "config.h"
 #include "config_internal.h"
+#include "scsi.h"
 #include "target.h"
 #include "util.h"
 
@@ -118,6 +119,7 @@ static int cfg_apply_bitmaps(int tid, const struct cfg_lun *cl,
 		*why = "the LUN has no changed-block tracking";
 		return -EINVAL;
 	}
+	ret = scsi_lun_cbt_attach(lun, why);
 	for (int i = 0; i < cl->nr_bitmaps && !ret; i++) {
 		const struct cfg_bitmap *b = &cl->bitmaps[i];
 		struct cbt_bitmap *have = cbt_set_find(lun->cbt, b->name);

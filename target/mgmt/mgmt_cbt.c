@@ -13,6 +13,7 @@
 #include "cbt_set.h"
 #include "lun.h"
 #include "mgmt_internal.h"
+#include "scsi.h"
 #include "target.h"
 
 #define CBT_SHOW_MAX_BITMAPS 256
@@ -179,7 +180,7 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	struct scsi_lun *lun;
 	struct items it;
-	const char *name, *v;
+	const char *name, *v, *why = NULL;
 	int err, ret = MGMT_SUCCESS;
 
 	lun = req_lun(req, &ret);
@@ -205,8 +206,10 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 			ret = MGMT_INVALID_REQUEST;
 			break;
 		}
-		err = cbt_set_add(lun->cbt, name, (uint32_t)gran, persistent,
-				  enabled);
+		err = scsi_lun_cbt_attach(lun, &why);
+		if (!err)
+			err = cbt_set_add(lun->cbt, name, (uint32_t)gran,
+					  persistent, enabled);
 		if (err)
 			log_warn("bitmap new %s on tid %d lun %" PRIu64 ": %s", name,
 				 req->tid, req->lun, err == -EOPNOTSUPP ?
@@ -287,7 +290,7 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 	}
 	p->tid = req->tid;
 	p->lun = req->lun;
-	p->filter = cbt_filter_find(lun->be);
+	p->filter = scsi_lun_cbt_attach(lun, &why) ? NULL : cbt_filter_find(lun->be);
 	p->r = cbt_job_reactor_for(req->lun);
 	p->snapshot = true;
 	p->export_lun = export_lun;
@@ -380,7 +383,7 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 	}
 	p->tid = req->tid;
 	p->lun = req->lun;
-	p->filter = cbt_filter_find(lun->be);
+	p->filter = scsi_lun_cbt_attach(lun, &why) ? NULL : cbt_filter_find(lun->be);
 	p->r = cbt_job_reactor_for(req->lun);
 	err = -EINVAL;
 	if (!(v = item(it, "target")) || !*v ||

@@ -199,6 +199,11 @@ int scsi_lun_create_on(const struct lun_settings *s, struct backend *store,
 int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 		      const char **errmsg);
 
+/* Put the changed-block tracking node on top of the LUN's block stack if
+ * it is not there yet (first bitmap, first job); drains the writes that
+ * entered before.  Management thread.  0 or -errno with *errmsg. */
+int scsi_lun_cbt_attach(struct scsi_lun *l, const char **errmsg);
+
 /* ---- what the transport asks of a LUN ----
  * The iSCSI layer talks to the SCSI layer only; these two calls are how it
  * learns about, and acts on, commands the LUN holds below it. */

@@ -51,7 +51,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 	const char *name = s->backend[0] ? s->backend : "file";
 	const char *spec = s->backend_opts;
 	const struct backend_ops *ops;
-	struct backend *store, *top, *cbt;
+	struct backend *store, *top;
 	int err;
 
 	/* "fault" as the backend name means: inject into whatever the rest
@@ -82,20 +82,9 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 		be_stack_node_close(store);
 		return err;
 	}
-	/* Changed-block tracking on top, so it sees every data-changing
-	 * request the fault layer or the store may fail (issue 10). */
-	memset(&p, 0, sizeof(p));
-	p.inner = top;
-	err = be_stack_node_open(&cbt_filter_ops, &p, &cbt, errmsg);
-	if (err) {
-		be_stack_node_close(top);
-		be_stack_node_close(store);
-		return err;
-	}
-	err = be_stack_open(cbt, out);
+	err = be_stack_open(top, out);
 	if (err) {
 		*errmsg = "out of memory";
-		be_stack_node_close(cbt);
 		be_stack_node_close(top);
 		be_stack_node_close(store);
 	}
@@ -133,20 +122,43 @@ static void scsi_lun_release(struct scsi_lun *l)
 	free(l);
 }
 
+int scsi_lun_cbt_attach(struct scsi_lun *l, const char **errmsg)
+{
+	struct backend_params p = { 0 };
+	struct backend *node;
+	int err;
+
+	if (!l->be || !l->cbt)
+		return -EINVAL;
+	if (cbt_filter_find(l->be))
+		return 0;
+	/* the set before the node goes live: a write that reaches the node
+	 * is marked from the start */
+	err = be_stack_insert(l->be, &cbt_filter_ops, &p, BE_STACK_TOP, NULL,
+			      &node, errmsg);
+	if (err)
+		return err;
+	cbt_filter_set_bitmaps(node, l->cbt);
+	/* writes that entered the stack before the node are done after
+	 * this: from here on every write passes through it */
+	be_stack_drain(l->be, BE_STACK_DRAIN_MS);
+	return 0;
+}
+
 int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 		      const char **errmsg)
 {
 	char path[PATH_MAX];
 	int err;
 
-	if (!l->be || l->cbt || !cbt_filter_find(l->be))
+	if (!l->be || l->cbt)
 		return 0;
 	err = cbt_sidecar_path(path, sizeof(path), target_name, l->set.lun);
 	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
 	if (err)
 		return err;
-	cbt_filter_set_bitmaps(cbt_filter_find(l->be), l->cbt);
-	return 0;
+	/* the tracking node joins the stack with the first bitmap */
+	return cbt_set_empty(l->cbt) ? 0 : scsi_lun_cbt_attach(l, errmsg);
 }
 
 static int scsi_lun_create_store(const struct lun_settings *s,

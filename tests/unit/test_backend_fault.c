@@ -7,7 +7,6 @@
  * fault.c is included so its statics are reachable. */
 #include "../../backends/fault.c"
 #include "backend_harness.h"
-#include "cbt_filter.h"
 #include "scsi.h"
 #include "stack.h"
 
@@ -313,12 +312,10 @@ static void test_lun(void)
 	if (l) {
 		CHECK(l->nblocks == 64 * MIB / 4096, "nblocks");
 		CHECK(be_stack_is_root(l->be) && l->be->inner &&
-		      l->be->inner->ops == &cbt_filter_ops &&
+		      l->be->inner->ops == &be_fault_ops &&
 		      l->be->inner->inner &&
-		      l->be->inner->inner->ops == &be_fault_ops &&
-		      l->be->inner->inner->inner &&
-		      l->be->inner->inner->inner->ops == &be_null_ops,
-		      "a block stack: cbt on fault on null");
+		      l->be->inner->inner->ops == &be_null_ops,
+		      "a block stack: fault on top of null");
 		CHECK(atomic_load(&l->refcnt) == 1, "one reference");
 		CHECK(l->be->ops->set_param(l->be, "fault", "eio,ops=r") == 0,
 		      "fault settable on any LUN");
