@@ -472,9 +472,9 @@ def test_socket_mode_lock_and_limits(holdfast, tmp_path):
     assert rsp[8:].startswith(b"Target 1: ")
     assert request(1, 2, b"x" * 9000) == b""
     assert request(1, 2, length=8193) == b""
-    # unknown mode: 22 "operation unsupported"; unknown driver: 3; no
+    # unknown mode (8 and 9 are bitmap and job now): 22 "operation unsupported"; unknown driver: 3; no
     # --lld at all means iscsi
-    assert request(9, 2) == struct.pack("<II", 22, 8)
+    assert request(99, 2) == struct.pack("<II", 22, 8)
     assert request(1, 2, lld=b"iser") == struct.pack("<II", 3, 8)
     assert request(1, 2, lld=b"")[:4] == b"\0\0\0\0"
     assert d.alive()
