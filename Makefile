@@ -123,22 +123,15 @@ SAN_ENV   := HOLDFAST_BUILD=$(SAN_BUILD) \
 # (test_foundation), the iSCSI layer (test_iscsi_layer), and the hang
 # engine's hold, retry, abort, reset, session-drop and ordering paths
 # (test_hang, selected by -k).  `make sanitize` runs everything.
-# test_session_reinstatement_drops_held_write is left out: under load its
-# held write's probe can be in flight when the session goes and land
-# (seen once here), which the test does not allow for.  So is
-# test_session_reinstatement_closes_old_session: sanitized and under load
-# the old session answered ten more NOP-Outs after the reinstating login
-# (2 runs of 3 here): the old session is closed by a call posted to its
-# reactor, after the new login is answered.
 SAN_SUBSET   ?= tests/test_foundation.py tests/test_iscsi_layer.py \
 		tests/test_hang.py
-SAN_SUBSET_K ?= (not test_hang and \
-		 not test_session_reinstatement_closes_old_session) or \
+SAN_SUBSET_K ?= not test_hang or \
 		write_outage_shorter or read_hang or \
 		queued_commands_time_out or abort_task_of_held or \
 		abort_during_in_flight or lun_reset_drops or \
 		dropped_session_leaves or logout_during_hang or \
-		two_sessions_keep or hold_limit or preempt_and_abort
+		two_sessions_keep or hold_limit or preempt_and_abort or \
+		session_reinstatement
 
 sanitize-build: deps
 	$(MAKE) BUILD=$(SAN_BUILD) SANFLAGS="$(SAN_FLAGS)" all

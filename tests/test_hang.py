@@ -963,7 +963,9 @@ def test_logout_during_hang_drops_held_write(hang):
 def test_session_reinstatement_drops_held_write(hang):
     """A second login with the same initiator name and ISID reinstates the
     session (RFC 7143 6.3.5): the old session's held write is dropped and
-    never lands."""
+    never lands.  The new login is answered only once the old session is
+    gone, so by the time the new client is logged in nothing of the old
+    one is left to land."""
     hang.start(lun1={"werror": "retry", "retry_interval": 100,
                      "retry_timeout": 0})
     isid = ["-I", "0x4242"]
@@ -973,6 +975,8 @@ def test_session_reinstatement_drops_held_write(hang):
     w = a.issue("write 0 8 0xe1")
     held(a, w, 0.3)
     b = hang.client(args=isid, name="new")
+    # the target closed the old connection before answering b's login;
+    # the old client notices on its next poll
     assert wait_for(a.lost, S(5)), "old session not closed on reinstatement"
     # libiscsi cancels its open tasks when the connection dies
     assert a.get(w)["status"] in ("LOST", "CANCELLED", "ERROR"), \
@@ -983,6 +987,42 @@ def test_session_reinstatement_drops_held_write(hang):
     r = b.do("write 8 8 0xe2")
     assert_good(r)
     assert r["ms"] < S(300), r
+
+
+def test_session_reinstatement_answered_after_inflight_probe(hang):
+    """Session reinstatement while the old session's held write has its
+    probe in the store: the new login is answered only once that attempt
+    finished (its result dropped), so no write of the old session reaches
+    the store after the new session started (DESIGN.md, Hang-on-error,
+    Task management).  Before the fix the login was answered at once and
+    the probe landed about a second later."""
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    isid = ["-I", "0x4343"]
+    a = hang.client(args=isid, name="old")
+    prefill(a, 0, 8, 0x2a)
+    hang.fail("write=EIO")
+    w = a.issue("write 0 8 0x2b")
+    held(a, w, 0.3)
+    # the next probe is slow and will succeed: it is in the store when
+    # the reinstating login arrives
+    hang.fail("delay=1500")
+    time.sleep(0.4)
+    start = now_ms()
+    b = hang.client(args=isid, luns=(), name="new")   # logged in: answered
+    login_ms = now_ms() - start
+    at_login = hang.backing(0, 8)
+    time.sleep(2.0)
+    assert hang.backing(0, 8) == at_login, \
+        "a write of the reinstated session landed after the new login " \
+        "was answered (login took %.0f ms)" % login_ms
+    assert wait_for(a.lost, S(5)), "old session not closed on reinstatement"
+    hang.ok()
+    r = b.do("clearua lun=1")
+    assert r["status"] == "GOOD", r
+    r = b.do("write 8 8 0x2c")
+    assert_good(r)
+    assert hang.backing(8, 8) == b"\x2c" * 8 * BS
 
 
 def test_large_writes_held_and_recovered(hang):

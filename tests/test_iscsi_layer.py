@@ -100,10 +100,15 @@ def test_session_reinstatement_closes_old_session(holdfast):
     clear_ua(a)
     b = session(d)                      # same initiator name and ISID
     b.login(IQN)
+    # 6.3.5: the reinstating login is answered only once the old session
+    # is gone, so the old connection answers nothing after it (before the
+    # fix its close was posted after the answer, and it went on answering
+    # NOP-Outs for a while)
     with pytest.raises((r.Closed, OSError)):
-        for _ in range(10):
-            a.nop_out()
-            a.recv(timeout=5)
+        a.nop_out()
+        p = a.recv(timeout=5)
+        pytest.fail("old session answered after the reinstating login: "
+                    "opcode 0x%02x" % p.opcode)
     clear_ua(b)
     b.logout()
     assert b.recv().opcode == r.OP_LOGOUT_RSP

@@ -28,6 +28,7 @@ static void conn_tx_flush(struct iscsi_conn *c);
 static const char *const conn_state_names[CONN_STATE_COUNT] = {
 	[CONN_STATE_NEW] = "new",
 	[CONN_STATE_LOGIN] = "login",
+	[CONN_STATE_REINSTATE] = "reinstate",
 	[CONN_STATE_FULL_FEATURE] = "full feature",
 	[CONN_STATE_FLUSH] = "flush",
 	[CONN_STATE_CLOSING] = "closing",
@@ -40,7 +41,12 @@ static const bool conn_transitions[CONN_STATE_COUNT][CONN_STATE_COUNT] = {
 	},
 	[CONN_STATE_LOGIN] = {
 		[CONN_STATE_FULL_FEATURE] = true,
+		[CONN_STATE_REINSTATE] = true,	/* old sessions to end */
 		[CONN_STATE_FLUSH] = true,	/* login reject (6.1) */
+		[CONN_STATE_CLOSING] = true,
+	},
+	[CONN_STATE_REINSTATE] = {
+		[CONN_STATE_FULL_FEATURE] = true,	/* old ones gone */
 		[CONN_STATE_CLOSING] = true,
 	},
 	[CONN_STATE_FULL_FEATURE] = {
@@ -423,6 +429,11 @@ static void conn_dispatch(struct iscsi_conn *c)
 		iscsi_login_rx(c, bhs, c->rx_data, c->rx_data_len);
 		return;
 	}
+	if (c->state == CONN_STATE_REINSTATE) {
+		/* 6.3: nothing may come before the final login response */
+		iscsi_conn_close(c, "PDU before the final login response");
+		return;
+	}
 	if (c->state != CONN_STATE_FULL_FEATURE)
 		return;
 	switch (op) {
@@ -732,6 +743,7 @@ struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
 	}
 	list_init(&c->txq);
 	list_init(&c->tasks);
+	list_init(&c->reinstate_waiters);
 	c->max_send_dsl = 8192;	/* RFC default until declared */
 	c->max_recv_dsl = 8192;
 	c->next_ttt = 0x10;
@@ -765,7 +777,13 @@ static void conn_free_deferred(void *arg)
 		iscsi_pdu_free(p);
 	}
 	conn_rx_reset(c);
+	if (c->login_rsp_held)
+		iscsi_pdu_free(c->login_rsp_held);
 	if (c->sess) {
+		/* listed until now so a reinstating login could wait for
+		 * every task of this session to be gone */
+		iscsi_session_unregister(c->sess);
+		iscsi_session_reinstate_notify(c);
 		if (c->sess->target) {
 			atomic_fetch_sub(&c->sess->target->nr_sessions, 1);
 			tgt_put(c->sess->target);
@@ -839,12 +857,17 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	reactor_timer_del(c->r, &c->nop_timer);
 	reactor_timer_del(c->r, &c->defer_timer);
 	reactor_timer_del(c->r, &c->flush_timer);
+	reactor_timer_del(c->r, &c->reinstate_timer);
 	list_for_each_entry_safe(p, n, &c->txq, link) {
 		list_del(&p->link);
 		iscsi_pdu_free(p);
 	}
+	if (c->login_rsp_held) {	/* died in REINSTATE: never answered */
+		iscsi_pdu_free(c->login_rsp_held);
+		c->login_rsp_held = NULL;
+	}
 	if (c->sess)
-		iscsi_session_unregister(c->sess);
+		iscsi_session_closing(c->sess);
 	/* I_T nexus loss ends SPC-2 reservations (SPC-2 5.5.1) */
 	if (c->sess && !c->sess->discovery && c->sess->target)
 		scsi_nexus_lost(c->sess->target, &c->sess->nexus);

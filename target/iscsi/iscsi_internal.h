@@ -31,17 +31,27 @@
 #define ISCSI_TPGT 1
 #define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
 #define ISCSI_DEFER_POLL_MS 50		/* re-check of writes to a hung LUN */
+#define ISCSI_REINSTATE_TIMEOUT_MS 5000	/* longest hold of a login answer */
 
 /* Connection states (RFC 7143 8.1, target side, reduced to what ERL 0
  * with one connection per session needs).  Changed only by
  * iscsi_conn_set_state(), which allows exactly these transitions:
  *
  *   NEW          -> LOGIN
- *   LOGIN        -> FULL_FEATURE | FLUSH (login reject) | CLOSING
+ *   LOGIN        -> FULL_FEATURE | REINSTATE | FLUSH (login reject)
+ *                   | CLOSING
+ *   REINSTATE    -> FULL_FEATURE | CLOSING
  *   FULL_FEATURE -> FLUSH (logout, TARGET COLD RESET) | CLOSING
  *   FLUSH        -> CLOSING
  *   CLOSING         final
  *
+ * REINSTATE: the login succeeded and reinstates older sessions (6.3.5);
+ * its final response (c->login_rsp_held) goes out, and the connection
+ * enters FULL_FEATURE, only once every old session is gone: connection
+ * closed, tasks finished (an attempt in the store completes first, its
+ * result dropped), held and queued commands of its nexus dropped by each
+ * LUN; or after ISCSI_REINSTATE_TIMEOUT_MS.  A PDU from the initiator
+ * meanwhile is a protocol error (it must wait for the answer).
  * FLUSH is "close after send": the last PDU (a Logout Response, a login
  * reject, the answer to TARGET COLD RESET) is queued, nothing more is
  * read, and the connection closes once the transmit queue is empty, or
@@ -51,6 +61,7 @@
 enum iscsi_conn_state {
 	CONN_STATE_NEW,			/* allocated, not on a reactor yet */
 	CONN_STATE_LOGIN,		/* login phase */
+	CONN_STATE_REINSTATE,		/* final login answer held, 6.3.5 */
 	CONN_STATE_FULL_FEATURE,
 	CONN_STATE_FLUSH,		/* close once the tx queue is sent */
 	CONN_STATE_CLOSING,		/* socket gone, waiting for tasks */
@@ -130,6 +141,7 @@ struct iscsi_session {
 	char initiator_alias[TGT_NAME_MAX];
 	struct target *target;		/* referenced; NULL for discovery */
 	struct iscsi_conn *conn;
+	bool closing;			/* conn closed; listed until freed */
 	struct scsi_nexus nexus;
 	uint32_t exp_cmd_sn;
 	struct list_head pending;	/* tasks ahead of exp_cmd_sn */
@@ -185,6 +197,12 @@ struct iscsi_conn {
 	bool hdr_digest, data_digest;
 
 	struct iscsi_login *login;	/* during the login phase */
+	/* REINSTATE: the held final login response, and how many old
+	 * sessions it still waits for (each one holds an ntasks count) */
+	struct iscsi_pdu *login_rsp_held;
+	int reinstate_waiting;
+	/* new logins waiting for this (old) connection to be freed */
+	struct list_head reinstate_waiters;
 	struct iscsi_session *sess;	/* after login */
 	struct list_head tasks;
 	int ntasks;
@@ -199,6 +217,7 @@ struct iscsi_conn {
 	struct ev_timer nop_timer;
 	struct ev_timer defer_timer;	/* re-checks deferred writes */
 	struct ev_timer flush_timer;	/* FLUSH: gives up on the peer */
+	struct ev_timer reinstate_timer; /* REINSTATE: answers anyway */
 	uint32_t nop_outstanding;
 	uint32_t nop_interval_ms, nop_count;
 };
@@ -262,6 +281,9 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 void iscsi_login_free(struct iscsi_conn *c);
 void iscsi_text_rx(struct iscsi_conn *c, const uint8_t *bhs,
 		   const uint8_t *data, uint32_t len);
+/* REINSTATE is over (old sessions gone, or the wait timed out): send
+ * the held final login response and enter FULL_FEATURE. */
+void iscsi_login_reinstated(struct iscsi_conn *c);
 
 /* iscsi_scsi.c */
 /* Called when a SCSI Command BHS arrived; sets up rx_data for its
@@ -282,10 +304,21 @@ bool iscsi_cmd_sn_accept(struct iscsi_conn *c, const uint8_t *bhs);
 
 /* iscsi_session.c */
 int iscsi_session_register(struct iscsi_session *s);
+/* The session's connection closed: hidden from lookups and management,
+ * but listed (for reinstatement) until iscsi_session_unregister(), when
+ * its connection is freed. */
+void iscsi_session_closing(struct iscsi_session *s);
 void iscsi_session_unregister(struct iscsi_session *s);
-/* Close an older session with the same initiator, ISID and target
- * (session reinstatement, RFC 7143 6.3.5). */
-void iscsi_session_reinstate(struct iscsi_session *s);
+/* Session reinstatement (RFC 7143 6.3.5), called on the final login of
+ * c's new session: each older session with the same initiator name, ISID
+ * and target is closed on its reactor, which reports back to c's once it
+ * is freed (tasks finished, nexus dropped by every LUN).  Returns how
+ * many old sessions c now waits for (c->reinstate_waiting, each holding
+ * c->ntasks); iscsi_login_reinstated() runs when the last one is gone. */
+int iscsi_session_reinstate(struct iscsi_conn *c);
+/* c (an old session's connection) is being freed: tell the new logins
+ * waiting for it. */
+void iscsi_session_reinstate_notify(struct iscsi_conn *c);
 uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s);
 void iscsi_conn_freed(void);
 

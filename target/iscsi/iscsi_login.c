@@ -383,6 +383,52 @@ static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 	return 0;
 }
 
+/* Send the final login response p and enter full feature phase. */
+static void login_enter_full_feature(struct iscsi_conn *c,
+				    struct iscsi_pdu *p)
+{
+	struct iscsi_login *l = c->login;
+
+	iscsi_conn_send(c, p);
+	if (c->state == CONN_STATE_CLOSING)
+		return;		/* the send failed */
+	/* digests start with the first PDU after the final login
+	 * response (13.1) */
+	c->hdr_digest = l->neg.result[KEY_HEADER_DIGEST] == DIGEST_CRC32C;
+	c->data_digest = l->neg.result[KEY_DATA_DIGEST] == DIGEST_CRC32C;
+	iscsi_conn_set_state(c, CONN_STATE_FULL_FEATURE);
+	if (!c->sess->discovery)
+		log_info("conn %lu: login from %s (%s) to %s, tsih %u",
+			 (unsigned long)c->id, c->sess->initiator_name,
+			 c->peer_str, c->sess->target->name, c->sess->tsih);
+	iscsi_login_free(c);
+	iscsi_conn_start_nop(c);
+}
+
+void iscsi_login_reinstated(struct iscsi_conn *c)
+{
+	struct iscsi_pdu *p = c->login_rsp_held;
+
+	if (c->state != CONN_STATE_REINSTATE || !p)
+		return;
+	c->login_rsp_held = NULL;
+	reactor_timer_del(c->r, &c->reinstate_timer);
+	login_enter_full_feature(c, p);
+}
+
+static void login_reinstate_timeout(struct ev_timer *t)
+{
+	struct iscsi_conn *c = t->arg;
+
+	if (c->state != CONN_STATE_REINSTATE)
+		return;
+	log_warn("conn %lu (%s): %d reinstated session(s) of %s not gone "
+		 "after %d ms; answering the login anyway",
+		 (unsigned long)c->id, c->peer_str, c->reinstate_waiting,
+		 c->sess->initiator_name, ISCSI_REINSTATE_TIMEOUT_MS);
+	iscsi_login_reinstated(c);
+}
+
 void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 		    const uint8_t *data, uint32_t len)
 {
@@ -557,23 +603,21 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 			return;
 		}
 		put_be16(p->bhs + LOGIN_TSIH, c->sess->tsih);
-		iscsi_conn_send(c, p);
-		if (c->state == CONN_STATE_CLOSING)
-			return;		/* the send failed */
-		/* digests start with the first PDU after the final login
-		 * response (13.1) */
-		c->hdr_digest = l->neg.result[KEY_HEADER_DIGEST] == DIGEST_CRC32C;
-		c->data_digest = l->neg.result[KEY_DATA_DIGEST] == DIGEST_CRC32C;
-		iscsi_conn_set_state(c, CONN_STATE_FULL_FEATURE);
-		if (!c->sess->discovery) {
-			log_info("conn %lu: login from %s (%s) to %s, tsih %u",
-				 (unsigned long)c->id, c->sess->initiator_name,
-				 c->peer_str, c->sess->target->name,
-				 c->sess->tsih);
-			iscsi_session_reinstate(c->sess);
+		/* 6.3.5: an older session with this initiator name, ISID
+		 * and target ends before the new one starts: the answer is
+		 * held until it is gone, so nothing of it (a held write, an
+		 * attempt in the store) can land after the initiator saw
+		 * the new session begin */
+		if (!c->sess->discovery && iscsi_session_reinstate(c) > 0) {
+			/* the replies come later, on this reactor */
+			iscsi_conn_set_state(c, CONN_STATE_REINSTATE);
+			c->login_rsp_held = p;
+			reactor_timer_add(c->r, &c->reinstate_timer,
+					  ISCSI_REINSTATE_TIMEOUT_MS,
+					  login_reinstate_timeout, c);
+			return;
 		}
-		iscsi_login_free(c);
-		iscsi_conn_start_nop(c);
+		login_enter_full_feature(c, p);
 		return;
 	}
 	iscsi_conn_send(c, p);

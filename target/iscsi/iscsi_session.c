@@ -55,6 +55,13 @@ int iscsi_session_register(struct iscsi_session *s)
 	return 0;
 }
 
+void iscsi_session_closing(struct iscsi_session *s)
+{
+	pthread_mutex_lock(&sess_lock);
+	s->closing = true;
+	pthread_mutex_unlock(&sess_lock);
+}
+
 void iscsi_session_unregister(struct iscsi_session *s)
 {
 	pthread_mutex_lock(&sess_lock);
@@ -71,7 +78,9 @@ struct close_req {
 	const char *why;
 };
 
-static struct iscsi_session *session_find_locked(uint64_t sid)
+/* A session in the table, closing ones included (closing: its
+ * connection is closed but not freed yet). */
+static struct iscsi_session *session_find_any_locked(uint64_t sid)
 {
 	struct iscsi_session *s;
 
@@ -79,6 +88,14 @@ static struct iscsi_session *session_find_locked(uint64_t sid)
 		if (s->sid == sid)
 			return s;
 	return NULL;
+}
+
+/* A live session: what management and other threads may act on. */
+static struct iscsi_session *session_find_locked(uint64_t sid)
+{
+	struct iscsi_session *s = session_find_any_locked(sid);
+
+	return s && !s->closing ? s : NULL;
 }
 
 /* 11.9: Async Message asking the initiator to log out within secs. */
@@ -106,7 +123,10 @@ static void session_close_on_reactor(void *arg)
 	if (s)
 		c = s->conn;
 	pthread_mutex_unlock(&sess_lock);
-	if (c && c->state == CONN_STATE_FULL_FEATURE) {
+	if (c && c->state == CONN_STATE_REINSTATE) {
+		/* not answered yet: no Async Message can go out */
+		iscsi_conn_close(c, req->why);
+	} else if (c && c->state == CONN_STATE_FULL_FEATURE) {
 		if (req->mode == CLOSE_ASK_LOGOUT && !s->discovery)
 			session_ask_logout(c, 2);
 		else
@@ -127,25 +147,152 @@ static void session_post_close(struct iscsi_session *s, enum close_mode m,
 		free(req);
 }
 
-void iscsi_session_reinstate(struct iscsi_session *s)
+/* ---- session reinstatement (RFC 7143 6.3.5) ----
+ *
+ * The new connection N (reactor RN) posts one reinstate_req per old
+ * session O to O's reactor, holding N->ntasks for each.  There O's
+ * connection is closed (its tasks aborted: a command whose attempt is in
+ * the store completes first, its result dropped), every LUN drops what it
+ * holds or queues for O's nexus, and the request waits on O's connection
+ * until that is freed, i.e. until all of it is done.  Then the request
+ * goes back to RN (reinstate_done), which answers N's login when the
+ * last old session is gone. */
+
+struct reinstate_req {
+	struct list_head link;		/* old conn's reinstate_waiters */
+	uint64_t old_sid;
+	struct iscsi_conn *nc;		/* the new connection */
+	struct reactor *nr;		/* its reactor */
+};
+
+/* On the new connection's reactor. */
+static void reinstate_done(void *arg)
 {
-	struct iscsi_session *o;
+	struct iscsi_conn *c = arg;
+
+	c->ntasks--;
+	if (c->state == CONN_STATE_REINSTATE) {
+		if (--c->reinstate_waiting == 0)
+			iscsi_login_reinstated(c);
+		return;
+	}
+	/* timed out (FULL_FEATURE already) or closed meanwhile */
+	iscsi_conn_task_gone(c);
+}
+
+static void reinstate_reply(struct reinstate_req *req)
+{
+	if (reactor_call(req->nr, reinstate_done, req->nc) < 0)
+		log_err("conn %lu: cannot report reinstated session %lu gone",
+			(unsigned long)req->nc->id,
+			(unsigned long)req->old_sid);
+	free(req);
+}
+
+void iscsi_session_reinstate_notify(struct iscsi_conn *c)
+{
+	while (!list_empty(&c->reinstate_waiters)) {
+		struct reinstate_req *req = list_first_entry(
+			&c->reinstate_waiters, struct reinstate_req, link);
+
+		list_del(&req->link);
+		reinstate_reply(req);
+	}
+}
+
+static void reinstate_drop_done(void *arg, unsigned dropped)
+{
+	struct iscsi_conn *c = arg;
+
+	log_debug("conn %lu: reinstatement dropped %u held/queued "
+		  "command(s)", (unsigned long)c->id, dropped);
+	c->ntasks--;
+	iscsi_conn_task_gone(c);
+}
+
+/* On the old session's reactor. */
+static void reinstate_on_old_reactor(void *arg)
+{
+	struct reinstate_req *req = arg;
+	struct iscsi_session *s;
+	struct iscsi_conn *c = NULL;
+
+	pthread_mutex_lock(&sess_lock);
+	s = session_find_any_locked(req->old_sid);
+	if (s)
+		c = s->conn;
+	pthread_mutex_unlock(&sess_lock);
+	if (!c) {		/* already freed: nothing left of it */
+		reinstate_reply(req);
+		return;
+	}
+	list_add_tail(&req->link, &c->reinstate_waiters);
+	if (c->free_scheduled)
+		return;		/* no task left; freed (and replied) soon */
+	/* keep c while the drops below are issued: closing alone may
+	 * schedule its free */
+	c->ntasks++;
+	iscsi_conn_close(c, "session reinstatement");
+	if (s->target) {
+		uint64_t luns[TGT_MAX_LUNS];
+		int nl = tgt_lun_list(s->target, luns, TGT_MAX_LUNS);
+
+		for (int i = 0; i < nl; i++) {
+			struct scsi_lun *lun = tgt_lun_get(s->target, luns[i]);
+
+			if (!lun)
+				continue;
+			c->ntasks++;	/* until reinstate_drop_done */
+			if (scsi_lun_drop_nexus(lun, s->nexus.id, c->r,
+						reinstate_drop_done, c) < 0)
+				c->ntasks--;
+			scsi_lun_put(lun);
+		}
+	}
+	c->ntasks--;
+	iscsi_conn_task_gone(c);
+}
+
+int iscsi_session_reinstate(struct iscsi_conn *c)
+{
+	struct iscsi_session *s = c->sess, *o;
+	int n = 0;
 
 	/* 6.3.5: a new session with the same initiator name, ISID and
 	 * target replaces the old one, which is closed and its tasks
-	 * dropped */
+	 * dropped.  Only older ones: two logins racing must not end each
+	 * other. */
 	pthread_mutex_lock(&sess_lock);
 	list_for_each_entry(o, &sessions, link) {
-		if (o == s || o->discovery || o->target != s->target ||
+		struct reinstate_req *req;
+
+		if (o == s || o->sid > s->sid || o->discovery ||
+		    o->target != s->target ||
 		    memcmp(o->isid, s->isid, 6) != 0 ||
 		    strcmp(o->initiator_name, s->initiator_name) != 0)
 			continue;
-		log_info("session %lu of %s reinstated by session %lu",
+		log_info("session %lu of %s reinstated by session %lu%s",
 			 (unsigned long)o->sid, o->initiator_name,
-			 (unsigned long)s->sid);
-		session_post_close(o, CLOSE_FORCE, "session reinstatement");
+			 (unsigned long)s->sid,
+			 o->closing ? " (already closing)" : "");
+		req = xzalloc(sizeof(*req));
+		req->old_sid = o->sid;
+		req->nc = c;
+		req->nr = c->r;
+		c->ntasks++;	/* c stays until reinstate_done */
+		if (reactor_call(o->conn->r, reinstate_on_old_reactor,
+				 req) < 0) {
+			log_err("session %lu: cannot post its reinstatement",
+				(unsigned long)o->sid);
+			c->ntasks--;
+			free(req);
+			continue;
+		}
+		n++;
 	}
+	c->reinstate_waiting = n;
 	pthread_mutex_unlock(&sess_lock);
+	return n;
 }
 
 int iscsi_session_for_each(int tid,
@@ -161,7 +308,8 @@ int iscsi_session_for_each(int tid,
 	list_for_each_entry(s, &sessions, link) {
 		struct iscsi_session_info *si;
 
-		if (s->discovery || (tid >= 0 && s->target->tid != tid))
+		if (s->discovery || s->closing ||
+		    (tid >= 0 && s->target->tid != tid))
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -252,7 +400,8 @@ static int sessions_count(int tid)
 
 	pthread_mutex_lock(&sess_lock);
 	list_for_each_entry(s, &sessions, link)
-		if (tid < 0 || (s->target && s->target->tid == tid))
+		if (!s->closing &&
+		    (tid < 0 || (s->target && s->target->tid == tid)))
 			n++;
 	pthread_mutex_unlock(&sess_lock);
 	return n;

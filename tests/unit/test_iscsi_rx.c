@@ -266,6 +266,18 @@ void iscsi_session_unregister(struct iscsi_session *s UNUSED)
 {
 }
 
+static int sessions_closing, reinstate_notified;
+
+void iscsi_session_closing(struct iscsi_session *s UNUSED)
+{
+	sessions_closing++;
+}
+
+void iscsi_session_reinstate_notify(struct iscsi_conn *x UNUSED)
+{
+	reinstate_notified++;
+}
+
 static int conns_freed;
 
 void iscsi_conn_freed(void)
@@ -623,6 +635,9 @@ static void states_table(void)
 	static const bool allowed[CONN_STATE_COUNT][CONN_STATE_COUNT] = {
 		[CONN_STATE_NEW][CONN_STATE_LOGIN] = true,
 		[CONN_STATE_LOGIN][CONN_STATE_FULL_FEATURE] = true,
+		[CONN_STATE_LOGIN][CONN_STATE_REINSTATE] = true,
+		[CONN_STATE_REINSTATE][CONN_STATE_FULL_FEATURE] = true,
+		[CONN_STATE_REINSTATE][CONN_STATE_CLOSING] = true,
 		[CONN_STATE_LOGIN][CONN_STATE_FLUSH] = true,
 		[CONN_STATE_LOGIN][CONN_STATE_CLOSING] = true,
 		[CONN_STATE_FULL_FEATURE][CONN_STATE_FLUSH] = true,
@@ -667,6 +682,8 @@ static void test_states(void)
 	      "a transition is logged in debug mode: %s", log);
 	CHECK(!strstr(log, "login -> full feature"), "and only then");
 	CHECK(!strcmp(iscsi_conn_state_name(CONN_STATE_FLUSH), "flush"));
+	CHECK(!strcmp(iscsi_conn_state_name(CONN_STATE_REINSTATE),
+		      "reinstate"));
 	CHECK(!strcmp(iscsi_conn_state_name(CONN_STATE_COUNT), "?"));
 }
 
@@ -1501,9 +1518,56 @@ static void test_tmf_lun_reset(void)
 	conn_teardown();
 }
 
+/* Session reinstatement (6.3.5): the final login response is held in
+ * REINSTATE while the old sessions end.  A PDU from the initiator
+ * meanwhile closes the connection without the answer ever going out;
+ * the connection stays until the outstanding old-session replies
+ * (ntasks) come back; once freed, its own waiters are told. */
+static void test_reinstate_hold(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	uint8_t bhs[ISCSI_BHS_LEN] = { 0 };
+	int freed = conns_freed, closing = sessions_closing;
+	int notified = reinstate_notified, last;
+
+	conn_setup_phase(&defaults, true);
+	CHECK(iscsi_conn_set_state(c, CONN_STATE_REINSTATE) == 0);
+	c->login_rsp_held = iscsi_pdu_new(ISCSI_OP_LOGIN_RSP, 0);
+	c->reinstate_waiting = 1;
+	c->ntasks++;		/* the old session's reply outstanding */
+	expect_nothing();	/* held: the initiator sees no answer */
+	CHECK(iscsi_conn_set_state(c, CONN_STATE_FLUSH) < 0,
+	      "no logout or reject while the answer is held");
+
+	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(bhs + BHS_ITT, 0x55);
+	put_be32(bhs + BHS_TTT, ISCSI_RSVD_TAG);
+	put_pdu(w, bhs, NULL, 0, NULL, 0);
+	peer_write(w->b, w->len);
+	pump(&last);
+	CHECK(c->state == CONN_STATE_CLOSING, "a PDU before the answer "
+	      "closes: state %s", iscsi_conn_state_name(c->state));
+	CHECK(c->login_rsp_held == NULL, "held answer dropped");
+	CHECK(sessions_closing == closing + 1);
+	expect_nothing();
+	run_calls();
+	CHECK(conns_freed == freed, "kept while a reply is outstanding");
+	c->ntasks--;		/* the reply arrives */
+	iscsi_conn_task_gone(c);
+	run_calls();
+	CHECK(conns_freed == freed + 1, "freed after the last reply");
+	CHECK(reinstate_notified == notified + 1,
+	      "waiters on this connection told when it is freed");
+	close(peer);
+	c = NULL;
+	free(w);
+}
+
 int main(void)
 {
 	test_states();
+	test_reinstate_hold();
 	test_logout();
 	test_logout_tx_blocked();
 	test_flush_timeout();
