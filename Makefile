@@ -23,17 +23,19 @@ CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE \
 	       -pthread -MMD -MP $(addprefix -I,$(LAYERS))
 CFLAGS  += $(CFLAGS_BASE) $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LIBS    := -luring -lconfig -lcrypto -liscsi
+LIBS    := -luring -lconfig -lcrypto -liscsi -lrbd -lrados
 FUSE_CFLAGS = $(shell pkg-config --cflags fuse3 2>/dev/null)
 FUSE_LIBS   = $(shell pkg-config --libs fuse3 2>/dev/null)
 
 # Debian packages the build, `make run` and the tests need.
-DEB_BUILD := gcc make pkg-config liburing-dev libconfig-dev libssl-dev
+DEB_BUILD := gcc make pkg-config liburing-dev libconfig-dev libssl-dev \
+	     librbd-dev librados-dev
 DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     python3 python3-pytest fuse3 libfuse3-dev socat iproute2 \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
 	     e2fsprogs cpio kmod gzip strace multipath-tools \
-	     systemd udev iperf3 valgrind linux-perf
+	     systemd udev iperf3 valgrind linux-perf \
+	     ceph-mon ceph-osd ceph-common tgt-rbd
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
 # llvm for llvm-symbolizer (readable stack traces).
 DEB_FUZZ  := clang libclang-rt-14-dev llvm

@@ -9,7 +9,7 @@
 #include "backend.h"
 #include "reactor.h"
 
-/* Defined in file.c, null.c, fault.c, passthrough.c and iscsi.c.  Only
+/* Defined in file.c, null.c, fault.c, passthrough.c, iscsi.c and rbd.c.  Only
  * this file needs them.  (The block stack's root, stack.c, is not a
  * backend one can name, so it is not listed.) */
 extern const struct backend_ops be_file_ops;
@@ -17,6 +17,7 @@ extern const struct backend_ops be_null_ops;
 extern const struct backend_ops be_fault_ops;
 extern const struct backend_ops be_passthrough_ops;
 extern const struct backend_ops be_iscsi_ops;
+extern const struct backend_ops be_rbd_ops;
 
 static const struct backend_ops *const backend_table[] = {
 	&be_file_ops,
@@ -24,6 +25,7 @@ static const struct backend_ops *const backend_table[] = {
 	&be_fault_ops,
 	&be_passthrough_ops,
 	&be_iscsi_ops,
+	&be_rbd_ops,
 };
 
 const struct backend_ops *backend_find(const char *name)

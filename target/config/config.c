@@ -253,6 +253,15 @@ enum {
 	T_STR_ARRAY = 1 << 3,
 };
 
+/* An rbd LUN's path is POOL/IMAGE, not a file relative to the config. */
+static bool lun_cfg_path_is_rbd(const config_setting_t *g)
+{
+	const char *b = NULL;
+
+	return config_setting_lookup_string(g, "backend", &b) == CONFIG_TRUE &&
+	       strcmp(b, "rbd") == 0;
+}
+
 /* Every key a LUN group may hold, with the libconfig types it accepts. */
 static const struct {
 	const char *key;
@@ -295,6 +304,12 @@ static const struct {
 	{ "alua_state", T_STR },
 	{ "alua_group", T_INT },
 	{ "alua_peer_group", T_INT },
+	/* rbd store options, also items of bsopts */
+	{ "ceph_conf", T_STR },
+	{ "ceph_id", T_STR },
+	{ "ceph_keyring", T_STR },
+	{ "rbd_osd_op_timeout", T_INT },
+	{ "rbd_cache", T_BOOL },
 };
 
 static const char *cfg_types_text(unsigned types)
@@ -495,7 +510,7 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		if (ret)
 			return cfg_fail(c, v, key, "%s", reason);
 		if (strcmp(key, "path") == 0 && l->s.path[0] != '/' &&
-		    !strstr(l->s.path, "://")) {
+		    !strstr(l->s.path, "://") && !lun_cfg_path_is_rbd(g)) {
 			/* Relative to the file, so a config and its images
 			 * can move together. */
 			char abs[PATH_MAX];
@@ -510,6 +525,8 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 	/* Point whole-LUN problems at the line that causes them. */
 	if (strcmp(l->s.backend, "file") == 0 && !l->s.path[0])
 		return cfg_fail(c, g, "path", "missing (a file LUN needs one)");
+	if (strcmp(l->s.backend, "rbd") == 0 && !l->s.path[0])
+		return cfg_fail(c, g, "path", "missing (an rbd LUN needs POOL/IMAGE)");
 	if (lun_settings_validate(&l->s, reason, sizeof(reason))) {
 		const char *key = "size";
 		bool buffered = lun_settings_is_file(&l->s) &&

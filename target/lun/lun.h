@@ -20,11 +20,12 @@ enum err_policy { ERR_POLICY_REPORT = 0, ERR_POLICY_RETRY = 1 };
 
 struct lun_settings {
 	uint64_t lun;
-	char backend[16];		/* "file", "null", "fault", "iscsi" */
+	char backend[16];		/* "file", "null", "fault", "iscsi", "rbd" */
 	char path[PATH_MAX];		/* absolute after config parsing */
 	char backend_opts[256];		/* fault spec */
 	char bsopts[1024];		/* store options (tgtadm --bsopts); the
-					 * iscsi store's are in iscsi_conf.h */
+					 * iscsi store's are in iscsi_conf.h,
+					 * the rbd store's in backends/rbd.c */
 	uint64_t size;			/* bytes, 0 = size of existing store */
 	uint32_t block_size;		/* 512 default; power of two 512..65536 */
 	bool direct;			/* O_DIRECT; default true */

@@ -165,6 +165,28 @@ static bool lun_remote_key(const char *key)
 	return false;
 }
 
+/* ---- RBD LUNs (backend "rbd") ----
+ * Their keys are items of bsopts too, under the names tgt's bs_rbd and
+ * backends/rbd.c use ("conf=...;id=..."). */
+static const struct {
+	const char *key;	/* targets.conf / --params name */
+	const char *opt;	/* item name in bsopts */
+} lun_rbd_keys[] = {
+	{ "ceph_conf", "conf" },
+	{ "ceph_id", "id" },
+	{ "ceph_keyring", "keyring" },
+	{ "rbd_osd_op_timeout", "osd_op_timeout" },
+	{ "rbd_cache", "cache" },
+};
+
+static const char *lun_rbd_opt(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(lun_rbd_keys); i++)
+		if (strcmp(key, lun_rbd_keys[i].key) == 0)
+			return lun_rbd_keys[i].opt;
+	return NULL;
+}
+
 /* Set item key=value in the ';'-separated opts, replacing an earlier one. */
 static int bsopts_set(char *opts, size_t cap, const char *key,
 		      const char *value, char *err, unsigned errlen)
@@ -212,9 +234,10 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 		 * as a backend it means "file if there is a path, else
 		 * null" (target/scsi/scsi_lun.c). */
 		if (strcmp(value, "file") && strcmp(value, "null") &&
-		    strcmp(value, "fault") && strcmp(value, "iscsi"))
+		    strcmp(value, "fault") && strcmp(value, "iscsi") &&
+		    strcmp(value, "rbd"))
 			return fail(err, errlen, -EINVAL,
-				    "unknown backend \"%s\" (file, null or iscsi)",
+				    "unknown backend \"%s\" (file, null, iscsi or rbd)",
 				    value);
 		snprintf(s->backend, sizeof(s->backend), "%s", value);
 	} else if (strcmp(key, "path") == 0) {
@@ -327,6 +350,9 @@ int lun_setting_apply(struct lun_settings *s, const char *key,
 		if (strlen(value) >= sizeof(s->bsopts))
 			return fail(err, errlen, -EINVAL, "store options too long");
 		snprintf(s->bsopts, sizeof(s->bsopts), "%s", value);
+	} else if (lun_rbd_opt(key)) {
+		return bsopts_set(s->bsopts, sizeof(s->bsopts), lun_rbd_opt(key),
+				  value, err, errlen);
 	} else if (lun_remote_key(key)) {
 		return bsopts_set(s->bsopts, sizeof(s->bsopts), key, value, err,
 				  errlen);
@@ -378,6 +404,9 @@ int lun_settings_validate(const struct lun_settings *s, char *err,
 	if (strcmp(s->backend, "file") == 0 && !s->path[0])
 		return fail(err, errlen, -EINVAL,
 			    "a file LUN needs a path");
+	if (strcmp(s->backend, "rbd") == 0 && !s->path[0])
+		return fail(err, errlen, -EINVAL,
+			    "an rbd LUN needs a path: POOL/IMAGE");
 	if (strcmp(s->backend, "iscsi") == 0) {
 		/* the backend's own parser, so a bad URL or option is
 		 * refused with the file's line, before anything connects */

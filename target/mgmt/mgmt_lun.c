@@ -47,16 +47,21 @@ static int mgmt_lun_new(const struct mgmt_req *req)
 			snprintf(s.backend, sizeof(s.backend), "null");
 		else if (strcmp(v, "iscsi") == 0)	/* gateway: -b URL */
 			snprintf(s.backend, sizeof(s.backend), "iscsi");
+		else if (strcmp(v, "rbd") == 0)		/* tgt's bs_rbd: -b POOL/IMAGE */
+			snprintf(s.backend, sizeof(s.backend), "rbd");
 		else
 			return MGMT_INVALID_REQUEST;
 	}
 	if (mgmt_payload_get(req->payload, "path", v, sizeof(v)) &&
-	    (strcmp(s.backend, "file") == 0 || strcmp(s.backend, "iscsi") == 0) &&
+	    (strcmp(s.backend, "file") == 0 || strcmp(s.backend, "iscsi") == 0 ||
+	     strcmp(s.backend, "rbd") == 0) &&
 	    lun_setting_apply(&s, "path", v, reason, sizeof(reason)))
 		return MGMT_INVALID_REQUEST;
 	if (mgmt_payload_get(req->payload, "bsopts", v, sizeof(v)) && v[0]) {
-		/* only the gateway store takes options (iscsi_conf.h) */
-		if (strcmp(s.backend, "iscsi") != 0)
+		/* only the gateway store (iscsi_conf.h) and rbd
+		 * ("conf=...;id=...", as tgt's bs_rbd) take options */
+		if (strcmp(s.backend, "iscsi") != 0 &&
+		    strcmp(s.backend, "rbd") != 0)
 			return MGMT_UNSUPPORTED_OPERATION;
 		if (lun_setting_apply(&s, "bsopts", v, reason, sizeof(reason)))
 			return MGMT_INVALID_REQUEST;

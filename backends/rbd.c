@@ -1,0 +1,906 @@
+/* rbd.c - a Ceph RBD image as backing store (librbd asynchronous API).
+ *
+ * path is "POOL/IMAGE"; the options string (tgt's bsopts spelling, items
+ * separated by ';') holds the cluster connection:
+ *
+ *   conf=FILE  id=CLIENT  cluster=NAME  keyring=FILE
+ *   osd_op_timeout=SECONDS  (default 5; 0 = librbd's default, wait forever)
+ *   cache=0|1               (librbd cache, default off)
+ *
+ * Hang-on-error.  librbd waits forever while an OSD is unreachable; with
+ * rados_osd_op_timeout set, a stuck operation completes with -ETIMEDOUT
+ * and the hang engine holds, retries and times it out like any backend.
+ *
+ * Fencing (no zombie writes).  A write that timed out may still be applied
+ * by the OSD later, after a newer write to the same block.  So before the
+ * error of any write, discard or write-zeroes whose outcome is unknown is
+ * passed up (where it may be reported, or the held command dropped), the
+ * client instance that sent it is blocklisted (rados_blocklist_add of its
+ * own address) and I/O moves to another instance whose OSD map already
+ * contains the blocklist: the OSDs then refuse every late operation of the
+ * old instance.  This is done eagerly, at the first indeterminate write
+ * error, instead of when the hang engine drops or reports the command:
+ * every later fate of the command is then safe, and the hang engine needs
+ * no hook.  The price is one blocklist and one reopen per outage.
+ *
+ * Instances.  An instance is a rados_t + ioctx + open image.  A standby
+ * instance ("spare") is opened in the background, so a fence can move I/O
+ * at once even while the OSD is unreachable (opening an image needs the
+ * OSDs).  A worker thread per LUN does everything that blocks: opening
+ * spares, blocklisting, waiting for the OSD map, closing fenced instances
+ * once their last operation has come back.  Submissions never block.
+ *
+ * Completions.  librbd calls the completion callback on its own thread;
+ * the result is handed to the submitting reactor with reactor_call(), so
+ * io->done runs there (backend.h).  The submit path takes one uncontended
+ * mutex (to pin the current instance); no I/O waits on it. */
+#include <errno.h>
+#include <pthread.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "reactor.h"
+
+#define BE_RBD_DEFAULT_POOL "rbd"
+#define BE_RBD_DEFAULT_OP_TIMEOUT 5	/* seconds */
+#define BE_RBD_NAME_MAX 128
+/* How often the worker retries a failed open or blocklist. */
+#define BE_RBD_RETRY_MS 500
+/* Connect timeout for the monitors (seconds). */
+#define BE_RBD_MON_TIMEOUT "10"
+
+enum be_rbd_fence {
+	BE_RBD_LIVE,		/* serving or standby */
+	BE_RBD_FENCING,		/* must be blocklisted before errors go up */
+	BE_RBD_FENCED,		/* blocklisted: late writes are refused */
+};
+
+struct be_rbd_inst {
+	rados_t cluster;
+	rados_ioctx_t ioctx;
+	rbd_image_t image;
+	char addr[128];			/* rados_getaddrs(), for blocklisting */
+	uint64_t gid;			/* rados_get_instance_id: client.GID */
+	int inflight;			/* operations in librbd (under lock) */
+	enum be_rbd_fence fence;
+	struct be_io *parked;		/* errors waiting for the blocklist */
+	struct be_rbd_inst *next;	/* on be_rbd.retired */
+};
+
+struct be_rbd {
+	char pool[BE_RBD_NAME_MAX];
+	char image[BE_RBD_NAME_MAX];
+	char conf[256];
+	char id[64];
+	char cluster_name[64];
+	char keyring[256];
+	unsigned op_timeout;		/* seconds, 0 = forever */
+	bool cache;
+
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_t worker;
+	bool stop;
+	struct be_rbd_inst *cur;	/* serving I/O, or NULL */
+	struct be_rbd_inst *spare;	/* opened, standing by, or NULL */
+	struct be_rbd_inst *retired;	/* fencing or fenced, not yet closed */
+	/* for show */
+	uint64_t fences, opens, open_failures, timeouts;
+	int last_open_err;
+	char last_fenced[160];
+	time_t last_fence_at;
+};
+
+/* Per-request state in be_io.be_scratch; may_alias: a second view of the
+ * uint64_t storage. */
+struct __attribute__((may_alias)) be_rbd_io {
+	struct backend *be;
+	struct be_rbd_inst *inst;
+	struct reactor *r;
+	struct iovec *trim;		/* malloc'd iovec cut to length, or NULL */
+	int res;
+	bool flushing;			/* FUA write: the flush after it */
+	struct be_io *next;		/* on inst->parked */
+};
+_Static_assert(sizeof(struct be_rbd_io) <=
+		       sizeof(((struct be_io *)0)->be_scratch),
+	       "be_rbd_io must fit in be_io.be_scratch");
+
+static struct be_rbd_io *be_rbd_io_of(struct be_io *io)
+{
+	return (struct be_rbd_io *)io->be_scratch;
+}
+
+/* ---- options ---- */
+
+static int be_rbd_copy(char *dst, size_t len, const char *val)
+{
+	if (strlen(val) >= len)
+		return -ENAMETOOLONG;
+	strcpy(dst, val);
+	return 0;
+}
+
+/* "conf=...;id=...": tgt's bs_rbd separates with ';'.  Both "id" and
+ * "ceph_id"-style long names are accepted so targets.conf keys map 1:1. */
+static int be_rbd_parse_opts(struct be_rbd *b, const char *opts,
+			     const char **errmsg)
+{
+	char buf[1024];
+	char *save = NULL;
+
+	if (!opts || !*opts)
+		return 0;
+	if (strlen(opts) >= sizeof(buf)) {
+		*errmsg = "rbd options too long";
+		return -EINVAL;
+	}
+	strcpy(buf, opts);
+	for (char *tok = strtok_r(buf, ";", &save); tok;
+	     tok = strtok_r(NULL, ";", &save)) {
+		char *val = strchr(tok, '=');
+		int err = 0;
+
+		if (!*tok)
+			continue;
+		if (!val) {
+			*errmsg = "rbd option without '=' (conf=, id=, cluster=, keyring=, osd_op_timeout=, cache=)";
+			return -EINVAL;
+		}
+		*val++ = '\0';
+		if (strcmp(tok, "conf") == 0) {
+			err = be_rbd_copy(b->conf, sizeof(b->conf), val);
+		} else if (strcmp(tok, "id") == 0) {
+			/* "client.admin" and "admin" both name client.admin */
+			if (strncmp(val, "client.", 7) == 0)
+				val += 7;
+			err = be_rbd_copy(b->id, sizeof(b->id), val);
+		} else if (strcmp(tok, "cluster") == 0) {
+			err = be_rbd_copy(b->cluster_name,
+					  sizeof(b->cluster_name), val);
+		} else if (strcmp(tok, "keyring") == 0) {
+			err = be_rbd_copy(b->keyring, sizeof(b->keyring), val);
+		} else if (strcmp(tok, "osd_op_timeout") == 0) {
+			char *end;
+			unsigned long t = strtoul(val, &end, 10);
+
+			if (!*val || *end || t > 3600) {
+				*errmsg = "osd_op_timeout: seconds, 0 to 3600";
+				return -EINVAL;
+			}
+			b->op_timeout = (unsigned)t;
+		} else if (strcmp(tok, "cache") == 0) {
+			if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 ||
+			    strcmp(val, "on") == 0)
+				b->cache = true;
+			else if (strcmp(val, "0") == 0 ||
+				 strcmp(val, "false") == 0 ||
+				 strcmp(val, "off") == 0)
+				b->cache = false;
+			else
+				err = -EINVAL;
+		} else {
+			*errmsg = "unknown rbd option (conf, id, cluster, keyring, osd_op_timeout, cache)";
+			return -EINVAL;
+		}
+		if (err) {
+			*errmsg = "bad rbd option value";
+			return err;
+		}
+	}
+	return 0;
+}
+
+/* "POOL/IMAGE" or "IMAGE" (pool rbd, as tgt's bs_rbd). */
+static int be_rbd_parse_path(struct be_rbd *b, const char *path,
+			     const char **errmsg)
+{
+	const char *slash = path ? strchr(path, '/') : NULL;
+
+	if (!path || !*path) {
+		*errmsg = "the rbd backend needs a path: POOL/IMAGE";
+		return -EINVAL;
+	}
+	if (!slash) {
+		snprintf(b->pool, sizeof(b->pool), "%s", BE_RBD_DEFAULT_POOL);
+		return be_rbd_copy(b->image, sizeof(b->image), path);
+	}
+	if (slash == path || !slash[1] || strchr(slash + 1, '/') ||
+	    (size_t)(slash - path) >= sizeof(b->pool)) {
+		*errmsg = "rbd path must be POOL/IMAGE";
+		return -EINVAL;
+	}
+	memcpy(b->pool, path, (size_t)(slash - path));
+	b->pool[slash - path] = '\0';
+	return be_rbd_copy(b->image, sizeof(b->image), slash + 1);
+}
+
+/* ---- instances (blocking; open thread or worker) ---- */
+
+static void be_rbd_inst_close(struct be_rbd_inst *in)
+{
+	if (in->image)
+		rbd_close(in->image);
+	if (in->ioctx)
+		rados_ioctx_destroy(in->ioctx);
+	if (in->cluster)
+		rados_shutdown(in->cluster);
+	free(in);
+}
+
+static int be_rbd_conf_set(rados_t c, const char *key, const char *val)
+{
+	return val && *val ? rados_conf_set(c, key, val) : 0;
+}
+
+/* Connect a new client instance and open the image.  0 or -errno. */
+static int be_rbd_inst_open(struct be_rbd *b, struct be_rbd_inst **out,
+			    const char **errmsg)
+{
+	struct be_rbd_inst *in = calloc(1, sizeof(*in));
+	char tmo[16];
+	char *addrs = NULL;
+	int err;
+
+	if (!in) {
+		*errmsg = "out of memory";
+		return -ENOMEM;
+	}
+	err = rados_create2(&in->cluster,
+			    b->cluster_name[0] ? b->cluster_name : "ceph",
+			    b->id[0] ? b->id : "client.admin", 0);
+	if (err) {
+		*errmsg = "rados_create failed (bad client id?)";
+		goto fail;
+	}
+	if (b->conf[0])
+		err = rados_conf_read_file(in->cluster, b->conf);
+	else
+		err = rados_conf_read_file(in->cluster, NULL);
+	if (err) {
+		*errmsg = "cannot read the ceph configuration file";
+		goto fail;
+	}
+	snprintf(tmo, sizeof(tmo), "%u", b->op_timeout);
+	if ((err = be_rbd_conf_set(in->cluster, "keyring", b->keyring)) ||
+	    (err = rados_conf_set(in->cluster, "rados_osd_op_timeout", tmo)) ||
+	    (err = rados_conf_set(in->cluster, "rados_mon_op_timeout",
+				  BE_RBD_MON_TIMEOUT)) ||
+	    (err = rados_conf_set(in->cluster, "client_mount_timeout",
+				  BE_RBD_MON_TIMEOUT)) ||
+	    (err = rados_conf_set(in->cluster, "rbd_cache",
+				  b->cache ? "true" : "false"))) {
+		*errmsg = "cannot apply a ceph client option";
+		goto fail;
+	}
+	err = rados_connect(in->cluster);
+	if (err) {
+		*errmsg = "cannot connect to the ceph cluster";
+		goto fail;
+	}
+	err = rados_ioctx_create(in->cluster, b->pool, &in->ioctx);
+	if (err) {
+		*errmsg = "cannot open the rbd pool";
+		goto fail;
+	}
+	err = rbd_open(in->ioctx, b->image, &in->image, NULL);
+	if (err) {
+		*errmsg = "cannot open the rbd image";
+		goto fail;
+	}
+	in->gid = rados_get_instance_id(in->cluster);
+	if (rados_getaddrs(in->cluster, &addrs) == 0 && addrs) {
+		snprintf(in->addr, sizeof(in->addr), "%s", addrs);
+		free(addrs);
+	}
+	if (!in->addr[0]) {
+		/* Without its address an instance cannot be fenced: refuse
+		 * it rather than serve writes that could turn into zombies. */
+		err = -EADDRNOTAVAIL;
+		*errmsg = "cannot learn the rados client address (needed for fencing)";
+		goto fail;
+	}
+	*out = in;
+	return 0;
+fail:
+	be_rbd_inst_close(in);
+	return err < 0 ? err : -EIO;
+}
+
+/* ---- completion ---- */
+
+static void be_rbd_deliver_call(void *arg)
+{
+	struct be_io *io = arg;
+	struct be_rbd_io *rio = be_rbd_io_of(io);
+
+	free(rio->trim);
+	rio->trim = NULL;
+	io->done(io, rio->res);
+}
+
+/* Hand io's result to its reactor (any thread). */
+static void be_rbd_deliver(struct be_io *io, int res)
+{
+	struct be_rbd_io *rio = be_rbd_io_of(io);
+
+	rio->res = res;
+	while (reactor_call(rio->r, be_rbd_deliver_call, io) != 0)
+		usleep(1000);	/* out of memory: nothing else to do here */
+}
+
+static bool be_rbd_mutating(const struct be_io *io)
+{
+	return io->op == BE_OP_WRITE || io->op == BE_OP_UNMAP ||
+	       io->op == BE_OP_WRITE_ZEROES;
+}
+
+/* May a write that failed with err still be applied later?  Errors the
+ * client decides itself before sending mean "not written". */
+static bool be_rbd_indeterminate(int err)
+{
+	switch (err) {
+	case -EINVAL:
+	case -EROFS:
+	case -EOPNOTSUPP:
+	case -ENOMEM:
+	case -ENOENT:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/* Start fencing in (lock held): take it out of service, promote nothing
+ * yet (the spare may only serve once its OSD map holds the blocklist). */
+static void be_rbd_start_fence(struct be_rbd *b, struct be_rbd_inst *in)
+{
+	if (in->fence != BE_RBD_LIVE)
+		return;
+	in->fence = BE_RBD_FENCING;
+	if (b->cur == in)
+		b->cur = NULL;
+	if (b->spare == in)
+		b->spare = NULL;
+	in->next = b->retired;
+	b->retired = in;
+	pthread_cond_signal(&b->wake);
+}
+
+static void be_rbd_aio_done(rbd_completion_t c, void *arg)
+{
+	struct be_io *io = arg;
+	struct be_rbd_io *rio = be_rbd_io_of(io);
+	struct be_rbd_inst *in = rio->inst;
+	struct backend *be = rio->be;
+	struct be_rbd *b = be->priv;
+	ssize_t ret = rbd_aio_get_return_value(c);
+	int res;
+
+	rbd_aio_release(c);
+	if (ret < 0)
+		res = (int)ret;
+	else if (io->op == BE_OP_READ && (uint64_t)ret != io->length)
+		res = -EIO;	/* short read: never success (backend.h) */
+	else
+		res = 0;
+
+	/* FUA with the librbd cache on: the flush goes after the write. */
+	if (res == 0 && io->op == BE_OP_WRITE && (io->flags & BE_IO_FUA) &&
+	    b->cache && !rio->flushing) {
+		rbd_completion_t fc;
+
+		rio->flushing = true;
+		if (rbd_aio_create_completion(io, be_rbd_aio_done, &fc) == 0) {
+			if (rbd_aio_flush(in->image, fc) == 0)
+				return;
+			rbd_aio_release(fc);
+		}
+		res = -EIO;
+	}
+
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	if (res == -ETIMEDOUT)
+		b->timeouts++;
+	if (res < 0 &&
+	    ((be_rbd_mutating(io) && be_rbd_indeterminate(res)) ||
+	     res == -ESHUTDOWN))	/* -EBLOCKLISTED: this instance is dead */
+		be_rbd_start_fence(b, in);
+	if (res < 0 && in->fence == BE_RBD_FENCING && be_rbd_mutating(io)) {
+		/* Not a word to the initiator before the blocklist holds. */
+		rio->res = res;
+		rio->next = in->parked;
+		in->parked = io;
+		pthread_cond_signal(&b->wake);
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+		pthread_cond_signal(&b->wake);	/* can be closed now */
+	pthread_mutex_unlock(&b->lock);
+	be_rbd_deliver(io, res);
+}
+
+/* ---- worker ---- */
+
+static void be_rbd_sleep_locked(struct be_rbd *b, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&b->wake, &b->lock, &ts);
+}
+
+/* Blocklist in (lock dropped).  The new serving instance then waits for
+ * the OSD map that carries the entry, so the OSDs order our new writes
+ * after the point where in's late writes are refused.  0 or -errno. */
+static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
+			    struct be_rbd_inst *next)
+{
+	int err;
+
+	pthread_mutex_unlock(&b->lock);
+	err = rados_blocklist_add(in->cluster, in->addr, 0);
+	if (err == 0 && next)
+		err = rados_wait_for_latest_osdmap(next->cluster);
+	pthread_mutex_lock(&b->lock);
+	if (err)
+		return err;
+	in->fence = BE_RBD_FENCED;
+	b->fences++;
+	b->last_fence_at = time(NULL);
+	snprintf(b->last_fenced, sizeof(b->last_fenced), "client.%llu@%s",
+		 (unsigned long long)in->gid, in->addr);
+	return 0;
+}
+
+static void *be_rbd_worker(void *arg)
+{
+	struct backend *be = arg;
+	struct be_rbd *b = be->priv;
+
+	pthread_mutex_lock(&b->lock);
+	while (!b->stop) {
+		bool busy = false;
+
+		/* 1. Fence: blocklist, switch to the spare, release errors. */
+		for (struct be_rbd_inst *in = b->retired; in; in = in->next) {
+			struct be_rbd_inst *next = b->spare;
+			struct be_io *parked;
+
+			if (in->fence != BE_RBD_FENCING)
+				continue;
+			if (be_rbd_fence_one(b, in, next)) {
+				/* mon unreachable: the errors stay parked */
+				be_rbd_sleep_locked(b, BE_RBD_RETRY_MS);
+				busy = true;
+				break;
+			}
+			if (!b->cur && next && b->spare == next) {
+				b->cur = next;
+				b->spare = NULL;
+			}
+			parked = in->parked;
+			in->parked = NULL;
+			pthread_mutex_unlock(&b->lock);
+			while (parked) {
+				struct be_io *n = be_rbd_io_of(parked)->next;
+
+				be_rbd_deliver(parked, be_rbd_io_of(parked)->res);
+				parked = n;
+			}
+			pthread_mutex_lock(&b->lock);
+			busy = true;
+			break;	/* the list may have changed */
+		}
+		if (busy)
+			continue;
+
+		/* 2. Close fenced instances whose last operation is back. */
+		for (struct be_rbd_inst **pp = &b->retired; *pp;
+		     pp = &(*pp)->next) {
+			struct be_rbd_inst *in = *pp;
+
+			if (in->fence != BE_RBD_FENCED || in->inflight)
+				continue;
+			*pp = in->next;
+			pthread_mutex_unlock(&b->lock);
+			be_rbd_inst_close(in);
+			pthread_mutex_lock(&b->lock);
+			busy = true;
+			break;
+		}
+		if (busy)
+			continue;
+
+		/* 3. Keep a serving instance and a spare.  Nothing is
+		 * fencing here (step 1 finished), so a spare may serve. */
+		if (!b->cur && b->spare) {
+			b->cur = b->spare;
+			b->spare = NULL;
+			continue;
+		}
+		if (!b->cur || !b->spare) {
+			struct be_rbd_inst *in = NULL;
+			const char *msg = NULL;
+			int err;
+
+			pthread_mutex_unlock(&b->lock);
+			err = be_rbd_inst_open(b, &in, &msg);
+			if (err == 0)
+				err = rados_wait_for_latest_osdmap(in->cluster);
+			pthread_mutex_lock(&b->lock);
+			if (err) {
+				if (in) {
+					pthread_mutex_unlock(&b->lock);
+					be_rbd_inst_close(in);
+					pthread_mutex_lock(&b->lock);
+				}
+				b->open_failures++;
+				b->last_open_err = err;
+				if (!b->stop)
+					be_rbd_sleep_locked(b, BE_RBD_RETRY_MS);
+				continue;
+			}
+			b->opens++;
+			/* It may serve only if nothing started fencing
+			 * while it was being opened (step 1 first). */
+			if (!b->spare)
+				b->spare = in;
+			else {
+				pthread_mutex_unlock(&b->lock);
+				be_rbd_inst_close(in);
+				pthread_mutex_lock(&b->lock);
+			}
+			continue;
+		}
+		be_rbd_sleep_locked(b, 1000);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return NULL;
+}
+
+/* ---- open / close ---- */
+
+static int be_rbd_open(struct backend *be, const struct backend_params *p,
+		       const char **errmsg)
+{
+	struct be_rbd *b = calloc(1, sizeof(*b));
+	struct be_rbd_inst *in = NULL;
+	pthread_condattr_t ca;
+	uint64_t size;
+	int err;
+
+	if (!b) {
+		*errmsg = "out of memory";
+		return -ENOMEM;
+	}
+	b->op_timeout = BE_RBD_DEFAULT_OP_TIMEOUT;
+	err = be_rbd_parse_path(b, p->path, errmsg);
+	if (!err)
+		err = be_rbd_parse_opts(b, p->opts, errmsg);
+	if (err)
+		goto err_free;
+	if (b->id[0]) {
+		/* rados_create2 wants the full entity name */
+		char full[sizeof(b->id)];
+
+		if ((size_t)snprintf(full, sizeof(full), "client.%s", b->id) >=
+		    sizeof(full)) {
+			err = -ENAMETOOLONG;
+			*errmsg = "ceph client id too long";
+			goto err_free;
+		}
+		memcpy(b->id, full, sizeof(full));
+	}
+	err = be_rbd_inst_open(b, &in, errmsg);
+	if (err)
+		goto err_free;
+	err = rbd_get_size(in->image, &size);
+	if (err) {
+		*errmsg = "cannot read the rbd image's size";
+		goto err_inst;
+	}
+	if (p->size && p->size != size) {
+		err = -EINVAL;
+		*errmsg = "size differs from the rbd image's size (leave it out)";
+		goto err_inst;
+	}
+	if (p->block_size && size % p->block_size) {
+		err = -EINVAL;
+		*errmsg = "the rbd image's size is not a multiple of the block size";
+		goto err_inst;
+	}
+	b->opens = 1;
+	b->cur = in;
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	be->priv = b;
+	be->size = size;
+	/* No client cache unless asked: a failed write means "not written"
+	 * (after the fence) and the hang engine may retry it. */
+	be->direct = !b->cache;
+	be->readonly = p->readonly;
+	err = pthread_create(&b->worker, NULL, be_rbd_worker, be);
+	if (err) {
+		err = -err;
+		*errmsg = "cannot start the rbd worker thread";
+		pthread_cond_destroy(&b->wake);
+		pthread_mutex_destroy(&b->lock);
+		be->priv = NULL;
+		goto err_inst;
+	}
+	return 0;
+
+err_inst:
+	be_rbd_inst_close(in);
+err_free:
+	free(b);
+	return err;
+}
+
+static void be_rbd_close(struct backend *be)
+{
+	struct be_rbd *b = be->priv;
+
+	if (!b)
+		return;
+	pthread_mutex_lock(&b->lock);
+	b->stop = true;
+	pthread_cond_signal(&b->wake);
+	pthread_mutex_unlock(&b->lock);
+	pthread_join(b->worker, NULL);
+	/* No I/O is outstanding (backend.h), so nothing is parked. */
+	if (b->cur)
+		be_rbd_inst_close(b->cur);
+	if (b->spare)
+		be_rbd_inst_close(b->spare);
+	while (b->retired) {
+		struct be_rbd_inst *n = b->retired->next;
+
+		be_rbd_inst_close(b->retired);
+		b->retired = n;
+	}
+	pthread_cond_destroy(&b->wake);
+	pthread_mutex_destroy(&b->lock);
+	free(b);
+	be->priv = NULL;
+}
+
+/* ---- submit ---- */
+
+/* Cut io's iovec to io->length (the caller's may be longer).  0 or -errno. */
+static int be_rbd_trim(struct be_io *io, struct be_rbd_io *rio,
+		       const struct iovec **v, int *cnt)
+{
+	uint64_t total = 0, want = io->length;
+	int n = 0;
+
+	for (int i = 0; i < io->iovcnt; i++)
+		total += io->iov[i].iov_len;
+	*v = io->iov;
+	*cnt = io->iovcnt;
+	if (total == io->length)
+		return 0;
+	if (total < io->length)
+		return -EINVAL;
+	rio->trim = malloc(sizeof(struct iovec) * (size_t)io->iovcnt);
+	if (!rio->trim)
+		return -ENOMEM;
+	for (int i = 0; i < io->iovcnt && want; i++) {
+		size_t len = io->iov[i].iov_len;
+
+		if (len > want)
+			len = (size_t)want;
+		rio->trim[n].iov_base = io->iov[i].iov_base;
+		rio->trim[n].iov_len = len;
+		want -= len;
+		n++;
+	}
+	*v = rio->trim;
+	*cnt = n;
+	return 0;
+}
+
+static void be_rbd_submit(struct backend *be, struct be_io *io,
+			  struct reactor *r)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_io *rio = be_rbd_io_of(io);
+	struct be_rbd_inst *in;
+	const struct iovec *v = NULL;
+	rbd_completion_t c;
+	int cnt = 0, err;
+
+	memset(rio, 0, sizeof(*rio));
+	rio->be = be;
+	rio->r = r;
+
+	if (io->op != BE_OP_FLUSH &&
+	    (io->offset > be->size || io->length > be->size - io->offset)) {
+		err = -EINVAL;
+		goto fail;
+	}
+	if (io->op != BE_OP_READ && io->op != BE_OP_FLUSH && be->readonly) {
+		err = -EROFS;
+		goto fail;
+	}
+	if ((io->op == BE_OP_READ || io->op == BE_OP_WRITE ||
+	     io->op == BE_OP_UNMAP || io->op == BE_OP_WRITE_ZEROES) &&
+	    !io->length) {
+		err = 0;
+		goto fail;
+	}
+	if (io->op == BE_OP_READ || io->op == BE_OP_WRITE) {
+		err = be_rbd_trim(io, rio, &v, &cnt);
+		if (err)
+			goto fail;
+	}
+
+	pthread_mutex_lock(&b->lock);
+	in = b->cur;
+	if (!in) {
+		/* Fencing or reopening: a transient, retryable error that
+		 * never reached the cluster. */
+		pthread_cond_signal(&b->wake);
+		pthread_mutex_unlock(&b->lock);
+		err = -ENOTCONN;
+		goto fail;
+	}
+	in->inflight++;
+	pthread_mutex_unlock(&b->lock);
+	rio->inst = in;
+
+	err = rbd_aio_create_completion(io, be_rbd_aio_done, &c);
+	if (err)
+		goto fail_dec;
+	switch (io->op) {
+	case BE_OP_READ:
+		err = rbd_aio_readv(in->image, v, cnt, io->offset, c);
+		break;
+	case BE_OP_WRITE:
+		err = rbd_aio_writev(in->image, v, cnt, io->offset, c);
+		break;
+	case BE_OP_FLUSH:
+		err = rbd_aio_flush(in->image, c);
+		break;
+	case BE_OP_UNMAP:
+		err = rbd_aio_discard(in->image, io->offset, io->length, c);
+		break;
+	case BE_OP_WRITE_ZEROES:
+		err = rbd_aio_write_zeroes(in->image, io->offset,
+					   (size_t)io->length, c, 0, 0);
+		break;
+	default:
+		err = -EOPNOTSUPP;
+		break;
+	}
+	if (err == 0)
+		return;
+	rbd_aio_release(c);
+fail_dec:
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	pthread_mutex_unlock(&b->lock);
+fail:
+	free(rio->trim);
+	rio->trim = NULL;
+	backend_complete_later(r, io, err);
+}
+
+/* ---- block status (GET LBA STATUS) from the image's allocation ---- */
+
+struct be_rbd_diff {
+	uint64_t offset, end;
+	uint64_t first_data;	/* first allocated byte >= offset, or end */
+	uint64_t data_end;	/* end of the run of data starting at offset */
+};
+
+static int be_rbd_diff_cb(uint64_t off, size_t len, int exists, void *arg)
+{
+	struct be_rbd_diff *d = arg;
+	uint64_t e = off + len;
+
+	if (!exists)
+		return 0;
+	if (off <= d->offset && e > d->offset) {
+		d->first_data = d->offset;
+		d->data_end = e;
+	} else if (off > d->offset && off < d->first_data) {
+		d->first_data = off;
+	} else if (d->data_end && off == d->data_end) {
+		d->data_end = e;	/* adjacent extent: the run continues */
+	}
+	return 0;
+}
+
+/* Synchronous and bounded by osd_op_timeout; called rarely (GET LBA
+ * STATUS). */
+static int be_rbd_block_status(struct backend *be, uint64_t offset,
+			       uint64_t len, uint64_t *extent)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_diff d;
+	struct be_rbd_inst *in;
+	int err;
+
+	if (offset >= be->size)
+		return -EINVAL;
+	len = MIN(len, be->size - offset);
+	d.offset = offset;
+	d.end = offset + len;
+	d.first_data = d.end;
+	d.data_end = 0;
+	pthread_mutex_lock(&b->lock);
+	in = b->cur;
+	if (in)
+		in->inflight++;
+	pthread_mutex_unlock(&b->lock);
+	if (!in)
+		return -ENOTCONN;
+	err = rbd_diff_iterate2(in->image, NULL, offset, len, 1, 0,
+				be_rbd_diff_cb, &d);
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	pthread_mutex_unlock(&b->lock);
+	if (err < 0)
+		return err;
+	if (d.first_data > offset) {
+		*extent = d.first_data - offset;
+		return 0;
+	}
+	*extent = MIN(d.data_end, d.end) - offset;
+	return 1;
+}
+
+static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
+{
+	struct be_rbd *b = be->priv;
+	int n;
+
+	pthread_mutex_lock(&b->lock);
+	n = snprintf(buf, len,
+		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
+		     "instance=%s client.%llu@%s spare=%s fences=%llu "
+		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu",
+		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
+		     b->id[0] ? b->id : "client.admin", b->op_timeout,
+		     b->cache ? "on" : "off",
+		     b->cur ? "ok" : (b->retired ? "fencing" : "reopening"),
+		     (unsigned long long)(b->cur ? b->cur->gid : 0),
+		     b->cur ? b->cur->addr : "-",
+		     b->spare ? "ready" : "none",
+		     (unsigned long long)b->fences,
+		     b->last_fenced[0] ? b->last_fenced : "-",
+		     (unsigned long long)b->opens,
+		     (unsigned long long)b->open_failures,
+		     (unsigned long long)b->timeouts);
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+const struct backend_ops be_rbd_ops = {
+	.name = "rbd",
+	.open = be_rbd_open,
+	.close = be_rbd_close,
+	.submit = be_rbd_submit,
+	.describe = be_rbd_describe,
+	.block_status = be_rbd_block_status,
+};
