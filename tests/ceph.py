@@ -1,0 +1,340 @@
+"""A throw-away single-node Ceph cluster for tests and benchmarks.
+
+One ceph-mon and one ceph-osd (bluestore on a sparse file, SSD profile so
+a kill -9 replays little WAL), no mgr (RBD I/O does not need one), cephx,
+bound to 127.0.0.1 on free ports, in a directory of the caller's.  The
+daemons run in the foreground (`-f`) as children of this process, so stop()
+signals exactly those PIDs and reaps them with waitpid; nothing is looked
+up by name.
+
+    python3 tests/ceph.py up DIR      # prints CEPH_CONF=..., stays up
+    python3 tests/ceph.py down DIR    # stops the PIDs recorded in DIR
+
+Only Debian's ceph-mon, ceph-osd and ceph-common are needed (Makefile
+DEB_TEST).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+POOL = "rbd"
+
+
+def _free_port_pair():
+    """Two consecutive free loopback ports (mon msgr2 and v1)."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p >= 65000:
+            continue
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", p + 1))
+        except OSError:
+            continue
+        finally:
+            t.close()
+        return p
+    raise RuntimeError("no free port pair")
+
+
+def _free_port_range(n=40):
+    """A start port with n free ports after it (OSD messenger range)."""
+    for _ in range(200):
+        base = 20000 + (int.from_bytes(os.urandom(2), "little") % 30000)
+        ok = True
+        for p in range(base, base + n):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+            if not ok:
+                break
+        if ok:
+            return base, base + n - 1
+    raise RuntimeError("no free port range")
+
+
+class Cluster:
+    def __init__(self, dirpath, osd_size="3G"):
+        self.dir = Path(dirpath).resolve()
+        self.conf = self.dir / "ceph.conf"
+        self.keyring = self.dir / "keyring"
+        self.osd_size = osd_size
+        self.procs = {}          # name -> Popen
+        self.timings = {}
+
+    # ---- helpers ----
+    def env(self):
+        e = dict(os.environ)
+        e["CEPH_CONF"] = str(self.conf)
+        return e
+
+    def run(self, *args, timeout=60, check=True, input=None):
+        r = subprocess.run(list(args), capture_output=True, timeout=timeout,
+                           env=self.env(), input=input)
+        if check and r.returncode != 0:
+            raise RuntimeError("%s failed (%d): %s" % (
+                " ".join(map(str, args)), r.returncode,
+                (r.stderr or b"").decode(errors="replace")[-2000:]))
+        return r.stdout.decode(errors="replace")
+
+    def ceph(self, *args, timeout=60, check=True):
+        return self.run("ceph", "--connect-timeout", "20", *args,
+                        timeout=timeout, check=check)
+
+    def rbd(self, *args, timeout=120, check=True):
+        return self.run("rbd", *args, timeout=timeout, check=check)
+
+    def _start(self, name, *cmd):
+        log = open(self.dir / "log" / (name + ".out"), "ab")
+        p = subprocess.Popen(list(cmd) + ["-f"], stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=log, env=self.env(),
+                             start_new_session=True)
+        log.close()
+        self.procs[name] = p
+        (self.dir / "pids" / (name + ".pid")).write_text("%d\n" % p.pid)
+        return p
+
+    @property
+    def osd_pid(self):
+        return self.procs["osd.0"].pid
+
+    # ---- bring-up ----
+    def start(self):
+        t0 = time.monotonic()
+        if self.dir.exists() and any(self.dir.iterdir()):
+            raise RuntimeError("%s is not empty" % self.dir)
+        for d in ("run", "log", "pids", "crash", "mon.a", "osd.0"):
+            (self.dir / d).mkdir(parents=True, exist_ok=True)
+        mon_port = _free_port_pair()
+        pmin, pmax = _free_port_range()
+        self.mon_addr = "[v2:127.0.0.1:%d,v1:127.0.0.1:%d]" % (mon_port,
+                                                              mon_port + 1)
+        d = self.dir
+        size = _bytes(self.osd_size)
+        self.conf.write_text(CONF_TEMPLATE.format(
+            fsid=uuid.uuid4(), mon=self.mon_addr, pmin=pmin, pmax=pmax,
+            dir=d, size=size))
+        kr = str(self.keyring)
+        self.run("ceph-authtool", kr, "--create-keyring", "--gen-key",
+                 "-n", "mon.", "--cap", "mon", "allow *")
+        self.run("ceph-authtool", kr, "--gen-key", "-n", "client.admin",
+                 "--cap", "mon", "allow *", "--cap", "osd", "allow *",
+                 "--cap", "mgr", "allow *")
+        self.run("ceph-authtool", kr, "--gen-key", "-n", "osd.0",
+                 "--cap", "mon", "allow profile osd", "--cap", "osd",
+                 "allow *")
+        fsid = self.conf.read_text().split("fsid = ")[1].split()[0]
+        self.run("monmaptool", "--create", "--clobber", "--fsid", fsid,
+                 "--addv", "a", self.mon_addr, "--enable-all-features",
+                 "--set-min-mon-release", "pacific", str(d / "monmap"))
+        self.run("ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a",
+                 "--monmap", str(d / "monmap"), "--keyring", kr)
+        self._start("mon.a", "ceph-mon", "-c", str(self.conf), "-i", "a")
+        osd_uuid = str(uuid.uuid4())
+        osd_id = self.ceph("osd", "new", osd_uuid, "0").strip()
+        if osd_id != "0":
+            raise RuntimeError("osd new returned %r" % osd_id)
+        self.run("ceph-osd", "-c", str(self.conf), "-i", "0", "--mkfs",
+                 "--osd-uuid", osd_uuid, timeout=120)
+        self.timings["mkfs"] = time.monotonic() - t0
+        self._start("osd.0", "ceph-osd", "-c", str(self.conf), "-i", "0")
+        self.wait_osd_up(60)
+        self.ceph("osd", "pool", "create", POOL, "8", "8", "replicated")
+        self.rbd("pool", "init", POOL)
+        self.timings["start"] = time.monotonic() - t0
+        return self
+
+    def wait_osd_up(self, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.procs["osd.0"].poll() is not None:
+                raise RuntimeError("ceph-osd exited: %s" % self.tail("osd.0"))
+            r = self.ceph("osd", "dump", "-f", "json", check=False, timeout=30)
+            try:
+                o = json.loads(r)["osds"]
+                if o and o[0]["up"] == 1 and o[0]["in"] == 1:
+                    return
+            except (ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("osd.0 not up after %ds: %s" % (timeout,
+                                                           self.tail("osd.0")))
+
+    def tail(self, name, n=30):
+        p = self.dir / "log" / (name + ".log")
+        if not p.exists():
+            p = self.dir / "log" / (name + ".out")
+        try:
+            return "\n".join(p.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    # ---- faults ----
+    def osd_stop(self):
+        os.kill(self.osd_pid, signal.SIGSTOP)
+
+    def osd_cont(self):
+        os.kill(self.osd_pid, signal.SIGCONT)
+
+    def osd_kill(self):
+        p = self.procs["osd.0"]
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+
+    def osd_restart(self, wait=True):
+        self._start("osd.0", "ceph-osd", "-c", str(self.conf), "-i", "0")
+        if wait:
+            self.wait_osd_up(90)
+
+    # ---- images ----
+    def create_image(self, name, size="256M", features=None):
+        args = ["create", "--size", size, "%s/%s" % (POOL, name)]
+        if features:
+            args += ["--image-feature", features]
+        self.rbd(*args)
+
+    def export(self, name):
+        out = self.dir / ("export-%s.raw" % name)
+        if out.exists():
+            out.unlink()
+        self.rbd("export", "--no-progress", "%s/%s" % (POOL, name), str(out))
+        data = out.read_bytes()
+        out.unlink()
+        return data
+
+    def blocklist(self):
+        return self.ceph("osd", "blocklist", "ls", check=False)
+
+    # ---- teardown ----
+    def stop(self):
+        """Stop exactly the daemons started here, OSD first; reap them."""
+        t0 = time.monotonic()
+        for name in ("osd.0", "mon.a"):
+            p = self.procs.pop(name, None)
+            if p is None or p.poll() is not None:
+                continue
+            try:
+                p.send_signal(signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.wait(10)
+            (self.dir / "pids" / (name + ".pid")).unlink(missing_ok=True)
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        self.procs.clear()
+        self.timings["stop"] = time.monotonic() - t0
+
+
+def _bytes(s):
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(s[:-1]) * mult[s[-1]] if s[-1] in mult else int(s)
+
+
+CONF_TEMPLATE = """[global]
+fsid = {fsid}
+mon host = {mon}
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind ipv4 = true
+ms bind ipv6 = false
+ms bind port min = {pmin}
+ms bind port max = {pmax}
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+keyring = {dir}/keyring
+run dir = {dir}/run
+crash dir = {dir}/crash
+pid file = {dir}/run/$name.pid
+admin socket = {dir}/run/$name.asok
+log file = {dir}/log/$name.log
+log to stderr = false
+err to stderr = true
+mon data = {dir}/$name
+osd data = {dir}/$name
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim allowed = false
+mon data avail warn = 2
+mon data avail crit = 1
+paxos propose interval = 0.1
+osd objectstore = bluestore
+osd memory target = 939524096
+osd op num shards = 2
+osd op num threads per shard = 1
+bluestore block create = true
+bluestore block size = {size}
+bluestore fsck on mkfs = false
+bluestore fsck on mount = false
+bluestore cache autotune = false
+bluestore cache size = 134217728
+bluestore debug enforce settings = ssd
+bluestore rocksdb options annex = write_buffer_size=16777216,max_total_wal_size=134217728
+
+[client]
+admin socket =
+log file = {dir}/log/$name.$pid.log
+rbd cache = false
+"""
+
+
+def main(argv):
+    if len(argv) != 3 or argv[1] not in ("up", "down"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    d = Path(argv[2])
+    if argv[1] == "up":
+        c = Cluster(d)
+        try:
+            c.start()
+        except Exception:
+            c.stop()
+            raise
+        print("CEPH_CONF=%s" % c.conf)
+        sys.stdout.flush()
+        # Stay the daemons' parent until told to stop, so they are reaped.
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+        (d / "pids" / "keeper.pid").write_text("%d\n" % os.getpid())
+        while not stop:
+            time.sleep(0.2)
+        c.stop()
+        return 0
+    pidf = d / "pids" / "keeper.pid"
+    if pidf.exists():
+        pid = int(pidf.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,355 @@
+"""The rbd backend against a real single-node Ceph cluster (tests/ceph.py).
+
+One cluster per test session (1 mon, 1 bluestore OSD on a sparse file,
+cephx, loopback only), started by the `ceph` fixture and stopped by PID at
+the end even when tests fail.  Each test gets its own image.  The Makefile
+installs Ceph (DEB_TEST), so these tests do not skip: a missing ceph-osd is
+a failure.
+
+Data: qemu-io and hangclient through holdfastd, compared byte for byte with
+`rbd export`.  Faults: the OSD is frozen (SIGSTOP) or killed (kill -9 and
+restart) under writes.  Fencing: a write that timed out must never land
+after a newer write to the same block (see test_fence_timed_out_write).
+"""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+import ceph as cephlab
+from helpers import build_dir, qemu_io, run, tscale, wait_for
+from test_hang import HangClient, S
+
+BS = 512
+MiB = 1 << 20
+
+HARDWARE_ERROR = 0x04
+ASC_LU_COMM_FAILURE = 0x08
+
+
+@pytest.fixture(scope="session")
+def ceph(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ceph")
+    c = cephlab.Cluster(d)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        print("ceph cluster timings: %s" % c.timings)
+
+
+_seq = [0]
+
+
+@pytest.fixture
+def image(ceph):
+    """A fresh 64 MiB image (default features: layering, exclusive-lock,
+    object-map, fast-diff, deep-flatten) for each test."""
+    _seq[0] += 1
+    name = "t%d-%d" % (os.getpid(), _seq[0])
+    ceph.create_image(name, "64M")
+    yield name
+    # the OSD must be running again for anything to be cleaned up
+    ceph.osd_cont()
+
+
+def rbd_lun(ceph, name, lun=1, **extra):
+    lu = {"lun": lun, "backend": "rbd", "path": "rbd/%s" % name,
+          "block_size": BS, "ceph_conf": str(ceph.conf),
+          "ceph_id": "admin", "ceph_keyring": str(ceph.keyring)}
+    lu.update(extra)
+    return lu
+
+
+def show(d):
+    return d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "target").stdout
+
+
+def rbd_line(d):
+    m = re.search(r"^.*\brbd rbd/\S+ .*$", show(d), re.M)
+    assert m, show(d)
+    return m.group(0)
+
+
+def field(line, key):
+    m = re.search(r"\b%s=(\S+)" % key, line)
+    return m.group(1) if m else None
+
+
+def wait_spare(d, timeout=30):
+    """The standby instance is open (a fence can move I/O at once)."""
+    wait_for(lambda: field(rbd_line(d), "spare") == "ready", S(timeout))
+
+
+def same(got, want, what=""):
+    """Compare bytes without pytest's diff (it takes minutes on MiBs)."""
+    if got == want:
+        return
+    if len(got) != len(want):
+        pytest.fail("%s: %d bytes, expected %d" % (what, len(got), len(want)))
+    i = next(k for k in range(len(got)) if got[k] != want[k])
+    pytest.fail("%s: first difference at byte %d: %r, expected %r" % (
+        what, i, got[i:i + 16], want[i:i + 16]), pytrace=False)
+
+
+def export_blocks(ceph, name, lba, blocks):
+    return ceph.export(name)[lba * BS:(lba + blocks) * BS]
+
+
+# ---------------------------------------------------------------- data path
+
+def test_qemu_io_roundtrip_matches_rbd_export(ceph, image, holdfast):
+    d = holdfast(luns=[rbd_lun(ceph, image, thin_provisioning=True)])
+    d.require_holdfast("rbd backend")
+    url = d.url(1)
+    qemu_io(url, "write -P 0xa5 0 1M", "write -P 0x5a 4M 64k",
+            "write -P 0x33 63M 1M", "aio_write -P 0x77 8M 128k",
+            "aio_flush", "flush")
+    qemu_io(url, "read -P 0xa5 0 1M", "read -P 0x5a 4M 64k",
+            "read -P 0x33 63M 1M", "read -P 0x77 8M 128k",
+            "read -P 0 2M 1M")
+    data = ceph.export(image)
+    assert len(data) == 64 * MiB
+    same(data[0:MiB], b"\xa5" * MiB, "image bytes")
+    same(data[4 * MiB:4 * MiB + 65536], b"\x5a" * 65536, "image bytes")
+    same(data[63 * MiB:], b"\x33" * MiB, "image bytes")
+    same(data[8 * MiB:8 * MiB + 131072], b"\x77" * 131072, "image bytes")
+    same(data[2 * MiB:3 * MiB], bytes(MiB), "image bytes")
+    # discard and write-zeroes reach the image
+    qemu_io(url, "discard 0 64k", "write -z 4M 64k")
+    data = ceph.export(image)
+    same(data[0:65536], bytes(65536), "image bytes")
+    same(data[65536:MiB], b"\xa5" * (MiB - 65536), "image bytes")
+    same(data[4 * MiB:4 * MiB + 65536], bytes(65536), "image bytes")
+
+
+def test_size_from_image_and_4k_blocks(ceph, image, holdfast):
+    d = holdfast(luns=[rbd_lun(ceph, image, block_size=4096)])
+    out = run(["iscsi-readcapacity16", d.url(1)], timeout=30).stdout
+    assert re.search(r"Logical\s+block\s+length\s*:\s*4096", out, re.I) or \
+        "4096" in out, out
+    qemu_io(d.url(1), "write -P 0x42 4096 8192", "read -P 0x42 4096 8192")
+    same(export_blocks(ceph, image, 8, 16), b"\x42" * 8192, "image bytes")
+
+
+def test_hangclient_writes_fua_sync_unmap(ceph, image, holdfast):
+    d = holdfast(luns=[rbd_lun(ceph, image, thin_provisioning=True)])
+    c = HangClient(d.url(1))
+    try:
+        for cmd in ("write 0 8 0x11 fua", "write 8 8 0x22", "sync",
+                    "writesame 100 16 0x00 unmap", "unmap 16 8",
+                    "read 0 8 expect 0x11"):
+            r = c.do(cmd, timeout=S(30))
+            assert r["status"] == "GOOD", r
+            if "expect" in cmd:
+                assert r.get("match") is True, r
+    finally:
+        c.close()
+    data = export_blocks(ceph, image, 0, 24)
+    same(data[:8 * BS], b"\x11" * 8 * BS, "image bytes")
+    same(data[8 * BS:16 * BS], b"\x22" * 8 * BS, "image bytes")
+
+
+def test_conformance_cu(ceph, image, holdfast):
+    """libiscsi's suite against an RBD LUN, the families the foundation
+    passes on a file LUN plus the SBC data commands: 0 failed."""
+    from test_conformance_cu import FAMILIES, run_family
+    d = holdfast(luns=[rbd_lun(ceph, image)])
+    for fam in FAMILIES + ["SCSI.Unmap", "SCSI.WriteSame16",
+                           "SCSI.SynchronizeCache10", "SCSI.GetLBAStatus"]:
+        run_family(fam, d.url(1), timeout=S(300))
+
+
+def test_tgtadm_bstype_rbd(ceph, image, holdfast):
+    """tgt's spelling: --bstype rbd -b POOL/IMAGE --bsopts conf=...;id=..."""
+    d = holdfast(luns=[{"lun": 1, "backend": "null", "size": "16M"}])
+    d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "logicalunit",
+             "--tid", "1", "--lun", "2", "--bstype", "rbd", "-b",
+             "rbd/" + image, "--bsopts",
+             "conf=%s;id=admin;osd_op_timeout=7" % ceph.conf)
+    line = rbd_line(d)
+    assert "rbd rbd/%s " % image in line
+    assert field(line, "osd_op_timeout") == "7s"
+    assert field(line, "cache") == "off"
+    assert field(line, "id") == "client.admin"
+    assert re.search(r"\binstance=ok client\.\d+@\S+", line), line
+    qemu_io(d.url(2), "write -P 0x6c 1M 64k")
+    same(export_blocks(ceph, image, 2048, 128), b"\x6c" * 65536, "image bytes")
+    # a bad image name is refused, not half-created
+    r = d.tgtadm("--lld", "iscsi", "--op", "new", "--mode", "logicalunit",
+                 "--tid", "1", "--lun", "3", "--bstype", "rbd", "-b",
+                 "rbd/no-such-image", "--bsopts", "conf=%s" % ceph.conf,
+                 check=False)
+    assert r.returncode != 0, r.stdout
+    assert "rbd/no-such-image" not in show(d)
+
+
+def test_json_shows_rbd(ceph, image, holdfast):
+    d = holdfast(luns=[rbd_lun(ceph, image, rbd_osd_op_timeout=4)])
+    adm = build_dir() / "holdfastadm"
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+    wait_for(lambda: os.path.exists(sock), S(5))
+    out = run([str(adm), "-C", str(d.ctl_port), "--json", "-o", "show",
+               "-m", "target"], env=d.env, timeout=30).stdout
+    lun = json.loads(out)["targets"][0]["luns"][1]
+    assert lun["backing_store_type"] == "rbd"
+    assert lun["backing_store_path"] == "rbd/" + image
+    assert lun["size_bytes"] == 64 * MiB
+    assert "osd_op_timeout=4s" in lun["backend"]
+    assert "fences=0" in lun["backend"]
+
+
+# ---------------------------------------------------------------- faults
+
+def _writes(c, base, n, pattern, blocks=8):
+    return [c.issue("write %d %d %s" % (base + i * blocks, blocks, pattern))
+            for i in range(n)]
+
+
+def test_osd_sigstop_rides_through(ceph, image, holdfast):
+    """OSD frozen for 15 s under writes, rerror/werror=retry with no
+    timeout: every command is held and completes GOOD after SIGCONT, and
+    the image holds every write."""
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry", werror="retry",
+                               retry_interval=500, retry_timeout=0,
+                               rbd_osd_op_timeout=2)])
+    wait_spare(d)
+    c = HangClient(d.url(1))
+    try:
+        before = _writes(c, 0, 8, "0x31")
+        for lb in before:
+            assert c.get(lb, S(30))["status"] == "GOOD"
+        ceph.osd_stop()
+        t0 = time.monotonic()
+        during = _writes(c, 64, 16, "0x32") + [c.issue("read 0 8")]
+        time.sleep(15)
+        c.sync()
+        assert not any(c.done(lb) for lb in during), \
+            "a command completed while the OSD was frozen"
+        assert "hung" in show(d)
+        ceph.osd_cont()
+        for lb in during:
+            r = c.get(lb, S(90))
+            assert r["status"] == "GOOD", r
+        assert time.monotonic() - t0 >= 15
+    finally:
+        ceph.osd_cont()
+        c.close()
+    data = export_blocks(ceph, image, 0, 64 + 16 * 8)
+    same(data[:64 * BS], b"\x31" * 64 * BS, "image bytes")
+    same(data[64 * BS:], b"\x32" * 128 * BS, "image bytes")
+    line = rbd_line(d)
+    assert int(field(line, "timeouts")) >= 1, line
+
+
+def test_osd_kill9_restart_rides_through(ceph, image, holdfast):
+    """kill -9 of the OSD under writes, restarted 5 s later: held, then
+    GOOD, nothing lost."""
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry", werror="retry",
+                               retry_interval=500, retry_timeout=0,
+                               rbd_osd_op_timeout=2)])
+    wait_spare(d)
+    c = HangClient(d.url(1))
+    try:
+        ceph.osd_kill()
+        labels = _writes(c, 0, 16, "0x41")
+        time.sleep(5)
+        c.sync()
+        assert not any(c.done(lb) for lb in labels)
+        ceph.osd_restart(wait=False)
+        for lb in labels:
+            r = c.get(lb, S(120))
+            assert r["status"] == "GOOD", r
+        r = c.do("read 0 128 expect 0x41", timeout=S(30))
+        assert r["status"] == "GOOD" and r["match"] is True, r
+    finally:
+        if ceph.procs["osd.0"].poll() is not None:
+            ceph.osd_restart()
+        c.close()
+    ceph.wait_osd_up(90)
+    same(export_blocks(ceph, image, 0, 128), b"\x41" * 128 * BS, "image bytes")
+
+
+def test_outage_beyond_retry_timeout(ceph, image, holdfast):
+    """An outage longer than retry_timeout: the held write fails at about
+    the timeout with LOGICAL UNIT COMMUNICATION FAILURE; after SIGCONT
+    writes work again."""
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry", werror="retry",
+                               retry_interval=500, retry_timeout=4000,
+                               rbd_osd_op_timeout=2)])
+    wait_spare(d)
+    c = HangClient(d.url(1))
+    try:
+        ceph.osd_stop()
+        lb = c.issue("write 0 8 0x51")
+        r = c.get(lb, S(40))
+        assert r["status"] == "CHECK_CONDITION", r
+        assert r["sense_key"] == HARDWARE_ERROR and \
+            r["asc"] == ASC_LU_COMM_FAILURE, r
+        # first error after ~2 s (op timeout), reported 4 s later
+        assert 5000 <= r["ms"] <= S(20000), r
+        ceph.osd_cont()
+
+        def ok():
+            return c.do("write 0 8 0x52", timeout=S(30))["status"] == "GOOD"
+        wait_for(ok, S(60), interval=0.5)
+        r = c.do("read 0 8 expect 0x52", timeout=S(30))
+        assert r["match"] is True, r
+    finally:
+        ceph.osd_cont()
+        c.close()
+    same(export_blocks(ceph, image, 0, 8), b"\x52" * 8 * BS, "image bytes")
+
+
+def test_fence_timed_out_write(ceph, image, holdfast):
+    """No zombie writes.  The OSD is frozen; 16 writes of 0xaa time out
+    in librbd (osd_op_timeout 3 s), are held by the hang engine and
+    reported failed at retry_timeout (no probe in between: the retry
+    interval is long).  Then 0xbb goes to the same blocks while the OSD is
+    still frozen, through the new client instance, and the OSD is thawed.
+    The 0xaa writes are still in the frozen OSD's socket; without the
+    blocklist they could be applied after 0xbb.  Every block must hold
+    0xbb, and the old instance must be on the cluster's blocklist."""
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry", werror="retry",
+                               retry_interval=600000, retry_timeout=1000,
+                               rbd_osd_op_timeout=3)])
+    wait_spare(d)
+    old = rbd_line(d)
+    old_addr = re.search(r"\binstance=ok client\.\d+@(\S+)", old).group(1)
+    c = HangClient(d.url(1))
+    try:
+        r = c.do("write 0 128 0x99", timeout=S(30))
+        assert r["status"] == "GOOD", r
+        ceph.osd_stop()
+        a = [c.issue("write %d 8 0xaa" % (i * 8)) for i in range(16)]
+        for lb in a:
+            r = c.get(lb, S(40))
+            assert r["status"] == "CHECK_CONDITION", r
+            assert r["ms"] >= 3000, r
+        line = rbd_line(d)
+        assert int(field(line, "fences")) >= 1, line
+        assert old_addr in field(line, "last_fenced"), line
+        b = [c.issue("write %d 8 0xbb" % (i * 8)) for i in range(16)]
+        time.sleep(0.5)
+        c.sync()
+        assert not any(c.done(lb) for lb in b)
+        ceph.osd_cont()
+        for lb in b:
+            r = c.get(lb, S(60))
+            assert r["status"] == "GOOD", r
+        # give any late 0xaa a chance to land before looking
+        time.sleep(2)
+        r = c.do("read 0 128 expect 0xbb", timeout=S(30))
+        assert r["match"] is True, r
+    finally:
+        ceph.osd_cont()
+        c.close()
+    same(export_blocks(ceph, image, 0, 128), b"\xbb" * 128 * BS, "image bytes")
+    bl = ceph.blocklist()
+    assert old_addr.split("/")[0].replace("v2:", "").replace("v1:", "") \
+        .strip("[]") in bl or old_addr in bl, (old_addr, bl)
