@@ -197,7 +197,8 @@ static void test_lun_settings(void)
 		{ "product_id", "a\tb", "product_id must be printable ASCII", -EINVAL },
 		{ "readonly", "maybe", "expected a boolean (true/false, yes/no, 1/0)", -EINVAL },
 		{ "size", "1Q", "bad size \"1Q\" (bytes, or a number with K, M, G or T)", -EINVAL },
-		{ "backend", "rbd", "unknown backend \"rbd\" (file, null or iscsi)", -EINVAL },
+		{ "backend", "sheepdog", "unknown backend \"sheepdog\" (file, null, iscsi or rbd)", -EINVAL },
+		{ "rbd_osd_op_timeout", "1;id=x", "must not contain ';'", -EINVAL },
 		{ "sense_format", "2", "expected \"fixed\" or \"descriptor\"", -EINVAL },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -211,6 +212,18 @@ static void test_lun_settings(void)
 		CHECK(memcmp(&s, &before, sizeof(s)) == 0,
 		      "%s=%s changed the settings", bad[i].key, bad[i].value);
 	}
+
+	/* rbd keys are items of one store options string (tgt's bsopts
+	 * spelling): a key replaces its own item, bsopts replaces the whole
+	 * string. */
+	lun_settings_default(&s, 1);
+	CHECK(lun_setting_apply(&s, "ceph_conf", "/c.conf", err, sizeof(err)) == 0, "%s", err);
+	CHECK(lun_setting_apply(&s, "ceph_id", "a", err, sizeof(err)) == 0, "%s", err);
+	CHECK(lun_setting_apply(&s, "ceph_id", "b", err, sizeof(err)) == 0, "%s", err);
+	CHECK(lun_setting_apply(&s, "rbd_cache", "1", err, sizeof(err)) == 0, "%s", err);
+	CHECK(strcmp(s.bsopts, "conf=/c.conf;id=b;cache=1") == 0, "%s", s.bsopts);
+	CHECK(lun_setting_apply(&s, "bsopts", "conf=/d;id=x", err, sizeof(err)) == 0, "%s", err);
+	CHECK(strcmp(s.bsopts, "conf=/d;id=x") == 0, "%s", s.bsopts);
 
 	/* The safety rule: retry on a buffered file LUN is refused. */
 	lun_settings_default(&s, 1);
@@ -565,8 +578,10 @@ static void test_bad_files(void)
 		  "3: block_size: expected an integer, not a string" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"null\";\n    direct = 1; } ); } );\n",
 		  "3: direct: expected a boolean (true or false), not an integer" },
+		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"sheepdog\"; } ); } );\n",
+		  "2: backend: unknown backend \"sheepdog\" (file, null, iscsi or rbd)" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"rbd\"; } ); } );\n",
-		  "2: backend: unknown backend \"rbd\" (file, null or iscsi)" },
+		  "2: path: missing (an rbd LUN needs POOL/IMAGE)" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"null\";\n    retry_errors = [ \"EIO\", \"EPERM\" ]; } ); } );\n",
 		  "3: retry_errors: EPERM is never retried: it reports a bad request, not a failing store" },
 		{ "targets = ( { name = \"iqn.x:a\"; luns = (\n  { lun = 1; backend = \"null\";\n    size = \"1000\"; } ); } );\n",
