@@ -94,6 +94,7 @@ struct be_rbd {
 	/* for show */
 	uint64_t fences, opens, open_failures, timeouts;
 	int last_open_err;
+	unsigned open_streak;		/* failed opens since the last success */
 	char last_fenced[160];
 	time_t last_fence_at;
 };
@@ -458,8 +459,17 @@ static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
 	if (err == 0 && next)
 		err = rados_wait_for_latest_osdmap(next->cluster);
 	pthread_mutex_lock(&b->lock);
-	if (err)
+	if (err) {
+		log_warn("rbd %s/%s: cannot blocklist client.%llu (%s): %s; "
+			 "its failed writes stay unreported until it is fenced",
+			 b->pool, b->image, (unsigned long long)in->gid,
+			 in->addr, strerror(-err));
 		return err;
+	}
+	log_info("rbd %s/%s: fenced client.%llu (%s) after a write with an "
+		 "unknown outcome; I/O moves to %s", b->pool, b->image,
+		 (unsigned long long)in->gid, in->addr,
+		 next ? "the standby instance" : "a new instance");
 	in->fence = BE_RBD_FENCED;
 	b->fences++;
 	b->last_fence_at = time(NULL);
@@ -551,12 +561,24 @@ static void *be_rbd_worker(void *arg)
 					pthread_mutex_lock(&b->lock);
 				}
 				b->open_failures++;
+				if (!b->open_streak++)
+					log_warn("rbd %s/%s: cannot open a %s client "
+						 "instance: %s (%s); retrying",
+						 b->pool, b->image,
+						 b->cur ? "standby" : "serving",
+						 msg ? msg : "waiting for the OSD map",
+						 strerror(-err));
 				b->last_open_err = err;
 				if (!b->stop)
 					be_rbd_sleep_locked(b, BE_RBD_RETRY_MS);
 				continue;
 			}
 			b->opens++;
+			if (b->open_streak)
+				log_info("rbd %s/%s: client instance open again "
+					 "after %u failed attempts", b->pool,
+					 b->image, b->open_streak);
+			b->open_streak = 0;
 			/* It may serve only if nothing started fencing
 			 * while it was being opened (step 1 first). */
 			if (!b->spare)
