@@ -900,12 +900,12 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 	pthread_mutex_lock(&b->lock);
 	n = snprintf(buf, len,
 		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
-		     "instance=%s client.%llu@%s spare=%s fences=%llu "
+		     "state=%s instance=client.%llu@%s spare=%s fences=%llu "
 		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu",
 		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
 		     b->cache ? "on" : "off",
-		     b->cur ? "ok" : (b->retired ? "fencing" : "reopening"),
+		     b->cur ? "ok" : (b->retired ? "fencing" : "opening"),
 		     (unsigned long long)(b->cur ? b->cur->gid : 0),
 		     b->cur ? b->cur->addr : "-",
 		     b->spare ? "ready" : "none",

@@ -58,6 +58,30 @@ static const char *json_bool(bool v)
 	return v ? "true" : "false";
 }
 
+/* The key=value items of a backend's describe() line as an object, so
+ * tools need not parse the text (rbd: instance, fences, osd_op_timeout,
+ * ...).  Items without '=' are left to the "backend" string. */
+static void json_backend_state(struct mgmt_buf *b, const char *text)
+{
+	char buf[2048];
+	char *save = NULL;
+	bool first = true;
+
+	snprintf(buf, sizeof(buf), "%s", text);
+	mgmt_buf_printf(b, ", \"backend_state\": {");
+	for (char *tok = strtok_r(buf, " ", &save); tok;
+	     tok = strtok_r(NULL, " ", &save)) {
+		char *eq = strchr(tok, '=');
+
+		if (!eq || eq == tok)
+			continue;
+		*eq = '\0';
+		json_kv(b, !first, tok, eq + 1);
+		first = false;
+	}
+	mgmt_buf_printf(b, "}");
+}
+
 /* ---- LUNs ---- */
 
 static void json_lun0(struct mgmt_buf *b, const struct target *t)
@@ -186,6 +210,7 @@ static void json_lun(struct mgmt_buf *b, const struct target *t,
 	    lun->be->ops->describe(lun->be, text, sizeof(text)) > 0) {
 		text[strcspn(text, "\n")] = '\0';
 		json_kv(b, true, "backend", text);
+		json_backend_state(b, text);
 	}
 	mgmt_buf_printf(b, ", \"io\": {\"reads\": %llu, \"read_bytes\": %llu, \"writes\": %llu, \"write_bytes\": %llu}}",
 			(unsigned long long)atomic_load(&lun->reads),
