@@ -8,7 +8,8 @@
 #                   the unit tests and a subset, SAN_SUBSET, that way)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make bench      holdfastd vs tgtd side by side, as ratios; then the
-#                   cost of a dirty bitmap and a backup job's throughput
+#                   cost of a dirty bitmap and a backup job's throughput,
+#                   and the RBD case
 #   make profile    instructions and syscalls per I/O (callgrind, perf)
 
 CC      ?= gcc
@@ -49,7 +50,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test unit pytest sanitize clean bench profile layers \
+.PHONY: all deps run test unit pytest sanitize clean bench bench-rbd profile layers \
 	sanitize-build sanitize-quick fuzz fuzz-build fuzz-smoke
 all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
@@ -150,10 +151,16 @@ sanitize: sanitize-build
 
 # Side-by-side benchmark against tgtd (not a test; prints ratios), with the
 # machine's floors (iperf3, tools/tcpecho) and CPU per I/O; then the cost
-# of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh).
+# of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh);
+# then the RBD case: holdfast vs tgt-rbd vs librbd direct on a throw-away
+# single-node Ceph cluster.
 bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench_cbt.sh
+	HOLDFAST_BUILD=$(BUILD) scripts/bench-rbd.sh
+
+bench-rbd: deps $(BUILD)/holdfastd
+	HOLDFAST_BUILD=$(BUILD) scripts/bench-rbd.sh
 
 # Instructions, syscalls and context switches per I/O (load-independent).
 profile: $(BUILD)/holdfastd
