@@ -277,7 +277,11 @@ static int be_rbd_inst_open(struct be_rbd *b, struct be_rbd_inst **out,
 	    (err = rados_conf_set(in->cluster, "client_mount_timeout",
 				  BE_RBD_MON_TIMEOUT)) ||
 	    (err = rados_conf_set(in->cluster, "rbd_cache",
-				  b->cache ? "true" : "false"))) {
+				  b->cache ? "true" : "false")) ||
+	    /* UNMAP must read back zeroes (backend.h): librbd's default
+	     * silently skips discards smaller than an object. */
+	    (err = rados_conf_set(in->cluster, "rbd_skip_partial_discard",
+				  "false"))) {
 		*errmsg = "cannot apply a ceph client option";
 		goto fail;
 	}
