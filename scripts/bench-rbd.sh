@@ -32,7 +32,7 @@ die() { echo "bench-rbd: $*" >&2; exit 1; }
 for t in "$HOLDFASTD" "$TGTD" "$TGTADM"; do
 	[ -x "$t" ] || die "$t not found (make; make deps)"
 done
-[ -e /usr/lib/x86_64-linux-gnu/tgt/backing-store/bs_rbd.so ] ||
+dpkg-query -W -f='${Status}' tgt-rbd 2>/dev/null | grep -q 'ok installed' ||
 	die "tgt-rbd not installed (make deps)"
 command -v ceph-osd >/dev/null || die "ceph-osd not installed (make deps)"
 
