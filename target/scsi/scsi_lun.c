@@ -63,7 +63,7 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 	} else {
 		ops = backend_find(name);
 		if (!ops) {
-			*errmsg = "unknown backend (file, null or iscsi)";
+			*errmsg = "unknown backend (file, null, iscsi or rbd)";
 			return -EINVAL;
 		}
 		err = be_stack_node_open(ops, &p, &store, errmsg);
