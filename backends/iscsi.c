@@ -75,7 +75,6 @@
 #define BI_IDENT_LEN 512
 #define BI_WS_MAX_BLOCKS 65536u		/* WRITE SAME / UNMAP chunk */
 #define BI_UA_TRIES 8			/* unit attentions cleared at login */
-#define BI_DISABLE_ENV "HOLDFAST_NO_REMOTE_LUNS"	/* set: refuse to open */
 
 /* VPD pages (SPC-4 7.8) */
 #define VPD_UNIT_SERIAL 0x80
@@ -1043,14 +1042,6 @@ static int be_iscsi_open(struct backend *be, const struct backend_params *p,
 	if (!st) {
 		*errmsg = "out of memory";
 		return -ENOMEM;
-	}
-	/* Fuzzers drive the management decoder: a fuzzed "new LUN" must not
-	 * make this process connect anywhere (tests/fuzz/fuzz_env.c). */
-	if (getenv(BI_DISABLE_ENV)) {
-		*errmsg = "iscsi backend: disabled in this process ("
-			  BI_DISABLE_ENV ")";
-		err = -EPERM;
-		goto err_free;
 	}
 	err = be_iscsi_conf_parse(p->path, p->opts, NULL, &st->conf, errmsg);
 	if (err)

@@ -55,9 +55,6 @@
 #define BE_RBD_RETRY_MS 500
 /* Connect timeout for the monitors (seconds). */
 #define BE_RBD_MON_TIMEOUT "10"
-/* Set: refuse to open (the fuzz harnesses must never reach a cluster),
- * the same switch as the iscsi backend's. */
-#define BE_RBD_DISABLE_ENV "HOLDFAST_NO_REMOTE_LUNS"
 
 enum be_rbd_fence {
 	BE_RBD_LIVE,		/* serving or standby */
@@ -619,12 +616,6 @@ static int be_rbd_open(struct backend *be, const struct backend_params *p,
 		return -ENOMEM;
 	}
 	b->op_timeout = BE_RBD_DEFAULT_OP_TIMEOUT;
-	if (getenv(BE_RBD_DISABLE_ENV)) {
-		*errmsg = "rbd backend: disabled in this process ("
-			  BE_RBD_DISABLE_ENV ")";
-		err = -EPERM;
-		goto err_free;
-	}
 	err = be_rbd_parse_path(b, p->path, errmsg);
 	if (!err)
 		err = be_rbd_parse_opts(b, p->opts, errmsg);

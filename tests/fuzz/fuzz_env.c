@@ -78,9 +78,6 @@ void fuzz_env_init(bool apply)
 	if (fuzz_r)
 		return;
 	fuzz_log_on = getenv("HOLDFAST_FUZZ_LOG") != NULL;
-	/* a fuzzed management request may ask for a gateway LUN (backend
-	 * iscsi): it must never connect anywhere from here */
-	setenv("HOLDFAST_NO_REMOTE_LUNS", "1", 1);
 	/* as holdfastd: a peer that hung up is an EPIPE, not a signal */
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(fuzz_dir, sizeof(fuzz_dir), "/tmp/holdfast-fuzz.XXXXXX");

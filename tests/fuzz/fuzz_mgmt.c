@@ -8,8 +8,10 @@
  * are dispatched for real, so state carries over between inputs like a
  * long-lived daemon's; except that a LUN new/update whose payload names a
  * path only has its parameters parsed (lun_setting_apply): dispatched, it
- * would create a backing file wherever the input points; and a portal new
- * is not served (it would listen on an address the input picks). */
+ * would create a backing file wherever the input points, or (a gateway
+ * or RBD LUN) connect to whatever the input names; a portal new is not
+ * served (it would listen on an address the input picks), nor a job new
+ * (it would write a backup or scratch file wherever the input points). */
 #include "mgmt.c"
 
 #include "fuzz_env.h"
@@ -48,6 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* no listening on addresses an input picks (and no reactors to
 	 * accept on: the fixture starts no portal) */
 	if (req.mode == MGMT_MODE_PORTAL && req.op == MGMT_OP_NEW)
+		return 0;
+	/* a new job writes its destination (target=, scratch=) wherever the
+	 * input points */
+	if (req.mode == MGMT_MODE_JOB && req.op == MGMT_OP_NEW)
 		return 0;
 	if (req.mode == MGMT_MODE_DEVICE &&
 	    (req.op == MGMT_OP_NEW || req.op == MGMT_OP_UPDATE)) {
