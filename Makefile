@@ -108,17 +108,17 @@ unit: $(UNIT_BIN)
 pytest: all
 	/usr/bin/python3 -m pytest -v -rs tests
 
-# Tests marked slow (the whole iscsi-test-cu suite on an RBD LUN, ~5-12
+# Tests marked longrun (the whole iscsi-test-cu suite on an RBD LUN, ~5-12
 # minutes) are left to `make test-slow`, to keep make test near 20 minutes
 # on a 2-core machine.
 test: deps all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz-smoke
-	/usr/bin/python3 -m pytest -v -rs -m "not slow" tests
+	/usr/bin/python3 -m pytest -v -rs -m "not longrun" tests
 	$(MAKE) --no-print-directory sanitize-quick
 
 test-slow: deps all
-	/usr/bin/python3 -m pytest -v -rs -m slow tests
+	/usr/bin/python3 -m pytest -v -rs -m longrun tests
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/).
 SAN_BUILD := build-san

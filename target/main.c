@@ -92,6 +92,18 @@ int main(int argc, char **argv)
 	log_init(true, debug);
 	tgt_table_init();
 
+	/* Signals are taken by the main thread only (sigtimedwait below);
+	 * every other thread inherits the blocked mask, including the ones
+	 * libraries start while config_apply() opens the stores (librados
+	 * starts its own when an RBD LUN opens): a SIGTERM delivered to one
+	 * of those would kill the process instead of stopping it cleanly. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
 	/* the whole file is validated before anything is served */
 	if (config_load(config_path, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "holdfastd: %s\n", err);
@@ -120,15 +132,6 @@ int main(int argc, char **argv)
 		}
 		log_init(false, debug);
 	}
-
-	/* Signals are taken by the main thread only (sigtimedwait below);
-	 * every other thread inherits the blocked mask. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	for (int i = 0; i < nthreads; i++) {
 		reactors[i] = reactor_new(i);

@@ -155,7 +155,7 @@ def test_hangclient_writes_fua_sync_unmap(ceph, image, holdfast):
     same(data[8 * BS:16 * BS], b"\x22" * 8 * BS, "image bytes")
 
 
-@pytest.mark.slow
+@pytest.mark.longrun
 def test_conformance_cu_full(ceph, holdfast):
     """libiscsi's whole suite against a thin RBD LUN, two I_T nexuses:
     0 failed, and only the skips the file LUN run documents."""
