@@ -20,6 +20,7 @@
 #include "config.h"
 #include "iscsi.h"
 #include "config_internal.h"
+#include "scsi.h"
 #include "target.h"
 #include "util.h"
 
@@ -116,7 +117,20 @@ static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
 			continue;	/* written as part of bsopts */
 		if ((lun_key_flags(k) & LUN_KEY_ALUA) && !s->alua_group)
 			continue;	/* not shared with another node */
-		lun_key_format(k, s, text, sizeof(text));
+		if (lun_key_flags(k) & LUN_KEY_RESIZE)
+			/* the size of what is open (a takeover re-reads it,
+			 * scsi_alua.c), so a missing store is recreated
+			 * alike */
+			snprintf(text, sizeof(text), "%llu",
+				 (unsigned long long)(atomic_load(&lun->nblocks) *
+						      s->block_size));
+		else if (lun_key_flags(k) & LUN_KEY_ALUA &&
+			 strcmp(lun_key_name(k), "alua_state") == 0)
+			/* the state the LUN is in, as before the key table */
+			snprintf(text, sizeof(text), "%s",
+				 scsi_alua_standby(lun) ? "standby" : "active");
+		else
+			lun_key_format(k, s, text, sizeof(text));
 		if ((lun_key_flags(k) & LUN_KEY_NONEMPTY) && !text[0])
 			continue;
 		fprintf(f, "        %s = ", lun_key_name(k));

@@ -200,6 +200,11 @@ int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
 		    bool force, const char **errmsg);
 /* The show line of a LUN's ALUA state ("" without alua_group). */
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
+/* Is the LUN not active/optimized for its ALUA group?  Run-time state
+ * (SET TARGET PORT GROUPS, a refused takeover at start), which the
+ * alua_state setting (the state asked for) need not match.  false
+ * without alua_group. */
+bool scsi_alua_standby(struct scsi_lun *lun);
 
 /* The same on a store node that is already open (a snapshot export):
  * the LUN takes it over, and closes it on failure too. */

@@ -614,6 +614,11 @@ void scsi_alua_free(struct scsi_alua *a)
 	free(a);
 }
 
+bool scsi_alua_standby(struct scsi_lun *lun)
+{
+	return scsi_alua_state(lun) != ALUA_AO;
+}
+
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 {
 	struct scsi_alua *a;

@@ -363,7 +363,7 @@ int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
 	struct lun_settings *next;
 	const char *why = NULL;
 	unsigned changed;
-	uint64_t cap;
+	uint64_t cap, new_size;
 	int ret;
 
 	changed = lun_settings_diff(cur, s, &fixed) |
@@ -376,7 +376,8 @@ int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
 	/* the size asked for against the capacity the LUN has now (a
 	 * takeover may have re-read it, scsi_alua.c) */
 	cap = atomic_load(&lun->nblocks) * cur->block_size;
-	if (s->size && s->size != cap)
+	new_size = s->size != cap ? s->size : 0;	/* 0: re-read it */
+	if (new_size)
 		changed |= LUN_KEY_RESIZE | LUN_KEY_CHANGED;
 	else if (!(force & LUN_KEY_RESIZE))
 		changed &= ~LUN_KEY_RESIZE;
@@ -412,12 +413,12 @@ int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
 	/* The steps the store may still refuse, each before anything is
 	 * published: the resize, the ALUA state, the fault spec. */
 	if (changed & LUN_KEY_RESIZE) {
-		ret = scsi_lun_refresh(lun, s->size,
+		ret = scsi_lun_refresh(lun, new_size,
 				       force & SCSI_UPDATE_FORCE ?
 				       SCSI_REFRESH_FORCE : 0, &why);
 		if (ret) {
 			snprintf(err, errlen, "size %" PRIu64 " refused (%s%s%s); it stays %" PRIu64,
-				 s->size, why ? why : "", why ? ": " : "",
+				 new_size, why ? why : "", why ? ": " : "",
 				 strerror(-ret), cap);
 			goto refuse;
 		}

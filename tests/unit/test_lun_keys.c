@@ -50,6 +50,9 @@ static const struct {
 	{ "retry_interval", "250" },
 	{ "retry_timeout", "4000" },
 	{ "retry_errors", "EIO:ETIMEDOUT" },
+	{ "alua_group", "3" },
+	{ "alua_peer_group", "4" },
+	{ "alua_state", "standby" },
 	{ "fault", "eio,ops=w,lba=0-7" },
 	{ "bsopts", "x=1" },
 	{ "initiator_name", "iqn.2026-11.org.example:gw" },
@@ -95,9 +98,10 @@ static void test_runtime_flags(void)
 		"sense_format", "removable", "readonly", "online",
 		"thin_provisioning", "write_cache", "rerror", "werror",
 		"retry_interval", "retry_timeout", "retry_errors",
+		"size", "alua_group", "alua_peer_group", "alua_state",
 	};
 	static const char *const store[] = {
-		"backend", "path", "size", "block_size", "direct", "sync",
+		"backend", "path", "block_size", "direct", "sync",
 		"bsopts", "initiator_name", "portals", "remote_timeout",
 		"connect_timeout", "reconnect_max", "header_digest",
 		"data_digest", "mutual_user", "mutual_password",
@@ -333,8 +337,7 @@ static void test_diff_merge(void)
 	lun_settings_merge(&m, &b, LUN_KEY_RUNTIME);
 	CHECK(strcmp(m.vendor_id, "X") == 0 && m.retry_interval_ms == 5 &&
 	      !m.write_cache, "runtime keys copied");
-	CHECK(m.block_size == 512 && m.direct && m.size == 1 << 20,
-	      "store keys kept");
+	CHECK(m.block_size == 512 && m.direct, "store keys kept");
 }
 
 /* ---- scsi_lun_update(): the one update ---- */
