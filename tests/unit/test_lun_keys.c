@@ -64,6 +64,11 @@ static const struct {
 	{ "data_digest", "crc32c" },
 	{ "mutual_user", "bob" },
 	{ "mutual_password", "bob-secret-12" },
+	{ "ceph_conf", "/etc/ceph/other.conf" },
+	{ "ceph_id", "holdfast" },
+	{ "ceph_keyring", "/etc/ceph/k" },
+	{ "rbd_osd_op_timeout", "30" },
+	{ "rbd_cache", "false" },
 };
 
 static void test_table_shape(void)
@@ -105,6 +110,8 @@ static void test_runtime_flags(void)
 		"bsopts", "initiator_name", "portals", "remote_timeout",
 		"connect_timeout", "reconnect_max", "header_digest",
 		"data_digest", "mutual_user", "mutual_password",
+		"ceph_conf", "ceph_id", "ceph_keyring", "rbd_osd_op_timeout",
+		"rbd_cache",
 	};
 	const struct lun_key *k;
 
