@@ -6,6 +6,7 @@
 #   make test       build and run every test
 #   make sanitize   run the whole suite under ASan + UBSan (make test runs
 #                   the unit tests and a subset, SAN_SUBSET, that way)
+#   make tsan       the threaded tests under ThreadSanitizer (in make test)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
 #   make bench      holdfastd vs tgtd side by side, as ratios; then the
 #                   cost of a dirty bitmap and a backup job's throughput,
@@ -50,7 +51,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test test-slow unit pytest sanitize clean bench bench-rbd profile layers \
+.PHONY: all deps run test test-slow unit pytest sanitize tsan clean bench bench-rbd profile layers \
 	sanitize-build sanitize-quick fuzz fuzz-build fuzz-smoke
 all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
@@ -116,6 +117,7 @@ test: deps all
 	$(MAKE) --no-print-directory fuzz-smoke
 	/usr/bin/python3 -m pytest -v -rs -m "not longrun" tests
 	$(MAKE) --no-print-directory sanitize-quick
+	$(MAKE) --no-print-directory tsan
 
 test-slow: deps all
 	/usr/bin/python3 -m pytest -v -rs -m longrun tests
@@ -155,6 +157,27 @@ sanitize-quick: sanitize-build
 sanitize: sanitize-build
 	$(SAN_ENV) /usr/bin/python3 -m pytest -v -rs tests
 
+# ThreadSanitizer on what crosses threads: the hang engine's unit test
+# (its last phase runs real reactor threads), the key table's (its grace
+# period test runs a reactor thread) and the pytest files where
+# management, SIGHUP and reactors share LUNs: concurrent settings updates
+# under I/O, management, reload, and the hang tests that change settings
+# or run several sessions at once.  The conftest fails a test whose
+# daemon log has a ThreadSanitizer report.  Adds about 3-4 minutes.
+TSAN_FLAGS  := -fsanitize=thread -fno-omit-frame-pointer
+TSAN_PYTEST := tests/test_settings_race.py tests/test_mgmt.py \
+	       tests/test_reload.py tests/test_hang.py
+TSAN_HANG_K := runtime or two_ or other_lun or show_reports or \
+	       hang_pause or retry_now or fail_now or write_outage or \
+	       lun_reset or qemu_io
+tsan: deps
+	$(MAKE) BUILD=build-tsan SANFLAGS="$(TSAN_FLAGS)" all
+	set -e; for t in test_hang test_lun_keys; do \
+	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/unit/$$t; done
+	HOLDFAST_BUILD=build-tsan TSAN_OPTIONS=second_deadlock_stack=1 \
+	  /usr/bin/python3 -m pytest -q -rs $(TSAN_PYTEST) \
+	  -k "not test_hang.py or $(TSAN_HANG_K)"
+
 # Side-by-side benchmark against tgtd (not a test; prints ratios), with the
 # machine's floors (iperf3, tools/tcpecho) and CPU per I/O; then the cost
 # of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh);
@@ -173,7 +196,7 @@ profile: $(BUILD)/holdfastd
 	HOLDFAST_BUILD=$(BUILD) scripts/profile.sh
 
 clean:
-	rm -rf build build-san $(FUZZ_BUILD)
+	rm -rf build build-san build-tsan $(FUZZ_BUILD)
 
 -include $(OBJ:.o=.d) $(UNIT_BIN:=.d)
 

@@ -262,55 +262,19 @@ static bool lun_cfg_path_is_rbd(const config_setting_t *g)
 	       strcmp(b, "rbd") == 0;
 }
 
-/* Every key a LUN group may hold, with the libconfig types it accepts. */
-static const struct {
-	const char *key;
-	unsigned types;
-} cfg_lun_keys[] = {
-	{ "backend", T_STR },
-	{ "path", T_STR },
-	{ "size", T_STR | T_INT },
-	{ "block_size", T_INT },
-	{ "direct", T_BOOL },
-	{ "sync", T_BOOL },
-	{ "readonly", T_BOOL },
-	{ "removable", T_BOOL },
-	{ "thin_provisioning", T_BOOL },
-	{ "write_cache", T_BOOL },
-	{ "online", T_BOOL },
-	{ "sense_format", T_STR },
-	{ "vendor_id", T_STR },
-	{ "product_id", T_STR },
-	{ "product_rev", T_STR },
-	{ "scsi_id", T_STR },
-	{ "scsi_sn", T_STR },
-	{ "rerror", T_STR },
-	{ "werror", T_STR },
-	{ "retry_interval", T_INT },
-	{ "retry_timeout", T_INT },
-	{ "retry_errors", T_STR_ARRAY | T_STR },
-	{ "fault", T_STR },
-	/* store options; the gateway keys below become items of bsopts */
-	{ "bsopts", T_STR },
-	{ "initiator_name", T_STR },
-	{ "portals", T_STR | T_STR_ARRAY },
-	{ "remote_timeout", T_INT },
-	{ "connect_timeout", T_INT },
-	{ "reconnect_max", T_INT },
-	{ "header_digest", T_STR },
-	{ "data_digest", T_STR },
-	{ "mutual_user", T_STR },
-	{ "mutual_password", T_STR },
-	{ "alua_state", T_STR },
-	{ "alua_group", T_INT },
-	{ "alua_peer_group", T_INT },
-	/* rbd store options, also items of bsopts */
-	{ "ceph_conf", T_STR },
-	{ "ceph_id", T_STR },
-	{ "ceph_keyring", T_STR },
-	{ "rbd_osd_op_timeout", T_INT },
-	{ "rbd_cache", T_BOOL },
-};
+/* The libconfig types a LUN key accepts, by how the key table spells
+ * its value. */
+static unsigned cfg_lun_key_types(const struct lun_key *k)
+{
+	switch (lun_key_kind(k)) {
+	case LUN_KIND_NUMBER: return T_INT;
+	case LUN_KIND_SIZE: return T_STR | T_INT;
+	case LUN_KIND_BOOL: return T_BOOL;
+	case LUN_KIND_LIST: return T_STR_ARRAY | T_STR;
+	case LUN_KIND_STRING: return T_STR;
+	}
+	return 0;
+}
 
 static const char *cfg_types_text(unsigned types)
 {
@@ -482,7 +446,8 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 	for (int i = 0; i < config_setting_length(g); i++) {
 		const config_setting_t *v = config_setting_get_elem(g, (unsigned)i);
 		const char *key = config_setting_name(v);
-		unsigned types = 0;
+		const struct lun_key *k = lun_key_find(key);
+		unsigned types;
 
 		if (strcmp(key, "lun") == 0)
 			continue;
@@ -492,11 +457,10 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 				return ret;
 			continue;
 		}
-		for (size_t k = 0; k < ARRAY_SIZE(cfg_lun_keys); k++)
-			if (strcmp(key, cfg_lun_keys[k].key) == 0)
-				types = cfg_lun_keys[k].types;
-		if (!types)
+		/* targets.conf spells a key one way (no tgtadm alias) */
+		if (!k || strcmp(lun_key_name(k), key) != 0)
 			return cfg_fail(c, v, key, "unknown key");
+		types = cfg_lun_key_types(k);
 		ret = cfg_value_text(v, types, text, sizeof(text));
 		if (ret == -E2BIG)
 			return cfg_fail(c, v, key, "value too long");
@@ -527,16 +491,10 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		return cfg_fail(c, g, "path", "missing (a file LUN needs one)");
 	if (strcmp(l->s.backend, "rbd") == 0 && !l->s.path[0])
 		return cfg_fail(c, g, "path", "missing (an rbd LUN needs POOL/IMAGE)");
-	if (lun_settings_validate(&l->s, reason, sizeof(reason))) {
-		const char *key = "size";
-		bool buffered = lun_settings_is_file(&l->s) &&
-				!l->s.direct;
-		if (buffered && l->s.werror == ERR_POLICY_RETRY)
-			key = "werror";
-		else if (buffered && l->s.rerror == ERR_POLICY_RETRY)
-			key = "rerror";
-		const config_setting_t *at = config_setting_get_member(g, key);
-		return cfg_fail(c, at ? at : g, key, "%s", reason);
+	const char *blame;
+	if (lun_settings_check(&l->s, NULL, &blame, reason, sizeof(reason))) {
+		const config_setting_t *at = config_setting_get_member(g, blame);
+		return cfg_fail(c, at ? at : g, blame, "%s", reason);
 	}
 
 	if (lun_settings_is_file(&l->s)) {

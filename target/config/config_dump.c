@@ -20,6 +20,7 @@
 #include "config.h"
 #include "iscsi.h"
 #include "config_internal.h"
+#include "scsi.h"
 #include "target.h"
 #include "util.h"
 
@@ -49,11 +50,6 @@ static void dump_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-static const char *dump_bool(bool b)
-{
-	return b ? "true" : "false";
-}
-
 /* The LUN's dirty bitmaps (their bits live in the sidecar, not here). */
 static void dump_bitmaps(FILE *f, struct scsi_lun *lun)
 {
@@ -77,76 +73,68 @@ static void dump_bitmaps(FILE *f, struct scsi_lun *lun)
 	fprintf(f, "        );\n");
 }
 
-static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
+/* A libconfig value of the kind the key table gives it: numbers and
+ * booleans bare, strings quoted, lists as arrays of strings. */
+static void dump_value(FILE *f, enum lun_key_kind kind, char *text)
 {
-	struct lun_settings s;
+	char *save = NULL, *tok;
 	bool first = true;
 
-	pthread_mutex_lock(&lun->lock);
-	s = lun->set;
-	pthread_mutex_unlock(&lun->lock);
+	switch (kind) {
+	case LUN_KIND_NUMBER:
+	case LUN_KIND_SIZE:
+	case LUN_KIND_BOOL:
+		fputs(text, f);
+		return;
+	case LUN_KIND_STRING:
+		dump_str(f, text);
+		return;
+	case LUN_KIND_LIST:
+		fputc('[', f);
+		if (strcmp(text, "none") != 0)
+			for (tok = strtok_r(text, ",", &save); tok;
+			     tok = strtok_r(NULL, ",", &save)) {
+				fputs(first ? " " : ", ", f);
+				dump_str(f, tok);
+				first = false;
+			}
+		fputs(first ? "]" : " ]", f);
+		return;
+	}
+}
 
-	fprintf(f, "      { lun = %" PRIu64 "; backend = ", s.lun);
-	dump_str(f, s.backend);
-	fprintf(f, ";\n");
-	if (s.path[0]) {
-		fprintf(f, "        path = ");
-		dump_str(f, s.path);
-		fprintf(f, ";\n");
-	}
-	/* The size of what is open, so a missing store is recreated alike. */
-	fprintf(f, "        size = %" PRIu64 "; block_size = %u; direct = %s;%s\n",
-		lun->nblocks * s.block_size, s.block_size, dump_bool(s.direct),
-		s.sync ? " sync = true;" : "");
-	fprintf(f, "        readonly = %s; removable = %s; thin_provisioning = %s;\n",
-		dump_bool(s.readonly), dump_bool(s.removable),
-		dump_bool(s.thin_provisioning));
-	fprintf(f, "        write_cache = %s; online = %s; sense_format = \"%s\";\n",
-		dump_bool(s.write_cache), dump_bool(s.online),
-		s.sense_desc ? "descriptor" : "fixed");
-	fprintf(f, "        vendor_id = ");
-	dump_str(f, s.vendor_id);
-	fprintf(f, "; product_id = ");
-	dump_str(f, s.product_id);
-	fprintf(f, "; product_rev = ");
-	dump_str(f, s.product_rev);
-	fprintf(f, ";\n");
-	if (s.scsi_id[0]) {
-		fprintf(f, "        scsi_id = ");
-		dump_str(f, s.scsi_id);
-		fprintf(f, ";\n");
-	}
-	if (s.scsi_sn[0]) {
-		fprintf(f, "        scsi_sn = ");
-		dump_str(f, s.scsi_sn);
-		fprintf(f, ";\n");
-	}
-	fprintf(f, "        rerror = \"%s\"; werror = \"%s\";\n",
-		s.rerror == ERR_POLICY_RETRY ? "retry" : "report",
-		s.werror == ERR_POLICY_RETRY ? "retry" : "report");
-	fprintf(f, "        retry_interval = %u; retry_timeout = %u;\n",
-		s.retry_interval_ms, s.retry_timeout_ms);
-	if (s.alua_group)
-		fprintf(f, "        alua_group = %u; alua_peer_group = %u; alua_state = \"%s\";\n",
-			s.alua_group, s.alua_peer_group,
-			s.alua_standby ? "standby" : "active");
-	fprintf(f, "        retry_errors = [");
-	for (int e = 1; e < LUN_ERRNO_BITS; e++) {
-		const char *name = strerrorname_np(e);
-		if (!lun_errno_retryable(s.retry_errors, e) || !name)
+/* Every key of the table, one per line, in the table's order. */
+static void dump_lun(FILE *f, struct scsi_lun *lun, bool last)
+{
+	/* Management requests hold config_lock(): the snapshot is stable. */
+	const struct lun_settings *s = lun_settings_get(lun);
+	const struct lun_key *k;
+	char text[2048];
+
+	fprintf(f, "      {\n");
+	for (unsigned i = 0; (k = lun_key_at(i)); i++) {
+		if (lun_key_flags(k) & LUN_KEY_ITEM)
+			continue;	/* written as part of bsopts */
+		if ((lun_key_flags(k) & LUN_KEY_ALUA) && !s->alua_group)
+			continue;	/* not shared with another node */
+		if (lun_key_flags(k) & LUN_KEY_RESIZE)
+			/* the size of what is open (a takeover re-reads it,
+			 * scsi_alua.c), so a missing store is recreated
+			 * alike */
+			snprintf(text, sizeof(text), "%llu",
+				 (unsigned long long)(atomic_load(&lun->nblocks) *
+						      s->block_size));
+		else if (lun_key_flags(k) & LUN_KEY_ALUA &&
+			 strcmp(lun_key_name(k), "alua_state") == 0)
+			/* the state the LUN is in, as before the key table */
+			snprintf(text, sizeof(text), "%s",
+				 scsi_alua_standby(lun) ? "standby" : "active");
+		else
+			lun_key_format(k, s, text, sizeof(text));
+		if ((lun_key_flags(k) & LUN_KEY_NONEMPTY) && !text[0])
 			continue;
-		fprintf(f, "%s\"%s\"", first ? " " : ", ", name);
-		first = false;
-	}
-	fprintf(f, "%s];\n", first ? "" : " ");
-	if (s.bsopts[0]) {
-		fprintf(f, "        bsopts = ");
-		dump_str(f, s.bsopts);
-		fprintf(f, ";\n");
-	}
-	if (s.backend_opts[0] && strcmp(s.backend_opts, "off") != 0) {
-		fprintf(f, "        fault = ");
-		dump_str(f, s.backend_opts);
+		fprintf(f, "        %s = ", lun_key_name(k));
+		dump_value(f, lun_key_kind(k), text);
 		fprintf(f, ";\n");
 	}
 	dump_bitmaps(f, lun);
@@ -232,7 +220,7 @@ static void dump_target(struct target *t, void *arg)
 	for (int i = 0, k = 0; i < n; i++) {
 		struct scsi_lun *lun = tgt_lun_get(t, luns[i]);
 
-		if (lun && strcmp(lun->set.backend, "snapshot") != 0)
+		if (lun && strcmp(lun_settings_get(lun)->backend, "snapshot") != 0)
 			luns[k++] = luns[i];
 		if (i == n - 1)
 			n = k;

@@ -203,126 +203,44 @@ static int reload_phase1(struct reload *r, const struct cfg_priv *pv,
 
 /* ---- phase 2: changes and removals ---- */
 
-/* Does the store differ (what a running LUN cannot change)? */
+/* Does the store differ (what a running LUN cannot change, so the LUN
+ * is replaced)?  The key table says which keys those are. */
 static bool reload_store_differs(struct scsi_lun *lun,
 				 const struct lun_settings *n)
 {
-	const struct lun_settings *o = &lun->set;
-
-	return strcmp(o->backend, n->backend) != 0 ||
-	       strcmp(o->path, n->path) != 0 ||
-	       strcmp(o->bsopts, n->bsopts) != 0 ||
-	       o->block_size != n->block_size || o->direct != n->direct || o->sync != n->sync;
+	return lun_settings_diff(lun_settings_get(lun), n, NULL) &
+	       LUN_KEY_STORE;
 }
 
-/* A changed `size` resizes the live LUN (README "Resizing a LUN"); a
- * file cannot say force, so a smaller size is refused and logged.  true
- * if the capacity changed. */
-static bool reload_lun_resize(int tid, struct scsi_lun *lun,
-			      const struct lun_settings *n)
-{
-	uint64_t cur = lun->nblocks * lun->set.block_size;
-	const char *why = NULL;
-	int ret;
-
-	if (!n->size || n->size == cur)
-		return false;
-	ret = scsi_lun_refresh(lun, n->size, 0, &why);
-	if (ret) {
-		log_err("reload: target %d: LUN %" PRIu64 ": size %" PRIu64 " refused (%s%s%s); it stays %" PRIu64,
-			tid, lun->set.lun, n->size, why ? why : "",
-			why ? ": " : "", strerror(-ret), cur);
-		return false;
-	}
-	return true;
-}
-
-/* The first backend in lun's stack that takes run-time parameters (the
- * fault spec). */
-static struct backend *reload_param_backend(struct scsi_lun *lun)
-{
-	for (struct backend *be = lun->be; be; be = be->inner)
-		if (be->ops->set_param)
-			return be;
-	return NULL;
-}
-
-/* Apply the run-time settings of n to lun (mgmt_lun.c's update, from a
- * file).  true if something changed. */
+/* Apply the run-time settings of n to lun (the same update tgtadm
+ * makes).  true if something changed. */
 static bool reload_lun_settings(int tid, struct scsi_lun *lun,
 				const struct lun_settings *n)
 {
-	struct lun_settings old, tmp;
-	const char *why;
+	const struct lun_settings *cur = lun_settings_get(lun);
+	struct lun_settings want = *n;
+	char why[512];
+	int ret;
 
-	pthread_mutex_lock(&lun->lock);
-	old = lun->set;
-	pthread_mutex_unlock(&lun->lock);
-	tmp = old;
-	memcpy(tmp.vendor_id, n->vendor_id, sizeof(tmp.vendor_id));
-	memcpy(tmp.product_id, n->product_id, sizeof(tmp.product_id));
-	memcpy(tmp.product_rev, n->product_rev, sizeof(tmp.product_rev));
-	memcpy(tmp.scsi_id, n->scsi_id, sizeof(tmp.scsi_id));
-	memcpy(tmp.scsi_sn, n->scsi_sn, sizeof(tmp.scsi_sn));
-	tmp.sense_desc = n->sense_desc;
-	tmp.removable = n->removable;
-	tmp.readonly = n->readonly;
-	tmp.online = n->online;
-	tmp.thin_provisioning = n->thin_provisioning;
-	tmp.write_cache = n->write_cache;
-	tmp.rerror = n->rerror;
-	tmp.werror = n->werror;
-	tmp.retry_interval_ms = n->retry_interval_ms;
-	tmp.retry_timeout_ms = n->retry_timeout_ms;
-	memcpy(tmp.retry_errors, n->retry_errors, sizeof(tmp.retry_errors));
-	tmp.alua_group = n->alua_group;
-	tmp.alua_peer_group = n->alua_peer_group;
-	tmp.alua_standby = n->alua_standby;
-	if (old.alua_group && (tmp.alua_group != old.alua_group ||
-			       tmp.alua_peer_group != old.alua_peer_group)) {
-		/* as in mgmt_lun.c: fixed once set */
+	if (cur->alua_group && (want.alua_group != cur->alua_group ||
+				want.alua_peer_group != cur->alua_peer_group)) {
+		/* as in tgtadm: fixed once set; the rest still applies */
 		log_warn("reload: target %d: LUN %" PRIu64 ": alua_group and alua_peer_group are fixed once set; kept",
-			 tid, old.lun);
-		tmp.alua_group = old.alua_group;
-		tmp.alua_peer_group = old.alua_peer_group;
+			 tid, cur->lun);
+		want.alua_group = cur->alua_group;
+		want.alua_peer_group = cur->alua_peer_group;
 	}
-	if (tmp.alua_group != old.alua_group ||
-	    tmp.alua_peer_group != old.alua_peer_group ||
-	    tmp.alua_standby != old.alua_standby) {
-		/* a handover asked for in the file (scsi_alua.c) */
-		if (scsi_alua_apply(lun, &tmp, false, &why)) {
-			log_warn("reload: target %d: LUN %" PRIu64 ": alua_state=%s refused: %s; ALUA settings kept",
-				 tid, old.lun,
-				 tmp.alua_standby ? "standby" : "active",
-				 why ? why : "?");
-			tmp.alua_group = old.alua_group;
-			tmp.alua_peer_group = old.alua_peer_group;
-			tmp.alua_standby = old.alua_standby;
-		}
-	}
+	ret = scsi_lun_update(lun, &want, 0, why, sizeof(why));
 
-	if (strcmp(old.backend_opts, n->backend_opts) != 0) {
-		struct backend *be = reload_param_backend(lun);
-		const char *spec = n->backend_opts[0] ? n->backend_opts : "off";
-		if (be && be->ops->set_param(be, "fault", spec) == 0)
-			snprintf(tmp.backend_opts, sizeof(tmp.backend_opts), "%s",
-				 n->backend_opts);
-		else
-			log_warn("reload: target %d: LUN %" PRIu64 ": fault=%s not applied",
-				 tid, old.lun, spec);
-	}
-	if (memcmp(&old, &tmp, sizeof(old)) == 0)
-		return false;
-	why = hang_check_settings(&tmp, lun->be);
-	if (why) {
+	if (ret < 0) {
 		log_warn("reload: target %d: LUN %" PRIu64 ": settings not changed: %s",
-			 tid, old.lun, why);
+			 tid, n->lun, why);
 		return false;
 	}
-	lun_settings_install(lun, &tmp);
-	log_info("reload: target %d: LUN %" PRIu64 " settings changed", tid,
-		 old.lun);
-	return true;
+	if (ret > 0)
+		log_info("reload: target %d: LUN %" PRIu64 " settings changed",
+			 tid, n->lun);
+	return ret > 0;
 }
 
 static const struct cfg_lun *reload_find_lun(const struct cfg_target *ct,
@@ -350,13 +268,13 @@ static void reload_luns(struct reload *r, struct target *t,
 			continue;
 		replace = cl && reload_store_differs(lun, &cl->s);
 		if (cl && !replace) {
-			bool resized = reload_lun_resize(t->tid, lun, &cl->s);
-			if (reload_lun_settings(t->tid, lun, &cl->s) || resized)
+			if (reload_lun_settings(t->tid, lun, &cl->s))
 				r->changed++;
 			scsi_lun_put(lun);
 			continue;
 		}
-		struct lun_settings old = lun->set;
+		/* reload holds config_lock(): the snapshot is stable */
+		struct lun_settings old = *lun_settings_get(lun);
 		scsi_lun_put(lun);
 		ret = tgt_lun_del(t->tid, nrs[i], false);
 		if (ret == -EBUSY) {

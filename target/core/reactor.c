@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -43,7 +45,21 @@ struct reactor {
 	/* the epoll batch being dispatched, so a delete can void later entries */
 	struct epoll_event batch[REACTOR_MAX_EVENTS];
 	int batch_pos, batch_n;
+
+	/* Quiescent-state counter for reactor_synchronize(): odd while the
+	 * thread runs no callback (blocked in epoll_wait, not started yet or
+	 * stopped), even while it does.  Only the reactor's thread writes it,
+	 * twice per loop turn, so the hot path pays a store to a line no
+	 * other thread writes (and nothing per command). */
+	atomic_uint_fast64_t qs;
+	uint_fast64_t qs_seen;		/* reactor_synchronize()'s snapshot */
+	struct list_head all;		/* reactors_all */
 };
+
+/* Every reactor between reactor_new() and reactor_free(), for
+ * reactor_synchronize().  The lock also makes synchronizers take turns. */
+static pthread_mutex_t reactors_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct list_head reactors_all = LIST_HEAD_INIT(reactors_all);
 
 static __thread struct reactor *reactor_cur;
 
@@ -262,6 +278,7 @@ struct reactor *reactor_new(int index)
 	r->call_tail = &r->call_head;
 	r->defer_tail = &r->defer_head;
 	r->now_ms = clock_ms();
+	atomic_init(&r->qs, 1);		/* not running: quiescent */
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	r->call_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	r->uring_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -280,6 +297,9 @@ struct reactor *reactor_new(int index)
 	    reactor_fd_add(r, &r->uring_w, r->uring_efd, EPOLLIN,
 			   reactor_uring_ready, r) < 0)
 		goto err_ring;
+	pthread_mutex_lock(&reactors_lock);
+	list_add_tail(&r->all, &reactors_all);
+	pthread_mutex_unlock(&reactors_lock);
 	return r;
 
 err_ring:
@@ -323,14 +343,62 @@ static int reactor_next_timeout(struct reactor *r)
 	return (int)MIN(t->when_ms - r->now_ms, 60000);
 }
 
+/* Leave a quiescent period: from here on the thread may read pointers
+ * that reactor_synchronize() protects.  seq_cst (not release): the store
+ * must be ordered before the loads that follow, against the publisher's
+ * pointer store and its load of qs (both seq_cst too). */
+static void reactor_qs_online(struct reactor *r)
+{
+	uint_fast64_t v = atomic_load_explicit(&r->qs, memory_order_relaxed);
+
+	atomic_store_explicit(&r->qs, v + 1, memory_order_seq_cst);
+}
+
+/* Enter a quiescent period: every pointer read in callbacks so far is
+ * dropped (release: those reads happen before a waiter frees). */
+static void reactor_qs_offline(struct reactor *r)
+{
+	uint_fast64_t v = atomic_load_explicit(&r->qs, memory_order_relaxed);
+
+	atomic_store_explicit(&r->qs, v + 1, memory_order_release);
+}
+
+void reactor_synchronize(void)
+{
+	struct reactor *r, *self = reactor_cur;
+
+	pthread_mutex_lock(&reactors_lock);
+	list_for_each_entry(r, &reactors_all, all)
+		r->qs_seen = atomic_load_explicit(&r->qs, memory_order_seq_cst);
+	list_for_each_entry(r, &reactors_all, all) {
+		/* The caller's own reactor is between callbacks by contract. */
+		if (r == self || (r->qs_seen & 1))
+			continue;
+		/* A loop turn is short (a capped batch of callbacks): yield
+		 * a few times, then sleep rather than spin on a busy one. */
+		for (unsigned spins = 0;
+		     atomic_load_explicit(&r->qs, memory_order_acquire) ==
+		     r->qs_seen; spins++) {
+			if (spins < 64)
+				sched_yield();
+			else
+				usleep(100);
+		}
+	}
+	pthread_mutex_unlock(&reactors_lock);
+}
+
 /* One loop turn: wait up to timeout_ms (or the next timer) for events,
- * dispatch them, then run due timers.  false if epoll_wait failed. */
+ * dispatch them, then run due timers.  false if epoll_wait failed.  The
+ * wait is the thread's quiescent period (reactor_synchronize()). */
 static bool reactor_turn(struct reactor *r, int timeout_ms)
 {
 	int n;
 
 	reactor_uring_kick(r);
+	reactor_qs_offline(r);
 	n = epoll_wait(r->epfd, r->batch, REACTOR_MAX_EVENTS, timeout_ms);
+	reactor_qs_online(r);
 	r->now_ms = clock_ms();
 	if (n < 0) {
 		if (errno == EINTR)
@@ -355,6 +423,7 @@ static bool reactor_turn(struct reactor *r, int timeout_ms)
 void reactor_run(struct reactor *r)
 {
 	reactor_cur = r;
+	reactor_qs_online(r);
 	while (!r->stopping)
 		if (!reactor_turn(r, reactor_next_timeout(r)))
 			break;
@@ -362,23 +431,30 @@ void reactor_run(struct reactor *r)
 	reactor_run_calls(r);
 	while (r->defer_head)
 		reactor_run_deferred(r);
+	reactor_qs_offline(r);
 	reactor_cur = NULL;
 }
 
 int reactor_run_once(struct reactor *r, int timeout_ms)
 {
 	int next = reactor_next_timeout(r);
+	int ret = 0;
 
 	reactor_cur = r;
 	if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
 		timeout_ms = next;
-	if (!reactor_turn(r, timeout_ms))
-		return -EIO;
-	/* calls queued by this turn's callbacks run now, not next turn,
-	 * and so does the work they defer (a response's flush, say) */
-	reactor_run_calls(r);
-	reactor_run_deferred(r);
-	return 0;
+	reactor_qs_online(r);
+	if (reactor_turn(r, timeout_ms)) {
+		/* calls queued by this turn's callbacks run now, not next
+		 * turn, and so does the work they defer (a response's flush,
+		 * say) */
+		reactor_run_calls(r);
+		reactor_run_deferred(r);
+	} else {
+		ret = -EIO;
+	}
+	reactor_qs_offline(r);
+	return ret;
 }
 
 static void reactor_stop_fn(void *arg)
@@ -396,6 +472,9 @@ void reactor_free(struct reactor *r)
 {
 	if (!r)
 		return;
+	pthread_mutex_lock(&reactors_lock);
+	list_del(&r->all);
+	pthread_mutex_unlock(&reactors_lock);
 	io_uring_queue_exit(&r->ring);
 	close(r->epfd);
 	close(r->call_efd);

@@ -102,6 +102,17 @@ int reactor_call(struct reactor *r, void (*fn)(void *arg), void *arg);
 void reactor_defer(struct reactor *r, struct ev_defer *d, ev_defer_fn fn,
 		   void *arg);
 
+/* Grace period (quiescent-state based reclamation, as in RCU's QSBR).
+ * A reactor thread may use a pointer it loaded from shared memory only
+ * until its current callback returns: between callbacks (in epoll_wait)
+ * it holds none.  reactor_synchronize() returns once every reactor has
+ * been between callbacks at least once since the call began, so an object
+ * unpublished before the call can be freed after it.  Blocks (a loop turn
+ * at most); call it from a management thread while holding no lock a
+ * reactor might wait for.  From a reactor thread, its own reactor counts
+ * as quiescent.  Costs the loop two stores per turn, nothing per command. */
+void reactor_synchronize(void);
+
 /* The reactor's io_uring, for backends.  Each SQE's user_data must point
  * to a struct reactor_uring_op whose fn is called with the CQE result on
  * this reactor. */

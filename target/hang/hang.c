@@ -84,7 +84,7 @@ enum hang_state hang_state(struct scsi_lun *lun)
 
 static uint64_t hang_lba(const struct scsi_lun *lun, const struct be_io *io)
 {
-	uint32_t bs = lun->set.block_size ? lun->set.block_size : 512;
+	uint32_t bs = lun_settings_get(lun)->block_size ? lun_settings_get(lun)->block_size : 512;
 
 	return io->offset / bs;
 }
@@ -116,7 +116,7 @@ void hang_call_or_die(struct hang_lun *h, struct reactor *r,
 {
 	if (h->env->call(r, fn, arg) < 0) {
 		log_err("hang: %s LUN %llu: cannot queue a reactor call",
-			hang_tgt_name(h), (unsigned long long)h->lun->set.lun);
+			hang_tgt_name(h), (unsigned long long)lun_settings_get(h->lun)->lun);
 		abort();
 	}
 }
@@ -161,7 +161,7 @@ static int hang_set_state(struct hang_lun *h, int to, unsigned ncmds,
 
 	if (!hang_transition_ok(from, to)) {
 		log_err("hang: %s LUN %llu: refused transition %s -> %s",
-			hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
+			hang_tgt_name(h), (unsigned long long)lun_settings_get(h->lun)->lun,
 			hang_state_name(from), hang_state_name(to));
 		return -EINVAL;
 	}
@@ -184,18 +184,18 @@ static int hang_set_state(struct hang_lun *h, int to, unsigned ncmds,
 
 	if (to == HANG_HUNG)
 		log_info("hang: %s LUN %llu: hung: %s, %u command(s) held",
-			 hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
+			 hang_tgt_name(h), (unsigned long long)lun_settings_get(h->lun)->lun,
 			 what, ncmds);
 	else if (to == HANG_FAILED)
 		log_info("hang: %s LUN %llu: failed after %llu.%llus (%s): "
 			 "%s, %u command(s) reported",
-			 hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
+			 hang_tgt_name(h), (unsigned long long)lun_settings_get(h->lun)->lun,
 			 (unsigned long long)dur / 1000,
 			 (unsigned long long)dur % 1000 / 100, why, what, ncmds);
 	else
 		log_info("hang: %s LUN %llu: recovered from %s after "
 			 "%llu.%llus (%s): %s, %u command(s) resubmitted",
-			 hang_tgt_name(h), (unsigned long long)h->lun->set.lun,
+			 hang_tgt_name(h), (unsigned long long)lun_settings_get(h->lun)->lun,
 			 hang_state_name(from), (unsigned long long)dur / 1000,
 			 (unsigned long long)dur % 1000 / 100, why, what,
 			 ncmds);
@@ -774,7 +774,7 @@ static void hang_bg_done(struct be_io *io, int res)
 static void hang_bg_probe(struct hang_lun *h)
 {
 	struct scsi_lun *lun = h->lun;
-	uint32_t bs = lun->set.block_size ? lun->set.block_size : 512;
+	uint32_t bs = lun_settings_get(lun)->block_size ? lun_settings_get(lun)->block_size : 512;
 	uint64_t lba = h->lba;
 
 	if (h->bg_inflight || h->probe)
@@ -871,7 +871,7 @@ static void hang_probe_fire(struct ev_timer *t)
 
 void hang_arm_probe(struct hang_lun *h)
 {
-	uint32_t iv = h->lun->set.retry_interval_ms;
+	uint32_t iv = lun_settings_get(h->lun)->retry_interval_ms;
 
 	if (atomic_load(&h->paused) || h->probe || h->bg_inflight)
 		return;
@@ -882,14 +882,16 @@ static void hang_timeout_fire(struct ev_timer *t)
 {
 	struct hang_lun *h = t->arg;
 	struct scsi_lun *lun;
+	uint32_t to;
 
 	if (!hang_timer_enter(h, t))
 		return;
 	lun = h->lun;
-	if (hang_get_state(h) != HANG_HUNG || !lun->set.retry_timeout_ms)
-		goto out;
 	/* re-read the setting: it may have changed during the episode */
-	if (hang_now(h) - h->t0 < lun->set.retry_timeout_ms) {
+	to = lun_settings_get(lun)->retry_timeout_ms;
+	if (hang_get_state(h) != HANG_HUNG || !to)
+		goto out;
+	if (hang_now(h) - h->t0 < to) {
 		hang_arm_timeout(h);
 		goto out;
 	}
@@ -904,7 +906,7 @@ out:
 /* (Re)arm the retry_timeout timer for the current episode; 0 = never. */
 void hang_arm_timeout(struct hang_lun *h)
 {
-	uint64_t to = h->lun->set.retry_timeout_ms, el;
+	uint64_t to = lun_settings_get(h->lun)->retry_timeout_ms, el;
 
 	hang_timer_clear(h, &h->timeout_timer);
 	if (!to || hang_get_state(h) != HANG_HUNG)

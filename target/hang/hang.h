@@ -126,7 +126,7 @@ int hang_verb(struct scsi_lun *lun, const char *verb);
  * Any thread.  Returns the length written or -ENOSPC if buf is too small. */
 int hang_describe(struct scsi_lun *lun, char *buf, unsigned len);
 
-/* Settings in lun->set changed at run time (rerror/werror/retry_*): apply
+/* Settings of lun changed at run time (rerror/werror/retry_*): apply
  * them to an episode in progress (new timeout, policy now report -> fail
  * the held commands).  Any thread. */
 void hang_settings_changed(struct scsi_lun *lun);
@@ -139,12 +139,5 @@ void hang_settings_changed(struct scsi_lun *lun);
  * code).  NULL (the default) checks nothing.  Any thread. */
 void hang_set_recheck(struct scsi_lun *lun,
 		      int (*recheck)(struct media_io *m));
-
-/* NULL if settings s may be used on backend be, else why not: retrying is
- * only honest when a failed write means "not written", so rerror/werror =
- * retry needs a backend that bypasses the page cache (be->direct). */
-struct lun_settings;
-const char *hang_check_settings(const struct lun_settings *s,
-				const struct backend *be);
 
 #endif

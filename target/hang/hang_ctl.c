@@ -81,7 +81,7 @@ void hang_abort(struct scsi_lun *lun, struct media_io *m)
 	req = malloc(sizeof(*req));
 	if (!req) {
 		log_err("hang: LUN %llu: no memory to abort a command",
-			(unsigned long long)lun->set.lun);
+			(unsigned long long)lun_settings_get(lun)->lun);
 		return;
 	}
 	req->h = h;
@@ -310,18 +310,6 @@ void hang_set_recheck(struct scsi_lun *lun, int (*recheck)(struct media_io *m))
 {
 	if (lun->hang)
 		__atomic_store_n(&lun->hang->recheck, recheck, __ATOMIC_RELEASE);
-}
-
-const char *hang_check_settings(const struct lun_settings *s,
-				const struct backend *be)
-{
-	if (s->rerror != ERR_POLICY_RETRY && s->werror != ERR_POLICY_RETRY)
-		return NULL;
-	if (be && !be->direct)
-		return "rerror/werror = retry needs direct I/O (O_DIRECT): "
-		       "with the page cache a failed write may already be "
-		       "lost, so retrying it would not be honest";
-	return NULL;
 }
 
 /* ---- show ---- */

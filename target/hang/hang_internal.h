@@ -149,11 +149,12 @@ static inline int hang_m_where(const struct media_io *m)
 static inline bool hang_retryable(const struct scsi_lun *lun, enum be_op op,
 				  int res)
 {
-	enum err_policy p = op == BE_OP_READ ? lun->set.rerror :
-					       lun->set.werror;
+	/* one snapshot for the policy and the errno set */
+	const struct lun_settings *s = lun_settings_get(lun);
+	enum err_policy p = op == BE_OP_READ ? s->rerror : s->werror;
 
 	return res < 0 && p == ERR_POLICY_RETRY &&
-	       lun_errno_retryable(lun->set.retry_errors, -res);
+	       lun_errno_retryable(s->retry_errors, -res);
 }
 
 /* Does a success of op prove that data can be written again? */

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -51,11 +52,12 @@ struct lun_settings {
 	 * alua_group 0 = off (one implicit group, always active) */
 	uint16_t alua_group;		/* this node's target port group */
 	uint16_t alua_peer_group;	/* the other node's, 0 = none */
-	bool alua_standby;		/* alua_state = "standby" */
+	bool alua_standby;		/* alua_state = "standby": the state
+					 * asked for; the state the LUN is in
+					 * is scsi_alua_state() (run-time
+					 * state, not a setting) */
 };
 
-/* Fill s with the defaults for LUN number lun. */
-void lun_settings_default(struct lun_settings *s, uint64_t lun);
 /* Set retry_errors to DESIGN.md's transient set. */
 void lun_retry_errors_default(uint64_t *bits);
 static inline bool lun_errno_retryable(const uint64_t *bits, int err)
@@ -64,12 +66,105 @@ static inline bool lun_errno_retryable(const uint64_t *bits, int err)
 	       (bits[err / 64] >> (err % 64) & 1);
 }
 
+/* ---- the key table (lun_keys.c) ----
+ *
+ * Every LUN setting is one row of one table: its name, its type and
+ * limits, the field it fills, its default, whether it may change on a
+ * live LUN and what else must happen when it does.  The config loader,
+ * `tgtadm --params`, validation, the reload diff and the printers all
+ * walk that table; adding a key is one row plus the code that uses the
+ * value. */
+
+/* How a key's value is spelled; what the printers quote and how. */
+enum lun_key_kind {
+	LUN_KIND_NUMBER,	/* decimal */
+	LUN_KIND_SIZE,		/* bytes, decimal; parsed also as "64M" */
+	LUN_KIND_BOOL,		/* true / false */
+	LUN_KIND_STRING,
+	LUN_KIND_LIST,		/* comma-separated names; "none" when empty */
+};
+
+enum lun_key_flag {
+	LUN_KEY_RUNTIME = 1u << 0,	/* `tgtadm --op update` and SIGHUP may
+					 * change it on a live LUN */
+	LUN_KEY_STORE = 1u << 1,	/* describes the store: a change needs a
+					 * new LUN (reload replaces it) */
+	LUN_KEY_HANG = 1u << 2,		/* the hang engine re-reads its policy */
+	LUN_KEY_MODE = 1u << 3,		/* a mode page changes (SPC-4 5.14:
+					 * MODE PARAMETERS CHANGED) */
+	LUN_KEY_PARAM = 1u << 4,	/* handed to the store at run time
+					 * (backend_ops.set_param) */
+	LUN_KEY_NONEMPTY = 1u << 5,	/* printers omit it while empty */
+	LUN_KEY_ITEM = 1u << 6,		/* an item of another key's value
+					 * (bsopts): printers skip it */
+	LUN_KEY_ALUA = 1u << 7,		/* scsi_alua_apply() re-reads it;
+					 * printers omit it without alua_group */
+	LUN_KEY_RESIZE = 1u << 8,	/* the store is resized (size) */
+	LUN_KEY_CHANGED = 1u << 31,	/* lun_settings_diff(): any change */
+};
+
+struct lun_key;
+
+/* The rows, in the order the printers write them; NULL after the last. */
+const struct lun_key *lun_key_at(unsigned i);
+/* The row for name (or its alias, e.g. "blocksize"), or NULL. */
+const struct lun_key *lun_key_find(const char *name);
+const char *lun_key_name(const struct lun_key *k);
+unsigned lun_key_flags(const struct lun_key *k);
+enum lun_key_kind lun_key_kind(const struct lun_key *k);
+/* The member name in `show --json`, or NULL when JSON does not carry the
+ * key under its own name. */
+const char *lun_key_json(const struct lun_key *k);
+/* The unit `show` writes after the value ("ms"), or NULL. */
+const char *lun_key_unit(const struct lun_key *k);
+/* k's value in s as text that lun_setting_apply() takes back (bools
+ * "true"/"false", lists comma-separated, "none" for an empty one).
+ * Returns the length (truncated to len like snprintf). */
+int lun_key_format(const struct lun_key *k, const struct lun_settings *s,
+		   char *buf, size_t len);
+
+/* Fill s with every key's default, for LUN number lun. */
+void lun_settings_default(struct lun_settings *s, uint64_t lun);
+/* Apply one LUN parameter (key=value as in targets.conf and tgtadm
+ * --params) to s.  Returns 0, -ENOENT (unknown key) or -EINVAL (bad value)
+ * with a reason in err; s is unchanged on failure. */
+int lun_setting_apply(struct lun_settings *s, const char *key,
+		      const char *value, char *err, unsigned errlen);
+/* Check settings as a whole, each rule once: a file LUN has a path, the
+ * size is a multiple of the block size, and DESIGN.md's safety rule
+ * (retry only on a store that bypasses the page cache: s asks for
+ * direct I/O and be, the store actually open if there is one, has it).
+ * 0, or -EINVAL with the reason in err and, in *key (if not NULL), the
+ * key to blame. */
+int lun_settings_check(const struct lun_settings *s, const struct backend *be,
+		       const char **key, char *err, unsigned errlen);
+/* Does s describe a file or block-device store (backend "file", or
+ * "fault" with a path)? */
+bool lun_settings_is_file(const struct lun_settings *s);
+/* s->path as shown to operators (show, JSON, log): a URL's CHAP secret
+ * ("iscsi://user%secret@host/...") is left out.  Returns buf, or "None"
+ * for an empty path. */
+const char *lun_settings_path_shown(const struct lun_settings *s, char *buf,
+				    size_t len);
+/* The flags (LUN_KEY_*) of every key whose value differs between a and
+ * b, or 0 if none does; *first (if not NULL) is the first such key not
+ * flagged LUN_KEY_RUNTIME | LUN_KEY_PARAM.  A size of 0 in b means "the
+ * store's size" and matches any size. */
+unsigned lun_settings_diff(const struct lun_settings *a,
+			   const struct lun_settings *b,
+			   const struct lun_key **first);
+/* Copy into dst the value of every key of src that has one of flags. */
+void lun_settings_merge(struct lun_settings *dst, const struct lun_settings *src,
+			unsigned flags);
+
 struct hang_lun;
 struct target;
 struct cbt_set;
 
 struct scsi_lun {
-	struct lun_settings set;	/* read by reactors; updated under lock */
+	/* The settings: an immutable snapshot, replaced whole by
+	 * lun_settings_publish().  Read it through lun_settings_get(). */
+	struct lun_settings *_Atomic set;
 	struct backend *be;		/* NULL for LUN 0 (controller) */
 	/* capacity in set.block_size blocks; atomic because online resize
 	 * (scsi_lun_refresh) changes it while reactors read it */
@@ -101,23 +196,39 @@ void scsi_lun_get(struct scsi_lun *l);
  * frees).  NULL is allowed. */
 void scsi_lun_put(struct scsi_lun *l);
 
-/* Apply one LUN parameter (key=value as in targets.conf and tgtadm
- * --params) to s.  Returns 0, -ENOENT (unknown key) or -EINVAL (bad value)
- * with a reason in err.  Used by the config loader and management. */
-int lun_setting_apply(struct lun_settings *s, const char *key,
-		      const char *value, char *err, unsigned errlen);
-/* Check a LUN's settings as a whole (a file LUN has a path, size is a
- * multiple of the block size, retry policies only with direct = true: the
- * DESIGN.md safety rule).  0 / -EINVAL with a reason in err. */
-int lun_settings_validate(const struct lun_settings *s, char *err,
-			  unsigned errlen);
-/* Does s describe a file or block-device store (backend "file", or
- * "fault" with a path)? */
-bool lun_settings_is_file(const struct lun_settings *s);
-/* s->path as shown to operators (show, JSON, log): a URL's CHAP secret
- * ("iscsi://user%secret@host/...") is left out.  Returns buf, or "None"
- * for an empty path. */
-const char *lun_settings_path_shown(const struct lun_settings *s, char *buf,
-				    size_t len);
+/* ---- settings snapshots (lun.c) ----
+ *
+ * A LUN's settings never change in place: an update builds a new object
+ * and publishes it with one atomic pointer store, so a reader sees either
+ * the old settings or the new ones, never a mix.
+ *
+ * Who may read, and for how long:
+ * - a reactor thread: lun_settings_get() once per use (per command step),
+ *   and only until its current callback returns: never store the pointer
+ *   in a command or across a reactor_call().  The old snapshot is freed
+ *   after reactor_synchronize() (reactor.h), which the healthy path pays
+ *   nothing per command for;
+ * - any other thread: while it holds what serializes updates (holdfast's
+ *   management requests and a SIGHUP reload all run under config_lock()),
+ *   or before the LUN is shared (creation, unit tests). */
+static inline const struct lun_settings *
+lun_settings_get(const struct scsi_lun *l)
+{
+	/* seq_cst pairs with reactor_synchronize()'s quiescent-state
+	 * counters; on x86 and arm64 it is a plain (acquire) load. */
+	return atomic_load_explicit(&l->set, memory_order_seq_cst);
+}
+/* Make s (malloc'ed, now owned by the LUN) the current settings; returns
+ * the previous snapshot (NULL on a new LUN) for lun_settings_retire().
+ * Callers serialize updates of one LUN. */
+struct lun_settings *lun_settings_publish(struct scsi_lun *l,
+					  struct lun_settings *s);
+/* Free a snapshot unpublished before the call once no reactor can still
+ * use it (blocks for a loop turn; hold no lock a reactor may wait for).
+ * NULL is allowed. */
+void lun_settings_retire(struct lun_settings *old);
+/* Free the current snapshot of a LUN nobody else can reach any more (the
+ * last reference is gone). */
+void lun_settings_release(struct scsi_lun *l);
 
 #endif

@@ -296,9 +296,9 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 	p->export_lun = export_lun;
 	p->format = CBT_FORMAT_RAW;
 	snprintf(p->target, sizeof(p->target), "%s", v);
-	if (lun->set.rerror == ERR_POLICY_RETRY) {
-		p->src_retry_ms = lun->set.retry_interval_ms ? lun->set.retry_interval_ms : 1000;
-		p->src_timeout_ms = lun->set.retry_timeout_ms;
+	if (lun_settings_get(lun)->rerror == ERR_POLICY_RETRY) {
+		p->src_retry_ms = lun_settings_get(lun)->retry_interval_ms ? lun_settings_get(lun)->retry_interval_ms : 1000;
+		p->src_timeout_ms = lun_settings_get(lun)->retry_timeout_ms;
 	}
 	p->release = job_release_lun;
 	p->release_arg = lun;
@@ -316,7 +316,7 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 		lun_settings_default(&ls, export_lun);
 		snprintf(ls.backend, sizeof(ls.backend), "snapshot");
 		ls.readonly = true;
-		ls.block_size = lun->set.block_size;
+		ls.block_size = lun_settings_get(lun)->block_size;
 		snprintf(ls.product_id, sizeof(ls.product_id), "SNAPSHOT");
 		err = tgt_lun_add_on(req->tid, &ls, node, &why);
 	}
@@ -415,9 +415,9 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 	if ((v = item(it, "rate_limit")) && !parse_u64(v, &p->rate_limit))
 		goto bad;
 	/* the source gets the LUN's own patience with its store */
-	if (lun->set.rerror == ERR_POLICY_RETRY) {
-		p->src_retry_ms = lun->set.retry_interval_ms ? lun->set.retry_interval_ms : 1000;
-		p->src_timeout_ms = lun->set.retry_timeout_ms;
+	if (lun_settings_get(lun)->rerror == ERR_POLICY_RETRY) {
+		p->src_retry_ms = lun_settings_get(lun)->retry_interval_ms ? lun_settings_get(lun)->retry_interval_ms : 1000;
+		p->src_timeout_ms = lun_settings_get(lun)->retry_timeout_ms;
 	}
 	p->release = job_release_lun;
 	p->release_arg = lun;

@@ -136,44 +136,81 @@ static void json_hang(struct mgmt_buf *b, struct scsi_lun *lun)
 			json_bool(strcmp(probing, "paused") == 0));
 }
 
+/* ", "name": value" for one key of the key table, typed by its kind; an
+ * empty optional string is null. */
+static void json_key(struct mgmt_buf *b, const struct lun_key *k,
+		     const struct lun_settings *s)
+{
+	const char *name = lun_key_json(k);
+	char text[2048], *save = NULL, *tok;
+	bool first = true;
+
+	lun_key_format(k, s, text, sizeof(text));
+	switch (lun_key_kind(k)) {
+	case LUN_KIND_NUMBER:
+	case LUN_KIND_SIZE:
+	case LUN_KIND_BOOL:
+		mgmt_buf_printf(b, ", \"%s\": %s", name, text);
+		return;
+	case LUN_KIND_STRING:
+		if ((lun_key_flags(k) & LUN_KEY_NONEMPTY) && !text[0])
+			mgmt_buf_printf(b, ", \"%s\": null", name);
+		else
+			json_kv(b, true, name, text);
+		return;
+	case LUN_KIND_LIST:
+		mgmt_buf_printf(b, ", \"%s\": [", name);
+		if (strcmp(text, "none") != 0)
+			for (tok = strtok_r(text, ",", &save); tok;
+			     tok = strtok_r(NULL, ",", &save)) {
+				if (!first)
+					mgmt_buf_printf(b, ", ");
+				json_str(b, tok);
+				first = false;
+			}
+		mgmt_buf_printf(b, "]");
+		return;
+	}
+}
+
 static void json_lun(struct mgmt_buf *b, const struct target *t,
 		     struct scsi_lun *lun)
 {
-	struct lun_settings s;
+	/* Management requests hold config_lock(): the snapshot is stable. */
+	const struct lun_settings *s = lun_settings_get(lun);
+	const struct lun_key *k;
 	char serial[64], id[128], text[1024], shown[PATH_MAX];
-	bool first = true;
 
-	pthread_mutex_lock(&lun->lock);
-	s = lun->set;
-	pthread_mutex_unlock(&lun->lock);
-	if (s.scsi_sn[0])
-		snprintf(serial, sizeof(serial), "%s", s.scsi_sn);
+	if (s->scsi_sn[0])
+		snprintf(serial, sizeof(serial), "%s", s->scsi_sn);
 	else
 		snprintf(serial, sizeof(serial), "%016" PRIx64,
-			 scsi_hash64(t->name, s.lun));
-	if (s.scsi_id[0])
-		snprintf(id, sizeof(id), "%s", s.scsi_id);
+			 scsi_hash64(t->name, s->lun));
+	if (s->scsi_id[0])
+		snprintf(id, sizeof(id), "%s", s->scsi_id);
 	else
-		snprintf(id, sizeof(id), "%-8s%s", s.vendor_id, serial);
+		snprintf(id, sizeof(id), "%-8s%s", s->vendor_id, serial);
 
-	mgmt_buf_printf(b, "{\"lun\": %" PRIu64 ", \"type\": \"disk\"", s.lun);
+	/* What tgtd shows that is not a key of its own, then the keys. */
+	mgmt_buf_printf(b, "{\"lun\": %" PRIu64 ", \"type\": \"disk\"", s->lun);
 	json_kv(b, true, "scsi_id", id);
 	json_kv(b, true, "scsi_sn", serial);
-	mgmt_buf_printf(b, ", \"size_bytes\": %llu, \"size_mb\": %llu, \"block_size\": %u",
-			(unsigned long long)(lun->nblocks * s.block_size),
-			(unsigned long long)((lun->nblocks * s.block_size +
-					      JSON_MB / 2) / JSON_MB),
-			s.block_size);
-	mgmt_buf_printf(b, ", \"online\": %s, \"removable\": %s, \"prevent_removal\": false, \"readonly\": %s, \"swp\": false, \"thin_provisioning\": %s",
-			json_bool(s.online), json_bool(s.removable),
-			json_bool(s.readonly), json_bool(s.thin_provisioning));
-	json_kv(b, true, "backing_store_type", s.backend);
-	if (s.path[0])
-		json_kv(b, true, "backing_store_path",
-			lun_settings_path_shown(&s, shown, sizeof(shown)));
-	else
-		mgmt_buf_printf(b, ", \"backing_store_path\": null");
-	json_kv(b, true, "backing_store_flags", s.direct ? "direct" : "");
+	mgmt_buf_printf(b, ", \"size_bytes\": %llu, \"size_mb\": %llu",
+			(unsigned long long)(lun->nblocks * s->block_size),
+			(unsigned long long)((lun->nblocks * s->block_size +
+					      JSON_MB / 2) / JSON_MB));
+	mgmt_buf_printf(b, ", \"prevent_removal\": false, \"swp\": false");
+	json_kv(b, true, "backing_store_flags", s->direct ? "direct" : "");
+	for (unsigned i = 0; (k = lun_key_at(i)); i++) {
+		if (!lun_key_json(k) || strcmp(lun_key_name(k), "lun") == 0)
+			continue;
+		if (strcmp(lun_key_name(k), "path") == 0 && s->path[0])
+			/* never a URL's CHAP secret */
+			json_kv(b, true, lun_key_json(k),
+				lun_settings_path_shown(s, shown, sizeof(shown)));
+		else
+			json_key(b, k, s);
+	}
 	if (be_stack_is_root(lun->be)) {
 		const char *chain[BE_STACK_MAX_NODES];
 		int n = be_stack_names(lun->be, chain, BE_STACK_MAX_NODES);
@@ -185,26 +222,7 @@ static void json_lun(struct mgmt_buf *b, const struct target *t,
 		}
 		mgmt_buf_printf(b, "]");
 	}
-	json_kv(b, true, "vendor_id", s.vendor_id);
-	json_kv(b, true, "product_id", s.product_id);
-	json_kv(b, true, "product_rev", s.product_rev);
-	mgmt_buf_printf(b, ", \"write_cache\": %s", json_bool(s.write_cache));
-	json_kv(b, true, "sense_format", s.sense_desc ? "descriptor" : "fixed");
-	json_kv(b, true, "rerror", s.rerror == ERR_POLICY_RETRY ? "retry" : "report");
-	json_kv(b, true, "werror", s.werror == ERR_POLICY_RETRY ? "retry" : "report");
-	mgmt_buf_printf(b, ", \"retry_interval_ms\": %u, \"retry_timeout_ms\": %u, \"retry_errors\": [",
-			s.retry_interval_ms, s.retry_timeout_ms);
-	for (int e = 1; e < LUN_ERRNO_BITS; e++) {
-		if (!lun_errno_retryable(s.retry_errors, e))
-			continue;
-		const char *name = strerrorname_np(e);
-		if (name)
-			mgmt_buf_printf(b, "%s\"%s\"", first ? "" : ", ", name);
-		else
-			mgmt_buf_printf(b, "%s\"%d\"", first ? "" : ", ", e);
-		first = false;
-	}
-	mgmt_buf_printf(b, "], \"hang\": ");
+	mgmt_buf_printf(b, ", \"hang\": ");
 	json_hang(b, lun);
 	if (lun->be && lun->be->ops->describe &&
 	    lun->be->ops->describe(lun->be, text, sizeof(text)) > 0) {

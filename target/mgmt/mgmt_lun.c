@@ -83,7 +83,7 @@ static int mgmt_lun_new(const struct mgmt_req *req)
 	if (mgmt_payload_get(req->payload, "blocksize", v, sizeof(v)) &&
 	    lun_setting_apply(&s, "block_size", v, reason, sizeof(reason)))
 		return MGMT_INVALID_REQUEST;
-	if (lun_settings_validate(&s, reason, sizeof(reason))) {
+	if (lun_settings_check(&s, NULL, NULL, reason, sizeof(reason))) {
 		log_err("target %d: LUN %llu not created: %s", req->tid,
 			(unsigned long long)req->lun, reason);
 		return MGMT_INVALID_REQUEST;
@@ -120,58 +120,27 @@ static int mgmt_lun_delete(const struct mgmt_req *req)
 	return ret ? MGMT_UNKNOWN_ERR : MGMT_SUCCESS;
 }
 
-/* Keys `logicalunit update` may change on a live LUN.  What the store is
- * (backend, path, size, block size, direct) is fixed at creation. */
-static const char *const mgmt_lun_runtime_keys[] = {
-	"vendor_id", "product_id", "product_rev", "scsi_id", "scsi_sn",
-	"sense_format", "removable", "readonly", "online",
-	"thin_provisioning", "write_cache", "rerror", "werror",
-	"retry_interval", "retry_timeout", "retry_errors",
-	"alua_state", "alua_group", "alua_peer_group",
-};
-
-static bool mgmt_lun_key_runtime(const char *key)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(mgmt_lun_runtime_keys); i++)
-		if (strcmp(key, mgmt_lun_runtime_keys[i]) == 0)
-			return true;
-	return false;
-}
-
-/* Online resize (README "Resizing a LUN"): size=BYTES grows the store,
- * force=1 lets it shrink, action=rescan re-reads a store grown outside
- * holdfast.  Handled apart from the settings: they act on the store. */
-struct mgmt_resize {
-	bool want;
-	uint64_t size;		/* 0 = rescan */
-	bool force;
-};
-
+/* Online resize (README "Resizing a LUN"): size=BYTES is a key of the
+ * table (scsi_lun_update() resizes the store); force=1 lets it shrink
+ * (and ALUA take the lock over), action=rescan re-reads a store grown
+ * outside holdfast.  These two are verbs, not settings. */
 static bool mgmt_lun_key_resize(const char *key)
 {
-	return strcmp(key, "size") == 0 || strcmp(key, "action") == 0 ||
-	       strcmp(key, "force") == 0;
+	return strcmp(key, "action") == 0 || strcmp(key, "force") == 0;
 }
 
-/* Parse one resize item into rs.  0 / -EINVAL with a reason. */
-static int mgmt_resize_item(struct mgmt_resize *rs, const char *key,
+/* Parse action= / force= into *flags (scsi_lun_update()'s force). */
+static int mgmt_resize_item(unsigned *flags, const char *key,
 			    const char *val, char *reason, unsigned len)
 {
-	if (strcmp(key, "size") == 0) {
-		if (util_parse_size(val, &rs->size) || !rs->size) {
-			snprintf(reason, len, "bad size (bytes, or a number "
-				 "with K, M, G or T)");
-			return -EINVAL;
-		}
-		rs->want = true;
-	} else if (strcmp(key, "action") == 0) {
+	if (strcmp(key, "action") == 0) {
 		if (strcmp(val, "rescan") != 0) {
 			snprintf(reason, len, "unknown action (rescan)");
 			return -EINVAL;
 		}
-		rs->want = true;
+		*flags |= LUN_KEY_RESIZE;
 	} else if (strcmp(val, "1") == 0 || strcmp(val, "yes") == 0) {
-		rs->force = true;
+		*flags |= SCSI_UPDATE_FORCE;
 	} else if (strcmp(val, "0") != 0 && strcmp(val, "no") != 0) {
 		snprintf(reason, len, "force is 0 or 1");
 		return -EINVAL;
@@ -179,9 +148,11 @@ static int mgmt_resize_item(struct mgmt_resize *rs, const char *key,
 	return 0;
 }
 
-/* Is this "key=value" item a LUN key (so it ends a fault spec)? */
+/* Is this "key=value" item a LUN key that update takes (so it ends a
+ * fault spec)? */
 static bool mgmt_item_is_lun_key(const char *item)
 {
+	const struct lun_key *k;
 	char key[64];
 	size_t n = strcspn(item, "=");
 
@@ -189,7 +160,8 @@ static bool mgmt_item_is_lun_key(const char *item)
 		return false;
 	memcpy(key, item, n);
 	key[n] = '\0';
-	return mgmt_lun_key_runtime(key) || strcmp(key, "fault") == 0 ||
+	k = lun_key_find(key);
+	return (k && (lun_key_flags(k) & (LUN_KEY_RUNTIME | LUN_KEY_PARAM))) ||
 	       strcmp(key, "hang") == 0 || mgmt_stack_key(key) ||
 	       mgmt_lun_key_resize(key);
 }
@@ -198,16 +170,6 @@ static bool mgmt_hang_verb_valid(const char *v)
 {
 	return strcmp(v, "pause") == 0 || strcmp(v, "resume") == 0 ||
 	       strcmp(v, "retry") == 0 || strcmp(v, "fail") == 0;
-}
-
-/* The first backend in lun's stack (top down) that takes run-time
- * parameters. */
-static struct backend *mgmt_param_backend(struct scsi_lun *lun)
-{
-	for (struct backend *be = lun->be; be; be = be->inner)
-		if (be->ops->set_param)
-			return be;
-	return NULL;
 }
 
 /* logicalunit update: "targetOps k=v,k=v," applied all-or-nothing.  Every
@@ -221,12 +183,13 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	char fault[sizeof(((struct lun_settings *)0)->backend_opts)] = "";
 	char reason[512], hang[16] = "";
 	struct mgmt_stack_change stack = { .add = "" };
-	struct mgmt_resize rs = { .force = req->force != 0 };
+	unsigned flags = req->force ? SCSI_UPDATE_FORCE : 0;
 	bool has_fault = false, alua = false;
 	struct lun_settings tmp;
+	const struct lun_key *k;
 	struct scsi_lun *lun = NULL;
 	struct target *t;
-	int n, err = MGMT_SUCCESS;
+	int n, ret, err = MGMT_SUCCESS;
 
 	t = tgt_get_by_tid(req->tid);
 	if (!t)
@@ -242,9 +205,8 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 		err = n == -ENOMEM ? MGMT_NOMEM : MGMT_INVALID_REQUEST;
 		goto out;
 	}
-	pthread_mutex_lock(&lun->lock);
-	tmp = lun->set;
-	pthread_mutex_unlock(&lun->lock);
+	/* Management requests hold config_lock(): the snapshot is stable. */
+	tmp = *lun_settings_get(lun);
 
 	for (int i = 0; i < n && !err; i++) {
 		char *eq = strchr(items[i], '=');
@@ -295,21 +257,19 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			else
 				snprintf(hang, sizeof(hang), "%s", val);
 		} else if (mgmt_lun_key_resize(key)) {
-			if (mgmt_resize_item(&rs, key, val, reason,
+			if (mgmt_resize_item(&flags, key, val, reason,
 					     sizeof(reason))) {
 				log_err("target %d: LUN %llu: %s=%s: %s",
 					req->tid, (unsigned long long)req->lun,
 					key, val, reason);
 				err = MGMT_INVALID_REQUEST;
 			}
-		} else if (!mgmt_lun_key_runtime(key)) {
-			struct lun_settings scratch = tmp;
-			bool known = lun_setting_apply(&scratch, key, val, reason,
-						       sizeof(reason)) != -ENOENT;
+		} else if (!(k = lun_key_find(key)) ||
+			   !(lun_key_flags(k) & LUN_KEY_RUNTIME)) {
 			log_err("target %d: LUN %llu: %s: %s", req->tid,
 				(unsigned long long)req->lun, key,
-				known ? "fixed when the LUN is created"
-				      : "unknown key");
+				k ? "fixed when the LUN is created"
+				  : "unknown key");
 			err = MGMT_INVALID_REQUEST;
 		} else if (lun_setting_apply(&tmp, key, val, reason,
 					     sizeof(reason))) {
@@ -321,84 +281,45 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	if (err)
 		goto out;
 
-	/* The settings as a whole, against the store actually open (the
-	 * DESIGN.md safety rule: retry only on a store that bypasses the
-	 * page cache). */
-	const char *why = hang_check_settings(&tmp, lun->be);
-	if (!why && lun_settings_validate(&tmp, reason, sizeof(reason)))
-		why = reason;
-	if (!why && mgmt_stack_check(&stack))
-		why = "filter_pos needs filter_add";
-	if (why) {
+	/* Refuse before changing anything: the stack request, and the
+	 * settings as a whole (scsi_lun_update() checks them again against
+	 * the chain it then has). */
+	if (mgmt_stack_check(&stack))
+		snprintf(reason, sizeof(reason), "filter_pos needs filter_add");
+	else
+		lun_settings_check(&tmp, lun->be, NULL, reason, sizeof(reason));
+	if (mgmt_stack_check(&stack) ||
+	    lun_settings_check(&tmp, lun->be, NULL, NULL, 0)) {
 		log_err("target %d: LUN %llu: update refused: %s", req->tid,
-			(unsigned long long)req->lun, why);
+			(unsigned long long)req->lun, reason);
 		err = MGMT_INVALID_REQUEST;
 		goto out;
 	}
-
-	/* Apply: the block stack changes and the fault spec first, the steps
-	 * the backend may still refuse (a fault spec then reaches the topmost
-	 * fault filter of the new chain); then the settings; then the hang
-	 * verb. */
+	/* Apply: the block stack changes first (the backend may refuse
+	 * them; a fault spec then reaches the topmost fault filter of the
+	 * new chain), then validate and install the settings with the fault
+	 * spec (scsi_lun_update()), then the hang verb. */
 	err = mgmt_stack_apply(req->tid, req->lun, tmp.block_size, lun->be,
 			       &stack);
 	if (err)
 		goto out;
-	/* The resize too may still be refused by the store. */
-	if (rs.want) {
-		int ret = scsi_lun_refresh(lun, rs.size,
-					   rs.force ? SCSI_REFRESH_FORCE : 0,
-					   &why);
-		if (ret) {
-			log_err("target %d: LUN %llu: resize refused: %s%s%s",
-				req->tid, (unsigned long long)req->lun,
-				why ? why : "", why ? ": " : "",
-				strerror(-ret));
-			err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION
-						 : MGMT_INVALID_REQUEST;
-			goto out;
-		}
-		tmp.size = lun->set.size;
-	}
-	/* ALUA (README "Two nodes in front of shared storage"): taking or
-	 * giving up the store may be refused (the other node is active) and
-	 * may wait for writes to drain. */
-	/* Leaving the pair, or renumbering it, on a live LUN could leave
-	 * both nodes serving: the group is fixed once set. */
-	if (alua && lun->set.alua_group &&
-	    (tmp.alua_group != lun->set.alua_group ||
-	     tmp.alua_peer_group != lun->set.alua_peer_group)) {
-		log_err("target %d: LUN %llu: alua_group and alua_peer_group "
-			"are fixed once set (delete and add the LUN to change "
-			"them)", req->tid, (unsigned long long)req->lun);
-		err = MGMT_INVALID_REQUEST;
+	/* One update (scsi_lun_update()): the resize, the ALUA state (taking
+	 * or giving up the store may be refused: the other node is active;
+	 * it may wait for writes to drain), the fault spec, then the
+	 * settings as one new snapshot. */
+	if (has_fault)
+		flags |= LUN_KEY_PARAM;
+	if (alua)
+		flags |= LUN_KEY_ALUA;
+	ret = scsi_lun_update(lun, &tmp, flags, reason, sizeof(reason));
+	if (ret < 0) {
+		log_err("target %d: LUN %llu: update refused: %s", req->tid,
+			(unsigned long long)req->lun, reason);
+		err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION :
+		      ret == -EBUSY && alua ? MGMT_LUN_ACTIVE :
+		      MGMT_INVALID_REQUEST;
 		goto out;
 	}
-	if (alua) {
-		int ret = scsi_alua_apply(lun, &tmp, rs.force, &why);
-		if (ret) {
-			log_err("target %d: LUN %llu: alua_state=%s refused: %s",
-				req->tid, (unsigned long long)req->lun,
-				tmp.alua_standby ? "standby" : "active",
-				why ? why : strerror(-ret));
-			err = ret == -EBUSY ? MGMT_LUN_ACTIVE
-					    : MGMT_INVALID_REQUEST;
-			goto out;
-		}
-	}
-	if (has_fault) {
-		struct backend *be = mgmt_param_backend(lun);
-		int ret = be ? be->ops->set_param(be, "fault", fault) : -EOPNOTSUPP;
-		if (ret) {
-			log_err("target %d: LUN %llu: fault=%s: %s", req->tid,
-				(unsigned long long)req->lun, fault,
-				strerror(-ret));
-			err = ret == -EOPNOTSUPP ? MGMT_UNSUPPORTED_OPERATION
-						 : MGMT_INVALID_REQUEST;
-			goto out;
-		}
-	}
-	lun_settings_install(lun, &tmp);
 	if (hang[0] && hang_verb(lun, hang))
 		err = MGMT_INVALID_REQUEST;
 	log_info("target %d: LUN %llu updated: %s", req->tid,

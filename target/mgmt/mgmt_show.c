@@ -76,22 +76,43 @@ static void show_lun0(struct mgmt_buf *b, const struct target *t)
 	mgmt_buf_printf(b, "            Backing store flags: \n");
 }
 
-static void show_errnos(struct mgmt_buf *b, const uint64_t *bits)
+/* The hang-on-error keys of the key table: "Hang policy: k=v, ..." for
+ * the scalar ones, in table order, then one "Retry errors:" line per
+ * list (names separated by blanks). */
+static void show_hang_keys(struct mgmt_buf *b, const struct lun_settings *s)
 {
-	bool any = false;
+	const struct lun_key *k;
+	char text[2048];
+	bool first = true;
 
-	mgmt_buf_printf(b, "            Retry errors:");
-	for (int e = 1; e < LUN_ERRNO_BITS; e++) {
-		if (!lun_errno_retryable(bits, e))
+	mgmt_buf_printf(b, "            Hang policy:");
+	for (unsigned i = 0; (k = lun_key_at(i)); i++) {
+		if (!(lun_key_flags(k) & LUN_KEY_HANG) ||
+		    lun_key_kind(k) == LUN_KIND_LIST)
 			continue;
-		const char *name = strerrorname_np(e);
-		if (name)
-			mgmt_buf_printf(b, " %s", name);
-		else
-			mgmt_buf_printf(b, " %d", e);
-		any = true;
+		lun_key_format(k, s, text, sizeof(text));
+		mgmt_buf_printf(b, "%s %s=%s%s%s", first ? "" : ",",
+				lun_key_name(k), text,
+				lun_key_unit(k) ? " " : "",
+				lun_key_unit(k) ? lun_key_unit(k) : "");
+		first = false;
 	}
-	mgmt_buf_printf(b, "%s\n", any ? "" : " none");
+	mgmt_buf_printf(b, "\n");
+	for (unsigned i = 0; (k = lun_key_at(i)); i++) {
+		if (!(lun_key_flags(k) & LUN_KEY_HANG) ||
+		    lun_key_kind(k) != LUN_KIND_LIST)
+			continue;
+		lun_key_format(k, s, text, sizeof(text));
+		for (char *c = text; *c; c++)
+			if (*c == ',')
+				*c = ' ';
+		/* "retry_errors" -> "Retry errors" */
+		const char *name = lun_key_name(k);
+		mgmt_buf_printf(b, "            %c", name[0] - 'a' + 'A');
+		for (const char *c = name + 1; *c; c++)
+			mgmt_buf_printf(b, "%c", *c == '_' ? ' ' : *c);
+		mgmt_buf_printf(b, ": %s\n", text);
+	}
 }
 
 /* Append text whose lines are indented for another level, adding
@@ -109,47 +130,45 @@ static void show_reindent(struct mgmt_buf *b, const char *text)
 static void show_lun(struct mgmt_buf *b, const struct target *t,
 		     struct scsi_lun *lun)
 {
-	struct lun_settings s;
+	/* Management requests hold config_lock(): the snapshot is stable. */
+	const struct lun_settings *s = lun_settings_get(lun);
 	char text[2048], shown[PATH_MAX];
 
-	pthread_mutex_lock(&lun->lock);
-	s = lun->set;
-	pthread_mutex_unlock(&lun->lock);
 	char serial[64];
-	if (s.scsi_sn[0])
-		snprintf(serial, sizeof(serial), "%s", s.scsi_sn);
+	if (s->scsi_sn[0])
+		snprintf(serial, sizeof(serial), "%s", s->scsi_sn);
 	else
 		snprintf(serial, sizeof(serial), "%016" PRIx64,
-			 scsi_hash64(t->name, s.lun));
+			 scsi_hash64(t->name, s->lun));
 
 	/* tgtd's lines, in tgtd's order. */
-	mgmt_buf_printf(b, "        LUN: %" PRIu64 "\n", s.lun);
+	mgmt_buf_printf(b, "        LUN: %" PRIu64 "\n", s->lun);
 	mgmt_buf_printf(b, "            Type: disk\n");
-	if (s.scsi_id[0])
-		mgmt_buf_printf(b, "            SCSI ID: %s\n", s.scsi_id);
+	if (s->scsi_id[0])
+		mgmt_buf_printf(b, "            SCSI ID: %s\n", s->scsi_id);
 	else	/* the T10 vendor designator INQUIRY reports (SPC-4 7.8.6.4) */
-		mgmt_buf_printf(b, "            SCSI ID: %-8s%s\n", s.vendor_id,
+		mgmt_buf_printf(b, "            SCSI ID: %-8s%s\n", s->vendor_id,
 				serial);
 	mgmt_buf_printf(b, "            SCSI SN: %s\n", serial);
 	mgmt_buf_printf(b, "            Size: %llu MB, Block size: %u\n",
-			(unsigned long long)((lun->nblocks * s.block_size +
+			(unsigned long long)((lun->nblocks * s->block_size +
 					      SHOW_MB / 2) / SHOW_MB),
-			s.block_size);
-	mgmt_buf_printf(b, "            Online: %s\n", yes_no(s.online));
+			s->block_size);
+	mgmt_buf_printf(b, "            Online: %s\n", yes_no(s->online));
 	mgmt_buf_printf(b, "            Removable media: %s\n",
-			yes_no(s.removable));
+			yes_no(s->removable));
 	mgmt_buf_printf(b, "            Prevent removal: No\n");
-	mgmt_buf_printf(b, "            Readonly: %s\n", yes_no(s.readonly));
+	mgmt_buf_printf(b, "            Readonly: %s\n", yes_no(s->readonly));
 	mgmt_buf_printf(b, "            SWP: No\n");
 	mgmt_buf_printf(b, "            Thin-provisioning: %s\n",
-			yes_no(s.thin_provisioning));
-	mgmt_buf_printf(b, "            Backing store type: %s\n", s.backend);
+			yes_no(s->thin_provisioning));
+	mgmt_buf_printf(b, "            Backing store type: %s\n", s->backend);
 	mgmt_buf_printf(b, "            Backing store path: %s\n",
-			lun_settings_path_shown(&s, shown, sizeof(shown)));
+			lun_settings_path_shown(s, shown, sizeof(shown)));
 	/* tgtd's spelling: "sync:direct", "sync", "direct" or empty */
 	mgmt_buf_printf(b, "            Backing store flags: %s%s%s\n",
-			s.sync ? "sync" : "", s.sync && s.direct ? ":" : "",
-			s.direct ? "direct" : "");
+			s->sync ? "sync" : "", s->sync && s->direct ? ":" : "",
+			s->direct ? "direct" : "");
 
 	/* holdfast's lines. */
 	if (be_stack_is_root(lun->be)) {
@@ -157,15 +176,11 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 		mgmt_buf_printf(b, "            Backing store chain: %s\n", text);
 	}
 	mgmt_buf_printf(b, "            Vendor: %s, Product: %s, Revision: %s\n",
-			s.vendor_id, s.product_id, s.product_rev);
+			s->vendor_id, s->product_id, s->product_rev);
+	lun_key_format(lun_key_find("sense_format"), s, text, sizeof(text));
 	mgmt_buf_printf(b, "            Write cache: %s, Sense format: %s\n",
-			yes_no(s.write_cache),
-			s.sense_desc ? "descriptor" : "fixed");
-	mgmt_buf_printf(b, "            Hang policy: rerror=%s, werror=%s, retry_interval=%u ms, retry_timeout=%u ms\n",
-			s.rerror == ERR_POLICY_RETRY ? "retry" : "report",
-			s.werror == ERR_POLICY_RETRY ? "retry" : "report",
-			s.retry_interval_ms, s.retry_timeout_ms);
-	show_errnos(b, s.retry_errors);
+			yes_no(s->write_cache), text);
+	show_hang_keys(b, s);
 	if (hang_describe(lun, text, sizeof(text)) > 0)
 		show_reindent(b, text);
 	if (scsi_alua_describe(lun, text, sizeof(text)) > 0)

@@ -146,12 +146,26 @@ void scsi_nexus_lost(struct target *t, const struct scsi_nexus *n);
  * Called once from the last scsi_lun_put(); safe when lun->scsi is NULL. */
 void scsi_lun_state_free(struct scsi_lun *lun);
 
-/* Install new run-time settings on a live LUN (management update, SIGHUP
- * reload) and tell who depends on them: the hang engine when the error
- * policy changed, the initiators (MODE PARAMETERS CHANGED) when a mode
- * page changed.  Returns the settings that were replaced.  Any thread. */
-struct lun_settings lun_settings_install(struct scsi_lun *lun,
-					 const struct lun_settings *s);
+/* The one way a live LUN's settings change (tgtadm update, SIGHUP
+ * reload): validate s as a whole against the store that is open
+ * (lun_settings_check()), refuse a change of a key that is fixed at
+ * creation, hand a changed fault spec to the store, then publish the
+ * run-time keys of s as a new snapshot and tell who depends on them: the
+ * hang engine when the error policy changed, the initiators (MODE
+ * PARAMETERS CHANGED) when a mode page changed.  Keys in force (LUN_KEY_*
+ * flags) count as changed even when equal (tgtadm re-arming the same
+ * fault spec).  Returns 1 if something changed, 0 if nothing did, or
+ * -EINVAL / -EPERM (a fixed key) / the store's -errno with the reason in
+ * err; nothing changes on failure.  Management thread, with updates of
+ * the LUN serialized (config_lock()); blocks for a reactor loop turn
+ * (reactor_synchronize()) before the old snapshot is freed. */
+int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
+		    unsigned force, char *err, unsigned errlen);
+/* In scsi_lun_update()'s force: tgtadm's force=1 (a smaller size may
+ * shrink the LUN; ALUA takes the lock over from a node known dead).
+ * LUN_KEY_RESIZE in force with s->size 0 re-reads the store's size
+ * (action=rescan); LUN_KEY_ALUA re-applies the ALUA state. */
+#define SCSI_UPDATE_FORCE	(1u << 30)
 
 /* Create a LUN from settings: opens the backend (creating a sparse file if
  * needed).  Returns 0 and *out, or -errno with *errmsg explaining why. */
@@ -186,6 +200,11 @@ int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
 		    bool force, const char **errmsg);
 /* The show line of a LUN's ALUA state ("" without alua_group). */
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
+/* Is the LUN not active/optimized for its ALUA group?  Run-time state
+ * (SET TARGET PORT GROUPS, a refused takeover at start), which the
+ * alua_state setting (the state asked for) need not match.  false
+ * without alua_group. */
+bool scsi_alua_standby(struct scsi_lun *lun);
 
 /* The same on a store node that is already open (a snapshot export):
  * the LUN takes it over, and closes it on failure too. */

@@ -108,7 +108,7 @@ uint8_t scsi_alua_state(struct scsi_lun *lun)
 {
 	struct scsi_alua *a;
 
-	if (!lun || !lun->set.alua_group)
+	if (!lun || !lun_settings_get(lun)->alua_group)
 		return ALUA_AO;
 	a = alua_of(lun);
 	/* configured but not set up yet: not serving until it owns the
@@ -134,7 +134,7 @@ const char *scsi_alua_identity(struct scsi_lun *lun)
 {
 	struct scsi_alua *a;
 
-	if (!lun || !lun->set.alua_group)
+	if (!lun || !lun_settings_get(lun)->alua_group)
 		return NULL;
 	a = alua_of(lun);
 	return a && a->id[0] ? a->id : NULL;
@@ -371,7 +371,7 @@ static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
  * fsync applies to the file, through any descriptor. */
 static int alua_flush_store(struct scsi_lun *lun)
 {
-	int fd = open(lun->set.path, O_RDONLY | O_CLOEXEC);
+	int fd = open(lun_settings_get(lun)->path, O_RDONLY | O_CLOEXEC);
 	int err = 0;
 
 	if (fd < 0)
@@ -418,7 +418,7 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	err = alua_flush_store(lun);
 	if (err)
 		log_warn("target %s: LUN %" PRIu64 ": flush before handover: %s",
-			 lun->target_name, lun->set.lun, strerror(-err));
+			 lun->target_name, lun_settings_get(lun)->lun, strerror(-err));
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
 	bool was_owner = a->owner;
@@ -430,11 +430,11 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	if (was_owner)
 		log_info("target %s: LUN %" PRIu64 ": standby (drained and "
 			 "flushed, ownership lock released; drain took %" PRIu64
-			 " ms)", lun->target_name, lun->set.lun,
+			 " ms)", lun->target_name, lun_settings_get(lun)->lun,
 			 alua_now_ms() - t0);
 	else
 		log_info("target %s: LUN %" PRIu64 ": standby",
-			 lun->target_name, lun->set.lun);
+			 lun->target_name, lun_settings_get(lun)->lun);
 	return 0;
 }
 
@@ -472,7 +472,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	}
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
-		 "lock %s taken%s)", lun->target_name, lun->set.lun, a->path,
+		 "lock %s taken%s)", lun->target_name, lun_settings_get(lun)->lun, a->path,
 		 force ? " by force" : "");
 	return 0;
 }
@@ -500,7 +500,7 @@ static void *alua_watchdog(void *arg)
 					"ownership lock (%s was replaced: "
 					"another node took over with force=1); "
 					"now standby", a->lun->target_name,
-					a->lun->set.lun, a->path);
+					lun_settings_get(a->lun)->lun, a->path);
 				continue;
 			}
 			if (a->owner)
@@ -614,18 +614,23 @@ void scsi_alua_free(struct scsi_alua *a)
 	free(a);
 }
 
+bool scsi_alua_standby(struct scsi_lun *lun)
+{
+	return scsi_alua_state(lun) != ALUA_AO;
+}
+
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 {
 	struct scsi_alua *a;
 
-	if (!lun->set.alua_group)
+	if (!lun_settings_get(lun)->alua_group)
 		return 0;
 	a = alua_of(lun);
 	return snprintf(buf, len, "        ALUA: group %u %s%s, peer group %u "
-			"%s, identity %s\n", lun->set.alua_group,
+			"%s, identity %s\n", lun_settings_get(lun)->alua_group,
 			alua_state_name(scsi_alua_state(lun)),
 			a && a->owner ? " (owner)" : "",
-			lun->set.alua_peer_group,
+			lun_settings_get(lun)->alua_peer_group,
 			alua_state_name(scsi_alua_peer_state(lun)),
 			a && a->id[0] ? a->id : "-");
 }
@@ -634,16 +639,16 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 
 uint16_t scsi_alua_rel_port(const struct scsi_cmd *cmd)
 {
-	if (cmd->lun && cmd->lun->set.alua_group)
-		return cmd->lun->set.alua_group;
+	if (cmd->lun && lun_settings_get(cmd->lun)->alua_group)
+		return lun_settings_get(cmd->lun)->alua_group;
 	return cmd->nexus && cmd->nexus->rel_port_id ? cmd->nexus->rel_port_id
 						     : 1;
 }
 
 uint16_t scsi_alua_group(const struct scsi_cmd *cmd)
 {
-	if (cmd->lun && cmd->lun->set.alua_group)
-		return cmd->lun->set.alua_group;
+	if (cmd->lun && lun_settings_get(cmd->lun)->alua_group)
+		return lun_settings_get(cmd->lun)->alua_group;
 	return cmd->nexus && cmd->nexus->tpgt ? cmd->nexus->tpgt : 1;
 }
 
@@ -656,6 +661,7 @@ struct alua_stpg_job {
 	struct scsi_cmd *cmd;
 	struct reactor *r;
 	bool want_active;
+	struct lun_settings set;	/* copied on the reactor */
 };
 
 static void alua_stpg_done(void *arg)
@@ -677,23 +683,22 @@ static void *alua_stpg_thread(void *arg)
 	const char *why = NULL;
 	int err;
 
-	pthread_mutex_lock(&lun->lock);
-	s = lun->set;
-	pthread_mutex_unlock(&lun->lock);
+	/* the snapshot the reactor copied for this job (this thread holds
+	 * neither a reactor callback nor config_lock()) */
+	s = j->set;
 	s.alua_standby = !j->want_active;
 	pthread_mutex_lock(&alua_mutex);
 	err = alua_apply_locked(lun, &s, false, RTPG_STATUS_STPG, &why);
 	pthread_mutex_unlock(&alua_mutex);
 	if (err) {
 		log_err("target %s: LUN %" PRIu64 ": SET TARGET PORT GROUPS "
-			"refused: %s", lun->target_name, lun->set.lun,
+			"refused: %s", lun->target_name, s.lun,
 			why ? why : strerror(-err));
 		scsi_sense(cmd, SENSE_KEY_HARDWARE_ERROR, ASC_STPG_FAILED);
-	} else {
-		pthread_mutex_lock(&lun->lock);
-		lun->set.alua_standby = !j->want_active;
-		pthread_mutex_unlock(&lun->lock);
 	}
+	/* The state the LUN is in is run-time state (a->state), not a
+	 * setting: no snapshot is written; alua_state keeps the state asked
+	 * for by the operator. */
 	if (reactor_call(j->r, alua_stpg_done, j) < 0) {
 		/* cannot happen short of memory; complete here */
 		free(j);
@@ -707,10 +712,11 @@ enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd)
 	struct scsi_lun *lun = cmd->lun;
 	uint32_t len = get_be32(cmd->cdb + 6);
 	int want = -1;	/* -1 nothing asked, 0 standby, 1 active */
+	const struct lun_settings *set = lun_settings_get(lun);
 	pthread_t th;
 
 	cmd->out_want = len;
-	if (!lun->set.alua_group) {
+	if (!set->alua_group) {
 		/* one implicit group: nothing may be set (TPGS = 01b) */
 		scsi_sense_field(cmd, ASC_INVALID_OPCODE, true, 0, -1);
 		return SCSI_EXEC_DONE;
@@ -728,13 +734,13 @@ enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd)
 
 		/* Only one group can be active: making the peer active
 		 * means this one goes standby. */
-		if (g == lun->set.alua_group && st == ALUA_AO)
+		if (g == set->alua_group && st == ALUA_AO)
 			w = 1;
-		else if (g == lun->set.alua_group && st == ALUA_STANDBY)
+		else if (g == set->alua_group && st == ALUA_STANDBY)
 			w = 0;
-		else if (g == lun->set.alua_peer_group && st == ALUA_AO)
+		else if (g == set->alua_peer_group && st == ALUA_AO)
 			w = 0;
-		else if (g == lun->set.alua_peer_group && st == ALUA_STANDBY)
+		else if (g == set->alua_peer_group && st == ALUA_STANDBY)
 			continue;	/* the other node decides for itself */
 		else {
 			scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_PARAMETER_LIST,
@@ -758,6 +764,7 @@ enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd)
 	j->cmd = cmd;
 	j->r = reactor_current();
 	j->want_active = want;
+	j->set = *set;
 	cmd->stage = SCSI_STAGE_ALUA;
 	if (pthread_create(&th, NULL, alua_stpg_thread, j)) {
 		free(j);

@@ -802,22 +802,25 @@ void scsi_cmd_exec(struct scsi_cmd *cmd)
 	/* SPC-4 5.13.1 / SPC-2 5.5.1: RESERVATION CONFLICT */
 	if (lun && scsi_pr_conflict(cmd))
 		goto out;
+	/* one settings snapshot for the checks of this command */
+	const struct lun_settings *set = lun ? lun_settings_get(lun) : NULL;
+
 	/* SPC-4 5.15.2.4: a standby or transitioning port (the other node
 	 * owns the store) serves no media */
-	if (lun && lun->set.alua_group && scsi_alua_refuse(cmd, d->flags))
+	if (lun && set->alua_group && scsi_alua_refuse(cmd, d->flags))
 		goto out;
-	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && !lun->set.online) {
+	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && !set->online) {
 		scsi_sense(cmd, SENSE_KEY_NOT_READY,
 			   ASC_LUN_NOT_READY_MANUAL_INTERVENTION);
 		goto out;
 	}
-	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && lun->set.removable &&
+	if (lun && (d->flags & SCSI_OPF_NEEDS_READY) && set->removable &&
 	    !scsi_medium_present(lun)) {
 		scsi_sense(cmd, SENSE_KEY_NOT_READY, ASC_MEDIUM_NOT_PRESENT);
 		goto out;
 	}
 	if (lun && (d->flags & SCSI_OPF_WRITE) &&
-	    (lun->set.readonly || (lun->be && lun->be->readonly))) {
+	    (set->readonly || (lun->be && lun->be->readonly))) {
 		scsi_sense(cmd, SENSE_KEY_DATA_PROTECT, ASC_WRITE_PROTECTED);
 		goto out;
 	}

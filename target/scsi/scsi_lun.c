@@ -10,6 +10,7 @@
  * lun_capacity(); scsi_lun_refresh() is the one place that re-reads
  * them on a live LUN (online resize, a handover between nodes). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +26,8 @@
 #include "scsi_pr.h"
 #include "stack.h"
 
-#define LUN_BLOCK_SIZE_DEFAULT 512
-#define LUN_BLOCK_SIZE_LOWEST 512
-#define LUN_BLOCK_SIZE_HIGHEST 65536
 /* The fault spec may be written with its key, as in --params. */
+#define LUN_BLOCK_SIZE_DEFAULT 512
 #define LUN_FAULT_PREFIX "fault="
 
 /* Open the store named in s (or take given, an open store node), put the
@@ -118,6 +117,7 @@ static void scsi_lun_release(struct scsi_lun *l)
 	be_stack_close(l->be);
 	l->be = NULL;
 	cbt_set_free(l->cbt);
+	lun_settings_release(l);
 	pthread_mutex_destroy(&l->lock);
 	free(l);
 }
@@ -153,7 +153,7 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 
 	if (!l->be || l->cbt)
 		return 0;
-	err = cbt_sidecar_path(path, sizeof(path), target_name, l->set.lun);
+	err = cbt_sidecar_path(path, sizeof(path), target_name, lun_settings_get(l)->lun);
 	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
 	if (err)
 		return err;
@@ -181,36 +181,43 @@ static int scsi_lun_create_store(const struct lun_settings *s,
 				  struct backend *given, struct scsi_lun **out,
 				  const char **errmsg)
 {
+	/* Messages of lun_settings_check() outlive this call: LUN creation
+	 * runs on one thread at a time (config_lock(), or startup). */
+	static char why[256];
 	uint32_t bs = s->block_size ? s->block_size : LUN_BLOCK_SIZE_DEFAULT;
+	struct lun_settings *set;
 	struct scsi_lun *l;
 	int err;
 
+	/* The settings as a whole first (the key table's limits, the
+	 * safety rule as the settings state it) ... */
 	*errmsg = NULL;
-	if (bs < LUN_BLOCK_SIZE_LOWEST || bs > LUN_BLOCK_SIZE_HIGHEST ||
-	    (bs & (bs - 1))) {
-		be_stack_node_close(given);
-		*errmsg = "block size must be a power of two from 512 to 65536";
-		return -EINVAL;
-	}
 	l = calloc(1, sizeof(*l));
-	if (!l) {
+	set = malloc(sizeof(*set));
+	if (!l || !set) {
+		free(l);
+		free(set);
 		be_stack_node_close(given);
 		*errmsg = "out of memory";
 		return -ENOMEM;
 	}
-	l->set = *s;
-	l->set.block_size = bs;
+	*set = *s;
+	set->block_size = bs;
+	err = lun_settings_check(set, NULL, NULL, why, sizeof(why));
+	if (err) {
+		be_stack_node_close(given);
+		*errmsg = why;
+		goto err_free;
+	}
 
 	err = lun_open_stack(s, bs, given, &l->be, errmsg);
 	if (err)
 		goto err_free;
-	/* DESIGN.md safety rule, checked against what was actually opened
-	 * (settings validation checks the configured intent). */
-	if ((s->rerror == ERR_POLICY_RETRY || s->werror == ERR_POLICY_RETRY) &&
-	    !l->be->direct) {
-		*errmsg = "rerror/werror = retry needs direct I/O: through the "
-			  "page cache a failed write may already be lost";
-		err = -EINVAL;
+	/* ... and again against the store actually opened (the DESIGN.md
+	 * safety rule): the same check an update makes. */
+	err = lun_settings_check(set, l->be, NULL, why, sizeof(why));
+	if (err) {
+		*errmsg = why;
 		goto err_close;
 	}
 	uint64_t nblocks;
@@ -218,6 +225,10 @@ static int scsi_lun_create_store(const struct lun_settings *s,
 	if (err)
 		goto err_close;
 	atomic_init(&l->nblocks, nblocks);
+	/* The snapshot carries the size of what is open (size = 0 asks for
+	 * "the store's size"), so dump and reload see the real one. */
+	set->size = nblocks * bs;
+	atomic_init(&l->set, set);
 
 	atomic_init(&l->refcnt, 1);
 	l->release = scsi_lun_release;
@@ -242,6 +253,7 @@ err_mutex:
 err_close:
 	be_stack_close(l->be);
 err_free:
+	free(set);
 	free(l);
 	if (!*errmsg)
 		*errmsg = "cannot open the LUN's backing store";
@@ -255,7 +267,7 @@ static pthread_mutex_t scsi_lun_refresh_lock = PTHREAD_MUTEX_INITIALIZER;
 int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		     const char **errmsg)
 {
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;	/* fixed */
 	uint64_t old_nb, new_nb;
 	int err = 0;
 
@@ -272,7 +284,8 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	}
 	/* Only the node that owns a shared store changes it; a standby node
 	 * learns the new size when it takes over (scsi_alua.c). */
-	if (size && lun->set.alua_group && scsi_alua_state(lun) != ALUA_AO) {
+	if (size && lun_settings_get(lun)->alua_group &&
+	    scsi_alua_state(lun) != ALUA_AO) {
 		*errmsg = "this node is not active for the LUN: resize it on "
 			  "the node that is";
 		return -EBUSY;
@@ -300,10 +313,9 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		goto out;
 	}
 	atomic_store(&lun->nblocks, new_nb);
-	pthread_mutex_lock(&lun->lock);
-	if (lun->set.size)
-		lun->set.size = new_nb * bs;
-	pthread_mutex_unlock(&lun->lock);
+	/* The settings snapshot is not written here (it is immutable):
+	 * scsi_lun_update() publishes the new size; readers of the
+	 * capacity use lun->nblocks. */
 	if (flags & SCSI_REFRESH_SHARED) {
 		/* What the other node changed while it owned the store:
 		 * registrations and the reservation (their file), and
@@ -313,7 +325,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		if (err && err != -ENOENT)
 			log_warn("target %s: LUN %llu: reservations not re-read: %s",
 				 lun->target_name,
-				 (unsigned long long)lun->set.lun,
+				 (unsigned long long)lun_settings_get(lun)->lun,
 				 strerror(-err));
 		err = 0;
 		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
@@ -324,7 +336,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		 * read lun->nblocks, so they follow at once. */
 		scsi_lun_notify(lun, SCSI_EV_CAPACITY_CHANGED);
 		log_info("target %s: LUN %llu: capacity %llu -> %llu blocks of %u bytes",
-			 lun->target_name, (unsigned long long)lun->set.lun,
+			 lun->target_name, (unsigned long long)lun_settings_get(lun)->lun,
 			 (unsigned long long)old_nb,
 			 (unsigned long long)new_nb, bs);
 	}
@@ -333,26 +345,118 @@ out:
 	return err;
 }
 
-struct lun_settings lun_settings_install(struct scsi_lun *lun,
-					 const struct lun_settings *s)
+/* The first backend in lun's stack (top down) that takes run-time
+ * parameters (the fault layer). */
+static struct backend *scsi_lun_param_backend(struct scsi_lun *lun)
 {
-	struct lun_settings old;
+	for (struct backend *be = lun->be; be; be = be->inner)
+		if (be->ops->set_param)
+			return be;
+	return NULL;
+}
 
-	pthread_mutex_lock(&lun->lock);
-	old = lun->set;
-	lun->set = *s;
-	pthread_mutex_unlock(&lun->lock);
-	if (old.rerror != s->rerror || old.werror != s->werror ||
-	    old.retry_interval_ms != s->retry_interval_ms ||
-	    old.retry_timeout_ms != s->retry_timeout_ms ||
-	    memcmp(old.retry_errors, s->retry_errors,
-		   sizeof(old.retry_errors)) != 0)
+int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
+		    unsigned force, char *err, unsigned errlen)
+{
+	const struct lun_settings *cur = lun_settings_get(lun);
+	const struct lun_key *fixed;
+	struct lun_settings *next;
+	const char *why = NULL;
+	unsigned changed;
+	uint64_t cap, new_size;
+	int ret;
+
+	changed = lun_settings_diff(cur, s, &fixed) |
+		  (force & ~SCSI_UPDATE_FORCE);
+	if (fixed) {
+		snprintf(err, errlen, "%s: fixed when the LUN is created",
+			 lun_key_name(fixed));
+		return -EPERM;
+	}
+	/* the size asked for against the capacity the LUN has now (a
+	 * takeover may have re-read it, scsi_alua.c) */
+	cap = atomic_load(&lun->nblocks) * cur->block_size;
+	new_size = s->size != cap ? s->size : 0;	/* 0: re-read it */
+	if (new_size)
+		changed |= LUN_KEY_RESIZE | LUN_KEY_CHANGED;
+	else if (!(force & LUN_KEY_RESIZE))
+		changed &= ~LUN_KEY_RESIZE;
+	/* Leaving the pair, or renumbering it, on a live LUN could leave
+	 * both nodes serving: the groups are fixed once set. */
+	if (cur->alua_group && (s->alua_group != cur->alua_group ||
+				s->alua_peer_group != cur->alua_peer_group)) {
+		snprintf(err, errlen, "alua_group and alua_peer_group are "
+			 "fixed once set (delete and add the LUN to change "
+			 "them)");
+		return -EPERM;
+	}
+	/* alua_state is the state asked for; the LUN's is run-time state
+	 * (scsi_alua.c).  Ask again when they differ (an STPG or a refused
+	 * takeover moved the LUN away from the setting). */
+	if (s->alua_group &&
+	    s->alua_standby != (scsi_alua_state(lun) != ALUA_AO))
+		changed |= LUN_KEY_ALUA | LUN_KEY_CHANGED;
+	if (!changed)
+		return 0;
+	next = malloc(sizeof(*next));
+	if (!next) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	*next = *cur;
+	lun_settings_merge(next, s, LUN_KEY_RUNTIME | LUN_KEY_PARAM);
+	next->size = cap;
+	ret = lun_settings_check(next, lun->be, NULL, err, errlen);
+	if (ret)
+		goto refuse;
+
+	/* The steps the store may still refuse, each before anything is
+	 * published: the resize, the ALUA state, the fault spec. */
+	if (changed & LUN_KEY_RESIZE) {
+		ret = scsi_lun_refresh(lun, new_size,
+				       force & SCSI_UPDATE_FORCE ?
+				       SCSI_REFRESH_FORCE : 0, &why);
+		if (ret) {
+			snprintf(err, errlen, "size %" PRIu64 " refused (%s%s%s); it stays %" PRIu64,
+				 new_size, why ? why : "", why ? ": " : "",
+				 strerror(-ret), cap);
+			goto refuse;
+		}
+	}
+	next->size = atomic_load(&lun->nblocks) * next->block_size;
+	if (changed & LUN_KEY_ALUA) {
+		ret = scsi_alua_apply(lun, next, force & SCSI_UPDATE_FORCE,
+				      &why);
+		if (ret) {
+			snprintf(err, errlen, "alua_state=%s refused: %s",
+				 next->alua_standby ? "standby" : "active",
+				 why ? why : strerror(-ret));
+			goto refuse;
+		}
+	}
+	if (changed & LUN_KEY_PARAM) {
+		struct backend *be = scsi_lun_param_backend(lun);
+		const char *spec = next->backend_opts[0] ? next->backend_opts
+							 : "off";
+
+		ret = be ? be->ops->set_param(be, "fault", spec) : -EOPNOTSUPP;
+		if (ret) {
+			snprintf(err, errlen, "fault=%s: %s", spec,
+				 strerror(-ret));
+			goto refuse;
+		}
+	}
+	lun_settings_retire(lun_settings_publish(lun, next));
+	if (changed & LUN_KEY_HANG)
 		hang_settings_changed(lun);
 	/* Mode page contents changed (SPC-4 5.14: MODE PARAMETERS CHANGED). */
-	if (old.write_cache != s->write_cache ||
-	    old.sense_desc != s->sense_desc || old.readonly != s->readonly)
+	if (changed & LUN_KEY_MODE)
 		scsi_lun_notify(lun, SCSI_EV_MODE_CHANGED);
-	return old;
+	return 1;
+
+refuse:
+	free(next);
+	return ret;
 }
 
 bool scsi_lun_may_solicit(struct scsi_lun *lun)

@@ -63,7 +63,7 @@ enum scsi_exec_result spc_report_target_port_groups(struct scsi_cmd *cmd)
 		b[5] = RTPG_TRANSITION_SECS;
 	}
 	off = hdr;
-	if (!lun || !lun->set.alua_group) {
+	if (!lun || !lun_settings_get(lun)->alua_group) {
 		/* one group, one port: every path is active/optimized,
 		 * which is what an initiator's ALUA handler expects of a
 		 * single target */
@@ -74,13 +74,13 @@ enum scsi_exec_result spc_report_target_port_groups(struct scsi_cmd *cmd)
 		/* two nodes, a group each (scsi_alua.c); the port of a group
 		 * is numbered like the group */
 		off += rtpg_desc(b + off, scsi_alua_state(lun), 0, ALUA_SUP,
-				 lun->set.alua_group, scsi_alua_status(lun),
-				 lun->set.alua_group);
-		if (lun->set.alua_peer_group)
+				 lun_settings_get(lun)->alua_group, scsi_alua_status(lun),
+				 lun_settings_get(lun)->alua_group);
+		if (lun_settings_get(lun)->alua_peer_group)
 			off += rtpg_desc(b + off, scsi_alua_peer_state(lun), 0,
-					 ALUA_SUP, lun->set.alua_peer_group,
+					 ALUA_SUP, lun_settings_get(lun)->alua_peer_group,
 					 RTPG_STATUS_NONE,
-					 lun->set.alua_peer_group);
+					 lun_settings_get(lun)->alua_peer_group);
 	}
 	put_be32(b, off - 4);		/* RETURN DATA LENGTH */
 	return scsi_data_in(cmd, b, off, alloc);

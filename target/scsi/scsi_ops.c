@@ -218,9 +218,9 @@ static bool op_available(const struct scsi_op_desc *d,
 	/* SET TARGET PORT GROUPS: only where there is a group to set
 	 * (alua_group, scsi_alua.c); elsewhere TPGS says implicit only */
 	if (d->opcode == SCSI_OP_MAINTENANCE_OUT)
-		return lun && lun->set.alua_group;
+		return lun && lun_settings_get(lun)->alua_group;
 	return !(d->flags & SCSI_OPF_THIN) ||
-	       (lun && lun->set.thin_provisioning);
+	       (lun && lun_settings_get(lun)->thin_provisioning);
 }
 
 /* op_find() runs for every command: chains of the table's rows per

@@ -561,11 +561,11 @@ enum scsi_exec_result spc_pr_out(struct scsi_cmd *cmd)
 	if (cmd->status == SAM_STAT_GOOD && pr->path) {
 		/* a LUN shared with another node keeps it there always
 		 * (scsi_pr_store.c) */
-		if (pr->aptpl || pr->lun->set.alua_group) {
+		if (pr->aptpl || lun_settings_get(pr->lun)->alua_group) {
 			err = scsi_pr_store_save(pr);
 			if (err < 0) {
 				log_err("LUN %lu: saving reservations to %s: "
-					"%s", (unsigned long)pr->lun->set.lun,
+					"%s", (unsigned long)lun_settings_get(pr->lun)->lun,
 					pr->path, strerror(-err));
 				snap_restore(pr, &snap);
 				c->nabort = 0;

@@ -136,7 +136,7 @@ bool sbc_lba_range_ok(const struct scsi_lun *lun, uint64_t lba, uint64_t n)
 static void verify_done(struct scsi_cmd *cmd, int res)
 {
 	uint8_t *medium = cmd->iov.iov_base;
-	uint32_t bs = cmd->lun->set.block_size;
+	uint32_t bs = lun_settings_get(cmd->lun)->block_size;
 	uint32_t len = (uint32_t)cmd->mio.io.length;
 	uint8_t bytchk = cmd->cdb[1] >> RW_CDB_BYTCHK_SHIFT &
 			 RW_CDB_BYTCHK_MASK;
@@ -168,7 +168,7 @@ void sbc_media_finish(struct scsi_cmd *cmd, int res)
 	/* Dropped by a handover (scsi_alua.c), not by task management:
 	 * NOT READY 04/0A, which the initiator retries (on the other path
 	 * once it sees this one standby). */
-	if (res == -ECANCELED && !cmd->aborted && lun->set.alua_group &&
+	if (res == -ECANCELED && !cmd->aborted && lun_settings_get(lun)->alua_group &&
 	    scsi_alua_media_refused(cmd)) {
 		scsi_cmd_complete(cmd);
 		return;
@@ -261,7 +261,7 @@ enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
 	/* Counted in the write gate first, then checked: a handover either
 	 * sees this write in the gate and waits for it, or this write sees
 	 * the LUN transitioning (scsi_alua.c, both sides seq_cst). */
-	if (cmd->lun->set.alua_group && op != BE_OP_READ &&
+	if (lun_settings_get(cmd->lun)->alua_group && op != BE_OP_READ &&
 	    scsi_alua_state(cmd->lun) != ALUA_AO) {
 		cmd->stage = SCSI_STAGE_MEDIA;
 		m->complete(m, -ECANCELED);
@@ -283,7 +283,7 @@ static enum scsi_exec_result media_submit(struct scsi_cmd *cmd,
 enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;
 	bool write = is_write_op(cmd->cdb[0]);
 	struct rw_cdb rw;
 
@@ -343,7 +343,7 @@ enum scsi_exec_result sbc_read_write(struct scsi_cmd *cmd)
 		return SCSI_EXEC_DONE;
 	/* With the write cache off every write must reach stable storage
 	 * before GOOD (SBC-3 4.15). */
-	if (rw.fua || !lun->set.write_cache)
+	if (rw.fua || !lun_settings_get(lun)->write_cache)
 		flags |= BE_IO_FUA;
 	/* WRITE AND VERIFY: the data must be on the medium before GOOD
 	 * (SBC-3 5.40); a read-back compare of what the backend just took
@@ -366,15 +366,16 @@ enum scsi_exec_result sbc_read_capacity_10(struct scsi_cmd *cmd)
 	}
 	/* Too big for 32 bits: the initiator must use READ CAPACITY(16). */
 	put_be32(b, last > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)last);
-	put_be32(b + 4, lun->set.block_size);
+	put_be32(b + 4, lun_settings_get(lun)->block_size);
 	return scsi_data_in(cmd, b, sizeof(b), sizeof(b));
 }
 
 enum scsi_exec_result sbc_read_capacity_16(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
+	const struct lun_settings *set = lun_settings_get(lun);
 	uint8_t b[RC16_LEN];
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = set->block_size;
 
 	memset(b, 0, sizeof(b));
 	put_be64(b, lun->nblocks ? lun->nblocks - 1 : 0);
@@ -386,9 +387,9 @@ enum scsi_exec_result sbc_read_capacity_16(struct scsi_cmd *cmd)
 	 * block per physical block; the 4 KiB alignment and unmap hints
 	 * stay in the Block Limits page (OPTIMAL TRANSFER LENGTH / UNMAP
 	 * GRANULARITY), which is what Linux takes io_min from. */
-	if (bs < 4096 && !lun->set.thin_provisioning)
+	if (bs < 4096 && !set->thin_provisioning)
 		b[13] = (uint8_t)(__builtin_ctz(4096 / bs) & 0x0f);
-	if (lun->set.thin_provisioning)
+	if (set->thin_provisioning)
 		b[14] = RC16_LBPME | RC16_LBPRZ;
 	return scsi_data_in(cmd, b, sizeof(b), get_be32(cmd->cdb + 10));
 }
@@ -422,7 +423,7 @@ enum scsi_exec_result sbc_synchronize_cache(struct scsi_cmd *cmd)
 enum scsi_exec_result sbc_verify(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;
 	struct rw_cdb rw;
 
 	rw_decode(cmd->cdb, &rw);

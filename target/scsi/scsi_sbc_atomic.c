@@ -37,7 +37,7 @@ static unsigned write_flags(const struct scsi_cmd *cmd)
 {
 	/* With the write cache off every write reaches stable storage
 	 * before GOOD (SBC-3 4.15). */
-	return (cmd->cdb[1] & AW_CDB_FUA) || !cmd->lun->set.write_cache ?
+	return (cmd->cdb[1] & AW_CDB_FUA) || !lun_settings_get(cmd->lun)->write_cache ?
 		       BE_IO_FUA : 0;
 }
 
@@ -48,7 +48,7 @@ static bool aw_decode(struct scsi_cmd *cmd, uint32_t nb, uint16_t len_off,
 		      uint32_t max_blocks)
 {
 	struct scsi_lun *lun = cmd->lun;
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;
 
 	cmd->lba = get_be64(cmd->cdb + 2);
 	cmd->nblocks = nb;
@@ -117,13 +117,13 @@ static enum scsi_exec_result orw_start(struct scsi_cmd *cmd)
 		return SCSI_EXEC_DONE;
 	}
 	return sbc_media_submit(cmd, BE_OP_READ, 0,
-				cmd->lba * lun->set.block_size, cmd->cursor,
+				cmd->lba * lun_settings_get(lun)->block_size, cmd->cursor,
 				medium, orw_read_done);
 }
 
 enum scsi_exec_result sbc_orwrite(struct scsi_cmd *cmd)
 {
-	uint32_t bs = cmd->lun->set.block_size;
+	uint32_t bs = lun_settings_get(cmd->lun)->block_size;
 	uint32_t nb = get_be32(cmd->cdb + ORW_CDB_LEN_OFF);
 
 	if (!aw_decode(cmd, nb, ORW_CDB_LEN_OFF, SBC_MAX_TRANSFER_BYTES / bs))
@@ -155,14 +155,14 @@ static enum scsi_exec_result wa_start(struct scsi_cmd *cmd)
 	struct scsi_lun *lun = cmd->lun;
 
 	return sbc_media_submit(cmd, BE_OP_WRITE, write_flags(cmd),
-				cmd->lba * lun->set.block_size,
-				(uint64_t)cmd->nblocks * lun->set.block_size,
+				cmd->lba * lun_settings_get(lun)->block_size,
+				(uint64_t)cmd->nblocks * lun_settings_get(lun)->block_size,
 				cmd->buf, wa_write_done);
 }
 
 enum scsi_exec_result sbc_write_atomic(struct scsi_cmd *cmd)
 {
-	uint32_t bs = cmd->lun->set.block_size;
+	uint32_t bs = lun_settings_get(cmd->lun)->block_size;
 	uint32_t nb = get_be16(cmd->cdb + WA_CDB_LEN_OFF);
 
 	if (!aw_decode(cmd, nb, WA_CDB_LEN_OFF, sbc_max_atomic_blocks(bs)))

@@ -52,10 +52,10 @@ static void caw_read_done(struct media_io *m, int res)
 	}
 	free(medium);
 
-	unsigned flags = (cmd->cdb[1] & CAW_CDB_FUA) || !lun->set.write_cache ?
+	unsigned flags = (cmd->cdb[1] & CAW_CDB_FUA) || !lun_settings_get(lun)->write_cache ?
 				 BE_IO_FUA : 0;
 	sbc_media_submit(cmd, BE_OP_WRITE, flags,
-			 cmd->lba * lun->set.block_size, len, cmd->buf + len,
+			 cmd->lba * lun_settings_get(lun)->block_size, len, cmd->buf + len,
 			 caw_write_done);
 }
 
@@ -63,7 +63,7 @@ static void caw_read_done(struct media_io *m, int res)
 static enum scsi_exec_result caw_start(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
-	uint32_t len = cmd->nblocks * lun->set.block_size;
+	uint32_t len = cmd->nblocks * lun_settings_get(lun)->block_size;
 	void *medium;
 
 	if (posix_memalign(&medium, 4096, len)) {
@@ -72,7 +72,7 @@ static enum scsi_exec_result caw_start(struct scsi_cmd *cmd)
 		return SCSI_EXEC_DONE;
 	}
 	return sbc_media_submit(cmd, BE_OP_READ, 0,
-				cmd->lba * lun->set.block_size, len, medium,
+				cmd->lba * lun_settings_get(lun)->block_size, len, medium,
 				caw_read_done);
 }
 
@@ -80,7 +80,7 @@ enum scsi_exec_result sbc_compare_and_write(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
 	const uint8_t *cdb = cmd->cdb;
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;
 	uint32_t nb = cdb[CAW_CDB_NBLOCKS];
 
 	cmd->lba = get_be64(cdb + 2);

@@ -27,7 +27,7 @@
 
 static bool lun_thin(const struct scsi_lun *lun)
 {
-	return lun->set.thin_provisioning;
+	return lun_settings_get(lun)->thin_provisioning;
 }
 
 /* ---- UNMAP ----
@@ -49,7 +49,7 @@ static void unmap_next(struct media_io *m, int res);
 /* Submit the next non-empty descriptor, or finish. */
 static enum scsi_exec_result unmap_step(struct scsi_cmd *cmd)
 {
-	uint32_t bs = cmd->lun->set.block_size;
+	uint32_t bs = lun_settings_get(cmd->lun)->block_size;
 	uint32_t n = unmap_ndesc(cmd);
 
 	while (cmd->cursor < n) {
@@ -160,7 +160,7 @@ enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
 	const uint8_t *cdb = cmd->cdb;
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;
 	bool ws16 = cdb[0] == SCSI_OP_WRITE_SAME_16;
 	bool ndob = ws16 && (cdb[1] & WS16_CDB_NDOB);
 	uint64_t lba = ws16 ? get_be64(cdb + 2) : get_be32(cdb + 2);
@@ -221,6 +221,6 @@ enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd)
 	for (uint32_t i = 0; i < nb; i++)
 		memcpy(pat + (uint64_t)i * bs, cmd->buf, bs);
 	return sbc_media_submit(cmd, BE_OP_WRITE,
-				lun->set.write_cache ? 0 : BE_IO_FUA, offset,
+				lun_settings_get(lun)->write_cache ? 0 : BE_IO_FUA, offset,
 				length, pat, write_same_done);
 }

@@ -81,10 +81,10 @@ static int gls_probe(struct scsi_lun *lun, uint64_t lba, uint8_t *st,
 		     uint64_t *nb)
 {
 	struct backend *be = lun->be;
-	uint32_t bs = lun->set.block_size;
+	uint32_t bs = lun_settings_get(lun)->block_size;
 	uint64_t left = lun->nblocks - lba, ext = 0;
 
-	if (!lun->set.thin_provisioning || !be || !be->ops->block_status) {
+	if (!lun_settings_get(lun)->thin_provisioning || !be || !be->ops->block_status) {
 		*st = GLS_MAPPED;
 		*nb = left;
 		return 0;

@@ -3,7 +3,7 @@
  * Every CHECK CONDITION of the SCSI layer goes through scsi_sense_write(),
  * which produces fixed format (SPC-4 4.5.3) or descriptor format (SPC-4
  * 4.5.2) sense data according to the LUN's D_SENSE setting (control mode
- * page, set.sense_desc). */
+ * page, the settings snapshot's sense_desc). */
 #include <errno.h>
 #include <string.h>
 
@@ -96,7 +96,7 @@ static uint32_t sense_write(uint8_t *buf, bool desc, uint8_t key,
 
 bool scsi_cmd_sense_desc(const struct scsi_cmd *cmd)
 {
-	return cmd->lun && cmd->lun->set.sense_desc;
+	return cmd->lun && lun_settings_get(cmd->lun)->sense_desc;
 }
 
 static void sense_set(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq,

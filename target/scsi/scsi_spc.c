@@ -148,7 +148,7 @@ static void put_ascii(uint8_t *dst, const char *s, size_t width,
  * so it is stable across restarts. */
 static void lun_serial(const struct scsi_cmd *cmd, char *out, size_t len)
 {
-	const struct lun_settings *s = &cmd->lun->set;
+	const struct lun_settings *s = lun_settings_get(cmd->lun);
 
 	const char *shared = scsi_alua_identity(cmd->lun);
 
@@ -164,7 +164,7 @@ static void lun_serial(const struct scsi_cmd *cmd, char *out, size_t len)
 
 static uint64_t lun_naa(const struct scsi_cmd *cmd)
 {
-	const struct lun_settings *s = &cmd->lun->set;
+	const struct lun_settings *s = lun_settings_get(cmd->lun);
 	const char *shared = scsi_alua_identity(cmd->lun);
 	uint64_t h = s->scsi_id[0] ? scsi_hash64(s->scsi_id, 0)
 		   : shared	   ? scsi_hash64(shared, 0)
@@ -184,7 +184,7 @@ static uint8_t inq_peripheral(const struct scsi_cmd *cmd)
 
 static uint32_t inquiry_standard(const struct scsi_cmd *cmd, uint8_t *b)
 {
-	const struct lun_settings *s = cmd->lun ? &cmd->lun->set : NULL;
+	const struct lun_settings *s = cmd->lun ? lun_settings_get(cmd->lun) : NULL;
 
 	b[0] = inq_peripheral(cmd);
 	b[1] = s && s->removable ? INQ_RMB : 0;
@@ -260,7 +260,7 @@ static uint32_t desig_name(uint8_t *d, uint8_t assoc, const char *name)
 
 static uint32_t vpd_device_id(const struct scsi_cmd *cmd, uint8_t *b)
 {
-	const struct lun_settings *s = &cmd->lun->set;
+	const struct lun_settings *s = lun_settings_get(cmd->lun);
 	uint32_t off = 4;
 	uint8_t id[80];
 	char text[300];
@@ -311,7 +311,7 @@ static uint32_t vpd_device_id(const struct scsi_cmd *cmd, uint8_t *b)
 #define B0_UGAVALID 0x80
 static uint32_t vpd_block_limits(const struct scsi_cmd *cmd, uint8_t *b)
 {
-	uint32_t bs = cmd->lun->set.block_size ? cmd->lun->set.block_size : 512;
+	uint32_t bs = lun_settings_get(cmd->lun)->block_size ? lun_settings_get(cmd->lun)->block_size : 512;
 	uint32_t gran = bs < 4096 ? 4096 / bs : 1;
 
 	b[4] = B0_WSNZ;
@@ -319,7 +319,7 @@ static uint32_t vpd_block_limits(const struct scsi_cmd *cmd, uint8_t *b)
 	put_be16(b + 6, (uint16_t)gran);	/* optimal xfer granularity */
 	put_be32(b + 8, SBC_MAX_TRANSFER_BYTES / bs);	/* maximum xfer */
 	put_be32(b + 12, SBC_MAX_TRANSFER_BYTES / bs);	/* optimal xfer */
-	if (cmd->lun->set.thin_provisioning) {
+	if (lun_settings_get(cmd->lun)->thin_provisioning) {
 		put_be32(b + 20, SBC_MAX_UNMAP_LBA_COUNT);
 		put_be32(b + 24, SBC_MAX_UNMAP_DESCRIPTORS);
 		put_be32(b + 28, gran);		/* optimal unmap granularity */
@@ -353,7 +353,7 @@ static uint32_t vpd_block_chars(const struct scsi_cmd *cmd UNUSED, uint8_t *b)
 #define LBP_TYPE_THIN 0x02
 static uint32_t vpd_lb_provisioning(const struct scsi_cmd *cmd, uint8_t *b)
 {
-	if (cmd->lun->set.thin_provisioning) {
+	if (lun_settings_get(cmd->lun)->thin_provisioning) {
 		b[5] = LBP_LBPU | LBP_LBPWS | LBP_LBPWS10 | LBP_LBPRZ;
 		b[6] = LBP_TYPE_THIN;
 	}
@@ -459,7 +459,7 @@ enum scsi_exec_result spc_request_sense(struct scsi_cmd *cmd)
 static uint32_t mode_page(const struct scsi_cmd *cmd, uint8_t page, int pc,
 			  uint8_t *p)
 {
-	const struct lun_settings *s = &cmd->lun->set;
+	const struct lun_settings *s = lun_settings_get(cmd->lun);
 	uint32_t len;
 
 	switch (page) {
@@ -530,7 +530,7 @@ enum scsi_exec_result spc_mode_sense(struct scsi_cmd *cmd)
 	off = hdr;
 	if (!dbd) {
 		uint64_t nb = lun->nblocks;
-		uint32_t bs = lun->set.block_size;
+		uint32_t bs = lun_settings_get(lun)->block_size;
 		if (llbaa) {
 			put_be64(b + off, nb);
 			put_be32(b + off + 12, bs);
@@ -561,7 +561,7 @@ enum scsi_exec_result spc_mode_sense(struct scsi_cmd *cmd)
 	/* Mode parameter header (SPC-4 7.5.5); MODE DATA LENGTH excludes
 	 * itself. */
 	uint8_t devspec = MS_DEVSPEC_DPOFUA;
-	if (lun->set.readonly || (lun->be && lun->be->readonly))
+	if (lun_settings_get(lun)->readonly || (lun->be && lun->be->readonly))
 		devspec |= MS_DEVSPEC_WP;
 	if (ten) {
 		put_be16(b, (uint16_t)(off - 2));
@@ -606,7 +606,7 @@ enum scsi_exec_result spc_report_luns(struct scsi_cmd *cmd)
 		if (t)
 			n = tgt_lun_list(t, luns, TGT_MAX_LUNS);
 		else if (cmd->lun)
-			luns[n++] = cmd->lun->set.lun;
+			luns[n++] = lun_settings_get(cmd->lun)->lun;
 		/* LUN 0 is always reported (the controller if not
 		 * configured), so initiators find every other LUN. */
 		if (n == 0 || luns[0] != 0)
@@ -639,7 +639,7 @@ enum scsi_exec_result spc_start_stop_unit(struct scsi_cmd *cmd)
 	cmd->status = SAM_STAT_GOOD;
 	/* A POWER CONDITION other than START_VALID (0) ignores LOEJ. */
 	if ((b4 >> SSU_CDB_POWER_SHIFT) || !(b4 & SSU_CDB_LOEJ) ||
-	    !cmd->lun->set.removable)
+	    !lun_settings_get(cmd->lun)->removable)
 		return SCSI_EXEC_DONE;
 	/* Loading too is refused while removal is prevented (libiscsi
 	 * PreventAllow.Eject expects it; the tray must not move). */
@@ -661,7 +661,7 @@ enum scsi_exec_result spc_prevent_allow(struct scsi_cmd *cmd)
 		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 4, 1);
 		return SCSI_EXEC_DONE;
 	}
-	if (cmd->lun->set.removable)
+	if (lun_settings_get(cmd->lun)->removable)
 		scsi_medium_prevent(cmd->lun, cmd->nexus ? cmd->nexus->id : 0,
 				    prevent == PA_PREVENT);
 	cmd->status = SAM_STAT_GOOD;

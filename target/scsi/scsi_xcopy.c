@@ -235,7 +235,7 @@ int xcopy_parse(const uint8_t *p, uint32_t len, struct xcopy_list *out,
 
 uint64_t xcopy_lun_naa(const struct scsi_lun *lun)
 {
-	const struct lun_settings *s = &lun->set;
+	const struct lun_settings *s = lun_settings_get(lun);
 	const char *tname = lun->target ? lun->target->name : "";
 	/* Same derivation as the Device Identification page (scsi_spc.c):
 	 * the configured scsi_id, else target name and LUN number. */
@@ -525,13 +525,14 @@ static void job_chunk_done(struct media_io *m, int res)
 	if (j->phase == XP_READ) {
 		struct scsi_lun *src = j->lun[s->src];
 		struct scsi_lun *dst = j->lun[s->dst];
-		uint64_t off = s->dst_lba * dst->set.block_size + j->seg_done;
-		unsigned flags = dst->set.write_cache ? 0 : BE_IO_FUA;
+		const struct lun_settings *ds = lun_settings_get(dst);
+		uint64_t off = s->dst_lba * ds->block_size + j->seg_done;
+		unsigned flags = ds->write_cache ? 0 : BE_IO_FUA;
 
 		atomic_fetch_add(&src->reads, 1);
 		atomic_fetch_add(&src->read_bytes, j->chunk);
 		j->phase = XP_WRITE;
-		if (dst->set.alua_group) {
+		if (lun_settings_get(dst)->alua_group) {
 			/* Counted, then checked: a handover of dst waits for
 			 * this write or this write sees it (scsi_alua.c). */
 			scsi_write_gate_join(dst);
@@ -571,8 +572,8 @@ static void job_step(struct xcopy_job *j)
 		struct scsi_lun *src = j->lun[s->src];
 
 		if (j->seg_done == 0) {
-			uint32_t bs = s->dc ? j->lun[s->dst]->set.block_size
-					    : src->set.block_size;
+			uint32_t bs = s->dc ? lun_settings_get(j->lun[s->dst])->block_size
+					    : lun_settings_get(src)->block_size;
 			j->seg_bytes = (uint64_t)s->nblocks * bs;
 		}
 		if (j->seg_done == j->seg_bytes) {	/* 0 blocks */
@@ -584,7 +585,7 @@ static void job_step(struct xcopy_job *j)
 					 (uint64_t)XCOPY_CHUNK_BYTES);
 		j->phase = XP_READ;
 		job_submit(j, src, BE_OP_READ, 0,
-			   s->src_lba * src->set.block_size + j->seg_done);
+			   s->src_lba * lun_settings_get(src)->block_size + j->seg_done);
 		j->mio.complete = job_chunk_done;
 		hang_submit(src, &j->mio);
 		return;
@@ -623,17 +624,20 @@ static int job_prepare(struct xcopy_job *j)
 					goto unreachable;
 			}
 			struct scsi_lun *l = j->lun[idx[k]];
-			if (!l->set.online || !l->be)
+			const struct lun_settings *ls = lun_settings_get(l);
+			if (!ls->online || !l->be)
 				goto unreachable;
-			if (c->block_len && c->block_len != l->set.block_size)
+			if (c->block_len && c->block_len != ls->block_size)
 				goto wrong_type;
 		}
 
 		struct scsi_lun *src = j->lun[s->src], *dst = j->lun[s->dst];
-		uint32_t sbs = src->set.block_size, dbs = dst->set.block_size;
+		const struct lun_settings *ss = lun_settings_get(src),
+					  *ds = lun_settings_get(dst);
+		uint32_t sbs = ss->block_size, dbs = ds->block_size;
 		uint64_t bytes = (uint64_t)s->nblocks * (s->dc ? dbs : sbs);
 
-		if (dst->set.readonly || dst->be->readonly) {
+		if (ds->readonly || dst->be->readonly) {
 			scsi_sense_info(cmd, SENSE_KEY_COPY_ABORTED,
 					ASC_WRITE_PROTECTED, i);
 			return -EINVAL;

@@ -294,10 +294,9 @@ static void tgt_lun_alua_start(struct target *t, const struct lun_settings *s)
 		log_warn("target %d: LUN %llu: comes up standby: %s", t->tid,
 			 (unsigned long long)s->lun, why ? why : "?");
 		sb.alua_standby = true;
+		/* run-time state (scsi_alua_state()); the setting keeps
+		 * the state asked for, a later update or SIGHUP retries */
 		scsi_alua_apply(lun, &sb, false, &why);
-		pthread_mutex_lock(&lun->lock);
-		lun->set.alua_standby = true;
-		pthread_mutex_unlock(&lun->lock);
 	}
 	scsi_lun_put(lun);
 }

@@ -34,7 +34,7 @@ static void fuzz_lun_params(const char *payload)
 		*eq++ = '\0';
 		lun_setting_apply(&s, items[i], eq, err, sizeof(err));
 	}
-	lun_settings_validate(&s, err, sizeof(err));
+	lun_settings_check(&s, NULL, NULL, err, sizeof(err));
 	free(copy);
 }
 

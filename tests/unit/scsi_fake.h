@@ -85,6 +85,12 @@ int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg), void *arg)
 	return 0;
 }
 
+/* No reactor runs in these tests: nothing to wait for before freeing an
+ * old settings snapshot (lun_settings_retire()). */
+void reactor_synchronize(void)
+{
+}
+
 static uint64_t fake_luns[8] UNUSED;
 static int fake_nluns UNUSED;
 
@@ -119,6 +125,7 @@ bool tgt_acl_allows(struct target *t UNUSED,
 /* ---- fixtures ---- */
 static struct target tgt UNUSED;
 static struct scsi_lun lun UNUSED;
+static struct lun_settings lun_set UNUSED;	/* lun.set points here */
 static struct scsi_nexus nex_a UNUSED = { .id = 1, .tpgt = 1, .rel_port_id = 1 };
 static struct scsi_nexus nex_b UNUSED = { .id = 2, .tpgt = 1, .rel_port_id = 1 };
 static int done_calls UNUSED;
@@ -132,7 +139,8 @@ static inline void lun_setup(void)
 {
 	scsi_lun_state_free(&lun);
 	memset(&lun, 0, sizeof(lun));
-	lun_settings_default(&lun.set, 1);
+	lun_settings_default(&lun_set, 1);
+	atomic_init(&lun.set, &lun_set);
 	lun.nblocks = 2048;
 	lun.target = &tgt;
 	memset(&tgt, 0, sizeof(tgt));

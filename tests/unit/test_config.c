@@ -230,10 +230,10 @@ static void test_lun_settings(void)
 	snprintf(s.path, sizeof(s.path), "/x");
 	s.direct = false;
 	s.werror = ERR_POLICY_RETRY;
-	ret = lun_settings_validate(&s, err, sizeof(err));
+	ret = lun_settings_check(&s, NULL, NULL, err, sizeof(err));
 	CHECK(ret == -EINVAL && strstr(err, "needs direct = true"), "%s", err);
 	s.direct = true;
-	CHECK(lun_settings_validate(&s, err, sizeof(err)) == 0, "%s", err);
+	CHECK(lun_settings_check(&s, NULL, NULL, err, sizeof(err)) == 0, "%s", err);
 }
 
 /* ---- the target table itself ---- */
@@ -402,17 +402,17 @@ static void test_good_file(void)
 	if (l1) {
 		char want[600];
 		snprintf(want, sizeof(want), "%s/var/d1.img", tmpdir);
-		CHECK(strcmp(l1->set.path, want) == 0, "relative path -> %s",
-		      l1->set.path);
+		CHECK(strcmp(lun_settings_get(l1)->path, want) == 0, "relative path -> %s",
+		      lun_settings_get(l1)->path);
 		CHECK(l1->nblocks == (1ull << 30) / 512, "nblocks %llu",
 		      (unsigned long long)l1->nblocks);
-		CHECK(l1->set.rerror == ERR_POLICY_RETRY &&
-		      l1->set.retry_interval_ms == 200 &&
-		      l1->set.retry_timeout_ms == 5000, "hang settings");
-		CHECK(lun_errno_retryable(l1->set.retry_errors, ENOSPC) &&
-		      !lun_errno_retryable(l1->set.retry_errors, ETIMEDOUT),
+		CHECK(lun_settings_get(l1)->rerror == ERR_POLICY_RETRY &&
+		      lun_settings_get(l1)->retry_interval_ms == 200 &&
+		      lun_settings_get(l1)->retry_timeout_ms == 5000, "hang settings");
+		CHECK(lun_errno_retryable(lun_settings_get(l1)->retry_errors, ENOSPC) &&
+		      !lun_errno_retryable(lun_settings_get(l1)->retry_errors, ETIMEDOUT),
 		      "retry_errors");
-		CHECK(strcmp(l1->set.vendor_id, "ACME") == 0, "vendor");
+		CHECK(strcmp(lun_settings_get(l1)->vendor_id, "ACME") == 0, "vendor");
 		struct stat st;
 		CHECK(stat(want, &st) == 0 && st.st_size == 1 << 30 &&
 		      st.st_blocks < 1024, "sparse file created");

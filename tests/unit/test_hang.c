@@ -275,6 +275,7 @@ bool log_debug_enabled(void)
 /* ---- the LUN and commands under test ---- */
 
 static struct scsi_lun L;
+static struct lun_settings LS;	/* L.set points here; tests change it in place */
 #define H (L.hang)
 
 struct tcmd {
@@ -308,9 +309,9 @@ static void set_retry_errors(void)
 	static const int e[] = { EIO, ENOSPC, EDQUOT, ETIMEDOUT, ENOTCONN,
 				 ECONNRESET, EAGAIN, EBUSY, ENOMEM };
 
-	memset(L.set.retry_errors, 0, sizeof(L.set.retry_errors));
+	memset(LS.retry_errors, 0, sizeof(LS.retry_errors));
 	for (unsigned i = 0; i < ARRAY_SIZE(e); i++)
-		L.set.retry_errors[e[i] / 64] |= 1ULL << (e[i] % 64);
+		LS.retry_errors[e[i] / 64] |= 1ULL << (e[i] % 64);
 }
 
 static void setup(enum err_policy rerror, enum err_policy werror,
@@ -328,14 +329,16 @@ static void setup(enum err_policy rerror, enum err_policy werror,
 	refs = 0;
 	lun_dead = false;
 	memset(&L, 0, sizeof(L));
+	memset(&LS, 0, sizeof(LS));
+	atomic_init(&L.set, &LS);
 	snprintf(L.target_name, sizeof(L.target_name), "iqn.2026-11.test:hang");
-	L.set.lun = 1;
-	L.set.block_size = 512;
+	LS.lun = 1;
+	LS.block_size = 512;
 	L.nblocks = 1 << 20;
-	L.set.rerror = rerror;
-	L.set.werror = werror;
-	L.set.retry_interval_ms = interval;
-	L.set.retry_timeout_ms = timeout;
+	LS.rerror = rerror;
+	LS.werror = werror;
+	LS.retry_interval_ms = interval;
+	LS.retry_timeout_ms = timeout;
 	set_retry_errors();
 	CHECK(hang_lun_init(&L) == 0);
 }
@@ -455,7 +458,7 @@ static void test_report_mode(void)
 	CHECK(w->ndone == 1 && w->res == -ENOSPC);
 	CHECK(st() == HANG_OK && H->episodes == 0);
 	/* rerror and werror are separate: retry writes, report reads */
-	L.set.werror = ERR_POLICY_RETRY;
+	LS.werror = ERR_POLICY_RETRY;
 	r = go(BE_OP_READ, 8, R1);
 	CHECK(be_complete(&r->m.io, -EIO));
 	CHECK(r->ndone == 1 && r->res == -EIO && st() == HANG_OK);
@@ -481,7 +484,7 @@ static void test_non_retryable(void)
 	CHECK(a->ndone == 1 && b->ndone == 1 && c->ndone == 1);
 	CHECK(st() == HANG_OK);
 	/* an errno taken out of retry_errors is reported too */
-	L.set.retry_errors[EIO / 64] &= ~(1ULL << (EIO % 64));
+	LS.retry_errors[EIO / 64] &= ~(1ULL << (EIO % 64));
 	a = go(BE_OP_WRITE, 8, R1);
 	CHECK(be_complete(&a->m.io, -EIO));
 	CHECK(a->ndone == 1 && a->res == -EIO && st() == HANG_OK);
@@ -1145,7 +1148,7 @@ static void test_settings_changed(void)
 	advance(5000);
 	CHECK(be_submits(&a->m.io) == 1);
 	/* a timeout set during the episode counts from its start */
-	L.set.retry_timeout_ms = 8000;
+	LS.retry_timeout_ms = 8000;
 	hang_settings_changed(&L);
 	run();
 	advance(2999);
@@ -1157,7 +1160,7 @@ static void test_settings_changed(void)
 	/* policy switched to report: the held commands are reported */
 	setup(ERR_POLICY_RETRY, ERR_POLICY_RETRY, 1000, 0);
 	a = hang_it(1);
-	L.set.werror = ERR_POLICY_REPORT;
+	LS.werror = ERR_POLICY_REPORT;
 	hang_settings_changed(&L);
 	run();
 	CHECK(st() == HANG_FAILED && a->res == -EIO);
@@ -1481,13 +1484,15 @@ static void test_threads_phase(uint32_t timeout_ms, unsigned run_ms)
 	uint64_t issued = 0, completed = 0, cancelled = 0, errors = 0;
 
 	memset(&L, 0, sizeof(L));
-	L.set.lun = 2;
-	L.set.block_size = 512;
+	memset(&LS, 0, sizeof(LS));
+	atomic_init(&L.set, &LS);
+	LS.lun = 2;
+	LS.block_size = 512;
 	L.nblocks = 64;
-	L.set.rerror = ERR_POLICY_RETRY;
-	L.set.werror = ERR_POLICY_RETRY;
-	L.set.retry_interval_ms = 2;
-	L.set.retry_timeout_ms = timeout_ms;
+	LS.rerror = ERR_POLICY_RETRY;
+	LS.werror = ERR_POLICY_RETRY;
+	LS.retry_interval_ms = 2;
+	LS.retry_timeout_ms = timeout_ms;
 	set_retry_errors();
 	CHECK(hang_lun_init(&L) == 0);
 	H->env = &th_env;

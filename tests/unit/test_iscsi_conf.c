@@ -163,15 +163,15 @@ static void test_lun_keys(void)
 	CHECK(lun_setting_apply(&s, "remote_timeout", "4000", err, sizeof(err)) == 0);
 	CHECK(strcmp(s.bsopts, "portals=192.0.2.21,192.0.2.22;remote_timeout=4000") == 0,
 	      "%s", s.bsopts);
-	CHECK(lun_settings_validate(&s, err, sizeof(err)) == 0, "%s", err);
+	CHECK(lun_settings_check(&s, NULL, NULL, err, sizeof(err)) == 0, "%s", err);
 	CHECK(lun_setting_apply(&s, "header_digest", "a;b", err, sizeof(err)) == -EINVAL);
 	CHECK(lun_setting_apply(&s, "header_digest", "sha1", err, sizeof(err)) == 0);
-	CHECK(lun_settings_validate(&s, err, sizeof(err)) == -EINVAL &&
+	CHECK(lun_settings_check(&s, NULL, NULL, err, sizeof(err)) == -EINVAL &&
 	      strstr(err, "header_digest"), "%s", err);
 	CHECK(lun_setting_apply(&s, "bsopts", "remote_timeout=200", err, sizeof(err)) == 0);
-	CHECK(lun_settings_validate(&s, err, sizeof(err)) == 0, "%s", err);
+	CHECK(lun_settings_check(&s, NULL, NULL, err, sizeof(err)) == 0, "%s", err);
 	CHECK(lun_setting_apply(&s, "path", "/dev/sdb", err, sizeof(err)) == 0);
-	CHECK(lun_settings_validate(&s, err, sizeof(err)) == -EINVAL &&
+	CHECK(lun_settings_check(&s, NULL, NULL, err, sizeof(err)) == -EINVAL &&
 	      strstr(err, "URL"), "%s", err);
 	CHECK(lun_setting_apply(&s, "backend", "iscsi2", err, sizeof(err)) == -EINVAL);
 }

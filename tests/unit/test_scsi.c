@@ -156,10 +156,10 @@ static void test_inquiry_vpd(void)
 	memcpy(sn2, c.buf + 4, get_be16(c.buf + 2));
 	CHECK(!strcmp(sn1, sn2));
 	/* ...another LUN another, and a configured one wins. */
-	lun.set.lun = 2;
+	lun_set.lun = 2;
 	inquiry_vpd(&c, 0x80);
 	CHECK(memcmp(sn1, c.buf + 4, 16) != 0);
-	snprintf(lun.set.scsi_sn, sizeof(lun.set.scsi_sn), "SN123");
+	snprintf(lun_set.scsi_sn, sizeof(lun_set.scsi_sn), "SN123");
 	inquiry_vpd(&c, 0x80);
 	CHECK(get_be16(c.buf + 2) == 5 && !memcmp(c.buf + 4, "SN123", 5));
 
@@ -184,7 +184,7 @@ static void test_inquiry_vpd(void)
 	d = find_desig(c.buf, len, 0x28);	/* SCSI name, target device */
 	CHECK(d && !strcmp((const char *)d + 4, "iqn.2026-01.test:disk"));
 	/* scsi_id changes the NAA. */
-	snprintf(lun.set.scsi_id, sizeof(lun.set.scsi_id), "my-disk");
+	snprintf(lun_set.scsi_id, sizeof(lun_set.scsi_id), "my-disk");
 	inquiry_vpd(&c, 0x83);
 	d = find_desig(c.buf, 4 + get_be16(c.buf + 2), 0x03);
 	CHECK(d && get_be64(d + 4) != naa);
@@ -204,7 +204,7 @@ static void test_inquiry_vpd(void)
 	inquiry_vpd(&c, 0xb2);
 	CHECK(c.status == SAM_STAT_GOOD && c.buf[1] == 0xb2);
 	CHECK(get_be16(c.buf + 2) == 4 && c.buf[6] == 0);
-	lun.set.thin_provisioning = true;
+	lun_set.thin_provisioning = true;
 	inquiry_vpd(&c, 0xb2);
 	CHECK(c.buf[6] == 2);
 
@@ -299,8 +299,8 @@ static void test_mode_sense(void)
 	p = mode_find(c.buf, c.in_len, false, 0x08);
 	CHECK(p && p[1] == 0x12 && (p[2] & 0x04));	/* WCE */
 
-	lun.set.write_cache = false;
-	lun.set.readonly = true;
+	lun_set.write_cache = false;
+	lun_set.readonly = true;
 	ms6[1] = 0x08;					/* DBD */
 	cmd_init(&c, &nex_a, ms6, 6);
 	run(&c);
@@ -327,12 +327,12 @@ static void test_mode_sense(void)
 	run(&c);
 	p = mode_find(c.buf, c.in_len, false, 0x0a);
 	CHECK(p && p[1] == 0x0a && !(p[2] & 0x04));
-	lun.set.sense_desc = true;
+	lun_set.sense_desc = true;
 	cmd_init(&c, &nex_a, ms6, 6);
 	run(&c);
 	p = mode_find(c.buf, c.in_len, false, 0x0a);
 	CHECK(p && (p[2] & 0x04));
-	lun.set.sense_desc = false;
+	lun_set.sense_desc = false;
 
 	/* All pages. */
 	ms6[1] = 0;
@@ -420,7 +420,7 @@ static void test_sense_formats(void)
 	CHECK(c.sense[0] == 0x70 && c.sense_len == 18 && c.sense[7] == 10);
 	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
 
-	lun.set.sense_desc = true;
+	lun_set.sense_desc = true;
 	cmd_init(&c, &nex_a, rd, 10);
 	run(&c);
 	CHECK(c.sense[0] == 0x72 && c.sense_len == 8 && c.sense[7] == 0);
@@ -437,7 +437,7 @@ static void test_sense_formats(void)
 	      get_be16(c.sense + 13) == 1);
 
 	/* REQUEST SENSE with DESC asks for descriptor format itself. */
-	lun.set.sense_desc = false;
+	lun_set.sense_desc = false;
 	uint8_t rs[6] = { SCSI_OP_REQUEST_SENSE, 1, 0, 0, 255 };
 	cmd_init(&c, &nex_a, rs, 6);
 	run(&c);
@@ -508,7 +508,7 @@ static void test_errno_table(void)
 	c.lba = 77;
 	scsi_set_backend_error(&c, -EIO, false);
 	CHECK((c.sense[0] & 0x80) && get_be32(c.sense + 3) == 77);
-	lun.set.sense_desc = true;
+	lun_set.sense_desc = true;
 	scsi_set_backend_error(&c, -EIO, true);
 	CHECK(c.sense[0] == 0x72 && c.sense[8] == 0x00 && c.sense[9] == 0x0a &&
 	      get_be64(c.sense + 12) == 77);
@@ -559,7 +559,7 @@ static void test_bad_requests(void)
 		       ASC_INVALID_FIELD_IN_CDB));
 
 	/* Writes to a read-only LUN. */
-	lun.set.readonly = true;
+	lun_set.readonly = true;
 	uint8_t wr[10] = { SCSI_OP_WRITE_10, 0, 0, 0, 0, 0, 0, 0, 1, 0 };
 	cmd_init(&c, &nex_a, wr, 10);
 	c.buf = scsi_buf_alloc(512);
@@ -569,7 +569,7 @@ static void test_bad_requests(void)
 	CHECK(submits == 0);
 
 	/* Offline LUN: NOT READY. */
-	lun.set.online = false;
+	lun_set.online = false;
 	uint8_t tur[6] = { 0 };
 	cmd_init(&c, &nex_a, tur, 6);
 	run(&c);
@@ -597,16 +597,16 @@ static void test_report_supported_opcodes(void)
 	clear_ua(&nex_a);
 	/* UNMAP is listed only on a thin LUN, SET TARGET PORT GROUPS only
 	 * on a LUN shared by two nodes (alua_group). */
-	lun.set.thin_provisioning = true;
-	lun.set.alua_group = 1;
+	lun_set.thin_provisioning = true;
+	lun_set.alua_group = 1;
 	rsoc(&c, 0, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD &&
 	      get_be32(c.buf) == scsi_op_table_len * 8);
-	lun.set.alua_group = 0;
+	lun_set.alua_group = 0;
 	rsoc(&c, 0, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD &&
 	      get_be32(c.buf) == (scsi_op_table_len - 1) * 8);
-	lun.set.thin_provisioning = false;
+	lun_set.thin_provisioning = false;
 	rsoc(&c, 0, 0, 0);
 	CHECK(c.status == SAM_STAT_GOOD);
 	CHECK(get_be32(c.buf) == (scsi_op_table_len - 2) * 8 &&
@@ -681,7 +681,7 @@ static void test_removable_medium(void)
 	run(&c);
 	CHECK(c.status == SAM_STAT_GOOD);
 
-	lun.set.removable = true;
+	lun_set.removable = true;
 	cmd_init(&c, &nex_a, inq, 6);
 	run(&c);
 	CHECK(c.buf[1] & 0x80);				/* RMB */

@@ -12,6 +12,7 @@
 #include "scsi_fake.h"
 
 static struct scsi_lun peer;	/* the other node's LUN, same store */
+static struct lun_settings peer_set;	/* peer.set points here */
 static char store[64];
 
 static void alua_settings(struct lun_settings *s, uint16_t group,
@@ -33,9 +34,10 @@ static void setup(void)
 	CHECK(fd >= 0 && ftruncate(fd, 1 << 20) == 0);
 	close(fd);
 	lun_setup();
-	alua_settings(&lun.set, 1, 2, false);
+	alua_settings(&lun_set, 1, 2, false);
 	memset(&peer, 0, sizeof(peer));
-	alua_settings(&peer.set, 2, 1, true);
+	alua_settings(&peer_set, 2, 1, true);
+	atomic_init(&peer.set, &peer_set);
 	peer.nblocks = 2048;
 	peer.target = &tgt;
 }
@@ -97,10 +99,10 @@ static void test_ownership_and_states(void)
 	struct scsi_cmd c = { 0 };
 	const char *why = NULL;
 
-	CHECK(scsi_alua_apply(&lun, &lun.set, false, &why) == 0);
+	CHECK(scsi_alua_apply(&lun, &lun_set, false, &why) == 0);
 	CHECK(scsi_alua_state(&lun) == ALUA_AO);
 	/* the other node may not become active, and comes up standby */
-	struct lun_settings want = peer.set;
+	struct lun_settings want = peer_set;
 	want.alua_standby = false;
 	CHECK(scsi_alua_apply(&peer, &want, false, &why) == -EBUSY);
 	CHECK(why && strstr(why, "holds the ownership lock"));
@@ -134,7 +136,7 @@ static void test_ownership_and_states(void)
 	CHECK(get_be16(c.buf + 16 + 10) == 2);
 
 	/* handover: lun standby (2A/06 once), peer active */
-	struct lun_settings sb = lun.set;
+	struct lun_settings sb = lun_set;
 	sb.alua_standby = true;
 	CHECK(scsi_alua_apply(&lun, &sb, false, &why) == 0);
 	tur_on(&c, &lun, &nex_a);
@@ -168,7 +170,9 @@ static void test_stpg(void)
 	wait_done();
 	CHECK(c.status == SAM_STAT_GOOD);
 	CHECK(scsi_alua_state(&peer) == ALUA_STANDBY);
-	CHECK(peer.set.alua_standby);
+	/* the state is run-time state: the settings snapshot (the state
+	 * asked for) is neither written nor replaced */
+	CHECK(lun_settings_get(&peer) == &peer_set && peer_set.alua_standby);
 	stpg_on(&c, &lun, 1, ALUA_AO, 0);
 	wait_done();
 	CHECK(c.status == SAM_STAT_GOOD && scsi_alua_state(&lun) == ALUA_AO);

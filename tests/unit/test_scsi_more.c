@@ -37,7 +37,7 @@ static void more_setup(bool thin)
 {
 	lun_setup();
 	lun.be = &fake_be;
-	lun.set.thin_provisioning = thin;
+	lun_set.thin_provisioning = thin;
 	for (unsigned i = 0; i < ARRAY_SIZE(fake_map); i++)
 		fake_map[i] = true;
 	fake_bs_err = 0;
@@ -144,7 +144,7 @@ static void test_get_lba_status(void)
 	cmd_init(&c, &nex_a, rc16, 16);
 	run(&c);
 	CHECK(c.status == SAM_STAT_GOOD && (c.buf[13] & 0xf) == 0);
-	lun.set.thin_provisioning = false;
+	lun_set.thin_provisioning = false;
 	cmd_init(&c, &nex_a, rc16, 16);
 	run(&c);
 	CHECK((c.buf[13] & 0xf) == 3);
@@ -338,11 +338,11 @@ static void test_orwrite(void)
 		       ASC_INVALID_FIELD_IN_CDB));
 	lun.nblocks = 2048;
 	/* Read-only LUN: DATA PROTECT before anything is read. */
-	lun.set.readonly = true;
+	lun_set.readonly = true;
 	w16_init(&a, &nex_a, SCSI_OP_ORWRITE_16, 5, 1, 0);
 	run(&a);
 	CHECK(is_check(&a, SENSE_KEY_DATA_PROTECT, ASC_WRITE_PROTECTED));
-	lun.set.readonly = false;
+	lun_set.readonly = false;
 	cmd_free(&a);
 	cmd_free(&b);
 }

@@ -97,6 +97,7 @@ bool tgt_acl_allows(struct target *t UNUSED,
 /* ---- fixtures ---- */
 static struct target tgt;
 static struct scsi_lun lun;
+static struct lun_settings lun_set;	/* lun.set points here */
 static struct scsi_nexus nex_a = { .id = 11, .initiator_name = "iqn.a",
 				   .isid = { 0x80, 1, 2, 3, 4, 5 },
 				   .tpgt = 1, .rel_port_id = 1 };
@@ -113,8 +114,9 @@ static void lun_setup(const char *path)
 {
 	scsi_lun_state_free(&lun);
 	memset(&lun, 0, sizeof(lun));
-	lun_settings_default(&lun.set, 1);
-	snprintf(lun.set.path, sizeof(lun.set.path), "%s", path);
+	lun_settings_default(&lun_set, 1);
+	snprintf(lun_set.path, sizeof(lun_set.path), "%s", path);
+	atomic_init(&lun.set, &lun_set);
 	lun.nblocks = 2048;
 	lun.target = &tgt;
 	atomic_store(&lun.refcnt, 100);	/* never freed by scsi_lun_put */

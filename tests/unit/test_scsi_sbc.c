@@ -32,7 +32,7 @@ static void test_read_capacity(void)
 	CHECK(get_be32(c.buf + 8) == 512);
 	CHECK((c.buf[13] & 0xf) == 3);		/* 8 blocks per 4K physical */
 	CHECK(c.buf[14] == 0);
-	lun.set.thin_provisioning = true;
+	lun_set.thin_provisioning = true;
 	cmd_init(&c, &nex_a, rc16, 16);
 	run(&c);
 	CHECK(c.buf[14] & 0x80);
@@ -117,7 +117,7 @@ static void test_media_io(void)
 
 	/* Without FUA but with the write cache off, still FUA. */
 	wr[1] = 0;
-	lun.set.write_cache = false;
+	lun_set.write_cache = false;
 	cmd_init(&c, &nex_a, wr, 16);
 	c.buf = scsi_buf_alloc(1024);
 	c.buf_len = c.out_len = 1024;
@@ -126,7 +126,7 @@ static void test_media_io(void)
 	c.mio.complete(&c.mio, -ENOSPC);
 	CHECK(is_check(&c, SENSE_KEY_DATA_PROTECT,
 		       ASC_SPACE_ALLOC_FAILED_WRITE_PROTECT));
-	lun.set.write_cache = true;
+	lun_set.write_cache = true;
 
 	/* Fewer Data-Out bytes than the CDB asks for: whole blocks only. */
 	cmd_init(&c, &nex_a, wr, 16);
@@ -334,7 +334,7 @@ static void test_provisioning(void)
 	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST,
 		       ASC_INVALID_FIELD_IN_CDB));
 
-	lun.set.thin_provisioning = true;
+	lun_set.thin_provisioning = true;
 	inquiry_vpd(&c, 0xb2);
 	CHECK(c.buf[5] == 0xe4 && c.buf[6] == 2);
 	inquiry_vpd(&c, 0xb0);
@@ -454,7 +454,7 @@ static void test_provisioning(void)
 	cmd_init(&c, &nex_a, ws10, 10);
 	run(&c);
 	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE));
-	lun.set.readonly = true;
+	lun_set.readonly = true;
 	cmd_init(&c, &nex_a, ws10, 10);
 	run(&c);
 	CHECK(is_check(&c, SENSE_KEY_DATA_PROTECT, ASC_WRITE_PROTECTED));

@@ -24,6 +24,7 @@
 #define TBLOCKS 8192			/* 4 MiB per fake disk */
 
 static struct target tgt;
+static struct lun_settings lsets[3];	/* luns[i].set points here */
 static struct scsi_lun luns[3];		/* [1], [2] used */
 static struct backend bes[3];
 static uint8_t *disk[3];
@@ -167,9 +168,10 @@ static void setup(void)
 	for (int i = 1; i <= 2; i++) {
 		memset(&luns[i], 0, sizeof(luns[i]));
 		memset(&bes[i], 0, sizeof(bes[i]));
-		lun_settings_default(&luns[i].set, (uint64_t)i);
-		luns[i].set.block_size = TBS;
-		luns[i].set.scsi_id[0] = '\0';
+		lun_settings_default(&lsets[i], (uint64_t)i);
+		atomic_init(&luns[i].set, &lsets[i]);
+		lsets[i].block_size = TBS;
+		lsets[i].scsi_id[0] = '\0';
 		luns[i].nblocks = TBLOCKS;
 		luns[i].be = &bes[i];
 		luns[i].target = &tgt;
@@ -661,13 +663,13 @@ static void test_copy_refused(void)
 
 	/* read-only destination */
 	len = build(p, 0, XCOPY_USAGE_NONE, &s, 1);
-	luns[2].set.readonly = true;
+	lsets[2].readonly = true;
 	c = new_cmd(p, len);
 	CHECK(spc_extended_copy(c) == SCSI_EXEC_DONE);
 	CHECK(skey(c) == SENSE_KEY_COPY_ABORTED &&
 	      sasc(c) == ASC_WRITE_PROTECTED);
 	cmd_free(c);
-	luns[2].set.readonly = false;
+	lsets[2].readonly = false;
 
 	/* less Data-Out than PARAMETER LIST LENGTH */
 	c = new_cmd(p, len);
