@@ -51,11 +51,6 @@
 #include "scsi_xcopy.h"
 #include "util.h"
 
-/* Weak, as in scsi_pr.c: unit tests of the SCSI layer link without the
- * hang engine and scsi_lun.c; the daemon always has them. */
-#pragma weak hang_abort_nexus
-#pragma weak scsi_lun_refresh
-
 #define ALUA_LOCK_SUFFIX	".holdfast-owner"
 #define ALUA_ID_MAGIC		"holdfast-owner 1"
 #define ALUA_WATCH_MS		200
@@ -76,6 +71,12 @@ struct scsi_alua {
 	int fd;			/* the sidecar, -1 if it cannot be opened */
 	bool owner;		/* holds the lock on fd */
 	char *path;		/* the sidecar */
+	/* Copies of settings fixed at creation, for the threads that run
+	 * outside a reactor and without config_lock() (the SET TARGET PORT
+	 * GROUPS worker, the lock watchdog): they must not read a settings
+	 * snapshot an update may free under them. */
+	uint64_t lun_id;
+	char *store_path;
 	char id[17];		/* identity: 16 hex digits, "" if unknown */
 	struct scsi_alua *next;	/* on alua_list */
 };
@@ -348,8 +349,7 @@ static int alua_lock_take(struct scsi_alua *a, bool force,
  * NOT READY by sbc_media_finish() and never sent. */
 static void alua_drop_held(struct scsi_lun *lun)
 {
-	if (hang_abort_nexus)	/* weak: absent in SCSI unit tests */
-		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+	hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
 }
 
 /* End a transition that started in state `before`. */
@@ -369,9 +369,9 @@ static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
 
 /* Flush what the store may cache (SYNCHRONIZE CACHE of everything).
  * fsync applies to the file, through any descriptor. */
-static int alua_flush_store(struct scsi_lun *lun)
+static int alua_flush_store(const struct scsi_alua *a)
 {
-	int fd = open(lun_settings_get(lun)->path, O_RDONLY | O_CLOEXEC);
+	int fd = open(a->store_path, O_RDONLY | O_CLOEXEC);
 	int err = 0;
 
 	if (fd < 0)
@@ -415,10 +415,10 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 		struct timespec ts = { 0, ALUA_DRAIN_POLL_MS * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
-	err = alua_flush_store(lun);
+	err = alua_flush_store(a);
 	if (err)
 		log_warn("target %s: LUN %" PRIu64 ": flush before handover: %s",
-			 lun->target_name, lun_settings_get(lun)->lun, strerror(-err));
+			 lun->target_name, a->lun_id, strerror(-err));
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
 	bool was_owner = a->owner;
@@ -430,11 +430,11 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	if (was_owner)
 		log_info("target %s: LUN %" PRIu64 ": standby (drained and "
 			 "flushed, ownership lock released; drain took %" PRIu64
-			 " ms)", lun->target_name, lun_settings_get(lun)->lun,
+			 " ms)", lun->target_name, a->lun_id,
 			 alua_now_ms() - t0);
 	else
 		log_info("target %s: LUN %" PRIu64 ": standby",
-			 lun->target_name, lun_settings_get(lun)->lun);
+			 lun->target_name, a->lun_id);
 	return 0;
 }
 
@@ -460,9 +460,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	alua_id_ensure(a);
 	/* Everything the other node may have changed, before the first
 	 * command is served. */
-	err = scsi_lun_refresh ? scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED,
-						  &why)
-			       : 0;
+	err = scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED, &why);
 	if (err) {
 		alua_lock_op(a->fd, F_UNLCK);
 		a->owner = false;
@@ -472,7 +470,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	}
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
-		 "lock %s taken%s)", lun->target_name, lun_settings_get(lun)->lun, a->path,
+		 "lock %s taken%s)", lun->target_name, a->lun_id, a->path,
 		 force ? " by force" : "");
 	return 0;
 }
@@ -500,7 +498,7 @@ static void *alua_watchdog(void *arg)
 					"ownership lock (%s was replaced: "
 					"another node took over with force=1); "
 					"now standby", a->lun->target_name,
-					lun_settings_get(a->lun)->lun, a->path);
+					a->lun_id, a->path);
 				continue;
 			}
 			if (a->owner)
@@ -545,6 +543,13 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 		free(a);
 		return NULL;
 	}
+	a->store_path = strdup(s->path);
+	if (!a->store_path) {
+		free(a->path);
+		free(a);
+		return NULL;
+	}
+	a->lun_id = s->lun;
 	a->lun = lun;
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
@@ -611,6 +616,7 @@ void scsi_alua_free(struct scsi_alua *a)
 	if (a->fd >= 0)
 		close(a->fd);	/* releases the lock */
 	free(a->path);
+	free(a->store_path);
 	free(a);
 }
 

@@ -66,6 +66,13 @@ int hang_abort_nexus(struct scsi_lun *l UNUSED, uint64_t nexus_id,
 	return 0;
 }
 
+/* scsi_alua.c's takeover re-reads the LUN; not exercised here. */
+int scsi_lun_refresh(struct scsi_lun *lun UNUSED, uint64_t size UNUSED,
+		     unsigned flags UNUSED, const char **why UNUSED)
+{
+	return 0;
+}
+
 int tgt_lun_list(struct target *t UNUSED, uint64_t *luns, int max)
 {
 	if (max < 1)

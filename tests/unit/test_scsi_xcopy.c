@@ -69,6 +69,13 @@ int hang_abort_nexus(struct scsi_lun *lun UNUSED, uint64_t nexus UNUSED,
 	return 0;
 }
 
+/* scsi_alua.c's takeover re-reads the LUN; not exercised here. */
+int scsi_lun_refresh(struct scsi_lun *lun UNUSED, uint64_t size UNUSED,
+		     unsigned flags UNUSED, const char **why UNUSED)
+{
+	return 0;
+}
+
 int hang_lun_init(struct scsi_lun *lun UNUSED)
 {
 	return 0;
