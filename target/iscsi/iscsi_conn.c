@@ -438,6 +438,13 @@ static void conn_dispatch(struct iscsi_conn *c)
 		return;
 	switch (op) {
 	case ISCSI_OP_SCSI_CMD:
+		if (!c->rx_task && !c->sess->discovery) {
+			/* its header came before the full feature phase began
+			 * (while the final login response was still held), so
+			 * no task was set up for it (6.3) */
+			iscsi_conn_close(c, "SCSI command before full feature phase");
+			return;
+		}
 		iscsi_scsi_cmd_rx(c);
 		break;
 	case ISCSI_OP_DATA_OUT:
