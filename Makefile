@@ -161,12 +161,13 @@ sanitize: sanitize-build
 # (its last phase runs real reactor threads), the key table's (its grace
 # period test runs a reactor thread) and the pytest files where
 # management, SIGHUP and reactors share LUNs: concurrent settings updates
-# under I/O, management, reload, and the hang tests that change settings
+# under I/O, management, reload, the ALUA handover (its worker and
+# watchdog threads), and the hang tests that change settings
 # or run several sessions at once.  The conftest fails a test whose
 # daemon log has a ThreadSanitizer report.  Adds about 3-4 minutes.
 TSAN_FLAGS  := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_PYTEST := tests/test_settings_race.py tests/test_mgmt.py \
-	       tests/test_reload.py tests/test_hang.py
+	       tests/test_reload.py tests/test_alua.py tests/test_hang.py
 TSAN_HANG_K := runtime or two_ or other_lun or show_reports or \
 	       hang_pause or retry_now or fail_now or write_outage or \
 	       lun_reset or qemu_io

@@ -4,10 +4,18 @@
  * how to tear it down in lun->release; everything below it (the hang
  * engine, management) only takes and drops references. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "lun.h"
 #include "reactor.h"
+
+void lun_fixed_init(struct scsi_lun *l, const struct lun_settings *s)
+{
+	l->id = s->lun;
+	l->block_size = s->block_size;
+	snprintf(l->path, sizeof(l->path), "%s", s->path);
+}
 
 void scsi_lun_get(struct scsi_lun *l)
 {

@@ -186,9 +186,22 @@ struct scsi_lun {
 	 * marked by the cbt filter node at the top of be.  NULL until the
 	 * LUN is added to a target (scsi_lun_cbt_init()). */
 	struct cbt_set *cbt;
+	/* Copies of the settings fixed when the LUN is created
+	 * (lun_fixed_init()), for code that may run on a thread that is
+	 * neither a reactor nor holds config_lock() (the ALUA handover
+	 * worker and watchdog, scsi_lun_refresh() on a takeover, the
+	 * reservation file it re-reads): such a thread must not read a
+	 * snapshot, which an update may free under it. */
+	uint64_t id;			/* the LUN number */
+	uint32_t block_size;
+	char path[PATH_MAX];		/* the store's path, "" if none */
 	/* Called by the last scsi_lun_put(); set by scsi_lun_create(). */
 	void (*release)(struct scsi_lun *l);
 };
+
+/* Copy into l the values of s that are fixed for the LUN's life (its
+ * number, block size and store path); before l is shared. */
+void lun_fixed_init(struct scsi_lun *l, const struct lun_settings *s);
 
 /* Take a reference (the caller already holds one, or a table does). */
 void scsi_lun_get(struct scsi_lun *l);

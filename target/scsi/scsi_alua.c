@@ -71,12 +71,11 @@ struct scsi_alua {
 	int fd;			/* the sidecar, -1 if it cannot be opened */
 	bool owner;		/* holds the lock on fd */
 	char *path;		/* the sidecar */
-	/* Copies of settings fixed at creation, for the threads that run
-	 * outside a reactor and without config_lock() (the SET TARGET PORT
-	 * GROUPS worker, the lock watchdog): they must not read a settings
-	 * snapshot an update may free under them. */
-	uint64_t lun_id;
-	char *store_path;
+	/* The threads that run outside a reactor and without config_lock()
+	 * (the SET TARGET PORT GROUPS worker, the lock watchdog) read the
+	 * LUN's number and store path from lun->id and lun->path (fixed at
+	 * creation), never from a settings snapshot an update may free
+	 * under them. */
 	char id[17];		/* identity: 16 hex digits, "" if unknown */
 	struct scsi_alua *next;	/* on alua_list */
 };
@@ -115,6 +114,16 @@ uint8_t scsi_alua_state(struct scsi_lun *lun)
 	/* configured but not set up yet: not serving until it owns the
 	 * store */
 	return a ? atomic_load(&a->state) : ALUA_TRANSITIONING;
+}
+
+bool scsi_alua_serving(struct scsi_lun *lun)
+{
+	/* The state exists from the first update that set alua_group
+	 * (scsi_alua_apply(), before the settings are published), and the
+	 * group is fixed once set: no state, no ALUA. */
+	struct scsi_alua *a = alua_of(lun);
+
+	return !a || atomic_load(&a->state) == ALUA_AO;
 }
 
 uint8_t scsi_alua_peer_state(struct scsi_lun *lun)
@@ -371,7 +380,7 @@ static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
  * fsync applies to the file, through any descriptor. */
 static int alua_flush_store(const struct scsi_alua *a)
 {
-	int fd = open(a->store_path, O_RDONLY | O_CLOEXEC);
+	int fd = open(a->lun->path, O_RDONLY | O_CLOEXEC);
 	int err = 0;
 
 	if (fd < 0)
@@ -418,7 +427,7 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	err = alua_flush_store(a);
 	if (err)
 		log_warn("target %s: LUN %" PRIu64 ": flush before handover: %s",
-			 lun->target_name, a->lun_id, strerror(-err));
+			 lun->target_name, a->lun->id, strerror(-err));
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
 	bool was_owner = a->owner;
@@ -430,11 +439,11 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	if (was_owner)
 		log_info("target %s: LUN %" PRIu64 ": standby (drained and "
 			 "flushed, ownership lock released; drain took %" PRIu64
-			 " ms)", lun->target_name, a->lun_id,
+			 " ms)", lun->target_name, a->lun->id,
 			 alua_now_ms() - t0);
 	else
 		log_info("target %s: LUN %" PRIu64 ": standby",
-			 lun->target_name, a->lun_id);
+			 lun->target_name, a->lun->id);
 	return 0;
 }
 
@@ -470,7 +479,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	}
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
-		 "lock %s taken%s)", lun->target_name, a->lun_id, a->path,
+		 "lock %s taken%s)", lun->target_name, a->lun->id, a->path,
 		 force ? " by force" : "");
 	return 0;
 }
@@ -498,7 +507,7 @@ static void *alua_watchdog(void *arg)
 					"ownership lock (%s was replaced: "
 					"another node took over with force=1); "
 					"now standby", a->lun->target_name,
-					a->lun_id, a->path);
+					a->lun->id, a->path);
 				continue;
 			}
 			if (a->owner)
@@ -528,8 +537,7 @@ static void alua_watchdog_start(void)
 
 /* ---- set-up, management, release ---- */
 
-static struct scsi_alua *alua_create(struct scsi_lun *lun,
-				     const struct lun_settings *s)
+static struct scsi_alua *alua_create(struct scsi_lun *lun)
 {
 	struct scsi_alua **slot = scsi_lun_alua_slot(lun);
 	struct scsi_alua *a;
@@ -539,17 +547,10 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	if (*slot)
 		return *slot;
 	a = calloc(1, sizeof(*a));
-	if (!a || asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, s->path) < 0) {
+	if (!a || asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, lun->path) < 0) {
 		free(a);
 		return NULL;
 	}
-	a->store_path = strdup(s->path);
-	if (!a->store_path) {
-		free(a->path);
-		free(a);
-		return NULL;
-	}
-	a->lun_id = s->lun;
 	a->lun = lun;
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
@@ -580,7 +581,7 @@ static int alua_apply_locked(struct scsi_lun *lun,
 			atomic_store(&a->state, ALUA_AO);
 		return 0;
 	}
-	a = alua_create(lun, s);
+	a = alua_create(lun);
 	if (!a) {
 		*errmsg = "out of memory";
 		return -ENOMEM;
@@ -616,7 +617,6 @@ void scsi_alua_free(struct scsi_alua *a)
 	if (a->fd >= 0)
 		close(a->fd);	/* releases the lock */
 	free(a->path);
-	free(a->store_path);
 	free(a);
 }
 
@@ -698,7 +698,7 @@ static void *alua_stpg_thread(void *arg)
 	pthread_mutex_unlock(&alua_mutex);
 	if (err) {
 		log_err("target %s: LUN %" PRIu64 ": SET TARGET PORT GROUPS "
-			"refused: %s", lun->target_name, s.lun,
+			"refused: %s", lun->target_name, lun->id,
 			why ? why : strerror(-err));
 		scsi_sense(cmd, SENSE_KEY_HARDWARE_ERROR, ASC_STPG_FAILED);
 	}

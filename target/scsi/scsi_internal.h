@@ -256,6 +256,9 @@ void scsi_alua_free(struct scsi_alua *a);
  * last change.  A LUN without alua_group is always active/optimized. */
 uint8_t scsi_alua_state(struct scsi_lun *lun);
 uint8_t scsi_alua_peer_state(struct scsi_lun *lun);
+/* Does this node serve the LUN's medium (no ALUA set up for it, or
+ * active/optimized)?  Reads no settings snapshot: any thread. */
+bool scsi_alua_serving(struct scsi_lun *lun);
 uint8_t scsi_alua_status(struct scsi_lun *lun);
 /* The identity shared by both nodes (16 hex digits), or NULL. */
 const char *scsi_alua_identity(struct scsi_lun *lun);

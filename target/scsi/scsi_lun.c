@@ -229,6 +229,7 @@ static int scsi_lun_create_store(const struct lun_settings *s,
 	 * "the store's size"), so dump and reload see the real one. */
 	set->size = nblocks * bs;
 	atomic_init(&l->set, set);
+	lun_fixed_init(l, set);
 
 	atomic_init(&l->refcnt, 1);
 	l->release = scsi_lun_release;
@@ -267,7 +268,10 @@ static pthread_mutex_t scsi_lun_refresh_lock = PTHREAD_MUTEX_INITIALIZER;
 int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		     const char **errmsg)
 {
-	uint32_t bs = lun_settings_get(lun)->block_size;	/* fixed */
+	/* No snapshot is read here: a takeover runs this on the ALUA
+	 * worker, which is neither a reactor nor holds config_lock()
+	 * (lun.h); what it needs is fixed at creation. */
+	uint32_t bs = lun->block_size;
 	uint64_t old_nb, new_nb;
 	int err = 0;
 
@@ -284,8 +288,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	}
 	/* Only the node that owns a shared store changes it; a standby node
 	 * learns the new size when it takes over (scsi_alua.c). */
-	if (size && lun_settings_get(lun)->alua_group &&
-	    scsi_alua_state(lun) != ALUA_AO) {
+	if (size && !scsi_alua_serving(lun)) {
 		*errmsg = "this node is not active for the LUN: resize it on "
 			  "the node that is";
 		return -EBUSY;
@@ -325,7 +328,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		if (err && err != -ENOENT)
 			log_warn("target %s: LUN %llu: reservations not re-read: %s",
 				 lun->target_name,
-				 (unsigned long long)lun_settings_get(lun)->lun,
+				 (unsigned long long)lun->id,
 				 strerror(-err));
 		err = 0;
 		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
@@ -336,7 +339,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		 * read lun->nblocks, so they follow at once. */
 		scsi_lun_notify(lun, SCSI_EV_CAPACITY_CHANGED);
 		log_info("target %s: LUN %llu: capacity %llu -> %llu blocks of %u bytes",
-			 lun->target_name, (unsigned long long)lun_settings_get(lun)->lun,
+			 lun->target_name, (unsigned long long)lun->id,
 			 (unsigned long long)old_nb,
 			 (unsigned long long)new_nb, bs);
 	}

@@ -66,13 +66,15 @@ char *scsi_pr_store_path(const struct scsi_lun *lun)
 								: tn[i]);
 		name[i] = 0;
 		if (asprintf(&p, "%s/%s.lun%lu" PR_STORE_SUFFIX, dir, name,
-			     (unsigned long)lun_settings_get(lun)->lun) < 0)
+			     (unsigned long)lun->id) < 0)
 			return NULL;
 		return p;
 	}
-	if (!lun_settings_get(lun)->path[0] || !strncmp(lun_settings_get(lun)->path, "/dev/", 5))
+	/* lun->path, not the snapshot's: a takeover on the ALUA worker
+	 * may be the first to ask (lun.h) */
+	if (!lun->path[0] || !strncmp(lun->path, "/dev/", 5))
 		return NULL;
-	if (asprintf(&p, "%s" PR_STORE_SUFFIX, lun_settings_get(lun)->path) < 0)
+	if (asprintf(&p, "%s" PR_STORE_SUFFIX, lun->path) < 0)
 		return NULL;
 	return p;
 }
@@ -166,7 +168,7 @@ void scsi_pr_store_remove(const struct scsi_pr *pr)
 {
 	if (unlink(pr->path) < 0 && errno != ENOENT)
 		log_warn("LUN %lu: removing %s: %s",
-			 (unsigned long)lun_settings_get(pr->lun)->lun, pr->path,
+			 (unsigned long)pr->lun->id, pr->path,
 			 strerror(errno));
 	else
 		fsync_dir_of(pr->path);
@@ -264,7 +266,7 @@ int scsi_pr_store_load(struct scsi_pr *pr)
 	if (err < 0) {
 		log_err("LUN %lu: %s:%u: not a reservation state file; "
 			"starting with no registrations",
-			(unsigned long)lun_settings_get(pr->lun)->lun, pr->path, lineno);
+			(unsigned long)pr->lun->id, pr->path, lineno);
 		pr->nregs = 0;
 		pr->reserved = false;
 		pr->type = pr->scope = 0;
@@ -272,7 +274,7 @@ int scsi_pr_store_load(struct scsi_pr *pr)
 		return err;
 	}
 	log_info("LUN %lu: restored %u registration(s)%s from %s (%s)",
-		 (unsigned long)lun_settings_get(pr->lun)->lun, pr->nregs,
+		 (unsigned long)pr->lun->id, pr->nregs,
 		 pr->reserved ? " and a reservation" : "", pr->path,
 		 pr->aptpl ? "APTPL" : "shared with the other node");
 	return 0;

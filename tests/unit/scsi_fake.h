@@ -149,6 +149,7 @@ static inline void lun_setup(void)
 	memset(&lun, 0, sizeof(lun));
 	lun_settings_default(&lun_set, 1);
 	atomic_init(&lun.set, &lun_set);
+	lun_fixed_init(&lun, &lun_set);
 	lun.nblocks = 2048;
 	lun.target = &tgt;
 	memset(&tgt, 0, sizeof(tgt));

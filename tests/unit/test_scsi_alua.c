@@ -35,9 +35,11 @@ static void setup(void)
 	close(fd);
 	lun_setup();
 	alua_settings(&lun_set, 1, 2, false);
+	lun_fixed_init(&lun, &lun_set);
 	memset(&peer, 0, sizeof(peer));
 	alua_settings(&peer_set, 2, 1, true);
 	atomic_init(&peer.set, &peer_set);
+	lun_fixed_init(&peer, &peer_set);
 	peer.nblocks = 2048;
 	peer.target = &tgt;
 }

@@ -124,6 +124,7 @@ static void lun_setup(const char *path)
 	lun_settings_default(&lun_set, 1);
 	snprintf(lun_set.path, sizeof(lun_set.path), "%s", path);
 	atomic_init(&lun.set, &lun_set);
+	lun_fixed_init(&lun, &lun_set);
 	lun.nblocks = 2048;
 	lun.target = &tgt;
 	atomic_store(&lun.refcnt, 100);	/* never freed by scsi_lun_put */
