@@ -25,6 +25,10 @@
 
 /* How often a drain looks at the counters again. */
 #define STACK_DRAIN_POLL_US 200
+/* The reaper drains in slices of this length, letting changes and
+ * listings take the lock in between. */
+#define STACK_REAP_SLICE_MS 50
+#define STACK_REAP_GAP_US 1000
 #define STACK_CACHELINE 64
 
 /* A node unlinked by a change whose drain has not finished yet. */
@@ -46,6 +50,12 @@ struct be_stack {
 	 * on the I/O path. */
 	pthread_mutex_t lock;
 	struct stack_retired *retired;
+	/* The reaper thread (stack_reaper()), under lock: started when a
+	 * change leaves nodes retired, it closes them as soon as the I/O
+	 * they may still carry has completed, with no later change needed;
+	 * it ends when nothing is retired.  started: not joined yet. */
+	pthread_t reaper;
+	bool reaper_started, reaper_running, closing;
 };
 
 static const struct backend_ops be_stack_root_ops;
@@ -291,6 +301,54 @@ static int stack_reap_locked(struct be_stack *s, unsigned timeout_ms)
 	return 0;
 }
 
+/* The reaper: retired nodes whose drain timed out (a store that holds
+ * I/O, a change made on a reactor) are closed here once their I/O is
+ * done, not left to the next change. */
+static void *stack_reaper(void *arg)
+{
+	struct be_stack *s = arg;
+
+	pthread_mutex_lock(&s->lock);
+	while (s->retired && !s->closing) {
+		if (stack_reap_locked(s, STACK_REAP_SLICE_MS) == 0)
+			break;
+		pthread_mutex_unlock(&s->lock);
+		usleep(STACK_REAP_GAP_US);
+		pthread_mutex_lock(&s->lock);
+	}
+	s->reaper_running = false;
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* Called with s->lock held after a reap left nodes retired.  If no thread
+ * can be made, the nodes wait for the next change or be_stack_reap(), as
+ * they would have anyway. */
+static void stack_reaper_start(struct be_stack *s)
+{
+	if (!s->retired || s->reaper_running || s->closing)
+		return;
+	if (s->reaper_started) {
+		/* it has left its loop (running is false) and takes the
+		 * lock no more: joining cannot wait on us */
+		pthread_join(s->reaper, NULL);
+		s->reaper_started = false;
+	}
+	if (pthread_create(&s->reaper, NULL, stack_reaper, s) == 0)
+		s->reaper_started = s->reaper_running = true;
+}
+
+/* Reap what can be reaped now (wait up to timeout_ms) and hand the rest
+ * to the reaper.  Returns how many still wait. */
+static int stack_reap_or_defer(struct be_stack *s, unsigned timeout_ms)
+{
+	int n = stack_reap_locked(s, timeout_ms);
+
+	if (n)
+		stack_reaper_start(s);
+	return n;
+}
+
 /* ---- building and tearing down ---- */
 
 bool be_stack_is_root(const struct backend *be)
@@ -331,6 +389,12 @@ void be_stack_close(struct backend *root)
 	if (!root)
 		return;
 	s = root->priv;
+	/* No I/O is outstanding: a running reaper's drain ends at once. */
+	pthread_mutex_lock(&s->lock);
+	s->closing = true;
+	pthread_mutex_unlock(&s->lock);
+	if (s->reaper_started)
+		pthread_join(s->reaper, NULL);
 	be = root->inner;
 	while (be) {
 		struct backend *inner = be->inner;
@@ -471,7 +535,7 @@ static int stack_remove_locked(struct be_stack *s, struct backend *parent,
 	if (err)
 		return err;
 	stack_link(parent, node->inner);
-	return stack_reap_locked(s, timeout_ms) ? 1 : 0;
+	return stack_reap_or_defer(s, timeout_ms) ? 1 : 0;
 }
 
 int be_stack_remove(struct backend *root, const char *name,
@@ -557,7 +621,7 @@ int be_stack_replace(struct backend *root, const char *name,
 		root->direct = store->direct;
 		root->readonly = store->readonly;
 	}
-	err = stack_reap_locked(s, timeout_ms) ? 1 : 0;
+	err = stack_reap_or_defer(s, timeout_ms) ? 1 : 0;
 out:
 	pthread_mutex_unlock(&s->lock);
 	return err;
@@ -582,7 +646,7 @@ int be_stack_reap(struct backend *root, unsigned timeout_ms)
 	int n;
 
 	pthread_mutex_lock(&s->lock);
-	n = stack_reap_locked(s, timeout_ms);
+	n = stack_reap_or_defer(s, timeout_ms);
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }

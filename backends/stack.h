@@ -42,8 +42,11 @@
  *   holds everything the old one holds, including writes still in flight
  *   (a mirror filter above the old store writes both, then pivots).
  * - If the drain does not finish within the caller's timeout, the change is
- *   still in effect and the unlinked nodes wait on a retired list; they are
- *   closed by a later change, be_stack_reap() or be_stack_close().
+ *   still in effect and the unlinked nodes wait on a retired list; the
+ *   stack's reaper thread (started then, ended when the list is empty)
+ *   closes them as soon as the I/O that may still use them has completed.
+ *   A later change, be_stack_reap() or be_stack_close() may close them
+ *   first.
  *
  * Writing a filter for the stack:
  * - ops->filter = true; open() gets the node below in p->inner and stores

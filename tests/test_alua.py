@@ -409,3 +409,57 @@ def test_single_node_lun_keeps_one_implicit_group(holdfast, tmp_path):
     st, _, key, asc = s.stpg(1, AO_STATE)
     assert (st, key, asc) == (CHECK, 5, 0x2000)
     s.close()
+
+
+def test_stpg_takeovers_during_settings_updates(holdfast, tmp_path):
+    """A takeover by SET TARGET PORT GROUPS runs on a worker thread that
+    is neither a reactor nor holds the management lock; tgtadm updates
+    published (and freed) settings snapshots meanwhile.  The worker must
+    read none of them: under `make tsan` a read of a snapshot an update
+    frees is a reported race (the conftest fails the test on it)."""
+    import threading
+    shared = tmp_path / "one.img"
+    a = holdfast(luns=lun(shared, 1, 2, "active"))
+    a.require_holdfast()
+    s = Sess(a)
+    s.settle()
+    stop = threading.Event()
+    errors = []
+
+    def updater():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            res = update(a, "vendor_id=V%d,retry_interval=%d"
+                         % (i % 1000, 100 + i % 50), check=False)
+            if res.returncode:
+                errors.append(res.stderr)
+                return
+
+    t = threading.Thread(target=updater)
+    t.start()
+    try:
+        def stpg(group):
+            # an update asks for alua_state "active" again, so the state
+            # also changes under the test: take those unit attentions
+            for _ in range(10):
+                st, _, key, _ = s.stpg(group, AO_STATE)
+                if key != UA:
+                    return st
+            return None
+
+        for _ in range(20):
+            # the peer made active: this node goes standby ...
+            assert stpg(2) == GOOD
+            # ... and takes the store back (scsi_lun_refresh on the
+            # worker)
+            assert stpg(1) == GOOD
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    s.settle()
+    assert s.write(0, b"\x5a" * 512)[0] == GOOD
+    assert s.read(0)[1] == b"\x5a" * 512
+    assert a.log_text().count("active/optimized (ownership lock") >= 10
+    s.close()

@@ -362,6 +362,38 @@ static void test_remove_drains(void)
 	free(buf);
 }
 
+/* A node whose drain timed out is closed once its I/O completes, by the
+ * stack itself: no later change, reap or close is needed. */
+static void test_retired_reaped_alone(void)
+{
+	struct fake_store *f = fake_new(true);
+	struct count_state c = { 0 };
+	struct backend *root = NULL;
+	struct aio held;
+	char *buf = abuf(BS, 5);
+	int i;
+
+	be_stack_open(fake_node(f), &root);
+	CHECK(insert(root, &count_ops, (const char *)&c, BE_STACK_TOP, NULL) == 0);
+	atomic_store(&f->hold, true);
+	aio_start(&held, root, BE_OP_WRITE, 0, buf);
+	usleep(20000);
+	CHECK(f->nheld == 1, "one write held in the store");
+	CHECK(be_stack_remove(root, "count", 10) == 1, "drain timed out: retired");
+	usleep(150000);
+	CHECK(!atomic_load(&c.closed), "not closed while its write is held");
+	fake_release(f);
+	CHECK(atomic_load(&held.res) == 0, "the held write completed");
+	for (i = 0; i < 200 && !atomic_load(&c.closed); i++)
+		usleep(10000);
+	CHECK(atomic_load(&c.closed),
+	      "closed on its own after its I/O completed (%d ms)", i * 10);
+	CHECK(chain_is(root, "fakestore"));
+	be_stack_close(root);
+	fake_free(f);
+	free(buf);
+}
+
 struct remover {
 	struct backend *root;
 	atomic_int ret;
@@ -657,6 +689,7 @@ int main(void)
 		return 1;
 	test_positions();
 	test_remove_drains();
+	test_retired_reaped_alone();
 	test_remove_waits();
 	test_replace_store();
 	test_reactor_no_sleep();
