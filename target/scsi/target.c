@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "hang.h"
+#include "reactor.h"
 #include "scsi.h"
 #include "target.h"
 
@@ -138,9 +139,11 @@ static void tgt_free(struct target *t)
 	struct tgt_param *p, *pn;
 
 	for (int i = 0; i < TGT_MAX_LUNS; i++) {
+		/* the last reference to the target: no session, so no
+		 * reactor, can look a LUN up any more */
 		if (t->luns[i]) {
 			scsi_lun_put(t->luns[i]);
-			t->luns[i] = NULL;
+			__atomic_store_n(&t->luns[i], NULL, __ATOMIC_RELAXED);
 		}
 	}
 	list_for_each_entry_safe(a, an, &t->acls, link) {
@@ -374,7 +377,7 @@ static int tgt_lun_add_store(int tid, const struct lun_settings *s,
 		lun->target = t;
 		snprintf(lun->target_name, sizeof(lun->target_name), "%s",
 			 t->name);
-		t->luns[s->lun] = lun;
+		__atomic_store_n(&t->luns[s->lun], lun, __ATOMIC_RELEASE);
 		lun = NULL;
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -416,10 +419,15 @@ int tgt_lun_del(int tid, uint64_t lun_nr, bool force)
 		 * operator must say --force to pull the LUN from under them. */
 		ret = -EBUSY;
 	} else {
-		t->luns[lun_nr] = NULL;
+		__atomic_store_n(&t->luns[lun_nr], NULL, __ATOMIC_SEQ_CST);
 	}
 	pthread_mutex_unlock(&t->lock);
 	if (!ret) {
+		/* A reactor may have loaded the pointer just before the
+		 * store (tgt_lun_get()) and not taken its reference yet: the
+		 * table's reference goes once none can be between the two.
+		 * Blocks for a reactor loop turn; no lock is held. */
+		reactor_synchronize();
 		log_info("target %d: LUN %llu deleted%s", tid,
 			 (unsigned long long)lun_nr, force ? " (forced)" : "");
 		/* Commands held by a hung LUN would keep it (and its store)
@@ -440,11 +448,15 @@ struct scsi_lun *tgt_lun_get(struct target *t, uint64_t lun_nr)
 
 	if (lun_nr >= TGT_MAX_LUNS)
 		return NULL;
-	pthread_mutex_lock(&t->lock);
-	lun = t->luns[lun_nr];
+	/* Lock-free, as in RCU's QSBR: a reactor that loaded the pointer
+	 * takes its reference before its callback returns, and a delete
+	 * drops the table's reference only after every reactor has been
+	 * between callbacks (tgt_lun_del()), so the LUN is alive
+	 * here.  acquire: pairs with the release store that published a
+	 * fully built LUN. */
+	lun = __atomic_load_n(&t->luns[lun_nr], __ATOMIC_ACQUIRE);
 	if (lun)
 		scsi_lun_get(lun);
-	pthread_mutex_unlock(&t->lock);
 	return lun;
 }
 

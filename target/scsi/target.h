@@ -45,10 +45,15 @@ struct target {
 	uint32_t nop_count;		/* unanswered pings before drop */
 	struct list_head acls;		/* struct acl_rule */
 	struct list_head params;	/* struct tgt_param */
-	struct scsi_lun *luns[TGT_MAX_LUNS];	/* NULL = absent; [0] unused */
+	/* NULL = absent; [0] unused.  Written under lock with atomic
+	 * stores; tgt_lun_get() reads it without the lock (RCU-style: the
+	 * table's reference on a LUN taken out is dropped only after
+	 * reactor_synchronize()). */
+	struct scsi_lun *luns[TGT_MAX_LUNS];
 	atomic_int refcnt;
 	atomic_int nr_sessions;		/* maintained by the iSCSI layer */
-	pthread_mutex_t lock;		/* guards acls, params, luns[] */
+	pthread_mutex_t lock;		/* guards acls, params, changes of
+					 * luns[] */
 	struct list_head link;		/* in the table, ordered by tid */
 };
 
@@ -82,7 +87,10 @@ int tgt_lun_add(int tid, const struct lun_settings *s, const char **errmsg);
 int tgt_lun_add_on(int tid, const struct lun_settings *s,
 		   struct backend *store, const char **errmsg);
 int tgt_lun_del(int tid, uint64_t lun, bool force);
-/* Referenced LUN or NULL. */
+/* Referenced LUN or NULL.  No lock (one load and one atomic add, per
+ * command): from a reactor callback, or from a thread that holds
+ * config_lock() (which serializes LUN deletes), or before the target is
+ * shared. */
 struct scsi_lun *tgt_lun_get(struct target *t, uint64_t lun);
 /* Fill luns[] with the LUN numbers present, ascending; returns the count. */
 int tgt_lun_list(struct target *t, uint64_t *luns, int max);
