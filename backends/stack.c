@@ -627,6 +627,132 @@ out:
 	return err;
 }
 
+/* A node be_stack_set_filters() manages: a filter one can name
+ * (backend_find()); others (a dirty-tracking node) are pinned. */
+static bool stack_managed(const struct backend *be)
+{
+	return be->ops->filter && backend_find(be->ops->name) == be->ops;
+}
+
+int be_stack_set_filters(struct backend *root, const char *const *names,
+			 int n, const struct backend_params *p,
+			 unsigned timeout_ms, const char **errmsg)
+{
+	struct be_stack *s = root->priv;
+	struct backend *cur[BE_STACK_MAX_NODES], *want[BE_STACK_MAX_NODES + 1];
+	struct backend *opened[BE_STACK_MAX_NODES];
+	struct backend *base = root, *store = NULL;
+	int nc = 0, nopened = 0, err = 0, i, j;
+	int lcs[BE_STACK_MAX_NODES + 1][BE_STACK_MAX_NODES + 1];
+	bool keep[BE_STACK_MAX_NODES] = { false };
+
+	*errmsg = NULL;
+	if (n < 0 || n >= BE_STACK_MAX_NODES) {
+		*errmsg = "too many filters";
+		return -E2BIG;
+	}
+	for (i = 0; i < n; i++) {
+		const struct backend_ops *ops = backend_find(names[i]);
+
+		if (!ops || !ops->filter) {
+			*errmsg = "not a filter";
+			return -EINVAL;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	/* The managed region: everything below the lowest pinned node (or
+	 * the root) down to the store.  A managed node above a pinned one
+	 * would have to move past it, and I/O in flight could then skip
+	 * the pinned node (a write not marked dirty): refused. */
+	for (struct backend *be = root->inner; be; be = be->inner) {
+		if (!be->inner) {
+			store = be;
+		} else if (!stack_managed(be)) {
+			if (nc) {
+				*errmsg = "a filter sits above a tracking node: "
+					  "remove it with filter_remove first";
+				err = -EBUSY;
+				goto out;
+			}
+			base = be;
+		} else {
+			cur[nc++] = be;
+		}
+	}
+	/* Keep what both chains share, in order (a longest common
+	 * subsequence by name): a kept node keeps its state (a fault
+	 * spec) and its I/O in flight. */
+	for (i = nc; i >= 0; i--)
+		for (j = n; j >= 0; j--)
+			lcs[i][j] = i == nc || j == n ? 0 :
+				    strcmp(cur[i]->ops->name, names[j]) == 0 ?
+				    lcs[i + 1][j + 1] + 1 :
+				    MAX(lcs[i + 1][j], lcs[i][j + 1]);
+	for (i = 0; i < n; i++)
+		want[i] = NULL;
+	for (i = 0, j = 0; i < nc && j < n;) {
+		if (strcmp(cur[i]->ops->name, names[j]) == 0) {
+			want[j++] = cur[i];
+			keep[i++] = true;
+		} else if (lcs[i + 1][j] >= lcs[i][j + 1]) {
+			i++;
+		} else {
+			j++;
+		}
+	}
+	want[n] = store;
+	/* Open the new nodes bottom up, each over its final inner; none is
+	 * reachable yet. */
+	for (j = n - 1; j >= 0; j--) {
+		struct backend_params fp = *p;
+
+		if (want[j])
+			continue;
+		fp.inner = want[j + 1];
+		err = be_stack_node_open(backend_find(names[j]), &fp, &want[j],
+					 errmsg);
+		if (err) {
+			want[j] = NULL;
+			goto undo;
+		}
+		opened[nopened++] = want[j];
+	}
+	/* Retire the dropped nodes first: if that fails, nothing changed. */
+	for (i = 0; i < nc; i++) {
+		if (keep[i])
+			continue;
+		err = stack_retire(s, cur[i]);
+		if (err) {
+			while (i--)
+				if (!keep[i]) {
+					struct stack_retired *r = s->retired;
+
+					s->retired = r->next;
+					free(r);
+				}
+			*errmsg = "out of memory";
+			goto undo;
+		}
+	}
+	/* Link bottom up: each store points a node at the part below it,
+	 * which is final already, so every step is a whole chain down to
+	 * the store (no cycle; a node being moved may be skipped by I/O
+	 * that passes meanwhile). */
+	for (j = n - 1; j >= 0; j--)
+		if (backend_inner(want[j]) != want[j + 1])
+			stack_link(want[j], want[j + 1]);
+	if (backend_inner(base) != want[0])
+		stack_link(base, want[0]);
+	err = stack_reap_or_defer(s, timeout_ms) ? 1 : 0;
+	goto out;
+undo:
+	while (nopened--)
+		be_stack_node_close(opened[nopened]);
+out:
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
 int be_stack_drain(struct backend *root, unsigned timeout_ms)
 {
 	struct be_stack *s = root->priv;

@@ -13,6 +13,8 @@
  * Live changes (management thread only; they may sleep):
  *   be_stack_insert()   open a filter and link it in at a position
  *   be_stack_remove()   unlink a filter
+ *   be_stack_set_filters()  make the filters a given list (the LUN key
+ *                       `filters`: an update, a reload)
  *   be_stack_replace()  put an open store in place of a node and everything
  *                       below it (a mirror's pivot)
  *
@@ -127,6 +129,18 @@ int be_stack_remove_node(struct backend *root, struct backend *node,
 int be_stack_replace(struct backend *root, const char *name,
 		     struct backend *store, unsigned timeout_ms,
 		     const char **errmsg);
+
+/* Make the filters between the store and the lowest node not named by
+ * backend_find() (a tracking node; else the root) be names[0..n-1], top
+ * first.  Nodes both chains share (by name, in order) are kept with their
+ * state; new ones are opened with p (p->inner set here); dropped ones are
+ * unlinked, drained up to timeout_ms and closed as by remove.  0 / 1 as
+ * for remove; -EINVAL (not a filter), -E2BIG, -EBUSY (a named filter sits
+ * above a tracking node), or an open's error, with *errmsg set and the
+ * chain unchanged. */
+int be_stack_set_filters(struct backend *root, const char *const *names,
+			 int n, const struct backend_params *p,
+			 unsigned timeout_ms, const char **errmsg);
 
 /* Wait up to timeout_ms until every I/O that entered the stack before this
  * call has completed (e.g. after inserting a dirty-tracking filter: from

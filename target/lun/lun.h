@@ -24,6 +24,9 @@ struct lun_settings {
 	char backend[16];		/* "file", "null", "fault", "iscsi", "rbd" */
 	char path[PATH_MAX];		/* absolute after config parsing */
 	char backend_opts[256];		/* fault spec */
+	char filters[128];		/* the filter nodes above the store,
+					 * top first, comma-separated ("" =
+					 * none); the block stack follows it */
 	char bsopts[1024];		/* store options (tgtadm --bsopts); the
 					 * iscsi store's are in iscsi_conf.h,
 					 * the rbd store's in backends/rbd.c */
@@ -100,6 +103,8 @@ enum lun_key_flag {
 	LUN_KEY_ALUA = 1u << 7,		/* scsi_alua_apply() re-reads it;
 					 * printers omit it without alua_group */
 	LUN_KEY_RESIZE = 1u << 8,	/* the store is resized (size) */
+	LUN_KEY_STACK = 1u << 9,	/* the block stack's filters are
+					 * rebuilt to match (filters) */
 	LUN_KEY_CHANGED = 1u << 31,	/* lun_settings_diff(): any change */
 };
 
@@ -122,6 +127,13 @@ const char *lun_key_unit(const struct lun_key *k);
  * Returns the length (truncated to len like snprintf). */
 int lun_key_format(const struct lun_key *k, const struct lun_settings *s,
 		   char *buf, size_t len);
+
+/* The names in a filters value (lun_settings.filters), top first, into
+ * names (each at most LUN_FILTER_NAME_MAX - 1 characters).  Returns the
+ * count (at most max). */
+#define LUN_FILTER_NAME_MAX 16
+int lun_filters_split(const char *filters, char (*names)[LUN_FILTER_NAME_MAX],
+		      int max);
 
 /* Fill s with every key's default, for LUN number lun. */
 void lun_settings_default(struct lun_settings *s, uint64_t lun);

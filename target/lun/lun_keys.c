@@ -35,6 +35,7 @@ enum lun_key_type {
 	LK_SPEC,	/* char[]: any text (the fault spec) */
 	LK_ASCII,	/* char[]: printable ASCII (INQUIRY, SPC-4 4.3.1) */
 	LK_ERRNOS,	/* uint64_t[LUN_ERRNO_BITS / 64]: errno names */
+	LK_FILTERS,	/* char[]: filter names (backend_find()), top first */
 	LK_ITEM,	/* an item "name=value" of the store options (bsopts);
 			 * the store parses it (backends/iscsi_conf.h) */
 };
@@ -146,6 +147,14 @@ static const struct lun_key lun_keys[] = {
 	 * top of its store (backends/fault.c parses it). */
 	{ .name = "fault", .type = LK_SPEC, F(backend_opts),
 	  .flags = LUN_KEY_PARAM | LUN_KEY_NONEMPTY },
+	/* The block stack's filters above the store, top first (README
+	 * "The block stack"): the LUN is created with them, and an update
+	 * or a reload rebuilds the live chain to match (scsi_lun_update());
+	 * filter_add / filter_remove keep it in step.  A tracking node of
+	 * the dirty bitmaps (cbt) is not listed: the bitmaps place it. */
+	{ .name = "filters", .type = LK_FILTERS, F(filters), .def = "fault",
+	  .flags = RUN | LUN_KEY_STACK,
+	  .hint = "filter names, top first: fault, passthrough (or none)" },
 	/* Store options (tgtadm --bsopts).  A gateway LUN's keys (backend
 	 * "iscsi") are items of it: placed here, parsed by the store
 	 * (backends/iscsi_conf.h), printed as part of bsopts. */
@@ -224,6 +233,7 @@ enum lun_key_kind lun_key_kind(const struct lun_key *k)
 	case LK_BOOL:
 		return LUN_KIND_BOOL;
 	case LK_ERRNOS:
+	case LK_FILTERS:
 		return LUN_KIND_LIST;
 	case LK_ITEM:
 		return k->item_kind;
@@ -374,6 +384,75 @@ static int retry_errors_parse(const char *v, uint64_t *bits, char *err,
 	return 0;
 }
 
+/* Separators of a filters value: ',' as in targets.conf, and ':', '|' or
+ * blanks, since ',' also separates tgtadm --params items. */
+#define FILTERS_SEP ",:| \t"
+
+int lun_filters_split(const char *filters, char (*names)[LUN_FILTER_NAME_MAX],
+		      int max)
+{
+	int n = 0;
+
+	for (const char *c = filters; *c && n < max;) {
+		size_t len;
+
+		c += strspn(c, FILTERS_SEP);
+		len = strcspn(c, FILTERS_SEP);
+		if (!len)
+			break;
+		if (len < LUN_FILTER_NAME_MAX && strncmp(c, "none", len)) {
+			memcpy(names[n], c, len);
+			names[n++][len] = '\0';
+		}
+		c += len;
+	}
+	return n;
+}
+
+/* "fault,passthrough" (or "none"): each a filter backend_find() knows,
+ * at most LUN_FILTERS_MAX; stored comma-separated. */
+#define LUN_FILTERS_MAX 8
+static int filters_parse(const struct lun_key *k, const char *v, char *out,
+			 char *err, unsigned errlen)
+{
+	char names[LUN_FILTERS_MAX + 1][LUN_FILTER_NAME_MAX];
+	char buf[sizeof(((struct lun_settings *)0)->filters)] = "";
+	size_t off = 0, total = 0;
+	int n;
+
+	for (const char *c = v; *c;) {
+		size_t len;
+
+		c += strspn(c, FILTERS_SEP);
+		len = strcspn(c, FILTERS_SEP);
+		if (!len)
+			break;
+		if (len >= LUN_FILTER_NAME_MAX)
+			return fail(err, errlen, -EINVAL, "%s", k->hint);
+		total++;
+		c += len;
+	}
+	if (total > LUN_FILTERS_MAX)
+		return fail(err, errlen, -EINVAL, "at most %d filters",
+			    LUN_FILTERS_MAX);
+	n = lun_filters_split(v, names, LUN_FILTERS_MAX + 1);
+	if (n && (size_t)n != total)
+		return fail(err, errlen, -EINVAL, "\"none\" names no filter: "
+			    "it stands alone");
+	for (int i = 0; i < n; i++) {
+		const struct backend_ops *ops = backend_find(names[i]);
+
+		if (!ops || !ops->filter)
+			return fail(err, errlen, -EINVAL,
+				    "%s is not a filter (%s)", names[i],
+				    k->hint);
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s",
+					i ? "," : "", names[i]);
+	}
+	memcpy(out, buf, off + 1);
+	return 0;
+}
+
 /* Set item key=value in the ';'-separated opts, replacing an earlier one. */
 static int bsopts_set(char *opts, size_t cap, const char *key,
 		      const char *value, char *err, unsigned errlen)
@@ -504,6 +583,8 @@ static int key_parse(const struct lun_key *k, struct lun_settings *s,
 		return 0;
 	case LK_ERRNOS:
 		return retry_errors_parse(value, p, err, errlen);
+	case LK_FILTERS:
+		return filters_parse(k, value, p, err, errlen);
 	}
 	return fail(err, errlen, -EINVAL, "unhandled key type");
 }
@@ -576,6 +657,9 @@ int lun_key_format(const struct lun_key *k, const struct lun_settings *s,
 		}
 		return snprintf(buf, len, "%s", "");
 	}
+	case LK_FILTERS:
+		return snprintf(buf, len, "%s", *(const char *)p ? (const char *)p
+							      : "none");
 	case LK_ERRNOS:
 		if (len)
 			buf[0] = '\0';
@@ -695,6 +779,13 @@ int lun_settings_check(const struct lun_settings *s, const struct backend *be,
 		*key = "alua_group";
 		return fail(err, errlen, -EINVAL,
 			    "alua_group needs a file or block-device store (the ownership lock lives next to it)");
+	}
+	if (s->backend_opts[0] && strcmp(s->backend_opts, "off") &&
+	    strcmp(s->backend_opts, "fault=off") &&
+	    !strstr(s->filters, "fault")) {
+		*key = "fault";
+		return fail(err, errlen, -EINVAL,
+			    "a fault spec needs the fault filter in filters");
 	}
 	if (s->block_size && s->size % s->block_size) {
 		*key = "size";

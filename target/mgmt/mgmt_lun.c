@@ -184,7 +184,8 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	char reason[512], hang[16] = "";
 	struct mgmt_stack_change stack = { .add = "" };
 	unsigned flags = req->force ? SCSI_UPDATE_FORCE : 0;
-	bool has_fault = false, alua = false;
+	bool has_fault = false, has_filters = false, alua = false;
+	const void *fault_was;
 	struct lun_settings tmp;
 	const struct lun_key *k;
 	struct scsi_lun *lun = NULL;
@@ -244,6 +245,39 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 			has_fault = true;
 			snprintf(tmp.backend_opts, sizeof(tmp.backend_opts),
 				 "%s", fault);
+		} else if (strcmp(key, "filters") == 0) {
+			/* "filters=fault,passthrough": the items after it
+			 * that are no key=value belong to it */
+			char list[sizeof(tmp.filters)];
+			size_t len = strlen(val);
+			char why[128];
+
+			if (len >= sizeof(list)) {
+				err = MGMT_INVALID_REQUEST;
+				break;
+			}
+			memcpy(list, val, len + 1);
+			while (i + 1 < n && !mgmt_item_is_lun_key(items[i + 1])) {
+				const char *more = items[++i];
+
+				if (len + 1 + strlen(more) >= sizeof(list)) {
+					err = MGMT_INVALID_REQUEST;
+					break;
+				}
+				list[len++] = ',';
+				memcpy(list + len, more, strlen(more) + 1);
+				len += strlen(more);
+			}
+			if (!err && lun_setting_apply(&tmp, "filters", list, why,
+						      sizeof(why))) {
+				log_err("target %d: LUN %llu: filters=%s: %s",
+					req->tid, (unsigned long long)req->lun,
+					list, why);
+				err = MGMT_INVALID_REQUEST;
+			}
+			if (err)
+				break;
+			has_filters = true;
 		} else if (mgmt_stack_key(key)) {
 			if (mgmt_stack_parse(&stack, key, val)) {
 				log_err("target %d: LUN %llu: %s=%s: bad value or given twice",
@@ -284,11 +318,15 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	/* Refuse before changing anything: the stack request, and the
 	 * settings as a whole (scsi_lun_update() checks them again against
 	 * the chain it then has). */
-	if (mgmt_stack_check(&stack))
+	if (has_filters && (stack.add[0] || stack.remove[0]))
+		snprintf(reason, sizeof(reason), "filters names the whole "
+			 "chain: not with filter_add or filter_remove");
+	else if (mgmt_stack_check(&stack))
 		snprintf(reason, sizeof(reason), "filter_pos needs filter_add");
 	else
 		lun_settings_check(&tmp, lun->be, NULL, reason, sizeof(reason));
-	if (mgmt_stack_check(&stack) ||
+	if ((has_filters && (stack.add[0] || stack.remove[0])) ||
+	    mgmt_stack_check(&stack) ||
 	    lun_settings_check(&tmp, lun->be, NULL, NULL, 0)) {
 		log_err("target %d: LUN %llu: update refused: %s", req->tid,
 			(unsigned long long)req->lun, reason);
@@ -299,10 +337,21 @@ static int mgmt_lun_update(const struct mgmt_req *req)
 	 * them; a fault spec then reaches the topmost fault filter of the
 	 * new chain), then validate and install the settings with the fault
 	 * spec (scsi_lun_update()), then the hang verb. */
+	fault_was = scsi_lun_fault_node(lun);
 	err = mgmt_stack_apply(req->tid, req->lun, tmp.block_size, lun->be,
 			       &stack);
 	if (err)
 		goto out;
+	/* The fault spec lived in the topmost fault filter: if that one is
+	 * gone (or another is above it now), so is the spec. */
+	if (!has_fault && scsi_lun_fault_node(lun) != fault_was)
+		tmp.backend_opts[0] = '\0';
+	/* The settings record the chain filter_add / filter_remove made
+	 * (dump, save and reload then keep it). */
+	if ((stack.add[0] || stack.remove[0]) &&
+	    scsi_lun_filters_now(lun, tmp.filters, sizeof(tmp.filters)))
+		log_warn("target %d: LUN %llu: the chain is not recorded in "
+			 "filters", req->tid, (unsigned long long)req->lun);
 	/* One update (scsi_lun_update()): the resize, the ALUA state (taking
 	 * or giving up the store may be refused: the other node is active;
 	 * it may wait for writes to drain), the fault spec, then the

@@ -177,6 +177,15 @@ int scsi_lun_create(const struct lun_settings *s, struct scsi_lun **out,
 #define SCSI_REFRESH_SHARED	0x2	/* also what another node may have
 					 * changed: reservations, hang state */
 
+/* The LUN's filters as the `filters` key spells them (top first, the
+ * store and a tracking node left out), from the live chain: after
+ * filter_add / filter_remove, so the settings record the chain.  0, or
+ * -EINVAL (no block stack), -ENOSPC. */
+int scsi_lun_filters_now(struct scsi_lun *lun, char *buf, size_t len);
+/* The topmost fault filter (the one the fault spec goes to), as an
+ * identity to compare across a chain change; NULL if none.  Management
+ * thread. */
+const void *scsi_lun_fault_node(struct scsi_lun *lun);
 /* The one place that re-reads the LUN state that lives with its store
  * (DESIGN.md: online resize, handover between nodes and a mirror's pivot
  * all come through here).  The store's size -> capacity, and with

@@ -72,22 +72,110 @@ static int lun_open_stack(const struct lun_settings *s, uint32_t block_size,
 
 	if (strncmp(spec, LUN_FAULT_PREFIX, strlen(LUN_FAULT_PREFIX)) == 0)
 		spec += strlen(LUN_FAULT_PREFIX);
-	memset(&p, 0, sizeof(p));
-	p.block_size = block_size;
-	p.opts = spec[0] ? spec : NULL;
-	p.inner = store;
-	err = be_stack_node_open(backend_find("fault"), &p, &top, errmsg);
-	if (err) {
-		be_stack_node_close(store);
-		return err;
+	/* The filters named in s->filters, bottom up over the store; the
+	 * fault spec goes to the topmost fault filter (the one an update's
+	 * fault= reaches, scsi_lun_param_backend()). */
+	char names[BE_STACK_MAX_NODES][LUN_FILTER_NAME_MAX];
+	int n = lun_filters_split(s->filters, names, BE_STACK_MAX_NODES - 1);
+	int top_fault = -1;
+
+	for (int i = n - 1; i >= 0; i--)
+		if (strcmp(names[i], "fault") == 0)
+			top_fault = i;
+	top = store;
+	for (int i = n - 1; i >= 0; i--) {
+		struct backend *node;
+
+		memset(&p, 0, sizeof(p));
+		p.block_size = block_size;
+		p.opts = i == top_fault && spec[0] ? spec : NULL;
+		p.inner = top;
+		ops = backend_find(names[i]);
+		err = ops && ops->filter ? be_stack_node_open(ops, &p, &node, errmsg)
+					 : -EINVAL;
+		if (err) {
+			if (!*errmsg)
+				*errmsg = "filters: not a filter";
+			goto err_chain;
+		}
+		top = node;
 	}
 	err = be_stack_open(top, out);
 	if (err) {
 		*errmsg = "out of memory";
+		goto err_chain;
+	}
+	return 0;
+
+err_chain:
+	while (top) {
+		struct backend *inner = top->inner;
+
 		be_stack_node_close(top);
-		be_stack_node_close(store);
+		top = inner;
 	}
 	return err;
+}
+
+int scsi_lun_filters_now(struct scsi_lun *lun, char *buf, size_t len)
+{
+	const char *names[BE_STACK_MAX_NODES];
+	int n, off = 0;
+
+	if (len)
+		buf[0] = '\0';
+	if (!be_stack_is_root(lun->be))
+		return -EINVAL;
+	n = be_stack_names(lun->be, names, BE_STACK_MAX_NODES);
+	/* the store (last) and what the key does not list (a tracking
+	 * node: stack.h, be_stack_set_filters()) are left out */
+	for (int i = 0; i < n - 1 && i < BE_STACK_MAX_NODES; i++) {
+		const struct backend_ops *ops = backend_find(names[i]);
+
+		if (!ops || !ops->filter)
+			continue;
+		off += snprintf(buf + off, (size_t)off < len ? len - (size_t)off : 0,
+				"%s%s", off ? "," : "", names[i]);
+	}
+	return (size_t)off < len ? 0 : -ENOSPC;
+}
+
+const void *scsi_lun_fault_node(struct scsi_lun *lun)
+{
+	if (!be_stack_is_root(lun->be))
+		return NULL;
+	for (struct backend *be = backend_inner(lun->be); be;
+	     be = backend_inner(be))
+		if (strcmp(be->ops->name, "fault") == 0)
+			return be;
+	return NULL;
+}
+
+/* Rebuild lun's filters to match s->filters (scsi_lun_update()). */
+static int scsi_lun_set_filters(struct scsi_lun *lun,
+				const struct lun_settings *s,
+				const char **errmsg)
+{
+	char names[BE_STACK_MAX_NODES][LUN_FILTER_NAME_MAX];
+	const char *list[BE_STACK_MAX_NODES];
+	struct backend_params p = { .block_size = s->block_size };
+	int n = lun_filters_split(s->filters, names, BE_STACK_MAX_NODES - 1);
+	int ret;
+
+	if (!be_stack_is_root(lun->be)) {
+		*errmsg = "the LUN has no block stack";
+		return -EOPNOTSUPP;
+	}
+	for (int i = 0; i < n; i++)
+		list[i] = names[i];
+	ret = be_stack_set_filters(lun->be, list, n, &p, BE_STACK_DRAIN_MS,
+				   errmsg);
+	if (ret == 1)
+		log_warn("target %s: LUN %llu: filters = %s: a removed filter "
+			 "still has I/O after %d ms; closed when it completes",
+			 lun->target_name, (unsigned long long)lun->id,
+			 s->filters, BE_STACK_DRAIN_MS);
+	return ret < 0 ? ret : 0;
 }
 
 /* Capacity of be in blocks; the store must hold a whole number of them. */
@@ -436,6 +524,22 @@ int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
 				 why ? why : strerror(-ret));
 			goto refuse;
 		}
+	}
+	if (changed & LUN_KEY_STACK) {
+		const void *fault_was = scsi_lun_fault_node(lun);
+
+		ret = scsi_lun_set_filters(lun, next, &why);
+		if (ret) {
+			snprintf(err, errlen, "filters = %s refused: %s",
+				 next->filters[0] ? next->filters : "none",
+				 why ? why : strerror(-ret));
+			goto refuse;
+		}
+		/* a new topmost fault filter starts with no spec: give it
+		 * the one the settings hold */
+		if (next->backend_opts[0] &&
+		    scsi_lun_fault_node(lun) != fault_was)
+			changed |= LUN_KEY_PARAM;
 	}
 	if (changed & LUN_KEY_PARAM) {
 		struct backend *be = scsi_lun_param_backend(lun);
