@@ -338,6 +338,8 @@ def mgmt_seeds():
         "update-lun": mgmt_req(2, 5, b"targetOps rerror=retry,werror=retry,"
                                b"retry_timeout=1000", tid=1, lun=1),
         "hang-verb": mgmt_req(2, 5, b"hang=pause", tid=1, lun=1),
+        "update-lun-filters": mgmt_req(2, 5, b"targetOps filters=passthrough,"
+                                       b"fault,passthrough", tid=1, lun=1),
         "show-lun": mgmt_req(2, 2, b"format=json", tid=1, lun=1),
         "delete-lun": mgmt_req(2, 1, tid=1, lun=5),
         "new-account": mgmt_req(7, 0, b"user=bob,password=bob-secret-12"),

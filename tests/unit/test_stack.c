@@ -394,6 +394,50 @@ static void test_retired_reaped_alone(void)
 	free(buf);
 }
 
+/* be_stack_set_filters(): the chain becomes the list, nodes both share
+ * are kept (same node, same state), a node it cannot name (count, like
+ * the dirty-tracking node) stays on top, and a named filter above such a
+ * node is refused. */
+static void test_set_filters(void)
+{
+	struct fake_store *f = fake_new(true);
+	struct count_state c = { 0 };
+	struct backend *root = NULL, *fault_node;
+	const char *msg = NULL;
+	const char *l1[] = { "passthrough", "fault" };
+	const char *l2[] = { "fault", "passthrough", "passthrough" };
+	const char *l3[] = { "nosuch" };
+	struct backend_params p = { .block_size = BS };
+	char *buf = abuf(BS, 6);
+	struct aio a;
+
+	be_stack_open(fake_node(f), &root);
+	CHECK(insert(root, &be_fault_ops, NULL, BE_STACK_TOP, NULL) == 0);
+	fault_node = root->inner;
+	CHECK(insert(root, &count_ops, (const char *)&c, BE_STACK_TOP, NULL) == 0);
+	CHECK(be_stack_set_filters(root, l1, 2, &p, 1000, &msg) == 0, "%s",
+	      msg ? msg : "");
+	CHECK(chain_is(root, "count -> passthrough -> fault -> fakestore"));
+	CHECK(root->inner->inner->inner == fault_node, "the fault node is kept");
+	CHECK(be_stack_set_filters(root, l2, 3, &p, 1000, &msg) == 0);
+	CHECK(chain_is(root, "count -> fault -> passthrough -> passthrough -> fakestore"));
+	CHECK(be_stack_set_filters(root, NULL, 0, &p, 1000, &msg) == 0);
+	CHECK(chain_is(root, "count -> fakestore"));
+	CHECK(be_stack_set_filters(root, l3, 1, &p, 1000, &msg) == -EINVAL);
+	CHECK(chain_is(root, "count -> fakestore"), "a refused list changes nothing");
+	/* I/O still reaches the store through the kept node */
+	aio_start(&a, root, BE_OP_WRITE, 0, buf);
+	usleep(20000);
+	CHECK(atomic_load(&a.res) == 0 && atomic_load(&c.submitted) == 1);
+	CHECK(insert(root, &be_passthrough_ops, NULL, BE_STACK_TOP, NULL) == 0);
+	CHECK(be_stack_set_filters(root, l1, 2, &p, 1000, &msg) == -EBUSY,
+	      "a named filter above the tracking node: refused");
+	CHECK(chain_is(root, "passthrough -> count -> fakestore"));
+	be_stack_close(root);
+	fake_free(f);
+	free(buf);
+}
+
 struct remover {
 	struct backend *root;
 	atomic_int ret;
@@ -690,6 +734,7 @@ int main(void)
 	test_positions();
 	test_remove_drains();
 	test_retired_reaped_alone();
+	test_set_filters();
 	test_remove_waits();
 	test_replace_store();
 	test_reactor_no_sleep();
