@@ -1,14 +1,17 @@
-/* lun.c - creating and releasing logical units (target/lun.h).
+/* scsi_lun.c - creating and releasing logical units (target/lun.h).
  *
  * A LUN's backing store is a block stack (backends/stack.h): the store
- * named in its settings (file or null) at the bottom and the
- * fault-injection filter on top when the LUN is created, so
- * `tgtadm --params fault=...` works on every LUN without a restart; more
- * filters can be inserted and removed while the LUN serves I/O.
+ * named in its settings (file, null, iscsi, rbd) at the bottom and the
+ * filters its `filters` key names above it (by default the
+ * fault-injection filter, so `tgtadm --params fault=...` works on every
+ * LUN without a restart); filters can be inserted and removed while the
+ * LUN serves I/O.
  * Everything that opening the store decides (the stack,
  * capacity in blocks) is computed in lun_open_stack() and
  * lun_capacity(); scsi_lun_refresh() is the one place that re-reads
- * them on a live LUN (online resize, a handover between nodes). */
+ * them on a live LUN (online resize, a handover between nodes).  The
+ * filters above the store are the `filters` key's (lun.h); an update
+ * rebuilds the live chain to match (scsi_lun_set_filters()). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -349,8 +352,9 @@ err_free:
 	return err;
 }
 
-/* Refreshes run on the management thread, but a SIGHUP reload and a
- * management request must still not interleave on one LUN. */
+/* Refreshes run on the management thread (a resize, a rescan, a SIGHUP
+ * reload) and on the ALUA worker (a takeover by SET TARGET PORT GROUPS):
+ * they must not interleave on one LUN. */
 static pthread_mutex_t scsi_lun_refresh_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
