@@ -54,6 +54,7 @@ static const struct {
 	{ "alua_peer_group", "4" },
 	{ "alua_state", "standby" },
 	{ "fault", "eio,ops=w,lba=0-7" },
+	{ "filters", "passthrough,fault,passthrough" },
 	{ "bsopts", "x=1" },
 	{ "initiator_name", "iqn.2026-11.org.example:gw" },
 	{ "portals", "192.0.2.1,192.0.2.2" },
@@ -104,6 +105,7 @@ static void test_runtime_flags(void)
 		"thin_provisioning", "write_cache", "rerror", "werror",
 		"retry_interval", "retry_timeout", "retry_errors",
 		"size", "alua_group", "alua_peer_group", "alua_state",
+		"filters",
 	};
 	static const char *const store[] = {
 		"backend", "path", "block_size", "direct", "sync",
@@ -129,6 +131,8 @@ static void test_runtime_flags(void)
 	}
 	CHECK(lun_key_flags(lun_key_find("fault")) & LUN_KEY_PARAM,
 	      "fault goes to the store");
+	CHECK(lun_key_flags(lun_key_find("filters")) & LUN_KEY_STACK,
+	      "filters rebuilds the stack");
 	CHECK(lun_key_flags(lun_key_find("rerror")) & LUN_KEY_HANG, "hang");
 	CHECK(lun_key_flags(lun_key_find("write_cache")) & LUN_KEY_MODE, "mode");
 	CHECK(!(lun_key_flags(lun_key_find("vendor_id")) &
@@ -233,6 +237,10 @@ static void test_parse_errors(void)
 		{ "werror", "", "expected \"report\" or \"retry\"" },
 		{ "retry_errors", "EINVAL", "EINVAL is never retried: it reports a bad request, not a failing store" },
 		{ "scsi_sn", "\x7f", "scsi_sn must be printable ASCII" },
+		{ "filters", "file", "file is not a filter (filter names, top first: fault, passthrough (or none))" },
+		{ "filters", "fault,nosuch", "nosuch is not a filter (filter names, top first: fault, passthrough (or none))" },
+		{ "filters", "none,fault", "\"none\" names no filter: it stands alone" },
+		{ "filters", "fault,fault,fault,fault,fault,fault,fault,fault,fault", "at most 8 filters" },
 	};
 	struct lun_settings s, before;
 	char err[512];
@@ -249,6 +257,14 @@ static void test_parse_errors(void)
 		CHECK(memcmp(&s, &before, sizeof(s)) == 0, "%s changed s",
 		      bad[i].key);
 	}
+	/* filters: any of the separators, stored comma-separated */
+	CHECK(lun_setting_apply(&s, "filters", "passthrough:fault | passthrough",
+				err, sizeof(err)) == 0 &&
+	      strcmp(s.filters, "passthrough,fault,passthrough") == 0,
+	      "filters separators: \"%s\"", s.filters);
+	CHECK(lun_setting_apply(&s, "filters", "none", err, sizeof(err)) == 0 &&
+	      s.filters[0] == '\0', "filters=none");
+	s = before;
 	CHECK(lun_setting_apply(&s, "nope", "1", err, sizeof(err)) == -ENOENT &&
 	      strcmp(err, "unknown key") == 0, "unknown");
 	CHECK(lun_setting_apply(&s, "vendor_id", NULL, err, sizeof(err)) ==
@@ -310,6 +326,17 @@ static void test_check(void)
 	      strcmp(key, "size") == 0 &&
 	      strcmp(err, "size 1000 is not a multiple of the block size 512") == 0,
 	      "%s", err);
+	s.size = 0;
+	/* a fault spec needs a fault filter to go to */
+	snprintf(s.backend_opts, sizeof(s.backend_opts), "eio");
+	snprintf(s.filters, sizeof(s.filters), "passthrough");
+	CHECK(lun_settings_check(&s, NULL, &key, err, sizeof(err)) == -EINVAL &&
+	      strcmp(key, "fault") == 0 &&
+	      strcmp(err, "a fault spec needs the fault filter in filters") == 0,
+	      "%s", err);
+	snprintf(s.filters, sizeof(s.filters), "passthrough,fault");
+	CHECK(lun_settings_check(&s, NULL, NULL, err, sizeof(err)) == 0, "%s",
+	      err);
 }
 
 static void test_diff_merge(void)
