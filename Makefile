@@ -159,7 +159,8 @@ sanitize: sanitize-build
 
 # ThreadSanitizer on what crosses threads: the hang engine's unit test
 # (its last phase runs real reactor threads), the key table's (its grace
-# period test runs a reactor thread) and the pytest files where
+# period test runs a reactor thread), the block stack's (a reactor, a
+# management thread changing the chain, the reaper) and the pytest files where
 # management, SIGHUP and reactors share LUNs: concurrent settings updates
 # under I/O, management, reload, the ALUA handover (its worker and
 # watchdog threads), and the hang tests that change settings
@@ -173,7 +174,7 @@ TSAN_HANG_K := runtime or two_ or other_lun or show_reports or \
 	       lun_reset or qemu_io
 tsan: deps
 	$(MAKE) BUILD=build-tsan SANFLAGS="$(TSAN_FLAGS)" all
-	set -e; for t in test_hang test_lun_keys; do \
+	set -e; for t in test_hang test_lun_keys test_stack; do \
 	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/unit/$$t; done
 	HOLDFAST_BUILD=build-tsan TSAN_OPTIONS=second_deadlock_stack=1 \
 	  /usr/bin/python3 -m pytest -q -rs $(TSAN_PYTEST) \

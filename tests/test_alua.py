@@ -416,10 +416,14 @@ def test_stpg_takeovers_during_settings_updates(holdfast, tmp_path):
     is neither a reactor nor holds the management lock; tgtadm updates
     published (and freed) settings snapshots meanwhile.  The worker must
     read none of them: under `make tsan` a read of a snapshot an update
-    frees is a reported race (the conftest fails the test on it)."""
+    frees is a reported race (the conftest fails the test on it).
+
+    The LUN is configured standby and the test moves it to active and
+    back by STPG: an update that starts while it is standby changes no
+    ALUA state, so it runs beside the next takeover."""
     import threading
     shared = tmp_path / "one.img"
-    a = holdfast(luns=lun(shared, 1, 2, "active"))
+    a = holdfast(luns=lun(shared, 1, 2, "standby"))
     a.require_holdfast()
     s = Sess(a)
     s.settle()
@@ -436,28 +440,30 @@ def test_stpg_takeovers_during_settings_updates(holdfast, tmp_path):
                 errors.append(res.stderr)
                 return
 
+    def stpg(group):
+        # the updates change the state under the test too: take those
+        # unit attentions
+        for _ in range(10):
+            st, _, key, _ = s.stpg(group, AO_STATE)
+            if key != UA:
+                return st
+        return None
+
     t = threading.Thread(target=updater)
     t.start()
     try:
-        def stpg(group):
-            # an update asks for alua_state "active" again, so the state
-            # also changes under the test: take those unit attentions
-            for _ in range(10):
-                st, _, key, _ = s.stpg(group, AO_STATE)
-                if key != UA:
-                    return st
-            return None
-
-        for _ in range(20):
-            # the peer made active: this node goes standby ...
-            assert stpg(2) == GOOD
-            # ... and takes the store back (scsi_lun_refresh on the
-            # worker)
+        for _ in range(40):
+            # take the store (scsi_lun_refresh on the worker) ...
             assert stpg(1) == GOOD
+            # ... and give it up (standby, as configured: an update
+            # that starts now changes no ALUA state and runs beside
+            # the next takeover)
+            assert stpg(2) == GOOD
     finally:
         stop.set()
         t.join()
     assert not errors, errors
+    update(a, "alua_state=active")
     s.settle()
     assert s.write(0, b"\x5a" * 512)[0] == GOOD
     assert s.read(0)[1] == b"\x5a" * 512
