@@ -100,3 +100,59 @@ def test_updates_and_reloads_under_io(holdfast):
     for v, p in seen:
         assert (v, p) in pairs, (v, p)
     assert d.alive()
+
+
+def test_lun_delete_and_add_under_io(holdfast):
+    """The per-command LUN lookup takes no lock (tgt_lun_get(), RCU-style):
+    a LUN deleted and added again and again while a session keeps sending
+    it READs must answer each READ with GOOD or LOGICAL UNIT NOT
+    SUPPORTED, never crash or use a freed LUN (make tsan runs this)."""
+    import rawiscsi as r
+    d = holdfast()
+    d.require_holdfast("holdfast's lock-free LUN lookup")
+    s = r.RawSession("127.0.0.1", d.port,
+                     initiator="iqn.2026-11.org.example:race")
+    s.login(d.iqn)
+    stop = threading.Event()
+    statuses = {}
+    failures = []
+
+    def reader():
+        cdb = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+        try:
+            while not stop.is_set():
+                itt = s.scsi(2, cdb, read_len=512)
+                st, _, p = s.wait_status(itt, timeout=20 * tscale())
+                key = asc = None
+                if st == 2 and len(p.data) >= 16:
+                    sense = p.data[2:]
+                    key, asc = sense[2] & 0x0f, sense[12] << 8 | sense[13]
+                statuses[(st, key, asc)] = statuses.get((st, key, asc),
+                                                        0) + 1
+        except Exception as e:      # reported by the main thread
+            failures.append(repr(e))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(40):
+            # a READ may be in flight: "still active" until it is done
+            assert wait_for(lambda: d.tgtadm(
+                "--lld", "iscsi", "--op", "delete", "--mode",
+                "logicalunit", "--tid", "1", "--lun", "2",
+                check=False).returncode == 0, 10 * tscale())
+            d.tgtadm("--lld", "iscsi", "--op", "new", "--mode",
+                     "logicalunit", "--tid", "1", "--lun", "2", "-b",
+                     "none", "--bstype", "null")
+    finally:
+        stop.set()
+        t.join(30)
+    s.close()
+    print("READ outcomes (status, key, asc): %s" % statuses)
+    assert not failures, failures
+    allowed = {(0, None, None), (2, 5, 0x2500), (2, 6, 0x3f0e),
+               (2, 6, 0x2900)}
+    assert set(statuses) <= allowed, statuses
+    assert statuses.get((0, None, None), 0) > 0, statuses
+    assert statuses.get((2, 5, 0x2500), 0) > 0 or \
+        statuses.get((0, None, None), 0) > 40, statuses
