@@ -382,6 +382,38 @@ static void test_lun(void)
 	free(buf);
 }
 
+/* A takeover runs scsi_lun_refresh() on the ALUA worker, a thread that
+ * may not read a settings snapshot (an update may free it meanwhile):
+ * with no snapshot at all it must still work, from what was fixed at
+ * creation (lun->id, block_size, path).  A read of the snapshot would
+ * dereference NULL here. */
+static void test_refresh_reads_no_snapshot(void)
+{
+	struct lun_settings s, *set;
+	struct scsi_lun *l = NULL;
+	const char *msg = NULL;
+	int err;
+
+	lun_settings_default(&s, 3);
+	tpath(s.path, sizeof(s.path), "lun3.img");
+	s.size = 4 * MIB;
+	s.block_size = 4096;
+	err = scsi_lun_create(&s, &l, &msg);
+	CHECK(err == 0 && l, "file LUN: %d %s", err, msg ? msg : "");
+	if (!l)
+		return;
+	CHECK(l->id == 3 && l->block_size == 4096 &&
+	      strcmp(l->path, s.path) == 0, "fixed values copied at creation");
+	set = atomic_exchange(&l->set, NULL);
+	msg = NULL;
+	err = scsi_lun_refresh(l, 0, SCSI_REFRESH_SHARED, &msg);
+	CHECK(err == 0, "a takeover's refresh without a snapshot: %d %s", err,
+	      msg ? msg : "");
+	CHECK(l->nblocks == 4 * MIB / 4096, "capacity re-read in 4096 blocks");
+	atomic_store(&l->set, set);
+	scsi_lun_put(l);
+}
+
 int main(void)
 {
 	if (harness_start() < 0)
@@ -390,5 +422,6 @@ int main(void)
 	test_fault_inject();
 	test_fault_concurrent();
 	test_lun();
+	test_refresh_reads_no_snapshot();
 	return harness_finish();
 }
