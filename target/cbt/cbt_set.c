@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbt_job.h"
 #include "cbt_set.h"
 #include "cbt_sidecar.h"
 #include "reactor.h"
@@ -481,22 +482,98 @@ int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src)
 	return with_bitmap(s, dst, op_merge, sb);
 }
 
+/* b |= src's bits that fall inside b (same granularity). */
+static void or_in_range(struct cbt_bitmap *b, const struct cbt_bitmap *src)
+{
+	uint64_t off = 0, len;
+
+	while (cbt_bitmap_next_extent(src, &off, &len, true)) {
+		cbt_bitmap_set_range(b, off, len);
+		off += len;
+	}
+}
+
+/* Online resize: reactors keep marking while it runs.  Each bitmap is
+ * replaced by a new one of the new size holding its bits (bits past a
+ * smaller end are dropped), published like any change of the list; the
+ * old ones are retired.  A reactor may still mark an old bitmap for a
+ * moment (the old bitmaps stay enabled for it): after a grace period
+ * (no reactor is inside a submit that loaded the old list) their bits
+ * are folded in once more, then the sidecar is saved at the new size. */
 int cbt_set_resize(struct cbt_set *s, uint64_t lun_size)
 {
-	struct cbt_list *l;
+	struct cbt_list *old, *l;
+	struct cbt_retired_bm **r = NULL;
+	unsigned n;
 	int err = 0;
 
 	pthread_mutex_lock(&s->ctl);
-	l = atomic_load(&s->active);
-	for (unsigned i = 0; i < l->n && !err; i++) {
-		err = cbt_bitmap_resize(l->e[i].bm, lun_size);
-		if (!err && l->e[i].durable)
-			err = cbt_bitmap_resize(l->e[i].durable, lun_size);
+	old = atomic_load(&s->active);
+	n = old->n;
+	if (lun_size == s->size) {
+		pthread_mutex_unlock(&s->ctl);
+		return 0;
 	}
-	if (!err)
-		s->size = lun_size;
+	for (unsigned i = 0; i < n; i++)
+		if (atomic_load(&old->e[i].bm->busy))
+			err = -EBUSY;	/* a job's frozen bitmap keeps its size */
+	l = err ? NULL : list_alloc(n);
+	r = err ? NULL : calloc(n ? n : 1, sizeof(*r));
+	if (!err && (!l || !r))
+		err = -ENOMEM;
+	for (unsigned i = 0; i < n && !err; i++) {
+		const struct cbt_bitmap *ob = old->e[i].bm;
+		struct cbt_bitmap *b, *d = NULL;
+
+		b = cbt_bitmap_new(ob->name, lun_size, ob->granularity,
+				   atomic_load(&ob->enabled));
+		if (b && old->e[i].durable)
+			d = cbt_bitmap_new(ob->name, lun_size, ob->granularity, true);
+		r[i] = calloc(1, sizeof(*r[i]));
+		if (!b || (old->e[i].durable && !d) || !r[i]) {
+			cbt_bitmap_free(b);
+			cbt_bitmap_free(d);
+			err = -ENOMEM;
+			break;
+		}
+		b->persistent = ob->persistent;
+		atomic_store(&b->inconsistent, atomic_load(&ob->inconsistent));
+		or_in_range(b, ob);
+		if (d)	/* what is on disk stays on disk */
+			or_in_range(d, old->e[i].durable);
+		l->e[i].bm = b;
+		l->e[i].durable = d;
+	}
+	if (err) {
+		for (unsigned i = 0; l && i < n; i++) {
+			cbt_bitmap_free(l->e[i].bm);
+			cbt_bitmap_free(l->e[i].durable);
+			free(r ? r[i] : NULL);
+		}
+		free(l);
+		free(r);
+		if (err == -ENOMEM)	/* they now miss writes past the old end */
+			for (unsigned i = 0; i < n; i++)
+				atomic_store(&old->e[i].bm->inconsistent, true);
+		pthread_mutex_unlock(&s->ctl);
+		return err;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		r[i]->e = old->e[i];
+		r[i]->next = s->retired_bms;
+		s->retired_bms = r[i];
+	}
+	publish(s, l);
+	s->size = lun_size;
+	/* ctl stays held: the flusher must not save (and release a write
+	 * whose bit is still only in an old bitmap) before the fold.
+	 * Reactors never take ctl. */
+	cbt_reactors_quiesce();
+	for (unsigned i = 0; i < n; i++)
+		or_in_range(l->e[i].bm, r[i]->e.bm);
 	pthread_mutex_unlock(&s->ctl);
-	return err ? err : save_sync(s);
+	free(r);
+	return save_sync(s);
 }
 
 /* ---- life cycle ---- */

@@ -88,6 +88,10 @@ int cbt_set_remove(struct cbt_set *s, const char *name);
 int cbt_set_clear(struct cbt_set *s, const char *name);
 int cbt_set_enable(struct cbt_set *s, const char *name, bool enabled);
 int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src);
+/* Online resize to lun_size (management thread; reactors may mark
+ * meanwhile): bits past a smaller end are dropped, new chunks are clean,
+ * the sidecar is saved at the new size.  -EBUSY while a job holds a
+ * bitmap; -ENOMEM (the bitmaps are then marked inconsistent). */
 int cbt_set_resize(struct cbt_set *s, uint64_t lun_size);
 /* Save now and wait until it is durable. */
 int cbt_set_save(struct cbt_set *s);

@@ -595,6 +595,7 @@ int config_reload(const char *path)
 		log_err("reload refused, nothing changed: %s", err);
 	} else {
 		reload_phase2(&r, cfg->priv);
+		r.changed += cfg_bitmaps_reload(cfg->priv);
 		config_unlock();
 		log_info("reload of %s done: %d added, %d removed, %d changed, %d kept in use",
 			 path, r.added, r.removed, r.changed, r.kept);

@@ -20,6 +20,7 @@
 
 #include "backend.h"
 #include "cbt_filter.h"
+#include "cbt_job.h"
 #include "cbt_set.h"
 #include "hang.h"
 #include "lun.h"
@@ -385,6 +386,12 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 			  "the node that is";
 		return -EBUSY;
 	}
+	/* A job copies the LUN at the size it had at its point in time
+	 * (QEMU's backup job forbids a resize too). */
+	if (lun->cbt && cbt_job_running_on(cbt_filter_find(lun->be))) {
+		*errmsg = "a backup or snapshot job runs on the LUN";
+		return -EBUSY;
+	}
 	pthread_mutex_lock(&scsi_lun_refresh_lock);
 	old_nb = atomic_load(&lun->nblocks);
 	if (size && size / bs < old_nb && !(flags & SCSI_REFRESH_FORCE)) {
@@ -406,6 +413,17 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	if (err) {
 		atomic_store(&lun->nblocks, old_nb);
 		goto out;
+	}
+	/* The bitmaps take the new size before a command may address a new
+	 * block (on a shrink the blocks past the end are gone already). */
+	if (lun->cbt && new_nb != old_nb) {
+		int cerr = cbt_set_resize(lun->cbt, new_nb * bs);
+
+		if (cerr)
+			log_warn("target %s: LUN %llu: dirty bitmaps not resized (%s): marked inconsistent",
+				 lun->target_name,
+				 (unsigned long long)lun_settings_get(lun)->lun,
+				 strerror(-cerr));
 	}
 	atomic_store(&lun->nblocks, new_nb);
 	/* The settings snapshot is not written here (it is immutable):
