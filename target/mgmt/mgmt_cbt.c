@@ -577,6 +577,23 @@ static int job_show(const struct mgmt_req *req, struct mgmt_buf *b)
 	return MGMT_SUCCESS;
 }
 
+int mgmt_job_params_check(const struct mgmt_req *req)
+{
+	struct cbt_job_params *p;
+	struct items it;
+	int ret;
+
+	if (items_split(req, &it))
+		return MGMT_NOMEM;
+	ret = job_req_new(req, &it, &p);
+	if (ret == MGMT_SUCCESS) {
+		scsi_lun_put(p->release_arg);
+		free(p);
+	}
+	free(it.copy);
+	return ret;
+}
+
 int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	struct items it;

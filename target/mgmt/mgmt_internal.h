@@ -159,6 +159,9 @@ int mgmt_show_lun(int tid, uint64_t lun, struct mgmt_buf *b);
 /* `--mode bitmap` and `--mode job` (mgmt_cbt.c, issue 10). */
 int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b);
 int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b);
+/* Parse a job new request's common keys (job_req_new) without starting
+ * anything: for the fuzz harness, which must not write files. */
+int mgmt_job_params_check(const struct mgmt_req *req);
 /* A JSON string literal of s (RFC 8259 section 7). */
 void mgmt_json_string(struct mgmt_buf *b, const char *s);
 /* The same shows as JSON documents (mgmt_json.c). */

@@ -10,8 +10,10 @@
  * path only has its parameters parsed (lun_setting_apply): dispatched, it
  * would create a backing file wherever the input points, or (a gateway
  * or RBD LUN) connect to whatever the input names; a portal new is not
- * served (it would listen on an address the input picks), nor a job new
- * (it would write a backup or scratch file wherever the input points). */
+ * served (it would listen on an address the input picks), and a job new
+ * only has its common parameters parsed (job_req_new: bitmap, bitmap_mode,
+ * on_target_error, retry_interval, retry_timeout): started, it would write
+ * a backup or scratch file wherever the input points. */
 #include "mgmt.c"
 
 #include "fuzz_env.h"
@@ -52,9 +54,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (req.mode == MGMT_MODE_PORTAL && req.op == MGMT_OP_NEW)
 		return 0;
 	/* a new job writes its destination (target=, scratch=) wherever the
-	 * input points */
-	if (req.mode == MGMT_MODE_JOB && req.op == MGMT_OP_NEW)
+	 * input points: only its parameters are parsed */
+	if (req.mode == MGMT_MODE_JOB && req.op == MGMT_OP_NEW) {
+		req.payload = strndup((const char *)data + MGMT_REQ_HDR_LEN,
+				      size - MGMT_REQ_HDR_LEN);
+		if (!req.payload)
+			abort();
+		mgmt_job_params_check(&req);
+		free(req.payload);
 		return 0;
+	}
 	if (req.mode == MGMT_MODE_DEVICE &&
 	    (req.op == MGMT_OP_NEW || req.op == MGMT_OP_UPDATE)) {
 		char *payload = strndup((const char *)data + MGMT_REQ_HDR_LEN,
