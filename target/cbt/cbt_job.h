@@ -5,14 +5,18 @@
  * start it freezes the bitmap (sync=bitmap, or sync=full with a bitmap to
  * restart an incremental chain) and installs a copy-before-write hook in
  * the LUN's cbt filter node: a guest write to a chunk that is still to be
- * copied waits until that chunk's old data is in the destination (it never
- * waits for more than the copies of the chunks it touches).  In the
- * background the job copies every chunk still to do, at most
- * CBT_JOB_INFLIGHT at a time, throttled by rate_limit.  Source reads go
- * to the node below the filter (they are not guest reads: they change no
- * bitmap); a failing source read is retried every src_retry_ms until
- * src_timeout_ms (the LUN's hang settings), a failing destination fails
- * the job.  Guest commands never fail because of a job.
+ * copied waits until that chunk's old data has been read (it never waits
+ * for more than the reads of the chunks it touches; a snapshot read waits
+ * until the data is in the scratch file).  Writes that passed the node
+ * before the hook are drained (params.drain) before the background copy
+ * starts.  In the background the job copies every chunk still to do, at
+ * most CBT_JOB_INFLIGHT at a time, throttled by rate_limit; sync=full
+ * skips the holes the store reports.  Source reads go to the node below
+ * the filter (they are not guest reads: they change no bitmap); a failing
+ * source read is retried every src_retry_ms until src_timeout_ms (the
+ * LUN's hang settings); a failing destination fails the job, or with
+ * dest_retry_ms is retried (held) until dest_timeout_ms.  Guest commands
+ * never fail because of a job.
  *
  * When it ends the bitmap is reclaimed by bitmap_mode (cbt_bitmap.h):
  * on-success clears what was copied on success and merges everything back
