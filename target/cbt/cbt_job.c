@@ -459,8 +459,10 @@ static bool copy_write_hold(struct cbt_job *j, struct job_copy *c, int res)
 				 j->id, j->p.target, strerror(-res), j->p.dest_retry_ms);
 		j->held_bytes += c->len;
 	}
+	pthread_mutex_lock(&jobs_lock);	/* show reads it under the lock */
 	snprintf(j->hold_error, sizeof(j->hold_error), "holding: writing the destination: %s",
 		 strerror(-res));
+	pthread_mutex_unlock(&jobs_lock);
 	memset(&c->retry, 0, sizeof(c->retry));
 	reactor_timer_add(j->r, &c->retry, j->p.dest_retry_ms, copy_wretry_fire, c);
 	return true;
@@ -480,7 +482,9 @@ static void copy_write_done(struct be_io *io, int res)
 		copy_done_unit(j, c);
 		if (c->held && j->held_copies == 1) {
 			log_info("job %u: %s writable again", j->id, j->p.target);
+			pthread_mutex_lock(&jobs_lock);
 			j->hold_error[0] = '\0';
+			pthread_mutex_unlock(&jobs_lock);
 		}
 	}
 	copy_free(c);
@@ -1087,12 +1091,9 @@ static void job_info(struct cbt_job *j, struct cbt_job_info *i)
 		i->eta_s = -1;
 	if (job_terminal(j) && i->state != CBT_JOB_COMPLETED) {
 		snprintf(i->error, sizeof(i->error), "%s", j->error);
-	} else if (!job_terminal(j) && __atomic_load_n(&j->hold_error[0], __ATOMIC_RELAXED)) {
-		/* a racy copy of a short message written on the reactor: at
-		 * worst a mix of two "holding" texts */
-		i->holding = true;
-		memcpy(i->error, j->hold_error, sizeof(i->error));
-		i->error[sizeof(i->error) - 1] = '\0';
+	} else if (!job_terminal(j) && j->hold_error[0]) {
+		i->holding = true;	/* jobs_lock held: written under it */
+		snprintf(i->error, sizeof(i->error), "%s", j->hold_error);
 	}
 	snprintf(i->target, sizeof(i->target), "%.*s",
 		 (int)sizeof(i->target) - 1, j->p.target);
