@@ -350,6 +350,18 @@ def mgmt_seeds():
         "stat": mgmt_req(0, 6),
         "lld-show": mgmt_req(4, 2),
         "delete-target": mgmt_req(1, 1, tid=9, force=1),
+        # --mode bitmap (8) and --mode job (9); a job new only has its
+        # parameters parsed (fuzz_mgmt.c)
+        "bitmap-new": mgmt_req(8, 0, b"name=b0,granularity=65536", tid=1,
+                               lun=1),
+        "job-new-retry": mgmt_req(9, 0, b"type=backup,target=/nonexistent/x,"
+                                  b"format=qcow2,sync=full,bitmap=b0,"
+                                  b"bitmap_mode=always,on_target_error=retry,"
+                                  b"retry_interval=100,retry_timeout=5000",
+                                  tid=1, lun=1),
+        "job-new-snapshot": mgmt_req(9, 0, b"type=snapshot,export_lun=7,"
+                                     b"scratch=/nonexistent/s,bitmap=b0,"
+                                     b"bitmap_mode=never", tid=1, lun=1),
     }
     for name, data in reqs.items():
         write("mgmt", name, data)
