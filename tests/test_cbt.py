@@ -491,32 +491,44 @@ def test_snapshot_with_bitmap_returns_extents(d):
 
 
 def test_failing_destination_retry(d, fusefs):
-    """on_target_error=retry holds a destination that fails with EIO and
-    completes once it recovers (the image compares equal); guest writes
-    meanwhile are not held up.  The default fails the job."""
+    """A destination on FUSE that starts failing with EIO part-way: by
+    default the job fails; with on_target_error=retry it holds, guest
+    writes meanwhile are not held up, and once the destination recovers
+    the job completes and the image compares equal."""
     qemu_io(d.url(1), "write -P 0x5a 0 64M")
     ref = reference(d, "ref.raw")
-    fusefs.set("write=EIO")
+    slow = "rate_limit=%d" % (16 * MiB)     # about 4 s for the LUN
+
+    def start_then_fail(params):
+        fusefs.ok()
+        j = job_new(d, params + "," + slow)
+        assert wait_for(lambda: jobs(d)[j]["bytes_done"] > 0,
+                        10 * tscale()), jobs(d)[j]
+        fusefs.set("write=EIO")
+        assert jobs(d)[j]["state"] == "running", "not part-way"
+        return j
+
     bad = fusefs.path("fail.qcow2")
-    j = job_new(d, "type=backup,target=%s,format=qcow2,sync=full" % bad)
+    j = start_then_fail("type=backup,target=%s,format=qcow2,sync=full" % bad)
     info = job_wait(d, j)
     assert info["state"] == "failed" and "writing the destination" in \
         info["error"], info
     dst = fusefs.path("held.qcow2")
-    j = job_new(d, "type=backup,target=%s,format=qcow2,sync=full,"
-                "on_target_error=retry,retry_interval=100" % dst)
+    j = start_then_fail("type=backup,target=%s,format=qcow2,sync=full,"
+                        "on_target_error=retry,retry_interval=100" % dst)
     assert wait_for(lambda: jobs(d)[j]["holding"], 10 * tscale()), jobs(d)[j]
     time.sleep(0.5 * tscale())
     info = jobs(d)[j]
     assert info["state"] == "running" and "holding" in info["error"], info
     # a guest write to a chunk not yet copied goes on at once
     t0 = time.monotonic()
-    qemu_io(d.url(1), "write -P 0x5b 40M 64k")
+    qemu_io(d.url(1), "write -P 0x5b 60M 64k")
     assert time.monotonic() - t0 < 5 * tscale()
     assert fusefs.stats()["failed_writes"] > 0
     fusefs.ok()
     info = job_wait(d, j)
     assert info["state"] == "completed" and not info["holding"], info
+    assert info["error"] is None, info
     compare(dst, ref)
     # a timeout ends the hold as a failure
     fusefs.set("write=EIO")
