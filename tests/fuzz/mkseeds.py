@@ -312,6 +312,24 @@ targets = (
 """)
 
 
+def iscsi_conf_seeds():
+    seeds = {
+        "plain": (b"iscsi://192.0.2.1/iqn.2026-12.org.example:san/1", b"",
+                  b"gw-host_1"),
+        "chap": (b"iscsi://gw%s3cret@[2001:db8::1]:3261/"
+                 b"iqn.2026-12.org.example:san/0",
+                 b"mutual_user=san;mutual_password=m-secret-12;"
+                 b"header_digest=crc32c;data_digest=none", b""),
+        "opts": (b"iscsi://san.example:3260/iqn.2026-12.org.example:san/7",
+                 b"initiator_name=iqn.2026-12.org.example:gw;"
+                 b"portals=192.0.2.2:3260|[::1] 192.0.2.3;"
+                 b"remote_timeout=15000;connect_timeout=5000;"
+                 b"reconnect_max=2000", b"HOST"),
+    }
+    for name, (url, opts, host) in seeds.items():
+        write("iscsi_conf", name, url + b"\0" + opts + b"\0" + host)
+
+
 def mgmt_req(mode, op, payload=b"", tid=-1, lun=None, sid=0, cid=0,
              ac_dir=0, force=0, lld=b"iscsi"):
     payload = payload + b"\0" if payload else b""
@@ -372,5 +390,6 @@ if __name__ == "__main__":
     cdb_seeds()
     chap_seeds()
     params_seeds()
+    iscsi_conf_seeds()
     config_seeds()
     mgmt_seeds()
