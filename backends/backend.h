@@ -8,6 +8,7 @@
 #ifndef HOLDFAST_BACKEND_H
 #define HOLDFAST_BACKEND_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -86,6 +87,17 @@ struct backend_ops {
 	 * length of the run with the same status starting at offset. */
 	int (*block_status)(struct backend *be, uint64_t offset, uint64_t len,
 			    uint64_t *extent);
+	/* Optional: block_status that may have to wait, for a store that
+	 * asks someone else (the gateway asks the SAN with GET LBA STATUS).
+	 * In: io->offset, io->length, io->done/priv (op and data fields are
+	 * ignored).  Returns -EINPROGRESS when the answer comes later:
+	 * done(io, res) on r, exactly once, never from inside the call.
+	 * Otherwise it is the answer now and done() is not called.  An
+	 * answer is 1 mapped, 0 hole, or -errno; on 1 or 0 io->length is the
+	 * extent (bytes, > 0).  Callers use backend_block_status(), which
+	 * runs the synchronous block_status for stores without this. */
+	int (*block_status_async)(struct backend *be, struct be_io *io,
+				  struct reactor *r);
 	/* Optional: change or re-read the store's size, synchronously on the
 	 * management thread (online resize).  size 0: re-read the size the
 	 * store has now (grown outside holdfast); else make it size bytes (a
@@ -97,6 +109,15 @@ struct backend_ops {
 	int (*resize)(struct backend *be, uint64_t size, const char **errmsg);
 };
 
+/* struct backend.thin */
+enum {
+	BE_THIN_SETTING = 0,	/* the store has no say: the LUN's
+				 * thin_provisioning setting decides */
+	BE_THIN_NO,		/* the store is fully provisioned */
+	BE_THIN_YES,		/* the store is thin (deallocates on UNMAP,
+				 * and unmapped blocks read back zero) */
+};
+
 struct backend {
 	const struct backend_ops *ops;
 	void *priv;		/* backend-private state */
@@ -105,6 +126,10 @@ struct backend {
 	bool direct;		/* opened O_DIRECT (page cache bypassed) */
 	bool readonly;
 	bool flush_failed;	/* buffered LUN: a flush failed once, fail all later flushes */
+	/* Logical block provisioning as the store itself reports it
+	 * (BE_THIN_*), fixed at open; filters and the stack root copy it
+	 * from the node below like size and direct. */
+	uint8_t thin;
 	/* Wrapped backend, if any.  A live stack change may swap it while I/O
 	 * runs (stack.h): read it with backend_inner(). */
 	struct backend *inner;
@@ -131,6 +156,28 @@ static inline void backend_submit(struct backend *be, struct be_io *io,
 				  struct reactor *r)
 {
 	be->ops->submit(be, io, r);
+}
+
+/* The status of [io->offset, io->offset + io->length), as
+ * backend_ops.block_status_async answers it (-EINPROGRESS: done() comes
+ * later), for every backend: its block_status_async if it has one, else
+ * its block_status (-EOPNOTSUPP without either) answered at once. */
+static inline int backend_block_status(struct backend *be, struct be_io *io,
+				       struct reactor *r)
+{
+	uint64_t ext = 0;
+	int res;
+
+	if (be->ops->block_status_async)
+		return be->ops->block_status_async(be, io, r);
+	/* a file: SEEK_DATA/SEEK_HOLE, answered at once, no loop turn per
+	 * extent */
+	if (!be->ops->block_status)
+		return -EOPNOTSUPP;
+	res = be->ops->block_status(be, io->offset, io->length, &ext);
+	if (res >= 0)
+		io->length = ext ? ext : 1;
+	return res;
 }
 
 /* Complete io on reactor r asynchronously (for backends that finish

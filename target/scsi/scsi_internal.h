@@ -104,6 +104,19 @@
 #define ASC_MEDIUM_REMOVAL_PREVENTED		0x5302
 #define ASC_REPORTED_LUNS_DATA_CHANGED		0x3f0e
 
+/* Is the LUN thin (LBPME; UNMAP, WRITE SAME with UNMAP, GET LBA STATUS)?
+ * A store that reports its own provisioning decides (a gateway LUN is
+ * thin when the SAN's LUN is, backend.h BE_THIN_*); otherwise the LUN's
+ * thin_provisioning setting does. */
+static inline bool scsi_lun_thin(const struct scsi_lun *lun)
+{
+	const struct backend *be = lun ? lun->be : NULL;
+
+	if (be && be->thin != BE_THIN_SETTING)
+		return be->thin == BE_THIN_YES;
+	return lun && lun_settings_get(lun)->thin_provisioning;
+}
+
 /* ---- dispatch table ---- */
 
 /* What a handler returns: the command finished (status and sense set; the
@@ -157,6 +170,9 @@ enum scsi_stage {
 	SCSI_STAGE_XCOPY,	/* EXTENDED COPY running (scsi_xcopy.c) */
 	SCSI_STAGE_ALUA,	/* SET TARGET PORT GROUPS handing over
 				 * (scsi_alua.c): completes by itself */
+	SCSI_STAGE_STATUS,	/* GET LBA STATUS waiting for the store
+				 * (scsi_sbc_status.c): completes by itself
+				 * when the store answers */
 };
 
 /* Abort an EXTENDED COPY in SCSI_STAGE_XCOPY (scsi_xcopy.c): its chunk in
