@@ -785,3 +785,32 @@ def test_thin_and_lba_status_from_san(env, tmp_path):
     d = gls_descs(scsicdb(net, GW_URL, gls_cdb(0), 1024))
     assert d == [(0, SAN_SIZE // BS, 0)], d
     g2.stop()
+
+
+def test_read_waits_for_overlapping_write_in_flight(env):
+    """A read sent right behind a write to the same blocks sees the
+    write's data, with nothing held (report mode).  The 64 KiB write
+    reaches holdfast whole (unsolicited data) before the read, so a local
+    disk behind holdfast would run them in that order; at the SAN the
+    write must wait for an R2T for most of its data (tgtd takes 8 KiB
+    with the command) while the read would run at once and return the
+    old blocks.  The gateway keeps the read until the write is done."""
+    net, san, gw, image = env
+    san.start(image)
+    gw.start({"rerror": "report", "werror": "report"})
+    c = gw.client()
+    pairs = []
+    for i in range(24):
+        lba = i * 256
+        p = pattern(i + 7)
+        w = c.issue("write %d 128 0x%02x" % (lba, p))
+        r = c.issue("read %d 8 expect 0x%02x" % (lba + 120, p))
+        pairs.append((w, r, lba, p))
+    for w, r, lba, p in pairs:
+        assert_good(c.get(w, 30))
+        res = c.get(r, 30)
+        assert_good(res)
+        assert res.get("match") is True, (lba, res)
+        assert read_san(image, lba, 128) == bytes([p]) * 128 * BS
+    c.close()
+    gw.stop()
