@@ -40,6 +40,22 @@
  * the backend refuses it (commands fail with ENODEV, which is not held),
  * logs it and keeps checking, instead of switching silently.
  *
+ * Started without the SAN.  When the SAN cannot be reached at open but
+ * the LUN's size is configured, the LUN is served with that size and the
+ * backend starts DOWN with no identity (ident.block_size 0): the first
+ * command starts the reconnect loop, and the first login records the
+ * SAN's LUN as the identity if it has exactly that size (else it is
+ * refused like a different LUN).  Without a size, open fails as before.
+ *
+ * Order.  Commands that overlap a command in flight (one of them changing
+ * blocks) wait in st->waiting until it completes: the SAN may run one
+ * session's commands in any order, a local disk would not (bi_must_wait).
+ *
+ * Provisioning and GET LBA STATUS.  be->thin is the SAN's LUN's (LBPME and
+ * a deallocating command in VPD B2h), and block_status_async asks the
+ * SAN with GET LBA STATUS (one descriptor per question); a SAN without
+ * it is answered "all mapped" from then on.
+ *
  * Remote status.  CHECK CONDITION is mapped to -errno by sense key so the
  * SCSI layer reports it as it is: ILLEGAL REQUEST -> EINVAL / EOPNOTSUPP,
  * DATA PROTECT -> EROFS / ENOSPC, MEDIUM ERROR -> ENODATA (not held),
