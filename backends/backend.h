@@ -130,6 +130,12 @@ struct backend {
 	 * (BE_THIN_*), fixed at open; filters and the stack root copy it
 	 * from the node below like size and direct. */
 	uint8_t thin;
+	/* Store nodes: refuse every request that changes data with
+	 * -ECANCELED, checked as the request reaches the store (after any
+	 * filter delayed it).  Set by be_stack_fence() when this node lost a
+	 * store another machine now owns (target/scsi/scsi_alua.c); read
+	 * and written with __atomic builtins. */
+	bool fenced;
 	/* Wrapped backend, if any.  A live stack change may swap it while I/O
 	 * runs (stack.h): read it with backend_inner(). */
 	struct backend *inner;

@@ -635,6 +635,10 @@ int be_stack_replace(struct backend *root, const char *name,
 			goto out;
 		}
 	}
+	/* a fenced store stays fenced under a new one */
+	__atomic_store_n(&store->fenced,
+			 __atomic_load_n(&old_store->fenced, __ATOMIC_SEQ_CST),
+			 __ATOMIC_SEQ_CST);
 	stack_link(parent, store);
 	if (parent == root) {
 		root->direct = store->direct;
@@ -795,6 +799,41 @@ int be_stack_reap(struct backend *root, unsigned timeout_ms)
 	n = stack_reap_or_defer(s, timeout_ms);
 	pthread_mutex_unlock(&s->lock);
 	return n;
+}
+
+/* The bottom node (the store); the caller holds the stack's lock if
+ * root is a stack. */
+static struct backend *stack_bottom(struct backend *root)
+{
+	struct backend *be = root;
+
+	while (backend_inner(be))
+		be = backend_inner(be);
+	return be;
+}
+
+void be_stack_fence(struct backend *root, bool on)
+{
+	struct be_stack *s = be_stack_is_root(root) ? root->priv : NULL;
+
+	if (s)
+		pthread_mutex_lock(&s->lock);
+	__atomic_store_n(&stack_bottom(root)->fenced, on, __ATOMIC_SEQ_CST);
+	if (s)
+		pthread_mutex_unlock(&s->lock);
+}
+
+bool be_stack_fenced(struct backend *root)
+{
+	struct be_stack *s = be_stack_is_root(root) ? root->priv : NULL;
+	bool on;
+
+	if (s)
+		pthread_mutex_lock(&s->lock);
+	on = __atomic_load_n(&stack_bottom(root)->fenced, __ATOMIC_SEQ_CST);
+	if (s)
+		pthread_mutex_unlock(&s->lock);
+	return on;
 }
 
 int be_stack_names(struct backend *root, const char **names, int max)

@@ -10,16 +10,19 @@ takeover, reservations across a handover, and that a write held by the
 hang engine at handover never lands after the other node serves.
 """
 
+import json
 import os
 import re
 import signal
+import subprocess
 import struct
 import time
 
 import pytest
 
 import rawiscsi as r
-from helpers import tscale, wait_for
+from fusefs import fusefs  # noqa: F401  (fixture)
+from helpers import build_dir, qemu_io, run, tscale, wait_for
 
 GOOD, CHECK, CONFLICT = 0, 2, 0x18
 NOT_READY, HW_ERROR, UA = 2, 4, 6
@@ -469,3 +472,113 @@ def test_stpg_takeovers_during_settings_updates(holdfast, tmp_path):
     assert s.read(0)[1] == b"\x5a" * 512
     assert a.log_text().count("active/optimized (ownership lock") >= 10
     s.close()
+
+
+def adm_json(d, *args):
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+    wait_for(lambda: os.path.exists(sock), 5 * tscale())
+    argv = [str(build_dir() / "holdfastadm"), "-C", str(d.ctl_port),
+            "--json"] + list(args)
+    return json.loads(run(argv, env=d.env, timeout=30).stdout)
+
+
+def alua_json(d):
+    t = adm_json(d, "-o", "show", "-m", "target")["targets"][0]
+    return [x for x in t["luns"] if x["lun"] == 1][0]["alua"]
+
+
+def test_alua_state_in_json(holdfast, tmp_path):
+    """--json show carries the run-time ALUA state (alua_state among the
+    keys is only the state asked for): group, peer group, both states,
+    who owns the lock, the fence, the identity and the lock file."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    ja = alua_json(a)
+    assert ja["group"] == 1 and ja["peer_group"] == 2
+    assert ja["state"] == "active/optimized" and ja["owner"] is True
+    assert ja["fenced"] is False
+    assert ja["lock"] == str(shared) + ".holdfast-owner"
+    assert re.fullmatch(r"[0-9a-f]{16}", ja["identity"])
+    assert wait_for(lambda: alua_json(b)["peer_state"] ==
+                    "active/optimized", 5 * tscale())
+    jb = alua_json(b)
+    assert jb["group"] == 2 and jb["peer_group"] == 1
+    assert jb["state"] == "standby" and jb["owner"] is False
+    assert jb["fenced"] is True
+    assert jb["identity"] == ja["identity"]
+    update(a, "alua_state=standby")
+    update(b, "alua_state=active")
+    assert alua_json(a)["state"] == "standby"
+    assert alua_json(a)["owner"] is False
+    assert alua_json(b)["state"] == "active/optimized"
+    assert alua_json(b)["owner"] is True and alua_json(b)["fenced"] is False
+    # holdfastadm --json show logicalunit carries it too
+    lu = adm_json(b, "-o", "show", "-m", "logicalunit", "-t", "1", "-l", "1")
+    assert lu["alua"]["state"] == "active/optimized"
+    # a LUN without alua_group: null
+    c = holdfast()
+    assert alua_json(c) is None
+
+
+def test_forced_takeover_fences_the_old_owner(holdfast, tmp_path):
+    """A forced takeover from a node that is still alive, with writes held
+    in a slow filter above its store: none of them may land once the new
+    owner has acknowledged a write (the old owner's watchdog fences its
+    store, the new owner waits out the fencing interval)."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    region = 8 * MIB
+    # A's writes sleep 1.5 s in the fault filter before reaching the file
+    update(a, "fault=latency=1500:ops=w")
+    bench = subprocess.Popen(
+        ["qemu-img", "bench", "-w", "--pattern=0xaa", "-c", "1000000",
+         "-d", "16", "-s", "64k", "-S", "64k", "-f", "raw", a.url(1)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: b"\xaa" in open(shared, "rb").read(region),
+                        10 * tscale())
+        time.sleep(0.3)
+        assert bench.poll() is None, bench.stdout.read()
+        t0 = time.monotonic()
+        update(b, "alua_state=active,force=1")
+        took = time.monotonic() - t0
+        qemu_io(b.url(1), "write -P 0x55 0 %d" % region)
+        time.sleep(2.5)     # longer than A's write latency
+    finally:
+        bench.kill()
+        bench.wait()
+    with open(shared, "rb") as f:
+        data = f.read(region)
+    assert data == b"\x55" * region, "A's write landed after B served"
+    assert took >= 0.45, "B served before the fencing interval: %.3f" % took
+    assert "store fenced, now standby" in a.log_text()
+    assert "after the fencing interval" in b.log_text()
+    assert alua_json(a)["fenced"] is True
+
+
+def test_lost_lock_detected_on_io_error(fusefs, holdfast, tmp_path):
+    """NFS after a lease the server let expire: I/O on the lock file fails
+    with EIO.  The shared directory here is a FUSE mount whose reads of
+    the lock file fail on demand; A must notice, fence its store, go
+    standby and give up the lock, so B can take over without force."""
+    shared = fusefs.path("shared.img")
+    a = holdfast(luns=lun(shared, 1, 2, "active"))
+    a.require_holdfast()
+    b = holdfast(luns=lun(shared, 2, 1, "standby"))
+    sa = Sess(a)
+    sa.settle()
+    assert sa.write(0, b"\x11" * 512)[0] == GOOD
+    fusefs.set("read=EIO match=holdfast-owner")
+    assert wait_for(lambda: "lost the ownership lock" in a.log_text(),
+                    5 * tscale()), a.log_text()
+    assert "the lock file cannot be read" in a.log_text()
+    assert sa.tur()[2:] == (UA, STATE_CHANGED)
+    assert sa.write(0, b"\x22" * 512)[2:] == (NOT_READY, STANDBY)
+    assert alua_json(a)["owner"] is False
+    fusefs.ok()
+    # A gave the lock up: B takes over without force
+    update(b, "alua_state=active")
+    sb = Sess(b)
+    sb.settle()
+    st, d, _, _ = sb.read(0)
+    assert st == GOOD and d == b"\x11" * 512
+    sa.close()
+    sb.close()

@@ -209,6 +209,19 @@ int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
 		    bool force, const char **errmsg);
 /* The show line of a LUN's ALUA state ("" without alua_group). */
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
+/* A LUN's ALUA state for the shows (text and JSON).  Strings are static
+ * or live as long as the LUN. */
+struct scsi_alua_info {
+	uint16_t group, peer_group;
+	const char *state, *peer_state;	/* "active/optimized", "standby",
+					 * "transitioning" */
+	bool owner;			/* holds the ownership lock */
+	bool fenced;			/* the store refuses this node's writes */
+	const char *identity;		/* 16 hex digits, or NULL */
+	const char *lock_path;		/* the ownership lock file, or NULL */
+};
+/* Fill *out; false without alua_group. */
+bool scsi_alua_info(struct scsi_lun *lun, struct scsi_alua_info *out);
 /* Is the LUN not active/optimized for its ALUA group?  Run-time state
  * (SET TARGET PORT GROUPS, a refused takeover at start), which the
  * alua_state setting (the state asked for) need not match.  false
