@@ -192,6 +192,16 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 		return MGMT_NOMEM;
 	}
 	name = item(&it, "name");
+	if (req->op != MGMT_OP_SHOW && scsi_alua_standby(lun)) {
+		/* the bitmaps of a shared store belong to the node that owns
+		 * it (their sidecar is shared, scsi_alua.c) */
+		log_warn("bitmap on tid %d lun %" PRIu64 ": this node is not "
+			 "active for the LUN: manage its bitmaps on the node "
+			 "that is", req->tid, req->lun);
+		free(it.copy);
+		scsi_lun_put(lun);
+		return MGMT_INVALID_REQUEST;
+	}
 	switch (req->op) {
 	case MGMT_OP_SHOW:
 		ret = bitmap_show(req, lun, name, b);
@@ -291,6 +301,13 @@ static int job_req_new(const struct mgmt_req *req, const struct items *it,
 	lun = req_lun(req, &ret);
 	if (!lun)
 		return ret;
+	if (scsi_alua_standby(lun)) {
+		log_warn("job on tid %d lun %" PRIu64 ": this node is not "
+			 "active for the LUN: run it on the node that is",
+			 req->tid, req->lun);
+		scsi_lun_put(lun);
+		return MGMT_INVALID_REQUEST;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		scsi_lun_put(lun);

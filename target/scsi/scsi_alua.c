@@ -53,6 +53,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cbt_set.h"
 #include "reactor.h"
 #include "scsi_internal.h"
 #include "scsi_pr.h"
@@ -85,6 +86,9 @@ struct scsi_alua {
 	int fd;			/* the sidecar, -1 if it cannot be opened */
 	bool owner;		/* holds the lock on fd */
 	char *path;		/* the sidecar */
+	char *base;		/* the shared state's files without their
+				 * suffix (lun_shared_state_path), fixed at
+				 * creation: the workers read no snapshot */
 	/* The threads that run outside a reactor and without config_lock()
 	 * (the SET TARGET PORT GROUPS worker, the lock watchdog) read the
 	 * LUN's number and store path from lun->id and lun->path (fixed at
@@ -454,6 +458,16 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 			 lun->target_name, a->lun->id, strerror(-err));
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
+	/* The persistent bitmaps go to their shared sidecar for the other
+	 * node (the writes were saved ahead already; this catches clears
+	 * and merges in flight), then the file is the other node's. */
+	if (lun->cbt) {
+		if (a->owner && cbt_set_save(lun->cbt))
+			log_warn("target %s: LUN %" PRIu64 ": bitmaps not saved "
+				 "before handover: they are inconsistent",
+				 lun->target_name, a->lun->id);
+		cbt_set_pause(lun->cbt, true);
+	}
 	/* Nothing of this node's may reach the store from here on, not even
 	 * a write some path sends without the write gate. */
 	alua_fence(lun, true);
@@ -553,6 +567,8 @@ static const char *alua_lock_lost(struct scsi_alua *a, int *err)
 static void alua_lose(struct scsi_alua *a, const char *why, int err)
 {
 	alua_fence(a->lun, true);
+	if (a->lun->cbt)
+		cbt_set_pause(a->lun->cbt, true);
 	atomic_store(&a->state, ALUA_TRANSITIONING);
 	alua_drop_held(a->lun);
 	alua_reopen(a);
@@ -605,7 +621,8 @@ static void alua_watchdog_start(void)
 
 /* ---- set-up, management, release ---- */
 
-static struct scsi_alua *alua_create(struct scsi_lun *lun)
+static struct scsi_alua *alua_create(struct scsi_lun *lun,
+				     const struct lun_settings *s)
 {
 	struct scsi_alua **slot = scsi_lun_alua_slot(lun);
 	struct scsi_alua *a;
@@ -614,8 +631,16 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun)
 		return NULL;
 	if (*slot)
 		return *slot;
+	char base[PATH_MAX];
+
+	/* lun_settings_check() refused a store without a place for it */
+	if (lun_shared_state_path(s, lun->target_name, "", base, sizeof(base)))
+		return NULL;
 	a = calloc(1, sizeof(*a));
-	if (!a || asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, lun->path) < 0) {
+	if (!a || !(a->base = strdup(base)) ||
+	    asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, base) < 0) {
+		if (a)
+			free(a->base);
 		free(a);
 		return NULL;
 	}
@@ -650,7 +675,7 @@ static int alua_apply_locked(struct scsi_lun *lun,
 		alua_fence(lun, false);
 		return 0;
 	}
-	a = alua_create(lun);
+	a = alua_create(lun, s);
 	if (!a) {
 		*errmsg = "out of memory";
 		return -ENOMEM;
@@ -686,7 +711,18 @@ void scsi_alua_free(struct scsi_alua *a)
 	if (a->fd >= 0)
 		close(a->fd);	/* releases the lock */
 	free(a->path);
+	free(a->base);
 	free(a);
+}
+
+char *scsi_alua_state_file(struct scsi_lun *lun, const char *suffix)
+{
+	struct scsi_alua *a = alua_of(lun);
+	char *p;
+
+	if (!a || asprintf(&p, "%s%s", a->base, suffix) < 0)
+		return NULL;
+	return p;
 }
 
 bool scsi_alua_info(struct scsi_lun *lun, struct scsi_alua_info *out)

@@ -268,6 +268,10 @@ struct scsi_alua;
 /* Where the LUN's ALUA state hangs (scsi_cmd.c); NULL without memory. */
 struct scsi_alua **scsi_lun_alua_slot(struct scsi_lun *lun);
 void scsi_alua_free(struct scsi_alua *a);
+/* The file <base><suffix> of the state the LUN shares with the other node
+ * (lun_shared_state_path, fixed when ALUA was set up; reads no settings
+ * snapshot), malloc'd; NULL before ALUA is set up. */
+char *scsi_alua_state_file(struct scsi_lun *lun, const char *suffix);
 /* This node's and the other node's state; the RTPG status code of the
  * last change.  A LUN without alua_group is always active/optimized. */
 uint8_t scsi_alua_state(struct scsi_lun *lun);

@@ -245,7 +245,14 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 
 	if (!l->be || l->cbt)
 		return 0;
-	err = cbt_sidecar_path(path, sizeof(path), target_name, lun_settings_get(l)->lun);
+	if (lun_settings_get(l)->alua_group)
+		/* shared with the other node, which loads it when it takes
+		 * over (scsi_lun_refresh, SCSI_REFRESH_SHARED) */
+		err = lun_shared_state_path(lun_settings_get(l), target_name,
+					    ".bitmaps", path, sizeof(path));
+	else
+		err = cbt_sidecar_path(path, sizeof(path), target_name,
+				       lun_settings_get(l)->lun);
 	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
 	if (err)
 		return err;
@@ -442,6 +449,24 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 				 strerror(-err));
 		err = 0;
 		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+		/* the persistent bitmaps, with the other node's writes */
+		if (lun->cbt) {
+			const char *cwhy = NULL;
+			int cerr = cbt_set_reload(lun->cbt, &cwhy);
+
+			if (cerr)
+				log_warn("target %s: LUN %llu: bitmaps not re-read (%s): all are inconsistent",
+					 lun->target_name,
+					 (unsigned long long)lun->id,
+					 cwhy ? cwhy : strerror(-cerr));
+			cbt_set_pause(lun->cbt, false);
+			if (!cbt_set_empty(lun->cbt) &&
+			    scsi_lun_cbt_attach(lun, &cwhy))
+				log_warn("target %s: LUN %llu: bitmap tracking not attached: %s",
+					 lun->target_name,
+					 (unsigned long long)lun->id,
+					 cwhy ? cwhy : "?");
+		}
 	}
 	if (new_nb != old_nb) {
 		/* SBC-3 4.6: every I_T nexus learns of it on its next

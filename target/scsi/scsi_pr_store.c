@@ -2,7 +2,9 @@
  * the persistent reservation survive power loss when the last REGISTER set
  * APTPL).
  *
- * Where: $HOLDFAST_PR_DIR/<target name>.lun<N>.pr when that variable is
+ * Where: for a LUN with alua_group, with the state both nodes share
+ * (lun_shared_state_path: next to the store or in alua_state_dir); else
+ * $HOLDFAST_PR_DIR/<target name>.lun<N>.pr when that variable is
  * set, else "<backing file>.pr" next to a file LUN's backing file.  LUNs
  * with neither (null LUNs, block devices under /dev without the variable)
  * report PTPL_C = 0 and refuse APTPL.
@@ -54,6 +56,22 @@ char *scsi_pr_store_path(const struct scsi_lun *lun)
 	const char *dir = getenv(PR_STORE_DIR_ENV);
 	char *p = NULL;
 
+	/* shared with the other node (lun_shared_state_path): from the ALUA
+	 * state, without a settings snapshot (the ALUA worker may be the
+	 * first to ask); before that is set up, on a reactor or the
+	 * management thread, from the snapshot */
+	if ((p = scsi_alua_state_file((struct scsi_lun *)lun, PR_STORE_SUFFIX)))
+		return p;
+	if (lun_settings_get(lun)->alua_group) {
+		char path[PATH_MAX];
+
+		if (lun_shared_state_path(lun_settings_get(lun),
+					  lun->target ? lun->target->name
+						      : lun->target_name,
+					  PR_STORE_SUFFIX, path, sizeof(path)))
+			return NULL;
+		return strdup(path);
+	}
 	if (dir && *dir) {
 		char name[TGT_NAME_MAX];
 		const char *tn = lun->target ? lun->target->name : "target";
