@@ -35,7 +35,7 @@ DEB_BUILD := gcc make pkg-config liburing-dev libconfig-dev libssl-dev \
 DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     python3 python3-pytest fuse3 libfuse3-dev socat iproute2 \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
-	     e2fsprogs cpio kmod gzip strace multipath-tools \
+	     e2fsprogs cpio kmod gzip strace multipath-tools dmsetup \
 	     systemd udev iperf3 valgrind linux-perf \
 	     ceph-mon ceph-osd ceph-common tgt-rbd
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
