@@ -166,6 +166,9 @@ def test_rtpg_identity_and_standby_answers(holdfast, tmp_path):
     assert sa.read(0)[0] == GOOD
     assert "ALUA: group 1 active/optimized (owner)" in update_show(a)
     assert "ALUA: group 2 standby" in update_show(b)
+    assert "store fenced" in update_show(b)
+    assert "store fenced" not in update_show(a)
+    assert "ALUA lock: %s.holdfast-owner" % shared in update_show(a)
     sa.close()
     sb.close()
 

@@ -758,12 +758,15 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 		return 0;
 	a = alua_of(lun);
 	return snprintf(buf, len, "        ALUA: group %u %s%s, peer group %u "
-			"%s, identity %s\n", lun_settings_get(lun)->alua_group,
+			"%s, identity %s%s\n        ALUA lock: %s\n",
+			lun_settings_get(lun)->alua_group,
 			alua_state_name(scsi_alua_state(lun)),
 			a && a->owner ? " (owner)" : "",
 			lun_settings_get(lun)->alua_peer_group,
 			alua_state_name(scsi_alua_peer_state(lun)),
-			a && a->id[0] ? a->id : "-");
+			a && a->id[0] ? a->id : "-",
+			lun->be && be_stack_fenced(lun->be) ? ", store fenced" : "",
+			a ? a->path : "-");
 }
 
 /* ---- REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.40) ---- */
