@@ -62,10 +62,12 @@ char *scsi_pr_store_path(const struct scsi_lun *lun)
 	 * management thread, from the snapshot */
 	if ((p = scsi_alua_state_file((struct scsi_lun *)lun, PR_STORE_SUFFIX)))
 		return p;
-	if (lun_settings_get(lun)->alua_group) {
+	const struct lun_settings *set = lun_settings_get(lun);
+
+	if (set && set->alua_group) {
 		char path[PATH_MAX];
 
-		if (lun_shared_state_path(lun_settings_get(lun),
+		if (lun_shared_state_path(set,
 					  lun->target ? lun->target->name
 						      : lun->target_name,
 					  PR_STORE_SUFFIX, path, sizeof(path)))
