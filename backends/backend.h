@@ -132,7 +132,7 @@ struct backend {
 	uint8_t thin;
 	/* Store nodes: refuse every request that changes data with
 	 * -ECANCELED, checked as the request reaches the store (after any
-	 * filter delayed it).  Set by be_stack_fence() when this node lost a
+	 * filter delayed it).  Set by be_fence() when this node lost a
 	 * store another machine now owns (target/scsi/scsi_alua.c); read
 	 * and written with __atomic builtins. */
 	bool fenced;
@@ -151,6 +151,29 @@ static inline uint64_t be_size(const struct backend *be)
 static inline struct backend *backend_inner(struct backend *be)
 {
 	return __atomic_load_n(&be->inner, __ATOMIC_SEQ_CST);
+}
+
+/* Fence the store (the bottom node below be) or lift the fence: while
+ * fenced, a store that supports it (file) answers every request that
+ * changes data with -ECANCELED when the request reaches it, however long
+ * a filter above held it.  For a node that lost a shared store to another
+ * machine (target/scsi/scsi_alua.c).  Any thread; be_stack_replace()
+ * carries the flag over to a new store. */
+static inline struct backend *be_bottom(struct backend *be)
+{
+	while (backend_inner(be))
+		be = backend_inner(be);
+	return be;
+}
+
+static inline void be_fence(struct backend *be, bool on)
+{
+	__atomic_store_n(&be_bottom(be)->fenced, on, __ATOMIC_SEQ_CST);
+}
+
+static inline bool be_fenced(struct backend *be)
+{
+	return __atomic_load_n(&be_bottom(be)->fenced, __ATOMIC_SEQ_CST);
 }
 
 /* Look a backend up by name ("file", "null", "fault", "passthrough");

@@ -632,7 +632,7 @@ static int be_file_check(struct backend *be, const struct be_io *io)
 		return -EINVAL;
 	if (io->op != BE_OP_READ && be->readonly)
 		return -EROFS;
-	/* another node owns the store now (be_stack_fence) */
+	/* another node owns the store now (be_fence) */
 	if (io->op != BE_OP_READ && io->op != BE_OP_FLUSH &&
 	    __atomic_load_n(&be->fenced, __ATOMIC_SEQ_CST))
 		return -ECANCELED;

@@ -801,41 +801,6 @@ int be_stack_reap(struct backend *root, unsigned timeout_ms)
 	return n;
 }
 
-/* The bottom node (the store); the caller holds the stack's lock if
- * root is a stack. */
-static struct backend *stack_bottom(struct backend *root)
-{
-	struct backend *be = root;
-
-	while (backend_inner(be))
-		be = backend_inner(be);
-	return be;
-}
-
-void be_stack_fence(struct backend *root, bool on)
-{
-	struct be_stack *s = be_stack_is_root(root) ? root->priv : NULL;
-
-	if (s)
-		pthread_mutex_lock(&s->lock);
-	__atomic_store_n(&stack_bottom(root)->fenced, on, __ATOMIC_SEQ_CST);
-	if (s)
-		pthread_mutex_unlock(&s->lock);
-}
-
-bool be_stack_fenced(struct backend *root)
-{
-	struct be_stack *s = be_stack_is_root(root) ? root->priv : NULL;
-	bool on;
-
-	if (s)
-		pthread_mutex_lock(&s->lock);
-	on = __atomic_load_n(&stack_bottom(root)->fenced, __ATOMIC_SEQ_CST);
-	if (s)
-		pthread_mutex_unlock(&s->lock);
-	return on;
-}
-
 int be_stack_names(struct backend *root, const char **names, int max)
 {
 	struct be_stack *s = root->priv;

@@ -152,14 +152,6 @@ int be_stack_drain(struct backend *root, unsigned timeout_ms);
  * Returns how many are still waiting. */
 int be_stack_reap(struct backend *root, unsigned timeout_ms);
 
-/* Fence the store (the bottom node) or lift the fence: while fenced, a
- * store that supports it (file) answers every request that changes data
- * with -ECANCELED when the request reaches it, however long a filter
- * above held it.  For a node that lost a shared store to another machine
- * (target/scsi/scsi_alua.c).  Any thread. */
-void be_stack_fence(struct backend *root, bool on);
-bool be_stack_fenced(struct backend *root);
-
 /* The chain's node names, top first (static strings: ops->name), at most
  * max.  Returns the number of nodes. */
 int be_stack_names(struct backend *root, const char **names, int max);

@@ -31,7 +31,7 @@
  * lock not re-assertable or the sidecar unreadable, as on NFS once the
  * lease is gone), fences its store, goes standby at once and logs why.
  * Fencing: while a node is not active its store node refuses every write
- * as it reaches the store (be_stack_fence), so writes that a filter or
+ * as it reaches the store (be_fence), so writes that a filter or
  * the hang engine still held never land; and a node that took the lock by
  * force waits ALUA_FENCE_MS before it serves, so the old owner's watchdog
  * has fenced first.  Only a write the old owner had already handed to the
@@ -53,12 +53,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cbt_set.h"
 #include "reactor.h"
 #include "scsi_internal.h"
 #include "scsi_pr.h"
 #include "scsi_xcopy.h"
-#include "stack.h"
 #include "util.h"
 
 #define ALUA_LOCK_SUFFIX	".holdfast-owner"
@@ -379,7 +377,7 @@ static int alua_lock_take(struct scsi_alua *a, bool force, bool *forced,
 static void alua_fence(struct scsi_lun *lun, bool on)
 {
 	if (lun->be)
-		be_stack_fence(lun->be, on);
+		be_fence(lun->be, on);
 }
 
 /* Drop what the hang engine holds or queues for the LUN: each is answered
@@ -461,13 +459,7 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	/* The persistent bitmaps go to their shared sidecar for the other
 	 * node (the writes were saved ahead already; this catches clears
 	 * and merges in flight), then the file is the other node's. */
-	if (lun->cbt) {
-		if (a->owner && cbt_set_save(lun->cbt))
-			log_warn("target %s: LUN %" PRIu64 ": bitmaps not saved "
-				 "before handover: they are inconsistent",
-				 lun->target_name, a->lun->id);
-		cbt_set_pause(lun->cbt, true);
-	}
+	scsi_lun_shared_release(lun, a->owner);
 	/* Nothing of this node's may reach the store from here on, not even
 	 * a write some path sends without the write gate. */
 	alua_fence(lun, true);
@@ -567,8 +559,7 @@ static const char *alua_lock_lost(struct scsi_alua *a, int *err)
 static void alua_lose(struct scsi_alua *a, const char *why, int err)
 {
 	alua_fence(a->lun, true);
-	if (a->lun->cbt)
-		cbt_set_pause(a->lun->cbt, true);
+	scsi_lun_shared_release(a->lun, false);
 	atomic_store(&a->state, ALUA_TRANSITIONING);
 	alua_drop_held(a->lun);
 	alua_reopen(a);
@@ -739,7 +730,7 @@ bool scsi_alua_info(struct scsi_lun *lun, struct scsi_alua_info *out)
 	out->state = alua_state_name(scsi_alua_state(lun));
 	out->peer_state = alua_state_name(scsi_alua_peer_state(lun));
 	out->owner = a && a->owner;
-	out->fenced = lun->be && be_stack_fenced(lun->be);
+	out->fenced = lun->be && be_fenced(lun->be);
 	out->identity = a && a->id[0] ? a->id : NULL;
 	out->lock_path = a ? a->path : NULL;
 	return true;
@@ -765,7 +756,7 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 			lun_settings_get(lun)->alua_peer_group,
 			alua_state_name(scsi_alua_peer_state(lun)),
 			a && a->id[0] ? a->id : "-",
-			lun->be && be_stack_fenced(lun->be) ? ", store fenced" : "",
+			lun->be && be_fenced(lun->be) ? ", store fenced" : "",
 			a ? a->path : "-");
 }
 

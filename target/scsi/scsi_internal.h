@@ -268,6 +268,10 @@ struct scsi_alua;
 /* Where the LUN's ALUA state hangs (scsi_cmd.c); NULL without memory. */
 struct scsi_alua **scsi_lun_alua_slot(struct scsi_lun *lun);
 void scsi_alua_free(struct scsi_alua *a);
+/* The node gives a shared store up (scsi_lun.c): save the persistent
+ * bitmaps to their shared sidecar first if save, then stop writing it
+ * until scsi_lun_refresh(SCSI_REFRESH_SHARED) re-reads it. */
+void scsi_lun_shared_release(struct scsi_lun *lun, bool save);
 /* The file <base><suffix> of the state the LUN shares with the other node
  * (lun_shared_state_path, fixed when ALUA was set up; reads no settings
  * snapshot), malloc'd; NULL before ALUA is set up. */

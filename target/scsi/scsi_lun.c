@@ -360,6 +360,17 @@ err_free:
 	return err;
 }
 
+void scsi_lun_shared_release(struct scsi_lun *lun, bool save)
+{
+	if (!lun->cbt)
+		return;
+	if (save && cbt_set_save(lun->cbt))
+		log_warn("target %s: LUN %llu: bitmaps not saved before "
+			 "handover: they are inconsistent", lun->target_name,
+			 (unsigned long long)lun->id);
+	cbt_set_pause(lun->cbt, true);
+}
+
 /* Refreshes run on the management thread (a resize, a rescan, a SIGHUP
  * reload) and on the ALUA worker (a takeover by SET TARGET PORT GROUPS):
  * they must not interleave on one LUN. */

@@ -202,7 +202,7 @@ static void test_file_rw(void)
 	free(r);
 }
 
-/* A fenced store (be_stack_fence, a node that lost a shared store)
+/* A fenced store (be_fence, a node that lost a shared store)
  * refuses every change with -ECANCELED and writes nothing; reads and
  * flushes still work; lifting the fence restores writes. */
 static void test_file_fence(void)
