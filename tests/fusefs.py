@@ -42,7 +42,10 @@ def fusefail_binary():
 
 
 class FuseFail:
-    def __init__(self, base):
+    def __init__(self, base, args=()):
+        """args: extra fusefail options, e.g. ("-v", "-k", "0.5") for the
+        volatile write-back cache of the power-loss tests."""
+        self.args = [str(a) for a in args]
         base = Path(base)
         self.src = base / "fuse-src"
         self.mnt = base / "fuse-mnt"
@@ -62,7 +65,8 @@ class FuseFail:
         self.ctl.write_text("ok\n")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(binary), str(self.src), str(self.mnt), str(self.ctl)],
+            [str(binary)] + self.args +
+            [str(self.src), str(self.mnt), str(self.ctl)],
             stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT)
         ok = wait_for(lambda: self.proc.poll() is not None or

@@ -29,9 +29,22 @@
  * successful write is really written and a failed one is not written at
  * all.
  *
+ * Power loss (-v): a volatile write-back cache.  A write that is not
+ * durable (neither the file's open flags nor the write's own carry
+ * O_DSYNC / O_SYNC, i.e. no FUA and no O_SYNC LUN) is kept in memory and
+ * not written to SRC_DIR; reads see it.  fsync / fdatasync of the file
+ * write its cached extents to SRC_DIR in order (then fsync that);
+ * fallocate and truncate do the same first.  When fusefail exits (the
+ * unmount is the power cut) the cache is dropped, except that with
+ * -k P each cached 512-byte block is written with probability P, the
+ * extents in random order (-s SEED), which is what a disk with a
+ * volatile cache may do: unflushed writes may be lost or land in any
+ * order, block by block, but never torn within a block.
+ *
  * Counters: the virtual file MOUNTPOINT/.fusefail-stats (hidden from
  * readdir) reads as one line of key=value counters, e.g.
  *   reads=3 writes=5 flushes=1 fallocs=0 failed_reads=0 failed_writes=2 ...
+ * (with -v also cached_writes=, durable_writes=, flushed_extents=)
  * so a test can assert whether a request reached the backing store.  The
  * counters are also printed to stderr at exit. */
 /* 3.12: fuse_loop_mt() takes a fuse_loop_config built with fuse_loop_cfg_*() */
@@ -94,6 +107,24 @@ static struct {
 	atomic_uint_fast64_t failed[FF_NR_OPS];
 	atomic_uint_fast64_t bytes[FF_NR_OPS];
 } ff = { .src_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* -v: cached (not yet durable) writes, in write order */
+struct ff_extent {
+	struct ff_extent *next;
+	char path[PATH_MAX];
+	off_t off;
+	size_t len;
+	char data[];
+};
+
+static struct {
+	bool on;
+	double keep;			/* -k: chance a block survives the cut */
+	unsigned seed;
+	pthread_mutex_t lock;
+	struct ff_extent *head, **tail;
+	atomic_uint_fast64_t cached, durable, flushed;
+} vc = { .lock = PTHREAD_MUTEX_INITIALIZER, .tail = &vc.head };
 
 static const struct {
 	const char *name;
@@ -269,9 +300,17 @@ static int ff_format_stats(char *buf, size_t len)
 		n += snprintf(buf + n, len - (size_t)n, "failed_%s=%llu ",
 			      ff_op_names[i],
 			      (unsigned long long)atomic_load(&ff.failed[i]));
-	n += snprintf(buf + n, len - (size_t)n, "read_bytes=%llu write_bytes=%llu\n",
+	n += snprintf(buf + n, len - (size_t)n, "read_bytes=%llu write_bytes=%llu",
 		      (unsigned long long)atomic_load(&ff.bytes[FF_READ]),
 		      (unsigned long long)atomic_load(&ff.bytes[FF_WRITE]));
+	if (vc.on)
+		n += snprintf(buf + n, len - (size_t)n,
+			      " cached_writes=%llu durable_writes=%llu "
+			      "flushed_extents=%llu",
+			      (unsigned long long)atomic_load(&vc.cached),
+			      (unsigned long long)atomic_load(&vc.durable),
+			      (unsigned long long)atomic_load(&vc.flushed));
+	n += snprintf(buf + n, len - (size_t)n, "\n");
 	return n;
 }
 
@@ -398,6 +437,116 @@ static int ff_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+static int ff_pwrite_all(int fd, const char *buf, size_t size, off_t off)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t n = pwrite(fd, buf + done, size - done,
+				   off + (off_t)done);
+
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Write path's cached extents to fd in order and drop them (vc.lock). */
+static int vc_flush_locked(const char *path, int fd)
+{
+	struct ff_extent **pp = &vc.head, *e;
+	int ret = 0;
+
+	while ((e = *pp)) {
+		if (strcmp(e->path, path) != 0) {
+			pp = &e->next;
+			continue;
+		}
+		if (!ret)
+			ret = ff_pwrite_all(fd, e->data, e->len, e->off);
+		*pp = e->next;
+		if (vc.tail == &e->next)
+			vc.tail = pp;
+		free(e);
+		atomic_fetch_add(&vc.flushed, 1);
+	}
+	return ret;
+}
+
+static int vc_flush(const char *path, int fd)
+{
+	int ret;
+
+	pthread_mutex_lock(&vc.lock);
+	ret = vc_flush_locked(path, fd);
+	pthread_mutex_unlock(&vc.lock);
+	return ret;
+}
+
+/* Cached data over what a read got from SRC_DIR, oldest first. */
+static void vc_overlay(const char *path, char *buf, size_t size, off_t off,
+		       size_t *done)
+{
+	pthread_mutex_lock(&vc.lock);
+	for (struct ff_extent *e = vc.head; e; e = e->next) {
+		off_t a = e->off > off ? e->off : off;
+		off_t b = e->off + (off_t)e->len;
+
+		if (b > off + (off_t)size)
+			b = off + (off_t)size;
+		if (strcmp(e->path, path) != 0 || a >= b)
+			continue;
+		memcpy(buf + (a - off), e->data + (a - e->off),
+		       (size_t)(b - a));
+		if ((size_t)(b - off) > *done)
+			*done = (size_t)(b - off);
+	}
+	pthread_mutex_unlock(&vc.lock);
+}
+
+/* The power cut (exit): drop the cache, each block kept with vc.keep. */
+static void vc_cut(void)
+{
+	struct ff_extent *e, **all = NULL;
+	size_t n = 0, kept = 0, lost = 0;
+
+	for (e = vc.head; e; e = e->next)
+		n++;
+	all = calloc(n ? n : 1, sizeof(*all));
+	n = 0;
+	for (e = vc.head; e && all; e = e->next)
+		all[n++] = e;
+	srand(vc.seed);
+	for (size_t i = n; i > 1; i--) {	/* any order */
+		size_t j = (size_t)rand() % i;
+		struct ff_extent *t = all[i - 1];
+
+		all[i - 1] = all[j];
+		all[j] = t;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int fd = vc.keep > 0 ? openat(ff.src_fd, ff_rel(all[i]->path),
+					      O_WRONLY | O_CLOEXEC) : -1;
+
+		for (size_t o = 0; o < all[i]->len; o += 512) {
+			size_t l = all[i]->len - o < 512 ? all[i]->len - o : 512;
+
+			if (fd >= 0 && (double)rand() / RAND_MAX < vc.keep &&
+			    ff_pwrite_all(fd, all[i]->data + o, l,
+					  all[i]->off + (off_t)o) == 0)
+				kept++;
+			else
+				lost++;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	fprintf(stderr, "fusefail: power cut: %zu cached extents, %zu blocks "
+		"kept, %zu lost\n", n, kept, lost);
+	free(all);
+}
+
 static int ff_read(const char *path, char *buf, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
@@ -429,6 +578,8 @@ static int ff_read(const char *path, char *buf, size_t size, off_t off,
 			break;
 		done += (size_t)n;
 	}
+	if (vc.on)
+		vc_overlay(ff_file(fi)->path, buf, size, off, &done);
 	atomic_fetch_add(&ff.bytes[FF_READ], done);
 	return (int)done;
 }
@@ -446,6 +597,42 @@ static int ff_write(const char *path, const char *buf, size_t size, off_t off,
 	err = ff_gate(FF_WRITE, ff_file(fi)->path);
 	if (err)
 		return err;
+	if (vc.on && !(fi->flags & O_DSYNC)) {
+		/* not durable: cached until a flush (O_SYNC includes the
+		 * O_DSYNC bit; FUA arrives as RWF_DSYNC, i.e. O_DSYNC) */
+		struct ff_extent *e = malloc(sizeof(*e) + size);
+
+		if (!e)
+			return -ENOMEM;
+		e->next = NULL;
+		snprintf(e->path, sizeof(e->path), "%s", ff_file(fi)->path);
+		e->off = off;
+		e->len = size;
+		memcpy(e->data, buf, size);
+		pthread_mutex_lock(&vc.lock);
+		*vc.tail = e;
+		vc.tail = &e->next;
+		pthread_mutex_unlock(&vc.lock);
+		atomic_fetch_add(&vc.cached, 1);
+		atomic_fetch_add(&ff.bytes[FF_WRITE], size);
+		return (int)size;
+	}
+	if (vc.on) {
+		/* durable: earlier cached writes of the file first (a disk
+		 * may order them either way; this keeps reads simple) */
+		pthread_mutex_lock(&vc.lock);
+		err = vc_flush_locked(ff_file(fi)->path, ff_file(fi)->fd);
+		if (!err)
+			err = ff_pwrite_all(ff_file(fi)->fd, buf, size, off);
+		if (!err && fdatasync(ff_file(fi)->fd) < 0)
+			err = -errno;
+		pthread_mutex_unlock(&vc.lock);
+		if (err)
+			return err;
+		atomic_fetch_add(&vc.durable, 1);
+		atomic_fetch_add(&ff.bytes[FF_WRITE], size);
+		return (int)size;
+	}
 	while (done < size) {
 		n = pwrite(ff_file(fi)->fd, buf + done, size - done,
 			   off + (off_t)done);
@@ -467,6 +654,8 @@ static int ff_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	err = ff_gate(FF_FLUSH, ff_file(fi)->path);
 	if (err)
 		return err;
+	if (vc.on && (err = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
+		return err;
 	if ((datasync ? fdatasync(ff_file(fi)->fd) : fsync(ff_file(fi)->fd)) < 0)
 		return -errno;
 	return 0;
@@ -483,6 +672,8 @@ static int ff_fallocate(const char *path, int mode, off_t off, off_t len,
 	err = ff_gate(FF_FALLOC, ff_file(fi)->path);
 	if (err)
 		return err;
+	if (vc.on && (err = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
+		return err;
 	if (fallocate(ff_file(fi)->fd, mode, off, len) < 0)
 		return -errno;
 	return 0;
@@ -498,6 +689,9 @@ static int ff_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	int fd, ret = 0;
 
+	if (vc.on && fi && fi->fh && fi->fh != STATS_FH &&
+	    (ret = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
+		return ret;
 	if (fi && fi->fh && fi->fh != STATS_FH)
 		return ftruncate(ff_file(fi)->fd, size) < 0 ? -errno : 0;
 	fd = openat(ff.src_fd, ff_rel(path), O_WRONLY | O_CLOEXEC);
@@ -595,7 +789,7 @@ static const struct fuse_operations ff_ops = {
 static void ff_usage(void)
 {
 	fprintf(stderr,
-		"usage: fusefail [-d] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
+		"usage: fusefail [-d] [-v [-k KEEP] [-s SEED]] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
 		"control file tokens: ok read=ERR write=ERR flush=ERR all=ERR "
 		"delay=MS match=STR\n");
 }
@@ -611,9 +805,12 @@ int main(int argc, char **argv)
 	char stats[1024];
 	int ret = 1, opt;
 
-	while ((opt = getopt(argc, argv, "do:h")) != -1) {
+	while ((opt = getopt(argc, argv, "dvk:s:o:h")) != -1) {
 		switch (opt) {
 		case 'd': debug = true; break;
+		case 'v': vc.on = true; break;
+		case 'k': vc.keep = strtod(optarg, NULL); break;
+		case 's': vc.seed = (unsigned)strtoul(optarg, NULL, 0); break;
 		case 'o': fuse_opts = optarg; break;
 		default: ff_usage(); return opt == 'h' ? 0 : 2;
 		}
@@ -674,6 +871,8 @@ out_destroy:
 	fuse_destroy(f);
 out_args:
 	fuse_opt_free_args(&args);
+	if (vc.on)
+		vc_cut();
 	ff_format_stats(stats, sizeof(stats));
 	fprintf(stderr, "fusefail: %s", stats);
 	return ret;
