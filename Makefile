@@ -8,6 +8,8 @@
 #                   the unit tests and a subset, SAN_SUBSET, that way)
 #   make tsan       the threaded tests under ThreadSanitizer (in make test)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make soak       mixed I/O, outages, management and session churn for
+#                   SOAK_SECONDS (default 600); RSS and fds must stay flat
 #   make bench      holdfastd vs tgtd side by side, as ratios; then the
 #                   cost of a dirty bitmap and a backup job's throughput,
 #                   and the RBD case
@@ -51,7 +53,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test test-slow unit pytest sanitize tsan clean bench bench-rbd profile layers \
+.PHONY: soak all deps run test test-slow unit pytest sanitize tsan clean bench bench-rbd profile layers \
 	sanitize-build sanitize-quick fuzz fuzz-build fuzz-smoke
 all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
@@ -115,12 +117,18 @@ pytest: all
 test: deps all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz-smoke
-	/usr/bin/python3 -m pytest -v -rs -m "not longrun" tests
+	/usr/bin/python3 -m pytest -v -rs -m "not longrun and not soak" tests
 	$(MAKE) --no-print-directory sanitize-quick
 	$(MAKE) --no-print-directory tsan
 
 test-slow: deps all
 	/usr/bin/python3 -m pytest -v -rs -m longrun tests
+
+# The soak (tests/test_soak.py, README "Soak"): not part of make test.
+SOAK_SECONDS ?= 600
+soak: deps all
+	SOAK_SECONDS=$(SOAK_SECONDS) /usr/bin/python3 -m pytest -v -s -rs \
+	  -m soak tests/test_soak.py
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/).
 SAN_BUILD := build-san

@@ -374,3 +374,31 @@ def test_slow_peers_and_connection_flood_leave_others_alone(holdfast):
     assert good_read(s)
     assert d.alive()
     s.close()
+
+
+def test_limits_change_on_reload_and_bad_values_refused(holdfast):
+    """SIGHUP applies a changed limits group to new logins; an unknown key
+    or a bad value refuses the file as a whole."""
+    import signal
+    d = holdfast(luns=null_luns())
+    d.require_holdfast()
+    a = raw(d, isid=1)
+    assert login_status(a) == 0
+    d.conf_settings["limits"] = {"max_sessions_per_target": 1}
+    d._write_conf()
+    d.send_signal(signal.SIGHUP)
+    assert log_has(d, "reload: limits changed")
+    b = raw(d, isid=2)
+    assert login_status(b) == LOGIN_OUT_OF_RESOURCES
+    assert good_read(a)     # the session already there stays
+    for bad in ({"max_sesions": 1}, {"cmdsn_depth": 0},
+                {"max_data_buffer": "lots"}, {"idle_timeout": -1}):
+        d.conf_settings["limits"] = bad
+        d._write_conf()
+        d.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: d.log_text().count("reload refused") >=
+                        1 + [{"max_sesions": 1}, {"cmdsn_depth": 0},
+                             {"max_data_buffer": "lots"},
+                             {"idle_timeout": -1}].index(bad), S(5)), bad
+    a.close()
+    b.close()

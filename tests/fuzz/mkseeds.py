@@ -287,6 +287,11 @@ def config_seeds():
         write("config", "bundled", f.read())
     write("config", "full", b"""
 portals = [ "127.0.0.1:3260", "[::1]:3260=[::1]:3261" ];
+limits = { max_sessions = 8; max_sessions_per_target = 4;
+           max_connections = 16; max_connections_per_portal = 0;
+           cmdsn_depth = 32; max_data_buffer = "64M";
+           max_data_buffer_per_connection = 1048576;
+           login_timeout = 5; idle_timeout = 0; };
 accounts = ( { user = "alice"; password = "alice-secret-1"; },
              { user = "tgt"; password = "target-secret-1"; } );
 discovery = { incoming_users = [ "alice" ]; outgoing_user = "tgt"; };
