@@ -9,6 +9,7 @@ CmdSN window is cmdsn_depth wide, a command over the buffer limit waits
 timeout.  Every test also checks that a session that stayed within the
 limits keeps working, and that the daemon logged the limit."""
 
+import os
 import socket
 import struct
 import threading
@@ -318,7 +319,8 @@ def test_idle_timeout_closes_a_slowloris(holdfast):
 
 
 def test_slow_peers_and_connection_flood_leave_others_alone(holdfast):
-    """100 slow peers (a partial PDU each) and 2,000 connection attempts
+    """100 slow peers (a partial PDU each) and FLOOD_ATTEMPTS (default
+    2,000; the README reports a run with 10,000) connection attempts
     over the per-portal limit while another session reads: its latency
     stays within a small multiple of the quiet baseline and every read
     succeeds."""
@@ -348,9 +350,10 @@ def test_slow_peers_and_connection_flood_leave_others_alone(holdfast):
         slow.append(c)
     stop = threading.Event()
     attempts = [0]
+    flood_n = int(os.environ.get("FLOOD_ATTEMPTS", "2000"))
 
     def flood():
-        while not stop.is_set() and attempts[0] < 2000:
+        while not stop.is_set() and attempts[0] < flood_n:
             try:
                 c = socket.create_connection(("127.0.0.1", d.port),
                                              timeout=2)
@@ -361,11 +364,19 @@ def test_slow_peers_and_connection_flood_leave_others_alone(holdfast):
 
     th = threading.Thread(target=flood)
     th.start()
+    t0 = time.monotonic()
     try:
         p50, p99 = lat(300)
+        while th.is_alive() and time.monotonic() - t0 < S(300):
+            lat(20)     # keep measuring until the flood is over
     finally:
-        th.join(S(120))
+        th.join(S(300))
         stop.set()
+    print("\nflood: %d attempts in %.1f s, %d slow peers; read latency "
+          "quiet p50 %.2f ms p99 %.2f ms, under the flood p50 %.2f ms "
+          "p99 %.2f ms" % (attempts[0], time.monotonic() - t0, n_slow,
+                           base_p50 * 1e3, base_p99 * 1e3, p50 * 1e3,
+                           p99 * 1e3))
     for c in slow:
         c.close()
     assert attempts[0] >= 500, attempts[0]
