@@ -377,6 +377,7 @@ static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 	s->nexus.target_name = s->target ? s->target->name : "";
 	ret = iscsi_session_register(s);
 	if (ret < 0) {
+		l->target = s->target;	/* its reference goes with the login */
 		free(s->lun_stats);
 		free(s);
 		return ret == -EUSERS ? ret : -1;
