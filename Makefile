@@ -139,11 +139,12 @@ SAN_ENV   := HOLDFAST_BUILD=$(SAN_BUILD) \
 	     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The part of the pytest suite `make test` also runs sanitized (about 80 s
 # here): the daemon's lifecycle, configuration and management
-# (test_foundation), the iSCSI layer (test_iscsi_layer), and the hang
+# (test_foundation), the iSCSI layer (test_iscsi_layer), its limits and
+# slow peers (test_limits), and the hang
 # engine's hold, retry, abort, reset, session-drop and ordering paths
 # (test_hang, selected by -k).  `make sanitize` runs everything.
 SAN_SUBSET   ?= tests/test_foundation.py tests/test_iscsi_layer.py \
-		tests/test_hang.py
+		tests/test_limits.py tests/test_hang.py
 SAN_SUBSET_K ?= not test_hang or \
 		write_outage_shorter or read_hang or \
 		queued_commands_time_out or abort_task_of_held or \
