@@ -411,3 +411,38 @@ def test_limits_change_on_reload_and_bad_values_refused(holdfast):
                              {"idle_timeout": -1}].index(bad), S(5)), bad
     a.close()
     b.close()
+
+
+def test_max_data_buffer_per_connection(holdfast):
+    """Two 512 KiB reads held 2 s fill this connection's 1 MiB: its next
+    read waits for them (then succeeds); another connection's read is
+    answered at once."""
+    luns = null_luns()
+    luns[0]["fault"] = "latency=2000:ops=r"
+    d = holdfast(luns=luns,
+                 limits={"max_data_buffer_per_connection": "1M"})
+    d.require_holdfast()
+    a, b = raw(d, isid=1), raw(d, isid=2)
+    assert login_status(a) == 0 and login_status(b) == 0
+    assert good_read(a, lun=2) and good_read(b, lun=2)
+    assert good_read(a, lun=1)
+    big = [a.scsi(1, read10(i * 1024, 1024), read_len=1024 * 512)
+           for i in range(2)]
+    time.sleep(0.3)
+    st, took = timed_read(b, 2, 8)
+    assert st == 0 and took < 1.0, (st, took)   # other connection
+    t = time.monotonic()
+    small = a.scsi(2, read10(0, 8), read_len=4096)
+    order = []
+    while len(order) < 3:
+        p = a.recv(timeout=S(10))
+        if p.opcode == 0x21 or (p.opcode == 0x25 and p.flags & 0x01):
+            assert p.bhs[3] == 0
+            order.append((p.u32(16), time.monotonic() - t))
+    waited = dict(order)[small]
+    assert waited >= 1.0, "read did not wait for its connection's room " \
+        "(%.2fs)" % waited
+    assert log_has(d, "max_data_buffer_per_connection 1048576")
+    assert set(big) <= set(dict(order))
+    a.close()
+    b.close()
