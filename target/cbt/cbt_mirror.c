@@ -1,0 +1,1639 @@
+/* cbt_mirror.c - mirror jobs and the mirror filter node (cbt_mirror.h).
+ *
+ * Threads.  Guest requests enter the filter on any reactor.  Background
+ * writes stay there (one atomic bitmap OR at completion).  Everything else
+ * runs on the job's reactor (job->r): copies, write-blocking writes (the
+ * filter hands them over with reactor_call and they complete back on their
+ * own reactor), the destination throttle, the periodic tick (rate, ready,
+ * auto switch), and the pivot point.  The management thread starts,
+ * switches, completes, cancels and deletes jobs; the job table is one
+ * mutex and one condition variable.
+ *
+ * Why dirty bits are set at completion and cleared at copy start: a
+ * background write W and a copy C of its chunk race.  If W completes
+ * before C clears the bit, C's read comes after W landed.  If not, W's
+ * completion sets the bit again after C cleared it, and the chunk is
+ * copied once more.  Either way no acknowledged write is missed.
+ *
+ * Why write-blocking writes and copies exclude each other per chunk: a
+ * mirrored write does not dirty its chunk, so a copy that read the
+ * source before the write landed and writes the destination after it
+ * would leave stale data behind with a clean bit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cbt_job.h"
+#include "cbt_mirror.h"
+#include "reactor.h"
+#include "stack.h"
+#include "util.h"
+
+#define MIRROR_TICK_MS 100
+#define MIRROR_RATE_SAMPLES 10		/* ticks in the rate window */
+#define MIRROR_RETRY_DEFAULT_MS 1000
+
+/* Where the filter sends requests. */
+enum mf_route {
+	MF_SOURCE,	/* pass-through: no job, or it failed / was cancelled */
+	MF_TRACK,	/* mirroring (background or write-blocking) */
+	MF_DEST,	/* pivoted: the destination is the store */
+};
+
+struct mirror_job;
+
+struct mirror_filter {
+	atomic_int route;
+	struct mirror_job *job;		/* set before route leaves MF_SOURCE */
+	struct backend *dest;		/* owned, unless handed to the stack */
+	bool dest_handed;
+};
+
+/* An atomic bitmap of chunks. */
+struct mbits {
+	_Atomic uint64_t *w;
+	uint64_t nwords;
+};
+
+/* A destination write waiting for the throttle. */
+struct dest_req {
+	struct list_head link;
+	struct be_io *io;
+	uint64_t at_us;
+};
+
+/* One copy in flight. */
+struct mcopy {
+	struct mirror_job *job;
+	struct list_head link;
+	struct be_io io;
+	struct iovec iov;
+	void *buf;
+	uint64_t c0, c1;		/* chunks [c0, c1] */
+	uint64_t off, len;
+	struct dest_req dq;
+};
+
+/* A write-blocking request (write, unmap, write zeroes, flush). */
+struct mwrite {
+	struct mirror_job *job;
+	struct list_head link;		/* waiting or in flight */
+	struct be_io *io;		/* the guest's: goes to the source */
+	void (*done)(struct be_io *io, int res);
+	void *priv;
+	struct reactor *r;		/* the guest's reactor */
+	struct be_io dio;		/* its copy for the destination */
+	struct dest_req dq;
+	uint64_t c0, c1;
+	int pending, src_res, dst_res;
+	bool dest_only;			/* arrived after the pivot point */
+};
+
+/* A background write: its chunks are marked when it completes. */
+struct mbg {
+	struct mirror_job *job;
+	void (*done)(struct be_io *io, int res);
+	void *priv;
+};
+
+struct mirror_job {
+	struct list_head link;		/* in the table */
+	unsigned id;
+	struct cbt_mirror_params p;
+	struct reactor *r;
+	struct backend *filter;		/* NULL once removed or replaced */
+	struct mirror_filter *mf;
+	struct backend *dest;
+	uint64_t size, nchunks;
+	bool fresh;			/* destination reads zero where never written */
+	struct mbits dirty, busy, written;
+	atomic_uint_fast64_t ndirty;	/* set bits in dirty */
+	/* mode */
+	atomic_int mode;		/* asked for */
+	atomic_int wb;			/* 1: write-blocking in force */
+	/* counters any thread reads */
+	atomic_int state;
+	atomic_uint_fast64_t bytes_done, copy_inflight_bytes, rate_bps;
+	atomic_int bg_inflight;		/* background writes in the source */
+	atomic_int wb_pending;		/* write-blocking requests not yet done */
+	/* job reactor only */
+	uint64_t cursor;
+	bool phase1_done;
+	unsigned copies;
+	struct list_head wb_waiting, wb_inflight;
+	struct list_head dest_q;
+	uint64_t dest_next_us;
+	struct ev_timer tick, dest_timer, rate_timer;
+	bool dest_timer_armed, rate_timer_armed, tick_armed;
+	uint64_t backoff_until_ms;
+	uint64_t dest_bytes;		/* written to the destination */
+	uint64_t rate_last_bytes, rate_last_ms;
+	uint64_t samp_bytes[MIRROR_RATE_SAMPLES], samp_ms[MIRROR_RATE_SAMPLES];
+	unsigned samp_pos;
+	uint64_t copied_for_limit;	/* rate_limit accounting */
+	bool completing, flushing, flushed, failing, cancel_req, finished;
+	/* times (ms, monotonic) */
+	uint64_t start_ms, end_ms, ready_ms;
+	char error[128];
+	/* management waits on jobs_cond for these */
+	bool pivoted;
+};
+
+static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jobs_cond = PTHREAD_COND_INITIALIZER;
+static struct list_head jobs = LIST_HEAD_INIT(jobs);
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t now_ms(void)
+{
+	return now_us() / 1000;
+}
+
+const char *cbt_mirror_state_name(enum cbt_mirror_state s)
+{
+	static const char *const names[] = {
+		[CBT_MIRROR_RUNNING] = "running",
+		[CBT_MIRROR_READY] = "ready",
+		[CBT_MIRROR_COMPLETED] = "completed",
+		[CBT_MIRROR_FAILED] = "failed",
+		[CBT_MIRROR_CANCELLED] = "cancelled",
+	};
+
+	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+const char *cbt_mirror_mode_name(enum cbt_mirror_mode m)
+{
+	static const char *const names[] = {
+		[CBT_MIRROR_BACKGROUND] = "background",
+		[CBT_MIRROR_WRITE_BLOCKING] = "write-blocking",
+		[CBT_MIRROR_AUTO] = "auto",
+	};
+
+	return (unsigned)m < ARRAY_SIZE(names) ? names[m] : "?";
+}
+
+int cbt_mirror_mode_parse(const char *s, enum cbt_mirror_mode *m)
+{
+	if (!strcmp(s, "background"))
+		*m = CBT_MIRROR_BACKGROUND;
+	else if (!strcmp(s, "write-blocking"))
+		*m = CBT_MIRROR_WRITE_BLOCKING;
+	else if (!strcmp(s, "auto"))
+		*m = CBT_MIRROR_AUTO;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static bool state_terminal(int s)
+{
+	return s == CBT_MIRROR_COMPLETED || s == CBT_MIRROR_FAILED ||
+	       s == CBT_MIRROR_CANCELLED;
+}
+
+/* ---- chunk bitmaps ---- */
+
+static int mbits_init(struct mbits *b, uint64_t nchunks)
+{
+	b->nwords = (nchunks + 63) / 64;
+	b->w = calloc(b->nwords ? b->nwords : 1, sizeof(*b->w));
+	return b->w ? 0 : -ENOMEM;
+}
+
+static bool mbits_test(const struct mbits *b, uint64_t c)
+{
+	return atomic_load_explicit(&b->w[c / 64], memory_order_acquire) >>
+	       (c % 64) & 1;
+}
+
+/* Returns true if the bit was clear. */
+static bool mbits_set(struct mbits *b, uint64_t c)
+{
+	uint64_t m = 1ull << (c % 64);
+
+	return !(atomic_fetch_or(&b->w[c / 64], m) & m);
+}
+
+/* Returns true if the bit was set. */
+static bool mbits_clear(struct mbits *b, uint64_t c)
+{
+	uint64_t m = 1ull << (c % 64);
+
+	return atomic_fetch_and(&b->w[c / 64], ~m) & m;
+}
+
+/* The first set bit at or after c, or n. */
+static uint64_t mbits_next(const struct mbits *b, uint64_t c, uint64_t n)
+{
+	while (c < n) {
+		uint64_t w = atomic_load_explicit(&b->w[c / 64],
+						  memory_order_acquire) >> (c % 64);
+
+		if (w)
+			return MIN(c + (uint64_t)__builtin_ctzll(w), n);
+		c = (c / 64 + 1) * 64;
+	}
+	return n;
+}
+
+static void job_dirty_range(struct mirror_job *j, uint64_t off, uint64_t len)
+{
+	uint64_t c0, c1;
+
+	if (!len || off >= j->size)
+		return;
+	c0 = off / CBT_MIRROR_CHUNK;
+	c1 = (MIN(off + len, j->size) - 1) / CBT_MIRROR_CHUNK;
+	for (uint64_t c = c0; c <= c1; c++)
+		if (mbits_set(&j->dirty, c))
+			atomic_fetch_add(&j->ndirty, 1);
+}
+
+static uint64_t job_dirty_bytes(const struct mirror_job *j)
+{
+	uint64_t n = atomic_load(&j->ndirty) * CBT_MIRROR_CHUNK;
+
+	return MIN(n, j->size);
+}
+
+static void chunks_of(const struct mirror_job *j, const struct be_io *io,
+		      uint64_t *c0, uint64_t *c1)
+{
+	uint64_t end = io->length ? MIN(io->offset + io->length, j->size) : 0;
+
+	if (io->op == BE_OP_FLUSH || end <= io->offset) {
+		*c0 = 1;	/* empty range */
+		*c1 = 0;
+		return;
+	}
+	*c0 = io->offset / CBT_MIRROR_CHUNK;
+	*c1 = (end - 1) / CBT_MIRROR_CHUNK;
+}
+
+static bool ranges_overlap(uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1)
+{
+	return a0 <= a1 && b0 <= b1 && a0 <= b1 && b0 <= a1;
+}
+
+/* ---- log and state ---- */
+
+static void job_set_state(struct mirror_job *j, enum cbt_mirror_state s)
+{
+	pthread_mutex_lock(&jobs_lock);
+	atomic_store(&j->state, s);
+	pthread_cond_broadcast(&jobs_cond);
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+static void job_pump(struct mirror_job *j);
+
+static void job_fail(struct mirror_job *j, const char *what, int err)
+{
+	if (j->failing || j->finished)
+		return;
+	j->failing = true;
+	if (err)
+		snprintf(j->error, sizeof(j->error), "%s: %s", what, strerror(-err));
+	else
+		snprintf(j->error, sizeof(j->error), "%s", what);
+	/* from now on the source alone: no marking, no mirrored writes */
+	if (atomic_load(&j->mf->route) == MF_TRACK)
+		atomic_store(&j->mf->route, MF_SOURCE);
+}
+
+static void job_finish(struct mirror_job *j)
+{
+	enum cbt_mirror_state s;
+
+	if (j->finished)
+		return;
+	j->finished = true;
+	j->end_ms = now_ms();
+	if (j->tick_armed) {
+		reactor_timer_del(j->r, &j->tick);
+		j->tick_armed = false;
+	}
+	if (j->rate_timer_armed) {
+		reactor_timer_del(j->r, &j->rate_timer);
+		j->rate_timer_armed = false;
+	}
+	s = j->cancel_req ? CBT_MIRROR_CANCELLED : CBT_MIRROR_FAILED;
+	if (j->cancel_req)
+		log_info("job %u: mirror of tid %d lun %llu to %s cancelled: the source serves on",
+			 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target);
+	else
+		log_warn("job %u: mirror of tid %d lun %llu to %s failed: %s; the source serves on",
+			 j->id, j->p.tid, (unsigned long long)j->p.lun,
+			 j->p.target, j->error);
+	job_set_state(j, s);
+}
+
+/* ---- the destination, throttled ---- */
+
+static void dest_timer_fire(struct ev_timer *t);
+
+static void dest_run_queue(struct mirror_job *j)
+{
+	uint64_t now = now_us();
+
+	while (!list_empty(&j->dest_q)) {
+		struct dest_req *d = list_first_entry(&j->dest_q, struct dest_req, link);
+
+		if (d->at_us > now) {
+			if (!j->dest_timer_armed) {
+				j->dest_timer_armed = true;
+				reactor_timer_add(j->r, &j->dest_timer,
+						  (d->at_us - now + 999) / 1000,
+						  dest_timer_fire, j);
+			}
+			return;
+		}
+		list_del(&d->link);
+		backend_submit(j->dest, d->io, j->r);
+	}
+}
+
+static void dest_timer_fire(struct ev_timer *t)
+{
+	struct mirror_job *j = t->arg;
+
+	j->dest_timer_armed = false;
+	dest_run_queue(j);
+}
+
+/* Submit io to the destination on the job's reactor, after the test
+ * throttle (dest_rate_limit) lets it through. */
+static void dest_submit(struct mirror_job *j, struct dest_req *d,
+			struct be_io *io)
+{
+	uint64_t now, start, len;
+
+	j->dest_bytes += io->op == BE_OP_WRITE ? io->length : 0;
+	if (!j->p.dest_rate_limit || io->op != BE_OP_WRITE) {
+		backend_submit(j->dest, io, j->r);
+		return;
+	}
+	now = now_us();
+	len = io->length;
+	start = MAX(now, j->dest_next_us);
+	j->dest_next_us = start + len * 1000000 / j->p.dest_rate_limit;
+	d->io = io;
+	d->at_us = j->dest_next_us;	/* done when the bytes "went through" */
+	list_init(&d->link);
+	list_add_tail(&d->link, &j->dest_q);
+	dest_run_queue(j);
+}
+
+/* ---- write-blocking requests ---- */
+
+static bool wb_overlaps_copy(struct mirror_job *j, const struct mwrite *w)
+{
+	for (uint64_t c = w->c0; c <= w->c1 && w->c0 <= w->c1; c++)
+		if (mbits_test(&j->busy, c))
+			return true;
+	return false;
+}
+
+static void wb_leg_done(struct mwrite *w)
+{
+	struct mirror_job *j = w->job;
+	struct be_io *io = w->io;
+	int res;
+
+	if (--w->pending)
+		return;
+	list_del(&w->link);
+	if (w->dest_only) {
+		res = w->dst_res;
+	} else if (w->dst_res < 0 && atomic_load(&j->mf->route) == MF_DEST) {
+		/* past the pivot point the destination is the store: its
+		 * error is the store's (the hang engine may retry it there) */
+		res = w->dst_res;
+	} else {
+		if (w->dst_res < 0)
+			job_fail(j, "writing the destination", w->dst_res);
+		else if (w->c0 <= w->c1)
+			for (uint64_t c = w->c0; c <= w->c1; c++)
+				mbits_set(&j->written, c);
+		res = w->src_res;
+	}
+	io->done = w->done;
+	io->priv = w->priv;
+	backend_complete_later(w->r, io, res);
+	free(w);
+	atomic_fetch_sub(&j->wb_pending, 1);
+	job_pump(j);
+}
+
+static void wb_src_done(struct be_io *io, int res)
+{
+	struct mwrite *w = io->priv;
+
+	w->src_res = res;
+	wb_leg_done(w);
+}
+
+static void wb_dst_done(struct be_io *io, int res)
+{
+	struct mwrite *w = io->priv;
+
+	w->dst_res = res;
+	wb_leg_done(w);
+}
+
+static void wb_dispatch(struct mirror_job *j, struct mwrite *w)
+{
+	struct be_io *io = w->io;
+
+	list_add_tail(&w->link, &j->wb_inflight);
+	w->dio = (struct be_io){
+		.op = io->op, .flags = io->flags, .offset = io->offset,
+		.length = io->length, .iov = io->iov, .iovcnt = io->iovcnt,
+		.done = wb_dst_done, .priv = w,
+	};
+	if (w->dest_only) {
+		w->pending = 1;
+		dest_submit(j, &w->dq, &w->dio);
+		return;
+	}
+	w->pending = 2;
+	io->done = wb_src_done;
+	io->priv = w;
+	backend_submit(backend_inner(j->filter), io, j->r);
+	dest_submit(j, &w->dq, &w->dio);
+}
+
+/* The guest's request, without the mirror: to the source. */
+static void wb_source_only(void *arg)
+{
+	struct mwrite *w = arg;
+	struct mirror_job *j = w->job;
+
+	list_add_tail(&w->link, &j->wb_inflight);
+	w->pending = 1;
+	w->dst_res = 0;
+	w->io->done = wb_src_done;
+	w->io->priv = w;
+	backend_submit(backend_inner(j->filter), w->io, j->r);
+}
+
+/* On the job's reactor. */
+static void wb_arrive(void *arg)
+{
+	struct mwrite *w = arg;
+	struct mirror_job *j = w->job;
+	int route = atomic_load(&j->mf->route);
+
+	list_init(&w->link);
+	if (route == MF_DEST) {
+		w->dest_only = true;
+		wb_dispatch(j, w);
+		return;
+	}
+	if (route == MF_SOURCE) {
+		wb_source_only(w);
+		return;
+	}
+	if (wb_overlaps_copy(j, w)) {
+		list_add_tail(&w->link, &j->wb_waiting);
+		return;
+	}
+	wb_dispatch(j, w);
+}
+
+/* Waiting writes whose copies have finished go on, in arrival order. */
+static void wb_release_waiting(struct mirror_job *j)
+{
+	struct mwrite *w, *tmp;
+
+	list_for_each_entry_safe(w, tmp, &j->wb_waiting, link) {
+		if (wb_overlaps_copy(j, w))
+			continue;
+		list_del(&w->link);
+		if (atomic_load(&j->mf->route) == MF_SOURCE)
+			wb_source_only(w);
+		else
+			wb_dispatch(j, w);
+	}
+}
+
+/* ---- background writes ---- */
+
+static void bg_done(struct be_io *io, int res)
+{
+	struct mbg *g = io->priv;
+	struct mirror_job *j = g->job;
+
+	/* failed writes too: they may have landed partly */
+	job_dirty_range(j, io->offset, io->length);
+	io->done = g->done;
+	io->priv = g->priv;
+	free(g);
+	atomic_fetch_sub(&j->bg_inflight, 1);
+	io->done(io, res);
+}
+
+/* ---- the filter ---- */
+
+static bool changes_data(enum be_op op)
+{
+	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
+	       op == BE_OP_WRITE_ZEROES;
+}
+
+static void mf_submit(struct backend *be, struct be_io *io, struct reactor *r)
+{
+	struct mirror_filter *f = be->priv;
+	int route = atomic_load(&f->route);
+	struct mirror_job *j = f->job;
+
+	if (route == MF_DEST) {
+		backend_submit(f->dest, io, r);
+		return;
+	}
+	if (route == MF_SOURCE || (!changes_data(io->op) && io->op != BE_OP_FLUSH)) {
+		backend_submit(backend_inner(be), io, r);
+		return;
+	}
+	/* count first, then read the mode: the pivot's convergence check
+	 * (mode first, then this count) cannot miss a background write */
+	atomic_fetch_add(&j->bg_inflight, 1);
+	if (io->op != BE_OP_FLUSH && !atomic_load(&j->wb)) {
+		struct mbg *g = malloc(sizeof(*g));
+
+		if (g) {
+			g->job = j;
+			g->done = io->done;
+			g->priv = io->priv;
+			io->done = bg_done;
+			io->priv = g;
+			backend_submit(backend_inner(be), io, r);
+			return;
+		}
+		/* no memory to follow it: dirty it now and once more can
+		 * not be had; mark before (a copy racing with it may still
+		 * miss it, so fail the job rather than risk that) */
+		atomic_fetch_sub(&j->bg_inflight, 1);
+	} else {
+		struct mwrite *w = calloc(1, sizeof(*w));
+
+		atomic_fetch_sub(&j->bg_inflight, 1);
+		if (w) {
+			w->job = j;
+			w->io = io;
+			w->done = io->done;
+			w->priv = io->priv;
+			w->r = r;
+			chunks_of(j, io, &w->c0, &w->c1);
+			atomic_fetch_add(&j->wb_pending, 1);
+			if (reactor_call(j->r, wb_arrive, w) == 0)
+				return;
+			atomic_fetch_sub(&j->wb_pending, 1);
+			free(w);
+		}
+		if (io->op == BE_OP_FLUSH) {
+			backend_submit(backend_inner(be), io, r);
+			return;
+		}
+	}
+	/* out of memory: this write cannot be followed; the mirror can no
+	 * longer be trusted, so it stops (the source serves on) */
+	atomic_store(&f->route, MF_SOURCE);
+	job_dirty_range(j, io->offset, io->length);
+	backend_submit(backend_inner(be), io, r);
+}
+
+static int mf_open(struct backend *be, const struct backend_params *p,
+		   const char **errmsg)
+{
+	struct mirror_filter *f;
+
+	if (!p->inner) {
+		*errmsg = "mirror filter: nothing to filter";
+		return -EINVAL;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		*errmsg = "out of memory";
+		return -ENOMEM;
+	}
+	atomic_init(&f->route, MF_SOURCE);
+	be->priv = f;
+	be->inner = p->inner;
+	be->size = p->inner->size;
+	be->direct = p->inner->direct;
+	be->readonly = p->inner->readonly;
+	return 0;
+}
+
+static void mf_close(struct backend *be)
+{
+	struct mirror_filter *f = be->priv;
+
+	if (f && f->dest && !f->dest_handed)
+		be_stack_node_close(f->dest);
+	free(f);
+	be->priv = NULL;
+}
+
+static struct backend *mf_target(struct backend *be)
+{
+	struct mirror_filter *f = be->priv;
+
+	return atomic_load(&f->route) == MF_DEST ? f->dest : backend_inner(be);
+}
+
+static int mf_set_param(struct backend *be, const char *key, const char *val)
+{
+	struct backend *in = mf_target(be);
+
+	return in->ops->set_param ? in->ops->set_param(in, key, val) : -ENOENT;
+}
+
+static int mf_describe(struct backend *be, char *buf, unsigned len)
+{
+	struct backend *in = mf_target(be);
+
+	return in->ops->describe ? in->ops->describe(in, buf, len) : 0;
+}
+
+static int mf_block_status(struct backend *be, uint64_t offset, uint64_t len,
+			   uint64_t *extent)
+{
+	struct backend *in = mf_target(be);
+
+	if (!in->ops->block_status)
+		return -EOPNOTSUPP;
+	return in->ops->block_status(in, offset, len, extent);
+}
+
+static int mf_resize(struct backend *be, uint64_t size, const char **errmsg)
+{
+	(void)be;
+	(void)size;
+	*errmsg = "a mirror is running on the LUN: complete or cancel it first";
+	return -EBUSY;
+}
+
+const struct backend_ops cbt_mirror_filter_ops = {
+	.name = "mirror",
+	.filter = true,
+	.open = mf_open,
+	.close = mf_close,
+	.submit = mf_submit,
+	.set_param = mf_set_param,
+	.describe = mf_describe,
+	.block_status = mf_block_status,
+	.resize = mf_resize,
+};
+
+/* ---- copies ---- */
+
+static bool buf_is_zero(const void *buf, uint64_t len)
+{
+	const uint64_t *p = buf;
+
+	for (uint64_t i = 0; i < len / 8; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void copy_free(struct mcopy *c)
+{
+	struct mirror_job *j = c->job;
+
+	for (uint64_t k = c->c0; k <= c->c1; k++)
+		mbits_clear(&j->busy, k);
+	atomic_fetch_sub(&j->copy_inflight_bytes, c->len);
+	j->copies--;
+	free(c->buf);
+	free(c);
+	wb_release_waiting(j);
+}
+
+/* The copy did not reach the destination: its chunks are dirty again. */
+static void copy_redirty(struct mcopy *c)
+{
+	job_dirty_range(c->job, c->off, c->len);
+}
+
+static void copy_write_done(struct be_io *io, int res)
+{
+	struct mcopy *c = io->priv;
+	struct mirror_job *j = c->job;
+
+	if (res < 0) {
+		copy_redirty(c);
+		job_fail(j, "writing the destination", res);
+	} else {
+		for (uint64_t k = c->c0; k <= c->c1; k++)
+			mbits_set(&j->written, k);
+		atomic_fetch_add(&j->bytes_done, c->len);
+	}
+	copy_free(c);
+	job_pump(j);
+}
+
+static void copy_read_done(struct be_io *io, int res)
+{
+	struct mcopy *c = io->priv;
+	struct mirror_job *j = c->job;
+	bool zero, untouched = true;
+
+	if (res < 0 || j->failing || j->cancel_req) {
+		copy_redirty(c);
+		if (res < 0 && !j->failing) {
+			uint32_t ms = j->p.retry_ms ? j->p.retry_ms
+						    : MIRROR_RETRY_DEFAULT_MS;
+
+			if (!j->backoff_until_ms)
+				log_warn("job %u: reading the source at %llu failed (%s): retrying every %u ms",
+					 j->id, (unsigned long long)c->off,
+					 strerror(-res), ms);
+			j->backoff_until_ms = now_ms() + ms;
+		}
+		copy_free(c);
+		job_pump(j);
+		return;
+	}
+	j->backoff_until_ms = 0;
+	zero = buf_is_zero(c->buf, c->len);
+	for (uint64_t k = c->c0; k <= c->c1 && untouched; k++)
+		untouched = !mbits_test(&j->written, k);
+	if (zero && j->fresh && untouched) {
+		/* a new destination reads zero there already */
+		atomic_fetch_add(&j->bytes_done, c->len);
+		copy_free(c);
+		job_pump(j);
+		return;
+	}
+	memset(&c->io, 0, sizeof(c->io));
+	c->io.op = zero ? BE_OP_WRITE_ZEROES : BE_OP_WRITE;
+	c->io.offset = c->off;
+	c->io.length = c->len;
+	c->io.iov = &c->iov;
+	c->io.iovcnt = 1;
+	c->io.done = copy_write_done;
+	c->io.priv = c;
+	dest_submit(j, &c->dq, &c->io);
+}
+
+static bool chunk_has_wb(struct mirror_job *j, uint64_t c)
+{
+	struct mwrite *w;
+
+	list_for_each_entry(w, &j->wb_inflight, link)
+		if (ranges_overlap(w->c0, w->c1, c, c))
+			return true;
+	return false;
+}
+
+/* May chunk c be copied now? */
+static bool chunk_copyable(struct mirror_job *j, uint64_t c)
+{
+	return mbits_test(&j->dirty, c) && !mbits_test(&j->busy, c) &&
+	       !chunk_has_wb(j, c);
+}
+
+static int copy_start(struct mirror_job *j, uint64_t c0, uint64_t *end)
+{
+	uint64_t c1 = c0, max = CBT_MIRROR_COPY_MAX / CBT_MIRROR_CHUNK;
+	struct mcopy *c;
+
+	while (c1 + 1 < j->nchunks && c1 + 1 - c0 < max &&
+	       chunk_copyable(j, c1 + 1))
+		c1++;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->job = j;
+	c->c0 = c0;
+	c->c1 = c1;
+	*end = c1;
+	c->off = c0 * CBT_MIRROR_CHUNK;
+	c->len = MIN((c1 + 1) * CBT_MIRROR_CHUNK, j->size) - c->off;
+	if (posix_memalign(&c->buf, 4096, c->len)) {
+		free(c);
+		return -ENOMEM;
+	}
+	/* clear before the read (see the comment at the top) */
+	for (uint64_t k = c0; k <= c1; k++) {
+		mbits_set(&j->busy, k);
+		if (mbits_clear(&j->dirty, k))
+			atomic_fetch_sub(&j->ndirty, 1);
+	}
+	j->copies++;
+	atomic_fetch_add(&j->copy_inflight_bytes, c->len);
+	j->copied_for_limit += c->len;
+	c->iov.iov_base = c->buf;
+	c->iov.iov_len = c->len;
+	c->io.op = BE_OP_READ;
+	c->io.offset = c->off;
+	c->io.length = c->len;
+	c->io.iov = &c->iov;
+	c->io.iovcnt = 1;
+	c->io.done = copy_read_done;
+	c->io.priv = c;
+	backend_submit(backend_inner(j->filter), &c->io, j->r);
+	return 0;
+}
+
+static void rate_timer_fire(struct ev_timer *t)
+{
+	struct mirror_job *j = t->arg;
+
+	j->rate_timer_armed = false;
+	job_pump(j);
+}
+
+/* ms to wait before the next background copy (rate_limit), 0 = go.  The
+ * copies of a complete (write-blocking convergence) are not throttled. */
+static uint64_t rate_delay(struct mirror_job *j)
+{
+	uint64_t elapsed, allowed;
+
+	if (!j->p.rate_limit || j->completing)
+		return 0;
+	elapsed = now_ms() - j->start_ms;
+	allowed = j->p.rate_limit * elapsed / 1000 + CBT_MIRROR_COPY_MAX;
+	if (j->copied_for_limit < allowed)
+		return 0;
+	return (j->copied_for_limit - allowed) * 1000 / j->p.rate_limit + 1;
+}
+
+/* ---- the pivot point ---- */
+
+static void pivot_flush_done(struct be_io *io, int res)
+{
+	struct mirror_job *j = io->priv;
+
+	free(io);
+	j->flushing = false;
+	if (res < 0) {
+		job_fail(j, "flushing the destination", res);
+		job_pump(j);
+		return;
+	}
+	job_pump(j);
+}
+
+/* Nothing dirty, nothing copying, no background write in the source:
+ * the destination holds everything the source does (write-blocking
+ * requests in flight write both). */
+static bool job_converged(struct mirror_job *j)
+{
+	return atomic_load(&j->wb) && !atomic_load(&j->bg_inflight) &&
+	       !atomic_load(&j->ndirty) && !j->copies &&
+	       list_empty(&j->wb_waiting);
+}
+
+static void job_try_pivot(struct mirror_job *j)
+{
+	struct be_io *io;
+
+	if (!j->completing || j->flushing || j->pivoted || !job_converged(j))
+		return;
+	if (!j->phase1_done)
+		return;
+	/* flushed once converged, then pivot at the next converged look:
+	 * everything acknowledged before the flush is durable there */
+	if (!j->flushed) {
+		io = calloc(1, sizeof(*io));
+		if (!io) {
+			job_fail(j, "out of memory", -ENOMEM);
+			return;
+		}
+		io->op = BE_OP_FLUSH;
+		io->done = pivot_flush_done;
+		io->priv = j;
+		j->flushing = true;
+		j->flushed = true;
+		dest_submit(j, NULL, io);
+		return;
+	}
+	atomic_store(&j->mf->route, MF_DEST);
+	j->end_ms = now_ms();
+	pthread_mutex_lock(&jobs_lock);
+	j->pivoted = true;
+	pthread_cond_broadcast(&jobs_cond);
+	pthread_mutex_unlock(&jobs_lock);
+}
+
+/* ---- the pump and the tick ---- */
+
+static void job_pump(struct mirror_job *j)
+{
+	bool wrapped = false;
+
+	if (j->finished || j->pivoted)
+		return;
+	if (j->cancel_req && !j->failing)
+		job_fail(j, "cancelled", 0);
+	if (j->failing) {
+		if (!j->copies && !j->flushing)
+			job_finish(j);
+		return;
+	}
+	while (atomic_load(&j->copy_inflight_bytes) < j->p.max_inflight &&
+	       (!j->backoff_until_ms || now_ms() >= j->backoff_until_ms)) {
+		uint64_t c = mbits_next(&j->dirty, j->cursor, j->nchunks), d, c1;
+
+		if (c >= j->nchunks) {
+			if (!j->phase1_done) {
+				j->phase1_done = true;
+				log_info("job %u: mirror phase 1 done: every chunk read once (%llu bytes copied in %llu ms); copying what was written since",
+					 j->id,
+					 (unsigned long long)atomic_load(&j->bytes_done),
+					 (unsigned long long)(now_ms() - j->start_ms));
+			}
+			if (wrapped)
+				break;
+			wrapped = true;
+			j->cursor = 0;	/* again from the start */
+			continue;
+		}
+		if (!chunk_copyable(j, c)) {
+			/* busy or a write-blocking write on it: later */
+			j->cursor = c + 1;
+			continue;
+		}
+		d = rate_delay(j);
+		if (d) {
+			if (!j->rate_timer_armed) {
+				j->rate_timer_armed = true;
+				reactor_timer_add(j->r, &j->rate_timer, d,
+						  rate_timer_fire, j);
+			}
+			break;
+		}
+		if (copy_start(j, c, &c1) < 0) {
+			job_fail(j, "out of memory", -ENOMEM);
+			return;
+		}
+		j->cursor = c1 + 1;
+	}
+	job_try_pivot(j);
+}
+
+/* Dirty bytes left, counting copies in flight. */
+static uint64_t job_remaining(struct mirror_job *j)
+{
+	return job_dirty_bytes(j) + atomic_load(&j->copy_inflight_bytes);
+}
+
+static void set_wb(struct mirror_job *j, bool on, const char *why)
+{
+	if (!!atomic_load(&j->wb) == on)
+		return;
+	atomic_store(&j->wb, on);
+	log_info("job %u: copy mode now %s (%s)", j->id,
+		 on ? "write-blocking" : "background", why);
+}
+
+static void tick_fire(struct ev_timer *t)
+{
+	struct mirror_job *j = t->arg;
+	uint64_t now = now_ms(), bytes = 0, ms = 0, rem;
+
+	j->tick_armed = false;
+	if (j->finished || j->pivoted)
+		return;
+	/* destination rate over the last second (ticks with work only) */
+	if (j->dest_bytes != j->rate_last_bytes || j->copies ||
+	    atomic_load(&j->wb_pending)) {
+		j->samp_bytes[j->samp_pos] = j->dest_bytes - j->rate_last_bytes;
+		j->samp_ms[j->samp_pos] = now - j->rate_last_ms;
+		j->samp_pos = (j->samp_pos + 1) % MIRROR_RATE_SAMPLES;
+	}
+	j->rate_last_bytes = j->dest_bytes;
+	j->rate_last_ms = now;
+	for (unsigned i = 0; i < MIRROR_RATE_SAMPLES; i++) {
+		bytes += j->samp_bytes[i];
+		ms += j->samp_ms[i];
+	}
+	if (ms)
+		atomic_store(&j->rate_bps, bytes * 1000 / ms);
+	rem = job_remaining(j);
+	if (!j->failing && j->phase1_done &&
+	    atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
+	    (!rem || rem <= atomic_load(&j->rate_bps) *
+			     CBT_MIRROR_READY_WINDOW_MS / 1000)) {
+		j->ready_ms = now - j->start_ms;
+		log_info("job %u: mirror ready after %llu ms (%llu dirty bytes left, destination %llu bytes/s, %s)",
+			 j->id, (unsigned long long)j->ready_ms,
+			 (unsigned long long)rem,
+			 (unsigned long long)atomic_load(&j->rate_bps),
+			 atomic_load(&j->wb) ? "write-blocking" : "background");
+		job_set_state(j, CBT_MIRROR_READY);
+	}
+	if (!j->failing && atomic_load(&j->mode) == CBT_MIRROR_AUTO &&
+	    !atomic_load(&j->wb) && atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
+	    now - j->start_ms >= (uint64_t)j->p.switch_after_s * 1000)
+		set_wb(j, true, "auto: not ready after switch_after");
+	job_pump(j);
+	if (!j->finished && !j->pivoted) {
+		j->tick_armed = true;
+		reactor_timer_add(j->r, &j->tick, MIRROR_TICK_MS, tick_fire, j);
+	}
+}
+
+/* ---- control: management thread -> job reactor ---- */
+
+static struct mirror_job *job_find(unsigned id)
+{
+	struct mirror_job *j;
+
+	list_for_each_entry(j, &jobs, link)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+bool cbt_mirror_exists(unsigned id)
+{
+	bool found;
+
+	pthread_mutex_lock(&jobs_lock);
+	found = job_find(id) != NULL;
+	pthread_mutex_unlock(&jobs_lock);
+	return found;
+}
+
+static void job_mode_on_reactor(void *arg)
+{
+	struct mirror_job *j = arg;
+	int m = atomic_load(&j->mode);
+
+	if (j->finished || j->completing)
+		return;
+	if (m == CBT_MIRROR_WRITE_BLOCKING)
+		set_wb(j, true, "asked for");
+	else if (m == CBT_MIRROR_BACKGROUND)
+		set_wb(j, false, "asked for");
+	else if (atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
+		 now_ms() - j->start_ms >= (uint64_t)j->p.switch_after_s * 1000)
+		set_wb(j, true, "auto: not ready after switch_after");
+	job_pump(j);
+}
+
+int cbt_mirror_set_mode(unsigned id, enum cbt_mirror_mode m)
+{
+	struct mirror_job *j;
+	int err = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (state_terminal(atomic_load(&j->state)) || j->pivoted)
+		err = -EINVAL;
+	else
+		atomic_store(&j->mode, m);
+	pthread_mutex_unlock(&jobs_lock);
+	if (!err)
+		err = reactor_call(j->r, job_mode_on_reactor, j);
+	return err;
+}
+
+static void job_complete_on_reactor(void *arg)
+{
+	struct mirror_job *j = arg;
+
+	if (j->finished || j->failing)
+		return;
+	j->completing = true;
+	j->flushed = false;
+	set_wb(j, true, "complete: converging");
+	job_pump(j);
+}
+
+static void job_uncomplete_on_reactor(void *arg)
+{
+	struct mirror_job *j = arg;
+
+	if (j->pivoted || j->finished)
+		return;
+	j->completing = false;
+	j->flushed = false;
+	job_mode_on_reactor(j);
+}
+
+/* Wait for pred on j with jobs_lock held; false on timeout. */
+static bool wait_locked(struct mirror_job *j, bool (*pred)(struct mirror_job *),
+			unsigned timeout_ms)
+{
+	struct timespec ts;
+	int err = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	while (!pred(j) && !err)
+		err = pthread_cond_timedwait(&jobs_cond, &jobs_lock, &ts);
+	return pred(j);
+}
+
+static bool pivoted_or_over(struct mirror_job *j)
+{
+	return j->pivoted || state_terminal(atomic_load(&j->state));
+}
+
+int cbt_mirror_complete(unsigned id, unsigned timeout_ms, const char **why)
+{
+	struct mirror_job *j;
+	int err = 0, ret;
+
+	*why = NULL;
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j) {
+		pthread_mutex_unlock(&jobs_lock);
+		return -ENOENT;
+	}
+	if (atomic_load(&j->state) != CBT_MIRROR_READY) {
+		*why = state_terminal(atomic_load(&j->state))
+			       ? "the job has ended" : "the job is not ready yet";
+		pthread_mutex_unlock(&jobs_lock);
+		return -EINVAL;
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	if (reactor_call(j->r, job_complete_on_reactor, j) < 0)
+		return -ENOMEM;
+	pthread_mutex_lock(&jobs_lock);
+	wait_locked(j, pivoted_or_over, timeout_ms);
+	if (!j->pivoted) {
+		if (state_terminal(atomic_load(&j->state))) {
+			*why = "the job failed while converging";
+			err = -EIO;
+		} else {
+			*why = "the destination did not catch up in time (the job goes on)";
+			err = -ETIMEDOUT;
+		}
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	if (err) {
+		if (err == -ETIMEDOUT)
+			reactor_call(j->r, job_uncomplete_on_reactor, j);
+		return err;
+	}
+	/* Past the pivot point every new request goes to the destination
+	 * through the filter; now take the filter and the source out.  The
+	 * source is closed once the requests in flight on it drained. */
+	j->mf->dest_handed = true;
+	ret = be_stack_replace(j->p.root, cbt_mirror_filter_ops.name, j->dest,
+			       BE_STACK_DRAIN_MS, why);
+	if (ret < 0) {
+		/* the filter keeps routing to the destination: still correct */
+		j->mf->dest_handed = false;
+		log_warn("job %u: the destination serves through the mirror node (%s)",
+			 j->id, *why ? *why : strerror(-ret));
+	} else {
+		j->filter = NULL;
+	}
+	log_info("job %u: mirror of tid %d lun %llu completed: the LUN now serves from %s (%llu bytes copied in %llu ms)%s",
+		 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target,
+		 (unsigned long long)atomic_load(&j->bytes_done),
+		 (unsigned long long)(j->end_ms - j->start_ms),
+		 ret == 1 ? "; the source closes when its last requests finish" : "");
+	job_set_state(j, CBT_MIRROR_COMPLETED);
+	return 0;
+}
+
+static void job_cancel_on_reactor(void *arg)
+{
+	struct mirror_job *j = arg;
+
+	if (j->pivoted || j->finished)
+		return;
+	j->cancel_req = true;
+	job_pump(j);
+}
+
+static bool over(struct mirror_job *j)
+{
+	return state_terminal(atomic_load(&j->state)) || j->pivoted;
+}
+
+/* Take the filter out of the LUN's stack (management thread). */
+static void job_unlink_filter(struct mirror_job *j)
+{
+	int ret;
+
+	if (!j->filter)
+		return;
+	ret = be_stack_remove_node(j->p.root, j->filter, BE_STACK_DRAIN_MS);
+	if (ret < 0 && ret != -ENOENT)
+		log_warn("job %u: the mirror node stays in the stack (%s)", j->id,
+			 strerror(-ret));
+	else
+		j->filter = NULL;
+}
+
+int cbt_mirror_cancel(unsigned id)
+{
+	struct mirror_job *j;
+	int err = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (atomic_load(&j->state) == CBT_MIRROR_COMPLETED || j->pivoted)
+		err = -EINVAL;
+	pthread_mutex_unlock(&jobs_lock);
+	if (err)
+		return err;
+	if (!state_terminal(atomic_load(&j->state))) {
+		err = reactor_call(j->r, job_cancel_on_reactor, j);
+		if (err)
+			return err;
+		pthread_mutex_lock(&jobs_lock);
+		wait_locked(j, over, CBT_MIRROR_COMPLETE_TIMEOUT_MS);
+		pthread_mutex_unlock(&jobs_lock);
+		if (!state_terminal(atomic_load(&j->state)))
+			return -ETIMEDOUT;
+	}
+	job_unlink_filter(j);
+	return 0;
+}
+
+/* Run fn on r and wait for it. */
+struct sync_call {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	void (*fn)(struct mirror_job *j);
+	struct mirror_job *j;
+};
+
+static void sync_call_run(void *arg)
+{
+	struct sync_call *s = arg;
+
+	s->fn(s->j);
+	pthread_mutex_lock(&s->lock);
+	s->done = true;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int run_on_job_reactor(struct mirror_job *j,
+			      void (*fn)(struct mirror_job *j))
+{
+	struct sync_call s = { PTHREAD_MUTEX_INITIALIZER,
+			       PTHREAD_COND_INITIALIZER, false, fn, j };
+
+	if (reactor_current() == j->r) {
+		fn(j);
+		return 0;
+	}
+	if (reactor_call(j->r, sync_call_run, &s) < 0)
+		return -ENOMEM;
+	pthread_mutex_lock(&s.lock);
+	while (!s.done)
+		pthread_cond_wait(&s.cond, &s.lock);
+	pthread_mutex_unlock(&s.lock);
+	return 0;
+}
+
+static void job_stop_timers(struct mirror_job *j)
+{
+	if (j->tick_armed)
+		reactor_timer_del(j->r, &j->tick);
+	if (j->rate_timer_armed)
+		reactor_timer_del(j->r, &j->rate_timer);
+	if (j->dest_timer_armed)
+		reactor_timer_del(j->r, &j->dest_timer);
+	j->tick_armed = j->rate_timer_armed = j->dest_timer_armed = false;
+}
+
+static void job_free(struct mirror_job *j)
+{
+	free(j->dirty.w);
+	free(j->busy.w);
+	free(j->written.w);
+	if (j->p.release)
+		j->p.release(j->p.release_arg);
+	free(j);
+}
+
+int cbt_mirror_dismiss(unsigned id)
+{
+	struct mirror_job *j;
+	uint64_t deadline;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j || !state_terminal(atomic_load(&j->state))) {
+		pthread_mutex_unlock(&jobs_lock);
+		return j ? -EBUSY : -ENOENT;
+	}
+	list_del(&j->link);
+	pthread_mutex_unlock(&jobs_lock);
+	job_unlink_filter(j);
+	/* requests that still hold the job (their completion marks its
+	 * bitmap) finish first; then no reactor can be inside the filter
+	 * with the job's pointer, and its timers go */
+	deadline = now_ms() + 10000;
+	while ((atomic_load(&j->bg_inflight) || atomic_load(&j->wb_pending) ||
+		!list_empty(&j->dest_q)) && now_ms() < deadline)
+		usleep(1000);
+	if (atomic_load(&j->bg_inflight) || atomic_load(&j->wb_pending)) {
+		log_warn("job %u: requests still in flight: its memory is kept", id);
+		return 0;
+	}
+	reactor_synchronize();
+	run_on_job_reactor(j, job_stop_timers);
+	job_free(j);
+	return 0;
+}
+
+static void job_info(struct mirror_job *j, struct cbt_mirror_info *i)
+{
+	int s = atomic_load(&j->state);
+	uint64_t end = state_terminal(s) && j->end_ms > 1 ? j->end_ms : now_ms();
+
+	memset(i, 0, sizeof(*i));
+	i->id = j->id;
+	i->tid = j->p.tid;
+	i->lun = j->p.lun;
+	i->state = s;
+	i->mode = atomic_load(&j->mode);
+	i->active = atomic_load(&j->wb) ? CBT_MIRROR_WRITE_BLOCKING
+					 : CBT_MIRROR_BACKGROUND;
+	i->bytes_done = atomic_load(&j->bytes_done);
+	i->dirty_bytes = state_terminal(s) ? 0 : job_remaining(j);
+	i->bytes_total = i->bytes_done + i->dirty_bytes;
+	i->rate_bps = atomic_load(&j->rate_bps);
+	i->elapsed_ms = end - j->start_ms;
+	i->ready_ms = j->ready_ms;
+	if (state_terminal(s))
+		i->eta_s = 0;
+	else if (!i->dirty_bytes)
+		i->eta_s = 0;
+	else if (i->rate_bps)
+		i->eta_s = (int64_t)(i->dirty_bytes / i->rate_bps);
+	else
+		i->eta_s = -1;
+	if (s == CBT_MIRROR_FAILED || s == CBT_MIRROR_CANCELLED)
+		snprintf(i->error, sizeof(i->error), "%s", j->error);
+	snprintf(i->target, sizeof(i->target), "%s", j->p.target);
+}
+
+unsigned cbt_mirror_list(struct cbt_mirror_info *out, unsigned max)
+{
+	struct mirror_job *j;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	list_for_each_entry(j, &jobs, link) {
+		if (n < max)
+			job_info(j, &out[n]);
+		n++;
+	}
+	pthread_mutex_unlock(&jobs_lock);
+	return n;
+}
+
+int cbt_mirror_get(unsigned id, struct cbt_mirror_info *out)
+{
+	struct mirror_job *j;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (j)
+		job_info(j, out);
+	pthread_mutex_unlock(&jobs_lock);
+	return j ? 0 : -ENOENT;
+}
+
+static enum cbt_mirror_state wait_state;
+
+static bool reached(struct mirror_job *j)
+{
+	int s = atomic_load(&j->state);
+
+	return s == (int)wait_state || state_terminal(s);
+}
+
+int cbt_mirror_wait(unsigned id, enum cbt_mirror_state state,
+		    unsigned timeout_ms)
+{
+	struct mirror_job *j;
+	bool ok;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j) {
+		pthread_mutex_unlock(&jobs_lock);
+		return -ENOENT;
+	}
+	wait_state = state;	/* tests: one waiter at a time */
+	ok = wait_locked(j, reached, timeout_ms);
+	pthread_mutex_unlock(&jobs_lock);
+	return ok ? 0 : -ETIMEDOUT;
+}
+
+/* ---- start ---- */
+
+static void job_start_on_reactor(void *arg)
+{
+	struct mirror_job *j = arg;
+
+	log_info("job %u: mirror of tid %d lun %llu to %s started (copy_mode=%s, %llu of %llu bytes to copy%s)",
+		 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target,
+		 cbt_mirror_mode_name(atomic_load(&j->mode)),
+		 (unsigned long long)job_dirty_bytes(j),
+		 (unsigned long long)j->size,
+		 j->fresh ? ", holes skipped" : "");
+	j->rate_last_ms = now_ms();
+	j->tick_armed = true;
+	reactor_timer_add(j->r, &j->tick, MIRROR_TICK_MS, tick_fire, j);
+	job_pump(j);
+}
+
+/* Open (or create) the destination; *fresh: it reads zero everywhere. */
+static int open_dest(struct mirror_job *j, const struct backend *store,
+		     struct backend **out, const char **why)
+{
+	struct backend_params bp = {
+		.path = j->p.target, .size = j->size,
+		.block_size = j->p.block_size, .direct = store->direct,
+	};
+	struct stat st;
+	int err;
+
+	j->fresh = false;
+	if (stat(j->p.target, &st) < 0) {
+		if (errno != ENOENT) {
+			*why = "cannot look at the destination";
+			return -errno;
+		}
+		j->fresh = true;
+	} else if (S_ISREG(st.st_mode)) {
+		if (st.st_size == 0)
+			j->fresh = true;
+		else if ((uint64_t)st.st_size < j->size) {
+			*why = "the destination is smaller than the LUN";
+			return -EINVAL;
+		}
+	} else if (!S_ISBLK(st.st_mode)) {
+		*why = "the destination is neither a file nor a block device";
+		return -EINVAL;
+	}
+	err = be_stack_node_open(backend_find("file"), &bp, out, why);
+	if (err == -EINVAL && !store->direct) {
+		bp.direct = false;
+		err = be_stack_node_open(backend_find("file"), &bp, out, why);
+	}
+	if (err) {
+		if (j->fresh && err != -EEXIST && stat(j->p.target, &st) == 0 &&
+		    st.st_size == (off_t)j->size && st.st_blocks == 0)
+			unlink(j->p.target);
+		if (err == -EINVAL && store->direct)
+			*why = "the destination must take O_DIRECT I/O as the source does";
+		return err;
+	}
+	if (be_size(*out) < j->size) {
+		be_stack_node_close(*out);
+		*why = "the destination is smaller than the LUN";
+		return -EINVAL;
+	}
+	__atomic_store_n(&(*out)->size, j->size, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Dirty what the source holds (holes skipped for a fresh destination). */
+static void fill_initial(struct mirror_job *j, struct backend *store)
+{
+	uint64_t off = 0, ext;
+	int st;
+
+	if (!j->fresh || !store->ops->block_status) {
+		job_dirty_range(j, 0, j->size);
+		return;
+	}
+	while (off < j->size) {
+		st = store->ops->block_status(store, off, j->size - off, &ext);
+		if (st < 0 || !ext) {
+			job_dirty_range(j, off, j->size - off);
+			return;
+		}
+		if (st)
+			job_dirty_range(j, off, ext);
+		off += ext;
+	}
+}
+
+int cbt_mirror_start(const struct cbt_mirror_params *p, unsigned *id,
+		     const char **why)
+{
+	const char *names[BE_STACK_MAX_NODES];
+	struct backend *store, *node = NULL, *dest = NULL;
+	struct backend_params fp = { 0 };
+	struct mirror_job *j;
+	int n, err;
+
+	*why = NULL;
+	if (!be_stack_is_root(p->root) || !p->r) {
+		*why = "the LUN has no block stack";
+		return -EINVAL;
+	}
+	n = be_stack_names(p->root, names, BE_STACK_MAX_NODES);
+	for (int i = 0; i < n && i < BE_STACK_MAX_NODES; i++)
+		if (!strcmp(names[i], cbt_mirror_filter_ops.name)) {
+			*why = "a mirror already runs on this LUN (cancel or delete it first)";
+			return -EBUSY;
+		}
+	for (store = p->root; backend_inner(store); store = backend_inner(store))
+		;
+	if (store->readonly) {
+		*why = "the LUN is read-only";
+		return -EINVAL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->p = *p;
+	j->p.release = NULL;	/* only once the job exists */
+	if (!j->p.switch_after_s)
+		j->p.switch_after_s = CBT_MIRROR_SWITCH_AFTER_DEFAULT;
+	if (!j->p.max_inflight)
+		j->p.max_inflight = CBT_MIRROR_INFLIGHT_DEFAULT;
+	if (j->p.max_inflight < CBT_MIRROR_CHUNK)
+		j->p.max_inflight = CBT_MIRROR_CHUNK;
+	j->r = p->r;
+	j->size = be_size(p->root);
+	j->nchunks = (j->size + CBT_MIRROR_CHUNK - 1) / CBT_MIRROR_CHUNK;
+	list_init(&j->wb_waiting);
+	list_init(&j->wb_inflight);
+	list_init(&j->dest_q);
+	atomic_init(&j->mode, p->mode);
+	atomic_init(&j->wb, p->mode == CBT_MIRROR_WRITE_BLOCKING);
+	atomic_init(&j->state, CBT_MIRROR_RUNNING);
+	if (mbits_init(&j->dirty, j->nchunks) || mbits_init(&j->busy, j->nchunks) ||
+	    mbits_init(&j->written, j->nchunks)) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	err = open_dest(j, store, &dest, why);
+	if (err)
+		goto fail;
+	j->dest = dest;
+	/* directly above the store: the fault and cbt filters stay above it
+	 * and survive the pivot */
+	err = be_stack_insert(p->root, &cbt_mirror_filter_ops, &fp,
+			      BE_STACK_ABOVE, store->ops->name, &node, why);
+	if (err) {
+		be_stack_node_close(dest);
+		goto fail;
+	}
+	j->filter = node;
+	j->mf = node->priv;
+	j->mf->job = j;
+	j->mf->dest = dest;	/* the node owns it from here */
+	atomic_store(&j->mf->route, MF_TRACK);
+	/* writes that entered before the node are done after this: every
+	 * later one is tracked; then what the source holds is dirty */
+	be_stack_drain(p->root, BE_STACK_DRAIN_MS);
+	fill_initial(j, store);
+	j->start_ms = now_ms();
+	j->p.release = p->release;
+	pthread_mutex_lock(&jobs_lock);
+	j->id = cbt_job_id_next();
+	list_add_tail(&j->link, &jobs);
+	pthread_mutex_unlock(&jobs_lock);
+	*id = j->id;
+	if (reactor_call(j->r, job_start_on_reactor, j) < 0)
+		log_err("job %u: cannot reach its reactor", j->id);
+	return 0;
+fail:
+	free(j->dirty.w);
+	free(j->busy.w);
+	free(j->written.w);
+	free(j);
+	if (!*why)
+		*why = "cannot start the mirror";
+	return err;
+}
