@@ -602,3 +602,28 @@ int scsi_lun_drop_nexus(struct scsi_lun *lun, uint64_t nexus,
 {
 	return hang_abort_nexus(lun, nexus, r, done, arg);
 }
+
+int scsi_lun_store_moved(struct scsi_lun *lun, const char *path)
+{
+	const struct lun_settings *cur = lun_settings_get(lun);
+	struct lun_settings *next = malloc(sizeof(*next));
+	int err;
+
+	if (!next)
+		return -ENOMEM;
+	*next = *cur;
+	/* the destination is a file or block device ("fault" stays: it
+	 * means a file store with injection when there is a path) */
+	if (strcmp(next->backend, "fault") && strcmp(next->backend, "file")) {
+		snprintf(next->backend, sizeof(next->backend), "file");
+		next->bsopts[0] = '\0';	/* the old store's options */
+	}
+	snprintf(next->path, sizeof(next->path), "%s", path);
+	lun_settings_retire(lun_settings_publish(lun, next));
+	err = scsi_pr_store_moved(lun);
+	if (err)
+		log_warn("target %s: LUN %llu: the reservation state file did not follow the store: %s",
+			 lun->target_name, (unsigned long long)next->lun,
+			 strerror(-err));
+	return 0;
+}

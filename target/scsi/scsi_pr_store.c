@@ -300,3 +300,31 @@ int scsi_pr_reload(struct scsi_lun *lun)
 	pthread_mutex_unlock(&pr->lock);
 	return err;
 }
+
+int scsi_pr_store_moved(struct scsi_lun *lun)
+{
+	struct scsi_pr **slot = lun->scsi ? scsi_lun_pr_slot(lun) : NULL;
+	struct scsi_pr *pr = slot ? __atomic_load_n(slot, __ATOMIC_ACQUIRE) : NULL;
+	char *old, *path;
+	int err = 0;
+
+	if (!pr)
+		return 0;	/* not loaded yet: it loads from the new path */
+	path = scsi_pr_store_path(lun);
+	pthread_mutex_lock(&pr->lock);
+	old = pr->path;
+	if (old && path && !strcmp(old, path)) {
+		free(path);	/* HOLDFAST_PR_DIR: named after the LUN */
+		goto out;
+	}
+	pr->path = path;
+	if (old && path && access(old, F_OK) == 0) {
+		err = scsi_pr_store_save(pr);
+		if (!err && unlink(old) < 0 && errno != ENOENT)
+			err = -errno;
+	}
+	free(old);
+out:
+	pthread_mutex_unlock(&pr->lock);
+	return err;
+}
