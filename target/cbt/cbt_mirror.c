@@ -958,7 +958,7 @@ static void job_pump(struct mirror_job *j)
 		if (c >= j->nchunks) {
 			if (!j->phase1_done) {
 				j->phase1_done = true;
-				log_info("job %u: mirror phase 1 done: every chunk read once (%llu bytes copied in %llu ms); copying what was written since",
+				log_info("job %u: mirror phase 1 done: every chunk of the source is copied or on its way (%llu bytes copied in %llu ms); now the chunks written since",
 					 j->id,
 					 (unsigned long long)atomic_load(&j->bytes_done),
 					 (unsigned long long)(now_ms() - j->start_ms));

@@ -1,0 +1,279 @@
+"""Live storage migration (issue 11): a `type=mirror` job copies a LUN's
+store to new storage while initiators write, and `action=complete` pivots
+the LUN onto it.
+
+Real initiators: qemu-io for patterns and reads, a libiscsi session that
+logs every acknowledged write (the reference the destination is checked
+against byte for byte).  The destination is slowed with the job's test
+parameter dest_rate_limit (a throttle on every destination write) for the
+convergence goal, and fails through the FUSE filesystem (tests/fusefs.py)
+for the error cases.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from fusefs import fusefs  # noqa: F401  (fixture)
+from helpers import (USE_TGTD, IscsiSession, build_dir, qemu_io, run, tscale,
+                     wait_for)
+
+KiB = 1024
+MiB = 1 << 20
+BS = 512
+
+pytestmark = pytest.mark.skipif(USE_TGTD, reason="holdfast-only feature")
+
+
+def adm(d, *args, check=True):
+    argv = [str(build_dir() / "holdfastadm"), "-C", str(d.ctl_port)] + \
+        [str(a) for a in args]
+    return run(argv, check=check, env=d.env, timeout=90)
+
+
+def mirror_new(d, params, lun=1, check=True):
+    r = adm(d, "--op", "new", "--mode", "job", "--tid", 1, "--lun", lun,
+            "--params", "type=mirror," + params, check=check)
+    if not check:
+        return r
+    assert r.stdout.startswith("job "), r.stdout
+    return int(r.stdout.split()[1])
+
+
+def jobs(d):
+    return {j["id"]: j for j in
+            json.loads(adm(d, "--op", "show", "--mode", "job",
+                           "--json").stdout)["jobs"]}
+
+
+def job_update(d, jid, params, check=True):
+    return adm(d, "--op", "update", "--mode", "job", "--params",
+               "id=%d,%s" % (jid, params), check=check)
+
+
+def wait_state(d, jid, states, timeout):
+    ok = wait_for(lambda: jobs(d)[jid]["state"] in states,
+                  timeout * tscale(), interval=0.1)
+    assert ok, (jobs(d)[jid], d.log_text()[-3000:])
+    return jobs(d)[jid]
+
+
+def lun_json(d, lun=1):
+    out = adm(d, "--json", "-o", "show", "-m", "logicalunit", "-t", "1",
+              "-l", str(lun)).stdout
+    return json.loads(out)
+
+
+def show_path(d, lun=1):
+    out = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                   "target").stdout
+    m = re.search(r"LUN: %d\n.*?Backing store path: (\S+)" % lun, out, re.S)
+    assert m, out
+    return m.group(1)
+
+
+def fds_of(pid):
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def restart_on_saved_conf(d, sig=signal.SIGTERM):
+    text = d.conf_path.read_text().replace(str(d.port), "@PORT@")
+    d.stop(sig)
+    d.conf_settings = None
+    d.conf_text = text
+    d.start()
+
+
+class Writer:
+    """A libiscsi initiator writing in a loop on its own thread, logging
+    every acknowledged write; model() replays the log over a base image."""
+
+    def __init__(self, d, offsets, length, lun=1, seed=1):
+        self.d = d
+        self.offsets = offsets
+        self.length = length
+        self.lun = lun
+        self.log = []           # (offset, data) in acknowledgement order
+        self.failed = []
+        self.stop_ev = threading.Event()
+        self.rng = random.Random(seed)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        s = IscsiSession(self.d.portal, self.d.iqn, self.lun)
+        try:
+            n = 0
+            while not self.stop_ev.is_set():
+                off = self.offsets[n % len(self.offsets)]
+                data = bytes([(n * 7 + 1) & 0xff]) * 8 + \
+                    n.to_bytes(8, "little") * (self.length // 8 - 1)
+                r = s.write10(off // BS, data)
+                if r.ok:
+                    self.log.append((off, data))
+                else:
+                    self.failed.append((off, r))
+                n += 1
+        finally:
+            s.close()
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join(120)
+        assert not self.thread.is_alive()
+
+    def model(self, base):
+        img = bytearray(base)
+        for off, data in self.log:
+            img[off:off + len(data)] = data
+        return bytes(img)
+
+
+def first_diff(a, b):
+    for i in range(0, min(len(a), len(b)), 4096):
+        if a[i:i + 4096] != b[i:i + 4096]:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@pytest.fixture
+def d(holdfast):
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "32M", "block_size": 512}])
+    if not shutil.which("qemu-io"):
+        pytest.skip("qemu-io missing")
+    return d
+
+
+def test_mirror_idle_lun_and_complete(d):
+    """An idle LUN: holes stay holes, ready, complete pivots; show, JSON,
+    dump and the saved targets.conf name the new store, the source is
+    closed, and new writes go to the destination only."""
+    qemu_io(d.url(1), "write -P 0x11 0 1M", "write -P 0x22 8M 3M",
+            "write -P 0x33 31M 1M")
+    src = d.path("disk1.img")
+    dst = d.path("moved.img")
+    ref = src.read_bytes()
+    j = mirror_new(d, "target=%s,copy_mode=background" % dst)
+    info = wait_state(d, j, ("ready",), 30)
+    assert info["type"] == "mirror" and info["target"] == str(dst), info
+    assert info["active_mode"] == "background"
+    assert info["bytes_done"] >= 5 * MiB and info["dirty_bytes"] == 0, info
+    assert "fault -> mirror -> file" in d.tgtadm(
+        "--lld", "iscsi", "--op", "show", "--mode", "target").stdout
+    job_update(d, j, "action=complete")
+    info = jobs(d)[j]
+    assert info["state"] == "completed", info
+    assert dst.read_bytes() == ref
+    # holes were not written (the destination is sparse)
+    assert os.stat(dst).st_blocks * 512 < 8 * MiB
+    assert show_path(d) == str(dst)
+    assert lun_json(d)["chain"] == ["fault", "file"]
+    assert str(dst) in adm(d, "--dump").stdout
+    assert str(dst) in d.conf_path.read_text(), "complete saves the config"
+    assert str(src) not in fds_of(d.proc.pid), "the source is closed"
+    qemu_io(d.url(1), "write -P 0x44 0 64k")
+    assert dst.read_bytes()[:64 * KiB] == b"\x44" * (64 * KiB)
+    assert src.read_bytes() == ref, "the source no longer changes"
+    log = d.log_text()
+    for needle in ("mirror of tid 1 lun 1 to %s started" % dst,
+                   "mirror ready", "completed: the LUN now serves from"):
+        assert needle in log
+    # a SIGHUP re-reads the (saved) file: the LUN stays on the destination
+    d.send_signal(signal.SIGHUP)
+    time.sleep(1.0 * tscale())
+    assert show_path(d) == str(dst)
+    qemu_io(d.url(1), "read -P 0x44 0 64k", "read -P 0x22 8M 3M")
+    adm(d, "--op", "delete", "--mode", "job", "--params", "id=%d" % j)
+    assert j not in jobs(d)
+    # and a restart serves the destination (on the saved file, not the
+    # one the fixture wrote)
+    restart_on_saved_conf(d)
+    assert show_path(d) == str(dst)
+    qemu_io(d.url(1), "read -P 0x44 0 64k", "read -P 0x33 31M 1M")
+
+
+def test_mirror_refusals(d):
+    r = mirror_new(d, "target=relative.img", check=False)
+    assert r.returncode != 0
+    r = mirror_new(d, "target=%s" % d.path("disk1.img"), check=False)
+    assert r.returncode != 0
+    small = d.path("small.img")
+    small.write_bytes(b"x" * MiB)
+    r = mirror_new(d, "target=%s" % small, check=False)
+    assert r.returncode != 0
+    r = mirror_new(d, "target=%s,copy_mode=fast" % d.path("x.img"),
+                   check=False)
+    assert r.returncode != 0
+    assert jobs(d) == {}
+
+
+def test_mirror_under_writes_then_complete(d):
+    """A writer keeps writing (every acknowledged write logged) while the
+    mirror copies, becomes ready and completes; the destination equals
+    the base image with the logged writes applied, byte for byte."""
+    qemu_io(d.url(1), "write -P 0x5a 0 32M")
+    base = d.path("disk1.img").read_bytes()
+    dst = d.path("moved.img")
+    rng = random.Random(7)
+    offsets = [rng.randrange(0, 32 * MiB // (4 * KiB)) * 4 * KiB
+               for _ in range(4096)]
+    w = Writer(d, offsets, 4 * KiB).start()
+    try:
+        time.sleep(0.3)
+        j = mirror_new(d, "target=%s,copy_mode=auto,switch_after=3" % dst)
+        wait_state(d, j, ("ready",), 60)
+        time.sleep(0.5)
+        job_update(d, j, "action=complete")
+        assert jobs(d)[j]["state"] == "completed"
+        time.sleep(0.5)         # writes after the pivot, to the destination
+    finally:
+        w.stop()
+    assert not w.failed, w.failed[:3]
+    assert len(w.log) > 50, len(w.log)
+    want = w.model(base)
+    got = dst.read_bytes()
+    assert first_diff(got, want) is None, first_diff(got, want)
+
+
+def test_cancel_leaves_the_source_serving(d):
+    qemu_io(d.url(1), "write -P 0x61 0 32M")
+    dst = d.path("moved.img")
+    j = mirror_new(d, "target=%s,rate_limit=%d" % (dst, 2 * MiB))
+    time.sleep(1.0 * tscale())
+    info = jobs(d)[j]
+    assert info["state"] == "running" and 0 < info["bytes_done"] < 32 * MiB
+    qemu_io(d.url(1), "write -P 0x62 1M 1M")
+    job_update(d, j, "action=cancel")
+    info = jobs(d)[j]
+    assert info["state"] == "cancelled", info
+    assert lun_json(d)["chain"] == ["fault", "file"]
+    assert show_path(d) == str(d.path("disk1.img"))
+    qemu_io(d.url(1), "write -P 0x63 2M 1M")
+    qemu_io(d.url(1), "read -P 0x61 0 1M", "read -P 0x62 1M 1M",
+            "read -P 0x63 2M 1M", "read -P 0x61 3M 29M")
+    # a cancelled job cannot complete; delete forgets it
+    assert job_update(d, j, "action=complete", check=False).returncode != 0
+    adm(d, "--op", "delete", "--mode", "job", "--params", "id=%d" % j)
+    assert j not in jobs(d)
+    assert "cancelled: the source serves on" in d.log_text()
+    # a new mirror can start again on the LUN
+    j2 = mirror_new(d, "target=%s" % d.path("again.img"))
+    wait_state(d, j2, ("ready",), 60)
+    job_update(d, j2, "action=cancel")
