@@ -277,3 +277,145 @@ def test_cancel_leaves_the_source_serving(d):
     j2 = mirror_new(d, "target=%s" % d.path("again.img"))
     wait_state(d, j2, ("ready",), 60)
     job_update(d, j2, "action=cancel")
+
+
+def converge_run(d, mode, seconds, dest_rate, dst):
+    """Start a mirror in mode under a writer that rewrites 1 KiB in every
+    64 KiB chunk of the LUN, round and round, as fast as it can; return
+    (job id, writer, seconds until ready or None)."""
+    offsets = list(range(0, 32 * MiB, 64 * KiB))
+    w = Writer(d, offsets, 1 * KiB).start()
+    time.sleep(0.5)
+    j = mirror_new(d, "target=%s,copy_mode=%s,switch_after=3,"
+                   "max_inflight=%d,dest_rate_limit=%d"
+                   % (dst, mode, 2 * MiB, dest_rate))
+    t0 = time.monotonic()
+    ready = None
+    while time.monotonic() - t0 < seconds:
+        if jobs(d)[j]["state"] == "ready":
+            ready = time.monotonic() - t0
+            break
+        time.sleep(0.1)
+    return j, w, ready
+
+
+def test_convergence_auto_reaches_ready_background_does_not(d):
+    """The seed's case: a writer rewriting 1 KiB as fast as it can over a
+    destination throttled to 8 MiB/s.  background never gets ready (the
+    dirty set stays the whole disk); auto switches to write-blocking after
+    switch_after and is ready within switch_after + the copy time, then
+    completes, with every acknowledged write in the destination."""
+    qemu_io(d.url(1), "write -P 0x3c 0 32M")
+    rate = 8 * MiB
+    copy_s = 32 * MiB / rate
+    budget = (3 + copy_s) * 1.5 * tscale() + 2
+    # the control: background
+    j, w, ready = converge_run(d, "background", budget, rate,
+                               d.path("bg.img"))
+    try:
+        info = jobs(d)[j]
+        assert ready is None, (ready, info)
+        assert info["active_mode"] == "background"
+        assert info["dirty_bytes"] > rate, info
+        assert len(w.log) > 1000, "the writer kept writing"
+        job_update(d, j, "action=cancel")
+    finally:
+        w.stop()
+    assert not w.failed
+    adm(d, "--op", "delete", "--mode", "job", "--params", "id=%d" % j)
+    base = d.path("disk1.img").read_bytes()
+    # auto
+    dst = d.path("auto.img")
+    j, w, ready = converge_run(d, "auto", budget, rate, dst)
+    try:
+        info = jobs(d)[j]
+        assert ready is not None, (info, d.log_text()[-2000:])
+        assert info["active_mode"] == "write-blocking", info
+        job_update(d, j, "action=complete")
+        assert jobs(d)[j]["state"] == "completed"
+        time.sleep(0.5)
+    finally:
+        w.stop()
+    assert not w.failed
+    log = d.log_text()
+    assert "copy mode now write-blocking (auto: not ready after switch_after)" \
+        in log
+    got = dst.read_bytes()
+    want = w.model(base)
+    assert first_diff(got, want) is None, first_diff(got, want)
+    print("auto ready after %.1f s (budget %.1f s), %d writes"
+          % (ready, budget, len(w.log)))
+
+
+def test_mode_update(d):
+    qemu_io(d.url(1), "write -P 0x12 0 32M")
+    j = mirror_new(d, "target=%s,copy_mode=background,rate_limit=%d"
+                   % (d.path("m.img"), 4 * MiB))
+    assert jobs(d)[j]["copy_mode"] == "background"
+    job_update(d, j, "copy_mode=write-blocking")
+    assert wait_for(lambda: jobs(d)[j]["active_mode"] == "write-blocking",
+                    5 * tscale())
+    assert jobs(d)[j]["copy_mode"] == "write-blocking"
+    job_update(d, j, "copy_mode=background")
+    assert wait_for(lambda: jobs(d)[j]["active_mode"] == "background",
+                    5 * tscale())
+    assert job_update(d, j, "copy_mode=bogus", check=False).returncode != 0
+    assert job_update(d, j, "action=pause", check=False).returncode != 0
+    # complete before ready is refused
+    assert job_update(d, j, "action=complete", check=False).returncode != 0
+    job_update(d, j, "action=cancel")
+    log = d.log_text()
+    assert "copy mode now write-blocking (asked for)" in log
+    assert "copy mode now background (asked for)" in log
+
+
+@pytest.mark.parametrize("mode", ["background", "write-blocking"])
+def test_destination_eio(d, fusefs, mode):
+    """The destination fails (FUSE EIO): guest writes keep succeeding, the
+    job fails, the LUN serves the source, which holds every write."""
+    qemu_io(d.url(1), "write -P 0x71 0 32M")
+    base = d.path("disk1.img").read_bytes()
+    dst = fusefs.path("moved.img")
+    rng = random.Random(3)
+    offsets = [rng.randrange(0, 32 * MiB // (4 * KiB)) * 4 * KiB
+               for _ in range(2048)]
+    j = mirror_new(d, "target=%s,copy_mode=%s,rate_limit=%d"
+                   % (dst, mode, 4 * MiB))
+    w = Writer(d, offsets, 4 * KiB).start()
+    try:
+        time.sleep(1.0)
+        fusefs.set("write=EIO")
+        info = wait_state(d, j, ("failed",), 30)
+        assert "writing the destination" in info["error"], info
+        n = len(w.log)
+        time.sleep(1.0)
+        assert len(w.log) > n, "writes go on after the failure"
+    finally:
+        w.stop()
+        fusefs.ok()
+    assert not w.failed, w.failed[:3]
+    assert fusefs.stats()["failed_writes"] > 0
+    got = d.path("disk1.img").read_bytes()
+    want = w.model(base)
+    assert first_diff(got, want) is None, first_diff(got, want)
+    assert show_path(d) == str(d.path("disk1.img"))
+    assert "failed: writing the destination" in d.log_text()
+    # delete takes the node out of the stack
+    adm(d, "--op", "delete", "--mode", "job", "--params", "id=%d" % j)
+    assert lun_json(d)["chain"] == ["fault", "file"]
+    qemu_io(d.url(1), "write -P 0x72 0 64k", "read -P 0x72 0 64k")
+
+
+def test_kill9_mid_mirror_serves_the_source(d):
+    qemu_io(d.url(1), "write -P 0x55 0 32M")
+    ref = d.path("disk1.img").read_bytes()
+    j = mirror_new(d, "target=%s,rate_limit=%d" % (d.path("m.img"), 2 * MiB))
+    time.sleep(1.0 * tscale())
+    assert jobs(d)[j]["state"] == "running"
+    d.ok_exit = {0, -9}
+    restart_on_saved_conf(d, signal.SIGKILL)
+    assert show_path(d) == str(d.path("disk1.img"))
+    assert jobs(d) == {}
+    assert lun_json(d)["chain"] == ["fault", "file"]
+    qemu_io(d.url(1), "read -P 0x55 0 32M")
+    assert d.path("disk1.img").read_bytes() == ref
