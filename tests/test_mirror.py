@@ -419,3 +419,80 @@ def test_kill9_mid_mirror_serves_the_source(d):
     assert lun_json(d)["chain"] == ["fault", "file"]
     qemu_io(d.url(1), "read -P 0x55 0 32M")
     assert d.path("disk1.img").read_bytes() == ref
+
+
+def fuse_lun(fusefs, **extra):
+    lun = {"lun": 1, "backend": "file", "path": str(fusefs.path("disk1.img")),
+           "size": "32M", "block_size": 512}
+    lun.update(extra)
+    return [lun]
+
+
+def test_complete_while_the_source_hangs(fusefs, holdfast):
+    """The source fails writes (FUSE EIO) with werror=retry: the hang
+    engine holds the guest's write.  A write-blocking mirror is complete
+    (the write reached the destination; nothing is dirty), so complete
+    pivots; the held write is retried by the hang engine and now lands on
+    the destination: held commands follow the pivot, nothing is lost."""
+    d = holdfast(luns=fuse_lun(fusefs, werror="retry", rerror="retry",
+                               retry_interval=100))
+    qemu_io(d.url(1), "write -P 0x21 0 4M")
+    dst = d.path("moved.img")
+    j = mirror_new(d, "target=%s,copy_mode=write-blocking" % dst)
+    wait_state(d, j, ("ready",), 30)
+    fusefs.set("write=EIO match=disk1")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=qemu_io(d.url(1), "write -P 0x77 1M 64k", check=False)))
+    t.start()
+    try:
+        assert wait_for(lambda: "hung" in d.log_text(), 10 * tscale())
+        time.sleep(0.5)
+        assert t.is_alive(), "the write is held"
+        job_update(d, j, "action=complete")
+        t.join(30 * tscale())
+        assert not t.is_alive()
+    finally:
+        fusefs.ok()
+        t.join(60)
+    assert result["r"].returncode == 0, result["r"].stdout + result["r"].stderr
+    assert "recovered" in d.log_text()
+    assert jobs(d)[j]["state"] == "completed"
+    qemu_io(d.url(1), "read -P 0x77 1M 64k", "read -P 0x21 0 1M",
+            "read -P 0x21 1088k 2944k")
+    data = dst.read_bytes()
+    assert data[MiB:MiB + 64 * KiB] == b"\x77" * (64 * KiB)
+    assert data[:MiB] == b"\x21" * MiB
+
+
+def write_latencies(d, n, offset):
+    s = IscsiSession(d.portal, d.iqn, 1)
+    out = []
+    try:
+        for i in range(n):
+            t0 = time.monotonic()
+            r = s.write10((offset + i * 4096) // BS, b"\x5e" * 4096)
+            out.append(time.monotonic() - t0)
+            assert r.ok, r
+    finally:
+        s.close()
+    return sorted(out)
+
+
+def test_write_blocking_latency_is_max_not_sum(fusefs, holdfast):
+    """Source and destination both answer 60 ms late (FUSE delay): a
+    write-blocking guest write takes about 60 ms (both in parallel), not
+    120 ms."""
+    d = holdfast(luns=fuse_lun(fusefs))
+    dst = fusefs.path("moved.img")
+    fusefs.set("delay=60 match=.img")
+    base = write_latencies(d, 9, 0)
+    j = mirror_new(d, "target=%s,copy_mode=write-blocking" % dst)
+    wait_state(d, j, ("ready",), 60)
+    wb = write_latencies(d, 9, 4 * MiB)
+    fusefs.ok()
+    job_update(d, j, "action=cancel")
+    assert base[4] >= 0.055, base
+    assert wb[4] < base[4] * 1.5, (base, wb)
+    print("median write latency: %.0f ms alone, %.0f ms write-blocking"
+          % (base[4] * 1000, wb[4] * 1000))
