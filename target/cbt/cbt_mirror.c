@@ -567,7 +567,10 @@ static void mf_submit(struct backend *be, struct be_io *io, struct reactor *r)
 		backend_submit(f->dest, io, r);
 		return;
 	}
-	if (route == MF_SOURCE || (!changes_data(io->op) && io->op != BE_OP_FLUSH)) {
+	/* a flush goes to both sides in write-blocking mode only: the pivot
+	 * flushes the destination itself before it switches */
+	if (route == MF_SOURCE || (!changes_data(io->op) &&
+				   (io->op != BE_OP_FLUSH || !atomic_load(&j->wb)))) {
 		backend_submit(backend_inner(be), io, r);
 		return;
 	}
@@ -891,6 +894,10 @@ static void pivot_flush_done(struct be_io *io, int res)
 		job_pump(j);
 		return;
 	}
+	pthread_mutex_lock(&jobs_lock);
+	j->flushed = true;
+	pthread_cond_broadcast(&jobs_cond);
+	pthread_mutex_unlock(&jobs_lock);
 	job_pump(j);
 }
 
@@ -904,30 +911,36 @@ static bool job_converged(struct mirror_job *j)
 	       list_empty(&j->wb_waiting);
 }
 
+/* Converged while completing: flush the destination once, then tell the
+ * management thread, which saves the new path and asks for the switch
+ * (job_switch).  Until then every write still goes to both sides (and
+ * every flush too), so a crash on either side of the saved path finds
+ * everything acknowledged in the store it restarts on. */
 static void job_try_pivot(struct mirror_job *j)
 {
 	struct be_io *io;
 
-	if (!j->completing || j->flushing || j->pivoted || !job_converged(j))
+	if (!j->completing || j->flushing || j->flushed || j->pivoted ||
+	    !j->phase1_done || !job_converged(j))
 		return;
-	if (!j->phase1_done)
-		return;
-	/* flushed once converged, then pivot at the next converged look:
-	 * everything acknowledged before the flush is durable there */
-	if (!j->flushed) {
-		io = calloc(1, sizeof(*io));
-		if (!io) {
-			job_fail(j, "out of memory", -ENOMEM);
-			return;
-		}
-		io->op = BE_OP_FLUSH;
-		io->done = pivot_flush_done;
-		io->priv = j;
-		j->flushing = true;
-		j->flushed = true;
-		dest_submit(j, NULL, io);
+	io = calloc(1, sizeof(*io));
+	if (!io) {
+		job_fail(j, "out of memory", -ENOMEM);
 		return;
 	}
+	io->op = BE_OP_FLUSH;
+	io->done = pivot_flush_done;
+	io->priv = j;
+	j->flushing = true;
+	dest_submit(j, NULL, io);
+}
+
+/* The pivot point (job reactor): from here on every request goes to the
+ * destination. */
+static void job_switch(struct mirror_job *j)
+{
+	if (j->failing || j->finished || !j->flushed || !job_converged(j))
+		return;
 	atomic_store(&j->mf->route, MF_DEST);
 	j->end_ms = now_ms();
 	pthread_mutex_lock(&jobs_lock);
@@ -1154,12 +1167,17 @@ static bool wait_locked(struct mirror_job *j, bool (*pred)(struct mirror_job *),
 	return pred(j);
 }
 
-static bool pivoted_or_over(struct mirror_job *j)
+static bool flushed_or_over(struct mirror_job *j)
 {
-	return j->pivoted || state_terminal(atomic_load(&j->state));
+	return j->flushed || state_terminal(atomic_load(&j->state));
 }
 
-int cbt_mirror_complete(unsigned id, unsigned timeout_ms, const char **why)
+static int run_on_job_reactor(struct mirror_job *j,
+			      void (*fn)(struct mirror_job *j));
+
+int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
+			int (*before_switch)(void *arg), void *arg,
+			const char **why)
 {
 	struct mirror_job *j;
 	int err = 0, ret;
@@ -1181,19 +1199,31 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms, const char **why)
 	if (reactor_call(j->r, job_complete_on_reactor, j) < 0)
 		return -ENOMEM;
 	pthread_mutex_lock(&jobs_lock);
-	wait_locked(j, pivoted_or_over, timeout_ms);
-	if (!j->pivoted) {
-		if (state_terminal(atomic_load(&j->state))) {
-			*why = "the job failed while converging";
-			err = -EIO;
-		} else {
-			*why = "the destination did not catch up in time (the job goes on)";
-			err = -ETIMEDOUT;
-		}
+	wait_locked(j, flushed_or_over, timeout_ms);
+	if (state_terminal(atomic_load(&j->state))) {
+		*why = "the job failed while converging";
+		err = -EIO;
+	} else if (!j->flushed) {
+		*why = "the destination did not catch up in time (the job goes on)";
+		err = -ETIMEDOUT;
 	}
 	pthread_mutex_unlock(&jobs_lock);
+	if (!err && before_switch) {
+		err = before_switch(arg);
+		if (err)
+			*why = "the new store could not be recorded";
+	}
+	if (!err) {
+		run_on_job_reactor(j, job_switch);
+		if (!j->pivoted) {
+			*why = state_terminal(atomic_load(&j->state))
+				       ? "the job failed before the switch"
+				       : "the mirror fell behind before the switch";
+			err = -EIO;
+		}
+	}
 	if (err) {
-		if (err == -ETIMEDOUT)
+		if (!state_terminal(atomic_load(&j->state)))
 			reactor_call(j->r, job_uncomplete_on_reactor, j);
 		return err;
 	}
@@ -1211,6 +1241,7 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms, const char **why)
 	} else {
 		j->filter = NULL;
 	}
+	*why = NULL;
 	log_info("job %u: mirror of tid %d lun %llu completed: the LUN now serves from %s (%llu bytes copied in %llu ms)%s",
 		 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target,
 		 (unsigned long long)atomic_load(&j->bytes_done),
@@ -1240,8 +1271,8 @@ static void job_unlink_filter(struct mirror_job *j)
 {
 	int ret;
 
-	if (!j->filter)
-		return;
+	if (!j->filter || j->pivoted)
+		return;		/* after the pivot it routes to the store */
 	ret = be_stack_remove_node(j->p.root, j->filter, BE_STACK_DRAIN_MS);
 	if (ret < 0 && ret != -ENOENT)
 		log_warn("job %u: the mirror node stays in the stack (%s)", j->id,

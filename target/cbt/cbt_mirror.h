@@ -121,12 +121,18 @@ bool cbt_mirror_exists(unsigned id);
 /* Change copy_mode.  -ENOENT, -EINVAL (finished). */
 int cbt_mirror_set_mode(unsigned id, enum cbt_mirror_mode m);
 /* Pivot a ready job (management thread; may wait up to timeout_ms for
- * the last dirty chunks).  0: the LUN serves from the destination and
- * the source is closed (or will be once its requests drain).  -EINVAL
- * not ready / finished, -ETIMEDOUT did not converge in time (the job
- * goes on in the mode it had), -EIO the job failed meanwhile; *why says
- * which. */
-int cbt_mirror_complete(unsigned id, unsigned timeout_ms, const char **why);
+ * the last dirty chunks).  Once nothing is dirty and the destination is
+ * flushed, before_switch(arg) runs (if not NULL) while every write still
+ * goes to both sides: the caller records the new store there (settings,
+ * saved configuration); an error from it ends the attempt.  Then the
+ * switch.  0: the LUN serves from the destination and the source is
+ * closed (or will be once its requests drain).  -EINVAL not ready /
+ * finished, -ETIMEDOUT did not converge in time (the job goes on in the
+ * mode it had), -EIO the job failed meanwhile (if before_switch ran, the
+ * caller undoes what it recorded); *why says which. */
+int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
+			int (*before_switch)(void *arg), void *arg,
+			const char **why);
 /* Stop tracking, remove the filter; the source is as it was and serves
  * on.  Also cleans up after a failed job.  -ENOENT, -EINVAL (completed). */
 int cbt_mirror_cancel(unsigned id);

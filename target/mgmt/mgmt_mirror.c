@@ -191,14 +191,53 @@ bad:
 	return merr(err);
 }
 
+/* What complete records while the mirror still writes both sides. */
+struct record {
+	struct scsi_lun *lun;
+	unsigned id;
+	const char *path;
+	bool done;
+};
+
+/* Name path as the LUN's store and save the configuration file (if
+ * holdfastd runs from one). */
+static int record_store(struct scsi_lun *lun, unsigned id, const char *path)
+{
+	const struct config *cfg = config_get_active();
+	char err[256];
+	int ret;
+
+	ret = scsi_lun_store_moved(lun, path);
+	if (ret)
+		return ret;
+	if (!cfg || !cfg->path[0])
+		return 0;
+	if (config_save(cfg->path, err, sizeof(err))) {
+		log_err("job %u: the store path %s was not saved to %s: %s",
+			id, path, cfg->path, err);
+		return -EIO;
+	}
+	log_info("job %u: configuration saved to %s with the store %s", id,
+		 cfg->path, path);
+	return 0;
+}
+
+static int record_new_store(void *arg)
+{
+	struct record *r = arg;
+	int err = record_store(r->lun, r->id, r->path);
+
+	r->done = true;	/* undone on failure, whatever went through */
+	return err;
+}
+
 static int mirror_complete(unsigned id, const struct mitems *it)
 {
 	struct cbt_mirror_info *info = calloc(1, sizeof(*info));
-	const struct config *cfg;
-	struct scsi_lun *lun = NULL;
+	struct record rec = { .id = id };
+	char *old = NULL;
 	const char *why = NULL, *v;
 	uint64_t timeout = CBT_MIRROR_COMPLETE_TIMEOUT_MS;
-	char err[256];
 	int ret;
 
 	if (!info)
@@ -211,29 +250,29 @@ static int mirror_complete(unsigned id, const struct mitems *it)
 	ret = cbt_mirror_get(id, info);
 	if (ret)
 		goto out;
-	lun = lun_of(info->tid, info->lun);
-	if (!lun) {
+	rec.lun = lun_of(info->tid, info->lun);
+	if (!rec.lun) {
 		ret = -ENOENT;
 		goto out;
 	}
-	ret = cbt_mirror_complete(id, (unsigned)timeout, &why);
+	old = strdup(lun_settings_get(rec.lun)->path);
+	if (!old) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	rec.path = info->target;
+	ret = cbt_mirror_complete(id, (unsigned)timeout, record_new_store, &rec,
+				  &why);
 	if (ret) {
 		log_warn("job %u: complete refused: %s", id,
 			 why ? why : strerror(-ret));
-		goto out;
-	}
-	scsi_lun_store_moved(lun, info->target);
-	cfg = config_get_active();
-	if (cfg && cfg->path[0]) {
-		if (config_save(cfg->path, err, sizeof(err)))
-			log_err("job %u: the new store path was not saved to %s: %s (save it with --save before a reload)",
-				id, cfg->path, err);
-		else
-			log_info("job %u: tid %d lun %" PRIu64 " store is now %s; configuration saved to %s",
-				 id, info->tid, info->lun, info->target, cfg->path);
+		if (rec.done && record_store(rec.lun, id, old))
+			log_err("job %u: the LUN still serves %s, but the configuration may name %s: check it and --save",
+				id, old, info->target);
 	}
 out:
-	scsi_lun_put(lun);
+	free(old);
+	scsi_lun_put(rec.lun);
 	free(info);
 	return ret;
 }

@@ -379,6 +379,18 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		*errmsg = "the backing store cannot be resized";
 		return -EOPNOTSUPP;
 	}
+	if (be_stack_is_root(lun->be)) {
+		const char *names[BE_STACK_MAX_NODES];
+		int n = be_stack_names(lun->be, names, BE_STACK_MAX_NODES);
+
+		/* a mirror copies to a destination of the size it started
+		 * with (cbt_mirror.h) */
+		for (int i = 0; i < n && i < BE_STACK_MAX_NODES; i++)
+			if (!strcmp(names[i], "mirror")) {
+				*errmsg = "a mirror job runs on the LUN: complete or cancel it first";
+				return -EBUSY;
+			}
+	}
 	/* Only the node that owns a shared store changes it; a standby node
 	 * learns the new size when it takes over (scsi_alua.c). */
 	if (size && !scsi_alua_serving(lun)) {
