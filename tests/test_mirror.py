@@ -496,3 +496,49 @@ def test_write_blocking_latency_is_max_not_sum(fusefs, holdfast):
     assert wb[4] < base[4] * 1.5, (base, wb)
     print("median write latency: %.0f ms alone, %.0f ms write-blocking"
           % (base[4] * 1000, wb[4] * 1000))
+
+
+def test_identity_and_reservations_carry_over(d):
+    """Across a pivot the LUN keeps its INQUIRY identity (VPD 0x80 serial,
+    0x83 NAA), its registrations and reservation (the APTPL state file is
+    renamed after the new store and read back after a restart); sessions
+    open across the pivot see no error."""
+    from test_reservations import (GOOD, INIT1, INIT2, ISID1, ISID2,
+                                   RESERVATION_CONFLICT, REGISTER,
+                                   REGISTER_IGNORE, RESERVE, WE, Nexus,
+                                   assert_good)
+    qemu_io(d.url(1), "write -P 0x19 0 4M")
+    a, b = Nexus(d, INIT1, ISID1), Nexus(d, INIT2, ISID2)
+
+    def vpd(n, page):
+        st, data, _ = n.cmd(bytes([0x12, 1, page, 0, 255, 0]), read_len=255)
+        assert st == GOOD
+        return data
+
+    ident = (vpd(a, 0x80), vpd(a, 0x83))
+    assert_good(a.prout(REGISTER, sakey=0xA1, aptpl=True))
+    assert_good(b.prout(REGISTER_IGNORE, sakey=0xB1, aptpl=True))
+    assert_good(a.prout(RESERVE, key=0xA1, ptype=WE))
+    gen, keys = a.keys()
+    dst = d.path("moved.img")
+    j = mirror_new(d, "target=%s" % dst)
+    wait_state(d, j, ("ready",), 30)
+    job_update(d, j, "action=complete")
+    assert (vpd(a, 0x80), vpd(a, 0x83)) == ident
+    assert (vpd(b, 0x80), vpd(b, 0x83)) == ident
+    assert a.keys() == (gen, keys)
+    assert a.reservation() == (0xA1, WE)
+    assert a.write() == GOOD
+    assert b.write() == RESERVATION_CONFLICT
+    assert d.path("moved.img.pr").exists()
+    assert not d.path("disk1.img.pr").exists()
+    a.close()
+    b.close()
+    restart_on_saved_conf(d)
+    a, b = Nexus(d, INIT1, ISID1), Nexus(d, INIT2, ISID2)
+    assert a.keys() == (gen, keys)
+    assert a.reservation() == (0xA1, WE)
+    assert b.write() == RESERVATION_CONFLICT
+    assert vpd(a, 0x83) == ident[1]
+    a.close()
+    b.close()
