@@ -168,6 +168,11 @@ int mgmt_job_params_check(const struct mgmt_req *req);
 bool mgmt_mirror_claims(const struct mgmt_req *req);
 int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b);
 void mgmt_mirror_show(struct mgmt_buf *b, bool json, bool first);
+/* Parse a `type=mirror` payload's parameters only (fuzz_mgmt): 0 or
+ * -errno with *why. */
+struct cbt_mirror_params;
+int mgmt_mirror_parse(const char *payload, struct cbt_mirror_params *p,
+		      const char **why);
 /* A JSON string literal of s (RFC 8259 section 7). */
 void mgmt_json_string(struct mgmt_buf *b, const char *s);
 /* The same shows as JSON documents (mgmt_json.c). */

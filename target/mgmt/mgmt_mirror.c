@@ -111,6 +111,62 @@ bool mgmt_mirror_claims(const struct mgmt_req *req)
 	       cbt_mirror_exists((unsigned)id);
 }
 
+/* The parameters of `type=mirror` (no LUN, no file looked at): 0 or
+ * -EINVAL with *why. */
+static int mirror_params_parse(const struct mitems *it,
+			       struct cbt_mirror_params *p, const char **why)
+{
+	const char *v;
+	uint64_t n;
+
+	p->mode = CBT_MIRROR_AUTO;
+	if (!(v = mitem(it, "target")) || v[0] != '/' ||
+	    (size_t)snprintf(p->target, sizeof(p->target), "%s", v) >= sizeof(p->target)) {
+		*why = "target=PATH (an absolute path) is required";
+		return -EINVAL;
+	}
+	if ((v = mitem(it, "copy_mode")) && cbt_mirror_mode_parse(v, &p->mode)) {
+		*why = "copy_mode is background, write-blocking or auto";
+		return -EINVAL;
+	}
+	if ((v = mitem(it, "switch_after"))) {
+		if (!mparse_u64(v, &n) || !n || n > 86400 * 365) {
+			*why = "switch_after is a number of seconds (1 or more)";
+			return -EINVAL;
+		}
+		p->switch_after_s = (uint32_t)n;
+	}
+	if ((v = mitem(it, "max_inflight")) && !mparse_u64(v, &p->max_inflight)) {
+		*why = "max_inflight is a number of bytes";
+		return -EINVAL;
+	}
+	if ((v = mitem(it, "rate_limit")) && !mparse_u64(v, &p->rate_limit)) {
+		*why = "rate_limit is a number of bytes per second";
+		return -EINVAL;
+	}
+	if ((v = mitem(it, "dest_rate_limit")) &&
+	    !mparse_u64(v, &p->dest_rate_limit)) {
+		*why = "dest_rate_limit is a number of bytes per second";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int mgmt_mirror_parse(const char *payload, struct cbt_mirror_params *p,
+		      const char **why)
+{
+	struct mitems it = { 0 };
+	int err;
+
+	*why = NULL;
+	it.n = mgmt_payload_split(payload, &it.copy, it.v);
+	if (it.n < 0)
+		return it.n;
+	err = mirror_params_parse(&it, p, why);
+	free(it.copy);
+	return err;
+}
+
 static int mirror_new(const struct mgmt_req *req, const struct mitems *it,
 		      struct mgmt_buf *b)
 {
@@ -118,8 +174,7 @@ static int mirror_new(const struct mgmt_req *req, const struct mitems *it,
 	const struct lun_settings *s;
 	struct scsi_lun *lun;
 	char rsrc[PATH_MAX], rdst[PATH_MAX];
-	const char *v, *why = NULL;
-	uint64_t n;
+	const char *why = NULL;
 	unsigned id;
 	int err = -EINVAL;
 
@@ -140,39 +195,18 @@ static int mirror_new(const struct mgmt_req *req, const struct mitems *it,
 	p->r = cbt_job_reactor_for(req->lun);
 	p->block_size = s->block_size;
 	p->retry_ms = s->retry_interval_ms;
-	p->mode = CBT_MIRROR_AUTO;
-	if (!(v = mitem(it, "target")) || v[0] != '/' ||
-	    (size_t)snprintf(p->target, sizeof(p->target), "%s", v) >= sizeof(p->target)) {
-		why = "target=PATH (an absolute path) is required";
+	err = mirror_params_parse(it, p, &why);
+	if (err)
+		goto bad;
+	if (s->alua_group) {
+		why = "a LUN shared between two nodes (alua_group) cannot move its store";
+		err = -EINVAL;
 		goto bad;
 	}
 	if (realpath(p->target, rdst) && s->path[0] && realpath(s->path, rsrc) &&
 	    !strcmp(rsrc, rdst)) {
 		why = "the destination is the LUN's own store";
-		goto bad;
-	}
-	if ((v = mitem(it, "copy_mode")) && cbt_mirror_mode_parse(v, &p->mode)) {
-		why = "copy_mode is background, write-blocking or auto";
-		goto bad;
-	}
-	if ((v = mitem(it, "switch_after"))) {
-		if (!mparse_u64(v, &n) || !n || n > 86400 * 365) {
-			why = "switch_after is a number of seconds (1 or more)";
-			goto bad;
-		}
-		p->switch_after_s = (uint32_t)n;
-	}
-	if ((v = mitem(it, "max_inflight")) && !mparse_u64(v, &p->max_inflight)) {
-		why = "max_inflight is a number of bytes";
-		goto bad;
-	}
-	if ((v = mitem(it, "rate_limit")) && !mparse_u64(v, &p->rate_limit)) {
-		why = "rate_limit is a number of bytes per second";
-		goto bad;
-	}
-	if ((v = mitem(it, "dest_rate_limit")) &&
-	    !mparse_u64(v, &p->dest_rate_limit)) {
-		why = "dest_rate_limit is a number of bytes per second";
+		err = -EINVAL;
 		goto bad;
 	}
 	p->release = release_lun;

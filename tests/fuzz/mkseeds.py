@@ -369,6 +369,11 @@ def mgmt_seeds():
         "bind-account": mgmt_req(7, 3, b"user=bob", tid=1),
         "show-accounts": mgmt_req(7, 2),
         "show-portals": mgmt_req(3, 2),
+        "job-mirror": mgmt_req(9, 0, b"type=mirror,target=/nonexistent/m.img,"
+                               b"copy_mode=auto,switch_after=10,"
+                               b"max_inflight=16777216,rate_limit=0",
+                               tid=1, lun=1),
+        "job-mirror-mode": mgmt_req(9, 5, b"id=1,copy_mode=write-blocking"),
         "show-sessions": mgmt_req(5, 2, tid=1),
         "stat": mgmt_req(0, 6),
         "lld-show": mgmt_req(4, 2),
