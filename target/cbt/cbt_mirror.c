@@ -109,7 +109,8 @@ struct mirror_job {
 	unsigned id;
 	struct cbt_mirror_params p;
 	struct reactor *r;
-	struct backend *filter;		/* NULL once removed or replaced */
+	struct backend *filter;		/* the node (valid until it is closed) */
+	bool unlinked;			/* taken out of the stack */
 	struct mirror_filter *mf;
 	struct backend *dest;
 	uint64_t size, nchunks;
@@ -124,6 +125,7 @@ struct mirror_job {
 	atomic_uint_fast64_t bytes_done, copy_inflight_bytes, rate_bps;
 	atomic_int bg_inflight;		/* background writes in the source */
 	atomic_int wb_pending;		/* write-blocking requests not yet done */
+	atomic_bool lost;		/* the filter could not follow a request */
 	/* job reactor only */
 	uint64_t cursor;
 	bool phase1_done;
@@ -589,9 +591,6 @@ static void mf_submit(struct backend *be, struct be_io *io, struct reactor *r)
 			backend_submit(backend_inner(be), io, r);
 			return;
 		}
-		/* no memory to follow it: dirty it now and once more can
-		 * not be had; mark before (a copy racing with it may still
-		 * miss it, so fail the job rather than risk that) */
 		atomic_fetch_sub(&j->bg_inflight, 1);
 	} else {
 		struct mwrite *w = calloc(1, sizeof(*w));
@@ -610,15 +609,12 @@ static void mf_submit(struct backend *be, struct be_io *io, struct reactor *r)
 			atomic_fetch_sub(&j->wb_pending, 1);
 			free(w);
 		}
-		if (io->op == BE_OP_FLUSH) {
-			backend_submit(backend_inner(be), io, r);
-			return;
-		}
 	}
-	/* out of memory: this write cannot be followed; the mirror can no
-	 * longer be trusted, so it stops (the source serves on) */
+	/* out of memory: this request cannot be followed, so the mirror can
+	 * no longer be trusted: the source alone from now on, and the job
+	 * fails at its next look (never switches) */
+	atomic_store(&j->lost, true);
 	atomic_store(&f->route, MF_SOURCE);
-	job_dirty_range(j, io->offset, io->length);
 	backend_submit(backend_inner(be), io, r);
 }
 
@@ -939,7 +935,8 @@ static void job_try_pivot(struct mirror_job *j)
  * destination. */
 static void job_switch(struct mirror_job *j)
 {
-	if (j->failing || j->finished || !j->flushed || !job_converged(j))
+	if (j->failing || j->finished || !j->flushed || !job_converged(j) ||
+	    atomic_load(&j->mf->route) != MF_TRACK)
 		return;
 	atomic_store(&j->mf->route, MF_DEST);
 	j->end_ms = now_ms();
@@ -959,6 +956,8 @@ static void job_pump(struct mirror_job *j)
 		return;
 	if (j->cancel_req && !j->failing)
 		job_fail(j, "cancelled", 0);
+	if (atomic_load(&j->lost) && !j->failing)
+		job_fail(j, "out of memory: a guest request could not be followed", -ENOMEM);
 	if (j->failing) {
 		if (!j->copies && !j->flushing)
 			job_finish(j);
@@ -1239,7 +1238,7 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
 		log_warn("job %u: the destination serves through the mirror node (%s)",
 			 j->id, *why ? *why : strerror(-ret));
 	} else {
-		j->filter = NULL;
+		j->unlinked = true;
 	}
 	*why = NULL;
 	log_info("job %u: mirror of tid %d lun %llu completed: the LUN now serves from %s (%llu bytes copied in %llu ms)%s",
@@ -1271,14 +1270,14 @@ static void job_unlink_filter(struct mirror_job *j)
 {
 	int ret;
 
-	if (!j->filter || j->pivoted)
+	if (j->unlinked || j->pivoted)
 		return;		/* after the pivot it routes to the store */
 	ret = be_stack_remove_node(j->p.root, j->filter, BE_STACK_DRAIN_MS);
 	if (ret < 0 && ret != -ENOENT)
 		log_warn("job %u: the mirror node stays in the stack (%s)", j->id,
 			 strerror(-ret));
 	else
-		j->filter = NULL;
+		j->unlinked = true;	/* closed now, or once its I/O drained */
 }
 
 int cbt_mirror_cancel(unsigned id)
