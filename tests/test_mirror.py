@@ -207,6 +207,7 @@ def test_mirror_idle_lun_and_complete(d):
     restart_on_saved_conf(d)
     assert show_path(d) == str(dst)
     qemu_io(d.url(1), "read -P 0x44 0 64k", "read -P 0x33 31M 1M")
+    assert "had not ended" not in d.log_text()
 
 
 def test_mirror_refusals(d):
@@ -417,6 +418,8 @@ def test_kill9_mid_mirror_serves_the_source(d):
     assert show_path(d) == str(d.path("disk1.img"))
     assert jobs(d) == {}
     assert lun_json(d)["chain"] == ["fault", "file"]
+    assert "a mirror job to %s had not ended when holdfastd stopped: the " \
+        "job is gone" % d.path("m.img") in d.log_text()
     qemu_io(d.url(1), "read -P 0x55 0 32M")
     assert d.path("disk1.img").read_bytes() == ref
 

@@ -21,6 +21,7 @@
  * would leave stale data behind with a clean bit. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 #include "backend.h"
 #include "cbt_job.h"
 #include "cbt_mirror.h"
+#include "cbt_set.h"
 #include "reactor.h"
 #include "stack.h"
 #include "util.h"
@@ -1666,4 +1668,70 @@ fail:
 	if (!*why)
 		*why = "cannot start the mirror";
 	return err;
+}
+
+/* ---- the marker of a running mirror ---- */
+
+static int marker_path(char *out, size_t len, const char *target_name,
+		       uint64_t lun)
+{
+	char side[PATH_MAX];
+	size_t n;
+	int err = cbt_sidecar_path(side, sizeof(side), target_name, lun);
+
+	if (err)
+		return err;
+	n = strlen(side);
+	if (n < 8 || strcmp(side + n - 8, ".bitmaps"))
+		return -EINVAL;
+	side[n - 8] = '\0';
+	n = (size_t)snprintf(out, len, "%s.mirror", side);
+	return n >= len ? -ENAMETOOLONG : 0;
+}
+
+int cbt_mirror_marker_set(const char *target_name, uint64_t lun,
+			  const char *dest)
+{
+	char path[PATH_MAX + 16];
+	FILE *f;
+	int err = marker_path(path, sizeof(path), target_name, lun);
+
+	if (err)
+		return err;
+	f = fopen(path, "we");
+	if (!f)
+		return -errno;
+	fprintf(f, "%s\n", dest);
+	if (fflush(f) || fsync(fileno(f)))
+		err = -errno;
+	if (fclose(f) && !err)
+		err = -errno;
+	return err;
+}
+
+void cbt_mirror_marker_clear(const char *target_name, uint64_t lun)
+{
+	char path[PATH_MAX + 16];
+
+	if (!marker_path(path, sizeof(path), target_name, lun))
+		unlink(path);
+}
+
+bool cbt_mirror_marker_take(const char *target_name, uint64_t lun,
+			    char *dest, size_t len)
+{
+	char path[PATH_MAX + 16];
+	FILE *f;
+
+	if (marker_path(path, sizeof(path), target_name, lun))
+		return false;
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (!fgets(dest, (int)len, f))
+		dest[0] = '\0';
+	dest[strcspn(dest, "\n")] = '\0';
+	fclose(f);
+	unlink(path);
+	return true;
 }

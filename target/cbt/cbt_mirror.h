@@ -42,6 +42,7 @@
 #define HOLDFAST_CBT_MIRROR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct backend;
@@ -144,6 +145,17 @@ int cbt_mirror_get(unsigned id, struct cbt_mirror_info *out);
 /* Wait until job id reaches state (or a terminal one).  0 or -ETIMEDOUT. */
 int cbt_mirror_wait(unsigned id, enum cbt_mirror_state state,
 		    unsigned timeout_ms);
+
+/* A marker beside the bitmap sidecars (<dir>/<target>.lun<N>.mirror,
+ * holding the destination) while a mirror job of the LUN exists, so that
+ * the next start can say that a job was lost (jobs are not persisted).
+ * set: 0 or -errno (-ENOENT: no state directory).  take: true if there
+ * was one (its destination in dest), and removes it. */
+int cbt_mirror_marker_set(const char *target_name, uint64_t lun,
+			  const char *dest);
+void cbt_mirror_marker_clear(const char *target_name, uint64_t lun);
+bool cbt_mirror_marker_take(const char *target_name, uint64_t lun,
+			    char *dest, size_t len);
 
 /* The filter node (stack.h): ops->name "mirror". */
 extern const struct backend_ops cbt_mirror_filter_ops;

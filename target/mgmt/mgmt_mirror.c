@@ -214,6 +214,10 @@ static int mirror_new(const struct mgmt_req *req, const struct mitems *it,
 	err = cbt_mirror_start(p, &id, &why);
 	if (err)
 		goto bad;
+	err = cbt_mirror_marker_set(lun->target_name, req->lun, p->target);
+	if (err && err != -ENOENT)
+		log_warn("job %u: no marker for the mirror (%s): a crash during it will not be reported at the next start",
+			 id, strerror(-err));
 	free(p);
 	mgmt_buf_printf(b, "job %u\n", id);
 	return MGMT_SUCCESS;	/* the job holds the LUN reference */
@@ -311,6 +315,21 @@ out:
 	return ret;
 }
 
+/* The job is over for good (completed and recorded, cancelled, or
+ * deleted): the next start has nothing to report about it. */
+static void marker_clear(unsigned id)
+{
+	struct cbt_mirror_info *info = calloc(1, sizeof(*info));
+	struct scsi_lun *lun;
+
+	if (info && !cbt_mirror_get(id, info) &&
+	    (lun = lun_of(info->tid, info->lun))) {
+		cbt_mirror_marker_clear(lun->target_name, info->lun);
+		scsi_lun_put(lun);
+	}
+	free(info);
+}
+
 int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	struct mitems it = { 0 };
@@ -331,12 +350,18 @@ int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b)
 		goto out;
 	}
 	v = mitem(&it, "action");
-	if (req->op == MGMT_OP_DELETE)
+	if (req->op == MGMT_OP_DELETE) {
+		marker_clear((unsigned)id);
 		err = cbt_mirror_dismiss((unsigned)id);
-	else if (v && !strcmp(v, "complete"))
+	} else if (v && !strcmp(v, "complete")) {
 		err = mirror_complete((unsigned)id, &it);
-	else if (v && !strcmp(v, "cancel"))
+		if (!err)
+			marker_clear((unsigned)id);
+	} else if (v && !strcmp(v, "cancel")) {
 		err = cbt_mirror_cancel((unsigned)id);
+		if (!err)
+			marker_clear((unsigned)id);
+	}
 	else if (!v && (v = mitem(&it, "copy_mode"))) {
 		err = cbt_mirror_mode_parse(v, &m);
 		if (!err)

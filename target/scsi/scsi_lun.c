@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "cbt_filter.h"
 #include "cbt_job.h"
+#include "cbt_mirror.h"
 #include "cbt_set.h"
 #include "hang.h"
 #include "lun.h"
@@ -245,6 +246,12 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 
 	if (!l->be || l->cbt)
 		return 0;
+	if (cbt_mirror_marker_take(target_name, lun_settings_get(l)->lun, path,
+				   sizeof(path)))
+		log_warn("target %s: LUN %llu: a mirror job to %s had not ended when holdfastd stopped: the job is gone (jobs are not kept over a restart); the LUN serves %s, the destination is left as it was",
+			 target_name,
+			 (unsigned long long)lun_settings_get(l)->lun, path,
+			 lun_settings_get(l)->path);
 	err = cbt_sidecar_path(path, sizeof(path), target_name, lun_settings_get(l)->lun);
 	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
 	if (err)
