@@ -545,3 +545,17 @@ def test_identity_and_reservations_carry_over(d):
     assert vpd(a, 0x83) == ident[1]
     a.close()
     b.close()
+
+
+def test_sigterm_during_a_mirror(d):
+    """A clean stop with a mirror running exits 0; the next start serves
+    the source and logs that the job is gone."""
+    qemu_io(d.url(1), "write -P 0x56 0 8M")
+    j = mirror_new(d, "target=%s,rate_limit=%d,copy_mode=write-blocking"
+                   % (d.path("m.img"), 1 * MiB))
+    assert jobs(d)[j]["state"] == "running"
+    qemu_io(d.url(1), "write -P 0x57 0 64k")
+    d.restart()
+    assert show_path(d) == str(d.path("disk1.img"))
+    assert "had not ended when holdfastd stopped" in d.log_text()
+    qemu_io(d.url(1), "read -P 0x57 0 64k", "read -P 0x56 64k 8128k")
