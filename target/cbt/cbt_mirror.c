@@ -1,4 +1,5 @@
-/* cbt_mirror.c - mirror jobs and the mirror filter node (cbt_mirror.h).
+/* cbt_mirror.c - mirror jobs (cbt_mirror.h); the filter node and the guest
+ * data path are in cbt_mirror_filter.c.
  *
  * Threads.  Guest requests enter the filter on any reactor.  Background
  * writes stay there (one atomic bitmap OR at completion).  Everything else
@@ -33,140 +34,15 @@
 
 #include "backend.h"
 #include "cbt_job.h"
-#include "cbt_mirror.h"
+#include "cbt_mirror_internal.h"
 #include "cbt_set.h"
 #include "reactor.h"
 #include "stack.h"
 #include "util.h"
 
-#define MIRROR_TICK_MS 100
-#define MIRROR_RATE_SAMPLES 10		/* ticks in the rate window */
-#define MIRROR_RETRY_DEFAULT_MS 1000
-
-/* Where the filter sends requests. */
-enum mf_route {
-	MF_SOURCE,	/* pass-through: no job, or it failed / was cancelled */
-	MF_TRACK,	/* mirroring (background or write-blocking) */
-	MF_DEST,	/* pivoted: the destination is the store */
-};
-
-struct mirror_job;
-
-struct mirror_filter {
-	atomic_int route;
-	struct mirror_job *job;		/* set before route leaves MF_SOURCE */
-	struct backend *dest;		/* owned, unless handed to the stack */
-	bool dest_handed;
-};
-
-/* An atomic bitmap of chunks. */
-struct mbits {
-	_Atomic uint64_t *w;
-	uint64_t nwords;
-};
-
-/* A destination write waiting for the throttle. */
-struct dest_req {
-	struct list_head link;
-	struct be_io *io;
-	uint64_t at_us;
-};
-
-/* One copy in flight. */
-struct mcopy {
-	struct mirror_job *job;
-	struct list_head link;
-	struct be_io io;
-	struct iovec iov;
-	void *buf;
-	uint64_t c0, c1;		/* chunks [c0, c1] */
-	uint64_t off, len;
-	struct dest_req dq;
-};
-
-/* A write-blocking request (write, unmap, write zeroes, flush). */
-struct mwrite {
-	struct mirror_job *job;
-	struct list_head link;		/* waiting or in flight */
-	struct be_io *io;		/* the guest's: goes to the source */
-	void (*done)(struct be_io *io, int res);
-	void *priv;
-	struct reactor *r;		/* the guest's reactor */
-	struct be_io dio;		/* its copy for the destination */
-	struct dest_req dq;
-	uint64_t c0, c1;
-	int pending, src_res, dst_res;
-	bool dest_only;			/* arrived after the pivot point */
-};
-
-/* A background write: its chunks are marked when it completes. */
-struct mbg {
-	struct mirror_job *job;
-	void (*done)(struct be_io *io, int res);
-	void *priv;
-};
-
-struct mirror_job {
-	struct list_head link;		/* in the table */
-	unsigned id;
-	struct cbt_mirror_params p;
-	struct reactor *r;
-	struct backend *filter;		/* the node (valid until it is closed) */
-	bool unlinked;			/* taken out of the stack */
-	struct mirror_filter *mf;
-	struct backend *dest;
-	uint64_t size, nchunks;
-	bool fresh;			/* destination reads zero where never written */
-	struct mbits dirty, busy, written;
-	atomic_uint_fast64_t ndirty;	/* set bits in dirty */
-	/* mode */
-	atomic_int mode;		/* asked for */
-	atomic_int wb;			/* 1: write-blocking in force */
-	/* counters any thread reads */
-	atomic_int state;
-	atomic_uint_fast64_t bytes_done, copy_inflight_bytes, rate_bps;
-	atomic_int bg_inflight;		/* background writes in the source */
-	atomic_int wb_pending;		/* write-blocking requests not yet done */
-	atomic_bool lost;		/* the filter could not follow a request */
-	/* job reactor only */
-	uint64_t cursor;
-	bool phase1_done;
-	unsigned copies;
-	struct list_head wb_waiting, wb_inflight;
-	struct list_head dest_q;
-	uint64_t dest_next_us;
-	struct ev_timer tick, dest_timer, rate_timer;
-	bool dest_timer_armed, rate_timer_armed, tick_armed;
-	uint64_t backoff_until_ms;
-	uint64_t dest_bytes;		/* written to the destination */
-	uint64_t rate_last_bytes, rate_last_ms;
-	uint64_t samp_bytes[MIRROR_RATE_SAMPLES], samp_ms[MIRROR_RATE_SAMPLES];
-	unsigned samp_pos;
-	uint64_t copied_for_limit;	/* rate_limit accounting */
-	bool completing, flushing, flushed, failing, cancel_req, finished;
-	/* times (ms, monotonic) */
-	uint64_t start_ms, end_ms, ready_ms;
-	char error[128];
-	/* management waits on jobs_cond for these */
-	bool pivoted;
-};
-
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t jobs_cond = PTHREAD_COND_INITIALIZER;
 static struct list_head jobs = LIST_HEAD_INIT(jobs);
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static uint64_t now_ms(void)
-{
-	return now_us() / 1000;
-}
 
 const char *cbt_mirror_state_name(enum cbt_mirror_state s)
 {
@@ -213,50 +89,7 @@ static bool state_terminal(int s)
 
 /* ---- chunk bitmaps ---- */
 
-static int mbits_init(struct mbits *b, uint64_t nchunks)
-{
-	b->nwords = (nchunks + 63) / 64;
-	b->w = calloc(b->nwords ? b->nwords : 1, sizeof(*b->w));
-	return b->w ? 0 : -ENOMEM;
-}
-
-static bool mbits_test(const struct mbits *b, uint64_t c)
-{
-	return atomic_load_explicit(&b->w[c / 64], memory_order_acquire) >>
-	       (c % 64) & 1;
-}
-
-/* Returns true if the bit was clear. */
-static bool mbits_set(struct mbits *b, uint64_t c)
-{
-	uint64_t m = 1ull << (c % 64);
-
-	return !(atomic_fetch_or(&b->w[c / 64], m) & m);
-}
-
-/* Returns true if the bit was set. */
-static bool mbits_clear(struct mbits *b, uint64_t c)
-{
-	uint64_t m = 1ull << (c % 64);
-
-	return atomic_fetch_and(&b->w[c / 64], ~m) & m;
-}
-
-/* The first set bit at or after c, or n. */
-static uint64_t mbits_next(const struct mbits *b, uint64_t c, uint64_t n)
-{
-	while (c < n) {
-		uint64_t w = atomic_load_explicit(&b->w[c / 64],
-						  memory_order_acquire) >> (c % 64);
-
-		if (w)
-			return MIN(c + (uint64_t)__builtin_ctzll(w), n);
-		c = (c / 64 + 1) * 64;
-	}
-	return n;
-}
-
-static void job_dirty_range(struct mirror_job *j, uint64_t off, uint64_t len)
+void mirror_dirty_range(struct mirror_job *j, uint64_t off, uint64_t len)
 {
 	uint64_t c0, c1;
 
@@ -276,25 +109,6 @@ static uint64_t job_dirty_bytes(const struct mirror_job *j)
 	return MIN(n, j->size);
 }
 
-static void chunks_of(const struct mirror_job *j, const struct be_io *io,
-		      uint64_t *c0, uint64_t *c1)
-{
-	uint64_t end = io->length ? MIN(io->offset + io->length, j->size) : 0;
-
-	if (io->op == BE_OP_FLUSH || end <= io->offset) {
-		*c0 = 1;	/* empty range */
-		*c1 = 0;
-		return;
-	}
-	*c0 = io->offset / CBT_MIRROR_CHUNK;
-	*c1 = (end - 1) / CBT_MIRROR_CHUNK;
-}
-
-static bool ranges_overlap(uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1)
-{
-	return a0 <= a1 && b0 <= b1 && a0 <= b1 && b0 <= a1;
-}
-
 /* ---- log and state ---- */
 
 static void job_set_state(struct mirror_job *j, enum cbt_mirror_state s)
@@ -305,9 +119,7 @@ static void job_set_state(struct mirror_job *j, enum cbt_mirror_state s)
 	pthread_mutex_unlock(&jobs_lock);
 }
 
-static void job_pump(struct mirror_job *j);
-
-static void job_fail(struct mirror_job *j, const char *what, int err)
+void mirror_fail(struct mirror_job *j, const char *what, int err)
 {
 	if (j->failing || j->finished)
 		return;
@@ -348,362 +160,6 @@ static void job_finish(struct mirror_job *j)
 	job_set_state(j, s);
 }
 
-/* ---- the destination, throttled ---- */
-
-static void dest_timer_fire(struct ev_timer *t);
-
-static void dest_run_queue(struct mirror_job *j)
-{
-	uint64_t now = now_us();
-
-	while (!list_empty(&j->dest_q)) {
-		struct dest_req *d = list_first_entry(&j->dest_q, struct dest_req, link);
-
-		if (d->at_us > now) {
-			if (!j->dest_timer_armed) {
-				j->dest_timer_armed = true;
-				reactor_timer_add(j->r, &j->dest_timer,
-						  (d->at_us - now + 999) / 1000,
-						  dest_timer_fire, j);
-			}
-			return;
-		}
-		list_del(&d->link);
-		backend_submit(j->dest, d->io, j->r);
-	}
-}
-
-static void dest_timer_fire(struct ev_timer *t)
-{
-	struct mirror_job *j = t->arg;
-
-	j->dest_timer_armed = false;
-	dest_run_queue(j);
-}
-
-/* Submit io to the destination on the job's reactor, after the test
- * throttle (dest_rate_limit) lets it through. */
-static void dest_submit(struct mirror_job *j, struct dest_req *d,
-			struct be_io *io)
-{
-	uint64_t now, start, len;
-
-	j->dest_bytes += io->op == BE_OP_WRITE ? io->length : 0;
-	if (!j->p.dest_rate_limit || io->op != BE_OP_WRITE) {
-		backend_submit(j->dest, io, j->r);
-		return;
-	}
-	now = now_us();
-	len = io->length;
-	start = MAX(now, j->dest_next_us);
-	j->dest_next_us = start + len * 1000000 / j->p.dest_rate_limit;
-	d->io = io;
-	d->at_us = j->dest_next_us;	/* done when the bytes "went through" */
-	list_init(&d->link);
-	list_add_tail(&d->link, &j->dest_q);
-	dest_run_queue(j);
-}
-
-/* ---- write-blocking requests ---- */
-
-static bool wb_overlaps_copy(struct mirror_job *j, const struct mwrite *w)
-{
-	for (uint64_t c = w->c0; c <= w->c1 && w->c0 <= w->c1; c++)
-		if (mbits_test(&j->busy, c))
-			return true;
-	return false;
-}
-
-static void wb_leg_done(struct mwrite *w)
-{
-	struct mirror_job *j = w->job;
-	struct be_io *io = w->io;
-	int res;
-
-	if (--w->pending)
-		return;
-	list_del(&w->link);
-	if (w->dest_only) {
-		res = w->dst_res;
-	} else if (w->dst_res < 0 && atomic_load(&j->mf->route) == MF_DEST) {
-		/* past the pivot point the destination is the store: its
-		 * error is the store's (the hang engine may retry it there) */
-		res = w->dst_res;
-	} else {
-		if (w->dst_res < 0)
-			job_fail(j, "writing the destination", w->dst_res);
-		else if (w->c0 <= w->c1)
-			for (uint64_t c = w->c0; c <= w->c1; c++)
-				mbits_set(&j->written, c);
-		res = w->src_res;
-	}
-	io->done = w->done;
-	io->priv = w->priv;
-	backend_complete_later(w->r, io, res);
-	free(w);
-	atomic_fetch_sub(&j->wb_pending, 1);
-	job_pump(j);
-}
-
-static void wb_src_done(struct be_io *io, int res)
-{
-	struct mwrite *w = io->priv;
-
-	w->src_res = res;
-	wb_leg_done(w);
-}
-
-static void wb_dst_done(struct be_io *io, int res)
-{
-	struct mwrite *w = io->priv;
-
-	w->dst_res = res;
-	wb_leg_done(w);
-}
-
-static void wb_dispatch(struct mirror_job *j, struct mwrite *w)
-{
-	struct be_io *io = w->io;
-
-	list_add_tail(&w->link, &j->wb_inflight);
-	w->dio = (struct be_io){
-		.op = io->op, .flags = io->flags, .offset = io->offset,
-		.length = io->length, .iov = io->iov, .iovcnt = io->iovcnt,
-		.done = wb_dst_done, .priv = w,
-	};
-	if (w->dest_only) {
-		w->pending = 1;
-		dest_submit(j, &w->dq, &w->dio);
-		return;
-	}
-	w->pending = 2;
-	io->done = wb_src_done;
-	io->priv = w;
-	backend_submit(backend_inner(j->filter), io, j->r);
-	dest_submit(j, &w->dq, &w->dio);
-}
-
-/* The guest's request, without the mirror: to the source. */
-static void wb_source_only(void *arg)
-{
-	struct mwrite *w = arg;
-	struct mirror_job *j = w->job;
-
-	list_add_tail(&w->link, &j->wb_inflight);
-	w->pending = 1;
-	w->dst_res = 0;
-	w->io->done = wb_src_done;
-	w->io->priv = w;
-	backend_submit(backend_inner(j->filter), w->io, j->r);
-}
-
-/* On the job's reactor. */
-static void wb_arrive(void *arg)
-{
-	struct mwrite *w = arg;
-	struct mirror_job *j = w->job;
-	int route = atomic_load(&j->mf->route);
-
-	list_init(&w->link);
-	if (route == MF_DEST) {
-		w->dest_only = true;
-		wb_dispatch(j, w);
-		return;
-	}
-	if (route == MF_SOURCE) {
-		wb_source_only(w);
-		return;
-	}
-	if (wb_overlaps_copy(j, w)) {
-		list_add_tail(&w->link, &j->wb_waiting);
-		return;
-	}
-	wb_dispatch(j, w);
-}
-
-/* Waiting writes whose copies have finished go on, in arrival order. */
-static void wb_release_waiting(struct mirror_job *j)
-{
-	struct mwrite *w, *tmp;
-
-	list_for_each_entry_safe(w, tmp, &j->wb_waiting, link) {
-		if (wb_overlaps_copy(j, w))
-			continue;
-		list_del(&w->link);
-		if (atomic_load(&j->mf->route) == MF_SOURCE)
-			wb_source_only(w);
-		else
-			wb_dispatch(j, w);
-	}
-}
-
-/* ---- background writes ---- */
-
-static void bg_done(struct be_io *io, int res)
-{
-	struct mbg *g = io->priv;
-	struct mirror_job *j = g->job;
-
-	/* failed writes too: they may have landed partly */
-	job_dirty_range(j, io->offset, io->length);
-	io->done = g->done;
-	io->priv = g->priv;
-	free(g);
-	atomic_fetch_sub(&j->bg_inflight, 1);
-	io->done(io, res);
-}
-
-/* ---- the filter ---- */
-
-static bool changes_data(enum be_op op)
-{
-	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
-	       op == BE_OP_WRITE_ZEROES;
-}
-
-static void mf_submit(struct backend *be, struct be_io *io, struct reactor *r)
-{
-	struct mirror_filter *f = be->priv;
-	int route = atomic_load(&f->route);
-	struct mirror_job *j = f->job;
-
-	if (route == MF_DEST) {
-		backend_submit(f->dest, io, r);
-		return;
-	}
-	/* a flush goes to both sides in write-blocking mode only: the pivot
-	 * flushes the destination itself before it switches */
-	if (route == MF_SOURCE || (!changes_data(io->op) &&
-				   (io->op != BE_OP_FLUSH || !atomic_load(&j->wb)))) {
-		backend_submit(backend_inner(be), io, r);
-		return;
-	}
-	/* count first, then read the mode: the pivot's convergence check
-	 * (mode first, then this count) cannot miss a background write */
-	atomic_fetch_add(&j->bg_inflight, 1);
-	if (io->op != BE_OP_FLUSH && !atomic_load(&j->wb)) {
-		struct mbg *g = malloc(sizeof(*g));
-
-		if (g) {
-			g->job = j;
-			g->done = io->done;
-			g->priv = io->priv;
-			io->done = bg_done;
-			io->priv = g;
-			backend_submit(backend_inner(be), io, r);
-			return;
-		}
-		atomic_fetch_sub(&j->bg_inflight, 1);
-	} else {
-		struct mwrite *w = calloc(1, sizeof(*w));
-
-		atomic_fetch_sub(&j->bg_inflight, 1);
-		if (w) {
-			w->job = j;
-			w->io = io;
-			w->done = io->done;
-			w->priv = io->priv;
-			w->r = r;
-			chunks_of(j, io, &w->c0, &w->c1);
-			atomic_fetch_add(&j->wb_pending, 1);
-			if (reactor_call(j->r, wb_arrive, w) == 0)
-				return;
-			atomic_fetch_sub(&j->wb_pending, 1);
-			free(w);
-		}
-	}
-	/* out of memory: this request cannot be followed, so the mirror can
-	 * no longer be trusted: the source alone from now on, and the job
-	 * fails at its next look (never switches) */
-	atomic_store(&j->lost, true);
-	atomic_store(&f->route, MF_SOURCE);
-	backend_submit(backend_inner(be), io, r);
-}
-
-static int mf_open(struct backend *be, const struct backend_params *p,
-		   const char **errmsg)
-{
-	struct mirror_filter *f;
-
-	if (!p->inner) {
-		*errmsg = "mirror filter: nothing to filter";
-		return -EINVAL;
-	}
-	f = calloc(1, sizeof(*f));
-	if (!f) {
-		*errmsg = "out of memory";
-		return -ENOMEM;
-	}
-	atomic_init(&f->route, MF_SOURCE);
-	be->priv = f;
-	be->inner = p->inner;
-	be->size = p->inner->size;
-	be->direct = p->inner->direct;
-	be->readonly = p->inner->readonly;
-	return 0;
-}
-
-static void mf_close(struct backend *be)
-{
-	struct mirror_filter *f = be->priv;
-
-	if (f && f->dest && !f->dest_handed)
-		be_stack_node_close(f->dest);
-	free(f);
-	be->priv = NULL;
-}
-
-static struct backend *mf_target(struct backend *be)
-{
-	struct mirror_filter *f = be->priv;
-
-	return atomic_load(&f->route) == MF_DEST ? f->dest : backend_inner(be);
-}
-
-static int mf_set_param(struct backend *be, const char *key, const char *val)
-{
-	struct backend *in = mf_target(be);
-
-	return in->ops->set_param ? in->ops->set_param(in, key, val) : -ENOENT;
-}
-
-static int mf_describe(struct backend *be, char *buf, unsigned len)
-{
-	struct backend *in = mf_target(be);
-
-	return in->ops->describe ? in->ops->describe(in, buf, len) : 0;
-}
-
-static int mf_block_status(struct backend *be, uint64_t offset, uint64_t len,
-			   uint64_t *extent)
-{
-	struct backend *in = mf_target(be);
-
-	if (!in->ops->block_status)
-		return -EOPNOTSUPP;
-	return in->ops->block_status(in, offset, len, extent);
-}
-
-static int mf_resize(struct backend *be, uint64_t size, const char **errmsg)
-{
-	(void)be;
-	(void)size;
-	*errmsg = "a mirror is running on the LUN: complete or cancel it first";
-	return -EBUSY;
-}
-
-const struct backend_ops cbt_mirror_filter_ops = {
-	.name = "mirror",
-	.filter = true,
-	.open = mf_open,
-	.close = mf_close,
-	.submit = mf_submit,
-	.set_param = mf_set_param,
-	.describe = mf_describe,
-	.block_status = mf_block_status,
-	.resize = mf_resize,
-};
-
 /* ---- copies ---- */
 
 static bool buf_is_zero(const void *buf, uint64_t len)
@@ -726,13 +182,13 @@ static void copy_free(struct mcopy *c)
 	j->copies--;
 	free(c->buf);
 	free(c);
-	wb_release_waiting(j);
+	mirror_wb_release_waiting(j);
 }
 
 /* The copy did not reach the destination: its chunks are dirty again. */
 static void copy_redirty(struct mcopy *c)
 {
-	job_dirty_range(c->job, c->off, c->len);
+	mirror_dirty_range(c->job, c->off, c->len);
 }
 
 static void copy_write_done(struct be_io *io, int res)
@@ -742,14 +198,14 @@ static void copy_write_done(struct be_io *io, int res)
 
 	if (res < 0) {
 		copy_redirty(c);
-		job_fail(j, "writing the destination", res);
+		mirror_fail(j, "writing the destination", res);
 	} else {
 		for (uint64_t k = c->c0; k <= c->c1; k++)
 			mbits_set(&j->written, k);
 		atomic_fetch_add(&j->bytes_done, c->len);
 	}
 	copy_free(c);
-	job_pump(j);
+	mirror_pump(j);
 }
 
 static void copy_read_done(struct be_io *io, int res)
@@ -771,7 +227,7 @@ static void copy_read_done(struct be_io *io, int res)
 			j->backoff_until_ms = now_ms() + ms;
 		}
 		copy_free(c);
-		job_pump(j);
+		mirror_pump(j);
 		return;
 	}
 	j->backoff_until_ms = 0;
@@ -782,7 +238,7 @@ static void copy_read_done(struct be_io *io, int res)
 		/* a new destination reads zero there already */
 		atomic_fetch_add(&j->bytes_done, c->len);
 		copy_free(c);
-		job_pump(j);
+		mirror_pump(j);
 		return;
 	}
 	memset(&c->io, 0, sizeof(c->io));
@@ -793,7 +249,7 @@ static void copy_read_done(struct be_io *io, int res)
 	c->io.iovcnt = 1;
 	c->io.done = copy_write_done;
 	c->io.priv = c;
-	dest_submit(j, &c->dq, &c->io);
+	mirror_dest_submit(j, &c->dq, &c->io);
 }
 
 static bool chunk_has_wb(struct mirror_job *j, uint64_t c)
@@ -861,7 +317,7 @@ static void rate_timer_fire(struct ev_timer *t)
 	struct mirror_job *j = t->arg;
 
 	j->rate_timer_armed = false;
-	job_pump(j);
+	mirror_pump(j);
 }
 
 /* ms to wait before the next background copy (rate_limit), 0 = go.  The
@@ -888,15 +344,15 @@ static void pivot_flush_done(struct be_io *io, int res)
 	free(io);
 	j->flushing = false;
 	if (res < 0) {
-		job_fail(j, "flushing the destination", res);
-		job_pump(j);
+		mirror_fail(j, "flushing the destination", res);
+		mirror_pump(j);
 		return;
 	}
 	pthread_mutex_lock(&jobs_lock);
 	j->flushed = true;
 	pthread_cond_broadcast(&jobs_cond);
 	pthread_mutex_unlock(&jobs_lock);
-	job_pump(j);
+	mirror_pump(j);
 }
 
 /* Nothing dirty, nothing copying, no background write in the source:
@@ -923,14 +379,14 @@ static void job_try_pivot(struct mirror_job *j)
 		return;
 	io = calloc(1, sizeof(*io));
 	if (!io) {
-		job_fail(j, "out of memory", -ENOMEM);
+		mirror_fail(j, "out of memory", -ENOMEM);
 		return;
 	}
 	io->op = BE_OP_FLUSH;
 	io->done = pivot_flush_done;
 	io->priv = j;
 	j->flushing = true;
-	dest_submit(j, NULL, io);
+	mirror_dest_submit(j, NULL, io);
 }
 
 /* The pivot point (job reactor): from here on every request goes to the
@@ -950,16 +406,16 @@ static void job_switch(struct mirror_job *j)
 
 /* ---- the pump and the tick ---- */
 
-static void job_pump(struct mirror_job *j)
+void mirror_pump(struct mirror_job *j)
 {
 	bool wrapped = false;
 
 	if (j->finished || j->pivoted)
 		return;
 	if (j->cancel_req && !j->failing)
-		job_fail(j, "cancelled", 0);
+		mirror_fail(j, "cancelled", 0);
 	if (atomic_load(&j->lost) && !j->failing)
-		job_fail(j, "out of memory: a guest request could not be followed", -ENOMEM);
+		mirror_fail(j, "out of memory: a guest request could not be followed", -ENOMEM);
 	if (j->failing) {
 		if (!j->copies && !j->flushing)
 			job_finish(j);
@@ -998,7 +454,7 @@ static void job_pump(struct mirror_job *j)
 			break;
 		}
 		if (copy_start(j, c, &c1) < 0) {
-			job_fail(j, "out of memory", -ENOMEM);
+			mirror_fail(j, "out of memory", -ENOMEM);
 			return;
 		}
 		j->cursor = c1 + 1;
@@ -1061,7 +517,7 @@ static void tick_fire(struct ev_timer *t)
 	    !atomic_load(&j->wb) && atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
 	    now - j->start_ms >= (uint64_t)j->p.switch_after_s * 1000)
 		set_wb(j, true, "auto: not ready after switch_after");
-	job_pump(j);
+	mirror_pump(j);
 	if (!j->finished && !j->pivoted) {
 		j->tick_armed = true;
 		reactor_timer_add(j->r, &j->tick, MIRROR_TICK_MS, tick_fire, j);
@@ -1104,7 +560,7 @@ static void job_mode_on_reactor(void *arg)
 	else if (atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
 		 now_ms() - j->start_ms >= (uint64_t)j->p.switch_after_s * 1000)
 		set_wb(j, true, "auto: not ready after switch_after");
-	job_pump(j);
+	mirror_pump(j);
 }
 
 int cbt_mirror_set_mode(unsigned id, enum cbt_mirror_mode m)
@@ -1135,7 +591,7 @@ static void job_complete_on_reactor(void *arg)
 	j->completing = true;
 	j->flushed = false;
 	set_wb(j, true, "complete: converging");
-	job_pump(j);
+	mirror_pump(j);
 }
 
 static void job_uncomplete_on_reactor(void *arg)
@@ -1259,7 +715,7 @@ static void job_cancel_on_reactor(void *arg)
 	if (j->pivoted || j->finished)
 		return;
 	j->cancel_req = true;
-	job_pump(j);
+	mirror_pump(j);
 }
 
 static bool over(struct mirror_job *j)
@@ -1502,7 +958,7 @@ static void job_start_on_reactor(void *arg)
 	j->rate_last_ms = now_ms();
 	j->tick_armed = true;
 	reactor_timer_add(j->r, &j->tick, MIRROR_TICK_MS, tick_fire, j);
-	job_pump(j);
+	mirror_pump(j);
 }
 
 /* Open (or create) the destination; *fresh: it reads zero everywhere. */
@@ -1563,17 +1019,17 @@ static void fill_initial(struct mirror_job *j, struct backend *store)
 	int st;
 
 	if (!j->fresh || !store->ops->block_status) {
-		job_dirty_range(j, 0, j->size);
+		mirror_dirty_range(j, 0, j->size);
 		return;
 	}
 	while (off < j->size) {
 		st = store->ops->block_status(store, off, j->size - off, &ext);
 		if (st < 0 || !ext) {
-			job_dirty_range(j, off, j->size - off);
+			mirror_dirty_range(j, off, j->size - off);
 			return;
 		}
 		if (st)
-			job_dirty_range(j, off, ext);
+			mirror_dirty_range(j, off, ext);
 		off += ext;
 	}
 }

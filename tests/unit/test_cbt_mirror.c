@@ -12,8 +12,10 @@
  * - complete pivots: later writes reach the destination only, the source
  *   is closed; cancel takes the node out and leaves the source alone.
  *
- * cbt_mirror.c is included so its statics are reachable. */
+ * cbt_mirror.c and cbt_mirror_filter.c are included so their statics are
+ * reachable. */
 #include "../../target/cbt/cbt_mirror.c"
+#include "../../target/cbt/cbt_mirror_filter.c"
 #include "backend_harness.h"
 
 #define CH CBT_MIRROR_CHUNK
