@@ -559,3 +559,28 @@ def test_sigterm_during_a_mirror(d):
     assert show_path(d) == str(d.path("disk1.img"))
     assert "had not ended when holdfastd stopped" in d.log_text()
     qemu_io(d.url(1), "read -P 0x57 0 64k", "read -P 0x56 64k 8128k")
+
+
+def test_bitmaps_carry_over(d):
+    """A dirty bitmap keeps its bits and keeps recording across the pivot
+    (the tracking node stays above the swapped store)."""
+    adm(d, "--op", "new", "--mode", "bitmap", "--tid", 1, "--lun", 1,
+        "--name", "b0")
+    qemu_io(d.url(1), "write -P 0x1b 0 64k", "write -P 0x1c 1M 64k")
+
+    def dirty():
+        out = adm(d, "--op", "show", "--mode", "bitmap", "--tid", 1, "--lun",
+                  1, "--name", "b0", "--json").stdout
+        return json.loads(out)["bitmaps"][0]["dirty_bytes"]
+
+    assert dirty() == 128 * KiB
+    dst = d.path("moved.img")
+    j = mirror_new(d, "target=%s" % dst)
+    assert lun_json(d)["chain"] == ["cbt", "fault", "mirror", "file"]
+    wait_state(d, j, ("ready",), 30)
+    job_update(d, j, "action=complete")
+    assert lun_json(d)["chain"] == ["cbt", "fault", "file"]
+    assert dirty() == 128 * KiB
+    qemu_io(d.url(1), "write -P 0x1d 2M 64k")
+    assert dirty() == 192 * KiB
+    assert dst.read_bytes()[2 * MiB:2 * MiB + 64 * KiB] == b"\x1d" * (64 * KiB)
