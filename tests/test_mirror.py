@@ -177,6 +177,11 @@ def test_mirror_idle_lun_and_complete(d):
     assert info["bytes_done"] >= 5 * MiB and info["dirty_bytes"] == 0, info
     assert "fault -> mirror -> file" in d.tgtadm(
         "--lld", "iscsi", "--op", "show", "--mode", "target").stdout
+    text = adm(d, "--op", "show", "--mode", "job").stdout
+    assert "Job: %d\n    Type: mirror\n" % j in text, text
+    assert "State: ready" in text and "Dirty: 0 bytes" in text, text
+    assert "Copy mode: background (in force: background)" in text, text
+    assert "Destination: %s" % dst in text, text
     job_update(d, j, "action=complete")
     info = jobs(d)[j]
     assert info["state"] == "completed", info
