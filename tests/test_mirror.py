@@ -369,6 +369,13 @@ def test_mode_update(d):
     assert job_update(d, j, "action=pause", check=False).returncode != 0
     # complete before ready is refused
     assert job_update(d, j, "action=complete", check=False).returncode != 0
+    # an online resize waits for the mirror to end
+    r = d.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
+                 "--tid", "1", "--lun", "1", "--params", "size=%d" % (64 * MiB),
+                 check=False)
+    assert r.returncode != 0
+    assert "a mirror job runs on the LUN" in d.log_text()
+    assert lun_json(d)["size_bytes"] == 32 * MiB
     job_update(d, j, "action=cancel")
     log = d.log_text()
     assert "copy mode now write-blocking (asked for)" in log
