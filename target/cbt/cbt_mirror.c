@@ -337,21 +337,34 @@ static uint64_t rate_delay(struct mirror_job *j)
 
 /* ---- the pivot point ---- */
 
+/* The destination flush of one complete attempt. */
+struct pivot_flush {
+	struct be_io io;
+	struct mirror_job *job;
+	unsigned gen;
+};
+
 static void pivot_flush_done(struct be_io *io, int res)
 {
-	struct mirror_job *j = io->priv;
+	struct pivot_flush *pf = container_of(io, struct pivot_flush, io);
+	struct mirror_job *j = pf->job;
+	bool current = pf->gen == j->complete_gen && j->completing;
 
-	free(io);
+	free(pf);
 	j->flushing = false;
 	if (res < 0) {
 		mirror_fail(j, "flushing the destination", res);
 		mirror_pump(j);
 		return;
 	}
-	pthread_mutex_lock(&jobs_lock);
-	j->flushed = true;
-	pthread_cond_broadcast(&jobs_cond);
-	pthread_mutex_unlock(&jobs_lock);
+	if (current) {	/* an older attempt's flush proves nothing now */
+		j->flushed = true;
+		pthread_mutex_lock(&jobs_lock);
+		if (j->creq)
+			j->creq->flushed = true;
+		pthread_cond_broadcast(&jobs_cond);
+		pthread_mutex_unlock(&jobs_lock);
+	}
 	mirror_pump(j);
 }
 
@@ -372,21 +385,22 @@ static bool job_converged(struct mirror_job *j)
  * everything acknowledged in the store it restarts on. */
 static void job_try_pivot(struct mirror_job *j)
 {
-	struct be_io *io;
+	struct pivot_flush *pf;
 
 	if (!j->completing || j->flushing || j->flushed || j->pivoted ||
 	    !j->phase1_done || !job_converged(j))
 		return;
-	io = calloc(1, sizeof(*io));
-	if (!io) {
+	pf = calloc(1, sizeof(*pf));
+	if (!pf) {
 		mirror_fail(j, "out of memory", -ENOMEM);
 		return;
 	}
-	io->op = BE_OP_FLUSH;
-	io->done = pivot_flush_done;
-	io->priv = j;
+	pf->job = j;
+	pf->gen = j->complete_gen;
+	pf->io.op = BE_OP_FLUSH;
+	pf->io.done = pivot_flush_done;
 	j->flushing = true;
-	mirror_dest_submit(j, NULL, io);
+	mirror_dest_submit(j, NULL, &pf->io);
 }
 
 /* The pivot point (job reactor): from here on every request goes to the
@@ -586,18 +600,25 @@ static void job_complete_on_reactor(void *arg)
 {
 	struct mirror_job *j = arg;
 
+	pthread_mutex_lock(&jobs_lock);
+	j->creq = j->creq_next;
+	pthread_mutex_unlock(&jobs_lock);
 	if (j->finished || j->failing)
 		return;
 	j->completing = true;
 	j->flushed = false;
+	j->complete_gen++;
 	set_wb(j, true, "complete: converging");
 	mirror_pump(j);
 }
 
-static void job_uncomplete_on_reactor(void *arg)
+/* A complete attempt ended without the switch (synchronous: the
+ * caller's request is not touched after this). */
+static void job_uncomplete(struct mirror_job *j)
 {
-	struct mirror_job *j = arg;
-
+	pthread_mutex_lock(&jobs_lock);
+	j->creq = NULL;
+	pthread_mutex_unlock(&jobs_lock);
 	if (j->pivoted || j->finished)
 		return;
 	j->completing = false;
@@ -626,7 +647,7 @@ static bool wait_locked(struct mirror_job *j, bool (*pred)(struct mirror_job *),
 
 static bool flushed_or_over(struct mirror_job *j)
 {
-	return j->flushed || state_terminal(atomic_load(&j->state));
+	return j->creq_next->flushed || state_terminal(atomic_load(&j->state));
 }
 
 static int run_on_job_reactor(struct mirror_job *j,
@@ -636,6 +657,7 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
 			int (*before_switch)(void *arg), void *arg,
 			const char **why)
 {
+	struct mirror_creq creq = { false };
 	struct mirror_job *j;
 	int err = 0, ret;
 
@@ -646,6 +668,7 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
 		pthread_mutex_unlock(&jobs_lock);
 		return -ENOENT;
 	}
+	j->creq_next = &creq;
 	if (atomic_load(&j->state) != CBT_MIRROR_READY) {
 		*why = state_terminal(atomic_load(&j->state))
 			       ? "the job has ended" : "the job is not ready yet";
@@ -660,7 +683,7 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
 	if (state_terminal(atomic_load(&j->state))) {
 		*why = "the job failed while converging";
 		err = -EIO;
-	} else if (!j->flushed) {
+	} else if (!creq.flushed) {
 		*why = "the destination did not catch up in time (the job goes on)";
 		err = -ETIMEDOUT;
 	}
@@ -679,11 +702,9 @@ int cbt_mirror_complete(unsigned id, unsigned timeout_ms,
 			err = -EIO;
 		}
 	}
-	if (err) {
-		if (!state_terminal(atomic_load(&j->state)))
-			reactor_call(j->r, job_uncomplete_on_reactor, j);
+	run_on_job_reactor(j, job_uncomplete);	/* forgets creq */
+	if (err)
 		return err;
-	}
 	/* Past the pivot point every new request goes to the destination
 	 * through the filter; now take the filter and the source out.  The
 	 * source is closed once the requests in flight on it drained. */

@@ -84,6 +84,11 @@ struct mbg {
 	void *priv;
 };
 
+/* One complete attempt, on the management thread's stack. */
+struct mirror_creq {
+	bool flushed;		/* converged and the destination flushed */
+};
+
 struct mirror_job {
 	struct list_head link;		/* in the table */
 	unsigned id;
@@ -122,6 +127,10 @@ struct mirror_job {
 	unsigned samp_pos;
 	uint64_t copied_for_limit;	/* rate_limit accounting */
 	bool completing, flushing, flushed, failing, cancel_req, finished;
+	unsigned complete_gen;		/* complete attempts (job reactor) */
+	/* the running complete's request (jobs_lock): creq_next is set by
+	 * the management thread, creq by the job reactor when it starts */
+	struct mirror_creq *creq, *creq_next;
 	/* times (ms, monotonic) */
 	uint64_t start_ms, end_ms, ready_ms;
 	char error[128];
