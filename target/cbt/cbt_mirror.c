@@ -519,9 +519,11 @@ static void tick_fire(struct ev_timer *t)
 	    atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
 	    (!rem || rem <= atomic_load(&j->rate_bps) *
 			     CBT_MIRROR_READY_WINDOW_MS / 1000)) {
+		pthread_mutex_lock(&jobs_lock);	/* show reads it */
 		j->ready_ms = now - j->start_ms;
+		pthread_mutex_unlock(&jobs_lock);
 		log_info("job %u: mirror ready after %llu ms (%llu dirty bytes left, destination %llu bytes/s, %s)",
-			 j->id, (unsigned long long)j->ready_ms,
+			 j->id, (unsigned long long)(now - j->start_ms),
 			 (unsigned long long)rem,
 			 (unsigned long long)atomic_load(&j->rate_bps),
 			 atomic_load(&j->wb) ? "write-blocking" : "background");
