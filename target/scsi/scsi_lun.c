@@ -639,7 +639,7 @@ int scsi_lun_store_moved(struct scsi_lun *lun, const char *path)
 	}
 	snprintf(next->path, sizeof(next->path), "%s", path);
 	lun_settings_retire(lun_settings_publish(lun, next));
-	err = scsi_pr_store_moved(lun);
+	err = scsi_pr_store_moved(lun, path);
 	if (err)
 		log_warn("target %s: LUN %llu: the reservation state file did not follow the store: %s",
 			 lun->target_name, (unsigned long long)next->lun,
