@@ -369,6 +369,15 @@ def test_mode_update(d):
     assert job_update(d, j, "action=pause", check=False).returncode != 0
     # complete before ready is refused
     assert job_update(d, j, "action=complete", check=False).returncode != 0
+    # the mirror node is not a `filters` entry (dump), and the filters
+    # cannot be rebuilt under it while it runs
+    dump = adm(d, "--dump").stdout
+    assert "mirror" not in dump, dump
+    r = d.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
+                 "--tid", "1", "--lun", "1", "--params",
+                 "filters=fault,passthrough", check=False)
+    assert r.returncode != 0
+    assert lun_json(d)["chain"] == ["fault", "mirror", "file"]
     # an online resize waits for the mirror to end
     r = d.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
                  "--tid", "1", "--lun", "1", "--params", "size=%d" % (64 * MiB),
