@@ -13,7 +13,12 @@ genuine kernel errors on their O_DIRECT I/O when the test says so:
         fusefs.backing("disk1.img")          # the file under the mount
 
 Control syntax (see tests/tools/fusefail.c): ok, read=ERR, write=ERR,
-flush=ERR, all=ERR, delay=MS, match=SUBSTRING.  set() writes the control
+flush=ERR, all=ERR, delay=MS, write_delay=US, write_rate=N[K|M|G],
+match=SUBSTRING.  A slow destination that can start failing later:
+
+        fusefs.set("write_rate=4M")          # writes pass at 4 MiB/s
+        fusefs.set("write_rate=4M write=EIO")  # ... and now fail with EIO
+        fusefs.set("write_delay=2000")       # +2 ms on every write  set() writes the control
 file atomically (temporary file + rename) and waits until fusefail can have
 seen it.
 

@@ -17,6 +17,18 @@
  *   all=ERR        read=, write= and flush= at once
  *   delay=MS       answer every read/write/flush MS milliseconds late
  *                  (whether it fails or not); models a slow backend
+ *   write_delay=US answer every write (and fallocate) US microseconds late,
+ *                  on top of delay=; models a device with higher write
+ *                  latency, e.g. a remote destination
+ *   write_rate=N   pass at most N bytes per second of writes (suffix K, M
+ *                  or G for KiB/MiB/GiB), all files and threads together:
+ *                  a write of S bytes waits until the link, busy with the
+ *                  writes before it, has had S/N seconds for it.  Models
+ *                  slow storage that concurrency cannot speed up.  Only the
+ *                  bytes of write requests count (fallocate is free).
+ *                  Note that the kernel serializes writes to one file
+ *                  (libfuse 3.14 cannot ask for parallel direct writes), so
+ *                  write_delay= on one file also bounds its write rate.
  *   match=STR      apply the rules only to paths containing STR
  * ERR is an errno name (EIO, ENOSPC, EDQUOT, EROFS, ...), a number, or ok.
  * The file is re-read at most every CONTROL_RECHECK_MS; write it atomically
@@ -86,6 +98,8 @@ static const char *const ff_op_names[FF_NR_OPS] = {
 struct ff_rules {
 	int err[FF_NR_OPS];		/* positive errno to fail with, 0 = pass */
 	unsigned delay_ms;
+	unsigned write_delay_us;
+	uint64_t write_rate;		/* bytes per second, 0 = unlimited */
 	char match[256];		/* "" = every path */
 };
 
@@ -106,7 +120,10 @@ static struct {
 	atomic_uint_fast64_t count[FF_NR_OPS];
 	atomic_uint_fast64_t failed[FF_NR_OPS];
 	atomic_uint_fast64_t bytes[FF_NR_OPS];
-} ff = { .src_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_mutex_t rate_lock;	/* guards rate_busy_ns */
+	uint64_t rate_busy_ns;		/* write_rate: the link is busy until */
+} ff = { .src_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
+	.rate_lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* -v: cached (not yet durable) writes, in write order */
 struct ff_extent {
@@ -144,12 +161,45 @@ static const struct {
 	{ "ENOMEDIUM", ENOMEDIUM }, { "EOVERFLOW", EOVERFLOW },
 };
 
-static uint64_t ff_now_ms(void)
+static uint64_t ff_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t ff_now_ms(void)
+{
+	return ff_now_ns() / 1000000;
+}
+
+static void ff_sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* "4M" -> 4194304; 0 on a malformed value (= unlimited). */
+static uint64_t ff_parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	if (*end) {
+		fprintf(stderr, "fusefail: bad size '%s'\n", s);
+		return 0;
+	}
+	return v;
 }
 
 /* "EIO" / "5" / "ok" -> 5 / 5 / 0; -1 if unknown. */
@@ -202,6 +252,14 @@ static void ff_parse_rules(char *text, struct ff_rules *r)
 		val = eq + 1;
 		if (!strcmp(key, "delay")) {
 			r->delay_ms = (unsigned)strtoul(val, NULL, 10);
+			continue;
+		}
+		if (!strcmp(key, "write_delay")) {
+			r->write_delay_us = (unsigned)strtoul(val, NULL, 10);
+			continue;
+		}
+		if (!strcmp(key, "write_rate")) {
+			r->write_rate = ff_parse_size(val);
 			continue;
 		}
 		if (!strcmp(key, "match")) {
@@ -266,9 +324,27 @@ static void ff_current_rules(struct ff_rules *out)
 	pthread_mutex_unlock(&ff.lock);
 }
 
+/* write_rate: reserve size bytes of the link's time after the writes
+ * already queued on it, then sleep until that slot ends.  A link idle
+ * for a while starts from now (no credit is saved up). */
+static void ff_rate_wait(size_t size, uint64_t rate)
+{
+	uint64_t now = ff_now_ns(), cost, end;
+
+	cost = (uint64_t)((double)size * 1e9 / (double)rate);
+	pthread_mutex_lock(&ff.rate_lock);
+	if (ff.rate_busy_ns < now)
+		ff.rate_busy_ns = now;
+	ff.rate_busy_ns += cost;
+	end = ff.rate_busy_ns;
+	pthread_mutex_unlock(&ff.rate_lock);
+	if (end > now)
+		ff_sleep_ns(end - now);
+}
+
 /* Apply the control rules to one request: delay it, then return the
  * negative errno to fail it with, or 0 to let it through. */
-static int ff_gate(enum ff_op op, const char *path)
+static int ff_gate(enum ff_op op, const char *path, size_t size)
 {
 	struct ff_rules r;
 
@@ -276,12 +352,13 @@ static int ff_gate(enum ff_op op, const char *path)
 	atomic_fetch_add(&ff.count[op], 1);
 	if (r.match[0] && !strstr(path, r.match))
 		return 0;
-	if (r.delay_ms) {
-		struct timespec ts = { .tv_sec = r.delay_ms / 1000,
-				       .tv_nsec = (long)(r.delay_ms % 1000) * 1000000 };
-
-		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
+	if (r.delay_ms)
+		ff_sleep_ns((uint64_t)r.delay_ms * 1000000);
+	if (op == FF_WRITE || op == FF_FALLOC) {
+		if (r.write_delay_us)
+			ff_sleep_ns((uint64_t)r.write_delay_us * 1000);
+		if (op == FF_WRITE && r.write_rate && !r.err[op])
+			ff_rate_wait(size, r.write_rate);
 	}
 	if (!r.err[op])
 		return 0;
@@ -565,7 +642,7 @@ static int ff_read(const char *path, char *buf, size_t size, off_t off,
 		memcpy(buf, text + off, size);
 		return (int)size;
 	}
-	err = ff_gate(FF_READ, ff_file(fi)->path);
+	err = ff_gate(FF_READ, ff_file(fi)->path, size);
 	if (err)
 		return err;
 	(void)path;
@@ -594,7 +671,7 @@ static int ff_write(const char *path, const char *buf, size_t size, off_t off,
 	(void)path;
 	if (fi->fh == STATS_FH)
 		return -EACCES;
-	err = ff_gate(FF_WRITE, ff_file(fi)->path);
+	err = ff_gate(FF_WRITE, ff_file(fi)->path, size);
 	if (err)
 		return err;
 	if (vc.on && !(fi->flags & O_DSYNC)) {
@@ -651,7 +728,7 @@ static int ff_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	(void)path;
 	if (fi->fh == STATS_FH)
 		return 0;
-	err = ff_gate(FF_FLUSH, ff_file(fi)->path);
+	err = ff_gate(FF_FLUSH, ff_file(fi)->path, 0);
 	if (err)
 		return err;
 	if (vc.on && (err = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
@@ -669,7 +746,7 @@ static int ff_fallocate(const char *path, int mode, off_t off, off_t len,
 	(void)path;
 	if (fi->fh == STATS_FH)
 		return -EACCES;
-	err = ff_gate(FF_FALLOC, ff_file(fi)->path);
+	err = ff_gate(FF_FALLOC, ff_file(fi)->path, 0);
 	if (err)
 		return err;
 	if (vc.on && (err = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
@@ -791,7 +868,7 @@ static void ff_usage(void)
 	fprintf(stderr,
 		"usage: fusefail [-d] [-v [-k KEEP] [-s SEED]] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
 		"control file tokens: ok read=ERR write=ERR flush=ERR all=ERR "
-		"delay=MS match=STR\n");
+		"delay=MS write_delay=US write_rate=N[KMG] match=STR\n");
 }
 
 int main(int argc, char **argv)
