@@ -20,7 +20,6 @@ DST_RATE (fusefail's write_rate=).
     source.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,8 @@ import time
 import pytest
 
 from fusefs import fusefs  # noqa: F401  (fixture)
-from helpers import build_dir, run, tscale, wait_for
+from helpers import tscale, wait_for
+from mirrorjob import job, job_action, job_new, mode_in_force, open_fds
 
 MiB = 1 << 20
 SIZE = 16 * MiB
@@ -38,36 +38,6 @@ WBYTES = 1024
 PATTERN = 0xA7
 DST_RATE = 4 * MiB
 SWITCH_AFTER_S = 3
-
-
-def adm(d, *args, check=True):
-    sock = "%s.%d" % (d.sock_base, d.ctl_port)
-    wait_for(lambda: os.path.exists(sock), 5 * tscale())
-    argv = [str(build_dir() / "holdfastadm"), "-C", str(d.ctl_port)] + \
-        [str(a) for a in args]
-    return run(argv, check=check, env=d.env, timeout=60)
-
-
-def job_new(d, params):
-    out = adm(d, "--op", "new", "--mode", "job", "--tid", 1, "--lun", 1,
-              "--params", params).stdout
-    assert out.startswith("job "), out
-    return int(out.split()[1])
-
-
-def job(d, jid):
-    doc = json.loads(adm(d, "--op", "show", "--mode", "job",
-                         "--json").stdout)
-    return {j["id"]: j for j in doc["jobs"]}[jid]
-
-
-def job_action(d, jid, action, check=True):
-    return adm(d, "--op", "update", "--mode", "job", "--params",
-               "id=%d,action=%s" % (jid, action), check=check)
-
-
-def mode_in_force(j):
-    return j.get("copy_mode", j.get("mode"))
 
 
 class Writer:
@@ -136,18 +106,6 @@ def writer_started(w, src):
     assert wait_for(lambda: last_step_written() or not w.alive(),
                     20 * tscale()), "the writer made no full pass"
     assert w.alive(), open(w.log.name).read()
-
-
-def open_fds(d, path):
-    fddir = "/proc/%d/fd" % d.proc.pid
-    n = 0
-    for fd in os.listdir(fddir):
-        try:
-            if os.readlink(os.path.join(fddir, fd)) == str(path):
-                n += 1
-        except OSError:
-            pass
-    return n
 
 
 def test_auto_converges_under_endless_writer(setup, tmp_path):
