@@ -19,7 +19,7 @@ import time
 import pytest
 
 import guest as G
-from mirrorjob import job, job_action, job_new, job_wait, mode_in_force, \
+from mirrorjob import job_action, job_new, job_wait, mode_in_force, \
     open_fds
 from test_guest import (boot, check_image, guest_image,  # noqa: F401
                         limit, make_image, require_holdfast, start_target)
