@@ -192,11 +192,14 @@ tsan: deps
 # Side-by-side benchmark against tgtd (not a test; prints ratios), with the
 # machine's floors (iperf3, tools/tcpecho) and CPU per I/O; then the cost
 # of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh);
-# then the RBD case: holdfast vs tgt-rbd vs librbd direct on a throw-away
+# a mirror job's copy throughput and write-blocking latency
+# (scripts/bench_mirror.sh); then the RBD case: holdfast vs tgt-rbd vs librbd direct on a throw-away
 # single-node Ceph cluster.
-bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm
+bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm \
+		$(BUILD)/tools/fusefail
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench_cbt.sh
+	HOLDFAST_BUILD=$(BUILD) scripts/bench_mirror.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench-rbd.sh
 
 bench-rbd: deps $(BUILD)/holdfastd
