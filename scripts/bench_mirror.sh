@@ -19,7 +19,8 @@
 # Not a test.  Loopback only; holdfastd and the fusefail mounts are
 # stopped by PID / unmounted at exit.
 #
-# Environment: BENCH_SIZE=1G  BENCH_REPEAT=3  BENCH_LAT_COUNT=1000
+# Environment: BENCH_PARTS="copy latency" (either or both)
+#              BENCH_SIZE=1G  BENCH_REPEAT=3  BENCH_LAT_COUNT=1000
 #              BENCH_SRC_US=2000  BENCH_DST_US=3000
 #              BENCH_DIR= (default: a fresh one under /var/tmp)
 #              HOLDFAST_BUILD=build
@@ -29,6 +30,7 @@ REPO=$PWD
 SIZE=${BENCH_SIZE:-1G}
 REPEAT=${BENCH_REPEAT:-3}
 LAT_COUNT=${BENCH_LAT_COUNT:-1000}
+PARTS=${BENCH_PARTS:-copy latency}
 SRC_US=${BENCH_SRC_US:-2000}
 DST_US=${BENCH_DST_US:-3000}
 BUILD=${HOLDFAST_BUILD:-build}
@@ -130,6 +132,7 @@ print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s) >>
 ' "$SIZE")
 
 # ------------------------------------------------------------ 1. throughput
+copy_part() {
 echo "bench_mirror: mirror job of an idle $SIZE LUN to ready vs qemu-img convert"
 dd if=/dev/urandom of="$DIR/src.img" bs=1M count="$size_mib" status=none ||
 	die "cannot write $DIR/src.img"
@@ -169,8 +172,10 @@ done
 python3 -c "print('  best: convert %.1f MiB/s, mirror %.1f MiB/s, ratio mirror/convert %.2f (goal >= 0.80)' % ($best_conv, $best_job, $best_job / $best_conv))"
 stop_daemon
 rm -f "$DIR/src.img" "$DIR/mirror.raw" "$DIR/convert.raw"
+}
 
 # ------------------------------------------------------------ 2. latency
+latency_part() {
 echo "bench_mirror: 4k write latency at qd1, source +${SRC_US}us, destination +${DST_US}us (fusefail write_delay)"
 for side in src dst; do
 	mkdir -p "$DIR/fs-$side" "$DIR/mnt-$side"
@@ -204,6 +209,7 @@ lat() {
 }
 l_src=$(lat 1)
 l_dst=$(lat 2)
+echo "  source alone $l_src us, destination alone $l_dst us"
 id=$(adm --op new --mode job --tid 1 --lun 1 --params \
 	"type=mirror,target=$DIR/mnt-dst/mirror.img,copy_mode=write-blocking" | awk '{print $2}')
 [ -n "$id" ] || die "job new failed"
@@ -217,9 +223,12 @@ adm --op update --mode job --params "id=$id,action=cancel" >/dev/null
 python3 - "$l_src" "$l_dst" "$l_wb" <<'EOF'
 import sys
 s, d, wb = map(float, sys.argv[1:])
-print("  source alone %.0f us, destination alone %.0f us, "
-      "write-blocking mirror %.0f us" % (s, d, wb))
+print("  write-blocking mirror %.0f us" % wb)
 print("  ratio write-blocking/max(source,destination) %.2f (goal ~1.0), "
       "write-blocking/(source+destination) %.2f (serial would be 1.0)"
       % (wb / max(s, d), wb / (s + d)))
 EOF
+}
+
+case " $PARTS " in *" copy "*) copy_part ;; esac
+case " $PARTS " in *" latency "*) latency_part ;; esac
