@@ -26,7 +26,7 @@ from test_guest import (boot, check_image, guest_image,  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
-LOOP_S = 24             # the guest's loop; the pivot lands in its middle
+LOOP_S = 18             # the guest's loop; the pivot lands in its middle
 JOB_DELAY_S = 2         # the job starts this long after LOOP-START
 
 
