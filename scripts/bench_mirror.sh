@@ -109,7 +109,7 @@ import json, sys
 js = [x for x in json.load(sys.stdin)['jobs'] if x['id'] == $1]
 if not js: sys.exit(2)
 j = js[0]
-print(j['state'], j.get('copy_mode', j.get('mode', '?')), j.get('error') or '')"
+print(j['state'], j['active_mode'], j.get('error') or '')"
 }
 
 # wait_ready ID: poll every 20 ms until ready; dies on failed/cancelled

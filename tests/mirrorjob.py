@@ -50,7 +50,7 @@ def job_wait(d, jid, states, timeout):
 
 def mode_in_force(j):
     """The copy mode the job applies now (background / write-blocking)."""
-    return j.get("copy_mode", j.get("mode"))
+    return j["active_mode"]
 
 
 def open_fds(d, path):
