@@ -3,8 +3,9 @@
 The guest logs in with its kernel initiator (open-iscsi), makes ext4 on
 the LUN and runs its write+fsync / O_DIRECT read-back loop (init.sh
 `loop`).  Once the loop runs, the host starts a mirror job of the LUN from
-its file to another file, waits for `ready` and pivots with
-`action=complete` while the loop goes on.  The guest then stops the
+its file to another file, waits for `ready`, lets the loop write through
+the mirror for a few seconds, and pivots with `action=complete` half-way
+through the loop.  The guest then stops the
 loop, unmounts, remounts (now reading the destination), verifies its
 checksums and runs e2fsck -fn; it must have seen no I/O error and no
 session drop.  From the host: the daemon no longer holds the source open,
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 LOOP_S = 18             # the guest's loop; the pivot lands in its middle
 JOB_DELAY_S = 2         # the job starts this long after LOOP-START
+PIVOT_AT_S = 9          # and completes about this long after it
 
 
 @pytest.mark.parametrize("copy_mode", ["auto", "write-blocking"])
@@ -52,6 +54,9 @@ def test_kernel_initiator_disk_moves_mid_write(holdfast, tmp_path,
         assert j["state"] == "ready", g.report("job: %r" % j)
         if copy_mode == "write-blocking":
             assert mode_in_force(j) == "write-blocking", j
+        # the loop's writes go through the mirror for a while
+        time.sleep(max(0, PIVOT_AT_S - (time.monotonic() - t_loop)))
+        assert job_wait(d, jid, {"ready"}, 1)["state"] == "ready"
         job_action(d, jid, "complete")
         j = job_wait(d, jid, set(), limit(20))
         assert j["state"] == "completed", g.report("job: %r" % j)
