@@ -10,8 +10,8 @@
 #      depth 1 (qemu-img bench over iSCSI) on a LUN whose store is on one
 #      FUSE mount (fusefail, write_delay=SRC_US), mirroring in
 #      write-blocking mode to a file on a second FUSE mount
-#      (write_delay=DST_US); against the same writes to a LUN on each
-#      mount alone.  Reported: latency(write-blocking) / max(source,
+#      (write_delay=DST_US); against the same writes, in turn, to a LUN
+#      on each mount alone.  Reported: latency(write-blocking) / max(source,
 #      destination) (goal ~ 1.0: source and destination are written in
 #      parallel) and / (source + destination) (what writing one after
 #      the other would cost).
@@ -20,8 +20,8 @@
 # stopped by PID / unmounted at exit.
 #
 # Environment: BENCH_PARTS="copy latency" (either or both)
-#              BENCH_SIZE=1G  BENCH_REPEAT=3  BENCH_LAT_COUNT=1000
-#              BENCH_SRC_US=2000  BENCH_DST_US=3000
+#              BENCH_SIZE=1G  BENCH_REPEAT=3  BENCH_LAT_COUNT=500
+#              BENCH_SRC_US=4000  BENCH_DST_US=8000
 #              BENCH_DIR= (default: a fresh one under /var/tmp)
 #              HOLDFAST_BUILD=build
 set -u
@@ -29,10 +29,10 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 SIZE=${BENCH_SIZE:-1G}
 REPEAT=${BENCH_REPEAT:-3}
-LAT_COUNT=${BENCH_LAT_COUNT:-1000}
+LAT_COUNT=${BENCH_LAT_COUNT:-500}
 PARTS=${BENCH_PARTS:-copy latency}
-SRC_US=${BENCH_SRC_US:-2000}
-DST_US=${BENCH_DST_US:-3000}
+SRC_US=${BENCH_SRC_US:-4000}
+DST_US=${BENCH_DST_US:-8000}
 BUILD=${HOLDFAST_BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
 IQN=iqn.2026-11.org.example:benchmirror
@@ -189,14 +189,15 @@ for side in src dst; do
 	done
 	mountpoint -q "$DIR/mnt-$side" || die "fusefail did not mount $DIR/mnt-$side"
 done
-truncate -s 64M "$DIR/fs-src/lun.img" "$DIR/fs-dst/probe.img"
+truncate -s 64M "$DIR/fs-src/lun.img" "$DIR/fs-src/probe.img" "$DIR/fs-dst/probe.img"
 # the delays in microseconds (write_delay= applies to writes only)
 set_delay() { echo "write_delay=$2" >"$DIR/ctl-$1.tmp"; mv "$DIR/ctl-$1.tmp" "$DIR/ctl-$1"; }
 set_delay src "$SRC_US"
 set_delay dst "$DST_US"
 sleep 0.05
 start_daemon "{ lun = 1; backend = \"file\"; path = \"$DIR/mnt-src/lun.img\"; direct = true; },
-    { lun = 2; backend = \"file\"; path = \"$DIR/mnt-dst/probe.img\"; direct = true; }"
+    { lun = 2; backend = \"file\"; path = \"$DIR/mnt-dst/probe.img\"; direct = true; },
+    { lun = 3; backend = \"file\"; path = \"$DIR/mnt-src/probe.img\"; direct = true; }"
 
 # lat LUN: mean microseconds per 4 KiB write at queue depth 1
 lat() {
@@ -207,18 +208,30 @@ lat() {
 	t1=$(date +%s.%N)
 	python3 -c "print('%.0f' % (($t1 - $t0) / $LAT_COUNT * 1e6))"
 }
-l_src=$(lat 1)
-l_dst=$(lat 2)
-echo "  source alone $l_src us, destination alone $l_dst us"
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# While LUN 1 mirrors: a LUN alone on the source's mount (3), one alone
+# on the destination's (2) and the mirrored LUN 1, in turn; medians of
+# BENCH_REPEAT runs each (the delays are sleeps, so a loaded machine
+# adds noise)
+all_src=; all_dst=; all_wb=
 id=$(adm --op new --mode job --tid 1 --lun 1 --params \
 	"type=mirror,target=$DIR/mnt-dst/mirror.img,copy_mode=write-blocking" | awk '{print $2}')
 [ -n "$id" ] || die "job new failed"
 wait_ready "$id"
 s=$(job_state "$id")
 case $s in *write-blocking*) ;; *) die "job $id not write-blocking: $s" ;; esac
-l_wb=$(lat 1)
+for r in $(seq "$REPEAT"); do
+	all_src="$all_src $(lat 3)"
+	all_dst="$all_dst $(lat 2)"
+	all_wb="$all_wb $(lat 1)"
+done
 s=$(job_state "$id")
 case $s in ready*) ;; *) die "job $id after the writes: $s" ;; esac
+echo "  runs (us): source$all_src; destination$all_dst; write-blocking$all_wb"
+l_src=$(echo "$all_src" | median)
+l_dst=$(echo "$all_dst" | median)
+l_wb=$(echo "$all_wb" | median)
+echo "  median: source alone $l_src us, destination alone $l_dst us"
 adm --op update --mode job --params "id=$id,action=cancel" >/dev/null
 python3 - "$l_src" "$l_dst" "$l_wb" <<'EOF'
 import sys
