@@ -2,10 +2,11 @@
 # bench_mirror.sh - what moving a LUN to new storage costs (issue 11).
 #
 #   1. Copy throughput: a mirror job of an idle file LUN (BENCH_SIZE of
-#      random data) from start to `ready` (the whole LUN on the
-#      destination, synced), against `qemu-img convert -t none` of the
-#      same file to the same directory, best of BENCH_REPEAT runs each;
-#      the ratio mirror/convert (goal >= 0.80).
+#      random data) from its start until it is ready with every byte
+#      written to the destination (bytes_done), synced, against
+#      `qemu-img convert` of the same file to the same directory, best of BENCH_REPEAT runs each;
+#      the ratio mirror/convert (goal >= 0.80).  convert reads and writes
+#      with O_DIRECT (-T none -t none), as the LUN does.
 #   2. Guest write latency in write-blocking mode: 4 KiB writes at queue
 #      depth 1 (qemu-img bench over iSCSI) on a LUN whose store is on one
 #      FUSE mount (fusefail, write_delay=SRC_US), mirroring in
@@ -20,6 +21,8 @@
 # stopped by PID / unmounted at exit.
 #
 # Environment: BENCH_PARTS="copy latency" (either or both)
+#              BENCH_MIRROR_PARAMS= (more job params for part 1, e.g.
+#                max_inflight=67108864)
 #              BENCH_SIZE=1G  BENCH_REPEAT=3  BENCH_LAT_COUNT=500
 #              BENCH_SRC_US=4000  BENCH_DST_US=8000
 #              BENCH_DIR= (default: a fresh one under /var/tmp)
@@ -31,6 +34,7 @@ SIZE=${BENCH_SIZE:-1G}
 REPEAT=${BENCH_REPEAT:-3}
 LAT_COUNT=${BENCH_LAT_COUNT:-500}
 PARTS=${BENCH_PARTS:-copy latency}
+MPARAMS=${BENCH_MIRROR_PARAMS:+,$BENCH_MIRROR_PARAMS}
 SRC_US=${BENCH_SRC_US:-4000}
 DST_US=${BENCH_DST_US:-8000}
 BUILD=${HOLDFAST_BUILD:-build}
@@ -125,6 +129,27 @@ wait_ready() {
 	done
 }
 
+# wait_copied ID BYTES: poll every 20 ms until the job is ready and BYTES
+# have been written to the destination (ready alone may still have up to
+# a second of copies in flight)
+wait_copied() {
+	local s
+	while :; do
+		s=$(adm --op show --mode job --json | python3 -c "
+import json, sys
+js = [x for x in json.load(sys.stdin)['jobs'] if x['id'] == $1]
+if not js: print('gone'); sys.exit()
+j = js[0]
+done = j['state'] in ('ready', 'completed') and j['bytes_done'] >= $2
+print('done' if done else j['state'], j.get('error') or '')")
+		case $s in
+			done*) return 0 ;;
+			gone*|failed*|cancelled*) die "job $1: $s" ;;
+		esac
+		sleep 0.02
+	done
+}
+
 size_mib=$(python3 -c '
 import sys
 s = sys.argv[1].strip(); m = {"M": 1, "G": 1024}
@@ -133,7 +158,7 @@ print(int(float(s[:-1]) * m[s[-1].upper()]) if s[-1].upper() in m else int(s) >>
 
 # ------------------------------------------------------------ 1. throughput
 copy_part() {
-echo "bench_mirror: mirror job of an idle $SIZE LUN to ready vs qemu-img convert"
+echo "bench_mirror: mirror job of an idle $SIZE LUN vs qemu-img convert"
 dd if=/dev/urandom of="$DIR/src.img" bs=1M count="$size_mib" status=none ||
 	die "cannot write $DIR/src.img"
 sync
@@ -142,16 +167,16 @@ best_conv=0; best_job=0
 for r in $(seq "$REPEAT"); do
 	rm -f "$DIR/convert.raw" "$DIR/mirror.raw"; sync
 	t0=$(date +%s.%N)
-	qemu-img convert -f raw -O raw -t none "$DIR/src.img" "$DIR/convert.raw" ||
+	qemu-img convert -f raw -O raw -T none -t none "$DIR/src.img" "$DIR/convert.raw" ||
 		die "qemu-img convert failed"
 	sync; t1=$(date +%s.%N)
 	conv=$(python3 -c "print('%.1f' % ($size_mib / ($t1 - $t0)))")
 	rm -f "$DIR/convert.raw"; sync
 	t0=$(date +%s.%N)
 	id=$(adm --op new --mode job --tid 1 --lun 1 --params \
-		"type=mirror,target=$DIR/mirror.raw,copy_mode=background" | awk '{print $2}')
+		"type=mirror,target=$DIR/mirror.raw,copy_mode=background$MPARAMS" | awk '{print $2}')
 	[ -n "$id" ] || die "job new failed"
-	wait_ready "$id"
+	wait_copied "$id" $((size_mib << 20))
 	sync; t1=$(date +%s.%N)
 	job=$(python3 -c "print('%.1f' % ($size_mib / ($t1 - $t0)))")
 	if [ "$r" = 1 ]; then
@@ -165,7 +190,7 @@ for r in $(seq "$REPEAT"); do
 		sleep 0.05
 	done
 	adm --op delete --mode job --params "id=$id" >/dev/null 2>&1
-	echo "  run $r: qemu-img convert $conv MiB/s, mirror to ready $job MiB/s"
+	echo "  run $r: qemu-img convert $conv MiB/s, mirror $job MiB/s"
 	best_conv=$(python3 -c "print(max($best_conv, $conv))")
 	best_job=$(python3 -c "print(max($best_job, $job))")
 done
