@@ -11,7 +11,7 @@ checksums and runs e2fsck -fn; it must have seen no I/O error and no
 session drop.  From the host: the daemon no longer holds the source open,
 and after the daemon stops, `e2fsck -fn` of the destination file is clean
 and the destination holds every file the loop wrote, with the guest's
-checksums.
+checksums; the same check on the source, left behind at the pivot, fails.
 """
 
 import re
@@ -80,6 +80,10 @@ def test_kernel_initiator_disk_moves_mid_write(holdfast, tmp_path,
     rc = d.stop()
     assert rc == 0, d.log_text()[-3000:]
     n = check_image(g, dst, tmp_path)
+    # the control: the source stopped at the pivot, so it lacks what the
+    # loop wrote afterwards (the same check fails on it)
+    with pytest.raises(AssertionError):
+        check_image(g, src, tmp_path / "src-check")
     print("%s: pivot %.1fs into a %ds loop, %s iterations, %d files "
           "verified on the destination, guest wall %.1fs" %
           (name, t_pivot, LOOP_S, m.group(1), n, g.wall))
