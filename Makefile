@@ -193,8 +193,8 @@ tsan: deps
 # machine's floors (iperf3, tools/tcpecho) and CPU per I/O; then the cost
 # of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh);
 # a mirror job's copy throughput and write-blocking latency
-# (scripts/bench_mirror.sh); then the RBD case: holdfast vs tgt-rbd vs librbd direct on a throw-away
-# single-node Ceph cluster.
+# (scripts/bench_mirror.sh); then the RBD case: holdfast vs tgt-rbd vs
+# librbd direct on a throw-away single-node Ceph cluster.
 bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm \
 		$(BUILD)/tools/fusefail
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
