@@ -202,11 +202,6 @@ def test_background_does_not_converge(setup, tmp_path):
     assert got == expected_image(original)
 
 
-@pytest.mark.xfail(strict=True, reason="cbt_mirror counts destination "
-                   "bytes when a write is submitted, not when it completes "
-                   "(dest_submit), so with many copies in flight to a slow "
-                   "destination rate_bps is the submission burst and ready "
-                   "comes early")
 def test_ready_uses_the_real_destination_rate(setup):
     """No writer: an idle 16 MiB LUN copied with the default max_inflight
     (16 MiB, four seconds of this destination).  When the job says ready,

@@ -203,6 +203,7 @@ static void copy_write_done(struct be_io *io, int res)
 		for (uint64_t k = c->c0; k <= c->c1; k++)
 			mbits_set(&j->written, k);
 		atomic_fetch_add(&j->bytes_done, c->len);
+		j->dest_bytes += io->length;
 	}
 	copy_free(c);
 	mirror_pump(j);

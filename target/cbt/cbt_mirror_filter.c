@@ -70,7 +70,6 @@ void mirror_dest_submit(struct mirror_job *j, struct dest_req *d,
 {
 	uint64_t now, start, len;
 
-	j->dest_bytes += io->op == BE_OP_WRITE ? io->length : 0;
 	if (!j->p.dest_rate_limit || io->op != BE_OP_WRITE) {
 		backend_submit(j->dest, io, j->r);
 		return;
@@ -139,6 +138,9 @@ static void wb_dst_done(struct be_io *io, int res)
 {
 	struct mwrite *w = io->priv;
 
+	/* the destination rate counts what it took, not what was queued */
+	if (res >= 0 && io->op == BE_OP_WRITE)
+		w->job->dest_bytes += io->length;
 	w->dst_res = res;
 	wb_leg_done(w);
 }
