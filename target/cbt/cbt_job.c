@@ -1445,3 +1445,13 @@ fail:
 		*why = "cannot start the job";
 	return err;
 }
+
+unsigned cbt_job_id_next(void)
+{
+	unsigned id;
+
+	pthread_mutex_lock(&jobs_lock);
+	id = jobs_next_id++;
+	pthread_mutex_unlock(&jobs_lock);
+	return id;
+}

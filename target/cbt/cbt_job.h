@@ -157,4 +157,8 @@ void cbt_reactors_quiesce(void);
 /* Wait until job id is finished (tests, benchmarks).  0 or -ETIMEDOUT. */
 int cbt_job_wait(unsigned id, unsigned timeout_ms);
 
+/* A new job number from the sequence backup jobs use (mirror jobs,
+ * cbt_mirror.h, share it so `id=J` names one job).  Any thread. */
+unsigned cbt_job_id_next(void);
+
 #endif

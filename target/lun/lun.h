@@ -223,7 +223,10 @@ struct scsi_lun {
 	 * snapshot, which an update may free under it. */
 	uint64_t id;			/* the LUN number */
 	uint32_t block_size;
-	char path[PATH_MAX];		/* the store's path, "" if none */
+	char path[PATH_MAX];		/* the store's path, "" if none;
+					 * a mirror's pivot changes it
+					 * (scsi_pr_store_moved(); never on
+					 * a LUN with alua_group) */
 	/* Called by the last scsi_lun_put(); set by scsi_lun_create(). */
 	void (*release)(struct scsi_lun *l);
 };

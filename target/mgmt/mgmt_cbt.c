@@ -588,6 +588,7 @@ static int job_show(const struct mgmt_req *req, struct mgmt_buf *b)
 		mgmt_buf_printf(b, "{\"jobs\": [");
 	for (unsigned i = 0; i < n && i < CBT_SHOW_MAX_JOBS; i++)
 		job_show_one(b, &info[i], req->json, i == 0);
+	mgmt_mirror_show(b, req->json, n == 0);
 	if (req->json)
 		mgmt_buf_printf(b, "]}\n");
 	free(info);
@@ -620,6 +621,8 @@ int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
 
 	if (req->op == MGMT_OP_SHOW)
 		return job_show(req, b);
+	if (mgmt_mirror_claims(req))
+		return mgmt_mirror(req, b);
 	if (items_split(req, &it))
 		return MGMT_NOMEM;
 	switch (req->op) {

@@ -245,6 +245,13 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
  * entered before.  Management thread.  0 or -errno with *errmsg. */
 int scsi_lun_cbt_attach(struct scsi_lun *l, const char **errmsg);
 
+/* The LUN's store is now the file or device at path (a mirror job's pivot
+ * replaced it in the block stack, cbt_mirror.h): publish settings naming
+ * it, so show, dump, save and a reload see it, and move the reservation
+ * state file with it.  Management thread, updates serialized as for
+ * scsi_lun_update().  0 or -errno. */
+int scsi_lun_store_moved(struct scsi_lun *lun, const char *path);
+
 /* ---- what the transport asks of a LUN ----
  * The iSCSI layer talks to the SCSI layer only; these two calls are how it
  * learns about, and acts on, commands the LUN holds below it. */

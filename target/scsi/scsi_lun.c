@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "cbt_filter.h"
 #include "cbt_job.h"
+#include "cbt_mirror.h"
 #include "cbt_set.h"
 #include "hang.h"
 #include "lun.h"
@@ -245,6 +246,12 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 
 	if (!l->be || l->cbt)
 		return 0;
+	if (cbt_mirror_marker_take(target_name, lun_settings_get(l)->lun, path,
+				   sizeof(path)))
+		log_warn("target %s: LUN %llu: a mirror job to %s had not ended when holdfastd stopped: the job is gone (jobs are not kept over a restart); the LUN serves %s, the destination is left as it was",
+			 target_name,
+			 (unsigned long long)lun_settings_get(l)->lun, path,
+			 lun_settings_get(l)->path);
 	if (lun_settings_get(l)->alua_group)
 		/* shared with the other node, which loads it when it takes
 		 * over (scsi_lun_refresh, SCSI_REFRESH_SHARED) */
@@ -396,6 +403,18 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	if (!lun->be->ops->resize) {
 		*errmsg = "the backing store cannot be resized";
 		return -EOPNOTSUPP;
+	}
+	if (be_stack_is_root(lun->be)) {
+		const char *names[BE_STACK_MAX_NODES];
+		int n = be_stack_names(lun->be, names, BE_STACK_MAX_NODES);
+
+		/* a mirror copies to a destination of the size it started
+		 * with (cbt_mirror.h) */
+		for (int i = 0; i < n && i < BE_STACK_MAX_NODES; i++)
+			if (!strcmp(names[i], "mirror")) {
+				*errmsg = "a mirror job runs on the LUN: complete or cancel it first";
+				return -EBUSY;
+			}
 	}
 	/* Only the node that owns a shared store changes it; a standby node
 	 * learns the new size when it takes over (scsi_alua.c). */
@@ -637,4 +656,29 @@ int scsi_lun_drop_nexus(struct scsi_lun *lun, uint64_t nexus,
 			void (*done)(void *arg, unsigned dropped), void *arg)
 {
 	return hang_abort_nexus(lun, nexus, r, done, arg);
+}
+
+int scsi_lun_store_moved(struct scsi_lun *lun, const char *path)
+{
+	const struct lun_settings *cur = lun_settings_get(lun);
+	struct lun_settings *next = malloc(sizeof(*next));
+	int err;
+
+	if (!next)
+		return -ENOMEM;
+	*next = *cur;
+	/* the destination is a file or block device ("fault" stays: it
+	 * means a file store with injection when there is a path) */
+	if (strcmp(next->backend, "fault") && strcmp(next->backend, "file")) {
+		snprintf(next->backend, sizeof(next->backend), "file");
+		next->bsopts[0] = '\0';	/* the old store's options */
+	}
+	snprintf(next->path, sizeof(next->path), "%s", path);
+	lun_settings_retire(lun_settings_publish(lun, next));
+	err = scsi_pr_store_moved(lun, path);
+	if (err)
+		log_warn("target %s: LUN %llu: the reservation state file did not follow the store: %s",
+			 lun->target_name, (unsigned long long)next->lun,
+			 strerror(-err));
+	return 0;
 }

@@ -320,3 +320,43 @@ int scsi_pr_reload(struct scsi_lun *lun)
 	pthread_mutex_unlock(&pr->lock);
 	return err;
 }
+
+int scsi_pr_store_moved(struct scsi_lun *lun, const char *store_path)
+{
+	/* the state as it is now, loaded from the old store's file if no
+	 * command asked for it yet: after this no reactor computes the
+	 * file's name from lun->path again */
+	struct scsi_pr *pr = lun->scsi ? scsi_pr_state(lun) : NULL;
+	char *old, *path;
+	int err = 0;
+
+	if (!pr) {
+		old = scsi_pr_store_path(lun);
+		snprintf(lun->path, sizeof(lun->path), "%s", store_path);
+		path = scsi_pr_store_path(lun);
+		if (old && path && strcmp(old, path) && access(old, F_OK) == 0 &&
+		    rename(old, path) < 0)
+			err = -errno;
+		free(old);
+		free(path);
+		return err;
+	}
+	pthread_mutex_lock(&pr->lock);
+	snprintf(lun->path, sizeof(lun->path), "%s", store_path);
+	path = scsi_pr_store_path(lun);
+	old = pr->path;
+	if (old && path && !strcmp(old, path)) {
+		free(path);	/* HOLDFAST_PR_DIR: named after the LUN */
+		goto out;
+	}
+	pr->path = path;
+	if (old && path && access(old, F_OK) == 0) {
+		err = scsi_pr_store_save(pr);
+		if (!err && unlink(old) < 0 && errno != ENOENT)
+			err = -errno;
+	}
+	free(old);
+out:
+	pthread_mutex_unlock(&pr->lock);
+	return err;
+}

@@ -287,6 +287,11 @@ def config_seeds():
         write("config", "bundled", f.read())
     write("config", "full", b"""
 portals = [ "127.0.0.1:3260", "[::1]:3260=[::1]:3261" ];
+limits = { max_sessions = 8; max_sessions_per_target = 4;
+           max_connections = 16; max_connections_per_portal = 0;
+           cmdsn_depth = 32; max_data_buffer = "64M";
+           max_data_buffer_per_connection = 1048576;
+           login_timeout = 5; idle_timeout = 0; };
 accounts = ( { user = "alice"; password = "alice-secret-1"; },
              { user = "tgt"; password = "target-secret-1"; } );
 discovery = { incoming_users = [ "alice" ]; outgoing_user = "tgt"; };
@@ -364,6 +369,11 @@ def mgmt_seeds():
         "bind-account": mgmt_req(7, 3, b"user=bob", tid=1),
         "show-accounts": mgmt_req(7, 2),
         "show-portals": mgmt_req(3, 2),
+        "job-mirror": mgmt_req(9, 0, b"type=mirror,target=/nonexistent/m.img,"
+                               b"copy_mode=auto,switch_after=10,"
+                               b"max_inflight=16777216,rate_limit=0",
+                               tid=1, lun=1),
+        "job-mirror-mode": mgmt_req(9, 5, b"id=1,copy_mode=write-blocking"),
         "show-sessions": mgmt_req(5, 2, tid=1),
         "stat": mgmt_req(0, 6),
         "lld-show": mgmt_req(4, 2),
