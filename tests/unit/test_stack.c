@@ -516,7 +516,10 @@ static void test_replace_store(void)
 
 	atomic_store(&a->hold, true);
 	aio_start(&held, root, BE_OP_WRITE, 0, buf);
-	usleep(20000);
+	/* poll rather than sleep a fixed time: a loaded machine may take
+	 * longer than 20 ms to get the write through the reactor */
+	for (int i = 0; i < 5000 && atomic_load(&a->nheld) < 1; i++)
+		usleep(1000);
 	CHECK(a->nheld == 1);
 	/* the mirror's pivot: the new store already holds the data */
 	memcpy(b->mem, a->mem, STORE_SIZE);
@@ -524,7 +527,8 @@ static void test_replace_store(void)
 	CHECK(chain_is(root, "fault -> passthrough -> fakestore"));
 	CHECK(backend_inner(backend_inner(root->inner)) == nb, "the new store is linked");
 	aio_start(&later, root, BE_OP_WRITE, BS, buf);
-	usleep(20000);
+	for (int i = 0; i < 5000 && atomic_load(&later.res) == 1; i++)
+		usleep(1000);
 	CHECK(atomic_load(&later.res) == 0 && atomic_load(&b->submitted) == 1,
 	      "new I/O goes to the new store");
 	CHECK(!atomic_load(&a->closed), "old store open while its write is held");
