@@ -14,13 +14,16 @@ after a newer write to the same block (see test_fence_timed_out_write).
 
 import json
 import os
+import random
 import re
+import signal
 import time
 
 import pytest
 
 import ceph as cephlab
-from helpers import build_dir, qemu_io, run, tscale, wait_for
+from helpers import (IQN, build_dir, cfg_text, free_tcp_port, port_accepts,
+                     qemu_io, run, tscale, wait_for)
 from test_hang import HangClient, S
 
 BS = 512
@@ -376,3 +379,78 @@ def test_fence_timed_out_write(ceph, holdfast, features):
     bl = ceph.blocklist()
     assert old_addr.split("/")[0].replace("v2:", "").replace("v1:", "") \
         .strip("[]") in bl or old_addr in bl, (old_addr, bl)
+
+
+# ---------------------------------------------------------------- daemon
+
+def _proc_alive(pid):
+    """pid runs (a zombie counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_detached_daemon_serves_rbd(ceph, image, tmp_path):
+    """holdfastd without -f detaches before the stores open, so librados'
+    threads live in the daemon: I/O on an RBD LUN works, the parent exits
+    0 only once the daemon serves, the PID file names the daemon (its own
+    session, not the parent), and SIGTERM stops it cleanly (PID file
+    removed).  Before the fix the daemon lost librados' threads with the
+    fork (daemon() ran after the stores were open) and hung or died on the
+    first I/O."""
+    port = free_tcp_port()
+    ctl = random.randint(1000, 32767)
+    conf = tmp_path / "targets.conf"
+    conf.write_text(cfg_text({
+        "portals": ["127.0.0.1:%d" % port],
+        "targets": [{"name": IQN, "initiators": ["ALL"],
+                     "luns": [rbd_lun(ceph, image)]}]}))
+    pidfile = tmp_path / "holdfastd.pid"
+    env = dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "tgtd.sock"))
+    pid = None
+    try:
+        cp = run([str(build_dir() / "holdfastd"), "-c", str(conf), "-C",
+                  str(ctl), "-p", str(pidfile)], env=env, timeout=60,
+                 check=False)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        # the parent returned only when the daemon was ready
+        pid = int(pidfile.read_text())
+        assert _proc_alive(pid)
+        assert port_accepts(port)
+        assert os.getsid(pid) == pid        # setsid: its own session
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            assert str(conf).encode() in f.read()
+        url = "iscsi://127.0.0.1:%d/%s/1" % (port, IQN)
+        qemu_io(url, "write -P 0x5d 1M 128k", "read -P 0x5d 1M 128k")
+        same(export_blocks(ceph, image, 2048, 256), b"\x5d" * 131072,
+             "image bytes")
+        os.kill(pid, signal.SIGTERM)
+        assert wait_for(lambda: not _proc_alive(pid), S(30)), \
+            "daemon did not stop on SIGTERM"
+        assert not pidfile.exists()
+        pid = None
+    finally:
+        if pid is not None and _proc_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not _proc_alive(pid), S(10))
+
+
+def test_detached_daemon_bad_config_fails_in_parent(ceph, tmp_path):
+    """A store that cannot open (no such image) fails in the daemon, after
+    the fork: the parent still exits non-zero with the reason, and no
+    daemon stays behind (no PID file)."""
+    conf = tmp_path / "targets.conf"
+    conf.write_text(cfg_text({
+        "portals": ["127.0.0.1:%d" % free_tcp_port()],
+        "targets": [{"name": IQN, "initiators": ["ALL"],
+                     "luns": [rbd_lun(ceph, "no-such-image")]}]}))
+    pidfile = tmp_path / "holdfastd.pid"
+    env = dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "tgtd.sock"))
+    cp = run([str(build_dir() / "holdfastd"), "-c", str(conf), "-C",
+              str(random.randint(1000, 32767)), "-p", str(pidfile)],
+             env=env, timeout=60, check=False)
+    assert cp.returncode != 0, cp.stdout + cp.stderr
+    assert "cannot open the rbd image" in cp.stderr, cp.stderr
+    assert not pidfile.exists()
