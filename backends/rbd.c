@@ -759,8 +759,10 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 	rio->be = be;
 	rio->r = r;
 
+	uint64_t size = be_size(be);
+
 	if (io->op != BE_OP_FLUSH &&
-	    (io->offset > be->size || io->length > be->size - io->offset)) {
+	    (io->offset > size || io->length > size - io->offset)) {
 		err = -EINVAL;
 		goto fail;
 	}
@@ -867,9 +869,11 @@ static int be_rbd_block_status(struct backend *be, uint64_t offset,
 	struct be_rbd_inst *in;
 	int err;
 
-	if (offset >= be->size)
+	uint64_t size = be_size(be);
+
+	if (offset >= size)
 		return -EINVAL;
-	len = MIN(len, be->size - offset);
+	len = MIN(len, size - offset);
 	d.offset = offset;
 	d.end = offset + len;
 	d.first_data = d.end;
@@ -894,6 +898,60 @@ static int be_rbd_block_status(struct backend *be, uint64_t offset,
 	}
 	*extent = MIN(d.data_end, d.end) - offset;
 	return 1;
+}
+
+/* ---- online resize (backend.h) ---- */
+
+/* Management thread.  size 0: the size the image has now (resized with
+ * `rbd resize` elsewhere: librbd learns of it through the header watch,
+ * and rbd_stat refreshes the image first).  Else rbd_resize through the
+ * serving instance (which holds the exclusive lock, if the image has one,
+ * once it has written; otherwise librbd asks the holder for it). */
+static int be_rbd_resize(struct backend *be, uint64_t size,
+			 const char **errmsg)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in;
+	rbd_image_info_t info;
+	int err = 0;
+
+	if (size && be->readonly) {
+		*errmsg = "the LUN is read-only";
+		return -EROFS;
+	}
+	pthread_mutex_lock(&b->lock);
+	in = b->cur;
+	if (in)
+		in->inflight++;
+	pthread_mutex_unlock(&b->lock);
+	if (!in) {
+		*errmsg = "the rbd image is not open right now (fencing or "
+			  "reconnecting); try again";
+		return -EAGAIN;
+	}
+	if (size) {
+		err = rbd_resize(in->image, size);
+		if (err)
+			*errmsg = "rbd_resize failed";
+	}
+	if (!err) {
+		err = rbd_stat(in->image, &info, sizeof(info));
+		if (err)
+			*errmsg = "cannot read the rbd image's size";
+		else if (size && info.size != size) {
+			err = -EIO;
+			*errmsg = "the rbd image did not take the new size";
+		}
+	}
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+		pthread_cond_signal(&b->wake);
+	pthread_mutex_unlock(&b->lock);
+	if (err)
+		return err;
+	__atomic_store_n(&be->size, info.size, __ATOMIC_RELEASE);
+	return 0;
 }
 
 static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
@@ -929,4 +987,5 @@ const struct backend_ops be_rbd_ops = {
 	.submit = be_rbd_submit,
 	.describe = be_rbd_describe,
 	.block_status = be_rbd_block_status,
+	.resize = be_rbd_resize,
 };

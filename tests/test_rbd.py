@@ -454,3 +454,54 @@ def test_detached_daemon_bad_config_fails_in_parent(ceph, tmp_path):
     assert cp.returncode != 0, cp.stdout + cp.stderr
     assert "cannot open the rbd image" in cp.stderr, cp.stderr
     assert not pidfile.exists()
+
+
+# ---------------------------------------------------------------- resize
+
+def _image_size(ceph, name):
+    return json.loads(ceph.rbd("info", "--format", "json",
+                               "rbd/%s" % name))["size"]
+
+
+def test_online_resize_and_rescan(ceph, image, holdfast):
+    """size= on a live RBD LUN resizes the image (rbd_resize), a shrink
+    needs force=1, and action=rescan picks up an `rbd resize` made outside
+    holdfast; each change is a CAPACITY DATA HAS CHANGED unit attention and
+    the new blocks take I/O at once."""
+    from test_resize import expect_ua, session, update
+    d = holdfast(luns=[rbd_lun(ceph, image)])
+    s = session(d)
+    try:
+        pattern = bytes(range(256)) * 2
+        assert s.write10(7, pattern).ok
+        assert s.read_capacity16() == (64 * MiB // BS, BS)
+        update(d, "size=%d" % (128 * MiB))
+        assert _image_size(ceph, image) == 128 * MiB
+        expect_ua(s)
+        assert s.read_capacity16() == (128 * MiB // BS, BS)
+        new_lba = 100 * MiB // BS
+        assert s.write10(new_lba, pattern).ok
+        assert s.read10(new_lba, 1).data == pattern
+        assert s.read10(7, 1).data == pattern
+        # a shrink is refused without force=1 and changes nothing
+        assert update(d, "size=%d" % (32 * MiB), check=False).returncode
+        assert _image_size(ceph, image) == 128 * MiB
+        assert s.test_unit_ready().ok
+        # grown outside holdfast: seen at the rescan, not before
+        ceph.rbd("resize", "--size", "192M", "rbd/%s" % image)
+        assert s.read_capacity16() == (128 * MiB // BS, BS)
+        update(d, "action=rescan")
+        expect_ua(s)
+        assert s.read_capacity16() == (192 * MiB // BS, BS)
+        assert s.write10(190 * MiB // BS, pattern).ok
+        # shrink with force
+        update(d, "size=%d,force=1" % (96 * MiB))
+        assert _image_size(ceph, image) == 96 * MiB
+        expect_ua(s)
+        assert s.read_capacity16() == (96 * MiB // BS, BS)
+        assert s.read16(96 * MiB // BS, 1).key == 5
+    finally:
+        s.close()
+    data = ceph.export(image)
+    assert len(data) == 96 * MiB
+    same(data[7 * BS:8 * BS], pattern, "image bytes")
