@@ -21,6 +21,13 @@ enum be_op {
 	BE_OP_FLUSH,		/* offset/length ignored: flush everything */
 	BE_OP_UNMAP,		/* deallocate [offset, offset+length), reads back zero */
 	BE_OP_WRITE_ZEROES,	/* write zeroes, may deallocate */
+	/* Atomically: if [offset, offset+length) holds the first length
+	 * bytes of iov, write the next length bytes there (iov holds
+	 * 2 * length).  -EILSEQ when it does not, with the offset of the
+	 * first differing byte in miscompare_offset.  Only for a store whose
+	 * backend.caw_max is at least length (the SCSI layer emulates
+	 * COMPARE AND WRITE otherwise); filters pass it down as a write. */
+	BE_OP_COMPARE_AND_WRITE,
 };
 
 #define BE_IO_FUA 0x1		/* write through to stable storage */
@@ -38,6 +45,9 @@ struct be_io {
 	int iovcnt;
 	void (*done)(struct be_io *io, int res);
 	void *priv;		/* caller's */
+	/* BE_OP_COMPARE_AND_WRITE that completed with -EILSEQ: the byte
+	 * offset (from offset) of the first byte that differed */
+	uint64_t miscompare_offset;
 	/* backend-private scratch, untouched by callers */
 	void *be_priv;
 	uint64_t be_scratch[8];
@@ -105,6 +115,9 @@ struct backend {
 	bool direct;		/* opened O_DIRECT (page cache bypassed) */
 	bool readonly;
 	bool flush_failed;	/* buffered LUN: a flush failed once, fail all later flushes */
+	/* The store does BE_OP_COMPARE_AND_WRITE itself for up to this many
+	 * bytes, aligned to them (0 = not at all); set at open. */
+	uint32_t caw_max;
 	/* Wrapped backend, if any.  A live stack change may swap it while I/O
 	 * runs (stack.h): read it with backend_inner(). */
 	struct backend *inner;

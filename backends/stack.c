@@ -198,6 +198,23 @@ static int stack_root_resize(struct backend *root, uint64_t size,
 	return ret;
 }
 
+uint32_t be_stack_caw_max(struct backend *be)
+{
+	atomic_ulong *n;
+	struct backend *store = be;
+	uint32_t max;
+
+	if (!be)
+		return 0;
+	n = be_stack_is_root(be) ? stack_enter(be->priv) : NULL;
+	for (int i = 0; i <= BE_STACK_MAX_NODES && backend_inner(store); i++)
+		store = backend_inner(store);
+	max = store->caw_max;
+	if (n)
+		stack_exit(n);
+	return max;
+}
+
 static int stack_root_open(struct backend *be, const struct backend_params *p,
 			   const char **errmsg)
 {

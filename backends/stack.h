@@ -158,4 +158,8 @@ int be_stack_names(struct backend *root, const char **names, int max);
 /* "fault -> passthrough -> file" into buf.  Returns the length. */
 int be_stack_format(struct backend *root, char *buf, unsigned len);
 
+/* The store's backend.caw_max (backend.h) under be, a stack root or a
+ * plain node: how many bytes of COMPARE AND WRITE it does itself. */
+uint32_t be_stack_caw_max(struct backend *be);
+
 #endif

@@ -505,3 +505,89 @@ def test_online_resize_and_rescan(ceph, image, holdfast):
     data = ceph.export(image)
     assert len(data) == 96 * MiB
     same(data[7 * BS:8 * BS], pattern, "image bytes")
+
+
+# ---------------------------------------------------------------- COMPARE AND WRITE
+
+def _caw_session(d, lun=1):
+    import rawiscsi as raw
+    s = raw.RawSession("127.0.0.1", d.port)
+    s.login(d.iqn)
+    for _ in range(3):                              # the unit attention
+        if s.wait_status(s.scsi(lun, bytes(6)))[0] == 0:
+            break
+    return s
+
+
+def _sense(pdu):
+    """(key, asc, ascq, information) of a fixed-format sense in a SCSI
+    Response PDU."""
+    import struct
+    sense = pdu.data[2:]
+    return (sense[2] & 0x0f, sense[12], sense[13],
+            struct.unpack(">I", sense[3:7])[0] if sense[0] & 0x80 else None)
+
+
+def test_compare_and_write_through_librbd(ceph, image, holdfast):
+    """COMPARE AND WRITE of one 512-byte block goes to librbd as one
+    rbd_aio_compare_and_write: atomic on the cluster, not a read and a
+    write.  Shown by slowing every read of the LUN by 1.5 s (fault
+    filter): the command does not read, so it is fast (the read-compare-
+    write emulation it replaced takes over 1.5 s here and fails the test).
+    A miscompare is 0E/1D/00 with the offset of the first differing byte
+    in INFORMATION, and the image keeps its data."""
+    from test_caw_atomic import caw16
+    import rawiscsi as raw
+    d = holdfast(luns=[rbd_lun(ceph, image)])
+    s = _caw_session(d)
+    try:
+        old, new = b"\x01" * BS, b"\x02" * BS
+        assert s.wait_status(s.scsi(1, raw.write10(100, 1), data=old))[0] == 0
+        d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+                 "--lun", "1", "--params", "fault=latency=1500:ops=r")
+        t0 = time.monotonic()
+        st, _, p = s.wait_status(s.scsi(1, caw16(100, 1), data=old + new),
+                                 timeout=S(20))
+        took = time.monotonic() - t0
+        assert st == 0, _sense(p)
+        assert took < 1.0, "COMPARE AND WRITE read first (%.2f s)" % took
+        # miscompare: byte 37 differs from the medium (now 0x02)
+        verify = bytearray(new)
+        verify[37] = 0x55
+        verify[300] = 0x66
+        t0 = time.monotonic()
+        st, _, p = s.wait_status(
+            s.scsi(1, caw16(100, 1), data=bytes(verify) + b"\x03" * BS),
+            timeout=S(20))
+        assert st == 2, st
+        assert _sense(p) == (0x0e, 0x1d, 0x00, 37), _sense(p)
+        assert time.monotonic() - t0 < 1.0
+        d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+                 "--lun", "1", "--params", "fault=off")
+    finally:
+        s.close()
+    same(export_blocks(ceph, image, 100, 1), b"\x02" * BS, "image bytes")
+
+
+def test_compare_and_write_4k_blocks_emulated(ceph, image, holdfast):
+    """librbd compares at most one 512-byte sector: on a 4096-byte LUN
+    the SCSI layer reads, compares and writes as for files."""
+    from test_caw_atomic import caw16
+    import rawiscsi as raw
+    d = holdfast(luns=[rbd_lun(ceph, image, block_size=4096)])
+    s = _caw_session(d)
+    try:
+        old, new = b"\x0a" * 4096, b"\x0b" * 4096
+        w = raw.write10(3, 1)
+        assert s.wait_status(s.scsi(1, w, data=old))[0] == 0
+        st, _, p = s.wait_status(s.scsi(1, caw16(3, 1), data=old + new),
+                                 timeout=S(20))
+        assert st == 0, _sense(p)
+        bad = bytearray(new)
+        bad[4000] = 0
+        st, _, p = s.wait_status(s.scsi(1, caw16(3, 1),
+                                        data=bytes(bad) + old), timeout=S(20))
+        assert st == 2 and _sense(p) == (0x0e, 0x1d, 0x00, 4000), _sense(p)
+    finally:
+        s.close()
+    same(export_blocks(ceph, image, 24, 8), b"\x0b" * 4096, "image bytes")
