@@ -591,3 +591,42 @@ def test_compare_and_write_4k_blocks_emulated(ceph, image, holdfast):
     finally:
         s.close()
     same(export_blocks(ceph, image, 24, 8), b"\x0b" * 4096, "image bytes")
+
+
+# ---------------------------------------------------------------- global keys
+
+def test_global_ceph_keys_with_per_lun_override(ceph, holdfast, tmp_path):
+    """ceph_conf, ceph_id, ceph_keyring, rbd_osd_op_timeout (and rbd_cache)
+    at the top level of targets.conf are the defaults of every RBD LUN;
+    a LUN's own key wins."""
+    a = "glob-a-%d" % os.getpid()
+    b = "glob-b-%d" % os.getpid()
+    ceph.create_image(a, "16M")
+    ceph.create_image(b, "16M")
+    d = holdfast(luns=[{"lun": 1, "backend": "rbd", "path": "rbd/" + a},
+                       {"lun": 2, "backend": "rbd", "path": "rbd/" + b,
+                        "rbd_osd_op_timeout": 4}],
+                 ceph_conf=str(ceph.conf), ceph_id="admin",
+                 ceph_keyring=str(ceph.keyring), rbd_osd_op_timeout=7)
+    out = show(d)
+    la = re.search(r"^.*\brbd rbd/%s .*$" % a, out, re.M).group(0)
+    lb = re.search(r"^.*\brbd rbd/%s .*$" % b, out, re.M).group(0)
+    assert field(la, "conf") == str(ceph.conf), la
+    assert field(la, "id") == "client.admin", la
+    assert field(la, "osd_op_timeout") == "7s", la
+    assert field(lb, "osd_op_timeout") == "4s", lb
+    assert field(lb, "conf") == str(ceph.conf), lb
+    qemu_io(d.url(1), "write -P 0x61 0 64k")
+    qemu_io(d.url(2), "write -P 0x62 0 64k")
+    same(export_blocks(ceph, a, 0, 128), b"\x61" * 65536, "image bytes")
+    same(export_blocks(ceph, b, 0, 128), b"\x62" * 65536, "image bytes")
+    # a bad top-level value is refused at its own line
+    bad = tmp_path / "bad.conf"
+    bad.write_text('ceph_conf = "%s";\nrbd_osd_op_timeout = "soon";\n'
+                   'targets = ();\n' % ceph.conf)
+    cp = run([str(build_dir() / "holdfastd"), "-f", "-c", str(bad), "-C",
+              str(random.randint(1000, 32767))],
+             env=dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "s")),
+             timeout=30, check=False)
+    assert cp.returncode == 1, cp.stderr
+    assert "bad.conf:2: rbd_osd_op_timeout:" in cp.stderr, cp.stderr
