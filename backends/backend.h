@@ -71,6 +71,18 @@ struct backend_params {
 	struct backend *inner;	/* for wrapping backends (fault) */
 };
 
+/* Ownership of a store shared by several gateways (backend_ops.owner). */
+enum be_owner_op {
+	BE_OWNER_TAKE,		/* take it; -EBUSY while another holds it */
+	BE_OWNER_TAKE_FORCE,	/* break another holder's (fencing it) */
+	BE_OWNER_RELEASE,	/* flush, then release */
+	BE_OWNER_QUERY,		/* returns BE_OWNER_MINE/_NONE/_OTHER */
+	BE_OWNER_ID,		/* the store's identity, as text, into buf */
+};
+#define BE_OWNER_NONE	0
+#define BE_OWNER_MINE	1
+#define BE_OWNER_OTHER	2
+
 struct backend_ops {
 	const char *name;
 	/* A filter wraps the node below it (backend_params.inner) and can be
@@ -105,6 +117,12 @@ struct backend_ops {
 	 * __atomic_store_n (reactors read it without a lock).  0 or -errno
 	 * with *errmsg.  Wrappers pass it to their inner backend. */
 	int (*resize)(struct backend *be, uint64_t size, const char **errmsg);
+	/* Optional: the store keeps its own ownership lock, which the ALUA
+	 * handover (scsi_alua.c) uses instead of a lock file beside it.
+	 * Management / ALUA threads; may block.  0 (or a BE_OWNER_* for
+	 * QUERY) or -errno with *errmsg.  buf/len only for BE_OWNER_ID. */
+	int (*owner)(struct backend *be, enum be_owner_op op, char *buf,
+		     unsigned len, const char **errmsg);
 };
 
 struct backend {

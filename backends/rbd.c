@@ -98,6 +98,10 @@ struct be_rbd {
 	unsigned open_streak;		/* failed opens since the last success */
 	char last_fenced[160];
 	time_t last_fence_at;
+	/* several gateways: the image's exclusive lock is the ALUA
+	 * ownership (be_rbd_owner) */
+	bool owner_mode;		/* we took it and keep it */
+	char broken[160];		/* the last owner we broke */
 };
 
 /* Per-request state in be_io.be_scratch; may_alias: a second view of the
@@ -1008,6 +1012,169 @@ static int be_rbd_resize(struct backend *be, uint64_t size,
 	return 0;
 }
 
+/* ---- ownership for several gateways (backend.h, scsi_alua.c) ----
+ *
+ * The image's exclusive lock, taken explicitly (rbd_lock_acquire): unlike
+ * librbd's transparent locking, an explicit holder does not hand the lock
+ * over when another client asks, so the peer gateway's writes are refused
+ * while this one is active.  A forced takeover breaks the holder's lock,
+ * which blocklists it (rbd_blocklist_on_break): a dead or cut-off gateway
+ * can write nothing after that.  After a fence moved I/O to a new client
+ * instance, the next query takes the lock again through it. */
+
+static struct be_rbd_inst *be_rbd_pin(struct be_rbd *b)
+{
+	struct be_rbd_inst *in;
+
+	pthread_mutex_lock(&b->lock);
+	in = b->cur;
+	if (in)
+		in->inflight++;
+	pthread_mutex_unlock(&b->lock);
+	return in;
+}
+
+static void be_rbd_unpin(struct be_rbd *b, struct be_rbd_inst *in)
+{
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+		pthread_cond_signal(&b->wake);
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* How many others hold the lock (0 or 1), or -errno. */
+static int be_rbd_other_owners(struct be_rbd *b, struct be_rbd_inst *in,
+			       bool do_break)
+{
+	rbd_lock_mode_t mode;
+	char *owners[4];
+	size_t n = 4;
+	int err = rbd_lock_get_owners(in->image, &mode, owners, &n);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err < 0)
+		return err;
+	for (size_t i = 0; do_break && i < n; i++) {
+		err = rbd_lock_break(in->image, mode, owners[i]);
+		if (err < 0 && err != -ENOENT)
+			break;
+		log_warn("rbd %s/%s: broke the exclusive lock of %s "
+			 "(blocklisted) to take over", b->pool, b->image,
+			 owners[i]);
+		snprintf(b->broken, sizeof(b->broken), "%s", owners[i]);
+		err = 0;
+	}
+	rbd_lock_get_owners_cleanup(owners, n);
+	if (err < 0)
+		return err;
+	return do_break ? 0 : (int)n;	/* broken: nobody holds it now */
+}
+
+static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
+			unsigned len, const char **errmsg)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in = be_rbd_pin(b);
+	uint64_t features = 0;
+	int err = 0, mine = 0;
+
+	if (!in) {
+		*errmsg = "the rbd image is not open right now (fencing or "
+			  "reconnecting); try again";
+		return -EAGAIN;
+	}
+	switch (op) {
+	case BE_OWNER_ID: {
+		char id[64];
+
+		err = rbd_get_id(in->image, id, sizeof(id));
+		if (err < 0) {
+			*errmsg = "cannot read the rbd image's id";
+			break;
+		}
+		snprintf(buf, len, "%s", id);
+		break;
+	}
+	case BE_OWNER_TAKE:
+	case BE_OWNER_TAKE_FORCE:
+		if (rbd_get_features(in->image, &features) == 0 &&
+		    !(features & RBD_FEATURE_EXCLUSIVE_LOCK)) {
+			*errmsg = "the rbd image has no exclusive-lock feature "
+				  "(needed to serve it from several gateways)";
+			err = -EOPNOTSUPP;
+			break;
+		}
+		if (rbd_is_exclusive_lock_owner(in->image, &mine) == 0 &&
+		    mine) {
+			/* taken transparently by a write: make it explicit */
+			err = rbd_lock_acquire(in->image,
+					       RBD_LOCK_MODE_EXCLUSIVE);
+		} else {
+			err = be_rbd_other_owners(b, in,
+						  op == BE_OWNER_TAKE_FORCE);
+			if (err > 0) {
+				*errmsg = "the other gateway holds the image's "
+					  "exclusive lock (it is active; make it "
+					  "standby first, or add force=1 if it "
+					  "is dead)";
+				err = -EBUSY;
+				break;
+			}
+			if (err == 0)
+				err = rbd_lock_acquire(in->image,
+						       RBD_LOCK_MODE_EXCLUSIVE);
+		}
+		if (err < 0) {
+			if (!*errmsg)
+				*errmsg = err == -EROFS
+						  ? "another gateway took the image's "
+						    "exclusive lock first"
+						  : "rbd_lock_acquire failed";
+			if (err == -EROFS)
+				err = -EBUSY;
+			break;
+		}
+		b->owner_mode = true;
+		break;
+	case BE_OWNER_RELEASE:
+		b->owner_mode = false;
+		rbd_flush(in->image);
+		if (rbd_is_exclusive_lock_owner(in->image, &mine) == 0 &&
+		    mine) {
+			err = rbd_lock_release(in->image);
+			if (err < 0)
+				*errmsg = "rbd_lock_release failed";
+		}
+		break;
+	case BE_OWNER_QUERY:
+		err = rbd_is_exclusive_lock_owner(in->image, &mine);
+		if (err < 0)
+			break;
+		if (mine) {
+			err = BE_OWNER_MINE;
+			break;
+		}
+		err = be_rbd_other_owners(b, in, false);
+		if (err > 0) {
+			err = BE_OWNER_OTHER;
+			break;
+		}
+		if (err < 0)
+			break;
+		/* nobody: after a fence the new instance takes it again */
+		if (b->owner_mode &&
+		    rbd_lock_acquire(in->image, RBD_LOCK_MODE_EXCLUSIVE) == 0)
+			err = BE_OWNER_MINE;
+		else
+			err = BE_OWNER_NONE;
+		break;
+	}
+	be_rbd_unpin(b, in);
+	return err;
+}
+
 static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct be_rbd *b = be->priv;
@@ -1042,4 +1209,5 @@ const struct backend_ops be_rbd_ops = {
 	.describe = be_rbd_describe,
 	.block_status = be_rbd_block_status,
 	.resize = be_rbd_resize,
+	.owner = be_rbd_owner,
 };

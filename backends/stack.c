@@ -215,6 +215,17 @@ uint32_t be_stack_caw_max(struct backend *be)
 	return max;
 }
 
+struct backend *be_stack_store(struct backend *be)
+{
+	struct backend *store = be;
+
+	if (!be)
+		return NULL;
+	for (int i = 0; i <= BE_STACK_MAX_NODES && backend_inner(store); i++)
+		store = backend_inner(store);
+	return store;
+}
+
 static int stack_root_open(struct backend *be, const struct backend_params *p,
 			   const char **errmsg)
 {

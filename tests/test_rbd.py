@@ -630,3 +630,58 @@ def test_global_ceph_keys_with_per_lun_override(ceph, holdfast, tmp_path):
              timeout=30, check=False)
     assert cp.returncode == 1, cp.stderr
     assert "bad.conf:2: rbd_osd_op_timeout:" in cp.stderr, cp.stderr
+
+
+# ---------------------------------------------------------------- two gateways
+
+def test_two_gateways_exclusive_lock_handover_and_forced_takeover(
+        ceph, image, holdfast):
+    """Two holdfastd serve one image as an ALUA pair; the image's exclusive
+    lock is the ownership.  The standby gateway cannot become active while
+    the other holds it; a handover (standby, then active) moves it with the
+    data; a forced takeover breaks the holder's lock, which blocklists it,
+    and the old holder notices, goes standby and writes nothing more."""
+    from test_alua import (NOT_READY, STANDBY, UA, STATE_CHANGED, GOOD, Sess,
+                           inquiry, update)
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    sa, sb = Sess(a), Sess(b)
+    try:
+        sa.settle()
+        sb.settle()
+        assert "active/optimized (owner)" in show(a)
+        assert inquiry(sa, 0x80) == inquiry(sb, 0x80)   # one identity
+        assert sa.write(8, b"\x5a" * 512)[0] == GOOD
+        assert update(b, "alua_state=active", check=False).returncode != 0
+        assert "the other gateway holds the image's exclusive lock" in \
+            b.log_text()
+        assert sb.read(8)[2:] == (NOT_READY, STANDBY)
+        assert wait_for(lambda: sb.rtpg()[1][0] == 0, S(5))  # peer AO
+        # handover
+        update(a, "alua_state=standby")
+        assert sa.tur()[2:] == (UA, STATE_CHANGED)
+        assert sa.read(8)[2:] == (NOT_READY, STANDBY)
+        update(b, "alua_state=active")
+        assert sb.tur()[2:] == (UA, STATE_CHANGED)
+        st, data, _, _ = sb.read(8)
+        assert st == GOOD and data == b"\x5a" * 512
+        assert sb.write(9, b"\x66" * 512)[0] == GOOD
+        # forced takeover from B (as if B were dead or cut off)
+        update(a, "alua_state=active,force=1")
+        assert "broke the exclusive lock" in a.log_text()
+        sa.settle()
+        assert sa.write(3, b"\x33" * 512)[0] == GOOD
+        assert wait_for(lambda: "lost the store's ownership lock" in
+                        b.log_text(), S(10)), b.log_text()
+        assert sb.write(3, b"\x44" * 512)[2:] in ((UA, STATE_CHANGED),
+                                                  (NOT_READY, STANDBY))
+        assert sb.write(3, b"\x44" * 512)[2:] == (NOT_READY, STANDBY)
+        assert ceph.blocklist().strip(), "the broken holder is not blocklisted"
+    finally:
+        sa.close()
+        sb.close()
+    data = ceph.export(image)
+    same(data[3 * 512:4 * 512], b"\x33" * 512, "image bytes")
+    same(data[8 * 512:10 * 512], b"\x5a" * 512 + b"\x66" * 512, "image bytes")

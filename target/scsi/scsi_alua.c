@@ -29,6 +29,12 @@
  * A node whose sidecar was replaced under it (a forced takeover) notices
  * within ALUA_WATCH_MS, goes standby at once and logs why.
  *
+ * A store with an ownership lock of its own (backend_ops.owner: an RBD
+ * image's exclusive lock) needs no sidecar: that lock is the ownership,
+ * a forced takeover breaks (and fences) the other holder's, the watchdog
+ * asks the store whether it still holds it, and the identity comes from
+ * the store (the image id).
+ *
  * The sidecar also holds the LUN's identity (a random 64-bit id written by
  * the first node that creates it), from which both nodes derive the same
  * NAA, serial number and device identification when scsi_id / scsi_sn are
@@ -49,6 +55,7 @@
 #include "scsi_internal.h"
 #include "scsi_pr.h"
 #include "scsi_xcopy.h"
+#include "stack.h"
 #include "util.h"
 
 #define ALUA_LOCK_SUFFIX	".holdfast-owner"
@@ -69,6 +76,7 @@ struct scsi_alua {
 	_Atomic uint8_t peer_state;
 	_Atomic uint8_t status;	/* RTPG status of the last change */
 	int fd;			/* the sidecar, -1 if it cannot be opened */
+	struct backend *store;	/* a store with its own lock, or NULL */
 	bool owner;		/* holds the lock on fd */
 	char *path;		/* the sidecar */
 	/* The threads that run outside a reactor and without config_lock()
@@ -253,7 +261,22 @@ static void alua_id_ensure(struct scsi_alua *a)
 {
 	uint64_t r;
 
-	if (a->id[0] || a->fd < 0)
+	if (a->id[0])
+		return;
+	if (a->store) {
+		char sid[64];
+		const char *why = NULL;
+		uint64_t h = 0xcbf29ce484222325ull;	/* FNV-1a */
+
+		if (a->store->ops->owner(a->store, BE_OWNER_ID, sid,
+					 sizeof(sid), &why) < 0)
+			return;
+		for (const char *c = sid; *c; c++)
+			h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+		snprintf(a->id, sizeof(a->id), "%016" PRIx64, h);
+		return;
+	}
+	if (a->fd < 0)
 		return;
 	for (int i = 0; i < ALUA_ID_READ_TRIES; i++) {
 		if (alua_id_read(a->fd, a->id) == 0)
@@ -288,6 +311,34 @@ static bool alua_sidecar_current(const struct scsi_alua *a)
 	return s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
 }
 
+/* Do we (still) hold the ownership? */
+static bool alua_holds(struct scsi_alua *a)
+{
+	const char *why = NULL;
+
+	if (a->store)
+		return a->owner &&
+		       a->store->ops->owner(a->store, BE_OWNER_QUERY, NULL, 0,
+					    &why) == BE_OWNER_MINE;
+	return a->owner && alua_sidecar_current(a);
+}
+
+static void alua_unlock(struct scsi_alua *a)
+{
+	const char *why = NULL;
+
+	if (a->store) {
+		if (a->store->ops->owner(a->store, BE_OWNER_RELEASE, NULL, 0,
+					 &why) < 0)
+			log_warn("target %s: LUN %" PRIu64 ": %s",
+				 a->lun->target_name, a->lun->id,
+				 why ? why : "cannot release the store's lock");
+	} else {
+		alua_lock_op(a->fd, F_UNLCK);
+	}
+	a->owner = false;
+}
+
 static void alua_reopen(struct scsi_alua *a)
 {
 	if (a->fd >= 0)
@@ -303,6 +354,22 @@ static int alua_lock_take(struct scsi_alua *a, bool force,
 {
 	int err, fd;
 
+	if (a->store) {
+		if (alua_holds(a))
+			return 0;
+		err = a->store->ops->owner(a->store,
+					   force ? BE_OWNER_TAKE_FORCE
+						 : BE_OWNER_TAKE,
+					   NULL, 0, errmsg);
+		if (err < 0)
+			return err;
+		a->owner = true;
+		if (force)
+			log_warn("target %s: LUN %" PRIu64 ": ownership taken by "
+				 "force (the other gateway's lock broken)",
+				 a->lun->target_name, a->lun->id);
+		return 0;
+	}
 	if (a->owner && alua_sidecar_current(a))
 		return 0;
 	if (!alua_sidecar_current(a))
@@ -380,9 +447,11 @@ static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
  * fsync applies to the file, through any descriptor. */
 static int alua_flush_store(const struct scsi_alua *a)
 {
-	int fd = open(a->lun->path, O_RDONLY | O_CLOEXEC);
-	int err = 0;
+	int fd, err = 0;
 
+	if (a->store)
+		return 0;	/* releasing its lock flushes it */
+	fd = open(a->lun->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (fdatasync(fd) < 0)
@@ -431,10 +500,8 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
 	bool was_owner = a->owner;
-	if (a->owner) {
-		alua_lock_op(a->fd, F_UNLCK);
-		a->owner = false;
-	}
+	if (a->owner)
+		alua_unlock(a);
 	alua_set(a, before, ALUA_STANDBY, status);
 	if (was_owner)
 		log_info("target %s: LUN %" PRIu64 ": standby (drained and "
@@ -455,7 +522,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	const char *why = NULL;
 	int err;
 
-	if (before == ALUA_AO && a->owner && alua_sidecar_current(a))
+	if (before == ALUA_AO && alua_holds(a))
 		return 0;
 	atomic_store(&a->state, ALUA_TRANSITIONING);
 	err = alua_lock_take(a, force, errmsg);
@@ -471,15 +538,15 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	 * command is served. */
 	err = scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED, &why);
 	if (err) {
-		alua_lock_op(a->fd, F_UNLCK);
-		a->owner = false;
+		alua_unlock(a);
 		alua_set(a, before, ALUA_STANDBY, status);
 		*errmsg = why ? why : "cannot re-read the LUN's state";
 		return err;
 	}
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
-		 "lock %s taken%s)", lun->target_name, a->lun->id, a->path,
+		 "lock %s taken%s)", lun->target_name, a->lun->id,
+		 a->store ? "of the store" : a->path,
 		 force ? " by force" : "");
 	return 0;
 }
@@ -494,6 +561,34 @@ static void *alua_watchdog(void *arg)
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&alua_mutex);
 		for (struct scsi_alua *a = alua_list; a; a = a->next) {
+			if (a->store) {
+				const char *why = NULL;
+				int o = a->store->ops->owner(a->store,
+							     BE_OWNER_QUERY,
+							     NULL, 0, &why);
+
+				if (a->owner && o != BE_OWNER_MINE &&
+				    o != -EAGAIN) {
+					atomic_store(&a->state,
+						     ALUA_TRANSITIONING);
+					alua_drop_held(a->lun);
+					a->owner = false;
+					alua_set(a, ALUA_AO, ALUA_STANDBY,
+						 RTPG_STATUS_IMPLICIT);
+					atomic_store(&a->peer_state, ALUA_AO);
+					log_err("target %s: LUN %" PRIu64 ": lost "
+						"the store's ownership lock (%s); "
+						"now standby", a->lun->target_name,
+						a->lun->id, o < 0 ? strerror(-o)
+							 : "another gateway took it");
+				} else if (!a->owner) {
+					atomic_store(&a->peer_state,
+						     o == BE_OWNER_OTHER
+							     ? ALUA_AO
+							     : ALUA_STANDBY);
+				}
+				continue;
+			}
 			if (a->owner && !alua_sidecar_current(a)) {
 				/* A forced takeover replaced the sidecar:
 				 * stop at once, drop what is held. */
@@ -555,7 +650,10 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun)
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
 	atomic_init(&a->status, RTPG_STATUS_NONE);
-	a->fd = alua_open_sidecar(a->path, false);
+	a->store = be_stack_store(lun->be);
+	if (a->store && !a->store->ops->owner)
+		a->store = NULL;
+	a->fd = a->store ? -1 : alua_open_sidecar(a->path, false);
 	alua_id_ensure(a);
 	a->next = alua_list;
 	alua_list = a;
@@ -573,10 +671,8 @@ static int alua_apply_locked(struct scsi_lun *lun,
 
 	if (!s->alua_group) {
 		a = alua_of(lun);
-		if (a && a->owner) {
-			alua_lock_op(a->fd, F_UNLCK);
-			a->owner = false;
-		}
+		if (a && a->owner)
+			alua_unlock(a);
 		if (a)
 			atomic_store(&a->state, ALUA_AO);
 		return 0;
