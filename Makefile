@@ -8,6 +8,8 @@
 #                   the unit tests and a subset, SAN_SUBSET, that way)
 #   make tsan       the threaded tests under ThreadSanitizer (in make test)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
+#   make soak       mixed I/O, outages, management and session churn for
+#                   SOAK_SECONDS (default 600); RSS and fds must stay flat
 #   make bench      holdfastd vs tgtd side by side, as ratios; then the
 #                   cost of a dirty bitmap and a backup job's throughput,
 #                   and the RBD case
@@ -35,7 +37,7 @@ DEB_BUILD := gcc make pkg-config liburing-dev libconfig-dev libssl-dev \
 DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     python3 python3-pytest fuse3 libfuse3-dev socat iproute2 \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
-	     e2fsprogs cpio kmod gzip strace multipath-tools \
+	     e2fsprogs cpio kmod gzip strace multipath-tools dmsetup \
 	     systemd udev iperf3 valgrind linux-perf \
 	     ceph-mon ceph-osd ceph-common tgt-rbd
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
@@ -51,7 +53,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps run test test-slow unit pytest sanitize tsan clean bench bench-rbd profile layers \
+.PHONY: soak all deps run test test-slow unit pytest sanitize tsan clean bench bench-rbd profile layers \
 	sanitize-build sanitize-quick fuzz fuzz-build fuzz-smoke
 all: $(BUILD)/layers.ok $(BUILD)/holdfastd $(UNIT_BIN) $(TOOL_BIN)
 
@@ -115,12 +117,18 @@ pytest: all
 test: deps all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz-smoke
-	/usr/bin/python3 -m pytest -v -rs -m "not longrun" tests
+	/usr/bin/python3 -m pytest -v -rs -m "not longrun and not soak" tests
 	$(MAKE) --no-print-directory sanitize-quick
 	$(MAKE) --no-print-directory tsan
 
 test-slow: deps all
 	/usr/bin/python3 -m pytest -v -rs -m longrun tests
+
+# The soak (tests/test_soak.py, README "Soak"): not part of make test.
+SOAK_SECONDS ?= 600
+soak: deps all
+	SOAK_SECONDS=$(SOAK_SECONDS) /usr/bin/python3 -m pytest -v -s -rs \
+	  -m soak tests/test_soak.py
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/).
 SAN_BUILD := build-san
@@ -131,11 +139,12 @@ SAN_ENV   := HOLDFAST_BUILD=$(SAN_BUILD) \
 	     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The part of the pytest suite `make test` also runs sanitized (about 80 s
 # here): the daemon's lifecycle, configuration and management
-# (test_foundation), the iSCSI layer (test_iscsi_layer), and the hang
+# (test_foundation), the iSCSI layer (test_iscsi_layer), its limits and
+# slow peers (test_limits), and the hang
 # engine's hold, retry, abort, reset, session-drop and ordering paths
 # (test_hang, selected by -k).  `make sanitize` runs everything.
 SAN_SUBSET   ?= tests/test_foundation.py tests/test_iscsi_layer.py \
-		tests/test_hang.py
+		tests/test_limits.py tests/test_hang.py
 SAN_SUBSET_K ?= not test_hang or \
 		write_outage_shorter or read_hang or \
 		queued_commands_time_out or abort_task_of_held or \
@@ -183,11 +192,14 @@ tsan: deps
 # Side-by-side benchmark against tgtd (not a test; prints ratios), with the
 # machine's floors (iperf3, tools/tcpecho) and CPU per I/O; then the cost
 # of a dirty bitmap and a backup job's throughput (scripts/bench_cbt.sh);
-# then the RBD case: holdfast vs tgt-rbd vs librbd direct on a throw-away
-# single-node Ceph cluster.
-bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm
+# a mirror job's copy throughput and write-blocking latency
+# (scripts/bench_mirror.sh); then the RBD case: holdfast vs tgt-rbd vs
+# librbd direct on a throw-away single-node Ceph cluster.
+bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm \
+		$(BUILD)/tools/fusefail
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench_cbt.sh
+	HOLDFAST_BUILD=$(BUILD) scripts/bench_mirror.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench-rbd.sh
 
 bench-rbd: deps $(BUILD)/holdfastd

@@ -8,6 +8,7 @@
 #ifndef HOLDFAST_BACKEND_H
 #define HOLDFAST_BACKEND_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -108,6 +109,17 @@ struct backend_ops {
 	 * length of the run with the same status starting at offset. */
 	int (*block_status)(struct backend *be, uint64_t offset, uint64_t len,
 			    uint64_t *extent);
+	/* Optional: block_status that may have to wait, for a store that
+	 * asks someone else (the gateway asks the SAN with GET LBA STATUS).
+	 * In: io->offset, io->length, io->done/priv (op and data fields are
+	 * ignored).  Returns -EINPROGRESS when the answer comes later:
+	 * done(io, res) on r, exactly once, never from inside the call.
+	 * Otherwise it is the answer now and done() is not called.  An
+	 * answer is 1 mapped, 0 hole, or -errno; on 1 or 0 io->length is the
+	 * extent (bytes, > 0).  Callers use backend_block_status(), which
+	 * runs the synchronous block_status for stores without this. */
+	int (*block_status_async)(struct backend *be, struct be_io *io,
+				  struct reactor *r);
 	/* Optional: change or re-read the store's size, synchronously on the
 	 * management thread (online resize).  size 0: re-read the size the
 	 * store has now (grown outside holdfast); else make it size bytes (a
@@ -125,6 +137,15 @@ struct backend_ops {
 		     unsigned len, const char **errmsg);
 };
 
+/* struct backend.thin */
+enum {
+	BE_THIN_SETTING = 0,	/* the store has no say: the LUN's
+				 * thin_provisioning setting decides */
+	BE_THIN_NO,		/* the store is fully provisioned */
+	BE_THIN_YES,		/* the store is thin (deallocates on UNMAP,
+				 * and unmapped blocks read back zero) */
+};
+
 struct backend {
 	const struct backend_ops *ops;
 	void *priv;		/* backend-private state */
@@ -136,6 +157,16 @@ struct backend {
 	/* The store does BE_OP_COMPARE_AND_WRITE itself for up to this many
 	 * bytes, aligned to them (0 = not at all); set at open. */
 	uint32_t caw_max;
+	/* Logical block provisioning as the store itself reports it
+	 * (BE_THIN_*), fixed at open; filters and the stack root copy it
+	 * from the node below like size and direct. */
+	uint8_t thin;
+	/* Store nodes: refuse every request that changes data with
+	 * -ECANCELED, checked as the request reaches the store (after any
+	 * filter delayed it).  Set by be_fence() when this node lost a
+	 * store another machine now owns (target/scsi/scsi_alua.c); read
+	 * and written with __atomic builtins. */
+	bool fenced;
 	/* Wrapped backend, if any.  A live stack change may swap it while I/O
 	 * runs (stack.h): read it with backend_inner(). */
 	struct backend *inner;
@@ -153,6 +184,29 @@ static inline struct backend *backend_inner(struct backend *be)
 	return __atomic_load_n(&be->inner, __ATOMIC_SEQ_CST);
 }
 
+/* Fence the store (the bottom node below be) or lift the fence: while
+ * fenced, a store that supports it (file) answers every request that
+ * changes data with -ECANCELED when the request reaches it, however long
+ * a filter above held it.  For a node that lost a shared store to another
+ * machine (target/scsi/scsi_alua.c).  Any thread; be_stack_replace()
+ * carries the flag over to a new store. */
+static inline struct backend *be_bottom(struct backend *be)
+{
+	while (backend_inner(be))
+		be = backend_inner(be);
+	return be;
+}
+
+static inline void be_fence(struct backend *be, bool on)
+{
+	__atomic_store_n(&be_bottom(be)->fenced, on, __ATOMIC_SEQ_CST);
+}
+
+static inline bool be_fenced(struct backend *be)
+{
+	return __atomic_load_n(&be_bottom(be)->fenced, __ATOMIC_SEQ_CST);
+}
+
 /* Look a backend up by name ("file", "null", "fault", "passthrough");
  * NULL if unknown. */
 const struct backend_ops *backend_find(const char *name);
@@ -162,6 +216,28 @@ static inline void backend_submit(struct backend *be, struct be_io *io,
 				  struct reactor *r)
 {
 	be->ops->submit(be, io, r);
+}
+
+/* The status of [io->offset, io->offset + io->length), as
+ * backend_ops.block_status_async answers it (-EINPROGRESS: done() comes
+ * later), for every backend: its block_status_async if it has one, else
+ * its block_status (-EOPNOTSUPP without either) answered at once. */
+static inline int backend_block_status(struct backend *be, struct be_io *io,
+				       struct reactor *r)
+{
+	uint64_t ext = 0;
+	int res;
+
+	if (be->ops->block_status_async)
+		return be->ops->block_status_async(be, io, r);
+	/* a file: SEEK_DATA/SEEK_HOLE, answered at once, no loop turn per
+	 * extent */
+	if (!be->ops->block_status)
+		return -EOPNOTSUPP;
+	res = be->ops->block_status(be, io->offset, io->length, &ext);
+	if (res >= 0)
+		io->length = ext ? ext : 1;
+	return res;
 }
 
 /* Complete io on reactor r asynchronously (for backends that finish

@@ -452,6 +452,7 @@ static int be_fault_open(struct backend *be, const struct backend_params *p,
 	be->inner = p->inner;
 	be->size = p->inner->size;
 	be->direct = p->inner->direct;
+	be->thin = p->inner->thin;
 	be->readonly = p->inner->readonly;
 	be->priv = f;
 	return 0;
@@ -569,6 +570,13 @@ static int be_fault_block_status(struct backend *be, uint64_t offset,
 	return inner->ops->block_status(inner, offset, len, extent);
 }
 
+/* GET LBA STATUS passes through (the store's answer, sync or async). */
+static int be_fault_block_status_async(struct backend *be, struct be_io *io,
+				  struct reactor *r)
+{
+	return backend_block_status(backend_inner(be), io, r);
+}
+
 const struct backend_ops be_fault_ops = {
 	.name = "fault",
 	.filter = true,
@@ -578,4 +586,5 @@ const struct backend_ops be_fault_ops = {
 	.set_param = be_fault_set_param,
 	.describe = be_fault_describe,
 	.block_status = be_fault_block_status,
+	.block_status_async = be_fault_block_status_async,
 };

@@ -632,6 +632,10 @@ static int be_file_check(struct backend *be, const struct be_io *io)
 		return -EINVAL;
 	if (io->op != BE_OP_READ && be->readonly)
 		return -EROFS;
+	/* another node owns the store now (be_fence) */
+	if (io->op != BE_OP_READ && io->op != BE_OP_FLUSH &&
+	    __atomic_load_n(&be->fenced, __ATOMIC_SEQ_CST))
+		return -ECANCELED;
 	if (be->direct && (io->offset % f->dio_align ||
 			   io->length % f->dio_align))
 		return -EINVAL;

@@ -40,6 +40,22 @@
  * the backend refuses it (commands fail with ENODEV, which is not held),
  * logs it and keeps checking, instead of switching silently.
  *
+ * Started without the SAN.  When the SAN cannot be reached at open but
+ * the LUN's size is configured, the LUN is served with that size and the
+ * backend starts DOWN with no identity (ident.block_size 0): the first
+ * command starts the reconnect loop, and the first login records the
+ * SAN's LUN as the identity if it has exactly that size (else it is
+ * refused like a different LUN).  Without a size, open fails as before.
+ *
+ * Order.  Commands that overlap a command in flight (one of them changing
+ * blocks) wait in st->waiting until it completes: the SAN may run one
+ * session's commands in any order, a local disk would not (bi_must_wait).
+ *
+ * Provisioning and GET LBA STATUS.  be->thin is the SAN's LUN's (LBPME and
+ * a deallocating command in VPD B2h), and block_status_async asks the
+ * SAN with GET LBA STATUS (one descriptor per question); a SAN without
+ * it is answered "all mapped" from then on.
+ *
  * Remote status.  CHECK CONDITION is mapped to -errno by sense key so the
  * SCSI layer reports it as it is: ILLEGAL REQUEST -> EINVAL / EOPNOTSUPP,
  * DATA PROTECT -> EROFS / ENOSPC, MEDIUM ERROR -> ENODATA (not held),
@@ -76,9 +92,15 @@
 #define BI_WS_MAX_BLOCKS 65536u		/* WRITE SAME / UNMAP chunk */
 #define BI_UA_TRIES 8			/* unit attentions cleared at login */
 
-/* VPD pages (SPC-4 7.8) */
+/* VPD pages (SPC-4 7.8, SBC-3 6.5.4) */
 #define VPD_UNIT_SERIAL 0x80
 #define VPD_DEVICE_ID 0x83
+#define VPD_LB_PROVISIONING 0xb2
+#define VPD_B2_LBPU 0x80
+#define VPD_B2_LBPWS 0x40
+/* GET LBA STATUS (SBC-3 5.16): one descriptor is all one answer takes */
+#define BI_GLS_ALLOC (8 + 16)
+#define BI_GLS_DEALLOCATED 0x1
 /* ASC/ASCQ (SPC-4 annex D) */
 #define ASCQ_INVALID_OPCODE 0x2000
 #define ASCQ_SPACE_ALLOC_FAILED 0x2707
@@ -95,6 +117,8 @@ struct bi_ident {
 	uint64_t nblocks;
 	uint32_t block_size;
 	bool lbpme, lbprz;
+	bool lbpu, lbpws;	/* VPD B2 (not part of the identity) */
+	bool have_b2;
 	uint16_t serial_len, desig_len;
 	uint8_t serial[BI_VPD_LEN];
 	uint8_t desig[BI_IDENT_LEN];
@@ -106,7 +130,19 @@ struct be_iscsi {
 	_Atomic(struct reactor *) owner;	/* the session reactor */
 	uint32_t isid_rnd;			/* same ISID on every login */
 	uint8_t *zero_block;			/* WRITE SAME source */
-	struct bi_ident ident;			/* recorded at open */
+	struct bi_ident ident;			/* recorded at open, or at
+						 * the first login when the
+						 * SAN was down at open
+						 * (block_size 0 until then) */
+	uint64_t cfg_size;			/* started without the SAN:
+						 * the configured size and */
+	uint32_t cfg_block_size;		/* the LUN's block size, which
+						 * the SAN's LUN must match */
+	bool no_gls;				/* the SAN has no GET LBA
+						 * STATUS: all mapped */
+	uint32_t check_bs;			/* alignment submit checks,
+						 * fixed at open (any thread
+						 * reads it) */
 
 	/* Owner reactor only (the open thread before there is one). */
 	struct iscsi_context *ctx;
@@ -117,6 +153,8 @@ struct be_iscsi {
 	struct ev_timer tick;
 	struct list_head inflight;	/* bi_req, oldest first */
 	struct list_head delayed;	/* BUSY retries, resent by the tick */
+	struct list_head waiting;	/* behind an overlapping command in
+					 * flight (bi_must_wait), in order */
 	struct list_head done;		/* completions to deliver */
 	uint64_t state_since_ms;
 	uint64_t backoff_ms, next_attempt_ms;
@@ -131,6 +169,8 @@ struct be_iscsi {
 	/* For show (any thread). */
 	pthread_mutex_t lock;
 	bool shown_up, shown_wrong;
+	bool shown_blind;		/* started without the SAN, not yet
+					 * connected to it */
 	time_t shown_since;
 	uint64_t reconnects;
 	int last_err;
@@ -149,6 +189,8 @@ struct __attribute__((may_alias)) bi_req {
 	uint32_t progress;		/* blocks done (chunked UNMAP/WRITE SAME) */
 	int res;
 	uint16_t retries;
+	bool gls;			/* a GET LBA STATUS question
+					 * (block_status_async), not I/O */
 };
 _Static_assert(sizeof(struct bi_req) <= sizeof(((struct be_io *)0)->be_scratch),
 	       "bi_req must fit in be_io.be_scratch");
@@ -207,6 +249,7 @@ static void bi_set_state(struct be_iscsi *st, enum bi_state s, int err,
 	if ((s == BI_UP) != st->shown_up || st->wrong_lun != st->shown_wrong) {
 		st->shown_up = s == BI_UP;
 		st->shown_wrong = st->wrong_lun;
+		st->shown_blind = st->cfg_size && !st->ident.block_size;
 		st->shown_since = time(NULL);
 	}
 	snprintf(st->portal_shown, sizeof(st->portal_shown), "%s",
@@ -234,9 +277,15 @@ static void bi_deliver_call(void *arg)
 /* Hand every finished request back to its reactor.  Runs on the session
  * reactor outside libiscsi (never inside iscsi_service's callbacks and
  * never inside submit). */
+static void bi_release(struct be_iscsi *st);
+
 static void bi_deliver(struct be_iscsi *st)
 {
 	struct reactor *self = reactor_current();
+
+	/* what completed may let waiting commands go */
+	if (!list_empty(&st->waiting))
+		bi_release(st);
 
 	while (!list_empty(&st->done)) {
 		struct bi_req *q = list_first_entry(&st->done, struct bi_req, link);
@@ -301,6 +350,14 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 	struct scsi_task *t = NULL;
 	int lun = (int)st->conf.lun;
 
+	if (q->gls) {
+		t = iscsi_get_lba_status_task(st->ctx, lun, lba, BI_GLS_ALLOC,
+					      bi_task_cb, q);
+		if (!t)
+			return -ENOMEM;
+		q->task = t;
+		return 0;
+	}
 	switch (io->op) {
 	case BE_OP_READ:
 		t = iscsi_read16_iov_task(st->ctx, lun, lba, (uint32_t)io->length,
@@ -322,7 +379,8 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 	case BE_OP_UNMAP:
 	case BE_OP_WRITE_ZEROES:
 		chunk = (uint32_t)MIN(nblocks - q->progress, BI_WS_MAX_BLOCKS);
-		if (io->op == BE_OP_UNMAP && st->ident.lbpme && st->ident.lbprz) {
+		if (io->op == BE_OP_UNMAP && st->ident.lbpme && st->ident.lbprz &&
+		    (st->ident.lbpu || !st->ident.have_b2)) {
 			/* deallocated blocks read back as zeroes (SBC-4 4.7.4.5) */
 			struct unmap_list ul = { lba + q->progress, chunk };
 
@@ -334,7 +392,9 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 			t = iscsi_writesame16_task(st->ctx, lun, lba + q->progress,
 						   st->zero_block, bs, chunk, 0,
 						   io->op == BE_OP_UNMAP &&
-							   st->ident.lbpme,
+							   st->ident.lbpme &&
+							   (st->ident.lbpws ||
+							    !st->ident.have_b2),
 						   0, 0, bi_task_cb, q);
 		}
 		break;
@@ -349,17 +409,66 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 
 static void bi_sync_events(struct be_iscsi *st);
 
-/* Send q on the session reactor, or fail it at once if there is no
- * session.  Completion goes to st->done. */
-static void bi_start(struct be_iscsi *st, struct bi_req *q)
+/* ---- ordering of overlapping commands ----
+ *
+ * The SAN may run the commands of one session in any order (SIMPLE
+ * tasks; tgtd runs them on a thread pool), so a read sent while an
+ * overlapping write is in flight may return the old data, and of two
+ * overlapping writes either may land last.  A local disk behind
+ * holdfast keeps the order the gateway received them in; so does this
+ * gateway: a command that overlaps one still in flight (or waiting
+ * before it) waits in st->waiting until that one completes, when either
+ * of the two changes the blocks.  Reads beside reads, and commands on
+ * other blocks, go at once.  The cost is a scan of the commands in
+ * flight (the initiators' queue depth) per command. */
+
+static bool bi_changes(const struct be_io *io)
+{
+	return io->op != BE_OP_READ && io->op != BE_OP_FLUSH;
+}
+
+/* Do a and b touch a block in common, with at least one changing it? */
+static bool bi_conflict(const struct bi_req *a, const struct bi_req *b)
+{
+	const struct be_io *x = bi_req_io((struct bi_req *)a);
+	const struct be_io *y = bi_req_io((struct bi_req *)b);
+
+	if (a->gls || b->gls || x->op == BE_OP_FLUSH || y->op == BE_OP_FLUSH)
+		return false;
+	if (!bi_changes(x) && !bi_changes(y))
+		return false;
+	return x->offset < y->offset + y->length &&
+	       y->offset < x->offset + x->length;
+}
+
+/* Must q wait: does it overlap a command in flight, a BUSY retry, or one
+ * that waits before it (every waiting one up to `before`, NULL = all)? */
+static bool bi_must_wait(struct be_iscsi *st, struct bi_req *q,
+			 struct bi_req *before)
+{
+	struct bi_req *o;
+
+	list_for_each_entry(o, &st->inflight, link)
+		if (bi_conflict(q, o))
+			return true;
+	list_for_each_entry(o, &st->delayed, link)
+		if (bi_conflict(q, o))
+			return true;
+	list_for_each_entry(o, &st->waiting, link) {
+		if (o == before)
+			break;
+		if (bi_conflict(q, o))
+			return true;
+	}
+	return false;
+}
+
+/* Send q now (the session is up and nothing overlapping is ahead). */
+static void bi_send(struct be_iscsi *st, struct bi_req *q)
 {
 	int err;
 
 	list_add_tail(&q->link, &st->inflight);
-	if (st->state != BI_UP) {
-		bi_finish(st, q, -st->down_err);
-		return;
-	}
 	q->start_ms = bi_now(st);
 	err = bi_issue(st, q);
 	if (err) {
@@ -367,6 +476,64 @@ static void bi_start(struct be_iscsi *st, struct bi_req *q)
 		return;
 	}
 	bi_sync_events(st);
+}
+
+/* Send q on the session reactor, or fail it at once if there is no
+ * session, or queue it behind an overlapping command.  Completion goes
+ * to st->done. */
+static void bi_start(struct be_iscsi *st, struct bi_req *q)
+{
+	if (st->state != BI_UP) {
+		list_add_tail(&q->link, &st->inflight);
+		bi_finish(st, q, -st->down_err);
+		return;
+	}
+	if (bi_must_wait(st, q, NULL)) {
+		list_add_tail(&q->link, &st->waiting);
+		return;
+	}
+	bi_send(st, q);
+}
+
+/* Send every waiting command that nothing overlaps any more, in order. */
+static void bi_release(struct be_iscsi *st)
+{
+	struct bi_req *q, *n;
+
+	if (st->state != BI_UP)
+		return;
+	list_for_each_entry_safe(q, n, &st->waiting, link) {
+		if (bi_must_wait(st, q, q))
+			continue;
+		list_del(&q->link);
+		bi_send(st, q);
+	}
+}
+
+/* The SAN's GET LBA STATUS answer for q: 1 mapped / 0 deallocated with
+ * io->length cut to the first descriptor's extent, or -errno. */
+static int bi_gls_answer(struct be_iscsi *st, struct bi_req *q,
+			 const struct scsi_task *task)
+{
+	struct be_io *io = bi_req_io(q);
+	const uint8_t *d = task->datain.data;
+	uint32_t bs = st->ident.block_size;
+	uint64_t lba = io->offset / bs, n;
+
+	if (!d || task->datain.size < BI_GLS_ALLOC ||
+	    get_be32(d) < BI_GLS_ALLOC - 4)
+		return -EREMOTEIO;
+	d += 8;
+	/* the first descriptor describes the starting LBA (SBC-3 5.16.2);
+	 * anything else is answered as one mapped block */
+	n = get_be32(d + 8);
+	if (get_be64(d) != lba || n == 0) {
+		io->length = bs;
+		return 1;
+	}
+	io->length = MIN(n * bs, io->length);
+	/* anchored (2) is not deallocated: it reads back what was written */
+	return (d[12] & 0x0f) == BI_GLS_DEALLOCATED ? 0 : 1;
 }
 
 static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
@@ -379,6 +546,21 @@ static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
 	bool retry = false;
 	int res;
 
+	if (q->gls && status == SCSI_STATUS_GOOD) {
+		bi_finish(st, q, bi_gls_answer(st, q, task));
+		return;
+	}
+	if (q->gls && status == SCSI_STATUS_CHECK_CONDITION &&
+	    task->sense.key == SCSI_SENSE_ILLEGAL_REQUEST) {
+		/* no GET LBA STATUS at the SAN (invalid opcode or service
+		 * action): every block is mapped, and it is not asked again */
+		if (!st->no_gls)
+			log_info("iscsi %s: the SAN has no GET LBA STATUS; "
+				 "reporting every block mapped", st->url);
+		st->no_gls = true;
+		bi_finish(st, q, -EOPNOTSUPP);
+		return;
+	}
 	switch (status) {
 	case SCSI_STATUS_GOOD:
 		if ((io->op == BE_OP_UNMAP || io->op == BE_OP_WRITE_ZEROES)) {
@@ -510,6 +692,8 @@ static void bi_drop(struct be_iscsi *st, int err, const char *why)
 		bi_finish(st, q, -err);
 	list_for_each_entry_safe(q, n, &st->delayed, link)
 		bi_finish(st, q, -err);
+	list_for_each_entry_safe(q, n, &st->waiting, link)
+		bi_finish(st, q, -err);
 	st->drop_err = 0;
 	/* while the wrong LUN answers, commands fail for that reason, not
 	 * for a passing network error of a later attempt */
@@ -550,7 +734,8 @@ static void bi_ident_cb(struct iscsi_context *ctx, int status, void *data,
 		/* VPD 0x80 is optional (SPC-4 7.8.15): its absence is part of
 		 * the identity; anything else fails this attempt */
 		bool optional = task && task->cdb[0] == SCSI_OPCODE_INQUIRY &&
-				task->cdb[2] == VPD_UNIT_SERIAL &&
+				(task->cdb[2] == VPD_UNIT_SERIAL ||
+				 task->cdb[2] == VPD_LB_PROVISIONING) &&
 				status == SCSI_STATUS_CHECK_CONDITION &&
 				task->sense.key == SCSI_SENSE_ILLEGAL_REQUEST;
 		if (!optional && !st->identify_err) {
@@ -571,6 +756,11 @@ static void bi_ident_cb(struct iscsi_context *ctx, int status, void *data,
 		} else if (!st->identify_err) {
 			st->identify_err = EREMOTEIO;
 		}
+	} else if (task->cdb[2] == VPD_LB_PROVISIONING && len >= 6) {
+		/* SBC-3 6.5.4: which commands deallocate */
+		p->have_b2 = true;
+		p->lbpu = d[5] & VPD_B2_LBPU;
+		p->lbpws = d[5] & VPD_B2_LBPWS;
 	} else if (task->cdb[2] == VPD_UNIT_SERIAL && len >= 4) {
 		uint16_t n = (uint16_t)MIN((int)get_be16(d + 2), len - 4);
 
@@ -637,6 +827,39 @@ static void bi_ident_step_done(struct be_iscsi *st)
 			st->drop_err = st->identify_err;
 		return;
 	}
+	if (!st->ident.block_size && st->cfg_size) {
+		/* started while the SAN was down: the LUN was served with
+		 * the configured size; the SAN's LUN must be that size, in
+		 * blocks the LUN's block size is a multiple of */
+		const struct bi_ident *p = &st->probe;
+
+		if (p->nblocks * p->block_size != st->cfg_size ||
+		    st->cfg_block_size < p->block_size ||
+		    st->cfg_block_size % p->block_size) {
+			if (!st->wrong_lun)
+				log_err("iscsi %s: the SAN's LUN has %llu blocks "
+					"of %u bytes, not the configured size "
+					"%llu with %u-byte blocks; refusing it: "
+					"commands fail until it matches",
+					st->url, (unsigned long long)p->nblocks,
+					p->block_size,
+					(unsigned long long)st->cfg_size,
+					st->cfg_block_size);
+			st->wrong_lun = true;
+			bi_note_error(st, ENODEV,
+				      "the SAN's LUN is not the configured size");
+			st->drop_err = ENODEV;
+			return;
+		}
+		st->ident = st->probe;
+		st->wrong_lun = false;
+		st->backoff_ms = BI_BACKOFF_MIN_MS;
+		log_info("iscsi %s: the SAN answered; its LUN (%llu blocks of "
+			 "%u bytes) is recorded as this LUN's identity", st->url,
+			 (unsigned long long)p->nblocks, p->block_size);
+		bi_set_state(st, BI_UP, 0, "first login");
+		return;
+	}
 	if (!st->ident.block_size) {	/* first login (open) */
 		st->ident = st->probe;
 		bi_set_state(st, BI_UP, 0, "open");
@@ -662,23 +885,26 @@ static void bi_ident_step_done(struct be_iscsi *st)
 	bi_set_state(st, BI_UP, 0, "reconnected");
 }
 
-/* Logged in: READ CAPACITY (16) and the two VPD pages, in parallel. */
+/* Logged in: READ CAPACITY (16) and the VPD pages (serial number, device
+ * identifiers, logical block provisioning), in parallel. */
 static void bi_identify_start(struct be_iscsi *st, struct iscsi_context *ctx)
 {
 	int lun = (int)st->conf.lun;
-	struct scsi_task *t[3];
+	struct scsi_task *t[4];
 
 	memset(&st->probe, 0, sizeof(st->probe));
 	st->identify_err = 0;
-	st->identify_left = 3;
+	st->identify_left = 4;
 	t[0] = iscsi_readcapacity16_task(ctx, lun, bi_ident_cb, st);
 	t[1] = iscsi_inquiry_task(ctx, lun, 1, VPD_UNIT_SERIAL, BI_VPD_LEN,
 				  bi_ident_cb, st);
 	t[2] = iscsi_inquiry_task(ctx, lun, 1, VPD_DEVICE_ID, BI_VPD_LEN,
 				  bi_ident_cb, st);
-	if (!t[0] || !t[1] || !t[2])
+	t[3] = iscsi_inquiry_task(ctx, lun, 1, VPD_LB_PROVISIONING, BI_VPD_LEN,
+				  bi_ident_cb, st);
+	if (!t[0] || !t[1] || !t[2] || !t[3])
 		bi_connect_failed(st, ENOMEM, "cannot queue identify commands");
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (!t[i])
 			st->identify_left--;
 }
@@ -847,9 +1073,11 @@ static void bi_tick(struct ev_timer *t)
 				break;
 			}
 		}
+		/* a retry keeps its place: the commands that overlap it
+		 * wait for it, so it must not wait for them */
 		list_for_each_entry_safe(q, n, &st->delayed, link) {
 			list_del(&q->link);
-			bi_start(st, q);
+			bi_send(st, q);
 		}
 		break;
 	case BI_CONNECTING:
@@ -919,7 +1147,7 @@ static void bi_submit_call(void *arg)
 static int bi_check(struct backend *be, struct be_iscsi *st,
 		    const struct be_io *io)
 {
-	uint32_t bs = st->ident.block_size;
+	uint32_t bs = st->check_bs;
 
 	switch (io->op) {
 	case BE_OP_FLUSH:
@@ -977,6 +1205,43 @@ static void be_iscsi_submit(struct backend *be, struct be_io *io,
 	bi_start(st, q);
 	if (!list_empty(&st->done) && reactor_call(r, bi_deliver_call_st, st) < 0)
 		reactor_timer_add(r, &st->tick, 0, bi_tick, st);
+}
+
+/* GET LBA STATUS at the SAN (backend.h block_status_async): the answer's
+ * first descriptor is this extent.  Sent like I/O on the session; while
+ * the SAN is down it is answered with the link's error at once (it is
+ * advisory: nothing holds it). */
+static int be_iscsi_block_status_async(struct backend *be, struct be_io *io,
+				       struct reactor *r)
+{
+	struct be_iscsi *st = be->priv;
+	struct bi_req *q = bi_req_of(io);
+	uint32_t bs = st->check_bs;
+	struct reactor *owner;
+
+	if (st->no_gls)
+		return -EOPNOTSUPP;
+	if (!bs || io->offset % bs || io->offset >= be->size || !io->length)
+		return -EINVAL;
+	io->length = MIN(io->length, be->size - io->offset);
+	memset(q, 0, sizeof(*q));
+	q->st = st;
+	q->origin = r;
+	q->gls = true;
+	list_init(&q->link);
+	owner = bi_owner(st, r);
+	if (owner != r) {
+		if (reactor_call(owner, bi_submit_call, io) < 0)
+			return -ENOMEM;
+		return -EINPROGRESS;
+	}
+	bi_adopt(st);
+	if (st->state != BI_UP)
+		return -st->down_err;
+	bi_start(st, q);
+	if (!list_empty(&st->done) && reactor_call(r, bi_deliver_call_st, st) < 0)
+		reactor_timer_add(r, &st->tick, 0, bi_tick, st);
+	return -EINPROGRESS;
 }
 
 /* ---- open / close ---- */
@@ -1052,6 +1317,7 @@ static int be_iscsi_open(struct backend *be, const struct backend_params *p,
 	pthread_mutex_init(&st->lock, NULL);
 	list_init(&st->inflight);
 	list_init(&st->delayed);
+	list_init(&st->waiting);
 	list_init(&st->done);
 	atomic_init(&st->owner, NULL);
 	st->backoff_ms = BI_BACKOFF_MIN_MS;
@@ -1063,8 +1329,32 @@ static int be_iscsi_open(struct backend *be, const struct backend_params *p,
 	st->isid_rnd &= 0xffffff;	/* ISID type 2: 24-bit random */
 
 	err = bi_open_wait(st, errmsg);
-	if (err)
+	if (err && p->size) {
+		/* The SAN is down now, but the operator said how big its LUN
+		 * is: serve the LUN with that size and connect in the
+		 * background; the SAN's LUN is checked against it when it
+		 * answers.  Until then commands fail with ENOTCONN, which
+		 * the hang engine holds (retry) or reports. */
+		log_warn("%s; serving the LUN with the configured size (%llu "
+			 "bytes) and connecting when the first command comes",
+			 *errmsg, (unsigned long long)p->size);
+		st->cfg_size = p->size;
+		st->cfg_block_size = p->block_size ? p->block_size : 512;
+		st->check_bs = st->cfg_block_size;
+		st->shown_blind = true;
+		st->state = BI_DOWN;
+		st->down_err = ENOTCONN;
+		st->next_attempt_ms = 0;
+		be->size = p->size;
+		be->thin = BE_THIN_SETTING;	/* not known yet */
+		goto ready;
+	}
+	if (err) {
+		snprintf(bi_errbuf + strlen(bi_errbuf),
+			 sizeof(bi_errbuf) - strlen(bi_errbuf),
+			 " (set size to the SAN LUN's size to start without it)");
 		goto err_lock;
+	}
 	if (p->block_size && (p->block_size < st->ident.block_size ||
 			      p->block_size % st->ident.block_size)) {
 		snprintf(bi_errbuf, sizeof(bi_errbuf),
@@ -1081,25 +1371,41 @@ static int be_iscsi_open(struct backend *be, const struct backend_params *p,
 		err = -EINVAL;
 		goto err_ctx;
 	}
-	st->zero_block = aligned_alloc(4096, MAX(st->ident.block_size, 4096u));
+	st->check_bs = st->ident.block_size;
+	/* the SAN's LUN is thin when it says so and has a command that
+	 * deallocates (UNMAP, or WRITE SAME with UNMAP) */
+	be->thin = st->ident.lbpme && (!st->ident.have_b2 || st->ident.lbpu ||
+				       st->ident.lbpws)
+			   ? BE_THIN_YES : BE_THIN_NO;
+ready:
+	/* the WRITE SAME source: one block of the SAN's LUN, which is at
+	 * most the LUN's block size (checked at open or first login) */
+	st->zero_block = aligned_alloc(4096, MAX(MAX(st->ident.block_size,
+						    p->block_size), 4096u));
 	if (!st->zero_block) {
 		*errmsg = "out of memory";
 		err = -ENOMEM;
 		goto err_ctx;
 	}
-	memset(st->zero_block, 0, MAX(st->ident.block_size, 4096u));
+	memset(st->zero_block, 0, MAX(MAX(st->ident.block_size, p->block_size),
+				      4096u));
 	/* a write the SAN did not acknowledge is one the hang engine may
 	 * resend: nothing is cached in between (DESIGN.md safety rule) */
 	be->direct = true;
 	be->readonly = p->readonly;
 	be->priv = st;
-	log_info("iscsi %s: remote LUN %llu blocks of %u bytes, initiator %s",
-		 st->url, (unsigned long long)st->ident.nblocks,
-		 st->ident.block_size, st->conf.initiator);
+	if (st->ident.block_size)
+		log_info("iscsi %s: remote LUN %llu blocks of %u bytes%s, "
+			 "initiator %s", st->url,
+			 (unsigned long long)st->ident.nblocks,
+			 st->ident.block_size,
+			 be->thin == BE_THIN_YES ? ", thin" : "",
+			 st->conf.initiator);
 	return 0;
 
 err_ctx:
-	iscsi_destroy_context(st->ctx);
+	if (st->ctx)
+		iscsi_destroy_context(st->ctx);
 err_lock:
 	pthread_mutex_destroy(&st->lock);
 err_free:
@@ -1210,7 +1516,9 @@ static int be_iscsi_describe(struct backend *be, char *buf, unsigned len)
 		     st->url, st->portal_shown[0] ? st->portal_shown
 						  : st->conf.portals[0],
 		     st->shown_wrong ? "wrong-lun"
-				     : st->shown_up ? "connected" : "reconnecting",
+				     : st->shown_up ? "connected"
+				     : st->shown_blind ? "not-yet-connected"
+					       : "reconnecting",
 		     since,
 		     (unsigned long long)st->reconnects);
 	if (st->last_err && n >= 0 && (unsigned)n < len)
@@ -1229,4 +1537,5 @@ const struct backend_ops be_iscsi_ops = {
 	.close = be_iscsi_close,
 	.submit = be_iscsi_submit,
 	.describe = be_iscsi_describe,
+	.block_status_async = be_iscsi_block_status_async,
 };

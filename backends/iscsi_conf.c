@@ -58,6 +58,22 @@ static int conf_portal(char *dst, const char *s, size_t n)
 
 		if (!close || close == s + 1)
 			return -1;
+		/* an IPv6 literal: hex digits, ':' and '.' (an embedded
+		 * IPv4 address), then an optional "%zone" (RFC 6874) */
+		for (const char *q = s + 1; q < close; q++) {
+			if (*q == '%') {
+				if (q + 1 == close)
+					return -1;
+				for (q++; q < close; q++)
+					if (!isalnum((unsigned char)*q) &&
+					    *q != '.' && *q != '-' && *q != '_')
+						return -1;
+				break;
+			}
+			if (!isxdigit((unsigned char)*q) && *q != ':' &&
+			    *q != '.')
+				return -1;
+		}
 		hlen = (size_t)(close - s) + 1;		/* keep the brackets */
 		if (hlen < n) {
 			if (s[hlen] != ':')
@@ -249,9 +265,14 @@ static int conf_item(struct be_iscsi_conf *c, const char *key,
 			return -EINVAL;
 		}
 	} else if (strcmp(key, "data_digest") == 0) {
-		/* libiscsi 1.19 (Debian 12) negotiates DataDigest=None only */
+		/* libiscsi 1.19 (Debian 12) offers DataDigest=None only and
+		 * has no call to ask for CRC32C (its headers have a header
+		 * digest setting and nothing for data) */
 		if (strcmp(v, "none") && strcmp(v, "None")) {
-			*errmsg = "data_digest: only none (libiscsi has no data digest)";
+			*errmsg = "data_digest: only none is supported: the "
+				  "iSCSI initiator library (libiscsi 1.19) "
+				  "cannot negotiate a CRC32C data digest; "
+				  "header_digest=crc32c is available";
 			return -EINVAL;
 		}
 	} else if (strcmp(key, "mutual_user") == 0) {

@@ -23,6 +23,7 @@ static int be_passthrough_open(struct backend *be,
 	be->inner = p->inner;
 	be->size = p->inner->size;
 	be->direct = p->inner->direct;
+	be->thin = p->inner->thin;
 	be->readonly = p->inner->readonly;
 	return 0;
 }
@@ -68,6 +69,13 @@ static int be_passthrough_block_status(struct backend *be, uint64_t offset,
 	return inner->ops->block_status(inner, offset, len, extent);
 }
 
+/* GET LBA STATUS passes through (the store's answer, sync or async). */
+static int be_passthrough_block_status_async(struct backend *be, struct be_io *io,
+				  struct reactor *r)
+{
+	return backend_block_status(backend_inner(be), io, r);
+}
+
 const struct backend_ops be_passthrough_ops = {
 	.name = "passthrough",
 	.filter = true,
@@ -77,4 +85,5 @@ const struct backend_ops be_passthrough_ops = {
 	.set_param = be_passthrough_set_param,
 	.describe = be_passthrough_describe,
 	.block_status = be_passthrough_block_status,
+	.block_status_async = be_passthrough_block_status_async,
 };

@@ -169,6 +169,23 @@ static int stack_root_block_status(struct backend *root, uint64_t offset,
 	return ret;
 }
 
+/* Block status that waits is counted like I/O until it completes. */
+static int stack_root_block_status_async(struct backend *root,
+					 struct be_io *io, struct reactor *r)
+{
+	int ret;
+
+	io->stack_ref = stack_enter(root->priv);
+	io->stack_done = io->done;
+	io->done = stack_io_done;
+	ret = backend_block_status(backend_inner(root), io, r);
+	if (ret != -EINPROGRESS) {
+		io->done = io->stack_done;
+		stack_exit(io->stack_ref);
+	}
+	return ret;
+}
+
 /* Online resize (backend.h): the store changes its size, then every node
  * above it takes the new size, bottom up, the root last.  Filters keep no
  * size of their own, so they need no resize op.  Management thread, like
@@ -248,6 +265,7 @@ static const struct backend_ops be_stack_root_ops = {
 	.set_param = stack_root_set_param,
 	.describe = stack_root_describe,
 	.block_status = stack_root_block_status,
+	.block_status_async = stack_root_block_status_async,
 	.resize = stack_root_resize,
 };
 
@@ -404,6 +422,7 @@ int be_stack_open(struct backend *chain, struct backend **out)
 	root->inner = chain;
 	root->size = chain->size;
 	root->direct = chain->direct;
+	root->thin = chain->thin;
 	root->readonly = chain->readonly;
 	*out = root;
 	return 0;
@@ -644,9 +663,14 @@ int be_stack_replace(struct backend *root, const char *name,
 			goto out;
 		}
 	}
+	/* a fenced store stays fenced under a new one */
+	__atomic_store_n(&store->fenced,
+			 __atomic_load_n(&old_store->fenced, __ATOMIC_SEQ_CST),
+			 __ATOMIC_SEQ_CST);
 	stack_link(parent, store);
 	if (parent == root) {
 		root->direct = store->direct;
+		root->thin = store->thin;
 		root->readonly = store->readonly;
 	}
 	err = stack_reap_or_defer(s, timeout_ms) ? 1 : 0;

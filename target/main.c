@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +259,20 @@ int main(int argc, char **argv)
 			control_port, strerror(-ret));
 		return 1;
 	}
+	{
+		/* every connection is an fd: allow what the hard limit does
+		 * (Debian's soft limit of 1024 is below max_connections) */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+				log_warn("cannot raise the open file limit: %s",
+					 strerror(errno));
+		}
+	}
+	iscsi_limits_set(&cfg.limits);
 	ret = iscsi_portals_start(cfg.portals, cfg.nr_portals, reactors,
 				  nthreads);
 	if (ret < 0) {

@@ -13,7 +13,12 @@ genuine kernel errors on their O_DIRECT I/O when the test says so:
         fusefs.backing("disk1.img")          # the file under the mount
 
 Control syntax (see tests/tools/fusefail.c): ok, read=ERR, write=ERR,
-flush=ERR, all=ERR, delay=MS, match=SUBSTRING.  set() writes the control
+flush=ERR, all=ERR, delay=MS, write_delay=US, write_rate=N[K|M|G],
+match=SUBSTRING.  A slow destination that can start failing later:
+
+        fusefs.set("write_rate=4M")          # writes pass at 4 MiB/s
+        fusefs.set("write_rate=4M write=EIO")  # ... and now fail with EIO
+        fusefs.set("write_delay=2000")       # +2 ms on every write  set() writes the control
 file atomically (temporary file + rename) and waits until fusefail can have
 seen it.
 
@@ -42,7 +47,10 @@ def fusefail_binary():
 
 
 class FuseFail:
-    def __init__(self, base):
+    def __init__(self, base, args=()):
+        """args: extra fusefail options, e.g. ("-v", "-k", "0.5") for the
+        volatile write-back cache of the power-loss tests."""
+        self.args = [str(a) for a in args]
         base = Path(base)
         self.src = base / "fuse-src"
         self.mnt = base / "fuse-mnt"
@@ -62,7 +70,8 @@ class FuseFail:
         self.ctl.write_text("ok\n")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(binary), str(self.src), str(self.mnt), str(self.ctl)],
+            [str(binary)] + self.args +
+            [str(self.src), str(self.mnt), str(self.ctl)],
             stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT)
         ok = wait_for(lambda: self.proc.poll() is not None or

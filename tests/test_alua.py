@@ -10,16 +10,19 @@ takeover, reservations across a handover, and that a write held by the
 hang engine at handover never lands after the other node serves.
 """
 
+import json
 import os
 import re
 import signal
+import subprocess
 import struct
 import time
 
 import pytest
 
 import rawiscsi as r
-from helpers import tscale, wait_for
+from fusefs import fusefs  # noqa: F401  (fixture)
+from helpers import build_dir, qemu_io, run, tscale, wait_for
 
 GOOD, CHECK, CONFLICT = 0, 2, 0x18
 NOT_READY, HW_ERROR, UA = 2, 4, 6
@@ -163,6 +166,9 @@ def test_rtpg_identity_and_standby_answers(holdfast, tmp_path):
     assert sa.read(0)[0] == GOOD
     assert "ALUA: group 1 active/optimized (owner)" in update_show(a)
     assert "ALUA: group 2 standby" in update_show(b)
+    assert "store fenced" in update_show(b)
+    assert "store fenced" not in update_show(a)
+    assert "ALUA lock: %s.holdfast-owner" % shared in update_show(a)
     sa.close()
     sb.close()
 
@@ -469,3 +475,256 @@ def test_stpg_takeovers_during_settings_updates(holdfast, tmp_path):
     assert s.read(0)[1] == b"\x5a" * 512
     assert a.log_text().count("active/optimized (ownership lock") >= 10
     s.close()
+
+
+def adm_json(d, *args):
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+    wait_for(lambda: os.path.exists(sock), 5 * tscale())
+    argv = [str(build_dir() / "holdfastadm"), "-C", str(d.ctl_port),
+            "--json"] + list(args)
+    return json.loads(run(argv, env=d.env, timeout=30).stdout)
+
+
+def alua_json(d):
+    t = adm_json(d, "-o", "show", "-m", "target")["targets"][0]
+    return [x for x in t["luns"] if x["lun"] == 1][0]["alua"]
+
+
+def test_alua_state_in_json(holdfast, tmp_path):
+    """--json show carries the run-time ALUA state (alua_state among the
+    keys is only the state asked for): group, peer group, both states,
+    who owns the lock, the fence, the identity and the lock file."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    ja = alua_json(a)
+    assert ja["group"] == 1 and ja["peer_group"] == 2
+    assert ja["state"] == "active/optimized" and ja["owner"] is True
+    assert ja["fenced"] is False
+    assert ja["lock"] == str(shared) + ".holdfast-owner"
+    assert re.fullmatch(r"[0-9a-f]{16}", ja["identity"])
+    assert wait_for(lambda: alua_json(b)["peer_state"] ==
+                    "active/optimized", 5 * tscale())
+    jb = alua_json(b)
+    assert jb["group"] == 2 and jb["peer_group"] == 1
+    assert jb["state"] == "standby" and jb["owner"] is False
+    assert jb["fenced"] is True
+    assert jb["identity"] == ja["identity"]
+    update(a, "alua_state=standby")
+    update(b, "alua_state=active")
+    assert alua_json(a)["state"] == "standby"
+    assert alua_json(a)["owner"] is False
+    assert alua_json(b)["state"] == "active/optimized"
+    assert alua_json(b)["owner"] is True and alua_json(b)["fenced"] is False
+    # holdfastadm --json show logicalunit carries it too
+    lu = adm_json(b, "-o", "show", "-m", "logicalunit", "-t", "1", "-l", "1")
+    assert lu["alua"]["state"] == "active/optimized"
+    # a LUN without alua_group: null
+    c = holdfast()
+    assert alua_json(c) is None
+
+
+def test_forced_takeover_fences_the_old_owner(holdfast, tmp_path):
+    """A forced takeover from a node that is still alive, with writes held
+    in a slow filter above its store: none of them may land once the new
+    owner has acknowledged a write (the old owner's watchdog fences its
+    store, the new owner waits out the fencing interval)."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    region = 8 * MIB
+    # A's writes sleep 1.5 s in the fault filter before reaching the file
+    update(a, "fault=latency=1500:ops=w")
+    bench = subprocess.Popen(
+        ["qemu-img", "bench", "-w", "--pattern=0xaa", "-c", "1000000",
+         "-d", "16", "-s", "64k", "-S", "64k", "-f", "raw", a.url(1)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: b"\xaa" in open(shared, "rb").read(region),
+                        10 * tscale())
+        time.sleep(0.3)
+        assert bench.poll() is None, bench.stdout.read()
+        t0 = time.monotonic()
+        update(b, "alua_state=active,force=1")
+        took = time.monotonic() - t0
+        qemu_io(b.url(1), "write -P 0x55 0 %d" % region)
+        time.sleep(2.5)     # longer than A's write latency
+    finally:
+        bench.kill()
+        bench.wait()
+    with open(shared, "rb") as f:
+        data = f.read(region)
+    assert data == b"\x55" * region, "A's write landed after B served"
+    assert took >= 0.45, "B served before the fencing interval: %.3f" % took
+    assert "store fenced, now standby" in a.log_text()
+    assert "after the fencing interval" in b.log_text()
+    assert alua_json(a)["fenced"] is True
+
+
+def test_lost_lock_detected_on_io_error(fusefs, holdfast, tmp_path):
+    """NFS after a lease the server let expire: I/O on the lock file fails
+    with EIO.  The shared directory here is a FUSE mount whose reads of
+    the lock file fail on demand; A must notice, fence its store, go
+    standby and give up the lock, so B can take over without force."""
+    shared = fusefs.path("shared.img")
+    a = holdfast(luns=lun(shared, 1, 2, "active"))
+    a.require_holdfast()
+    b = holdfast(luns=lun(shared, 2, 1, "standby"))
+    sa = Sess(a)
+    sa.settle()
+    assert sa.write(0, b"\x11" * 512)[0] == GOOD
+    fusefs.set("read=EIO match=holdfast-owner")
+    assert wait_for(lambda: "lost the ownership lock" in a.log_text(),
+                    5 * tscale()), a.log_text()
+    assert "the lock file cannot be read" in a.log_text()
+    assert sa.tur()[2:] == (UA, STATE_CHANGED)
+    assert sa.write(0, b"\x22" * 512)[2:] == (NOT_READY, STANDBY)
+    assert alua_json(a)["owner"] is False
+    fusefs.ok()
+    # A gave the lock up: B takes over without force
+    update(b, "alua_state=active")
+    sb = Sess(b)
+    sb.settle()
+    st, d, _, _ = sb.read(0)
+    assert st == GOOD and d == b"\x11" * 512
+    sa.close()
+    sb.close()
+
+
+def adm(d, *args, check=True):
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+    wait_for(lambda: os.path.exists(sock), 5 * tscale())
+    argv = [str(build_dir() / "holdfastadm"), "-C", str(d.ctl_port)] + \
+        [str(x) for x in args]
+    return run(argv, env=d.env, timeout=30, check=check)
+
+
+def extents(d, name="daily"):
+    doc = adm_json(d, "-o", "show", "-m", "bitmap", "-t", "1", "-l", "1",
+                   "-n", name)
+    bm = [x for x in doc["bitmaps"] if x["name"] == name][0]
+    return [(e["offset"], e["length"]) for e in bm["extents"]], bm
+
+
+def test_bitmaps_follow_the_handover(holdfast, tmp_path):
+    """A persistent bitmap on A lives in the shared sidecar next to the
+    store; B loads it when it takes over and keeps recording; A, standby,
+    may not change it; and back on A everything B wrote is in it too."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    chunk = 65536
+    adm(a, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "granularity=%d,persistent=1" % chunk)
+    assert os.path.exists(str(shared) + ".bitmaps")
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    assert sa.write(0, b"\x01" * 512)[0] == GOOD                # chunk 0
+    # the standby node must not touch the shared sidecar
+    r = adm(b, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "other",
+            "-P", "persistent=1", check=False)
+    assert r.returncode != 0
+    assert "this node is not active" in b.log_text()
+    update(a, "alua_state=standby")
+    update(b, "alua_state=active")
+    sb.settle()
+    assert sb.write(2 * MIB // 512, b"\x02" * 512)[0] == GOOD   # chunk 32
+    ext, bm = extents(b)
+    assert (0, chunk) in ext and (2 * MIB, chunk) in ext, ext
+    assert bm["persistent"] is True and bm["inconsistent"] is False
+    # A no longer changes it while B owns it
+    assert adm(a, "-o", "update", "-m", "bitmap", "-t", 1, "-l", 1, "-n",
+               "daily", "-P", "action=clear", check=False).returncode != 0
+    # and back to A, with one more write through A
+    update(b, "alua_state=standby")
+    update(a, "alua_state=active")
+    sa.settle()
+    assert sa.write(4 * MIB // 512, b"\x03" * 512)[0] == GOOD
+    ext, _ = extents(a)
+    assert {(0, chunk), (2 * MIB, chunk), (4 * MIB, chunk)} <= set(ext), ext
+    sa.close()
+    sb.close()
+
+
+def test_bitmaps_survive_a_kill9_takeover(holdfast, tmp_path):
+    """Write-intent: every write A acknowledged is in the shared sidecar
+    when A dies, so B's bitmap covers it after the takeover."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    a.ok_exit = {0, -9}
+    adm(a, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "persistent=1")
+    qemu_io(a.url(1), "write -P 0x11 3M 64k")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    update(b, "alua_state=active")
+    qemu_io(b.url(1), "write -P 0x22 5M 64k")
+    ext, bm = extents(b)
+    assert (3 * MIB, 65536) in ext and (5 * MIB, 65536) in ext, ext
+
+
+@pytest.fixture
+def loopdev(request, tmp_path):
+    """A 16 MiB loop device (root only)."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
+        pytest.skip("needs root and loop devices")
+    img = tmp_path / "loop.img"
+    with open(img, "wb") as f:
+        f.truncate(16 * MIB)
+    cp = subprocess.run(["losetup", "-f", "--show", str(img)],
+                        capture_output=True, text=True)
+    if cp.returncode != 0:
+        pytest.skip("losetup: %s" % cp.stderr.strip())
+    dev = cp.stdout.strip()
+    request.addfinalizer(lambda: subprocess.run(["losetup", "-d", dev]))
+    return dev
+
+
+def test_block_device_state_lives_in_alua_state_dir(holdfast, tmp_path,
+                                                     loopdev):
+    """A block device has no shared place next to it (/dev is per
+    machine): alua_group without alua_state_dir is refused, and with it
+    the lock, the reservations and the bitmaps live in that directory,
+    named after the target and LUN, and nothing is created in /dev."""
+    before = set(os.listdir("/dev"))
+    bad = holdfast(luns=[{"lun": 1, "backend": "file", "path": loopdev,
+                          "alua_group": 1, "alua_peer_group": 2}],
+                   wait=False)
+    rc = bad.wait(20)
+    assert rc is not None and rc != 0, bad.log_text()
+    bad.ok_exit = {rc}
+    assert "needs alua_state_dir" in bad.log_text()
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def node(group, peer, st):
+        return holdfast(luns=[{"lun": 1, "backend": "file", "path": loopdev,
+                               "alua_group": group, "alua_peer_group": peer,
+                               "alua_state": st,
+                               "alua_state_dir": str(state)}])
+    a = node(1, 2, "active")
+    b = node(2, 1, "standby")
+    base = state / ("%s.lun1" % a.iqn.replace(":", "_"))
+    lock = str(base) + ".holdfast-owner"
+    assert os.path.exists(lock)
+    assert alua_json(a)["lock"] == lock and alua_json(a)["owner"] is True
+    # the second node is refused while the first holds the lock
+    assert update(b, "alua_state=active", check=False).returncode != 0
+    s1 = Sess(a, initiator="iqn.2026-11.org.example:host1")
+    s1.settle()
+    key = struct.pack(">Q", 0x77)
+    assert s1.cmd(bytes([0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0]),
+                  data=bytes(8) + key + bytes(8))[0] == GOOD
+    assert os.path.exists(str(base) + ".pr")
+    adm(a, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "persistent=1")
+    assert os.path.exists(str(base) + ".bitmaps")
+    assert s1.write(0, b"\x5a" * 512)[0] == GOOD
+    update(a, "alua_state=standby")
+    update(b, "alua_state=active")
+    s2 = Sess(b, initiator="iqn.2026-11.org.example:host1")
+    s2.settle()
+    st, d, _, _ = s2.read(0)
+    assert st == GOOD and d == b"\x5a" * 512
+    st, d, _, _ = s2.cmd("5e00000000000000ff00", read_len=255)
+    assert st == GOOD and d[8:16] == key
+    assert (0, 65536) in extents(b)[0]
+    assert set(os.listdir("/dev")) - before <= {os.path.basename(loopdev)}
+    assert not [n for n in os.listdir("/dev") if "holdfast" in n or
+                n.endswith(".pr") or n.endswith(".bitmaps")]
+    s1.close()
+    s2.close()

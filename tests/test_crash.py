@@ -11,7 +11,7 @@ What kill -9 proves and what it does not: the daemon's process dies, the
 kernel's page cache survives.  A daemon that acknowledged before its
 write reached the kernel (or the FUSE layer under a hung LUN) fails these
 tests; a daemon that never fsyncs a buffered LUN does not.  The power-loss
-model (a layer that drops unflushed writes) is not covered yet.
+model (a layer that drops unflushed writes) is tests/test_powerloss.py.
 """
 
 import os

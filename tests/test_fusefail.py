@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fusefs import fusefs  # noqa: F401  (fixture)
-from helpers import run
+from helpers import run, tscale
 
 BS = 4096
 
@@ -203,3 +203,114 @@ def test_stats_file_hidden_and_readonly(fusefs):
     st = fusefs.stats()
     assert set(st) >= {"reads", "writes", "flushes", "failed_reads",
                        "failed_writes", "failed_flushes"}
+
+
+def timed_writes(fd, n, size, threads=1):
+    """n O_DIRECT writes of size bytes from `threads` threads; seconds."""
+    import threading
+    buf = aligned(0x5a, size)
+    per = n // threads
+
+    def worker(k):
+        for i in range(per):
+            assert os.pwrite(fd, buf, (k * per + i) * size) == size
+
+    t = time.monotonic()
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return time.monotonic() - t
+
+
+def test_write_rate_limits_bandwidth(fusefs):
+    """write_rate=N caps the bytes per second of writes, and concurrent
+    writers share the cap rather than multiplying it."""
+    fd = open_direct(fusefs.path("slow.img"))
+    try:
+        os.ftruncate(fd, 16 << 20)
+        free = timed_writes(fd, 32, 64 << 10)           # 2 MiB unthrottled
+        fusefs.set("write_rate=4M")
+        one = timed_writes(fd, 32, 64 << 10)            # 2 MiB at 4 MiB/s
+        four = timed_writes(fd, 32, 64 << 10, threads=4)
+        # reads are not throttled
+        t = time.monotonic()
+        got, _ = pread_direct(fd, 0, 1 << 20)
+        rd = time.monotonic() - t
+    finally:
+        os.close(fd)
+    assert got == 1 << 20
+    assert free < one - 0.2, (free, one)   # the throttle is what costs
+    # 2 MiB at 4 MiB/s = 0.5 s
+    assert 0.45 <= one < 0.5 + 1.0 * tscale(), one
+    assert 0.45 <= four < 0.5 + 1.0 * tscale(), four
+    assert rd < 0.3, rd
+    assert fusefs.read_backing("slow.img", 0, 64 << 10) == b"\x5a" * (64 << 10)
+
+
+def test_write_rate_then_eio(fusefs):
+    """A throttled destination that starts failing on demand: the rate
+    rule stays while write=EIO is added, failed writes reach nothing,
+    and ok clears both."""
+    fd = open_direct(fusefs.path("dst.img"))
+    try:
+        os.ftruncate(fd, 1 << 20)
+        fusefs.set("write_rate=1M")
+        t = time.monotonic()
+        assert os.pwrite(fd, aligned(0x11, 256 << 10), 0) == 256 << 10
+        assert time.monotonic() - t >= 0.24            # 256 KiB at 1 MiB/s
+        fusefs.set("write_rate=1M write=EIO")
+        t = time.monotonic()
+        with pytest.raises(OSError) as ei:
+            os.pwrite(fd, aligned(0x22, 256 << 10), 0)
+        assert ei.value.errno == errno.EIO
+        # a failing write does not wait for the link nor use it
+        assert time.monotonic() - t < 0.2
+        assert fusefs.read_backing("dst.img", 0, 4) == b"\x11" * 4
+        assert fusefs.stats()["failed_writes"] >= 1
+        fusefs.ok()
+        t = time.monotonic()
+        assert os.pwrite(fd, aligned(0x33, 256 << 10), 0) == 256 << 10
+        assert time.monotonic() - t < 0.2
+    finally:
+        os.close(fd)
+    assert fusefs.read_backing("dst.img", 0, 4) == b"\x33" * 4
+
+
+def test_write_delay_is_per_write_only(fusefs):
+    """write_delay=US adds latency to writes, not to reads or flushes.
+    Writes to different files wait in parallel (latency, not bandwidth);
+    writes to one file are serialized by the kernel (libfuse 3.14 cannot
+    ask for parallel direct writes), so they queue behind each other."""
+    import threading
+    fd = open_direct(fusefs.path("lat.img"))
+    fds = [open_direct(fusefs.path("lat%d.img" % i)) for i in range(8)]
+    try:
+        os.ftruncate(fd, 1 << 20)
+        fusefs.set("write_delay=200000")                # 200 ms
+        t = time.monotonic()
+        assert os.pwrite(fd, aligned(0x44), 0) == BS
+        w = time.monotonic() - t
+        t = time.monotonic()
+        pread_direct(fd, 0)
+        os.fsync(fd)
+        rf = time.monotonic() - t
+        bufs = [aligned(0x45) for _ in fds]
+        ts = [threading.Thread(target=os.pwrite, args=(f, b, 0))
+              for f, b in zip(fds, bufs)]
+        t = time.monotonic()
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        par = time.monotonic() - t
+    finally:
+        os.close(fd)
+        for f in fds:
+            os.close(f)
+    assert 0.2 <= w < 0.2 + 0.5 * tscale(), w
+    assert rf < 0.15, rf                # no delay on reads and flushes
+    # eight files at once take about one delay, not eight (1.6 s)
+    assert 0.2 <= par < 0.2 + 0.6 * tscale(), par
+    assert fusefs.read_backing("lat7.img", 0, 4) == b"\x45" * 4

@@ -18,6 +18,7 @@ same URL after a reconnect is refused, not silently used.
 """
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -305,6 +306,33 @@ class Stream:
         return w, r
 
 
+def scsicdb(net, url, hexcdb, alloc=0, count=3):
+    """One raw CDB from the gateway namespace (count times on one new
+    session, past the power-on unit attention); the last answer."""
+    cp = sh(*net.in_gw(str(build_dir() / "tools" / "scsicdb"), "-n",
+                       str(count), url, hexcdb, "-r", str(alloc)))
+    r = json.loads(cp.stdout.strip().splitlines()[-1])
+    r["bytes"] = bytes.fromhex(r["data"])
+    return r
+
+
+RC16 = "9e10" + "00" * 8 + "00000020" + "0000"
+VPD_B2 = "1201b200ff00"
+
+
+def gls_cdb(lba, alloc=1024):
+    return "9e12" + "%016x" % lba + "%08x" % alloc + "0000"
+
+
+def gls_descs(r):
+    """GET LBA STATUS answer -> [(lba, blocks, status)]."""
+    b = r["bytes"]
+    n = (int.from_bytes(b[0:4], "big") - 4) // 16
+    return [(int.from_bytes(b[8 + 16 * i:16 + 16 * i], "big"),
+             int.from_bytes(b[16 + 16 * i:20 + 16 * i], "big"),
+             b[20 + 16 * i] & 0xf) for i in range(n)]
+
+
 def check_all_good_and_landed(stream, image, timeout=40, ordered_reads=True):
     """Every command GOOD, every read saw its write, every write on the
     SAN.  ordered_reads=False: a read issued while its write was still in
@@ -336,8 +364,9 @@ def test_gateway_serves_remote_lun(env):
     remote's, show says connected; a LUN added with tgtadm --bstype iscsi
     works the same."""
     net, san, gw, image = env
-    san.start(image)
-    gw.start({"thin_provisioning": True})
+    # a thin SAN LUN: the gateway LUN is thin because the SAN's is
+    san.start(image, params="thin_provisioning=1")
+    gw.start()
     c = gw.client()
     r = c.do("readcap")
     assert_good(r)
@@ -635,13 +664,153 @@ def test_slow_remote_is_not_an_error(env):
         os.kill(san.proc.pid, signal.SIGCONT)
     t_cont = now_ms()
     st.run_for(0.5)
-    # report mode: nothing is held, so a read may overtake its write
-    # while both wait at the stopped SAN
-    w, _ = check_all_good_and_landed(st, image, ordered_reads=False)
+    # report mode: nothing is held, yet a read still sees the write
+    # issued before it: the gateway does not send a read that overlaps a
+    # write in flight (tgtd would run the two in either order)
+    w, _ = check_all_good_and_landed(st, image)
     stalled = [res["ms"] for res, _, _, t in w if t_stop < t < t_stop + 500]
     # the commands issued at the start of the stall waited for it
     assert stalled and max(stalled) >= (t_cont - t_stop) - 700, stalled
     c.close()
     assert "connection lost" not in gw.log(), gw.log()
     assert "reconnects 0" in gw.show()
+    gw.stop()
+
+
+def test_san_down_at_start(env):
+    """holdfastd starts while the SAN is off the network: without `size`
+    the configuration is refused with a hint; with it the LUN is served
+    at that size, its commands are held (retry) until the SAN answers,
+    then complete, and the SAN's LUN becomes the LUN's identity.  A SAN
+    LUN of another size is refused, not used."""
+    net, san, gw, image = env
+    san.start(image)
+    net.link(False)
+    g0 = Gateway(net, gw.tmp / "nosize")
+    g0.tmp.mkdir()
+    log = g0.start({}, expect_fail=True)
+    assert log is not None and "set size" in log, log
+    t0 = now_ms()
+    gw.start({"size": SAN_SIZE, "rerror": "retry", "werror": "retry",
+              "retry_interval": 200})
+    assert now_ms() - t0 < S(10) * 1000
+    assert "not-yet-connected" in gw.show(), gw.show()
+    c = gw.client()
+    r = c.do("readcap")
+    assert_good(r)
+    w = c.issue("write 40 8 0x3c")
+    rd = c.issue("read 40 8 expect 0x3c")
+    time.sleep(3)
+    assert not c.done(w) and not c.done(rd), "answered while the SAN is off"
+    net.link(True)
+    t_up = now_ms()
+    rw = c.get(w, 20)
+    rr = c.get(rd, 20)
+    assert_good(rw)
+    assert_good(rr)
+    assert rr.get("match") is True, rr
+    assert rw["end"] - t_up < 5000, (rw, t_up)
+    assert read_san(image, 40, 8) == b"\x3c" * 4096
+    assert "recorded as this LUN's identity" in gw.log(), gw.log()
+    assert "connected since" in gw.show()
+    c.close()
+    gw.stop()
+
+    # a SAN LUN that is not the configured size is refused when it answers
+    net.link(False)
+    g2 = Gateway(net, gw.tmp / "wrongsize")
+    g2.tmp.mkdir()
+    g2.start({"size": SAN_SIZE * 2, "rerror": "report", "werror": "report"})
+    net.link(True)
+    c = g2.client()
+    bad = None
+    for _ in range(40):
+        r = c.do("write 0 8 0x44", timeout=10)
+        if (r.get("sense_key"), r.get("asc")) == (HARDWARE_ERROR,
+                                                   ASC_INTERNAL_FAILURE):
+            bad = r
+            break
+        time.sleep(0.25)
+    assert bad is not None, r
+    assert "not the configured size" in g2.log(), g2.log()
+    assert "wrong-lun" in g2.show()
+    assert read_san(image, 0, 8) == bytes(8 * BS)
+    c.close()
+    g2.stop()
+
+
+def test_thin_and_lba_status_from_san(env, tmp_path):
+    """The gateway LUN is thin exactly when the SAN's LUN is (READ
+    CAPACITY 16 LBPME, VPD B2), whatever thin_provisioning says, and GET
+    LBA STATUS is the SAN's answer, passed through."""
+    net, san, gw, image = env
+    # data at blocks 8192..10239 (1 MiB at 4 MiB), holes elsewhere
+    with open(image, "r+b") as f:
+        f.seek(4 << 20)
+        f.write(b"\x5a" * (1 << 20))
+    san.start(image, params="thin_provisioning=1")
+    gw.start({"thin_provisioning": False})
+    direct_url = "iscsi://%s:%d/%s/1" % (SAN_ADDR, SAN_PORT, SAN_IQN)
+    r = scsicdb(net, GW_URL, RC16, 32)
+    assert r["status"] == 0 and r["bytes"][14] & 0xc0 == 0xc0, r
+    r = scsicdb(net, GW_URL, VPD_B2, 255)
+    assert r["status"] == 0 and r["bytes"][5] & 0x80, r     # LBPU
+    for lba in (0, 8192, 9000, 10240):
+        mine = gls_descs(scsicdb(net, GW_URL, gls_cdb(lba), 1024))
+        sans = gls_descs(scsicdb(net, direct_url, gls_cdb(lba), 1024))
+        assert mine and mine[0] == sans[0], (lba, mine, sans)
+    assert gls_descs(scsicdb(net, GW_URL, gls_cdb(8192), 1024))[0] == \
+        (8192, 2048, 0)
+    # UNMAP through the gateway deallocates at the SAN: GET LBA STATUS
+    # through the gateway shows it
+    c = gw.client()
+    assert_good(c.do("unmap 8192 1024"))
+    c.close()
+    d = gls_descs(scsicdb(net, GW_URL, gls_cdb(8192), 1024))
+    assert d[0] == (8192, 1024, 1), d
+    assert read_san(image, 8192, 8) == bytes(8 * BS)
+    gw.stop()
+
+    # the same SAN LUN fully provisioned: the gateway LUN is too, even
+    # with thin_provisioning = true; no UNMAP, everything mapped
+    san.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+               "--lun", "1", "--params", "thin_provisioning=0")
+    g2 = Gateway(net, tmp_path / "full")
+    g2.tmp.mkdir()
+    g2.start({"thin_provisioning": True})
+    r = scsicdb(net, GW_URL, RC16, 32)
+    assert r["status"] == 0 and r["bytes"][14] & 0xc0 == 0, r
+    r = scsicdb(net, GW_URL, "42" + "00" * 6 + "0018" + "00", 0)
+    assert r["status"] == 2 and r["key"] == 5 and r["asc"] == 0x20, r
+    d = gls_descs(scsicdb(net, GW_URL, gls_cdb(0), 1024))
+    assert d == [(0, SAN_SIZE // BS, 0)], d
+    g2.stop()
+
+
+def test_read_waits_for_overlapping_write_in_flight(env):
+    """A read sent right behind a write to the same blocks sees the
+    write's data, with nothing held (report mode).  The 64 KiB write
+    reaches holdfast whole (unsolicited data) before the read, so a local
+    disk behind holdfast would run them in that order; at the SAN the
+    write must wait for an R2T for most of its data (tgtd takes 8 KiB
+    with the command) while the read would run at once and return the
+    old blocks.  The gateway keeps the read until the write is done."""
+    net, san, gw, image = env
+    san.start(image)
+    gw.start({"rerror": "report", "werror": "report"})
+    c = gw.client()
+    pairs = []
+    for i in range(24):
+        lba = i * 256
+        p = pattern(i + 7)
+        w = c.issue("write %d 128 0x%02x" % (lba, p))
+        r = c.issue("read %d 8 expect 0x%02x" % (lba + 120, p))
+        pairs.append((w, r, lba, p))
+    for w, r, lba, p in pairs:
+        assert_good(c.get(w, 30))
+        res = c.get(r, 30)
+        assert_good(res)
+        assert res.get("match") is True, (lba, res)
+        assert read_san(image, lba, 128) == bytes([p]) * 128 * BS
+    c.close()
     gw.stop()

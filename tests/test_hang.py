@@ -28,6 +28,7 @@ from fusefs import fusefs  # noqa: F401  (fixture)
 from helpers import build_dir, tscale, wait_for
 
 BS = 512
+HC_IQN = "iqn.2026-01.io.holdfast:hangclient"   # tools/hangclient.c
 LUN_BLOCKS = 16 * 1024 * 1024 // BS
 
 # sense keys and additional sense codes (SPC-4 4.5.6, DESIGN.md table)
@@ -1023,6 +1024,51 @@ def test_session_reinstatement_answered_after_inflight_probe(hang):
     r = b.do("write 8 8 0x2c")
     assert_good(r)
     assert hang.backing(8, 8) == b"\x2c" * 8 * BS
+
+
+def test_session_reinstatement_refused_when_old_attempt_outlasts_5s(hang):
+    """The old session's held write has a probe in the store that takes
+    8 s, longer than the 5 s a reinstating login is held: the login is
+    refused with 0x0301 (RFC 7143 11.13.5, service unavailable) instead
+    of being answered while that attempt can still land.  Before the fix
+    it was answered at 5 s.  Once the old session is gone a login
+    succeeds."""
+    from rawiscsi import Closed, RawSession
+    hang.start(lun1={"werror": "retry", "retry_interval": 100,
+                     "retry_timeout": 0})
+    a = hang.client(args=["-I", "0x4343"], name="old")
+    prefill(a, 0, 8, 0x2a)
+    hang.fail("write=EIO")
+    w = a.issue("write 0 8 0x2b")
+    held(a, w, 0.3)
+    hang.fail("delay=8000")       # the next probe: 8 s in the store
+    time.sleep(0.4)
+    # hangclient's name and ISID (iscsi_set_isid_random(0x4343, 0))
+    s = RawSession("127.0.0.1", hang.d.port, initiator=HC_IQN,
+                   isid=b"\x80\x00\x43\x43\x00\x00", timeout=S(15))
+    start = now_ms()
+    with pytest.raises(Closed) as e:
+        s.login(hang.d.iqn)
+    took = now_ms() - start
+    assert "0x0301" in str(e.value), e.value
+    assert 4500 <= took <= S(7000), took
+    s.close()
+    assert "login refused (0x0301)" in hang.d.log_text()
+    assert wait_for(a.lost, S(5)), "old session not closed"
+    hang.ok()
+    # the old attempt ends (about 8 s after it began); then a login
+    # succeeds
+    def login_ok():
+        t = RawSession("127.0.0.1", hang.d.port, initiator=HC_IQN,
+                       isid=b"\x80\x00\x43\x43\x00\x00", timeout=S(15))
+        try:
+            t.login(hang.d.iqn)
+            return True
+        except Closed:
+            return False
+        finally:
+            t.close()
+    assert wait_for(login_ok, S(20), interval=0.5)
 
 
 def test_large_writes_held_and_recovered(hang):

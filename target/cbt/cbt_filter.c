@@ -49,6 +49,7 @@ static int cbt_filter_open(struct backend *be, const struct backend_params *p,
 	be->inner = p->inner;
 	be->size = p->inner->size;
 	be->direct = p->inner->direct;
+	be->thin = p->inner->thin;
 	be->readonly = p->inner->readonly;
 	return 0;
 }
@@ -164,6 +165,13 @@ static int cbt_filter_block_status(struct backend *be, uint64_t offset,
 	return in->ops->block_status(in, offset, len, extent);
 }
 
+/* GET LBA STATUS passes through (the store's answer, sync or async). */
+static int cbt_filter_block_status_async(struct backend *be, struct be_io *io,
+				  struct reactor *r)
+{
+	return backend_block_status(backend_inner(be), io, r);
+}
+
 const struct backend_ops cbt_filter_ops = {
 	.name = "cbt",
 	.filter = true,
@@ -173,6 +181,7 @@ const struct backend_ops cbt_filter_ops = {
 	.set_param = cbt_filter_set_param,
 	.describe = cbt_filter_describe,
 	.block_status = cbt_filter_block_status,
+	.block_status_async = cbt_filter_block_status_async,
 };
 
 bool cbt_filter_is(const struct backend *be)

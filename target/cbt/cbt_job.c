@@ -33,10 +33,13 @@ struct job_copy {
 	void *buf;
 	uint64_t unit;		/* unit index */
 	uint64_t off, len;
+	uint64_t dest_off;	/* where the data goes in the destination */
 	bool background;
 	bool writing;
+	bool early;		/* read before the point in time was drained */
+	bool held;		/* destination failing: retrying (dest_retry_ms) */
 	struct ev_timer retry;
-	uint64_t first_fail_ms;
+	uint64_t first_fail_ms, first_wfail_ms;
 };
 
 /* A guest write waiting for copies before it may go to the store. */
@@ -62,6 +65,17 @@ struct cbt_job {
 	struct qcow2w *q;
 	uint64_t size, unit;
 	struct cbt_bitmap *todo, *copied, *busy;	/* unit granularity */
+	/* the old data was read (it is in memory or in the destination):
+	 * a guest write may go on; a snapshot read waits for copied */
+	struct cbt_bitmap *captured;
+	/* the bitmap's bits at the point in time (for show; immutable) */
+	struct cbt_bitmap *pit;
+	atomic_bool drained;	/* writes from before the point in time are done */
+	unsigned held_copies;	/* copies retrying a failing destination */
+	uint64_t held_bytes;
+	bool cbw_deferred;	/* guest writes wait for room (CBT_JOB_HOLD_MAX) */
+	char hold_error[128];
+	bool snap_success;	/* a snapshot ended by its owner, not by failure */
 	uint64_t cursor;	/* next unit the background scan looks at */
 	unsigned inflight_bg, inflight_all;
 	struct list_head cbw_waiting;
@@ -71,7 +85,8 @@ struct cbt_job {
 	atomic_int refs;	/* the table + snapshot nodes */
 	bool cancel_req, failing, finished;
 	atomic_uint_fast64_t bytes_done;
-	uint64_t bytes_total;
+	uint64_t bytes_total;	/* __atomic: holes leave it on the reactor */
+	uint64_t bytes_holes;
 	uint64_t start_ms, end_ms, pause_started_ms, paused_ms;
 	char error[128];
 };
@@ -133,6 +148,17 @@ static bool unit_pending(const struct cbt_job *j, uint64_t u)
 	       !cbt_bitmap_test_chunk(j->copied, u);
 }
 
+/* Must a guest write to unit u still wait (its old data not yet read)? */
+static bool unit_uncaptured(const struct cbt_job *j, uint64_t u)
+{
+	return cbt_bitmap_test_chunk(j->todo, u) &&
+	       !cbt_bitmap_test_chunk(j->captured, u);
+}
+
+/* Most bytes of old data held in memory for a failing destination before
+ * guest writes to chunks not yet read wait for room. */
+#define CBT_JOB_HOLD_MAX (64ull << 20)
+
 /* ---- copy-before-write ---- */
 
 static void snap_read_go(struct job_cbw_req *req);
@@ -161,9 +187,19 @@ static void cbw_release(struct job_cbw_req *req)
 static bool cbw_req_ready(const struct cbt_job *j, const struct job_cbw_req *req)
 {
 	for (uint64_t u = req->first; u <= req->last; u++)
-		if (unit_pending(j, u))
+		if (req->snap_read ? unit_pending(j, u) : unit_uncaptured(j, u))
 			return false;
 	return true;
+}
+
+/* Release every waiting request that may go on now. */
+static void cbw_release_ready(struct cbt_job *j)
+{
+	struct job_cbw_req *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, &j->cbw_waiting, link)
+		if (cbw_req_ready(j, req))
+			cbw_release(req);
 }
 
 static void job_copy_start(struct cbt_job *j, uint64_t u, bool background);
@@ -180,11 +216,34 @@ static void cbw_arrive(void *arg)
 		cbw_release(req);
 		return;
 	}
+	if (!req->snap_read && j->held_bytes >= CBT_JOB_HOLD_MAX) {
+		/* the destination is failing and memory holds enough old
+		 * data: wait until a held copy lands (job_pump) */
+		j->cbw_deferred = true;
+		return;
+	}
 	for (uint64_t u = req->first; u <= req->last; u++)
 		if (unit_pending(j, u) && !cbt_bitmap_test_chunk(j->busy, u))
 			job_copy_start(j, u, false);
 	if (cbw_req_ready(j, req))
 		cbw_release(req);
+}
+
+/* Start the copies deferred guest writes wait for, once there is room. */
+static void cbw_kick_deferred(struct cbt_job *j)
+{
+	struct job_cbw_req *req, *tmp;
+
+	if (!j->cbw_deferred || j->held_bytes >= CBT_JOB_HOLD_MAX)
+		return;
+	j->cbw_deferred = false;
+	list_for_each_entry_safe(req, tmp, &j->cbw_waiting, link) {
+		for (uint64_t u = req->first; u <= req->last; u++)
+			if (unit_pending(j, u) && !cbt_bitmap_test_chunk(j->busy, u))
+				job_copy_start(j, u, false);
+		if (cbw_req_ready(j, req))
+			cbw_release(req);
+	}
 }
 
 /* Any reactor: called by the filter for every data-changing request. */
@@ -201,7 +260,7 @@ static bool job_before_write(struct cbt_cbw *c, struct backend *filter,
 	first = io->offset / j->unit;
 	last = (MIN(io->offset + io->length, j->size) - 1) / j->unit;
 	for (uint64_t u = first; u <= last && !need; u++)
-		need = unit_pending(j, u);
+		need = unit_uncaptured(j, u);
 	if (!need)
 		return false;
 	req = calloc(1, sizeof(*req));
@@ -264,7 +323,7 @@ static struct cbt_bitmap *copied_chunks(struct cbt_job *j)
 
 static void job_finish(struct cbt_job *j)
 {
-	bool success = !j->failing;
+	bool success = !j->failing || j->snap_success;
 	struct job_cbw_req *req, *tmp;
 	int err = 0;
 
@@ -296,7 +355,14 @@ static void job_finish(struct cbt_job *j)
 		free(j->dest);
 		j->dest = NULL;
 	}
-	if (j->bitmap) {
+	if (j->bitmap && j->p.snapshot) {
+		/* the consumer of a snapshot read all of it, or none: an
+		 * ended snapshot consumed the frozen bits, a failed one
+		 * keeps them */
+		cbt_bitmap_reclaim(j->bitmap, j->p.mode == CBT_MODE_ALWAYS
+				   ? CBT_MODE_ON_SUCCESS : j->p.mode, success, NULL);
+		cbt_set_save_async(j->set);
+	} else if (j->bitmap) {
 		struct cbt_bitmap *c = copied_chunks(j);
 
 		/* without memory for the copied map, "always" keeps
@@ -316,6 +382,7 @@ static void job_finish(struct cbt_job *j)
 	else
 		atomic_store(&j->state, j->cancel_req ? CBT_JOB_CANCELLED
 						      : CBT_JOB_FAILED);
+
 	pthread_cond_broadcast(&jobs_cond);
 	pthread_mutex_unlock(&jobs_lock);
 	job_log_end(j);
@@ -338,6 +405,10 @@ static void copy_free(struct job_copy *c)
 {
 	struct cbt_job *j = c->job;
 
+	if (c->held) {
+		j->held_copies--;
+		j->held_bytes -= c->len;
+	}
 	cbt_bitmap_reset_range(j->busy, c->unit * j->unit, 1);
 	j->inflight_all--;
 	if (c->background)
@@ -348,13 +419,53 @@ static void copy_free(struct job_copy *c)
 
 static void copy_done_unit(struct cbt_job *j, struct job_copy *c)
 {
-	struct job_cbw_req *req, *tmp;
-
+	cbt_bitmap_set_range(j->captured, c->off, 1);
 	cbt_bitmap_set_range(j->copied, c->off, 1);
 	atomic_fetch_add(&j->bytes_done, c->len);
-	list_for_each_entry_safe(req, tmp, &j->cbw_waiting, link)
-		if (cbw_req_ready(j, req))
-			cbw_release(req);
+	cbw_release_ready(j);
+}
+
+static void copy_write_submit(struct job_copy *c);
+
+static void copy_wretry_fire(struct ev_timer *t)
+{
+	struct job_copy *c = t->arg;
+	struct cbt_job *j = c->job;
+
+	if (j->failing) {
+		copy_free(c);
+		job_pump(j);
+		return;
+	}
+	copy_write_submit(c);
+}
+
+/* on_target_error=retry: keep the data and try again later?  True when
+ * the write was rescheduled. */
+static bool copy_write_hold(struct cbt_job *j, struct job_copy *c, int res)
+{
+	uint64_t now = now_ms();
+
+	if (j->failing || !j->p.dest_retry_ms)
+		return false;
+	if (!c->first_wfail_ms)
+		c->first_wfail_ms = now;
+	if (j->p.dest_timeout_ms && now - c->first_wfail_ms >= j->p.dest_timeout_ms)
+		return false;
+	if (!c->held) {
+		c->held = true;
+		if (!j->held_copies++)
+			log_warn("job %u: writing %s failed (%s): holding, retrying every %u ms",
+				 j->id, j->p.target, strerror(-res), j->p.dest_retry_ms);
+		j->held_bytes += c->len;
+	}
+	pthread_mutex_lock(&jobs_lock);	/* show reads it under the lock */
+	snprintf(j->hold_error, sizeof(j->hold_error), "holding: writing the destination: %s",
+		 strerror(-res));
+	pthread_mutex_unlock(&jobs_lock);
+	memset(&c->retry, 0, sizeof(c->retry));
+	reactor_timer_add(j->r, &c->retry, j->p.dest_retry_ms, copy_wretry_fire, c);
+	return true;
 }
 
 static void copy_write_done(struct be_io *io, int res)
@@ -362,12 +473,35 @@ static void copy_write_done(struct be_io *io, int res)
 	struct job_copy *c = io->priv;
 	struct cbt_job *j = c->job;
 
-	if (res < 0)
-		job_fail(j, "writing the destination", res);
-	else
+	if (res < 0 && copy_write_hold(j, c, res))
+		return;
+	if (res < 0) {
+		job_fail(j, c->held ? "writing the destination (retry_timeout passed)"
+				    : "writing the destination", res);
+	} else {
 		copy_done_unit(j, c);
+		if (c->held && j->held_copies == 1) {
+			log_info("job %u: %s writable again", j->id, j->p.target);
+			pthread_mutex_lock(&jobs_lock);
+			j->hold_error[0] = '\0';
+			pthread_mutex_unlock(&jobs_lock);
+		}
+	}
 	copy_free(c);
 	job_pump(j);
+}
+
+/* The old data of c is read: guest writes waiting for it may go on.  A
+ * read from before the point in time was drained may have missed a
+ * write that was then still on its way to the store: its chunk stays
+ * dirty for the next backup (it is marked in the frozen bitmap's
+ * successor), so the bitmap never loses a write. */
+static void copy_captured(struct cbt_job *j, struct job_copy *c)
+{
+	if (c->early && j->bitmap)
+		cbt_bitmap_mark(j->bitmap, c->off, c->len);
+	cbt_bitmap_set_range(j->captured, c->off, 1);
+	cbw_release_ready(j);
 }
 
 static void copy_read_start(struct job_copy *c);
@@ -418,6 +552,7 @@ static void copy_read_done(struct be_io *io, int res)
 		job_pump(j);
 		return;
 	}
+	copy_captured(j, c);
 	/* zeroes need no data: a raw destination is sparse, a qcow2 one
 	 * gets a zero cluster (which also hides its backing file) */
 	if (buf_is_zero(c->buf, c->len)) {
@@ -441,10 +576,18 @@ static void copy_read_done(struct be_io *io, int res)
 			return;
 		}
 	}
+	c->dest_off = dest_off;
+	copy_write_submit(c);
+}
+
+static void copy_write_submit(struct job_copy *c)
+{
+	struct cbt_job *j = c->job;
+
 	c->writing = true;
 	memset(&c->io, 0, sizeof(c->io));
 	c->io.op = BE_OP_WRITE;
-	c->io.offset = dest_off;
+	c->io.offset = c->dest_off;
 	c->io.length = c->len;
 	c->iov.iov_base = c->buf;
 	c->iov.iov_len = c->len;
@@ -459,6 +602,7 @@ static void copy_read_start(struct job_copy *c)
 {
 	struct cbt_job *j = c->job;
 
+	c->early = !atomic_load(&j->drained);
 	memset(&c->io, 0, sizeof(c->io));
 	c->io.op = BE_OP_READ;
 	c->io.offset = c->off;
@@ -531,6 +675,7 @@ static void job_pump(struct cbt_job *j)
 			job_finish(j);
 		return;
 	}
+	cbw_kick_deferred(j);
 	while (!j->p.snapshot && j->inflight_bg < CBT_JOB_INFLIGHT &&
 	       atomic_load(&j->state) == CBT_JOB_RUNNING && !j->failing) {
 		uint64_t off = j->cursor * j->unit, len, d;
@@ -577,6 +722,56 @@ static struct cbt_job *job_find(unsigned id)
 		if (j->id == id)
 			return j;
 	return NULL;
+}
+
+static void job_snap_end_on_reactor(void *arg)
+{
+	struct cbt_job *j = arg;
+
+	if (j->finished)
+		return;
+	j->snap_success = !j->failing;
+	j->cancel_req = true;
+	job_pump(j);
+}
+
+int cbt_job_snapshot_end(unsigned id)
+{
+	struct cbt_job *j;
+	int err = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (!j->p.snapshot || job_terminal(j))
+		err = -EINVAL;
+	pthread_mutex_unlock(&jobs_lock);
+	if (!err)
+		err = reactor_call(j->r, job_snap_end_on_reactor, j);
+	return err;
+}
+
+int cbt_job_extents(unsigned id, void (*fn)(uint64_t off, uint64_t len,
+					    void *arg), void *arg)
+{
+	struct cbt_job *j;
+	uint64_t off = 0, len;
+	int err = 0;
+
+	pthread_mutex_lock(&jobs_lock);
+	j = job_find(id);
+	if (!j)
+		err = -ENOENT;
+	else if (!j->pit)
+		err = -EINVAL;
+	else
+		while (cbt_bitmap_next_extent(j->pit, &off, &len, true)) {
+			fn(off, len, arg);
+			off += len;
+		}
+	pthread_mutex_unlock(&jobs_lock);
+	return err;
 }
 
 int cbt_job_pause(unsigned id, bool pause)
@@ -641,6 +836,8 @@ static void job_free(struct cbt_job *j)
 	cbt_bitmap_free(j->todo);
 	cbt_bitmap_free(j->copied);
 	cbt_bitmap_free(j->busy);
+	cbt_bitmap_free(j->captured);
+	cbt_bitmap_free(j->pit);
 	if (j->p.release)
 		j->p.release(j->p.release_arg);
 	free(j);
@@ -681,6 +878,12 @@ static void barrier_run(struct reactor **rs, int n)
 	pthread_mutex_unlock(&b.lock);
 }
 
+void cbt_reactors_quiesce(void)
+{
+	if (job_nreactors)
+		barrier_run(job_reactors, job_nreactors);
+}
+
 int cbt_job_dismiss(unsigned id)
 {
 	struct cbt_job *j;
@@ -698,8 +901,7 @@ int cbt_job_dismiss(unsigned id)
 	 * queued a request to the job's reactor.  Wait out every reactor
 	 * (nobody is still inside a submit that saw the hook), then the
 	 * job's own (it has run every request queued to it before). */
-	if (job_nreactors)
-		barrier_run(job_reactors, job_nreactors);
+	cbt_reactors_quiesce();
 	barrier_run(&j->r, 1);
 	if (atomic_fetch_sub(&j->refs, 1) == 1)
 		job_free(j);
@@ -877,7 +1079,8 @@ static void job_info(struct cbt_job *j, struct cbt_job_info *i)
 	i->lun = j->p.lun;
 	i->state = atomic_load(&j->state);
 	i->bytes_done = atomic_load(&j->bytes_done);
-	i->bytes_total = j->bytes_total;
+	i->bytes_total = __atomic_load_n(&j->bytes_total, __ATOMIC_RELAXED);
+	i->bytes_holes = __atomic_load_n(&j->bytes_holes, __ATOMIC_RELAXED);
 	i->rate_bps = elapsed ? i->bytes_done * 1000 / elapsed : 0;
 	if (job_terminal(j))
 		i->eta_s = 0;
@@ -886,8 +1089,12 @@ static void job_info(struct cbt_job *j, struct cbt_job_info *i)
 				     i->rate_bps);
 	else
 		i->eta_s = -1;
-	if (job_terminal(j) && i->state != CBT_JOB_COMPLETED)
+	if (job_terminal(j) && i->state != CBT_JOB_COMPLETED) {
 		snprintf(i->error, sizeof(i->error), "%s", j->error);
+	} else if (!job_terminal(j) && j->hold_error[0]) {
+		i->holding = true;	/* jobs_lock held: written under it */
+		snprintf(i->error, sizeof(i->error), "%s", j->hold_error);
+	}
 	snprintf(i->target, sizeof(i->target), "%.*s",
 		 (int)sizeof(i->target) - 1, j->p.target);
 	snprintf(i->bitmap, sizeof(i->bitmap), "%s", j->p.bitmap);
@@ -1006,9 +1213,80 @@ static int open_dest(struct cbt_job *j, const char **why)
 	return err;
 }
 
+/* The first node at or below be that reports block status. */
+static struct backend *status_node(struct backend *be)
+{
+	for (; be; be = backend_inner(be))
+		if (be->ops->block_status)
+			return be;
+	return NULL;
+}
+
+/* Mark [first, end) units (none busy, none copied) done without copying:
+ * the source is a hole there, so the destination reads zeroes already
+ * (a new raw file is sparse; a qcow2 image without backing file reads
+ * unallocated clusters as zeroes; with one it gets zero clusters). */
+static uint64_t skip_units(struct cbt_job *j, uint64_t first, uint64_t end)
+{
+	uint64_t off = first * j->unit;
+	uint64_t len = MIN(end * j->unit, j->size) - off;
+
+	if (j->q && j->p.backing[0] && qcow2w_zero(j->q, off, len))
+		return 0;	/* then it is copied like data */
+	cbt_bitmap_set_range(j->captured, off, len);
+	cbt_bitmap_set_range(j->copied, off, len);
+	return len;
+}
+
+/* sync=full (and snapshots): holes the store reports are not read.  Runs
+ * on the job's reactor after the drain, so no write from before the point
+ * in time is still on its way; a guest write since waits for its chunk's
+ * copy (the chunk is pending), so a hole seen here was a hole at the
+ * point in time. */
+static void skip_holes(struct cbt_job *j)
+{
+	struct backend *st = status_node(backend_inner(j->p.filter));
+	uint64_t off = 0, ext, skipped = 0, nunits = j->todo->nchunks;
+
+	while (st && off < j->size) {
+		int hole = st->ops->block_status(st, off, j->size - off, &ext);
+		uint64_t first, end;
+
+		if (hole < 0 || !ext)
+			break;
+		if (hole == 0) {
+			first = (off + j->unit - 1) / j->unit;
+			end = off + ext >= j->size ? nunits : (off + ext) / j->unit;
+			/* skip busy or copied units (a guest write got there) */
+			for (uint64_t u = first; u < end;) {
+				uint64_t v = u;
+
+				while (v < end && unit_pending(j, v) &&
+				       !cbt_bitmap_test_chunk(j->busy, v))
+					v++;
+				if (v > u)
+					skipped += skip_units(j, u, v);
+				u = v == u ? u + 1 : v;
+			}
+		}
+		off += ext;
+	}
+	if (skipped) {
+		__atomic_store_n(&j->bytes_holes, skipped, __ATOMIC_RELAXED);
+		__atomic_store_n(&j->bytes_total, j->bytes_total - skipped,
+				 __ATOMIC_RELAXED);
+		cbw_release_ready(j);
+	}
+}
+
 static void job_start_on_reactor(void *arg)
 {
 	struct cbt_job *j = arg;
+
+	/* undrained, a hole may still be filled by a write from before the
+	 * point in time: read everything then */
+	if (!j->p.sync_bitmap && atomic_load(&j->drained))
+		skip_holes(j);
 
 	log_info("job %u: backup of tid %d lun %llu to %s started (%s, sync=%s%s%s, %llu bytes)",
 		 j->id, j->p.tid, (unsigned long long)j->p.lun, j->p.target,
@@ -1035,9 +1313,8 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 		*why = "sync=bitmap needs bitmap=NAME";
 		return -EINVAL;
 	}
-	if (p->snapshot && (p->format != CBT_FORMAT_RAW || p->bitmap[0] ||
-			    p->sync_bitmap)) {
-		*why = "a snapshot takes a raw scratch file and no bitmap";
+	if (p->snapshot && (p->format != CBT_FORMAT_RAW || p->sync_bitmap)) {
+		*why = "a snapshot takes a raw scratch file and no sync=bitmap";
 		return -EINVAL;
 	}
 	if (p->backing[0] && p->format != CBT_FORMAT_QCOW2) {
@@ -1057,6 +1334,7 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	j->size = p->filter->size;
 	j->r = p->r;
 	list_init(&j->cbw_waiting);
+	atomic_init(&j->drained, false);
 	j->cbw.before_write = job_before_write;
 	/* without a bitmap nothing ties the copy unit to a chunk: copy in
 	 * the largest unit (fewer, larger I/Os; a guest write then waits
@@ -1081,7 +1359,8 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	j->todo = cbt_bitmap_new("todo", j->size, (uint32_t)unit, true);
 	j->copied = cbt_bitmap_new("copied", j->size, (uint32_t)unit, true);
 	j->busy = cbt_bitmap_new("busy", j->size, (uint32_t)unit, true);
-	if (!j->todo || !j->copied || !j->busy) {
+	j->captured = cbt_bitmap_new("captured", j->size, (uint32_t)unit, true);
+	if (!j->todo || !j->copied || !j->busy || !j->captured) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -1092,11 +1371,18 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	if (j->bitmap) {
 		if (atomic_load(&j->bitmap->inconsistent))	/* sync=full */
 			cbt_bitmap_clear(j->bitmap);
+		j->pit = cbt_bitmap_new(j->bitmap->name, j->size,
+					j->bitmap->granularity, true);
+		if (!j->pit) {
+			err = -ENOMEM;
+			goto fail_dest;
+		}
 		err = cbt_bitmap_freeze(j->bitmap);
 		if (err) {
 			*why = err == -EBUSY ? "the bitmap is busy" : "cannot freeze the bitmap";
 			goto fail_dest;
 		}
+		cbt_bitmap_copy_from(j->pit, j->bitmap);
 	}
 	if (p->sync_bitmap) {
 		while (cbt_bitmap_next_extent(j->bitmap, &off, &len, true)) {
@@ -1118,6 +1404,17 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	atomic_init(&j->refs, 1);
 	atomic_init(&j->bytes_done, 0);
 	j->start_ms = now_ms();
+	/* The hook is in: every write from now on waits for its chunk's
+	 * copy.  Writes that passed the node just before may still be on
+	 * their way to the store; wait for them before the background copy
+	 * reads anything (copies a guest write asks for meanwhile are
+	 * "early": copy_captured() keeps their chunks dirty). */
+	if (p->drain && p->drain(p->drain_arg))
+		log_warn("tid %d lun %llu: writes in flight at the point in time did not finish; "
+			 "the bitmap keeps every chunk this job copies",
+			 p->tid, (unsigned long long)p->lun);
+	else
+		atomic_store(&j->drained, true);
 	j->p.release = p->release;
 	pthread_mutex_lock(&jobs_lock);
 	j->id = jobs_next_id++;
@@ -1141,8 +1438,20 @@ fail:
 	cbt_bitmap_free(j->todo);
 	cbt_bitmap_free(j->copied);
 	cbt_bitmap_free(j->busy);
+	cbt_bitmap_free(j->captured);
+	cbt_bitmap_free(j->pit);
 	free(j);
 	if (!*why)
 		*why = "cannot start the job";
 	return err;
+}
+
+unsigned cbt_job_id_next(void)
+{
+	unsigned id;
+
+	pthread_mutex_lock(&jobs_lock);
+	id = jobs_next_id++;
+	pthread_mutex_unlock(&jobs_lock);
+	return id;
 }

@@ -5,14 +5,18 @@
  * start it freezes the bitmap (sync=bitmap, or sync=full with a bitmap to
  * restart an incremental chain) and installs a copy-before-write hook in
  * the LUN's cbt filter node: a guest write to a chunk that is still to be
- * copied waits until that chunk's old data is in the destination (it never
- * waits for more than the copies of the chunks it touches).  In the
- * background the job copies every chunk still to do, at most
- * CBT_JOB_INFLIGHT at a time, throttled by rate_limit.  Source reads go
- * to the node below the filter (they are not guest reads: they change no
- * bitmap); a failing source read is retried every src_retry_ms until
- * src_timeout_ms (the LUN's hang settings), a failing destination fails
- * the job.  Guest commands never fail because of a job.
+ * copied waits until that chunk's old data has been read (it never waits
+ * for more than the reads of the chunks it touches; a snapshot read waits
+ * until the data is in the scratch file).  Writes that passed the node
+ * before the hook are drained (params.drain) before the background copy
+ * starts.  In the background the job copies every chunk still to do, at
+ * most CBT_JOB_INFLIGHT at a time, throttled by rate_limit; sync=full
+ * skips the holes the store reports.  Source reads go to the node below
+ * the filter (they are not guest reads: they change no bitmap); a failing
+ * source read is retried every src_retry_ms until src_timeout_ms (the
+ * LUN's hang settings); a failing destination fails the job, or with
+ * dest_retry_ms is retried (held) until dest_timeout_ms.  Guest commands
+ * never fail because of a job.
  *
  * When it ends the bitmap is reclaimed by bitmap_mode (cbt_bitmap.h):
  * on-success clears what was copied on success and merges everything back
@@ -66,6 +70,19 @@ struct cbt_job_params {
 	uint64_t export_lun;		/* snapshot: the LUN that exports it */
 	uint32_t src_retry_ms;		/* 0 = fail on the first read error */
 	uint32_t src_timeout_ms;	/* 0 = retry for ever */
+	/* on_target_error=retry: a failing destination write is retried
+	 * every dest_retry_ms (the chunk's old data stays in memory) until
+	 * dest_timeout_ms has passed since it first failed (0 = for ever);
+	 * dest_retry_ms 0 = fail the job on the first error (the default) */
+	uint32_t dest_retry_ms;
+	uint32_t dest_timeout_ms;
+	/* Waits until every write that entered the LUN's stack before the
+	 * call has completed (0, or -ETIMEDOUT).  Called once the job's
+	 * hook is in, before the background copy starts: a write that
+	 * passed the tracking node just before the point in time may
+	 * still be on its way to the store.  NULL: nothing to wait for. */
+	int (*drain)(void *arg);
+	void *drain_arg;
 	/* Keeps the LUN alive while the job exists: called once when the
 	 * job is dismissed. */
 	void (*release)(void *arg);
@@ -86,6 +103,8 @@ struct cbt_job_info {
 	char bitmap[CBT_NAME_MAX + 1];
 	uint64_t export_lun;		/* snapshot jobs */
 	char scratch[4096];		/* snapshot jobs: the scratch file */
+	uint64_t bytes_holes;		/* sync=full: holes skipped (not in total) */
+	bool holding;			/* retrying a failing destination (error says why) */
 };
 
 const char *cbt_job_state_name(enum cbt_job_state s);
@@ -104,6 +123,15 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 /* pause / resume / cancel.  -ENOENT no job, -EINVAL finished. */
 int cbt_job_pause(unsigned id, bool pause);
 int cbt_job_cancel(unsigned id);
+/* End a snapshot job as a success (its consumer read the image): with a
+ * bitmap and bitmap_mode on-success or always the frozen bits are
+ * cleared; cbt_job_cancel() ends it as a failure (they are kept).
+ * -ENOENT, -EINVAL (not a running snapshot job). */
+int cbt_job_snapshot_end(unsigned id);
+/* A snapshot job's frozen bitmap (the bits at its point in time): calls
+ * fn for each dirty extent, in order.  -ENOENT, -EINVAL no bitmap. */
+int cbt_job_extents(unsigned id, void (*fn)(uint64_t off, uint64_t len,
+					    void *arg), void *arg);
 /* Forget a finished job (-EBUSY while it runs). */
 int cbt_job_dismiss(unsigned id);
 /* Does a running job use this filter node? */
@@ -121,7 +149,16 @@ int cbt_job_get(unsigned id, struct cbt_job_info *out);
 int cbt_snap_node_new(unsigned id, struct backend **out);
 void cbt_snap_node_free(struct backend *be);
 
+/* A grace period: returns once every reactor of the daemon has finished
+ * the callback it was running (no submit that started before is still
+ * inside the cbt node).  No-op without reactors. */
+void cbt_reactors_quiesce(void);
+
 /* Wait until job id is finished (tests, benchmarks).  0 or -ETIMEDOUT. */
 int cbt_job_wait(unsigned id, unsigned timeout_ms);
+
+/* A new job number from the sequence backup jobs use (mirror jobs,
+ * cbt_mirror.h, share it so `id=J` names one job).  Any thread. */
+unsigned cbt_job_id_next(void);
 
 #endif

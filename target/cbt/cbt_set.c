@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbt_job.h"
 #include "cbt_set.h"
 #include "cbt_sidecar.h"
 #include "reactor.h"
@@ -52,6 +53,8 @@ struct cbt_set {
 	int last_res;
 	struct list_head waiters;
 	atomic_bool broken;		/* sidecar unwritable: no waiting */
+	atomic_bool paused;		/* cbt_set_pause(): the other node
+					 * owns the sidecar */
 
 	struct cbt_list *retired_lists;
 	struct cbt_retired_bm *retired_bms;
@@ -126,6 +129,8 @@ static int persist_now(struct cbt_set *s)
 	}
 	if (!n && access(s->sidecar, F_OK) != 0)
 		goto out;	/* nothing persistent, nothing on disk */
+	if (atomic_load(&s->paused))
+		goto out;	/* the other node's file now */
 	err = cbt_sidecar_encode(snap, n, s->size, &buf, &len);
 	if (err)
 		goto out;
@@ -481,22 +486,221 @@ int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src)
 	return with_bitmap(s, dst, op_merge, sb);
 }
 
+/* b |= src's bits that fall inside b (same granularity). */
+static void or_in_range(struct cbt_bitmap *b, const struct cbt_bitmap *src)
+{
+	uint64_t off = 0, len;
+
+	while (cbt_bitmap_next_extent(src, &off, &len, true)) {
+		cbt_bitmap_set_range(b, off, len);
+		off += len;
+	}
+}
+
+/* Online resize: reactors keep marking while it runs.  Each bitmap is
+ * replaced by a new one of the new size holding its bits (bits past a
+ * smaller end are dropped), published like any change of the list; the
+ * old ones are retired.  A reactor may still mark an old bitmap for a
+ * moment (the old bitmaps stay enabled for it): after a grace period
+ * (no reactor is inside a submit that loaded the old list) their bits
+ * are folded in once more, then the sidecar is saved at the new size. */
 int cbt_set_resize(struct cbt_set *s, uint64_t lun_size)
 {
-	struct cbt_list *l;
+	struct cbt_list *old, *l;
+	struct cbt_retired_bm **r = NULL;
+	unsigned n;
 	int err = 0;
 
 	pthread_mutex_lock(&s->ctl);
-	l = atomic_load(&s->active);
-	for (unsigned i = 0; i < l->n && !err; i++) {
-		err = cbt_bitmap_resize(l->e[i].bm, lun_size);
-		if (!err && l->e[i].durable)
-			err = cbt_bitmap_resize(l->e[i].durable, lun_size);
+	old = atomic_load(&s->active);
+	n = old->n;
+	if (lun_size == s->size) {
+		pthread_mutex_unlock(&s->ctl);
+		return 0;
 	}
-	if (!err)
-		s->size = lun_size;
+	for (unsigned i = 0; i < n; i++)
+		if (atomic_load(&old->e[i].bm->busy))
+			err = -EBUSY;	/* a job's frozen bitmap keeps its size */
+	l = err ? NULL : list_alloc(n);
+	r = err ? NULL : calloc(n ? n : 1, sizeof(*r));
+	if (!err && (!l || !r))
+		err = -ENOMEM;
+	for (unsigned i = 0; i < n && !err; i++) {
+		const struct cbt_bitmap *ob = old->e[i].bm;
+		struct cbt_bitmap *b, *d = NULL;
+
+		b = cbt_bitmap_new(ob->name, lun_size, ob->granularity,
+				   atomic_load(&ob->enabled));
+		if (b && old->e[i].durable)
+			d = cbt_bitmap_new(ob->name, lun_size, ob->granularity, true);
+		r[i] = calloc(1, sizeof(*r[i]));
+		if (!b || (old->e[i].durable && !d) || !r[i]) {
+			cbt_bitmap_free(b);
+			cbt_bitmap_free(d);
+			err = -ENOMEM;
+			break;
+		}
+		b->persistent = ob->persistent;
+		atomic_store(&b->inconsistent, atomic_load(&ob->inconsistent));
+		or_in_range(b, ob);
+		if (d)	/* what is on disk stays on disk */
+			or_in_range(d, old->e[i].durable);
+		l->e[i].bm = b;
+		l->e[i].durable = d;
+	}
+	if (err) {
+		for (unsigned i = 0; l && i < n; i++) {
+			cbt_bitmap_free(l->e[i].bm);
+			cbt_bitmap_free(l->e[i].durable);
+			free(r ? r[i] : NULL);
+		}
+		free(l);
+		free(r);
+		if (err == -ENOMEM)	/* they now miss writes past the old end */
+			for (unsigned i = 0; i < n; i++)
+				atomic_store(&old->e[i].bm->inconsistent, true);
+		pthread_mutex_unlock(&s->ctl);
+		return err;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		r[i]->e = old->e[i];
+		r[i]->next = s->retired_bms;
+		s->retired_bms = r[i];
+	}
+	publish(s, l);
+	s->size = lun_size;
+	/* ctl stays held: the flusher must not save (and release a write
+	 * whose bit is still only in an old bitmap) before the fold.
+	 * Reactors never take ctl. */
+	cbt_reactors_quiesce();
+	for (unsigned i = 0; i < n; i++)
+		or_in_range(l->e[i].bm, r[i]->e.bm);
 	pthread_mutex_unlock(&s->ctl);
-	return err ? err : save_sync(s);
+	free(r);
+	return save_sync(s);
+}
+
+void cbt_set_pause(struct cbt_set *s, bool paused)
+{
+	pthread_mutex_lock(&s->ctl);
+	atomic_store(&s->paused, paused);
+	pthread_mutex_unlock(&s->ctl);
+}
+
+static void mark_all_inconsistent(struct cbt_set *s)
+{
+	struct cbt_list *l = atomic_load(&s->active);
+
+	for (unsigned i = 0; i < l->n; i++)
+		atomic_store(&l->e[i].bm->inconsistent, true);
+}
+
+int cbt_set_reload(struct cbt_set *s, const char **why)
+{
+	struct cbt_bitmap **bms = NULL;
+	struct cbt_list *old, *l;
+	struct cbt_retired_bm *ret = NULL;
+	uint8_t *buf = NULL;
+	size_t len;
+	unsigned n = 0, k = 0;
+	uint64_t size;
+	int err = 0;
+
+	*why = NULL;
+	if (!s->sidecar)
+		return 0;
+	pthread_mutex_lock(&s->ctl);
+	err = cbt_sidecar_read_file(s->sidecar, &buf, &len);
+	if (err == -ENOENT)
+		err = 0;
+	else if (err)
+		*why = "cannot read the bitmap sidecar";
+	else
+		err = cbt_sidecar_decode(buf, len, &bms, &n, &size, why);
+	free(buf);
+	for (unsigned i = 0; i < n && !err; i++)
+		if (size != s->size)
+			err = cbt_bitmap_resize(bms[i], s->size);
+	old = atomic_load(&s->active);
+	l = err ? NULL : list_alloc(old->n + n);
+	if (!l) {
+		if (!err) {
+			err = -ENOMEM;
+			*why = "out of memory loading the bitmap sidecar";
+		}
+		goto fail;
+	}
+	/* what stays: the bitmaps that are not persistent and the ones a
+	 * job holds; both missed the other node's writes */
+	for (unsigned i = 0; i < old->n; i++) {
+		struct cbt_entry *e = &old->e[i];
+
+		if (!e->bm->persistent || atomic_load(&e->bm->busy)) {
+			atomic_store(&e->bm->inconsistent, true);
+			l->e[k++] = *e;
+			continue;
+		}
+		struct cbt_retired_bm *r = calloc(1, sizeof(*r));
+		if (!r) {
+			err = -ENOMEM;
+			*why = "out of memory loading the bitmap sidecar";
+			free(l);
+			goto fail_retired;
+		}
+		r->e = *e;
+		r->next = ret;
+		ret = r;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		bool dup = false;
+
+		for (unsigned j = 0; j < k; j++)
+			dup |= !strcmp(l->e[j].bm->name, bms[i]->name);
+		struct cbt_bitmap *d = dup ? NULL :
+			cbt_bitmap_new(bms[i]->name, bms[i]->size,
+				       bms[i]->granularity, true);
+		if (!d) {	/* a job's bitmap of that name stays */
+			cbt_bitmap_free(bms[i]);
+			continue;
+		}
+		cbt_bitmap_copy_from(d, bms[i]);	/* what is on disk */
+		l->e[k].bm = bms[i];
+		l->e[k].durable = d;
+		k++;
+	}
+	l->n = k;
+	free(bms);
+	bms = NULL;
+	n = 0;
+	/* the replaced bitmaps: retired, not freed (a reactor may still
+	 * hold the old array, cbt_set.c header) */
+	while (ret) {
+		struct cbt_retired_bm *r = ret;
+
+		ret = r->next;
+		atomic_store(&r->e.bm->enabled, false);
+		r->next = s->retired_bms;
+		s->retired_bms = r;
+	}
+	publish(s, l);
+	pthread_mutex_unlock(&s->ctl);
+	return k ? flusher_start(s) : 0;
+
+fail_retired:
+	while (ret) {
+		struct cbt_retired_bm *r = ret;
+
+		ret = r->next;
+		free(r);
+	}
+fail:
+	for (unsigned i = 0; i < n; i++)
+		cbt_bitmap_free(bms[i]);
+	free(bms);
+	/* never serve bitmaps nobody can trust */
+	mark_all_inconsistent(s);
+	pthread_mutex_unlock(&s->ctl);
+	return err;
 }
 
 /* ---- life cycle ---- */

@@ -88,9 +88,26 @@ int cbt_set_remove(struct cbt_set *s, const char *name);
 int cbt_set_clear(struct cbt_set *s, const char *name);
 int cbt_set_enable(struct cbt_set *s, const char *name, bool enabled);
 int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src);
+/* Online resize to lun_size (management thread; reactors may mark
+ * meanwhile): bits past a smaller end are dropped, new chunks are clean,
+ * the sidecar is saved at the new size.  -EBUSY while a job holds a
+ * bitmap; -ENOMEM (the bitmaps are then marked inconsistent). */
 int cbt_set_resize(struct cbt_set *s, uint64_t lun_size);
 /* Save now and wait until it is durable. */
 int cbt_set_save(struct cbt_set *s);
+
+/* A sidecar shared by two nodes (a LUN with alua_group): only the node
+ * that owns the store may write it.  paused = true: saves write nothing
+ * and succeed (the node is fenced, its writes do not land anyway);
+ * false: saves write again.  Control path. */
+void cbt_set_pause(struct cbt_set *s, bool paused);
+/* The other node owned the store: replace the persistent bitmaps with the
+ * ones in the sidecar (none if it is absent).  Bitmaps that are not
+ * persistent, or that a job holds, missed the other node's writes: they
+ * are kept and marked inconsistent.  No marking may be in progress (the
+ * LUN is not active).  0, or -errno with *why (a malformed sidecar: the
+ * old bitmaps are kept, all marked inconsistent). */
+int cbt_set_reload(struct cbt_set *s, const char **why);
 
 /* Look a bitmap up (control path).  The pointer stays valid until the set
  * is freed (removed bitmaps are retired, not freed, because a reactor may

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,93 @@ static int cfg_portal(struct cfg_ctx *c, const config_setting_t *e,
 			return cfg_fail(c, e, "portals",
 					"\"%s\" is listed twice", listen);
 	cfg->nr_portals++;
+	return 0;
+}
+
+static int cfg_uint_member(struct cfg_ctx *c, const config_setting_t *v,
+			   long long max, uint32_t *out);
+
+/* limits = { max_sessions = 1024; max_data_buffer = "1G"; ... };
+ * (README "Limits and slow peers").  Counts and sizes: 0 = unlimited;
+ * timeouts in seconds, 0 = none. */
+static int cfg_limits(struct cfg_ctx *c, const config_setting_t *s,
+		      struct config *cfg)
+{
+	static const struct {
+		const char *name;
+		int kind;		/* 0 count, 1 bytes, 2 seconds */
+		size_t off;
+	} keys[] = {
+#define LK(n, k) { #n, k, offsetof(struct iscsi_limits, n) }
+		LK(max_sessions, 0),
+		LK(max_sessions_per_target, 0),
+		LK(max_connections, 0),
+		LK(max_connections_per_portal, 0),
+		LK(cmdsn_depth, 0),
+		LK(max_data_buffer, 1),
+		LK(max_data_buffer_per_connection, 1),
+		{ "login_timeout", 2,
+		  offsetof(struct iscsi_limits, login_timeout_ms) },
+		{ "idle_timeout", 2,
+		  offsetof(struct iscsi_limits, idle_timeout_ms) },
+#undef LK
+	};
+	struct iscsi_limits *l = &cfg->limits;
+
+	if (config_setting_type(s) != CONFIG_TYPE_GROUP)
+		return cfg_fail(c, s, "limits",
+				"expected a group { max_sessions = 1024; ... }, not %s",
+				cfg_type_name(config_setting_type(s)));
+	for (int i = 0; i < config_setting_length(s); i++) {
+		config_setting_t *v = config_setting_get_elem(s, (unsigned)i);
+		const char *key = config_setting_name(v);
+		size_t k;
+
+		for (k = 0; k < ARRAY_SIZE(keys); k++)
+			if (strcmp(key, keys[k].name) == 0)
+				break;
+		if (k == ARRAY_SIZE(keys))
+			return cfg_fail(c, v, key, "unknown key in limits");
+		void *field = (char *)l + keys[k].off;
+		int type = config_setting_type(v);
+
+		if (keys[k].kind == 1) {
+			uint64_t bytes;
+
+			if (type == CONFIG_TYPE_STRING) {
+				if (util_parse_size(config_setting_get_string(v),
+						    &bytes))
+					return cfg_fail(c, v, key,
+							"not a size (\"512M\", \"1G\", bytes)");
+			} else if (type == CONFIG_TYPE_INT ||
+				   type == CONFIG_TYPE_INT64) {
+				long long x = config_setting_get_int64(v);
+
+				if (x < 0)
+					return cfg_fail(c, v, key,
+							"must not be negative");
+				bytes = (uint64_t)x;
+			} else {
+				return cfg_fail(c, v, key,
+						"expected a size, not %s",
+						cfg_type_name(type));
+			}
+			*(uint64_t *)field = bytes;
+			continue;
+		}
+		uint32_t x;
+		int ret = cfg_uint_member(c, v, keys[k].kind == 2 ? 86400 :
+					  1000000, &x);
+
+		if (ret)
+			return ret;
+		if (keys[k].kind == 2)
+			x *= 1000;
+		if (strcmp(key, "cmdsn_depth") == 0 && (x < 1 || x > 65536))
+			return cfg_fail(c, v, key,
+					"%u is out of range 1..65536", x);
+		*(uint32_t *)field = x;
+	}
 	return 0;
 }
 
@@ -849,6 +937,7 @@ int config_load(const char *path, struct config *cfg, char *err,
 	int ret = 0;
 
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->limits = (struct iscsi_limits)ISCSI_LIMITS_DEFAULT;
 	if (err && errlen)
 		err[0] = '\0';
 	if (!realpath(path, cfg->path)) {
@@ -882,6 +971,8 @@ int config_load(const char *path, struct config *cfg, char *err,
 
 		if (strcmp(key, "portals") == 0)
 			ret = cfg_portals(&c, s, cfg);
+		else if (strcmp(key, "limits") == 0)
+			ret = cfg_limits(&c, s, cfg);
 		else if (strcmp(key, "accounts") == 0)
 			ret = cfg_accounts(&c, s, pv);
 		else if (strcmp(key, "discovery") == 0)

@@ -21,6 +21,7 @@ struct config {
 	char path[4096];		/* the file, absolute */
 	struct portal_config portals[CONFIG_MAX_PORTALS];
 	int nr_portals;
+	struct iscsi_limits limits;	/* "limits", defaults if absent */
 	/* the parsed libconfig tree is kept for config_apply() */
 	void *priv;
 };

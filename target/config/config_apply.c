@@ -99,10 +99,67 @@ static void cfg_accounts_free(char **names, int n, bool remove)
 	free(names);
 }
 
+/* The bitmaps the configuration declared, as last applied (at start or
+ * by a reload): what a reload may remove.  Guarded by config_lock() (and
+ * only written at start before any management request). */
+struct cfg_declared {
+	char target[TGT_NAME_MAX];
+	uint64_t lun;
+	char name[64];
+};
+static struct cfg_declared *declared;
+static int nr_declared;
+
+static void cfg_declared_set(const struct cfg_priv *pv)
+{
+	int n = 0;
+
+	for (int i = 0; i < pv->nr_targets; i++)
+		for (int k = 0; k < pv->targets[i].nr_luns; k++)
+			n += pv->targets[i].luns[k].nr_bitmaps;
+	free(declared);
+	declared = n ? xzalloc(sizeof(*declared) * (size_t)n) : NULL;
+	nr_declared = 0;
+	for (int i = 0; i < pv->nr_targets; i++)
+		for (int k = 0; k < pv->targets[i].nr_luns; k++) {
+			const struct cfg_lun *cl = &pv->targets[i].luns[k];
+
+			for (int m = 0; m < cl->nr_bitmaps; m++) {
+				struct cfg_declared *d = &declared[nr_declared++];
+
+				snprintf(d->target, sizeof(d->target), "%s",
+					 pv->targets[i].name);
+				d->lun = cl->s.lun;
+				snprintf(d->name, sizeof(d->name), "%s",
+					 cl->bitmaps[m].name);
+			}
+		}
+}
+
+static bool cfg_declares(const struct cfg_priv *pv, const struct cfg_declared *d)
+{
+	for (int i = 0; i < pv->nr_targets; i++) {
+		if (strcmp(pv->targets[i].name, d->target))
+			continue;
+		for (int k = 0; k < pv->targets[i].nr_luns; k++) {
+			const struct cfg_lun *cl = &pv->targets[i].luns[k];
+
+			if (cl->s.lun != d->lun)
+				continue;
+			for (int m = 0; m < cl->nr_bitmaps; m++)
+				if (!strcmp(cl->bitmaps[m].name, d->name))
+					return true;
+		}
+	}
+	return false;
+}
+
 /* Declared bitmaps: a persistent one already loaded from the LUN's
- * sidecar keeps its bits (only its enabled state follows the file). */
-static int cfg_apply_bitmaps(int tid, const struct cfg_lun *cl,
-			     const char **why)
+ * sidecar keeps its bits (only its enabled state follows the file).
+ * With reload, what cannot change (another granularity, a busy bitmap)
+ * is kept with a warning instead of failing; *changed counts changes. */
+static int cfg_lun_bitmaps(int tid, const struct cfg_lun *cl, bool reload,
+			   int *changed, const char **why)
 {
 	struct target *t;
 	struct scsi_lun *lun;
@@ -125,19 +182,93 @@ static int cfg_apply_bitmaps(int tid, const struct cfg_lun *cl,
 		struct cbt_bitmap *have = cbt_set_find(lun->cbt, b->name);
 
 		if (have && have->persistent == b->persistent &&
-		    have->granularity == b->granularity)
+		    have->granularity == b->granularity) {
+			if (reload && atomic_load(&have->enabled) == b->enabled)
+				continue;
 			ret = cbt_set_enable(lun->cbt, b->name, b->enabled);
-		else if (have) {
+			if (!ret && reload) {
+				log_info("reload: target %d: LUN %" PRIu64 ": bitmap %s %s",
+					 tid, cl->s.lun, b->name,
+					 b->enabled ? "enabled" : "disabled");
+				(*changed)++;
+			}
+		} else if (have) {
 			*why = "a bitmap of that name with other settings is in the sidecar";
 			ret = -EEXIST;
-		} else
+		} else {
 			ret = cbt_set_add(lun->cbt, b->name, b->granularity,
 					  b->persistent, b->enabled);
+			if (!ret && reload) {
+				log_info("reload: target %d: LUN %" PRIu64 ": bitmap %s added",
+					 tid, cl->s.lun, b->name);
+				(*changed)++;
+			}
+		}
+		if (ret && reload) {
+			log_warn("reload: %s: bitmap %s kept as it is: %s", cl->where,
+				 b->name, *why ? *why : strerror(-ret));
+			*why = NULL;
+			ret = 0;
+		}
 		if (ret && !*why)
 			*why = b->name;
 	}
 	scsi_lun_put(lun);
 	return ret;
+}
+
+static int cfg_apply_bitmaps(int tid, const struct cfg_lun *cl,
+			     const char **why)
+{
+	int changed = 0;
+
+	return cfg_lun_bitmaps(tid, cl, false, &changed, why);
+}
+
+int cfg_bitmaps_reload(const struct cfg_priv *pv)
+{
+	int changed = 0;
+
+	for (int i = 0; i < pv->nr_targets; i++) {
+		struct target *t = tgt_get_by_name(pv->targets[i].name);
+		int tid = t ? t->tid : 0;
+
+		tgt_put(t);
+		for (int k = 0; t && k < pv->targets[i].nr_luns; k++) {
+			const struct cfg_lun *cl = &pv->targets[i].luns[k];
+			const char *why = NULL;
+
+			if (cfg_lun_bitmaps(tid, cl, true, &changed, &why))
+				log_warn("reload: %s: bitmaps not applied: %s",
+					 cl->where, why ? why : "?");
+		}
+	}
+	for (int i = 0; i < nr_declared; i++) {
+		const struct cfg_declared *d = &declared[i];
+		struct target *t;
+		struct scsi_lun *lun;
+		int ret;
+
+		if (cfg_declares(pv, d))
+			continue;
+		t = tgt_get_by_name(d->target);
+		lun = t ? tgt_lun_get(t, d->lun) : NULL;
+		tgt_put(t);
+		if (!lun)
+			continue;	/* went with its LUN or target */
+		ret = lun->cbt ? cbt_set_remove(lun->cbt, d->name) : -ENOENT;
+		if (!ret) {
+			log_info("reload: target %s: LUN %" PRIu64 ": bitmap %s removed",
+				 d->target, d->lun, d->name);
+			changed++;
+		} else if (ret == -EBUSY) {
+			log_warn("reload: target %s: LUN %" PRIu64 ": bitmap %s is used by a job: kept",
+				 d->target, d->lun, d->name);
+		}
+		scsi_lun_put(lun);
+	}
+	cfg_declared_set(pv);
+	return changed;
 }
 
 int config_apply(struct config *cfg, char *err, unsigned errlen)
@@ -252,6 +383,7 @@ int config_apply(struct config *cfg, char *err, unsigned errlen)
 		goto fail;
 	cfg_made_free(&made, false);
 	cfg_accounts_free(accounts, nr_accounts, false);
+	cfg_declared_set(pv);
 	config_set_active(cfg);
 	return 0;
 

@@ -270,6 +270,28 @@ int config_dump(FILE *f)
 	}
 	fprintf(f, " ];\n");
 
+	/* limits, when any differs from the default */
+	struct iscsi_limits lim, def = ISCSI_LIMITS_DEFAULT;
+
+	iscsi_limits_get(&lim);
+	if (memcmp(&lim, &def, sizeof(lim)) != 0)
+		fprintf(f, "limits = {\n"
+			"    max_sessions = %u;\n"
+			"    max_sessions_per_target = %u;\n"
+			"    max_connections = %u;\n"
+			"    max_connections_per_portal = %u;\n"
+			"    cmdsn_depth = %u;\n"
+			"    max_data_buffer = \"%llu\";\n"
+			"    max_data_buffer_per_connection = \"%llu\";\n"
+			"    login_timeout = %u;\n"
+			"    idle_timeout = %u;\n"
+			"};\n", lim.max_sessions, lim.max_sessions_per_target,
+			lim.max_connections, lim.max_connections_per_portal,
+			lim.cmdsn_depth,
+			(unsigned long long)lim.max_data_buffer,
+			(unsigned long long)lim.max_data_buffer_per_connection,
+			lim.login_timeout_ms / 1000, lim.idle_timeout_ms / 1000);
+
 	fprintf(f, "accounts = (\n");
 	acct_for_each(dump_account_fn, &dt);
 	fprintf(f, "%s);\n", dt.left ? "\n" : "");

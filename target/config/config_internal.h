@@ -130,4 +130,11 @@ int cfg_auth_apply(const struct cfg_priv *pv, char *err, unsigned errlen,
 int cfg_auth_bind(const struct cfg_auth *a, int tid, char *err,
 		  unsigned errlen);
 
+/* config_apply.c: SIGHUP for declared dirty bitmaps.  Adds the bitmaps pv
+ * declares (and sets their enabled state), removes the ones the file
+ * applied before declared and pv no longer does (bitmaps made with
+ * holdfastadm are never touched), then remembers pv's.  Returns how many
+ * bitmaps it changed.  Called with config_lock() held. */
+int cfg_bitmaps_reload(const struct cfg_priv *pv);
+
 #endif

@@ -569,6 +569,19 @@ static bool reload_portals_differ(const struct config *a,
 	return false;
 }
 
+/* New logins, connections and commands follow the new limits; what is
+ * already there stays (a session keeps its CmdSN window). */
+static void reload_limits(const struct iscsi_limits *l)
+{
+	struct iscsi_limits cur;
+
+	iscsi_limits_get(&cur);
+	if (memcmp(&cur, l, sizeof(cur)) == 0)
+		return;
+	iscsi_limits_set(l);
+	log_info("reload: limits changed");
+}
+
 int config_reload(const char *path)
 {
 	struct config *cfg = xzalloc(sizeof(*cfg));
@@ -595,7 +608,9 @@ int config_reload(const char *path)
 		log_err("reload refused, nothing changed: %s", err);
 	} else {
 		reload_phase2(&r, cfg->priv);
+		r.changed += cfg_bitmaps_reload(cfg->priv);
 		config_unlock();
+		reload_limits(&cfg->limits);
 		log_info("reload of %s done: %d added, %d removed, %d changed, %d kept in use",
 			 path, r.added, r.removed, r.changed, r.kept);
 	}

@@ -99,4 +99,29 @@ int iscsi_portals_warn_open(void);
  * commands); shutdown waits for 0. */
 int iscsi_conn_count(void);
 
+/* Resource limits (targets.conf "limits", README "Limits and slow
+ * peers").  0 in a count or size means unlimited.  Set at start and on
+ * reload; read by the reactors with relaxed atomic loads. */
+struct iscsi_limits {
+	uint32_t max_sessions;		/* normal sessions, all targets */
+	uint32_t max_sessions_per_target;
+	uint32_t max_connections;	/* all portals; over it: closed */
+	uint32_t max_connections_per_portal;
+	uint32_t cmdsn_depth;		/* MaxCmdSN window per session */
+	uint64_t max_data_buffer;	/* bytes of command buffers, total */
+	uint64_t max_data_buffer_per_connection;
+	uint32_t login_timeout_ms;	/* whole login phase */
+	uint32_t idle_timeout_ms;	/* a started PDU with no progress */
+};
+#define ISCSI_LIMITS_DEFAULT {						\
+	.max_sessions = 1024, .max_sessions_per_target = 256,		\
+	.max_connections = 2048, .max_connections_per_portal = 1024,	\
+	.cmdsn_depth = 128, .max_data_buffer = 1ull << 30,		\
+	.max_data_buffer_per_connection = 64ull << 20,			\
+	.login_timeout_ms = 15000, .idle_timeout_ms = 30000 }
+void iscsi_limits_set(const struct iscsi_limits *l);
+void iscsi_limits_get(struct iscsi_limits *l);
+/* Bytes of command buffers reserved now (all connections). */
+uint64_t iscsi_data_buffer_used(void);
+
 #endif

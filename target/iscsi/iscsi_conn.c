@@ -47,6 +47,7 @@ static const bool conn_transitions[CONN_STATE_COUNT][CONN_STATE_COUNT] = {
 	},
 	[CONN_STATE_REINSTATE] = {
 		[CONN_STATE_FULL_FEATURE] = true,	/* old ones gone */
+		[CONN_STATE_FLUSH] = true,	/* not in time: refused */
 		[CONN_STATE_CLOSING] = true,
 	},
 	[CONN_STATE_FULL_FEATURE] = {
@@ -349,11 +350,27 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 		}
 		c->rx_start = c->rx_end = 0;
 		ssize_t r;
+		bool direct = dst && want >= ISCSI_RX_DIRECT;
 
-		if (dst && want >= ISCSI_RXBUF_SIZE / 2)
+		if (!direct && c->rx_cap < ISCSI_RXBUF_SIZE &&
+		    (!c->rxbuf || c->rx_full)) {
+			/* lazily, and larger only while reads fill it: an
+			 * idle or slow connection holds 2 KiB, not 64 */
+			uint32_t cap = c->rxbuf ? c->rx_cap * 2
+						: ISCSI_RXBUF_MIN;
+			uint8_t *b = malloc(cap);
+
+			if (!b)
+				return -ENOMEM;
+			free(c->rxbuf);
+			c->rxbuf = b;
+			c->rx_cap = cap;
+			c->rx_full = false;
+		}
+		if (direct)
 			r = read(c->fd, dst + *got, want);  /* large: direct */
 		else
-			r = read(c->fd, c->rxbuf, ISCSI_RXBUF_SIZE);
+			r = read(c->fd, c->rxbuf, c->rx_cap);
 		if (r == 0)
 			return -ECONNRESET;
 		if (r < 0) {
@@ -361,10 +378,12 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 				continue;
 			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 		}
-		if (dst && want >= ISCSI_RXBUF_SIZE / 2)
+		if (direct) {
 			*got += (uint32_t)r;
-		else
+		} else {
 			c->rx_end = (uint32_t)r;
+			c->rx_full = (uint32_t)r == c->rx_cap;
+		}
 	}
 	return 0;
 }
@@ -603,7 +622,57 @@ int iscsi_conn_rx_step(struct iscsi_conn *c)
 	}
 	conn_dispatch(c);
 	conn_rx_reset(c);
+	c->rx_pdus++;
 	return 1;
+}
+
+/* Part of a PDU is in: is it stuck?  A peer that starts a PDU and stops
+ * sending (slowloris) is closed after idle_timeout without progress. */
+static bool conn_rx_partial(const struct iscsi_conn *c)
+{
+	return c->rx_stage != RX_BHS || c->rx_got > 0 ||
+	       c->rx_end > c->rx_start;
+}
+
+static void conn_idle_timeout(struct ev_timer *t)
+{
+	struct iscsi_conn *c = t->arg;
+	uint64_t limit = LIMIT(idle_timeout_ms), now, since;
+
+	if (c->state != CONN_STATE_FULL_FEATURE || !limit ||
+	    !conn_rx_partial(c))
+		return;
+	now = reactor_now_ms(c->r);
+	if (c->rx_stall_pdus != c->rx_pdus) {
+		/* PDUs completed since: this partial one is newer */
+		c->rx_stall_pdus = c->rx_pdus;
+		c->rx_stall_since = now;
+	}
+	since = now - c->rx_stall_since;
+	if (since >= limit) {
+		iscsi_limit_log(LIMIT_LOG_IDLE,
+				"conn %lu (%s): a PDU started %lu ms ago is "
+				"still incomplete (idle_timeout %lu ms): "
+				"closing", (unsigned long)c->id, c->peer_str,
+				(unsigned long)since, (unsigned long)limit);
+		iscsi_conn_close(c, "idle_timeout: PDU incomplete");
+		return;
+	}
+	reactor_timer_add(c->r, &c->idle_timer, limit - since,
+			  conn_idle_timeout, c);
+}
+
+/* Input ran out in the middle of a PDU: make sure the idle timer runs. */
+static void conn_rx_stalled(struct iscsi_conn *c)
+{
+	uint64_t limit = LIMIT(idle_timeout_ms);
+
+	if (c->idle_timer.armed || !limit ||
+	    c->state != CONN_STATE_FULL_FEATURE || !conn_rx_partial(c))
+		return;
+	c->rx_stall_pdus = c->rx_pdus;
+	c->rx_stall_since = reactor_now_ms(c->r);
+	reactor_timer_add(c->r, &c->idle_timer, limit, conn_idle_timeout, c);
 }
 
 static void conn_rx_continue(void *arg);
@@ -617,8 +686,10 @@ static void conn_rx(struct iscsi_conn *c)
 		    c->state == CONN_STATE_FLUSH)
 			return;
 		r = iscsi_conn_rx_step(c);
-		if (r == -EAGAIN)
+		if (r == -EAGAIN) {
+			conn_rx_stalled(c);
 			return;
+		}
 		if (r < 0) {
 			iscsi_conn_close(c, "connection closed by peer");
 			return;
@@ -665,8 +736,14 @@ static void conn_login_timeout(struct ev_timer *t)
 {
 	struct iscsi_conn *c = t->arg;
 
-	if (c->state == CONN_STATE_LOGIN)
+	if (c->state == CONN_STATE_LOGIN) {
+		iscsi_limit_log(LIMIT_LOG_IDLE,
+				"conn %lu (%s): login not finished within "
+				"login_timeout (%u ms): closing",
+				(unsigned long)c->id, c->peer_str,
+				LIMIT(login_timeout_ms));
 		iscsi_conn_close(c, "login timed out");
+	}
 }
 
 static void conn_nop_timer(struct ev_timer *t)
@@ -743,11 +820,6 @@ struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
 	c->r = r;
 	c->id = atomic_fetch_add(&conn_ids, 1) + 1;
 	iscsi_conn_set_state(c, CONN_STATE_LOGIN);	/* from NEW (zeroed) */
-	c->rxbuf = malloc(ISCSI_RXBUF_SIZE);
-	if (!c->rxbuf) {
-		free(c);
-		return NULL;
-	}
 	list_init(&c->txq);
 	list_init(&c->tasks);
 	list_init(&c->reinstate_waiters);
@@ -763,12 +835,12 @@ struct iscsi_conn *iscsi_conn_new(struct reactor *r, int fd,
 	sockaddr_text(&c->local, c->local_str, sizeof(c->local_str), true);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (reactor_fd_add(r, &c->w, fd, EPOLLIN, conn_rx_ready, c) < 0) {
-		free(c->rxbuf);
 		free(c);
 		return NULL;
 	}
-	reactor_timer_add(r, &c->login_timer, ISCSI_LOGIN_TIMEOUT_MS,
-			  conn_login_timeout, c);
+	if (LIMIT(login_timeout_ms))
+		reactor_timer_add(r, &c->login_timer, LIMIT(login_timeout_ms),
+				  conn_login_timeout, c);
 	log_debug("conn %lu: new connection from %s to %s",
 		  (unsigned long)c->id, c->peer_str, c->local_str);
 	return c;
@@ -801,6 +873,8 @@ static void conn_free_deferred(void *arg)
 	iscsi_login_free(c);
 	free(c->text_rsp);
 	free(c->rxbuf);
+	if (c->portal_count)
+		iscsi_portal_count_put(c->portal_count);
 	log_debug("conn %lu: freed", (unsigned long)c->id);
 	free(c);
 	iscsi_conn_freed();
@@ -865,6 +939,7 @@ void iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	reactor_timer_del(c->r, &c->defer_timer);
 	reactor_timer_del(c->r, &c->flush_timer);
 	reactor_timer_del(c->r, &c->reinstate_timer);
+	reactor_timer_del(c->r, &c->idle_timer);
 	list_for_each_entry_safe(p, n, &c->txq, link) {
 		list_del(&p->link);
 		iscsi_pdu_free(p);

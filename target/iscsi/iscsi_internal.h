@@ -10,6 +10,7 @@
 #define HOLDFAST_ISCSI_INTERNAL_H
 
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -22,11 +23,15 @@
 #include "scsi.h"
 #include "target.h"
 
-#define ISCSI_CMD_WINDOW 128		/* commands per session in flight */
+#define ISCSI_CMD_WINDOW 128		/* default cmdsn_depth */
 #define ISCSI_MAX_R2T 16		/* our MaxOutstandingR2T offer */
 #define ISCSI_MAX_CMD_BUF (128u << 20)	/* largest EDTL we buffer */
+/* The read-ahead buffer starts small (a login needs little) and doubles
+ * while reads fill it, up to ISCSI_RXBUF_SIZE; data segments of
+ * ISCSI_RX_DIRECT bytes or more are read straight into their buffer. */
+#define ISCSI_RXBUF_MIN 2048u
 #define ISCSI_RXBUF_SIZE (64u * 1024)
-#define ISCSI_LOGIN_TIMEOUT_MS 15000
+#define ISCSI_RX_DIRECT (32u * 1024)
 #define ISCSI_FLUSH_TIMEOUT_MS 15000	/* FLUSH: the peer must read by then */
 #define ISCSI_TPGT 1
 #define ISCSI_PDUS_PER_WAKEUP 64	/* fairness between connections */
@@ -40,7 +45,8 @@
  *   NEW          -> LOGIN
  *   LOGIN        -> FULL_FEATURE | REINSTATE | FLUSH (login reject)
  *                   | CLOSING
- *   REINSTATE    -> FULL_FEATURE | CLOSING
+ *   REINSTATE    -> FULL_FEATURE | FLUSH (refused after the timeout)
+ *                   | CLOSING
  *   FULL_FEATURE -> FLUSH (logout, TARGET COLD RESET) | CLOSING
  *   FLUSH        -> CLOSING
  *   CLOSING         final
@@ -50,7 +56,8 @@
  * enters FULL_FEATURE, only once every old session is gone: connection
  * closed, tasks finished (an attempt in the store completes first, its
  * result dropped), held and queued commands of its nexus dropped by each
- * LUN; or after ISCSI_REINSTATE_TIMEOUT_MS.  A PDU from the initiator
+ * LUN.  If that takes longer than ISCSI_REINSTATE_TIMEOUT_MS the login
+ * is refused instead (0x0301, service unavailable; FLUSH).  A PDU from the initiator
  * meanwhile is a protocol error (it must wait for the answer).
  * FLUSH is "close after send": the last PDU (a Logout Response, a login
  * reject, the answer to TARGET COLD RESET) is queued, nothing more is
@@ -103,7 +110,9 @@ struct iscsi_task {
 	uint32_t cmd_sn;
 	bool immediate;
 	bool aborted;			/* by TMF or connection close */
-	bool deferred;			/* LUN hung: data not solicited yet */
+	bool deferred;			/* LUN hung or buffer limit: data not
+					 * solicited / read not started yet */
+	uint32_t buf_reserved;		/* bytes counted against the limits */
 	uint64_t lun_id;
 	uint8_t lun_raw[8];
 	uint32_t edtl;
@@ -147,6 +156,7 @@ struct iscsi_session {
 	struct list_head pending;	/* tasks ahead of exp_cmd_sn */
 	int in_flight;			/* non-immediate commands not done */
 	struct iscsi_lun_stat *lun_stats;	/* [TGT_MAX_LUNS], for stat */
+	uint32_t cmd_window;		/* cmdsn_depth at login; 0: default */
 	/* negotiated parameters */
 	uint32_t max_burst, first_burst, max_r2t;
 	bool initial_r2t, immediate_data;
@@ -169,7 +179,15 @@ struct iscsi_conn {
 	uint32_t next_ttt;
 
 	/* receive: a resumable parser over a read-ahead buffer */
-	uint8_t *rxbuf;
+	uint8_t *rxbuf;			/* NULL until the first read */
+	uint32_t rx_cap;		/* bytes allocated at rxbuf */
+	bool rx_full;			/* the last read filled it */
+	uint64_t rx_pdus;		/* PDUs completed */
+	uint64_t rx_stall_pdus;		/* rx_pdus when the stall began */
+	uint64_t rx_stall_since;	/* ms: a partial PDU waits since */
+	struct ev_timer idle_timer;	/* idle_timeout of a partial PDU */
+	struct iscsi_portal_count *portal_count; /* its portal's count */
+	uint64_t buf_reserved;		/* bytes its tasks reserved */
 	uint32_t rx_start, rx_end;
 	enum iscsi_rx_stage rx_stage;
 	uint8_t rx_bhs[ISCSI_BHS_LEN];
@@ -321,6 +339,32 @@ int iscsi_session_reinstate(struct iscsi_conn *c);
 void iscsi_session_reinstate_notify(struct iscsi_conn *c);
 uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s);
 void iscsi_conn_freed(void);
+
+/* Limits (iscsi_session.c): LIMIT(field) reads one of them. */
+extern struct iscsi_limits iscsi_lim;
+#define LIMIT(field) __atomic_load_n(&iscsi_lim.field, __ATOMIC_RELAXED)
+/* Connections accepted on one portal; outlives the portal while its
+ * connections do. */
+struct iscsi_portal_count {
+	atomic_int conns;
+	atomic_int refs;
+};
+struct iscsi_portal_count *iscsi_portal_count_new(void);
+void iscsi_portal_count_unref(struct iscsi_portal_count *pc);
+/* A connection of the portal is gone: conns and refs down by one. */
+void iscsi_portal_count_put(struct iscsi_portal_count *pc);
+/* A limit was hit: log why, at most once per 10 s per kind (the kinds
+ * are LIMIT_LOG_*), with how many times it was hit meanwhile. */
+enum { LIMIT_LOG_CONN, LIMIT_LOG_BUFFER, LIMIT_LOG_SESSION,
+       LIMIT_LOG_IDLE, LIMIT_LOG_KINDS };
+void iscsi_limit_log(int kind, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Reserve t's EDTL against max_data_buffer(_per_connection): true if
+ * reserved (or nothing to reserve); false if over a limit (the command
+ * waits).  force: count it even over the limits (data that comes
+ * unasked).  Released when the task is freed. */
+bool iscsi_task_buf_reserve(struct iscsi_task *t, bool force);
+extern uint64_t iscsi_buf_total;	/* __atomic builtins */
 
 /* CRC32C digests: crc32c() from core/crc32c.h */
 

@@ -335,9 +335,12 @@ static int login_resolve(struct iscsi_conn *c, struct iscsi_login *l,
 	return 0;
 }
 
-/* The final login response went out: enter full feature phase. */
+/* The final login response went out: enter full feature phase.
+ * 0, -EUSERS (max_sessions(_per_target)) or -1. */
 static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 {
+	int ret;
+
 	struct iscsi_session *s = xzalloc(sizeof(*s));
 	struct iscsi_neg *n = &l->neg;
 
@@ -358,6 +361,7 @@ static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 	l->target = NULL;
 	s->conn = c;
 	s->exp_cmd_sn = l->cmd_sn;
+	s->cmd_window = LIMIT(cmdsn_depth);
 	s->max_burst = n->result[KEY_MAX_BURST_LENGTH];
 	s->first_burst = n->result[KEY_FIRST_BURST_LENGTH];
 	s->max_r2t = MIN(n->result[KEY_MAX_OUTSTANDING_R2T], ISCSI_MAX_R2T);
@@ -371,10 +375,12 @@ static int login_complete(struct iscsi_conn *c, struct iscsi_login *l)
 	s->nexus.tpgt = ISCSI_TPGT;
 	s->nexus.rel_port_id = 1;
 	s->nexus.target_name = s->target ? s->target->name : "";
-	if (iscsi_session_register(s) < 0) {
+	ret = iscsi_session_register(s);
+	if (ret < 0) {
+		l->target = s->target;	/* its reference goes with the login */
 		free(s->lun_stats);
 		free(s);
-		return -1;
+		return ret == -EUSERS ? ret : -1;
 	}
 	c->stat.cid = c->cid;
 	c->sess = s;
@@ -416,17 +422,48 @@ void iscsi_login_reinstated(struct iscsi_conn *c)
 	login_enter_full_feature(c, p);
 }
 
+/* REINSTATE gave up: turn the held final response into a reject. */
+static void login_refuse_held(struct iscsi_conn *c, uint16_t status)
+{
+	struct iscsi_pdu *p = c->login_rsp_held;
+
+	c->login_rsp_held = NULL;
+	if (iscsi_conn_set_state(c, CONN_STATE_FLUSH) < 0) {
+		iscsi_pdu_free(p);
+		iscsi_conn_close(c, "reinstatement timed out");
+		return;
+	}
+	c->flush_why = "reinstatement timed out";
+	/* a reject: no keys, no transit, no TSIH (11.13) */
+	if (p->data_owned)
+		free(p->data);
+	p->data = NULL;
+	p->data_len = 0;
+	p->data_owned = false;
+	p->bhs[BHS_FLAGS] &= LOGIN_CSG_MASK;
+	put_be16(p->bhs + LOGIN_TSIH, 0);
+	p->bhs[LOGIN_STATUS_CLASS] = (uint8_t)(status >> 8);
+	p->bhs[LOGIN_STATUS_DETAIL] = (uint8_t)status;
+	iscsi_conn_send(c, p);
+	iscsi_conn_close_after_send(c, "reinstatement timed out");
+}
+
 static void login_reinstate_timeout(struct ev_timer *t)
 {
 	struct iscsi_conn *c = t->arg;
 
 	if (c->state != CONN_STATE_REINSTATE)
 		return;
+	/* An attempt of the old session is still in the store: answering
+	 * now could let it land after the initiator saw the new session
+	 * begin.  Refuse with "service unavailable" (11.13.5: a transient
+	 * target condition); the initiator logs in again later. */
 	log_warn("conn %lu (%s): %d reinstated session(s) of %s not gone "
-		 "after %d ms; answering the login anyway",
-		 (unsigned long)c->id, c->peer_str, c->reinstate_waiting,
-		 c->sess->initiator_name, ISCSI_REINSTATE_TIMEOUT_MS);
-	iscsi_login_reinstated(c);
+		 "after %d ms: login refused (0x%04x), the initiator may "
+		 "retry", (unsigned long)c->id, c->peer_str,
+		 c->reinstate_waiting, c->sess->initiator_name,
+		 ISCSI_REINSTATE_TIMEOUT_MS, LOGIN_STATUS_SVC_UNAVAIL);
+	login_refuse_held(c, LOGIN_STATUS_SVC_UNAVAIL);
 }
 
 void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
@@ -596,10 +633,17 @@ void iscsi_login_rx(struct iscsi_conn *c, const uint8_t *bhs,
 		free(rsp);
 	}
 	if (transit && nsg == ISCSI_STAGE_FULL_FEATURE) {
-		if (login_complete(c, l) < 0) {
+		int ret = login_complete(c, l);
+
+		if (ret < 0) {
 			iscsi_pdu_free(p);
+			/* 11.13.5: out of resources, for a session limit
+			 * too: the initiator may retry later */
 			login_fail(c, bhs, LOGIN_STATUS_NO_RESOURCES,
-				   "no free TSIH");
+				   ret == -EUSERS ? "too many sessions "
+						    "(max_sessions, "
+						    "max_sessions_per_target)"
+						  : "no free TSIH");
 			return;
 		}
 		put_be16(p->bhs + LOGIN_TSIH, c->sess->tsih);

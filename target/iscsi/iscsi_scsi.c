@@ -41,6 +41,11 @@ void iscsi_task_put(struct iscsi_task *t)
 	if (t->cmd.lun)
 		scsi_lun_put(t->cmd.lun);
 	scsi_buf_free(t->cmd.buf);
+	if (t->buf_reserved) {
+		__atomic_fetch_sub(&iscsi_buf_total, t->buf_reserved,
+				   __ATOMIC_RELAXED);
+		c->buf_reserved -= t->buf_reserved;
+	}
 	free_list_put(&task_cache, t, TASK_CACHE_MAX);
 	c->ntasks--;
 	iscsi_conn_task_gone(c);
@@ -62,9 +67,53 @@ static void task_remove(struct iscsi_task *t)
 	iscsi_task_put(t);
 }
 
+/* max_data_buffer and max_data_buffer_per_connection count each
+ * command's expected data transfer length from when its buffer is
+ * needed (the first R2T, the start of a read; immediate and unsolicited
+ * data at once) until the task is freed.  A command that does not fit
+ * waits (deferred, re-checked every ISCSI_DEFER_POLL_MS); one larger
+ * than a limit goes when nothing else is counted, so it cannot starve. */
+bool iscsi_task_buf_reserve(struct iscsi_task *t, bool force)
+{
+	struct iscsi_conn *c = t->conn;
+	uint64_t len = t->edtl, max = LIMIT(max_data_buffer);
+	uint64_t max_c = LIMIT(max_data_buffer_per_connection);
+	uint64_t cur = __atomic_load_n(&iscsi_buf_total, __ATOMIC_RELAXED);
+
+	if (!len || t->buf_reserved)
+		return true;
+	if (!force && max_c && c->buf_reserved &&
+	    c->buf_reserved + len > max_c) {
+		iscsi_limit_log(LIMIT_LOG_BUFFER,
+				"conn %lu (%s): %lu bytes of command buffers "
+				"(max_data_buffer_per_connection %lu): "
+				"commands wait", (unsigned long)c->id,
+				c->peer_str, (unsigned long)c->buf_reserved,
+				(unsigned long)max_c);
+		return false;
+	}
+	do {
+		if (!force && max && cur && cur + len > max) {
+			iscsi_limit_log(LIMIT_LOG_BUFFER,
+					"%lu bytes of command buffers in use "
+					"(max_data_buffer %lu): commands wait",
+					(unsigned long)cur,
+					(unsigned long)max);
+			return false;
+		}
+	} while (!__atomic_compare_exchange_n(&iscsi_buf_total, &cur,
+					      cur + len, true,
+					      __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	c->buf_reserved += len;
+	t->buf_reserved = (uint32_t)len;
+	return true;
+}
+
 uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s)
 {
-	int free_slots = ISCSI_CMD_WINDOW - s->in_flight;
+	int window = s->cmd_window ? (int)s->cmd_window : ISCSI_CMD_WINDOW;
+	int free_slots = window - s->in_flight;
 
 	/* 3.2.2.1: MaxCmdSN = ExpCmdSN - 1 closes the window */
 	if (free_slots <= 0)
@@ -157,6 +206,8 @@ int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 	if (t->cmd.dir_write && t->edtl && t->edtl <= ISCSI_MAX_CMD_BUF &&
 	    (len || (!c->sess->initial_r2t &&
 		     !(bhs[BHS_FLAGS] & ISCSI_FLAG_FINAL)))) {
+		/* the data comes unasked: counted even over the limits */
+		iscsi_task_buf_reserve(t, true);
 		t->cmd.buf = scsi_buf_alloc(t->edtl);
 		if (!t->cmd.buf)
 			return -ENOMEM;
@@ -182,6 +233,15 @@ static void task_send_r2ts(struct iscsi_task *t)
 	if (t->deferred)
 		return;
 	if (!t->cmd.buf && t->r2t_next < t->edtl) {
+		if (!iscsi_task_buf_reserve(t, false)) {
+			/* over max_data_buffer: ask again on the next poll */
+			t->deferred = true;
+			if (!c->defer_timer.armed)
+				reactor_timer_add(c->r, &c->defer_timer,
+						  ISCSI_DEFER_POLL_MS,
+						  iscsi_conn_defer_poll, c);
+			return;
+		}
 		t->cmd.buf = scsi_buf_alloc(t->edtl);
 		if (!t->cmd.buf) {
 			/* no memory now: ask again on the next poll */
@@ -259,6 +319,16 @@ void iscsi_conn_defer_poll(struct ev_timer *timer)
 	list_for_each_entry_safe(t, n, &c->tasks, link) {
 		if (!t->deferred)
 			continue;
+		if (!t->cmd.dir_write) {
+			/* a read waiting for max_data_buffer */
+			if (!iscsi_task_buf_reserve(t, false)) {
+				again = true;
+				continue;
+			}
+			t->deferred = false;
+			task_execute(t);
+			continue;
+		}
 		if (task_lun_hung(t)) {
 			again = true;
 			continue;
@@ -277,6 +347,16 @@ static void task_start(struct iscsi_task *t)
 	struct iscsi_conn *c = t->conn;
 
 	t->state = TASK_DATA_OUT;
+	if (!t->cmd.dir_write && t->edtl &&
+	    !iscsi_task_buf_reserve(t, false)) {
+		/* over max_data_buffer: the read waits for room */
+		t->deferred = true;
+		if (!c->defer_timer.armed)
+			reactor_timer_add(c->r, &c->defer_timer,
+					  ISCSI_DEFER_POLL_MS,
+					  iscsi_conn_defer_poll, c);
+		return;
+	}
 	if (!t->cmd.dir_write || t->edtl == 0 || t->received >= t->edtl) {
 		task_execute(t);
 		return;

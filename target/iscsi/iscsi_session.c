@@ -32,6 +32,36 @@ int iscsi_session_register(struct iscsi_session *s)
 	int tries;
 
 	pthread_mutex_lock(&sess_lock);
+	if (!s->discovery) {
+		/* max_sessions(_per_target): sessions this login would
+		 * reinstate (same initiator, ISID, target) do not count,
+		 * nor closing ones */
+		uint32_t max = LIMIT(max_sessions);
+		uint32_t max_t = LIMIT(max_sessions_per_target);
+		uint32_t n = 0, nt = 0;
+
+		list_for_each_entry(o, &sessions, link) {
+			if (o->discovery || o->closing ||
+			    (o->target == s->target &&
+			     memcmp(o->isid, s->isid, 6) == 0 &&
+			     strcmp(o->initiator_name, s->initiator_name) == 0))
+				continue;
+			n++;
+			if (o->target == s->target)
+				nt++;
+		}
+		if ((max && n >= max) || (max_t && nt >= max_t)) {
+			pthread_mutex_unlock(&sess_lock);
+			iscsi_limit_log(LIMIT_LOG_SESSION,
+					"login of %s to %s refused: %u "
+					"sessions (max_sessions %u), %u on the "
+					"target (max_sessions_per_target %u)",
+					s->initiator_name,
+					s->target ? s->target->name : "?", n,
+					max, nt, max_t);
+			return -EUSERS;
+		}
+	}
 	for (tries = 0; tries < 65536; tries++) {
 		bool used = false;
 
@@ -448,6 +478,8 @@ struct portal {
 	struct list_head link;
 	int fd;
 	struct ev_fd w;
+	struct iscsi_portal_count *count;
+	struct ev_timer pause;		/* out of fds: accept again later */
 	struct sockaddr_storage listen;
 	char text[160];
 	char advertise[128];
@@ -462,17 +494,51 @@ static atomic_uint next_reactor;
 struct new_conn {
 	int fd;
 	char advertise[128];
+	struct iscsi_portal_count *count;	/* a reference and a conn */
 };
 
+/* live_conns and the portal's count were raised at accept */
 static void conn_adopt(void *arg)
 {
 	struct new_conn *nc = arg;
+	struct iscsi_conn *c = iscsi_conn_new(reactor_current(), nc->fd,
+					      nc->advertise);
 
-	if (!iscsi_conn_new(reactor_current(), nc->fd, nc->advertise))
+	if (!c) {
 		close(nc->fd);
-	else
-		atomic_fetch_add(&live_conns, 1);
+		atomic_fetch_sub(&live_conns, 1);
+		iscsi_portal_count_put(nc->count);
+	} else {
+		c->portal_count = nc->count;
+	}
 	free(nc);
+}
+
+static void portal_resume(struct ev_timer *t)
+{
+	struct portal *p = t->arg;
+
+	reactor_fd_mod(&p->w, EPOLLIN);
+}
+
+/* Over max_connections(_per_portal): closed at once, before anything
+ * is allocated for it (answering a login would need the resources the
+ * limit protects).  true if fd was refused (and closed). */
+static bool portal_over_limit(struct portal *p, int fd)
+{
+	uint32_t max = LIMIT(max_connections);
+	uint32_t max_p = LIMIT(max_connections_per_portal);
+	int n = atomic_load(&live_conns), np = atomic_load(&p->count->conns);
+
+	if ((!max || n < (int)max) && (!max_p || np < (int)max_p))
+		return false;
+	close(fd);
+	iscsi_limit_log(LIMIT_LOG_CONN,
+			"portal %s: connection refused: %d connections "
+			"(max_connections %u), %d on this portal "
+			"(max_connections_per_portal %u)",
+			p->text, n, max, np, max_p);
+	return true;
 }
 
 static void portal_accept(struct ev_fd *w, uint32_t events UNUSED)
@@ -486,10 +552,30 @@ static void portal_accept(struct ev_fd *w, uint32_t events UNUSED)
 		struct reactor *r;
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				/* the pending connection stays queued and
+				 * epoll would report it again at once:
+				 * stop listening for 100 ms instead of
+				 * spinning */
+				iscsi_limit_log(LIMIT_LOG_CONN,
+						"portal %s: accept: %s; "
+						"pausing 100 ms", p->text,
+						strerror(errno));
+				reactor_fd_mod(&p->w, 0);
+				reactor_timer_add(reactor_current(), &p->pause,
+						  100, portal_resume, p);
+			} else if (errno != EAGAIN && errno != EINTR &&
+				   errno != ECONNABORTED) {
 				log_warn("accept: %s", strerror(errno));
+			}
 			return;
 		}
+		if (portal_over_limit(p, fd))
+			continue;
+		atomic_fetch_add(&live_conns, 1);
+		atomic_fetch_add(&p->count->conns, 1);
+		atomic_fetch_add(&p->count->refs, 1);
 		/* round robin: a connection stays on its reactor for life */
 		r = portal_reactors[atomic_fetch_add(&next_reactor, 1) %
 				    (unsigned)portal_nr_reactors];
@@ -497,9 +583,12 @@ static void portal_accept(struct ev_fd *w, uint32_t events UNUSED)
 		nc->fd = fd;
 		snprintf(nc->advertise, sizeof(nc->advertise), "%s",
 			 p->advertise);
+		nc->count = p->count;
 		if (reactor_call(r, conn_adopt, nc) < 0) {
 			close(fd);
 			free(nc);
+			atomic_fetch_sub(&live_conns, 1);
+			iscsi_portal_count_put(p->count);
 		}
 	}
 }
@@ -519,7 +608,9 @@ static void portal_close_on_reactor(void *arg)
 	struct portal *p = arg;
 
 	reactor_fd_del(&p->w);
+	reactor_timer_del(reactor_current(), &p->pause);
 	close(p->fd);
+	iscsi_portal_count_unref(p->count);
 	free(p);
 }
 
@@ -546,10 +637,12 @@ int iscsi_portal_add(const struct portal_config *pc)
 		goto err;
 	p = xzalloc(sizeof(*p));
 	p->fd = fd;
+	p->count = iscsi_portal_count_new();
 	p->listen = pc->listen;
 	snprintf(p->text, sizeof(p->text), "%s", pc->text);
 	snprintf(p->advertise, sizeof(p->advertise), "%s", pc->advertise);
 	if (reactor_call(portal_reactors[0], portal_watch_on_reactor, p) < 0) {
+		iscsi_portal_count_unref(p->count);
 		free(p);
 		errno = ENOMEM;
 		goto err;

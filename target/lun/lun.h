@@ -59,6 +59,9 @@ struct lun_settings {
 					 * asked for; the state the LUN is in
 					 * is scsi_alua_state() (run-time
 					 * state, not a setting) */
+	char alua_state_dir[PATH_MAX];	/* where the state both nodes share
+					 * lives (lun_shared_state_path);
+					 * "" = next to a file store */
 };
 
 /* Set retry_errors to DESIGN.md's transient set. */
@@ -153,6 +156,20 @@ int lun_settings_check(const struct lun_settings *s, const struct backend *be,
 /* Does s describe a file or block-device store (backend "file", or
  * "fault" with a path)? */
 bool lun_settings_is_file(const struct lun_settings *s);
+/* Is the store a block device (a path under /dev/, or one that stat()s
+ * as a block device)? */
+bool lun_settings_is_blockdev(const struct lun_settings *s);
+/* Where a LUN shared by two nodes (alua_group) keeps the state both nodes
+ * read and write: the ownership lock, the reservations, the persistent
+ * bitmaps (suffix ".holdfast-owner", ".pr", ".bitmaps").  With
+ * alua_state_dir: DIR/<target name, '/' and ':' as '_'>.lun<N><suffix>,
+ * the same on both nodes as they use the same target name; without it,
+ * next to a file store: <path><suffix>.  0, -ENOENT (a block device
+ * without alua_state_dir: /dev is not shared between machines) or
+ * -ENAMETOOLONG. */
+int lun_shared_state_path(const struct lun_settings *s,
+			  const char *target_name, const char *suffix,
+			  char *out, size_t len);
 /* s->path as shown to operators (show, JSON, log): a URL's CHAP secret
  * ("iscsi://user%secret@host/...") is left out.  Returns buf, or "None"
  * for an empty path. */
@@ -206,7 +223,10 @@ struct scsi_lun {
 	 * snapshot, which an update may free under it. */
 	uint64_t id;			/* the LUN number */
 	uint32_t block_size;
-	char path[PATH_MAX];		/* the store's path, "" if none */
+	char path[PATH_MAX];		/* the store's path, "" if none;
+					 * a mirror's pivot changes it
+					 * (scsi_pr_store_moved(); never on
+					 * a LUN with alua_group) */
 	/* Called by the last scsi_lun_put(); set by scsi_lun_create(). */
 	void (*release)(struct scsi_lun *l);
 };

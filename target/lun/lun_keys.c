@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "iscsi_conf.h"
 #include "lun.h"
@@ -143,6 +144,10 @@ static const struct lun_key lun_keys[] = {
 	{ .name = "alua_state", .type = LK_ALUA, F(alua_standby),
 	  .def = "active", .flags = RUN | LUN_KEY_ALUA,
 	  .hint = "active or standby" },
+	/* a directory both nodes share for the lock, reservations and
+	 * bitmaps (lun_shared_state_path); moving it means a new LUN */
+	{ .name = "alua_state_dir", .type = LK_PATH, F(alua_state_dir),
+	  .flags = LUN_KEY_STORE | LUN_KEY_ALUA | LUN_KEY_NONEMPTY },
 	/* Error injection: the spec goes to the fault layer every LUN has on
 	 * top of its store (backends/fault.c parses it). */
 	{ .name = "fault", .type = LK_SPEC, F(backend_opts),
@@ -707,6 +712,40 @@ const char *lun_settings_path_shown(const struct lun_settings *s, char *buf,
 	return buf;
 }
 
+bool lun_settings_is_blockdev(const struct lun_settings *s)
+{
+	struct stat st;
+
+	if (!lun_settings_is_file(s))
+		return false;
+	return strncmp(s->path, "/dev/", 5) == 0 ||
+	       (stat(s->path, &st) == 0 && S_ISBLK(st.st_mode));
+}
+
+int lun_shared_state_path(const struct lun_settings *s,
+			  const char *target_name, const char *suffix,
+			  char *out, size_t len)
+{
+	char name[256];
+	unsigned i;
+	int n;
+
+	if (!s->alua_state_dir[0]) {
+		if (!lun_settings_is_file(s) || lun_settings_is_blockdev(s))
+			return -ENOENT;
+		n = snprintf(out, len, "%s%s", s->path, suffix);
+		return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	}
+	/* IQNs hold ':'; keep the file name portable */
+	for (i = 0; target_name[i] && i < sizeof(name) - 1; i++)
+		name[i] = (char)(target_name[i] == '/' || target_name[i] == ':'
+					 ? '_' : target_name[i]);
+	name[i] = '\0';
+	n = snprintf(out, len, "%s/%s.lun%" PRIu64 "%s", s->alua_state_dir,
+		     name, s->lun, suffix);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 bool lun_settings_is_file(const struct lun_settings *s)
 {
 	/* "fault" as a backend means a file when a path is given. */
@@ -780,6 +819,17 @@ int lun_settings_check(const struct lun_settings *s, const struct backend *be,
 		*key = "alua_group";
 		return fail(err, errlen, -EINVAL,
 			    "alua_group needs a file, block-device or rbd store (the ownership lock lives next to it, or is the image's exclusive lock)");
+	}
+	if (s->alua_group && !s->alua_state_dir[0] &&
+	    lun_settings_is_blockdev(s)) {
+		*key = "alua_state_dir";
+		return fail(err, errlen, -EINVAL,
+			    "alua_group on a block device needs alua_state_dir, a directory both nodes share (the ownership lock, reservations and bitmaps live there; /dev is not shared between machines)");
+	}
+	if (s->alua_state_dir[0] && s->alua_state_dir[0] != '/') {
+		*key = "alua_state_dir";
+		return fail(err, errlen, -EINVAL,
+			    "alua_state_dir must be an absolute path");
 	}
 	if (s->backend_opts[0] && strcmp(s->backend_opts, "off") &&
 	    strcmp(s->backend_opts, "fault=off") &&

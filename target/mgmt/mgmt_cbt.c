@@ -14,6 +14,7 @@
 #include "lun.h"
 #include "mgmt_internal.h"
 #include "scsi.h"
+#include "stack.h"
 #include "target.h"
 
 #define CBT_SHOW_MAX_BITMAPS 256
@@ -191,6 +192,16 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 		return MGMT_NOMEM;
 	}
 	name = item(&it, "name");
+	if (req->op != MGMT_OP_SHOW && scsi_alua_standby(lun)) {
+		/* the bitmaps of a shared store belong to the node that owns
+		 * it (their sidecar is shared, scsi_alua.c) */
+		log_warn("bitmap on tid %d lun %" PRIu64 ": this node is not "
+			 "active for the LUN: manage its bitmaps on the node "
+			 "that is", req->tid, req->lun);
+		free(it.copy);
+		scsi_lun_put(lun);
+		return MGMT_INVALID_REQUEST;
+	}
 	switch (req->op) {
 	case MGMT_OP_SHOW:
 		ret = bitmap_show(req, lun, name, b);
@@ -262,6 +273,93 @@ static void job_release_lun(void *arg)
 	scsi_lun_put(arg);
 }
 
+/* Writes that passed the LUN's tracking node before a job's point in
+ * time (cbt_job_params.drain). */
+static int job_drain_lun(void *arg)
+{
+	struct scsi_lun *lun = arg;
+
+	return be_stack_drain(lun->be, BE_STACK_DRAIN_MS);
+}
+
+/* What every job needs, whatever its type: the LUN (referenced; the job
+ * holds it from start on), its tracking node (attached if need be), the
+ * reactor, the LUN's own patience with its store for source reads, and
+ * the keys every type takes (bitmap, bitmap_mode, on_target_error,
+ * retry_interval, retry_timeout).  MGMT_SUCCESS with *out (free it), or
+ * an error with nothing held. */
+static int job_req_new(const struct mgmt_req *req, const struct items *it,
+		       struct cbt_job_params **out)
+{
+	struct cbt_job_params *p;
+	const struct lun_settings *ls;
+	struct scsi_lun *lun;
+	const char *v, *why = NULL;
+	uint64_t n;
+	int ret = MGMT_SUCCESS;
+
+	lun = req_lun(req, &ret);
+	if (!lun)
+		return ret;
+	if (scsi_alua_standby(lun)) {
+		log_warn("job on tid %d lun %" PRIu64 ": this node is not "
+			 "active for the LUN: run it on the node that is",
+			 req->tid, req->lun);
+		scsi_lun_put(lun);
+		return MGMT_INVALID_REQUEST;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		scsi_lun_put(lun);
+		return MGMT_NOMEM;
+	}
+	ls = lun_settings_get(lun);
+	p->tid = req->tid;
+	p->lun = req->lun;
+	p->filter = scsi_lun_cbt_attach(lun, &why) ? NULL : cbt_filter_find(lun->be);
+	p->r = cbt_job_reactor_for(req->lun);
+	if (ls->rerror == ERR_POLICY_RETRY) {
+		p->src_retry_ms = ls->retry_interval_ms ? ls->retry_interval_ms : 1000;
+		p->src_timeout_ms = ls->retry_timeout_ms;
+	}
+	p->drain = job_drain_lun;
+	p->drain_arg = lun;
+	p->release = job_release_lun;
+	p->release_arg = lun;
+	p->mode = CBT_MODE_ON_SUCCESS;
+	if ((v = item(it, "bitmap")) &&
+	    (size_t)snprintf(p->bitmap, sizeof(p->bitmap), "%s", v) >= sizeof(p->bitmap))
+		goto bad;
+	if ((v = item(it, "bitmap_mode")) && cbt_bitmap_mode_parse(v, &p->mode))
+		goto bad;
+	v = item(it, "on_target_error");
+	if (v && !strcmp(v, "retry")) {
+		p->dest_retry_ms = 1000;
+		if ((v = item(it, "retry_interval"))) {
+			if (!parse_u64(v, &n) || !n || n > 3600000)	/* as the LUN key */
+				goto bad;
+			p->dest_retry_ms = (uint32_t)n;
+		}
+		if ((v = item(it, "retry_timeout"))) {
+			if (!parse_u64(v, &n) || n > UINT32_MAX)
+				goto bad;
+			p->dest_timeout_ms = (uint32_t)n;
+		}
+	} else if (v && strcmp(v, "fail") && strcmp(v, "report")) {
+		goto bad;
+	} else if (item(it, "retry_interval") || item(it, "retry_timeout")) {
+		goto bad;	/* they mean something only with retry */
+	}
+	*out = p;
+	return MGMT_SUCCESS;
+bad:
+	log_warn("job new on tid %d lun %" PRIu64 ": bad parameters", req->tid,
+		 req->lun);
+	free(p);
+	scsi_lun_put(lun);
+	return MGMT_INVALID_REQUEST;
+}
+
 /* type=snapshot,export_lun=L2,scratch=PATH: a copy-before-write job with
  * no background copy, and LUN L2 on the same target reading its
  * point-in-time image (read-only). */
@@ -275,33 +373,19 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 	const char *v, *why = NULL;
 	uint64_t export_lun;
 	unsigned id;
-	int err, ret = MGMT_SUCCESS;
+	int err, ret;
 
 	if (!parse_u64(item(it, "export_lun"), &export_lun) ||
-	    !(v = item(it, "scratch")) || !*v || item(it, "bitmap"))
+	    !(v = item(it, "scratch")) || !*v)
 		return MGMT_INVALID_REQUEST;
-	lun = req_lun(req, &ret);
-	if (!lun)
+	ret = job_req_new(req, it, &p);
+	if (ret != MGMT_SUCCESS)
 		return ret;
-	p = calloc(1, sizeof(*p));
-	if (!p) {
-		scsi_lun_put(lun);
-		return MGMT_NOMEM;
-	}
-	p->tid = req->tid;
-	p->lun = req->lun;
-	p->filter = scsi_lun_cbt_attach(lun, &why) ? NULL : cbt_filter_find(lun->be);
-	p->r = cbt_job_reactor_for(req->lun);
+	lun = p->release_arg;
 	p->snapshot = true;
 	p->export_lun = export_lun;
 	p->format = CBT_FORMAT_RAW;
 	snprintf(p->target, sizeof(p->target), "%s", v);
-	if (lun_settings_get(lun)->rerror == ERR_POLICY_RETRY) {
-		p->src_retry_ms = lun_settings_get(lun)->retry_interval_ms ? lun_settings_get(lun)->retry_interval_ms : 1000;
-		p->src_timeout_ms = lun_settings_get(lun)->retry_timeout_ms;
-	}
-	p->release = job_release_lun;
-	p->release_arg = lun;
 	err = cbt_job_backup_start(p, &id, &why);
 	if (err) {
 		log_warn("snapshot on tid %d lun %" PRIu64 ": %s", req->tid,
@@ -347,7 +431,9 @@ static int job_delete(unsigned id)
 		return -ENOENT;
 	if (strcmp(info.type, "snapshot"))
 		return cbt_job_dismiss(id);
-	cbt_job_cancel(id);
+	/* deleting ends the snapshot as a success: its bitmap's frozen
+	 * bits were read (action=cancel first ends it as a failure) */
+	cbt_job_snapshot_end(id);
 	cbt_job_wait(id, 30000);
 	tgt_lun_del(info.tid, info.export_lun, true);
 	err = cbt_job_dismiss(id);
@@ -366,25 +452,17 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 	struct scsi_lun *lun;
 	const char *v, *why = NULL;
 	unsigned id;
-	int err, ret = MGMT_SUCCESS;
+	int err, ret;
 
 	v = item(it, "type");
 	if (v && !strcmp(v, "snapshot"))
 		return snapshot_new(req, it, b);
 	if (!v || strcmp(v, "backup"))
 		return MGMT_INVALID_REQUEST;
-	lun = req_lun(req, &ret);
-	if (!lun)
+	ret = job_req_new(req, it, &p);
+	if (ret != MGMT_SUCCESS)
 		return ret;
-	p = calloc(1, sizeof(*p));
-	if (!p) {
-		scsi_lun_put(lun);
-		return MGMT_NOMEM;
-	}
-	p->tid = req->tid;
-	p->lun = req->lun;
-	p->filter = scsi_lun_cbt_attach(lun, &why) ? NULL : cbt_filter_find(lun->be);
-	p->r = cbt_job_reactor_for(req->lun);
+	lun = p->release_arg;
 	err = -EINVAL;
 	if (!(v = item(it, "target")) || !*v ||
 	    (size_t)snprintf(p->target, sizeof(p->target), "%s", v) >= sizeof(p->target))
@@ -407,20 +485,8 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 		p->sync_bitmap = true;
 	else
 		goto bad;
-	if ((v = item(it, "bitmap")))
-		snprintf(p->bitmap, sizeof(p->bitmap), "%s", v);
-	p->mode = CBT_MODE_ON_SUCCESS;
-	if ((v = item(it, "bitmap_mode")) && cbt_bitmap_mode_parse(v, &p->mode))
-		goto bad;
 	if ((v = item(it, "rate_limit")) && !parse_u64(v, &p->rate_limit))
 		goto bad;
-	/* the source gets the LUN's own patience with its store */
-	if (lun_settings_get(lun)->rerror == ERR_POLICY_RETRY) {
-		p->src_retry_ms = lun_settings_get(lun)->retry_interval_ms ? lun_settings_get(lun)->retry_interval_ms : 1000;
-		p->src_timeout_ms = lun_settings_get(lun)->retry_timeout_ms;
-	}
-	p->release = job_release_lun;
-	p->release_arg = lun;
 	err = cbt_job_backup_start(p, &id, &why);
 	if (err)
 		goto bad;
@@ -433,6 +499,38 @@ bad:
 	free(p);
 	scsi_lun_put(lun);
 	return errno_to_mgmt(err);
+}
+
+struct extent_out {
+	struct mgmt_buf *b;
+	bool json, first;
+};
+
+static void extent_print(uint64_t off, uint64_t len, void *arg)
+{
+	struct extent_out *o = arg;
+
+	if (o->json)
+		mgmt_buf_printf(o->b, "%s{\"offset\": %" PRIu64 ", \"length\": %" PRIu64 "}",
+				o->first ? "" : ", ", off, len);
+	else
+		mgmt_buf_printf(o->b, "        %" PRIu64 " +%" PRIu64 "\n", off, len);
+	o->first = false;
+}
+
+/* A snapshot job with a bitmap: the bitmap's dirty extents at its point
+ * in time (what an incremental pull backup reads from the export LUN). */
+static void job_show_extents(struct mgmt_buf *b, const struct cbt_job_info *i,
+			     bool json)
+{
+	struct extent_out o = { b, json, true };
+
+	if (strcmp(i->type, "snapshot") || !i->bitmap[0])
+		return;
+	mgmt_buf_printf(b, json ? ", \"extents\": [" : "    Extents:\n");
+	cbt_job_extents(i->id, extent_print, &o);
+	if (json)
+		mgmt_buf_printf(b, "]");
 }
 
 static void job_show_one(struct mgmt_buf *b, const struct cbt_job_info *i,
@@ -456,6 +554,11 @@ static void job_show_one(struct mgmt_buf *b, const struct cbt_job_info *i,
 		mgmt_json_string(b, i->target);
 		mgmt_buf_printf(b, ", \"bitmap\": ");
 		mgmt_json_string(b, i->bitmap);
+		mgmt_buf_printf(b, ", \"holding\": %s, \"bytes_holes\": %" PRIu64,
+				i->holding ? "true" : "false", i->bytes_holes);
+		if (!strcmp(i->type, "snapshot"))
+			mgmt_buf_printf(b, ", \"export_lun\": %" PRIu64, i->export_lun);
+		job_show_extents(b, i, true);
 		mgmt_buf_printf(b, "}");
 		return;
 	}
@@ -468,6 +571,9 @@ static void job_show_one(struct mgmt_buf *b, const struct cbt_job_info *i,
 			i->target, i->bitmap[0] ? i->bitmap : "-");
 	if (i->error[0])
 		mgmt_buf_printf(b, "    Error: %s\n", i->error);
+	if (i->bytes_holes)
+		mgmt_buf_printf(b, "    Holes skipped: %" PRIu64 " bytes\n", i->bytes_holes);
+	job_show_extents(b, i, false);
 }
 
 static int job_show(const struct mgmt_req *req, struct mgmt_buf *b)
@@ -482,10 +588,28 @@ static int job_show(const struct mgmt_req *req, struct mgmt_buf *b)
 		mgmt_buf_printf(b, "{\"jobs\": [");
 	for (unsigned i = 0; i < n && i < CBT_SHOW_MAX_JOBS; i++)
 		job_show_one(b, &info[i], req->json, i == 0);
+	mgmt_mirror_show(b, req->json, n == 0);
 	if (req->json)
 		mgmt_buf_printf(b, "]}\n");
 	free(info);
 	return MGMT_SUCCESS;
+}
+
+int mgmt_job_params_check(const struct mgmt_req *req)
+{
+	struct cbt_job_params *p;
+	struct items it;
+	int ret;
+
+	if (items_split(req, &it))
+		return MGMT_NOMEM;
+	ret = job_req_new(req, &it, &p);
+	if (ret == MGMT_SUCCESS) {
+		scsi_lun_put(p->release_arg);
+		free(p);
+	}
+	free(it.copy);
+	return ret;
 }
 
 int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
@@ -497,6 +621,8 @@ int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
 
 	if (req->op == MGMT_OP_SHOW)
 		return job_show(req, b);
+	if (mgmt_mirror_claims(req))
+		return mgmt_mirror(req, b);
 	if (items_split(req, &it))
 		return MGMT_NOMEM;
 	switch (req->op) {

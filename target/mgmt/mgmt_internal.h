@@ -159,6 +159,20 @@ int mgmt_show_lun(int tid, uint64_t lun, struct mgmt_buf *b);
 /* `--mode bitmap` and `--mode job` (mgmt_cbt.c, issue 10). */
 int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b);
 int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b);
+/* Parse a job new request's common keys (job_req_new) without starting
+ * anything: for the fuzz harness, which must not write files. */
+int mgmt_job_params_check(const struct mgmt_req *req);
+/* Mirror jobs (mgmt_mirror.c): does req name one (new with type=mirror,
+ * update/delete with a mirror's id)?  Then mgmt_mirror() handles it.
+ * mgmt_mirror_show() appends the mirror jobs to a job show. */
+bool mgmt_mirror_claims(const struct mgmt_req *req);
+int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b);
+void mgmt_mirror_show(struct mgmt_buf *b, bool json, bool first);
+/* Parse a `type=mirror` payload's parameters only (fuzz_mgmt): 0 or
+ * -errno with *why. */
+struct cbt_mirror_params;
+int mgmt_mirror_parse(const char *payload, struct cbt_mirror_params *p,
+		      const char **why);
 /* A JSON string literal of s (RFC 8259 section 7). */
 void mgmt_json_string(struct mgmt_buf *b, const char *s);
 /* The same shows as JSON documents (mgmt_json.c). */

@@ -136,6 +136,35 @@ static void json_hang(struct mgmt_buf *b, struct scsi_lun *lun)
 			json_bool(strcmp(probing, "paused") == 0));
 }
 
+/* Two nodes in front of shared storage: the LUN's ALUA state as it is
+ * now (alua_state among the keys is the state asked for); null without
+ * alua_group. */
+static void json_alua(struct mgmt_buf *b, struct scsi_lun *lun)
+{
+	struct scsi_alua_info ai;
+
+	if (!scsi_alua_info(lun, &ai)) {
+		mgmt_buf_printf(b, ", \"alua\": null");
+		return;
+	}
+	mgmt_buf_printf(b, ", \"alua\": {\"group\": %u, \"peer_group\": %u",
+			ai.group, ai.peer_group);
+	json_kv(b, true, "state", ai.state);
+	json_kv(b, true, "peer_state", ai.peer_state);
+	mgmt_buf_printf(b, ", \"owner\": %s, \"fenced\": %s, \"identity\": ",
+			json_bool(ai.owner), json_bool(ai.fenced));
+	if (ai.identity)
+		json_str(b, ai.identity);
+	else
+		mgmt_buf_printf(b, "null");
+	mgmt_buf_printf(b, ", \"lock\": ");
+	if (ai.lock_path)
+		json_str(b, ai.lock_path);
+	else
+		mgmt_buf_printf(b, "null");
+	mgmt_buf_printf(b, "}");
+}
+
 /* ", "name": value" for one key of the key table, typed by its kind; an
  * empty optional string is null. */
 static void json_key(struct mgmt_buf *b, const struct lun_key *k,
@@ -224,6 +253,7 @@ static void json_lun(struct mgmt_buf *b, const struct target *t,
 	}
 	mgmt_buf_printf(b, ", \"hang\": ");
 	json_hang(b, lun);
+	json_alua(b, lun);
 	if (lun->be && lun->be->ops->describe &&
 	    lun->be->ops->describe(lun->be, text, sizeof(text)) > 0) {
 		text[strcspn(text, "\n")] = '\0';

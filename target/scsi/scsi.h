@@ -209,6 +209,19 @@ int scsi_alua_apply(struct scsi_lun *lun, const struct lun_settings *s,
 		    bool force, const char **errmsg);
 /* The show line of a LUN's ALUA state ("" without alua_group). */
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len);
+/* A LUN's ALUA state for the shows (text and JSON).  Strings are static
+ * or live as long as the LUN. */
+struct scsi_alua_info {
+	uint16_t group, peer_group;
+	const char *state, *peer_state;	/* "active/optimized", "standby",
+					 * "transitioning" */
+	bool owner;			/* holds the ownership lock */
+	bool fenced;			/* the store refuses this node's writes */
+	const char *identity;		/* 16 hex digits, or NULL */
+	const char *lock_path;		/* the ownership lock file, or NULL */
+};
+/* Fill *out; false without alua_group. */
+bool scsi_alua_info(struct scsi_lun *lun, struct scsi_alua_info *out);
 /* Is the LUN not active/optimized for its ALUA group?  Run-time state
  * (SET TARGET PORT GROUPS, a refused takeover at start), which the
  * alua_state setting (the state asked for) need not match.  false
@@ -231,6 +244,13 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
  * it is not there yet (first bitmap, first job); drains the writes that
  * entered before.  Management thread.  0 or -errno with *errmsg. */
 int scsi_lun_cbt_attach(struct scsi_lun *l, const char **errmsg);
+
+/* The LUN's store is now the file or device at path (a mirror job's pivot
+ * replaced it in the block stack, cbt_mirror.h): publish settings naming
+ * it, so show, dump, save and a reload see it, and move the reservation
+ * state file with it.  Management thread, updates serialized as for
+ * scsi_lun_update().  0 or -errno. */
+int scsi_lun_store_moved(struct scsi_lun *lun, const char *path);
 
 /* ---- what the transport asks of a LUN ----
  * The iSCSI layer talks to the SCSI layer only; these two calls are how it

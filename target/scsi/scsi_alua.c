@@ -26,8 +26,16 @@
  * dead), then scsi_lun_refresh(SCSI_REFRESH_SHARED) re-reads everything
  * the other node may have changed before the first command is served.
  *
- * A node whose sidecar was replaced under it (a forced takeover) notices
- * within ALUA_WATCH_MS, goes standby at once and logs why.
+ * A node that loses the lock under it notices within ALUA_WATCH_MS (the
+ * watchdog: the sidecar replaced or removed by a forced takeover, the
+ * lock not re-assertable or the sidecar unreadable, as on NFS once the
+ * lease is gone), fences its store, goes standby at once and logs why.
+ * Fencing: while a node is not active its store node refuses every write
+ * as it reaches the store (be_fence), so writes that a filter or
+ * the hang engine still held never land; and a node that took the lock by
+ * force waits ALUA_FENCE_MS before it serves, so the old owner's watchdog
+ * has fenced first.  Only a write the old owner had already handed to the
+ * kernel before that can land later (when its store answers).
  *
  * A store with an ownership lock of its own (backend_ops.owner: an RBD
  * image's exclusive lock) needs no sidecar: that lock is the ownership,
@@ -61,6 +69,11 @@
 #define ALUA_LOCK_SUFFIX	".holdfast-owner"
 #define ALUA_ID_MAGIC		"holdfast-owner 1"
 #define ALUA_WATCH_MS		200
+/* After a forced takeover the new owner serves only this long after it
+ * took the lock: the old owner's watchdog (every ALUA_WATCH_MS) has seen
+ * the loss and fenced its store by then, with a margin for a watchdog
+ * round that ran late. */
+#define ALUA_FENCE_MS		(2 * ALUA_WATCH_MS + 100)
 #define ALUA_DRAIN_TIMEOUT_MS	30000
 #define ALUA_DRAIN_POLL_MS	2
 #define ALUA_ID_READ_TRIES	50
@@ -79,6 +92,9 @@ struct scsi_alua {
 	struct backend *store;	/* a store with its own lock, or NULL */
 	bool owner;		/* holds the lock on fd */
 	char *path;		/* the sidecar */
+	char *base;		/* the shared state's files without their
+				 * suffix (lun_shared_state_path), fixed at
+				 * creation: the workers read no snapshot */
 	/* The threads that run outside a reactor and without config_lock()
 	 * (the SET TARGET PORT GROUPS worker, the lock watchdog) read the
 	 * LUN's number and store path from lun->id and lun->path (fixed at
@@ -349,11 +365,12 @@ static void alua_reopen(struct scsi_alua *a)
 
 /* Take the ownership lock.  force: replace a sidecar someone else locks
  * (its holder is known dead, or must lose). */
-static int alua_lock_take(struct scsi_alua *a, bool force,
+static int alua_lock_take(struct scsi_alua *a, bool force, bool *forced,
 			  const char **errmsg)
 {
 	int err, fd;
 
+	*forced = false;
 	if (a->store) {
 		if (alua_holds(a))
 			return 0;
@@ -364,6 +381,8 @@ static int alua_lock_take(struct scsi_alua *a, bool force,
 		if (err < 0)
 			return err;
 		a->owner = true;
+		/* breaking the other holder's lock blocklisted it: that is
+		 * the fence, no interval to wait out */
 		if (force)
 			log_warn("target %s: LUN %" PRIu64 ": ownership taken by "
 				 "force (the other gateway's lock broken)",
@@ -412,6 +431,7 @@ static int alua_lock_take(struct scsi_alua *a, bool force,
 	close(a->fd);
 	a->fd = fd;
 	a->owner = true;
+	*forced = true;
 	if (a->id[0])
 		alua_id_write(fd, a->id);
 	log_warn("%s: ownership taken by force from the node that held it",
@@ -420,6 +440,14 @@ static int alua_lock_take(struct scsi_alua *a, bool force,
 }
 
 /* ---- transitions (alua_mutex held) ---- */
+
+/* Fence the LUN's store (README: a node that is not active never writes
+ * to it) or lift the fence. */
+static void alua_fence(struct scsi_lun *lun, bool on)
+{
+	if (lun->be)
+		be_fence(lun->be, on);
+}
 
 /* Drop what the hang engine holds or queues for the LUN: each is answered
  * NOT READY by sbc_media_finish() and never sent. */
@@ -499,6 +527,13 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 			 lun->target_name, a->lun->id, strerror(-err));
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
+	/* The persistent bitmaps go to their shared sidecar for the other
+	 * node (the writes were saved ahead already; this catches clears
+	 * and merges in flight), then the file is the other node's. */
+	scsi_lun_shared_release(lun, a->owner);
+	/* Nothing of this node's may reach the store from here on, not even
+	 * a write some path sends without the write gate. */
+	alua_fence(lun, true);
 	bool was_owner = a->owner;
 	if (a->owner)
 		alua_unlock(a);
@@ -520,12 +555,13 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	struct scsi_lun *lun = a->lun;
 	uint8_t before = atomic_load(&a->state);
 	const char *why = NULL;
+	bool forced;
 	int err;
 
 	if (before == ALUA_AO && alua_holds(a))
 		return 0;
 	atomic_store(&a->state, ALUA_TRANSITIONING);
-	err = alua_lock_take(a, force, errmsg);
+	err = alua_lock_take(a, force, &forced, errmsg);
 	if (err) {
 		alua_set(a, before == ALUA_AO ? ALUA_TRANSITIONING : before,
 			 ALUA_STANDBY, status);
@@ -534,6 +570,15 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 		return err;
 	}
 	alua_id_ensure(a);
+	if (forced) {
+		/* The old owner may still be alive: wait until its watchdog
+		 * has seen the new lock file and fenced its store, so no
+		 * write of its can land after one of ours (README "Two
+		 * nodes in front of shared storage": the fencing bound). */
+		struct timespec ts = { ALUA_FENCE_MS / 1000,
+				       (ALUA_FENCE_MS % 1000) * 1000000L };
+		nanosleep(&ts, NULL);
+	}
 	/* Everything the other node may have changed, before the first
 	 * command is served. */
 	err = scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED, &why);
@@ -543,15 +588,57 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 		*errmsg = why ? why : "cannot re-read the LUN's state";
 		return err;
 	}
+	alua_fence(lun, false);
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
 		 "lock %s taken%s)", lun->target_name, a->lun->id,
 		 a->store ? "of the store" : a->path,
-		 force ? " by force" : "");
+		 forced ? " by force, after the fencing interval"
+			: force ? " by force" : "");
 	return 0;
 }
 
 /* ---- watchdog: lost locks and the peer's state ---- */
+
+/* Does this node still own the store?  NULL if so, else why not.  The
+ * lock file replaced or removed (a forced takeover), the lock gone (on
+ * NFS, a lease the server let expire: re-asserting it fails with ENOLCK
+ * or EIO), or the lock file no longer readable through our descriptor
+ * (NFS answers I/O on a file whose lock was lost with EIO). */
+static const char *alua_lock_lost(struct scsi_alua *a, int *err)
+{
+	char c;
+
+	*err = 0;
+	if (!alua_sidecar_current(a))
+		return "the lock file was replaced or removed: another node "
+		       "took over with force=1";
+	*err = alua_lock_op(a->fd, F_WRLCK);
+	if (*err)
+		return "the lock cannot be re-asserted";
+	if (pread(a->fd, &c, 1, 0) < 0) {
+		*err = -errno;
+		return "the lock file cannot be read";
+	}
+	return NULL;
+}
+
+/* This node lost the store under it: fence the store first (writes that
+ * filters still hold, or that the hang engine retries, never reach it),
+ * stop serving, drop what is held, give up the lock. */
+static void alua_lose(struct scsi_alua *a, const char *why, int err)
+{
+	alua_fence(a->lun, true);
+	scsi_lun_shared_release(a->lun, false);
+	atomic_store(&a->state, ALUA_TRANSITIONING);
+	alua_drop_held(a->lun);
+	alua_reopen(a);
+	alua_set(a, ALUA_AO, ALUA_STANDBY, RTPG_STATUS_IMPLICIT);
+	atomic_store(&a->peer_state, ALUA_AO);
+	log_err("target %s: LUN %" PRIu64 ": lost the ownership lock %s (%s%s%s); "
+		"store fenced, now standby", a->lun->target_name, a->lun->id,
+		a->path, why, err ? ": " : "", err ? strerror(-err) : "");
+}
 
 static void *alua_watchdog(void *arg)
 {
@@ -569,6 +656,8 @@ static void *alua_watchdog(void *arg)
 
 				if (a->owner && o != BE_OWNER_MINE &&
 				    o != -EAGAIN) {
+					alua_fence(a->lun, true);
+					scsi_lun_shared_release(a->lun, false);
 					atomic_store(&a->state,
 						     ALUA_TRANSITIONING);
 					alua_drop_held(a->lun);
@@ -589,20 +678,11 @@ static void *alua_watchdog(void *arg)
 				}
 				continue;
 			}
-			if (a->owner && !alua_sidecar_current(a)) {
-				/* A forced takeover replaced the sidecar:
-				 * stop at once, drop what is held. */
-				atomic_store(&a->state, ALUA_TRANSITIONING);
-				alua_drop_held(a->lun);
-				alua_reopen(a);
-				alua_set(a, ALUA_AO, ALUA_STANDBY,
-					 RTPG_STATUS_IMPLICIT);
-				atomic_store(&a->peer_state, ALUA_AO);
-				log_err("target %s: LUN %" PRIu64 ": lost the "
-					"ownership lock (%s was replaced: "
-					"another node took over with force=1); "
-					"now standby", a->lun->target_name,
-					a->lun->id, a->path);
+			const char *why;
+			int err;
+
+			if (a->owner && (why = alua_lock_lost(a, &err))) {
+				alua_lose(a, why, err);
 				continue;
 			}
 			if (a->owner)
@@ -632,7 +712,8 @@ static void alua_watchdog_start(void)
 
 /* ---- set-up, management, release ---- */
 
-static struct scsi_alua *alua_create(struct scsi_lun *lun)
+static struct scsi_alua *alua_create(struct scsi_lun *lun,
+				     const struct lun_settings *s)
 {
 	struct scsi_alua **slot = scsi_lun_alua_slot(lun);
 	struct scsi_alua *a;
@@ -641,8 +722,16 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun)
 		return NULL;
 	if (*slot)
 		return *slot;
+	char base[PATH_MAX];
+
+	/* lun_settings_check() refused a store without a place for it */
+	if (lun_shared_state_path(s, lun->target_name, "", base, sizeof(base)))
+		return NULL;
 	a = calloc(1, sizeof(*a));
-	if (!a || asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, lun->path) < 0) {
+	if (!a || !(a->base = strdup(base)) ||
+	    asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, base) < 0) {
+		if (a)
+			free(a->base);
 		free(a);
 		return NULL;
 	}
@@ -675,9 +764,10 @@ static int alua_apply_locked(struct scsi_lun *lun,
 			alua_unlock(a);
 		if (a)
 			atomic_store(&a->state, ALUA_AO);
+		alua_fence(lun, false);
 		return 0;
 	}
-	a = alua_create(lun);
+	a = alua_create(lun, s);
 	if (!a) {
 		*errmsg = "out of memory";
 		return -ENOMEM;
@@ -713,7 +803,38 @@ void scsi_alua_free(struct scsi_alua *a)
 	if (a->fd >= 0)
 		close(a->fd);	/* releases the lock */
 	free(a->path);
+	free(a->base);
 	free(a);
+}
+
+char *scsi_alua_state_file(struct scsi_lun *lun, const char *suffix)
+{
+	struct scsi_alua *a = alua_of(lun);
+	char *p;
+
+	if (!a || asprintf(&p, "%s%s", a->base, suffix) < 0)
+		return NULL;
+	return p;
+}
+
+bool scsi_alua_info(struct scsi_lun *lun, struct scsi_alua_info *out)
+{
+	const struct lun_settings *s = lun_settings_get(lun);
+	struct scsi_alua *a;
+
+	memset(out, 0, sizeof(*out));
+	if (!s->alua_group)
+		return false;
+	a = alua_of(lun);
+	out->group = s->alua_group;
+	out->peer_group = s->alua_peer_group;
+	out->state = alua_state_name(scsi_alua_state(lun));
+	out->peer_state = alua_state_name(scsi_alua_peer_state(lun));
+	out->owner = a && a->owner;
+	out->fenced = lun->be && be_fenced(lun->be);
+	out->identity = a && a->id[0] ? a->id : NULL;
+	out->lock_path = a ? a->path : NULL;
+	return true;
 }
 
 bool scsi_alua_standby(struct scsi_lun *lun)
@@ -729,12 +850,15 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 		return 0;
 	a = alua_of(lun);
 	return snprintf(buf, len, "        ALUA: group %u %s%s, peer group %u "
-			"%s, identity %s\n", lun_settings_get(lun)->alua_group,
+			"%s, identity %s%s\n        ALUA lock: %s\n",
+			lun_settings_get(lun)->alua_group,
 			alua_state_name(scsi_alua_state(lun)),
 			a && a->owner ? " (owner)" : "",
 			lun_settings_get(lun)->alua_peer_group,
 			alua_state_name(scsi_alua_peer_state(lun)),
-			a && a->id[0] ? a->id : "-");
+			a && a->id[0] ? a->id : "-",
+			lun->be && be_fenced(lun->be) ? ", store fenced" : "",
+			a ? a->path : "-");
 }
 
 /* ---- REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.40) ---- */

@@ -848,6 +848,9 @@ void scsi_cmd_abort(struct scsi_cmd *cmd)
 	}
 	if (cmd->stage == SCSI_STAGE_ALUA)
 		return;		/* the handover completes cmd */
+	if (cmd->stage == SCSI_STAGE_STATUS)
+		return;		/* the store's answer completes cmd (a
+				 * gateway's within remote_timeout) */
 	if (cmd->stage == SCSI_STAGE_MEDIA) {
 		/* The media completion sees cmd->aborted and answers TASK
 		 * ABORTED, whatever the backend said. */

@@ -104,6 +104,19 @@
 #define ASC_MEDIUM_REMOVAL_PREVENTED		0x5302
 #define ASC_REPORTED_LUNS_DATA_CHANGED		0x3f0e
 
+/* Is the LUN thin (LBPME; UNMAP, WRITE SAME with UNMAP, GET LBA STATUS)?
+ * A store that reports its own provisioning decides (a gateway LUN is
+ * thin when the SAN's LUN is, backend.h BE_THIN_*); otherwise the LUN's
+ * thin_provisioning setting does. */
+static inline bool scsi_lun_thin(const struct scsi_lun *lun)
+{
+	const struct backend *be = lun ? lun->be : NULL;
+
+	if (be && be->thin != BE_THIN_SETTING)
+		return be->thin == BE_THIN_YES;
+	return lun && lun_settings_get(lun)->thin_provisioning;
+}
+
 /* ---- dispatch table ---- */
 
 /* What a handler returns: the command finished (status and sense set; the
@@ -157,6 +170,9 @@ enum scsi_stage {
 	SCSI_STAGE_XCOPY,	/* EXTENDED COPY running (scsi_xcopy.c) */
 	SCSI_STAGE_ALUA,	/* SET TARGET PORT GROUPS handing over
 				 * (scsi_alua.c): completes by itself */
+	SCSI_STAGE_STATUS,	/* GET LBA STATUS waiting for the store
+				 * (scsi_sbc_status.c): completes by itself
+				 * when the store answers */
 };
 
 /* Abort an EXTENDED COPY in SCSI_STAGE_XCOPY (scsi_xcopy.c): its chunk in
@@ -252,6 +268,14 @@ struct scsi_alua;
 /* Where the LUN's ALUA state hangs (scsi_cmd.c); NULL without memory. */
 struct scsi_alua **scsi_lun_alua_slot(struct scsi_lun *lun);
 void scsi_alua_free(struct scsi_alua *a);
+/* The node gives a shared store up (scsi_lun.c): save the persistent
+ * bitmaps to their shared sidecar first if save, then stop writing it
+ * until scsi_lun_refresh(SCSI_REFRESH_SHARED) re-reads it. */
+void scsi_lun_shared_release(struct scsi_lun *lun, bool save);
+/* The file <base><suffix> of the state the LUN shares with the other node
+ * (lun_shared_state_path, fixed when ALUA was set up; reads no settings
+ * snapshot), malloc'd; NULL before ALUA is set up. */
+char *scsi_alua_state_file(struct scsi_lun *lun, const char *suffix);
 /* This node's and the other node's state; the RTPG status code of the
  * last change.  A LUN without alua_group is always active/optimized. */
 uint8_t scsi_alua_state(struct scsi_lun *lun);

@@ -20,6 +20,8 @@
 
 #include "backend.h"
 #include "cbt_filter.h"
+#include "cbt_job.h"
+#include "cbt_mirror.h"
 #include "cbt_set.h"
 #include "hang.h"
 #include "lun.h"
@@ -244,7 +246,20 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 
 	if (!l->be || l->cbt)
 		return 0;
-	err = cbt_sidecar_path(path, sizeof(path), target_name, lun_settings_get(l)->lun);
+	if (cbt_mirror_marker_take(target_name, lun_settings_get(l)->lun, path,
+				   sizeof(path)))
+		log_warn("target %s: LUN %llu: a mirror job to %s had not ended when holdfastd stopped: the job is gone (jobs are not kept over a restart); the LUN serves %s, the destination is left as it was",
+			 target_name,
+			 (unsigned long long)lun_settings_get(l)->lun, path,
+			 lun_settings_get(l)->path);
+	if (lun_settings_get(l)->alua_group)
+		/* shared with the other node, which loads it when it takes
+		 * over (scsi_lun_refresh, SCSI_REFRESH_SHARED) */
+		err = lun_shared_state_path(lun_settings_get(l), target_name,
+					    ".bitmaps", path, sizeof(path));
+	else
+		err = cbt_sidecar_path(path, sizeof(path), target_name,
+				       lun_settings_get(l)->lun);
 	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
 	if (err)
 		return err;
@@ -352,6 +367,17 @@ err_free:
 	return err;
 }
 
+void scsi_lun_shared_release(struct scsi_lun *lun, bool save)
+{
+	if (!lun->cbt)
+		return;
+	if (save && cbt_set_save(lun->cbt))
+		log_warn("target %s: LUN %llu: bitmaps not saved before "
+			 "handover: they are inconsistent", lun->target_name,
+			 (unsigned long long)lun->id);
+	cbt_set_pause(lun->cbt, true);
+}
+
 /* Refreshes run on the management thread (a resize, a rescan, a SIGHUP
  * reload) and on the ALUA worker (a takeover by SET TARGET PORT GROUPS):
  * they must not interleave on one LUN. */
@@ -378,11 +404,29 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		*errmsg = "the backing store cannot be resized";
 		return -EOPNOTSUPP;
 	}
+	if (be_stack_is_root(lun->be)) {
+		const char *names[BE_STACK_MAX_NODES];
+		int n = be_stack_names(lun->be, names, BE_STACK_MAX_NODES);
+
+		/* a mirror copies to a destination of the size it started
+		 * with (cbt_mirror.h) */
+		for (int i = 0; i < n && i < BE_STACK_MAX_NODES; i++)
+			if (!strcmp(names[i], "mirror")) {
+				*errmsg = "a mirror job runs on the LUN: complete or cancel it first";
+				return -EBUSY;
+			}
+	}
 	/* Only the node that owns a shared store changes it; a standby node
 	 * learns the new size when it takes over (scsi_alua.c). */
 	if (size && !scsi_alua_serving(lun)) {
 		*errmsg = "this node is not active for the LUN: resize it on "
 			  "the node that is";
+		return -EBUSY;
+	}
+	/* A job copies the LUN at the size it had at its point in time
+	 * (QEMU's backup job forbids a resize too). */
+	if (lun->cbt && cbt_job_running_on(cbt_filter_find(lun->be))) {
+		*errmsg = "a backup or snapshot job runs on the LUN";
 		return -EBUSY;
 	}
 	pthread_mutex_lock(&scsi_lun_refresh_lock);
@@ -407,6 +451,17 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 		atomic_store(&lun->nblocks, old_nb);
 		goto out;
 	}
+	/* The bitmaps take the new size before a command may address a new
+	 * block (on a shrink the blocks past the end are gone already). */
+	if (lun->cbt && new_nb != old_nb) {
+		int cerr = cbt_set_resize(lun->cbt, new_nb * bs);
+
+		if (cerr)
+			log_warn("target %s: LUN %llu: dirty bitmaps not resized (%s): marked inconsistent",
+				 lun->target_name,
+				 (unsigned long long)lun_settings_get(lun)->lun,
+				 strerror(-cerr));
+	}
 	atomic_store(&lun->nblocks, new_nb);
 	/* The settings snapshot is not written here (it is immutable):
 	 * scsi_lun_update() publishes the new size; readers of the
@@ -424,6 +479,24 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 				 strerror(-err));
 		err = 0;
 		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+		/* the persistent bitmaps, with the other node's writes */
+		if (lun->cbt) {
+			const char *cwhy = NULL;
+			int cerr = cbt_set_reload(lun->cbt, &cwhy);
+
+			if (cerr)
+				log_warn("target %s: LUN %llu: bitmaps not re-read (%s): all are inconsistent",
+					 lun->target_name,
+					 (unsigned long long)lun->id,
+					 cwhy ? cwhy : strerror(-cerr));
+			cbt_set_pause(lun->cbt, false);
+			if (!cbt_set_empty(lun->cbt) &&
+			    scsi_lun_cbt_attach(lun, &cwhy))
+				log_warn("target %s: LUN %llu: bitmap tracking not attached: %s",
+					 lun->target_name,
+					 (unsigned long long)lun->id,
+					 cwhy ? cwhy : "?");
+		}
 	}
 	if (new_nb != old_nb) {
 		/* SBC-3 4.6: every I_T nexus learns of it on its next
@@ -583,4 +656,29 @@ int scsi_lun_drop_nexus(struct scsi_lun *lun, uint64_t nexus,
 			void (*done)(void *arg, unsigned dropped), void *arg)
 {
 	return hang_abort_nexus(lun, nexus, r, done, arg);
+}
+
+int scsi_lun_store_moved(struct scsi_lun *lun, const char *path)
+{
+	const struct lun_settings *cur = lun_settings_get(lun);
+	struct lun_settings *next = malloc(sizeof(*next));
+	int err;
+
+	if (!next)
+		return -ENOMEM;
+	*next = *cur;
+	/* the destination is a file or block device ("fault" stays: it
+	 * means a file store with injection when there is a path) */
+	if (strcmp(next->backend, "fault") && strcmp(next->backend, "file")) {
+		snprintf(next->backend, sizeof(next->backend), "file");
+		next->bsopts[0] = '\0';	/* the old store's options */
+	}
+	snprintf(next->path, sizeof(next->path), "%s", path);
+	lun_settings_retire(lun_settings_publish(lun, next));
+	err = scsi_pr_store_moved(lun, path);
+	if (err)
+		log_warn("target %s: LUN %llu: the reservation state file did not follow the store: %s",
+			 lun->target_name, (unsigned long long)next->lun,
+			 strerror(-err));
+	return 0;
 }

@@ -219,8 +219,7 @@ static bool op_available(const struct scsi_op_desc *d,
 	 * (alua_group, scsi_alua.c); elsewhere TPGS says implicit only */
 	if (d->opcode == SCSI_OP_MAINTENANCE_OUT)
 		return lun && lun_settings_get(lun)->alua_group;
-	return !(d->flags & SCSI_OPF_THIN) ||
-	       (lun && lun_settings_get(lun)->thin_provisioning);
+	return !(d->flags & SCSI_OPF_THIN) || scsi_lun_thin(lun);
 }
 
 /* op_find() runs for every command: chains of the table's rows per

@@ -92,6 +92,11 @@ void scsi_pr_free(struct scsi_pr *pr);
  * file (a node taking over a shared LUN, scsi_lun_refresh()).  No file:
  * no registrations.  0 or -errno (the state is then empty). */
 int scsi_pr_reload(struct scsi_lun *lun);
+/* The LUN's store moved to store_path (a mirror's pivot): lun->path
+ * takes it, and the state file follows to the new store's name.
+ * Management thread.  0 or -errno (the state in memory is kept either
+ * way). */
+int scsi_pr_store_moved(struct scsi_lun *lun, const char *store_path);
 
 /* ---- internal to target/scsi_pr*.c ---- */
 #ifdef SCSI_PR_INTERNAL

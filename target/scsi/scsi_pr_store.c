@@ -2,7 +2,9 @@
  * the persistent reservation survive power loss when the last REGISTER set
  * APTPL).
  *
- * Where: $HOLDFAST_PR_DIR/<target name>.lun<N>.pr when that variable is
+ * Where: for a LUN with alua_group, with the state both nodes share
+ * (lun_shared_state_path: next to the store or in alua_state_dir); else
+ * $HOLDFAST_PR_DIR/<target name>.lun<N>.pr when that variable is
  * set, else "<backing file>.pr" next to a file LUN's backing file.  LUNs
  * with neither (null LUNs, block devices under /dev without the variable)
  * report PTPL_C = 0 and refuse APTPL.
@@ -54,6 +56,24 @@ char *scsi_pr_store_path(const struct scsi_lun *lun)
 	const char *dir = getenv(PR_STORE_DIR_ENV);
 	char *p = NULL;
 
+	/* shared with the other node (lun_shared_state_path): from the ALUA
+	 * state, without a settings snapshot (the ALUA worker may be the
+	 * first to ask); before that is set up, on a reactor or the
+	 * management thread, from the snapshot */
+	if ((p = scsi_alua_state_file((struct scsi_lun *)lun, PR_STORE_SUFFIX)))
+		return p;
+	const struct lun_settings *set = lun_settings_get(lun);
+
+	if (set && set->alua_group) {
+		char path[PATH_MAX];
+
+		if (lun_shared_state_path(set,
+					  lun->target ? lun->target->name
+						      : lun->target_name,
+					  PR_STORE_SUFFIX, path, sizeof(path)))
+			return NULL;
+		return strdup(path);
+	}
 	if (dir && *dir) {
 		char name[TGT_NAME_MAX];
 		const char *tn = lun->target ? lun->target->name : "target";
@@ -297,6 +317,46 @@ int scsi_pr_reload(struct scsi_lun *lun)
 	if (pr->path)
 		err = scsi_pr_store_load(pr);
 	scsi_pr_update_active(pr);
+	pthread_mutex_unlock(&pr->lock);
+	return err;
+}
+
+int scsi_pr_store_moved(struct scsi_lun *lun, const char *store_path)
+{
+	/* the state as it is now, loaded from the old store's file if no
+	 * command asked for it yet: after this no reactor computes the
+	 * file's name from lun->path again */
+	struct scsi_pr *pr = lun->scsi ? scsi_pr_state(lun) : NULL;
+	char *old, *path;
+	int err = 0;
+
+	if (!pr) {
+		old = scsi_pr_store_path(lun);
+		snprintf(lun->path, sizeof(lun->path), "%s", store_path);
+		path = scsi_pr_store_path(lun);
+		if (old && path && strcmp(old, path) && access(old, F_OK) == 0 &&
+		    rename(old, path) < 0)
+			err = -errno;
+		free(old);
+		free(path);
+		return err;
+	}
+	pthread_mutex_lock(&pr->lock);
+	snprintf(lun->path, sizeof(lun->path), "%s", store_path);
+	path = scsi_pr_store_path(lun);
+	old = pr->path;
+	if (old && path && !strcmp(old, path)) {
+		free(path);	/* HOLDFAST_PR_DIR: named after the LUN */
+		goto out;
+	}
+	pr->path = path;
+	if (old && path && access(old, F_OK) == 0) {
+		err = scsi_pr_store_save(pr);
+		if (!err && unlink(old) < 0 && errno != ENOENT)
+			err = -errno;
+	}
+	free(old);
+out:
 	pthread_mutex_unlock(&pr->lock);
 	return err;
 }

@@ -391,9 +391,9 @@ enum scsi_exec_result sbc_read_capacity_16(struct scsi_cmd *cmd)
 	 * block per physical block; the 4 KiB alignment and unmap hints
 	 * stay in the Block Limits page (OPTIMAL TRANSFER LENGTH / UNMAP
 	 * GRANULARITY), which is what Linux takes io_min from. */
-	if (bs < 4096 && !set->thin_provisioning)
+	if (bs < 4096 && !scsi_lun_thin(lun))
 		b[13] = (uint8_t)(__builtin_ctz(4096 / bs) & 0x0f);
-	if (set->thin_provisioning)
+	if (scsi_lun_thin(lun))
 		b[14] = RC16_LBPME | RC16_LBPRZ;
 	return scsi_data_in(cmd, b, sizeof(b), get_be32(cmd->cdb + 10));
 }

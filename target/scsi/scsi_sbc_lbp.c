@@ -25,11 +25,6 @@
 #define WS_CDB_UNMAP		0x08
 #define WS16_CDB_NDOB		0x01	/* no Data-Out: pattern of zeroes */
 
-static bool lun_thin(const struct scsi_lun *lun)
-{
-	return lun_settings_get(lun)->thin_provisioning;
-}
-
 /* ---- UNMAP ----
  * The parameter list is checked as a whole first (SBC-3 5.28.2), then the
  * descriptors run one after the other; cmd->cursor is the next one. */
@@ -180,7 +175,7 @@ enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd)
 	}
 	/* UNMAP without LBPWS/LBPWS10, i.e. on a fully provisioned LUN, is
 	 * an invalid field (SBC-3 5.42 / 5.43). */
-	if ((cdb[1] & WS_CDB_UNMAP) && !lun_thin(lun)) {
+	if ((cdb[1] & WS_CDB_UNMAP) && !scsi_lun_thin(lun)) {
 		scsi_sense_field(cmd, ASC_INVALID_FIELD_IN_CDB, true, 1, 3);
 		return SCSI_EXEC_DONE;
 	}

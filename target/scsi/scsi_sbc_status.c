@@ -1,18 +1,25 @@
 /* scsi_sbc_status.c - what the medium can tell about itself: GET LBA
  * STATUS (SBC-3 5.16) and READ DEFECT DATA(10/12) (SBC-3 5.17 / 5.18).
  *
- * GET LBA STATUS asks the backend's block_status() (SEEK_DATA/SEEK_HOLE on
- * files) whether blocks are mapped or deallocated.  Only a thin LUN
- * (LBPME) has deallocated blocks to report: on a fully provisioned LUN
- * every block is mapped, whatever the sparse backing file looks like.  The
- * call is synchronous on the reactor; it is a pair of lseek() calls, cheap
- * next to the I/O that goes through the hang engine.
+ * GET LBA STATUS asks the store, extent by extent, whether blocks are
+ * mapped or deallocated (backend_block_status()).  Only a thin LUN (LBPME)
+ * has deallocated blocks to report: on a fully provisioned LUN every block
+ * is mapped, whatever the sparse backing file looks like.  A file answers
+ * at once (SEEK_DATA/SEEK_HOLE, a pair of lseek() calls on the reactor); a
+ * gateway LUN asks the SAN with its own GET LBA STATUS and the command
+ * waits for the answer (SCSI_STAGE_STATUS; an abort is answered when the
+ * store's answer comes, within the gateway's remote_timeout).  It does
+ * not go through the hang engine: the answer is advisory, so a store
+ * that is down answers with its error instead of holding it.  A store
+ * that cannot tell (-EOPNOTSUPP) has the rest reported mapped.
  *
  * A virtual disk has no defects, so READ DEFECT DATA answers with an empty
  * list in the format asked for. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "reactor.h"
 #include "scsi_internal.h"
 #include "util.h"
 
@@ -75,23 +82,21 @@ static bool gls_add(struct gls_out *o, uint64_t lba, uint64_t nb, uint8_t st)
 	return true;
 }
 
-/* Status of the extent starting at block lba: 0 and *st / *nb (at least
- * one block), or -errno from the backend. */
-static int gls_probe(struct scsi_lun *lun, uint64_t lba, uint8_t *st,
-		     uint64_t *nb)
-{
-	struct backend *be = lun->be;
-	uint32_t bs = lun_settings_get(lun)->block_size;
-	uint64_t left = lun->nblocks - lba, ext = 0;
+/* What GET LBA STATUS builds while it asks the store, extent by extent
+ * (cmd->iov.iov_base while the command runs; cmd->lba is the next block
+ * to ask about). */
+struct gls_run {
+	uint8_t b[GLS_HDR_LEN + GLS_MAX_DESC * GLS_DESC_LEN];
+	struct gls_out o;
+	uint32_t alloc;
+	unsigned probes;
+};
 
-	if (!lun_settings_get(lun)->thin_provisioning || !be || !be->ops->block_status) {
-		*st = GLS_MAPPED;
-		*nb = left;
-		return 0;
-	}
-	int r = be->ops->block_status(be, lba * bs, left * bs, &ext);
-	if (r < 0)
-		return r;
+/* Turn the store's answer for the extent at lba (r: 1 mapped, 0 hole,
+ * ext bytes) into a status and a block count of at least one. */
+static void gls_extent(uint32_t bs, uint64_t left, int r, uint64_t ext,
+		       uint8_t *st, uint64_t *nb)
+{
 	if (r == 0 && ext >= bs) {
 		/* Whole blocks of hole only: a block that is partly data
 		 * (file system blocks smaller than ours) is mapped. */
@@ -102,7 +107,109 @@ static int gls_probe(struct scsi_lun *lun, uint64_t lba, uint8_t *st,
 		*nb = r == 0 ? 1 : (ext + bs - 1) / bs;
 	}
 	*nb = MAX(MIN(*nb, left), (uint64_t)1);
-	return 0;
+}
+
+static enum scsi_exec_result gls_finish(struct scsi_cmd *cmd)
+{
+	struct gls_run *g = cmd->iov.iov_base;
+	uint32_t len = GLS_HDR_LEN + g->o.n * GLS_DESC_LEN;
+	enum scsi_exec_result ret;
+
+	put_be32(g->b, len - 4);		/* PARAMETER DATA LENGTH */
+	ret = scsi_data_in(cmd, g->b, len, g->alloc);
+	free(g);
+	cmd->iov.iov_base = NULL;
+	return ret;
+}
+
+/* The store's answer r for the extent at cmd->lba: add it, then true to
+ * go on asking, false when the answer is complete (or r is the error). */
+static bool gls_take(struct scsi_cmd *cmd, int r, uint64_t ext)
+{
+	struct scsi_lun *lun = cmd->lun;
+	struct gls_run *g = cmd->iov.iov_base;
+	uint32_t bs = lun_settings_get(lun)->block_size;
+	uint64_t left = lun->nblocks - cmd->lba, nb;
+	uint8_t st;
+
+	if (r == -EOPNOTSUPP) {
+		/* a store that cannot tell (a SAN without GET LBA STATUS):
+		 * the rest is mapped, which is always a true answer */
+		r = 1;
+		ext = left * bs;
+	}
+	if (r < 0)
+		return false;
+	gls_extent(bs, left, r, ext, &st, &nb);
+	if (!gls_add(&g->o, cmd->lba, nb, st))
+		return false;
+	cmd->lba += nb;
+	g->probes++;
+	return cmd->lba < lun->nblocks && g->probes < GLS_MAX_PROBES;
+}
+
+static void gls_answer(struct be_io *io, int r);
+
+/* Ask the store about the extents from cmd->lba on until the answer is
+ * complete: DONE with the answer (or the error), or ASYNC while the
+ * store is asked (gls_answer goes on). */
+static enum scsi_exec_result gls_step(struct scsi_cmd *cmd)
+{
+	struct scsi_lun *lun = cmd->lun;
+	struct gls_run *g = cmd->iov.iov_base;
+	uint32_t bs = lun_settings_get(lun)->block_size;
+	struct be_io *io = &cmd->mio.io;
+
+	for (;;) {
+		int r;
+
+		memset(io, 0, sizeof(*io));
+		io->offset = cmd->lba * bs;
+		io->length = (lun->nblocks - cmd->lba) * bs;
+		io->done = gls_answer;
+		io->priv = cmd;
+		r = backend_block_status(lun->be, io, reactor_current());
+		if (r == -EINPROGRESS) {
+			cmd->stage = SCSI_STAGE_STATUS;
+			return SCSI_EXEC_ASYNC;
+		}
+		if (gls_take(cmd, r, io->length))
+			continue;
+		if (r < 0 && r != -EOPNOTSUPP && !g->o.n) {
+			free(g);
+			cmd->iov.iov_base = NULL;
+			scsi_set_backend_error(cmd, r, false);
+			return SCSI_EXEC_DONE;
+		}
+		/* what is known so far is an answer */
+		return gls_finish(cmd);
+	}
+}
+
+static void gls_answer(struct be_io *io, int r)
+{
+	struct scsi_cmd *cmd = io->priv;
+	struct gls_run *g = cmd->iov.iov_base;
+	enum scsi_exec_result ret;
+
+	cmd->stage = SCSI_STAGE_EXEC;
+	if (cmd->aborted) {
+		free(g);
+		cmd->iov.iov_base = NULL;
+		scsi_cmd_complete(cmd);
+		return;
+	}
+	if (gls_take(cmd, r, io->length))
+		ret = gls_step(cmd);
+	else if (r < 0 && r != -EOPNOTSUPP && !g->o.n) {
+		free(g);
+		cmd->iov.iov_base = NULL;
+		scsi_set_backend_error(cmd, r, false);
+		ret = SCSI_EXEC_DONE;
+	} else
+		ret = gls_finish(cmd);
+	if (ret == SCSI_EXEC_DONE)
+		scsi_cmd_complete(cmd);
 }
 
 enum scsi_exec_result sbc_get_lba_status(struct scsi_cmd *cmd)
@@ -110,8 +217,7 @@ enum scsi_exec_result sbc_get_lba_status(struct scsi_cmd *cmd)
 	struct scsi_lun *lun = cmd->lun;
 	uint64_t lba = get_be64(cmd->cdb + 2);
 	uint32_t alloc = get_be32(cmd->cdb + 10);
-	uint8_t b[GLS_HDR_LEN + GLS_MAX_DESC * GLS_DESC_LEN];
-	struct gls_out o = { .b = b, .max = GLS_MAX_DESC };
+	struct gls_run *g;
 
 	/* SBC-3 5.16.1: a STARTING LOGICAL BLOCK ADDRESS beyond the last
 	 * LBA is LOGICAL BLOCK ADDRESS OUT OF RANGE. */
@@ -120,33 +226,28 @@ enum scsi_exec_result sbc_get_lba_status(struct scsi_cmd *cmd)
 		scsi_sense(cmd, SENSE_KEY_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
 		return SCSI_EXEC_DONE;
 	}
+	g = calloc(1, sizeof(*g));
+	if (!g) {
+		scsi_set_backend_error(cmd, -ENOMEM, false);
+		return SCSI_EXEC_DONE;
+	}
+	g->o.b = g->b;
+	g->o.max = GLS_MAX_DESC;
+	g->alloc = alloc;
+	cmd->iov.iov_base = g;
 	/* Only as many descriptors as the initiator can take (at least
 	 * the first, which must describe the starting LBA). */
 	if (alloc > GLS_HDR_LEN)
-		o.max = MIN(o.max, MAX((alloc - GLS_HDR_LEN) / GLS_DESC_LEN, 1u));
+		g->o.max = MIN(g->o.max, MAX((alloc - GLS_HDR_LEN) / GLS_DESC_LEN, 1u));
 	else
-		o.max = 1;
-	memset(b, 0, GLS_HDR_LEN);
-
-	for (unsigned probes = 0;
-	     lba < lun->nblocks && probes < GLS_MAX_PROBES; probes++) {
-		uint8_t st;
-		uint64_t nb;
-		int r = gls_probe(lun, lba, &st, &nb);
-
-		if (r < 0) {
-			if (o.n)	/* what is known so far is an answer */
-				break;
-			scsi_set_backend_error(cmd, r, false);
-			return SCSI_EXEC_DONE;
-		}
-		if (!gls_add(&o, lba, nb, st))
-			break;
-		lba += nb;
+		g->o.max = 1;
+	/* Only a thin LUN has deallocated blocks to report: on a fully
+	 * provisioned one every block is mapped, whatever the store says. */
+	if (!scsi_lun_thin(lun) || !lun->be) {
+		gls_add(&g->o, lba, lun->nblocks - lba, GLS_MAPPED);
+		return gls_finish(cmd);
 	}
-	uint32_t len = GLS_HDR_LEN + o.n * GLS_DESC_LEN;
-	put_be32(b, len - 4);		/* PARAMETER DATA LENGTH */
-	return scsi_data_in(cmd, b, len, alloc);
+	return gls_step(cmd);
 }
 
 /* ---- READ DEFECT DATA ---- */

@@ -319,7 +319,7 @@ static uint32_t vpd_block_limits(const struct scsi_cmd *cmd, uint8_t *b)
 	put_be16(b + 6, (uint16_t)gran);	/* optimal xfer granularity */
 	put_be32(b + 8, SBC_MAX_TRANSFER_BYTES / bs);	/* maximum xfer */
 	put_be32(b + 12, SBC_MAX_TRANSFER_BYTES / bs);	/* optimal xfer */
-	if (lun_settings_get(cmd->lun)->thin_provisioning) {
+	if (scsi_lun_thin(cmd->lun)) {
 		put_be32(b + 20, SBC_MAX_UNMAP_LBA_COUNT);
 		put_be32(b + 24, SBC_MAX_UNMAP_DESCRIPTORS);
 		put_be32(b + 28, gran);		/* optimal unmap granularity */
@@ -353,7 +353,7 @@ static uint32_t vpd_block_chars(const struct scsi_cmd *cmd UNUSED, uint8_t *b)
 #define LBP_TYPE_THIN 0x02
 static uint32_t vpd_lb_provisioning(const struct scsi_cmd *cmd, uint8_t *b)
 {
-	if (lun_settings_get(cmd->lun)->thin_provisioning) {
+	if (scsi_lun_thin(cmd->lun)) {
 		b[5] = LBP_LBPU | LBP_LBPWS | LBP_LBPWS10 | LBP_LBPRZ;
 		b[6] = LBP_TYPE_THIN;
 	}

@@ -10,10 +10,14 @@
  * path only has its parameters parsed (lun_setting_apply): dispatched, it
  * would create a backing file wherever the input points, or (a gateway
  * or RBD LUN) connect to whatever the input names; a portal new is not
- * served (it would listen on an address the input picks), nor a job new
- * (it would write a backup or scratch file wherever the input points). */
+ * served (it would listen on an address the input picks), and a job new
+ * only has its common parameters parsed (job_req_new: bitmap, bitmap_mode,
+ * on_target_error, retry_interval, retry_timeout): started, it would write
+ * a backup or scratch file wherever the input points (a mirror's
+ * parameters: mgmt_mirror_parse()). */
 #include "mgmt.c"
 
+#include "cbt_mirror.h"
 #include "fuzz_env.h"
 
 /* LUN parameters as tgtadm --params sends them, parsed without creating
@@ -52,9 +56,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (req.mode == MGMT_MODE_PORTAL && req.op == MGMT_OP_NEW)
 		return 0;
 	/* a new job writes its destination (target=, scratch=) wherever the
-	 * input points */
-	if (req.mode == MGMT_MODE_JOB && req.op == MGMT_OP_NEW)
+	 * input points: only its parameters are parsed */
+	if (req.mode == MGMT_MODE_JOB && req.op == MGMT_OP_NEW) {
+		struct cbt_mirror_params *mp = calloc(1, sizeof(*mp));
+		const char *why;
+
+		req.payload = strndup((const char *)data + MGMT_REQ_HDR_LEN,
+				      size - MGMT_REQ_HDR_LEN);
+		if (!req.payload || !mp)
+			abort();
+		if (mgmt_mirror_claims(&req))
+			mgmt_mirror_parse(req.payload, mp, &why);
+		else
+			mgmt_job_params_check(&req);
+		free(mp);
+		free(req.payload);
 		return 0;
+	}
 	if (req.mode == MGMT_MODE_DEVICE &&
 	    (req.op == MGMT_OP_NEW || req.op == MGMT_OP_UPDATE)) {
 		char *payload = strndup((const char *)data + MGMT_REQ_HDR_LEN,

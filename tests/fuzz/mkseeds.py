@@ -287,6 +287,11 @@ def config_seeds():
         write("config", "bundled", f.read())
     write("config", "full", b"""
 portals = [ "127.0.0.1:3260", "[::1]:3260=[::1]:3261" ];
+limits = { max_sessions = 8; max_sessions_per_target = 4;
+           max_connections = 16; max_connections_per_portal = 0;
+           cmdsn_depth = 32; max_data_buffer = "64M";
+           max_data_buffer_per_connection = 1048576;
+           login_timeout = 5; idle_timeout = 0; };
 accounts = ( { user = "alice"; password = "alice-secret-1"; },
              { user = "tgt"; password = "target-secret-1"; } );
 discovery = { incoming_users = [ "alice" ]; outgoing_user = "tgt"; };
@@ -310,6 +315,24 @@ targets = (
   }
 );
 """)
+
+
+def iscsi_conf_seeds():
+    seeds = {
+        "plain": (b"iscsi://192.0.2.1/iqn.2026-12.org.example:san/1", b"",
+                  b"gw-host_1"),
+        "chap": (b"iscsi://gw%s3cret@[2001:db8::1]:3261/"
+                 b"iqn.2026-12.org.example:san/0",
+                 b"mutual_user=san;mutual_password=m-secret-12;"
+                 b"header_digest=crc32c;data_digest=none", b""),
+        "opts": (b"iscsi://san.example:3260/iqn.2026-12.org.example:san/7",
+                 b"initiator_name=iqn.2026-12.org.example:gw;"
+                 b"portals=192.0.2.2:3260|[::1] 192.0.2.3;"
+                 b"remote_timeout=15000;connect_timeout=5000;"
+                 b"reconnect_max=2000", b"HOST"),
+    }
+    for name, (url, opts, host) in seeds.items():
+        write("iscsi_conf", name, url + b"\0" + opts + b"\0" + host)
 
 
 def mgmt_req(mode, op, payload=b"", tid=-1, lun=None, sid=0, cid=0,
@@ -346,10 +369,27 @@ def mgmt_seeds():
         "bind-account": mgmt_req(7, 3, b"user=bob", tid=1),
         "show-accounts": mgmt_req(7, 2),
         "show-portals": mgmt_req(3, 2),
+        "job-mirror": mgmt_req(9, 0, b"type=mirror,target=/nonexistent/m.img,"
+                               b"copy_mode=auto,switch_after=10,"
+                               b"max_inflight=16777216,rate_limit=0",
+                               tid=1, lun=1),
+        "job-mirror-mode": mgmt_req(9, 5, b"id=1,copy_mode=write-blocking"),
         "show-sessions": mgmt_req(5, 2, tid=1),
         "stat": mgmt_req(0, 6),
         "lld-show": mgmt_req(4, 2),
         "delete-target": mgmt_req(1, 1, tid=9, force=1),
+        # --mode bitmap (8) and --mode job (9); a job new only has its
+        # parameters parsed (fuzz_mgmt.c)
+        "bitmap-new": mgmt_req(8, 0, b"name=b0,granularity=65536", tid=1,
+                               lun=1),
+        "job-new-retry": mgmt_req(9, 0, b"type=backup,target=/nonexistent/x,"
+                                  b"format=qcow2,sync=full,bitmap=b0,"
+                                  b"bitmap_mode=always,on_target_error=retry,"
+                                  b"retry_interval=100,retry_timeout=5000",
+                                  tid=1, lun=1),
+        "job-new-snapshot": mgmt_req(9, 0, b"type=snapshot,export_lun=7,"
+                                     b"scratch=/nonexistent/s,bitmap=b0,"
+                                     b"bitmap_mode=never", tid=1, lun=1),
     }
     for name, data in reqs.items():
         write("mgmt", name, data)
@@ -360,5 +400,6 @@ if __name__ == "__main__":
     cdb_seeds()
     chap_seeds()
     params_seeds()
+    iscsi_conf_seeds()
     config_seeds()
     mgmt_seeds()

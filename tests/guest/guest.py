@@ -37,6 +37,7 @@ import initramfs  # noqa: E402
 QEMU = "qemu-system-x86_64"
 QEMU_INITIATOR_IQN = "iqn.2026-11.org.example:qemu-guest"
 GUEST_PORTAL = "10.0.2.100:3260"
+GUEST_PORTAL2 = "10.0.2.101:3260"     # the second node (disk mpath)
 GUEST_MEM_MB = 256
 
 RESULT_RE = re.compile(r"RESULT: (PASS|FAIL) (\S+) ?(.*)")
@@ -63,12 +64,13 @@ class Guest:
     then finish() for the parsed result."""
 
     def __init__(self, workdir, name, disk, portal, iqn, lun=1,
-                 params=None, time_limit=120, extra_args=()):
+                 params=None, time_limit=120, extra_args=(), portal2=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.disk = disk
         self.portal = portal            # host side "127.0.0.1:PORT"
+        self.portal2 = portal2          # the second node's (disk mpath)
         self.iqn = iqn
         self.lun = lun
         self.time_limit = time_limit
@@ -114,8 +116,26 @@ class Guest:
                 gaddr, gport, self.socat_log, self.portal)
             argv += ["-netdev", "user,id=n0,restrict=on,guestfwd=%s" % fwd,
                      "-device", "virtio-net-pci,netdev=n0,romfile="]
+        elif self.disk == "mpath":
+            # two holdfast nodes: 10.0.2.100:3260 -> portal, 10.0.2.101:3260
+            # -> portal2, one socat per connection each
+            params["disk"] = "mpath"
+            params.setdefault("portal", GUEST_PORTAL)
+            params.setdefault("portal2", GUEST_PORTAL2)
+            fwds = []
+            for gp, hp, lg in ((GUEST_PORTAL, self.portal, self.socat_log),
+                               (GUEST_PORTAL2, self.portal2,
+                                self.workdir / ("%s.socat2.log" %
+                                                self.name))):
+                gaddr, gport = gp.split(":")
+                if "," in str(lg) or " " in str(lg):
+                    raise ValueError("socat log path %s" % lg)
+                fwds.append("guestfwd=tcp:%s:%s-cmd:socat -lf %s - TCP:%s"
+                            % (gaddr, gport, lg, hp))
+            argv += ["-netdev", "user,id=n0,restrict=on," + ",".join(fwds),
+                     "-device", "virtio-net-pci,netdev=n0,romfile="]
         else:
-            raise ValueError("disk must be qemu or kernel")
+            raise ValueError("disk must be qemu, kernel or mpath")
         argv += ["-append", _cmdline(params)] + self.extra_args
         return argv
 

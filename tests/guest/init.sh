@@ -14,6 +14,9 @@
 #   hf_name     scenario name echoed in the RESULT line
 #   hf_disk     virtio  - the disk is QEMU's iSCSI initiator behind virtio-blk
 #               iscsi   - log in with open-iscsi over the user-mode network
+#               mpath   - log in to two nodes (hf_portal, hf_portal2) and
+#                         use the dm-multipath device multipathd makes of
+#                         the two paths (two holdfast nodes, ALUA)
 #   hf_test     dataset - mkfs, write files with fsync, remount, verify
 #               loop    - mkfs, write+fsync loop for hf_dur seconds while
 #                         the host breaks the backing store, then verify
@@ -57,6 +60,7 @@ TEST=$(param hf_test dataset)
 EXPECT=$(param hf_expect clean)
 IQN=$(param hf_iqn "")
 PORTAL=$(param hf_portal 10.0.2.100:3260)
+PORTAL2=$(param hf_portal2 10.0.2.101:3260)
 LUN=$(param hf_lun 1)
 ST=$(param hf_st strict)
 SDTIMEOUT=$(param hf_sdtimeout "")
@@ -89,6 +93,11 @@ diagnostics() {
 		echo "-- iscsiadm -m session -P 3"
 		iscsiadm -m session -P 3 2>&1 | head -60
 		echo "-- iscsid log (tail)"; tail -40 /tmp/iscsid.log 2>/dev/null
+	fi
+	if [ "$DISKTYPE" = mpath ]; then
+		echo "-- multipath -ll"; timeout 10 multipath -ll 2>&1 | head -30
+		echo "-- dmsetup status"; dmsetup status 2>&1 | head
+		echo "-- multipathd log (tail)"; tail -60 /tmp/multipathd.log 2>/dev/null
 	fi
 	echo "-- dmesg (tail)"; dmesg | tail -80
 	echo "---- end diagnostics ----"
@@ -201,7 +210,58 @@ iscsi_disk() {
 	DEV=/dev/$sd
 }
 
+# Two holdfast nodes of one target, a path each: discovery and login on
+# both portals, then multipathd builds one map of the two sd disks (no
+# udev here: multipath reads the WWID from sysfs).
+mpath_disk() {
+	[ -n "$IQN" ] || fail "hf_iqn not given"
+	ip link set lo up
+	ip link set eth0 up || fail "no eth0"
+	ip addr add 10.0.2.15/24 dev eth0 || fail "ip addr add"
+	iscsid -f > /tmp/iscsid.log 2>&1 &
+	wait_for 10 sh -c 'iscsiadm -m session >/dev/null 2>&1; [ $? = 21 ]' ||
+		fail "iscsid did not start"
+	for p in "$PORTAL" "$PORTAL2"; do
+		disc=$(iscsiadm -m discovery -t sendtargets -p "$p" 2>&1) ||
+			{ echo "$disc"; fail "discovery on $p failed"; }
+		echo "$disc" | sed 's/^/DISCOVERY: /'
+		node="-m node -T $IQN -p $p"
+		# a dead node must not hold I/O in the session for long: the
+		# path fails and dm-multipath sends it down the other one
+		iscsiadm $node -o update -n node.session.timeo.replacement_timeout -v 5 ||
+			fail "iscsiadm update"
+		out=$(iscsiadm $node --login 2>&1) || {
+			echo "$out"; fail "login to $IQN at $p failed"; }
+		echo "$out" | sed 's/^/LOGIN: /'
+	done
+	wait_for 20 sh -c '[ $(ls -d /sys/bus/scsi/devices/*:*:*:'"$LUN"'/block/* 2>/dev/null | wc -l) = 2 ]' ||
+		fail "not two sd disks for LUN $LUN after login"
+	for b in /sys/bus/scsi/devices/*:*:*:"$LUN"/block/*; do
+		sd=${b##*/}
+		wait_for 10 test -b "/dev/$sd" || fail "no /dev/$sd node"
+		log "path /dev/$sd: dh $(cat /sys/block/$sd/device/dh_state 2>/dev/null)"
+	done
+	mkdir -p /etc/multipath /etc/multipath/conf.d /run/udev/data
+	# No udevd here: multipath-tools lists only block devices udev has
+	# initialized, which is a database entry per device.  Make one per
+	# path (the WWID is read from sysfs, uid_attribute "").
+	for b in /sys/bus/scsi/devices/*:*:*:"$LUN"/block/*; do
+		echo "I:1" > "/run/udev/data/b$(cat "$b/dev")"
+	done
+	log "starting multipathd"
+	multipathd -d -s -v2 > /tmp/multipathd.log 2>&1 &
+	wait_for 30 sh -c 'dmsetup ls --target multipath 2>/dev/null | grep -qv "No devices"' || {
+		tail -60 /tmp/multipathd.log; fail "multipathd made no map"; }
+	timeout 10 multipath -ll 2>&1 | sed 's/^/MPATH: /'
+	map=$(dmsetup ls --target multipath | awk '!/No devices/ { print $1; exit }')
+	[ -n "$map" ] || fail "no multipath map"
+	dmsetup mknodes "$map" 2>/dev/null
+	wait_for 10 test -b "/dev/mapper/$map" || fail "no /dev/mapper/$map"
+	DEV=/dev/mapper/$map
+}
+
 iscsi_logout() {
+	[ "$DISKTYPE" = mpath ] && return 0	# one node is dead by now
 	[ "$LOGGED_IN" = 1 ] || return 0
 	sd=${DEV#/dev/}
 	out=$(iscsiadm -m node -T "$IQN" -p "$PORTAL" --logout 2>&1) || {
@@ -219,8 +279,15 @@ iscsi_logout() {
 ERR_PATTERNS='I/O error|EXT4-fs error|EXT4-fs warning|Aborting journal|Remounting filesystem read-only|critical medium error|critical target error|blk_update_request|Buffer I/O'
 KMSG_MARK="hf: scenario starts"
 
-# Kernel messages about failed I/O since the scenario started.
+# Kernel messages about failed I/O since the scenario started.  With
+# multipath a path's sd disk failing is what moves I/O to the other path;
+# only errors above the map (dm, ext4) count.
 kernel_errors() {
+	if [ "$DISKTYPE" = mpath ]; then
+		dmesg | sed -n "/$KMSG_MARK/,\$p" | grep -E "$ERR_PATTERNS" |
+			grep -vE "dev sd[a-z]|sd [0-9]+:|\[sd[a-z]\]"
+		return
+	fi
 	dmesg | sed -n "/$KMSG_MARK/,\$p" | grep -E "$ERR_PATTERNS"
 }
 
@@ -403,8 +470,10 @@ test_loop() {
 	# The target must keep the session alive while it holds commands
 	# (NOP-Outs answered); a drop would be hidden by the initiator's
 	# recovery and replacement_timeout, so look for it.
+	# (with multipath one node is killed on purpose: its session drops)
 	drops=$(session_drops)
-	[ -z "$drops" ] || { echo "$drops"; fail "the iSCSI session dropped during the outage"; }
+	[ "$DISKTYPE" = mpath ] || [ -z "$drops" ] ||
+		{ echo "$drops"; fail "the iSCSI session dropped during the outage"; }
 	[ "$mode" = rw ] || fail "ext4 is $mode, expected rw"
 	[ $((maxstall / 100)) -ge "$MINSTALL" ] ||
 		fail "longest stall $((maxstall * 10)) ms < ${MINSTALL}s: the outage never reached the guest"
@@ -436,9 +505,10 @@ echo "$KMSG_MARK" > /dev/kmsg
 case "$DISKTYPE" in
 	virtio) virtio_disk ;;
 	iscsi) iscsi_disk ;;
+	mpath) mpath_disk ;;
 	*) fail "unknown hf_disk $DISKTYPE" ;;
 esac
-log "disk $DEV: $(($(cat /sys/block/${DEV#/dev/}/size) / 2048)) MiB"
+log "disk $DEV: $(($(blockdev --getsize64 "$DEV") / 1048576)) MiB"
 case "$TEST" in
 	dataset) test_dataset ;;
 	loop) test_loop ;;

@@ -9,6 +9,9 @@ small initramfs assembled here from installed Debian packages:
     the shared libraries they need, found with ldd;
   - iscsid, iscsiadm and iscsistart from open-iscsi with their libraries,
     our own iscsid.conf and initiatorname.iscsi;
+  - multipath, multipathd (with the tur checker and alua prioritizer
+    plugins) from multipath-tools and dmsetup, with a multipath.conf that
+    is README's holdfast stanza;
   - the kernel modules for virtio disks and NICs, ext4 and the iSCSI
     initiator, resolved with `modprobe -S KVER --show-depends` (which also
     follows soft dependencies such as ext4 -> crc32c) and indexed with
@@ -47,6 +50,8 @@ MODULES = [
     "virtio_pci", "virtio_blk", "virtio_net",
     "crc32c_generic", "crct10dif_generic",
     "ext4", "sd_mod", "iscsi_tcp",
+    # dm-multipath with the ALUA device handler (the two-node scenario)
+    "dm_multipath", "dm_service_time", "dm_round_robin", "scsi_dh_alua",
 ]
 
 # Host programs copied into the guest (with their libraries).
@@ -56,9 +61,50 @@ PROGRAMS = {
     "/usr/sbin/iscsid": ["iscsid"],
     "/usr/sbin/iscsiadm": ["iscsiadm"],
     "/usr/sbin/iscsistart": ["iscsistart"],
+    # multipath-tools (README "Two nodes in front of shared storage")
+    "/sbin/multipath": ["multipath"],
+    "/sbin/multipathd": ["multipathd"],
+    "/sbin/dmsetup": ["dmsetup"],
 }
+# multipath-tools' checkers and prioritizers, loaded with dlopen
+MULTIPATH_PLUGINS = ["/lib/multipath/libchecktur.so",
+                     "/lib/multipath/libcheckdirectio.so",
+                     "/lib/multipath/libcheckreadsector0.so",
+                     "/lib/multipath/libprioalua.so",
+                     "/lib/multipath/libpriosysfs.so",
+                     "/lib/multipath/libprioconst.so"]
+# The guest's multipath.conf: README's device stanza for holdfast.  There
+# is no udev in the guest: uid_attribute "" makes multipath read the
+# WWID from sysfs (VPD page 83h), which holdfast makes the same on both
+# nodes.
+MULTIPATH_CONF = """\
+defaults {
+    user_friendly_names   yes
+    find_multipaths       no
+    uid_attribute         ""
+    polling_interval      1
+    verbosity             2
+}
+blacklist {
+    devnode "^vd[a-z]"
+}
+devices {
+    device {
+        vendor                "HOLDFAST"
+        product               "VIRTUAL-DISK"
+        hardware_handler      "1 alua"
+        prio                  "alua"
+        path_grouping_policy  "group_by_prio"
+        path_checker          "tur"
+        failback              "immediate"
+        no_path_retry         "queue"
+    }
+}
+"""
 BUSYBOX = "/usr/bin/busybox"       # busybox-static: no libraries needed
-DATA_FILES = ["/etc/mke2fs.conf"]
+DATA_FILES = ["/etc/mke2fs.conf",
+              # glibc loads it for pthread_cancel (multipathd)
+              "/lib/x86_64-linux-gnu/libgcc_s.so.1"]
 
 # The guest's open-iscsi configuration.  Short login timeouts and a bounded
 # initial login retry count, or a login to a dead portal retries forever;
@@ -159,10 +205,16 @@ def plan(kver):
     """Every host file that goes into the image: [(host path, guest path)]."""
     files = [(BUSYBOX, "/bin/busybox")]
     for prog in PROGRAMS:
+        if not os.path.exists(prog):
+            raise BuildError("%s missing (make deps)" % prog)
         files.append((prog, prog))
     # libraries are copied (dereferenced) to the path ldd names, which is
     # the path the loader looks for in the guest too
-    for lib in resolve_libs(list(PROGRAMS)):
+    plugins = [p for p in MULTIPATH_PLUGINS if os.path.exists(p)]
+    for p in plugins:
+        files.append((p, p))
+    for lib in resolve_libs([p for p in PROGRAMS if os.path.exists(p)] +
+                            plugins):
         files.append((lib, lib))
     for f in DATA_FILES:
         files.append((f, f))
@@ -181,6 +233,7 @@ def input_hash(kernel, kver, files):
     for p in (Path(__file__), INIT_SCRIPT):
         h.update(p.read_bytes())
     h.update(ISCSID_CONF.encode())
+    h.update(MULTIPATH_CONF.encode())
     for host, guest in [(kernel, kernel)] + files:
         st = os.stat(host)
         h.update(("%s %s %d %d\n" % (host, guest, st.st_size,
@@ -205,7 +258,8 @@ def _populate(root, kver, files, mods):
         shutil.copy2(host, dst)         # follows symlinks
     for prog, names in PROGRAMS.items():
         for n in names[1:]:
-            os.symlink(os.path.basename(prog), root / "usr/sbin" / n)
+            os.symlink(os.path.basename(prog),
+                       root / os.path.dirname(prog).lstrip("/") / n)
     real = {os.path.basename(p) for p in PROGRAMS} | {
         n for names in PROGRAMS.values() for n in names}
     for applet in _busybox_applets():
@@ -217,6 +271,8 @@ def _populate(root, kver, files, mods):
         if not dst.exists() and not dst.is_symlink():
             os.symlink("/bin/busybox", dst)
     (root / "etc/iscsi/iscsid.conf").write_text(ISCSID_CONF)
+    (root / "etc/multipath").mkdir(parents=True, exist_ok=True)
+    (root / "etc/multipath.conf").write_text(MULTIPATH_CONF)
     (root / "etc/iscsi/initiatorname.iscsi").write_text(
         "InitiatorName=%s\n" % GUEST_INITIATOR_IQN)
     (root / "etc/passwd").write_text(PASSWD)

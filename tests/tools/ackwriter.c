@@ -1,7 +1,7 @@
 /* ackwriter.c - a stream of writes that logs what the target acknowledged
  * as durable, for crash-consistency tests (tests/test_crash.py).
  *
- * Usage: ackwriter [-m fua|sync] [-B BATCH] [-r REGION] [-b BLOCKSIZE]
+ * Usage: ackwriter [-m fua|sync|plain] [-B BATCH] [-r REGION] [-b BLOCKSIZE]
  *                  [-n COUNT] [-i IQN] URL
  *
  * Writes one block at a time, each filled with 32-byte records
@@ -11,6 +11,9 @@
  *   -m fua   WRITE(16) with FUA; each GOOD status is an acknowledgement.
  *   -m sync  BATCH (default 8) plain WRITE(16)s, then SYNCHRONIZE CACHE(10);
  *            its GOOD status acknowledges the whole batch.
+ *   -m plain WRITE(16) without FUA, each GOOD status logged as "ack": durable
+ *            only with the LUN's write cache off (WCE=0); with it on, the
+ *            power-loss test expects some of these to be lost.
  * Runs COUNT writes (default: until the connection fails).  Output, flushed
  * per line: "ack SEQ LBA" for every write acknowledged as durable,
  * "sent SEQ LBA" before each write goes out, and a final "end REASON".
@@ -78,8 +81,9 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 1 || region == 0 || bs < 32 || batch < 1 ||
 	    batch > ACK_MAX_BATCH ||
-	    (strcmp(mode, "fua") != 0 && strcmp(mode, "sync") != 0)) {
-		fprintf(stderr, "usage: ackwriter [-m fua|sync] [-B BATCH] "
+	    (strcmp(mode, "fua") != 0 && strcmp(mode, "sync") != 0 &&
+	     strcmp(mode, "plain") != 0)) {
+		fprintf(stderr, "usage: ackwriter [-m fua|sync|plain] [-B BATCH] "
 				"[-r REGION] [-b BLOCKSIZE] [-n COUNT] URL\n");
 		return 2;
 	}
@@ -114,6 +118,7 @@ int main(int argc, char **argv)
 	buf = malloc((size_t)bs);
 	for (uint64_t seq = 1; count == 0 || seq <= count; seq++) {
 		int fua = strcmp(mode, "fua") == 0;
+		int plain = strcmp(mode, "plain") == 0;
 		uint64_t lba;
 
 		rnd ^= rnd << 13;
@@ -128,7 +133,7 @@ int main(int argc, char **argv)
 						    (uint32_t)bs, bs, 0, 0,
 						    fua, 0, 0), "write"))
 			return 1;
-		if (fua) {
+		if (fua || plain) {
 			printf("ack %llu %llu\n", (unsigned long long)seq,
 			       (unsigned long long)lba);
 			fflush(stdout);

@@ -17,6 +17,18 @@
  *   all=ERR        read=, write= and flush= at once
  *   delay=MS       answer every read/write/flush MS milliseconds late
  *                  (whether it fails or not); models a slow backend
+ *   write_delay=US answer every write (and fallocate) US microseconds late,
+ *                  on top of delay=; models a device with higher write
+ *                  latency, e.g. a remote destination
+ *   write_rate=N   pass at most N bytes per second of writes (suffix K, M
+ *                  or G for KiB/MiB/GiB), all files and threads together:
+ *                  a write of S bytes waits until the link, busy with the
+ *                  writes before it, has had S/N seconds for it.  Models
+ *                  slow storage that concurrency cannot speed up.  Only the
+ *                  bytes of write requests count (fallocate is free).
+ *                  Note that the kernel serializes writes to one file
+ *                  (libfuse 3.14 cannot ask for parallel direct writes), so
+ *                  write_delay= on one file also bounds its write rate.
  *   match=STR      apply the rules only to paths containing STR
  * ERR is an errno name (EIO, ENOSPC, EDQUOT, EROFS, ...), a number, or ok.
  * The file is re-read at most every CONTROL_RECHECK_MS; write it atomically
@@ -29,9 +41,22 @@
  * successful write is really written and a failed one is not written at
  * all.
  *
+ * Power loss (-v): a volatile write-back cache.  A write that is not
+ * durable (neither the file's open flags nor the write's own carry
+ * O_DSYNC / O_SYNC, i.e. no FUA and no O_SYNC LUN) is kept in memory and
+ * not written to SRC_DIR; reads see it.  fsync / fdatasync of the file
+ * write its cached extents to SRC_DIR in order (then fsync that);
+ * fallocate and truncate do the same first.  When fusefail exits (the
+ * unmount is the power cut) the cache is dropped, except that with
+ * -k P each cached 512-byte block is written with probability P, the
+ * extents in random order (-s SEED), which is what a disk with a
+ * volatile cache may do: unflushed writes may be lost or land in any
+ * order, block by block, but never torn within a block.
+ *
  * Counters: the virtual file MOUNTPOINT/.fusefail-stats (hidden from
  * readdir) reads as one line of key=value counters, e.g.
  *   reads=3 writes=5 flushes=1 fallocs=0 failed_reads=0 failed_writes=2 ...
+ * (with -v also cached_writes=, durable_writes=, flushed_extents=)
  * so a test can assert whether a request reached the backing store.  The
  * counters are also printed to stderr at exit. */
 /* 3.12: fuse_loop_mt() takes a fuse_loop_config built with fuse_loop_cfg_*() */
@@ -73,6 +98,8 @@ static const char *const ff_op_names[FF_NR_OPS] = {
 struct ff_rules {
 	int err[FF_NR_OPS];		/* positive errno to fail with, 0 = pass */
 	unsigned delay_ms;
+	unsigned write_delay_us;
+	uint64_t write_rate;		/* bytes per second, 0 = unlimited */
 	char match[256];		/* "" = every path */
 };
 
@@ -93,7 +120,28 @@ static struct {
 	atomic_uint_fast64_t count[FF_NR_OPS];
 	atomic_uint_fast64_t failed[FF_NR_OPS];
 	atomic_uint_fast64_t bytes[FF_NR_OPS];
-} ff = { .src_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_mutex_t rate_lock;	/* guards rate_busy_ns */
+	uint64_t rate_busy_ns;		/* write_rate: the link is busy until */
+} ff = { .src_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
+	.rate_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* -v: cached (not yet durable) writes, in write order */
+struct ff_extent {
+	struct ff_extent *next;
+	char path[PATH_MAX];
+	off_t off;
+	size_t len;
+	char data[];
+};
+
+static struct {
+	bool on;
+	double keep;			/* -k: chance a block survives the cut */
+	unsigned seed;
+	pthread_mutex_t lock;
+	struct ff_extent *head, **tail;
+	atomic_uint_fast64_t cached, durable, flushed;
+} vc = { .lock = PTHREAD_MUTEX_INITIALIZER, .tail = &vc.head };
 
 static const struct {
 	const char *name;
@@ -113,12 +161,45 @@ static const struct {
 	{ "ENOMEDIUM", ENOMEDIUM }, { "EOVERFLOW", EOVERFLOW },
 };
 
-static uint64_t ff_now_ms(void)
+static uint64_t ff_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t ff_now_ms(void)
+{
+	return ff_now_ns() / 1000000;
+}
+
+static void ff_sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* "4M" -> 4194304; 0 on a malformed value (= unlimited). */
+static uint64_t ff_parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	if (*end) {
+		fprintf(stderr, "fusefail: bad size '%s'\n", s);
+		return 0;
+	}
+	return v;
 }
 
 /* "EIO" / "5" / "ok" -> 5 / 5 / 0; -1 if unknown. */
@@ -171,6 +252,14 @@ static void ff_parse_rules(char *text, struct ff_rules *r)
 		val = eq + 1;
 		if (!strcmp(key, "delay")) {
 			r->delay_ms = (unsigned)strtoul(val, NULL, 10);
+			continue;
+		}
+		if (!strcmp(key, "write_delay")) {
+			r->write_delay_us = (unsigned)strtoul(val, NULL, 10);
+			continue;
+		}
+		if (!strcmp(key, "write_rate")) {
+			r->write_rate = ff_parse_size(val);
 			continue;
 		}
 		if (!strcmp(key, "match")) {
@@ -235,9 +324,27 @@ static void ff_current_rules(struct ff_rules *out)
 	pthread_mutex_unlock(&ff.lock);
 }
 
+/* write_rate: reserve size bytes of the link's time after the writes
+ * already queued on it, then sleep until that slot ends.  A link idle
+ * for a while starts from now (no credit is saved up). */
+static void ff_rate_wait(size_t size, uint64_t rate)
+{
+	uint64_t now = ff_now_ns(), cost, end;
+
+	cost = (uint64_t)((double)size * 1e9 / (double)rate);
+	pthread_mutex_lock(&ff.rate_lock);
+	if (ff.rate_busy_ns < now)
+		ff.rate_busy_ns = now;
+	ff.rate_busy_ns += cost;
+	end = ff.rate_busy_ns;
+	pthread_mutex_unlock(&ff.rate_lock);
+	if (end > now)
+		ff_sleep_ns(end - now);
+}
+
 /* Apply the control rules to one request: delay it, then return the
  * negative errno to fail it with, or 0 to let it through. */
-static int ff_gate(enum ff_op op, const char *path)
+static int ff_gate(enum ff_op op, const char *path, size_t size)
 {
 	struct ff_rules r;
 
@@ -245,12 +352,13 @@ static int ff_gate(enum ff_op op, const char *path)
 	atomic_fetch_add(&ff.count[op], 1);
 	if (r.match[0] && !strstr(path, r.match))
 		return 0;
-	if (r.delay_ms) {
-		struct timespec ts = { .tv_sec = r.delay_ms / 1000,
-				       .tv_nsec = (long)(r.delay_ms % 1000) * 1000000 };
-
-		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
+	if (r.delay_ms)
+		ff_sleep_ns((uint64_t)r.delay_ms * 1000000);
+	if (op == FF_WRITE || op == FF_FALLOC) {
+		if (r.write_delay_us)
+			ff_sleep_ns((uint64_t)r.write_delay_us * 1000);
+		if (op == FF_WRITE && r.write_rate && !r.err[op])
+			ff_rate_wait(size, r.write_rate);
 	}
 	if (!r.err[op])
 		return 0;
@@ -269,9 +377,17 @@ static int ff_format_stats(char *buf, size_t len)
 		n += snprintf(buf + n, len - (size_t)n, "failed_%s=%llu ",
 			      ff_op_names[i],
 			      (unsigned long long)atomic_load(&ff.failed[i]));
-	n += snprintf(buf + n, len - (size_t)n, "read_bytes=%llu write_bytes=%llu\n",
+	n += snprintf(buf + n, len - (size_t)n, "read_bytes=%llu write_bytes=%llu",
 		      (unsigned long long)atomic_load(&ff.bytes[FF_READ]),
 		      (unsigned long long)atomic_load(&ff.bytes[FF_WRITE]));
+	if (vc.on)
+		n += snprintf(buf + n, len - (size_t)n,
+			      " cached_writes=%llu durable_writes=%llu "
+			      "flushed_extents=%llu",
+			      (unsigned long long)atomic_load(&vc.cached),
+			      (unsigned long long)atomic_load(&vc.durable),
+			      (unsigned long long)atomic_load(&vc.flushed));
+	n += snprintf(buf + n, len - (size_t)n, "\n");
 	return n;
 }
 
@@ -398,6 +514,116 @@ static int ff_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+static int ff_pwrite_all(int fd, const char *buf, size_t size, off_t off)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t n = pwrite(fd, buf + done, size - done,
+				   off + (off_t)done);
+
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Write path's cached extents to fd in order and drop them (vc.lock). */
+static int vc_flush_locked(const char *path, int fd)
+{
+	struct ff_extent **pp = &vc.head, *e;
+	int ret = 0;
+
+	while ((e = *pp)) {
+		if (strcmp(e->path, path) != 0) {
+			pp = &e->next;
+			continue;
+		}
+		if (!ret)
+			ret = ff_pwrite_all(fd, e->data, e->len, e->off);
+		*pp = e->next;
+		if (vc.tail == &e->next)
+			vc.tail = pp;
+		free(e);
+		atomic_fetch_add(&vc.flushed, 1);
+	}
+	return ret;
+}
+
+static int vc_flush(const char *path, int fd)
+{
+	int ret;
+
+	pthread_mutex_lock(&vc.lock);
+	ret = vc_flush_locked(path, fd);
+	pthread_mutex_unlock(&vc.lock);
+	return ret;
+}
+
+/* Cached data over what a read got from SRC_DIR, oldest first. */
+static void vc_overlay(const char *path, char *buf, size_t size, off_t off,
+		       size_t *done)
+{
+	pthread_mutex_lock(&vc.lock);
+	for (struct ff_extent *e = vc.head; e; e = e->next) {
+		off_t a = e->off > off ? e->off : off;
+		off_t b = e->off + (off_t)e->len;
+
+		if (b > off + (off_t)size)
+			b = off + (off_t)size;
+		if (strcmp(e->path, path) != 0 || a >= b)
+			continue;
+		memcpy(buf + (a - off), e->data + (a - e->off),
+		       (size_t)(b - a));
+		if ((size_t)(b - off) > *done)
+			*done = (size_t)(b - off);
+	}
+	pthread_mutex_unlock(&vc.lock);
+}
+
+/* The power cut (exit): drop the cache, each block kept with vc.keep. */
+static void vc_cut(void)
+{
+	struct ff_extent *e, **all = NULL;
+	size_t n = 0, kept = 0, lost = 0;
+
+	for (e = vc.head; e; e = e->next)
+		n++;
+	all = calloc(n ? n : 1, sizeof(*all));
+	n = 0;
+	for (e = vc.head; e && all; e = e->next)
+		all[n++] = e;
+	srand(vc.seed);
+	for (size_t i = n; i > 1; i--) {	/* any order */
+		size_t j = (size_t)rand() % i;
+		struct ff_extent *t = all[i - 1];
+
+		all[i - 1] = all[j];
+		all[j] = t;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int fd = vc.keep > 0 ? openat(ff.src_fd, ff_rel(all[i]->path),
+					      O_WRONLY | O_CLOEXEC) : -1;
+
+		for (size_t o = 0; o < all[i]->len; o += 512) {
+			size_t l = all[i]->len - o < 512 ? all[i]->len - o : 512;
+
+			if (fd >= 0 && (double)rand() / RAND_MAX < vc.keep &&
+			    ff_pwrite_all(fd, all[i]->data + o, l,
+					  all[i]->off + (off_t)o) == 0)
+				kept++;
+			else
+				lost++;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	fprintf(stderr, "fusefail: power cut: %zu cached extents, %zu blocks "
+		"kept, %zu lost\n", n, kept, lost);
+	free(all);
+}
+
 static int ff_read(const char *path, char *buf, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
@@ -416,7 +642,7 @@ static int ff_read(const char *path, char *buf, size_t size, off_t off,
 		memcpy(buf, text + off, size);
 		return (int)size;
 	}
-	err = ff_gate(FF_READ, ff_file(fi)->path);
+	err = ff_gate(FF_READ, ff_file(fi)->path, size);
 	if (err)
 		return err;
 	(void)path;
@@ -429,6 +655,8 @@ static int ff_read(const char *path, char *buf, size_t size, off_t off,
 			break;
 		done += (size_t)n;
 	}
+	if (vc.on)
+		vc_overlay(ff_file(fi)->path, buf, size, off, &done);
 	atomic_fetch_add(&ff.bytes[FF_READ], done);
 	return (int)done;
 }
@@ -443,9 +671,45 @@ static int ff_write(const char *path, const char *buf, size_t size, off_t off,
 	(void)path;
 	if (fi->fh == STATS_FH)
 		return -EACCES;
-	err = ff_gate(FF_WRITE, ff_file(fi)->path);
+	err = ff_gate(FF_WRITE, ff_file(fi)->path, size);
 	if (err)
 		return err;
+	if (vc.on && !(fi->flags & O_DSYNC)) {
+		/* not durable: cached until a flush (O_SYNC includes the
+		 * O_DSYNC bit; FUA arrives as RWF_DSYNC, i.e. O_DSYNC) */
+		struct ff_extent *e = malloc(sizeof(*e) + size);
+
+		if (!e)
+			return -ENOMEM;
+		e->next = NULL;
+		snprintf(e->path, sizeof(e->path), "%s", ff_file(fi)->path);
+		e->off = off;
+		e->len = size;
+		memcpy(e->data, buf, size);
+		pthread_mutex_lock(&vc.lock);
+		*vc.tail = e;
+		vc.tail = &e->next;
+		pthread_mutex_unlock(&vc.lock);
+		atomic_fetch_add(&vc.cached, 1);
+		atomic_fetch_add(&ff.bytes[FF_WRITE], size);
+		return (int)size;
+	}
+	if (vc.on) {
+		/* durable: earlier cached writes of the file first (a disk
+		 * may order them either way; this keeps reads simple) */
+		pthread_mutex_lock(&vc.lock);
+		err = vc_flush_locked(ff_file(fi)->path, ff_file(fi)->fd);
+		if (!err)
+			err = ff_pwrite_all(ff_file(fi)->fd, buf, size, off);
+		if (!err && fdatasync(ff_file(fi)->fd) < 0)
+			err = -errno;
+		pthread_mutex_unlock(&vc.lock);
+		if (err)
+			return err;
+		atomic_fetch_add(&vc.durable, 1);
+		atomic_fetch_add(&ff.bytes[FF_WRITE], size);
+		return (int)size;
+	}
 	while (done < size) {
 		n = pwrite(ff_file(fi)->fd, buf + done, size - done,
 			   off + (off_t)done);
@@ -464,8 +728,10 @@ static int ff_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	(void)path;
 	if (fi->fh == STATS_FH)
 		return 0;
-	err = ff_gate(FF_FLUSH, ff_file(fi)->path);
+	err = ff_gate(FF_FLUSH, ff_file(fi)->path, 0);
 	if (err)
+		return err;
+	if (vc.on && (err = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
 		return err;
 	if ((datasync ? fdatasync(ff_file(fi)->fd) : fsync(ff_file(fi)->fd)) < 0)
 		return -errno;
@@ -480,8 +746,10 @@ static int ff_fallocate(const char *path, int mode, off_t off, off_t len,
 	(void)path;
 	if (fi->fh == STATS_FH)
 		return -EACCES;
-	err = ff_gate(FF_FALLOC, ff_file(fi)->path);
+	err = ff_gate(FF_FALLOC, ff_file(fi)->path, 0);
 	if (err)
+		return err;
+	if (vc.on && (err = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
 		return err;
 	if (fallocate(ff_file(fi)->fd, mode, off, len) < 0)
 		return -errno;
@@ -498,6 +766,9 @@ static int ff_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	int fd, ret = 0;
 
+	if (vc.on && fi && fi->fh && fi->fh != STATS_FH &&
+	    (ret = vc_flush(ff_file(fi)->path, ff_file(fi)->fd)))
+		return ret;
 	if (fi && fi->fh && fi->fh != STATS_FH)
 		return ftruncate(ff_file(fi)->fd, size) < 0 ? -errno : 0;
 	fd = openat(ff.src_fd, ff_rel(path), O_WRONLY | O_CLOEXEC);
@@ -595,9 +866,9 @@ static const struct fuse_operations ff_ops = {
 static void ff_usage(void)
 {
 	fprintf(stderr,
-		"usage: fusefail [-d] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
+		"usage: fusefail [-d] [-v [-k KEEP] [-s SEED]] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
 		"control file tokens: ok read=ERR write=ERR flush=ERR all=ERR "
-		"delay=MS match=STR\n");
+		"delay=MS write_delay=US write_rate=N[KMG] match=STR\n");
 }
 
 int main(int argc, char **argv)
@@ -611,9 +882,12 @@ int main(int argc, char **argv)
 	char stats[1024];
 	int ret = 1, opt;
 
-	while ((opt = getopt(argc, argv, "do:h")) != -1) {
+	while ((opt = getopt(argc, argv, "dvk:s:o:h")) != -1) {
 		switch (opt) {
 		case 'd': debug = true; break;
+		case 'v': vc.on = true; break;
+		case 'k': vc.keep = strtod(optarg, NULL); break;
+		case 's': vc.seed = (unsigned)strtoul(optarg, NULL, 0); break;
 		case 'o': fuse_opts = optarg; break;
 		default: ff_usage(); return opt == 'h' ? 0 : 2;
 		}
@@ -674,6 +948,8 @@ out_destroy:
 	fuse_destroy(f);
 out_args:
 	fuse_opt_free_args(&args);
+	if (vc.on)
+		vc_cut();
 	ff_format_stats(stats, sizeof(stats));
 	fprintf(stderr, "fusefail: %s", stats);
 	return ret;

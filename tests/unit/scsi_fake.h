@@ -87,6 +87,10 @@ int scsi_lun_refresh(struct scsi_lun *lun UNUSED, uint64_t size UNUSED,
 	return 0;
 }
 
+void scsi_lun_shared_release(struct scsi_lun *lun UNUSED, bool save UNUSED)
+{
+}
+
 int reactor_call(struct reactor *r UNUSED, void (*fn)(void *arg), void *arg)
 {
 	fn(arg);

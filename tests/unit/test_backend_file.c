@@ -202,6 +202,38 @@ static void test_file_rw(void)
 	free(r);
 }
 
+/* A fenced store (be_fence, a node that lost a shared store)
+ * refuses every change with -ECANCELED and writes nothing; reads and
+ * flushes still work; lifting the fence restores writes. */
+static void test_file_fence(void)
+{
+	struct backend *be = open_file("fence.img", 4 * MIB, true);
+	size_t len = 64 * KIB;
+	char *w = abuf(len, 0x5a), *r = abuf(len, 0);
+
+	if (!be)
+		return;
+	CHECK(run_io(be, BE_OP_WRITE, 0, len, w) == 0, "write before fence");
+	__atomic_store_n(&be->fenced, true, __ATOMIC_SEQ_CST);
+	memset(w, 0xa5, len);
+	CHECK(run_io(be, BE_OP_WRITE, 0, len, w) == -ECANCELED,
+	      "fenced write refused");
+	CHECK(run_io(be, BE_OP_WRITE_ZEROES, 0, len, NULL) == -ECANCELED,
+	      "fenced write zeroes refused");
+	CHECK(run_io(be, BE_OP_UNMAP, 0, len, NULL) == -ECANCELED,
+	      "fenced unmap refused");
+	CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == 0, "fenced flush works");
+	CHECK(run_io(be, BE_OP_READ, 0, len, r) == 0 &&
+	      all_bytes(r, len, 0x5a), "fenced: nothing written, reads work");
+	__atomic_store_n(&be->fenced, false, __ATOMIC_SEQ_CST);
+	CHECK(run_io(be, BE_OP_WRITE, 0, len, w) == 0, "write after fence");
+	CHECK(run_io(be, BE_OP_READ, 0, len, r) == 0 && all_bytes(r, len, 0xa5),
+	      "write after fence landed");
+	close_be(be);
+	free(w);
+	free(r);
+}
+
 static void test_file_short(void)
 {
 	struct backend *be = open_file("short.img", 64 * KIB, true);
@@ -593,6 +625,7 @@ int main(void)
 	test_null();
 	test_file_create();
 	test_file_rw();
+	test_file_fence();
 	test_file_short();
 	test_file_unmap();
 	test_file_flush_latch();

@@ -252,9 +252,13 @@ static void test_backup_job(void)
 	tpath(jp->target, sizeof(jp->target), "full.raw");
 	CHECK(cbt_job_backup_start(jp, &id, &why) == 0, "%s", why ? why : "");
 	CHECK(cbt_job_wait(id, 20000) == 0);
+	/* the file is sparse: its holes are not read (sync=full) */
 	CHECK(cbt_job_get(id, &info) == 0 && info.state == CBT_JOB_COMPLETED &&
-	      info.bytes_done == 8 * MIB, "%s %s", cbt_job_state_name(info.state),
-	      info.error);
+	      info.bytes_done + info.bytes_holes == 8 * MIB &&
+	      info.bytes_done == info.bytes_total && info.bytes_holes >= 4 * MIB,
+	      "%s %s %llu+%llu", cbt_job_state_name(info.state), info.error,
+	      (unsigned long long)info.bytes_done,
+	      (unsigned long long)info.bytes_holes);
 	CHECK(files_equal(src, jp->target));
 	CHECK(cbt_bitmap_dirty_bytes(cbt_set_find(set, "b")) == 0);
 	CHECK(cbt_job_dismiss(id) == 0 && cbt_job_get(id, &info) == -ENOENT);
@@ -296,6 +300,190 @@ static void test_backup_job(void)
 	free(buf);
 }
 
+/* ---- writes in flight at the point in time ---- */
+
+static struct probe *async_w;
+static bool async_w_waited;
+
+static int fake_drain_wait(void *arg)
+{
+	(void)arg;
+	/* the write that passed the node before the hook lands */
+	async_w_waited = true;
+	return sem_wait_secs(&async_w->sem, 10) ? -ETIMEDOUT : 0;
+}
+
+static int fake_drain_timeout(void *arg)
+{
+	(void)arg;
+	return -ETIMEDOUT;	/* e.g. a store that does not answer in time */
+}
+
+static bool dest_has(const char *path, uint64_t off, int val, size_t len)
+{
+	char *b = abuf(len, 0);
+	FILE *f = fopen(path, "rb");
+	bool ok = f && fseek(f, (long)off, SEEK_SET) == 0 &&
+		  fread(b, 1, len, f) == len && all_bytes(b, len, val);
+
+	if (f)
+		fclose(f);
+	free(b);
+	return ok;
+}
+
+/* A job starting while the tracking node is already in the stack: a
+ * write W that passed it just before the hook went in is still on its
+ * way to the store (delayed 400 ms below the node).  The background copy
+ * must not read W's chunk before W landed, or the image misses W while
+ * the bitmap forgets it.  And when the drain times out, every chunk the
+ * job copies stays dirty. */
+static void test_drain_in_flight(void)
+{
+	struct cbt_job_params *jp = calloc(1, sizeof(*jp));
+	struct backend *file = open_file("pit.img", 4 * MIB, true);
+	struct cbt_set *set;
+	struct cbt_bitmap *b;
+	struct cbt_job_info info;
+	struct probe pr = { 0 };
+	char *buf = abuf(64 * KIB, 0x11), *wbuf = abuf(64 * KIB, 0x22);
+	const char *why;
+	unsigned id;
+
+	stack_open(file);
+	CHECK(cbt_set_new(NULL, filt->size, &set, &why) == 0);
+	cbt_filter_set_bitmaps(filt, set);
+	CHECK(cbt_set_add(set, "b", 64 * KIB, false, true) == 0);
+	b = cbt_set_find(set, "b");
+	CHECK(run_io(filt, BE_OP_WRITE, 1 * MIB, 64 * KIB, buf) == 0);
+	CHECK(cbt_set_clear(set, "b") == 0);
+
+	for (int round = 0; round < 2; round++) {
+		CHECK(fault_be->ops->set_param(fault_be, "fault",
+					       "errno=none:latency=400:ops=w") == 0);
+		memset(&pr, 0, sizeof(pr));
+		sem_init(&pr.sem, 0, 0);
+		pr.iov.iov_base = wbuf;
+		pr.iov.iov_len = 64 * KIB;
+		pr.io.op = BE_OP_WRITE;
+		pr.io.offset = 1 * MIB;
+		pr.io.length = 64 * KIB;
+		pr.io.iov = &pr.iov;
+		pr.io.iovcnt = 1;
+		pr.io.done = probe_done;
+		async_w = &pr;
+		reactor_call(R, probe_submit, &pr);
+		usleep(50000);	/* W is past the node, waiting below it */
+		CHECK(cbt_bitmap_test(b, 1 * MIB), "W was tracked");
+
+		memset(jp, 0, sizeof(*jp));
+		jp->filter = filt;
+		jp->r = R;
+		jp->format = CBT_FORMAT_RAW;
+		jp->mode = CBT_MODE_ON_SUCCESS;
+		snprintf(jp->bitmap, sizeof(jp->bitmap), "b");
+		tpath(jp->target, sizeof(jp->target), round ? "pit2.raw" : "pit1.raw");
+		jp->drain = round ? fake_drain_timeout : fake_drain_wait;
+		CHECK(cbt_job_backup_start(jp, &id, &why) == 0, "%s", why ? why : "");
+		CHECK(cbt_job_wait(id, 20000) == 0);
+		CHECK(cbt_job_get(id, &info) == 0 && info.state == CBT_JOB_COMPLETED,
+		      "%s", info.error);
+		if (!async_w_waited)	/* W is done before pr is reused */
+			CHECK(sem_wait_secs(&pr.sem, 10) == 0);
+		async_w_waited = false;
+		if (!round) {
+			/* drained: the image has W, so clearing W's bit is right */
+			CHECK(dest_has(jp->target, 1 * MIB, 0x22, 64 * KIB),
+			      "the image holds the write that was in flight");
+			CHECK(!cbt_bitmap_test(b, 1 * MIB));
+		} else {
+			/* not drained: whatever the image has, W's chunk and
+			 * every other chunk copied stay dirty */
+			CHECK(cbt_bitmap_test(b, 1 * MIB) || dest_has(jp->target, 1 * MIB,
+								     0x22, 64 * KIB));
+			CHECK(cbt_bitmap_test(b, 1 * MIB),
+			      "early copies keep their chunks dirty");
+			CHECK(info.bytes_holes == 0, "undrained: holes are read");
+		}
+		CHECK(cbt_job_dismiss(id) == 0);
+		CHECK(fault_be->ops->set_param(fault_be, "fault", "off") == 0);
+		CHECK(cbt_set_clear(set, "b") == 0);
+		memset(wbuf, 0x33, 64 * KIB);
+	}
+	cbt_filter_set_bitmaps(filt, NULL);
+	stack_close();
+	close_be(file);
+	cbt_set_free(set);
+	free(jp);
+	free(buf);
+	free(wbuf);
+}
+
+/* ---- online resize of a set ---- */
+
+static void test_set_resize(void)
+{
+	struct cbt_set *set;
+	struct cbt_bitmap *p, *m, **out;
+	const char *why;
+	uint64_t off, len, size;
+	uint8_t *fbuf;
+	size_t flen;
+	unsigned n;
+
+	tpath(sidecar, sizeof(sidecar), "resize.bitmaps");
+	CHECK(cbt_set_new(sidecar, 8 * MIB, &set, &why) == 0);
+	CHECK(cbt_set_add(set, "p", 64 * KIB, true, true) == 0);
+	CHECK(cbt_set_add(set, "m", 4 * KIB, false, true) == 0);
+	cbt_set_mark(set, 1 * MIB, 4096);
+	cbt_set_mark(set, 8 * MIB - 4096, 4096);
+	CHECK(cbt_set_save(set) == 0);
+
+	/* grow: old bits kept, a write past the old end is tracked */
+	CHECK(cbt_set_resize(set, 16 * MIB) == 0);
+	p = cbt_set_find(set, "p");
+	m = cbt_set_find(set, "m");
+	CHECK(p->size == 16 * MIB && m->size == 16 * MIB);
+	cbt_set_mark(set, 12 * MIB, 8192);
+	off = 0;
+	CHECK(cbt_bitmap_next_extent(p, &off, &len, true) && off == 1 * MIB && len == 64 * KIB);
+	off += len;
+	CHECK(cbt_bitmap_next_extent(p, &off, &len, true) && off == 8 * MIB - 64 * KIB);
+	off += len;
+	CHECK(cbt_bitmap_next_extent(p, &off, &len, true) && off == 12 * MIB && len == 64 * KIB,
+	      "%llu", (unsigned long long)off);
+	CHECK(cbt_bitmap_dirty_bytes(m) == 3 * 4096 + 4096);
+	CHECK(cbt_set_save(set) == 0);
+	CHECK(cbt_sidecar_read_file(sidecar, &fbuf, &flen) == 0);
+	CHECK(cbt_sidecar_decode(fbuf, flen, &out, &n, &size, &why) == 0 &&
+	      size == 16 * MIB && n == 1 && cbt_bitmap_test(out[0], 12 * MIB),
+	      "the sidecar has the new size");
+	cbt_bitmap_free(out[0]);
+	free(out);
+	free(fbuf);
+
+	/* shrink: the bits past the new end go */
+	CHECK(cbt_set_resize(set, 4 * MIB) == 0);
+	p = cbt_set_find(set, "p");
+	CHECK(p->size == 4 * MIB && cbt_bitmap_dirty_bytes(p) == 64 * KIB);
+	CHECK(cbt_sidecar_read_file(sidecar, &fbuf, &flen) == 0);
+	CHECK(cbt_sidecar_decode(fbuf, flen, &out, &n, &size, &why) == 0 &&
+	      size == 4 * MIB && n == 1);
+	cbt_bitmap_free(out[0]);
+	free(out);
+	free(fbuf);
+	/* a busy bitmap keeps its size */
+	CHECK(cbt_bitmap_freeze(p) == 0);
+	CHECK(cbt_set_resize(set, 8 * MIB) == -EBUSY);
+	cbt_bitmap_reclaim(p, CBT_MODE_NEVER, false, NULL);
+	CHECK(cbt_set_resize(set, 4 * MIB) == 0);
+	cbt_set_free(set);
+	/* and the sidecar loads at the size it was saved with */
+	CHECK(cbt_set_new(sidecar, 4 * MIB, &set, &why) == 0);
+	CHECK(cbt_bitmap_dirty_bytes(cbt_set_find(set, "p")) == 64 * KIB);
+	cbt_set_free(set);
+}
+
 int main(void)
 {
 	if (harness_start() < 0)
@@ -303,5 +491,7 @@ int main(void)
 	test_marking_and_intent();
 	test_cbw_hook();
 	test_backup_job();
+	test_drain_in_flight();
+	test_set_resize();
 	return harness_finish();
 }

@@ -294,6 +294,63 @@ static void test_set_write_intent(void)
 	cbt_set_free(s);
 }
 
+/* Two nodes sharing one sidecar (a LUN with alua_group): the standby
+ * node's set is paused (writes nothing), the node that takes over reloads
+ * the other node's bitmaps; its own non-persistent ones turn
+ * inconsistent; a corrupt sidecar makes everything inconsistent. */
+static void test_set_shared_reload(void)
+{
+	const char *sc = path_in("shared.cbt");
+	struct cbt_set *a, *b;
+	struct waiter x;
+	const char *why;
+
+	CHECK(cbt_set_new(sc, 64 * MIB, &a, &why) == 0);
+	CHECK(cbt_set_new(sc, 64 * MIB, &b, &why) == 0);	/* B: empty */
+	cbt_set_pause(b, true);
+	CHECK(cbt_set_add(a, "daily", 64 * KIB, true, true) == 0);
+	CHECK(cbt_set_add(b, "mine", 64 * KIB, false, true) == 0);
+	waiter_init(&x);
+	CHECK(mark_wait(a, 1 * MIB, 4096, &x));
+	CHECK(wait_for(&x) == 0 && x.res == 0);
+	/* A hands over: saved, paused */
+	CHECK(cbt_set_save(a) == 0);
+	cbt_set_pause(a, true);
+	/* B takes over */
+	CHECK(cbt_set_reload(b, &why) == 0, "%s", why ? why : "");
+	cbt_set_pause(b, false);
+	CHECK(cbt_set_find(b, "daily") &&
+	      cbt_bitmap_test(cbt_set_find(b, "daily"), 1 * MIB),
+	      "B has A's bitmap and bits");
+	CHECK(atomic_load(&cbt_set_find(b, "mine")->inconsistent),
+	      "B's own non-persistent bitmap missed A's writes");
+	/* loaded bits are durable: no wait; a new chunk waits and is saved */
+	waiter_init(&x);
+	CHECK(!mark_wait(b, 1 * MIB, 4096, &x));
+	CHECK(mark_wait(b, 9 * MIB, 4096, &x));
+	CHECK(wait_for(&x) == 0 && x.res == 0);
+	CHECK(on_disk(sc, "daily", 9 * MIB, NULL) == 1);
+	/* A, paused, writes nothing even when asked */
+	CHECK(cbt_set_clear(a, "daily") == 0);
+	CHECK(on_disk(sc, "daily", 9 * MIB, NULL) == 1 &&
+	      on_disk(sc, "daily", 1 * MIB, NULL) == 1,
+	      "a paused set leaves the shared sidecar alone");
+	/* back to A: reload sees B's writes */
+	cbt_set_pause(b, true);
+	CHECK(cbt_set_reload(a, &why) == 0);
+	cbt_set_pause(a, false);
+	CHECK(cbt_bitmap_test(cbt_set_find(a, "daily"), 9 * MIB) &&
+	      cbt_bitmap_test(cbt_set_find(a, "daily"), 1 * MIB));
+	CHECK(!atomic_load(&cbt_set_find(a, "daily")->inconsistent));
+	/* a corrupt shared sidecar: nothing trusted */
+	CHECK(cbt_sidecar_write_file(sc, (const uint8_t *)"garbage-garbage-garbage-garbage-garbage",
+				     39) == 0);
+	CHECK(cbt_set_reload(b, &why) == -EINVAL && why);
+	CHECK(atomic_load(&cbt_set_find(b, "daily")->inconsistent));
+	cbt_set_free(a);
+	cbt_set_free(b);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/holdfast-cbt-XXXXXX");
@@ -302,6 +359,7 @@ int main(void)
 	test_roundtrip_and_rejects();
 	test_write_file();
 	test_set_write_intent();
+	test_set_shared_reload();
 	if (fork() == 0)
 		execlp("rm", "rm", "-rf", dir, (char *)NULL);
 	return CHECK_SUMMARY("test_cbt_persist");

@@ -55,6 +55,8 @@ static void test_url(void)
 	CHECK(strcmp(c.portals[0], "[2001:db8::1]:3262") == 0, "%s", c.portals[0]);
 	CHECK(parse("iscsi://[2001:db8::1]/" IQN "/3", NULL, &c, &why) == 0);
 	CHECK(strcmp(c.portals[0], "[2001:db8::1]:3260") == 0, "%s", c.portals[0]);
+	CHECK(parse("iscsi://[fe80::1%eth0]/" IQN "/3", NULL, &c, &why) == 0,
+	      "zone: %s", why);
 }
 
 static void test_bad_urls(void)
@@ -78,6 +80,8 @@ static void test_bad_urls(void)
 		"iscsi:///" IQN "/1",			/* no host */
 		"iscsi://[2001:db8::1/" IQN "/1",
 		"iscsi://[2001:db8::1]x/" IQN "/1",
+		"iscsi://[2001 db8::1]/" IQN "/1",
+		"iscsi://[fe80::1%]/" IQN "/1",
 		"iscsi://alice@192.0.2.1/" IQN "/1",	/* no secret */
 		"iscsi://%secret@192.0.2.1/" IQN "/1",	/* no user */
 		"iscsi://alice%@192.0.2.1/" IQN "/1",	/* empty secret */

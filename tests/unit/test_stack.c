@@ -727,10 +727,80 @@ static void test_reactor_no_sleep(void)
 	free(buf);
 }
 
+/* ---- block status that waits (a gateway) through the root ---- */
+static struct be_io *bs_pending;
+static int bs_done_res = 99;
+
+static int fake_bs_async(struct backend *be UNUSED, struct be_io *io,
+			 struct reactor *r UNUSED)
+{
+	if (io->offset >= STORE_SIZE / 2) {	/* known at once */
+		io->length = BS;
+		return 0;
+	}
+	bs_pending = io;
+	return -EINPROGRESS;
+}
+
+static const struct backend_ops fake_bs_ops = {
+	.name = "fakestore",
+	.open = fake_open,
+	.close = fake_close,
+	.submit = fake_submit,
+	.block_status_async = fake_bs_async,
+};
+
+static void bs_done(struct be_io *io UNUSED, int res)
+{
+	bs_done_res = res;
+}
+
+/* The root counts a question the store answers later like I/O (a stack
+ * change waits for it), through the filters, and not one answered at
+ * once; the filters and the root copy the store's provisioning. */
+static void test_block_status_async(void)
+{
+	struct fake_store *f = fake_new(true);
+	struct backend_params p = { .opts = (const char *)f };
+	struct backend *store = NULL, *root = NULL;
+	struct be_io io = { 0 };
+	const char *msg;
+	struct be_stack *s;
+
+	CHECK(be_stack_node_open(&fake_bs_ops, &p, &store, &msg) == 0);
+	store->thin = BE_THIN_YES;
+	be_stack_open(store, &root);
+	s = root->priv;
+	CHECK(insert(root, &be_passthrough_ops, NULL, BE_STACK_TOP, NULL) == 0);
+	CHECK(root->thin == BE_THIN_YES && backend_inner(root)->thin == BE_THIN_YES,
+	      "the store's provisioning reaches the root");
+	io.offset = 0;
+	io.length = STORE_SIZE;
+	io.done = bs_done;
+	CHECK(backend_block_status(root, &io, R) == -EINPROGRESS && bs_pending == &io);
+	CHECK(atomic_load(&s->readers[0].n) + atomic_load(&s->readers[1].n) == 1,
+	      "a pending question is counted in the stack");
+	CHECK(be_stack_reap(root, 0) == 0);
+	io.length = 3 * BS;
+	bs_pending->done(bs_pending, 1);
+	CHECK(bs_done_res == 1 && io.length == 3 * BS && io.done == bs_done,
+	      "the answer and the caller's done() come back");
+	CHECK(atomic_load(&s->readers[0].n) + atomic_load(&s->readers[1].n) == 0);
+	io.offset = STORE_SIZE / 2;
+	io.length = BS;
+	bs_done_res = 99;
+	CHECK(backend_block_status(root, &io, R) == 0 && bs_done_res == 99 &&
+	      io.done == bs_done, "an answer at once calls no done()");
+	CHECK(atomic_load(&s->readers[0].n) + atomic_load(&s->readers[1].n) == 0);
+	be_stack_close(root);
+	fake_free(f);
+}
+
 int main(void)
 {
 	if (harness_start())
 		return 1;
+	test_block_status_async();
 	test_positions();
 	test_remove_drains();
 	test_retired_reaped_alone();
