@@ -157,6 +157,11 @@ struct backend {
 	/* The store does BE_OP_COMPARE_AND_WRITE itself for up to this many
 	 * bytes, aligned to them (0 = not at all); set at open. */
 	uint32_t caw_max;
+	/* Filter nodes: BE_OP_COMPARE_AND_WRITE must not pass this node
+	 * (it has to see the compare's write as a plain write, as the
+	 * mirror does): with such a node in the stack the SCSI layer
+	 * emulates COMPARE AND WRITE (be_stack_caw_max() is 0). */
+	bool caw_opaque;
 	/* Logical block provisioning as the store itself reports it
 	 * (BE_THIN_*), fixed at open; filters and the stack root copy it
 	 * from the node below like size and direct. */

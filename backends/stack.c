@@ -220,13 +220,17 @@ uint32_t be_stack_caw_max(struct backend *be)
 	atomic_ulong *n;
 	struct backend *store = be;
 	uint32_t max;
+	bool opaque = false;
 
 	if (!be)
 		return 0;
 	n = be_stack_is_root(be) ? stack_enter(be->priv) : NULL;
-	for (int i = 0; i <= BE_STACK_MAX_NODES && backend_inner(store); i++)
+
+	for (int i = 0; i <= BE_STACK_MAX_NODES && backend_inner(store); i++) {
+		opaque |= store->caw_opaque;
 		store = backend_inner(store);
-	max = store->caw_max;
+	}
+	max = opaque ? 0 : store->caw_max;
 	if (n)
 		stack_exit(n);
 	return max;
