@@ -723,13 +723,23 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	if (*slot)
 		return *slot;
 	char base[PATH_MAX];
+	struct backend *store = be_stack_store(lun->be);
+	bool shared;
 
-	/* lun_settings_check() refused a store without a place for it */
-	if (lun_shared_state_path(s, lun->target_name, "", base, sizeof(base)))
+	if (store && !store->ops->owner)
+		store = NULL;
+	/* lun_settings_check() refused a store without a place for its
+	 * lock; a store with a lock of its own (RBD) needs no place, and
+	 * without alua_state_dir it has no shared files (reservations and
+	 * bitmaps stay this node's) */
+	shared = !lun_shared_state_path(s, lun->target_name, "", base,
+					sizeof(base));
+	if (!shared && !store)
 		return NULL;
 	a = calloc(1, sizeof(*a));
-	if (!a || !(a->base = strdup(base)) ||
-	    asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, base) < 0) {
+	if (!a || (shared && (!(a->base = strdup(base)) ||
+			      asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX,
+				       base) < 0))) {
 		if (a)
 			free(a->base);
 		free(a);
@@ -739,9 +749,7 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
 	atomic_init(&a->status, RTPG_STATUS_NONE);
-	a->store = be_stack_store(lun->be);
-	if (a->store && !a->store->ops->owner)
-		a->store = NULL;
+	a->store = store;
 	a->fd = a->store ? -1 : alua_open_sidecar(a->path, false);
 	alua_id_ensure(a);
 	a->next = alua_list;
@@ -812,7 +820,7 @@ char *scsi_alua_state_file(struct scsi_lun *lun, const char *suffix)
 	struct scsi_alua *a = alua_of(lun);
 	char *p;
 
-	if (!a || asprintf(&p, "%s%s", a->base, suffix) < 0)
+	if (!a || !a->base || asprintf(&p, "%s%s", a->base, suffix) < 0)
 		return NULL;
 	return p;
 }
@@ -858,7 +866,8 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 			alua_state_name(scsi_alua_peer_state(lun)),
 			a && a->id[0] ? a->id : "-",
 			lun->be && be_fenced(lun->be) ? ", store fenced" : "",
-			a ? a->path : "-");
+			!a ? "-" : a->store ? "the store's own (exclusive lock)"
+					    : a->path);
 }
 
 /* ---- REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.40) ---- */
