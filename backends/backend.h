@@ -22,6 +22,13 @@ enum be_op {
 	BE_OP_FLUSH,		/* offset/length ignored: flush everything */
 	BE_OP_UNMAP,		/* deallocate [offset, offset+length), reads back zero */
 	BE_OP_WRITE_ZEROES,	/* write zeroes, may deallocate */
+	/* Atomically: if [offset, offset+length) holds the first length
+	 * bytes of iov, write the next length bytes there (iov holds
+	 * 2 * length).  -EILSEQ when it does not, with the offset of the
+	 * first differing byte in miscompare_offset.  Only for a store whose
+	 * backend.caw_max is at least length (the SCSI layer emulates
+	 * COMPARE AND WRITE otherwise); filters pass it down as a write. */
+	BE_OP_COMPARE_AND_WRITE,
 };
 
 #define BE_IO_FUA 0x1		/* write through to stable storage */
@@ -39,6 +46,9 @@ struct be_io {
 	int iovcnt;
 	void (*done)(struct be_io *io, int res);
 	void *priv;		/* caller's */
+	/* BE_OP_COMPARE_AND_WRITE that completed with -EILSEQ: the byte
+	 * offset (from offset) of the first byte that differed */
+	uint64_t miscompare_offset;
 	/* backend-private scratch, untouched by callers */
 	void *be_priv;
 	uint64_t be_scratch[8];
@@ -61,6 +71,18 @@ struct backend_params {
 	const char *opts;	/* backend specific options string, may be NULL */
 	struct backend *inner;	/* for wrapping backends (fault) */
 };
+
+/* Ownership of a store shared by several gateways (backend_ops.owner). */
+enum be_owner_op {
+	BE_OWNER_TAKE,		/* take it; -EBUSY while another holds it */
+	BE_OWNER_TAKE_FORCE,	/* break another holder's (fencing it) */
+	BE_OWNER_RELEASE,	/* flush, then release */
+	BE_OWNER_QUERY,		/* returns BE_OWNER_MINE/_NONE/_OTHER */
+	BE_OWNER_ID,		/* the store's identity, as text, into buf */
+};
+#define BE_OWNER_NONE	0
+#define BE_OWNER_MINE	1
+#define BE_OWNER_OTHER	2
 
 struct backend_ops {
 	const char *name;
@@ -107,6 +129,12 @@ struct backend_ops {
 	 * __atomic_store_n (reactors read it without a lock).  0 or -errno
 	 * with *errmsg.  Wrappers pass it to their inner backend. */
 	int (*resize)(struct backend *be, uint64_t size, const char **errmsg);
+	/* Optional: the store keeps its own ownership lock, which the ALUA
+	 * handover (scsi_alua.c) uses instead of a lock file beside it.
+	 * Management / ALUA threads; may block.  0 (or a BE_OWNER_* for
+	 * QUERY) or -errno with *errmsg.  buf/len only for BE_OWNER_ID. */
+	int (*owner)(struct backend *be, enum be_owner_op op, char *buf,
+		     unsigned len, const char **errmsg);
 };
 
 /* struct backend.thin */
@@ -126,6 +154,14 @@ struct backend {
 	bool direct;		/* opened O_DIRECT (page cache bypassed) */
 	bool readonly;
 	bool flush_failed;	/* buffered LUN: a flush failed once, fail all later flushes */
+	/* The store does BE_OP_COMPARE_AND_WRITE itself for up to this many
+	 * bytes, aligned to them (0 = not at all); set at open. */
+	uint32_t caw_max;
+	/* Filter nodes: BE_OP_COMPARE_AND_WRITE must not pass this node
+	 * (it has to see the compare's write as a plain write, as the
+	 * mirror does): with such a node in the stack the SCSI layer
+	 * emulates COMPARE AND WRITE (be_stack_caw_max() is 0). */
+	bool caw_opaque;
 	/* Logical block provisioning as the store itself reports it
 	 * (BE_THIN_*), fixed at open; filters and the stack root copy it
 	 * from the node below like size and direct. */

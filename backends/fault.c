@@ -359,7 +359,9 @@ static bool fault_matches(const struct fault_state *f, const struct be_io *io)
 	const struct fault_spec *s = &f->spec;
 	uint64_t lo, hi;
 
-	if (!(s->ops & (1u << io->op)))
+	/* a COMPARE AND WRITE the store does itself is a write here */
+	if (!(s->ops & (io->op == BE_OP_COMPARE_AND_WRITE
+				? FAULT_OP_WRITE : 1u << io->op)))
 		return false;
 	if (!s->has_lba || io->op == BE_OP_FLUSH)
 		return true;

@@ -398,6 +398,8 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 						   0, 0, bi_task_cb, q);
 		}
 		break;
+	case BE_OP_COMPARE_AND_WRITE:
+		return -EOPNOTSUPP;	/* caw_max 0: bi_check refuses it */
 	}
 	if (!t)
 		return -ENOMEM;

@@ -51,6 +51,7 @@
 #define BE_RBD_DEFAULT_POOL "rbd"
 #define BE_RBD_DEFAULT_OP_TIMEOUT 5	/* seconds */
 #define BE_RBD_NAME_MAX 128
+#define BE_RBD_CAW_MAX 512	/* librbd's compare-and-write limit */
 /* How often the worker retries a failed open or blocklist. */
 #define BE_RBD_RETRY_MS 500
 /* Connect timeout for the monitors (seconds). */
@@ -97,6 +98,10 @@ struct be_rbd {
 	unsigned open_streak;		/* failed opens since the last success */
 	char last_fenced[160];
 	time_t last_fence_at;
+	/* several gateways: the image's exclusive lock is the ALUA
+	 * ownership (be_rbd_owner) */
+	bool owner_mode;		/* we took it and keep it */
+	char broken[160];		/* the last owner we broke */
 };
 
 /* Per-request state in be_io.be_scratch; may_alias: a second view of the
@@ -109,6 +114,8 @@ struct __attribute__((may_alias)) be_rbd_io {
 	int res;
 	bool flushing;			/* FUA write: the flush after it */
 	struct be_io *next;		/* on inst->parked */
+	uint64_t mismatch;		/* compare and write: image offset */
+	char *bounce;			/* compare and write: iov made flat */
 };
 _Static_assert(sizeof(struct be_rbd_io) <=
 		       sizeof(((struct be_io *)0)->be_scratch),
@@ -328,6 +335,17 @@ static void be_rbd_deliver_call(void *arg)
 
 	free(rio->trim);
 	rio->trim = NULL;
+	free(rio->bounce);
+	rio->bounce = NULL;
+	/* librbd 16 gives the offset within the request; take an image
+	 * offset too, should a later one give that */
+	if (rio->res == -EILSEQ && io->op == BE_OP_COMPARE_AND_WRITE)
+		io->miscompare_offset =
+			rio->mismatch < io->length ? rio->mismatch
+			: rio->mismatch >= io->offset &&
+					rio->mismatch - io->offset < io->length
+				? rio->mismatch - io->offset
+				: 0;
 	io->done(io, rio->res);
 }
 
@@ -344,7 +362,8 @@ static void be_rbd_deliver(struct be_io *io, int res)
 static bool be_rbd_mutating(const struct be_io *io)
 {
 	return io->op == BE_OP_WRITE || io->op == BE_OP_UNMAP ||
-	       io->op == BE_OP_WRITE_ZEROES;
+	       io->op == BE_OP_WRITE_ZEROES ||
+	       io->op == BE_OP_COMPARE_AND_WRITE;
 }
 
 /* May a write that failed with err still be applied later?  Errors the
@@ -357,6 +376,7 @@ static bool be_rbd_indeterminate(int err)
 	case -EOPNOTSUPP:
 	case -ENOMEM:
 	case -ENOENT:
+	case -EILSEQ:	/* compare and write: the data differed, no write */
 		return false;
 	default:
 		return true;
@@ -398,7 +418,9 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 		res = 0;
 
 	/* FUA with the librbd cache on: the flush goes after the write. */
-	if (res == 0 && io->op == BE_OP_WRITE && (io->flags & BE_IO_FUA) &&
+	if (res == 0 &&
+	    (io->op == BE_OP_WRITE || io->op == BE_OP_COMPARE_AND_WRITE) &&
+	    (io->flags & BE_IO_FUA) &&
 	    b->cache && !rio->flushing) {
 		rbd_completion_t fc;
 
@@ -663,6 +685,10 @@ static int be_rbd_open(struct backend *be, const struct backend_params *p,
 	/* No client cache unless asked: a failed write means "not written"
 	 * (after the fence) and the hang engine may retry it. */
 	be->direct = !b->cache;
+	/* librbd compares and writes within one 512-byte sector (and one
+	 * stripe unit): enough for the one-block COMPARE AND WRITE that
+	 * cluster file systems (VMFS ATS) use on 512-byte LUNs. */
+	be->caw_max = BE_RBD_CAW_MAX;
 	be->readonly = p->readonly;
 	err = pthread_create(&b->worker, NULL, be_rbd_worker, be);
 	if (err) {
@@ -745,6 +771,24 @@ static int be_rbd_trim(struct be_io *io, struct be_rbd_io *rio,
 	return 0;
 }
 
+/* Compare and write takes two flat buffers: the verify data and the write
+ * data, copied from io's iov (2 * length bytes).  0 or -errno. */
+static int be_rbd_flatten(struct be_io *io, struct be_rbd_io *rio)
+{
+	uint64_t want = 2 * io->length, got = 0;
+
+	rio->bounce = malloc((size_t)want);
+	if (!rio->bounce)
+		return -ENOMEM;
+	for (int i = 0; i < io->iovcnt && got < want; i++) {
+		size_t len = MIN(io->iov[i].iov_len, (size_t)(want - got));
+
+		memcpy(rio->bounce + got, io->iov[i].iov_base, len);
+		got += len;
+	}
+	return got == want ? 0 : -EINVAL;
+}
+
 static void be_rbd_submit(struct backend *be, struct be_io *io,
 			  struct reactor *r)
 {
@@ -759,8 +803,10 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 	rio->be = be;
 	rio->r = r;
 
+	uint64_t size = be_size(be);
+
 	if (io->op != BE_OP_FLUSH &&
-	    (io->offset > be->size || io->length > be->size - io->offset)) {
+	    (io->offset > size || io->length > size - io->offset)) {
 		err = -EINVAL;
 		goto fail;
 	}
@@ -776,6 +822,11 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 	}
 	if (io->op == BE_OP_READ || io->op == BE_OP_WRITE) {
 		err = be_rbd_trim(io, rio, &v, &cnt);
+		if (err)
+			goto fail;
+	}
+	if (io->op == BE_OP_COMPARE_AND_WRITE) {
+		err = be_rbd_flatten(io, rio);
 		if (err)
 			goto fail;
 	}
@@ -814,6 +865,13 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 		err = rbd_aio_write_zeroes(in->image, io->offset,
 					   (size_t)io->length, c, 0, 0);
 		break;
+	case BE_OP_COMPARE_AND_WRITE:
+		err = (int)rbd_aio_compare_and_write(in->image, io->offset,
+						     (size_t)io->length,
+						     rio->bounce,
+						     rio->bounce + io->length,
+						     c, &rio->mismatch, 0);
+		break;
 	default:
 		err = -EOPNOTSUPP;
 		break;
@@ -828,6 +886,8 @@ fail_dec:
 fail:
 	free(rio->trim);
 	rio->trim = NULL;
+	free(rio->bounce);
+	rio->bounce = NULL;
 	backend_complete_later(r, io, err);
 }
 
@@ -867,9 +927,11 @@ static int be_rbd_block_status(struct backend *be, uint64_t offset,
 	struct be_rbd_inst *in;
 	int err;
 
-	if (offset >= be->size)
+	uint64_t size = be_size(be);
+
+	if (offset >= size)
 		return -EINVAL;
-	len = MIN(len, be->size - offset);
+	len = MIN(len, size - offset);
 	d.offset = offset;
 	d.end = offset + len;
 	d.first_data = d.end;
@@ -894,6 +956,223 @@ static int be_rbd_block_status(struct backend *be, uint64_t offset,
 	}
 	*extent = MIN(d.data_end, d.end) - offset;
 	return 1;
+}
+
+/* ---- online resize (backend.h) ---- */
+
+/* Management thread.  size 0: the size the image has now (resized with
+ * `rbd resize` elsewhere: librbd learns of it through the header watch,
+ * and rbd_stat refreshes the image first).  Else rbd_resize through the
+ * serving instance (which holds the exclusive lock, if the image has one,
+ * once it has written; otherwise librbd asks the holder for it). */
+static int be_rbd_resize(struct backend *be, uint64_t size,
+			 const char **errmsg)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in;
+	rbd_image_info_t info;
+	int err = 0;
+
+	if (size && be->readonly) {
+		*errmsg = "the LUN is read-only";
+		return -EROFS;
+	}
+	pthread_mutex_lock(&b->lock);
+	in = b->cur;
+	if (in)
+		in->inflight++;
+	pthread_mutex_unlock(&b->lock);
+	if (!in) {
+		*errmsg = "the rbd image is not open right now (fencing or "
+			  "reconnecting); try again";
+		return -EAGAIN;
+	}
+	if (size) {
+		err = rbd_resize(in->image, size);
+		if (err)
+			*errmsg = "rbd_resize failed";
+	}
+	if (!err) {
+		err = rbd_stat(in->image, &info, sizeof(info));
+		if (err)
+			*errmsg = "cannot read the rbd image's size";
+		else if (size && info.size != size) {
+			err = -EIO;
+			*errmsg = "the rbd image did not take the new size";
+		}
+	}
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+		pthread_cond_signal(&b->wake);
+	pthread_mutex_unlock(&b->lock);
+	if (err)
+		return err;
+	__atomic_store_n(&be->size, info.size, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* ---- ownership for several gateways (backend.h, scsi_alua.c) ----
+ *
+ * The image's exclusive lock, taken explicitly (rbd_lock_acquire): unlike
+ * librbd's transparent locking, an explicit holder does not hand the lock
+ * over when another client asks, so the peer gateway's writes are refused
+ * while this one is active.  A forced takeover breaks the holder's lock,
+ * which blocklists it (rbd_blocklist_on_break): a dead or cut-off gateway
+ * can write nothing after that.  After a fence moved I/O to a new client
+ * instance, the next query takes the lock again through it. */
+
+static struct be_rbd_inst *be_rbd_pin(struct be_rbd *b)
+{
+	struct be_rbd_inst *in;
+
+	pthread_mutex_lock(&b->lock);
+	in = b->cur;
+	if (in)
+		in->inflight++;
+	pthread_mutex_unlock(&b->lock);
+	return in;
+}
+
+static void be_rbd_unpin(struct be_rbd *b, struct be_rbd_inst *in)
+{
+	pthread_mutex_lock(&b->lock);
+	in->inflight--;
+	if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+		pthread_cond_signal(&b->wake);
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* How many others hold the lock (0 or 1), or -errno. */
+static int be_rbd_other_owners(struct be_rbd *b, struct be_rbd_inst *in,
+			       bool do_break)
+{
+	rbd_lock_mode_t mode;
+	char *owners[4];
+	size_t n = 4;
+	int err = rbd_lock_get_owners(in->image, &mode, owners, &n);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err < 0)
+		return err;
+	for (size_t i = 0; do_break && i < n; i++) {
+		err = rbd_lock_break(in->image, mode, owners[i]);
+		if (err < 0 && err != -ENOENT)
+			break;
+		log_warn("rbd %s/%s: broke the exclusive lock of %s "
+			 "(blocklisted) to take over", b->pool, b->image,
+			 owners[i]);
+		snprintf(b->broken, sizeof(b->broken), "%s", owners[i]);
+		err = 0;
+	}
+	rbd_lock_get_owners_cleanup(owners, n);
+	if (err < 0)
+		return err;
+	return do_break ? 0 : (int)n;	/* broken: nobody holds it now */
+}
+
+static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
+			unsigned len, const char **errmsg)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in = be_rbd_pin(b);
+	uint64_t features = 0;
+	int err = 0, mine = 0;
+
+	if (!in) {
+		*errmsg = "the rbd image is not open right now (fencing or "
+			  "reconnecting); try again";
+		return -EAGAIN;
+	}
+	switch (op) {
+	case BE_OWNER_ID: {
+		char id[64];
+
+		err = rbd_get_id(in->image, id, sizeof(id));
+		if (err < 0) {
+			*errmsg = "cannot read the rbd image's id";
+			break;
+		}
+		snprintf(buf, len, "%s", id);
+		break;
+	}
+	case BE_OWNER_TAKE:
+	case BE_OWNER_TAKE_FORCE:
+		if (rbd_get_features(in->image, &features) == 0 &&
+		    !(features & RBD_FEATURE_EXCLUSIVE_LOCK)) {
+			*errmsg = "the rbd image has no exclusive-lock feature "
+				  "(needed to serve it from several gateways)";
+			err = -EOPNOTSUPP;
+			break;
+		}
+		if (rbd_is_exclusive_lock_owner(in->image, &mine) == 0 &&
+		    mine) {
+			/* taken transparently by a write: make it explicit */
+			err = rbd_lock_acquire(in->image,
+					       RBD_LOCK_MODE_EXCLUSIVE);
+		} else {
+			err = be_rbd_other_owners(b, in,
+						  op == BE_OWNER_TAKE_FORCE);
+			if (err > 0) {
+				*errmsg = "the other gateway holds the image's "
+					  "exclusive lock (it is active; make it "
+					  "standby first, or add force=1 if it "
+					  "is dead)";
+				err = -EBUSY;
+				break;
+			}
+			if (err == 0)
+				err = rbd_lock_acquire(in->image,
+						       RBD_LOCK_MODE_EXCLUSIVE);
+		}
+		if (err < 0) {
+			if (!*errmsg)
+				*errmsg = err == -EROFS
+						  ? "another gateway took the image's "
+						    "exclusive lock first"
+						  : "rbd_lock_acquire failed";
+			if (err == -EROFS)
+				err = -EBUSY;
+			break;
+		}
+		b->owner_mode = true;
+		break;
+	case BE_OWNER_RELEASE:
+		b->owner_mode = false;
+		rbd_flush(in->image);
+		if (rbd_is_exclusive_lock_owner(in->image, &mine) == 0 &&
+		    mine) {
+			err = rbd_lock_release(in->image);
+			if (err < 0)
+				*errmsg = "rbd_lock_release failed";
+		}
+		break;
+	case BE_OWNER_QUERY:
+		err = rbd_is_exclusive_lock_owner(in->image, &mine);
+		if (err < 0)
+			break;
+		if (mine) {
+			err = BE_OWNER_MINE;
+			break;
+		}
+		err = be_rbd_other_owners(b, in, false);
+		if (err > 0) {
+			err = BE_OWNER_OTHER;
+			break;
+		}
+		if (err < 0)
+			break;
+		/* nobody: after a fence the new instance takes it again */
+		if (b->owner_mode &&
+		    rbd_lock_acquire(in->image, RBD_LOCK_MODE_EXCLUSIVE) == 0)
+			err = BE_OWNER_MINE;
+		else
+			err = BE_OWNER_NONE;
+		break;
+	}
+	be_rbd_unpin(b, in);
+	return err;
 }
 
 static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
@@ -929,4 +1208,6 @@ const struct backend_ops be_rbd_ops = {
 	.submit = be_rbd_submit,
 	.describe = be_rbd_describe,
 	.block_status = be_rbd_block_status,
+	.resize = be_rbd_resize,
+	.owner = be_rbd_owner,
 };

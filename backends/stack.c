@@ -215,6 +215,38 @@ static int stack_root_resize(struct backend *root, uint64_t size,
 	return ret;
 }
 
+uint32_t be_stack_caw_max(struct backend *be)
+{
+	atomic_ulong *n;
+	struct backend *store = be;
+	uint32_t max;
+	bool opaque = false;
+
+	if (!be)
+		return 0;
+	n = be_stack_is_root(be) ? stack_enter(be->priv) : NULL;
+
+	for (int i = 0; i <= BE_STACK_MAX_NODES && backend_inner(store); i++) {
+		opaque |= store->caw_opaque;
+		store = backend_inner(store);
+	}
+	max = opaque ? 0 : store->caw_max;
+	if (n)
+		stack_exit(n);
+	return max;
+}
+
+struct backend *be_stack_store(struct backend *be)
+{
+	struct backend *store = be;
+
+	if (!be)
+		return NULL;
+	for (int i = 0; i <= BE_STACK_MAX_NODES && backend_inner(store); i++)
+		store = backend_inner(store);
+	return store;
+}
+
 static int stack_root_open(struct backend *be, const struct backend_params *p,
 			   const char **errmsg)
 {

@@ -158,4 +158,13 @@ int be_stack_names(struct backend *root, const char **names, int max);
 /* "fault -> passthrough -> file" into buf.  Returns the length. */
 int be_stack_format(struct backend *root, char *buf, unsigned len);
 
+/* The store's backend.caw_max (backend.h) under be, a stack root or a
+ * plain node: how many bytes of COMPARE AND WRITE it does itself. */
+uint32_t be_stack_caw_max(struct backend *be);
+
+/* The store at the bottom of be (a stack root or a plain node).  The
+ * store of a LUN never changes, so the pointer stays valid for the
+ * LUN's life. */
+struct backend *be_stack_store(struct backend *be);
+
 #endif

@@ -1,6 +1,7 @@
 /* main.c - holdfastd: parse options, load targets.conf, start reactors,
  * portals and the management socket; stop cleanly on SIGTERM. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -9,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cbt_job.h"
@@ -29,14 +32,102 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: holdfastd [-f|--foreground] [-c|--config FILE]\n"
 		"                 [-C|--control-port N] [-t|--threads N] [-d|--debug]\n"
+		"                 [-p|--pid-file FILE]\n"
 		"\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
+		"  -p, --pid-file FILE  write the daemon's PID there once it serves\n"
 		"  -c, --config FILE    targets.conf to serve (default %s)\n"
 		"  -C, --control-port N management socket <base>.N (default 0;\n"
 		"                       base from TGT_IPC_SOCKET or /var/run/tgtd/socket)\n"
 		"  -t, --threads N      reactor threads (default: one per CPU)\n"
 		"  -d, --debug          debug logging\n",
 		DEFAULT_CONFIG);
+}
+
+/* Detach before anything starts a thread or opens a store: librados (an
+ * RBD LUN), the ALUA and gateway threads all start while config_apply()
+ * runs, and no thread survives a fork.  The parent stays until the child
+ * reports through a pipe: one byte once it serves (the parent exits 0),
+ * or nothing and an exit (the parent exits with the child's status; the
+ * child wrote its reason to the stderr both share).  Returns the write
+ * end of that pipe in the child; the parent never returns. */
+static int daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("holdfastd: pipe");
+		exit(1);
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("holdfastd: fork");
+		exit(1);
+	}
+	if (pid > 0) {
+		char c;
+		ssize_t n;
+		int st;
+
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(0);
+		/* the child gave up (or died) before serving */
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(st) && WEXITSTATUS(st))
+			_exit(WEXITSTATUS(st));
+		fprintf(stderr, "holdfastd: the daemon %s during startup\n",
+			WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited");
+		_exit(1);
+	}
+	close(p[0]);
+	if (setsid() < 0) {
+		perror("holdfastd: setsid");
+		exit(1);
+	}
+	return p[1];
+}
+
+/* The child serves: tell the parent, drop the terminal. */
+static void daemon_ready(int status_fd)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	while (write(status_fd, "R", 1) < 0 && errno == EINTR)
+		;
+	close(status_fd);
+}
+
+static int pid_file_write(const char *path)
+{
+	char buf[32];
+	int fd, n;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write(fd, buf, (size_t)n) != n) {
+		int err = errno ? -errno : -EIO;
+
+		close(fd);
+		unlink(path);
+		return err;
+	}
+	close(fd);
+	return 0;
 }
 
 static void *reactor_thread(void *arg)
@@ -53,10 +144,14 @@ int main(int argc, char **argv)
 		{ "control-port", required_argument, NULL, 'C' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
+		{ "pid-file", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = DEFAULT_CONFIG;
+	const char *pid_path = NULL;
+	char pid_abs[4096];
+	int status_fd = -1;
 	bool foreground = false, debug = false;
 	int control_port = 0, nthreads = 0, opt, ret;
 	struct reactor *reactors[MAX_REACTORS];
@@ -65,13 +160,14 @@ int main(int argc, char **argv)
 	char err[1024];
 	sigset_t sigs;
 
-	while ((opt = getopt_long(argc, argv, "fc:C:t:dh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "fc:C:t:dp:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f': foreground = true; break;
 		case 'c': config_path = optarg; break;
 		case 'C': control_port = atoi(optarg); break;
 		case 't': nthreads = atoi(optarg); break;
 		case 'd': debug = true; break;
+		case 'p': pid_path = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -122,16 +218,28 @@ int main(int argc, char **argv)
 			cbt_state_dir_set(dir[0] ? dir : "/");
 		}
 	}
+	if (pid_path && pid_path[0] != '/') {
+		/* the daemon leaves the working directory */
+		if (!getcwd(pid_abs, sizeof(pid_abs)) ||
+		    strlen(pid_abs) + strlen(pid_path) + 2 > sizeof(pid_abs)) {
+			fprintf(stderr, "holdfastd: pid file path too long\n");
+			return 1;
+		}
+		strcat(pid_abs, "/");
+		strcat(pid_abs, pid_path);
+		pid_path = pid_abs;
+	}
+	/* Detach now, while this is the only thread: the stores open in
+	 * the daemon, with the threads their libraries start. */
+	if (!foreground)
+		status_fd = daemonize();
 	if (config_apply(&cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "holdfastd: %s\n", err);
 		return 1;
 	}
-	if (!foreground) {
-		if (daemon(0, 0) < 0) {
-			perror("holdfastd: daemon");
-			return 1;
-		}
-		log_init(false, debug);
+	if (!foreground && chdir("/") < 0) {
+		perror("holdfastd: chdir /");
+		return 1;
 	}
 
 	for (int i = 0; i < nthreads; i++) {
@@ -173,9 +281,21 @@ int main(int argc, char **argv)
 		mgmt_stop();
 		return 1;
 	}
+	if (pid_path && (ret = pid_file_write(pid_path)) < 0) {
+		fprintf(stderr, "holdfastd: cannot write the pid file %s: %s\n",
+			pid_path, strerror(-ret));
+		iscsi_portals_stop();
+		mgmt_stop();
+		return 1;
+	}
 	iscsi_portals_warn_open();
 	for (int i = 0; i < nthreads; i++)
 		pthread_create(&threads[i], NULL, reactor_thread, reactors[i]);
+	if (!foreground) {
+		/* from here on messages go to syslog */
+		log_init(false, debug);
+		daemon_ready(status_fd);
+	}
 	log_info("holdfastd ready: %d reactor thread%s, control port %d, config %s",
 		 nthreads, nthreads == 1 ? "" : "s", control_port, cfg.path);
 
@@ -216,6 +336,8 @@ int main(int argc, char **argv)
 		reactor_free(reactors[i]);
 	}
 	config_free(&cfg);
+	if (pid_path)
+		unlink(pid_path);
 	log_info("holdfastd stopped");
 	return 0;
 }

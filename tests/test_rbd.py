@@ -14,13 +14,16 @@ after a newer write to the same block (see test_fence_timed_out_write).
 
 import json
 import os
+import random
 import re
+import signal
 import time
 
 import pytest
 
 import ceph as cephlab
-from helpers import build_dir, qemu_io, run, tscale, wait_for
+from helpers import (IQN, build_dir, cfg_text, free_tcp_port, port_accepts,
+                     qemu_io, run, tscale, wait_for)
 from test_hang import HangClient, S
 
 BS = 512
@@ -376,3 +379,309 @@ def test_fence_timed_out_write(ceph, holdfast, features):
     bl = ceph.blocklist()
     assert old_addr.split("/")[0].replace("v2:", "").replace("v1:", "") \
         .strip("[]") in bl or old_addr in bl, (old_addr, bl)
+
+
+# ---------------------------------------------------------------- daemon
+
+def _proc_alive(pid):
+    """pid runs (a zombie counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_detached_daemon_serves_rbd(ceph, image, tmp_path):
+    """holdfastd without -f detaches before the stores open, so librados'
+    threads live in the daemon: I/O on an RBD LUN works, the parent exits
+    0 only once the daemon serves, the PID file names the daemon (its own
+    session, not the parent), and SIGTERM stops it cleanly (PID file
+    removed).  Before the fix the daemon lost librados' threads with the
+    fork (daemon() ran after the stores were open) and hung or died on the
+    first I/O."""
+    port = free_tcp_port()
+    ctl = random.randint(1000, 32767)
+    conf = tmp_path / "targets.conf"
+    conf.write_text(cfg_text({
+        "portals": ["127.0.0.1:%d" % port],
+        "targets": [{"name": IQN, "initiators": ["ALL"],
+                     "luns": [rbd_lun(ceph, image)]}]}))
+    pidfile = tmp_path / "holdfastd.pid"
+    env = dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "tgtd.sock"))
+    pid = None
+    try:
+        cp = run([str(build_dir() / "holdfastd"), "-c", str(conf), "-C",
+                  str(ctl), "-p", str(pidfile)], env=env, timeout=60,
+                 check=False)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        # the parent returned only when the daemon was ready
+        pid = int(pidfile.read_text())
+        assert _proc_alive(pid)
+        assert port_accepts(port)
+        assert os.getsid(pid) == pid        # setsid: its own session
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            assert str(conf).encode() in f.read()
+        url = "iscsi://127.0.0.1:%d/%s/1" % (port, IQN)
+        qemu_io(url, "write -P 0x5d 1M 128k", "read -P 0x5d 1M 128k")
+        same(export_blocks(ceph, image, 2048, 256), b"\x5d" * 131072,
+             "image bytes")
+        os.kill(pid, signal.SIGTERM)
+        assert wait_for(lambda: not _proc_alive(pid), S(30)), \
+            "daemon did not stop on SIGTERM"
+        assert not pidfile.exists()
+        pid = None
+    finally:
+        if pid is not None and _proc_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not _proc_alive(pid), S(10))
+
+
+def test_detached_daemon_bad_config_fails_in_parent(ceph, tmp_path):
+    """A store that cannot open (no such image) fails in the daemon, after
+    the fork: the parent still exits non-zero with the reason, and no
+    daemon stays behind (no PID file)."""
+    conf = tmp_path / "targets.conf"
+    conf.write_text(cfg_text({
+        "portals": ["127.0.0.1:%d" % free_tcp_port()],
+        "targets": [{"name": IQN, "initiators": ["ALL"],
+                     "luns": [rbd_lun(ceph, "no-such-image")]}]}))
+    pidfile = tmp_path / "holdfastd.pid"
+    env = dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "tgtd.sock"))
+    cp = run([str(build_dir() / "holdfastd"), "-c", str(conf), "-C",
+              str(random.randint(1000, 32767)), "-p", str(pidfile)],
+             env=env, timeout=60, check=False)
+    assert cp.returncode != 0, cp.stdout + cp.stderr
+    assert "cannot open the rbd image" in cp.stderr, cp.stderr
+    assert not pidfile.exists()
+
+
+# ---------------------------------------------------------------- resize
+
+def _image_size(ceph, name):
+    return json.loads(ceph.rbd("info", "--format", "json",
+                               "rbd/%s" % name))["size"]
+
+
+def test_online_resize_and_rescan(ceph, image, holdfast):
+    """size= on a live RBD LUN resizes the image (rbd_resize), a shrink
+    needs force=1, and action=rescan picks up an `rbd resize` made outside
+    holdfast; each change is a CAPACITY DATA HAS CHANGED unit attention and
+    the new blocks take I/O at once."""
+    from test_resize import expect_ua, session, update
+    d = holdfast(luns=[rbd_lun(ceph, image)])
+    s = session(d)
+    try:
+        pattern = bytes(range(256)) * 2
+        assert s.write10(7, pattern).ok
+        assert s.read_capacity16() == (64 * MiB // BS, BS)
+        update(d, "size=%d" % (128 * MiB))
+        assert _image_size(ceph, image) == 128 * MiB
+        expect_ua(s)
+        assert s.read_capacity16() == (128 * MiB // BS, BS)
+        new_lba = 100 * MiB // BS
+        assert s.write10(new_lba, pattern).ok
+        assert s.read10(new_lba, 1).data == pattern
+        assert s.read10(7, 1).data == pattern
+        # a shrink is refused without force=1 and changes nothing
+        assert update(d, "size=%d" % (32 * MiB), check=False).returncode
+        assert _image_size(ceph, image) == 128 * MiB
+        assert s.test_unit_ready().ok
+        # grown outside holdfast: seen at the rescan, not before
+        ceph.rbd("resize", "--size", "192M", "rbd/%s" % image)
+        assert s.read_capacity16() == (128 * MiB // BS, BS)
+        update(d, "action=rescan")
+        expect_ua(s)
+        assert s.read_capacity16() == (192 * MiB // BS, BS)
+        assert s.write10(190 * MiB // BS, pattern).ok
+        # shrink with force
+        update(d, "size=%d,force=1" % (96 * MiB))
+        assert _image_size(ceph, image) == 96 * MiB
+        expect_ua(s)
+        assert s.read_capacity16() == (96 * MiB // BS, BS)
+        assert s.read16(96 * MiB // BS, 1).key == 5
+    finally:
+        s.close()
+    data = ceph.export(image)
+    assert len(data) == 96 * MiB
+    same(data[7 * BS:8 * BS], pattern, "image bytes")
+
+
+# ---------------------------------------------------------------- COMPARE AND WRITE
+
+def _caw_session(d, lun=1):
+    import rawiscsi as raw
+    s = raw.RawSession("127.0.0.1", d.port)
+    s.login(d.iqn)
+    for _ in range(3):                              # the unit attention
+        if s.wait_status(s.scsi(lun, bytes(6)))[0] == 0:
+            break
+    return s
+
+
+def _sense(pdu):
+    """(key, asc, ascq, information) of a fixed-format sense in a SCSI
+    Response PDU."""
+    import struct
+    sense = pdu.data[2:]
+    return (sense[2] & 0x0f, sense[12], sense[13],
+            struct.unpack(">I", sense[3:7])[0] if sense[0] & 0x80 else None)
+
+
+def test_compare_and_write_through_librbd(ceph, image, holdfast):
+    """COMPARE AND WRITE of one 512-byte block goes to librbd as one
+    rbd_aio_compare_and_write: atomic on the cluster, not a read and a
+    write.  Shown by slowing every read of the LUN by 1.5 s (fault
+    filter): the command does not read, so it is fast (the read-compare-
+    write emulation it replaced takes over 1.5 s here and fails the test).
+    A miscompare is 0E/1D/00 with the offset of the first differing byte
+    in INFORMATION, and the image keeps its data."""
+    from test_caw_atomic import caw16
+    import rawiscsi as raw
+    d = holdfast(luns=[rbd_lun(ceph, image)])
+    s = _caw_session(d)
+    try:
+        old, new = b"\x01" * BS, b"\x02" * BS
+        assert s.wait_status(s.scsi(1, raw.write10(100, 1), data=old))[0] == 0
+        d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+                 "--lun", "1", "--params", "fault=latency=1500:ops=r")
+        t0 = time.monotonic()
+        st, _, p = s.wait_status(s.scsi(1, caw16(100, 1), data=old + new),
+                                 timeout=S(20))
+        took = time.monotonic() - t0
+        assert st == 0, _sense(p)
+        assert took < 1.0, "COMPARE AND WRITE read first (%.2f s)" % took
+        # miscompare: byte 37 differs from the medium (now 0x02)
+        verify = bytearray(new)
+        verify[37] = 0x55
+        verify[300] = 0x66
+        t0 = time.monotonic()
+        st, _, p = s.wait_status(
+            s.scsi(1, caw16(100, 1), data=bytes(verify) + b"\x03" * BS),
+            timeout=S(20))
+        assert st == 2, st
+        assert _sense(p) == (0x0e, 0x1d, 0x00, 37), _sense(p)
+        assert time.monotonic() - t0 < 1.0
+        d.tgtadm("--op", "update", "--mode", "logicalunit", "--tid", "1",
+                 "--lun", "1", "--params", "fault=off")
+    finally:
+        s.close()
+    same(export_blocks(ceph, image, 100, 1), b"\x02" * BS, "image bytes")
+
+
+def test_compare_and_write_4k_blocks_emulated(ceph, image, holdfast):
+    """librbd compares at most one 512-byte sector: on a 4096-byte LUN
+    the SCSI layer reads, compares and writes as for files."""
+    from test_caw_atomic import caw16
+    import rawiscsi as raw
+    d = holdfast(luns=[rbd_lun(ceph, image, block_size=4096)])
+    s = _caw_session(d)
+    try:
+        old, new = b"\x0a" * 4096, b"\x0b" * 4096
+        w = raw.write10(3, 1)
+        assert s.wait_status(s.scsi(1, w, data=old))[0] == 0
+        st, _, p = s.wait_status(s.scsi(1, caw16(3, 1), data=old + new),
+                                 timeout=S(20))
+        assert st == 0, _sense(p)
+        bad = bytearray(new)
+        bad[4000] = 0
+        st, _, p = s.wait_status(s.scsi(1, caw16(3, 1),
+                                        data=bytes(bad) + old), timeout=S(20))
+        assert st == 2 and _sense(p) == (0x0e, 0x1d, 0x00, 4000), _sense(p)
+    finally:
+        s.close()
+    same(export_blocks(ceph, image, 24, 8), b"\x0b" * 4096, "image bytes")
+
+
+# ---------------------------------------------------------------- global keys
+
+def test_global_ceph_keys_with_per_lun_override(ceph, holdfast, tmp_path):
+    """ceph_conf, ceph_id, ceph_keyring, rbd_osd_op_timeout (and rbd_cache)
+    at the top level of targets.conf are the defaults of every RBD LUN;
+    a LUN's own key wins."""
+    a = "glob-a-%d" % os.getpid()
+    b = "glob-b-%d" % os.getpid()
+    ceph.create_image(a, "16M")
+    ceph.create_image(b, "16M")
+    d = holdfast(luns=[{"lun": 1, "backend": "rbd", "path": "rbd/" + a},
+                       {"lun": 2, "backend": "rbd", "path": "rbd/" + b,
+                        "rbd_osd_op_timeout": 4}],
+                 ceph_conf=str(ceph.conf), ceph_id="admin",
+                 ceph_keyring=str(ceph.keyring), rbd_osd_op_timeout=7)
+    out = show(d)
+    la = re.search(r"^.*\brbd rbd/%s .*$" % a, out, re.M).group(0)
+    lb = re.search(r"^.*\brbd rbd/%s .*$" % b, out, re.M).group(0)
+    assert field(la, "conf") == str(ceph.conf), la
+    assert field(la, "id") == "client.admin", la
+    assert field(la, "osd_op_timeout") == "7s", la
+    assert field(lb, "osd_op_timeout") == "4s", lb
+    assert field(lb, "conf") == str(ceph.conf), lb
+    qemu_io(d.url(1), "write -P 0x61 0 64k")
+    qemu_io(d.url(2), "write -P 0x62 0 64k")
+    same(export_blocks(ceph, a, 0, 128), b"\x61" * 65536, "image bytes")
+    same(export_blocks(ceph, b, 0, 128), b"\x62" * 65536, "image bytes")
+    # a bad top-level value is refused at its own line
+    bad = tmp_path / "bad.conf"
+    bad.write_text('ceph_conf = "%s";\nrbd_osd_op_timeout = "soon";\n'
+                   'targets = ();\n' % ceph.conf)
+    cp = run([str(build_dir() / "holdfastd"), "-f", "-c", str(bad), "-C",
+              str(random.randint(1000, 32767))],
+             env=dict(os.environ, TGT_IPC_SOCKET=str(tmp_path / "s")),
+             timeout=30, check=False)
+    assert cp.returncode == 1, cp.stderr
+    assert "bad.conf:2: rbd_osd_op_timeout:" in cp.stderr, cp.stderr
+
+
+# ---------------------------------------------------------------- two gateways
+
+def test_two_gateways_exclusive_lock_handover_and_forced_takeover(
+        ceph, image, holdfast):
+    """Two holdfastd serve one image as an ALUA pair; the image's exclusive
+    lock is the ownership.  The standby gateway cannot become active while
+    the other holds it; a handover (standby, then active) moves it with the
+    data; a forced takeover breaks the holder's lock, which blocklists it,
+    and the old holder notices, goes standby and writes nothing more."""
+    from test_alua import (NOT_READY, STANDBY, UA, STATE_CHANGED, GOOD, Sess,
+                           inquiry, update)
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    sa, sb = Sess(a), Sess(b)
+    try:
+        sa.settle()
+        sb.settle()
+        assert "active/optimized (owner)" in show(a)
+        assert inquiry(sa, 0x80) == inquiry(sb, 0x80)   # one identity
+        assert sa.write(8, b"\x5a" * 512)[0] == GOOD
+        assert update(b, "alua_state=active", check=False).returncode != 0
+        assert "the other gateway holds the image's exclusive lock" in \
+            b.log_text()
+        assert sb.read(8)[2:] == (NOT_READY, STANDBY)
+        assert wait_for(lambda: sb.rtpg()[1][0] == 0, S(5))  # peer AO
+        # handover
+        update(a, "alua_state=standby")
+        assert sa.tur()[2:] == (UA, STATE_CHANGED)
+        assert sa.read(8)[2:] == (NOT_READY, STANDBY)
+        update(b, "alua_state=active")
+        assert sb.tur()[2:] == (UA, STATE_CHANGED)
+        st, data, _, _ = sb.read(8)
+        assert st == GOOD and data == b"\x5a" * 512
+        assert sb.write(9, b"\x66" * 512)[0] == GOOD
+        # forced takeover from B (as if B were dead or cut off)
+        update(a, "alua_state=active,force=1")
+        assert "broke the exclusive lock" in a.log_text()
+        sa.settle()
+        assert sa.write(3, b"\x33" * 512)[0] == GOOD
+        assert wait_for(lambda: "lost the store's ownership lock" in
+                        b.log_text(), S(10)), b.log_text()
+        assert sb.write(3, b"\x44" * 512)[2:] in ((UA, STATE_CHANGED),
+                                                  (NOT_READY, STANDBY))
+        assert sb.write(3, b"\x44" * 512)[2:] == (NOT_READY, STANDBY)
+        assert ceph.blocklist().strip(), "the broken holder is not blocklisted"
+    finally:
+        sa.close()
+        sb.close()
+    data = ceph.export(image)
+    same(data[3 * 512:4 * 512], b"\x33" * 512, "image bytes")
+    same(data[8 * 512:10 * 512], b"\x5a" * 512 + b"\x66" * 512, "image bytes")

@@ -92,7 +92,7 @@ static void held_intent_done(struct cbt_wait *w, int res)
 static bool changes_data(enum be_op op)
 {
 	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
-	       op == BE_OP_WRITE_ZEROES;
+	       op == BE_OP_WRITE_ZEROES || op == BE_OP_COMPARE_AND_WRITE;
 }
 
 void cbt_filter_resume(struct backend *be, struct be_io *io, struct reactor *r)

@@ -241,8 +241,10 @@ static void bg_done(struct be_io *io, int res)
 
 static bool changes_data(enum be_op op)
 {
+	/* a COMPARE AND WRITE cannot reach here while the node is in the
+	 * stack (caw_opaque), but one sent as the node went in may */
 	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
-	       op == BE_OP_WRITE_ZEROES;
+	       op == BE_OP_WRITE_ZEROES || op == BE_OP_COMPARE_AND_WRITE;
 }
 
 static void mf_submit(struct backend *be, struct be_io *io, struct reactor *r)
@@ -323,6 +325,7 @@ static int mf_open(struct backend *be, const struct backend_params *p,
 	be->inner = p->inner;
 	be->size = p->inner->size;
 	be->direct = p->inner->direct;
+	be->caw_opaque = true;
 	be->readonly = p->inner->readonly;
 	return 0;
 }

@@ -493,12 +493,97 @@ static int cfg_lun_bitmaps(struct cfg_ctx *c, const config_setting_t *list,
 	return 0;
 }
 
+/* LUN keys that may also stand at the top level of the file, as the
+ * default for every LUN of that backend that does not set them itself:
+ * one Ceph cluster connection for all RBD LUNs. */
+static const struct {
+	const char *key, *backend;
+} cfg_lun_global_keys[] = {
+	{ "ceph_conf", "rbd" },
+	{ "ceph_id", "rbd" },
+	{ "ceph_keyring", "rbd" },
+	{ "rbd_osd_op_timeout", "rbd" },
+	{ "rbd_cache", "rbd" },
+};
+
+static bool cfg_is_lun_global(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(cfg_lun_global_keys); i++)
+		if (strcmp(cfg_lun_global_keys[i].key, key) == 0)
+			return true;
+	return false;
+}
+
+/* Apply the value of v (a LUN key, in a LUN or at the top level) to s. */
+static int cfg_lun_key_apply(struct cfg_ctx *c, const config_setting_t *v,
+			     const char *key, struct lun_settings *s)
+{
+	const struct lun_key *k = lun_key_find(key);
+	char reason[512], text[1024];
+	unsigned types;
+	int ret;
+
+	/* targets.conf spells a key one way (no tgtadm alias) */
+	if (!k || strcmp(lun_key_name(k), key) != 0)
+		return cfg_fail(c, v, key, "unknown key");
+	types = cfg_lun_key_types(k);
+	ret = cfg_value_text(v, types, text, sizeof(text));
+	if (ret == -E2BIG)
+		return cfg_fail(c, v, key, "value too long");
+	if (ret == -ERANGE)
+		return cfg_fail(c, v, key, "must not be negative");
+	if (ret)
+		return cfg_fail(c, v, key, "expected %s, not %s",
+				cfg_types_text(types),
+				cfg_type_name(config_setting_type(v)));
+	ret = lun_setting_apply(s, key, text, reason, sizeof(reason));
+	if (ret)
+		return cfg_fail(c, v, key, "%s", reason);
+	return 0;
+}
+
+/* A top-level LUN default: checked where it stands, even if no LUN
+ * takes it. */
+static int cfg_lun_global(struct cfg_ctx *c, const config_setting_t *v)
+{
+	struct lun_settings s;
+
+	lun_settings_default(&s, 1);
+	for (size_t i = 0; i < ARRAY_SIZE(cfg_lun_global_keys); i++)
+		if (strcmp(cfg_lun_global_keys[i].key,
+			   config_setting_name(v)) == 0)
+			snprintf(s.backend, sizeof(s.backend), "%s",
+				 cfg_lun_global_keys[i].backend);
+	return cfg_lun_key_apply(c, v, config_setting_name(v), &s);
+}
+
+/* The top-level defaults a LUN g of its backend does not set itself. */
+static int cfg_lun_globals(struct cfg_ctx *c, const config_setting_t *g,
+			   struct lun_settings *s)
+{
+	for (size_t i = 0; c->root && i < ARRAY_SIZE(cfg_lun_global_keys);
+	     i++) {
+		const char *key = cfg_lun_global_keys[i].key;
+		const config_setting_t *v =
+			config_setting_get_member(c->root, key);
+		int ret;
+
+		if (!v || config_setting_get_member(g, key) ||
+		    strcmp(s->backend, cfg_lun_global_keys[i].backend) != 0)
+			continue;
+		ret = cfg_lun_key_apply(c, v, key, s);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		   struct cfg_target *t)
 {
 	const config_setting_t *ln = config_setting_get_member(g, "lun");
 	struct cfg_lun *l;
-	char reason[512], text[1024];
+	char reason[512];
 	long long nr;
 	int ret;
 
@@ -534,8 +619,6 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 	for (int i = 0; i < config_setting_length(g); i++) {
 		const config_setting_t *v = config_setting_get_elem(g, (unsigned)i);
 		const char *key = config_setting_name(v);
-		const struct lun_key *k = lun_key_find(key);
-		unsigned types;
 
 		if (strcmp(key, "lun") == 0)
 			continue;
@@ -545,22 +628,9 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 				return ret;
 			continue;
 		}
-		/* targets.conf spells a key one way (no tgtadm alias) */
-		if (!k || strcmp(lun_key_name(k), key) != 0)
-			return cfg_fail(c, v, key, "unknown key");
-		types = cfg_lun_key_types(k);
-		ret = cfg_value_text(v, types, text, sizeof(text));
-		if (ret == -E2BIG)
-			return cfg_fail(c, v, key, "value too long");
-		if (ret == -ERANGE)
-			return cfg_fail(c, v, key, "must not be negative");
+		ret = cfg_lun_key_apply(c, v, key, &l->s);
 		if (ret)
-			return cfg_fail(c, v, key, "expected %s, not %s",
-					cfg_types_text(types),
-					cfg_type_name(config_setting_type(v)));
-		ret = lun_setting_apply(&l->s, key, text, reason, sizeof(reason));
-		if (ret)
-			return cfg_fail(c, v, key, "%s", reason);
+			return ret;
 		if (strcmp(key, "path") == 0 && l->s.path[0] != '/' &&
 		    !strstr(l->s.path, "://") && !lun_cfg_path_is_rbd(g)) {
 			/* Relative to the file, so a config and its images
@@ -574,6 +644,9 @@ static int cfg_lun(struct cfg_ctx *c, const config_setting_t *g,
 		}
 	}
 
+	ret = cfg_lun_globals(c, g, &l->s);
+	if (ret)
+		return ret;
 	/* Point whole-LUN problems at the line that causes them. */
 	if (strcmp(l->s.backend, "file") == 0 && !l->s.path[0])
 		return cfg_fail(c, g, "path", "missing (a file LUN needs one)");
@@ -891,6 +964,7 @@ int config_load(const char *path, struct config *cfg, char *err,
 
 	pv = xzalloc(sizeof(*pv));
 	root = config_root_setting(&lc);
+	c.root = root;
 	for (int i = 0; !ret && i < config_setting_length(root); i++) {
 		config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
 		const char *key = config_setting_name(s);
@@ -905,6 +979,8 @@ int config_load(const char *path, struct config *cfg, char *err,
 			ret = cfg_discovery(&c, s, pv);
 		else if (strcmp(key, "targets") == 0)
 			targets = s;
+		else if (cfg_is_lun_global(key))
+			ret = cfg_lun_global(&c, s);
 		else
 			ret = cfg_fail(&c, s, key, "unknown key");
 	}

@@ -91,6 +91,8 @@ struct cfg_ctx {
 	char dir[PATH_MAX];	/* directory of the file (for relative paths) */
 	char *err;
 	unsigned errlen;
+	/* the file's top level: defaults for the LUNs (cfg_lun_globals) */
+	const config_setting_t *root;
 };
 
 /* "FILE:LINE" of s. */

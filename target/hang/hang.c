@@ -55,6 +55,8 @@ const char *hang_op_name(enum be_op op)
 		return "unmap";
 	case BE_OP_WRITE_ZEROES:
 		return "write-zeroes";
+	case BE_OP_COMPARE_AND_WRITE:
+		return "compare-and-write";
 	}
 	return "?";
 }

@@ -161,7 +161,7 @@ static inline bool hang_retryable(const struct scsi_lun *lun, enum be_op op,
 static inline bool hang_op_writes(enum be_op op)
 {
 	return op == BE_OP_WRITE || op == BE_OP_UNMAP ||
-	       op == BE_OP_WRITE_ZEROES;
+	       op == BE_OP_WRITE_ZEROES || op == BE_OP_COMPARE_AND_WRITE;
 }
 
 /* Does a success of op show that the episode's failing operation (err_op)

@@ -814,10 +814,11 @@ int lun_settings_check(const struct lun_settings *s, const struct backend *be,
 		return fail(err, errlen, -EINVAL,
 			    "alua_group and alua_peer_group must differ");
 	}
-	if (s->alua_group && !lun_settings_is_file(s)) {
+	if (s->alua_group && !lun_settings_is_file(s) &&
+	    strcmp(s->backend, "rbd") != 0) {
 		*key = "alua_group";
 		return fail(err, errlen, -EINVAL,
-			    "alua_group needs a file or block-device store (the ownership lock lives with it)");
+			    "alua_group needs a file, block-device or rbd store (the ownership lock lives next to it, or is the image's exclusive lock)");
 	}
 	if (s->alua_group && !s->alua_state_dir[0] &&
 	    lun_settings_is_blockdev(s)) {

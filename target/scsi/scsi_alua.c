@@ -37,6 +37,12 @@
  * has fenced first.  Only a write the old owner had already handed to the
  * kernel before that can land later (when its store answers).
  *
+ * A store with an ownership lock of its own (backend_ops.owner: an RBD
+ * image's exclusive lock) needs no sidecar: that lock is the ownership,
+ * a forced takeover breaks (and fences) the other holder's, the watchdog
+ * asks the store whether it still holds it, and the identity comes from
+ * the store (the image id).
+ *
  * The sidecar also holds the LUN's identity (a random 64-bit id written by
  * the first node that creates it), from which both nodes derive the same
  * NAA, serial number and device identification when scsi_id / scsi_sn are
@@ -57,6 +63,7 @@
 #include "scsi_internal.h"
 #include "scsi_pr.h"
 #include "scsi_xcopy.h"
+#include "stack.h"
 #include "util.h"
 
 #define ALUA_LOCK_SUFFIX	".holdfast-owner"
@@ -82,6 +89,7 @@ struct scsi_alua {
 	_Atomic uint8_t peer_state;
 	_Atomic uint8_t status;	/* RTPG status of the last change */
 	int fd;			/* the sidecar, -1 if it cannot be opened */
+	struct backend *store;	/* a store with its own lock, or NULL */
 	bool owner;		/* holds the lock on fd */
 	char *path;		/* the sidecar */
 	char *base;		/* the shared state's files without their
@@ -269,7 +277,22 @@ static void alua_id_ensure(struct scsi_alua *a)
 {
 	uint64_t r;
 
-	if (a->id[0] || a->fd < 0)
+	if (a->id[0])
+		return;
+	if (a->store) {
+		char sid[64];
+		const char *why = NULL;
+		uint64_t h = 0xcbf29ce484222325ull;	/* FNV-1a */
+
+		if (a->store->ops->owner(a->store, BE_OWNER_ID, sid,
+					 sizeof(sid), &why) < 0)
+			return;
+		for (const char *c = sid; *c; c++)
+			h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+		snprintf(a->id, sizeof(a->id), "%016" PRIx64, h);
+		return;
+	}
+	if (a->fd < 0)
 		return;
 	for (int i = 0; i < ALUA_ID_READ_TRIES; i++) {
 		if (alua_id_read(a->fd, a->id) == 0)
@@ -304,6 +327,34 @@ static bool alua_sidecar_current(const struct scsi_alua *a)
 	return s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
 }
 
+/* Do we (still) hold the ownership? */
+static bool alua_holds(struct scsi_alua *a)
+{
+	const char *why = NULL;
+
+	if (a->store)
+		return a->owner &&
+		       a->store->ops->owner(a->store, BE_OWNER_QUERY, NULL, 0,
+					    &why) == BE_OWNER_MINE;
+	return a->owner && alua_sidecar_current(a);
+}
+
+static void alua_unlock(struct scsi_alua *a)
+{
+	const char *why = NULL;
+
+	if (a->store) {
+		if (a->store->ops->owner(a->store, BE_OWNER_RELEASE, NULL, 0,
+					 &why) < 0)
+			log_warn("target %s: LUN %" PRIu64 ": %s",
+				 a->lun->target_name, a->lun->id,
+				 why ? why : "cannot release the store's lock");
+	} else {
+		alua_lock_op(a->fd, F_UNLCK);
+	}
+	a->owner = false;
+}
+
 static void alua_reopen(struct scsi_alua *a)
 {
 	if (a->fd >= 0)
@@ -320,6 +371,24 @@ static int alua_lock_take(struct scsi_alua *a, bool force, bool *forced,
 	int err, fd;
 
 	*forced = false;
+	if (a->store) {
+		if (alua_holds(a))
+			return 0;
+		err = a->store->ops->owner(a->store,
+					   force ? BE_OWNER_TAKE_FORCE
+						 : BE_OWNER_TAKE,
+					   NULL, 0, errmsg);
+		if (err < 0)
+			return err;
+		a->owner = true;
+		/* breaking the other holder's lock blocklisted it: that is
+		 * the fence, no interval to wait out */
+		if (force)
+			log_warn("target %s: LUN %" PRIu64 ": ownership taken by "
+				 "force (the other gateway's lock broken)",
+				 a->lun->target_name, a->lun->id);
+		return 0;
+	}
 	if (a->owner && alua_sidecar_current(a))
 		return 0;
 	if (!alua_sidecar_current(a))
@@ -406,9 +475,11 @@ static void alua_set(struct scsi_alua *a, uint8_t before, uint8_t st,
  * fsync applies to the file, through any descriptor. */
 static int alua_flush_store(const struct scsi_alua *a)
 {
-	int fd = open(a->lun->path, O_RDONLY | O_CLOEXEC);
-	int err = 0;
+	int fd, err = 0;
 
+	if (a->store)
+		return 0;	/* releasing its lock flushes it */
+	fd = open(a->lun->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	if (fdatasync(fd) < 0)
@@ -464,10 +535,8 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 	 * a write some path sends without the write gate. */
 	alua_fence(lun, true);
 	bool was_owner = a->owner;
-	if (a->owner) {
-		alua_lock_op(a->fd, F_UNLCK);
-		a->owner = false;
-	}
+	if (a->owner)
+		alua_unlock(a);
 	alua_set(a, before, ALUA_STANDBY, status);
 	if (was_owner)
 		log_info("target %s: LUN %" PRIu64 ": standby (drained and "
@@ -489,7 +558,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	bool forced;
 	int err;
 
-	if (before == ALUA_AO && a->owner && alua_sidecar_current(a))
+	if (before == ALUA_AO && alua_holds(a))
 		return 0;
 	atomic_store(&a->state, ALUA_TRANSITIONING);
 	err = alua_lock_take(a, force, &forced, errmsg);
@@ -514,8 +583,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	 * command is served. */
 	err = scsi_lun_refresh(lun, 0, SCSI_REFRESH_SHARED, &why);
 	if (err) {
-		alua_lock_op(a->fd, F_UNLCK);
-		a->owner = false;
+		alua_unlock(a);
 		alua_set(a, before, ALUA_STANDBY, status);
 		*errmsg = why ? why : "cannot re-read the LUN's state";
 		return err;
@@ -523,8 +591,10 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	alua_fence(lun, false);
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
-		 "lock %s taken%s)", lun->target_name, a->lun->id, a->path,
-		 forced ? " by force, after the fencing interval" : "");
+		 "lock %s taken%s)", lun->target_name, a->lun->id,
+		 a->store ? "of the store" : a->path,
+		 forced ? " by force, after the fencing interval"
+			: force ? " by force" : "");
 	return 0;
 }
 
@@ -578,6 +648,36 @@ static void *alua_watchdog(void *arg)
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&alua_mutex);
 		for (struct scsi_alua *a = alua_list; a; a = a->next) {
+			if (a->store) {
+				const char *why = NULL;
+				int o = a->store->ops->owner(a->store,
+							     BE_OWNER_QUERY,
+							     NULL, 0, &why);
+
+				if (a->owner && o != BE_OWNER_MINE &&
+				    o != -EAGAIN) {
+					alua_fence(a->lun, true);
+					scsi_lun_shared_release(a->lun, false);
+					atomic_store(&a->state,
+						     ALUA_TRANSITIONING);
+					alua_drop_held(a->lun);
+					a->owner = false;
+					alua_set(a, ALUA_AO, ALUA_STANDBY,
+						 RTPG_STATUS_IMPLICIT);
+					atomic_store(&a->peer_state, ALUA_AO);
+					log_err("target %s: LUN %" PRIu64 ": lost "
+						"the store's ownership lock (%s); "
+						"now standby", a->lun->target_name,
+						a->lun->id, o < 0 ? strerror(-o)
+							 : "another gateway took it");
+				} else if (!a->owner) {
+					atomic_store(&a->peer_state,
+						     o == BE_OWNER_OTHER
+							     ? ALUA_AO
+							     : ALUA_STANDBY);
+				}
+				continue;
+			}
 			const char *why;
 			int err;
 
@@ -623,13 +723,23 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	if (*slot)
 		return *slot;
 	char base[PATH_MAX];
+	struct backend *store = be_stack_store(lun->be);
+	bool shared;
 
-	/* lun_settings_check() refused a store without a place for it */
-	if (lun_shared_state_path(s, lun->target_name, "", base, sizeof(base)))
+	if (store && !store->ops->owner)
+		store = NULL;
+	/* lun_settings_check() refused a store without a place for its
+	 * lock; a store with a lock of its own (RBD) needs no place, and
+	 * without alua_state_dir it has no shared files (reservations and
+	 * bitmaps stay this node's) */
+	shared = !lun_shared_state_path(s, lun->target_name, "", base,
+					sizeof(base));
+	if (!shared && !store)
 		return NULL;
 	a = calloc(1, sizeof(*a));
-	if (!a || !(a->base = strdup(base)) ||
-	    asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX, base) < 0) {
+	if (!a || (shared && (!(a->base = strdup(base)) ||
+			      asprintf(&a->path, "%s" ALUA_LOCK_SUFFIX,
+				       base) < 0))) {
 		if (a)
 			free(a->base);
 		free(a);
@@ -639,7 +749,8 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
 	atomic_init(&a->status, RTPG_STATUS_NONE);
-	a->fd = alua_open_sidecar(a->path, false);
+	a->store = store;
+	a->fd = a->store ? -1 : alua_open_sidecar(a->path, false);
 	alua_id_ensure(a);
 	a->next = alua_list;
 	alua_list = a;
@@ -657,10 +768,8 @@ static int alua_apply_locked(struct scsi_lun *lun,
 
 	if (!s->alua_group) {
 		a = alua_of(lun);
-		if (a && a->owner) {
-			alua_lock_op(a->fd, F_UNLCK);
-			a->owner = false;
-		}
+		if (a && a->owner)
+			alua_unlock(a);
 		if (a)
 			atomic_store(&a->state, ALUA_AO);
 		alua_fence(lun, false);
@@ -711,7 +820,7 @@ char *scsi_alua_state_file(struct scsi_lun *lun, const char *suffix)
 	struct scsi_alua *a = alua_of(lun);
 	char *p;
 
-	if (!a || asprintf(&p, "%s%s", a->base, suffix) < 0)
+	if (!a || !a->base || asprintf(&p, "%s%s", a->base, suffix) < 0)
 		return NULL;
 	return p;
 }
@@ -757,7 +866,8 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 			alua_state_name(scsi_alua_peer_state(lun)),
 			a && a->id[0] ? a->id : "-",
 			lun->be && be_fenced(lun->be) ? ", store fenced" : "",
-			a ? a->path : "-");
+			!a ? "-" : a->store ? "the store's own (exclusive lock)"
+					    : a->path);
 }
 
 /* ---- REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.40) ---- */

@@ -191,6 +191,7 @@ void sbc_media_finish(struct scsi_cmd *cmd, int res)
 		atomic_fetch_add(&lun->read_bytes, m->io.length);
 		break;
 	case BE_OP_WRITE:
+	case BE_OP_COMPARE_AND_WRITE:
 		atomic_fetch_add(&lun->writes, 1);
 		atomic_fetch_add(&lun->write_bytes, m->io.length);
 		break;
@@ -236,9 +237,12 @@ enum scsi_exec_result sbc_media_submit(struct scsi_cmd *cmd, enum be_op op,
 	m->io.flags = flags;
 	m->io.offset = offset;
 	m->io.length = length;
-	if (op == BE_OP_READ || op == BE_OP_WRITE) {
+	if (op == BE_OP_READ || op == BE_OP_WRITE ||
+	    op == BE_OP_COMPARE_AND_WRITE) {
+		/* COMPARE AND WRITE: the verify data, then the write data */
 		cmd->iov.iov_base = data;
-		cmd->iov.iov_len = length;
+		cmd->iov.iov_len = op == BE_OP_COMPARE_AND_WRITE ? 2 * length
+								  : length;
 		m->io.iov = &cmd->iov;
 		m->io.iovcnt = 1;
 	}

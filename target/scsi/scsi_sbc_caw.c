@@ -6,17 +6,32 @@
  * with the offset of the first differing byte.  Atomicity against other
  * COMPARE AND WRITEs (what ATS locking on VMFS or a cluster lock needs)
  * comes from scsi_caw_lock(): one at a time per LUN.  Both media steps go
- * through the hang engine like any read and write. */
+ * through the hang engine like any read and write.
+ *
+ * A store that compares and writes itself (backend.caw_max: RBD, with
+ * rbd_aio_compare_and_write, for one 512-byte sector) gets the whole
+ * command as one BE_OP_COMPARE_AND_WRITE instead: atomic on the cluster,
+ * against every client of the image and not only this LUN's commands,
+ * and one round trip instead of two. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "scsi_internal.h"
+#include "stack.h"
 #include "util.h"
 
 #define CAW_CDB_PROTECT_MASK	0xe0
 #define CAW_CDB_FUA		0x08
 #define CAW_CDB_NBLOCKS		13
+
+static unsigned caw_write_flags(struct scsi_cmd *cmd)
+{
+	return (cmd->cdb[1] & CAW_CDB_FUA) ||
+			       !lun_settings_get(cmd->lun)->write_cache
+		       ? BE_IO_FUA
+		       : 0;
+}
 
 static void caw_write_done(struct media_io *m, int res)
 {
@@ -52,11 +67,32 @@ static void caw_read_done(struct media_io *m, int res)
 	}
 	free(medium);
 
-	unsigned flags = (cmd->cdb[1] & CAW_CDB_FUA) || !lun_settings_get(lun)->write_cache ?
-				 BE_IO_FUA : 0;
-	sbc_media_submit(cmd, BE_OP_WRITE, flags,
+	sbc_media_submit(cmd, BE_OP_WRITE, caw_write_flags(cmd),
 			 cmd->lba * lun_settings_get(lun)->block_size, len, cmd->buf + len,
 			 caw_write_done);
+}
+
+static void caw_store_done(struct media_io *m, int res)
+{
+	struct scsi_cmd *cmd = m->owner;
+
+	scsi_caw_unlock(cmd->lun);
+	if (res == -EILSEQ && !cmd->aborted) {
+		scsi_sense_info(cmd, SENSE_KEY_MISCOMPARE,
+				ASC_MISCOMPARE_DURING_VERIFY,
+				m->io.miscompare_offset);
+		scsi_cmd_complete(cmd);
+		return;
+	}
+	sbc_media_finish(cmd, res);
+}
+
+/* Does the store compare and write [off, off+len) itself? */
+static bool caw_by_store(struct scsi_lun *lun, uint64_t off, uint32_t len)
+{
+	uint32_t max = be_stack_caw_max(lun->be);
+
+	return max && len <= max && off / max == (off + len - 1) / max;
 }
 
 /* Runs with the LUN's COMPARE AND WRITE lock held. */
@@ -64,7 +100,13 @@ static enum scsi_exec_result caw_start(struct scsi_cmd *cmd)
 {
 	struct scsi_lun *lun = cmd->lun;
 	uint32_t len = cmd->nblocks * lun_settings_get(lun)->block_size;
+	uint64_t off = cmd->lba * lun_settings_get(lun)->block_size;
 	void *medium;
+
+	if (caw_by_store(lun, off, len))
+		return sbc_media_submit(cmd, BE_OP_COMPARE_AND_WRITE,
+					caw_write_flags(cmd), off, len,
+					cmd->buf, caw_store_done);
 
 	if (posix_memalign(&medium, 4096, len)) {
 		scsi_caw_unlock(lun);

@@ -800,12 +800,33 @@ static void test_block_status_async(void)
 	fake_free(f);
 }
 
+/* A node that must see COMPARE AND WRITE as a write (the mirror) turns
+ * the store's own compare-and-write off for the whole stack. */
+static void test_caw_opaque(void)
+{
+	struct fake_store *f = fake_new(true);
+	struct backend *store = fake_node(f), *root = NULL;
+
+	store->caw_max = 512;
+	CHECK(be_stack_open(store, &root) == 0);
+	CHECK(be_stack_caw_max(root) == 512, "the store's caw_max");
+	CHECK(insert(root, &be_passthrough_ops, NULL, BE_STACK_TOP, NULL) == 0);
+	CHECK(be_stack_caw_max(root) == 512, "a plain filter passes it on");
+	backend_inner(root)->caw_opaque = true;
+	CHECK(be_stack_caw_max(root) == 0, "an opaque filter turns it off");
+	backend_inner(root)->caw_opaque = false;
+	CHECK(be_stack_caw_max(root) == 512);
+	be_stack_close(root);
+	fake_free(f);
+}
+
 int main(void)
 {
 	if (harness_start())
 		return 1;
 	test_block_status_async();
 	test_positions();
+	test_caw_opaque();
 	test_remove_drains();
 	test_retired_reaped_alone();
 	test_set_filters();
