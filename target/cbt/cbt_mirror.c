@@ -421,6 +421,8 @@ static void job_switch(struct mirror_job *j)
 
 /* ---- the pump and the tick ---- */
 
+static void job_check_ready(struct mirror_job *j, bool drained);
+
 void mirror_pump(struct mirror_job *j)
 {
 	bool wrapped = false;
@@ -474,6 +476,7 @@ void mirror_pump(struct mirror_job *j)
 		}
 		j->cursor = c1 + 1;
 	}
+	job_check_ready(j, true);
 	job_try_pivot(j);
 }
 
@@ -492,10 +495,38 @@ static void set_wb(struct mirror_job *j, bool on, const char *why)
 		 on ? "write-blocking" : "background", why);
 }
 
+/* Ready: phase 1 is over and what is left can be written in about a
+ * second at the measured rate.  The tick judges by the rate; the pump
+ * (drained=true) only the case of nothing left at all, so that a copy
+ * that finishes between two ticks is ready at once, not up to a tick
+ * later. */
+static void job_check_ready(struct mirror_job *j, bool drained)
+{
+	uint64_t now, rem;
+
+	if (j->failing || !j->phase1_done ||
+	    atomic_load(&j->state) != CBT_MIRROR_RUNNING)
+		return;
+	rem = job_remaining(j);
+	if (rem && (drained || rem > atomic_load(&j->rate_bps) *
+				    CBT_MIRROR_READY_WINDOW_MS / 1000))
+		return;
+	now = now_ms();
+	pthread_mutex_lock(&jobs_lock);	/* show reads it */
+	j->ready_ms = now - j->start_ms;
+	pthread_mutex_unlock(&jobs_lock);
+	log_info("job %u: mirror ready after %llu ms (%llu dirty bytes left, destination %llu bytes/s, %s)",
+		 j->id, (unsigned long long)(now - j->start_ms),
+		 (unsigned long long)rem,
+		 (unsigned long long)atomic_load(&j->rate_bps),
+		 atomic_load(&j->wb) ? "write-blocking" : "background");
+	job_set_state(j, CBT_MIRROR_READY);
+}
+
 static void tick_fire(struct ev_timer *t)
 {
 	struct mirror_job *j = t->arg;
-	uint64_t now = now_ms(), bytes = 0, ms = 0, rem;
+	uint64_t now = now_ms(), bytes = 0, ms = 0;
 
 	j->tick_armed = false;
 	if (j->finished || j->pivoted)
@@ -515,21 +546,7 @@ static void tick_fire(struct ev_timer *t)
 	}
 	if (ms)
 		atomic_store(&j->rate_bps, bytes * 1000 / ms);
-	rem = job_remaining(j);
-	if (!j->failing && j->phase1_done &&
-	    atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
-	    (!rem || rem <= atomic_load(&j->rate_bps) *
-			     CBT_MIRROR_READY_WINDOW_MS / 1000)) {
-		pthread_mutex_lock(&jobs_lock);	/* show reads it */
-		j->ready_ms = now - j->start_ms;
-		pthread_mutex_unlock(&jobs_lock);
-		log_info("job %u: mirror ready after %llu ms (%llu dirty bytes left, destination %llu bytes/s, %s)",
-			 j->id, (unsigned long long)(now - j->start_ms),
-			 (unsigned long long)rem,
-			 (unsigned long long)atomic_load(&j->rate_bps),
-			 atomic_load(&j->wb) ? "write-blocking" : "background");
-		job_set_state(j, CBT_MIRROR_READY);
-	}
+	job_check_ready(j, false);
 	if (!j->failing && atomic_load(&j->mode) == CBT_MIRROR_AUTO &&
 	    !atomic_load(&j->wb) && atomic_load(&j->state) == CBT_MIRROR_RUNNING &&
 	    now - j->start_ms >= (uint64_t)j->p.switch_after_s * 1000)
