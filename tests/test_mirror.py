@@ -215,6 +215,20 @@ def test_mirror_idle_lun_and_complete(d):
     assert "had not ended" not in d.log_text()
 
 
+def test_ready_at_once_when_nothing_is_left(d):
+    """An all-hole LUN to a fresh destination has nothing to copy: the job
+    is ready as soon as it starts, not at its first 100 ms tick (the
+    tick's rate-based judgement is for the case with data still left)."""
+    dst = d.path("moved-empty.img")
+    j = mirror_new(d, "target=%s,copy_mode=background" % dst)
+    info = wait_state(d, j, ("ready",), 30)
+    assert info["bytes_done"] == info["bytes_total"] == 0, info  # holes
+    assert info["dirty_bytes"] == 0, info
+    assert info["ready_ms"] < 100, info
+    job_update(d, j, "action=cancel")
+    wait_state(d, j, ("cancelled",), 30)
+
+
 def test_mirror_refusals(d):
     r = mirror_new(d, "target=relative.img", check=False)
     assert r.returncode != 0
