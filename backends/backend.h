@@ -135,6 +135,16 @@ struct backend_ops {
 	 * QUERY) or -errno with *errmsg.  buf/len only for BE_OWNER_ID. */
 	int (*owner)(struct backend *be, enum be_owner_op op, char *buf,
 		     unsigned len, const char **errmsg);
+	/* Optional: small named values kept in the store itself (an RBD
+	 * image's metadata), so whichever gateway owns the store reads what
+	 * the one before wrote: the reservation state (scsi_pr_store.c) lives
+	 * there instead of in a file when the store offers both.  Any thread;
+	 * may block.  meta_get: 0 with *val a malloc'd NUL-terminated string,
+	 * -ENOENT when key is not set, or -errno.  meta_set: one call
+	 * replaces the whole value atomically; val NULL removes the key (0
+	 * also when it was not set).  0 or -errno. */
+	int (*meta_get)(struct backend *be, const char *key, char **val);
+	int (*meta_set)(struct backend *be, const char *key, const char *val);
 };
 
 /* struct backend.thin */

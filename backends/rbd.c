@@ -1175,6 +1175,65 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 	return err;
 }
 
+/* ---- small values in the image's metadata (backend.h) ---- */
+
+static int be_rbd_meta_get(struct backend *be, const char *key, char **val)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in = be_rbd_pin(b);
+	size_t len = 256;
+	char *buf = NULL;
+	int err;
+
+	if (!in)
+		return -EAGAIN;
+	for (;;) {
+		char *nb = realloc(buf, len + 1);
+
+		if (!nb) {
+			err = -ENOMEM;
+			break;
+		}
+		buf = nb;
+		/* len in: the buffer's size; out: the value's, with its
+		 * NUL (-ERANGE: too small, len says how big) */
+		err = rbd_metadata_get(in->image, key, buf, &len);
+		if (err != -ERANGE)
+			break;
+	}
+	be_rbd_unpin(b, in);
+	if (err < 0) {
+		free(buf);
+		return err;
+	}
+	buf[len] = 0;
+	*val = buf;
+	return 0;
+}
+
+static int be_rbd_meta_set(struct backend *be, const char *key,
+			   const char *val)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in;
+	int err;
+
+	if (be->readonly)
+		return -EROFS;
+	in = be_rbd_pin(b);
+	if (!in)
+		return -EAGAIN;
+	if (val) {
+		err = rbd_metadata_set(in->image, key, val);
+	} else {
+		err = rbd_metadata_remove(in->image, key);
+		if (err == -ENOENT)
+			err = 0;
+	}
+	be_rbd_unpin(b, in);
+	return err;
+}
+
 static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct be_rbd *b = be->priv;
@@ -1210,4 +1269,6 @@ const struct backend_ops be_rbd_ops = {
 	.block_status = be_rbd_block_status,
 	.resize = be_rbd_resize,
 	.owner = be_rbd_owner,
+	.meta_get = be_rbd_meta_get,
+	.meta_set = be_rbd_meta_set,
 };

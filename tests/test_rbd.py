@@ -685,3 +685,81 @@ def test_two_gateways_exclusive_lock_handover_and_forced_takeover(
     data = ceph.export(image)
     same(data[3 * 512:4 * 512], b"\x33" * 512, "image bytes")
     same(data[8 * 512:10 * 512], b"\x5a" * 512 + b"\x66" * 512, "image bytes")
+
+
+def test_two_gateways_reservation_in_image_metadata(ceph, image, holdfast):
+    """Without alua_state_dir the gateways share no file: the reservation
+    state lives in the image's metadata (key holdfast.pr), written by the
+    active gateway on every change and read by the other when it becomes
+    active.  Mirrors test_alua.py's reservation-across-takeover test (no
+    APTPL): after a handover and after a forced takeover from a killed
+    gateway, the new active one reports the registrations and the
+    reservation, and fences the initiator that does not hold it."""
+    import struct
+    from test_alua import CONFLICT, GOOD, Sess, update
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    b.ok_exit = {0, -9}
+    h1 = dict(isid=b"\x80\x00\x00\x00\x00\x11",
+              initiator="iqn.2026-11.org.example:host1")
+    h2 = dict(isid=b"\x80\x00\x00\x00\x00\x22",
+              initiator="iqn.2026-11.org.example:host2")
+    key1, key2 = struct.pack(">Q", 0x1234), struct.pack(">Q", 0x5678)
+    sess = []
+
+    def login(d, h):
+        s = Sess(d, **h)
+        sess.append(s)
+        s.settle()
+        return s
+
+    def register(s, key):
+        assert s.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                     data=bytes(8) + key + bytes(8))[0] == GOOD
+
+    def keys_and_holder(s):
+        st, d, _, _ = s.cmd("5e00000000000000ff00", read_len=255)
+        assert st == GOOD
+        n = struct.unpack(">I", d[4:8])[0]
+        keys = sorted(d[8 + i:16 + i] for i in range(0, n, 8))
+        st, d, _, _ = s.cmd("5e01000000000000ff00", read_len=255)
+        assert st == GOOD
+        held = (d[8:16], d[21] & 0x0f) if struct.unpack(
+            ">I", d[4:8])[0] else None
+        return keys, held
+
+    try:
+        i1 = login(a, h1)
+        register(i1, key1)
+        # RESERVE, Write Exclusive, APTPL not set
+        assert i1.cmd(bytes([0x5f, 0x01, 0x01, 0, 0, 0, 0, 0, 24, 0]),
+                      data=key1 + bytes(16))[0] == GOOD
+        meta = ceph.rbd("image-meta", "get", "rbd/%s" % image,
+                        "holdfast.pr")
+        assert "reservation 1 0" in meta and "aptpl 0" in meta, meta
+        # handover: A standby, B active
+        update(a, "alua_state=standby")
+        update(b, "alua_state=active")
+        j1, j2 = login(b, h1), login(b, h2)
+        assert keys_and_holder(j2) == ([key1], (key1, 1))
+        assert j2.write(0, b"\x01" * 512)[0] == CONFLICT
+        assert j1.write(0, b"\x02" * 512)[0] == GOOD
+        # B (active) changes the state: host2 registers too
+        register(j2, key2)
+        # B dies holding the image's lock; A takes over by force
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait()
+        update(a, "alua_state=active,force=1")
+        k1, k2 = login(a, h1), login(a, h2)
+        assert keys_and_holder(k2) == ([key1, key2], (key1, 1))
+        assert k2.write(0, b"\x03" * 512)[0] == CONFLICT
+        assert k1.write(0, b"\x04" * 512)[0] == GOOD
+    finally:
+        for s in sess:
+            try:
+                s.close()
+            except Exception:   # the killed gateway's sessions
+                pass
+    same(ceph.export(image)[:512], b"\x04" * 512, "image bytes")

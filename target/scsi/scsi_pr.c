@@ -121,7 +121,7 @@ struct scsi_pr *scsi_pr_state(struct scsi_lun *lun)
 		return NULL;
 	pthread_mutex_init(&pr->lock, NULL);
 	pr->lun = lun;
-	pr->path = scsi_pr_store_path(lun);
+	pr->path = scsi_pr_store_path(lun, &pr->meta);
 	if (!__atomic_compare_exchange_n(slot, &expected, pr, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		scsi_pr_free(pr);

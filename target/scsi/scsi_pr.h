@@ -130,6 +130,8 @@ struct scsi_pr {
 	uint8_t type, scope;
 	bool aptpl;		/* last REGISTER asked to persist */
 	char *path;		/* APTPL state file; NULL: PTPL_C = 0 */
+	bool meta;		/* kept in the store's metadata instead
+				 * (backend_ops.meta_set); path is its label */
 	/* SPC-2 RESERVE: held by one session until RELEASE, a reset or
 	 * the nexus' loss */
 	bool spc2_reserved;
@@ -162,7 +164,9 @@ int scsi_pr_transport_id_parse(const uint8_t *p, uint32_t len,
 			       struct scsi_pr_reg *out, uint32_t *used);
 
 /* scsi_pr_store.c: the APTPL state file */
-char *scsi_pr_store_path(const struct scsi_lun *lun);
+/* Where lun's reservation state lives: a file's path, or (*meta set) the
+ * label of the store's metadata key; NULL: nowhere (PTPL_C = 0). */
+char *scsi_pr_store_path(const struct scsi_lun *lun, bool *meta);
 int scsi_pr_store_save(const struct scsi_pr *pr);
 int scsi_pr_store_load(struct scsi_pr *pr);
 void scsi_pr_store_remove(const struct scsi_pr *pr);

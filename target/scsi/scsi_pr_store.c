@@ -27,6 +27,14 @@
  * fenced with PR keeps its fence.  "aptpl 0" says the state was kept for
  * that reason only.
  *
+ * A store that keeps small values of its own (backend_ops.meta_get /
+ * meta_set: an RBD image's metadata) holds the same text under the key
+ * PR_META_KEY instead of a file, unless a shared state file is configured
+ * (alua_state_dir): every gateway in front of the image reads it there
+ * after a handover, with no shared filesystem.  One meta_set replaces the
+ * whole value, so it is as atomic as the rename.  Only the active gateway
+ * writes it (a standby one refuses PERSISTENT RESERVE OUT, scsi_alua.c).
+ *
  * The file goes away when an initiator clears APTPL.  A file that does not
  * parse is ignored with a log line (the LUN starts with no registrations),
  * never half applied. */
@@ -42,6 +50,7 @@
 
 #include "scsi_internal.h"
 #include "scsi_pr.h"
+#include "stack.h"
 #include "target.h"
 #include "util.h"
 
@@ -50,11 +59,35 @@
 #define PR_STORE_SUFFIX		".pr"
 #define PR_STORE_TMP		".tmp"
 #define PR_STORE_LINE_MAX	512
+#define PR_META_KEY		"holdfast.pr"
 
-char *scsi_pr_store_path(const struct scsi_lun *lun)
+/* The store node under lun's block stack when it keeps values of its own,
+ * else NULL. */
+static struct backend *pr_meta_store(const struct scsi_lun *lun)
+{
+	struct backend *store = lun->be ? be_stack_store(lun->be) : NULL;
+
+	return store && store->ops->meta_get && store->ops->meta_set ? store
+								     : NULL;
+}
+
+/* The label of the metadata state in log lines and pr->path */
+static char *pr_meta_label(const struct scsi_lun *lun)
+{
+	char *p = NULL;
+
+	if (asprintf(&p, "metadata key " PR_META_KEY " of %s",
+		     lun->path[0] ? lun->path : "the store") < 0)
+		return NULL;
+	return p;
+}
+
+char *scsi_pr_store_path(const struct scsi_lun *lun, bool *meta)
 {
 	const char *dir = getenv(PR_STORE_DIR_ENV);
 	char *p = NULL;
+
+	*meta = false;
 
 	/* shared with the other node (lun_shared_state_path): from the ALUA
 	 * state, without a settings snapshot (the ALUA worker may be the
@@ -70,9 +103,19 @@ char *scsi_pr_store_path(const struct scsi_lun *lun)
 		if (lun_shared_state_path(set,
 					  lun->target ? lun->target->name
 						      : lun->target_name,
-					  PR_STORE_SUFFIX, path, sizeof(path)))
-			return NULL;
+					  PR_STORE_SUFFIX, path, sizeof(path))) {
+			/* no shared file: the store's own metadata, if it
+			 * has some (RBD), else this node's only */
+			if (!pr_meta_store(lun))
+				return NULL;
+			*meta = true;
+			return pr_meta_label(lun);
+		}
 		return strdup(path);
+	}
+	if (pr_meta_store(lun)) {
+		*meta = true;
+		return pr_meta_label(lun);
 	}
 	if (dir && *dir) {
 		char name[TGT_NAME_MAX];
@@ -157,6 +200,13 @@ int scsi_pr_store_save(const struct scsi_pr *pr)
 	}
 	if (!pr->aptpl)
 		len += (size_t)snprintf(buf + len, cap - len, "aptpl 0\n");
+	if (pr->meta) {
+		struct backend *store = pr_meta_store(pr->lun);
+
+		err = store ? store->ops->meta_set(store, PR_META_KEY, buf)
+			    : -ENODEV;
+		goto out;
+	}
 	if (asprintf(&tmp, "%s" PR_STORE_TMP, pr->path) < 0) {
 		err = -ENOMEM;
 		goto out;
@@ -186,6 +236,17 @@ out:
 
 void scsi_pr_store_remove(const struct scsi_pr *pr)
 {
+	if (pr->meta) {
+		struct backend *store = pr_meta_store(pr->lun);
+		int err = store ? store->ops->meta_set(store, PR_META_KEY, NULL)
+				: -ENODEV;
+
+		if (err)
+			log_warn("LUN %lu: removing the %s: %s",
+				 (unsigned long)pr->lun->id, pr->path,
+				 strerror(-err));
+		return;
+	}
 	if (unlink(pr->path) < 0 && errno != ENOENT)
 		log_warn("LUN %lu: removing %s: %s",
 			 (unsigned long)pr->lun->id, pr->path,
@@ -275,14 +336,36 @@ static int load_file(struct scsi_pr *pr, FILE *f, unsigned *lineno)
 
 int scsi_pr_store_load(struct scsi_pr *pr)
 {
-	FILE *f = fopen(pr->path, "re");
+	char *text = NULL;
 	unsigned lineno;
+	FILE *f;
 	int err;
 
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
+	if (pr->meta) {
+		struct backend *store = pr_meta_store(pr->lun);
+
+		err = store ? store->ops->meta_get(store, PR_META_KEY, &text)
+			    : -ENODEV;
+		if (err == -ENOENT)
+			return 0;
+		if (err < 0) {
+			log_err("LUN %lu: reading the %s: %s",
+				(unsigned long)pr->lun->id, pr->path,
+				strerror(-err));
+			return err;
+		}
+		f = fmemopen(text, strlen(text), "r");
+	} else {
+		f = fopen(pr->path, "re");
+	}
+	if (!f) {
+		err = errno == ENOENT ? 0 : -errno;
+		free(text);
+		return err;
+	}
 	err = load_file(pr, f, &lineno);
 	fclose(f);
+	free(text);
 	if (err < 0) {
 		log_err("LUN %lu: %s:%u: not a reservation state file; "
 			"starting with no registrations",
@@ -328,13 +411,17 @@ int scsi_pr_store_moved(struct scsi_lun *lun, const char *store_path)
 	 * file's name from lun->path again */
 	struct scsi_pr *pr = lun->scsi ? scsi_pr_state(lun) : NULL;
 	char *old, *path;
+	bool old_meta, meta;
 	int err = 0;
 
+	/* a state kept in a store's metadata is not moved: only files
+	 * follow a pivot */
 	if (!pr) {
-		old = scsi_pr_store_path(lun);
+		old = scsi_pr_store_path(lun, &old_meta);
 		snprintf(lun->path, sizeof(lun->path), "%s", store_path);
-		path = scsi_pr_store_path(lun);
-		if (old && path && strcmp(old, path) && access(old, F_OK) == 0 &&
+		path = scsi_pr_store_path(lun, &meta);
+		if (old && path && !old_meta && !meta && strcmp(old, path) &&
+		    access(old, F_OK) == 0 &&
 		    rename(old, path) < 0)
 			err = -errno;
 		free(old);
@@ -343,14 +430,16 @@ int scsi_pr_store_moved(struct scsi_lun *lun, const char *store_path)
 	}
 	pthread_mutex_lock(&pr->lock);
 	snprintf(lun->path, sizeof(lun->path), "%s", store_path);
-	path = scsi_pr_store_path(lun);
+	path = scsi_pr_store_path(lun, &meta);
 	old = pr->path;
+	old_meta = pr->meta;
 	if (old && path && !strcmp(old, path)) {
 		free(path);	/* HOLDFAST_PR_DIR: named after the LUN */
 		goto out;
 	}
 	pr->path = path;
-	if (old && path && access(old, F_OK) == 0) {
+	pr->meta = meta;
+	if (old && path && !old_meta && !meta && access(old, F_OK) == 0) {
 		err = scsi_pr_store_save(pr);
 		if (!err && unlink(old) < 0 && errno != ENOENT)
 			err = -errno;
