@@ -763,3 +763,49 @@ def test_two_gateways_reservation_in_image_metadata(ceph, image, holdfast):
             except Exception:   # the killed gateway's sessions
                 pass
     same(ceph.export(image)[:512], b"\x04" * 512, "image bytes")
+
+
+def test_aptpl_reservation_in_image_metadata_survives_restart(ceph, image,
+                                                             holdfast):
+    """A single gateway keeps APTPL state in the image's metadata too (an
+    RBD LUN has no file next to it): it survives a restart, and clearing
+    APTPL removes the key."""
+    import struct
+    from test_alua import CONFLICT, GOOD, Sess
+    d = holdfast(luns=[rbd_lun(ceph, image)])
+    key = struct.pack(">Q", 0xabc)
+    h1 = dict(isid=b"\x80\x00\x00\x00\x00\x11",
+              initiator="iqn.2026-11.org.example:host1")
+    h2 = dict(isid=b"\x80\x00\x00\x00\x00\x22",
+              initiator="iqn.2026-11.org.example:host2")
+    s = Sess(d, **h1)
+    try:
+        s.settle()
+        # REGISTER with APTPL (byte 20 bit 0), RESERVE Exclusive Access
+        assert s.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                     data=bytes(8) + key + bytes(4) + b"\x01" +
+                     bytes(3))[0] == GOOD
+        assert s.cmd(bytes([0x5f, 0x01, 0x03, 0, 0, 0, 0, 0, 24, 0]),
+                     data=key + bytes(16))[0] == GOOD
+    finally:
+        s.close()
+    meta = ceph.rbd("image-meta", "get", "rbd/%s" % image, "holdfast.pr")
+    assert "reservation 3 0" in meta and "aptpl 0" not in meta, meta
+    d.restart()
+    s1, s2 = Sess(d, **h1), Sess(d, **h2)
+    try:
+        s1.settle()
+        s2.settle()
+        st, data, _, _ = s2.cmd("5e01000000000000ff00", read_len=255)
+        assert st == GOOD and data[8:16] == key and data[21] & 0x0f == 3
+        assert s2.read(0)[0] == CONFLICT
+        assert s1.read(0)[0] == GOOD
+        # REGISTER with the key and service action key 0, APTPL clear:
+        # unregisters (and releases); the state is no longer kept
+        assert s1.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                      data=key + bytes(16))[0] == GOOD
+    finally:
+        s1.close()
+        s2.close()
+    assert "holdfast.pr" not in ceph.rbd("image-meta", "list",
+                                         "rbd/%s" % image)
