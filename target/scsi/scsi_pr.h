@@ -132,6 +132,9 @@ struct scsi_pr {
 	char *path;		/* APTPL state file; NULL: PTPL_C = 0 */
 	bool meta;		/* kept in the store's metadata instead
 				 * (backend_ops.meta_set); path is its label */
+	bool unread;		/* the metadata could not be read (the store
+				 * was not open): read it again before any
+				 * change, never overwrite it unseen */
 	/* SPC-2 RESERVE: held by one session until RELEASE, a reset or
 	 * the nexus' loss */
 	bool spc2_reserved;
@@ -169,6 +172,8 @@ int scsi_pr_transport_id_parse(const uint8_t *p, uint32_t len,
 char *scsi_pr_store_path(const struct scsi_lun *lun, bool *meta);
 int scsi_pr_store_save(const struct scsi_pr *pr);
 int scsi_pr_store_load(struct scsi_pr *pr);
+/* Forget the state and load it again (pr->lock held).  0 or -errno. */
+int scsi_pr_store_reload_locked(struct scsi_pr *pr);
 void scsi_pr_store_remove(const struct scsi_pr *pr);
 #endif
 

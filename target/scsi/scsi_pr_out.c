@@ -520,6 +520,18 @@ enum scsi_exec_result spc_pr_out(struct scsi_cmd *cmd)
 		free(c);
 		return conflict(cmd);
 	}
+	/* the state in the store's metadata could not be read (the store
+	 * was reconnecting): a change made without it would overwrite
+	 * registrations this node does not know */
+	if (pr->unread) {
+		err = scsi_pr_store_reload_locked(pr);
+		if (pr->unread) {
+			pthread_mutex_unlock(&pr->lock);
+			free(c);
+			scsi_set_backend_error(cmd, err < 0 ? err : -EIO, true);
+			return SCSI_EXEC_DONE;
+		}
+	}
 	if (snap_take(pr, &snap) < 0) {
 		pthread_mutex_unlock(&pr->lock);
 		free(c);

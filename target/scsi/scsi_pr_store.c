@@ -346,10 +346,12 @@ int scsi_pr_store_load(struct scsi_pr *pr)
 
 		err = store ? store->ops->meta_get(store, PR_META_KEY, &text)
 			    : -ENODEV;
+		pr->unread = err < 0 && err != -ENOENT;
 		if (err == -ENOENT)
 			return 0;
 		if (err < 0) {
-			log_err("LUN %lu: reading the %s: %s",
+			log_err("LUN %lu: reading the %s: %s (read again "
+				"before the next PERSISTENT RESERVE OUT)",
 				(unsigned long)pr->lun->id, pr->path,
 				strerror(-err));
 			return err;
@@ -383,14 +385,10 @@ int scsi_pr_store_load(struct scsi_pr *pr)
 	return 0;
 }
 
-int scsi_pr_reload(struct scsi_lun *lun)
+int scsi_pr_store_reload_locked(struct scsi_pr *pr)
 {
-	struct scsi_pr *pr = scsi_pr_state(lun);
 	int err = 0;
 
-	if (!pr)
-		return -ENOMEM;
-	pthread_mutex_lock(&pr->lock);
 	pr->nregs = 0;
 	pr->reserved = false;
 	pr->type = pr->scope = 0;
@@ -400,6 +398,18 @@ int scsi_pr_reload(struct scsi_lun *lun)
 	if (pr->path)
 		err = scsi_pr_store_load(pr);
 	scsi_pr_update_active(pr);
+	return err;
+}
+
+int scsi_pr_reload(struct scsi_lun *lun)
+{
+	struct scsi_pr *pr = scsi_pr_state(lun);
+	int err;
+
+	if (!pr)
+		return -ENOMEM;
+	pthread_mutex_lock(&pr->lock);
+	err = scsi_pr_store_reload_locked(pr);
 	pthread_mutex_unlock(&pr->lock);
 	return err;
 }
