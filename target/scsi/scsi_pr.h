@@ -172,6 +172,10 @@ int scsi_pr_transport_id_parse(const uint8_t *p, uint32_t len,
 char *scsi_pr_store_path(const struct scsi_lun *lun, bool *meta);
 int scsi_pr_store_save(const struct scsi_pr *pr);
 int scsi_pr_store_load(struct scsi_pr *pr);
+/* Parse a state text (as a state file or metadata value holds) into pr,
+ * which must be empty (pr->lock held or not yet shared).  0 or -EINVAL
+ * (pr then holds what was parsed so far: the caller empties it). */
+int scsi_pr_store_parse(struct scsi_pr *pr, const char *text, size_t len);
 /* Forget the state and load it again (pr->lock held).  0 or -errno. */
 int scsi_pr_store_reload_locked(struct scsi_pr *pr);
 void scsi_pr_store_remove(const struct scsi_pr *pr);

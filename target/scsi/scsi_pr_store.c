@@ -334,6 +334,19 @@ static int load_file(struct scsi_pr *pr, FILE *f, unsigned *lineno)
 	return 0;
 }
 
+int scsi_pr_store_parse(struct scsi_pr *pr, const char *text, size_t len)
+{
+	FILE *f = len ? fmemopen((void *)text, len, "r") : NULL;
+	unsigned lineno;
+	int err;
+
+	if (!f)
+		return -EINVAL;
+	err = load_file(pr, f, &lineno);
+	fclose(f);
+	return err;
+}
+
 int scsi_pr_store_load(struct scsi_pr *pr)
 {
 	char *text = NULL;
