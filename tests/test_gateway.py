@@ -814,3 +814,33 @@ def test_read_waits_for_overlapping_write_in_flight(env):
         assert read_san(image, lba, 128) == bytes([p]) * 128 * BS
     c.close()
     gw.stop()
+
+
+def test_top_level_gateway_keys_are_every_gateway_lun_default(holdfast):
+    """initiator_name (and the SAN timeouts) may stand at the top of
+    targets.conf as the default of every gateway LUN; a LUN's own key
+    wins.  No SAN needed: with `size` set a gateway LUN starts while its
+    SAN does not answer (here a loopback port nobody listens on)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                   # nothing listens there now
+    url = "iscsi://127.0.0.1:%d/%s/%%d" % (port, SAN_IQN)
+    d = holdfast(luns=[{"lun": 1, "backend": "iscsi", "path": url % 1,
+                        "size": SAN_SIZE},
+                       {"lun": 2, "backend": "iscsi", "path": url % 2,
+                        "size": SAN_SIZE,
+                        "initiator_name": "iqn.2026-12.org.example:own"}],
+                 initiator_name="iqn.2026-12.org.example:gw-global",
+                 remote_timeout=20000)
+    d.require_holdfast()
+    text = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode", "system",
+                    "--name", "dump", "--value", "config").stdout
+    opts = [line.strip() for line in text.splitlines()
+            if line.strip().startswith("bsopts")]
+    assert opts == [
+        'bsopts = "initiator_name=iqn.2026-12.org.example:gw-global;'
+        'remote_timeout=20000";',
+        'bsopts = "initiator_name=iqn.2026-12.org.example:own;'
+        'remote_timeout=20000";'], text

@@ -495,7 +495,8 @@ static int cfg_lun_bitmaps(struct cfg_ctx *c, const config_setting_t *list,
 
 /* LUN keys that may also stand at the top level of the file, as the
  * default for every LUN of that backend that does not set them itself:
- * one Ceph cluster connection for all RBD LUNs. */
+ * one Ceph cluster connection for all RBD LUNs, one initiator name (and
+ * SAN timeouts) for all gateway LUNs. */
 static const struct {
 	const char *key, *backend;
 } cfg_lun_global_keys[] = {
@@ -504,6 +505,10 @@ static const struct {
 	{ "ceph_keyring", "rbd" },
 	{ "rbd_osd_op_timeout", "rbd" },
 	{ "rbd_cache", "rbd" },
+	{ "initiator_name", "iscsi" },
+	{ "remote_timeout", "iscsi" },
+	{ "connect_timeout", "iscsi" },
+	{ "reconnect_max", "iscsi" },
 };
 
 static bool cfg_is_lun_global(const char *key)
