@@ -295,17 +295,6 @@ def expand_syscall_group(tool, item):
 RULE = ETC / "udev" / "99-holdfast-timeout.rules"
 
 
-def test_udev_rule_verifies():
-    tool = shutil.which("udevadm")
-    if not tool:
-        pytest.skip("udevadm not installed")
-    cp = run([tool, "verify", "--help"], check=False)
-    if cp.returncode != 0:
-        pytest.skip("this udevadm has no 'verify' (needs systemd >= 253); "
-                    "test_udev_rule_parses covers the syntax")
-    run([tool, "verify", str(RULE)])
-
-
 def private_mounts_work():
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
@@ -337,6 +326,10 @@ def test_udev_rule_parses(tmp_path):
     assert "98-broken.rules:1" in out, out      # the check works
     ours = [l for l in out.splitlines() if RULE.name + ":" in l]
     assert not ours, "udevadm complains about our rule:\n" + "\n".join(ours)
+    # systemd >= 253 also has a dedicated checker; use it where it exists
+    # (Debian 12 has 252, where the run above is the check)
+    if run([tool, "verify", "--help"], check=False).returncode == 0:
+        run([tool, "verify", str(RULE)])
 
 
 def parse_rule_line(line):
