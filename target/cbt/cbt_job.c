@@ -724,6 +724,16 @@ static struct cbt_job *job_find(unsigned id)
 	return NULL;
 }
 
+/* The job id names if it has not ended, with jobs_lock held; NULL with
+ * *err = -ENOENT (no such job) or -EINVAL (it has ended). */
+static struct cbt_job *job_live_locked(unsigned id, int *err)
+{
+	struct cbt_job *j = job_find(id);
+
+	*err = !j ? -ENOENT : job_terminal(j) ? -EINVAL : 0;
+	return *err ? NULL : j;
+}
+
 static void job_snap_end_on_reactor(void *arg)
 {
 	struct cbt_job *j = arg;
@@ -741,10 +751,8 @@ int cbt_job_snapshot_end(unsigned id)
 	int err = 0;
 
 	pthread_mutex_lock(&jobs_lock);
-	j = job_find(id);
-	if (!j)
-		err = -ENOENT;
-	else if (!j->p.snapshot || job_terminal(j))
+	j = job_live_locked(id, &err);
+	if (j && !j->p.snapshot)
 		err = -EINVAL;
 	pthread_mutex_unlock(&jobs_lock);
 	if (!err)
@@ -780,15 +788,14 @@ int cbt_job_pause(unsigned id, bool pause)
 	int err = 0;
 
 	pthread_mutex_lock(&jobs_lock);
-	j = job_find(id);
-	if (!j)
-		err = -ENOENT;
-	else if (job_terminal(j) || j->cancel_req)
+	j = job_live_locked(id, &err);
+	if (!err && j->cancel_req)
 		err = -EINVAL;
-	else if (pause && atomic_load(&j->state) == CBT_JOB_RUNNING) {
+	if (!err && pause && atomic_load(&j->state) == CBT_JOB_RUNNING) {
 		j->pause_started_ms = now_ms();
 		atomic_store(&j->state, CBT_JOB_PAUSED);
-	} else if (!pause && atomic_load(&j->state) == CBT_JOB_PAUSED) {
+	} else if (!err && !pause &&
+		   atomic_load(&j->state) == CBT_JOB_PAUSED) {
 		j->paused_ms += now_ms() - j->pause_started_ms;
 		atomic_store(&j->state, CBT_JOB_RUNNING);
 	}
@@ -812,12 +819,8 @@ int cbt_job_cancel(unsigned id)
 	int err = 0;
 
 	pthread_mutex_lock(&jobs_lock);
-	j = job_find(id);
-	if (!j)
-		err = -ENOENT;
-	else if (job_terminal(j))
-		err = -EINVAL;
-	else if (atomic_load(&j->state) == CBT_JOB_PAUSED) {
+	j = job_live_locked(id, &err);
+	if (j && atomic_load(&j->state) == CBT_JOB_PAUSED) {
 		j->paused_ms += now_ms() - j->pause_started_ms;
 		atomic_store(&j->state, CBT_JOB_RUNNING);
 	}

@@ -20,22 +20,15 @@
 #define CBT_SHOW_MAX_BITMAPS 256
 #define CBT_SHOW_MAX_JOBS 256
 
-/* The items of a request, prefix dropped. */
-struct items {
-	char *copy;
-	char *v[MGMT_MAX_ITEMS];
-	int n;
-};
 
-static int items_split(const struct mgmt_req *req, struct items *it)
+static int items_split(const struct mgmt_req *req, struct mgmt_items *it)
 {
 	it->copy = NULL;
 	it->n = mgmt_payload_split(req->payload, &it->copy, it->v);
 	return it->n < 0 ? it->n : 0;
 }
 
-/* Value of key, or NULL. */
-static const char *item(const struct items *it, const char *key)
+const char *mgmt_item(const struct mgmt_items *it, const char *key)
 {
 	size_t k = strlen(key);
 
@@ -58,7 +51,7 @@ static bool parse_bool(const char *s, bool *out)
 	return true;
 }
 
-static bool parse_u64(const char *s, uint64_t *out)
+bool mgmt_parse_u64(const char *s, uint64_t *out)
 {
 	char *end;
 
@@ -180,7 +173,7 @@ static int bitmap_show(const struct mgmt_req *req, struct scsi_lun *lun,
 int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 {
 	struct scsi_lun *lun;
-	struct items it;
+	struct mgmt_items it;
 	const char *name, *v, *why = NULL;
 	int err, ret = MGMT_SUCCESS;
 
@@ -191,7 +184,7 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 		scsi_lun_put(lun);
 		return MGMT_NOMEM;
 	}
-	name = item(&it, "name");
+	name = mgmt_item(&it, "name");
 	if (req->op != MGMT_OP_SHOW && scsi_alua_standby(lun)) {
 		/* the bitmaps of a shared store belong to the node that owns
 		 * it (their sidecar is shared, scsi_alua.c) */
@@ -210,9 +203,9 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 		uint64_t gran = CBT_GRANULARITY_DEFAULT;
 		bool persistent = false, enabled = true;
 
-		if (!name || ((v = item(&it, "granularity")) && !parse_u64(v, &gran)) ||
-		    ((v = item(&it, "persistent")) && !parse_bool(v, &persistent)) ||
-		    ((v = item(&it, "enabled")) && !parse_bool(v, &enabled)) ||
+		if (!name || ((v = mgmt_item(&it, "granularity")) && !mgmt_parse_u64(v, &gran)) ||
+		    ((v = mgmt_item(&it, "persistent")) && !parse_bool(v, &persistent)) ||
+		    ((v = mgmt_item(&it, "enabled")) && !parse_bool(v, &enabled)) ||
 		    gran > UINT32_MAX) {
 			ret = MGMT_INVALID_REQUEST;
 			break;
@@ -241,15 +234,15 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 		ret = errno_to_mgmt(err);
 		break;
 	case MGMT_OP_UPDATE:
-		v = item(&it, "action");
+		v = mgmt_item(&it, "action");
 		if (!name || !v)
 			err = -EINVAL;
 		else if (!strcmp(v, "clear"))
 			err = cbt_set_clear(lun->cbt, name);
 		else if (!strcmp(v, "enable") || !strcmp(v, "disable"))
 			err = cbt_set_enable(lun->cbt, name, !strcmp(v, "enable"));
-		else if (!strcmp(v, "merge") && item(&it, "source"))
-			err = cbt_set_merge(lun->cbt, name, item(&it, "source"));
+		else if (!strcmp(v, "merge") && mgmt_item(&it, "source"))
+			err = cbt_set_merge(lun->cbt, name, mgmt_item(&it, "source"));
 		else
 			err = -EINVAL;
 		if (err)
@@ -288,7 +281,7 @@ static int job_drain_lun(void *arg)
  * the keys every type takes (bitmap, bitmap_mode, on_target_error,
  * retry_interval, retry_timeout).  MGMT_SUCCESS with *out (free it), or
  * an error with nothing held. */
-static int job_req_new(const struct mgmt_req *req, const struct items *it,
+static int job_req_new(const struct mgmt_req *req, const struct mgmt_items *it,
 		       struct cbt_job_params **out)
 {
 	struct cbt_job_params *p;
@@ -327,27 +320,27 @@ static int job_req_new(const struct mgmt_req *req, const struct items *it,
 	p->release = job_release_lun;
 	p->release_arg = lun;
 	p->mode = CBT_MODE_ON_SUCCESS;
-	if ((v = item(it, "bitmap")) &&
+	if ((v = mgmt_item(it, "bitmap")) &&
 	    (size_t)snprintf(p->bitmap, sizeof(p->bitmap), "%s", v) >= sizeof(p->bitmap))
 		goto bad;
-	if ((v = item(it, "bitmap_mode")) && cbt_bitmap_mode_parse(v, &p->mode))
+	if ((v = mgmt_item(it, "bitmap_mode")) && cbt_bitmap_mode_parse(v, &p->mode))
 		goto bad;
-	v = item(it, "on_target_error");
+	v = mgmt_item(it, "on_target_error");
 	if (v && !strcmp(v, "retry")) {
 		p->dest_retry_ms = 1000;
-		if ((v = item(it, "retry_interval"))) {
-			if (!parse_u64(v, &n) || !n || n > 3600000)	/* as the LUN key */
+		if ((v = mgmt_item(it, "retry_interval"))) {
+			if (!mgmt_parse_u64(v, &n) || !n || n > 3600000)	/* as the LUN key */
 				goto bad;
 			p->dest_retry_ms = (uint32_t)n;
 		}
-		if ((v = item(it, "retry_timeout"))) {
-			if (!parse_u64(v, &n) || n > UINT32_MAX)
+		if ((v = mgmt_item(it, "retry_timeout"))) {
+			if (!mgmt_parse_u64(v, &n) || n > UINT32_MAX)
 				goto bad;
 			p->dest_timeout_ms = (uint32_t)n;
 		}
 	} else if (v && strcmp(v, "fail") && strcmp(v, "report")) {
 		goto bad;
-	} else if (item(it, "retry_interval") || item(it, "retry_timeout")) {
+	} else if (mgmt_item(it, "retry_interval") || mgmt_item(it, "retry_timeout")) {
 		goto bad;	/* they mean something only with retry */
 	}
 	*out = p;
@@ -363,7 +356,7 @@ bad:
 /* type=snapshot,export_lun=L2,scratch=PATH: a copy-before-write job with
  * no background copy, and LUN L2 on the same target reading its
  * point-in-time image (read-only). */
-static int snapshot_new(const struct mgmt_req *req, const struct items *it,
+static int snapshot_new(const struct mgmt_req *req, const struct mgmt_items *it,
 			struct mgmt_buf *b)
 {
 	struct cbt_job_params *p;
@@ -375,8 +368,8 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 	unsigned id;
 	int err, ret;
 
-	if (!parse_u64(item(it, "export_lun"), &export_lun) ||
-	    !(v = item(it, "scratch")) || !*v)
+	if (!mgmt_parse_u64(mgmt_item(it, "export_lun"), &export_lun) ||
+	    !(v = mgmt_item(it, "scratch")) || !*v)
 		return MGMT_INVALID_REQUEST;
 	ret = job_req_new(req, it, &p);
 	if (ret != MGMT_SUCCESS)
@@ -410,12 +403,12 @@ static int snapshot_new(const struct mgmt_req *req, const struct items *it,
 		cbt_job_cancel(id);
 		cbt_job_wait(id, 10000);
 		cbt_job_dismiss(id);
-		unlink(item(it, "scratch"));
+		unlink(mgmt_item(it, "scratch"));
 		return err == -EEXIST ? MGMT_LUN_EXIST : errno_to_mgmt(err);
 	}
 	log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
 		 " (job %u, scratch %s)", req->tid, req->lun, export_lun, id,
-		 item(it, "scratch"));
+		 mgmt_item(it, "scratch"));
 	mgmt_buf_printf(b, "job %u\n", id);
 	return MGMT_SUCCESS;
 }
@@ -445,7 +438,7 @@ static int job_delete(unsigned id)
 	return err;
 }
 
-static int job_new(const struct mgmt_req *req, const struct items *it,
+static int job_new(const struct mgmt_req *req, const struct mgmt_items *it,
 		   struct mgmt_buf *b)
 {
 	struct cbt_job_params *p;
@@ -454,7 +447,7 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 	unsigned id;
 	int err, ret;
 
-	v = item(it, "type");
+	v = mgmt_item(it, "type");
 	if (v && !strcmp(v, "snapshot"))
 		return snapshot_new(req, it, b);
 	if (!v || strcmp(v, "backup"))
@@ -464,28 +457,28 @@ static int job_new(const struct mgmt_req *req, const struct items *it,
 		return ret;
 	lun = p->release_arg;
 	err = -EINVAL;
-	if (!(v = item(it, "target")) || !*v ||
+	if (!(v = mgmt_item(it, "target")) || !*v ||
 	    (size_t)snprintf(p->target, sizeof(p->target), "%s", v) >= sizeof(p->target))
 		goto bad;
-	v = item(it, "format");
+	v = mgmt_item(it, "format");
 	if (!v || !strcmp(v, "raw"))
 		p->format = CBT_FORMAT_RAW;
 	else if (!strcmp(v, "qcow2"))
 		p->format = CBT_FORMAT_QCOW2;
 	else
 		goto bad;
-	if ((v = item(it, "backing")))
+	if ((v = mgmt_item(it, "backing")))
 		snprintf(p->backing, sizeof(p->backing), "%s", v);
-	if ((v = item(it, "backing_format")))
+	if ((v = mgmt_item(it, "backing_format")))
 		snprintf(p->backing_format, sizeof(p->backing_format), "%s", v);
-	v = item(it, "sync");
+	v = mgmt_item(it, "sync");
 	if (!v || !strcmp(v, "full"))
 		p->sync_bitmap = false;
 	else if (!strcmp(v, "bitmap"))
 		p->sync_bitmap = true;
 	else
 		goto bad;
-	if ((v = item(it, "rate_limit")) && !parse_u64(v, &p->rate_limit))
+	if ((v = mgmt_item(it, "rate_limit")) && !mgmt_parse_u64(v, &p->rate_limit))
 		goto bad;
 	err = cbt_job_backup_start(p, &id, &why);
 	if (err)
@@ -598,7 +591,7 @@ static int job_show(const struct mgmt_req *req, struct mgmt_buf *b)
 int mgmt_job_params_check(const struct mgmt_req *req)
 {
 	struct cbt_job_params *p;
-	struct items it;
+	struct mgmt_items it;
 	int ret;
 
 	if (items_split(req, &it))
@@ -614,7 +607,7 @@ int mgmt_job_params_check(const struct mgmt_req *req)
 
 int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
 {
-	struct items it;
+	struct mgmt_items it;
 	const char *v;
 	uint64_t id = 0;
 	int err = 0, ret;
@@ -631,11 +624,11 @@ int mgmt_job(const struct mgmt_req *req, struct mgmt_buf *b)
 		break;
 	case MGMT_OP_UPDATE:
 	case MGMT_OP_DELETE:
-		if (!parse_u64(item(&it, "id"), &id) || id > UINT32_MAX) {
+		if (!mgmt_parse_u64(mgmt_item(&it, "id"), &id) || id > UINT32_MAX) {
 			ret = MGMT_INVALID_REQUEST;
 			break;
 		}
-		v = item(&it, "action");
+		v = mgmt_item(&it, "action");
 		if (req->op == MGMT_OP_DELETE)
 			err = job_delete((unsigned)id);
 		else if (v && !strcmp(v, "pause"))

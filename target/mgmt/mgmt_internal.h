@@ -93,6 +93,19 @@ bool mgmt_payload_get(const char *payload, const char *key, char *out,
  * Returns the count (0..MGMT_MAX_ITEMS) or -ENOMEM / -E2BIG. */
 int mgmt_payload_split(const char *payload, char **copy, char **items);
 
+/* A payload split into its items (mgmt_payload_split), with the lookups
+ * the job and bitmap verbs share (mgmt_cbt.c). */
+struct mgmt_items {
+	char *copy;
+	char *v[MGMT_MAX_ITEMS];
+	int n;
+};
+/* Value of key, or NULL. */
+const char *mgmt_item(const struct mgmt_items *it, const char *key);
+/* A non-negative decimal/hex/octal number that fills s; false if s is
+ * NULL, empty, negative or out of range. */
+bool mgmt_parse_u64(const char *s, uint64_t *out);
+
 /* `--mode logicalunit` requests (mgmt_lun.c).  Returns a MGMT_* error. */
 int mgmt_lun(const struct mgmt_req *req);
 

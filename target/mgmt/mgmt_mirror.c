@@ -32,33 +32,6 @@
 
 #define MIRROR_SHOW_MAX 256
 
-struct mitems {
-	char *copy;
-	char *v[MGMT_MAX_ITEMS];
-	int n;
-};
-
-static const char *mitem(const struct mitems *it, const char *key)
-{
-	size_t k = strlen(key);
-
-	for (int i = 0; i < it->n; i++)
-		if (!strncmp(it->v[i], key, k) && it->v[i][k] == '=')
-			return it->v[i] + k + 1;
-	return NULL;
-}
-
-static bool mparse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-
-	if (!s || !*s || *s == '-')
-		return false;
-	errno = 0;
-	*out = strtoull(s, &end, 0);
-	return !*end && !errno;
-}
-
 static int merr(int err)
 {
 	switch (err) {
@@ -107,45 +80,45 @@ bool mgmt_mirror_claims(const struct mgmt_req *req)
 	if (req->op != MGMT_OP_UPDATE && req->op != MGMT_OP_DELETE)
 		return false;
 	return mgmt_payload_get(req->payload, "id", v, sizeof(v)) &&
-	       mparse_u64(v, &id) && id <= UINT32_MAX &&
+	       mgmt_parse_u64(v, &id) && id <= UINT32_MAX &&
 	       cbt_mirror_exists((unsigned)id);
 }
 
 /* The parameters of `type=mirror` (no LUN, no file looked at): 0 or
  * -EINVAL with *why. */
-static int mirror_params_parse(const struct mitems *it,
+static int mirror_params_parse(const struct mgmt_items *it,
 			       struct cbt_mirror_params *p, const char **why)
 {
 	const char *v;
 	uint64_t n;
 
 	p->mode = CBT_MIRROR_AUTO;
-	if (!(v = mitem(it, "target")) || v[0] != '/' ||
+	if (!(v = mgmt_item(it, "target")) || v[0] != '/' ||
 	    (size_t)snprintf(p->target, sizeof(p->target), "%s", v) >= sizeof(p->target)) {
 		*why = "target=PATH (an absolute path) is required";
 		return -EINVAL;
 	}
-	if ((v = mitem(it, "copy_mode")) && cbt_mirror_mode_parse(v, &p->mode)) {
+	if ((v = mgmt_item(it, "copy_mode")) && cbt_mirror_mode_parse(v, &p->mode)) {
 		*why = "copy_mode is background, write-blocking or auto";
 		return -EINVAL;
 	}
-	if ((v = mitem(it, "switch_after"))) {
-		if (!mparse_u64(v, &n) || !n || n > 86400 * 365) {
+	if ((v = mgmt_item(it, "switch_after"))) {
+		if (!mgmt_parse_u64(v, &n) || !n || n > 86400 * 365) {
 			*why = "switch_after is a number of seconds (1 or more)";
 			return -EINVAL;
 		}
 		p->switch_after_s = (uint32_t)n;
 	}
-	if ((v = mitem(it, "max_inflight")) && !mparse_u64(v, &p->max_inflight)) {
+	if ((v = mgmt_item(it, "max_inflight")) && !mgmt_parse_u64(v, &p->max_inflight)) {
 		*why = "max_inflight is a number of bytes";
 		return -EINVAL;
 	}
-	if ((v = mitem(it, "rate_limit")) && !mparse_u64(v, &p->rate_limit)) {
+	if ((v = mgmt_item(it, "rate_limit")) && !mgmt_parse_u64(v, &p->rate_limit)) {
 		*why = "rate_limit is a number of bytes per second";
 		return -EINVAL;
 	}
-	if ((v = mitem(it, "dest_rate_limit")) &&
-	    !mparse_u64(v, &p->dest_rate_limit)) {
+	if ((v = mgmt_item(it, "dest_rate_limit")) &&
+	    !mgmt_parse_u64(v, &p->dest_rate_limit)) {
 		*why = "dest_rate_limit is a number of bytes per second";
 		return -EINVAL;
 	}
@@ -155,7 +128,7 @@ static int mirror_params_parse(const struct mitems *it,
 int mgmt_mirror_parse(const char *payload, struct cbt_mirror_params *p,
 		      const char **why)
 {
-	struct mitems it = { 0 };
+	struct mgmt_items it = { 0 };
 	int err;
 
 	*why = NULL;
@@ -167,7 +140,7 @@ int mgmt_mirror_parse(const char *payload, struct cbt_mirror_params *p,
 	return err;
 }
 
-static int mirror_new(const struct mgmt_req *req, const struct mitems *it,
+static int mirror_new(const struct mgmt_req *req, const struct mgmt_items *it,
 		      struct mgmt_buf *b)
 {
 	struct cbt_mirror_params *p;
@@ -269,7 +242,7 @@ static int record_new_store(void *arg)
 	return err;
 }
 
-static int mirror_complete(unsigned id, const struct mitems *it)
+static int mirror_complete(unsigned id, const struct mgmt_items *it)
 {
 	struct cbt_mirror_info *info = calloc(1, sizeof(*info));
 	struct record rec = { .id = id };
@@ -280,7 +253,7 @@ static int mirror_complete(unsigned id, const struct mitems *it)
 
 	if (!info)
 		return -ENOMEM;
-	if ((v = mitem(it, "timeout")) && (!mparse_u64(v, &timeout) ||
+	if ((v = mgmt_item(it, "timeout")) && (!mgmt_parse_u64(v, &timeout) ||
 					   timeout > UINT32_MAX)) {
 		ret = -EINVAL;
 		goto out;
@@ -332,7 +305,7 @@ static void marker_clear(unsigned id)
 
 int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b)
 {
-	struct mitems it = { 0 };
+	struct mgmt_items it = { 0 };
 	enum cbt_mirror_mode m;
 	const char *v;
 	uint64_t id = 0;
@@ -345,11 +318,11 @@ int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b)
 		ret = mirror_new(req, &it, b);
 		goto out;
 	}
-	if (!mparse_u64(mitem(&it, "id"), &id) || id > UINT32_MAX) {
+	if (!mgmt_parse_u64(mgmt_item(&it, "id"), &id) || id > UINT32_MAX) {
 		ret = MGMT_INVALID_REQUEST;
 		goto out;
 	}
-	v = mitem(&it, "action");
+	v = mgmt_item(&it, "action");
 	if (req->op == MGMT_OP_DELETE) {
 		marker_clear((unsigned)id);
 		err = cbt_mirror_dismiss((unsigned)id);
@@ -362,7 +335,7 @@ int mgmt_mirror(const struct mgmt_req *req, struct mgmt_buf *b)
 		if (!err)
 			marker_clear((unsigned)id);
 	}
-	else if (!v && (v = mitem(&it, "copy_mode"))) {
+	else if (!v && (v = mgmt_item(&it, "copy_mode"))) {
 		err = cbt_mirror_mode_parse(v, &m);
 		if (!err)
 			err = cbt_mirror_set_mode((unsigned)id, m);
