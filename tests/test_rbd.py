@@ -687,6 +687,53 @@ def test_two_gateways_exclusive_lock_handover_and_forced_takeover(
     same(data[8 * 512:10 * 512], b"\x5a" * 512 + b"\x66" * 512, "image bytes")
 
 
+def test_two_gateways_explicit_alua_stpg(ceph, image, holdfast):
+    """SET TARGET PORT GROUPS from an initiator moves the image's exclusive
+    lock the way holdfastadm does (explicit ALUA, as dm-multipath's alua
+    handler sends it): the standby gateway refuses to become active while
+    the other holds the lock; the active one, told to make the peer group
+    active, drains, releases the lock and goes standby; then the peer takes
+    it and serves the data.  No force, so nobody is blocklisted."""
+    from test_alua import (AO_STATE, CHECK, GOOD, HW_ERROR, NOT_READY,
+                           SB_STATE, STANDBY, STATE_CHANGED, STPG_FAILED, UA,
+                           Sess)
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    fenced_before = set(ceph.blocklist().split("\n"))
+    sa, sb = Sess(a), Sess(b)
+    try:
+        sa.settle()
+        sb.settle()
+        assert sa.write(5, b"\x5c" * 512)[0] == GOOD
+        # B cannot take the lock A holds
+        st, _, key, asc = sb.stpg(2, AO_STATE)
+        assert (st, key, asc) == (CHECK, HW_ERROR, STPG_FAILED)
+        assert sb.read(5)[2:] == (NOT_READY, STANDBY)
+        # A hands over: making the peer group active makes A standby
+        assert sa.stpg(2, AO_STATE)[0] == GOOD
+        assert sa.tur()[2:] == (UA, STATE_CHANGED)
+        g = sa.rtpg()
+        assert g[1][0] == SB_STATE and g[1][2] == 0x01     # altered by STPG
+        assert sa.write(5, b"\x44" * 512)[2:] == (NOT_READY, STANDBY)
+        # B takes the lock A released
+        assert sb.stpg(2, AO_STATE)[0] == GOOD
+        assert sb.tur()[2:] == (UA, STATE_CHANGED)
+        st, data, _, _ = sb.read(5)
+        assert st == GOOD and data == b"\x5c" * 512
+        assert sb.write(6, b"\x6d" * 512)[0] == GOOD
+        assert "active/optimized (owner)" in show(b)
+        assert "broke the exclusive lock" not in b.log_text()
+        fenced = set(ceph.blocklist().split("\n")) - fenced_before
+        assert not fenced, "a clean handover fenced someone: %s" % fenced
+    finally:
+        sa.close()
+        sb.close()
+    data = ceph.export(image)
+    same(data[5 * 512:7 * 512], b"\x5c" * 512 + b"\x6d" * 512, "image bytes")
+
+
 def test_two_gateways_reservation_in_image_metadata(ceph, image, holdfast):
     """Without alua_state_dir the gateways share no file: the reservation
     state lives in the image's metadata (key holdfast.pr), written by the
