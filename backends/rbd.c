@@ -30,18 +30,26 @@
  * spares, blocklisting, waiting for the OSD map, closing fenced instances
  * once their last operation has come back.  Submissions never block.
  *
- * Completions.  librbd calls the completion callback on its own thread;
- * the result is handed to the submitting reactor with reactor_call(), so
- * io->done runs there (backend.h).  The submit path takes one uncontended
- * mutex (to pin the current instance); no I/O waits on it. */
+ * Completions.  Each instance has an eventfd that librbd signals when
+ * operations finish (rbd_set_image_notification); the reactor that first
+ * submits to the instance watches it and collects every finished
+ * operation with rbd_poll_io_events, a batch per wake-up, so io->done runs
+ * on that reactor with no hand-off (backend.h).  Only an operation another
+ * reactor submitted is passed on with reactor_call().  Where librbd cannot
+ * notify, its completion callback (on librbd's thread) hands each result
+ * over with reactor_call().  The submit path takes one uncontended mutex
+ * (to pin the current instance); no I/O waits on it. */
 #include <errno.h>
 #include <pthread.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +64,8 @@
 #define BE_RBD_RETRY_MS 500
 /* Connect timeout for the monitors (seconds). */
 #define BE_RBD_MON_TIMEOUT "10"
+/* Finished operations collected per rbd_poll_io_events call. */
+#define BE_RBD_POLL_BATCH 64
 
 enum be_rbd_fence {
 	BE_RBD_LIVE,		/* serving or standby */
@@ -73,6 +83,12 @@ struct be_rbd_inst {
 	enum be_rbd_fence fence;
 	struct be_io *parked;		/* errors waiting for the blocklist */
 	struct be_rbd_inst *next;	/* on be_rbd.retired */
+	/* completion notification: efd < 0 means librbd's callback */
+	struct be_rbd *b;
+	int efd;
+	struct ev_fd evw;		/* on home's thread only */
+	struct reactor *home;		/* watches efd (set under be_rbd.lock) */
+	sem_t unwatched;		/* home dropped evw: efd may close */
 };
 
 struct be_rbd {
@@ -94,6 +110,8 @@ struct be_rbd {
 	struct be_rbd_inst *retired;	/* fencing or fenced, not yet closed */
 	/* for show */
 	uint64_t fences, opens, open_failures, timeouts;
+	/* eventfd wake-ups and the completions they collected */
+	atomic_ullong wakeups, polled;
 	int last_open_err;
 	unsigned open_streak;		/* failed opens since the last success */
 	char last_fenced[160];
@@ -232,14 +250,39 @@ static int be_rbd_parse_path(struct be_rbd *b, const char *path,
 
 /* ---- instances (blocking; open thread or worker) ---- */
 
+/* On in->home: stop watching the eventfd (the instance is closing). */
+static void be_rbd_unwatch_call(void *arg)
+{
+	struct be_rbd_inst *in = arg;
+
+	if (in->evw.active)
+		reactor_fd_del(&in->evw);
+	sem_post(&in->unwatched);
+}
+
 static void be_rbd_inst_close(struct be_rbd_inst *in)
 {
+	/* home is set and read under be_rbd.lock; an instance is closed
+	 * only once no operation is in flight and nobody can pin it, so
+	 * home no longer changes. */
+	if (in->home && in->home == reactor_current()) {
+		if (in->evw.active)
+			reactor_fd_del(&in->evw);
+	} else if (in->home) {
+		while (reactor_call(in->home, be_rbd_unwatch_call, in) != 0)
+			usleep(1000);
+		while (sem_wait(&in->unwatched) != 0)
+			;	/* EINTR */
+	}
 	if (in->image)
 		rbd_close(in->image);
 	if (in->ioctx)
 		rados_ioctx_destroy(in->ioctx);
 	if (in->cluster)
 		rados_shutdown(in->cluster);
+	if (in->efd >= 0)
+		close(in->efd);
+	sem_destroy(&in->unwatched);
 	free(in);
 }
 
@@ -261,6 +304,9 @@ static int be_rbd_inst_open(struct be_rbd *b, struct be_rbd_inst **out,
 		*errmsg = "out of memory";
 		return -ENOMEM;
 	}
+	in->efd = -1;
+	in->b = b;
+	sem_init(&in->unwatched, 0, 0);
 	err = rados_create2(&in->cluster,
 			    b->cluster_name[0] ? b->cluster_name : "ceph",
 			    b->id[0] ? b->id : "client.admin", 0);
@@ -307,6 +353,15 @@ static int be_rbd_inst_open(struct be_rbd *b, struct be_rbd_inst **out,
 		*errmsg = "cannot open the rbd image";
 		goto fail;
 	}
+	/* Completions through an eventfd the serving reactor polls; where
+	 * that is not possible, librbd's callback thread hands them over. */
+	in->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (in->efd >= 0 &&
+	    rbd_set_image_notification(in->image, in->efd,
+				       EVENT_TYPE_EVENTFD) != 0) {
+		close(in->efd);
+		in->efd = -1;
+	}
 	in->gid = rados_get_instance_id(in->cluster);
 	if (rados_getaddrs(in->cluster, &addrs) == 0 && addrs) {
 		snprintf(in->addr, sizeof(in->addr), "%s", addrs);
@@ -349,12 +404,17 @@ static void be_rbd_deliver_call(void *arg)
 	io->done(io, rio->res);
 }
 
-/* Hand io's result to its reactor (any thread). */
+/* Hand io's result to its reactor (any thread): at once when this is
+ * that reactor (completions collected from the eventfd). */
 static void be_rbd_deliver(struct be_io *io, int res)
 {
 	struct be_rbd_io *rio = be_rbd_io_of(io);
 
 	rio->res = res;
+	if (rio->r == reactor_current()) {
+		be_rbd_deliver_call(io);
+		return;
+	}
 	while (reactor_call(rio->r, be_rbd_deliver_call, io) != 0)
 		usleep(1000);	/* out of memory: nothing else to do here */
 }
@@ -399,6 +459,23 @@ static void be_rbd_start_fence(struct be_rbd *b, struct be_rbd_inst *in)
 	pthread_cond_signal(&b->wake);
 }
 
+static void be_rbd_aio_done(rbd_completion_t c, void *arg);
+
+/* A completion for an operation of io on in: collected from in's eventfd,
+ * or with the callback where librbd cannot notify.  librbd 16's C API
+ * does not flag rbd_aio_compare_and_write for the image's event socket
+ * (it passes native_async = false), so that call (caw) keeps the
+ * callback; every other call is flagged, and a flagged completion must
+ * have no callback (it would be finished twice).  0 or -errno. */
+static int be_rbd_completion(struct be_rbd_inst *in, struct be_io *io,
+			     bool caw, rbd_completion_t *c)
+{
+	bool notified = in->efd >= 0 && !caw;
+
+	return rbd_aio_create_completion(io, notified ? NULL : be_rbd_aio_done,
+					 c);
+}
+
 static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 {
 	struct be_io *io = arg;
@@ -425,7 +502,7 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 		rbd_completion_t fc;
 
 		rio->flushing = true;
-		if (rbd_aio_create_completion(io, be_rbd_aio_done, &fc) == 0) {
+		if (be_rbd_completion(in, io, false, &fc) == 0) {
 			if (rbd_aio_flush(in->image, fc) == 0)
 				return;
 			rbd_aio_release(fc);
@@ -454,6 +531,46 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 		pthread_cond_signal(&b->wake);	/* can be closed now */
 	pthread_mutex_unlock(&b->lock);
 	be_rbd_deliver(io, res);
+}
+
+/* On in->home: librbd signalled in's eventfd; finish every operation
+ * that is done, a batch at a time. */
+static void be_rbd_events(struct ev_fd *w, uint32_t events)
+{
+	struct be_rbd_inst *in = w->arg;
+	struct be_rbd *b = in->b;
+	rbd_completion_t done[BE_RBD_POLL_BATCH];
+	uint64_t cnt;
+	int n;
+
+	(void)events;
+	/* Clear first: a completion that lands after the read signals
+	 * again, so none is left behind. */
+	if (read(in->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		log_warn("rbd: reading the completion eventfd: %s",
+			 strerror(errno));
+	atomic_fetch_add_explicit(&b->wakeups, 1, memory_order_relaxed);
+	while ((n = rbd_poll_io_events(in->image, done,
+				       BE_RBD_POLL_BATCH)) > 0) {
+		atomic_fetch_add_explicit(&b->polled, (unsigned long long)n,
+					  memory_order_relaxed);
+		for (int i = 0; i < n; i++)
+			be_rbd_aio_done(done[i], rbd_aio_get_arg(done[i]));
+		if (n < BE_RBD_POLL_BATCH)
+			break;
+	}
+}
+
+/* On r: watch in's eventfd (the first submission to in came from r). */
+static void be_rbd_watch_call(void *arg)
+{
+	struct be_rbd_inst *in = arg;
+	int err = reactor_fd_add(in->home, &in->evw, in->efd, EPOLLIN,
+				 be_rbd_events, in);
+
+	if (err)	/* completions would never come back */
+		log_err("rbd: cannot watch the completion eventfd: %s",
+			  strerror(-err));
 }
 
 /* ---- worker ---- */
@@ -842,10 +959,17 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 		goto fail;
 	}
 	in->inflight++;
+	if (in->efd >= 0 && !in->home) {
+		/* The first submission to in picks the reactor that collects
+		 * its completions; queued before any of them can be. */
+		in->home = r;
+		while (reactor_call(r, be_rbd_watch_call, in) != 0)
+			usleep(1000);
+	}
 	pthread_mutex_unlock(&b->lock);
 	rio->inst = in;
 
-	err = rbd_aio_create_completion(io, be_rbd_aio_done, &c);
+	err = be_rbd_completion(in, io, io->op == BE_OP_COMPARE_AND_WRITE, &c);
 	if (err)
 		goto fail_dec;
 	switch (io->op) {
@@ -1242,11 +1366,14 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 	pthread_mutex_lock(&b->lock);
 	n = snprintf(buf, len,
 		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
-		     "state=%s instance=client.%llu@%s spare=%s fences=%llu "
+		     "completions=%s wakeups=%llu polled=%llu state=%s instance=client.%llu@%s spare=%s fences=%llu "
 		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu",
 		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
 		     b->cache ? "on" : "off",
+		     b->cur ? (b->cur->efd >= 0 ? "eventfd" : "callback") : "-",
+		     (unsigned long long)atomic_load(&b->wakeups),
+		     (unsigned long long)atomic_load(&b->polled),
 		     b->cur ? "ok" : (b->retired ? "fencing" : "opening"),
 		     (unsigned long long)(b->cur ? b->cur->gid : 0),
 		     b->cur ? b->cur->addr : "-",

@@ -129,6 +129,12 @@ def test_qemu_io_roundtrip_matches_rbd_export(ceph, image, holdfast):
     same(data[0:65536], bytes(65536), "image bytes")
     same(data[65536:MiB], b"\xa5" * (MiB - 65536), "image bytes")
     same(data[4 * MiB:4 * MiB + 65536], bytes(65536), "image bytes")
+    # completions came back through the instance's eventfd, collected on
+    # the reactor (rbd_poll_io_events), not through librbd's callback
+    line = rbd_line(d)
+    assert field(line, "completions") == "eventfd", line
+    polled, wakeups = int(field(line, "polled")), int(field(line, "wakeups"))
+    assert polled >= 12 and 1 <= wakeups <= polled, line
 
 
 def test_size_from_image_and_4k_blocks(ceph, image, holdfast):
@@ -140,8 +146,12 @@ def test_size_from_image_and_4k_blocks(ceph, image, holdfast):
     same(export_blocks(ceph, image, 8, 16), b"\x42" * 8192, "image bytes")
 
 
-def test_hangclient_writes_fua_sync_unmap(ceph, image, holdfast):
-    d = holdfast(luns=[rbd_lun(ceph, image, thin_provisioning=True)])
+@pytest.mark.parametrize("cache", [False, True], ids=["nocache", "cache"])
+def test_hangclient_writes_fua_sync_unmap(ceph, image, holdfast, cache):
+    """With the librbd cache on, a FUA write is a write then a flush, both
+    completions collected from the eventfd."""
+    d = holdfast(luns=[rbd_lun(ceph, image, thin_provisioning=True,
+                               rbd_cache=cache)])
     c = HangClient(d.url(1))
     try:
         for cmd in ("write 0 8 0x11 fua", "write 8 8 0x22", "sync",
@@ -151,6 +161,7 @@ def test_hangclient_writes_fua_sync_unmap(ceph, image, holdfast):
             assert r["status"] == "GOOD", r
             if "expect" in cmd:
                 assert r.get("match") is True, r
+        assert field(rbd_line(d), "cache") == ("on" if cache else "off")
     finally:
         c.close()
     data = export_blocks(ceph, image, 0, 24)
