@@ -4,6 +4,7 @@ reservation tests run too.  Zero failures allowed; every skip must have a
 reason holdfast documents (README "Standards")."""
 
 import re
+import threading
 from collections import Counter
 
 import pytest
@@ -25,19 +26,13 @@ DOCUMENTED_SKIPS = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("luncfg", [
-    {"block_size": 512, "thin_provisioning": False},
-    {"block_size": 512, "thin_provisioning": True},
-], ids=["file", "file-thin"])
-def test_iscsi_test_cu_full(holdfast, luncfg):
-    lun = {"lun": 1, "backend": "file", "path": "disk1.img", "size": "128M"}
-    lun.update(luncfg)
-    d = holdfast(luns=[lun])
-    url = d.url(1)
-    cp, text = run_family(None, url, url, timeout=600,
-                          initiators=("iqn.2026-11.org.example:cu-init1",
-                                      "iqn.2026-11.org.example:cu-init2"))
+KINDS = {
+    "file": {"block_size": 512, "thin_provisioning": False},
+    "file-thin": {"block_size": 512, "thin_provisioning": True},
+}
+
+
+def check_skips(text):
     assert parse_cunit(text)[1] >= 600, text[-3000:]
     skips = Counter(s.strip() for s in
                     re.findall(r"\[SKIPPED\](.*)", text))
@@ -46,3 +41,38 @@ def test_iscsi_test_cu_full(holdfast, luncfg):
     print("skips:", dict(skips))
     assert not undocumented, "skips without a documented reason: %s" % \
         undocumented
+
+
+@pytest.mark.slow
+def test_iscsi_test_cu_full(holdfast):
+    """Both LUN kinds at once, each on its own daemon: the suite is one
+    command at a time, so two runs side by side take about as long as
+    one (the whole suite is the longest non-guest test of make test)."""
+    daemons = {}
+    for kind, cfg in KINDS.items():
+        lun = {"lun": 1, "backend": "file", "path": "disk1.img",
+               "size": "128M"}
+        lun.update(cfg)
+        daemons[kind] = holdfast(luns=[lun])
+    results = {}
+
+    def one(kind):
+        url = daemons[kind].url(1)
+        try:
+            results[kind] = run_family(
+                None, url, url, timeout=600,
+                initiators=("iqn.2026-11.org.example:cu-init1",
+                            "iqn.2026-11.org.example:cu-init2"))[1]
+        except AssertionError as e:     # reported below, with the kind
+            results[kind] = e
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in KINDS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for kind in KINDS:
+        r = results.get(kind)
+        if isinstance(r, AssertionError) or r is None:
+            pytest.fail("%s LUN: %s" % (kind, r), pytrace=False)
+        check_skips(r)
