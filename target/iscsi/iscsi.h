@@ -52,6 +52,8 @@ struct iscsi_session_info {
 		uint32_t cid;
 		char peer[64];		/* IP address text */
 		char local[80];
+		uint64_t data_buffer;	/* bytes of command buffers */
+		uint64_t data_buffer_peak;
 	} conns[4];
 };
 
@@ -123,5 +125,11 @@ void iscsi_limits_set(const struct iscsi_limits *l);
 void iscsi_limits_get(struct iscsi_limits *l);
 /* Bytes of command buffers reserved now (all connections). */
 uint64_t iscsi_data_buffer_used(void);
+/* The same with the most it has been since start and how many commands
+ * were answered TASK SET FULL because their buffer did not fit. */
+struct iscsi_buffer_stat {
+	uint64_t used, peak, refused;
+};
+void iscsi_data_buffer_stat(struct iscsi_buffer_stat *st);
 
 #endif

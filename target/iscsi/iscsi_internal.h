@@ -112,7 +112,13 @@ struct iscsi_task {
 	bool aborted;			/* by TMF or connection close */
 	bool deferred;			/* LUN hung or buffer limit: data not
 					 * solicited / read not started yet */
-	uint32_t buf_reserved;		/* bytes counted against the limits */
+	bool no_room;			/* unasked data over the buffer limits:
+					 * no buffer, the data is dropped and
+					 * the command answered TASK SET FULL */
+	uint64_t buf_reserved;		/* bytes counted against the limits:
+					 * its data buffer, then what the SCSI
+					 * layer charged (iscsi_task_buf_charge)
+					 * - released once, in iscsi_task_put */
 	uint64_t lun_id;
 	uint8_t lun_raw[8];
 	uint32_t edtl;
@@ -187,7 +193,9 @@ struct iscsi_conn {
 	uint64_t rx_stall_since;	/* ms: a partial PDU waits since */
 	struct ev_timer idle_timer;	/* idle_timeout of a partial PDU */
 	struct iscsi_portal_count *portal_count; /* its portal's count */
-	uint64_t buf_reserved;		/* bytes its tasks reserved */
+	uint64_t buf_reserved;		/* bytes its tasks reserved (__atomic:
+					 * read by management) */
+	uint64_t buf_peak;		/* the most buf_reserved has been */
 	uint32_t rx_start, rx_end;
 	enum iscsi_rx_stage rx_stage;
 	uint8_t rx_bhs[ISCSI_BHS_LEN];
@@ -359,12 +367,19 @@ enum { LIMIT_LOG_CONN, LIMIT_LOG_BUFFER, LIMIT_LOG_SESSION,
        LIMIT_LOG_IDLE, LIMIT_LOG_KINDS };
 void iscsi_limit_log(int kind, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Reserve t's EDTL against max_data_buffer(_per_connection): true if
- * reserved (or nothing to reserve); false if over a limit (the command
- * waits).  force: count it even over the limits (data that comes
- * unasked).  Released when the task is freed. */
-bool iscsi_task_buf_reserve(struct iscsi_task *t, bool force);
-extern uint64_t iscsi_buf_total;	/* __atomic builtins */
+/* Reserve t's EDTL against max_data_buffer(_per_connection) for its
+ * data buffer: true if reserved (or nothing to reserve, or reserved
+ * before); false if over a limit (the caller makes the command wait, or
+ * refuses it).  Released when the task is freed. */
+bool iscsi_task_buf_reserve(struct iscsi_task *t);
+/* Count len more bytes for t (a buffer the SCSI layer allocates for it:
+ * scsi_cmd.buf_charge); false if over a limit.  Released with the rest
+ * when the task is freed.  Both refuse only when something besides t
+ * itself is counted, so one command larger than a limit still goes. */
+bool iscsi_task_buf_charge(struct iscsi_task *t, uint64_t len);
+/* All under __atomic builtins: bytes reserved now, the most ever, and
+ * commands answered TASK SET FULL for want of buffer room. */
+extern uint64_t iscsi_buf_total, iscsi_buf_peak, iscsi_buf_refused;
 
 /* CRC32C digests: crc32c() from core/crc32c.h */
 

@@ -12,7 +12,7 @@
 #include "iscsi_internal.h"
 
 struct iscsi_limits iscsi_lim = ISCSI_LIMITS_DEFAULT;
-uint64_t iscsi_buf_total;
+uint64_t iscsi_buf_total, iscsi_buf_peak, iscsi_buf_refused;
 
 void iscsi_limits_set(const struct iscsi_limits *l)
 {
@@ -46,6 +46,13 @@ void iscsi_limits_get(struct iscsi_limits *l)
 uint64_t iscsi_data_buffer_used(void)
 {
 	return __atomic_load_n(&iscsi_buf_total, __ATOMIC_RELAXED);
+}
+
+void iscsi_data_buffer_stat(struct iscsi_buffer_stat *st)
+{
+	st->used = __atomic_load_n(&iscsi_buf_total, __ATOMIC_RELAXED);
+	st->peak = __atomic_load_n(&iscsi_buf_peak, __ATOMIC_RELAXED);
+	st->refused = __atomic_load_n(&iscsi_buf_refused, __ATOMIC_RELAXED);
 }
 
 static pthread_mutex_t limit_log_lock = PTHREAD_MUTEX_INITIALIZER;

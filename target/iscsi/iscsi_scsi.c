@@ -13,6 +13,7 @@
 
 
 static void task_execute(struct iscsi_task *t);
+static void task_refuse(struct iscsi_task *t);
 void iscsi_conn_defer_poll(struct ev_timer *timer);
 static void tmf_respond(struct iscsi_conn *c, struct iscsi_tmf *tmf);
 
@@ -42,9 +43,13 @@ void iscsi_task_put(struct iscsi_task *t)
 		scsi_lun_put(t->cmd.lun);
 	scsi_buf_free(t->cmd.buf);
 	if (t->buf_reserved) {
+		/* the one release of everything counted for the task: its
+		 * data buffer and what the SCSI layer charged */
 		__atomic_fetch_sub(&iscsi_buf_total, t->buf_reserved,
 				   __ATOMIC_RELAXED);
-		c->buf_reserved -= t->buf_reserved;
+		__atomic_fetch_sub(&c->buf_reserved, t->buf_reserved,
+				   __ATOMIC_RELAXED);
+		t->buf_reserved = 0;
 	}
 	free_list_put(&task_cache, t, TASK_CACHE_MAX);
 	c->ntasks--;
@@ -67,47 +72,83 @@ static void task_remove(struct iscsi_task *t)
 	iscsi_task_put(t);
 }
 
-/* max_data_buffer and max_data_buffer_per_connection count each
- * command's expected data transfer length from when its buffer is
- * needed (the first R2T, the start of a read; immediate and unsolicited
- * data at once) until the task is freed.  A command that does not fit
- * waits (deferred, re-checked every ISCSI_DEFER_POLL_MS); one larger
- * than a limit goes when nothing else is counted, so it cannot starve. */
-bool iscsi_task_buf_reserve(struct iscsi_task *t, bool force)
+/* max_data_buffer and max_data_buffer_per_connection count every
+ * buffer held for a command (README "Limits and slow peers"): its data
+ * buffer, by expected data transfer length, from when it is needed (the
+ * first R2T, the start of a read; at once for immediate and unsolicited
+ * data), and the buffers the SCSI layer allocates for it beyond that
+ * (iscsi_task_buf_charge), until the task is freed.  Over a limit a
+ * command whose data can wait waits (deferred, re-checked every
+ * ISCSI_DEFER_POLL_MS); one whose data comes unasked, or whose SCSI
+ * layer buffer does not fit, is answered TASK SET FULL.  Only what
+ * others hold refuses: a command larger than a limit goes when nothing
+ * else is counted, so it cannot starve. */
+static bool buf_take(struct iscsi_task *t, uint64_t len, const char *then)
 {
 	struct iscsi_conn *c = t->conn;
-	uint64_t len = t->edtl, max = LIMIT(max_data_buffer);
+	uint64_t max = LIMIT(max_data_buffer);
 	uint64_t max_c = LIMIT(max_data_buffer_per_connection);
+	uint64_t mine = t->buf_reserved;
+	uint64_t conn = __atomic_load_n(&c->buf_reserved, __ATOMIC_RELAXED);
 	uint64_t cur = __atomic_load_n(&iscsi_buf_total, __ATOMIC_RELAXED);
+	uint64_t peak;
 
-	if (!len || t->buf_reserved)
-		return true;
-	if (!force && max_c && c->buf_reserved &&
-	    c->buf_reserved + len > max_c) {
+	if (max_c && conn > mine && conn + len > max_c) {
 		iscsi_limit_log(LIMIT_LOG_BUFFER,
 				"conn %lu (%s): %lu bytes of command buffers "
-				"(max_data_buffer_per_connection %lu): "
-				"commands wait", (unsigned long)c->id,
-				c->peer_str, (unsigned long)c->buf_reserved,
-				(unsigned long)max_c);
+				"(max_data_buffer_per_connection %lu): %s",
+				(unsigned long)c->id, c->peer_str,
+				(unsigned long)conn, (unsigned long)max_c,
+				then);
 		return false;
 	}
 	do {
-		if (!force && max && cur && cur + len > max) {
+		if (max && cur > mine && cur + len > max) {
 			iscsi_limit_log(LIMIT_LOG_BUFFER,
 					"%lu bytes of command buffers in use "
-					"(max_data_buffer %lu): commands wait",
+					"(max_data_buffer %lu): %s",
 					(unsigned long)cur,
-					(unsigned long)max);
+					(unsigned long)max, then);
 			return false;
 		}
 	} while (!__atomic_compare_exchange_n(&iscsi_buf_total, &cur,
 					      cur + len, true,
 					      __ATOMIC_RELAXED,
 					      __ATOMIC_RELAXED));
-	c->buf_reserved += len;
-	t->buf_reserved = (uint32_t)len;
+	peak = __atomic_load_n(&iscsi_buf_peak, __ATOMIC_RELAXED);
+	while (cur + len > peak &&
+	       !__atomic_compare_exchange_n(&iscsi_buf_peak, &peak, cur + len,
+					    true, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED))
+		;
+	conn = __atomic_add_fetch(&c->buf_reserved, len, __ATOMIC_RELAXED);
+	if (conn > __atomic_load_n(&c->buf_peak, __ATOMIC_RELAXED))
+		__atomic_store_n(&c->buf_peak, conn, __ATOMIC_RELAXED);
+	t->buf_reserved += len;
 	return true;
+}
+
+bool iscsi_task_buf_reserve(struct iscsi_task *t)
+{
+	if (!t->edtl || t->buf_reserved)
+		return true;
+	return buf_take(t, t->edtl, "commands wait");
+}
+
+bool iscsi_task_buf_charge(struct iscsi_task *t, uint64_t len)
+{
+	if (!len)
+		return true;
+	if (buf_take(t, len, "command answered TASK SET FULL"))
+		return true;
+	__atomic_fetch_add(&iscsi_buf_refused, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
+/* scsi_cmd.buf_charge: a buffer the SCSI layer allocates for the task. */
+static bool task_buf_charge(struct scsi_cmd *cmd, uint32_t len)
+{
+	return iscsi_task_buf_charge(cmd->priv, len);
 }
 
 uint32_t iscsi_session_max_cmd_sn(struct iscsi_session *s)
@@ -206,12 +247,17 @@ int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 	if (t->cmd.dir_write && t->edtl && t->edtl <= ISCSI_MAX_CMD_BUF &&
 	    (len || (!c->sess->initial_r2t &&
 		     !(bhs[BHS_FLAGS] & ISCSI_FLAG_FINAL)))) {
-		/* the data comes unasked: counted even over the limits */
-		iscsi_task_buf_reserve(t, true);
-		t->cmd.buf = scsi_buf_alloc(t->edtl);
-		if (!t->cmd.buf)
-			return -ENOMEM;
-		t->cmd.buf_len = t->edtl;
+		/* The data comes unasked, so the command cannot wait for
+		 * room: without it the data is received and dropped, and
+		 * the command answered TASK SET FULL once it is in. */
+		if (!buf_take(t, t->edtl, "command answered TASK SET FULL")) {
+			t->no_room = true;
+		} else {
+			t->cmd.buf = scsi_buf_alloc(t->edtl);
+			if (!t->cmd.buf)
+				return -ENOMEM;
+			t->cmd.buf_len = t->edtl;
+		}
 	}
 	if (len) {
 		/* immediate data must fit the buffer; anything else is
@@ -233,7 +279,7 @@ static void task_send_r2ts(struct iscsi_task *t)
 	if (t->deferred)
 		return;
 	if (!t->cmd.buf && t->r2t_next < t->edtl) {
-		if (!iscsi_task_buf_reserve(t, false)) {
+		if (!iscsi_task_buf_reserve(t)) {
 			/* over max_data_buffer: ask again on the next poll */
 			t->deferred = true;
 			if (!c->defer_timer.armed)
@@ -321,7 +367,7 @@ void iscsi_conn_defer_poll(struct ev_timer *timer)
 			continue;
 		if (!t->cmd.dir_write) {
 			/* a read waiting for max_data_buffer */
-			if (!iscsi_task_buf_reserve(t, false)) {
+			if (!iscsi_task_buf_reserve(t)) {
 				again = true;
 				continue;
 			}
@@ -347,8 +393,14 @@ static void task_start(struct iscsi_task *t)
 	struct iscsi_conn *c = t->conn;
 
 	t->state = TASK_DATA_OUT;
+	if (t->no_room) {
+		/* refused once its unsolicited data is in (dropped) */
+		if (t->received >= t->unsol_end)
+			task_refuse(t);
+		return;
+	}
 	if (!t->cmd.dir_write && t->edtl &&
-	    !iscsi_task_buf_reserve(t, false)) {
+	    !iscsi_task_buf_reserve(t)) {
 		/* over max_data_buffer: the read waits for room */
 		t->deferred = true;
 		if (!c->defer_timer.armed)
@@ -394,7 +446,8 @@ void iscsi_scsi_cmd_rx(struct iscsi_conn *c)
 	 * FirstBurstLength and EDTL (10.3.5) */
 	if (t->imm_len && (!s->immediate_data || !t->cmd.dir_write ||
 			   t->imm_len > s->first_burst ||
-			   t->imm_len > t->edtl || !t->cmd.buf)) {
+			   t->imm_len > t->edtl ||
+			   (!t->cmd.buf && !t->no_room))) {
 		iscsi_conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL_ERROR);
 		task_remove(t);
 		return;
@@ -465,8 +518,8 @@ int iscsi_data_out_begin(struct iscsi_conn *c)
 	struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_ITT));
 
 	c->rx_discard = true;
-	if (!t || !t->cmd.buf || (t->state != TASK_DATA_OUT &&
-				  t->state != TASK_PENDING))
+	if (!t || (!t->cmd.buf && !t->no_room) ||
+	    (t->state != TASK_DATA_OUT && t->state != TASK_PENDING))
 		return 0;
 	if ((uint64_t)off + len > t->edtl)
 		return 0;
@@ -482,8 +535,10 @@ int iscsi_data_out_begin(struct iscsi_conn *c)
 		if (!r || off < r->offset || off + len > r->offset + r->length)
 			return 0;
 	}
-	c->rx_discard = false;
 	c->rx_task = t;
+	if (t->no_room)
+		return 0;	/* no buffer: its data is dropped */
+	c->rx_discard = false;
 	c->rx_data = t->cmd.buf + off;
 	return 0;
 }
@@ -498,7 +553,7 @@ void iscsi_data_out_rx(struct iscsi_conn *c)
 	bool final = bhs[BHS_FLAGS] & ISCSI_FLAG_FINAL;
 
 	c->rx_task = NULL;
-	if (c->rx_discard || !t) {
+	if (!t || (c->rx_discard && !t->no_room)) {
 		/* 11.7: a Data-Out for no task or outside what was asked
 		 * for is a protocol error */
 		iscsi_conn_reject(c, bhs, ISCSI_REJECT_INVALID_PDU_FIELD);
@@ -529,6 +584,15 @@ void iscsi_data_out_rx(struct iscsi_conn *c)
 			r->active = false;
 	}
 	t->received += len;
+	if (t->no_room) {
+		/* unsolicited data of a refused command: the F bit or
+		 * FirstBurstLength ends it (no R2T follows) */
+		if (final || t->received >= t->unsol_end)
+			t->unsol_end = t->received;
+		if (t->state == TASK_DATA_OUT && t->received >= t->unsol_end)
+			task_refuse(t);
+		return;
+	}
 	if (t->state != TASK_DATA_OUT)
 		return;		/* still waiting for its CmdSN */
 	if (t->received >= t->edtl) {
@@ -700,8 +764,23 @@ static void task_execute(struct iscsi_task *t)
 	cmd->lun = task_lun(t);
 	cmd->nexus = &s->nexus;
 	cmd->out_len = t->cmd.dir_write ? MIN(t->received, t->edtl) : 0;
+	cmd->buf_counted = (uint32_t)MIN(t->buf_reserved, UINT32_MAX);
+	cmd->buf_charge = task_buf_charge;
 	cmd->done = task_scsi_done;
 	scsi_cmd_exec(cmd);
+}
+
+/* A command whose unasked data found no buffer room (t->no_room), once
+ * that data is in: TASK SET FULL (SAM-5 5.3.1: the task set cannot take
+ * it now; the initiator retries).  Never executed. */
+static void task_refuse(struct iscsi_task *t)
+{
+	__atomic_fetch_add(&iscsi_buf_refused, 1, __ATOMIC_RELAXED);
+	log_debug("conn %lu: itt 0x%x: no buffer room, TASK SET FULL",
+		  (unsigned long)t->conn->id, t->itt);
+	t->cmd.status = SAM_STAT_TASK_SET_FULL;
+	t->cmd.out_want = t->edtl;	/* nothing ran: no residual */
+	task_scsi_done(&t->cmd);
 }
 
 /* ---- task management (11.5, 11.6) ---- */

@@ -362,6 +362,10 @@ int iscsi_session_for_each(int tid,
 			 s->conn->peer_str);
 		snprintf(si->conns[0].local, sizeof(si->conns[0].local), "%s",
 			 s->conn->local_str);
+		si->conns[0].data_buffer = __atomic_load_n(
+			&s->conn->buf_reserved, __ATOMIC_RELAXED);
+		si->conns[0].data_buffer_peak = __atomic_load_n(
+			&s->conn->buf_peak, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&sess_lock);
 	for (int i = 0; infos && i < n; i++)

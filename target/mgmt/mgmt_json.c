@@ -314,7 +314,10 @@ static void json_session(const struct iscsi_session_info *si, void *arg)
 		mgmt_buf_printf(b, "%s{\"cid\": %u", i ? ", " : "",
 				si->conns[i].cid);
 		json_kv(b, true, "address", si->conns[i].peer);
-		mgmt_buf_printf(b, "}");
+		mgmt_buf_printf(b, ", \"data_buffer\": %" PRIu64
+				", \"data_buffer_peak\": %" PRIu64 "}",
+				si->conns[i].data_buffer,
+				si->conns[i].data_buffer_peak);
 	}
 	mgmt_buf_printf(b, "]}");
 	c->comma = true;
@@ -434,9 +437,19 @@ int mgmt_json_portals(struct mgmt_buf *b)
 
 int mgmt_json_system(struct mgmt_buf *b)
 {
+	struct iscsi_buffer_stat bs;
+	struct iscsi_limits lim;
+
+	iscsi_data_buffer_stat(&bs);
+	iscsi_limits_get(&lim);
 	mgmt_buf_printf(b, "{\"state\": \"ready\", \"debug\": %s, \"llds\": {\"iscsi\": \"ready\"}, "
-			"\"backing_stores\": [\"file\", \"null\", \"fault\"], \"device_types\": [\"disk\"]}\n",
-			json_bool(log_debug_enabled()));
+			"\"backing_stores\": [\"file\", \"null\", \"fault\"], \"device_types\": [\"disk\"], "
+			"\"data_buffers\": {\"used\": %" PRIu64 ", \"peak\": %" PRIu64
+			", \"refused\": %" PRIu64 ", \"max\": %" PRIu64
+			", \"max_per_connection\": %" PRIu64 "}}\n",
+			json_bool(log_debug_enabled()), bs.used, bs.peak,
+			bs.refused, lim.max_data_buffer,
+			lim.max_data_buffer_per_connection);
 	return MGMT_SUCCESS;
 }
 

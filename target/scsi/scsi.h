@@ -69,6 +69,18 @@ struct scsi_cmd {
 	uint32_t out_len;		/* Data-Out bytes received into buf */
 	void (*done)(struct scsi_cmd *cmd);
 	void *priv;			/* transport's */
+	/* Buffer accounting (README "Limits and slow peers"): the transport
+	 * counts buf_counted bytes for cmd's data buffer; every buffer the
+	 * SCSI layer allocates for cmd beyond that (a Data-In longer than
+	 * buf_counted, the scratch buffers of VERIFY, COMPARE AND WRITE and
+	 * ORWRITE, WRITE SAME's pattern, EXTENDED COPY's chunk) is charged
+	 * first with buf_charge(cmd, bytes), on cmd's reactor.  false: over
+	 * the transport's limit, and cmd is answered TASK SET FULL without
+	 * the buffer.  The transport releases all of it once, when it frees
+	 * cmd (the buffers are gone by then: each is freed before done()).
+	 * NULL: nothing is counted (internal commands, tests). */
+	uint32_t buf_counted;
+	bool (*buf_charge)(struct scsi_cmd *cmd, uint32_t len);
 
 	/* set by the SCSI layer */
 	uint32_t in_len;		/* Data-In bytes in buf */
@@ -97,6 +109,15 @@ struct scsi_cmd {
 /* Allocate a zeroed buffer aligned for O_DIRECT (4096).  NULL on failure. */
 void *scsi_buf_alloc(uint32_t len);
 void scsi_buf_free(void *p);
+/* Charge len bytes of a buffer for cmd (cmd->buf_charge); true if it
+ * fits or nothing is counted.  false: answer TASK SET FULL
+ * (scsi_set_backend_error(cmd, -ENOMEM, ...)). */
+bool scsi_buf_charge(struct scsi_cmd *cmd, uint32_t len);
+/* A working buffer for cmd (aligned for O_DIRECT, not zeroed, freed
+ * with free()), charged first: NULL when it does not fit the limits or
+ * memory is short, which the caller answers with
+ * scsi_set_backend_error(cmd, -ENOMEM, ...) (TASK SET FULL). */
+void *scsi_work_alloc(struct scsi_cmd *cmd, uint32_t len);
 
 /* Execute cmd.  If cmd->buf is NULL and the command returns data, the SCSI
  * layer allocates it with scsi_buf_alloc() (the transport frees it after

@@ -96,10 +96,32 @@ void scsi_buf_free(void *p)
 		      SCSI_BUF_CLASS_BYTES >> (SCSI_BUF_CLASS_MIN_SHIFT + c));
 }
 
+bool scsi_buf_charge(struct scsi_cmd *cmd, uint32_t len)
+{
+	return !len || !cmd->buf_charge || cmd->buf_charge(cmd, len);
+}
+
+void *scsi_work_alloc(struct scsi_cmd *cmd, uint32_t len)
+{
+	void *p;
+
+	if (!scsi_buf_charge(cmd, len))
+		return NULL;
+	if (posix_memalign(&p, SCSI_BUF_ALIGN, len ? len : 1))
+		return NULL;
+	return p;
+}
+
 int scsi_buf_ensure(struct scsi_cmd *cmd, uint32_t len)
 {
 	if (cmd->buf && cmd->buf_len >= len)
 		return 0;
+	/* beyond what the transport counted for the data buffer */
+	if (len > cmd->buf_counted) {
+		if (!scsi_buf_charge(cmd, len - cmd->buf_counted))
+			return -ENOMEM;
+		cmd->buf_counted = len;
+	}
 	/* A Data-In buffer the transport pre-allocated is ours to replace:
 	 * it is freed with scsi_buf_free() after done() either way.  Not
 	 * zeroed: only in_len bytes are ever sent, and those are written

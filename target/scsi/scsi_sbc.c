@@ -466,8 +466,8 @@ enum scsi_exec_result sbc_verify(struct scsi_cmd *cmd)
 	}
 
 	uint32_t len = rw.nblocks * bs;
-	void *medium;
-	if (posix_memalign(&medium, 4096, len)) {
+	void *medium = scsi_work_alloc(cmd, len);
+	if (!medium) {
 		scsi_set_backend_error(cmd, -ENOMEM, false);
 		return SCSI_EXEC_DONE;
 	}

@@ -111,7 +111,8 @@ static enum scsi_exec_result orw_start(struct scsi_cmd *cmd)
 	struct scsi_lun *lun = cmd->lun;
 	void *medium;
 
-	if (posix_memalign(&medium, 4096, cmd->cursor)) {
+	medium = scsi_work_alloc(cmd, cmd->cursor);
+	if (!medium) {
 		scsi_caw_unlock(lun);
 		scsi_set_backend_error(cmd, -ENOMEM, true);
 		return SCSI_EXEC_DONE;

@@ -108,7 +108,8 @@ static enum scsi_exec_result caw_start(struct scsi_cmd *cmd)
 					caw_write_flags(cmd), off, len,
 					cmd->buf, caw_store_done);
 
-	if (posix_memalign(&medium, 4096, len)) {
+	medium = scsi_work_alloc(cmd, len);
+	if (!medium) {
 		scsi_caw_unlock(lun);
 		scsi_set_backend_error(cmd, -ENOMEM, false);
 		return SCSI_EXEC_DONE;

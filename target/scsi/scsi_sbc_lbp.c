@@ -208,8 +208,8 @@ enum scsi_exec_result sbc_write_same(struct scsi_cmd *cmd)
 					write_same_done);
 	}
 
-	uint8_t *pat;
-	if (posix_memalign((void **)&pat, 4096, length)) {
+	uint8_t *pat = scsi_work_alloc(cmd, (uint32_t)length);
+	if (!pat) {
 		scsi_set_backend_error(cmd, -ENOMEM, true);
 		return SCSI_EXEC_DONE;
 	}

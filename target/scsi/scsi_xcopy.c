@@ -668,7 +668,11 @@ wrong_type:
 		return -EINVAL;
 	}
 	if (max_bytes) {
-		j->buf = scsi_buf_alloc((uint32_t)max_bytes);
+		/* the chunk buffer counts against the transport's buffer
+		 * limits for the whole copy: TASK SET FULL if it does not
+		 * fit (the initiator retries) */
+		j->buf = scsi_buf_charge(cmd, (uint32_t)max_bytes) ?
+			 scsi_buf_alloc((uint32_t)max_bytes) : NULL;
 		if (!j->buf) {
 			scsi_set_backend_error(cmd, -ENOMEM, false);
 			return -EINVAL;
