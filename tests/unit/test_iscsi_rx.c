@@ -1645,6 +1645,167 @@ static void test_idle_timeout(void)
 	free(w);
 }
 
+
+/* ---- buffer limits (README "Limits and slow peers") ---- */
+
+static void send_read(uint32_t itt, uint32_t sn, uint32_t edtl)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	uint8_t bhs[ISCSI_BHS_LEN];
+
+	bhs_scsi_cmd(bhs, itt, sn, ISCSI_FLAG_FINAL | SCSI_CMD_FLAG_READ,
+		     edtl, 0x28, 0);
+	put_pdu(w, bhs, NULL, 0, NULL, 0);
+	CHECK(feed(w) == 1);
+	free(w);
+}
+
+static uint64_t buf_used(void)
+{
+	return __atomic_load_n(&iscsi_buf_total, __ATOMIC_RELAXED);
+}
+
+static void expect_status(uint32_t itt, uint8_t status)
+{
+	struct rpdu p;
+
+	if (expect_pdu(&p, ISCSI_OP_SCSI_RSP)) {
+		CHECK(get_be32(p.bhs + BHS_ITT) == itt, "itt 0x%x, wanted 0x%x",
+		      get_be32(p.bhs + BHS_ITT), itt);
+		CHECK(p.bhs[SCSI_RSP_STATUS] == status,
+		      "status 0x%02x, wanted 0x%02x", p.bhs[SCSI_RSP_STATUS],
+		      status);
+	}
+}
+
+/* max_data_buffer_per_connection = 64 KiB: immediate and unsolicited
+ * data that do not fit are received into no buffer and answered TASK
+ * SET FULL; what the SCSI layer charges (scsi_cmd.buf_charge) counts
+ * and is refused over the limit; everything counted is released once,
+ * whichever way the task ends (answered, aborted by LUN RESET, the
+ * connection closed mid-transfer), back to 0. */
+static void test_buffer_limits(void)
+{
+	struct iscsi_limits saved, l;
+	struct sess_params sp = defaults;
+	struct scsi_cmd *cmd;
+	struct rpdu p;
+	uint64_t refused = iscsi_buf_refused;
+
+	iscsi_limits_get(&saved);
+	l = saved;
+	l.max_data_buffer_per_connection = 65536;
+	l.max_data_buffer = 1 << 20;
+	iscsi_limits_set(&l);
+	sp.initial_r2t = false;
+	sp.first_burst = 16384;
+	sp.max_burst = 65536;
+	conn_setup(&sp);
+	CHECK(buf_used() == 0);
+
+	/* fits: 40000 counted from its immediate data on */
+	send_write(0x900, 1, 40000, 1000, false);
+	CHECK(c->buf_reserved == 40000 && buf_used() == 40000,
+	      "conn %lu total %lu", (unsigned long)c->buf_reserved,
+	      (unsigned long)buf_used());
+	while (recv_pdu(&p))	/* its R2T */
+		;
+	/* does not fit (80000 > 64 KiB): no buffer, no R2T; its
+	 * unsolicited data is taken and dropped, then TASK SET FULL */
+	send_write(0x901, 2, 40000, 1000, false);
+	CHECK(c->buf_reserved == 40000, "refused command counted: %lu",
+	      (unsigned long)c->buf_reserved);
+	expect_nothing();
+	send_data_out(0x901, ISCSI_RSVD_TAG, 0, 1000, 8000, false);
+	expect_nothing();
+	send_data_out(0x901, ISCSI_RSVD_TAG, 1, 9000, 7384, true);
+	expect_status(0x901, SAM_STAT_TASK_SET_FULL);
+	CHECK(iscsi_buf_refused == refused + 1);
+	CHECK(nexec == 0 && c->buf_reserved == 40000);
+	/* all of it immediate (F bit): refused at once */
+	send_write(0x902, 3, 30000, 16384, true);
+	expect_status(0x902, SAM_STAT_TASK_SET_FULL);
+	CHECK(iscsi_buf_refused == refused + 2);
+	/* one that fits still goes */
+	send_write(0x903, 4, 8192, 8192, true);
+	CHECK(nexec == 1 && c->buf_reserved == 48192);
+	if (nlive == 1)
+		complete(live[0], SAM_STAT_GOOD, 0);
+	expect_status(0x903, SAM_STAT_GOOD);
+	CHECK(c->buf_reserved == 40000, "released when answered: %lu",
+	      (unsigned long)c->buf_reserved);
+
+	/* the SCSI layer's buffers: charged on top, refused over the limit
+	 * while others hold buffers, released with the task */
+	send_read(0x904, 5, 4096);
+	cmd = live_by_itt(0x904);
+	CHECK(cmd && cmd->buf_charge && cmd->buf_counted == 4096);
+	if (cmd) {
+		CHECK(cmd->buf_charge(cmd, 10000));
+		CHECK(c->buf_reserved == 54096 && buf_used() == 54096);
+		CHECK(!cmd->buf_charge(cmd, 20000), "over the limit");
+		CHECK(iscsi_buf_refused == refused + 3);
+		CHECK(c->buf_reserved == 54096);
+		complete(cmd, SAM_STAT_GOOD, 0);
+	}
+	expect_status(0x904, SAM_STAT_GOOD);
+	CHECK(c->buf_reserved == 40000 && buf_used() == 40000);
+
+	/* an executing task with a charged buffer, aborted by LUN RESET */
+	send_read(0x905, 6, 8192);
+	cmd = live_by_itt(0x905);
+	if (cmd)
+		CHECK(cmd->buf_charge(cmd, 8192));
+	CHECK(c->buf_reserved == 56384);
+	send_tmf(0x906, ISCSI_TMF_LUN_RESET, 0, 0, 7, 0);
+	if (cmd)
+		complete(cmd, SAM_STAT_TASK_ABORTED, 0);
+	run_drops();
+	while (recv_pdu(&p))
+		;
+	CHECK(live_by_itt(0x900) == NULL && c->buf_reserved == 0 &&
+	      buf_used() == 0, "LUN RESET released it all: %lu",
+	      (unsigned long)c->buf_reserved);
+
+	/* alone, a command larger than the limit goes (no starvation) */
+	send_read(0x907, 7, 100000);
+	cmd = live_by_itt(0x907);
+	CHECK(cmd && c->buf_reserved == 100000);
+	if (cmd)
+		CHECK(cmd->buf_charge(cmd, 4096), "nothing else counted");
+	if (cmd)
+		complete(cmd, SAM_STAT_GOOD, 0);
+	while (recv_pdu(&p))
+		;
+	CHECK(c->buf_reserved == 0 && buf_used() == 0);
+	CHECK(c->buf_peak == 104096, "peak %lu", (unsigned long)c->buf_peak);
+
+	/* the connection dies mid-transfer: a command held for a CmdSN gap
+	 * with its immediate data, one waiting for unsolicited data, and a
+	 * command whose immediate data never finished arriving */
+	send_write(0x910, 10, 8192, 4096, false);	/* CmdSN 8, 9 missing */
+	send_write(0x911, 8, 16384, 1000, false);
+	CHECK(c->buf_reserved == 8192 + 16384 && pending_count() == 1);
+	{
+		struct wire *w = xzalloc(sizeof(*w));
+		uint8_t bhs[ISCSI_BHS_LEN], data[8192] = { 0 };
+		int last;
+
+		bhs_scsi_cmd(bhs, 0x912, 9, SCSI_CMD_FLAG_WRITE, 16384, 0x2a, 0);
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+		peer_write(w->b, w->len - 4000);
+		pump(&last);
+		CHECK(c->buf_reserved == 8192 + 2 * 16384,
+		      "counted from its header: %lu",
+		      (unsigned long)c->buf_reserved);
+		free(w);
+	}
+	conn_teardown();
+	CHECK(buf_used() == 0, "all released at close: %lu",
+	      (unsigned long)buf_used());
+	iscsi_limits_set(&saved);
+}
+
 int main(void)
 {
 	test_states();
@@ -1664,5 +1825,6 @@ int main(void)
 	test_tmf_abort_task();
 	test_tmf_lun_reset();
 	test_idle_timeout();
+	test_buffer_limits();
 	return CHECK_SUMMARY("test_iscsi_rx");
 }

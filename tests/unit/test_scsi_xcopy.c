@@ -738,6 +738,70 @@ static void test_vpd_page(void)
 	CHECK(off == len && n == 4 && cmds);
 }
 
+
+/* The chunk buffer is charged to the transport's buffer limits
+ * (scsi_cmd.buf_charge) before it is allocated: its size when that fits,
+ * TASK SET FULL with nothing moved when it does not. */
+static uint64_t charged;
+static bool charge_ok;
+
+static bool fake_charge(struct scsi_cmd *cmd UNUSED, uint32_t len)
+{
+	if (!charge_ok)
+		return false;
+	charged += len;
+	return true;
+}
+
+static void test_copy_charged(void)
+{
+	static uint8_t p[1024];
+	struct segspec big[1] = { { 0, 1, 2500, 10, 100 } };
+	struct segspec small[1] = { { 0, 1, 3, 5000, 7000 } };
+	struct scsi_cmd *c;
+	uint32_t len;
+
+	setup();
+	len = build(p, 0, XCOPY_USAGE_NONE, big, 1);
+	c = new_cmd(p, len);
+	c->buf_charge = fake_charge;
+	charge_ok = true;
+	charged = 0;
+	dones = 0;
+	CHECK(spc_extended_copy(c) == SCSI_EXEC_ASYNC);
+	CHECK(charged == XCOPY_CHUNK_BYTES, "charged %lu",
+	      (unsigned long)charged);
+	drain();
+	CHECK(dones == 1 && c->status == SAM_STAT_GOOD);
+	CHECK(charged == XCOPY_CHUNK_BYTES, "charged once per copy");
+	cmd_free(c);
+
+	/* a short copy charges only its one chunk */
+	len = build(p, 0, XCOPY_USAGE_NONE, small, 1);
+	c = new_cmd(p, len);
+	c->buf_charge = fake_charge;
+	charged = 0;
+	dones = 0;
+	CHECK(spc_extended_copy(c) == SCSI_EXEC_ASYNC);
+	CHECK(charged == 3 * TBS, "charged %lu", (unsigned long)charged);
+	drain();
+	CHECK(dones == 1 && c->status == SAM_STAT_GOOD);
+	cmd_free(c);
+
+	/* no room: TASK SET FULL, nothing read or written */
+	len = build(p, 0, XCOPY_USAGE_NONE, big, 1);
+	c = new_cmd(p, len);
+	c->buf_charge = fake_charge;
+	charge_ok = false;
+	submits = 0;
+	CHECK(spc_extended_copy(c) == SCSI_EXEC_DONE);
+	CHECK(c->status == SAM_STAT_TASK_SET_FULL && submits == 0,
+	      "status 0x%02x submits %d", c->status, submits);
+	CHECK(atomic_load(&luns[1].refcnt) == 1 &&
+	      atomic_load(&luns[2].refcnt) == 1);
+	cmd_free(c);
+}
+
 int main(void)
 {
 	test_parse_valid();
@@ -746,6 +810,7 @@ int main(void)
 	test_copy();
 	test_copy_errors();
 	test_copy_refused();
+	test_copy_charged();
 	test_vpd_page();
 	for (int i = 1; i <= 2; i++)
 		free(disk[i]);
