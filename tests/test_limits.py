@@ -465,3 +465,284 @@ def test_max_data_buffer_per_connection(holdfast):
     assert set(big) <= set(dict(order))
     a.close()
     b.close()
+
+
+# --------------------------------------------------------------------------
+# buffer accounting: unasked data and the SCSI layer's own buffers
+
+KiB, MiB = 1024, 1024 * 1024
+TASK_SET_FULL = 0x28
+
+
+def adm_json(d, *args):
+    import json
+    from helpers import build_dir, run
+    sock = "%s.%d" % (d.sock_base, d.ctl_port)
+    wait_for(lambda: os.path.exists(sock), S(5))
+    argv = [str(build_dir() / "holdfastadm"), "-C", str(d.ctl_port),
+            "--json", "-o", "show"] + [str(a) for a in args]
+    return json.loads(run(argv, env=d.env, timeout=30).stdout)
+
+
+def bufstat(d):
+    """holdfastadm's system JSON: data_buffers {used, peak, refused, max,
+    max_per_connection}."""
+    return adm_json(d, "-m", "system")["data_buffers"]
+
+
+def conn_bufs(d):
+    """(data_buffer, data_buffer_peak) of each connection, by initiator
+    and ISID order of the target JSON."""
+    out = []
+    for t in adm_json(d, "-m", "target")["targets"]:
+        for s in t["sessions"]:
+            for c in s["connections"]:
+                out.append((c["data_buffer"], c["data_buffer_peak"]))
+    return out
+
+
+def buffers_drain(d, timeout=10):
+    """Every counted buffer released: the total and each connection 0."""
+    return wait_for(lambda: bufstat(d)["used"] == 0 and
+                    all(u == 0 for u, _ in conn_bufs(d)), S(timeout))
+
+
+def data_out(s, itt, lun, offset, data, data_sn, final):
+    """An unsolicited Data-Out (TTT reserved)."""
+    bhs = bytearray(48)
+    bhs[0] = 0x05
+    bhs[1] = 0x80 if final else 0
+    bhs[9] = lun
+    bhs[16:20] = struct.pack(">I", itt)
+    bhs[20:24] = b"\xff\xff\xff\xff"
+    bhs[28:32] = struct.pack(">I", s.exp_stat_sn)
+    bhs[36:40] = struct.pack(">I", data_sn)
+    bhs[40:44] = struct.pack(">I", offset)
+    s.send(bhs, data)
+
+
+def write_nf(s, lun, lba, edtl, imm):
+    """A WRITE(10) without the F bit: unsolicited Data-Out follows."""
+    from rawiscsi import write10
+    itt = s.next_itt()
+    bhs = bytearray(48)
+    bhs[0] = 0x01
+    bhs[1] = 0x20 | 0x01                # W, SIMPLE; no F
+    bhs[9] = lun
+    bhs[16:20] = struct.pack(">I", itt)
+    bhs[20:24] = struct.pack(">I", edtl)
+    bhs[24:28] = struct.pack(">I", s.cmd_sn)
+    bhs[28:32] = struct.pack(">I", s.exp_stat_sn)
+    cdb = write10(lba, edtl // 512)
+    bhs[32:32 + len(cdb)] = cdb
+    s.cmd_sn += 1
+    s.send(bhs, b"\x5a" * imm)
+    return itt
+
+
+def collect_status(s, itts, timeout):
+    """{itt: status} of the SCSI Responses (R2Ts answered with nothing:
+    none is expected)."""
+    got = {}
+    end = time.monotonic() + timeout
+    while len(got) < len(itts) and time.monotonic() < end:
+        p = s.recv(timeout=max(0.1, end - time.monotonic()))
+        assert p.opcode != 0x31, "an R2T for unasked data"
+        assert p.opcode != 0x3F, "Reject: reason %#x" % p.bhs[2]
+        if p.opcode == 0x21 and p.u32(16) in itts:
+            got[p.u32(16)] = p.bhs[3]
+    assert len(got) == len(itts), (len(got), len(itts))
+    return got
+
+
+UNASKED_KEYS = {"ImmediateData": "Yes", "InitialR2T": "No",
+                "FirstBurstLength": "262144", "MaxBurstLength": "262144",
+                "MaxRecvDataSegmentLength": "262144"}
+
+
+@pytest.mark.parametrize("mode", ["immediate", "unsolicited"])
+def test_unasked_data_stays_within_the_buffer_limit(holdfast, mode):
+    """max_data_buffer_per_connection = 1 MiB, a LUN whose writes take
+    1.5 s: 12 writes of 256 KiB whose data comes unasked (immediate data
+    only, or 64 KiB immediate + unsolicited Data-Out up to
+    FirstBurstLength) at once.  Those that fit run; the rest are received
+    into no buffer and answered TASK SET FULL, so the connection never
+    holds more than 1 MiB (its peak counter and the total's in
+    holdfastadm's JSON), another session's reads and writes complete
+    meanwhile, and every counter is back to 0 at the end.  (The old code
+    counted unasked data even over the limit: peak 3 MiB, all GOOD.)"""
+    luns = null_luns()
+    luns[0]["fault"] = "latency=1500:ops=w"
+    d = holdfast(luns=luns, limits={"max_data_buffer_per_connection": "1M",
+                                    "max_data_buffer": "8M"})
+    d.require_holdfast()
+    a, b = raw(d, isid=1), raw(d, isid=2)
+    a.login(IQN, keys=UNASKED_KEYS)
+    assert login_status(b) == 0
+    assert good_read(a, lun=1) and good_read(a, lun=2)
+    assert good_read(b, lun=2)
+    edtl, n = 256 * KiB, 12
+    itts = []
+    for i in range(n):
+        if mode == "immediate":
+            # all of it immediate: 256 KiB in the command PDU
+            itts.append(a.scsi(1, write10_(i * 512, edtl // 512),
+                               data=b"\x5a" * edtl))
+        else:
+            itt = write_nf(a, 1, i * 512, edtl, 64 * KiB)
+            for k in range(3):
+                data_out(a, itt, 1, (k + 1) * 64 * KiB,
+                         b"\xa5" * (64 * KiB), k, k == 2)
+            itts.append(itt)
+    # another session meanwhile: reads and writes complete
+    t = time.monotonic()
+    assert good_read(b, lun=2)
+    w = b.scsi(2, write10_(0, 16), data=b"\x11" * 8192)
+    st, _, _ = b.wait_status(w, timeout=S(10))
+    assert st == 0 and time.monotonic() - t < 1.0, (st,
+                                                    time.monotonic() - t)
+    got = collect_status(a, itts, S(30))
+    good = [i for i in itts if got[i] == 0]
+    full = [i for i in itts if got[i] == TASK_SET_FULL]
+    assert len(good) + len(full) == n, got
+    assert full, "nothing refused: the limit was not applied"
+    assert 1 <= len(good) <= 4, len(good)
+    st = bufstat(d)
+    # the total: this connection's 1 MiB and the other session's 8 KiB
+    assert st["peak"] <= MiB + 8 * KiB, st
+    assert st["refused"] >= len(full), st
+    peaks = [pk for _, pk in conn_bufs(d)]
+    assert max(peaks) <= MiB and max(peaks) >= edtl, peaks
+    assert log_has(d, "max_data_buffer_per_connection 1048576")
+    assert log_has(d, "TASK SET FULL")
+    # a refused write goes when retried later
+    if mode == "immediate":
+        r = a.scsi(1, write10_(0, edtl // 512), data=b"\x5a" * edtl)
+        assert collect_status(a, [r], S(10))[r] == 0
+    assert buffers_drain(d), (bufstat(d), conn_bufs(d))
+    a.close()
+    b.close()
+
+
+def write10_(lba, blocks):
+    from rawiscsi import write10
+    return write10(lba, blocks)
+
+
+def test_buffers_released_on_abort_reset_and_connection_loss(holdfast):
+    """Every counted buffer is released exactly once whichever way its
+    command ends: writes held by hang-on-error (a failing LUN with
+    werror = retry) released by ABORT TASK and by LUN RESET; a write
+    whose unsolicited data is half sent, one held by the hang engine and
+    one in a CmdSN gap released when the client's connection is killed
+    (RST); the counters go back to 0 and stay there."""
+    luns = null_luns()
+    luns.append({"lun": 3, "backend": "null", "size": "1G",
+                 "fault": "eio:ops=w", "werror": "retry",
+                 "retry_interval": 200, "retry_timeout": 0})
+    d = holdfast(luns=luns)
+    d.require_holdfast()
+    a = raw(d, isid=1)
+    a.login(IQN, keys=UNASKED_KEYS)
+    assert good_read(a, lun=3) and good_read(a, lun=2)
+    # two writes held by the hung LUN
+    h1 = a.scsi(3, write10_(0, 128), data=b"\x33" * (64 * KiB))
+    h2 = a.scsi(3, write10_(128, 128), data=b"\x33" * (64 * KiB))
+    assert wait_for(lambda: bufstat(d)["used"] == 128 * KiB, S(5)), \
+        bufstat(d)
+    # ABORT TASK: that one's buffer goes
+    tm = a.tmf(1, lun=3, ref_itt=h1)
+    p = a.recv(timeout=S(10))
+    assert p.opcode == 0x22 and p.u32(16) == tm and p.bhs[2] == 0, \
+        (p.opcode, p.bhs[2])
+    assert wait_for(lambda: bufstat(d)["used"] == 64 * KiB, S(5)), \
+        bufstat(d)
+    # LUN RESET: the other one's too
+    tm = a.tmf(5, lun=3)
+    while True:
+        p = a.recv(timeout=S(10))
+        if p.opcode == 0x22:
+            break
+    assert p.u32(16) == tm and p.bhs[2] == 0
+    assert buffers_drain(d, 5), (bufstat(d), conn_bufs(d))
+    assert good_read(a, lun=3)      # the reset's unit attention
+    # connection loss with buffers in every state
+    h3 = a.scsi(3, write10_(0, 128), data=b"\x33" * (64 * KiB))
+    itt = write_nf(a, 2, 0, 256 * KiB, 64 * KiB)
+    data_out(a, itt, 2, 64 * KiB, b"\xa5" * (64 * KiB), 0, False)
+    a.cmd_sn += 1               # a gap: the next command waits for it
+    a.scsi(2, write10_(1024, 16), data=b"\x44" * 8192)
+    a.sock.sendall(b"\x05\x00" + b"\0" * 30)    # half a Data-Out header
+    want = 64 * KiB + 256 * KiB + 8192
+    assert wait_for(lambda: bufstat(d)["used"] == want, S(5)), \
+        (bufstat(d), want)
+    a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                      struct.pack("ii", 1, 0))
+    a.close()
+    assert buffers_drain(d), (bufstat(d), h2, h3)
+    time.sleep(0.5)
+    assert bufstat(d)["used"] == 0, "released twice or late"
+    b = raw(d, isid=2)
+    assert login_status(b) == 0 and good_read(b, lun=2)
+    b.close()
+
+
+def xcopy_cdb(plen):
+    return bytes([0x83, 0]) + b"\0" * 8 + struct.pack(">I", plen) + \
+        b"\0\0"
+
+
+def test_xcopy_buffers_stay_within_the_limit(holdfast):
+    """EXTENDED COPY's chunk buffer (1 MiB per running copy) counts
+    against the connection's buffer limit: with 3 MiB and a source LUN
+    whose reads take 1 s, 8 copies of 1 MiB sent at once run two at a
+    time at most (the rest TASK SET FULL, retried by the client like an
+    initiator does until all are done), the connection's peak stays
+    within 3 MiB but shows the chunks were counted, another session's
+    reads complete meanwhile, and the counters return to 0.  (The old
+    code counted only the parameter lists: a peak of a few hundred
+    bytes.)"""
+    from test_xcopy import cscd, naa_of, plist, segment
+    luns = null_luns()
+    luns[0]["fault"] = "latency=1000:ops=r"
+    luns.append({"lun": 3, "backend": "null", "size": "1G"})
+    d = holdfast(luns=luns,
+                 limits={"max_data_buffer_per_connection": "3M"})
+    d.require_holdfast()
+    a, b = raw(d, isid=1), raw(d, isid=2)
+    assert login_status(a) == 0 and login_status(b) == 0
+    assert good_read(a, lun=3) and good_read(b, lun=2)
+    src = (1, 0x03, naa_of(IQN, 1))
+    dst = (1, 0x03, naa_of(IQN, 3))
+
+    def copy(i):
+        pl = plist([cscd(src), cscd(dst)],
+                   [segment(0, 1, 2048, i * 2048, i * 2048)])
+        return a.scsi(3, xcopy_cdb(len(pl)), data=pl)
+
+    todo = set(range(8))
+    tries = 0
+    refused = 0
+    while todo:
+        tries += 1
+        assert tries <= 40, "copies never got buffer room"
+        sent = {copy(i): i for i in sorted(todo)}
+        if tries == 1:
+            t = time.monotonic()
+            assert good_read(b, lun=2)
+            assert time.monotonic() - t < 1.0
+        got = collect_status(a, list(sent), S(30))
+        for itt, st in got.items():
+            if st == 0:
+                todo.discard(sent[itt])
+            else:
+                assert st == TASK_SET_FULL, "status %#x" % st
+                refused += 1
+    assert refused > 0, "nothing refused: chunks not counted"
+    peaks = [pk for _, pk in conn_bufs(d)]
+    assert MiB <= max(peaks) <= 3 * MiB, peaks
+    assert bufstat(d)["peak"] <= 3 * MiB
+    assert log_has(d, "max_data_buffer_per_connection 3145728")
+    assert buffers_drain(d), (bufstat(d), conn_bufs(d))
+    a.close()
+    b.close()
