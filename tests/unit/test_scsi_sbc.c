@@ -579,6 +579,127 @@ static void test_compare_and_write(void)
 	cmd_free(&c);
 }
 
+
+/* Buffers the SCSI layer allocates for a command are charged to the
+ * transport first (scsi_cmd.buf_charge, README "Limits and slow peers"):
+ * a Data-In longer than what the transport counted, VERIFY's scratch,
+ * WRITE SAME's pattern, COMPARE AND WRITE's compare buffer.  Refused:
+ * TASK SET FULL, nothing submitted. */
+static uint64_t charged;
+static bool charge_ok;
+
+static bool fake_charge(struct scsi_cmd *cmd UNUSED, uint32_t len)
+{
+	if (!charge_ok)
+		return false;
+	charged += len;
+	return true;
+}
+
+static void charge_init(struct scsi_cmd *c, const uint8_t *cdb,
+			unsigned len, uint32_t counted)
+{
+	cmd_init(c, &nex_a, cdb, len);
+	c->buf_counted = counted;
+	c->buf_charge = fake_charge;
+	charged = 0;
+}
+
+static void test_buffer_charges(void)
+{
+	struct scsi_cmd c = { 0 };
+	uint8_t rd[10] = { SCSI_OP_READ_10, 0, 0, 0, 0, 10, 0, 0, 4, 0 };
+	uint8_t v10[10] = { SCSI_OP_VERIFY_10, 0, 0, 0, 0, 4, 0, 0, 8, 0 };
+	uint8_t ws10[10] = { SCSI_OP_WRITE_SAME_10, 0, 0, 0, 0, 8, 0, 0, 3,
+			     0 };
+
+	lun_setup();
+	clear_ua(&nex_a);
+	charge_ok = true;
+
+	/* a READ within what the transport counted: nothing more */
+	charge_init(&c, rd, 10, 2048);
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && charged == 0);
+	c.mio.complete(&c.mio, 0);
+	/* its CDB asks for more than the expected length counted */
+	charge_init(&c, rd, 10, 512);
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && charged == 1536, "charged %lu",
+	      (unsigned long)charged);
+	c.mio.complete(&c.mio, 0);
+	charge_ok = false;
+	charge_init(&c, rd, 10, 512);
+	pending = NULL;
+	run(&c);
+	CHECK(c.status == SAM_STAT_TASK_SET_FULL && !pending);
+	charge_ok = true;
+
+	/* VERIFY (BYTCHK 0) reads 8 blocks into a scratch buffer */
+	charge_init(&c, v10, 10, 0);
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && charged == 8 * 512, "charged %lu",
+	      (unsigned long)charged);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	charge_ok = false;
+	charge_init(&c, v10, 10, 0);
+	pending = NULL;
+	run(&c);
+	CHECK(c.status == SAM_STAT_TASK_SET_FULL && !pending);
+	charge_ok = true;
+
+	/* WRITE SAME: one block of Data-Out, a 3-block pattern buffer */
+	charge_init(&c, ws10, 10, 512);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	memset(c.buf, 0x5a, 512);
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && charged == 3 * 512, "charged %lu",
+	      (unsigned long)charged);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	charge_ok = false;
+	charge_init(&c, ws10, 10, 512);
+	c.buf = scsi_buf_alloc(512);
+	c.buf_len = c.out_len = c.exp_len = 512;
+	memset(c.buf, 0x5a, 512);
+	pending = NULL;
+	run(&c);
+	CHECK(c.status == SAM_STAT_TASK_SET_FULL && !pending);
+	charge_ok = true;
+
+	/* COMPARE AND WRITE: the blocks read to compare */
+	caw_init(&c, &nex_a, 5, 0x00, 0x01);
+	c.buf_counted = 1024;
+	c.buf_charge = fake_charge;
+	charged = 0;
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio && charged == 512, "charged %lu",
+	      (unsigned long)charged);
+	memset(c.mio.io.iov[0].iov_base, 0x00, 512);
+	c.mio.complete(&c.mio, 0);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	charge_ok = false;
+	caw_init(&c, &nex_a, 5, 0x00, 0x01);
+	c.buf_counted = 1024;
+	c.buf_charge = fake_charge;
+	pending = NULL;
+	run(&c);
+	CHECK(c.status == SAM_STAT_TASK_SET_FULL && !pending);
+	/* the lock was given back: the next one runs */
+	charge_ok = true;
+	caw_init(&c, &nex_a, 5, 0x00, 0x01);
+	scsi_cmd_exec(&c);
+	CHECK(pending == &c.mio);
+	memset(c.mio.io.iov[0].iov_base, 0x00, 512);
+	c.mio.complete(&c.mio, 0);
+	c.mio.complete(&c.mio, 0);
+	CHECK(c.status == SAM_STAT_GOOD);
+	cmd_free(&c);
+}
+
 int main(void)
 {
 	test_read_capacity();
@@ -587,6 +708,7 @@ int main(void)
 	test_verify();
 	test_provisioning();
 	test_compare_and_write();
+	test_buffer_charges();
 	scsi_lun_state_free(&lun);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
