@@ -728,3 +728,94 @@ def test_block_device_state_lives_in_alua_state_dir(holdfast, tmp_path,
                 n.endswith(".pr") or n.endswith(".bitmaps")]
     s1.close()
     s2.close()
+
+
+def hang_json(d):
+    t = adm_json(d, "-o", "show", "-m", "target")["targets"][0]
+    return [x for x in t["luns"] if x["lun"] == 1][0]["hang"]
+
+
+@pytest.mark.parametrize("how", ["update", "stpg", "force"])
+def test_takeover_resets_hang_state(fusefs, holdfast, how):
+    """B's store fails while B is active: its write hangs and, after
+    retry_timeout, B is failed (probing paused by the operator, and the
+    background probe far away).  B hands over, the store is fixed, A
+    serves, and B takes the LUN back — by alua_state=active, by SET
+    TARGET PORT GROUPS, or with force=1 after A was killed.  B must then
+    start from a clean hang state (ok, nothing held, no last error,
+    probing active) and treat the next store error as a new hang rather
+    than failing the write at once as its old failed state would."""
+    shared = fusefs.path("shared.img")
+    hang = {"werror": "retry", "retry_interval": 60000,
+            "retry_timeout": 2000}
+    a = holdfast(luns=lun(shared, 1, 2, "standby"))
+    a.require_holdfast()
+    a.ok_exit = {0, -9}
+    b = holdfast(luns=lun(shared, 2, 1, "active", **hang))
+    sb = Sess(b)
+    sb.settle()
+    assert sb.write(0, b"\x01" * 512)[0] == GOOD
+    # B's store fails: the write is held, then reported at retry_timeout
+    fusefs.set("write=EIO match=shared.img")
+    t0 = time.monotonic()
+    st, _, key, _ = sb.write(8, b"\x02" * 512)
+    assert st == CHECK and time.monotonic() - t0 >= 1.5, (st, key)
+    h = hang_json(b)
+    assert h["state"] == "failed" and h["timeouts"] == 1, h
+    update(b, "hang=pause")
+    assert hang_json(b)["paused"] is True
+    # hand over to A; the store is fixed and A serves
+    update(b, "alua_state=standby")
+    update(a, "alua_state=active")
+    fusefs.ok()
+    sa = Sess(a)
+    sa.settle()
+    assert sa.write(16, b"\x03" * 512)[0] == GOOD
+    assert hang_json(b)["state"] == "failed"      # standby: kept so far
+    # probes come quickly from now on (B is still paused, so none yet);
+    # an update now, while B is standby as asked, changes no ALUA state
+    update(b, "retry_interval=200")
+    assert hang_json(b)["state"] == "failed"
+    # B takes the LUN back
+    if how == "update":
+        update(a, "alua_state=standby")
+        update(b, "alua_state=active")
+    elif how == "stpg":
+        # A gives up (the peer group active), then B asks for its own
+        assert sa.stpg(2, AO_STATE)[0] == GOOD
+        sb.settle()
+        assert sb.stpg(2, AO_STATE)[0] == GOOD
+        assert "active/optimized" in alua_json(b)["state"]
+    else:
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        update(b, "alua_state=active,force=1")
+    h = hang_json(b)
+    assert h["state"] == "ok", h
+    assert h["held"] == 0 and h["queued"] == 0 and h["held_bytes"] == 0, h
+    assert h["last_error"] == "none" and h["paused"] is False, h
+    assert h["episodes"] == 1 and h["timeouts"] == 1, h   # history kept
+    assert "state reset (ownership taken over): was failed" in b.log_text()
+    show = update_show(b)
+    assert "Hang state: ok\n" in show and "Hang last error: none" in show
+    # serves at once
+    for _ in range(5):
+        if sb.read(16)[0] == GOOD:
+            break
+    st, d, _, _ = sb.read(16)
+    assert st == GOOD and d == b"\x03" * 512
+    assert sb.write(24, b"\x04" * 512)[0] == GOOD
+    # a new store error is a new hang (held), not an immediate failure
+    fusefs.set("write=EIO match=shared.img")
+    itt = sb.s.scsi(1, struct.pack(">BBIBHB", 0x2a, 0, 32, 0, 1, 0),
+                    data=b"\x05" * 512)
+    assert wait_for(lambda: hang_json(b)["state"] == "hung", 5 * tscale()), \
+        hang_json(b)
+    assert hang_json(b)["held"] == 1
+    fusefs.ok()             # the next probe (retry_interval) succeeds
+    status, _, _ = sb.s.wait_status(itt, timeout=10 * tscale())
+    assert status == GOOD
+    assert fusefs.read_backing("shared.img", 32 * 512, 512) == b"\x05" * 512
+    assert hang_json(b)["state"] == "ok"
+    sa.close()
+    sb.close()
