@@ -598,6 +598,48 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	return 0;
 }
 
+/* ---- a resize of the shared store (scsi_lun_refresh) ---- */
+
+static const char *alua_lock_lost(struct scsi_alua *a, int *err);
+
+int scsi_alua_resize_begin(struct scsi_lun *lun, const char **errmsg)
+{
+	struct scsi_alua *a = alua_of(lun);
+	const char *why = NULL;
+	int err;
+
+	if (!a)
+		return 0;
+	/* A handover holds alua_mutex from its first step (transitioning)
+	 * to its last (lock released): a resize never starts in the middle
+	 * of one, and none starts while this one runs. */
+	pthread_mutex_lock(&alua_mutex);
+	if (atomic_load(&a->state) != ALUA_AO) {
+		*errmsg = "this node is not active for the LUN: resize it on "
+			  "the node that is";
+		goto refuse;
+	}
+	/* Owning the store now, not only having owned it at the last
+	 * watchdog round: a forced takeover may have happened since. */
+	if (a->store ? !alua_holds(a)
+		     : !a->owner || (why = alua_lock_lost(a, &err))) {
+		*errmsg = "this node no longer holds the ownership lock (another "
+			  "node took over): not resized";
+		goto refuse;
+	}
+	return 1;
+
+refuse:
+	pthread_mutex_unlock(&alua_mutex);
+	return -EBUSY;
+}
+
+void scsi_alua_resize_end(struct scsi_lun *lun)
+{
+	(void)lun;
+	pthread_mutex_unlock(&alua_mutex);
+}
+
 /* ---- watchdog: lost locks and the peer's state ---- */
 
 /* Does this node still own the store?  NULL if so, else why not.  The

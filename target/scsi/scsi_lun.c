@@ -466,7 +466,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	 * (lun.h); what it needs is fixed at creation. */
 	uint32_t bs = lun->block_size;
 	uint64_t old_nb, new_nb;
-	int err = 0;
+	int err = 0, alua_held = 0;
 
 	*errmsg = NULL;
 	if (!lun->be)
@@ -491,18 +491,22 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 				return -EBUSY;
 			}
 	}
-	/* Only the node that owns a shared store changes it; a standby node
-	 * learns the new size when it takes over (scsi_alua.c). */
-	if (size && !scsi_alua_serving(lun)) {
-		*errmsg = "this node is not active for the LUN: resize it on "
-			  "the node that is";
-		return -EBUSY;
-	}
 	/* A job copies the LUN at the size it had at its point in time
 	 * (QEMU's backup job forbids a resize too). */
 	if (lun->cbt && cbt_job_running_on(cbt_filter_find(lun->be))) {
 		*errmsg = "a backup or snapshot job runs on the LUN";
 		return -EBUSY;
+	}
+	/* Only the node that owns a shared store changes it, and not while
+	 * it hands the store over: the ALUA transition waits for the resize
+	 * (the other node then reads the new size when it takes over), a
+	 * resize that arrives during a transition waits for it and is then
+	 * refused on a node that went standby.  A takeover (SHARED) already
+	 * runs inside its transition. */
+	if (size && !(flags & SCSI_REFRESH_SHARED)) {
+		alua_held = scsi_alua_resize_begin(lun, errmsg);
+		if (alua_held < 0)
+			return alua_held;
 	}
 	pthread_mutex_lock(&scsi_lun_refresh_lock);
 	old_nb = atomic_load(&lun->nblocks);
@@ -590,6 +594,8 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	}
 out:
 	pthread_mutex_unlock(&scsi_lun_refresh_lock);
+	if (alua_held > 0)
+		scsi_alua_resize_end(lun);
 	return err;
 }
 
