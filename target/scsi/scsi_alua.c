@@ -24,7 +24,12 @@
  * Going active: take the lock (refused while the other node holds it;
  * force=1 replaces the sidecar and takes a fresh lock, for a node known
  * dead), then scsi_lun_refresh(SCSI_REFRESH_SHARED) re-reads everything
- * the other node may have changed before the first command is served.
+ * the other node may have changed, and starts the hang engine over (an
+ * episode of this node's from before it went standby must not outlive
+ * the handover), before the first command is served.
+ *
+ * A resize of the shared store holds alua_mutex (scsi_alua_resize_begin)
+ * so it never interleaves with a transition: see scsi_lun_refresh().
  *
  * A node that loses the lock under it notices within ALUA_WATCH_MS (the
  * watchdog: the sidecar replaced or removed by a forced takeover, the
