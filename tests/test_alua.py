@@ -1023,3 +1023,41 @@ def test_forced_takeover_right_after_a_resize(holdfast, tmp_path):
     check_after_takeover(b, shared, w, watch)
     for s in (sb, watch):
         s.close()
+
+
+def test_resize_refused_once_another_node_forced_the_lock(holdfast,
+                                                          tmp_path):
+    """B takes the store by force while A is alive; a resize sent to A at
+    once (before A's watchdog has noticed, within 200 ms) must not change
+    the store B now owns: A checks that it still holds the lock before it
+    resizes, under the same lock as its transitions."""
+    import threading
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    lock = str(shared) + ".holdfast-owner"
+    ino = os.stat(lock).st_ino
+    res = {}
+    t = threading.Thread(target=lambda: res.setdefault(
+        "r", update(b, "alua_state=active,force=1", check=False)))
+    t.start()
+    deadline = time.monotonic() + 20 * tscale()
+    while time.monotonic() < deadline:
+        try:
+            if os.stat(lock).st_ino != ino:
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+    r = update(a, "size=%d" % NEW_SIZE, check=False)
+    t.join(60 * tscale())
+    assert res["r"].returncode == 0, b.log_text()
+    assert r.returncode != 0, a.log_text()
+    log = a.log_text()
+    assert "no longer holds the ownership lock" in log or \
+        "this node is not active" in log, log
+    print("refused: %s" % ("lock check" if "no longer holds" in log
+                           else "watchdog first"))
+    assert os.path.getsize(shared) == 16 * MIB
+    sb = Sess(b)
+    sb.settle()
+    assert read_capacity16(sb) == 16 * MIB // 512
+    sb.close()
