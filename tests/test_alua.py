@@ -772,9 +772,10 @@ def test_takeover_resets_hang_state(fusefs, holdfast, how):
     sa.settle()
     assert sa.write(16, b"\x03" * 512)[0] == GOOD
     assert hang_json(b)["state"] == "failed"      # standby: kept so far
-    # probes come quickly from now on (B is still paused, so none yet);
-    # an update now, while B is standby as asked, changes no ALUA state
-    update(b, "retry_interval=200")
+    # probes come quickly from now on (B is still paused, so none yet),
+    # and the next hang lasts long enough to look at under load; an
+    # update now, while B is standby as asked, changes no ALUA state
+    update(b, "retry_interval=200,retry_timeout=20000")
     assert hang_json(b)["state"] == "failed"
     # B takes the LUN back
     if how == "update":
