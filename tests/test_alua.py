@@ -728,3 +728,347 @@ def test_block_device_state_lives_in_alua_state_dir(holdfast, tmp_path,
                 n.endswith(".pr") or n.endswith(".bitmaps")]
     s1.close()
     s2.close()
+
+
+def hang_json(d):
+    t = adm_json(d, "-o", "show", "-m", "target")["targets"][0]
+    return [x for x in t["luns"] if x["lun"] == 1][0]["hang"]
+
+
+@pytest.mark.parametrize("how", ["update", "stpg", "force"])
+def test_takeover_resets_hang_state(fusefs, holdfast, how):
+    """B's store fails while B is active: its write hangs and, after
+    retry_timeout, B is failed (probing paused by the operator, and the
+    background probe far away).  B hands over, the store is fixed, A
+    serves, and B takes the LUN back — by alua_state=active, by SET
+    TARGET PORT GROUPS, or with force=1 after A was killed.  B must then
+    start from a clean hang state (ok, nothing held, no last error,
+    probing active) and treat the next store error as a new hang rather
+    than failing the write at once as its old failed state would."""
+    shared = fusefs.path("shared.img")
+    hang = {"werror": "retry", "retry_interval": 60000,
+            "retry_timeout": 2000}
+    a = holdfast(luns=lun(shared, 1, 2, "standby"))
+    a.require_holdfast()
+    a.ok_exit = {0, -9}
+    b = holdfast(luns=lun(shared, 2, 1, "active", **hang))
+    sb = Sess(b)
+    sb.settle()
+    assert sb.write(0, b"\x01" * 512)[0] == GOOD
+    # B's store fails: the write is held, then reported at retry_timeout
+    fusefs.set("write=EIO match=shared.img")
+    t0 = time.monotonic()
+    st, _, key, _ = sb.write(8, b"\x02" * 512)
+    assert st == CHECK and time.monotonic() - t0 >= 1.5, (st, key)
+    h = hang_json(b)
+    assert h["state"] == "failed" and h["timeouts"] == 1, h
+    update(b, "hang=pause")
+    assert hang_json(b)["paused"] is True
+    # hand over to A; the store is fixed and A serves
+    update(b, "alua_state=standby")
+    update(a, "alua_state=active")
+    fusefs.ok()
+    sa = Sess(a)
+    sa.settle()
+    assert sa.write(16, b"\x03" * 512)[0] == GOOD
+    assert hang_json(b)["state"] == "failed"      # standby: kept so far
+    # probes come quickly from now on (B is still paused, so none yet),
+    # and the next hang lasts long enough to look at under load; an
+    # update now, while B is standby as asked, changes no ALUA state
+    update(b, "retry_interval=200,retry_timeout=20000")
+    assert hang_json(b)["state"] == "failed"
+    # B takes the LUN back
+    if how == "update":
+        update(a, "alua_state=standby")
+        update(b, "alua_state=active")
+    elif how == "stpg":
+        # A gives up (the peer group active), then B asks for its own
+        assert sa.stpg(2, AO_STATE)[0] == GOOD
+        sb.settle()
+        assert sb.stpg(2, AO_STATE)[0] == GOOD
+        assert "active/optimized" in alua_json(b)["state"]
+    else:
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        update(b, "alua_state=active,force=1")
+    h = hang_json(b)
+    assert h["state"] == "ok", h
+    assert h["held"] == 0 and h["queued"] == 0 and h["held_bytes"] == 0, h
+    assert h["last_error"] == "none" and h["paused"] is False, h
+    assert h["episodes"] == 1 and h["timeouts"] == 1, h   # history kept
+    assert "state reset (ownership taken over): was failed" in b.log_text()
+    show = update_show(b)
+    assert "Hang state: ok\n" in show and "Hang last error: none" in show
+    # serves at once
+    for _ in range(5):
+        if sb.read(16)[0] == GOOD:
+            break
+    st, d, _, _ = sb.read(16)
+    assert st == GOOD and d == b"\x03" * 512
+    assert sb.write(24, b"\x04" * 512)[0] == GOOD
+    # a new store error is a new hang (held), not an immediate failure
+    fusefs.set("write=EIO match=shared.img")
+    itt = sb.s.scsi(1, struct.pack(">BBIBHB", 0x2a, 0, 32, 0, 1, 0),
+                    data=b"\x05" * 512)
+    assert wait_for(lambda: hang_json(b)["state"] == "hung", 5 * tscale()), \
+        hang_json(b)
+    assert hang_json(b)["held"] == 1
+    fusefs.ok()             # the next probe (retry_interval) succeeds
+    status, _, _ = sb.s.wait_status(itt, timeout=10 * tscale())
+    assert status == GOOD
+    assert fusefs.read_backing("shared.img", 32 * 512, 512) == b"\x05" * 512
+    assert hang_json(b)["state"] == "ok"
+    sa.close()
+    sb.close()
+
+
+# ---- a resize and a handover together (README "Resizing a LUN") ----
+
+OLD_BLOCKS = 16 * MIB // 512
+NEW_SIZE = 32 * MIB
+CAP_CHANGED = 0x2a09
+
+
+def read_capacity16(s):
+    st, d, _, _ = s.cmd("9e10000000000000000000000020" + "0000",
+                        read_len=32)
+    assert st == GOOD, st
+    return struct.unpack(">Q", d[:8])[0] + 1
+
+
+class Writer:
+    """A multipath host in small: writes one block at a time, each to its
+    own LBA with its own pattern, through node A's session and, once A
+    stops serving, through node B's, retrying a write that was not
+    acknowledged on the other path.  `acked` maps each LBA to what an
+    acknowledged write put there; once `grown` is set the writes go past
+    the LUN's old end."""
+
+    def __init__(self, sa, sb):
+        import threading
+        self.paths = [sa, sb]
+        self.cur = 0
+        self.acked = {}
+        self.by_node = [0, 0]
+        self.new_region = [0, 0]
+        self.grown = threading.Event()
+        self.stop = threading.Event()
+        self.errors = []
+        self.t = threading.Thread(target=self.run)
+
+    def start(self):
+        self.t.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        self.t.join(60 * tscale())
+        assert not self.t.is_alive()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set() and i < 16000:
+            grown = self.grown.is_set()
+            lba = (OLD_BLOCKS + i) if grown else i
+            data = struct.pack(">II", lba, 0xC0DE0000 + i) * 64
+            for _ in range(400):
+                if self.stop.is_set() and self.cur == 1 and _ > 50:
+                    return
+                try:
+                    st, _d, key, asc = self.paths[self.cur].write(lba, data)
+                except Exception as e:      # the node died under us
+                    self.errors.append(repr(e))
+                    st, key = None, NOT_READY
+                if st == GOOD:
+                    self.acked[lba] = data
+                    self.by_node[self.cur] += 1
+                    if grown:
+                        self.new_region[self.cur] += 1
+                    break
+                if key == NOT_READY or st is None:
+                    # standby, transitioning or gone: the other path
+                    if key == NOT_READY and st is not None and \
+                            asc == TRANSITIONING:
+                        time.sleep(0.01)
+                        continue
+                    self.cur = 1 - self.cur
+                    time.sleep(0.02)
+                    continue
+                # unit attentions (state and capacity changed): again
+            else:
+                self.errors.append("write %d never acknowledged" % lba)
+                return
+            i += 1
+
+
+def check_after_takeover(b, shared, w, s_watch):
+    # the new node reads the new size and says so
+    sb = Sess(b, isid=b"\x80\x00\x00\x00\x00\x33")
+    sb.settle()
+    assert read_capacity16(sb) == NEW_SIZE // 512
+    assert os.path.getsize(shared) == NEW_SIZE
+    # a nexus of B's from before the takeover learns both changes
+    seen = set()
+    for _ in range(4):
+        st, _, key, asc = s_watch.tur()
+        if st == GOOD:
+            break
+        assert key == UA, (st, key, asc)
+        seen.add(asc)
+    assert {STATE_CHANGED, CAP_CHANGED} <= seen, seen
+    # every acknowledged write is there, old region and new
+    with open(shared, "rb") as f:
+        for lba, data in w.acked.items():
+            f.seek(lba * 512)
+            assert f.read(512) == data, "acknowledged write at %d lost" % lba
+    for lba in sorted(w.acked)[::97]:
+        st, d, _, _ = sb.read(lba)
+        assert st == GOOD and d == w.acked[lba], lba
+    sb.close()
+
+
+@pytest.mark.parametrize("when", ["after", "during", "during-late"])
+def test_handover_right_after_or_during_a_resize(holdfast, tmp_path, when):
+    """Writes run through A while A grows the LUN and hands it over
+    (alua_state=standby right after the resize, or SET TARGET PORT GROUPS
+    sent while the resize runs); B, taking over, reports the new size,
+    raises CAPACITY DATA HAS CHANGED and ASYMMETRIC ACCESS STATE CHANGED,
+    and every acknowledged write (including those past the old end,
+    through either node) is in the store."""
+    import threading
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    watch = Sess(b, isid=b"\x80\x00\x00\x00\x00\x44")
+    watch.settle()
+    w = Writer(sa, sb).start()
+    try:
+        assert wait_for(lambda: w.by_node[0] > 200, 10 * tscale())
+        if when == "after":
+            update(a, "size=%d" % NEW_SIZE)
+            w.grown.set()
+            assert wait_for(lambda: w.new_region[0] > 50, 10 * tscale())
+            update(a, "alua_state=standby")
+        else:
+            # the resize (management thread) and the handover (the STPG
+            # worker) in one daemon at once: they must not interleave
+            stpg = Sess(a, isid=b"\x80\x00\x00\x00\x00\x55")
+            stpg.settle()
+            res = {}
+            t = threading.Thread(target=lambda: res.setdefault(
+                "r", update(a, "size=%d" % NEW_SIZE, check=False)))
+            t.start()
+            if when == "during-late":
+                # usually lets the resize start first (tgtadm is a
+                # process to start): the handover then waits for it
+                time.sleep(0.05)
+            for _ in range(5):
+                # a resize that came first raised CAPACITY DATA HAS
+                # CHANGED on this nexus too: an initiator retries
+                st, _, key, _ = stpg.stpg(2, AO_STATE)
+                if key != UA:
+                    break
+            assert st == GOOD
+            t.join(60 * tscale())
+            stpg.close()
+            r = res["r"]
+            print("resize during the handover: %s" %
+                  ("refused" if r.returncode else "applied first"))
+            if r.returncode != 0:
+                # refused cleanly: the handover came first
+                assert "this node is not active for the LUN" in \
+                    a.log_text(), a.log_text()
+                assert os.path.getsize(shared) == 16 * MIB
+                # and the operator resizes on the new owner
+                update(b, "alua_state=active")
+                update(b, "size=%d" % NEW_SIZE)
+            else:
+                # applied before the handover began
+                log = a.log_text()
+                assert log.index("capacity 32768 -> 65536") < \
+                    log.index("standby (drained"), log
+            w.grown.set()
+        update(b, "alua_state=active")
+        assert wait_for(lambda: w.by_node[1] > 100 and
+                        w.new_region[1] > 50, 15 * tscale()), \
+            (w.by_node, w.new_region, w.errors)
+    finally:
+        w.finish()
+    assert not [e for e in w.errors if "never" in e], w.errors
+    print("acknowledged writes: A %d, B %d; past the old end: A %d, B %d" %
+          tuple(w.by_node + w.new_region))
+    check_after_takeover(b, shared, w, watch)
+    for s in (sa, sb, watch):
+        s.close()
+
+
+def test_forced_takeover_right_after_a_resize(holdfast, tmp_path):
+    """Writes run through A, A grows the LUN and writes past the old end,
+    then A is killed (-9) and B takes over with force=1: B reports the new
+    size with both unit attentions, and every write A acknowledged, old
+    region and new, is there."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    a.ok_exit = {0, -9}
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    watch = Sess(b, isid=b"\x80\x00\x00\x00\x00\x44")
+    watch.settle()
+    w = Writer(sa, sb).start()
+    try:
+        assert wait_for(lambda: w.by_node[0] > 200, 10 * tscale())
+        update(a, "size=%d" % NEW_SIZE)
+        w.grown.set()
+        assert wait_for(lambda: w.new_region[0] > 20, 10 * tscale())
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        update(b, "alua_state=active,force=1")
+        assert wait_for(lambda: w.new_region[1] > 50, 15 * tscale()), \
+            (w.by_node, w.new_region, w.errors)
+    finally:
+        w.finish()
+    assert not [e for e in w.errors if "never" in e], w.errors
+    # the kernel dropped the dead node's lock: force=1 took it at once
+    assert "taken by force)" in b.log_text()
+    check_after_takeover(b, shared, w, watch)
+    for s in (sb, watch):
+        s.close()
+
+
+def test_resize_refused_once_another_node_forced_the_lock(holdfast,
+                                                          tmp_path):
+    """B takes the store by force while A is alive; a resize sent to A at
+    once (before A's watchdog has noticed, within 200 ms) must not change
+    the store B now owns: A checks that it still holds the lock before it
+    resizes, under the same lock as its transitions."""
+    import threading
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    lock = str(shared) + ".holdfast-owner"
+    ino = os.stat(lock).st_ino
+    res = {}
+    t = threading.Thread(target=lambda: res.setdefault(
+        "r", update(b, "alua_state=active,force=1", check=False)))
+    t.start()
+    deadline = time.monotonic() + 20 * tscale()
+    while time.monotonic() < deadline:
+        try:
+            if os.stat(lock).st_ino != ino:
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+    r = update(a, "size=%d" % NEW_SIZE, check=False)
+    t.join(60 * tscale())
+    assert res["r"].returncode == 0, b.log_text()
+    assert r.returncode != 0, a.log_text()
+    log = a.log_text()
+    assert "no longer holds the ownership lock" in log or \
+        "this node is not active" in log, log
+    print("refused: %s" % ("lock check" if "no longer holds" in log
+                           else "watchdog first"))
+    assert os.path.getsize(shared) == 16 * MIB
+    sb = Sess(b)
+    sb.settle()
+    assert read_capacity16(sb) == 16 * MIB // 512
+    sb.close()

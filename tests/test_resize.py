@@ -192,3 +192,158 @@ def test_resize_through_a_filter_in_the_block_stack(holdfast):
     assert s.write10(lba, b"\x3c" * 512).ok
     assert s.read10(lba, 1).data == b"\x3c" * 512
     s.close()
+
+
+class Qmp:
+    """A minimal QMP client on a unix socket (one command at a time;
+    events are kept in `events`)."""
+
+    def __init__(self, path, timeout):
+        import socket
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.f = self.sock.makefile("rwb")
+        self.events = []
+        greeting = self._recv()
+        assert "QMP" in greeting, greeting
+        assert "return" in self.cmd("qmp_capabilities")
+
+    def _recv(self):
+        import json
+        line = self.f.readline()
+        assert line, "QEMU closed the QMP socket"
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        import json
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.f.write(json.dumps(msg).encode() + b"\n")
+        self.f.flush()
+        while True:
+            r = self._recv()
+            if "event" in r:
+                self.events.append(r)
+                continue
+            return r
+
+    def hmp(self, line):
+        r = self.cmd("human-monitor-command", **{"command-line": line})
+        assert "return" in r, r
+        return r["return"]
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+def qemu_sizes(qmp):
+    """The drive's size as query-block and query-named-block-nodes say."""
+    blk = [b for b in qmp.cmd("query-block")["return"]
+           if b["device"] == "d0"][0]
+    node = blk["inserted"]["node-name"]
+    nodes = [n for n in qmp.cmd("query-named-block-nodes")["return"]
+             if n["node-name"] == node]
+    return blk["inserted"]["image"]["virtual-size"], \
+        nodes[0]["image"]["virtual-size"]
+
+
+def test_qemu_block_resize_after_grow(holdfast, tmp_path):
+    """A running QEMU (qemu-system-x86_64 -machine none, the drive on
+    QEMU's iscsi driver) and QMP block_resize: growing the LUN with tgtadm
+    lets block_resize to the new size succeed and query-block and
+    query-named-block-nodes show it; asking for more than the LUN has is
+    refused as QEMU's iscsi driver refuses it (it cannot grow an iSCSI
+    device), and asking for less does not shrink the LUN."""
+    d = holdfast(luns=lun_file())
+    d.require_holdfast()
+    sock = str(tmp_path / "qmp.sock")
+    log = open(str(tmp_path / "qemu.log"), "wb")
+    qemu = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "none", "-nodefaults",
+         "-no-user-config", "-display", "none", "-serial", "none",
+         "-monitor", "none", "-qmp", "unix:%s,server=on,wait=off" % sock,
+         "-iscsi", "initiator-name=iqn.2026-11.org.example:qemu-resize",
+         "-drive", "driver=iscsi,transport=tcp,portal=%s,target=%s,lun=1,"
+         "if=none,id=d0,cache.direct=on" % (d.portal, d.iqn)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    qmp = None
+    try:
+        qmp = Qmp(sock, 30 * tscale())
+        assert qemu_sizes(qmp) == (64 * MIB, 64 * MIB)
+        logpath = str(tmp_path / "qemu.log")
+
+        def qio(cmd, expect):
+            # HMP qemu-io prints to QEMU's stdout (the log), not the reply
+            n = os.path.getsize(logpath)
+            qmp.hmp('qemu-io d0 "%s"' % cmd)
+            with open(logpath, "rb") as f:
+                f.seek(n)
+                out = f.read().decode(errors="replace")
+            assert expect in out and "fail" not in out.lower(), (cmd, out)
+
+        qio("write -P 0x11 60M 1M", "wrote 1048576/1048576")
+
+        # more than the LUN has: the iscsi driver refuses, nothing changes
+        r = qmp.cmd("block_resize", device="d0", size=96 * MIB)
+        assert "error" in r, r
+        assert "Cannot grow" in r["error"]["desc"], r
+        assert qemu_sizes(qmp) == (64 * MIB, 64 * MIB)
+
+        # grow the LUN: now block_resize to the new size succeeds
+        update(d, "size=%d" % (96 * MIB))
+        r = qmp.cmd("block_resize", device="d0", size=96 * MIB)
+        assert r == {"return": {}}, r
+        assert qemu_sizes(qmp) == (96 * MIB, 96 * MIB)
+        qio("write -P 0x5a 90M 1M", "wrote 1048576/1048576")
+        qio("read -P 0x5a 90M 1M", "read 1048576/1048576")
+
+        # grow again; past the new size is refused, the new size is not
+        update(d, "size=%d" % (128 * MIB))
+        r = qmp.cmd("block_resize", device="d0", size=160 * MIB)
+        assert "error" in r and "Cannot grow" in r["error"]["desc"], r
+        assert qemu_sizes(qmp) == (96 * MIB, 96 * MIB)
+        r = qmp.cmd("block_resize", device="d0", size=128 * MIB)
+        assert r == {"return": {}}, r
+        assert qemu_sizes(qmp) == (128 * MIB, 128 * MIB)
+        qio("write -P 0x77 127M 1M", "wrote 1048576/1048576")
+
+        # smaller: QEMU's iscsi driver accepts the request without
+        # changing the device (it re-reads the capacity, which is the
+        # LUN's): nothing shrinks, neither in QEMU nor in holdfast
+        r = qmp.cmd("block_resize", device="d0", size=64 * MIB)
+        assert r == {"return": {}}, r
+        assert qemu_sizes(qmp) == (128 * MIB, 128 * MIB)
+        assert os.path.getsize(d.path("disk1.img")) == 128 * MIB
+        assert d.log_text().count("capacity ") == 2, d.log_text()
+        # what QEMU wrote is in the store, past both old ends too
+        with open(d.path("disk1.img"), "rb") as f:
+            for off, pat in ((60 * MIB, 0x11), (90 * MIB, 0x5a),
+                             (127 * MIB, 0x77)):
+                f.seek(off)
+                assert f.read(MIB) == bytes([pat]) * MIB, off
+    finally:
+        if qmp:
+            try:
+                qmp.cmd("quit")
+            except Exception:
+                pass
+            qmp.close()
+        try:
+            qemu.wait(10 * tscale())
+        except subprocess.TimeoutExpired:
+            qemu.kill()
+            qemu.wait()
+        log.close()
+    assert qemu.returncode == 0, open(str(tmp_path / "qemu.log")).read()

@@ -678,6 +678,24 @@ void hang_fail_all(struct hang_lun *h, const char *why)
 	hang_arm_probe(h);
 }
 
+/* The episode's state after hang_reset() dropped every command it held:
+ * ok without draining anything (nothing is left to drain), and nothing of
+ * the old episode that would change how the next error is treated. */
+void hang_reset_state(struct hang_lun *h, const char *why)
+{
+	if (hang_get_state(h) != HANG_OK)
+		hang_set_state(h, HANG_OK, 0, why);
+	atomic_store(&h->unproven, false);
+	atomic_store(&h->paused, false);
+	atomic_store(&h->err_op, BE_OP_WRITE);
+	pthread_mutex_lock(&h->lock);
+	h->have_err = false;
+	h->err = 0;
+	h->op = BE_OP_READ;
+	h->lba = 0;
+	pthread_mutex_unlock(&h->lock);
+}
+
 /* ---- timers ----
  *
  * A timer is the one thing on the home reactor that holds no LUN

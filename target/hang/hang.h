@@ -131,6 +131,24 @@ int hang_describe(struct scsi_lun *lun, char *buf, unsigned len);
  * the held commands).  Any thread. */
 void hang_settings_changed(struct scsi_lun *lun);
 
+/* Start over after this node took a shared store over from another node
+ * (README "Two nodes in front of shared storage": going active resets
+ * hang state).  Whatever the engine held or queued is dropped (complete()
+ * gets -ECANCELED; it was accepted before the node went standby and is
+ * never sent), an attempt still in the backend has its result dropped,
+ * the probe and retry_timeout timers stop, and the LUN is ok with no last
+ * error, probing not paused and no "unproven" writes: an episode this node
+ * had before the handover (hung, or failed after retry_timeout) does not
+ * outlive it, so the first error after the takeover starts a new hang
+ * instead of failing fast.  The counters (episodes, retries, recoveries,
+ * timeouts, longest hang) are history and stay.  Any thread; done(arg)
+ * runs once the reset is complete, on the LUN's home reactor, or from
+ * inside this call if the LUN never needed one.  why (logged) must
+ * outlive the call: a string literal.  0 or -ENOMEM (nothing done, done()
+ * not called). */
+int hang_reset(struct scsi_lun *lun, const char *why,
+	       void (*done)(void *arg), void *arg);
+
 /* Let the SCSI layer look at a command that waited (held or queued) once
  * more, just before the engine sends it to the backend: recheck runs on
  * the LUN's home reactor (not m->origin) and returns 0 to go ahead, or a

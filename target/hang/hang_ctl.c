@@ -206,6 +206,94 @@ int hang_abort_nexus(struct scsi_lun *lun, uint64_t nexus_id,
 	return 0;
 }
 
+/* ---- reset after a takeover ---- */
+
+struct hang_reset_req {
+	struct hang_lun *h;
+	uint64_t seq;		/* lun->seq when asked */
+	const char *why;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static void hang_reset_msg(void *arg)
+{
+	struct hang_reset_req *q = arg;
+	struct hang_lun *h = q->h;
+	struct scsi_lun *lun = h->lun;
+	/* everything the engine has, whatever its number: the node was
+	 * standby, so nothing it holds may still be sent */
+	struct hang_nexus_req all = { .h = h, .nexus = HANG_NEXUS_ALL,
+				      .seq = UINT64_MAX };
+	enum hang_state was = hang_state(lun);
+	struct media_io *m;
+
+	/* commands still on their way here from other reactors */
+	h->drops[h->drop_next].nexus = HANG_NEXUS_ALL;
+	h->drops[h->drop_next].seq = q->seq;
+	h->drop_next = (h->drop_next + 1) % HANG_DROP_SLOTS;
+
+	hang_timer_clear(h, &h->probe_timer);
+	hang_timer_clear(h, &h->timeout_timer);
+	if (h->probe) {
+		/* in the backend: no longer a probe, its result dropped
+		 * (it is in the in-flight list, marked below) */
+		hang_unaccount(h, h->probe, true);
+		hang_m_set(h->probe, hang_m_get(h->probe) & ~HM_PROBE);
+		h->probe = NULL;
+	}
+	hang_drop_list(&all, &h->held, true);
+	hang_drop_list(&all, &h->queued, false);
+	list_for_each_entry(m, &h->inflight, link)
+		if (!(hang_m_get(m) & HM_ABORTED)) {
+			hang_m_set(m, hang_m_get(m) | HM_ABORTED);
+			all.dropped++;
+		}
+	hang_reset_state(h, q->why);
+	log_info("hang: %s LUN %llu: state reset (%s): was %s, %u held or "
+		 "queued command(s) dropped",
+		 lun->target_name[0] ? lun->target_name : "-",
+		 (unsigned long long)lun_settings_get(lun)->lun, q->why,
+		 hang_state_name(was), all.dropped);
+	if (q->done)
+		q->done(q->arg);
+	free(q);
+	h->env->lun_put(lun);	/* last: may free the LUN */
+}
+
+int hang_reset(struct scsi_lun *lun, const char *why,
+	       void (*done)(void *arg), void *arg)
+{
+	struct hang_lun *h = lun->hang;
+	struct hang_reset_req *q;
+	struct reactor *home;
+
+	if (!h || !(home = hang_home(h))) {
+		/* no home reactor: the LUN never left ok and holds nothing;
+		 * only the operator's pause may be set */
+		if (h)
+			atomic_store(&h->paused, false);
+		if (done)
+			done(arg);
+		return 0;
+	}
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->h = h;
+	q->seq = atomic_load(&lun->seq);
+	q->why = why;
+	q->done = done;
+	q->arg = arg;
+	h->env->lun_get(lun);
+	if (h->env->call(home, hang_reset_msg, q) < 0) {
+		h->env->lun_put(lun);
+		free(q);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* ---- operator verbs and setting changes ---- */
 
 enum hang_verb_code { HV_PAUSE, HV_RESUME, HV_RETRY, HV_FAIL, HV_SETTINGS };

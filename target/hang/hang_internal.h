@@ -125,6 +125,7 @@ void hang_send_home(struct hang_lun *h, struct reactor *from,
 void hang_complete(struct hang_lun *h, struct media_io *m, int res);
 void hang_recover(struct hang_lun *h, const char *why);
 void hang_fail_all(struct hang_lun *h, const char *why);
+void hang_reset_state(struct hang_lun *h, const char *why);
 void hang_probe_now(struct hang_lun *h);
 void hang_arm_probe(struct hang_lun *h);
 void hang_arm_timeout(struct hang_lun *h);

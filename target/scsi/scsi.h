@@ -211,7 +211,11 @@ const void *scsi_lun_fault_node(struct scsi_lun *lun);
  * (DESIGN.md: online resize, handover between nodes and a mirror's pivot
  * all come through here).  The store's size -> capacity, and with
  * SCSI_REFRESH_SHARED (a node taking over a shared store) the reservation
- * state from its file and the hang engine's held commands dropped.  size:
+ * state from its file, the persistent bitmaps, and the hang engine started
+ * over (hang_reset(): nothing held, ok, no last error; waited for before
+ * this returns).  A resize (size != 0, not SHARED) holds the LUN's ALUA
+ * transition lock and is refused unless this node owns the store
+ * (scsi_alua_resize_begin()).  size:
  * bytes to make the store (grow; shrink only with SCSI_REFRESH_FORCE), or
  * 0 to re-read the size the store has now (`action=rescan`).  When the
  * capacity changes every I_T nexus gets CAPACITY DATA HAS CHANGED.

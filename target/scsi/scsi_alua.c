@@ -24,7 +24,12 @@
  * Going active: take the lock (refused while the other node holds it;
  * force=1 replaces the sidecar and takes a fresh lock, for a node known
  * dead), then scsi_lun_refresh(SCSI_REFRESH_SHARED) re-reads everything
- * the other node may have changed before the first command is served.
+ * the other node may have changed, and starts the hang engine over (an
+ * episode of this node's from before it went standby must not outlive
+ * the handover), before the first command is served.
+ *
+ * A resize of the shared store holds alua_mutex (scsi_alua_resize_begin)
+ * so it never interleaves with a transition: see scsi_lun_refresh().
  *
  * A node that loses the lock under it notices within ALUA_WATCH_MS (the
  * watchdog: the sidecar replaced or removed by a forced takeover, the
@@ -596,6 +601,48 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 		 forced ? " by force, after the fencing interval"
 			: force ? " by force" : "");
 	return 0;
+}
+
+/* ---- a resize of the shared store (scsi_lun_refresh) ---- */
+
+static const char *alua_lock_lost(struct scsi_alua *a, int *err);
+
+int scsi_alua_resize_begin(struct scsi_lun *lun, const char **errmsg)
+{
+	struct scsi_alua *a = alua_of(lun);
+	const char *why = NULL;
+	int err;
+
+	if (!a)
+		return 0;
+	/* A handover holds alua_mutex from its first step (transitioning)
+	 * to its last (lock released): a resize never starts in the middle
+	 * of one, and none starts while this one runs. */
+	pthread_mutex_lock(&alua_mutex);
+	if (atomic_load(&a->state) != ALUA_AO) {
+		*errmsg = "this node is not active for the LUN: resize it on "
+			  "the node that is";
+		goto refuse;
+	}
+	/* Owning the store now, not only having owned it at the last
+	 * watchdog round: a forced takeover may have happened since. */
+	if (a->store ? !alua_holds(a)
+		     : !a->owner || (why = alua_lock_lost(a, &err))) {
+		*errmsg = "this node no longer holds the ownership lock (another "
+			  "node took over): not resized";
+		goto refuse;
+	}
+	return 1;
+
+refuse:
+	pthread_mutex_unlock(&alua_mutex);
+	return -EBUSY;
+}
+
+void scsi_alua_resize_end(struct scsi_lun *lun)
+{
+	(void)lun;
+	pthread_mutex_unlock(&alua_mutex);
 }
 
 /* ---- watchdog: lost locks and the peer's state ---- */

@@ -284,6 +284,16 @@ uint8_t scsi_alua_peer_state(struct scsi_lun *lun);
  * active/optimized)?  Reads no settings snapshot: any thread. */
 bool scsi_alua_serving(struct scsi_lun *lun);
 uint8_t scsi_alua_status(struct scsi_lun *lun);
+/* A resize of the LUN's store and a change of this node's ALUA state
+ * (handover, SET TARGET PORT GROUPS, a lost lock) exclude each other
+ * (README "Resizing a LUN").  scsi_alua_resize_begin() waits for a
+ * transition in progress, then answers: 1 = this node owns the shared
+ * store and keeps it until scsi_alua_resize_end() (transitions wait),
+ * 0 = no ALUA on this LUN (nothing held; do not call _end), or -EBUSY
+ * with *errmsg when the node is not active or no longer holds the
+ * ownership lock.  Management thread, never from inside a transition. */
+int scsi_alua_resize_begin(struct scsi_lun *lun, const char **errmsg);
+void scsi_alua_resize_end(struct scsi_lun *lun);
 /* The identity shared by both nodes (16 hex digits), or NULL. */
 const char *scsi_alua_identity(struct scsi_lun *lun);
 /* Relative target port identifier and target port group of cmd's port. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "cbt_filter.h"
@@ -378,6 +379,80 @@ void scsi_lun_shared_release(struct scsi_lun *lun, bool save)
 	cbt_set_pause(lun->cbt, true);
 }
 
+/* hang_reset() and wait until it is done: the LUN serves only after
+ * (this runs on the management thread or the ALUA worker, never on a
+ * reactor, so waiting for the LUN's home reactor is safe). */
+struct scsi_lun_reset_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int refs;	/* the waiter and the callback */
+};
+
+static void scsi_lun_reset_wait_put(struct scsi_lun_reset_wait *w)
+{
+	bool last;
+
+	pthread_mutex_lock(&w->lock);
+	last = --w->refs == 0;
+	pthread_mutex_unlock(&w->lock);
+	if (last) {
+		pthread_mutex_destroy(&w->lock);
+		pthread_cond_destroy(&w->cond);
+		free(w);
+	}
+}
+
+static void scsi_lun_reset_done(void *arg)
+{
+	struct scsi_lun_reset_wait *w = arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	scsi_lun_reset_wait_put(w);
+}
+
+#define SCSI_LUN_RESET_WAIT_S	10
+
+static void scsi_lun_hang_reset(struct scsi_lun *lun)
+{
+	struct scsi_lun_reset_wait *w = calloc(1, sizeof(*w));
+	struct timespec until;
+	int err = -ENOMEM;
+
+	if (w) {
+		pthread_mutex_init(&w->lock, NULL);
+		pthread_cond_init(&w->cond, NULL);
+		w->refs = 2;
+		err = hang_reset(lun, "ownership taken over", scsi_lun_reset_done,
+				 w);
+		if (err)
+			w->refs = 1;
+	}
+	if (err) {
+		log_warn("target %s: LUN %llu: hang state not reset: %s",
+			 lun->target_name, (unsigned long long)lun->id,
+			 strerror(-err));
+		if (w)
+			scsi_lun_reset_wait_put(w);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += SCSI_LUN_RESET_WAIT_S;
+	pthread_mutex_lock(&w->lock);
+	while (!w->done && !pthread_cond_timedwait(&w->cond, &w->lock, &until))
+		;
+	if (!w->done)
+		log_warn("target %s: LUN %llu: hang state reset not done after "
+			 "%d s (the LUN's reactor is busy); serving anyway",
+			 lun->target_name, (unsigned long long)lun->id,
+			 SCSI_LUN_RESET_WAIT_S);
+	pthread_mutex_unlock(&w->lock);
+	scsi_lun_reset_wait_put(w);
+}
+
 /* Refreshes run on the management thread (a resize, a rescan, a SIGHUP
  * reload) and on the ALUA worker (a takeover by SET TARGET PORT GROUPS):
  * they must not interleave on one LUN. */
@@ -391,7 +466,7 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	 * (lun.h); what it needs is fixed at creation. */
 	uint32_t bs = lun->block_size;
 	uint64_t old_nb, new_nb;
-	int err = 0;
+	int err = 0, alua_held = 0;
 
 	*errmsg = NULL;
 	if (!lun->be)
@@ -416,18 +491,22 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 				return -EBUSY;
 			}
 	}
-	/* Only the node that owns a shared store changes it; a standby node
-	 * learns the new size when it takes over (scsi_alua.c). */
-	if (size && !scsi_alua_serving(lun)) {
-		*errmsg = "this node is not active for the LUN: resize it on "
-			  "the node that is";
-		return -EBUSY;
-	}
 	/* A job copies the LUN at the size it had at its point in time
 	 * (QEMU's backup job forbids a resize too). */
 	if (lun->cbt && cbt_job_running_on(cbt_filter_find(lun->be))) {
 		*errmsg = "a backup or snapshot job runs on the LUN";
 		return -EBUSY;
+	}
+	/* Only the node that owns a shared store changes it, and not while
+	 * it hands the store over: the ALUA transition waits for the resize
+	 * (the other node then reads the new size when it takes over), a
+	 * resize that arrives during a transition waits for it and is then
+	 * refused on a node that went standby.  A takeover (SHARED) already
+	 * runs inside its transition. */
+	if (size && !(flags & SCSI_REFRESH_SHARED)) {
+		alua_held = scsi_alua_resize_begin(lun, errmsg);
+		if (alua_held < 0)
+			return alua_held;
 	}
 	pthread_mutex_lock(&scsi_lun_refresh_lock);
 	old_nb = atomic_load(&lun->nblocks);
@@ -478,7 +557,12 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 				 (unsigned long long)lun->id,
 				 strerror(-err));
 		err = 0;
-		hang_abort_nexus(lun, HANG_NEXUS_ALL, NULL, NULL, NULL);
+		/* The hang engine starts over: an episode of this node's
+		 * from before it went standby (failed after retry_timeout,
+		 * probes paused...) must not make the first error after the
+		 * takeover fail fast, and nothing held from before may be
+		 * replayed (the LUN was standby, so normally nothing is). */
+		scsi_lun_hang_reset(lun);
 		/* the persistent bitmaps, with the other node's writes */
 		if (lun->cbt) {
 			const char *cwhy = NULL;
@@ -510,6 +594,8 @@ int scsi_lun_refresh(struct scsi_lun *lun, uint64_t size, unsigned flags,
 	}
 out:
 	pthread_mutex_unlock(&scsi_lun_refresh_lock);
+	if (alua_held > 0)
+		scsi_alua_resize_end(lun);
 	return err;
 }
 

@@ -1287,6 +1287,85 @@ static void test_free_while_failed(void)
  * with a result it may have; nothing is left over.  (Run it under
  * -fsanitize=thread for races.) */
 
+/* hang_reset(): what a node that takes a shared store over does.  A
+ * hung LUN (held, queued, a probe in the backend) and a failed one
+ * (unproven, paused) both come back ok with nothing of the old episode
+ * left, and the next error starts a new hang instead of failing fast. */
+static int reset_done;
+static void reset_cb(void *arg)
+{
+	(void)arg;
+	reset_done++;
+}
+
+static void test_reset_after_takeover(void)
+{
+	char buf[1024];
+
+	/* never needed a home reactor: done at once */
+	setup(ERR_POLICY_REPORT, ERR_POLICY_RETRY, 1000, 2500);
+	reset_done = 0;
+	CHECK(hang_verb(&L, "pause") == 0);
+	CHECK(hang_reset(&L, "ownership taken over", reset_cb, NULL) == 0);
+	CHECK(reset_done == 1 && !atomic_load(&H->paused));
+	teardown();
+
+	/* hung: a probe in the backend, another held, one queued */
+	setup(ERR_POLICY_REPORT, ERR_POLICY_RETRY, 1000, 2500);
+	reset_done = 0;
+	struct tcmd *a = go(BE_OP_WRITE, 16, R1), *b = go(BE_OP_WRITE, 17, R2);
+	CHECK(be_complete(&a->m.io, -EIO) && st() == HANG_HUNG);
+	CHECK(be_complete(&b->m.io, -EIO) && H->nheld == 2);
+	struct tcmd *q = go(BE_OP_READ, 99, R2);
+	advance(1000);				/* a is the probe now */
+	CHECK(H->probe == &a->m && be_live(&a->m.io));
+	CHECK(hang_reset(&L, "ownership taken over", reset_cb, NULL) == 0);
+	CHECK(reset_done == 0);			/* on the home reactor */
+	run();
+	CHECK(reset_done == 1 && st() == HANG_OK);
+	CHECK(b->ndone == 1 && b->res == -ECANCELED);
+	CHECK(q->ndone == 1 && q->res == -ECANCELED);
+	CHECK(be_submits(&q->m.io) == 0);
+	CHECK(H->nheld == 0 && H->nqueued == 0 && H->bytes == 0 && !H->probe);
+	CHECK(!timer_armed(&H->probe_timer) && !timer_armed(&H->timeout_timer));
+	/* the old probe's success is dropped and recovers nothing twice */
+	CHECK(be_complete(&a->m.io, 0));
+	CHECK(a->ndone == 1 && a->res == -ECANCELED && st() == HANG_OK);
+	CHECK(be_submits(&b->m.io) == 1);	/* never replayed */
+	CHECK(logged("state reset (ownership taken over): was hung"));
+	advance(10000);
+	CHECK(st() == HANG_OK && H->timeouts == 0);
+	teardown();
+
+	/* failed after retry_timeout, with probing paused */
+	setup(ERR_POLICY_REPORT, ERR_POLICY_RETRY, 1000, 2500);
+	a = hang_it(2048);
+	CHECK(hang_verb(&L, "pause") == 0);
+	advance(2500);
+	CHECK(st() == HANG_FAILED && a->res == -EIO);
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	CHECK(strstr(buf, "Hang last error: EIO on write at LBA 2048\n"));
+	CHECK(hang_reset(&L, "ownership taken over", NULL, NULL) == 0);
+	run();
+	CHECK(st() == HANG_OK && !atomic_load(&H->paused));
+	CHECK(!atomic_load(&H->unproven));
+	CHECK(hang_describe(&L, buf, sizeof(buf)) > 0);
+	CHECK(strstr(buf, "        Hang state: ok\n"));
+	CHECK(strstr(buf, "Hang last error: none\n"));
+	CHECK(strstr(buf, "Hang held: 0, queued: 0, bytes: 0\n"));
+	CHECK(strstr(buf, "Hang probing: active\n"));
+	/* history stays */
+	CHECK(strstr(buf, "episodes 1, ") && strstr(buf, "timeouts 1, "));
+	/* a new error is a new hang, not a fast failure */
+	struct tcmd *c = go(BE_OP_WRITE, 5, R2);
+	CHECK(be_complete(&c->m.io, -EIO));
+	CHECK(c->ndone == 0 && st() == HANG_HUNG && H->episodes == 2);
+	advance(1000);
+	CHECK(be_complete(&c->m.io, 0));
+	CHECK(c->ndone == 1 && c->res == 0 && st() == HANG_OK);
+	teardown();
+}
+
 #include <pthread.h>
 #include <unistd.h>
 
@@ -1631,6 +1710,7 @@ int main(void)
 	test_recheck();
 	test_same_reactor_never_inside_submit();
 	test_free_while_failed();
+	test_reset_after_takeover();
 	test_threads();
 	return CHECK_SUMMARY("test_hang");
 }
