@@ -10,7 +10,8 @@ For SOAK_SECONDS at once, through real initiators:
     an older write.  Every write qemu-io acknowledged goes to a log (the
     model of its region) and the backing file is compared with it at the
     end, byte for byte;
-  - iscsi-perf (libiscsi) reading LUN 2 (null) with 2 commands in flight;
+  - iscsi-perf (libiscsi's load generator) reading a null LUN of a second
+    target with 2 commands in flight;
 and through raw-socket sessions (tests/rawiscsi.py):
   - 2 writers on their own regions of LUN 1 (a file on the same mount),
     writing random blocks of 4-64 KiB and reading them back, the whole LUN
@@ -21,10 +22,11 @@ and injected on a schedule:
   - backend outages every 15 s: both file LUNs' reads and writes fail with
     EIO for 1-2 s (held by hang-on-error, then released; no initiator may
     see an error);
-  - the qemu-io sessions dropped every 4 s, in turn by `tgtadm --op
-    delete --mode session` (an Async Message asks for a logout) and by
-    killing the TCP connection (`ss -K`); libiscsi reconnects and
-    re-issues, qemu-io must see no error;
+  - a real initiator's session dropped every 3 s (qemu-io's and
+    iscsi-perf's in turn), by `tgtadm --op delete --mode session` (an
+    Async Message asks for a logout) or by killing the TCP connection
+    (`ss -K`), alternating each round; libiscsi reconnects and re-issues,
+    and neither qemu-io nor iscsi-perf may see an error;
   - a LUN RESET of LUN 4 every 6 s, reaching the qemu-io sessions as a
     29/03 unit attention that QEMU retries.  The reset goes out while the
     qemu-io processes are between batches: QEMU's driver does not retry a
@@ -68,6 +70,9 @@ REAL_MB = 48
 QEMU_WORKERS = 3        # qemu-io processes, one region of LUN 4 each
 SLOT = 65536            # a batch's writes go to distinct 64 KiB slots
 REAL_INI = "iqn.2026-12.org.example:soak-real-"
+# iscsi-perf's own target: the LUN churn's 3F/0E unit attentions (one per
+# second, to every nexus of target 1) stay away from it, see perf_stop
+PERF_IQN = "iqn.2026-11.org.example:soak-perf"
 # qemu's retry notices: the command is re-sent, not failed
 QEMU_NOTICE = re.compile(r"^qemu-io: iSCSI (CheckCondition|Busy)")
 QEMU_BAD = re.compile(r"failed|error|Error|Pattern verification|abort")
@@ -279,13 +284,17 @@ def tcp_ports(pid, remote_port):
 
 
 def sessions_by_initiator(d):
-    """{initiator name: [sid, ...]} from tgtadm's show."""
+    """{initiator name: [(tid, sid), ...]} from tgtadm's show."""
     out = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
                    "target").stdout
     got = {}
-    for sid, name in re.findall(r"I_T nexus: (\d+)\s+Initiator: (\S+)",
-                                out):
-        got.setdefault(name, []).append(sid)
+    for block in re.split(r"^(?=Target \d+:)", out, flags=re.M):
+        m = re.match(r"Target (\d+):", block)
+        if not m:
+            continue
+        for sid, name in re.findall(
+                r"I_T nexus: (\d+)\s+Initiator: (\S+)", block):
+            got.setdefault(name, []).append((m.group(1), sid))
     return got
 
 
@@ -300,7 +309,10 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
             {"lun": 2, "backend": "null", "size": "1G"},
             dict(file_lun, lun=REAL_LUN, path=str(fusefs.path("disk4.img")),
                  size="%dM" % REAL_MB)]
-    d = holdfast(luns=luns)
+    d = holdfast(targets=[
+        {"name": IQN, "initiators": ["ALL"], "luns": luns},
+        {"name": PERF_IQN, "initiators": ["ALL"], "luns": [
+            {"lun": 1, "backend": "null", "size": "1G"}]}])
     d.require_holdfast("soak of holdfastd")
     pid = d.proc.pid
     stop = threading.Event()
@@ -434,9 +446,9 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
             proc = getattr(q, "proc", q)
             if (k // (QEMU_WORKERS + 1)) % 2 == 0:
                 sids = sessions_by_initiator(d).get(name, [])
-                for sid in sids:
+                for tid, sid in sids:
                     d.tgtadm("--lld", "iscsi", "--op", "delete", "--mode",
-                             "session", "--tid", "1", "--sid", sid,
+                             "session", "--tid", tid, "--sid", sid,
                              check=False)
                 if sids:
                     bump("real_drops_logout")
@@ -506,10 +518,11 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
         for i in range(QEMU_WORKERS):
             qemus.append(QemuIo(d, i, tmp_path / ("qemu%d.acked" % i)))
         # iscsi-perf: libiscsi's own load generator, random 4 KiB reads of
-        # the null LUN, 2 in flight, until stopped (see perf_stop)
+        # a null LUN of its own target, 2 in flight, until stopped (see
+        # perf_stop)
         perf = subprocess.Popen(
             ["iscsi-perf", "-i", REAL_INI + "perf", "-m", "2", "-b", "8",
-             "-r", "iscsi://127.0.0.1:%d/%s/2" % (d.port, IQN)],
+             "-r", "iscsi://127.0.0.1:%d/%s/1" % (d.port, PERF_IQN)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threads = [threading.Thread(target=writer, args=(i,))
                    for i in range(WRITERS)]
@@ -537,12 +550,13 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
             for t in threads:
                 t.join(120 * tscale())
         stuck = [t.name for t in threads if t.is_alive()]
-        # libiscsi 1.19's iscsi-perf re-issues a read that got a unit
-        # attention and also counts the first one as done, so its
-        # in-flight count ends below zero and it never leaves its loop on
-        # its own after a UA (3F/0E from the LUN churn, 29/00 after a
-        # reconnect).  A second SIGINT ends the loop; its exit status is
-        # still 1 if any read failed.
+        # perf_stop: libiscsi 1.19's iscsi-perf re-issues a read that got
+        # a unit attention and also counts the first one as done, so every
+        # UA leaves one more read in flight for good (up to the 128-command
+        # window; its own target keeps that to the 29/00 after each of its
+        # reconnects) and its in-flight count never comes back to zero: it
+        # does not leave its loop on its own after a UA.  A second SIGINT
+        # ends the loop; its exit status is still 1 if any read failed.
         perf_out = b""
         if perf.poll() is None:
             perf.send_signal(signal.SIGINT)
