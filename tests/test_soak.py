@@ -116,8 +116,8 @@ class Session:
             if p.opcode == 0x21:
                 return p.bhs[3], got
 
-    def good(self, lun, cdb, read_len=0, data=b""):
-        for _ in range(3):      # unit attentions (power on, reset)
+    def good(self, lun, cdb, read_len=0, data=b"", tries=3):
+        for _ in range(tries):  # unit attentions (power on, reset)
             st, got = self.cmd(lun, cdb, read_len, data)
             if st == 0:
                 return got
@@ -421,8 +421,10 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
 
     @guard
     def real_resets():
+        # this session sends a command only every 6 s: by then the LUN
+        # churn has queued a 3F/0E attention for it every second
         s = Session(d, 50)
-        s.good(REAL_LUN, read10(0, 1), read_len=BS)
+        s.good(REAL_LUN, read10(0, 1), read_len=BS, tries=64)
         while not stop.wait(6):
             gate.lock()
             try:
@@ -433,7 +435,7 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
             finally:
                 gate.unlock()
             bump("real_resets")
-            s.good(REAL_LUN, read10(0, 1), read_len=BS)   # its own 29/03
+            s.good(REAL_LUN, read10(0, 1), read_len=BS, tries=64)
         s.close()
 
     @guard
