@@ -331,6 +331,12 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
     gate = Gate()
     qemus = []
     perf = None
+    # iscsi-perf prints a progress line every second: into a file, not a
+    # pipe nobody reads during the run (a full pipe stalls it, and after
+    # two unserviced NOP alarms it exits with "Last alarm was not
+    # processed")
+    perf_path = tmp_path / "iscsi-perf.out"
+    perf_log = open(perf_path, "wb")
 
     def bump(k, n=1):
         with lock:
@@ -528,7 +534,7 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
         perf = subprocess.Popen(
             ["iscsi-perf", "-i", REAL_INI + "perf", "-m", "2", "-b", "8",
              "-r", "iscsi://127.0.0.1:%d/%s/1" % (d.port, PERF_IQN)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stdout=perf_log, stderr=subprocess.STDOUT)
         threads = [threading.Thread(target=writer, args=(i,))
                    for i in range(WRITERS)]
         threads += [threading.Thread(target=qemu_worker, args=(i,))
@@ -547,7 +553,8 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
                 samples.append((time.monotonic() - start, rss, fds))
                 if perf.poll() is not None:
                     errors.append("iscsi-perf exited early (%s): %s" % (
-                        perf.returncode, perf.stdout.read()[-2000:]))
+                        perf.returncode, perf_path.read_text(
+                            errors="replace")[-2000:]))
                     break
         finally:
             stop.set()
@@ -562,18 +569,18 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
         # reconnects) and its in-flight count never comes back to zero: it
         # does not leave its loop on its own after a UA.  A second SIGINT
         # ends the loop; its exit status is still 1 if any read failed.
-        perf_out = b""
         if perf.poll() is None:
             perf.send_signal(signal.SIGINT)
             time.sleep(0.5)
             perf.send_signal(signal.SIGINT)
         try:
-            perf_out = perf.communicate(timeout=30 * tscale())[0]
+            perf.wait(timeout=30 * tscale())
         except subprocess.TimeoutExpired:
             perf.kill()
-            perf_out = perf.communicate()[0]
+            perf.wait()
             stuck.append("iscsi-perf (did not stop on SIGINT)")
-        perf_out = perf_out.decode(errors="replace")
+        perf_log.close()
+        perf_out = perf_path.read_text(errors="replace")
         perf_iops = re.findall(r"iops average (\d+)", perf_out)
         qemu_rc = [q.quit() for q in qemus]
         notices = {}
@@ -586,6 +593,7 @@ def test_soak(fusefs, holdfast, tmp_path):  # noqa: F811
         if perf is not None and perf.poll() is None:
             perf.kill()
             perf.wait()
+        perf_log.close()
     time.sleep(2)
     end_rss, end_fds = proc_sample(pid)     # sessions closed, idle
     show = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
