@@ -8,8 +8,10 @@
 #                   the unit tests and a subset, SAN_SUBSET, that way)
 #   make tsan       the threaded tests under ThreadSanitizer (in make test)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECONDS (default 60)
-#   make soak       mixed I/O, outages, management and session churn for
-#                   SOAK_SECONDS (default 600); RSS and fds must stay flat
+#   make soak       mixed I/O through qemu-io, iscsi-perf and raw sessions,
+#                   with outages, LUN resets, session drops and management
+#                   churn, for SOAK_SECONDS (default 600); RSS and fds must
+#                   stay flat and every acknowledged byte is verified
 #   make bench      holdfastd vs tgtd side by side, as ratios; then the
 #                   cost of a dirty bitmap and a backup job's throughput,
 #                   and the RBD case
