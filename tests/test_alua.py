@@ -263,6 +263,35 @@ def test_set_target_port_groups(holdfast, tmp_path):
     sb.close()
 
 
+def test_unrelated_update_keeps_the_state_stpg_set(holdfast, tmp_path):
+    """After an initiator moved the pair by SET TARGET PORT GROUPS, an
+    update of another key (hang=retry) on either node changes no ALUA
+    state: the old owner must not ask for the lock back (it would be
+    refused, failing the whole update, or worse, take the LUN back).  Only
+    an update that names alua_state asks again."""
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    sa, sb = Sess(a), Sess(b)
+    sa.settle()
+    sb.settle()
+    assert sa.stpg(2, AO_STATE)[0] == GOOD      # A hands over
+    assert sb.stpg(2, AO_STATE)[0] == GOOD      # B takes it
+    sa.settle()
+    sb.settle()
+    for d in (a, b):
+        update(d, "hang=retry")
+    assert "ALUA: group 1 standby" in update_show(a)
+    assert "ALUA: group 2 active/optimized (owner)" in update_show(b)
+    assert sb.write(2, b"\x52" * 512)[0] == GOOD
+    assert sa.write(2, b"\x53" * 512)[2:] == (NOT_READY, STANDBY)
+    # naming alua_state asks again: refused while B holds the lock
+    assert update(a, "alua_state=active", check=False).returncode != 0
+    with open(shared, "rb") as f:
+        f.seek(2 * 512)
+        assert f.read(512) == b"\x52" * 512
+    sa.close()
+    sb.close()
+
+
 def test_forced_takeover_and_lost_lock(holdfast, tmp_path):
     a, b, shared = two_nodes(holdfast, tmp_path)
     sa, sb = Sess(a), Sess(b)

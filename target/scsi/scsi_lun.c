@@ -645,11 +645,13 @@ int scsi_lun_update(struct scsi_lun *lun, const struct lun_settings *s,
 		return -EPERM;
 	}
 	/* alua_state is the state asked for; the LUN's is run-time state
-	 * (scsi_alua.c).  Ask again when they differ (an STPG or a refused
-	 * takeover moved the LUN away from the setting). */
-	if (s->alua_group &&
-	    s->alua_standby != (scsi_alua_state(lun) != ALUA_AO))
-		changed |= LUN_KEY_ALUA | LUN_KEY_CHANGED;
+	 * (scsi_alua.c), which an STPG, a refused takeover or a lost lock
+	 * may have moved away from the setting.  It is asked again only
+	 * when this update names an alua_* key (force, from management) or
+	 * changes the setting (a reload): an unrelated update (hang=retry)
+	 * must not hand a LUN back that an initiator moved by STPG. */
+	if (s->alua_group && (force & LUN_KEY_ALUA))
+		changed |= LUN_KEY_CHANGED;
 	if (!changed)
 		return 0;
 	next = malloc(sizeof(*next));
