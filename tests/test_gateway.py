@@ -20,6 +20,7 @@ same URL after a reconnect is refused, not silently used.
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -844,3 +845,124 @@ def test_top_level_gateway_keys_are_every_gateway_lun_default(holdfast):
         'remote_timeout=20000";',
         'bsopts = "initiator_name=iqn.2026-12.org.example:own;'
         'remote_timeout=20000";'], text
+
+
+# --------------------------------------------------------------------------
+# holdfast as the SAN.  tgtd cannot be made to answer BUSY, TASK SET FULL,
+# UNIT ATTENTION or a chosen sense; a second holdfastd can: its LUN's fault
+# filter (backends/fault.c) fails commands with an errno (EBUSY -> BUSY,
+# ENOMEM -> TASK SET FULL, EROFS -> DATA PROTECT) or with a sense given as
+# it is (sense=KEY/ASC/ASCQ), and with rerror/werror = report (the
+# default) the SAN answers them at once.  Both daemons run on loopback;
+# no network namespace is needed (no link is cut here).
+
+UNIT_ATTENTION, ILLEGAL_REQUEST, MEDIUM_ERROR, DATA_PROTECT = 6, 5, 3, 7
+
+
+def hf_pair(holdfast, gw_lun=None, san_lun=None, args=()):
+    """A holdfastd SAN with a thin file LUN and a holdfastd gateway whose
+    LUN 1 is the SAN's LUN 1."""
+    sl = {"lun": 1, "backend": "file", "path": "san.img", "size": "32M",
+          "block_size": 512, "thin_provisioning": True}
+    sl.update(san_lun or {})
+    san = holdfast(luns=[sl], iqn=SAN_IQN)
+    san.require_holdfast("holdfast is the SAN here")
+    gl = {"lun": 1, "backend": "iscsi", "path": san.url(1)}
+    gl.update(FAST)
+    gl.update(gw_lun or {})
+    gw = holdfast(luns=[gl], iqn=GW_IQN, args=args)
+    return san, gw
+
+
+def san_fault(san, spec):
+    san.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
+               "--tid", "1", "--lun", "1", "--params", "fault=" + spec)
+
+
+def show_text(d):
+    return d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "target").stdout
+
+
+def san_injected(san):
+    """Commands the SAN's fault filter failed under its current spec."""
+    m = re.search(r"fault=\S+ injected=(\d+)", show_text(san))
+    assert m, show_text(san)
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("spec,op", [
+    ("ebusy:ops=w:count=5", "write"),                   # BUSY
+    ("enomem:ops=w:count=5", "write"),                  # TASK SET FULL
+    ("eio:sense=6/29/00:ops=w:count=5", "write"),       # UA: reset
+    ("eio:sense=6/2a/09:ops=r:count=5", "read"),        # UA: capacity
+    ("ebusy:ops=r:count=3", "read"),
+], ids=["busy-write", "tsf-write", "ua-write", "ua-read", "busy-read"])
+def test_busy_task_set_full_and_unit_attention_retried_in_gateway(
+        holdfast, spec, op):
+    """A SAN that answers BUSY, TASK SET FULL or UNIT ATTENTION for a
+    while: the gateway retries inside the backend, the client sees GOOD
+    and the data lands.  The gateway LUN reports errors (report mode), so
+    nothing above the backend would hide a failure: without the backend's
+    retry the client gets the SAN's BUSY / TASK SET FULL / CHECK
+    CONDITION."""
+    san, gw = hf_pair(holdfast)
+    c = HangClient(gw.url(1))
+    image = san.path("san.img")
+    lba, p = 1024, 0x5c
+    if op == "read":
+        assert_good(c.do("write %d 8 0x%02x" % (lba, p)))
+    san_fault(san, spec)
+    if op == "write":
+        r = c.do("write %d 8 0x%02x" % (lba, p))
+    else:
+        r = c.do("read %d 8 expect 0x%02x" % (lba, p))
+    assert_good(r)
+    if op == "read":
+        assert r.get("match") is True, r
+    # the SAN really answered that many times (each one retried)
+    n = int(re.search(r"count=(\d+)", spec).group(1))
+    assert san_injected(san) == n, show_text(san)
+    san_fault(san, "off")
+    assert read_san(image, lba, 8) == bytes([p]) * 8 * BS
+    assert_good(c.do("read %d 8 expect 0x%02x" % (lba, p)))
+    c.close()
+    assert "Hang state: ok" in show_text(gw)
+
+
+@pytest.mark.parametrize("spec,cmd,key,asc,ascq,info", [
+    ("eio:sense=5/24/00:ops=w:lba=100-100", "write 96 8 0x11",
+     ILLEGAL_REQUEST, 0x24, 0x00, 100),
+    ("eio:sense=3/11/00:ops=r:lba=205-300", "read 200 16",
+     MEDIUM_ERROR, 0x11, 0x00, 205),
+    ("erofs:sense=7/27/02:ops=w", "write 300 8 0x22",
+     DATA_PROTECT, 0x27, 0x02, 300),
+    # the SAN's own EROFS -> DATA PROTECT / WRITE PROTECTED
+    ("erofs:ops=w", "write 400 8 0x33", DATA_PROTECT, 0x27, 0x00, None),
+], ids=["illegal-request", "medium-error-lba", "data-protect-sense",
+        "data-protect-errno"])
+def test_remote_sense_reported_as_is_at_once(holdfast, spec, cmd, key, asc,
+                                             ascq, info):
+    """ILLEGAL REQUEST, MEDIUM ERROR with the failing LBA, and DATA
+    PROTECT from the SAN reach the client as the SAN said them (key,
+    ASC/ASCQ, INFORMATION: the MEDIUM ERROR's block is the SAN's, not the
+    command's first), at once: not retried by the gateway (the SAN saw
+    the command once) and not held by its hang engine, although the
+    gateway LUN is in retry mode with no retry_timeout."""
+    san, gw = hf_pair(holdfast, gw_lun={"rerror": "retry",
+                                        "werror": "retry",
+                                        "retry_interval": 200})
+    c = HangClient(gw.url(1))
+    san_fault(san, spec)
+    r = c.do(cmd)
+    assert r["status"] == "CHECK_CONDITION", r
+    assert (r["sense_key"], r["asc"], r["ascq"]) == (key, asc, ascq), r
+    if info is not None:
+        assert r.get("info") == info, r
+    # at once: not held (retry_interval 200 ms, no retry_timeout) and
+    # not retried inside the backend (which waits a tick, 100 ms, each)
+    assert r["ms"] < 1000, r
+    assert san_injected(san) == 1, show_text(san)
+    san_fault(san, "off")
+    assert "Hang state: ok" in show_text(gw)
+    c.close()
