@@ -328,7 +328,9 @@ def gls_cdb(lba, alloc=1024):
 def gls_descs(r):
     """GET LBA STATUS answer -> [(lba, blocks, status)]."""
     b = r["bytes"]
-    n = (int.from_bytes(b[0:4], "big") - 4) // 16
+    # PARAMETER DATA LENGTH may announce more than the allocation length
+    # let through (SBC-3 5.16.2)
+    n = min((int.from_bytes(b[0:4], "big") - 4) // 16, (len(b) - 8) // 16)
     return [(int.from_bytes(b[8 + 16 * i:16 + 16 * i], "big"),
              int.from_bytes(b[16 + 16 * i:20 + 16 * i], "big"),
              b[20 + 16 * i] & 0xf) for i in range(n)]
@@ -786,6 +788,61 @@ def test_thin_and_lba_status_from_san(env, tmp_path):
     d = gls_descs(scsicdb(net, GW_URL, gls_cdb(0), 1024))
     assert d == [(0, SAN_SIZE // BS, 0)], d
     g2.stop()
+
+
+def gls_queries(gw):
+    """GET LBA STATUS questions the gateway sent its SAN (show)."""
+    m = re.search(r"lba status queries (\d+)", gw.show())
+    assert m, gw.show()
+    return int(m.group(1))
+
+
+def test_lba_status_many_extents_one_question(env):
+    """A SAN LUN with many alternating mapped / deallocated extents: one
+    GET LBA STATUS through the gateway is one question to the SAN (not
+    one per extent), and the answer is the SAN's own, descriptor for
+    descriptor, as far as the initiator's allocation length allows,
+    from any starting LBA."""
+    net, san, gw, image = env
+    chunk = 64 * 1024                   # 128 blocks, file-system aligned
+    nruns = 150                         # 150 mapped + 150 holes
+    with open(image, "r+b") as f:
+        for i in range(nruns):
+            f.seek(2 * i * chunk)
+            f.write(bytes([pattern(i)]) * chunk)
+    san.start(image, params="thin_provisioning=1")
+    gw.start()
+    direct = "iscsi://%s:%d/%s/1" % (SAN_ADDR, SAN_PORT, SAN_IQN)
+    cb = chunk // BS
+    # what the file looks like: runs of cb blocks, mapped first, then a
+    # hole from the last run to the end
+    want = []
+    for i in range(nruns):
+        want.append((2 * i * cb, cb, 0))
+        want.append(((2 * i + 1) * cb, cb, 1))
+    want[-1] = (want[-1][0], SAN_SIZE // BS - want[-1][0], 1)
+    for lba, alloc in ((0, 8 + 16 * 255), (0, 8 + 16 * 5), (cb + 7, 4096),
+                       (100 * cb, 1024), (2 * nruns * cb - 1, 4096),
+                       (SAN_SIZE // BS - 1, 4096)):
+        before = gls_queries(gw)
+        # two commands on a fresh session: the first one takes the
+        # session's power-on unit attention, the second is answered
+        mine = scsicdb(net, GW_URL, gls_cdb(lba, alloc), alloc, count=2)
+        asked = gls_queries(gw) - before
+        sans = scsicdb(net, direct, gls_cdb(lba, alloc), alloc, count=2)
+        assert mine["status"] == 0 and sans["status"] == 0, (mine, sans)
+        d = gls_descs(mine)
+        assert d == gls_descs(sans), (lba, alloc, d, gls_descs(sans))
+        assert len(d) == min((alloc - 8) // 16,
+                             len([w for w in want if w[0] + w[1] > lba])), \
+            (lba, alloc, d)
+        # the answer is the file's layout from lba on
+        first = [w for w in want if w[0] <= lba < w[0] + w[1]][0]
+        assert d[0] == (lba, first[0] + first[1] - lba, first[2]), d
+        assert d[1:] == [w for w in want if w[0] > lba][:len(d) - 1], d
+        # one question to the SAN for all of it
+        assert 1 <= asked <= 2, (lba, alloc, asked, len(d))
+    gw.stop()
 
 
 def test_read_waits_for_overlapping_write_in_flight(env):
