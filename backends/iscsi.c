@@ -87,7 +87,7 @@
 #include <iscsi/scsi-lowlevel.h>
 
 #include "backend.h"
-#include "be_sense.h"
+#include "be_scsi.h"
 #include "iscsi_conf.h"
 #include "reactor.h"
 #include "util.h"
@@ -111,7 +111,6 @@
 #define BI_GLS_HDR 8
 #define BI_GLS_DESC 16
 #define BI_GLS_MAX_DESC 1024		/* per question to the SAN */
-#define BI_GLS_DEALLOCATED 0x1
 /* ASC/ASCQ (SPC-4 annex D) */
 #define ASCQ_INVALID_OPCODE 0x2000
 #define ASCQ_SPACE_ALLOC_FAILED 0x2707
@@ -563,61 +562,18 @@ static void bi_release(struct be_iscsi *st)
 	}
 }
 
-/* A descriptor's PROVISIONING STATUS as block_status answers it:
- * anchored (2) is not deallocated, it reads back what was written. */
-static int bi_gls_status(const uint8_t *desc)
-{
-	return (desc[12] & 0x0f) == BI_GLS_DEALLOCATED ? 0 : 1;
-}
-
-/* The SAN's GET LBA STATUS answer for q: 1 mapped / 0 deallocated with
- * io->length cut to the first descriptor's extent, or -errno; the
- * descriptors that continue it go to io->ext (up to io->ext_max, none
- * past the end of what was asked about). */
+/* The SAN's GET LBA STATUS answer for q (be_gls_parse): 1 mapped / 0
+ * deallocated with io->length cut to the first descriptor's extent, the
+ * descriptors that continue it in io->ext, or -errno. */
 static int bi_gls_answer(struct be_iscsi *st, struct bi_req *q,
 			 const struct scsi_task *task)
 {
 	struct be_io *io = bi_req_io(q);
-	const uint8_t *d = task->datain.data;
-	uint32_t bs = st->ident.block_size;
-	uint64_t lba = io->offset / bs, end = io->offset + io->length;
-	uint64_t n, ndesc, pos;
-	int res;
 
-	io->ext_n = 0;
-	if (!d || task->datain.size < BI_GLS_HDR + BI_GLS_DESC ||
-	    get_be32(d) < BI_GLS_HDR + BI_GLS_DESC - 4)
-		return -EREMOTEIO;
-	/* descriptors both announced and received (a short answer is cut
-	 * to the allocation length, SBC-3 5.16.2) */
-	ndesc = MIN((uint64_t)get_be32(d) + 4, (uint64_t)task->datain.size);
-	ndesc = (ndesc - BI_GLS_HDR) / BI_GLS_DESC;
-	d += BI_GLS_HDR;
-	/* the first descriptor describes the starting LBA (SBC-3 5.16.2);
-	 * anything else is answered as one mapped block */
-	n = get_be32(d + 8);
-	if (get_be64(d) != lba || n == 0) {
-		io->length = bs;
-		return 1;
-	}
-	io->length = MIN(n * bs, io->length);
-	res = bi_gls_status(d);
-	/* the rest, while each starts where the one before ended */
-	pos = io->offset + io->length;
-	for (uint64_t i = 1; i < ndesc && io->ext_n < io->ext_max && pos < end;
-	     i++) {
-		const uint8_t *e = d + i * BI_GLS_DESC;
-		uint64_t elen = (uint64_t)get_be32(e + 8) * bs;
-
-		if (get_be64(e) != pos / bs || elen == 0)
-			break;
-		elen = MIN(elen, end - pos);
-		io->ext[io->ext_n].length = elen;
-		io->ext[io->ext_n].status = bi_gls_status(e);
-		io->ext_n++;
-		pos += elen;
-	}
-	return res;
+	return be_gls_parse(task->datain.data,
+			    task->datain.size > 0 ? (size_t)task->datain.size : 0,
+			    st->ident.block_size, io->offset, &io->length,
+			    io->ext, io->ext_max, &io->ext_n);
 }
 
 static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,

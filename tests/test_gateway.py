@@ -1023,3 +1023,70 @@ def test_remote_sense_reported_as_is_at_once(holdfast, spec, cmd, key, asc,
     san_fault(san, "off")
     assert "Hang state: ok" in show_text(gw)
     c.close()
+
+
+def local_cdb(url, hexcdb, alloc, count=2):
+    """One raw CDB over loopback (count times on one new session: the
+    first takes the power-on unit attention); the last answer."""
+    cp = subprocess.run([str(build_dir() / "tools" / "scsicdb"), "-n",
+                         str(count), url, hexcdb, "-r", str(alloc)],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, timeout=S(30))
+    assert cp.returncode == 0, cp.stdout
+    r = json.loads(cp.stdout.strip().splitlines()[-1])
+    r["bytes"] = bytes.fromhex(r["data"])
+    return r
+
+
+def test_lba_status_and_io_on_another_reactor(holdfast, tmp_path):
+    """The gateway's session to the SAN lives on one reactor (the first
+    that sent it I/O); commands from connections on the other reactor
+    hop there and back (reactor_call).  With two reactors (-t 2,
+    connections dealt round robin) plain I/O and GET LBA STATUS from
+    both reactors, at the same time, are answered right: the data lands
+    and reads back, and every GET LBA STATUS answer is the SAN's own.
+    Part of make tsan (a data race in the hop fails it there)."""
+    chunk = 64 * 1024
+    with open(tmp_path / "san.img", "wb") as f:
+        f.truncate(32 << 20)
+        for i in range(40):
+            f.seek(2 * i * chunk)
+            f.write(bytes([pattern(i)]) * chunk)
+    san, gw = hf_pair(holdfast, args=("-t", "2"))
+    # connection 1 sends the first I/O: its reactor owns the session
+    c1 = HangClient(gw.url(1), name="owner")
+    assert_good(c1.do("read 0 8 expect 0x%02x" % pattern(0)))
+    # connection 2 is on the other reactor
+    c2 = HangClient(gw.url(1), name="other")
+    cb = chunk // BS
+    base = 100 * cb                     # past the extents, all holes
+    labels = []
+    for i in range(32):
+        lba = base + i * 16
+        labels.append((c2.issue("write %d 16 0x%02x" % (lba, pattern(i))),
+                       c1.issue("read %d 8 expect 0x%02x" % (
+                           2 * (i % 40) * cb, pattern(i % 40))), lba, i))
+    # GET LBA STATUS from two more connections (one on each reactor)
+    # while that runs, and the SAN's own answer
+    for lba, alloc in ((0, 4096), (cb + 3, 1024)):
+        sans = gls_descs(local_cdb(san.url(1), gls_cdb(lba, alloc), alloc))
+        assert len(sans) > 10, sans
+        for _ in range(2):
+            mine = local_cdb(gw.url(1), gls_cdb(lba, alloc), alloc)
+            assert mine["status"] == 0, mine
+            assert gls_descs(mine) == sans, (lba, gls_descs(mine), sans)
+    for w, r, lba, i in labels:
+        assert_good(c2.get(w, S(30)))
+        res = c1.get(r, S(30))
+        assert_good(res)
+        assert res.get("match") is True, res
+    for w, r, lba, i in labels:
+        res = c2.do("read %d 16 expect 0x%02x" % (lba, pattern(i)))
+        assert res.get("match") is True, res
+        assert read_san(san.path("san.img"), lba, 16) == \
+            bytes([pattern(i)]) * 16 * BS
+    # the writes show at the SAN as mapped, through the gateway
+    d = gls_descs(local_cdb(gw.url(1), gls_cdb(base, 1024), 1024))
+    assert d[0] == (base, 32 * 16, 0), d
+    c1.close()
+    c2.close()
