@@ -1,8 +1,13 @@
 /* backend.h - the interface every backing store implements.
  *
  * Backends know nothing of SCSI: they see byte offsets, lengths and iovecs
- * and complete with 0 or -errno.  One `static const struct backend_ops` per
- * backend, listed in backends/registry.c (no constructors).  Backends may
+ * and complete with 0 or -errno.  The one exception is a store that is
+ * itself a SCSI device (the gateway's SAN LUN), or the fault filter
+ * playing one: it may hand the device's own sense up with the errno
+ * (struct be_sense), which the SCSI layer then reports as it is.
+ *
+ * One `static const struct backend_ops` per backend, listed in
+ * backends/registry.c (no constructors).  Backends may
  * wrap other backends (fault wraps any backend), so a backend only talks to
  * its inner backend through this interface. */
 #ifndef HOLDFAST_BACKEND_H
@@ -33,6 +38,26 @@ enum be_op {
 
 #define BE_IO_FUA 0x1		/* write through to stable storage */
 
+/* The sense of a store that is a SCSI device (SPC-4 4.5), for a request
+ * it failed with CHECK CONDITION: key 0 = none (the SCSI layer derives
+ * sense from the errno).  Only current errors; the INFORMATION field
+ * (the failing LBA of a MEDIUM ERROR) and the sense-key specific bytes
+ * only when the device marked them valid. */
+struct be_sense {
+	uint8_t key, asc, ascq;
+	bool info_valid;
+	bool sks_valid;
+	uint8_t sks[3];
+	uint64_t info;
+};
+
+/* One run of blocks with the same provisioning status, for a store that
+ * learns of several at once (block_status_async). */
+struct be_extent {
+	uint64_t length;	/* bytes, > 0 */
+	int status;		/* 1 mapped, 0 deallocated */
+};
+
 /* One backend request.  Owned by the caller; must stay valid until done()
  * is called.  done() runs on the reactor passed to submit(), never from
  * inside submit() itself (so a caller never recurses), exactly once.
@@ -49,6 +74,19 @@ struct be_io {
 	/* BE_OP_COMPARE_AND_WRITE that completed with -EILSEQ: the byte
 	 * offset (from offset) of the first byte that differed */
 	uint64_t miscompare_offset;
+	/* A failed request (res < 0): the store's own sense, to report as
+	 * it is (key 0: none).  The submitter zeroes it; a store that sets
+	 * it clears it when the request is submitted again. */
+	struct be_sense sense;
+	/* block_status_async only: room for the extents that follow the
+	 * answered one (the caller's array of ext_max; ext_max 0: none).  A
+	 * store that learns of more than one extent per question (the
+	 * gateway's GET LBA STATUS to the SAN) puts up to ext_max of them
+	 * here, in order, each starting where the one before ends (the
+	 * first at offset + length), none past the offset + length the
+	 * caller asked about, and sets ext_n. */
+	struct be_extent *ext;
+	uint16_t ext_max, ext_n;
 	/* backend-private scratch, untouched by callers */
 	void *be_priv;
 	uint64_t be_scratch[8];
@@ -116,7 +154,8 @@ struct backend_ops {
 	 * done(io, res) on r, exactly once, never from inside the call.
 	 * Otherwise it is the answer now and done() is not called.  An
 	 * answer is 1 mapped, 0 hole, or -errno; on 1 or 0 io->length is the
-	 * extent (bytes, > 0).  Callers use backend_block_status(), which
+	 * extent (bytes, > 0), and io->ext / io->ext_n may hold the extents
+	 * that follow it (see struct be_io).  Callers use backend_block_status(), which
 	 * runs the synchronous block_status for stores without this. */
 	int (*block_status_async)(struct backend *be, struct be_io *io,
 				  struct reactor *r);

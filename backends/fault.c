@@ -27,6 +27,15 @@
  *                            (then fail them, or pass them on)
  *   duration=MS              the spec switches itself off MS ms after it
  *                            was set (a SAN outage of fixed length)
+ *   sense=KEY/ASC/ASCQ       (hex) fail with this SCSI sense as well, as
+ *                            a SCSI device would (backend.h be_sense): the
+ *                            SCSI layer reports it as it is instead of the
+ *                            errno's sense.  INFORMATION is the first
+ *                            block of the request inside lba= (the
+ *                            request's first block without lba=); FLUSH
+ *                            has none.  With holdfast as a test SAN this
+ *                            answers e.g. UNIT ATTENTION (6/29/00) or
+ *                            ILLEGAL REQUEST (5/24/00) to a gateway.
  *
  * Thread safety: set_param() runs on the management thread while reactors
  * submit.  The idle path reads one atomic flag and passes the request on;
@@ -73,6 +82,8 @@ struct fault_spec {
 	double probability;
 	uint32_t latency_ms;
 	uint64_t duration_ms;		/* 0 = until changed */
+	bool has_sense;
+	uint8_t sense_key, sense_asc, sense_ascq;
 };
 
 struct fault_state {
@@ -174,6 +185,36 @@ static int fault_parse_ops(char *s, unsigned *out)
 	return 0;
 }
 
+/* "KEY/ASC/ASCQ" in hex, e.g. 6/29/00; key 1..15 */
+static int fault_parse_sense(const char *s, struct fault_spec *sp)
+{
+	unsigned v[3];
+	int n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		char *end;
+		unsigned long x;
+
+		if (!isxdigit((unsigned char)*s))
+			return -EINVAL;
+		errno = 0;
+		x = strtoul(s, &end, 16);
+		if (errno || x > 0xff || end - s > 2)
+			return -EINVAL;
+		v[n++] = (unsigned)x;
+		s = end;
+		if (i < 2 && *s++ != '/')
+			return -EINVAL;
+	}
+	if (*s || v[0] == 0 || v[0] > 0x0f)
+		return -EINVAL;
+	sp->has_sense = true;
+	sp->sense_key = (uint8_t)v[0];
+	sp->sense_asc = (uint8_t)v[1];
+	sp->sense_ascq = (uint8_t)v[2];
+	return 0;
+}
+
 static int fault_parse_range(char *s, uint64_t *start, uint64_t *end)
 {
 	char *dash = strchr(s, '-');
@@ -260,6 +301,8 @@ static int fault_spec_parse(const char *text, struct fault_spec *out)
 			have_latency = true;
 		} else if (strcasecmp(item, "duration") == 0) {
 			err = fault_parse_u64(val, &s.duration_ms);
+		} else if (strcasecmp(item, "sense") == 0) {
+			err = fault_parse_sense(val, &s);
 		} else {
 			err = -EINVAL;
 		}
@@ -271,6 +314,8 @@ static int fault_spec_parse(const char *text, struct fault_spec *out)
 		s.err = 0;
 	if (s.err == 0 && s.latency_ms == 0)
 		return -EINVAL;		/* would do nothing: say so */
+	if (s.has_sense && s.err == 0)
+		return -EINVAL;		/* a sense comes with a failure */
 	*out = s;
 	return 0;
 }
@@ -333,6 +378,9 @@ static int fault_spec_format(const struct fault_spec *s, char *buf,
 		FAULT_PUT(FAULT_SEP "latency=%u", s->latency_ms);
 	if (s->duration_ms)
 		FAULT_PUT(FAULT_SEP "duration=%llu", (unsigned long long)s->duration_ms);
+	if (s->has_sense)
+		FAULT_PUT(FAULT_SEP "sense=%x/%02x/%02x", s->sense_key,
+			  s->sense_asc, s->sense_ascq);
 #undef FAULT_PUT
 	return (int)pos;
 }
@@ -372,7 +420,24 @@ static bool fault_matches(const struct fault_state *f, const struct be_io *io)
 
 /* Decide what to do with io: *err_out gets a negative errno or 0 and
  * *latency_out a delay; both 0 = pass through untouched. */
-static void fault_decide(struct fault_state *f, const struct be_io *io,
+/* The injected sense for io (spec s matched it). */
+static void fault_sense(const struct fault_state *f,
+			const struct fault_spec *s, struct be_io *io)
+{
+	uint64_t first = io->offset / f->block_size;
+
+	memset(&io->sense, 0, sizeof(io->sense));
+	io->sense.key = s->sense_key;
+	io->sense.asc = s->sense_asc;
+	io->sense.ascq = s->sense_ascq;
+	if (io->op == BE_OP_FLUSH)
+		return;
+	/* the failing block: the first one of the request in lba= */
+	io->sense.info_valid = true;
+	io->sense.info = s->has_lba ? MAX(first, s->lba_start) : first;
+}
+
+static void fault_decide(struct fault_state *f, struct be_io *io,
 			 uint64_t now_ms, int *err_out, uint32_t *latency_out)
 {
 	const struct fault_spec *s = &f->spec;
@@ -401,6 +466,8 @@ static void fault_decide(struct fault_state *f, const struct be_io *io,
 	f->total_injected++;
 	*err_out = -s->err;
 	*latency_out = s->latency_ms;
+	if (s->has_sense && s->err)
+		fault_sense(f, s, io);
 	/* Spent: the spec stays for describe(), I/O goes back to the
 	 * lock-free path. */
 	if (s->count && f->injected >= s->count)
@@ -492,6 +559,9 @@ static void be_fault_submit(struct backend *be, struct be_io *io,
 	uint32_t latency;
 	int err;
 
+	/* a sense this filter gave an earlier attempt of io is not this
+	 * attempt's (the hang engine resubmits the same io) */
+	io->sense.key = 0;
 	/* Idle path: one atomic load, then the inner backend owns io
 	 * (including be_scratch) and completes it directly to the caller. */
 	if (!atomic_load_explicit(&f->active, memory_order_acquire)) {

@@ -53,15 +53,23 @@
  *
  * Provisioning and GET LBA STATUS.  be->thin is the SAN's LUN's (LBPME and
  * a deallocating command in VPD B2h), and block_status_async asks the
- * SAN with GET LBA STATUS (one descriptor per question); a SAN without
- * it is answered "all mapped" from then on.
+ * SAN with one GET LBA STATUS whose allocation length has room for as
+ * many descriptors as the caller can take (io->ext_max, which the SCSI
+ * layer derives from the initiator's allocation length): the first
+ * descriptor answers the question, the ones that follow it go to io->ext,
+ * clipped to the range asked about (the LUN's end).  A SAN without GET
+ * LBA STATUS is answered "all mapped" from then on.
  *
- * Remote status.  CHECK CONDITION is mapped to -errno by sense key so the
- * SCSI layer reports it as it is: ILLEGAL REQUEST -> EINVAL / EOPNOTSUPP,
- * DATA PROTECT -> EROFS / ENOSPC, MEDIUM ERROR -> ENODATA (not held),
- * HARDWARE ERROR / NOT READY -> EREMOTEIO (held).  BUSY, TASK SET FULL,
- * UNIT ATTENTION and ABORTED COMMAND are retried here, a bounded number of
- * times, and are never seen above. */
+ * Remote status.  CHECK CONDITION is mapped to -errno by sense key, and
+ * the sense that is no passing condition goes up with it (io->sense) for
+ * the SCSI layer to report as it is, key, ASC/ASCQ, INFORMATION and all:
+ * ILLEGAL REQUEST -> EINVAL / EOPNOTSUPP, DATA PROTECT -> EROFS / ENOSPC,
+ * MEDIUM ERROR with a valid INFORMATION field (the LBA that failed) ->
+ * ENODATA; none of them is held (ENOSPC only where retry_errors says
+ * so).  MEDIUM ERROR without a valid LBA, HARDWARE ERROR and NOT READY
+ * -> EREMOTEIO (held).  BUSY, TASK SET FULL, UNIT ATTENTION and ABORTED
+ * COMMAND are retried here, every BI_TICK_MS up to BI_RETRIES_MAX times,
+ * and are never seen above unless the SAN keeps answering them. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -79,6 +87,7 @@
 #include <iscsi/scsi-lowlevel.h>
 
 #include "backend.h"
+#include "be_scsi.h"
 #include "iscsi_conf.h"
 #include "reactor.h"
 #include "util.h"
@@ -98,9 +107,10 @@
 #define VPD_LB_PROVISIONING 0xb2
 #define VPD_B2_LBPU 0x80
 #define VPD_B2_LBPWS 0x40
-/* GET LBA STATUS (SBC-3 5.16): one descriptor is all one answer takes */
-#define BI_GLS_ALLOC (8 + 16)
-#define BI_GLS_DEALLOCATED 0x1
+/* GET LBA STATUS (SBC-3 5.16): header and descriptors */
+#define BI_GLS_HDR 8
+#define BI_GLS_DESC 16
+#define BI_GLS_MAX_DESC 1024		/* per question to the SAN */
 /* ASC/ASCQ (SPC-4 annex D) */
 #define ASCQ_INVALID_OPCODE 0x2000
 #define ASCQ_SPACE_ALLOC_FAILED 0x2707
@@ -173,6 +183,7 @@ struct be_iscsi {
 					 * connected to it */
 	time_t shown_since;
 	uint64_t reconnects;
+	uint64_t gls_sent;		/* GET LBA STATUS questions to the SAN */
 	int last_err;
 	char last_err_text[160];
 	char portal_shown[BE_ISCSI_PORTAL_LEN];
@@ -314,22 +325,54 @@ static void bi_finish(struct be_iscsi *st, struct bi_req *q, int res)
 
 /* ---- remote status -> errno ---- */
 
-static int bi_sense_errno(const struct scsi_task *task, bool *retry)
+/* CHECK CONDITION: the errno, whether to retry here, and in *out the
+ * sense to report as it is (key 0: none, the errno decides). */
+static int bi_sense_errno(const struct scsi_task *task, bool *retry,
+			  struct be_sense *out)
 {
+	struct be_sense s;
+	int len;
+
 	*retry = false;
-	switch (task->sense.key) {
+	memset(out, 0, sizeof(*out));
+	/* libiscsi keeps the Data-In of a CHECK CONDITION as it came:
+	 * SenseLength (2 bytes), then the sense data (RFC 7143 11.4.7.2) */
+	len = task->datain.data && task->datain.size >= 2
+		      ? MIN((int)get_be16(task->datain.data),
+			    task->datain.size - 2)
+		      : 0;
+	if (len <= 0 ||
+	    be_sense_parse(task->datain.data + 2, (size_t)len, &s) < 0) {
+		/* not sense we can repeat: classify by libiscsi's reading */
+		memset(&s, 0, sizeof(s));
+		s.key = (uint8_t)task->sense.key;
+		s.asc = (uint8_t)(task->sense.ascq >> 8);
+		s.ascq = (uint8_t)task->sense.ascq;
+		len = 0;
+	}
+	switch (s.key) {
 	case SCSI_SENSE_UNIT_ATTENTION:
 	case SCSI_SENSE_COMMAND_ABORTED:
 		*retry = true;
 		return -EREMOTEIO;
 	case SCSI_SENSE_ILLEGAL_REQUEST:
-		return task->sense.ascq == ASCQ_INVALID_OPCODE ? -EOPNOTSUPP
-							       : -EINVAL;
+		if (len)
+			*out = s;
+		return (s.asc << 8 | s.ascq) == ASCQ_INVALID_OPCODE
+			       ? -EOPNOTSUPP : -EINVAL;
 	case SCSI_SENSE_DATA_PROTECTION:
-		return task->sense.ascq == ASCQ_SPACE_ALLOC_FAILED ? -ENOSPC
-								   : -EROFS;
+		if (len)
+			*out = s;
+		return (s.asc << 8 | s.ascq) == ASCQ_SPACE_ALLOC_FAILED
+			       ? -ENOSPC : -EROFS;
 	case SCSI_SENSE_MEDIUM_ERROR:
-		return -ENODATA;
+		/* with the block that failed it is that block's error, not
+		 * the path's: reported, not held */
+		if (len && s.info_valid) {
+			*out = s;
+			return -ENODATA;
+		}
+		return -EREMOTEIO;
 	default:	/* NOT READY, HARDWARE ERROR, vendor specific ... */
 		return -EREMOTEIO;
 	}
@@ -351,11 +394,20 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 	int lun = (int)st->conf.lun;
 
 	if (q->gls) {
-		t = iscsi_get_lba_status_task(st->ctx, lun, lba, BI_GLS_ALLOC,
+		/* room for the answer's descriptor and every following one
+		 * the caller can take */
+		uint32_t ndesc = 1 + MIN((uint32_t)io->ext_max,
+					 (uint32_t)BI_GLS_MAX_DESC - 1);
+
+		t = iscsi_get_lba_status_task(st->ctx, lun, lba,
+					      BI_GLS_HDR + ndesc * BI_GLS_DESC,
 					      bi_task_cb, q);
 		if (!t)
 			return -ENOMEM;
 		q->task = t;
+		pthread_mutex_lock(&st->lock);
+		st->gls_sent++;
+		pthread_mutex_unlock(&st->lock);
 		return 0;
 	}
 	switch (io->op) {
@@ -510,30 +562,18 @@ static void bi_release(struct be_iscsi *st)
 	}
 }
 
-/* The SAN's GET LBA STATUS answer for q: 1 mapped / 0 deallocated with
- * io->length cut to the first descriptor's extent, or -errno. */
+/* The SAN's GET LBA STATUS answer for q (be_gls_parse): 1 mapped / 0
+ * deallocated with io->length cut to the first descriptor's extent, the
+ * descriptors that continue it in io->ext, or -errno. */
 static int bi_gls_answer(struct be_iscsi *st, struct bi_req *q,
 			 const struct scsi_task *task)
 {
 	struct be_io *io = bi_req_io(q);
-	const uint8_t *d = task->datain.data;
-	uint32_t bs = st->ident.block_size;
-	uint64_t lba = io->offset / bs, n;
 
-	if (!d || task->datain.size < BI_GLS_ALLOC ||
-	    get_be32(d) < BI_GLS_ALLOC - 4)
-		return -EREMOTEIO;
-	d += 8;
-	/* the first descriptor describes the starting LBA (SBC-3 5.16.2);
-	 * anything else is answered as one mapped block */
-	n = get_be32(d + 8);
-	if (get_be64(d) != lba || n == 0) {
-		io->length = bs;
-		return 1;
-	}
-	io->length = MIN(n * bs, io->length);
-	/* anchored (2) is not deallocated: it reads back what was written */
-	return (d[12] & 0x0f) == BI_GLS_DEALLOCATED ? 0 : 1;
+	return be_gls_parse(task->datain.data,
+			    task->datain.size > 0 ? (size_t)task->datain.size : 0,
+			    st->ident.block_size, io->offset, &io->length,
+			    io->ext, io->ext_max, &io->ext_n);
 }
 
 static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
@@ -596,7 +636,7 @@ static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
 		res = -EACCES;
 		break;
 	case SCSI_STATUS_CHECK_CONDITION:
-		res = bi_sense_errno(task, &retry);
+		res = bi_sense_errno(task, &retry, &io->sense);
 		break;
 	default:
 		res = -EREMOTEIO;
@@ -1180,6 +1220,8 @@ static void be_iscsi_submit(struct backend *be, struct be_io *io,
 	q->st = st;
 	q->origin = r;
 	list_init(&q->link);
+	/* an earlier attempt's sense is not this one's */
+	memset(&io->sense, 0, sizeof(io->sense));
 	err = bi_check(be, st, io);
 	if (err || !io->length) {
 		if (err || io->op != BE_OP_FLUSH) {
@@ -1224,6 +1266,9 @@ static int be_iscsi_block_status_async(struct backend *be, struct be_io *io,
 	if (!bs || io->offset % bs || io->offset >= be->size || !io->length)
 		return -EINVAL;
 	io->length = MIN(io->length, be->size - io->offset);
+	io->ext_n = 0;
+	if (!io->ext)
+		io->ext_max = 0;
 	memset(q, 0, sizeof(*q));
 	q->st = st;
 	q->origin = r;
@@ -1512,7 +1557,8 @@ static int be_iscsi_describe(struct backend *be, char *buf, unsigned len)
 	pthread_mutex_lock(&st->lock);
 	gmtime_r(&st->shown_since, &tm);
 	strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	n = snprintf(buf, len, "iscsi %s via %s: %s since %s, reconnects %llu",
+	n = snprintf(buf, len, "iscsi %s via %s: %s since %s, reconnects %llu, "
+		     "lba status queries %llu",
 		     st->url, st->portal_shown[0] ? st->portal_shown
 						  : st->conf.portals[0],
 		     st->shown_wrong ? "wrong-lun"
@@ -1520,7 +1566,8 @@ static int be_iscsi_describe(struct backend *be, char *buf, unsigned len)
 				     : st->shown_blind ? "not-yet-connected"
 					       : "reconnecting",
 		     since,
-		     (unsigned long long)st->reconnects);
+		     (unsigned long long)st->reconnects,
+		     (unsigned long long)st->gls_sent);
 	if (st->last_err && n >= 0 && (unsigned)n < len)
 		n += snprintf(buf + n, len - (unsigned)n,
 			      ", last error %s (%s)",

@@ -20,6 +20,7 @@ same URL after a reconnect is refused, not silently used.
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -327,7 +328,9 @@ def gls_cdb(lba, alloc=1024):
 def gls_descs(r):
     """GET LBA STATUS answer -> [(lba, blocks, status)]."""
     b = r["bytes"]
-    n = (int.from_bytes(b[0:4], "big") - 4) // 16
+    # PARAMETER DATA LENGTH may announce more than the allocation length
+    # let through (SBC-3 5.16.2)
+    n = min((int.from_bytes(b[0:4], "big") - 4) // 16, (len(b) - 8) // 16)
     return [(int.from_bytes(b[8 + 16 * i:16 + 16 * i], "big"),
              int.from_bytes(b[16 + 16 * i:20 + 16 * i], "big"),
              b[20 + 16 * i] & 0xf) for i in range(n)]
@@ -787,6 +790,61 @@ def test_thin_and_lba_status_from_san(env, tmp_path):
     g2.stop()
 
 
+def gls_queries(gw):
+    """GET LBA STATUS questions the gateway sent its SAN (show)."""
+    m = re.search(r"lba status queries (\d+)", gw.show())
+    assert m, gw.show()
+    return int(m.group(1))
+
+
+def test_lba_status_many_extents_one_question(env):
+    """A SAN LUN with many alternating mapped / deallocated extents: one
+    GET LBA STATUS through the gateway is one question to the SAN (not
+    one per extent), and the answer is the SAN's own, descriptor for
+    descriptor, as far as the initiator's allocation length allows,
+    from any starting LBA."""
+    net, san, gw, image = env
+    chunk = 64 * 1024                   # 128 blocks, file-system aligned
+    nruns = 150                         # 150 mapped + 150 holes
+    with open(image, "r+b") as f:
+        for i in range(nruns):
+            f.seek(2 * i * chunk)
+            f.write(bytes([pattern(i)]) * chunk)
+    san.start(image, params="thin_provisioning=1")
+    gw.start()
+    direct = "iscsi://%s:%d/%s/1" % (SAN_ADDR, SAN_PORT, SAN_IQN)
+    cb = chunk // BS
+    # what the file looks like: runs of cb blocks, mapped first, then a
+    # hole from the last run to the end
+    want = []
+    for i in range(nruns):
+        want.append((2 * i * cb, cb, 0))
+        want.append(((2 * i + 1) * cb, cb, 1))
+    want[-1] = (want[-1][0], SAN_SIZE // BS - want[-1][0], 1)
+    for lba, alloc in ((0, 8 + 16 * 255), (0, 8 + 16 * 5), (cb + 7, 4096),
+                       (100 * cb, 1024), (2 * nruns * cb - 1, 4096),
+                       (SAN_SIZE // BS - 1, 4096)):
+        before = gls_queries(gw)
+        # two commands on a fresh session: the first one takes the
+        # session's power-on unit attention, the second is answered
+        mine = scsicdb(net, GW_URL, gls_cdb(lba, alloc), alloc, count=2)
+        asked = gls_queries(gw) - before
+        sans = scsicdb(net, direct, gls_cdb(lba, alloc), alloc, count=2)
+        assert mine["status"] == 0 and sans["status"] == 0, (mine, sans)
+        d = gls_descs(mine)
+        assert d == gls_descs(sans), (lba, alloc, d, gls_descs(sans))
+        assert len(d) == min((alloc - 8) // 16,
+                             len([w for w in want if w[0] + w[1] > lba])), \
+            (lba, alloc, d)
+        # the answer is the file's layout from lba on
+        first = [w for w in want if w[0] <= lba < w[0] + w[1]][0]
+        assert d[0] == (lba, first[0] + first[1] - lba, first[2]), d
+        assert d[1:] == [w for w in want if w[0] > lba][:len(d) - 1], d
+        # one question to the SAN for all of it
+        assert 1 <= asked <= 2, (lba, alloc, asked, len(d))
+    gw.stop()
+
+
 def test_read_waits_for_overlapping_write_in_flight(env):
     """A read sent right behind a write to the same blocks sees the
     write's data, with nothing held (report mode).  The 64 KiB write
@@ -844,3 +902,197 @@ def test_top_level_gateway_keys_are_every_gateway_lun_default(holdfast):
         'remote_timeout=20000";',
         'bsopts = "initiator_name=iqn.2026-12.org.example:own;'
         'remote_timeout=20000";'], text
+
+
+# --------------------------------------------------------------------------
+# holdfast as the SAN.  tgtd cannot be made to answer BUSY, TASK SET FULL,
+# UNIT ATTENTION or a chosen sense; a second holdfastd can: its LUN's fault
+# filter (backends/fault.c) fails commands with an errno (EBUSY -> BUSY,
+# ENOMEM -> TASK SET FULL, EROFS -> DATA PROTECT) or with a sense given as
+# it is (sense=KEY/ASC/ASCQ), and with rerror/werror = report (the
+# default) the SAN answers them at once.  Both daemons run on loopback;
+# no network namespace is needed (no link is cut here).
+
+UNIT_ATTENTION, ILLEGAL_REQUEST, MEDIUM_ERROR, DATA_PROTECT = 6, 5, 3, 7
+
+
+def hf_pair(holdfast, gw_lun=None, san_lun=None, args=()):
+    """A holdfastd SAN with a thin file LUN and a holdfastd gateway whose
+    LUN 1 is the SAN's LUN 1."""
+    sl = {"lun": 1, "backend": "file", "path": "san.img", "size": "32M",
+          "block_size": 512, "thin_provisioning": True}
+    sl.update(san_lun or {})
+    san = holdfast(luns=[sl], iqn=SAN_IQN)
+    san.require_holdfast("holdfast is the SAN here")
+    gl = {"lun": 1, "backend": "iscsi", "path": san.url(1)}
+    gl.update(FAST)
+    gl.update(gw_lun or {})
+    gw = holdfast(luns=[gl], iqn=GW_IQN, args=args)
+    return san, gw
+
+
+def san_fault(san, spec):
+    san.tgtadm("--lld", "iscsi", "--op", "update", "--mode", "logicalunit",
+               "--tid", "1", "--lun", "1", "--params", "fault=" + spec)
+
+
+def show_text(d):
+    return d.tgtadm("--lld", "iscsi", "--op", "show", "--mode",
+                    "target").stdout
+
+
+def san_injected(san):
+    """Commands the SAN's fault filter failed under its current spec."""
+    m = re.search(r"fault=\S+ injected=(\d+)", show_text(san))
+    assert m, show_text(san)
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("spec,op", [
+    ("ebusy:ops=w:count=5", "write"),                   # BUSY
+    ("enomem:ops=w:count=5", "write"),                  # TASK SET FULL
+    ("eio:sense=6/29/00:ops=w:count=5", "write"),       # UA: reset
+    ("eio:sense=6/2a/09:ops=r:count=5", "read"),        # UA: capacity
+    ("ebusy:ops=r:count=3", "read"),
+], ids=["busy-write", "tsf-write", "ua-write", "ua-read", "busy-read"])
+def test_busy_task_set_full_and_unit_attention_retried_in_gateway(
+        holdfast, spec, op):
+    """A SAN that answers BUSY, TASK SET FULL or UNIT ATTENTION for a
+    while: the gateway retries inside the backend, the client sees GOOD
+    and the data lands.  The gateway LUN reports errors (report mode), so
+    nothing above the backend would hide a failure: without the backend's
+    retry the client gets the SAN's BUSY / TASK SET FULL / CHECK
+    CONDITION."""
+    san, gw = hf_pair(holdfast)
+    c = HangClient(gw.url(1))
+    image = san.path("san.img")
+    lba, p = 1024, 0x5c
+    if op == "read":
+        assert_good(c.do("write %d 8 0x%02x" % (lba, p)))
+    san_fault(san, spec)
+    if op == "write":
+        r = c.do("write %d 8 0x%02x" % (lba, p))
+    else:
+        r = c.do("read %d 8 expect 0x%02x" % (lba, p))
+    assert_good(r)
+    if op == "read":
+        assert r.get("match") is True, r
+    # the SAN really answered that many times (each one retried)
+    n = int(re.search(r"count=(\d+)", spec).group(1))
+    assert san_injected(san) == n, show_text(san)
+    san_fault(san, "off")
+    assert read_san(image, lba, 8) == bytes([p]) * 8 * BS
+    assert_good(c.do("read %d 8 expect 0x%02x" % (lba, p)))
+    c.close()
+    assert "Hang state: ok" in show_text(gw)
+
+
+@pytest.mark.parametrize("spec,cmd,key,asc,ascq,info", [
+    ("eio:sense=5/24/00:ops=w:lba=100-100", "write 96 8 0x11",
+     ILLEGAL_REQUEST, 0x24, 0x00, 100),
+    ("eio:sense=3/11/00:ops=r:lba=205-300", "read 200 16",
+     MEDIUM_ERROR, 0x11, 0x00, 205),
+    ("erofs:sense=7/27/02:ops=w", "write 300 8 0x22",
+     DATA_PROTECT, 0x27, 0x02, 300),
+    # the SAN's own EROFS -> DATA PROTECT / WRITE PROTECTED
+    ("erofs:ops=w", "write 400 8 0x33", DATA_PROTECT, 0x27, 0x00, None),
+], ids=["illegal-request", "medium-error-lba", "data-protect-sense",
+        "data-protect-errno"])
+def test_remote_sense_reported_as_is_at_once(holdfast, spec, cmd, key, asc,
+                                             ascq, info):
+    """ILLEGAL REQUEST, MEDIUM ERROR with the failing LBA, and DATA
+    PROTECT from the SAN reach the client as the SAN said them (key,
+    ASC/ASCQ, INFORMATION: the MEDIUM ERROR's block is the SAN's, not the
+    command's first), at once: not retried by the gateway (the SAN saw
+    the command once) and not held by its hang engine, although the
+    gateway LUN is in retry mode with no retry_timeout."""
+    san, gw = hf_pair(holdfast, gw_lun={"rerror": "retry",
+                                        "werror": "retry",
+                                        "retry_interval": 200})
+    c = HangClient(gw.url(1))
+    san_fault(san, spec)
+    r = c.do(cmd)
+    assert r["status"] == "CHECK_CONDITION", r
+    assert (r["sense_key"], r["asc"], r["ascq"]) == (key, asc, ascq), r
+    if info is not None:
+        assert r.get("info") == info, r
+    # at once: not held (retry_interval 200 ms, no retry_timeout) and
+    # not retried inside the backend (which waits a tick, 100 ms, each)
+    assert r["ms"] < 1000, r
+    assert san_injected(san) == 1, show_text(san)
+    san_fault(san, "off")
+    assert "Hang state: ok" in show_text(gw)
+    c.close()
+
+
+def local_cdb(url, hexcdb, alloc, count=2):
+    """One raw CDB over loopback (count times on one new session: the
+    first takes the power-on unit attention); the last answer."""
+    cp = subprocess.run([str(build_dir() / "tools" / "scsicdb"), "-n",
+                         str(count), url, hexcdb, "-r", str(alloc)],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, timeout=S(30))
+    assert cp.returncode == 0, cp.stdout
+    r = json.loads(cp.stdout.strip().splitlines()[-1])
+    r["bytes"] = bytes.fromhex(r["data"])
+    return r
+
+
+def test_lba_status_and_io_on_another_reactor(holdfast, tmp_path):
+    """The gateway's session to the SAN lives on one reactor (the first
+    that sent it I/O); commands from connections on the other reactor
+    hop there and back (reactor_call).  With two reactors (-t 2,
+    connections dealt round robin) plain I/O and GET LBA STATUS from
+    both reactors, at the same time, are answered right: the data lands
+    and reads back, and every GET LBA STATUS answer is the SAN's own.
+    Part of make tsan (a data race in the hop fails it there)."""
+    chunk = 64 * 1024
+    with open(tmp_path / "san.img", "wb") as f:
+        f.truncate(32 << 20)
+        for i in range(40):
+            f.seek(2 * i * chunk)
+            f.write(bytes([pattern(i)]) * chunk)
+    san, gw = hf_pair(holdfast, args=("-t", "2"))
+    # connection 1 sends the first I/O: its reactor owns the session
+    c1 = HangClient(gw.url(1), name="owner")
+    assert_good(c1.do("read 0 8 expect 0x%02x" % pattern(0)))
+    # connection 2 is on the other reactor
+    c2 = HangClient(gw.url(1), name="other")
+    cb = chunk // BS
+    # connection 2 rewrites mapped runs 20..39 (the mapping stays what
+    # it was, so GET LBA STATUS answers do not depend on timing) while
+    # connection 1 reads runs 0..19
+    labels = []
+    for k in range(32):
+        i = 20 + k % 20
+        lba = 2 * i * cb + (k // 20) * 64
+        labels.append((c2.issue("write %d 64 0x%02x" % (lba, 0xa0 + k)),
+                       c1.issue("read %d 8 expect 0x%02x" % (
+                           2 * (k % 20) * cb, pattern(k % 20))), lba, k))
+    # GET LBA STATUS from two more connections (one on each reactor)
+    # while that runs, and the SAN's own answer
+    for lba, alloc in ((0, 4096), (cb + 3, 1024)):
+        sans = gls_descs(local_cdb(san.url(1), gls_cdb(lba, alloc), alloc))
+        assert len(sans) > 10, sans
+        for _ in range(2):
+            mine = local_cdb(gw.url(1), gls_cdb(lba, alloc), alloc)
+            assert mine["status"] == 0, mine
+            assert gls_descs(mine) == sans, (lba, gls_descs(mine), sans)
+    for w, r, lba, k in labels:
+        assert_good(c2.get(w, S(30)))
+        res = c1.get(r, S(30))
+        assert_good(res)
+        assert res.get("match") is True, res
+    for w, r, lba, k in labels:
+        res = c2.do("read %d 64 expect 0x%02x" % (lba, 0xa0 + k))
+        assert res.get("match") is True, res
+        assert read_san(san.path("san.img"), lba, 64) == \
+            bytes([0xa0 + k]) * 64 * BS
+    # a write into a hole, from the other reactor, shows at the SAN as
+    # mapped, through the gateway
+    base = 100 * cb
+    assert_good(c2.do("write %d 16 0x77" % base))
+    d = gls_descs(local_cdb(gw.url(1), gls_cdb(base, 1024), 1024))
+    assert d[0] == (base, 16, 0), d
+    c1.close()
+    c2.close()

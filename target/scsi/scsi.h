@@ -131,6 +131,10 @@ void scsi_set_sense(struct scsi_cmd *cmd, uint8_t key, uint8_t asc,
 /* Map a backend -errno for a read (is_write false) or write into status
  * and sense (DESIGN.md table). */
 void scsi_set_backend_error(struct scsi_cmd *cmd, int err, bool is_write);
+/* The same for a failed be_io: the store's own sense (io->sense) as it
+ * is when it gave one, else scsi_set_backend_error(). */
+void scsi_set_store_error(struct scsi_cmd *cmd, int err,
+			  const struct be_io *io, bool is_write);
 
 /* Abort cmd (ABORT TASK and friends).  cmd->done() is still called exactly
  * once, with status SAM_STAT_TASK_ABORTED: at once if the command has not

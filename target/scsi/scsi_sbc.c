@@ -179,7 +179,7 @@ void sbc_media_finish(struct scsi_cmd *cmd, int res)
 		return;
 	}
 	if (res < 0) {
-		scsi_set_backend_error(cmd, res, m->io.op != BE_OP_READ);
+		scsi_set_store_error(cmd, res, &m->io, m->io.op != BE_OP_READ);
 		scsi_cmd_complete(cmd);
 		return;
 	}

@@ -2,7 +2,10 @@
  * STATUS (SBC-3 5.16) and READ DEFECT DATA(10/12) (SBC-3 5.17 / 5.18).
  *
  * GET LBA STATUS asks the store, extent by extent, whether blocks are
- * mapped or deallocated (backend_block_status()).  Only a thin LUN (LBPME)
+ * mapped or deallocated (backend_block_status()); a store that learns of
+ * several extents per question (a gateway's GET LBA STATUS to its SAN)
+ * hands the ones that follow over in io->ext, as many as the answer
+ * still has room for, so that one question to the SAN can fill it.  Only a thin LUN (LBPME)
  * has deallocated blocks to report: on a fully provisioned LUN every block
  * is mapped, whatever the sparse backing file looks like.  A file answers
  * at once (SEEK_DATA/SEEK_HOLE, a pair of lseek() calls on the reactor); a
@@ -26,9 +29,10 @@
 /* GET LBA STATUS parameter data (SBC-3 5.16.2) */
 #define GLS_HDR_LEN		8
 #define GLS_DESC_LEN		16
-#define GLS_MAX_DESC		64	/* fewer than the allocation length
-					 * allows is permitted (5.16.2) */
-#define GLS_MAX_PROBES		(4 * GLS_MAX_DESC)
+#define GLS_MAX_DESC		255	/* 4 KiB of answer; fewer than the
+					 * allocation length allows is
+					 * permitted (5.16.2) */
+#define GLS_MAX_PROBES		256	/* questions to the store */
 #define GLS_MAPPED		0x0	/* PROVISIONING STATUS */
 #define GLS_DEALLOCATED		0x1
 
@@ -87,6 +91,8 @@ static bool gls_add(struct gls_out *o, uint64_t lba, uint64_t nb, uint8_t st)
  * to ask about). */
 struct gls_run {
 	uint8_t b[GLS_HDR_LEN + GLS_MAX_DESC * GLS_DESC_LEN];
+	struct be_extent ext[GLS_MAX_DESC];	/* the store's further
+						 * extents (io->ext) */
 	struct gls_out o;
 	uint32_t alloc;
 	unsigned probes;
@@ -122,9 +128,10 @@ static enum scsi_exec_result gls_finish(struct scsi_cmd *cmd)
 	return ret;
 }
 
-/* The store's answer r for the extent at cmd->lba: add it, then true to
- * go on asking, false when the answer is complete (or r is the error). */
-static bool gls_take(struct scsi_cmd *cmd, int r, uint64_t ext)
+/* Add one extent of the store's answer at cmd->lba: false when there
+ * is no room, or the extent did not end on a block boundary of the LUN
+ * (what follows it must be asked about again from cmd->lba). */
+static bool gls_take_one(struct scsi_cmd *cmd, int r, uint64_t ext)
 {
 	struct scsi_lun *lun = cmd->lun;
 	struct gls_run *g = cmd->iov.iov_base;
@@ -132,19 +139,41 @@ static bool gls_take(struct scsi_cmd *cmd, int r, uint64_t ext)
 	uint64_t left = lun->nblocks - cmd->lba, nb;
 	uint8_t st;
 
-	if (r == -EOPNOTSUPP) {
-		/* a store that cannot tell (a SAN without GET LBA STATUS):
-		 * the rest is mapped, which is always a true answer */
-		r = 1;
-		ext = left * bs;
-	}
-	if (r < 0)
-		return false;
 	gls_extent(bs, left, r, ext, &st, &nb);
 	if (!gls_add(&g->o, cmd->lba, nb, st))
 		return false;
 	cmd->lba += nb;
+	return nb * bs == ext;
+}
+
+/* The store's answer r for the extent at cmd->lba (and io->ext, the ones
+ * after it): add them, then true to go on asking, false when the answer
+ * is complete (or r is the error). */
+static bool gls_take(struct scsi_cmd *cmd, int r, const struct be_io *io)
+{
+	struct scsi_lun *lun = cmd->lun;
+	struct gls_run *g = cmd->iov.iov_base;
+	uint32_t bs = lun_settings_get(lun)->block_size;
+	uint64_t ext = io->length;
+	unsigned more = MIN(io->ext_n, io->ext_max);
+
+	if (r == -EOPNOTSUPP) {
+		more = 0;
+		/* a store that cannot tell (a SAN without GET LBA STATUS):
+		 * the rest is mapped, which is always a true answer */
+		r = 1;
+		ext = (lun->nblocks - cmd->lba) * bs;
+	}
+	if (r < 0)
+		return false;
 	g->probes++;
+	if (gls_take_one(cmd, r, ext))
+		for (unsigned i = 0; i < more && cmd->lba < lun->nblocks; i++)
+			if (!gls_take_one(cmd, io->ext[i].status ? 1 : 0,
+					  io->ext[i].length))
+				break;
+	if (g->o.n == g->o.max)
+		return false;
 	return cmd->lba < lun->nblocks && g->probes < GLS_MAX_PROBES;
 }
 
@@ -168,12 +197,16 @@ static enum scsi_exec_result gls_step(struct scsi_cmd *cmd)
 		io->length = (lun->nblocks - cmd->lba) * bs;
 		io->done = gls_answer;
 		io->priv = cmd;
+		/* room for what the answer can still take after this
+		 * extent (a store that knows more says so at once) */
+		io->ext = g->ext;
+		io->ext_max = (uint16_t)(g->o.max - g->o.n);
 		r = backend_block_status(lun->be, io, reactor_current());
 		if (r == -EINPROGRESS) {
 			cmd->stage = SCSI_STAGE_STATUS;
 			return SCSI_EXEC_ASYNC;
 		}
-		if (gls_take(cmd, r, io->length))
+		if (gls_take(cmd, r, io))
 			continue;
 		if (r < 0 && r != -EOPNOTSUPP && !g->o.n) {
 			free(g);
@@ -199,7 +232,7 @@ static void gls_answer(struct be_io *io, int r)
 		scsi_cmd_complete(cmd);
 		return;
 	}
-	if (gls_take(cmd, r, io->length))
+	if (gls_take(cmd, r, io))
 		ret = gls_step(cmd);
 	else if (r < 0 && r != -EOPNOTSUPP && !g->o.n) {
 		free(g);

@@ -234,3 +234,23 @@ void scsi_set_backend_error(struct scsi_cmd *cmd, int err, bool is_write)
 	}
 	scsi_sense(cmd, SENSE_KEY_HARDWARE_ERROR, ASC_INTERNAL_TARGET_FAILURE);
 }
+
+/* A store that is a SCSI device said why (the gateway's SAN LUN, or the
+ * fault filter playing one): that sense goes to the initiator as it is,
+ * in the LUN's sense format; otherwise the errno decides as above. */
+void scsi_set_store_error(struct scsi_cmd *cmd, int err,
+			  const struct be_io *io, bool is_write)
+{
+	const struct be_sense *s = &io->sense;
+	struct sense_extra x = {
+		.has_info = s->info_valid, .info = s->info,
+		.has_sks = s->sks_valid,
+	};
+
+	if (!s->key) {
+		scsi_set_backend_error(cmd, err, is_write);
+		return;
+	}
+	memcpy(x.sks, s->sks, sizeof(x.sks));
+	sense_set(cmd, s->key, (uint16_t)(s->asc << 8 | s->ascq), &x);
+}

@@ -335,6 +335,24 @@ def iscsi_conf_seeds():
         write("iscsi_conf", name, url + b"\0" + opts + b"\0" + host)
 
 
+def be_scsi_seeds():
+    """fuzz_be_scsi: a SAN's sense data and GET LBA STATUS answers."""
+    fixed = bytes([0xf0, 0, 3, 0, 0, 0x12, 0x34, 10, 0, 0, 0, 0, 0x11, 0,
+                   0, 0xc0, 0, 2])
+    desc = (bytes([0x72, 7, 0x27, 7, 0, 0, 0, 20]) +
+            bytes([0, 10, 0x80, 0]) + struct.pack(">Q", 5) +
+            bytes([2, 6, 0, 0, 0x80, 0x12, 0x34, 0]))
+    write("be_scsi", "sense-fixed", b"\0" + fixed)
+    write("be_scsi", "sense-desc", b"\0" + desc)
+    runs = [(100, 28, 0), (128, 128, 1), (256, 64, 2), (320, 80, 1)]
+    gls = struct.pack(">I4x", 4 + 16 * len(runs)) + b"".join(
+        struct.pack(">QIB3x", lba, n, st) for lba, n, st in runs)
+    write("be_scsi", "gls-4", b"\1\0" + struct.pack(">II", 100, 300) +
+          b"\x08" + gls)
+    write("be_scsi", "gls-4k", b"\1\3" + struct.pack(">II", 100, 1000) +
+          b"\xff" + gls)
+
+
 def mgmt_req(mode, op, payload=b"", tid=-1, lun=None, sid=0, cid=0,
              ac_dir=0, force=0, lld=b"iscsi"):
     payload = payload + b"\0" if payload else b""
@@ -401,5 +419,6 @@ if __name__ == "__main__":
     chap_seeds()
     params_seeds()
     iscsi_conf_seeds()
+    be_scsi_seeds()
     config_seeds()
     mgmt_seeds()

@@ -93,6 +93,7 @@ struct hc_cmd {
 	const char *status;
 	int status_code;
 	int sense_key, asc, ascq;
+	int64_t info;			/* sense INFORMATION, -1 = not valid */
 	bool is_tmf;
 	struct hc_cmd *ref;		/* abort: the command aborted */
 	uint32_t response;		/* task management response */
@@ -161,6 +162,8 @@ static void hc_print(struct hc_cmd *c)
 	if (c->task || !strcmp(c->op, "clearua"))
 		printf(",\"sense_key\":%d,\"asc\":%d,\"ascq\":%d", c->sense_key,
 		       c->asc, c->ascq);
+	if (c->info >= 0)
+		printf(",\"info\":%" PRId64, c->info);
 	if (c->is_tmf)
 		printf(",\"response\":%u", c->response);
 	if (c->ref)
@@ -202,15 +205,45 @@ static struct hc_cmd *hc_find(const char *id)
 	return NULL;
 }
 
+/* The INFORMATION field of a CHECK CONDITION's sense, when valid (libiscsi
+ * keeps SenseLength and the sense data in datain; SPC-4 4.5). */
+static void hc_sense_info(struct hc_cmd *c, const struct scsi_task *task)
+{
+	const unsigned char *b = task->datain.data;
+	int n = task->datain.size;
+
+	if (!b || n < 2 + 8)
+		return;
+	b += 2;
+	n -= 2;
+	if ((b[0] & 0x7f) == 0x70 && (b[0] & 0x80)) {
+		c->info = (int64_t)((uint32_t)b[3] << 24 | (uint32_t)b[4] << 16 |
+				    (uint32_t)b[5] << 8 | b[6]);
+	} else if ((b[0] & 0x7f) == 0x72) {
+		for (int i = 8; i + 12 <= n; i += b[i + 1] + 2) {
+			if (b[i] == 0 && (b[i + 2] & 0x80)) {
+				uint64_t v = 0;
+
+				for (int k = 0; k < 8; k++)
+					v = v << 8 | b[i + 4 + k];
+				c->info = (int64_t)v;
+				break;
+			}
+		}
+	}
+}
+
 /* Record sense and data of a finished SCSI task in c. */
 static void hc_take_task_result(struct hc_cmd *c, struct scsi_task *task,
 				int status)
 {
 	c->sense_key = c->asc = c->ascq = 0;	/* clearua: the last try counts */
+	c->info = -1;
 	if (status == SCSI_STATUS_CHECK_CONDITION) {
 		c->sense_key = task->sense.key;
 		c->asc = (task->sense.ascq >> 8) & 0xff;
 		c->ascq = task->sense.ascq & 0xff;
+		hc_sense_info(c, task);
 	}
 	if (!strcmp(c->op, "read") && status == SCSI_STATUS_GOOD) {
 		const unsigned char *d = task->datain.data;
@@ -328,6 +361,7 @@ static struct hc_cmd *hc_new_cmd(const char *id, const char *op)
 	c->lun = -1;
 	c->expect = -1;
 	c->match = -1;
+	c->info = -1;
 	c->start = hc_now();
 	if (hc.nr_cmds == hc.cap_cmds) {
 		hc.cap_cmds = hc.cap_cmds ? hc.cap_cmds * 2 : 64;

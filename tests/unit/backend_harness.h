@@ -29,6 +29,8 @@ extern const struct backend_ops be_file_ops, be_null_ops, be_fault_ops;
 #define MIB (1024ULL * 1024)
 
 static struct reactor *R;
+/* the sense the last run_io() completed with (struct be_sense) */
+static struct be_sense tio_last_sense __attribute__((unused));
 static pthread_t reactor_th;
 static char tmpdir[256];
 
@@ -124,6 +126,7 @@ static inline int run_io_split(struct backend *be, enum be_op op, unsigned flags
 	CHECK(!t.done_in_submit, "done() ran inside submit()");
 	CHECK(!t.done_off_reactor, "done() ran off the reactor thread");
 	sem_destroy(&t.sem);
+	tio_last_sense = t.io.sense;
 	return t.res;
 }
 

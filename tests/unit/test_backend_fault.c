@@ -25,6 +25,8 @@ static void test_fault_parse(void)
 		"probability=0", "probability=1", "probability=0.25",
 		"duration=20000", "EIO,OPS=W", "eio,,", "eio:ops=w:lba=0-99",
 		"errno=EREMOTEIO", "ehostunreach", "errno=ENOLINK:count=1",
+		"sense=6/29/00", "eio:sense=5/24/00:lba=3", "eio:sense=F/ff/FF",
+		"ebusy:sense=b/47/3:ops=w",
 	};
 	static const char *const bad[] = {
 		"bogus", "errno=EFOO", "errno=0", "errno=99999", "ops=",
@@ -33,6 +35,10 @@ static void test_fault_parse(void)
 		"probability=abc", "probability=", "errno=none", "eio,enospc",
 		"eio,errno=EIO", "latency=99999999999", "latency=x", "key=value",
 		"=", "none,eio", "duration=", "eio:enospc", "errno=ENOTANERRNO",
+		"sense=", "sense=0/29/00", "sense=10/29/00", "sense=6/29",
+		"sense=6/129/00", "sense=6/29/00/1", "sense=6/29/00x",
+		"sense=6//00", "sense=/29/00", "sense=g/29/00", "sense=6/-1/00",
+		"latency=5:sense=6/29/00", "errno=none:latency=5:sense=6/29/00",
 	};
 	struct fault_spec s, s2;
 	char buf[FAULT_SPEC_MAX];
@@ -53,7 +59,11 @@ static void test_fault_parse(void)
 		       s.skip == s2.skip && s.count == s2.count &&
 		       s.probability == s2.probability &&
 		       s.latency_ms == s2.latency_ms &&
-		       s.duration_ms == s2.duration_ms),
+		       s.duration_ms == s2.duration_ms &&
+		       s.has_sense == s2.has_sense &&
+		       (!s.has_sense || (s.sense_key == s2.sense_key &&
+					 s.sense_asc == s2.sense_asc &&
+					 s.sense_ascq == s2.sense_ascq))),
 		      "round trip of \"%s\" via \"%s\"", good[i], buf);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
@@ -144,6 +154,28 @@ static void test_fault_inject(void)
 	CHECK(strstr(desc, "fault=errno=EIO:ops=write:lba=8-15:count=2") &&
 	      strstr(desc, "injected=2") && strstr(desc, "null"),
 	      "describe: %s", desc);
+
+	/* sense= : the SCSI sense comes with the errno; INFORMATION is the
+	 * request's first block inside lba=, none for FLUSH; an attempt
+	 * that passes has none */
+	CHECK(be->ops->set_param(be, "fault", "eio:sense=3/11/00:lba=20-29") == 0,
+	      "set sense spec");
+	CHECK(run_io(be, BE_OP_READ, 16 * 512, 8 * 512, buf) == -EIO &&
+	      tio_last_sense.key == 3 && tio_last_sense.asc == 0x11 &&
+	      tio_last_sense.ascq == 0 && tio_last_sense.info_valid &&
+	      tio_last_sense.info == 20, "medium error at block 20");
+	CHECK(run_io(be, BE_OP_WRITE, 25 * 512, 512, buf) == -EIO &&
+	      tio_last_sense.info == 25, "inside the range: its first block");
+	CHECK(run_io(be, BE_OP_READ, 0, 512, buf) == 0 &&
+	      tio_last_sense.key == 0, "no sense outside the range");
+	CHECK(be->ops->set_param(be, "fault", "eio:sense=6/29/00:ops=f") == 0,
+	      "set flush sense");
+	CHECK(run_io(be, BE_OP_FLUSH, 0, 0, NULL) == -EIO &&
+	      tio_last_sense.key == 6 && !tio_last_sense.info_valid,
+	      "flush: sense without INFORMATION");
+	be->ops->describe(be, desc, sizeof(desc));
+	CHECK(strstr(desc, ":sense=6/29/00"), "describe: %s", desc);
+	CHECK(be->ops->set_param(be, "fault", "off") == 0, "off");
 
 	/* lba in 4096-byte blocks */
 	{

@@ -33,6 +33,43 @@ static const struct backend_ops fake_ops = {
 };
 static struct backend fake_be = { .ops = &fake_ops, .size = 2048 * 512 };
 
+/* A store that learns of many extents per question (a gateway asking
+ * its SAN): block_status_async answers at once, with the extents that
+ * follow in io->ext, as many as the caller has room for. */
+static unsigned fake_many_ext_max;	/* the last question's ext_max */
+
+static int fake_many_status(struct backend *be, struct be_io *io,
+			    struct reactor *r UNUSED)
+{
+	uint64_t ext, pos, end = io->offset + io->length;
+	int res = fake_block_status(be, io->offset, io->length, &ext);
+
+	fake_many_ext_max = io->ext_max;
+	if (res < 0)
+		return res;
+	io->length = ext;
+	pos = io->offset + ext;
+	io->ext_n = 0;
+	while (io->ext_n < io->ext_max && pos < end) {
+		uint64_t e;
+		int st = fake_block_status(be, pos, end - pos, &e);
+
+		fake_bs_calls--;	/* one question, however many */
+		io->ext[io->ext_n].length = e;
+		io->ext[io->ext_n].status = st;
+		io->ext_n++;
+		pos += e;
+	}
+	return res;
+}
+
+static const struct backend_ops fake_many_ops = {
+	.name = "fake-many",
+	.block_status_async = fake_many_status,
+};
+static struct backend fake_many_be = { .ops = &fake_many_ops,
+				       .size = 2048 * 512 };
+
 static void more_setup(bool thin)
 {
 	lun_setup();
@@ -107,13 +144,42 @@ static void test_get_lba_status(void)
 	/* 8 bytes: the header only, still GOOD. */
 	gls(&c, 96, 8);
 	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 8);
-	/* A fragmented map gives at most 64 descriptors. */
+	/* A fragmented map gives at most 255 descriptors (4 KiB). */
 	for (unsigned i = 0; i < 2048; i++)
 		fake_map[i] = i & 1;
 	gls(&c, 0, 65535);
-	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 8 + 64 * 16);
-	CHECK(d_lba(&c, 63) == 63 && d_n(&c, 63) == 1 && d_st(&c, 0) == 1 &&
+	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 8 + 255 * 16);
+	CHECK(d_lba(&c, 254) == 254 && d_n(&c, 254) == 1 && d_st(&c, 0) == 1 &&
 	      d_st(&c, 1) == 0);
+	/* A store that answers many extents at once: one question fills
+	 * the answer, and it is asked for no more than the answer takes. */
+	lun.be = &fake_many_be;
+	fake_bs_calls = 0;
+	gls(&c, 0, 65535);
+	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 8 + 255 * 16);
+	CHECK(d_lba(&c, 254) == 254 && d_n(&c, 254) == 1 &&
+	      d_st(&c, 254) == 1 && d_st(&c, 253) == 0);
+	CHECK(fake_bs_calls == 1 && fake_many_ext_max == 255);
+	fake_bs_calls = 0;
+	gls(&c, 7, 8 + 5 * 16);
+	CHECK(c.status == SAM_STAT_GOOD && c.in_len == 8 + 5 * 16);
+	CHECK(d_lba(&c, 0) == 7 && d_lba(&c, 4) == 11 && d_n(&c, 4) == 1);
+	CHECK(fake_bs_calls == 1 && fake_many_ext_max == 5);
+	/* runs longer than a block, and the end of the LUN */
+	for (unsigned i = 0; i < 2048; i++)
+		fake_map[i] = (i / 100) & 1;
+	fake_bs_calls = 0;
+	gls(&c, 150, 65535);
+	CHECK(c.status == SAM_STAT_GOOD &&
+	      c.in_len == 8 + (1 + (2048 - 200 + 99) / 100) * 16);
+	CHECK(d_lba(&c, 0) == 150 && d_n(&c, 0) == 50 && d_st(&c, 0) == 0);
+	CHECK(d_lba(&c, 1) == 200 && d_n(&c, 1) == 100 && d_st(&c, 1) == 1);
+	CHECK(d_lba(&c, 19) == 2000 && d_n(&c, 19) == 48);
+	CHECK(fake_bs_calls == 1);
+	lun.be = &fake_be;
+	for (unsigned i = 0; i < 2048; i++)
+		fake_map[i] = i & 1;
+
 	/* The last block; one past the end; 2^63; -1. */
 	gls(&c, 2047, 24);
 	CHECK(c.status == SAM_STAT_GOOD && d_lba(&c, 0) == 2047 &&
