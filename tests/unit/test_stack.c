@@ -98,12 +98,39 @@ static void fake_release_fn(void *arg)
 	atomic_store(&f->nheld, 0);
 }
 
+/* Wait (at most 10 s) until cond holds: what a reactor does is not
+ * timed by a fixed sleep, which a loaded machine outlasts. */
+#define WAIT_UNTIL(cond)						\
+	do {								\
+		for (int wait_i_ = 0; wait_i_ < 10000 && !(cond); wait_i_++) \
+			usleep(1000);					\
+	} while (0)
+
+static void sync_post_fn(void *arg)
+{
+	sem_post(arg);
+}
+
+/* Return once R has run everything queued to it before the call (and
+ * the work that deferred in turn). */
+static void reactor_sync(void)
+{
+	sem_t sem;
+
+	for (int round = 0; round < 2; round++) {
+		sem_init(&sem, 0, 0);
+		reactor_call(R, sync_post_fn, &sem);
+		sem_wait_secs(&sem, 10);
+		sem_destroy(&sem);
+	}
+}
+
 /* Complete every held request on the reactor and wait until it has run. */
 static void fake_release(struct fake_store *f)
 {
 	atomic_store(&f->hold, false);
 	reactor_call(R, fake_release_fn, f);
-	usleep(20000);
+	reactor_sync();
 }
 
 static struct fake_store *fake_new(bool direct)
@@ -329,7 +356,7 @@ static void test_remove_drains(void)
 	atomic_store(&f->hold, true);
 	for (int i = 0; i < 3; i++)
 		aio_start(&held[i], root, BE_OP_WRITE, (uint64_t)i * BS, buf);
-	usleep(20000);
+	WAIT_UNTIL(atomic_load(&c.submitted) == 3 && f->nheld == 3);
 	CHECK(atomic_load(&c.submitted) == 3 && f->nheld == 3, "three held in the store");
 
 	CHECK(be_stack_remove(root, "count", 0) == 1, "removed, close pending");
@@ -339,7 +366,7 @@ static void test_remove_drains(void)
 
 	/* new I/O goes through the new chain */
 	aio_start(&later, root, BE_OP_WRITE, 10 * BS, buf);
-	usleep(20000);
+	WAIT_UNTIL(f->nheld == 4);
 	CHECK(atomic_load(&c.submitted) == 3, "new I/O skips the removed filter");
 	CHECK(f->nheld == 4, "and reaches the store");
 
@@ -377,7 +404,7 @@ static void test_retired_reaped_alone(void)
 	CHECK(insert(root, &count_ops, (const char *)&c, BE_STACK_TOP, NULL) == 0);
 	atomic_store(&f->hold, true);
 	aio_start(&held, root, BE_OP_WRITE, 0, buf);
-	usleep(20000);
+	WAIT_UNTIL(f->nheld == 1);
 	CHECK(f->nheld == 1, "one write held in the store");
 	CHECK(be_stack_remove(root, "count", 10) == 1, "drain timed out: retired");
 	usleep(150000);
@@ -427,7 +454,7 @@ static void test_set_filters(void)
 	CHECK(chain_is(root, "count -> fakestore"), "a refused list changes nothing");
 	/* I/O still reaches the store through the kept node */
 	aio_start(&a, root, BE_OP_WRITE, 0, buf);
-	usleep(20000);
+	WAIT_UNTIL(atomic_load(&a.res) == 0 && atomic_load(&c.submitted) == 1);
 	CHECK(atomic_load(&a.res) == 0 && atomic_load(&c.submitted) == 1);
 	CHECK(insert(root, &be_passthrough_ops, NULL, BE_STACK_TOP, NULL) == 0);
 	CHECK(be_stack_set_filters(root, l1, 2, &p, 1000, &msg) == -EBUSY,
@@ -468,7 +495,7 @@ static void test_remove_waits(void)
 	insert(root, &count_ops, (const char *)&c, BE_STACK_TOP, NULL);
 	atomic_store(&f->hold, true);
 	aio_start(&held, root, BE_OP_WRITE, 0, buf);
-	usleep(20000);
+	WAIT_UNTIL(f->nheld == 1);
 	m.root = root;
 	pthread_create(&th, NULL, remover_thread, &m);
 	usleep(100000);
@@ -718,7 +745,7 @@ static void test_reactor_no_sleep(void)
 	insert(o.root, &count_ops, (const char *)&c, BE_STACK_TOP, NULL);
 	atomic_store(&f->hold, true);
 	aio_start(&held, o.root, BE_OP_READ, 0, buf);
-	usleep(20000);
+	WAIT_UNTIL(f->nheld == 1);
 	sem_init(&o.sem, 0, 0);
 	reactor_call(R, on_reactor_fn, &o);
 	sem_wait_secs(&o.sem, 10);
