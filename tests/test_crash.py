@@ -192,21 +192,23 @@ def test_kill9_while_hung_lun_recovers(fusefs, holdfast):  # noqa: F811
 
 
 class DirWatch:
-    """inotify on a directory: count writes, closes and renames of the
-    files whose names start with prefix."""
-    IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO = 0x2, 0x8, 0x80
+    """inotify on a directory: count creations, writes, closes and
+    renames of the files whose names start with prefix."""
+    IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
 
     def __init__(self, path, prefix):
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         assert self.fd >= 0, os.strerror(ctypes.get_errno())
-        mask = self.IN_MODIFY | self.IN_CLOSE_WRITE | self.IN_MOVED_TO
+        mask = self.IN_MODIFY | self.IN_CLOSE_WRITE | self.IN_MOVED_TO | \
+            self.IN_CREATE
         assert self.libc.inotify_add_watch(self.fd, str(path).encode(),
                                            mask) >= 0
         self.prefix = prefix.encode()
 
-    def wait_events(self, count, timeout):
-        """Return once count events were seen, or at timeout."""
+    def wait_events(self, count, timeout, only=0):
+        """Return once count events (of the kinds in mask only, if set)
+        were seen, or at timeout."""
         end = time.monotonic() + timeout
         while count > 0:
             left = end - time.monotonic()
@@ -218,10 +220,11 @@ class DirWatch:
                 continue
             pos = 0
             while pos < len(data):
-                _, _, _, nlen = struct.unpack_from("iIII", data, pos)
+                _, mask, _, nlen = struct.unpack_from("iIII", data, pos)
                 name = data[pos + 16:pos + 16 + nlen].rstrip(b"\0")
                 pos += 16 + nlen
-                if name.startswith(self.prefix):
+                if name.startswith(self.prefix) and (not only or
+                                                     mask & only):
                     count -= 1
 
     def close(self):
@@ -696,3 +699,79 @@ def test_kill9_never_tears_the_bitmap_sidecar(holdfast):
     print("sidecar: %d kills in %.1f s, %s" % (rounds, time.monotonic() - t0,
                                                stats))
     assert stats["acks"] > 0 and stats["ops"].get("write", 0) > 0, stats
+
+
+def test_kill9_never_tears_the_mirror_marker(holdfast):
+    """A mirror job's marker (<config dir>/<IQN>.lun1.mirror, holding the
+    destination while the job exists): mirror jobs started, cancelled and
+    deleted one after the other, kill -9 at random points (a random time
+    or right after the k-th creation of a marker file).  The
+    marker is absent or holds a destination that was started, whole; the
+    restarted daemon reports that destination and removes the marker."""
+    d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
+                        "size": "1M", "block_size": BS}])
+    d.require_holdfast("holdfast's mirror jobs")
+    marker = d.path("%s.lun1.mirror" % d.iqn)
+    rnd = random.Random(0x3a7c)
+    n = 0
+    found = 0
+    for rnd_no in range(int(os.environ.get("HOLDFAST_MARKER_ROUNDS", "16"))):
+        started = []
+        killing = threading.Event()
+        errors = []
+
+        def cycler():
+            nonlocal n
+            while True:
+                n += 1
+                dst = d.path("m%d.img" % n)
+                started.append(dst)
+                r = adm(d, "--op", "new", "--mode", "job", "--tid", 1,
+                        "--lun", 1, "--params", "type=mirror,target=%s" % dst,
+                        check=False)
+                if r.returncode == 0:
+                    jid = int(r.stdout.split()[1])
+                    r = adm(d, "--op", "update", "--mode", "job", "--params",
+                            "id=%d,action=cancel" % jid, check=False)
+                if r.returncode == 0:
+                    r = adm(d, "--op", "delete", "--mode", "job", "--params",
+                            "id=%d" % jid, check=False)
+                if r.returncode:
+                    if not killing.is_set():
+                        errors.append(r.stdout + r.stderr)
+                    return
+        t = threading.Thread(target=cycler, daemon=True)
+        watch = DirWatch(d.tmp, marker.name)
+        t.start()
+        try:
+            if rnd_no % 2:
+                # right after a marker file is created
+                watch.wait_events(rnd.randint(1, 4), 10 * tscale(),
+                                  only=DirWatch.IN_CREATE)
+            else:
+                time.sleep(rnd.uniform(0.05, 0.8))
+        finally:
+            watch.close()
+        killing.set()
+        kill9(d)
+        t.join(60)
+        assert not errors, errors
+        leftovers(d.tmp, {marker.name})
+        dest = None
+        if marker.exists():
+            text = marker.read_text()
+            assert text in ["%s\n" % p for p in started], \
+                "marker holds %r" % text
+            dest = text[:-1]
+            found += 1
+        for p in started:
+            if p.exists():
+                p.unlink()
+        d.start()
+        log = d.log_text().split("###")[-1]
+        if dest:
+            assert "a mirror job to %s had not ended" % dest in log, log
+        else:
+            assert "a mirror job to" not in log, log
+        assert not marker.exists()
+    print("mirror marker: %d kills, %d with a marker" % (rnd_no + 1, found))
