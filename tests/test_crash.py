@@ -1,6 +1,8 @@
 """Crash consistency (issue 15): kill -9 of holdfastd never loses a write
 it acknowledged as durable, and never leaves its own persistent state
-(the APTPL file, a saved targets.conf) torn.
+(the APTPL file, a saved targets.conf, the persistent bitmap sidecar, a
+mirror job's marker) torn, nor temporary files behind but the one fixed
+name the next save replaces.
 
 A write is acknowledged as durable by GOOD status of a WRITE with FUA, or
 by GOOD status of a SYNCHRONIZE CACHE after it (build/tools/ackwriter logs
@@ -555,6 +557,13 @@ class ModelWriter(threading.Thread):
 
     def run(self):
         try:
+            self.steps()
+        except Exception as e:    # reported by the test
+            if not self.killing.is_set():
+                self.error = "%s: %s" % (type(e).__name__, e)
+
+    def steps(self):
+        try:
             sess = IscsiSession(self.d.portal, self.d.iqn, 1)
         except AssertionError as e:
             if not self.killing.is_set():
@@ -603,7 +612,7 @@ def test_kill9_never_tears_the_bitmap_sidecar(holdfast):
     not written; the restarted daemon serves the same bitmaps bit for bit;
     no temporary file is left but the one fixed name the next save
     replaces.  HOLDFAST_TORN_ROUNDS sets the number of kills."""
-    rounds = int(os.environ.get("HOLDFAST_TORN_ROUNDS", "20"))
+    rounds = int(os.environ.get("HOLDFAST_TORN_ROUNDS", "30"))
     d = holdfast(luns=[{"lun": 1, "backend": "file", "path": "disk1.img",
                         "size": "512M", "block_size": SC_BS}])
     d.require_holdfast("holdfast's bitmap sidecar")
