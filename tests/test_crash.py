@@ -784,3 +784,66 @@ def test_kill9_never_tears_the_mirror_marker(holdfast):
             assert "a mirror job to" not in log, log
         assert not marker.exists()
     print("mirror marker: %d kills, %d with a marker" % (rnd_no + 1, found))
+
+
+def test_kill9_never_tears_the_ownership_lock(holdfast, tmp_path):
+    """Two nodes share a file store (alua_group).  Each round A holds the
+    ownership lock and B takes it by force (alua_state=active,force=1),
+    which replaces the lock file A holds; B is killed -9 at random points
+    of that (a random time, or right after a lock file is created or
+    renamed) and restarted standby.  The lock file is always there and
+    holds the LUN's identity, unchanged (the identity is the LUN's NAA in
+    VPD page 0x83: a new one is a new LU to the initiators); at the end
+    both nodes report the NAA they started with."""
+    from test_alua import Sess, inquiry, two_nodes, update, update_show, \
+        vpd83
+    a, b, shared = two_nodes(holdfast, tmp_path)
+    lock = shared.parent / (shared.name + ".holdfast-owner")
+    ident = lock.read_text()
+    assert re.match(r"holdfast-owner 1\nid [0-9a-f]{16}\n$", ident), ident
+
+    def naa(d):
+        s = Sess(d)
+        s.settle()
+        v = vpd83(inquiry(s, 0x83))[(0, 3)]
+        s.close()
+        return v
+
+    naa0 = naa(a)
+    b.ok_exit = {0, -9}
+    rnd = random.Random(0x10c4)
+    replaced = 0
+    for rnd_no in range(int(os.environ.get("HOLDFAST_LOCK_ROUNDS", "8"))):
+        # A owns the store (it lost the lock if B's takeover went through)
+        update(a, "alua_state=active")
+        assert wait_for(lambda: "(owner)" in update_show(a), 10 * tscale())
+        ino = lock.stat().st_ino
+        watch = DirWatch(shared.parent, lock.name)
+        t = threading.Thread(target=lambda: update(
+            b, "alua_state=active,force=1", check=False), daemon=True)
+        t.start()
+        try:
+            if rnd_no % 2:
+                watch.wait_events(
+                    1, 10 * tscale(),
+                    only=rnd.choice([DirWatch.IN_CREATE,
+                                     DirWatch.IN_MOVED_TO]))
+            else:
+                time.sleep(rnd.uniform(0.0, 0.15))
+        finally:
+            watch.close()
+        kill9(b)
+        t.join(60)
+        assert lock.read_text() == ident, \
+            "round %d: lock file holds %r" % (rnd_no, lock.read_text())
+        replaced += lock.stat().st_ino != ino
+        extra = [p.name for p in shared.parent.iterdir()
+                 if p.name.startswith(lock.name) and p.name != lock.name]
+        assert set(extra) <= {lock.name + ".g2.tmp"}, extra
+        b.start()
+        assert "comes up standby" in b.log_text().split("###")[-1] or \
+            "ALUA: group 2 standby" in update_show(b)
+    update(a, "alua_state=active")
+    assert naa(a) == naa0 and naa(b) == naa0
+    print("ownership lock: %d kills, %d after the lock file was replaced"
+          % (rnd_no + 1, replaced))
