@@ -36,6 +36,7 @@
 #include "cbt_job.h"
 #include "cbt_mirror_internal.h"
 #include "cbt_set.h"
+#include "cbt_sidecar.h"
 #include "reactor.h"
 #include "stack.h"
 #include "util.h"
@@ -1189,21 +1190,17 @@ static int marker_path(char *out, size_t len, const char *target_name,
 int cbt_mirror_marker_set(const char *target_name, uint64_t lun,
 			  const char *dest)
 {
-	char path[PATH_MAX + 16];
-	FILE *f;
-	int err = marker_path(path, sizeof(path), target_name, lun);
+	char path[PATH_MAX + 16], line[PATH_MAX + 2];
+	int n, err = marker_path(path, sizeof(path), target_name, lun);
 
 	if (err)
 		return err;
-	f = fopen(path, "we");
-	if (!f)
-		return -errno;
-	fprintf(f, "%s\n", dest);
-	if (fflush(f) || fsync(fileno(f)))
-		err = -errno;
-	if (fclose(f) && !err)
-		err = -errno;
-	return err;
+	n = snprintf(line, sizeof(line), "%s\n", dest);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return -ENAMETOOLONG;
+	/* replaced whole (temporary file, fsync, rename): a crash while it
+	 * is written leaves no marker or this one, never an empty one */
+	return cbt_sidecar_write_file(path, (const uint8_t *)line, (size_t)n);
 }
 
 void cbt_mirror_marker_clear(const char *target_name, uint64_t lun)

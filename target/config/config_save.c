@@ -138,14 +138,23 @@ int config_save(const char *path, char *err, unsigned errlen)
 		goto out;
 	}
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.saveXXXXXX", path) >=
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >=
 	    sizeof(tmp)) {
 		ret = -ENAMETOOLONG;
 		snprintf(err, errlen, "%s: path too long", path);
 		goto out;
 	}
-	/* mkstemp creates it 0600: right for a file holding CHAP secrets. */
-	fd = mkstemp(tmp);
+	/* One fixed name, so a save killed half-way leaves at most this file
+	 * (holding CHAP secrets), which the next save replaces; a random name
+	 * left one more per crash.  Saves run on the management thread only.
+	 * Created anew (O_EXCL) so it is 0600 and ours, whatever was there. */
+	if (unlink(tmp) < 0 && errno != ENOENT) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot remove %s: %s", tmp,
+			 strerror(errno));
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot create a file next to %s: %s",

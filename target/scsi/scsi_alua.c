@@ -55,6 +55,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +108,7 @@ struct scsi_alua {
 	 * creation), never from a settings snapshot an update may free
 	 * under them. */
 	char id[17];		/* identity: 16 hex digits, "" if unknown */
+	unsigned group;		/* alua_group, fixed once set */
 	struct scsi_alua *next;	/* on alua_list */
 };
 
@@ -322,6 +325,19 @@ out:
 	}
 }
 
+static void alua_fsync_dir(const char *path)
+{
+	char dir[PATH_MAX];
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
 /* Is fd still the file at a->path (a forced takeover replaces it)? */
 static bool alua_sidecar_current(const struct scsi_alua *a)
 {
@@ -373,6 +389,7 @@ static void alua_reopen(struct scsi_alua *a)
 static int alua_lock_take(struct scsi_alua *a, bool force, bool *forced,
 			  const char **errmsg)
 {
+	char tmp[PATH_MAX];
 	int err, fd;
 
 	*forced = false;
@@ -418,27 +435,39 @@ static int alua_lock_take(struct scsi_alua *a, bool force, bool *forced,
 		return -EBUSY;
 	}
 	alua_id_ensure(a);
-	if (unlink(a->path) < 0 && errno != ENOENT) {
+	/* The new file is locked and given the identity (the LUN's NAA)
+	 * before a rename puts it in place: a crash at any point leaves a
+	 * lock file that holds the identity, never none or an empty one
+	 * (which the next start would fill with a new identity: a new LU to
+	 * the initiators).  Named after our group: the two nodes never
+	 * share it, and a crash leaves at most one per node. */
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.g%u.tmp", a->path,
+			     a->group) >= sizeof(tmp)) {
 		*errmsg = "cannot replace the ownership lock file";
-		return -errno;
+		return -ENAMETOOLONG;
 	}
-	fd = alua_open_sidecar(a->path, true);
+	unlink(tmp);
+	fd = alua_open_sidecar(tmp, true);
 	if (fd < 0) {
 		*errmsg = "cannot create a new ownership lock file";
 		return -errno;
 	}
 	err = alua_lock_op(fd, F_WRLCK);
+	if (!err && a->id[0] && alua_id_write(fd, a->id))
+		err = -EIO;
+	if (!err && rename(tmp, a->path) < 0)
+		err = -errno;
 	if (err) {
 		close(fd);
-		*errmsg = "another node took the new ownership lock first";
-		return -EBUSY;
+		unlink(tmp);
+		*errmsg = "cannot replace the ownership lock file";
+		return err;
 	}
+	alua_fsync_dir(a->path);
 	close(a->fd);
 	a->fd = fd;
 	a->owner = true;
 	*forced = true;
-	if (a->id[0])
-		alua_id_write(fd, a->id);
 	log_warn("%s: ownership taken by force from the node that held it",
 		 a->path);
 	return 0;
@@ -793,6 +822,7 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 		return NULL;
 	}
 	a->lun = lun;
+	a->group = s->alua_group;
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
 	atomic_init(&a->status, RTPG_STATUS_NONE);

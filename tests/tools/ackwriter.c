@@ -2,12 +2,13 @@
  * as durable, for crash-consistency tests (tests/test_crash.py).
  *
  * Usage: ackwriter [-m fua|sync|plain] [-B BATCH] [-r REGION] [-b BLOCKSIZE]
- *                  [-n COUNT] [-i IQN] URL
+ *                  [-n COUNT] [-i IQN] [-s SEED] URL
  *
  * Writes one block at a time, each filled with 32-byte records
  * { "HFACKREC", seq, lba, ~seq } (little-endian), seq = 1, 2, 3, ... and
  * lba = a pseudo-random block of the first REGION blocks (default 1024),
- * so later writes overwrite earlier ones.
+ * so later writes overwrite earlier ones (the same sequence of blocks in
+ * every run unless -s SEED picks another).
  *   -m fua   WRITE(16) with FUA; each GOOD status is an acknowledgement.
  *   -m sync  BATCH (default 8) plain WRITE(16)s, then SYNCHRONIZE CACHE(10);
  *            its GOOD status acknowledges the whole batch.
@@ -68,7 +69,7 @@ int main(int argc, char **argv)
 	int bs = 512, batch = 8, c, n = 0;
 	uint8_t *buf;
 
-	while ((c = getopt(argc, argv, "m:B:r:b:n:i:")) != -1) {
+	while ((c = getopt(argc, argv, "m:B:r:b:n:i:s:")) != -1) {
 		switch (c) {
 		case 'm': mode = optarg; break;
 		case 'B': batch = atoi(optarg); break;
@@ -76,15 +77,18 @@ int main(int argc, char **argv)
 		case 'b': bs = atoi(optarg); break;
 		case 'n': count = strtoull(optarg, NULL, 0); break;
 		case 'i': iqn = optarg; break;
+		case 's': rnd ^= strtoull(optarg, NULL, 0); break;
 		default: return 2;
 		}
 	}
 	if (argc - optind != 1 || region == 0 || bs < 32 || batch < 1 ||
+	    rnd == 0 ||
 	    batch > ACK_MAX_BATCH ||
 	    (strcmp(mode, "fua") != 0 && strcmp(mode, "sync") != 0 &&
 	     strcmp(mode, "plain") != 0)) {
 		fprintf(stderr, "usage: ackwriter [-m fua|sync|plain] [-B BATCH] "
-				"[-r REGION] [-b BLOCKSIZE] [-n COUNT] URL\n");
+				"[-r REGION] [-b BLOCKSIZE] [-n COUNT] [-i IQN] "
+				"[-s SEED] URL\n");
 		return 2;
 	}
 	struct iscsi_context *iscsi = iscsi_create_context(iqn);
