@@ -1273,6 +1273,11 @@ static int bi_check(struct backend *be, struct be_iscsi *st,
 		return -EINVAL;
 	if (io->op != BE_OP_READ && be->readonly)
 		return -EROFS;
+	/* a node that is not active for a shared LUN writes nothing
+	 * (backend.h be_fence, scsi_alua.c) */
+	if (io->op != BE_OP_READ &&
+	    __atomic_load_n(&be->fenced, __ATOMIC_SEQ_CST))
+		return -ECANCELED;
 	return 0;
 }
 
