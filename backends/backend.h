@@ -174,6 +174,11 @@ struct backend_ops {
 	 * QUERY) or -errno with *errmsg.  buf/len only for BE_OWNER_ID. */
 	int (*owner)(struct backend *be, enum be_owner_op op, char *buf,
 		     unsigned len, const char **errmsg);
+	/* owner is a SCSI-3 persistent reservation (pr_owner.h), used only
+	 * when the LUN asks for it (alua_lock = "scsi-pr"), after
+	 * set_param("pr_key", this node's key); otherwise the LUN keeps its
+	 * lock file.  false: owner is always the ownership (rbd). */
+	bool owner_opt_in;
 	/* Optional: small named values kept in the store itself (an RBD
 	 * image's metadata), so whichever gateway owns the store reads what
 	 * the one before wrote: the reservation state (scsi_pr_store.c) lives

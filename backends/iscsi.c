@@ -60,6 +60,18 @@
  * clipped to the range asked about (the LUN's end).  A SAN without GET
  * LBA STATUS is answered "all mapped" from then on.
  *
+ * Ownership by persistent reservation (alua_lock = "scsi-pr", pr_owner.c).
+ * The reservation commands go on the LUN's one session, the same I_T
+ * nexus as its I/O (the reservation belongs to a nexus): the ALUA thread
+ * hands each to the session reactor as a control request (bi_ctl) and
+ * waits for it.  A RESERVATION CONFLICT answered to I/O means another
+ * node preempted this one: it completes with EBADE (as the kernel's
+ * BLK_STS_NEXUS does), which the SCSI layer takes as the loss of the
+ * ownership, never as something to retry.  Except right after a
+ * reconnect: a SAN may count the new session as a new I_T nexus without
+ * this node's registration (tgtd does), so until the ALUA watchdog has
+ * re-asserted the reservation on it (pr_reassert) a conflict is EAGAIN.
+ *
  * Remote status.  CHECK CONDITION is mapped to -errno by sense key, and
  * the sense that is no passing condition goes up with it (io->sense) for
  * the SCSI layer to report as it is, key, ASC/ASCQ, INFORMATION and all:
@@ -89,6 +101,7 @@
 #include "backend.h"
 #include "be_scsi.h"
 #include "iscsi_conf.h"
+#include "pr_owner.h"
 #include "reactor.h"
 #include "util.h"
 
@@ -178,6 +191,10 @@ struct be_iscsi {
 
 	/* For show (any thread). */
 	pthread_mutex_t lock;
+	/* Ownership by reservation: ALUA threads only (serialized by the
+	 * caller), the flag set by the session reactor. */
+	struct pr_owner pr;
+	_Atomic bool pr_reassert;	/* reconnected since the last query */
 	bool shown_up, shown_wrong;
 	bool shown_blind;		/* started without the SAN, not yet
 					 * connected to it */
@@ -202,6 +219,7 @@ struct __attribute__((may_alias)) bi_req {
 	uint16_t retries;
 	bool gls;			/* a GET LBA STATUS question
 					 * (block_status_async), not I/O */
+	bool ctl;			/* a reservation command (bi_ctl) */
 };
 _Static_assert(sizeof(struct bi_req) <= sizeof(((struct be_io *)0)->be_scratch),
 	       "bi_req must fit in be_io.be_scratch");
@@ -215,6 +233,25 @@ static struct be_io *bi_req_io(struct bi_req *q)
 {
 	return container_of((void *)q, struct be_io, be_scratch);
 }
+
+/* A reservation command from an ALUA thread (pr_owner.h), run on the
+ * session.  Shared by that thread and the session reactor: whoever is
+ * last frees it (the thread may give up waiting first). */
+struct bi_ctl {
+	struct be_io io;		/* be_scratch holds its bi_req */
+	uint8_t cdb[16];
+	unsigned cdb_len;
+	enum pr_dir dir;
+	uint32_t len;
+	uint8_t data[PR_IN_ALLOC];	/* the data, copied both ways */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done, abandoned;
+	int res;			/* 0 with status, or -errno */
+	uint8_t status, sense_key;
+	uint16_t asc;
+	uint32_t in_len;
+};
 
 static uint64_t bi_clock_ms(void)
 {
@@ -378,6 +415,51 @@ static int bi_sense_errno(const struct scsi_task *task, bool *retry,
 	}
 }
 
+/* ---- reservation commands (bi_ctl) ---- */
+
+/* Queue c's CDB on the session; completion to cb(priv).  NULL if it
+ * cannot be queued. */
+static struct scsi_task *bi_ctl_task(struct be_iscsi *st, struct bi_ctl *c,
+				     iscsi_command_cb cb, void *priv)
+{
+	struct iscsi_data d = { .size = c->len, .data = c->data };
+	struct scsi_task *t;
+
+	t = scsi_create_task((int)c->cdb_len, c->cdb,
+			     c->dir == PR_DIR_IN ? SCSI_XFER_READ
+			     : c->dir == PR_DIR_OUT ? SCSI_XFER_WRITE
+						    : SCSI_XFER_NONE,
+			     c->dir == PR_DIR_NONE ? 0 : (int)c->len);
+	if (!t)
+		return NULL;
+	if (iscsi_scsi_command_async(st->ctx, (int)st->conf.lun, t, cb,
+				     c->dir == PR_DIR_OUT ? &d : NULL,
+				     priv) != 0) {
+		scsi_free_scsi_task(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* The answer to c: 0 with its status, sense and data, or -errno when
+ * the session failed under it. */
+static int bi_ctl_record(struct bi_ctl *c, int status,
+			 const struct scsi_task *task)
+{
+	if (status == SCSI_STATUS_CANCELLED || status == SCSI_STATUS_TIMEOUT)
+		return -ECONNRESET;
+	if (status == SCSI_STATUS_ERROR || !task)
+		return -EIO;
+	c->status = (uint8_t)status;
+	c->sense_key = (uint8_t)task->sense.key;
+	c->asc = (uint16_t)task->sense.ascq;
+	if (c->dir == PR_DIR_IN && task->datain.data) {
+		c->in_len = (uint32_t)MIN(task->datain.size, (int)c->len);
+		memcpy(c->data, task->datain.data, c->in_len);
+	}
+	return 0;
+}
+
 /* ---- issuing ---- */
 
 static void bi_task_cb(struct iscsi_context *ctx, int status, void *data,
@@ -393,6 +475,14 @@ static int bi_issue(struct be_iscsi *st, struct bi_req *q)
 	struct scsi_task *t = NULL;
 	int lun = (int)st->conf.lun;
 
+	if (q->ctl) {
+		t = bi_ctl_task(st, container_of((void *)io, struct bi_ctl, io),
+				bi_task_cb, q);
+		if (!t)
+			return -ENOMEM;
+		q->task = t;
+		return 0;
+	}
 	if (q->gls) {
 		/* room for the answer's descriptor and every following one
 		 * the caller can take */
@@ -485,7 +575,7 @@ static bool bi_conflict(const struct bi_req *a, const struct bi_req *b)
 	const struct be_io *x = bi_req_io((struct bi_req *)a);
 	const struct be_io *y = bi_req_io((struct bi_req *)b);
 
-	if (a->gls || b->gls || x->op == BE_OP_FLUSH || y->op == BE_OP_FLUSH)
+	if (a->gls || b->gls || a->ctl || b->ctl || x->op == BE_OP_FLUSH || y->op == BE_OP_FLUSH)
 		return false;
 	if (!bi_changes(x) && !bi_changes(y))
 		return false;
@@ -586,6 +676,13 @@ static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
 	bool retry = false;
 	int res;
 
+	if (q->ctl && status != SCSI_STATUS_CANCELLED &&
+	    status != SCSI_STATUS_TIMEOUT) {
+		bi_finish(st, q, bi_ctl_record(container_of((void *)io,
+							    struct bi_ctl, io),
+					       status, task));
+		return;
+	}
 	if (q->gls && status == SCSI_STATUS_GOOD) {
 		bi_finish(st, q, bi_gls_answer(st, q, task));
 		return;
@@ -633,7 +730,16 @@ static void bi_task_cb(struct iscsi_context *ctx UNUSED, int status,
 		retry = true;
 		break;
 	case SCSI_STATUS_RESERVATION_CONFLICT:
-		res = -EACCES;
+		if (!st->pr.key) {
+			res = -EACCES;	/* someone else reserved the SAN's LUN */
+		} else if (atomic_load(&st->pr_reassert)) {
+			res = -EAGAIN;	/* a new nexus: re-asserted soon */
+		} else {
+			/* preempted: this node no longer owns the LUN */
+			res = -EBADE;
+			bi_note_error(st, EBADE, "RESERVATION CONFLICT: the "
+				      "reservation was preempted");
+		}
 		break;
 	case SCSI_STATUS_CHECK_CONDITION:
 		res = bi_sense_errno(task, &retry, &io->sense);
@@ -922,6 +1028,8 @@ static void bi_ident_step_done(struct be_iscsi *st)
 	pthread_mutex_lock(&st->lock);
 	st->reconnects++;
 	pthread_mutex_unlock(&st->lock);
+	if (st->pr.key)
+		atomic_store(&st->pr_reassert, true);
 	bi_set_state(st, BI_UP, 0, "reconnected");
 }
 
@@ -1205,6 +1313,11 @@ static int bi_check(struct backend *be, struct be_iscsi *st,
 		return -EINVAL;
 	if (io->op != BE_OP_READ && be->readonly)
 		return -EROFS;
+	/* a node that is not active for a shared LUN writes nothing
+	 * (backend.h be_fence, scsi_alua.c) */
+	if (io->op != BE_OP_READ &&
+	    __atomic_load_n(&be->fenced, __ATOMIC_SEQ_CST))
+		return -ECANCELED;
 	return 0;
 }
 
@@ -1547,6 +1660,224 @@ static void be_iscsi_close(struct backend *be)
 	bi_free(st);
 }
 
+/* ---- ownership by persistent reservation (pr_owner.h) ---- */
+
+static void bi_ctl_put(struct bi_ctl *c)
+{
+	pthread_cond_destroy(&c->cond);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* On the session reactor: the command finished (res 0 with a status, or
+ * the session's error). */
+static void bi_ctl_done(struct be_io *io, int res)
+{
+	struct bi_ctl *c = container_of(io, struct bi_ctl, io);
+	bool abandoned;
+
+	pthread_mutex_lock(&c->lock);
+	c->res = res;
+	c->done = true;
+	abandoned = c->abandoned;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	if (abandoned)
+		bi_ctl_put(c);
+}
+
+static void bi_ctl_sync_cb(struct iscsi_context *ctx UNUSED, int status,
+			   void *data, void *priv)
+{
+	struct bi_ctl *c = priv;
+	struct scsi_task *task = data;
+
+	c->res = bi_ctl_record(c, status, task);
+	c->done = true;
+	if (task)
+		scsi_free_scsi_task(task);
+}
+
+/* No reactor exists yet (holdfastd applies its configuration before it
+ * starts them): nothing else can touch the session, so run it here, as
+ * open() does. */
+static int bi_ctl_sync(struct be_iscsi *st, struct bi_ctl *c)
+{
+	uint64_t deadline = bi_clock_ms() + st->conf.remote_timeout_ms;
+
+	if (st->state != BI_UP || !st->ctx)
+		return -(st->down_err ? st->down_err : ENOTCONN);
+	if (!bi_ctl_task(st, c, bi_ctl_sync_cb, c))
+		return -ENOMEM;
+	while (!c->done) {
+		struct pollfd p = {
+			.fd = iscsi_get_fd(st->ctx),
+			.events = (short)iscsi_which_events(st->ctx),
+		};
+		uint64_t now = bi_clock_ms();
+
+		if (now >= deadline)
+			return -ETIMEDOUT;	/* the first I/O reconnects */
+		if (poll(&p, 1, (int)MIN(deadline - now, 100)) < 0)
+			continue;
+		if (iscsi_service(st->ctx, p.revents) < 0)
+			return -ECONNRESET;
+	}
+	return c->res;
+}
+
+/* pr_exec_fn: one command on the session, waited for (ALUA thread). */
+static int bi_ctl_exec(void *ctx, struct pr_xfer *x)
+{
+	struct be_iscsi *st = ctx;
+	struct reactor *r = atomic_load(&st->owner);
+	struct bi_ctl *c;
+	struct bi_req *q;
+	struct timespec until;
+	int err = 0;
+
+	if (x->len > PR_IN_ALLOC || x->cdb_len > sizeof(c->cdb))
+		return -EINVAL;
+	if (!r && reactor_any()) {
+		/* no I/O chose a session reactor yet: pick one */
+		r = bi_owner(st, reactor_any());
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	memcpy(c->cdb, x->cdb, x->cdb_len);
+	c->cdb_len = x->cdb_len;
+	c->dir = x->dir;
+	c->len = x->dir == PR_DIR_NONE ? 0 : x->len;
+	if (x->dir == PR_DIR_OUT)
+		memcpy(c->data, x->buf, x->len);
+	if (!r) {
+		err = bi_ctl_sync(st, c);
+		goto out;
+	}
+	c->io.done = bi_ctl_done;
+	q = bi_req_of(&c->io);
+	memset(q, 0, sizeof(*q));
+	q->st = st;
+	q->origin = r;
+	q->ctl = true;
+	list_init(&q->link);
+	if (reactor_call(r, bi_submit_call, &c->io) < 0) {
+		bi_ctl_put(c);
+		return -ENOMEM;
+	}
+	/* the tick answers an unanswered command after remote_timeout, a
+	 * connect after connect_timeout: this is only a backstop */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (st->conf.remote_timeout_ms +
+			 st->conf.connect_timeout_ms) / 1000 + 5;
+	pthread_mutex_lock(&c->lock);
+	while (!c->done && err == 0)
+		err = pthread_cond_timedwait(&c->cond, &c->lock, &until);
+	if (!c->done) {
+		c->abandoned = true;
+		pthread_mutex_unlock(&c->lock);
+		return -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&c->lock);
+	err = c->res;
+out:
+	if (!err) {
+		x->status = c->status;
+		x->sense_key = c->sense_key;
+		x->asc = c->asc;
+		x->in_len = c->in_len;
+		if (x->dir == PR_DIR_IN)
+			memcpy(x->buf, c->data, c->in_len);
+	}
+	bi_ctl_put(c);
+	return err;
+}
+
+/* backend_ops.resize: the SAN's LUN is resized on the SAN; size 0 reads
+ * its capacity again (READ CAPACITY (16) on the session), as a takeover
+ * does (scsi_lun_refresh), else the LUN must already be that big. */
+static int be_iscsi_resize(struct backend *be, uint64_t size,
+			   const char **errmsg)
+{
+	struct be_iscsi *st = be->priv;
+	uint8_t buf[32];
+	struct pr_xfer x;
+	uint64_t cap;
+	int err;
+
+	memset(&x, 0, sizeof(x));
+	memset(buf, 0, sizeof(buf));
+	x.cdb[0] = 0x9e;		/* SERVICE ACTION IN (16) */
+	x.cdb[1] = 0x10;		/* READ CAPACITY (16) */
+	put_be32(x.cdb + 10, sizeof(buf));
+	x.cdb_len = 16;
+	x.dir = PR_DIR_IN;
+	x.buf = buf;
+	x.len = sizeof(buf);
+	err = bi_ctl_exec(st, &x);
+	if (!err && x.status == PR_STATUS_CHECK_CONDITION &&
+	    x.sense_key == PR_SENSE_UNIT_ATTENTION)
+		err = bi_ctl_exec(st, &x);	/* capacity changed: again */
+	if (err || x.status != PR_STATUS_GOOD || x.in_len < 12) {
+		*errmsg = "cannot read the SAN LUN's capacity";
+		return err ? err : -EIO;
+	}
+	if (st->ident.block_size && get_be32(buf + 8) != st->ident.block_size) {
+		*errmsg = "the SAN LUN's block size changed";
+		return -EIO;
+	}
+	cap = (get_be64(buf) + 1) * get_be32(buf + 8);
+	if (size > cap) {
+		*errmsg = "the SAN's LUN is smaller: grow it on the SAN first";
+		return -EINVAL;
+	}
+	/* the identity a reconnect compares follows the SAN's LUN */
+	st->ident.nblocks = get_be64(buf) + 1;
+	__atomic_store_n(&be->size, size ? size : cap, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int be_iscsi_set_param(struct backend *be, const char *key,
+			      const char *val)
+{
+	struct be_iscsi *st = be->priv;
+
+	if (strcmp(key, "pr_key"))
+		return -ENOENT;
+	return pr_key_parse(val, &st->pr.key);
+}
+
+static int be_iscsi_owner(struct backend *be, enum be_owner_op op, char *buf,
+			  unsigned len, const char **errmsg)
+{
+	struct be_iscsi *st = be->priv;
+
+	st->pr.exec = bi_ctl_exec;
+	st->pr.ctx = st;
+	if (op == BE_OWNER_ID)
+		return pr_owner_id(&st->pr, buf, len, errmsg);
+	if (op == BE_OWNER_QUERY && atomic_exchange(&st->pr_reassert, false) &&
+	    st->pr.owner_mode) {
+		/* reconnected while owning it: the new session must hold the
+		 * reservation (pr_owner.c takes it over from our own earlier
+		 * nexus); if another key holds it, the query says so */
+		const char *why = NULL;
+		int err = pr_owner_op(&st->pr, BE_OWNER_TAKE, &why);
+
+		if (err == 0)
+			log_info("iscsi %s: reservation re-asserted on the new "
+				 "session", st->url);
+		else if (err == -EBUSY)
+			st->pr.owner_mode = false;
+		else
+			atomic_store(&st->pr_reassert, true); /* again later */
+	}
+	return pr_owner_op(&st->pr, op, errmsg);
+}
+
 static int be_iscsi_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct be_iscsi *st = be->priv;
@@ -1585,4 +1916,8 @@ const struct backend_ops be_iscsi_ops = {
 	.submit = be_iscsi_submit,
 	.describe = be_iscsi_describe,
 	.block_status_async = be_iscsi_block_status_async,
+	.set_param = be_iscsi_set_param,
+	.resize = be_iscsi_resize,
+	.owner = be_iscsi_owner,
+	.owner_opt_in = true,
 };

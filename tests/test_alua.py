@@ -10,6 +10,7 @@ takeover, reservations across a handover, and that a write held by the
 hang engine at handover never lands after the other node serves.
 """
 
+import errno
 import json
 import os
 import re
@@ -612,6 +613,45 @@ def test_lost_lock_detected_on_io_error(fusefs, holdfast, tmp_path):
     sb.settle()
     st, d, _, _ = sb.read(0)
     assert st == GOOD and d == b"\x11" * 512
+    sa.close()
+    sb.close()
+
+
+def test_lost_lock_detected_on_enolck(fusefs, holdfast, tmp_path):
+    """NFS after a lease the server let expire, as NFS usually says it:
+    re-asserting the lock fails with ENOLCK (fusefail's lock=ENOLCK fails
+    fcntl locking of the lock file).  A must notice within its watchdog
+    round, fence its store, go standby, say why, and give up the lock, so
+    B takes over without force."""
+    shared = fusefs.path("shared.img")
+    a = holdfast(luns=lun(shared, 1, 2, "active"))
+    a.require_holdfast()
+    b = holdfast(luns=lun(shared, 2, 1, "standby"))
+    sa = Sess(a)
+    sa.settle()
+    assert sa.write(0, b"\x33" * 512)[0] == GOOD
+    # the lock is real on the FUSE mount: B cannot take it from A
+    assert update(b, "alua_state=active", check=False).returncode != 0
+    failed = fusefs.stats()["failed_locks"]
+    fusefs.set("lock=ENOLCK match=holdfast-owner")
+    assert wait_for(lambda: "lost the ownership lock" in a.log_text(),
+                    5 * tscale()), a.log_text()
+    assert "the lock cannot be re-asserted" in a.log_text()
+    assert os.strerror(errno.ENOLCK) in a.log_text()
+    assert "now standby" in a.log_text()
+    assert fusefs.stats()["failed_locks"] > failed
+    assert sa.tur()[2:] == (UA, STATE_CHANGED)
+    assert sa.write(0, b"\x44" * 512)[2:] == (NOT_READY, STANDBY)
+    assert alua_json(a)["owner"] is False
+    fusefs.ok()
+    # A gave the lock up: B takes over without force
+    update(b, "alua_state=active")
+    assert "by force" not in b.log_text()
+    sb = Sess(b)
+    sb.settle()
+    st, d, _, _ = sb.read(0)
+    assert st == GOOD and d == b"\x33" * 512
+    assert sb.write(1, b"\x55" * 512)[0] == GOOD
     sa.close()
     sb.close()
 

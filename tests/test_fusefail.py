@@ -314,3 +314,50 @@ def test_write_delay_is_per_write_only(fusefs):
     # eight files at once take about one delay, not eight (1.6 s)
     assert 0.2 <= par < 0.2 + 0.6 * tscale(), par
     assert fusefs.read_backing("lat7.img", 0, 4) == b"\x45" * 4
+
+
+def test_locks_pass_through_and_fail_on_demand(fusefs):
+    """fcntl locks on the mount exclude each other as on a local file
+    system (two opens, OFD locks, as holdfastd's ownership lock uses);
+    lock=ENOLCK fails taking a lock (NFS after an expired lease) but not
+    unlocking, only for paths matching match=, and ok lifts it."""
+    import fcntl
+    import struct
+
+    F_OFD_GETLK, F_OFD_SETLK = 36, 37
+
+    def ofd(fd, cmd, typ):
+        # struct flock: short type, short whence, off_t start, len; int pid
+        arg = struct.pack("hhqqi4x", typ, os.SEEK_SET, 0, 0, 0)
+        return struct.unpack("hhqqi4x", fcntl.fcntl(fd, cmd, arg))[0]
+
+    path = fusefs.path("x.holdfast-owner")
+    a = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    b = os.open(path, os.O_RDWR)
+    other = os.open(fusefs.path("y.img"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        ofd(a, F_OFD_SETLK, fcntl.F_WRLCK)
+        with pytest.raises(OSError) as e:
+            ofd(b, F_OFD_SETLK, fcntl.F_WRLCK)
+        assert e.value.errno in (errno.EAGAIN, errno.EACCES)
+        assert ofd(b, F_OFD_GETLK, fcntl.F_WRLCK) == fcntl.F_WRLCK
+        before = fusefs.stats()
+        fusefs.set("lock=ENOLCK match=holdfast-owner")
+        time.sleep(0.05)
+        with pytest.raises(OSError) as e:
+            ofd(a, F_OFD_SETLK, fcntl.F_WRLCK)     # re-assert: refused
+        assert e.value.errno == errno.ENOLCK
+        ofd(other, F_OFD_SETLK, fcntl.F_WRLCK)     # other paths: fine
+        assert fusefs.stats()["failed_locks"] == before["failed_locks"] + 1
+        ofd(a, F_OFD_SETLK, fcntl.F_UNLCK)         # unlocking works
+        assert ofd(b, F_OFD_GETLK, fcntl.F_WRLCK) == fcntl.F_UNLCK
+        fusefs.ok()
+        time.sleep(0.05)
+        ofd(b, F_OFD_SETLK, fcntl.F_WRLCK)
+        os.close(b)                                # closing drops it
+        b = None
+        ofd(a, F_OFD_SETLK, fcntl.F_WRLCK)
+    finally:
+        for fd in (a, b, other):
+            if fd is not None:
+                os.close(fd)

@@ -164,26 +164,35 @@ class Gateway:
     """holdfastd in the gateway namespace serving the remote LUN as LUN 1
     of GW_IQN on 127.0.0.1 (that namespace's own loopback)."""
 
-    def __init__(self, net, tmp):
+    def __init__(self, net, tmp, name="holdfastd", port=GW_PORT):
+        """name, port: a second node in the same namespace (the scsi-pr
+        tests) has its own log, configuration and portal."""
         self.net = net
         self.tmp = Path(tmp)
+        self.name = name
+        self.port = port
+        self.url = "iscsi://127.0.0.1:%d/%s/1" % (port, GW_IQN)
         self.ctl = 2000 + (os.getpid() + 13 + next(_seq) * 11) % 20000
-        self.env = dict(os.environ, TGT_IPC_SOCKET=str(self.tmp / "gw.sock"))
-        self.log_path = self.tmp / "holdfastd.log"
+        self.env = dict(os.environ, TGT_IPC_SOCKET=str(
+            self.tmp / ("gw.sock" if name == "holdfastd" else
+                        name + ".sock")))
+        self.log_path = self.tmp / (name + ".log")
         self.proc = None
 
     def start(self, lun=None, luns=None, expect_fail=False):
         l1 = {"lun": 1, "backend": "iscsi", "path": REMOTE_URL}
         l1.update(FAST)
         l1.update(lun or {})
-        conf = {"portals": ["127.0.0.1:%d" % GW_PORT],
+        conf = {"portals": ["127.0.0.1:%d" % self.port],
                 "targets": [{"name": GW_IQN, "initiators": ["ALL"],
                              "luns": [l1] if luns is None else luns}]}
-        (self.tmp / "gw.conf").write_text(cfg_text(conf))
+        cpath = self.tmp / ("gw.conf" if self.name == "holdfastd" else
+                            self.name + ".conf")
+        cpath.write_text(cfg_text(conf))
         log = open(self.log_path, "ab")
         self.proc = self.net.spawn(self.net.in_gw(
             str(build_dir() / "holdfastd"), "-f", "-c",
-            str(self.tmp / "gw.conf"), "-C", str(self.ctl)), log,
+            str(cpath), "-C", str(self.ctl)), log,
             env=self.env)
         assert wait_for(lambda: self.proc.poll() is not None or
                         "holdfastd ready" in self.log(), S(15)), self.log()
@@ -209,7 +218,7 @@ class Gateway:
         return self.tgtadm("--op", "show", "--mode", "target").stdout
 
     def client(self, name="hangclient"):
-        return HangClient(GW_URL, prefix=self.net.in_gw(), name=name)
+        return HangClient(self.url, prefix=self.net.in_gw(), name=name)
 
     def stop(self):
         """SIGTERM must end the daemon cleanly (exit 0) even with the
@@ -241,10 +250,9 @@ def env(request, tmp_path):
     gw = Gateway(net, tmp_path)
 
     def dump_logs():
-        for name in ("holdfastd.log", "tgtd.log"):
-            p = tmp_path / name
+        for p in sorted(tmp_path.glob("*.log")):
             if p.exists():
-                print("==== %s\n%s" % (name, p.read_text(errors="replace")
+                print("==== %s\n%s" % (p.name, p.read_text(errors="replace")
                                         [-6000:]))
     request.addfinalizer(dump_logs)
     return net, san, gw, image
@@ -1096,3 +1104,184 @@ def test_lba_status_and_io_on_another_reactor(holdfast, tmp_path):
     assert d[0] == (base, 16, 0), d
     c1.close()
     c2.close()
+
+
+# Two gateway nodes in front of one SAN LUN, the ownership a SCSI-3
+# persistent reservation on it (alua_lock = "scsi-pr", README "Two nodes
+# in front of shared storage"): tgtd is the SAN and keeps the
+# reservation, so whatever either node believes, the SAN decides whose
+# commands reach the medium.
+
+NOT_READY, UNIT_ATTENTION = 2, 6
+ASC_STANDBY, ASC_TRANSITIONING = 0x04, 0x04
+SAN2_ADDR, GW2_ADDR = "192.0.3.2", "192.0.3.1"
+READ_RESERVATION = "5e01" + "00" * 5 + "0400" + "00"
+
+
+def pr_lun(group, peer, state, url=REMOTE_URL, **extra):
+    d = {"lun": 1, "backend": "iscsi", "path": url, "alua_group": group,
+         "alua_peer_group": peer, "alua_state": state,
+         "alua_lock": "scsi-pr",
+         "initiator_name": "iqn.2026-11.org.example:gw-node%d" % group}
+    d.update(FAST)
+    d.update(extra)
+    return d
+
+
+def pr_update(gw, params, check=True):
+    return gw.tgtadm("--op", "update", "--mode", "logicalunit", "--tid",
+                     "1", "--lun", "1", "--params", params, check=check)
+
+
+def san_holder(net):
+    """The SAN's READ RESERVATION, asked by a third initiator: the
+    holder's key, or None."""
+    r = scsicdb(net, REMOTE_URL, READ_RESERVATION, alloc=1024)
+    b = r["bytes"]
+    if len(b) < 8 or int.from_bytes(b[4:8], "big") == 0:
+        return None
+    return int.from_bytes(b[8:16], "big")
+
+
+def clean(c):
+    """Take the unit attentions a state change raised."""
+    assert c.do("clearua lun=1")["status"] == "GOOD"
+
+
+def assert_not_ready(res):
+    assert res["status"] == "CHECK_CONDITION", res
+    assert res["sense_key"] == NOT_READY and res["asc"] == 0x04, res
+
+
+@pytest.fixture
+def pr_env(env, tmp_path):
+    """The SAN, node A (group 1, active) and node B (group 2, standby)."""
+    net, san, gw, image = env
+    san.start(image)
+    a = Gateway(net, tmp_path, name="node-a", port=3261)
+    b = Gateway(net, tmp_path, name="node-b", port=3262)
+    return net, san, a, b, image
+
+
+def test_scsi_pr_handover_refusal_and_forced_takeover(pr_env):
+    """Handover both ways, a second active node refused by the SAN's
+    reservation, and force=1 preempting the other node's key."""
+    net, san, a, b, image = pr_env
+    a.start(lun=pr_lun(1, 2, "active"))
+    assert wait_for(lambda: "active/optimized (ownership lock (persistent "
+                    "reservation) of the store taken" in a.log(), S(10)), \
+        a.log()
+    b.start(lun=pr_lun(2, 1, "standby"))
+    key_a = san_holder(net)
+    assert key_a is not None and key_a & 0xffff == 1, hex(key_a or 0)
+    assert "SCSI-3 persistent reservation of the store, key 0x%x" % key_a \
+        in a.show()
+
+    ca, cb = a.client("client-a"), b.client("client-b")
+    assert_good(ca.do("write 0 8 0x11"))
+    assert read_san(image, 0, 8) == b"\x11" * 8 * BS
+    assert_not_ready(cb.do("write 8 8 0x99"))
+
+    # a second active node: the SAN's reservation says no
+    r = pr_update(b, "alua_state=active", check=False)
+    assert r.returncode != 0
+    # (the stock tgtadm prints only its own words; the reason is logged)
+    assert "holds the store's persistent reservation" in b.log(), b.log()
+    assert san_holder(net) == key_a
+    assert "group 2 standby" in b.show()
+    assert_good(ca.do("write 16 8 0x12"))
+
+    # handover: A releases, B reserves
+    pr_update(a, "alua_state=standby")
+    assert san_holder(net) is None
+    pr_update(b, "alua_state=active")
+    key_b = san_holder(net)
+    assert key_b is not None and key_b & 0xffff == 2 and key_b != key_a
+    clean(cb)
+    assert_good(cb.do("write 8 8 0x21"))
+    assert read_san(image, 8, 8) == b"\x21" * 8 * BS
+    clean(ca)
+    assert_not_ready(ca.do("write 24 8 0x98"))
+    assert read_san(image, 24, 8) == bytes(8 * BS)
+    # and back
+    pr_update(b, "alua_state=standby")
+    pr_update(a, "alua_state=active")
+    assert san_holder(net) == key_a
+    clean(ca)
+    assert_good(ca.do("read 8 8 expect 0x21"))
+    assert_good(ca.do("write 32 8 0x13"))
+
+    # forced takeover while A is alive: B preempts A's key
+    pr_update(b, "alua_state=active,force=1")
+    assert san_holder(net) == key_b
+    assert "preempted" in b.log()
+    clean(cb)
+    assert_good(cb.do("read 32 8 expect 0x13"))
+    assert_good(cb.do("write 40 8 0x22"))
+    # A learns it from the SAN (its watchdog's READ RESERVATION, or its
+    # own I/O refused) and goes standby without anyone telling it
+    assert wait_for(lambda: "group 1 standby" in a.show(), S(10)), a.show()
+    assert "now standby" in a.log()
+    for c in (ca, cb):
+        c.close()
+    a.stop()
+    b.stop()
+
+
+def test_scsi_pr_fenced_node_writes_refused_by_san(pr_env):
+    """The old node does not know yet that it was preempted (its path to
+    the SAN is cut while B takes over) and sends a write: the SAN answers
+    RESERVATION CONFLICT, the write does not land, and the old node goes
+    standby at once and says why - it is not held as a retryable error."""
+    net, san, a, b, image = pr_env
+    # A reaches the SAN over a second link of its own, which the test
+    # cuts; B keeps the first
+    dev_g, dev_s = net.gw_dev + "x", net.san_dev + "x"
+    sh("ip", "link", "add", dev_g, "netns", net.gw, "type", "veth", "peer",
+       "name", dev_s, "netns", net.san)
+    for ns, dev, addr in ((net.gw, dev_g, GW2_ADDR), (net.san, dev_s,
+                                                       SAN2_ADDR)):
+        sh("ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev)
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+    san.tgtadm("--op", "new", "--mode", "portal", "--param",
+               "portal=%s:%d" % (SAN2_ADDR, SAN_PORT))
+    url_a = "iscsi://%s:%d/%s/1" % (SAN2_ADDR, SAN_PORT, SAN_IQN)
+    # a long remote_timeout: A keeps its session through the cut, so the
+    # write it sent reaches the SAN on that same session afterwards
+    a.start(lun=pr_lun(1, 2, "active", url=url_a, remote_timeout=30000,
+                       werror="retry", rerror="retry"))
+    b.start(lun=pr_lun(2, 1, "standby"))
+    ca = a.client("client-a")
+    assert_good(ca.do("write 0 8 0x31"))
+    assert read_san(image, 0, 8) == b"\x31" * 8 * BS
+
+    sh("ip", "-n", net.san, "link", "set", dev_s, "down")
+    try:
+        w = ca.issue("write 64 8 0x66")         # stuck on the cut link
+        time.sleep(0.5)
+        pr_update(b, "alua_state=active,force=1")
+        key_b = san_holder(net)
+        assert key_b is not None and key_b & 0xffff == 2
+    finally:
+        sh("ip", "-n", net.san, "link", "set", dev_s, "up")
+    res = ca.get(w, timeout=60)
+    # refused, answered as a path that is going away (the initiator
+    # retries it on the other node), never held
+    assert_not_ready(res)
+    assert res["ms"] < S(40) * 1000, res
+    assert wait_for(lambda: "group 1 standby" in a.show(), S(10)), a.show()
+    # the SAN refused it: nothing landed, and A saw the conflict
+    assert read_san(image, 64, 8) == bytes(8 * BS)
+    assert "EBADE" in a.show() or "RESERVATION CONFLICT" in a.log(), \
+        a.show() + a.log()
+    assert "now standby" in a.log()
+    assert ": hung: " not in a.log(), a.log()
+    # B serves, A's data before the cut is there
+    cb = b.client("client-b")
+    assert_good(cb.do("read 0 8 expect 0x31"))
+    assert_good(cb.do("write 64 8 0x77"))
+    assert read_san(image, 64, 8) == b"\x77" * 8 * BS
+    ca.close()
+    cb.close()
+    a.stop()
+    b.stop()

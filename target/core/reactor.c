@@ -68,6 +68,17 @@ struct reactor *reactor_current(void)
 	return reactor_cur;
 }
 
+struct reactor *reactor_any(void)
+{
+	struct reactor *r = NULL;
+
+	pthread_mutex_lock(&reactors_lock);
+	if (!list_empty(&reactors_all))
+		r = list_first_entry(&reactors_all, struct reactor, all);
+	pthread_mutex_unlock(&reactors_lock);
+	return r;
+}
+
 int reactor_index(const struct reactor *r)
 {
 	return r->index;

@@ -74,6 +74,10 @@ void reactor_free(struct reactor *r);
 /* The reactor running on this thread, or NULL (management thread, tests). */
 struct reactor *reactor_current(void);
 int reactor_index(const struct reactor *r);
+/* The first reactor still running (the oldest created), or NULL: for a
+ * management thread that needs some reactor to run work on (a remote
+ * store's session that no I/O has chosen a reactor for yet). */
+struct reactor *reactor_any(void);
 
 /* Watch fd for events; w is owned by the caller and must stay valid until
  * reactor_fd_del().  Returns 0 or -errno. */

@@ -62,6 +62,13 @@ struct lun_settings {
 	char alua_state_dir[PATH_MAX];	/* where the state both nodes share
 					 * lives (lun_shared_state_path);
 					 * "" = next to a file store */
+	bool alua_lock_pr;		/* alua_lock = "scsi-pr": the ownership
+					 * is a SCSI-3 persistent reservation
+					 * on the store (an iscsi store or a
+					 * SCSI disk), not a lock file */
+	uint64_t alua_pr_key;		/* this node's reservation key for
+					 * scsi-pr; 0 = derived from the host
+					 * name and alua_group */
 };
 
 /* Set retry_errors to DESIGN.md's transient set. */

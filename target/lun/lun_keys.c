@@ -31,6 +31,8 @@ enum lun_key_type {
 	LK_SENSE,	/* bool sense_desc: "fixed"/"0" or "descriptor"/"1" */
 	LK_POLICY,	/* enum err_policy: "report" or "retry" */
 	LK_ALUA,	/* bool alua_standby: "active" or "standby" */
+	LK_LOCK,	/* bool alua_lock_pr: "file" or "scsi-pr" */
+	LK_PRKEY,	/* uint64_t: hex ("0x...") or decimal, 0 = derived */
 	LK_BACKEND,	/* char[]: "file", "null" or "fault" */
 	LK_PATH,	/* char[]: not empty */
 	LK_SPEC,	/* char[]: any text (the fault spec) */
@@ -148,6 +150,16 @@ static const struct lun_key lun_keys[] = {
 	 * bitmaps (lun_shared_state_path); moving it means a new LUN */
 	{ .name = "alua_state_dir", .type = LK_PATH, F(alua_state_dir),
 	  .flags = LUN_KEY_STORE | LUN_KEY_ALUA | LUN_KEY_NONEMPTY },
+	/* what the ownership is: a lock file (next to a file store or in
+	 * alua_state_dir; an rbd image's exclusive lock) or a SCSI-3
+	 * persistent reservation on the store itself (iscsi store, SCSI
+	 * disk); and this node's reservation key for the latter */
+	{ .name = "alua_lock", .type = LK_LOCK, F(alua_lock_pr),
+	  .def = "file", .flags = LUN_KEY_STORE | LUN_KEY_ALUA,
+	  .hint = "file or scsi-pr" },
+	{ .name = "alua_pr_key", .type = LK_PRKEY, F(alua_pr_key),
+	  .def = "0", .flags = LUN_KEY_STORE | LUN_KEY_ALUA,
+	  .hint = "a reservation key: 0x and up to 16 hex digits, or a decimal number (0 = derived from the host name and alua_group)" },
 	/* Error injection: the spec goes to the fault layer every LUN has on
 	 * top of its store (backends/fault.c parses it). */
 	{ .name = "fault", .type = LK_SPEC, F(backend_opts),
@@ -326,6 +338,7 @@ static int parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
 static bool errno_never_retried(int e)
 {
 	return e == EINVAL || e == EROFS || e == EPERM || e == EACCES ||
+	       e == EBADE /* RESERVATION CONFLICT: lost ownership */ ||
 	       e == ECANCELED || e == EOPNOTSUPP || e == EFBIG;
 }
 
@@ -546,6 +559,27 @@ static int key_parse(const struct lun_key *k, struct lun_settings *s,
 		else
 			return fail(err, errlen, -EINVAL, "%s", k->hint);
 		return 0;
+	case LK_LOCK:
+		if (strcmp(value, "file") == 0)
+			*(bool *)p = false;
+		else if (strcmp(value, "scsi-pr") == 0)
+			*(bool *)p = true;
+		else
+			return fail(err, errlen, -EINVAL, "%s", k->hint);
+		return 0;
+	case LK_PRKEY: {
+		char *end;
+		bool hex = value[0] == '0' && (value[1] == 'x' || value[1] == 'X');
+
+		if (!isxdigit((unsigned char)value[hex ? 2 : 0]))
+			return fail(err, errlen, -EINVAL, "%s", k->hint);
+		errno = 0;
+		u = strtoull(value, &end, hex ? 16 : 10);
+		if (errno || *end)
+			return fail(err, errlen, -EINVAL, "%s", k->hint);
+		*(uint64_t *)p = u;
+		return 0;
+	}
 	case LK_BACKEND:
 		/* "fault" names the injection layer every LUN has on top;
 		 * as a backend it means "file if there is a path, else
@@ -642,6 +676,11 @@ int lun_key_format(const struct lun_key *k, const struct lun_settings *s,
 	case LK_ALUA:
 		return snprintf(buf, len, "%s",
 				*(const bool *)p ? "standby" : "active");
+	case LK_LOCK:
+		return snprintf(buf, len, "%s",
+				*(const bool *)p ? "scsi-pr" : "file");
+	case LK_PRKEY:
+		return snprintf(buf, len, "0x%" PRIx64, *(const uint64_t *)p);
 	case LK_BACKEND:
 	case LK_PATH:
 	case LK_SPEC:
@@ -814,14 +853,20 @@ int lun_settings_check(const struct lun_settings *s, const struct backend *be,
 		return fail(err, errlen, -EINVAL,
 			    "alua_group and alua_peer_group must differ");
 	}
+	if (s->alua_lock_pr && !lun_settings_is_blockdev(s) &&
+	    strcmp(s->backend, "iscsi") != 0) {
+		*key = "alua_lock";
+		return fail(err, errlen, -EINVAL,
+			    "alua_lock = scsi-pr needs an iscsi store or a SCSI block device (the reservation is taken on the store itself)");
+	}
 	if (s->alua_group && !lun_settings_is_file(s) &&
-	    strcmp(s->backend, "rbd") != 0) {
+	    strcmp(s->backend, "rbd") != 0 && !s->alua_lock_pr) {
 		*key = "alua_group";
 		return fail(err, errlen, -EINVAL,
 			    "alua_group needs a file, block-device or rbd store (the ownership lock lives next to it, or is the image's exclusive lock)");
 	}
 	if (s->alua_group && !s->alua_state_dir[0] &&
-	    lun_settings_is_blockdev(s)) {
+	    lun_settings_is_blockdev(s) && !s->alua_lock_pr) {
 		*key = "alua_state_dir";
 		return fail(err, errlen, -EINVAL,
 			    "alua_group on a block device needs alua_state_dir, a directory both nodes share (the ownership lock, reservations and bitmaps live there; /dev is not shared between machines)");

@@ -48,6 +48,16 @@
  * asks the store whether it still holds it, and the identity comes from
  * the store (the image id).
  *
+ * A store owned by SCSI-3 persistent reservation (alua_lock = "scsi-pr":
+ * an iscsi store, a SCSI disk; backends/pr_owner.c) goes the same way
+ * through backend_ops.owner: this node registers its key (alua_pr_key,
+ * or one derived from the host name and alua_group) and the active node
+ * holds the reservation; force=1 preempts the other node's key, which
+ * fences it at the storage.  A node whose own I/O the store answers with
+ * RESERVATION CONFLICT (EBADE) was preempted: scsi_alua_store_lost()
+ * stops it serving at once and wakes the watchdog, which makes it
+ * standby and logs why.
+ *
  * The sidecar also holds the LUN's identity (a random 64-bit id written by
  * the first node that creates it), from which both nodes derive the same
  * NAA, serial number and device identification when scsi_id / scsi_sn are
@@ -109,11 +119,15 @@ struct scsi_alua {
 	 * under them. */
 	char id[17];		/* identity: 16 hex digits, "" if unknown */
 	unsigned group;		/* alua_group, fixed once set */
+	uint64_t pr_key;	/* owned by reservation with this key, or 0 */
+	_Atomic bool conflict;	/* the store refused our I/O: preempted */
 	struct scsi_alua *next;	/* on alua_list */
 };
 
 /* Serializes transitions, the watchdog and LUN release. */
 static pthread_mutex_t alua_mutex = PTHREAD_MUTEX_INITIALIZER;
+/* Wakes the watchdog before its next round (scsi_alua_store_lost). */
+static pthread_cond_t alua_wake = PTHREAD_COND_INITIALIZER;
 static struct scsi_alua *alua_list;
 static bool alua_watchdog_running;
 
@@ -221,6 +235,32 @@ bool scsi_alua_media_refused(struct scsi_cmd *cmd)
 		   st == ALUA_STANDBY ? ASC_LUN_NOT_ACCESSIBLE_STANDBY
 				      : ASC_LUN_NOT_ACCESSIBLE_TRANSITION);
 	cmd->in_len = 0;
+	return true;
+}
+
+bool scsi_alua_store_lost(struct scsi_lun *lun, int res)
+{
+	struct scsi_alua *a;
+
+	if (res != -EBADE)
+		return false;
+	a = alua_of(lun);
+	if (!a || !a->pr_key)
+		return false;
+	/* not one more command of ours reaches the store; the watchdog
+	 * (woken here, without alua_mutex: a transition holding it may be
+	 * waiting for this reactor) does the rest */
+	uint8_t ao = ALUA_AO;
+
+	/* only an active LUN changes here: one the watchdog already made
+	 * standby (it asked the store first) stays so */
+	if (!atomic_compare_exchange_strong(&a->state, &ao,
+					    ALUA_TRANSITIONING))
+		return true;
+	if (lun->be)
+		be_fence(lun->be, true);
+	if (!atomic_exchange(&a->conflict, true))
+		pthread_cond_signal(&alua_wake);
 	return true;
 }
 
@@ -403,12 +443,15 @@ static int alua_lock_take(struct scsi_alua *a, bool force, bool *forced,
 		if (err < 0)
 			return err;
 		a->owner = true;
-		/* breaking the other holder's lock blocklisted it: that is
-		 * the fence, no interval to wait out */
+		/* breaking the other holder's lock blocklisted it, a
+		 * preempted key gets RESERVATION CONFLICT: that is the
+		 * fence, no interval to wait out */
 		if (force)
 			log_warn("target %s: LUN %" PRIu64 ": ownership taken by "
-				 "force (the other gateway's lock broken)",
-				 a->lun->target_name, a->lun->id);
+				 "force (%s)", a->lun->target_name, a->lun->id,
+				 a->pr_key ? "the other node's reservation key "
+					     "preempted"
+					   : "the other gateway's lock broken");
 		return 0;
 	}
 	if (a->owner && alua_sidecar_current(a))
@@ -595,6 +638,7 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	if (before == ALUA_AO && alua_holds(a))
 		return 0;
 	atomic_store(&a->state, ALUA_TRANSITIONING);
+	atomic_store(&a->conflict, false);
 	err = alua_lock_take(a, force, &forced, errmsg);
 	if (err) {
 		alua_set(a, before == ALUA_AO ? ALUA_TRANSITIONING : before,
@@ -626,7 +670,8 @@ static int alua_go_active(struct scsi_alua *a, bool force, uint8_t status,
 	alua_set(a, before, ALUA_AO, status);
 	log_info("target %s: LUN %" PRIu64 ": active/optimized (ownership "
 		 "lock %s taken%s)", lun->target_name, a->lun->id,
-		 a->store ? "of the store" : a->path,
+		 a->pr_key ? "(persistent reservation) of the store"
+		 : a->store ? "of the store" : a->path,
 		 forced ? " by force, after the fencing interval"
 			: force ? " by force" : "");
 	return 0;
@@ -719,11 +764,37 @@ static void alua_lose(struct scsi_alua *a, const char *why, int err)
 static void *alua_watchdog(void *arg)
 {
 	(void)arg;
+	pthread_mutex_lock(&alua_mutex);
 	for (;;) {
-		struct timespec ts = { 0, ALUA_WATCH_MS * 1000 * 1000 };
-		nanosleep(&ts, NULL);
-		pthread_mutex_lock(&alua_mutex);
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += ALUA_WATCH_MS * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&alua_wake, &alua_mutex, &until);
 		for (struct scsi_alua *a = alua_list; a; a = a->next) {
+			if (a->store && atomic_exchange(&a->conflict, false) &&
+			    a->owner) {
+				/* the store itself said so: no need to ask */
+				alua_fence(a->lun, true);
+				scsi_lun_shared_release(a->lun, false);
+				alua_drop_held(a->lun);
+				a->owner = false;
+				alua_set(a, ALUA_AO, ALUA_STANDBY,
+					 RTPG_STATUS_IMPLICIT);
+				atomic_store(&a->peer_state, ALUA_AO);
+				log_err("target %s: LUN %" PRIu64 ": the store "
+					"answered RESERVATION CONFLICT to this "
+					"node's I/O: another node preempted its "
+					"reservation (key 0x%" PRIx64 ") and owns "
+					"the LUN; store fenced, now standby",
+					a->lun->target_name, a->lun->id,
+					a->pr_key);
+				continue;
+			}
 			if (a->store) {
 				const char *why = NULL;
 				int o = a->store->ops->owner(a->store,
@@ -742,10 +813,14 @@ static void *alua_watchdog(void *arg)
 						 RTPG_STATUS_IMPLICIT);
 					atomic_store(&a->peer_state, ALUA_AO);
 					log_err("target %s: LUN %" PRIu64 ": lost "
-						"the store's ownership lock (%s); "
+						"the store's %s (%s); "
 						"now standby", a->lun->target_name,
-						a->lun->id, o < 0 ? strerror(-o)
-							 : "another gateway took it");
+						a->lun->id,
+						a->pr_key ? "persistent reservation"
+							  : "ownership lock",
+						o < 0 ? strerror(-o)
+						: a->pr_key ? "another node holds it"
+						: "another gateway took it");
 				} else if (!a->owner) {
 					atomic_store(&a->peer_state,
 						     o == BE_OWNER_OTHER
@@ -769,8 +844,8 @@ static void *alua_watchdog(void *arg)
 				     a->fd >= 0 && alua_lock_held_elsewhere(a->fd)
 					     ? ALUA_AO : ALUA_STANDBY);
 		}
-		pthread_mutex_unlock(&alua_mutex);
 	}
+	pthread_mutex_unlock(&alua_mutex);
 	return NULL;
 }
 
@@ -788,11 +863,30 @@ static void alua_watchdog_start(void)
 
 /* ---- set-up, management, release ---- */
 
+/* This node's reservation key: alua_pr_key, or "hf" + a hash of the
+ * host name + alua_group, so two nodes (different groups or hosts)
+ * differ, the same node keeps its key across restarts, and READ KEYS
+ * shows whose a key is (the group in the low 16 bits). */
+static uint64_t alua_pr_key_of(const struct lun_settings *s)
+{
+	char host[256] = "";
+	uint32_t h = 0x811c9dc5u;	/* FNV-1a, 32 bits */
+
+	if (s->alua_pr_key)
+		return s->alua_pr_key;
+	gethostname(host, sizeof(host) - 1);
+	for (const char *c = host; *c; c++)
+		h = (h ^ (uint8_t)*c) * 0x01000193u;
+	return (uint64_t)0x6866 << 48 | (uint64_t)h << 16 | s->alua_group;
+}
+
 static struct scsi_alua *alua_create(struct scsi_lun *lun,
-				     const struct lun_settings *s)
+				     const struct lun_settings *s,
+				     const char **errmsg)
 {
 	struct scsi_alua **slot = scsi_lun_alua_slot(lun);
 	struct scsi_alua *a;
+	uint64_t pr_key = 0;
 
 	if (!slot)
 		return NULL;
@@ -802,8 +896,24 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	struct backend *store = be_stack_store(lun->be);
 	bool shared;
 
-	if (store && !store->ops->owner)
-		store = NULL;
+	if (s->alua_lock_pr) {
+		char text[24];
+
+		/* lun_settings_check() allowed it for an iscsi store or a
+		 * block device; the store says whether it can */
+		pr_key = alua_pr_key_of(s);
+		snprintf(text, sizeof(text), "0x%" PRIx64, pr_key);
+		if (!store || !store->ops->owner || !store->ops->owner_opt_in ||
+		    !store->ops->set_param ||
+		    store->ops->set_param(store, "pr_key", text)) {
+			*errmsg = "alua_lock = scsi-pr: the store cannot take a "
+				  "persistent reservation (an iscsi store or a "
+				  "SCSI block device can)";
+			return NULL;
+		}
+	} else if (store && (!store->ops->owner || store->ops->owner_opt_in)) {
+		store = NULL;	/* the lock file */
+	}
 	/* lun_settings_check() refused a store without a place for its
 	 * lock; a store with a lock of its own (RBD) needs no place, and
 	 * without alua_state_dir it has no shared files (reservations and
@@ -823,6 +933,8 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	}
 	a->lun = lun;
 	a->group = s->alua_group;
+	a->pr_key = pr_key;
+	atomic_init(&a->conflict, false);
 	atomic_init(&a->state, ALUA_TRANSITIONING);
 	atomic_init(&a->peer_state, ALUA_STANDBY);
 	atomic_init(&a->status, RTPG_STATUS_NONE);
@@ -852,8 +964,10 @@ static int alua_apply_locked(struct scsi_lun *lun,
 		alua_fence(lun, false);
 		return 0;
 	}
-	a = alua_create(lun, s);
+	a = alua_create(lun, s, errmsg);
 	if (!a) {
+		if (*errmsg)
+			return -EOPNOTSUPP;
 		*errmsg = "out of memory";
 		return -ENOMEM;
 	}
@@ -930,10 +1044,13 @@ bool scsi_alua_standby(struct scsi_lun *lun)
 int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 {
 	struct scsi_alua *a;
+	char pr_text[80];
 
 	if (!lun_settings_get(lun)->alua_group)
 		return 0;
 	a = alua_of(lun);
+	snprintf(pr_text, sizeof(pr_text), "SCSI-3 persistent reservation "
+		 "of the store, key 0x%" PRIx64, a ? a->pr_key : 0);
 	return snprintf(buf, len, "        ALUA: group %u %s%s, peer group %u "
 			"%s, identity %s%s\n        ALUA lock: %s\n",
 			lun_settings_get(lun)->alua_group,
@@ -943,8 +1060,9 @@ int scsi_alua_describe(struct scsi_lun *lun, char *buf, unsigned len)
 			alua_state_name(scsi_alua_peer_state(lun)),
 			a && a->id[0] ? a->id : "-",
 			lun->be && be_fenced(lun->be) ? ", store fenced" : "",
-			!a ? "-" : a->store ? "the store's own (exclusive lock)"
-					    : a->path);
+			!a ? "-" : a->pr_key ? pr_text
+			: a->store ? "the store's own (exclusive lock)"
+				   : a->path);
 }
 
 /* ---- REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.40) ---- */

@@ -305,6 +305,13 @@ bool scsi_alua_refuse(struct scsi_cmd *cmd, unsigned flags);
 /* A media write counted in the write gate: true (sense set) if the LUN
  * is no longer active/optimized. */
 bool scsi_alua_media_refused(struct scsi_cmd *cmd);
+/* The store answered res to a media command of this node.  EBADE
+ * (RESERVATION CONFLICT) on a LUN owned by persistent reservation means
+ * another node preempted this one: the LUN stops serving at once (the
+ * ALUA watchdog finishes the change to standby and logs why) and true is
+ * returned; cmd then gets NOT READY 04/0A from scsi_alua_media_refused().
+ * Any reactor; takes no lock. */
+bool scsi_alua_store_lost(struct scsi_lun *lun, int res);
 enum scsi_exec_result spc_set_target_port_groups(struct scsi_cmd *cmd);
 
 /* ---- command handlers ---- */

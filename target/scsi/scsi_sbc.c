@@ -165,10 +165,12 @@ void sbc_media_finish(struct scsi_cmd *cmd, int res)
 	struct media_io *m = &cmd->mio;
 	struct scsi_lun *lun = cmd->lun;
 
-	/* Dropped by a handover (scsi_alua.c), not by task management:
-	 * NOT READY 04/0A, which the initiator retries (on the other path
-	 * once it sees this one standby). */
-	if (res == -ECANCELED && !cmd->aborted && lun_settings_get(lun)->alua_group &&
+	/* Dropped by a handover (scsi_alua.c), not by task management, or
+	 * refused by a store another node took by preempting this one's
+	 * reservation: NOT READY 04/0A, which the initiator retries (on the
+	 * other path once it sees this one standby). */
+	if ((res == -ECANCELED || scsi_alua_store_lost(lun, res)) &&
+	    !cmd->aborted && lun_settings_get(lun)->alua_group &&
 	    scsi_alua_media_refused(cmd)) {
 		scsi_cmd_complete(cmd);
 		return;

@@ -14,7 +14,11 @@
  *   read=ERR       fail reads with ERR
  *   write=ERR      fail writes and fallocate (unmap, write zeroes) with ERR
  *   flush=ERR      fail fsync / fdatasync with ERR
- *   all=ERR        read=, write= and flush= at once
+ *   all=ERR        read=, write= and flush= at once (not lock=)
+ *   lock=ERR       fail requests to take an fcntl lock (F_SETLK,
+ *                  F_SETLKW, OFD or POSIX; unlocking and F_GETLK still
+ *                  work) with ERR: ENOLCK is what NFS answers once the
+ *                  server let the client's lease expire
  *   delay=MS       answer every read/write/flush MS milliseconds late
  *                  (whether it fails or not); models a slow backend
  *   write_delay=US answer every write (and fallocate) US microseconds late,
@@ -33,6 +37,11 @@
  * ERR is an errno name (EIO, ENOSPC, EDQUOT, EROFS, ...), a number, or ok.
  * The file is re-read at most every CONTROL_RECHECK_MS; write it atomically
  * (write a temporary file, rename it over CONTROL_FILE).
+ *
+ * Locks: fcntl locks on the mount are passed through as OFD locks on the
+ * underlying file's descriptor of that FUSE open, so two opens (two
+ * daemons, or one daemon twice) exclude each other as on a local file
+ * system, and a lock goes away when its file is closed.
  *
  * Every open sets direct_io, so the kernel sends each O_DIRECT (and
  * buffered) request straight to the handlers instead of the page cache.
@@ -86,12 +95,12 @@
 #define STATS_FH UINT64_MAX	/* fi->fh of the virtual stats file */
 #define FF_MAX_THREADS 64
 
-enum ff_op { FF_READ, FF_WRITE, FF_FLUSH, FF_FALLOC, FF_NR_OPS };
+enum ff_op { FF_READ, FF_WRITE, FF_FLUSH, FF_FALLOC, FF_LOCK, FF_NR_OPS };
 
 /* plural names of the counters in the stats file */
 static const char *const ff_op_names[FF_NR_OPS] = {
 	[FF_READ] = "reads", [FF_WRITE] = "writes", [FF_FLUSH] = "flushes",
-	[FF_FALLOC] = "fallocs",
+	[FF_FALLOC] = "fallocs", [FF_LOCK] = "locks",
 };
 
 /* The parsed control file. */
@@ -159,6 +168,7 @@ static const struct {
 	{ "EFBIG", EFBIG }, { "EBADF", EBADF }, { "EINTR", EINTR },
 	{ "ENODATA", ENODATA }, { "EILSEQ", EILSEQ }, { "EMEDIUMTYPE", EMEDIUMTYPE },
 	{ "ENOMEDIUM", ENOMEDIUM }, { "EOVERFLOW", EOVERFLOW },
+	{ "ENOLCK", ENOLCK }, { "EDEADLK", EDEADLK },
 };
 
 static uint64_t ff_now_ns(void)
@@ -278,8 +288,10 @@ static void ff_parse_rules(char *text, struct ff_rules *r)
 			r->err[FF_FALLOC] = e;
 		} else if (!strcmp(key, "flush") || !strcmp(key, "fsync")) {
 			r->err[FF_FLUSH] = e;
+		} else if (!strcmp(key, "lock")) {
+			r->err[FF_LOCK] = e;
 		} else if (!strcmp(key, "all")) {
-			for (int i = 0; i < FF_NR_OPS; i++)
+			for (int i = 0; i < FF_LOCK; i++)
 				r->err[i] = e;
 		} else {
 			fprintf(stderr, "fusefail: unknown key '%s'\n", key);
@@ -839,6 +851,39 @@ static int ff_access(const char *path, int mask)
 	return faccessat(ff.src_fd, ff_rel(path), mask, 0) < 0 ? -errno : 0;
 }
 
+/* fcntl locks (F_GETLK / F_SETLK / F_SETLKW): as OFD locks on this open's
+ * own descriptor of the underlying file; lock= fails taking one. */
+static int ff_lock(const char *path, struct fuse_file_info *fi, int cmd,
+		   struct flock *lock)
+{
+	struct flock fl = *lock;
+	int ret, ofd;
+
+	if (!fi || !fi->fh || fi->fh == STATS_FH)
+		return -ENOLCK;
+	if (cmd == F_SETLK || cmd == F_SETLKW) {
+		if (lock->l_type != F_UNLCK &&
+		    (ret = ff_gate(FF_LOCK, path, 0)))
+			return ret;
+		ofd = cmd == F_SETLK ? F_OFD_SETLK : F_OFD_SETLKW;
+	} else if (cmd == F_GETLK) {
+		ofd = F_OFD_GETLK;
+	} else {
+		return -EINVAL;
+	}
+	fl.l_pid = 0;		/* OFD locks require it */
+	if (fcntl(ff_file(fi)->fd, ofd, &fl) < 0)
+		return -errno;
+	if (cmd == F_GETLK) {
+		lock->l_type = fl.l_type;
+		lock->l_whence = fl.l_whence;
+		lock->l_start = fl.l_start;
+		lock->l_len = fl.l_len;
+		lock->l_pid = fl.l_pid;
+	}
+	return 0;
+}
+
 static const struct fuse_operations ff_ops = {
 	.init = ff_init,
 	.getattr = ff_getattr,
@@ -861,13 +906,14 @@ static const struct fuse_operations ff_ops = {
 	.utimens = ff_utimens,
 	.statfs = ff_statfs,
 	.access = ff_access,
+	.lock = ff_lock,
 };
 
 static void ff_usage(void)
 {
 	fprintf(stderr,
 		"usage: fusefail [-d] [-v [-k KEEP] [-s SEED]] [-o FUSEOPTS] SRC_DIR MOUNTPOINT CONTROL_FILE\n"
-		"control file tokens: ok read=ERR write=ERR flush=ERR all=ERR "
+		"control file tokens: ok read=ERR write=ERR flush=ERR all=ERR lock=ERR "
 		"delay=MS write_delay=US write_rate=N[KMG] match=STR\n");
 }
 

@@ -54,6 +54,8 @@ static const struct {
 	{ "alua_peer_group", "4" },
 	{ "alua_state", "standby" },
 	{ "alua_state_dir", "/srv/shared-state" },
+	{ "alua_lock", "scsi-pr" },
+	{ "alua_pr_key", "0x123456789abcdef0" },
 	{ "fault", "eio,ops=w,lba=0-7" },
 	{ "filters", "passthrough,fault,passthrough" },
 	{ "bsopts", "x=1" },
@@ -114,7 +116,7 @@ static void test_runtime_flags(void)
 		"connect_timeout", "reconnect_max", "header_digest",
 		"data_digest", "mutual_user", "mutual_password",
 		"ceph_conf", "ceph_id", "ceph_keyring", "rbd_osd_op_timeout",
-		"rbd_cache", "alua_state_dir",
+		"rbd_cache", "alua_state_dir", "alua_lock", "alua_pr_key",
 	};
 	const struct lun_key *k;
 
@@ -305,6 +307,37 @@ static void test_check(void)
 	      -EINVAL && strcmp(err, msg) == 0, "%s", err);
 	CHECK(lun_settings_check(&s, &direct, NULL, err, sizeof(err)) == 0,
 	      "%s", err);
+	/* alua_lock = scsi-pr: a reservation needs a SCSI store; with it a
+	 * block device needs no alua_state_dir; EBADE is never held */
+	{
+		struct lun_settings p = s;
+
+		CHECK(lun_setting_apply(&p, "alua_lock", "nfs", err,
+					sizeof(err)) == -EINVAL &&
+		      strcmp(err, "file or scsi-pr") == 0, "%s", err);
+		CHECK(lun_setting_apply(&p, "alua_pr_key", "0xzz", err,
+					sizeof(err)) == -EINVAL, "bad key");
+		CHECK(lun_setting_apply(&p, "alua_pr_key", "0xAB", err,
+					sizeof(err)) == 0 && p.alua_pr_key == 0xab,
+		      "hex key");
+		CHECK(lun_setting_apply(&p, "retry_errors", "EIO,EBADE", err,
+					sizeof(err)) == -EINVAL,
+		      "EBADE (RESERVATION CONFLICT) cannot be retried");
+		p.alua_group = 1;
+		p.alua_peer_group = 2;
+		p.alua_lock_pr = true;
+		CHECK(lun_settings_check(&p, NULL, &key, err, sizeof(err)) ==
+		      -EINVAL && strcmp(key, "alua_lock") == 0 &&
+		      strstr(err, "iscsi store or a SCSI block device"),
+		      "scsi-pr on a regular file: %s", err);
+		snprintf(p.path, sizeof(p.path), "/dev/sdz");
+		CHECK(lun_settings_check(&p, NULL, &key, err, sizeof(err)) == 0,
+		      "scsi-pr on a block device, no alua_state_dir: %s", err);
+		p.alua_lock_pr = false;
+		CHECK(lun_settings_check(&p, NULL, &key, err, sizeof(err)) ==
+		      -EINVAL && strcmp(key, "alua_state_dir") == 0,
+		      "the lock file on a block device needs alua_state_dir");
+	}
 	/* a buffered null LUN has no page cache to lose writes in */
 	snprintf(s.backend, sizeof(s.backend), "null");
 	s.path[0] = '\0';
