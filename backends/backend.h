@@ -189,6 +189,12 @@ struct backend_ops {
 	 * also when it was not set).  0 or -errno. */
 	int (*meta_get)(struct backend *be, const char *key, char **val);
 	int (*meta_set)(struct backend *be, const char *key, const char *val);
+	/* Optional, with meta_get: every key that starts with prefix, as a
+	 * malloc'd array of *n malloc'd strings (the persistent bitmaps,
+	 * cbt_meta.c, remove shards nothing refers to any more).  0 or
+	 * -errno. */
+	int (*meta_list)(struct backend *be, const char *prefix, char ***keys,
+			 unsigned *n);
 };
 
 /* struct backend.thin */

@@ -1358,6 +1358,73 @@ static int be_rbd_meta_set(struct backend *be, const char *key,
 	return err;
 }
 
+static int be_rbd_meta_list(struct backend *be, const char *prefix,
+			    char ***keysp, unsigned *np)
+{
+	struct be_rbd *b = be->priv;
+	struct be_rbd_inst *in = be_rbd_pin(b);
+	size_t klen = 4096, vlen = 64 * 1024, pl = strlen(prefix);
+	char *keys = NULL, *vals = NULL, **out = NULL;
+	unsigned n = 0, cap = 0;
+	int err;
+
+	if (!in)
+		return -EAGAIN;
+	for (;;) {
+		char *nk = realloc(keys, klen + 1), *nv = realloc(vals, vlen + 1);
+
+		if (nk)
+			keys = nk;
+		if (nv)
+			vals = nv;
+		if (!nk || !nv) {
+			err = -ENOMEM;
+			break;
+		}
+		memset(keys, 0, klen + 1);
+		/* every key and value at once (max 0: no limit); -ERANGE
+		 * says how big the buffers must be */
+		err = rbd_metadata_list(in->image, "", 0, keys, &klen, vals,
+					&vlen);
+		if (err != -ERANGE)
+			break;
+	}
+	be_rbd_unpin(b, in);
+	free(vals);
+	for (size_t off = 0; err >= 0 && off < klen && keys[off];) {
+		size_t kl = strnlen(keys + off, klen - off);
+
+		if (kl >= pl && !strncmp(keys + off, prefix, pl)) {
+			if (n == cap) {
+				char **no = realloc(out, (cap = cap ? cap * 2 : 16) *
+							 sizeof(*out));
+
+				if (!no) {
+					err = -ENOMEM;
+					break;
+				}
+				out = no;
+			}
+			if (!(out[n] = strndup(keys + off, kl))) {
+				err = -ENOMEM;
+				break;
+			}
+			n++;
+		}
+		off += kl + 1;
+	}
+	free(keys);
+	if (err < 0) {
+		while (n)
+			free(out[--n]);
+		free(out);
+		return err;
+	}
+	*keysp = out;
+	*np = n;
+	return 0;
+}
+
 static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct be_rbd *b = be->priv;
@@ -1398,4 +1465,5 @@ const struct backend_ops be_rbd_ops = {
 	.owner = be_rbd_owner,
 	.meta_get = be_rbd_meta_get,
 	.meta_set = be_rbd_meta_set,
+	.meta_list = be_rbd_meta_list,
 };

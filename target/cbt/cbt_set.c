@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cbt_job.h"
+#include "cbt_meta.h"
 #include "cbt_set.h"
 #include "cbt_sidecar.h"
 #include "reactor.h"
@@ -39,7 +40,9 @@ struct cbt_retired_bm {
 };
 
 struct cbt_set {
-	char *sidecar;
+	char *sidecar;			/* a file holds the persistent bitmaps */
+	struct cbt_meta *meta;		/* or the store's metadata does */
+	char *label;			/* where they live, for log lines */
 	uint64_t size;
 	struct cbt_list *_Atomic active;
 	pthread_mutex_t ctl;		/* serialises control operations */
@@ -77,6 +80,41 @@ int cbt_sidecar_path(char *out, size_t len, const char *target_name,
 	n = snprintf(out, len, "%s/%s.lun%llu.bitmaps", cbt_state_dir,
 		     target_name, (unsigned long long)lun);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Can persistent bitmaps be kept? */
+static bool has_store(const struct cbt_set *s)
+{
+	return s->sidecar || s->meta;
+}
+
+/* Is anything stored now (a sidecar file, a metadata header)? */
+static bool store_present(struct cbt_set *s)
+{
+	if (s->meta)
+		return cbt_meta_present(s->meta);
+	return access(s->sidecar, F_OK) == 0;
+}
+
+/* Read the stored bitmaps: -ENOENT when nothing is stored. */
+static int store_read(struct cbt_set *s, struct cbt_bitmap ***bms,
+		      unsigned *n, uint64_t *size, const char **why)
+{
+	uint8_t *buf;
+	size_t len;
+	int err;
+
+	if (s->meta)
+		return cbt_meta_load(s->meta, bms, n, size, why);
+	err = cbt_sidecar_read_file(s->sidecar, &buf, &len);
+	if (err) {
+		if (err != -ENOENT)
+			*why = "cannot read the bitmap sidecar";
+		return err;
+	}
+	err = cbt_sidecar_decode(buf, len, bms, n, size, why);
+	free(buf);
+	return err;
 }
 
 static struct cbt_list *list_alloc(unsigned n)
@@ -127,17 +165,22 @@ static int persist_now(struct cbt_set *s)
 		ent[n] = &l->e[i];
 		n++;
 	}
-	if (!n && access(s->sidecar, F_OK) != 0)
+	if (!n && !store_present(s))
 		goto out;	/* nothing persistent, nothing on disk */
 	if (atomic_load(&s->paused))
 		goto out;	/* the other node's file now */
-	err = cbt_sidecar_encode(snap, n, s->size, &buf, &len);
-	if (err)
-		goto out;
+	if (!s->meta) {
+		err = cbt_sidecar_encode(snap, n, s->size, &buf, &len);
+		if (err)
+			goto out;
+	}
 	/* bits about to disappear from disk leave the durable shadow first */
 	for (unsigned i = 0; i < n; i++)
 		cbt_bitmap_and(ent[i]->durable, snap[i]);
-	err = cbt_sidecar_write_file(s->sidecar, buf, len);
+	if (s->meta)
+		err = cbt_meta_save(s->meta, snap, n, s->size);
+	else
+		err = cbt_sidecar_write_file(s->sidecar, buf, len);
 	if (!err)
 		for (unsigned i = 0; i < n; i++)
 			cbt_bitmap_copy_from(ent[i]->durable, snap[i]);
@@ -148,14 +191,26 @@ out:
 		for (unsigned i = 0; i < l->n; i++)
 			if (l->e[i].bm->persistent)
 				atomic_store(&l->e[i].bm->inconsistent, true);
-		perr = cbt_sidecar_poison(s->sidecar);
-		if (perr && perr != -ENOENT && unlink(s->sidecar) < 0)
+		if (s->meta) {
+			perr = cbt_meta_poison(s->meta);
+			if (perr && perr != -ENOENT)
+				log_err("cbt: %s: cannot write (%s) nor poison the "
+					"persistent bitmaps; remove the key "
+					CBT_META_HEADER_KEY " before the LUN starts "
+					"anywhere again", s->label, strerror(-err));
+			else
+				log_err("cbt: %s: cannot write the persistent bitmaps "
+					"(%s); they are inconsistent until cleared",
+					s->label, strerror(-err));
+		} else if ((perr = cbt_sidecar_poison(s->sidecar)) &&
+			   perr != -ENOENT && unlink(s->sidecar) < 0) {
 			log_err("cbt: %s: cannot write (%s) nor poison the bitmap sidecar; "
 				"remove it before restarting", s->sidecar, strerror(-err));
-		else
+		} else {
 			log_err("cbt: %s: cannot write the bitmap sidecar (%s); "
 				"persistent bitmaps are inconsistent until cleared",
 				s->sidecar, strerror(-err));
+		}
 		atomic_store(&s->broken, true);
 	} else {
 		atomic_store(&s->broken, false);
@@ -259,7 +314,7 @@ void cbt_set_wait(struct cbt_set *s, struct cbt_wait *w)
 
 void cbt_set_save_async(struct cbt_set *s)
 {
-	if (!s->sidecar || !s->thread_started)
+	if (!has_store(s) || !s->thread_started)
 		return;
 	pthread_mutex_lock(&s->lock);
 	++s->want_gen;
@@ -284,7 +339,7 @@ static int save_sync(struct cbt_set *s)
 	uint64_t g;
 	int res;
 
-	if (!s->sidecar)
+	if (!has_store(s))
 		return 0;
 	res = flusher_start(s);
 	if (res)
@@ -371,7 +426,7 @@ int cbt_set_add(struct cbt_set *s, const char *name, uint32_t granularity,
 	struct cbt_bitmap *b;
 	int err;
 
-	if (persistent && !s->sidecar)
+	if (persistent && !has_store(s))
 		return -EOPNOTSUPP;
 	pthread_mutex_lock(&s->ctl);
 	if (cbt_set_find(s, name)) {
@@ -600,24 +655,17 @@ int cbt_set_reload(struct cbt_set *s, const char **why)
 	struct cbt_bitmap **bms = NULL;
 	struct cbt_list *old, *l;
 	struct cbt_retired_bm *ret = NULL;
-	uint8_t *buf = NULL;
-	size_t len;
 	unsigned n = 0, k = 0;
 	uint64_t size;
 	int err = 0;
 
 	*why = NULL;
-	if (!s->sidecar)
+	if (!has_store(s))
 		return 0;
 	pthread_mutex_lock(&s->ctl);
-	err = cbt_sidecar_read_file(s->sidecar, &buf, &len);
+	err = store_read(s, &bms, &n, &size, why);
 	if (err == -ENOENT)
 		err = 0;
-	else if (err)
-		*why = "cannot read the bitmap sidecar";
-	else
-		err = cbt_sidecar_decode(buf, len, &bms, &n, &size, why);
-	free(buf);
 	for (unsigned i = 0; i < n && !err; i++)
 		if (size != s->size)
 			err = cbt_bitmap_resize(bms[i], s->size);
@@ -705,26 +753,13 @@ fail:
 
 /* ---- life cycle ---- */
 
-static int load_sidecar(struct cbt_set *s, const char **why)
+/* Add bitmaps read from a store (or the file of an older version) to a
+ * new set; what was read is what is stored (the durable shadows). */
+static int load_bitmaps(struct cbt_set *s, struct cbt_bitmap **bms,
+			unsigned n, uint64_t size, const char **why)
 {
-	struct cbt_bitmap **bms = NULL;
-	uint8_t *buf;
-	size_t len;
-	unsigned n = 0;
-	uint64_t size;
-	int err;
+	int err = 0;
 
-	err = cbt_sidecar_read_file(s->sidecar, &buf, &len);
-	if (err == -ENOENT)
-		return 0;
-	if (err) {
-		*why = "cannot read the bitmap sidecar";
-		return err;
-	}
-	err = cbt_sidecar_decode(buf, len, &bms, &n, &size, why);
-	free(buf);
-	if (err)
-		return err;
 	for (unsigned i = 0; i < n; i++) {
 		if (!err && size != s->size)
 			err = cbt_bitmap_resize(bms[i], s->size);
@@ -742,16 +777,80 @@ static int load_sidecar(struct cbt_set *s, const char **why)
 	return err;
 }
 
-int cbt_set_new(const char *sidecar, uint64_t lun_size, struct cbt_set **out,
-		const char **why)
+static int load_store(struct cbt_set *s, const char **why)
+{
+	struct cbt_bitmap **bms = NULL;
+	unsigned n = 0;
+	uint64_t size;
+	int err = store_read(s, &bms, &n, &size, why);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err)
+		return err;
+	return load_bitmaps(s, bms, n, size, why);
+}
+
+/* A LUN whose bitmaps moved into its store's metadata: an older version
+ * kept them in a sidecar file.  Nothing in the metadata yet and such a
+ * file: take its bitmaps over, save them, and remove the file. */
+static int migrate_sidecar(struct cbt_set *s, const char *legacy,
+			   const char **why)
+{
+	struct cbt_bitmap **bms = NULL;
+	uint8_t *buf;
+	size_t len;
+	unsigned n = 0;
+	uint64_t size;
+	int err;
+
+	if (!legacy || atomic_load(&s->active)->n ||
+	    cbt_meta_present(s->meta))
+		return 0;
+	err = cbt_sidecar_read_file(legacy, &buf, &len);
+	if (err == -ENOENT)
+		return 0;
+	if (err) {
+		*why = "cannot read the bitmap sidecar";
+		return err;
+	}
+	err = cbt_sidecar_decode(buf, len, &bms, &n, &size, why);
+	free(buf);
+	if (!err)
+		err = load_bitmaps(s, bms, n, size, why);
+	if (!err && n) {
+		/* the durable shadows say "on disk": true of the file */
+		err = flusher_start(s);
+		if (!err)
+			err = save_sync(s);
+		if (err)
+			*why = "cannot save the sidecar's bitmaps in the store's metadata";
+	}
+	if (!err) {
+		unlink(legacy);
+		log_info("cbt: %s: %u persistent bitmap(s) moved from %s",
+			 s->label, n, legacy);
+	}
+	return err;
+}
+
+static int set_create(const char *sidecar, const struct cbt_meta_ops *ops,
+		      void *ctx, const char *label, const char *legacy,
+		      uint64_t lun_size, struct cbt_set **out,
+		      const char **why)
 {
 	struct cbt_set *s = calloc(1, sizeof(*s));
 	struct cbt_list *l = list_alloc(0);
 	int err;
 
 	*why = NULL;
-	if (!s || !l || (sidecar && !(s->sidecar = strdup(sidecar)))) {
-		free(s ? s->sidecar : NULL);
+	if (!s || !l || (sidecar && !(s->sidecar = strdup(sidecar))) ||
+	    (ops && !(s->meta = cbt_meta_new(ops, ctx))) ||
+	    !(s->label = strdup(label ? label : sidecar ? sidecar : "-"))) {
+		if (s) {
+			free(s->sidecar);
+			cbt_meta_free(s->meta);
+		}
 		free(s);
 		free(l);
 		*why = "out of memory";
@@ -765,8 +864,10 @@ int cbt_set_new(const char *sidecar, uint64_t lun_size, struct cbt_set **out,
 	pthread_cond_init(&s->kick, NULL);
 	pthread_cond_init(&s->done, NULL);
 	list_init(&s->waiters);
-	err = sidecar ? load_sidecar(s, why) : 0;
-	if (!err && sidecar && atomic_load(&s->active)->n)
+	err = has_store(s) ? load_store(s, why) : 0;
+	if (!err && s->meta)
+		err = migrate_sidecar(s, legacy, why);
+	if (!err && has_store(s) && atomic_load(&s->active)->n)
 		err = flusher_start(s);
 	if (err) {
 		cbt_set_free(s);
@@ -774,6 +875,25 @@ int cbt_set_new(const char *sidecar, uint64_t lun_size, struct cbt_set **out,
 	}
 	*out = s;
 	return 0;
+}
+
+int cbt_set_new(const char *sidecar, uint64_t lun_size, struct cbt_set **out,
+		const char **why)
+{
+	return set_create(sidecar, NULL, NULL, NULL, NULL, lun_size, out, why);
+}
+
+int cbt_set_new_meta(const struct cbt_meta_ops *ops, void *ctx,
+		     const char *label, const char *legacy_sidecar,
+		     uint64_t lun_size, struct cbt_set **out, const char **why)
+{
+	return set_create(NULL, ops, ctx, label, legacy_sidecar, lun_size, out,
+			  why);
+}
+
+const char *cbt_set_store_label(const struct cbt_set *s)
+{
+	return s->meta ? s->label : s->sidecar;
 }
 
 static void entry_free(struct cbt_entry *e)
@@ -815,5 +935,7 @@ void cbt_set_free(struct cbt_set *s)
 	pthread_cond_destroy(&s->kick);
 	pthread_cond_destroy(&s->done);
 	free(s->sidecar);
+	cbt_meta_free(s->meta);
+	free(s->label);
 	free(s);
 }

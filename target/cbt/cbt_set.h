@@ -57,6 +57,21 @@ int cbt_sidecar_path(char *out, size_t len, const char *target_name,
  * cannot trust.  0 or -errno. */
 int cbt_set_new(const char *sidecar, uint64_t lun_size, struct cbt_set **out,
 		const char **why);
+/* The same, with the persistent bitmaps in a store's own metadata
+ * (cbt_meta.h: an RBD image's, ops = &cbt_meta_backend_ops, ctx the LUN's
+ * root node) instead of a file, so every gateway in front of the store
+ * reads them.  label names them in log lines.  legacy_sidecar (may be
+ * NULL): the file an older version kept them in; when the metadata holds
+ * none and that file exists, its bitmaps are loaded, saved in the
+ * metadata, and the file removed. */
+struct cbt_meta_ops;
+int cbt_set_new_meta(const struct cbt_meta_ops *ops, void *ctx,
+		     const char *label, const char *legacy_sidecar,
+		     uint64_t lun_size, struct cbt_set **out,
+		     const char **why);
+/* Where the persistent bitmaps live (the sidecar's path or the metadata
+ * label), NULL when they cannot be persistent. */
+const char *cbt_set_store_label(const struct cbt_set *s);
 /* Stop the flusher (it finishes a save in progress; the sidecar is
  * always current) and free everything.  No marking
  * or waiting may be in progress. */

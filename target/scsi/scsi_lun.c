@@ -22,6 +22,7 @@
 #include "backend.h"
 #include "cbt_filter.h"
 #include "cbt_job.h"
+#include "cbt_meta.h"
 #include "cbt_mirror.h"
 #include "cbt_set.h"
 #include "hang.h"
@@ -253,15 +254,37 @@ int scsi_lun_cbt_init(struct scsi_lun *l, const char *target_name,
 			 target_name,
 			 (unsigned long long)lun_settings_get(l)->lun, path,
 			 lun_settings_get(l)->path);
-	if (lun_settings_get(l)->alua_group)
+	/* A store with metadata of its own (RBD) keeps them there, where
+	 * every gateway in front of it reads them (cbt_meta.h), unless the
+	 * LUN shares a state file with the other node (alua_state_dir): as
+	 * the reservations (scsi_pr_store.c). */
+	bool meta = cbt_meta_backend_usable(l->be);
+
+	if (lun_settings_get(l)->alua_group) {
 		/* shared with the other node, which loads it when it takes
 		 * over (scsi_lun_refresh, SCSI_REFRESH_SHARED) */
 		err = lun_shared_state_path(lun_settings_get(l), target_name,
 					    ".bitmaps", path, sizeof(path));
-	else
+		meta = meta && err;
+	} else {
 		err = cbt_sidecar_path(path, sizeof(path), target_name,
 				       lun_settings_get(l)->lun);
-	err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt, errmsg);
+	}
+	if (meta) {
+		char label[PATH_MAX + 64];
+
+		snprintf(label, sizeof(label), "metadata " CBT_META_HEADER_KEY
+			 " of %s", lun_settings_get(l)->path[0]
+			 ? lun_settings_get(l)->path : "the store");
+		/* a bitmap sidecar of an older version moves in */
+		err = cbt_set_new_meta(&cbt_meta_backend_ops, l->be, label,
+				       lun_settings_get(l)->alua_group || err
+				       ? NULL : path, l->be->size, &l->cbt,
+				       errmsg);
+	} else {
+		err = cbt_set_new(err ? NULL : path, l->be->size, &l->cbt,
+				  errmsg);
+	}
 	if (err)
 		return err;
 	/* the tracking node joins the stack with the first bitmap */
