@@ -867,3 +867,192 @@ def test_aptpl_reservation_in_image_metadata_survives_restart(ceph, image,
         s2.close()
     assert "holdfast.pr" not in ceph.rbd("image-meta", "list",
                                          "rbd/%s" % image)
+
+
+# ------------------------------------------------ bitmaps in image metadata
+
+def rbd_meta(ceph, name):
+    """The image's metadata as a dict (rbd image-meta list)."""
+    out = ceph.rbd("image-meta", "list", "--format", "json",
+                   "rbd/%s" % name)
+    return json.loads(out) if out.strip() else {}
+
+
+def bitmap_keys(meta, name):
+    """{generation: [shard indexes]} of bitmap name's shard keys."""
+    gens = {}
+    for k in meta:
+        m = re.match(r"holdfast\.bitmap\.%s\.(\d+)\.(\d+)$" % re.escape(name),
+                     k)
+        if m:
+            gens.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    return {g: sorted(v) for g, v in gens.items()}
+
+
+def header_line(meta, name):
+    for line in meta["holdfast.bitmaps"].splitlines():
+        if line.startswith("bitmap %s " % name):
+            return line.split()
+    raise AssertionError(meta["holdfast.bitmaps"])
+
+
+def test_two_gateways_bitmaps_follow_the_handover_in_image_metadata(
+        ceph, image, holdfast, tmp_path):
+    """The gateways share no file: a persistent bitmap lives in the image's
+    metadata (holdfast.bitmaps and its shards).  A adds it and writes; after
+    the handover B's bitmap holds exactly A's chunks and keeps recording; an
+    incremental backup from B copies exactly those chunks with A's and B's
+    data; the cleared bitmap goes back to A with the next handover.
+    Mirrors test_alua.py::test_bitmaps_follow_the_handover."""
+    from test_alua import GOOD, Sess, adm, extents, update
+    from test_cbt import job_new, job_wait
+    chunk = 65536
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    a.require_holdfast("bitmaps are holdfast's")
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    adm(a, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "granularity=%d,persistent=1" % chunk)
+    meta = rbd_meta(ceph, image)
+    assert meta["holdfast.bitmaps"].startswith("holdfast-bitmaps 1\n"), meta
+    assert bitmap_keys(meta, "daily") == {1: [0]}, meta.keys()
+    assert header_line(meta, "daily")[2:5] == ["1", str(chunk), "1"]
+    assert not list(tmp_path.rglob("*.bitmaps")), "no sidecar file"
+    # the standby gateway may not touch them
+    r = adm(b, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "other",
+            "-P", "persistent=1", check=False)
+    assert r.returncode != 0
+    qemu_io(a.url(1), "write -P 0x11 3M 64k", "write -P 0x12 40M 128k")
+    # handover
+    update(a, "alua_state=standby")
+    update(b, "alua_state=active")
+    ext, bm = extents(b)
+    assert ext == [(3 * MiB, chunk), (40 * MiB, 2 * chunk)], ext
+    assert bm["persistent"] is True and bm["inconsistent"] is False
+    qemu_io(b.url(1), "write -P 0x22 5M 64k")
+    ext, _ = extents(b)
+    assert ext == [(3 * MiB, chunk), (5 * MiB, chunk),
+                   (40 * MiB, 2 * chunk)], ext
+    # what B wrote to the metadata (write-intent) has B's chunk too
+    assert int(header_line(rbd_meta(ceph, image), "daily")[2]) >= 2
+    # an incremental backup from B: exactly the dirty chunks, right data
+    inc = b.path("inc.qcow2")
+    info = job_wait(b, job_new(
+        b, "type=backup,target=%s,format=qcow2,sync=bitmap,bitmap=daily" %
+        inc))
+    assert info["state"] == "completed" and info["error"] is None, info
+    assert info["bytes_total"] == 4 * chunk, info
+    cp = run(["qemu-img", "map", "--output=json", "-f", "qcow2", str(inc)])
+    data = []
+    for e in json.loads(cp.stdout):
+        if not e["data"]:
+            continue
+        if data and data[-1][0] + data[-1][1] == e["start"]:
+            data[-1] = (data[-1][0], data[-1][1] + e["length"])
+        else:
+            data.append((e["start"], e["length"]))
+    assert data == [(3 * MiB, chunk), (5 * MiB, chunk),
+                    (40 * MiB, 2 * chunk)], data
+    cp = run(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x11 3M 64k",
+              "-c", "read -P 0x22 5M 64k", "-c", "read -P 0x12 40M 128k",
+              str(inc)])
+    assert "Pattern verification failed" not in cp.stdout, cp.stdout
+    # the backup cleared the bitmap (on-success); A gets it cleared
+    assert extents(b)[0] == []
+    update(b, "alua_state=standby")
+    update(a, "alua_state=active")
+    assert extents(a)[0] == []
+    sa = Sess(a)
+    try:
+        sa.settle()
+        assert sa.write(7 * MiB // BS, b"\x33" * BS)[0] == GOOD
+    finally:
+        sa.close()
+    ext, bm = extents(a)
+    assert ext == [(7 * MiB, chunk)] and not bm["inconsistent"], ext
+
+
+def test_two_gateways_bitmaps_survive_a_kill9_takeover(ceph, image,
+                                                        holdfast):
+    """Write-intent on the image's metadata: every write A acknowledged is
+    in the metadata when A dies (kill -9), so B's bitmap covers it after a
+    forced takeover, and B records on.  Mirrors
+    test_alua.py::test_bitmaps_survive_a_kill9_takeover."""
+    from test_alua import adm, extents, update
+    chunk = 65536
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    a.require_holdfast("bitmaps are holdfast's")
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    a.ok_exit = {0, -9}
+    adm(a, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "persistent=1")
+    qemu_io(a.url(1), "write -P 0x11 3M 64k", "write -P 0x13 60M 4k",
+            "write -P 0x14 9M 192k")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    update(b, "alua_state=active,force=1")
+    ext, bm = extents(b)
+    assert ext == [(3 * MiB, chunk), (9 * MiB, 3 * chunk),
+                   (60 * MiB, chunk)], ext
+    assert bm["persistent"] is True and bm["inconsistent"] is False
+    qemu_io(b.url(1), "write -P 0x22 5M 64k")
+    ext, _ = extents(b)
+    assert (5 * MiB, chunk) in ext and (3 * MiB, chunk) in ext, ext
+
+
+def test_bitmap_shards_in_image_metadata(ceph, holdfast, tmp_path):
+    """A bitmap too big for one value: a 4 GiB image in 4 KiB chunks has
+    128 KiB of bits, stored as six shards of at most 32 KiB of base64
+    under one generation; a bitmap that did not change keeps its shards; a
+    restart reads every shard back (extents exact, first and last chunk
+    included); shards nothing refers to (a save that died) are removed by
+    the next save; removing the bitmaps removes every key."""
+    from test_alua import adm, extents
+    name = "shards-%d" % os.getpid()
+    ceph.create_image(name, "4G")
+    d = holdfast(luns=[rbd_lun(ceph, name)])
+    d.require_holdfast("bitmaps are holdfast's")
+    adm(d, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "big",
+        "-P", "granularity=4096,persistent=1")
+    adm(d, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "small",
+        "-P", "granularity=1048576,persistent=1")
+    adm(d, "-o", "update", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "small",
+        "-P", "action=disable")
+    meta = rbd_meta(ceph, name)
+    (g0, idx), = bitmap_keys(meta, "big").items()
+    assert idx == list(range(6)), idx
+    assert all(len(v) <= 32768 for k, v in meta.items()
+               if k.startswith("holdfast.")), "a value near 64 KiB"
+    assert header_line(meta, "big")[3:5] == ["4096", "6"]
+    (s0, _), = bitmap_keys(meta, "small").items()
+    writes = [(0x41, 0), (0x42, 1 << 30 | 8192), (0x43, 3 << 30),
+              (0x44, (4 << 30) - 4096)]
+    qemu_io(d.url(1), *["write -P 0x%x %d 4k" % w for w in writes])
+    want = [(off, 4096) for _, off in writes]
+    meta = rbd_meta(ceph, name)
+    (g1, idx), = bitmap_keys(meta, "big").items()
+    assert g1 > g0 and idx == list(range(6)), bitmap_keys(meta, "big")
+    assert bitmap_keys(meta, "small") == {s0: [0]}, \
+        "a disabled bitmap did not change: its shard stays"
+    # a save that died before its switch left shards behind
+    ceph.rbd("image-meta", "set", "rbd/%s" % name,
+             "holdfast.bitmap.big.%d.0" % (g1 + 1), "AAAA")
+    ceph.rbd("image-meta", "set", "rbd/%s" % name,
+             "holdfast.bitmap.gone.3.0", "AAAA")
+    d.restart()
+    assert extents(d, "big")[0] == want
+    assert extents(d, "small")[0] == []
+    qemu_io(d.url(1), "write -P 0x45 2G 4k")
+    meta = rbd_meta(ceph, name)
+    assert list(bitmap_keys(meta, "big").values()) == [list(range(6))], \
+        bitmap_keys(meta, "big")
+    assert "holdfast.bitmap.gone.3.0" not in meta, sorted(meta)
+    assert sorted(extents(d, "big")[0]) == sorted(want + [(2 << 30, 4096)])
+    assert not list(tmp_path.rglob("*.bitmaps")), "no sidecar file"
+    for n in ("big", "small"):
+        adm(d, "-o", "delete", "-m", "bitmap", "-t", 1, "-l", 1, "-n", n)
+    assert not [k for k in rbd_meta(ceph, name)
+                if k.startswith("holdfast.bitmap")]

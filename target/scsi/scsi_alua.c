@@ -604,8 +604,8 @@ static int alua_go_standby(struct scsi_alua *a, uint8_t status,
 			 lun->target_name, a->lun->id, strerror(-err));
 	/* The shared state is already next to the store: the reservation
 	 * file is written on every change (scsi_pr_store.c). */
-	/* The persistent bitmaps go to their shared sidecar for the other
-	 * node (the writes were saved ahead already; this catches clears
+	/* The persistent bitmaps go to their shared sidecar (or the
+	 * store's metadata) for the other node (the writes were saved ahead already; this catches clears
 	 * and merges in flight), then the file is the other node's. */
 	scsi_lun_shared_release(lun, a->owner);
 	/* Nothing of this node's may reach the store from here on, not even
@@ -917,7 +917,8 @@ static struct scsi_alua *alua_create(struct scsi_lun *lun,
 	/* lun_settings_check() refused a store without a place for its
 	 * lock; a store with a lock of its own (RBD) needs no place, and
 	 * without alua_state_dir it has no shared files (reservations and
-	 * bitmaps stay this node's) */
+	 * persistent bitmaps live in its metadata: scsi_pr_store.c,
+	 * cbt_meta.h) */
 	shared = !lun_shared_state_path(s, lun->target_name, "", base,
 					sizeof(base));
 	if (!shared && !store)

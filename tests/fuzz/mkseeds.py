@@ -413,6 +413,65 @@ def mgmt_seeds():
         write("mgmt", name, data)
 
 
+# ---- persistent bitmaps in a store's metadata (fuzz_cbt_meta) ----
+def sidecar_one(name, lun_size, gran, dirty_chunks, flags=1):
+    """The sidecar encoding of one bitmap (target/cbt/cbt_sidecar.h)."""
+    import base64  # noqa: F401
+    from rawiscsi import crc32c
+    nchunks = (lun_size + gran - 1) // gran
+    bits = bytearray((nchunks + 7) // 8)
+    for c in dirty_chunks:
+        bits[c // 8] |= 1 << (c % 8)
+    body = struct.pack(">II", 1, 32) + struct.pack(">Q", lun_size) + \
+        struct.pack(">II", 1, 0)
+    body += struct.pack(">HHIQ", len(name), flags, gran, nchunks) + name + \
+        bytes(bits)
+    out = b"HFCBTMAP" + body
+    return out + struct.pack(">I", crc32c(out[8:]))
+
+
+def cbt_meta_seeds():
+    import base64
+    from rawiscsi import crc32c
+    shard = 24576
+
+    def meta(lun_size, bitmaps, gen=3, poisoned=False):
+        """bitmaps: (name, gran, chunks); returns (header, shard values)."""
+        hdr = b"holdfast-bitmaps 1\ngeneration %d\nsize %d\n" % (
+            gen, lun_size)
+        if poisoned:
+            hdr += b"poisoned\n"
+        vals = []
+        blobs = []
+        for name, gran, chunks in bitmaps:
+            blob = sidecar_one(name, lun_size, gran, chunks)
+            n = (len(blob) + shard - 1) // shard
+            hdr += b"bitmap %s %d %d %d %d %08x\n" % (
+                name, gen, gran, n, len(blob), crc32c(blob))
+            vals += [base64.b64encode(blob[i * shard:(i + 1) * shard])
+                     for i in range(n)]
+            blobs.append(blob)
+        return hdr, vals, blobs
+
+    def raw(hdr, vals):
+        return hdr + b"\0" + b"\0".join(vals)
+
+    hdr, vals, blobs = meta(64 << 20, [(b"daily", 65536, [0, 48, 1023])])
+    write("cbt_meta", "one", raw(hdr, vals))
+    write("cbt_meta", "one-fixed", hdr + b"\0" + blobs[0])
+    hdr, vals, blobs = meta(10 << 20 | 512, [
+        (b"daily", 65536, [0, 160]), (b"w.eek-ly_2", 4096, [5, 2560])],
+        poisoned=True)
+    write("cbt_meta", "two-poisoned", raw(hdr, vals))
+    write("cbt_meta", "two-fixed", hdr + b"\0" + b"".join(blobs))
+    # two shards: 768 MiB in 4 KiB chunks is 24 KiB of bits
+    hdr, vals, blobs = meta(768 << 20, [(b"big", 4096, [0, 99999, 196607])])
+    assert len(vals) == 2
+    write("cbt_meta", "two-shards", raw(hdr, vals))
+    write("cbt_meta", "empty", b"holdfast-bitmaps 1\ngeneration 1\n"
+          b"size 0\n")
+
+
 if __name__ == "__main__":
     conn_seeds()
     cdb_seeds()
@@ -422,3 +481,4 @@ if __name__ == "__main__":
     be_scsi_seeds()
     config_seeds()
     mgmt_seeds()
+    cbt_meta_seeds()
