@@ -210,7 +210,7 @@ bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm \
 	HOLDFAST_BUILD=$(BUILD) scripts/bench_mirror.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench-rbd.sh
 
-bench-rbd: deps $(BUILD)/holdfastd
+bench-rbd: deps $(BUILD)/holdfastd $(BUILD)/holdfastadm
 	HOLDFAST_BUILD=$(BUILD) scripts/bench-rbd.sh
 
 # Instructions, syscalls and context switches per I/O (load-independent).

@@ -3,11 +3,17 @@
 #   holdfast   holdfastd, backend rbd (librbd async, cache off)
 #   tgtd       the stock tgtd with Debian's tgt-rbd (bs_rbd)
 #   librbd     qemu-img bench straight on rbd: (no iSCSI at all: the ceiling)
+#   hf+bitmap  holdfastd again (writes only), on a LUN with a persistent
+#              dirty bitmap, which lives in the image's metadata
+#              (cbt_meta.h): cleared before each run, so every 64 KiB chunk
+#              a write touches first is saved to the metadata before the
+#              write is acknowledged (the write-intent worst case)
 # on a throw-away single-node Ceph cluster (tests/ceph.py: 1 mon, 1
 # bluestore OSD, loopback).  Each target gets its own image filled with the
 # same random data; 4 KiB requests at queue depth 16, reads and writes,
 # alternating who goes first; medians of BENCH_REPEAT runs and the ratios
-# holdfast/librbd (goal >= 0.90) and holdfast/tgtd (goal > 1.00).
+# holdfast/librbd (goal >= 0.90) and holdfast/tgtd (goal > 1.00), and
+# what the bitmap costs (hf+bitmap/holdfast, writes).
 #
 # Not a test.  Loopback only.  Every daemon (holdfastd, tgtd, ceph-mon,
 # ceph-osd) is stopped by PID when the script exits, however it exits.
@@ -24,12 +30,13 @@ COUNT_W=${BENCH_RBD_COUNT_W:-2000}
 BUILD=${HOLDFAST_BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
 HOLDFASTD=$BUILD/holdfastd
+HOLDFASTADM=$BUILD/holdfastadm
 TGTD=${TGTD:-/usr/sbin/tgtd}
 TGTADM=${TGTADM:-/usr/sbin/tgtadm}
 IQN=iqn.2026-11.org.example:bench-rbd
 
 die() { echo "bench-rbd: $*" >&2; exit 1; }
-for t in "$HOLDFASTD" "$TGTD" "$TGTADM"; do
+for t in "$HOLDFASTD" "$HOLDFASTADM" "$TGTD" "$TGTADM"; do
 	[ -x "$t" ] || die "$t not found (make; make deps)"
 done
 dpkg-query -W -f='${Status}' tgt-rbd 2>/dev/null | grep -q 'ok installed' ||
@@ -100,7 +107,7 @@ echo "bench-rbd: cluster up in $(python3 -c "import time,sys; print('%.1f' % (ti
 
 size_mib=$(( $(numfmt --from=iec "$SIZE") >> 20 ))
 dd if=/dev/urandom of="$DIR/rand.img" bs=1M count="$size_mib" status=none
-for img in hf tgt q; do
+for img in hf tgt q hfbm; do
 	rbd import --no-progress "$DIR/rand.img" "rbd/$img" ||
 		die "rbd import $img failed"
 done
@@ -118,7 +125,10 @@ targets = (
     initiators = [ "127.0.0.1" ];
     luns = (
       { lun = 1; backend = "rbd"; path = "rbd/hf"; ceph_conf = "$CEPH_CONF";
-        ceph_id = "admin"; }
+        ceph_id = "admin"; },
+      { lun = 2; backend = "rbd"; path = "rbd/hfbm"; ceph_conf = "$CEPH_CONF";
+        ceph_id = "admin";
+        bitmaps = ( { name = "b"; granularity = 65536; persistent = true; } ); }
     ); } );
 EOF
 TGT_IPC_SOCKET=$DIR/hf.sock "$HOLDFASTD" -f -c "$DIR/bench.conf" \
@@ -151,6 +161,7 @@ tadm --op bind --mode target --tid 1 -I 127.0.0.1
 url() {
 	case $1 in
 	holdfast) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/1" ;;
+	hf+bitmap) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/2" ;;
 	tgtd) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" ;;
 	librbd) echo "rbd:rbd/q:conf=$CEPH_CONF:id=admin:rbd_cache=false" ;;
 	esac
@@ -180,7 +191,13 @@ for r in $(seq "$REPEAT"); do
 		1) order="tgtd librbd holdfast" ;;
 		*) order="librbd holdfast tgtd" ;;
 		esac
+		[ $op = write ] && order="$order hf+bitmap"
 		for t in $order; do
+			[ "$t" = hf+bitmap ] && { TGT_IPC_SOCKET=$DIR/hf.sock \
+				timeout 30 "$HOLDFASTADM" -C "$HF_CTL" --op update \
+				--mode bitmap --tid 1 --lun 2 --name b \
+				--params action=clear >/dev/null ||
+				die "clearing the bitmap failed"; }
 			n=$([ $op = write ] && echo "$COUNT_W" || echo "$COUNT_R")
 			secs=$(run_one "$t" "$op") && echo "$t $op $secs $n" >>"$RESULTS"
 		done
@@ -207,6 +224,12 @@ for op in ("read", "write"):
     print("%-16s %s %s %s %s %s" % (op + " IOPS", f(h), f(t), f(q),
           f(h / q if h and q else None, 9, 2),
           f(h / t if h and t else None, 9, 2)))
+h, b = med("holdfast", "write"), med("hf+bitmap", "write")
+print("%-16s %9s %9s %9s" % ("", "hf", "hf+bitmap", "ratio"))
+print("%-16s %s %s %s" % ("write IOPS", f(h), f(b),
+      f(b / h if h and b else None, 9, 2)))
+print("  (a persistent 64 KiB bitmap in the image's metadata, cleared before "
+      "each run: the first write to each chunk waits for a metadata save)")
 print()
 print("medians of %d runs; librbd = qemu-img bench on rbd: directly (the "
       "ceiling)" % max(len(v) for v in runs.values()))

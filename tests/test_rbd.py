@@ -1032,6 +1032,9 @@ def test_bitmap_shards_in_image_metadata(ceph, holdfast, tmp_path):
               (0x44, (4 << 30) - 4096)]
     qemu_io(d.url(1), *["write -P 0x%x %d 4k" % w for w in writes])
     want = [(off, 4096) for _, off in writes]
+    # the old generation goes once the writes are released
+    assert wait_for(lambda: len(bitmap_keys(rbd_meta(ceph, name),
+                                            "big")) == 1, S(10))
     meta = rbd_meta(ceph, name)
     (g1, idx), = bitmap_keys(meta, "big").items()
     assert g1 > g0 and idx == list(range(6)), bitmap_keys(meta, "big")
@@ -1046,10 +1049,11 @@ def test_bitmap_shards_in_image_metadata(ceph, holdfast, tmp_path):
     assert extents(d, "big")[0] == want
     assert extents(d, "small")[0] == []
     qemu_io(d.url(1), "write -P 0x45 2G 4k")
+    assert wait_for(lambda: "holdfast.bitmap.gone.3.0" not in
+                    rbd_meta(ceph, name), S(10)), sorted(rbd_meta(ceph, name))
     meta = rbd_meta(ceph, name)
     assert list(bitmap_keys(meta, "big").values()) == [list(range(6))], \
         bitmap_keys(meta, "big")
-    assert "holdfast.bitmap.gone.3.0" not in meta, sorted(meta)
     assert sorted(extents(d, "big")[0]) == sorted(want + [(2 << 30, 4096)])
     assert not list(tmp_path.rglob("*.bitmaps")), "no sidecar file"
     for n in ("big", "small"):

@@ -17,6 +17,8 @@
 
 #define META_MAGIC "holdfast-bitmaps 1"
 #define LOAD_ATTEMPTS 5
+/* shard sets a save made unreferenced, removed by cbt_meta_cleanup() */
+#define STALE_MAX CBT_SIDECAR_MAX_BITMAPS
 
 /* ---- base64 ---- */
 
@@ -305,6 +307,8 @@ struct cbt_meta {
 	bool gc;		/* unreferenced shards may exist */
 	struct cbt_meta_header *cur;
 	uint8_t *blob[CBT_SIDECAR_MAX_BITMAPS];	/* cur->e[i]'s encoding */
+	unsigned nstale;
+	struct cbt_meta_entry stale[STALE_MAX];
 };
 
 struct cbt_meta *cbt_meta_new(const struct cbt_meta_ops *ops, void *ctx)
@@ -547,7 +551,8 @@ int cbt_meta_load(struct cbt_meta *m, struct cbt_bitmap ***outp,
 		m->blob[i] = blobs[i];
 	m->known = true;
 	m->present = true;
-	m->gc = true;
+	m->gc = true;		/* whatever the owner before left */
+	m->nstale = 0;
 	*outp = bms;
 	*np = h->n;
 	*lun_size = h->size;
@@ -608,6 +613,13 @@ static void remove_shards(struct cbt_meta *m, const struct cbt_meta_entry *e)
 			m->gc = true;
 }
 
+static void remove_stale(struct cbt_meta *m)
+{
+	for (unsigned i = 0; i < m->nstale; i++)
+		remove_shards(m, &m->stale[i]);
+	m->nstale = 0;
+}
+
 static bool referenced(const struct cbt_meta_header *h, const char *key)
 {
 	char k[160];
@@ -661,6 +673,9 @@ int cbt_meta_save(struct cbt_meta *m, struct cbt_bitmap *const *bms,
 		return -E2BIG;
 	if (!m->known && (err = refresh(m)))
 		return err;
+	/* room for what this save may make stale */
+	if (m->nstale + m->cur->n > STALE_MAX)
+		remove_stale(m);
 	h = calloc(1, sizeof(*h));
 	b64buf = malloc((CBT_META_SHARD_BYTES + 2) / 3 * 4 + 1);
 	if (!h || !b64buf) {
@@ -728,7 +743,9 @@ int cbt_meta_save(struct cbt_meta *m, struct cbt_bitmap *const *bms,
 		m->gc = true;
 		goto out;
 	}
-	/* the old generation's shards, now unreferenced */
+	/* the old generation's shards, now unreferenced: removed by
+	 * cbt_meta_cleanup(), after the writes waiting for this save are
+	 * released */
 	for (unsigned j = 0; j < m->cur->n; j++) {
 		bool kept = false;
 
@@ -736,10 +753,8 @@ int cbt_meta_save(struct cbt_meta *m, struct cbt_bitmap *const *bms,
 			kept |= !strcmp(h->e[i].name, m->cur->e[j].name) &&
 				h->e[i].gen == m->cur->e[j].gen;
 		if (!kept)
-			remove_shards(m, &m->cur->e[j]);
+			m->stale[m->nstale++] = m->cur->e[j];
 	}
-	if (m->gc)
-		collect_garbage(m, h);
 	drop_blobs(m);
 	*m->cur = *h;
 	for (unsigned i = 0; i < n; i++) {
@@ -748,6 +763,8 @@ int cbt_meta_save(struct cbt_meta *m, struct cbt_bitmap *const *bms,
 	}
 	m->known = true;
 	m->present = n > 0;
+	if (!n)		/* nothing left: no hurry, no reason to wait */
+		cbt_meta_cleanup(m);
 out:
 	for (unsigned i = 0; i < n; i++)
 		free(blobs[i]);
@@ -755,6 +772,13 @@ out:
 	free(b64buf);
 	free(h);
 	return err;
+}
+
+void cbt_meta_cleanup(struct cbt_meta *m)
+{
+	remove_stale(m);
+	if (m->gc && m->known)
+		collect_garbage(m, m->cur);
 }
 
 int cbt_meta_poison(struct cbt_meta *m)

@@ -28,7 +28,8 @@
  *
  * A save never overwrites a key the header points at: the bitmaps that
  * changed are written as new shards under generation G+1, then the header
- * is replaced in one meta_set (the switch), then the shards the new header
+ * is replaced in one meta_set (the switch), then (cbt_meta_cleanup, once
+ * the writes waiting for the save are released) the shards the new header
  * no longer names are removed.  A reader therefore sees the old or the new
  * state whole; a crash before the switch leaves unreferenced shards that
  * the next save overwrites or removes.  A bitmap that did not change keeps
@@ -133,6 +134,12 @@ int cbt_meta_load(struct cbt_meta *m, struct cbt_bitmap ***out, unsigned *n,
  * first). */
 int cbt_meta_save(struct cbt_meta *m, struct cbt_bitmap *const *bms,
 		  unsigned n, uint64_t lun_size);
+/* Remove the shards earlier saves made unreferenced, and (once after a
+ * load, or after a failed save, when the store can list its keys) every
+ * shard key the header does not name.  Kept out of cbt_meta_save() so a
+ * save costs the writes waiting for it only its shards and the switch.
+ * Only the store's owner calls it. */
+void cbt_meta_cleanup(struct cbt_meta *m);
 /* Is there a header (as last read or written; asks the store when not
  * known)?  Errors count as present. */
 bool cbt_meta_present(struct cbt_meta *m);

@@ -266,6 +266,16 @@ static void *flusher_main(void *arg)
 				w->fn(w, w->res);
 		}
 		pthread_mutex_lock(&s->lock);
+		/* metadata: the shards the save made unreferenced go once
+		 * nothing waits for a save (cbt_meta_cleanup) */
+		if (s->meta && s->want_gen == s->done_gen) {
+			pthread_mutex_unlock(&s->lock);
+			pthread_mutex_lock(&s->ctl);
+			if (!atomic_load(&s->paused))
+				cbt_meta_cleanup(s->meta);
+			pthread_mutex_unlock(&s->ctl);
+			pthread_mutex_lock(&s->lock);
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;

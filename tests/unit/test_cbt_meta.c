@@ -349,13 +349,19 @@ static void test_save_load_shards(void)
 	cbt_bitmap_mark(b[0], 3 * GIB, 1);
 	F.sets = 0;
 	CHECK(cbt_meta_save(m, b, 2, 4 * GIB) == 0);
+	CHECK(F.sets == 6 + 1, "6 shards and the header: %u", F.sets);
+	CHECK(count_keys(CBT_META_SHARD_PREFIX "big.1.") == 6,
+	      "the old generation goes after the save");
+	CHECK(load("big", &got, NULL) == 2 && got &&
+	      cbt_bitmap_test(got, 3 * GIB), "the new state is current");
+	cbt_bitmap_free(got);
+	cbt_meta_cleanup(m);
+	CHECK(F.sets == 6 + 1 + 6, "then 6 removals: %u", F.sets);
 	CHECK(count_keys(CBT_META_SHARD_PREFIX "big.1.") == 0 &&
 	      count_keys(CBT_META_SHARD_PREFIX "big.2.") == 6);
 	CHECK(has_key(CBT_META_SHARD_PREFIX "small.1.0") &&
 	      !has_key(CBT_META_SHARD_PREFIX "small.2.0"),
 	      "an unchanged bitmap is not rewritten");
-	CHECK(F.sets == 6 + 1 + 6, "6 shards, the header, 6 removals: %u",
-	      F.sets);
 	h2 = header_text();
 	CHECK(h1 && h2 && strstr(h2, "generation 2\n") &&
 	      strstr(h2, "bitmap small 1 65536 1 "));
@@ -364,6 +370,8 @@ static void test_save_load_shards(void)
 	/* nothing changed: only the header is written */
 	F.sets = 0;
 	CHECK(cbt_meta_save(m, b, 2, 4 * GIB) == 0 && F.sets == 1);
+	cbt_meta_cleanup(m);
+	CHECK(F.sets == 1, "nothing to remove: %u", F.sets);
 	CHECK(load("big", &got, NULL) == 2 && got && same_bits(got, b[0]));
 	cbt_bitmap_free(got);
 
@@ -425,6 +433,7 @@ static void test_torn_save(void)
 	CHECK(load("big", &got, NULL) == 1 && got &&
 	      cbt_bitmap_test(got, 2 * GIB));
 	cbt_bitmap_free(got);
+	cbt_meta_cleanup(m);
 	CHECK(count_keys(CBT_META_SHARD_PREFIX) == 6,
 	      "only the current shards remain: %u",
 	      count_keys(CBT_META_SHARD_PREFIX));
@@ -445,6 +454,7 @@ static void test_torn_save(void)
 		CHECK(cbt_meta_load(m, &bms, &n, &sz, &why) == 0 && n == 1);
 		cbt_bitmap_mark(bms[0], 3 * GIB, 1);
 		CHECK(cbt_meta_save(m, bms, 1, 4 * GIB) == 0);
+		cbt_meta_cleanup(m);
 		CHECK(!has_key(CBT_META_SHARD_PREFIX "big.77.0") &&
 		      !has_key(CBT_META_SHARD_PREFIX "gone.3.0"));
 		CHECK(count_keys(CBT_META_SHARD_PREFIX) == 6);
@@ -484,6 +494,7 @@ static void race_save(void)
 {
 	cbt_bitmap_mark(race_bm, 7 * MIB, 1);
 	CHECK(cbt_meta_save(race_writer, &race_bm, 1, 4 * GIB) == 0);
+	cbt_meta_cleanup(race_writer);	/* generation 1 is gone */
 }
 
 static void test_reader_races_save(void)
