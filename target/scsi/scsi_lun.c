@@ -209,9 +209,13 @@ static void scsi_lun_release(struct scsi_lun *l)
 {
 	hang_lun_free(l);
 	scsi_lun_state_free(l);
+	/* the bitmaps' flusher first: a set whose bitmaps live in the
+	 * store's metadata finishes its save (or clean-up) through the
+	 * stack, which must still be open */
+	cbt_set_free(l->cbt);
+	l->cbt = NULL;
 	be_stack_close(l->be);
 	l->be = NULL;
-	cbt_set_free(l->cbt);
 	lun_settings_release(l);
 	pthread_mutex_destroy(&l->lock);
 	free(l);
