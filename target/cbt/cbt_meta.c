@@ -776,9 +776,19 @@ out:
 
 void cbt_meta_cleanup(struct cbt_meta *m)
 {
-	remove_stale(m);
-	if (m->gc && m->known)
+	while (cbt_meta_cleanup_step(m))
+		;
+}
+
+bool cbt_meta_cleanup_step(struct cbt_meta *m)
+{
+	if (m->nstale) {
+		remove_shards(m, &m->stale[--m->nstale]);
+		return m->nstale || (m->gc && m->known && m->ops->list);
+	}
+	if (m->gc && m->known && m->ops->list)
 		collect_garbage(m, m->cur);
+	return false;
 }
 
 int cbt_meta_poison(struct cbt_meta *m)

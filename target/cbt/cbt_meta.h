@@ -140,6 +140,11 @@ int cbt_meta_save(struct cbt_meta *m, struct cbt_bitmap *const *bms,
  * save costs the writes waiting for it only its shards and the switch.
  * Only the store's owner calls it. */
 void cbt_meta_cleanup(struct cbt_meta *m);
+/* One piece of that (one stale bitmap's shards, or the listing): true
+ * while more is left.  Each value the store changes may take seconds (an
+ * RBD image notifies its watchers, and waits 5 s for a dead one), so a
+ * caller that must stop soon checks between steps. */
+bool cbt_meta_cleanup_step(struct cbt_meta *m);
 /* Is there a header (as last read or written; asks the store when not
  * known)?  Errors count as present. */
 bool cbt_meta_present(struct cbt_meta *m);

@@ -268,13 +268,19 @@ static void *flusher_main(void *arg)
 		pthread_mutex_lock(&s->lock);
 		/* metadata: the shards the save made unreferenced go once
 		 * nothing waits for a save (cbt_meta_cleanup) */
-		if (s->meta && s->want_gen == s->done_gen) {
+		while (s->meta && s->want_gen == s->done_gen && !s->stop) {
+			bool more = false;
+
+			/* a step at a time: a save asked for meanwhile, or
+			 * the set being freed, goes first */
 			pthread_mutex_unlock(&s->lock);
 			pthread_mutex_lock(&s->ctl);
 			if (!atomic_load(&s->paused))
-				cbt_meta_cleanup(s->meta);
+				more = cbt_meta_cleanup_step(s->meta);
 			pthread_mutex_unlock(&s->ctl);
 			pthread_mutex_lock(&s->lock);
+			if (!more)
+				break;
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
