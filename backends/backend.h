@@ -115,7 +115,9 @@ enum be_owner_op {
 	BE_OWNER_TAKE,		/* take it; -EBUSY while another holds it */
 	BE_OWNER_TAKE_FORCE,	/* break another holder's (fencing it) */
 	BE_OWNER_RELEASE,	/* flush, then release */
-	BE_OWNER_QUERY,		/* returns BE_OWNER_MINE/_NONE/_OTHER */
+	BE_OWNER_QUERY,		/* returns BE_OWNER_MINE/_NONE/_OTHER, or
+				 * -EAGAIN: cannot tell now (the store does
+				 * not answer), ownership unchanged */
 	BE_OWNER_ID,		/* the store's identity, as text, into buf */
 };
 #define BE_OWNER_NONE	0

@@ -73,6 +73,8 @@ enum be_rbd_fence {
 	BE_RBD_FENCED,		/* blocklisted: late writes are refused */
 };
 
+#define BE_RBD_FENCED_KEEP 8
+
 struct be_rbd_inst {
 	rados_t cluster;
 	rados_ioctx_t ioctx;
@@ -82,6 +84,7 @@ struct be_rbd_inst {
 	int inflight;			/* operations in librbd (under lock) */
 	enum be_rbd_fence fence;
 	struct be_io *parked;		/* errors waiting for the blocklist */
+	bool locked;			/* took the exclusive lock explicitly */
 	struct be_rbd_inst *next;	/* on be_rbd.retired */
 	/* completion notification: efd < 0 means librbd's callback */
 	struct be_rbd *b;
@@ -120,6 +123,10 @@ struct be_rbd {
 	 * ownership (be_rbd_owner) */
 	bool owner_mode;		/* we took it and keep it */
 	char broken[160];		/* the last owner we broke */
+	/* our own fenced (blocklisted) instances, the last few: a lock one
+	 * of them still holds is ours to break and take again */
+	char fenced_addr[BE_RBD_FENCED_KEEP][128];
+	unsigned fenced_next;
 };
 
 /* Per-request state in be_io.be_scratch; may_alias: a second view of the
@@ -618,6 +625,9 @@ static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
 	b->last_fence_at = time(NULL);
 	snprintf(b->last_fenced, sizeof(b->last_fenced), "client.%llu@%s",
 		 (unsigned long long)in->gid, in->addr);
+	snprintf(b->fenced_addr[b->fenced_next % BE_RBD_FENCED_KEEP],
+		 sizeof(b->fenced_addr[0]), "%s", in->addr);
+	b->fenced_next++;
 	return 0;
 }
 
@@ -1167,33 +1177,93 @@ static void be_rbd_unpin(struct be_rbd *b, struct be_rbd_inst *in)
 	pthread_mutex_unlock(&b->lock);
 }
 
-/* How many others hold the lock (0 or 1), or -errno. */
+/* A client address without the messenger decoration, so that
+ * rados_getaddrs()' "[v2:127.0.0.1:0/123,...]" and a lock owner's
+ * "127.0.0.1:0/123" compare: the first address, no brackets, no "vN:". */
+static void be_rbd_addr_core(const char *s, char *out, size_t len)
+{
+	size_t n = 0;
+
+	if (*s == '[')
+		s++;
+	if (!strncmp(s, "v1:", 3) || !strncmp(s, "v2:", 3))
+		s += 3;
+	else if (!strncmp(s, "any:", 4))
+		s += 4;
+	while (*s && *s != ',' && *s != ']' && n + 1 < len)
+		out[n++] = *s++;
+	out[n] = 0;
+}
+
+/* Is owner one of our own instances that we fenced (blocklisted)?
+ * Under b->lock. */
+static bool be_rbd_fenced_ours(struct be_rbd *b, const char *owner)
+{
+	char o[128], f[128];
+
+	be_rbd_addr_core(owner, o, sizeof(o));
+	if (!o[0])
+		return false;
+	for (unsigned i = 0; i < BE_RBD_FENCED_KEEP; i++) {
+		if (!b->fenced_addr[i][0])
+			continue;
+		be_rbd_addr_core(b->fenced_addr[i], f, sizeof(f));
+		if (!strcmp(o, f))
+			return true;
+	}
+	return false;
+}
+
+/* How many others hold the lock (0 or 1), or -errno.  do_break: break
+ * every holder's lock (a forced takeover; breaking blocklists it) and
+ * return 0.  ours: break only a lock one of our own fenced instances
+ * still holds (it is blocklisted already, so this fences nothing new)
+ * and count the others. */
 static int be_rbd_other_owners(struct be_rbd *b, struct be_rbd_inst *in,
-			       bool do_break)
+			       bool do_break, bool ours)
 {
 	rbd_lock_mode_t mode;
 	char *owners[4];
 	size_t n = 4;
 	int err = rbd_lock_get_owners(in->image, &mode, owners, &n);
+	int others = 0;
 
 	if (err == -ENOENT)
 		return 0;
 	if (err < 0)
 		return err;
-	for (size_t i = 0; do_break && i < n; i++) {
+	for (size_t i = 0; i < n && err == 0; i++) {
+		bool fenced = false;
+
+		if (!do_break && ours) {
+			pthread_mutex_lock(&b->lock);
+			fenced = be_rbd_fenced_ours(b, owners[i]);
+			pthread_mutex_unlock(&b->lock);
+		}
+		if (!do_break && !fenced) {
+			others++;
+			continue;
+		}
 		err = rbd_lock_break(in->image, mode, owners[i]);
-		if (err < 0 && err != -ENOENT)
+		if (err == -ENOENT)
+			err = 0;
+		if (err < 0)
 			break;
+		if (fenced) {
+			log_info("rbd %s/%s: took the exclusive lock back from "
+				 "our own fenced instance %s", b->pool,
+				 b->image, owners[i]);
+			continue;
+		}
 		log_warn("rbd %s/%s: broke the exclusive lock of %s "
 			 "(blocklisted) to take over", b->pool, b->image,
 			 owners[i]);
 		snprintf(b->broken, sizeof(b->broken), "%s", owners[i]);
-		err = 0;
 	}
 	rbd_lock_get_owners_cleanup(owners, n);
 	if (err < 0)
 		return err;
-	return do_break ? 0 : (int)n;	/* broken: nobody holds it now */
+	return others;		/* broken: nobody holds it now */
 }
 
 static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
@@ -1237,7 +1307,8 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 					       RBD_LOCK_MODE_EXCLUSIVE);
 		} else {
 			err = be_rbd_other_owners(b, in,
-						  op == BE_OWNER_TAKE_FORCE);
+						  op == BE_OWNER_TAKE_FORCE,
+						  false);
 			if (err > 0) {
 				*errmsg = "the other gateway holds the image's "
 					  "exclusive lock (it is active; make it "
@@ -1261,15 +1332,21 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 			break;
 		}
 		b->owner_mode = true;
+		in->locked = true;
 		break;
 	case BE_OWNER_RELEASE:
 		b->owner_mode = false;
+		in->locked = false;
 		rbd_flush(in->image);
 		if (rbd_is_exclusive_lock_owner(in->image, &mine) == 0 &&
 		    mine) {
 			err = rbd_lock_release(in->image);
 			if (err < 0)
 				*errmsg = "rbd_lock_release failed";
+		} else if (be_rbd_other_owners(b, in, false, true) < 0) {
+			/* a fence left the lock with our old instance and
+			 * it could not be broken: the peer needs force=1 */
+			*errmsg = "cannot break our fenced instance's lock";
 		}
 		break;
 	case BE_OWNER_QUERY:
@@ -1277,10 +1354,19 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 		if (err < 0)
 			break;
 		if (mine) {
+			/* after a fence a write of the new instance may
+			 * have taken it transparently: make it explicit,
+			 * or librbd hands it to the peer when asked */
+			if (b->owner_mode && !in->locked &&
+			    rbd_lock_acquire(in->image,
+					     RBD_LOCK_MODE_EXCLUSIVE) == 0)
+				in->locked = true;
 			err = BE_OWNER_MINE;
 			break;
 		}
-		err = be_rbd_other_owners(b, in, false);
+		/* After a fence our old, blocklisted instance still holds
+		 * the lock: break it, it is ours. */
+		err = be_rbd_other_owners(b, in, false, b->owner_mode);
 		if (err > 0) {
 			err = BE_OWNER_OTHER;
 			break;
@@ -1288,12 +1374,29 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 		if (err < 0)
 			break;
 		/* nobody: after a fence the new instance takes it again */
-		if (b->owner_mode &&
-		    rbd_lock_acquire(in->image, RBD_LOCK_MODE_EXCLUSIVE) == 0)
-			err = BE_OWNER_MINE;
-		else
-			err = BE_OWNER_NONE;
+		err = BE_OWNER_NONE;
+		if (b->owner_mode) {
+			int e = rbd_lock_acquire(in->image,
+						 RBD_LOCK_MODE_EXCLUSIVE);
+
+			if (e == 0) {
+				in->locked = true;
+				err = BE_OWNER_MINE;
+			} else if (e == -ETIMEDOUT || e == -ENOTCONN) {
+				err = e;	/* cannot tell: see below */
+			}
+		}
 		break;
+	}
+	/* An OSD that does not answer (frozen, restarting: the op timed
+	 * out) says nothing about who holds the lock: "cannot tell now",
+	 * ask again (backend.h), and the hang engine holds the I/O
+	 * meanwhile.  Staying owner is safe: a peer that takes over by
+	 * force breaks the lock, which blocklists this instance, and the
+	 * next answer is "not mine". */
+	if (op == BE_OWNER_QUERY && (err == -ETIMEDOUT || err == -ENOTCONN)) {
+		*errmsg = "the cluster did not answer the lock query in time";
+		err = -EAGAIN;
 	}
 	be_rbd_unpin(b, in);
 	return err;

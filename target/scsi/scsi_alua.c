@@ -388,15 +388,21 @@ static bool alua_sidecar_current(const struct scsi_alua *a)
 	return s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
 }
 
-/* Do we (still) hold the ownership? */
+/* Do we (still) hold the ownership?  A store that cannot tell right now
+ * (-EAGAIN: not answering) leaves it as it was, as in the watchdog. */
 static bool alua_holds(struct scsi_alua *a)
 {
 	const char *why = NULL;
 
-	if (a->store)
-		return a->owner &&
-		       a->store->ops->owner(a->store, BE_OWNER_QUERY, NULL, 0,
-					    &why) == BE_OWNER_MINE;
+	if (a->store) {
+		int o;
+
+		if (!a->owner)
+			return false;
+		o = a->store->ops->owner(a->store, BE_OWNER_QUERY, NULL, 0,
+					 &why);
+		return o == BE_OWNER_MINE || o == -EAGAIN;
+	}
 	return a->owner && alua_sidecar_current(a);
 }
 
