@@ -362,6 +362,22 @@ def holdfast(request, tmp_path):
     f.finish()
 
 
+@pytest.fixture(scope="session")
+def ceph(tmp_path_factory):
+    """One single-node Ceph cluster (tests/ceph.py) for the whole session,
+    shared by test_rbd.py and tests/guest/test_guest_rbd.py; its daemons
+    are stopped by PID at the end even when tests fail."""
+    import ceph as cephlab
+    d = tmp_path_factory.mktemp("ceph")
+    c = cephlab.Cluster(d)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        print("ceph cluster timings: %s" % c.timings)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Attach every daemon's log to the report of a failed test."""

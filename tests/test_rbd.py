@@ -1,8 +1,9 @@
 """The rbd backend against a real single-node Ceph cluster (tests/ceph.py).
 
 One cluster per test session (1 mon, 1 bluestore OSD on a sparse file,
-cephx, loopback only), started by the `ceph` fixture and stopped by PID at
-the end even when tests fail.  Each test gets its own image.  The Makefile
+cephx, loopback only), started by the `ceph` fixture (conftest.py, shared
+with tests/guest/test_guest_rbd.py) and stopped by PID at the end even when
+tests fail.  Each test gets its own image.  The Makefile
 installs Ceph (DEB_TEST), so these tests do not skip: a missing ceph-osd is
 a failure.
 
@@ -21,7 +22,6 @@ import time
 
 import pytest
 
-import ceph as cephlab
 from helpers import (IQN, build_dir, cfg_text, free_tcp_port, port_accepts,
                      qemu_io, run, tscale, wait_for)
 from test_hang import HangClient, S
@@ -31,18 +31,6 @@ MiB = 1 << 20
 
 HARDWARE_ERROR = 0x04
 ASC_LU_COMM_FAILURE = 0x08
-
-
-@pytest.fixture(scope="session")
-def ceph(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ceph")
-    c = cephlab.Cluster(d)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-        print("ceph cluster timings: %s" % c.timings)
 
 
 _seq = [0]
@@ -1060,3 +1048,64 @@ def test_bitmap_shards_in_image_metadata(ceph, holdfast, tmp_path):
         adm(d, "-o", "delete", "-m", "bitmap", "-t", 1, "-l", 1, "-n", n)
     assert not [k for k in rbd_meta(ceph, name)
                 if k.startswith("holdfast.bitmap")]
+
+
+def test_two_gateways_osd_freeze_keeps_ownership(ceph, image, holdfast):
+    """The active gateway of a pair keeps serving through an OSD freeze
+    (SIGSTOP, 8 s) with writes and WRITE SAME (write-zeroes) in flight:
+    the lock check that times out while the OSD is frozen is "cannot
+    tell", not "lost" (before the fix the gateway went standby and
+    dropped the held commands), and the fence of its own instance (the
+    first write timed out) leaves the lock with that blocklisted instance,
+    which the gateway breaks and takes again through the new one (before
+    the fix it took the lock for a peer's, went standby, and neither
+    gateway could become active without force=1).  Every command
+    completes GOOD after SIGCONT and the image holds the data."""
+    lun = dict(rerror="retry", werror="retry", retry_interval=500,
+               retry_timeout=0, rbd_osd_op_timeout=2)
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active", **lun)])
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby", **lun)])
+    wait_spare(a)
+    c = HangClient(a.url(1))
+    try:
+        assert c.do("write 0 8 0x61", timeout=S(30))["status"] == "GOOD"
+        assert c.do("write 1000 64 0x64", timeout=S(30))["status"] == "GOOD"
+        ceph.osd_stop()
+        labels = _writes(c, 64, 8, "0x62") + \
+            [c.issue("writesame %d 16 0x00" % (1000 + 16 * i))
+             for i in range(4)]
+        time.sleep(8)
+        c.sync()
+        assert not any(c.done(lb) for lb in labels), \
+            "a command completed while the OSD was frozen"
+        assert "active/optimized (owner)" in show(a), show(a)
+        ceph.osd_cont()
+        for lb in labels:
+            r = c.get(lb, S(60))
+            assert r["status"] == "GOOD", r
+        assert "active/optimized (owner)" in show(a), show(a)
+        assert "lost the store's ownership lock" not in a.log_text()
+        # writes go on through the gateway, and the peer still cannot
+        # take the lock without force
+        r = c.do("write 200 8 0x63", timeout=S(30))
+        assert r["status"] == "GOOD", r
+        assert update_lun(b, "alua_state=active").returncode != 0
+    finally:
+        ceph.osd_cont()
+        c.close()
+    if int(field(rbd_line(a), "fences")):
+        assert "took the exclusive lock back from our own fenced" in \
+            a.log_text(), a.log_text()
+    data = export_blocks(ceph, image, 0, 1064)
+    same(data[:8 * BS], b"\x61" * 8 * BS, "image bytes")
+    same(data[64 * BS:128 * BS], b"\x62" * 64 * BS, "image bytes")
+    same(data[200 * BS:208 * BS], b"\x63" * 8 * BS, "image bytes")
+    same(data[1000 * BS:1064 * BS], bytes(64 * BS), "image bytes")
+
+
+def update_lun(d, params):
+    return d.tgtadm("--lld", "iscsi", "--op", "update", "--mode",
+                    "logicalunit", "--tid", "1", "--lun", "1", "--params",
+                    params, check=False)
