@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +50,10 @@ class GuestError(AssertionError):
 
 
 def _cmdline(params):
-    parts = ["console=ttyS0", "panic=-1", "loglevel=4"]
+    # no_timer_check: under TCG on a loaded host the kernel's check of
+    # the 8254 timer interrupt can time out and panic the boot ("IO-APIC
+    # + timer doesn't work"); a VM's timer is not broken, skip the check
+    parts = ["console=ttyS0", "panic=-1", "loglevel=4", "no_timer_check"]
     for k, v in params.items():
         v = str(v)
         if not v or re.search(r"\s", v):
@@ -64,7 +68,8 @@ class Guest:
     then finish() for the parsed result."""
 
     def __init__(self, workdir, name, disk, portal, iqn, lun=1,
-                 params=None, time_limit=120, extra_args=(), portal2=None):
+                 params=None, time_limit=120, extra_args=(), portal2=None,
+                 ctl=False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -80,6 +85,13 @@ class Guest:
                        "watchdog": max(int(time_limit) - 20, 20)}
         self.params.update(params or {})
         self.extra_args = list(extra_args)
+        # ctl: a second serial port (the guest's ttyS1) on a unix socket,
+        # for tell(); the write loop ends when the host says "stop"
+        self.ctl_path = self.workdir / ("%s.ctl" % name) if ctl else None
+        if ctl:
+            if len(str(self.ctl_path)) > 100 or "," in str(self.ctl_path):
+                raise ValueError("control socket path %s" % self.ctl_path)
+            self.params["ctl"] = "ttyS1"
         self.log_path = self.workdir / ("%s.serial.log" % name)
         self.socat_log = self.workdir / ("%s.socat.log" % name)
         self.proc = None
@@ -136,6 +148,9 @@ class Guest:
                      "-device", "virtio-net-pci,netdev=n0,romfile="]
         else:
             raise ValueError("disk must be qemu, kernel or mpath")
+        if self.ctl_path is not None:
+            argv += ["-chardev", "socket,id=hfctl,path=%s,server=on,"
+                     "wait=off" % self.ctl_path, "-serial", "chardev:hfctl"]
         argv += ["-append", _cmdline(params)] + self.extra_args
         return argv
 
@@ -152,6 +167,15 @@ class Guest:
                                      stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self
+
+    def tell(self, text):
+        """Write a line to the guest's ttyS1 (Guest(..., ctl=True))."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.ctl_path))
+            s.sendall(text.encode() + b"\n")
+            # QEMU reads what is queued before it sees the close
+            time.sleep(0.5)
 
     def log(self):
         try:

@@ -28,12 +28,15 @@
 #   hf_st       strict - SendTargets must answer hf_portal; any - the target
 #               may advertise another address, the node is then created
 #               by hand with hf_portal (for a baseline target like tgtd)
-#   hf_sdtimeout   /sys/block/sdX/device/timeout in seconds (iscsi disk)
+#   hf_sdtimeout   /sys/block/sdX/device/timeout in seconds (iscsi disk,
+#               and each path of the mpath disk)
 #   hf_repl, hf_noopint, hf_noopto   open-iscsi replacement_timeout and
 #               noop_out_interval/timeout for the node (iscsi disk)
 #   hf_digest   CRC32C: header and data digests required (iscsi disk)
 #   hf_mb       size of the big file of the data set in MiB
 #   hf_dur      write-loop duration in seconds
+#   hf_ctl      a serial port (ttyS1) the host writes to: the write loop
+#               also ends, before hf_dur, once the host wrote "stop"
 #   hf_minstall the loop must have stalled at least this long (s), which
 #               shows the outage really reached the guest
 #   hf_watchdog fail with diagnostics after this many seconds (0 = never)
@@ -71,6 +74,7 @@ DIGEST=$(param hf_digest "")
 MB=$(param hf_mb 16)
 DUR=$(param hf_dur 30)
 MINSTALL=$(param hf_minstall 0)
+CTL=$(param hf_ctl "")
 WATCHDOG=$(param hf_watchdog 0)
 
 DEV=""
@@ -239,7 +243,11 @@ mpath_disk() {
 	for b in /sys/bus/scsi/devices/*:*:*:"$LUN"/block/*; do
 		sd=${b##*/}
 		wait_for 10 test -b "/dev/$sd" || fail "no /dev/$sd node"
-		log "path /dev/$sd: dh $(cat /sys/block/$sd/device/dh_state 2>/dev/null)"
+		if [ -n "$SDTIMEOUT" ]; then
+			echo "$SDTIMEOUT" > "/sys/block/$sd/device/timeout" ||
+				fail "cannot set the sd timeout of $sd"
+		fi
+		log "path /dev/$sd: dh $(cat /sys/block/$sd/device/dh_state 2>/dev/null) timeout $(cat /sys/block/$sd/device/timeout)s"
 	done
 	mkdir -p /etc/multipath /etc/multipath/conf.d /run/udev/data
 	# No udevd here: multipath-tools lists only block devices udev has
@@ -400,11 +408,20 @@ test_loop() {
 	: > /tmp/sums
 	start=$(now_cs)
 	i=0; nerr=0; maxstall=0; first_err=""; after_stall=0; prev=""
+	if [ -n "$CTL" ]; then
+		[ -c "/dev/$CTL" ] || fail "no /dev/$CTL for hf_ctl"
+		: > /tmp/hostctl
+		cat "/dev/$CTL" > /tmp/hostctl 2>/dev/null &
+	fi
 	echo "LOOP-START"
 	while :; do
 		t0=$(now_cs)
 		el=$(( (t0 - start) / 100 ))
 		[ "$el" -ge "$DUR" ] && break
+		if [ -n "$CTL" ] && grep -q stop /tmp/hostctl; then
+			echo "LOOP-STOP by the host at ${el}s"
+			break
+		fi
 		f=mnt/loop/f$i
 		dd if=/dev/urandom of=/tmp/chunk bs=64k count=2 2>/dev/null
 		op=write
