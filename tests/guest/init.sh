@@ -418,7 +418,10 @@ test_loop() {
 		t0=$(now_cs)
 		el=$(( (t0 - start) / 100 ))
 		[ "$el" -ge "$DUR" ] && break
-		if [ -n "$CTL" ] && grep -q stop /tmp/hostctl; then
+		# the host is done: stop once the loop shows it resumed (as
+		# checked below: 3 writes since the last stall)
+		if [ -n "$CTL" ] && [ "$after_stall" -ge 3 ] &&
+			grep -q stop /tmp/hostctl; then
 			echo "LOOP-STOP by the host at ${el}s"
 			break
 		fi
