@@ -442,6 +442,9 @@ static void hang_home_io_finish(struct be_io *io, int res)
 	struct hang_lun *h = ((struct scsi_lun *)io->priv)->hang;
 	int w = hang_m_get(m), st = hang_get_state(h);
 	bool probe = w & HM_PROBE, aborted = w & HM_ABORTED;
+	/* m belongs to its owner again once hang_complete() returns (it may
+	 * already be reused on another thread): read what is needed first */
+	enum be_op op = m->io.op;
 
 	list_del(&m->link);
 	if (probe)
@@ -449,7 +452,7 @@ static void hang_home_io_finish(struct be_io *io, int res)
 	if (res == 0) {
 		if (probe)
 			hang_unaccount(h, m, true);
-		if (hang_op_writes(m->io.op))
+		if (hang_op_writes(op))
 			atomic_store(&h->unproven, false);
 		hang_complete(h, m, aborted ? -ECANCELED : 0);
 		/* a success proves the path works, even if its result is
@@ -458,7 +461,7 @@ static void hang_home_io_finish(struct be_io *io, int res)
 		if (st == HANG_HUNG && probe)
 			hang_recover(h, "probe succeeded");
 		else if (st == HANG_FAILED &&
-			 hang_op_proves(atomic_load(&h->err_op), m->io.op))
+			 hang_op_proves(atomic_load(&h->err_op), op))
 			hang_recover(h, "command succeeded");
 		else if (probe)
 			hang_after_probe(h);
