@@ -47,7 +47,13 @@ from test_guest import (ERROR_LINE, check_image, guest_image,  # noqa: F401
                         limit)
 from test_guest_multipath import hand_over, update, writes
 
-pytestmark = pytest.mark.slow
+# longrun: `make test-slow`, not `make test`.  In 1 of about 7 runs the
+# guest's writes do not resume after the OSD freeze: after the thaw each
+# write times out again (rbd_osd_op_timeout = 2 s), the gateway fences
+# and moves to a new instance, and the next write times out too — a fence
+# storm while the OSD catches up (issue 14, open).  Until that is fixed
+# this test must not gate CI.
+pytestmark = [pytest.mark.slow, pytest.mark.longrun]
 
 IMAGE_SIZE = "128M"
 OSD_STOP_S = 15         # the OSD freeze
