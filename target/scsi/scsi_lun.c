@@ -207,8 +207,12 @@ static int lun_capacity(const struct backend *be, uint32_t block_size,
  * scsi_lun_create() built, in reverse order. */
 static void scsi_lun_release(struct scsi_lun *l)
 {
-	hang_lun_free(l);
+	/* the SCSI state first: it takes the LUN off the ALUA watchdog's
+	 * list, under the mutex the watchdog holds while it works on a LUN
+	 * (dropping held commands through the hang engine); freed after
+	 * the hang engine, the watchdog could still be reading lun->hang */
 	scsi_lun_state_free(l);
+	hang_lun_free(l);
 	/* the bitmaps' flusher first: a set whose bitmaps live in the
 	 * store's metadata finishes its save (or clean-up) through the
 	 * stack, which must still be open */
