@@ -767,6 +767,20 @@ static void alua_lose(struct scsi_alua *a, const char *why, int err)
 		a->path, why, err ? ": " : "", err ? strerror(-err) : "");
 }
 
+/* The store (not a lock file) says another node owns the LUN now:
+ * fence it first, stop serving, drop what is held, go standby.  The
+ * caller says why. */
+static void alua_store_lost(struct scsi_alua *a)
+{
+	alua_fence(a->lun, true);
+	scsi_lun_shared_release(a->lun, false);
+	atomic_store(&a->state, ALUA_TRANSITIONING);
+	alua_drop_held(a->lun);
+	a->owner = false;
+	alua_set(a, ALUA_AO, ALUA_STANDBY, RTPG_STATUS_IMPLICIT);
+	atomic_store(&a->peer_state, ALUA_AO);
+}
+
 static void *alua_watchdog(void *arg)
 {
 	(void)arg;
@@ -785,13 +799,7 @@ static void *alua_watchdog(void *arg)
 			if (a->store && atomic_exchange(&a->conflict, false) &&
 			    a->owner) {
 				/* the store itself said so: no need to ask */
-				alua_fence(a->lun, true);
-				scsi_lun_shared_release(a->lun, false);
-				alua_drop_held(a->lun);
-				a->owner = false;
-				alua_set(a, ALUA_AO, ALUA_STANDBY,
-					 RTPG_STATUS_IMPLICIT);
-				atomic_store(&a->peer_state, ALUA_AO);
+				alua_store_lost(a);
 				log_err("target %s: LUN %" PRIu64 ": the store "
 					"answered RESERVATION CONFLICT to this "
 					"node's I/O: another node preempted its "
@@ -809,15 +817,7 @@ static void *alua_watchdog(void *arg)
 
 				if (a->owner && o != BE_OWNER_MINE &&
 				    o != -EAGAIN) {
-					alua_fence(a->lun, true);
-					scsi_lun_shared_release(a->lun, false);
-					atomic_store(&a->state,
-						     ALUA_TRANSITIONING);
-					alua_drop_held(a->lun);
-					a->owner = false;
-					alua_set(a, ALUA_AO, ALUA_STANDBY,
-						 RTPG_STATUS_IMPLICIT);
-					atomic_store(&a->peer_state, ALUA_AO);
+					alua_store_lost(a);
 					log_err("target %s: LUN %" PRIu64 ": lost "
 						"the store's %s (%s); "
 						"now standby", a->lun->target_name,
