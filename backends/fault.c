@@ -16,7 +16,9 @@
  *                            only).  A spec with latency= and no errno item
  *                            only delays.
  *   ops=OP[|OP...]           which requests: read (r), write (w), rw,
- *                            flush (f), unmap (u), zeroes (z), all (default)
+ *                            flush (f), unmap (u), zeroes (z), all (default:
+ *                            these five), status (s: GET LBA STATUS, only
+ *                            when named; answered with the error at once)
  *   lba=START[-END]          only requests overlapping blocks START..END
  *                            (inclusive, in the LUN's block size); FLUSH
  *                            has no range and ignores this filter
@@ -69,6 +71,9 @@
 #define FAULT_OP_ZEROES (1u << BE_OP_WRITE_ZEROES)
 #define FAULT_OP_ALL (FAULT_OP_READ | FAULT_OP_WRITE | FAULT_OP_FLUSH | \
 		      FAULT_OP_UNMAP | FAULT_OP_ZEROES)
+/* GET LBA STATUS (block_status_async): advisory, not I/O, so not in
+ * "all"; only when named */
+#define FAULT_OP_STATUS (1u << 31)
 
 /* A parsed spec.  Plain data: copied whole under the mutex. */
 struct fault_spec {
@@ -119,6 +124,7 @@ static const struct {
 	{ "flush", FAULT_OP_FLUSH }, { "f", FAULT_OP_FLUSH },
 	{ "unmap", FAULT_OP_UNMAP }, { "u", FAULT_OP_UNMAP },
 	{ "zeroes", FAULT_OP_ZEROES }, { "z", FAULT_OP_ZEROES },
+	{ "status", FAULT_OP_STATUS }, { "s", FAULT_OP_STATUS },
 };
 
 /* ---- spec parsing and printing ---- */
@@ -364,6 +370,8 @@ static int fault_spec_format(const struct fault_spec *s, char *buf,
 				sep = "|";
 			}
 		}
+		if (s->ops & FAULT_OP_STATUS)
+			FAULT_PUT("%sstatus", sep);
 	}
 	if (s->has_lba)
 		FAULT_PUT(FAULT_SEP "lba=%llu-%llu", (unsigned long long)s->lba_start,
@@ -402,16 +410,23 @@ static double fault_random(void)
 	return (double)((state * 0x2545f4914f6cdd1dULL) >> 11) / 9007199254740992.0;
 }
 
-static bool fault_matches(const struct fault_state *f, const struct be_io *io)
+/* The ops= bit of a request (submit). */
+static unsigned fault_op_bit(const struct be_io *io)
+{
+	/* a COMPARE AND WRITE the store does itself is a write here */
+	return io->op == BE_OP_COMPARE_AND_WRITE ? FAULT_OP_WRITE
+						 : 1u << io->op;
+}
+
+static bool fault_matches(const struct fault_state *f, const struct be_io *io,
+			  unsigned op)
 {
 	const struct fault_spec *s = &f->spec;
 	uint64_t lo, hi;
 
-	/* a COMPARE AND WRITE the store does itself is a write here */
-	if (!(s->ops & (io->op == BE_OP_COMPARE_AND_WRITE
-				? FAULT_OP_WRITE : 1u << io->op)))
+	if (!(s->ops & op))
 		return false;
-	if (!s->has_lba || io->op == BE_OP_FLUSH)
+	if (!s->has_lba || op == FAULT_OP_FLUSH)
 		return true;
 	lo = s->lba_start * f->block_size;
 	hi = (s->lba_end + 1) * f->block_size;	/* exclusive */
@@ -422,7 +437,8 @@ static bool fault_matches(const struct fault_state *f, const struct be_io *io)
  * *latency_out a delay; both 0 = pass through untouched. */
 /* The injected sense for io (spec s matched it). */
 static void fault_sense(const struct fault_state *f,
-			const struct fault_spec *s, struct be_io *io)
+			const struct fault_spec *s, struct be_io *io,
+			unsigned op)
 {
 	uint64_t first = io->offset / f->block_size;
 
@@ -430,7 +446,7 @@ static void fault_sense(const struct fault_state *f,
 	io->sense.key = s->sense_key;
 	io->sense.asc = s->sense_asc;
 	io->sense.ascq = s->sense_ascq;
-	if (io->op == BE_OP_FLUSH)
+	if (op == FAULT_OP_FLUSH)
 		return;
 	/* the failing block: the first one of the request in lba= */
 	io->sense.info_valid = true;
@@ -438,7 +454,8 @@ static void fault_sense(const struct fault_state *f,
 }
 
 static void fault_decide(struct fault_state *f, struct be_io *io,
-			 uint64_t now_ms, int *err_out, uint32_t *latency_out)
+			 unsigned op, uint64_t now_ms, int *err_out,
+			 uint32_t *latency_out)
 {
 	const struct fault_spec *s = &f->spec;
 
@@ -453,7 +470,7 @@ static void fault_decide(struct fault_state *f, struct be_io *io,
 		atomic_store_explicit(&f->active, false, memory_order_release);
 		goto out;
 	}
-	if (!fault_matches(f, io))
+	if (!fault_matches(f, io, op))
 		goto out;
 	if (f->seen++ < s->skip)
 		goto out;
@@ -467,7 +484,7 @@ static void fault_decide(struct fault_state *f, struct be_io *io,
 	*err_out = -s->err;
 	*latency_out = s->latency_ms;
 	if (s->has_sense && s->err)
-		fault_sense(f, s, io);
+		fault_sense(f, s, io, op);
 	/* Spent: the spec stays for describe(), I/O goes back to the
 	 * lock-free path. */
 	if (s->count && f->injected >= s->count)
@@ -568,7 +585,8 @@ static void be_fault_submit(struct backend *be, struct be_io *io,
 		backend_submit(backend_inner(be), io, r);
 		return;
 	}
-	fault_decide(f, io, reactor_now_ms(r), &err, &latency);
+	fault_decide(f, io, fault_op_bit(io), reactor_now_ms(r), &err,
+		     &latency);
 	if (latency) {
 		d = malloc(sizeof(*d));
 		if (d) {
@@ -640,10 +658,23 @@ static int be_fault_block_status(struct backend *be, uint64_t offset,
 	return inner->ops->block_status(inner, offset, len, extent);
 }
 
-/* GET LBA STATUS passes through (the store's answer, sync or async). */
+/* GET LBA STATUS passes through (the store's answer, sync or async),
+ * unless ops= names status: then the error (and sense=) is the answer,
+ * at once (latency= does not apply to it). */
 static int be_fault_block_status_async(struct backend *be, struct be_io *io,
 				  struct reactor *r)
 {
+	struct fault_state *f = be->priv;
+	uint32_t latency;
+	int err;
+
+	io->sense.key = 0;
+	if (atomic_load_explicit(&f->active, memory_order_acquire)) {
+		fault_decide(f, io, FAULT_OP_STATUS, reactor_now_ms(r), &err,
+			     &latency);
+		if (err)
+			return err;
+	}
 	return backend_block_status(backend_inner(be), io, r);
 }
 

@@ -2,7 +2,9 @@
 # bench-rbd.sh - an RBD image served three ways, in one run:
 #   holdfast   holdfastd, backend rbd (librbd async, cache off)
 #   tgtd       the stock tgtd with Debian's tgt-rbd (bs_rbd)
-#   librbd     qemu-img bench straight on rbd: (no iSCSI at all: the ceiling)
+#   librbd     qemu-img bench straight on rbd: (no iSCSI at all: the ceiling;
+#              -t none for every client, or QEMU turns the librbd cache on
+#              for rbd: whatever the URL says, unlike holdfast's default)
 #   hf+bitmap  holdfastd again (writes only), on a LUN with a persistent
 #              dirty bitmap, which lives in the image's metadata
 #              (cbt_meta.h): cleared before each run, so every 64 KiB chunk
@@ -171,7 +173,7 @@ url() {
 # of a power-of-two image (as bench.sh).
 STRIDE=$((4096 * 40503))
 run_one() {	# TARGET read|write -> seconds
-	local args=(-d 16 -s 4k -S "$STRIDE" -f raw)
+	local args=(-t none -d 16 -s 4k -S "$STRIDE" -f raw)
 	local out secs
 	if [ "$2" = write ]; then args+=(-w -c "$COUNT_W"); else args+=(-c "$COUNT_R"); fi
 	out=$(timeout 120 qemu-img bench "${args[@]}" "$(url "$1")" 2>&1)

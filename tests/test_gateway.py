@@ -1046,6 +1046,27 @@ def local_cdb(url, hexcdb, alloc, count=2):
     return r
 
 
+def test_lba_status_remote_sense_reported_as_is(holdfast):
+    """A GET LBA STATUS the SAN fails with sense that is not transient
+    reaches the client with the SAN's key and ASC/ASCQ, not the sense the
+    gateway would make of the errno (MEDIUM ERROR / UNRECOVERED READ
+    ERROR 11/00 for EIO).  MEDIUM FORMAT CORRUPTED (3/31/00) tells the
+    two apart; the SAN's own answer is the control."""
+    san, gw = hf_pair(holdfast)
+    san_fault(san, "eio:sense=3/31/00:ops=status")
+    r = local_cdb(san.url(1), gls_cdb(8, 1024), 1024)
+    assert (r["status"], r["key"], r["asc"], r["ascq"]) == \
+        (2, MEDIUM_ERROR, 0x31, 0x00), r
+    r = local_cdb(gw.url(1), gls_cdb(8, 1024), 1024)
+    assert (r["status"], r["key"], r["asc"], r["ascq"]) == \
+        (2, MEDIUM_ERROR, 0x31, 0x00), r
+    assert "status" in show_text(san)
+    san_fault(san, "off")
+    r = local_cdb(gw.url(1), gls_cdb(8, 1024), 1024)
+    assert r["status"] == 0, r
+    assert "Hang state: ok" in show_text(gw)
+
+
 def test_lba_status_and_io_on_another_reactor(holdfast, tmp_path):
     """The gateway's session to the SAN lives on one reactor (the first
     that sent it I/O); commands from connections on the other reactor

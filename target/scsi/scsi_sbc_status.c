@@ -211,7 +211,7 @@ static enum scsi_exec_result gls_step(struct scsi_cmd *cmd)
 		if (r < 0 && r != -EOPNOTSUPP && !g->o.n) {
 			free(g);
 			cmd->iov.iov_base = NULL;
-			scsi_set_backend_error(cmd, r, false);
+			scsi_set_store_error(cmd, r, io, false);
 			return SCSI_EXEC_DONE;
 		}
 		/* what is known so far is an answer */
@@ -237,7 +237,7 @@ static void gls_answer(struct be_io *io, int r)
 	else if (r < 0 && r != -EOPNOTSUPP && !g->o.n) {
 		free(g);
 		cmd->iov.iov_base = NULL;
-		scsi_set_backend_error(cmd, r, false);
+		scsi_set_store_error(cmd, r, io, false);
 		ret = SCSI_EXEC_DONE;
 	} else
 		ret = gls_finish(cmd);
