@@ -101,6 +101,7 @@
 #include "backend.h"
 #include "be_scsi.h"
 #include "iscsi_conf.h"
+#include "iscsi_dd.h"
 #include "pr_owner.h"
 #include "reactor.h"
 #include "util.h"
@@ -173,6 +174,10 @@ struct be_iscsi {
 	unsigned portal;		/* index in conf.portals in use */
 	struct ev_fd w;
 	bool w_added;
+	struct iscsi_dd *dd;		/* data_digest = crc32c: the relay
+					 * libiscsi connects through */
+	struct ev_fd dd_w;
+	bool dd_w_added;
 	struct ev_timer tick;
 	struct list_head inflight;	/* bi_req, oldest first */
 	struct list_head delayed;	/* BUSY retries, resent by the tick */
@@ -280,6 +285,17 @@ static void bi_note_error(struct be_iscsi *st, int err, const char *why)
 	snprintf(st->last_err_text, sizeof(st->last_err_text), "%.*s",
 		 (int)sizeof(st->last_err_text) - 1, why);
 	pthread_mutex_unlock(&st->lock);
+}
+
+/* why, or the data digest relay's reason when it ended the connection
+ * (libiscsi only sees the socket close). */
+static const char *bi_dd_why(struct be_iscsi *st, const char *why)
+{
+	static __thread char buf[ISCSI_DD_ERR_LEN + 32];
+
+	if (!st->dd || !iscsi_dd_take_error(st->dd, buf, sizeof(buf)))
+		return why;
+	return buf;
 }
 
 static void bi_set_state(struct be_iscsi *st, enum bi_state s, int err,
@@ -833,6 +849,8 @@ static void bi_drop(struct be_iscsi *st, int err, const char *why)
 		iscsi_destroy_context(st->ctx);
 		st->ctx = NULL;
 	}
+	if (st->dd)
+		iscsi_dd_reset(st->dd);	/* the SAN side too, abortively */
 	bi_note_error(st, err, why);	/* after the cancelled callbacks' */
 	list_for_each_entry_safe(q, n, &st->inflight, link)
 		bi_finish(st, q, -err);
@@ -860,7 +878,7 @@ static void bi_connect_failed(struct be_iscsi *st, int err, const char *why)
 	/* inside a libiscsi callback: note it, the caller drops */
 	if (!st->drop_err)
 		st->drop_err = err;
-	bi_note_error(st, err, why);
+	bi_note_error(st, err, bi_dd_why(st, why));
 }
 
 /* ---- connecting and identifying ---- */
@@ -1146,6 +1164,20 @@ static int bi_connect_start(struct be_iscsi *st)
 	st->ctx = ctx;
 	st->drop_err = 0;
 	bi_set_state(st, BI_CONNECTING, 0, "connecting");
+	if (st->dd) {
+		/* libiscsi goes to the relay, the relay to this portal */
+		if (iscsi_connect_async(ctx, iscsi_dd_addr(st->dd),
+					bi_socket_cb, st) != 0) {
+			snprintf(bi_errbuf, sizeof(bi_errbuf),
+				 "connect to the data digest relay: %s",
+				 iscsi_get_error(ctx));
+			bi_note_error(st, ECONNREFUSED, bi_errbuf);
+			return -ECONNREFUSED;
+		}
+		iscsi_dd_expect(st->dd, c->portals[st->portal],
+				iscsi_get_fd(ctx));
+		return 0;
+	}
 	/* connect and login step by step rather than with
 	 * iscsi_full_connect_async(): that one allocates a task that nobody
 	 * frees when the context is destroyed with the connect pending
@@ -1192,7 +1224,7 @@ static void bi_fd_cb(struct ev_fd *w, uint32_t events)
 	    (ret < 0 || (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)))) {
 		snprintf(bi_errbuf, sizeof(bi_errbuf), "socket: %s",
 			 iscsi_get_error(st->ctx));
-		bi_note_error(st, ECONNRESET, bi_errbuf);
+		bi_note_error(st, ECONNRESET, bi_dd_why(st, bi_errbuf));
 		st->drop_err = ECONNRESET;
 	}
 	bi_after_service(st);
@@ -1265,6 +1297,16 @@ static struct reactor *bi_owner(struct be_iscsi *st, struct reactor *r)
 	return o;
 }
 
+/* The relay's sockets are ready: move the bytes (libiscsi's own watcher
+ * sees what arrives on its socket). */
+static void bi_dd_cb(struct ev_fd *w, uint32_t events UNUSED)
+{
+	struct be_iscsi *st = w->arg;
+
+	if (!st->closing)
+		iscsi_dd_service(st->dd);
+}
+
 /* On the session reactor: adopt the session opened by open(). */
 static void bi_adopt(struct be_iscsi *st)
 {
@@ -1273,6 +1315,10 @@ static void bi_adopt(struct be_iscsi *st)
 	if (st->tick.armed || st->closing)
 		return;
 	st->state_since_ms = reactor_now_ms(r);
+	if (st->dd && !st->dd_w_added &&
+	    reactor_fd_add(r, &st->dd_w, iscsi_dd_fd(st->dd), EPOLLIN,
+			   bi_dd_cb, st) == 0)
+		st->dd_w_added = true;
 	bi_sync_events(st);
 	reactor_timer_add(r, &st->tick, BI_TICK_MS, bi_tick, st);
 }
@@ -1413,10 +1459,13 @@ static int bi_open_wait(struct be_iscsi *st, const char **errmsg)
 	for (unsigned tries = 0; tries < st->conf.nportals; tries++) {
 		if (bi_connect_start(st) == 0) {
 			while (st->state != BI_UP && !st->drop_err) {
-				struct pollfd p = {
+				struct pollfd pf[2] = { {
 					.fd = iscsi_get_fd(st->ctx),
 					.events = (short)iscsi_which_events(st->ctx),
-				};
+				}, {
+					.fd = st->dd ? iscsi_dd_fd(st->dd) : -1,
+					.events = POLLIN,
+				} };
 				uint64_t now = bi_clock_ms();
 
 				if (now >= deadline) {
@@ -1428,14 +1477,17 @@ static int bi_open_wait(struct be_iscsi *st, const char **errmsg)
 					st->drop_err = ETIMEDOUT;
 					break;
 				}
-				if (poll(&p, 1, (int)MIN(deadline - now, 100)) < 0)
+				if (poll(pf, 2, (int)MIN(deadline - now, 100)) < 0)
 					continue;
-				if (iscsi_service(st->ctx, p.revents) < 0 &&
+				if (pf[1].revents)
+					iscsi_dd_service(st->dd);
+				if (iscsi_service(st->ctx, pf[0].revents) < 0 &&
 				    !st->drop_err) {
 					snprintf(bi_errbuf, sizeof(bi_errbuf),
 						 "%s: %s", st->conf.portals[st->portal],
 						 iscsi_get_error(st->ctx));
-					bi_note_error(st, ECONNRESET, bi_errbuf);
+					bi_note_error(st, ECONNRESET,
+						      bi_dd_why(st, bi_errbuf));
 					st->drop_err = ECONNRESET;
 				}
 			}
@@ -1446,6 +1498,8 @@ static int bi_open_wait(struct be_iscsi *st, const char **errmsg)
 			iscsi_destroy_context(st->ctx);
 			st->ctx = NULL;
 		}
+		if (st->dd)
+			iscsi_dd_reset(st->dd);
 		st->drop_err = 0;
 		st->state = BI_DOWN;
 		st->portal = (st->portal + 1) % st->conf.nportals;
@@ -1482,6 +1536,13 @@ static int be_iscsi_open(struct backend *be, const struct backend_params *p,
 	st->down_err = ENOTCONN;
 	st->state = BI_DOWN;
 	st->shown_since = time(NULL);
+	if (st->conf.data_digest) {
+		st->dd = iscsi_dd_new(st->url, errmsg);
+		if (!st->dd) {
+			err = -ENOMEM;
+			goto err_lock;
+		}
+	}
 	if (getrandom(&st->isid_rnd, sizeof(st->isid_rnd), 0) < 0)
 		st->isid_rnd = (uint32_t)bi_clock_ms() ^ (uint32_t)getpid();
 	st->isid_rnd &= 0xffffff;	/* ISID type 2: 24-bit random */
@@ -1565,6 +1626,7 @@ err_ctx:
 	if (st->ctx)
 		iscsi_destroy_context(st->ctx);
 err_lock:
+	iscsi_dd_free(st->dd);
 	pthread_mutex_destroy(&st->lock);
 err_free:
 	free(st);
@@ -1575,6 +1637,7 @@ static void bi_free(struct be_iscsi *st)
 {
 	if (st->ctx)
 		iscsi_destroy_context(st->ctx);
+	iscsi_dd_free(st->dd);
 	pthread_mutex_destroy(&st->lock);
 	free(st->zero_block);
 	free(st);
@@ -1598,6 +1661,9 @@ static void bi_close_call(void *arg)
 	if (st->w_added)
 		reactor_fd_del(&st->w);
 	st->w_added = false;
+	if (st->dd_w_added)
+		reactor_fd_del(&st->dd_w);
+	st->dd_w_added = false;
 	reactor_timer_del(atomic_load(&st->owner), &st->tick);
 	pthread_mutex_lock(&c->lock);
 	c->done = true;
@@ -1899,6 +1965,13 @@ static int be_iscsi_describe(struct backend *be, char *buf, unsigned len)
 		     since,
 		     (unsigned long long)st->reconnects,
 		     (unsigned long long)st->gls_sent);
+	/* key=value: these are fields of the JSON's backend_state too */
+	if (st->dd && n >= 0 && (unsigned)n < len)
+		n += snprintf(buf + n, len - (unsigned)n,
+			      ", data_digest=%s digest_errors=%llu",
+			      iscsi_dd_active(st->dd) ? "crc32c"
+						      : "crc32c-not-logged-in",
+			      (unsigned long long)iscsi_dd_errors(st->dd));
 	if (st->last_err && n >= 0 && (unsigned)n < len)
 		n += snprintf(buf + n, len - (unsigned)n,
 			      ", last error %s (%s)",

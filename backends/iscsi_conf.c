@@ -265,14 +265,15 @@ static int conf_item(struct be_iscsi_conf *c, const char *key,
 			return -EINVAL;
 		}
 	} else if (strcmp(key, "data_digest") == 0) {
-		/* libiscsi 1.19 (Debian 12) offers DataDigest=None only and
-		 * has no call to ask for CRC32C (its headers have a header
-		 * digest setting and nothing for data) */
-		if (strcmp(v, "none") && strcmp(v, "None")) {
-			*errmsg = "data_digest: only none is supported: the "
-				  "iSCSI initiator library (libiscsi 1.19) "
-				  "cannot negotiate a CRC32C data digest; "
-				  "header_digest=crc32c is available";
+		/* libiscsi 1.19 (Debian 12) offers DataDigest=None only:
+		 * crc32c puts the data digest relay (iscsi_dd.c) between
+		 * libiscsi and the SAN, and requires the SAN to agree */
+		if (strcmp(v, "crc32c") == 0 || strcmp(v, "CRC32C") == 0)
+			c->data_digest = true;
+		else if (strcmp(v, "none") == 0 || strcmp(v, "None") == 0)
+			c->data_digest = false;
+		else {
+			*errmsg = "data_digest: none or crc32c";
 			return -EINVAL;
 		}
 	} else if (strcmp(key, "mutual_user") == 0) {

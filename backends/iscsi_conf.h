@@ -17,6 +17,8 @@
  *   connect_timeout=MS     one connect + login + identify attempt (5000)
  *   reconnect_max=MS       longest pause between reconnect attempts (2000)
  *   header_digest=none|crc32c
+ *   data_digest=none|crc32c  crc32c: CRC32C data digests required, added
+ *                          by the relay of iscsi_dd.h (libiscsi cannot)
  *   mutual_user=NAME, mutual_password=SECRET   the SAN's CHAP name and
  *                          secret for mutual CHAP (needs user%secret in
  *                          the URL) */
@@ -47,6 +49,7 @@ struct be_iscsi_conf {
 	char mutual_password[BE_ISCSI_SECRET_LEN];
 	char initiator[BE_ISCSI_NAME_LEN];
 	bool header_digest;		/* CRC32C required */
+	bool data_digest;		/* CRC32C required (iscsi_dd.h) */
 	uint32_t remote_timeout_ms;
 	uint32_t connect_timeout_ms;
 	uint32_t reconnect_max_ms;

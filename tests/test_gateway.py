@@ -1306,3 +1306,251 @@ def test_scsi_pr_fenced_node_writes_refused_by_san(pr_env):
     cb.close()
     a.stop()
     b.stop()
+
+
+# --------------------------------------------------------------------------
+# CRC32C data digests (data_digest = "crc32c", backends/iscsi_dd.c): libiscsi
+# offers DataDigest=None only, so the gateway relays its connection through
+# a loopback relay of its own that negotiates CRC32C with the SAN and adds /
+# checks the digests.  A python relay between the gateway and the SAN (a
+# holdfastd, which supports data digests) watches the login, checks the
+# digests on the wire, and can flip one bit in the data of one Data-In PDU.
+
+import socket
+import struct
+import threading
+
+from helpers import qemu_io
+from rawiscsi import crc32c
+
+
+class WireRelay:
+    """gateway <-> this <-> SAN, on loopback.  Records the login text both
+    ways and frames the PDUs after login (hd: header digests, dd: data
+    digests, as the test configured the gateway); with dd it checks every
+    data digest it sees.  arm() makes it flip one bit in the data segment
+    of the next Data-In PDU of 4 KiB or more.  answer_none rewrites the
+    SAN's DataDigest answer to None (a SAN that refuses data digests)."""
+
+    def __init__(self, san_port, hd, dd, answer_none=False):
+        self.san_port, self.hd, self.dd = san_port, hd, dd
+        self.answer_none = answer_none
+        self.lsn = socket.socket()
+        self.lsn.bind(("127.0.0.1", 0))
+        self.lsn.listen(8)
+        self.port = self.lsn.getsockname()[1]
+        self.to_san_text, self.from_san_text = [], []
+        self.armed = threading.Event()
+        self.flipped = 0
+        self.digests_checked = {"to_san": 0, "from_san": 0}
+        self.bad_digests = 0
+        self.socks = []
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.stop = True
+        for s in self.socks + [self.lsn]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                c, _ = self.lsn.accept()
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(("127.0.0.1", self.san_port))
+            except OSError:
+                c.close()
+                continue
+            self.socks += [c, s]
+            st = {"ffp": False}
+            threading.Thread(target=self._pump, args=(c, s, False, st),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, True, st),
+                             daemon=True).start()
+
+    @staticmethod
+    def _exact(sock, n):
+        b = b""
+        while len(b) < n:
+            x = sock.recv(n - len(b))
+            if not x:
+                raise OSError("closed")
+            b += x
+        return b
+
+    def _pump(self, src, dst, from_san, st):
+        try:
+            while True:
+                bhs = self._exact(src, 48)
+                ffp = st["ffp"]
+                ahs = bhs[4] * 4
+                dsl = int.from_bytes(bhs[5:8], "big")
+                dlen = dsl + (-dsl % 4)
+                hdr = bhs + self._exact(src, ahs + (4 if ffp and self.hd
+                                                    else 0))
+                data = self._exact(src, dlen)
+                dig = self._exact(src, 4) if ffp and self.dd and dsl else b""
+                op = bhs[0] & 0x3F
+                if dig:
+                    ok = struct.pack("<I", crc32c(data)) == dig
+                    self.bad_digests += not ok
+                    k = "from_san" if from_san else "to_san"
+                    self.digests_checked[k] += 1
+                if not ffp and op in (0x03, 0x23):
+                    text = data[:dsl].decode(errors="replace")
+                    (self.from_san_text if from_san
+                     else self.to_san_text).append(text)
+                    if from_san and self.answer_none and \
+                            "DataDigest=CRC32C" in text:
+                        t = data[:dsl].replace(b"DataDigest=CRC32C",
+                                               b"DataDigest=None")
+                        bhs = bhs[:5] + len(t).to_bytes(3, "big") + bhs[8:]
+                        hdr = bhs + hdr[48:]
+                        data = t + b"\0" * (-len(t) % 4)
+                    if from_san and bhs[36] == 0 and bhs[1] & 0x80 and \
+                            bhs[1] & 3 == 3:
+                        st["ffp"] = True
+                if ffp and from_san and op == 0x25 and dsl >= 4096 and \
+                        self.armed.is_set():
+                    self.armed.clear()
+                    data = bytearray(data)
+                    data[dsl // 2] ^= 0x10
+                    data = bytes(data)
+                    self.flipped += 1
+                dst.sendall(hdr + data + dig)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def backend_state(d, lun=1):
+    """(data_digest, digest_errors) of the gateway LUN, from show, and
+    checked against holdfastadm's JSON (backend_state fields)."""
+    m = re.search(r"data_digest=(\S+) digest_errors=(\d+)", show_text(d))
+    if not m:
+        return (None, None)
+    adm = build_dir() / "holdfastadm"
+    out = subprocess.run([str(adm), "-C", str(d.ctl_port), "--json", "-o",
+                          "show", "-m", "target"], env=d.env, timeout=30,
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    st = json.loads(out)["targets"][0]["luns"][lun]["backend_state"]
+    assert st.get("data_digest") and "digest_errors" in st, st
+    return (st["data_digest"], int(st["digest_errors"]))
+
+
+@pytest.fixture
+def dd_relay():
+    relays = []
+
+    def make(*a, **kw):
+        r = WireRelay(*a, **kw)
+        relays.append(r)
+        return r
+    yield make
+    for r in relays:
+        r.close()
+
+
+def dd_pair(holdfast, relay_factory, hd, dd, **kw):
+    """A holdfastd SAN, a WireRelay in front of it, and a gateway whose
+    LUN 1 is the SAN's LUN 1 through the relay."""
+    san = holdfast(luns=[{"lun": 1, "backend": "file", "path": "san.img",
+                          "size": "32M", "block_size": 512}], iqn=SAN_IQN)
+    san.require_holdfast("holdfast is the SAN here")
+    relay = relay_factory(san.port, hd=hd, dd=dd, **kw)
+    gl = {"lun": 1, "backend": "iscsi",
+          "path": "iscsi://127.0.0.1:%d/%s/1" % (relay.port, SAN_IQN),
+          "header_digest": "crc32c" if hd else "none",
+          "data_digest": "crc32c" if dd else "none",
+          "rerror": "retry", "werror": "retry", "retry_interval": 200}
+    gl.update(FAST)
+    return san, relay, holdfast(luns=[gl], iqn=GW_IQN)
+
+
+@pytest.mark.parametrize("hd", [True, False], ids=["hd-crc32c", "hd-none"])
+def test_data_digest_negotiated_and_data_lands(holdfast, dd_relay, hd):
+    """data_digest = crc32c: the login the SAN sees offers
+    DataDigest=CRC32C and the SAN answers CRC32C (libiscsi alone offers
+    None: without the relay this fails); every data segment on the wire
+    after login carries a correct CRC32C both ways (the SAN, a holdfastd,
+    would drop the connection on a wrong one); qemu-io's writes land byte
+    for byte on the SAN's file and read back through the gateway."""
+    san, relay, gw = dd_pair(holdfast, dd_relay, hd=hd, dd=True)
+    url = gw.url(1)
+    qemu_io(url, "write -P 0x5a 0 1M", "write -P 0xa5 3M 256k",
+            "read -P 0x5a 0 1M", "read -P 0xa5 3M 256k")
+    data = san.path("san.img").read_bytes()
+    assert data[:1 << 20] == b"\x5a" * (1 << 20)
+    assert data[3 << 20:(3 << 20) + (256 << 10)] == b"\xa5" * (256 << 10)
+    sent = "".join(relay.to_san_text)
+    answered = "".join(relay.from_san_text)
+    assert "DataDigest=CRC32C" in sent and "DataDigest=None" not in sent, \
+        relay.to_san_text
+    assert "DataDigest=CRC32C" in answered, relay.from_san_text
+    assert ("HeaderDigest=CRC32C" in answered) == hd, relay.from_san_text
+    assert relay.digests_checked["to_san"] >= 4, relay.digests_checked
+    assert relay.digests_checked["from_san"] >= 4, relay.digests_checked
+    assert relay.bad_digests == 0
+    assert backend_state(gw) == ("crc32c", 0), show_text(gw)
+
+
+@pytest.mark.parametrize("dd", [True, False], ids=["crc32c", "none-control"])
+def test_data_digest_error_reconnects_and_read_is_right(holdfast, dd_relay,
+                                                         dd):
+    """One bit flipped in the data of one Data-In PDU between the SAN and
+    the gateway.  With data_digest = crc32c the gateway's relay sees the
+    digest mismatch, counts it, drops the connection; the gateway
+    reconnects and the hang engine (retry) resends the READ: the client
+    gets GOOD and the right data, digest_errors is 1.  The control, with
+    data_digest = none: the same flip reaches the client as wrong data."""
+    san, relay, gw = dd_pair(holdfast, dd_relay, hd=False, dd=dd)
+    c = HangClient(gw.url(1))
+    lba, p = 2048, 0x3c
+    assert_good(c.do("write %d 64 0x%02x" % (lba, p)))
+    assert read_san(san.path("san.img"), lba, 64) == bytes([p]) * 64 * BS
+    relay.armed.set()
+    r = c.do("read %d 64 expect 0x%02x" % (lba, p))
+    assert relay.flipped == 1
+    assert_good(r)
+    if not dd:
+        assert r.get("match") is False, r       # the control
+        c.close()
+        return
+    assert r.get("match") is True, r
+    state, errors = backend_state(gw)
+    assert errors == 1, show_text(gw)
+    assert "data digest error" in gw.log_text(), gw.log_text()[-3000:]
+    wait_for(lambda: backend_state(gw)[0] == "crc32c", S(10))
+    assert "reconnects 1" in show_text(gw), show_text(gw)
+    assert_good(c.do("read %d 64 expect 0x%02x" % (lba, p)))
+    c.close()
+
+
+def test_san_refusing_data_digest_is_a_clear_error(holdfast, dd_relay):
+    """A SAN that answers DataDigest=None to CRC32C: crc32c is required,
+    so the gateway does not log in; open fails (no size configured) and
+    says why."""
+    san = holdfast(luns=[{"lun": 1, "backend": "file", "path": "san.img",
+                          "size": "32M"}], iqn=SAN_IQN)
+    san.require_holdfast("holdfast is the SAN here")
+    relay = dd_relay(san.port, hd=False, dd=True, answer_none=True)
+    gl = {"lun": 1, "backend": "iscsi", "size": SAN_SIZE,
+          "path": "iscsi://127.0.0.1:%d/%s/1" % (relay.port, SAN_IQN),
+          "data_digest": "crc32c"}
+    gl.update(FAST)
+    gw = holdfast(luns=[gl], iqn=GW_IQN)
+    wait_for(lambda: "DataDigest=None" in show_text(gw), S(15))
+    text = show_text(gw)
+    assert "crc32c-not-logged-in" in text, text
+    assert "requires it" in text, text
+    assert "answered DataDigest=None" in gw.log_text()

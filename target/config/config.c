@@ -496,7 +496,7 @@ static int cfg_lun_bitmaps(struct cfg_ctx *c, const config_setting_t *list,
 /* LUN keys that may also stand at the top level of the file, as the
  * default for every LUN of that backend that does not set them itself:
  * one Ceph cluster connection for all RBD LUNs, one initiator name (and
- * SAN timeouts) for all gateway LUNs. */
+ * SAN timeouts and digests) for all gateway LUNs. */
 static const struct {
 	const char *key, *backend;
 } cfg_lun_global_keys[] = {
@@ -509,6 +509,8 @@ static const struct {
 	{ "remote_timeout", "iscsi" },
 	{ "connect_timeout", "iscsi" },
 	{ "reconnect_max", "iscsi" },
+	{ "header_digest", "iscsi" },
+	{ "data_digest", "iscsi" },
 };
 
 static bool cfg_is_lun_global(const char *key)

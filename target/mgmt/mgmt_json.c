@@ -76,6 +76,9 @@ static void json_backend_state(struct mgmt_buf *b, const char *text)
 		if (!eq || eq == tok)
 			continue;
 		*eq = '\0';
+		/* "k=v, more": the comma is the text's, not the value's */
+		if (eq[1] && tok[strlen(eq + 1) + (size_t)(eq - tok)] == ',')
+			tok[strlen(eq + 1) + (size_t)(eq - tok)] = '\0';
 		json_kv(b, !first, tok, eq + 1);
 		first = false;
 	}

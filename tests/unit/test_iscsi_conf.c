@@ -133,7 +133,7 @@ static void test_opts(void)
 		"connect_timeout=-1",
 		"reconnect_max=5",
 		"header_digest=md5",
-		"data_digest=crc32c",	/* libiscsi cannot */
+		"data_digest=md5",
 		"initiator_name=not a name",
 		"initiator_name=",
 		"portals=192.0.2.1:70000",
