@@ -1554,3 +1554,48 @@ def test_san_refusing_data_digest_is_a_clear_error(holdfast, dd_relay):
     assert "crc32c-not-logged-in" in text, text
     assert "requires it" in text, text
     assert "answered DataDigest=None" in gw.log_text()
+
+
+def test_data_digest_with_tgtd_refused_then_negotiated_and_outage(env,
+                                                                   tmp_path):
+    """tgtd as the SAN (in its namespace, over the veth pair).  Out of
+    the box it answers DataDigest=None: a gateway LUN with data_digest =
+    crc32c is refused with that reason (crc32c is required).  With the
+    target's DataDigest set to CRC32C,None the gateway logs in through the
+    relay, via the second portal of its list (the URL's own port refuses
+    connections), writes land on the SAN's file, a 4 s link outage under
+    a stream of writes and reads with retry gives no error and every write
+    lands, and show says data_digest=crc32c with no digest errors."""
+    net, san, gw, image = env
+    san.start(image)
+    lun = {"path": "iscsi://%s:3999/%s/1" % (SAN_ADDR, SAN_IQN),
+           "portals": ["%s:%d" % (SAN_ADDR, SAN_PORT)],
+           "data_digest": "crc32c", "header_digest": "crc32c",
+           "rerror": "retry", "werror": "retry", "retry_interval": 200}
+    g = Gateway(net, tmp_path / "refused")
+    g.tmp.mkdir()
+    log = g.start(lun, expect_fail=True)
+    assert log is not None, "served anyway\n" + g.log()
+    assert "the SAN answered DataDigest=None to DataDigest=CRC32C " \
+        "(data_digest = crc32c requires it)" in log, log
+    san.tgtadm("--op", "update", "--mode", "target", "--tid", "1",
+               "--name", "DataDigest", "--value", "CRC32C,None")
+    san.tgtadm("--op", "update", "--mode", "target", "--tid", "1",
+               "--name", "HeaderDigest", "--value", "CRC32C,None")
+    gw.start(lun)
+    text = gw.show()
+    assert "via %s:%d: connected" % (SAN_ADDR, SAN_PORT) in text, text
+    assert "data_digest=crc32c digest_errors=0" in text, text
+    c = gw.client()
+    st = Stream(c)
+    st.run_for(1.0)
+    net.link(False)
+    st.run_for(4.0)
+    net.link(True)
+    st.run_for(1.5)
+    check_all_good_and_landed(st, image)
+    c.close()
+    text = gw.show()
+    assert "data_digest=crc32c digest_errors=0" in text, text
+    assert "reconnects 0" not in text, text
+    gw.stop()

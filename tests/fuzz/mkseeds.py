@@ -335,6 +335,33 @@ def iscsi_conf_seeds():
         write("iscsi_conf", name, url + b"\0" + opts + b"\0" + host)
 
 
+def iscsi_dd_seeds():
+    """fuzz_iscsi_dd: direction byte + PDU records; a login to full
+    feature phase, then PDUs with header and data digests."""
+    def pdu(op, flags, text=b"", ahs=0, hd=False, dd=False, status=0):
+        bhs = bytearray(48)
+        bhs[0], bhs[1], bhs[4] = op, flags, ahs
+        bhs[5:8] = len(text).to_bytes(3, "big")
+        bhs[36] = status
+        out = bytes(bhs) + b"\0" * (ahs * 4) + (b"\0" * 4 if hd else b"")
+        out += pad4(text)
+        if dd and text:
+            out += digest_bytes(pad4(text))
+        return out
+    req = (b"InitiatorName=" + INI + b"\0HeaderDigest=CRC32C,None\0"
+           b"DataDigest=None\0MaxRecvDataSegmentLength=262144\0")
+    rsp = b"HeaderDigest=CRC32C\0DataDigest=CRC32C\0"
+    login = b"\0" + pdu(0x43, 0x87, req) + b"\1" + pdu(0x23, 0x87, rsp)
+    ffp = (b"\0" + pdu(0x01, 0x80, b"x" * 1001, ahs=1, hd=True) +
+           b"\1" + pdu(0x25, 0x80, b"y" * 512, hd=True, dd=True) +
+           b"\0" + pdu(0x00, 0x80, hd=True))
+    write("iscsi_dd", "login-ffp", login + ffp)
+    write("iscsi_dd", "refused", b"\0" + pdu(0x43, 0x87, req) + b"\1" +
+          pdu(0x23, 0x87, b"DataDigest=None\0"))
+    write("iscsi_dd", "redirect", b"\1" + pdu(0x23, 0x00,
+          b"TargetAddress=192.0.2.9:3260,1\0", status=1))
+
+
 def be_scsi_seeds():
     """fuzz_be_scsi: a SAN's sense data and GET LBA STATUS answers."""
     fixed = bytes([0xf0, 0, 3, 0, 0, 0x12, 0x34, 10, 0, 0, 0, 0, 0x11, 0,
@@ -478,6 +505,7 @@ if __name__ == "__main__":
     chap_seeds()
     params_seeds()
     iscsi_conf_seeds()
+    iscsi_dd_seeds()
     be_scsi_seeds()
     config_seeds()
     mgmt_seeds()
