@@ -50,11 +50,21 @@
 #                          rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd32
 #                          seq1m-read-qd8 seq1m-write-qd8; "none" skips it)
 #   BENCH_GATEWAY_BUDGET=90  seconds for the gateway comparison
+#   BENCH_GATEWAY_DD=      workloads of the data digest comparison (default:
+#                          rand4k-read-qd32 seq1m-read-qd8 seq1m-write-qd8;
+#                          "none" skips it)
+#   BENCH_GATEWAY_DD_BUDGET=60  seconds for the data digest comparison
 #
 # Gateway comparison: holdfastd's LUN 3 is a gateway LUN (backend iscsi,
 # added with tgtadm --bstype iscsi) on tgtd's LUN 1.  The same workloads
 # run through holdfast to tgtd ("gateway") and straight at tgtd ("san");
 # gw/san is what the extra hop costs (1.00 = nothing).
+#
+# Data digest comparison: holdfastd's LUN 6 is the same gateway LUN with
+# data_digest=crc32c (tgtd's target set to DataDigest=CRC32C,None, which
+# leaves None for initiators that offer only None), through holdfast's
+# digest relay ("gwdd") against LUN 3 ("gateway"): gwdd/gateway is what
+# the relay's loopback hop, copy and CRC32C both ways cost.
 #
 # Workloads (qemu-img bench, one initiator session each):
 #   rand4k-read-qd1/qd32, rand4k-write-qd1/qd32
@@ -95,6 +105,9 @@ WORKLOADS=$(echo ${BENCH_WORKLOADS:-$ALL_WORKLOADS})
 [ "$WORKLOADS" = none ] && WORKLOADS=	# only the gateway comparison
 GW_WORKLOADS=$(echo ${BENCH_GATEWAY:-rand4k-read-qd1 rand4k-read-qd32 rand4k-write-qd32 seq1m-read-qd8 seq1m-write-qd8})
 [ "$GW_WORKLOADS" = none ] && GW_WORKLOADS=
+DD_WORKLOADS=$(echo ${BENCH_GATEWAY_DD:-rand4k-read-qd32 seq1m-read-qd8 seq1m-write-qd8})
+[ "$DD_WORKLOADS" = none ] && DD_WORKLOADS=
+DD_BUDGET=${BENCH_GATEWAY_DD_BUDGET:-60}
 GW_BUDGET=${BENCH_GATEWAY_BUDGET:-90}
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -278,11 +291,21 @@ fi
 tadm --op bind --mode target --tid 1 -I 127.0.0.1
 
 # the gateway LUN: holdfastd's LUN 3 is tgtd's LUN 1, through libiscsi
-if [ -n "$GW_WORKLOADS" ]; then
+if [ -n "$GW_WORKLOADS$DD_WORKLOADS" ]; then
 	TGT_IPC_SOCKET=$DIR/hf.sock timeout 30 "$TGTADM" -C "$HF_CTL" \
 		--lld iscsi --op new --mode logicalunit --tid 1 --lun 3 \
 		--bstype iscsi -b "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" ||
 		{ cat "$DIR/holdfastd.log" >&2; die "cannot add the gateway LUN"; }
+fi
+# the same with CRC32C data digests (holdfast's relay): LUN 6
+if [ -n "$DD_WORKLOADS" ]; then
+	tadm --op update --mode target --tid 1 --name DataDigest \
+		--value CRC32C,None
+	TGT_IPC_SOCKET=$DIR/hf.sock timeout 30 "$TGTADM" -C "$HF_CTL" \
+		--lld iscsi --op new --mode logicalunit --tid 1 --lun 6 \
+		--bstype iscsi -b "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" \
+		--bsopts "data_digest=crc32c" ||
+		{ cat "$DIR/holdfastd.log" >&2; die "cannot add the digest gateway LUN"; }
 fi
 
 url() {	# TARGET LUN
@@ -290,6 +313,7 @@ url() {	# TARGET LUN
 	holdfast) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/$2" ;;
 	tgtd) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/$2" ;;
 	gateway) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/3" ;;	# = tgtd LUN 1
+	gwdd) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/6" ;;	# the same, digests
 	san) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" ;;
 	esac
 }
@@ -318,9 +342,10 @@ spec() {
 	esac
 }
 hf_only() { case $1 in *-retry) return 0 ;; esac; return 1; }
-for w in $WORKLOADS $GW_WORKLOADS; do
+for w in $WORKLOADS $GW_WORKLOADS $DD_WORKLOADS; do
 	spec "$w" >/dev/null || die "unknown workload $w"
-	case $w in null*) [ -z "${GW_WORKLOADS##*$w*}" ] &&
+	case $w in null*) [ -z "${GW_WORKLOADS##*$w*}" ] ||
+		[ -z "${DD_WORKLOADS##*$w*}" ] &&
 		die "$w has no gateway form (the gateway LUN is a file LUN)" ;; esac
 done
 
@@ -337,7 +362,7 @@ run_one() {
 	local args=(-c "$3" -d "$depth" -s "$bs" -S "$step" -f raw)
 	[ "$wr" = 1 ] && args+=(-w)
 	case $1 in	# whose CPU: the gateway is holdfastd, the SAN is tgtd
-	holdfast|gateway) pid=$HF_PID ;;
+	holdfast|gateway|gwdd) pid=$HF_PID ;;
 	*) pid=$TGT_PID ;;
 	esac
 	c0=$(cpu_ticks "$pid")
@@ -471,6 +496,9 @@ hf_partial=$partial
 partial=0
 [ -n "$GW_WORKLOADS" ] && bench_pair gateway san "$GW_WORKLOADS" "$GW_BUDGET"
 gw_partial=$partial
+partial=0
+[ -n "$DD_WORKLOADS" ] && bench_pair gwdd gateway "$DD_WORKLOADS" "$DD_BUDGET"
+dd_partial=$partial
 [ -t 2 ] && echo >&2
 echo "bench: $(wc -l <"$RESULTS") runs in $(elapsed)s"
 
@@ -590,4 +618,11 @@ if [ -n "$GW_WORKLOADS" ]; then
 		"against tgtd LUN 1 directly"
 	table gateway san "$GW_WORKLOADS" "$gw_partial" gw/san \
 		"< 1.00 is what the gateway hop costs"
+fi
+if [ -n "$DD_WORKLOADS" ]; then
+	echo
+	echo "data digest: holdfastd LUN 6 (gateway, data_digest=crc32c through" \
+		"the relay) against LUN 3 (the same gateway without)"
+	table gwdd gateway "$DD_WORKLOADS" "$dd_partial" dd/gw \
+		"< 1.00 is what the data digest relay costs"
 fi

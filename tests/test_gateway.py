@@ -912,6 +912,50 @@ def test_top_level_gateway_keys_are_every_gateway_lun_default(holdfast):
         'remote_timeout=20000";'], text
 
 
+def test_top_level_digest_keys_and_bsopts(holdfast):
+    """header_digest and data_digest at the top of targets.conf are every
+    gateway LUN's default (the dump carries them in the LUN's bsopts,
+    tgtadm's spelling); a LUN's own key wins; a LUN with data_digest
+    shows data_digest=crc32c-not-logged-in while its SAN does not answer,
+    in show and as JSON backend_state fields; a bad value is refused."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                   # nothing listens there now
+    url = "iscsi://127.0.0.1:%d/%s/%%d" % (port, SAN_IQN)
+    d = holdfast(luns=[{"lun": 1, "backend": "iscsi", "path": url % 1,
+                        "size": SAN_SIZE},
+                       {"lun": 2, "backend": "iscsi", "path": url % 2,
+                        "size": SAN_SIZE, "data_digest": "none"}],
+                 header_digest="crc32c", data_digest="crc32c")
+    d.require_holdfast()
+    text = d.tgtadm("--lld", "iscsi", "--op", "show", "--mode", "system",
+                    "--name", "dump", "--value", "config").stdout
+    opts = [line.strip() for line in text.splitlines()
+            if line.strip().startswith("bsopts")]
+    assert len(opts) == 2, text
+    assert "header_digest=crc32c" in opts[0] and \
+        "data_digest=crc32c" in opts[0], opts
+    assert "header_digest=crc32c" in opts[1] and \
+        "data_digest=none" in opts[1], opts
+    shown = show_text(d)
+    assert shown.count("data_digest=crc32c-not-logged-in digest_errors=0") \
+        == 1, shown
+    adm = build_dir() / "holdfastadm"
+    out = subprocess.run([str(adm), "-C", str(d.ctl_port), "--json", "-o",
+                          "show", "-m", "target"], env=d.env, timeout=30,
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    st = json.loads(out)["targets"][0]["luns"][1]["backend_state"]
+    assert st["data_digest"] == "crc32c-not-logged-in", st
+    assert st["digest_errors"] == "0", st
+    bad = holdfast(luns=[{"lun": 1, "backend": "iscsi", "path": url % 1,
+                          "size": SAN_SIZE}], data_digest="md5", wait=False)
+    assert bad.wait(15) != 0, bad.log_text()
+    bad.ok_exit = {1}
+    assert "data_digest: none or crc32c" in bad.log_text(), bad.log_text()
+
+
 # --------------------------------------------------------------------------
 # holdfast as the SAN.  tgtd cannot be made to answer BUSY, TASK SET FULL,
 # UNIT ATTENTION or a chosen sense; a second holdfastd can: its LUN's fault

@@ -119,8 +119,15 @@ static void test_opts(void)
 	      strcmp(c.portals[4], "192.0.2.23:3999") == 0);
 	CHECK(c.remote_timeout_ms == 5000 && c.connect_timeout_ms == 700 &&
 	      c.reconnect_max_ms == 100 && c.header_digest);
+	CHECK(!c.data_digest);
 	CHECK(strcmp(c.mutual_user, "san") == 0 &&
 	      strcmp(c.mutual_password, "sanpw") == 0);
+	CHECK(parse(url, "data_digest=crc32c", &c, &why) == 0 && c.data_digest,
+	      "%s", why);
+	CHECK(parse(url, "data_digest=CRC32C;data_digest=None", &c, &why) == 0 &&
+	      !c.data_digest, "%s", why);
+	CHECK(parse(url, "data_digest=sha1", &c, &why) == -EINVAL &&
+	      strcmp(why, "data_digest: none or crc32c") == 0, "%s", why);
 	/* empty items and blanks are fine */
 	CHECK(parse(url, ";; remote_timeout=100;", &c, &why) == 0, "%s", why);
 	CHECK(c.remote_timeout_ms == 100);
