@@ -538,6 +538,12 @@ static bool dd_read(struct iscsi_dd *d, struct dd_side *s, const char *who)
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return true;
+		if (s == &d->lib && n == 0) {
+			/* libiscsi hung up (the backend dropped the session
+			 * or libiscsi gave up on a login): nothing to say */
+			iscsi_dd_reset(d);
+			return false;
+		}
 		snprintf(why, sizeof(why), "%s %s", who,
 			 n == 0 ? "closed the connection" : strerror(errno));
 		/* what the SAN said before it closed (a login reject)

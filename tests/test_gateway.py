@@ -1376,9 +1376,10 @@ class WireRelay:
     of the next Data-In PDU of 4 KiB or more.  answer_none rewrites the
     SAN's DataDigest answer to None (a SAN that refuses data digests)."""
 
-    def __init__(self, san_port, hd, dd, answer_none=False):
+    def __init__(self, san_port, hd, dd, answer_none=False, redirect=None):
         self.san_port, self.hd, self.dd = san_port, hd, dd
         self.answer_none = answer_none
+        self.redirect = redirect        # "ADDR:PORT,TPGT": redirect logins
         self.lsn = socket.socket()
         self.lsn.bind(("127.0.0.1", 0))
         self.lsn.listen(8)
@@ -1455,6 +1456,15 @@ class WireRelay:
                         t = data[:dsl].replace(b"DataDigest=CRC32C",
                                                b"DataDigest=None")
                         bhs = bhs[:5] + len(t).to_bytes(3, "big") + bhs[8:]
+                        hdr = bhs + hdr[48:]
+                        data = t + b"\0" * (-len(t) % 4)
+                    if from_san and self.redirect:
+                        # Login Response, status 0101 (target moved
+                        # temporarily) with the new address
+                        t = b"TargetAddress=" + self.redirect.encode() + b"\0"
+                        bhs = (bhs[:1] + b"\0" + bhs[2:5] +
+                               len(t).to_bytes(3, "big") + bhs[8:36] +
+                               b"\x01\x01" + bhs[38:])
                         hdr = bhs + hdr[48:]
                         data = t + b"\0" * (-len(t) % 4)
                     if from_san and bhs[36] == 0 and bhs[1] & 0x80 and \
@@ -1580,24 +1590,36 @@ def test_data_digest_error_reconnects_and_read_is_right(holdfast, dd_relay,
     c.close()
 
 
-def test_san_refusing_data_digest_is_a_clear_error(holdfast, dd_relay):
+@pytest.mark.parametrize("how", ["answers-none", "redirects"])
+def test_san_refusing_data_digest_is_a_clear_error(holdfast, dd_relay, how):
     """A SAN that answers DataDigest=None to CRC32C: crc32c is required,
-    so the gateway does not log in; open fails (no size configured) and
-    says why."""
+    so the gateway does not log in: the LUN (started with its size) says
+    why on show and in the log, and keeps trying.  A SAN that redirects
+    the login (libiscsi would follow TargetAddress around the relay) is
+    refused the same way, naming the address."""
     san = holdfast(luns=[{"lun": 1, "backend": "file", "path": "san.img",
                           "size": "32M"}], iqn=SAN_IQN)
     san.require_holdfast("holdfast is the SAN here")
-    relay = dd_relay(san.port, hd=False, dd=True, answer_none=True)
+    relay = dd_relay(san.port, hd=False, dd=True,
+                     answer_none=how == "answers-none",
+                     redirect="192.0.2.77:3260,1" if how == "redirects"
+                     else None)
     gl = {"lun": 1, "backend": "iscsi", "size": SAN_SIZE,
           "path": "iscsi://127.0.0.1:%d/%s/1" % (relay.port, SAN_IQN),
           "data_digest": "crc32c"}
     gl.update(FAST)
     gw = holdfast(luns=[gl], iqn=GW_IQN)
-    wait_for(lambda: "DataDigest=None" in show_text(gw), S(15))
+    if how == "redirects":
+        why = "the SAN redirects the login to 192.0.2.77:3260,1: the " \
+            "data digest relay does not follow redirects"
+    else:
+        why = "the SAN answered DataDigest=None to DataDigest=CRC32C " \
+            "(data_digest = crc32c requires it)"
+    wait_for(lambda: why in show_text(gw), S(15))
     text = show_text(gw)
     assert "crc32c-not-logged-in" in text, text
-    assert "requires it" in text, text
-    assert "answered DataDigest=None" in gw.log_text()
+    assert why in text, text
+    assert why in gw.log_text()
 
 
 def test_data_digest_with_tgtd_refused_then_negotiated_and_outage(env,

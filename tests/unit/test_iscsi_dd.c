@@ -36,7 +36,8 @@ static size_t pdu(uint8_t *b, uint8_t op, uint8_t flags, unsigned ahs,
 	b[6] = (uint8_t)(len >> 8);
 	b[7] = (uint8_t)len;
 	b[16] = 0xab;
-	memcpy(b + o, data, len);
+	if (len)
+		memcpy(b + o, data, len);
 	o += len;
 	while (o & 3)
 		b[o++] = 0;
