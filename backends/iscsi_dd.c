@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -184,11 +185,50 @@ static long dd_login(struct iscsi_dd_codec *c, bool from_san,
 	return (long)o;
 }
 
+/* A full feature phase PDU (length checked): its output length; a
+ * digest to append goes to dig. */
+static long dd_ffp(struct iscsi_dd_codec *c, bool from_san, const uint8_t *in,
+		   size_t in_len, uint8_t dig[4])
+{
+	size_t hdr = dd_hdr_len(c, in);
+	uint32_t dsl = dd_dsl(in);
+	size_t dlen = dsl + dd_pad(dsl);
+	uint8_t want[4];
+
+	if (!dsl)
+		return (long)in_len;
+	if (!from_san) {
+		dd_put_le32(dig, crc32c(0, in + hdr, dlen));
+		return (long)in_len + 4;
+	}
+	dd_put_le32(want, crc32c(0, in + hdr, dlen));
+	if (memcmp(want, in + hdr + dlen, 4) != 0) {
+		c->digest_errors++;
+		snprintf(c->err, sizeof(c->err),
+			 "data digest error from the SAN (opcode 0x%02x, "
+			 "ITT 0x%02x%02x%02x%02x, %u bytes)", in[0] & 0x3f,
+			 in[16], in[17], in[18], in[19], dsl);
+		return -1;
+	}
+	return (long)in_len - 4;
+}
+
+long iscsi_dd_ffp_pdu(struct iscsi_dd_codec *c, bool from_san,
+		      const uint8_t *in, size_t in_len, uint8_t dig[4])
+{
+	c->err[0] = '\0';
+	if (!c->ffp || in_len < ISCSI_DD_BHS ||
+	    in_len != iscsi_dd_pdu_len(c, from_san, in, in_len)) {
+		snprintf(c->err, sizeof(c->err), "bad PDU length");
+		return -1;
+	}
+	return dd_ffp(c, from_san, in, in_len, dig);
+}
+
 long iscsi_dd_pdu(struct iscsi_dd_codec *c, bool from_san,
 		  const uint8_t *in, size_t in_len, uint8_t *out)
 {
-	size_t hdr, dlen;
-	uint32_t dsl;
+	size_t hdr;
 	uint8_t op;
 
 	c->err[0] = '\0';
@@ -198,8 +238,6 @@ long iscsi_dd_pdu(struct iscsi_dd_codec *c, bool from_san,
 		return -1;
 	}
 	hdr = dd_hdr_len(c, in);
-	dsl = dd_dsl(in);
-	dlen = dsl + dd_pad(dsl);
 	op = in[0] & 0x3f;
 	if (!c->ffp) {
 		if ((!from_san && op == OP_LOGIN_REQ) ||
@@ -208,28 +246,16 @@ long iscsi_dd_pdu(struct iscsi_dd_codec *c, bool from_san,
 		memcpy(out, in, in_len);
 		return (long)in_len;
 	}
-	if (!dsl) {
-		memcpy(out, in, in_len);
-		return (long)in_len;
-	}
-	if (!from_san) {
-		memcpy(out, in, in_len);
-		dd_put_le32(out + in_len, crc32c(0, in + hdr, dlen));
-		return (long)in_len + 4;
-	} else {
-		uint8_t want[4];
+	{
+		uint8_t dig[4];
+		long n = dd_ffp(c, from_san, in, in_len, dig);
 
-		dd_put_le32(want, crc32c(0, in + hdr, dlen));
-		if (memcmp(want, in + hdr + dlen, 4) != 0) {
-			c->digest_errors++;
-			snprintf(c->err, sizeof(c->err),
-				 "data digest error from the SAN (opcode 0x%02x, "
-				 "ITT 0x%02x%02x%02x%02x, %u bytes)", op, in[16],
-				 in[17], in[18], in[19], dsl);
+		if (n < 0)
 			return -1;
-		}
-		memcpy(out, in, in_len - 4);
-		return (long)in_len - 4;
+		memcpy(out, in, MIN((size_t)n, in_len));
+		if ((size_t)n > in_len)
+			memcpy(out + in_len, dig, 4);
+		return n;
 	}
 }
 
@@ -556,11 +582,96 @@ static bool dd_read(struct iscsi_dd *d, struct dd_side *s, const char *who)
 	return true;
 }
 
-/* Frame what came from `from` into to->out. */
+#define DD_IOV 256
+
+/* Full feature phase with nothing queued for `to`: send the complete
+ * PDUs in from->in straight from there (one sendmsg, the digests added
+ * or left out by the iovecs), saving the copy into to->out; what the
+ * socket does not take is copied there.  -1: the connection failed;
+ * 0: no complete PDU; 1: a batch went. */
+static int dd_direct(struct iscsi_dd *d, struct dd_side *from,
+		     struct dd_side *to, bool from_san)
+{
+	struct iovec iov[DD_IOV];
+	uint8_t dig[DD_IOV / 2][4];
+	struct msghdr mh = { .msg_iov = iov };
+	size_t pos = from->in.rd, skip;
+	int n = 0, ndig = 0;
+	ssize_t w;
+
+	while (n + 2 <= DD_IOV) {
+		size_t have = from->in.wr - pos;
+		size_t need = iscsi_dd_pdu_len(&d->codec, from_san,
+					       from->in.p + pos, have);
+		uint64_t errs = d->codec.digest_errors;
+		long m;
+
+		if (!need || need > have)
+			break;
+		m = iscsi_dd_ffp_pdu(&d->codec, from_san, from->in.p + pos,
+				     need, dig[ndig]);
+		if (m < 0) {
+			if (d->codec.digest_errors != errs)
+				atomic_fetch_add(&d->errors, 1);
+			dd_fail(d, d->codec.err);
+			return -1;
+		}
+		iov[n++] = (struct iovec){ from->in.p + pos,
+					   MIN((size_t)m, need) };
+		if ((size_t)m > need)
+			iov[n++] = (struct iovec){ dig[ndig++], 4 };
+		pos += need;
+	}
+	if (!n)
+		return 0;
+	mh.msg_iovlen = (size_t)n;
+	w = sendmsg(to->fd, &mh, MSG_NOSIGNAL);
+	if (w < 0) {
+		char why[160];
+
+		if (errno != EAGAIN && errno != EINTR) {
+			snprintf(why, sizeof(why), "send to %s: %s",
+				 to == &d->san ? "the SAN" : "libiscsi",
+				 strerror(errno));
+			dd_fail(d, why);
+			return -1;
+		}
+		w = 0;
+	}
+	skip = (size_t)w;
+	for (int i = 0; i < n; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		if (dd_buf_room(&to->out, iov[i].iov_len - skip) < 0) {
+			dd_fail(d, "out of memory");
+			return -1;
+		}
+		memcpy(to->out.p + to->out.wr, (uint8_t *)iov[i].iov_base + skip,
+		       iov[i].iov_len - skip);
+		to->out.wr += iov[i].iov_len - skip;
+		skip = 0;
+	}
+	from->in.rd = pos;
+	return 1;
+}
+
+/* Frame what came from `from` into to->out (or straight to its socket). */
 static bool dd_frame(struct iscsi_dd *d, struct dd_side *from,
 		     struct dd_side *to, bool from_san)
 {
 	for (;;) {
+		if (d->codec.ffp && to->out.rd == to->out.wr && to->fd >= 0 &&
+		    !(to == &d->san && d->san_connecting)) {
+			int r = dd_direct(d, from, to, from_san);
+
+			if (r < 0)
+				return false;
+			if (r == 0)
+				return true;
+			continue;
+		}
 		size_t have = from->in.wr - from->in.rd;
 		size_t need = iscsi_dd_pdu_len(&d->codec, from_san,
 					       from->in.p + from->in.rd, have);

@@ -60,6 +60,13 @@ size_t iscsi_dd_pdu_len(const struct iscsi_dd_codec *c, bool from_san,
 long iscsi_dd_pdu(struct iscsi_dd_codec *c, bool from_san,
 		  const uint8_t *in, size_t in_len, uint8_t *out);
 
+/* The same for a PDU after login, without copying it: the output is the
+ * input with the 4 bytes of dig appended (to the SAN, data segment
+ * present), or without its last 4 bytes (from the SAN: the digest,
+ * checked), or the input as it is; its length is returned, or -1. */
+long iscsi_dd_ffp_pdu(struct iscsi_dd_codec *c, bool from_san,
+		      const uint8_t *in, size_t in_len, uint8_t dig[4]);
+
 /* ---- relay ---- */
 struct iscsi_dd;
 

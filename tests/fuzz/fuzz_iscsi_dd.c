@@ -8,12 +8,15 @@
  * not fit.  Checks: a refusal says why; an output is never larger than
  * promised and is framed as its direction's peer will read it; after
  * login, what goes to the SAN carries a digest that the SAN-side check
- * of a second codec accepts, giving back the input. */
+ * of a second codec accepts, giving back the input, and the relay's
+ * copy-free path (iscsi_dd_ffp_pdu) agrees with the copying one. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "iscsi_dd.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static size_t out_len_expected(const struct iscsi_dd_codec *before,
 			       bool from_san, const uint8_t *o)
@@ -48,7 +51,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			__builtin_trap();
 		memcpy(in, p, need);
 		p += need;
-		r = iscsi_dd_pdu(&c, from_san, in, need, out);
+		if (c.ffp) {
+			/* the relay's copy-free path must say the same */
+			struct iscsi_dd_codec f = c;
+			uint8_t dig[4];
+			long q = iscsi_dd_ffp_pdu(&f, from_san, in, need, dig);
+
+			r = iscsi_dd_pdu(&c, from_san, in, need, out);
+			if (q != r || f.digest_errors != c.digest_errors ||
+			    (r > 0 &&
+			     (memcmp(out, in, MIN((size_t)r, need)) != 0 ||
+			      ((size_t)r > need && memcmp(out + need, dig, 4)))))
+				__builtin_trap();
+		} else {
+			r = iscsi_dd_pdu(&c, from_san, in, need, out);
+		}
 		if (r < 0) {
 			if (!c.err[0])
 				__builtin_trap();
