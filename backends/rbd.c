@@ -23,6 +23,20 @@
  * every later fate of the command is then safe, and the hang engine needs
  * no hook.  The price is one blocklist and one reopen per outage.
  *
+ * Fence backoff.  A timeout says nothing about the instance: right after
+ * an OSD thaws, its placement groups may refuse every operation for
+ * seconds ("waiting for readable": the read lease ran out while the OSD
+ * was stopped), and a fresh instance times out there exactly as the
+ * fenced one did.  Fencing again at each timeout then only burns
+ * instances (a fence storm).  So after a fence, until a write succeeds
+ * again, a write that times out is re-sent on the same instance (it
+ * writes the same data, and one client's operations on an object are
+ * applied in order, so the earlier copy cannot land after a later write)
+ * before that instance is fenced in turn: once after the first fence,
+ * 3 times after the second, 7 after the third, 15 after the fourth and
+ * on (at most 60 s in all): an effective timeout of 2, 4, 8, 16 times
+ * rados_osd_op_timeout.  The error still goes up only after a fence.
+ *
  * Instances.  An instance is a rados_t + ioctx + open image.  A standby
  * instance ("spare") is opened in the background, so a fence can move I/O
  * at once even while the OSD is unreachable (opening an image needs the
@@ -66,6 +80,9 @@
 #define BE_RBD_MON_TIMEOUT "10"
 /* Finished operations collected per rbd_poll_io_events call. */
 #define BE_RBD_POLL_BATCH 64
+/* Fence backoff: the longest a timed-out write is re-sent on its instance
+ * before that one is fenced (seconds). */
+#define BE_RBD_RESEND_BUDGET_S 60
 
 enum be_rbd_fence {
 	BE_RBD_LIVE,		/* serving or standby */
@@ -113,6 +130,10 @@ struct be_rbd {
 	struct be_rbd_inst *retired;	/* fencing or fenced, not yet closed */
 	/* for show */
 	uint64_t fences, opens, open_failures, timeouts;
+	/* fences since the last successful write (the backoff's exponent),
+	 * and the timed-out writes re-sent on their instance instead */
+	unsigned fence_streak;
+	uint64_t resends;
 	/* eventfd wake-ups and the completions they collected */
 	atomic_ullong wakeups, polled;
 	int last_open_err;
@@ -138,6 +159,7 @@ struct __attribute__((may_alias)) be_rbd_io {
 	struct iovec *trim;		/* malloc'd iovec cut to length, or NULL */
 	int res;
 	bool flushing;			/* FUA write: the flush after it */
+	uint8_t resends;		/* re-sent on rio->inst after a timeout */
 	struct be_io *next;		/* on inst->parked */
 	uint64_t mismatch;		/* compare and write: image offset */
 	char *bounce;			/* compare and write: iov made flat */
@@ -457,6 +479,8 @@ static void be_rbd_start_fence(struct be_rbd *b, struct be_rbd_inst *in)
 	if (in->fence != BE_RBD_LIVE)
 		return;
 	in->fence = BE_RBD_FENCING;
+	if (b->fence_streak < 16)
+		b->fence_streak++;	/* the next instance backs off longer */
 	if (b->cur == in)
 		b->cur = NULL;
 	if (b->spare == in)
@@ -481,6 +505,108 @@ static int be_rbd_completion(struct be_rbd_inst *in, struct be_io *io,
 
 	return rbd_aio_create_completion(io, notified ? NULL : be_rbd_aio_done,
 					 c);
+}
+
+/* The iovec io is sent with: the caller's, or rio->trim (be_rbd_trim). */
+static void be_rbd_iov(struct be_io *io, struct be_rbd_io *rio,
+		       const struct iovec **v, int *cnt)
+{
+	uint64_t want = io->length;
+	int n = 0;
+
+	if (!rio->trim) {
+		*v = io->iov;
+		*cnt = io->iovcnt;
+		return;
+	}
+	while (n < io->iovcnt && want) {
+		want -= MIN(want, (uint64_t)rio->trim[n].iov_len);
+		n++;
+	}
+	*v = rio->trim;
+	*cnt = n;
+}
+
+/* Send io to librbd on in (pinned by the caller).  0 or -errno (nothing
+ * was sent). */
+static int be_rbd_issue(struct be_rbd_inst *in, struct be_io *io)
+{
+	struct be_rbd_io *rio = be_rbd_io_of(io);
+	const struct iovec *v = NULL;
+	rbd_completion_t c;
+	int cnt = 0, err;
+
+	err = be_rbd_completion(in, io, io->op == BE_OP_COMPARE_AND_WRITE, &c);
+	if (err)
+		return err;
+	if (io->op == BE_OP_READ || io->op == BE_OP_WRITE)
+		be_rbd_iov(io, rio, &v, &cnt);
+	switch (io->op) {
+	case BE_OP_READ:
+		err = rbd_aio_readv(in->image, v, cnt, io->offset, c);
+		break;
+	case BE_OP_WRITE:
+		err = rbd_aio_writev(in->image, v, cnt, io->offset, c);
+		break;
+	case BE_OP_FLUSH:
+		err = rbd_aio_flush(in->image, c);
+		break;
+	case BE_OP_UNMAP:
+		err = rbd_aio_discard(in->image, io->offset, io->length, c);
+		break;
+	case BE_OP_WRITE_ZEROES:
+		err = rbd_aio_write_zeroes(in->image, io->offset,
+					   (size_t)io->length, c, 0, 0);
+		break;
+	case BE_OP_COMPARE_AND_WRITE:
+		err = (int)rbd_aio_compare_and_write(in->image, io->offset,
+						     (size_t)io->length,
+						     rio->bounce,
+						     rio->bounce + io->length,
+						     c, &rio->mismatch, 0);
+		break;
+	default:
+		err = -EOPNOTSUPP;
+		break;
+	}
+	if (err)
+		rbd_aio_release(c);
+	return err;
+}
+
+/* Fence backoff (top of file): how often a write that timed out on a
+ * live instance is re-sent there before the instance is fenced.  0 until
+ * a fence happened with no successful write since.  Under b->lock. */
+static unsigned be_rbd_resend_max(const struct be_rbd *b)
+{
+	unsigned shift = MIN(b->fence_streak, 4u);
+	unsigned max = (1u << shift) - 1;
+
+	if (!b->op_timeout)
+		return 0;
+	/* at most 60 s in all: (max + 1) * op_timeout */
+	if ((max + 1) * b->op_timeout > BE_RBD_RESEND_BUDGET_S)
+		max = BE_RBD_RESEND_BUDGET_S / b->op_timeout > 0
+			      ? BE_RBD_RESEND_BUDGET_S / b->op_timeout - 1
+			      : 0;
+	return max;
+}
+
+/* May io, a write that failed with res on in, be re-sent there instead of
+ * fencing in?  Only a timeout (the operation may be pending still, on an
+ * instance that may still send), only operations that write the same data
+ * again (not compare and write: a copy that landed would miscompare, not
+ * the flush after a FUA write), only while in is live and within the
+ * backoff.  Under b->lock. */
+static bool be_rbd_may_resend(const struct be_rbd *b,
+			      const struct be_rbd_inst *in,
+			      const struct be_io *io,
+			      const struct be_rbd_io *rio, int res)
+{
+	return res == -ETIMEDOUT && in->fence == BE_RBD_LIVE && b->cur == in &&
+	       (io->op == BE_OP_WRITE || io->op == BE_OP_UNMAP ||
+		io->op == BE_OP_WRITE_ZEROES) &&
+	       !rio->flushing && rio->resends < be_rbd_resend_max(b);
 }
 
 static void be_rbd_aio_done(rbd_completion_t c, void *arg)
@@ -518,9 +644,20 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 	}
 
 	pthread_mutex_lock(&b->lock);
-	in->inflight--;
 	if (res == -ETIMEDOUT)
 		b->timeouts++;
+	if (res < 0 && be_rbd_may_resend(b, in, io, rio, res)) {
+		/* in stays pinned (inflight) for the copy */
+		rio->resends++;
+		b->resends++;
+		pthread_mutex_unlock(&b->lock);
+		if (be_rbd_issue(in, io) == 0)
+			return;
+		pthread_mutex_lock(&b->lock);	/* not sent: fence, as below */
+	}
+	in->inflight--;
+	if (res == 0 && be_rbd_mutating(io) && b->cur == in)
+		b->fence_streak = 0;	/* writes work again: no backoff */
 	if (res < 0 &&
 	    ((be_rbd_mutating(io) && be_rbd_indeterminate(res)) ||
 	     res == -ESHUTDOWN))	/* -EBLOCKLISTED: this instance is dead */
@@ -922,9 +1059,7 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 	struct be_rbd *b = be->priv;
 	struct be_rbd_io *rio = be_rbd_io_of(io);
 	struct be_rbd_inst *in;
-	const struct iovec *v = NULL;
-	rbd_completion_t c;
-	int cnt = 0, err;
+	int err;
 
 	memset(rio, 0, sizeof(*rio));
 	rio->be = be;
@@ -948,6 +1083,9 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 		goto fail;
 	}
 	if (io->op == BE_OP_READ || io->op == BE_OP_WRITE) {
+		const struct iovec *v;
+		int cnt;
+
 		err = be_rbd_trim(io, rio, &v, &cnt);
 		if (err)
 			goto fail;
@@ -979,41 +1117,9 @@ static void be_rbd_submit(struct backend *be, struct be_io *io,
 	pthread_mutex_unlock(&b->lock);
 	rio->inst = in;
 
-	err = be_rbd_completion(in, io, io->op == BE_OP_COMPARE_AND_WRITE, &c);
-	if (err)
-		goto fail_dec;
-	switch (io->op) {
-	case BE_OP_READ:
-		err = rbd_aio_readv(in->image, v, cnt, io->offset, c);
-		break;
-	case BE_OP_WRITE:
-		err = rbd_aio_writev(in->image, v, cnt, io->offset, c);
-		break;
-	case BE_OP_FLUSH:
-		err = rbd_aio_flush(in->image, c);
-		break;
-	case BE_OP_UNMAP:
-		err = rbd_aio_discard(in->image, io->offset, io->length, c);
-		break;
-	case BE_OP_WRITE_ZEROES:
-		err = rbd_aio_write_zeroes(in->image, io->offset,
-					   (size_t)io->length, c, 0, 0);
-		break;
-	case BE_OP_COMPARE_AND_WRITE:
-		err = (int)rbd_aio_compare_and_write(in->image, io->offset,
-						     (size_t)io->length,
-						     rio->bounce,
-						     rio->bounce + io->length,
-						     c, &rio->mismatch, 0);
-		break;
-	default:
-		err = -EOPNOTSUPP;
-		break;
-	}
+	err = be_rbd_issue(in, io);
 	if (err == 0)
 		return;
-	rbd_aio_release(c);
-fail_dec:
 	pthread_mutex_lock(&b->lock);
 	in->inflight--;
 	pthread_mutex_unlock(&b->lock);
@@ -1537,7 +1643,8 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 	n = snprintf(buf, len,
 		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
 		     "completions=%s wakeups=%llu polled=%llu state=%s instance=client.%llu@%s spare=%s fences=%llu "
-		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu",
+		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu "
+		     "resends=%llu fence_after=%us",
 		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
 		     b->cache ? "on" : "off",
@@ -1552,7 +1659,9 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     b->last_fenced[0] ? b->last_fenced : "-",
 		     (unsigned long long)b->opens,
 		     (unsigned long long)b->open_failures,
-		     (unsigned long long)b->timeouts);
+		     (unsigned long long)b->timeouts,
+		     (unsigned long long)b->resends,
+		     (be_rbd_resend_max(b) + 1) * b->op_timeout);
 	pthread_mutex_unlock(&b->lock);
 	return n;
 }

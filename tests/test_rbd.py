@@ -380,6 +380,57 @@ def test_fence_timed_out_write(ceph, holdfast, features):
         .strip("[]") in bl or old_addr in bl, (old_addr, bl)
 
 
+@pytest.mark.parametrize("features", ["layering", "default"])
+def test_fence_backoff_resends_on_the_new_instance(ceph, holdfast, features):
+    """No fence storm (issue 14).  After a fence, until a write succeeds
+    again, a write that times out on the new instance is re-sent there
+    (same data, same client: no zombie) before that instance is fenced in
+    turn.  The OSD is frozen: write A times out (2 s op timeout), fences
+    the first instance and is held; the hang engine's probe (3 s later)
+    sends it to the standby instance, which took over; when that copy has
+    timed out too and was re-sent (show: resends=1), the OSD thaws, and A
+    completes GOOD with no second fence.  Before the backoff the probe's
+    timeout fenced again (fences=2): each fresh instance that met a
+    still-stuck OSD was fenced in turn, the storm of the guest test."""
+    image = "backoff-%s-%d" % (features, os.getpid())
+    ceph.create_image(image, "64M",
+                      features=None if features == "default" else features)
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry", werror="retry",
+                               retry_interval=3000, retry_timeout=0,
+                               rbd_osd_op_timeout=2)])
+    wait_spare(d)
+    c = HangClient(d.url(1))
+    try:
+        assert c.do("write 0 128 0x11", timeout=S(30))["status"] == "GOOD"
+        assert field(rbd_line(d), "fence_after") == "2s", rbd_line(d)
+        ceph.osd_stop()
+        a = c.issue("write 0 8 0x12")
+
+        def moved_on():
+            ln = rbd_line(d)
+            return int(field(ln, "resends")) >= 1 or \
+                int(field(ln, "fences")) >= 2
+        assert wait_for(moved_on, S(40), interval=0.1), rbd_line(d)
+        ceph.osd_cont()
+        line = rbd_line(d)
+        assert int(field(line, "fences")) == 1, line
+        assert field(line, "fence_after") == "4s", line
+        r = c.get(a, S(30))
+        assert r["status"] == "GOOD", r
+        line = rbd_line(d)
+        assert int(field(line, "fences")) == 1, line
+        # writes work again: the next timeout fences at once
+        assert field(line, "fence_after") == "2s", line
+        r = c.do("read 0 128", timeout=S(30))
+        assert r["status"] == "GOOD", r
+    finally:
+        ceph.osd_cont()
+        c.close()
+    data = export_blocks(ceph, image, 0, 128)
+    same(data[:8 * BS], b"\x12" * 8 * BS, "image bytes")
+    same(data[8 * BS:], b"\x11" * 120 * BS, "image bytes")
+
+
 # ---------------------------------------------------------------- daemon
 
 def _proc_alive(pid):
