@@ -134,6 +134,8 @@ struct be_rbd {
 	 * and the timed-out writes re-sent on their instance instead */
 	unsigned fence_streak;
 	uint64_t resends;
+	/* writes librbd refused for want of the exclusive lock (owner mode) */
+	uint64_t lock_waits;
 	/* eventfd wake-ups and the completions they collected */
 	atomic_ullong wakeups, polled;
 	int last_open_err;
@@ -617,6 +619,7 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 	struct backend *be = rio->be;
 	struct be_rbd *b = be->priv;
 	ssize_t ret = rbd_aio_get_return_value(c);
+	bool refused = false;	/* librbd did not send it */
 	int res;
 
 	rbd_aio_release(c);
@@ -646,6 +649,18 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 	pthread_mutex_lock(&b->lock);
 	if (res == -ETIMEDOUT)
 		b->timeouts++;
+	if (res == -EROFS && b->owner_mode && be_rbd_mutating(io)) {
+		/* librbd refused the write before sending it because this
+		 * instance does not hold the exclusive lock at the moment:
+		 * after a fence the watchdog is taking it back from our
+		 * fenced instance (be_rbd_owner).  Not written, and not
+		 * "write protected" for the initiator: a transient error the
+		 * hang engine holds and retries.  A lock truly lost to the
+		 * peer blocklists this instance and the watchdog says so. */
+		res = -ENOTCONN;
+		refused = true;
+		b->lock_waits++;
+	}
 	if (res < 0 && be_rbd_may_resend(b, in, io, rio, res)) {
 		/* in stays pinned (inflight) for the copy */
 		rio->resends++;
@@ -658,11 +673,12 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 	in->inflight--;
 	if (res == 0 && be_rbd_mutating(io) && b->cur == in)
 		b->fence_streak = 0;	/* writes work again: no backoff */
-	if (res < 0 &&
+	if (res < 0 && !refused &&
 	    ((be_rbd_mutating(io) && be_rbd_indeterminate(res)) ||
 	     res == -ESHUTDOWN))	/* -EBLOCKLISTED: this instance is dead */
 		be_rbd_start_fence(b, in);
-	if (res < 0 && in->fence == BE_RBD_FENCING && be_rbd_mutating(io)) {
+	if (res < 0 && !refused && in->fence == BE_RBD_FENCING &&
+	    be_rbd_mutating(io)) {
 		/* Not a word to the initiator before the blocklist holds. */
 		rio->res = res;
 		rio->next = in->parked;
@@ -1644,7 +1660,7 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
 		     "completions=%s wakeups=%llu polled=%llu state=%s instance=client.%llu@%s spare=%s fences=%llu "
 		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu "
-		     "resends=%llu fence_after=%us",
+		     "resends=%llu fence_after=%us lock_waits=%llu",
 		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
 		     b->cache ? "on" : "off",
@@ -1661,7 +1677,8 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     (unsigned long long)b->open_failures,
 		     (unsigned long long)b->timeouts,
 		     (unsigned long long)b->resends,
-		     (be_rbd_resend_max(b) + 1) * b->op_timeout);
+		     (be_rbd_resend_max(b) + 1) * b->op_timeout,
+		     (unsigned long long)b->lock_waits);
 	pthread_mutex_unlock(&b->lock);
 	return n;
 }
