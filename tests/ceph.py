@@ -16,6 +16,7 @@ DEB_TEST).
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -218,6 +219,33 @@ class Cluster:
 
     def blocklist(self):
         return self.ceph("osd", "blocklist", "ls", check=False)
+
+    def diagnose(self):
+        """The OSD's view for a failure report: ops in flight (their
+        flag_point says what they wait for, e.g. "waiting for readable"),
+        blocked and recent ops, each PG's state, the OSD map and the
+        blocklist.  Needs a running (not stopped) OSD."""
+        asok = self.dir / "run" / "osd.0.asok"
+        out = []
+        for cmd in ("dump_ops_in_flight", "dump_blocked_ops",
+                    "dump_historic_ops", "status"):
+            try:
+                r = subprocess.run(["ceph", "--admin-daemon", str(asok), cmd],
+                                   capture_output=True, text=True,
+                                   timeout=30)
+                out.append("== %s\n%s%s" % (cmd, r.stdout[-12000:],
+                                            r.stderr[-2000:]))
+            except subprocess.TimeoutExpired:
+                out.append("== %s: no answer in 30 s" % cmd)
+        for i in range(8):
+            q = self.ceph("pg", "%d.%x" % (1, i), "query", check=False,
+                          timeout=20)
+            m = re.search(r'"state": "([^"]*)"', q)
+            out.append("== pg 1.%x %s" % (i, m.group(1) if m else q[:300]))
+        for args in (("osd", "dump"), ("osd", "blocklist", "ls"), ("-s",)):
+            out.append("== ceph %s\n%s" % (" ".join(args),
+                                          self.ceph(*args, check=False)))
+        return "\n".join(out)
 
     # ---- teardown ----
     def stop(self):

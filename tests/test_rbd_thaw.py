@@ -22,7 +22,6 @@ debug_osd to 20 for the run.
 """
 
 import os
-import re
 import subprocess
 import time
 
@@ -41,24 +40,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.longrun]
 REPEAT = int(os.environ.get("THAW_REPEAT", "1"))
 FREEZE_S = 15
 RESUME_S = 25           # after SIGCONT, the held writes are back by then
-
-
-def osd_dump(ceph):
-    asok = ceph.dir / "run" / "osd.0.asok"
-    out = []
-    for cmd in ("dump_ops_in_flight", "dump_blocked_ops",
-                "dump_historic_ops", "status"):
-        r = subprocess.run(["ceph", "--admin-daemon", str(asok), cmd],
-                           capture_output=True, text=True, timeout=30)
-        out.append("== %s\n%s%s" % (cmd, r.stdout[-12000:], r.stderr[-2000:]))
-    for i in range(8):
-        q = ceph.ceph("pg", "1.%x" % i, "query", check=False, timeout=20)
-        m = re.search(r'"state": "([^"]*)"', q)
-        out.append("== pg 1.%x %s" % (i, m.group(1) if m else q[:300]))
-    for args in (("osd", "dump"), ("osd", "blocklist", "ls"), ("-s",)):
-        out.append("== ceph %s\n%s" % (" ".join(args),
-                                      ceph.ceph(*args, check=False)))
-    return "\n".join(out)
 
 
 def _round(c, pattern, base=16384, n=8, blocks=8):
@@ -116,7 +97,7 @@ def test_writes_resume_after_osd_thaw_two_gateways(ceph, holdfast, run):
                 assert r["status"] == "GOOD", r
         except AssertionError as e:
             raise AssertionError("%s\n\nrbd: %s\n\n%s" % (
-                str(e)[-3000:], rbd_line(a), osd_dump(ceph)))
+                str(e)[-3000:], rbd_line(a), ceph.diagnose()))
         back = time.monotonic() - t_cont
         for lb in _round(c, "0x7f"):
             r = c.get(lb, S(30))

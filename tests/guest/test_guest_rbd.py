@@ -131,9 +131,20 @@ class Run:
         ok = wait_for(lambda: not g.running() or
                       writes(d) >= n + SETTLE_WRITES, limit(60),
                       interval=0.2)
-        assert ok and g.running(), g.report(
-            "the guest's writes did not resume after %s (steps: %s)" %
-            (what, ", ".join(self.steps)))
+        if not (ok and g.running()):
+            # what the OSD holds, and why (e.g. a PG "waiting for
+            # readable" after the freeze: README, a Ceph bug)
+            try:
+                osd = self.ceph.diagnose()
+            except Exception as e:  # noqa: BLE001 (a report, best effort)
+                osd = "(no OSD diagnosis: %s)" % e
+            assert False, g.report(
+                "the guest's writes did not resume after %s (steps: %s)\n"
+                "gateway A: %s\n%s" %
+                (what, ", ".join(self.steps),
+                 re.search(r"rbd rbd/.*", show(self.a)).group(0)
+                 if re.search(r"rbd rbd/.*", show(self.a)) else "?",
+                 osd))
         self.no_error_yet(what)
         self.step("resumed after " + what)
 
