@@ -24,10 +24,10 @@
  * no hook.  The price is one blocklist and one reopen per outage.
  *
  * Fence backoff.  A timeout says nothing about the instance: right after
- * an OSD thaws, its placement groups may refuse every operation for
- * seconds ("waiting for readable": the read lease ran out while the OSD
- * was stopped), and a fresh instance times out there exactly as the
- * fenced one did.  Fencing again at each timeout then only burns
+ * an OSD thaws, a placement group may hold every client's operations
+ * ("waiting for readable": its read lease ran out while the OSD was
+ * stopped; Ceph 16 sometimes never renews it, README), and a fresh
+ * instance times out there exactly as the fenced one did.  Fencing again at each timeout then only burns
  * instances (a fence storm).  So after a fence, until a write succeeds
  * again, a write that times out is re-sent on the same instance (it
  * writes the same data, and one client's operations on an object are
