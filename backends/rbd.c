@@ -80,6 +80,8 @@
 #define BE_RBD_MON_TIMEOUT "10"
 /* Finished operations collected per rbd_poll_io_events call. */
 #define BE_RBD_POLL_BATCH 64
+/* How often a standby gateway asks the cluster who holds the lock. */
+#define BE_RBD_PEER_ASK_MS 1000
 /* Fence backoff: the longest a timed-out write is re-sent on its instance
  * before that one is fenced (seconds). */
 #define BE_RBD_RESEND_BUDGET_S 60
@@ -150,6 +152,10 @@ struct be_rbd {
 	 * of them still holds is ours to break and take again */
 	char fenced_addr[BE_RBD_FENCED_KEEP][128];
 	unsigned fenced_next;
+	/* the standby's last answer to the owner query, and when (ms) */
+	int peer_answer;		/* BE_OWNER_OTHER or _NONE */
+	bool peer_valid;		/* peer_answer holds one */
+	uint64_t peer_asked_ms;
 };
 
 /* Per-request state in be_io.be_scratch; may_alias: a second view of the
@@ -1278,6 +1284,14 @@ static int be_rbd_resize(struct backend *be, uint64_t size,
  * can write nothing after that.  After a fence moved I/O to a new client
  * instance, the next query takes the lock again through it. */
 
+static uint64_t be_rbd_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static struct be_rbd_inst *be_rbd_pin(struct be_rbd *b)
 {
 	struct be_rbd_inst *in;
@@ -1454,10 +1468,12 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 			break;
 		}
 		b->owner_mode = true;
+		b->peer_valid = false;
 		in->locked = true;
 		break;
 	case BE_OWNER_RELEASE:
 		b->owner_mode = false;
+		b->peer_valid = false;
 		in->locked = false;
 		rbd_flush(in->image);
 		if (rbd_is_exclusive_lock_owner(in->image, &mine) == 0 &&
@@ -1486,17 +1502,36 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 			err = BE_OWNER_MINE;
 			break;
 		}
+		/* A standby gateway's question only feeds the peer state
+		 * it reports (RTPG): ask the cluster at most once a
+		 * second, not at each watchdog round (every 200 ms, under
+		 * the ALUA mutex).  The owner always asks. */
+		if (!b->owner_mode && b->peer_valid &&
+		    be_rbd_now_ms() - b->peer_asked_ms < BE_RBD_PEER_ASK_MS) {
+			err = b->peer_answer;
+			break;
+		}
 		/* After a fence our old, blocklisted instance still holds
 		 * the lock: break it, it is ours. */
 		err = be_rbd_other_owners(b, in, false, b->owner_mode);
 		if (err > 0) {
 			err = BE_OWNER_OTHER;
+			if (!b->owner_mode) {
+				b->peer_answer = err;
+				b->peer_valid = true;
+				b->peer_asked_ms = be_rbd_now_ms();
+			}
 			break;
 		}
 		if (err < 0)
 			break;
 		/* nobody: after a fence the new instance takes it again */
 		err = BE_OWNER_NONE;
+		if (!b->owner_mode) {
+			b->peer_answer = err;
+			b->peer_valid = true;
+			b->peer_asked_ms = be_rbd_now_ms();
+		}
 		if (b->owner_mode) {
 			int e = rbd_lock_acquire(in->image,
 						 RBD_LOCK_MODE_EXCLUSIVE);
