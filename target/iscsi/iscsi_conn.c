@@ -352,6 +352,14 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 		ssize_t r;
 		bool direct = dst && want >= ISCSI_RX_DIRECT;
 
+		/* A read that came back short emptied the socket: the next
+		 * one would almost always be an EAGAIN, a syscall for
+		 * nothing.  The fd is level-triggered, so whatever arrived
+		 * since wakes the loop again.  Only within conn_rx (a
+		 * wakeup); harnesses stepping the parser read until EAGAIN. */
+		if (c->rx_wakeup && c->rx_drained)
+			return -EAGAIN;
+
 		if (!direct && c->rx_cap < ISCSI_RXBUF_SIZE &&
 		    (!c->rxbuf || c->rx_full)) {
 			/* lazily, and larger only while reads fill it: an
@@ -380,9 +388,11 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 		}
 		if (direct) {
 			*got += (uint32_t)r;
+			c->rx_drained = (uint32_t)r < want;
 		} else {
 			c->rx_end = (uint32_t)r;
 			c->rx_full = (uint32_t)r == c->rx_cap;
+			c->rx_drained = !c->rx_full;
 		}
 	}
 	return 0;
@@ -677,7 +687,8 @@ static void conn_rx_stalled(struct iscsi_conn *c)
 
 static void conn_rx_continue(void *arg);
 
-static void conn_rx(struct iscsi_conn *c)
+/* Parse and dispatch what the socket has, up to the wakeup's budget. */
+static void conn_rx_pdus(struct iscsi_conn *c)
 {
 	for (int i = 0; i < ISCSI_PDUS_PER_WAKEUP; i++) {
 		int r;
@@ -702,6 +713,16 @@ static void conn_rx(struct iscsi_conn *c)
 		if (reactor_call(c->r, conn_rx_continue, c) < 0)
 			c->ntasks--;
 	}
+}
+
+/* One wakeup's worth of input.  c stays allocated until the current
+ * callback returns even if it closes (conn_maybe_free defers). */
+static void conn_rx(struct iscsi_conn *c)
+{
+	c->rx_wakeup = true;
+	c->rx_drained = false;
+	conn_rx_pdus(c);
+	c->rx_wakeup = false;
 }
 
 static void conn_maybe_free(struct iscsi_conn *c);

@@ -188,6 +188,8 @@ struct iscsi_conn {
 	uint8_t *rxbuf;			/* NULL until the first read */
 	uint32_t rx_cap;		/* bytes allocated at rxbuf */
 	bool rx_full;			/* the last read filled it */
+	bool rx_wakeup;			/* conn_rx runs: rx_drained is trusted */
+	bool rx_drained;		/* a read came back short this wakeup */
 	uint64_t rx_pdus;		/* PDUs completed */
 	uint64_t rx_stall_pdus;		/* rx_pdus when the stall began */
 	uint64_t rx_stall_since;	/* ms: a partial PDU waits since */
