@@ -330,11 +330,10 @@ static void conn_tx_flush(struct iscsi_conn *c)
 
 /* ---- receive ---- */
 
-/* Fill dst[*got..need) from the read-ahead buffer or the socket (dst
- * NULL: consume and drop).  Returns 0 when complete, -EAGAIN when the
- * socket has no more for now, -ECONNRESET on EOF, else -errno. */
-static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
-			uint32_t *got)
+/* conn_rx_fill() when the read-ahead buffer does not hold it all. */
+static __attribute__((noinline)) int
+conn_rx_fill_slow(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
+		  uint32_t *got)
 {
 	while (*got < need) {
 		uint32_t want = need - *got;
@@ -395,6 +394,29 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 			c->rx_drained = !c->rx_full;
 		}
 	}
+	return 0;
+}
+
+/* Fill dst[*got..need) from the read-ahead buffer or the socket (dst
+ * NULL: consume and drop).  Returns 0 when complete, -EAGAIN when the
+ * socket has no more for now, -ECONNRESET on EOF, else -errno.  Inline
+ * for the common cases, a stage with nothing to read (no AHS, no data,
+ * no padding) and a stage the buffer already holds: about five calls
+ * per PDU. */
+static inline int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst,
+			       uint32_t need, uint32_t *got)
+{
+	uint32_t want;
+
+	if (*got >= need)
+		return 0;
+	want = need - *got;
+	if (c->rx_end - c->rx_start < want)
+		return conn_rx_fill_slow(c, dst, need, got);
+	if (dst)
+		memcpy(dst + *got, c->rxbuf + c->rx_start, want);
+	c->rx_start += want;
+	*got = need;
 	return 0;
 }
 

@@ -126,6 +126,9 @@ struct iscsi_task {
 	uint32_t unsol_end;		/* offsets below this come unsolicited */
 	uint32_t unsol_exp_data_sn;
 	uint32_t received;		/* Data-Out bytes in */
+	uint32_t buf_init;		/* cmd.buf[0, buf_init) holds data or
+					 * zeros; the rest is a recycled
+					 * buffer's old contents */
 	uint32_t r2t_next;		/* next offset to ask for */
 	uint32_t r2t_sn;
 	uint32_t data_in_sn;

@@ -173,6 +173,16 @@ void *scsi_buf_alloc(uint32_t len)
 	return calloc(1, len ? len : 1);
 }
 
+/* A recycled buffer: what a former command left in it */
+void *scsi_buf_alloc_uninit(uint32_t len)
+{
+	void *p = malloc(len ? len : 1);
+
+	if (p)
+		memset(p, 0xa5, len);
+	return p;
+}
+
 void scsi_buf_free(void *p)
 {
 	free(p);
@@ -1267,6 +1277,52 @@ static void test_r2t_unsolicited(void)
 	conn_teardown();
 }
 
+/* Write buffers are recycled, not zeroed: Data-Out that overlaps and so
+ * counts up to EDTL while leaving holes (in the middle and at the end)
+ * must hand the SCSI layer zeros there, never a former command's bytes. */
+static void test_write_buffer_holes(void)
+{
+	struct sess_params sp = defaults;
+	struct r2t r;
+	const uint32_t itt = 0x580, edtl = 16384;
+
+	sp.max_burst = 16384;
+	sp.max_r2t = 1;
+	conn_setup(&sp);
+	send_write(itt, 1, edtl, 1000, true);	/* [0, 1000) immediate */
+	if (!expect_r2t(itt, &r))
+		goto out;
+	CHECK(r.off == 1000 && r.len == edtl - 1000);
+	send_data_out(itt, r.ttt, 0, 5000, 4000, false);
+	send_data_out(itt, r.ttt, 1, 5000, 4000, false);
+	send_data_out(itt, r.ttt, 2, 5000, 4000, false);
+	send_data_out(itt, r.ttt, 3, 12000, 3000, false);
+	CHECK(nexec == 0, "1000 + 15000 bytes counted, EDTL not reached");
+	send_data_out(itt, r.ttt, 4, 12000, 3000, true);
+	CHECK(nexec == 1);
+	if (nlive == 1) {
+		const uint8_t *b = live[0]->buf;
+		bool ok = true;
+
+		for (uint32_t i = 0; i < edtl; i++) {
+			bool data = i < 1000 || (i >= 5000 && i < 9000) ||
+				    (i >= 12000 && i < 15000);
+
+			if (b[i] != (data ? pattern(i) : 0)) {
+				CHECK(false, "byte %u is 0x%02x", i, b[i]);
+				ok = false;
+				break;
+			}
+		}
+		CHECK(ok, "data where sent, zeros in the holes and the tail");
+		complete(live[0], SAM_STAT_GOOD, 0);
+	}
+out:
+	while (recv_pdu(&(struct rpdu){ 0 }))
+		;
+	conn_teardown();
+}
+
 /* InitialR2T=Yes, ImmediateData=No, MaxOutstandingR2T=1: one R2T at a
  * time, R2TSN counting up; Data-Out that does not fit is rejected. */
 static void test_r2t_solicited(void)
@@ -1820,6 +1876,7 @@ int main(void)
 	test_cmd_sn();
 	test_r2t_unsolicited();
 	test_r2t_solicited();
+	test_write_buffer_holes();
 	test_r2t_deferred();
 	test_data_in();
 	test_tmf_abort_task();
