@@ -911,6 +911,57 @@ static void test_parser_split(void)
 	free(w);
 }
 
+/* conn_rx (one wake-up) stops reading after a short read: the socket is
+ * empty then, and level-triggered epoll calls again for more.  A PDU cut
+ * at any point completes on the next wake-up, and a read that fills the
+ * buffer is followed by another in the same wake-up. */
+static void test_rx_wakeups(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	uint8_t bhs[ISCSI_BHS_LEN], data[1001];
+	struct rpdu p;
+
+	for (unsigned i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 13);
+	conn_setup(&defaults);
+	memset(bhs, 0, sizeof(bhs));
+	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(bhs + BHS_TTT, ISCSI_RSVD_TAG);
+	for (uint32_t cut = 1; cut < ISCSI_BHS_LEN + sizeof(data) + 3;
+	     cut += 37) {
+		put_be32(bhs + BHS_ITT, 0x3000 + cut);
+		w->len = 0;
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+		peer_write(w->b, cut);
+		conn_rx(c);
+		CHECK(c->rx_drained && !c->rx_wakeup, "cut %u: short read", cut);
+		peer_write(w->b + cut, w->len - cut);
+		conn_rx(c);
+		if (expect_pdu(&p, ISCSI_OP_NOP_IN))
+			CHECK(get_be32(p.bhs + BHS_ITT) == 0x3000 + cut &&
+			      p.len == sizeof(data), "cut %u: completed", cut);
+		expect_nothing();
+	}
+	/* more than the read-ahead buffer holds, in one write and one
+	 * wake-up: the full reads are followed by more */
+	w->len = 0;
+	for (uint32_t i = 0; i < 8; i++) {
+		put_be32(bhs + BHS_ITT, 0x4000 + i);
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+	}
+	CHECK(w->len > c->rx_cap, "%u bytes, buffer %u", w->len, c->rx_cap);
+	peer_write(w->b, w->len);
+	conn_rx(c);
+	for (uint32_t i = 0; i < 8; i++)
+		if (expect_pdu(&p, ISCSI_OP_NOP_IN))
+			CHECK(get_be32(p.bhs + BHS_ITT) == 0x4000 + i,
+			      "PDU %u of 8 in one wake-up", i);
+	expect_nothing();
+	conn_teardown();
+	free(w);
+}
+
 /* Immediate data large enough to be read straight into the command
  * buffer (no copy through the read-ahead buffer), cut at random points. */
 static void test_parser_direct(void)
@@ -1870,6 +1921,7 @@ int main(void)
 	test_logout_tx_blocked();
 	test_flush_timeout();
 	test_parser_split();
+	test_rx_wakeups();
 	test_parser_direct();
 	test_parser_ext_cdb();
 	test_parser_errors();
