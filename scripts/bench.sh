@@ -344,9 +344,9 @@ spec() {
 hf_only() { case $1 in *-retry) return 0 ;; esac; return 1; }
 for w in $WORKLOADS $GW_WORKLOADS $DD_WORKLOADS; do
 	spec "$w" >/dev/null || die "unknown workload $w"
-	case $w in null*) [ -z "${GW_WORKLOADS##*$w*}" ] ||
-		[ -z "${DD_WORKLOADS##*$w*}" ] &&
-		die "$w has no gateway form (the gateway LUN is a file LUN)" ;; esac
+	case $w in null*) case " $GW_WORKLOADS $DD_WORKLOADS " in *" $w "*)
+		die "$w has no gateway form (the gateway LUN is a file LUN)" ;;
+		esac ;; esac
 done
 
 START=$(date +%s)

@@ -134,25 +134,45 @@ if [[ $SKIP != *syscalls* ]]; then
 	command -v perf >/dev/null || die "perf not found"
 	start
 	bench 200
-	sc() {	# COUNT -> "syscalls ctxsw": the bench is perf's workload, so
-		# the daemon is counted exactly while it runs
+	# per kind too: the tracepoints of the calls the data path makes
+	KINDS="read readv recvfrom recvmsg write writev sendmsg sendto
+	       epoll_wait epoll_pwait epoll_ctl io_uring_enter futex sched_yield"
+	evs=(-e raw_syscalls:sys_enter -e context-switches)
+	for k in $KINDS; do evs+=(-e "syscalls:sys_enter_$k"); done
+	sc() {	# COUNT -> "name count" lines: the bench is perf's workload,
+		# so the daemon is counted exactly while it runs
 		local f=$DIR/perf.$1 args=(-c "$1" -d "$DEPTH" -s 4k -f raw)
 		[ "$WRITE" = 1 ] && args+=(-w)
-		perf stat -x, -e raw_syscalls:sys_enter -e context-switches \
+		perf stat -x, "${evs[@]}" \
 			-p "$PID" -o "$f" -- timeout 300 qemu-img bench \
 			"${args[@]}" "$URL" >/dev/null 2>&1 ||
 			die "perf stat / qemu-img bench -c $1 failed"
-		echo "$(awk -F, '/sys_enter/ {print $1}' "$f")" \
-		     "$(awk -F, '/context-switches/ {print $1}' "$f")"
+		awk -F, '$3 ~ /:|context-switches/ {
+			sub(/.*:(sys_enter_)?/, "", $3); print $3, $1 }' "$f"
 	}
-	read -r s1 c1 <<<"$(sc "$N1")"
-	read -r s2 c2 <<<"$(sc "$N2")"
+	sc "$N1" >"$DIR/sc1"
+	sc "$N2" >"$DIR/sc2"
 	stop
-	python3 - "$s1" "$c1" "$s2" "$c2" "$N1" "$N2" "$what" <<'EOF'
+	python3 - "$DIR/sc1" "$DIR/sc2" "$N1" "$N2" "$what" <<'EOF'
 import sys
-s1, c1, s2, c2, n1, n2 = (float(x) for x in sys.argv[1:7])
+def load(f):
+    d = {}
+    for line in open(f):
+        k, v = line.split()
+        try:
+            d[k] = float(v)
+        except ValueError:	# <not counted>
+            d[k] = 0.0
+    return d
+a, b = load(sys.argv[1]), load(sys.argv[2])
+n = float(sys.argv[4]) - float(sys.argv[3])
+per = {k: (b[k] - a.get(k, 0)) / n for k in b}
 print("profile: %s: %.2f syscalls/IO, %.3f context switches/IO (perf stat)"
-      % (sys.argv[7], (s2 - s1) / (n2 - n1), (c2 - c1) / (n2 - n1)))
+      % (sys.argv[5], per.get("sys_enter", 0),
+         per.get("context-switches", 0)))
+print("  by kind (perf stat, per I/O): " + ", ".join(
+    "%s %.3f" % (k, v) for k, v in sorted(per.items(), key=lambda x: -x[1])
+    if k not in ("sys_enter", "context-switches") and v >= 0.0005))
 EOF
 	if command -v strace >/dev/null; then
 		start strace -f -c -o "$DIR/strace.out"

@@ -330,11 +330,10 @@ static void conn_tx_flush(struct iscsi_conn *c)
 
 /* ---- receive ---- */
 
-/* Fill dst[*got..need) from the read-ahead buffer or the socket (dst
- * NULL: consume and drop).  Returns 0 when complete, -EAGAIN when the
- * socket has no more for now, -ECONNRESET on EOF, else -errno. */
-static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
-			uint32_t *got)
+/* conn_rx_fill() when the read-ahead buffer does not hold it all. */
+static __attribute__((noinline)) int
+conn_rx_fill_slow(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
+		  uint32_t *got)
 {
 	while (*got < need) {
 		uint32_t want = need - *got;
@@ -351,6 +350,14 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 		c->rx_start = c->rx_end = 0;
 		ssize_t r;
 		bool direct = dst && want >= ISCSI_RX_DIRECT;
+
+		/* A read that came back short emptied the socket: the next
+		 * one would almost always be an EAGAIN, a syscall for
+		 * nothing.  The fd is level-triggered, so whatever arrived
+		 * since wakes the loop again.  Only within conn_rx (a
+		 * wakeup); harnesses stepping the parser read until EAGAIN. */
+		if (c->rx_wakeup && c->rx_drained)
+			return -EAGAIN;
 
 		if (!direct && c->rx_cap < ISCSI_RXBUF_SIZE &&
 		    (!c->rxbuf || c->rx_full)) {
@@ -380,11 +387,36 @@ static int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst, uint32_t need,
 		}
 		if (direct) {
 			*got += (uint32_t)r;
+			c->rx_drained = (uint32_t)r < want;
 		} else {
 			c->rx_end = (uint32_t)r;
 			c->rx_full = (uint32_t)r == c->rx_cap;
+			c->rx_drained = !c->rx_full;
 		}
 	}
+	return 0;
+}
+
+/* Fill dst[*got..need) from the read-ahead buffer or the socket (dst
+ * NULL: consume and drop).  Returns 0 when complete, -EAGAIN when the
+ * socket has no more for now, -ECONNRESET on EOF, else -errno.  Inline
+ * for the common cases, a stage with nothing to read (no AHS, no data,
+ * no padding) and a stage the buffer already holds: about five calls
+ * per PDU. */
+static inline int conn_rx_fill(struct iscsi_conn *c, uint8_t *dst,
+			       uint32_t need, uint32_t *got)
+{
+	uint32_t want;
+
+	if (*got >= need)
+		return 0;
+	want = need - *got;
+	if (c->rx_end - c->rx_start < want)
+		return conn_rx_fill_slow(c, dst, need, got);
+	if (dst)
+		memcpy(dst + *got, c->rxbuf + c->rx_start, want);
+	c->rx_start += want;
+	*got = need;
 	return 0;
 }
 
@@ -677,7 +709,8 @@ static void conn_rx_stalled(struct iscsi_conn *c)
 
 static void conn_rx_continue(void *arg);
 
-static void conn_rx(struct iscsi_conn *c)
+/* Parse and dispatch what the socket has, up to the wakeup's budget. */
+static void conn_rx_pdus(struct iscsi_conn *c)
 {
 	for (int i = 0; i < ISCSI_PDUS_PER_WAKEUP; i++) {
 		int r;
@@ -702,6 +735,16 @@ static void conn_rx(struct iscsi_conn *c)
 		if (reactor_call(c->r, conn_rx_continue, c) < 0)
 			c->ntasks--;
 	}
+}
+
+/* One wakeup's worth of input.  c stays allocated until the current
+ * callback returns even if it closes (conn_maybe_free defers). */
+static void conn_rx(struct iscsi_conn *c)
+{
+	c->rx_wakeup = true;
+	c->rx_drained = false;
+	conn_rx_pdus(c);
+	c->rx_wakeup = false;
 }
 
 static void conn_maybe_free(struct iscsi_conn *c);

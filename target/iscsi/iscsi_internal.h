@@ -126,6 +126,9 @@ struct iscsi_task {
 	uint32_t unsol_end;		/* offsets below this come unsolicited */
 	uint32_t unsol_exp_data_sn;
 	uint32_t received;		/* Data-Out bytes in */
+	uint32_t buf_init;		/* cmd.buf[0, buf_init) holds data or
+					 * zeros; the rest is a recycled
+					 * buffer's old contents */
 	uint32_t r2t_next;		/* next offset to ask for */
 	uint32_t r2t_sn;
 	uint32_t data_in_sn;
@@ -188,6 +191,8 @@ struct iscsi_conn {
 	uint8_t *rxbuf;			/* NULL until the first read */
 	uint32_t rx_cap;		/* bytes allocated at rxbuf */
 	bool rx_full;			/* the last read filled it */
+	bool rx_wakeup;			/* conn_rx runs: rx_drained is trusted */
+	bool rx_drained;		/* a read came back short this wakeup */
 	uint64_t rx_pdus;		/* PDUs completed */
 	uint64_t rx_stall_pdus;		/* rx_pdus when the stall began */
 	uint64_t rx_stall_since;	/* ms: a partial PDU waits since */

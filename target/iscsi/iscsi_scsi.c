@@ -206,6 +206,24 @@ static void iscsi_scsi_ext_cdb(struct iscsi_conn *c, struct iscsi_task *t)
 	}
 }
 
+/* Data for [off, off + len) of a write's buffer is about to be received
+ * into it.  The buffer is recycled, not zeroed (a 1 MiB memset per 1 MiB
+ * write otherwise): whatever lies between what is initialized so far and
+ * off is zeroed now, and task_execute() zeroes the tail, so by the time
+ * the command runs cmd.buf[0, EDTL) holds only its own data or zeros.
+ * Data-Out offsets are range-checked but may overlap and leave holes; a
+ * hole never shows a former command's (another session's) data.  A PDU
+ * cut short ends the connection, so its command never runs. */
+static void task_buf_landing(struct iscsi_task *t, uint32_t off,
+			     uint32_t len)
+{
+	if (off > t->buf_init)
+		memset(t->cmd.buf + t->buf_init, 0, off - t->buf_init);
+	if (off + len > t->buf_init)
+		t->buf_init = off + len;
+	t->conn->rx_data = t->cmd.buf + off;
+}
+
 int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 {
 	const uint8_t *bhs = c->rx_bhs;
@@ -253,17 +271,18 @@ int iscsi_scsi_cmd_begin(struct iscsi_conn *c)
 		if (!buf_take(t, t->edtl, "command answered TASK SET FULL")) {
 			t->no_room = true;
 		} else {
-			t->cmd.buf = scsi_buf_alloc(t->edtl);
+			t->cmd.buf = scsi_buf_alloc_uninit(t->edtl);
 			if (!t->cmd.buf)
 				return -ENOMEM;
 			t->cmd.buf_len = t->edtl;
+			t->buf_init = 0;
 		}
 	}
 	if (len) {
 		/* immediate data must fit the buffer; anything else is
 		 * received and dropped, and answered in cmd_rx */
 		if (t->cmd.buf && len <= t->edtl)
-			c->rx_data = t->cmd.buf;
+			task_buf_landing(t, 0, len);
 		else
 			c->rx_discard = true;
 		t->imm_len = len;
@@ -288,7 +307,8 @@ static void task_send_r2ts(struct iscsi_task *t)
 						  iscsi_conn_defer_poll, c);
 			return;
 		}
-		t->cmd.buf = scsi_buf_alloc(t->edtl);
+		t->cmd.buf = scsi_buf_alloc_uninit(t->edtl);
+		t->buf_init = 0;
 		if (!t->cmd.buf) {
 			/* no memory now: ask again on the next poll */
 			t->deferred = true;
@@ -539,7 +559,7 @@ int iscsi_data_out_begin(struct iscsi_conn *c)
 	if (t->no_room)
 		return 0;	/* no buffer: its data is dropped */
 	c->rx_discard = false;
-	c->rx_data = t->cmd.buf + off;
+	task_buf_landing(t, off, len);
 	return 0;
 }
 
@@ -757,6 +777,12 @@ static void task_execute(struct iscsi_task *t)
 			STAT_ADD(st->rd_subm_cmds, 1);
 			STAT_ADD(st->rd_subm_bytes, t->edtl);
 		}
+	}
+	if (cmd->dir_write && cmd->buf && t->buf_init < t->edtl) {
+		/* Data-Out counted up to EDTL but overlapped, leaving a
+		 * hole at the end: zeros, never a former command's data */
+		memset(cmd->buf + t->buf_init, 0, t->edtl - t->buf_init);
+		t->buf_init = t->edtl;
 	}
 	t->state = TASK_EXECUTING;
 	cmd->target = s->target;

@@ -108,6 +108,10 @@ struct scsi_cmd {
 
 /* Allocate a zeroed buffer aligned for O_DIRECT (4096).  NULL on failure. */
 void *scsi_buf_alloc(uint32_t len);
+/* The same, not zeroed: a recycled buffer still holds what an earlier
+ * command (of any session) left in it.  For a caller that writes or
+ * zeroes every byte before anything reads it. */
+void *scsi_buf_alloc_uninit(uint32_t len);
 void scsi_buf_free(void *p);
 /* Charge len bytes of a buffer for cmd (cmd->buf_charge); true if it
  * fits or nothing is counted.  false: answer TASK SET FULL

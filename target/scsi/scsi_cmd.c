@@ -70,6 +70,11 @@ void *scsi_buf_alloc(uint32_t len)
 	return p;
 }
 
+void *scsi_buf_alloc_uninit(uint32_t len)
+{
+	return scsi_buf_get(len);
+}
+
 void scsi_buf_free(void *p)
 {
 	size_t usable;

@@ -173,6 +173,16 @@ void *scsi_buf_alloc(uint32_t len)
 	return calloc(1, len ? len : 1);
 }
 
+/* A recycled buffer: what a former command left in it */
+void *scsi_buf_alloc_uninit(uint32_t len)
+{
+	void *p = malloc(len ? len : 1);
+
+	if (p)
+		memset(p, 0xa5, len);
+	return p;
+}
+
 void scsi_buf_free(void *p)
 {
 	free(p);
@@ -901,6 +911,57 @@ static void test_parser_split(void)
 	free(w);
 }
 
+/* conn_rx (one wake-up) stops reading after a short read: the socket is
+ * empty then, and level-triggered epoll calls again for more.  A PDU cut
+ * at any point completes on the next wake-up, and a read that fills the
+ * buffer is followed by another in the same wake-up. */
+static void test_rx_wakeups(void)
+{
+	struct wire *w = xzalloc(sizeof(*w));
+	uint8_t bhs[ISCSI_BHS_LEN], data[1001];
+	struct rpdu p;
+
+	for (unsigned i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 13);
+	conn_setup(&defaults);
+	memset(bhs, 0, sizeof(bhs));
+	bhs[BHS_OPCODE] = ISCSI_OP_IMMEDIATE | ISCSI_OP_NOP_OUT;
+	bhs[BHS_FLAGS] = ISCSI_FLAG_FINAL;
+	put_be32(bhs + BHS_TTT, ISCSI_RSVD_TAG);
+	for (uint32_t cut = 1; cut < ISCSI_BHS_LEN + sizeof(data) + 3;
+	     cut += 37) {
+		put_be32(bhs + BHS_ITT, 0x3000 + cut);
+		w->len = 0;
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+		peer_write(w->b, cut);
+		conn_rx(c);
+		CHECK(c->rx_drained && !c->rx_wakeup, "cut %u: short read", cut);
+		peer_write(w->b + cut, w->len - cut);
+		conn_rx(c);
+		if (expect_pdu(&p, ISCSI_OP_NOP_IN))
+			CHECK(get_be32(p.bhs + BHS_ITT) == 0x3000 + cut &&
+			      p.len == sizeof(data), "cut %u: completed", cut);
+		expect_nothing();
+	}
+	/* more than the read-ahead buffer holds, in one write and one
+	 * wake-up: the full reads are followed by more */
+	w->len = 0;
+	for (uint32_t i = 0; i < 8; i++) {
+		put_be32(bhs + BHS_ITT, 0x4000 + i);
+		put_pdu(w, bhs, NULL, 0, data, sizeof(data));
+	}
+	CHECK(w->len > c->rx_cap, "%u bytes, buffer %u", w->len, c->rx_cap);
+	peer_write(w->b, w->len);
+	conn_rx(c);
+	for (uint32_t i = 0; i < 8; i++)
+		if (expect_pdu(&p, ISCSI_OP_NOP_IN))
+			CHECK(get_be32(p.bhs + BHS_ITT) == 0x4000 + i,
+			      "PDU %u of 8 in one wake-up", i);
+	expect_nothing();
+	conn_teardown();
+	free(w);
+}
+
 /* Immediate data large enough to be read straight into the command
  * buffer (no copy through the read-ahead buffer), cut at random points. */
 static void test_parser_direct(void)
@@ -1264,6 +1325,52 @@ static void test_r2t_unsolicited(void)
 			      get_be32(p.bhs + SCSI_RSP_RESIDUAL) == 0);
 	}
 	expect_nothing();
+	conn_teardown();
+}
+
+/* Write buffers are recycled, not zeroed: Data-Out that overlaps and so
+ * counts up to EDTL while leaving holes (in the middle and at the end)
+ * must hand the SCSI layer zeros there, never a former command's bytes. */
+static void test_write_buffer_holes(void)
+{
+	struct sess_params sp = defaults;
+	struct r2t r;
+	const uint32_t itt = 0x580, edtl = 16384;
+
+	sp.max_burst = 16384;
+	sp.max_r2t = 1;
+	conn_setup(&sp);
+	send_write(itt, 1, edtl, 1000, true);	/* [0, 1000) immediate */
+	if (!expect_r2t(itt, &r))
+		goto out;
+	CHECK(r.off == 1000 && r.len == edtl - 1000);
+	send_data_out(itt, r.ttt, 0, 5000, 4000, false);
+	send_data_out(itt, r.ttt, 1, 5000, 4000, false);
+	send_data_out(itt, r.ttt, 2, 5000, 4000, false);
+	send_data_out(itt, r.ttt, 3, 12000, 3000, false);
+	CHECK(nexec == 0, "1000 + 15000 bytes counted, EDTL not reached");
+	send_data_out(itt, r.ttt, 4, 12000, 3000, true);
+	CHECK(nexec == 1);
+	if (nlive == 1) {
+		const uint8_t *b = live[0]->buf;
+		bool ok = true;
+
+		for (uint32_t i = 0; i < edtl; i++) {
+			bool data = i < 1000 || (i >= 5000 && i < 9000) ||
+				    (i >= 12000 && i < 15000);
+
+			if (b[i] != (data ? pattern(i) : 0)) {
+				CHECK(false, "byte %u is 0x%02x", i, b[i]);
+				ok = false;
+				break;
+			}
+		}
+		CHECK(ok, "data where sent, zeros in the holes and the tail");
+		complete(live[0], SAM_STAT_GOOD, 0);
+	}
+out:
+	while (recv_pdu(&(struct rpdu){ 0 }))
+		;
 	conn_teardown();
 }
 
@@ -1814,12 +1921,14 @@ int main(void)
 	test_logout_tx_blocked();
 	test_flush_timeout();
 	test_parser_split();
+	test_rx_wakeups();
 	test_parser_direct();
 	test_parser_ext_cdb();
 	test_parser_errors();
 	test_cmd_sn();
 	test_r2t_unsolicited();
 	test_r2t_solicited();
+	test_write_buffer_holes();
 	test_r2t_deferred();
 	test_data_in();
 	test_tmf_abort_task();
