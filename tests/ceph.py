@@ -247,6 +247,20 @@ class Cluster:
                                           self.ceph(*args, check=False)))
         return "\n".join(out)
 
+    def laggy_pgs(self):
+        """The placement groups the OSD holds "laggy" (read lease run out
+        and, after SIGSTOP/SIGCONT, sometimes never renewed: a Ceph 16
+        bug, README "Serving Ceph RBD images"); [] when none or when the
+        OSD does not answer."""
+        out = []
+        for i in range(8):
+            q = self.ceph("pg", "%d.%x" % (1, i), "query", check=False,
+                          timeout=20)
+            m = re.search(r'"state": "([^"]*)"', q)
+            if m and "laggy" in m.group(1):
+                out.append("1.%x %s" % (i, m.group(1)))
+        return out
+
     # ---- teardown ----
     def stop(self):
         """Stop exactly the daemons started here, OSD first; reap them."""

@@ -47,16 +47,17 @@ from test_guest import (ERROR_LINE, check_image, guest_image,  # noqa: F401
                         limit)
 from test_guest_multipath import hand_over, update, writes
 
-# longrun: `make test-slow`, not `make test`.  In some runs (more under
-# load) the guest's writes do not resume after the OSD freeze: the OSD
-# keeps one placement group laggy after SIGSTOP/SIGCONT and parks every
-# client's operations on it ("waiting for readable") for a minute and
-# more, a Ceph 16 bug (README "Serving Ceph RBD images").  The gateway
-# used to fence a new instance every 2.5 s meanwhile (the fence storm);
-# the fence backoff ended that, but no client can get through such a
-# placement group, so this test must not gate CI.  A failure report
-# carries the OSD's view (Cluster.diagnose) to tell the two apart.
-pytestmark = [pytest.mark.slow, pytest.mark.longrun]
+# A Ceph 16 bug: after SIGSTOP/SIGCONT the OSD sometimes keeps one
+# placement group "laggy" and parks every client's operations on it
+# ("waiting for readable") until the OSD restarts (README "Serving Ceph
+# RBD images"; 7 of 17 runs here).  No client gets through such a group,
+# so when the guest's writes do not resume within WEDGE_S of the thaw and
+# the OSD reports a laggy group, the test does what an operator does:
+# restart the OSD (kill -9, start), and the guest must then ride through
+# that too.  It is a step of its own in the report.  Without a laggy
+# group, no resumption is a failure as before, with the OSD's view
+# (Cluster.diagnose) in the report.
+pytestmark = [pytest.mark.slow]
 
 IMAGE_SIZE = "128M"
 OSD_STOP_S = 15         # the OSD freeze
@@ -64,7 +65,9 @@ OSD_DOWN_S = 3          # the OSD stays dead this long after a command is
                         # seen held
 SETTLE_WRITES = 12      # WRITEs a gateway must complete to show that the
                         # guest's loop goes on after a step
-LOOP_MAX_S = 240        # the loop's own bound; the host stops it sooner
+LOOP_MAX_S = 300        # the loop's own bound; the host stops it sooner
+WEDGE_S = 30            # no resumption this long after the thaw: look
+                        # for a laggy placement group
 
 
 # a path's own error line (dmesg of the sd disk under the map)
@@ -127,13 +130,25 @@ class Run:
         assert not errs, self.g.report(
             "an I/O error reached the guest (%s): %s" % (what, errs[:5]))
 
-    def progress(self, d, what):
-        """The guest's loop goes on through gateway d."""
+    def progress(self, d, what, wedge=False):
+        """The guest's loop goes on through gateway d.  wedge: a laggy
+        placement group (Ceph's bug, above) is met by an OSD restart."""
         g = self.g
         n = writes(d)
-        ok = wait_for(lambda: not g.running() or
-                      writes(d) >= n + SETTLE_WRITES, limit(60),
+
+        def resumed():
+            return not g.running() or writes(d) >= n + SETTLE_WRITES
+
+        ok = wait_for(resumed, limit(WEDGE_S if wedge else 60),
                       interval=0.2)
+        if not ok and wedge and g.running():
+            laggy = self.ceph.laggy_pgs()
+            if laggy:
+                self.step("Ceph kept PG %s: OSD restarted" %
+                          ", ".join(laggy))
+                self.ceph.osd_kill()
+                self.ceph.osd_restart(wait=False)
+                ok = wait_for(resumed, limit(90), interval=0.2)
         if not (ok and g.running()):
             # what the OSD holds, and why (e.g. a PG "waiting for
             # readable" after the freeze: README, a Ceph bug)
@@ -175,7 +190,7 @@ class Run:
             ceph.osd_cont()
         self.step("OSD thawed")
         self.no_error_yet("the OSD freeze")
-        self.progress(a, "the OSD freeze")
+        self.progress(a, "the OSD freeze", wedge=True)
 
         # 2. the OSD killed (SIGKILL) and restarted
         ceph.osd_kill()
@@ -203,6 +218,7 @@ class Run:
         g.tell("stop")
         g.finish()
         self.step("guest done")
+        print("test_guest_rbd steps: " + ", ".join(self.steps))
 
 
 def test_guest_rides_through_osd_faults_handover_and_takeover(
