@@ -44,6 +44,8 @@ def login_status(s, target=IQN):
     try:
         s.login(target)
     except Closed as e:
+        if "0x" not in str(e):
+            return -1   # closed before any login answer (refused at accept)
         return int(str(e).split("0x")[1], 16)
     return 0
 
