@@ -20,15 +20,17 @@
 # Not a test.  Loopback only.  Every daemon (holdfastd, tgtd, ceph-mon,
 # ceph-osd) is stopped by PID when the script exits, however it exits.
 #
-# Environment: BENCH_RBD_SIZE=128M  BENCH_REPEAT=3  BENCH_RBD_COUNT_R=4000
-#              BENCH_RBD_COUNT_W=2000  HOLDFAST_BUILD=build
+# Environment: BENCH_RBD_SIZE=128M  BENCH_REPEAT=5  BENCH_RBD_COUNT_R=20000
+#              BENCH_RBD_COUNT_W=10000  HOLDFAST_BUILD=build
+#              BENCH_RBD_CLIENT_OPTS="key = value;..." (added to ceph.conf's
+#              [client] section, so for holdfastd, tgtd and the ceiling alike)
 set -u
 cd "$(dirname "$0")/.."
 REPO=$PWD
 SIZE=${BENCH_RBD_SIZE:-128M}
-REPEAT=${BENCH_REPEAT:-3}
-COUNT_R=${BENCH_RBD_COUNT_R:-4000}
-COUNT_W=${BENCH_RBD_COUNT_W:-2000}
+REPEAT=${BENCH_REPEAT:-5}
+COUNT_R=${BENCH_RBD_COUNT_R:-20000}
+COUNT_W=${BENCH_RBD_COUNT_W:-10000}
 BUILD=${HOLDFAST_BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
 HOLDFASTD=$BUILD/holdfastd
@@ -105,6 +107,11 @@ for i in $(seq 600); do
 done
 grep -q '^CEPH_CONF=' "$DIR/ceph.out" || die "cluster did not come up"
 export CEPH_CONF=$DIR/ceph/ceph.conf
+# client options for every contender alike (the file ends in [client])
+if [ -n "${BENCH_RBD_CLIENT_OPTS:-}" ]; then
+	tr ';' '\n' <<<"$BENCH_RBD_CLIENT_OPTS" >>"$CEPH_CONF"
+	echo "bench-rbd: [client] options for all: $BENCH_RBD_CLIENT_OPTS"
+fi
 echo "bench-rbd: cluster up in $(python3 -c "import time,sys; print('%.1f' % (time.time() - float(sys.argv[1])))" "$T0") s"
 
 size_mib=$(( $(numfmt --from=iec "$SIZE") >> 20 ))
@@ -172,14 +179,37 @@ url() {
 # 4 KiB at a stride of an odd number of blocks: a scattered permutation
 # of a power-of-two image (as bench.sh).
 STRIDE=$((4096 * 40503))
-run_one() {	# TARGET read|write -> seconds
+cpu_ticks() {	# PID -> utime + stime in clock ticks (0 when gone)
+	[ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+	sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+child_secs() {	# -> CHILD_S: CPU seconds of this shell's reaped children
+	times >"$DIR/times"	# (bash times, run in this shell, not a subshell)
+	CHILD_S=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/);
+		printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$DIR/times")
+}
+target_pid() {
+	case $1 in holdfast|hf+bitmap) echo "$HF_PID" ;; tgtd) echo "$TGT_PID" ;; esac
+}
+# TARGET read|write -> "seconds client_cpu_s target_cpu_s osd_cpu_s": the
+# CPU the initiator (qemu-img, with librbd itself for the ceiling), the
+# target daemon and the OSD spent in the run.
+run_one() {
 	local args=(-t none -d 16 -s 4k -S "$STRIDE" -f raw)
-	local out secs
+	local out secs c0 t0 o0 tp osd hz
+	tp=$(target_pid "$1")
+	osd=$(cat "$DIR/ceph/pids/osd.0.pid" 2>/dev/null)
+	hz=$(getconf CLK_TCK)
 	if [ "$2" = write ]; then args+=(-w -c "$COUNT_W"); else args+=(-c "$COUNT_R"); fi
+	child_secs; c0=$CHILD_S; t0=$(cpu_ticks "$tp"); o0=$(cpu_ticks "$osd")
 	out=$(timeout 120 qemu-img bench "${args[@]}" "$(url "$1")" 2>&1)
 	secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
 	[ -n "$secs" ] || { echo "bench-rbd: $1 $2 failed: $out" >&2; return 1; }
-	echo "$secs"
+	child_secs
+	echo "$secs $(python3 -c 'import sys; a = sys.argv[1:]; hz = float(a[6])
+print("%.3f %.3f %.3f" % (float(a[1]) - float(a[0]), (int(a[3]) - int(a[2])) / hz,
+      (int(a[5]) - int(a[4])) / hz))' "$c0" "$CHILD_S" "$t0" \
+		"$(cpu_ticks "$tp")" "$o0" "$(cpu_ticks "$osd")" "$hz")"
 }
 
 echo "bench-rbd: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg);" \
@@ -201,7 +231,7 @@ for r in $(seq "$REPEAT"); do
 				--params action=clear >/dev/null ||
 				die "clearing the bitmap failed"; }
 			n=$([ $op = write ] && echo "$COUNT_W" || echo "$COUNT_R")
-			secs=$(run_one "$t" "$op") && echo "$t $op $secs $n" >>"$RESULTS"
+			res=$(run_one "$t" "$op") && echo "$t $op $res $n" >>"$RESULTS"
 		done
 	done
 done
@@ -210,9 +240,11 @@ python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
+cpu = defaultdict(list)     # (t, op) -> [(client, target, osd) us per I/O]
 for line in open(sys.argv[1]):
-    t, op, secs, n = line.split()
+    t, op, secs, c, tg, o, n = line.split()
     runs[t, op].append(int(n) / float(secs))
+    cpu[t, op].append(tuple(float(x) * 1e6 / int(n) for x in (c, tg, o)))
 def med(t, op):
     v = runs.get((t, op))
     return statistics.median(v) if v else None
@@ -232,6 +264,19 @@ print("%-16s %s %s %s" % ("write IOPS", f(h), f(b),
       f(b / h if h and b else None, 9, 2)))
 print("  (a persistent 64 KiB bitmap in the image's metadata, cleared before "
       "each run: the first write to each chunk waits for a metadata save)")
+print()
+print("CPU us per I/O    %9s %9s %9s %9s" % ("initiator", "target", "OSD",
+                                             "total"))
+for op in ("read", "write"):
+    for t in ("holdfast", "tgtd", "librbd"):
+        v = cpu.get((t, op))
+        if not v:
+            continue
+        m = [statistics.median(x[i] for x in v) for i in range(3)]
+        print("%-16s  %9.0f %9.0f %9.0f %9.0f" % ("%s %s" % (op, t), m[0],
+              m[1], m[2], sum(m)))
+print("  (initiator = qemu-img: libiscsi, or librbd itself for the ceiling; "
+      "2 cores shared by all three)")
 print()
 print("medians of %d runs; librbd = qemu-img bench on rbd: directly (the "
       "ceiling)" % max(len(v) for v in runs.values()))

@@ -20,6 +20,9 @@
 #   PROFILE_WRITE=0                    1: writes instead of reads
 #   PROFILE_OUT=build/profile          where callgrind.out and the log go
 #   PROFILE_SKIP=                      "callgrind" or "syscalls" to skip one
+#   PROFILE_LUN_OPTS=                  extra LUN keys, e.g. 'rerror = "retry";
+#                                      werror = "retry";' (hang-on-error's
+#                                      cost on a healthy LUN)
 #   HOLDFAST_BUILD=build
 #
 # Caveat: valgrind counts each iteration of a `rep stos/movs` string
@@ -38,6 +41,7 @@ DEPTH=${PROFILE_DEPTH:-32}
 WRITE=${PROFILE_WRITE:-0}
 OUT=${PROFILE_OUT:-$BUILD/profile}
 SKIP=${PROFILE_SKIP:-}
+LUN_OPTS=${PROFILE_LUN_OPTS:-}
 IQN=iqn.2026-11.org.example:profile
 
 die() { echo "profile: $*" >&2; exit 1; }
@@ -68,7 +72,7 @@ portals = [ "127.0.0.1:$PORT" ];
 targets = (
   { name = "$IQN";
     initiators = [ "127.0.0.1" ];
-    luns = ( { lun = 1; backend = "null"; size = "256M"; } ); } );
+    luns = ( { lun = 1; backend = "null"; size = "256M"; $LUN_OPTS } ); } );
 EOF
 URL=iscsi://127.0.0.1:$PORT/$IQN/1
 
