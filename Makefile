@@ -203,7 +203,8 @@ tsan: deps
 # a mirror job's copy throughput and write-blocking latency
 # (scripts/bench_mirror.sh); then the RBD case: holdfast vs tgt-rbd vs
 # librbd direct on a throw-away single-node Ceph cluster.
-bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/holdfastadm \
+bench: deps $(BUILD)/holdfastd $(BUILD)/tools/tcpecho $(BUILD)/tools/iscsiqd1 \
+		$(BUILD)/holdfastadm \
 		$(BUILD)/tools/fusefail
 	HOLDFAST_BUILD=$(BUILD) scripts/bench.sh
 	HOLDFAST_BUILD=$(BUILD) scripts/bench_cbt.sh

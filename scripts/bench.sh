@@ -17,7 +17,8 @@
 # (issue 16): loopback TCP throughput (iperf3) and the round trip of a
 # minimal 4 KiB TCP echo over loopback (build/tools/tcpecho), and holdfastd's
 # memory: RSS idle, per session and per 1,000 outstanding commands.  The
-# last lines are ratios: QD1 latency / echo floor, 1 MiB read throughput /
+# last lines are ratios: QD1 latency / echo floor (from qemu-img bench and
+# from tools/iscsiqd1, the leanest initiator), 1 MiB read throughput /
 # iperf3, hang-on-error retry / report on a healthy LUN, IOPS with 2 and 4
 # sessions / 1 session.
 #
@@ -43,7 +44,8 @@
 #   BENCH_TGTD_PARAMS=match  "match": give tgtd the data-segment and burst
 #                          sizes holdfastd offers (engine against engine);
 #                          "default": tgtd out of the box
-#   BENCH_FLOORS=1         0: skip iperf3 and the TCP echo
+#   BENCH_FLOORS=1         0: skip iperf3, the TCP echo and the lean QD1
+#   QD1_REPEAT=3           runs of tools/iscsiqd1 per target and op
 #   BENCH_MEMORY=1         0: skip the RSS measurements
 #   HOLDFAST_BUILD=build   where holdfastd (and tools/tcpecho) are
 #   BENCH_GATEWAY=         workloads of the gateway comparison (default:
@@ -120,9 +122,11 @@ command -v python3 >/dev/null || die "python3 not found"
 FLOORS=${BENCH_FLOORS:-1}
 MEMORY=${BENCH_MEMORY:-1}
 TCPECHO=$BUILD/tools/tcpecho
+QD1TOOL=$BUILD/tools/iscsiqd1
 if [ "$FLOORS" = 1 ]; then
 	command -v iperf3 >/dev/null || die "iperf3 not found (apt-get install iperf3)"
 	[ -x "$TCPECHO" ] || die "$TCPECHO not found (make)"
+	[ -x "$QD1TOOL" ] || die "$QD1TOOL not found (make)"
 fi
 
 # ---- work directory and cleanup ----------------------------------------
@@ -410,6 +414,52 @@ print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] /
 	echo "bench: floor: $ECHO_LINE"
 fi
 
+# ---- QD1 from the leanest initiator ---------------------------------------
+
+# qemu-img bench's QD1 round trip carries QEMU's block layer and event loop
+# as well as the target; tools/iscsiqd1 (libiscsi's synchronous calls: one
+# poll and the socket's send/recv per command) against the null LUN is the
+# like-for-like partner of the TCP echo.  Both targets, reads and writes,
+# alternating, QD1_REPEAT runs each; the target's CPU per command from
+# /proc as for the workloads.  Lines "target op mean_us p50_us init_cpu_us
+# target_cpu_us" in $DIR/qd1.
+QD1_FILE=$DIR/qd1
+: >"$QD1_FILE"
+if [ "$FLOORS" = 1 ] && [ -x "$QD1TOOL" ]; then
+	for r in $(seq "${QD1_REPEAT:-3}"); do
+		# the echo floor again in every round: it moves with the
+		# machine as much as the targets do
+		line=$("$TCPECHO" -s 4096 -n 10000) &&
+			python3 -c '
+import sys
+kv = dict(x.split("=") for x in sys.argv[1].split()[1:])
+print("echo rt", kv["mean_us"], kv["p50_us"], kv["cpu_us_per_rt"], 0)' \
+				"$line" >>"$QD1_FILE"
+		for op in read write; do
+			order="holdfast tgtd"
+			[ $((r % 2)) = 0 ] && order="tgtd holdfast"
+			for t in $order; do
+				pid=$HF_PID; [ "$t" = tgtd ] && pid=$TGT_PID
+				c0=$(cpu_ticks "$pid")
+				line=$("$QD1TOOL" "$(url "$t" 2)" -n 10000 \
+					$([ $op = write ] && echo -w) 2>&1) || {
+					echo "bench: iscsiqd1 $t $op failed: $line" >&2
+					continue; }
+				c1=$(cpu_ticks "$pid")
+				python3 -c '
+import sys
+t, op, line, c0, c1, hz = sys.argv[1:7]
+kv = dict(x.split("=") for x in line.split()[1:])
+n = int(kv["count"])
+print(t, op, kv["mean_us"], kv["p50_us"], kv["cpu_us_per_io"],
+      "%.2f" % ((int(c1) - int(c0)) / float(hz) * 1e6 / n))' \
+					"$t" "$op" "$line" "$c0" "$c1" \
+					"$(getconf CLK_TCK)" >>"$QD1_FILE"
+			done
+		done
+	done
+fi
+
 # ---- memory ------------------------------------------------------------
 
 # RSS of holdfastd sampled in the middle of 2 s runs against the null LUN,
@@ -507,7 +557,7 @@ echo "bench: $(wc -l <"$RESULTS") runs in $(elapsed)s"
 # table A B WORKLOADS PARTIAL RATIO-NAME MEANING
 table() {
 python3 - "$RESULTS" "$4" "$3" "$1" "$2" "$5" "$6" "$IPERF_MBS" "$ECHO_US" \
-	"$RSS_IDLE" "$RSS_SESS" "$RSS_CMDS" <<'EOF'
+	"$RSS_IDLE" "$RSS_SESS" "$RSS_CMDS" "$QD1_FILE" <<'EOF'
 import statistics, sys
 from collections import defaultdict
 
@@ -600,6 +650,40 @@ if main:
     if ("holdfast", "null4k-read-qd32") in runs:
         print("  %-44s %6.2f us [<= 3]" % ("null4k-read-qd32 target CPU/IO",
               med("holdfast", "null4k-read-qd32", 2)))
+    qd1 = defaultdict(list)     # (target, op) -> [(mean, p50, init cpu, tgt cpu)]
+    try:
+        for line in open(sys.argv[13]):
+            t, op, *v = line.split()
+            qd1[t, op].append(tuple(float(x) for x in v))
+    except (IndexError, OSError):
+        pass
+    if qd1:
+        print()
+        print("QD1 from a lean initiator (tools/iscsiqd1: libiscsi sync calls,"
+              " null LUN, 4 KiB;")
+        print("medians of %d runs of 10,000):" % max(len(v) for v in
+                                                   qd1.values()))
+        print("  %-16s %9s %9s %12s %12s" % ("", "mean us", "p50 us",
+              "init CPU/IO", "target CPU/IO"))
+        for op in ("read", "write"):
+            for t in ("holdfast", "tgtd"):
+                v = qd1.get((t, op))
+                if v:
+                    m = [statistics.median(x[i] for x in v) for i in range(4)]
+                    print("  %-16s %9.1f %9.1f %12.1f %12.1f" % (
+                          "%s %s" % (t, op), *m))
+        e = qd1.get(("echo", "rt"))
+        if e:
+            print("  %-16s %9.1f %9.1f %12.1f %12s" % ("TCP echo", *(
+                  statistics.median(x[i] for x in e) for i in range(3)),
+                  "(both ends)"))
+        floor = statistics.median(x[0] for x in e) if e else echo_us
+        for op in ("read", "write"):
+            v = qd1.get(("holdfast", op))
+            if v:
+                ratio_line("null4k-%s-qd1 (lean) latency / TCP echo" % op,
+                           statistics.median(x[0] for x in v), floor,
+                           "<= 1.10", " us")
     if rss_idle is not None:
         print()
         print("memory (holdfastd VmRSS): idle %.0f KiB, per session %s KiB, per"
