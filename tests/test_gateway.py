@@ -882,17 +882,24 @@ def test_read_waits_for_overlapping_write_in_flight(env):
     gw.stop()
 
 
-def test_top_level_gateway_keys_are_every_gateway_lun_default(holdfast):
-    """initiator_name (and the SAN timeouts) may stand at the top of
-    targets.conf as the default of every gateway LUN; a LUN's own key
-    wins.  No SAN needed: with `size` set a gateway LUN starts while its
-    SAN does not answer (here a loopback port nobody listens on)."""
+def unreachable_san_url():
+    """An iscsi:// URL pattern (%d: the LUN) on a loopback port nobody
+    listens on: a gateway LUN with `size` set starts while its SAN does
+    not answer."""
     import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()                   # nothing listens there now
-    url = "iscsi://127.0.0.1:%d/%s/%%d" % (port, SAN_IQN)
+    return "iscsi://127.0.0.1:%d/%s/%%d" % (port, SAN_IQN)
+
+
+def test_top_level_gateway_keys_are_every_gateway_lun_default(holdfast):
+    """initiator_name (and the SAN timeouts) may stand at the top of
+    targets.conf as the default of every gateway LUN; a LUN's own key
+    wins.  No SAN needed: with `size` set a gateway LUN starts while its
+    SAN does not answer (here a loopback port nobody listens on)."""
+    url = unreachable_san_url()
     d = holdfast(luns=[{"lun": 1, "backend": "iscsi", "path": url % 1,
                         "size": SAN_SIZE},
                        {"lun": 2, "backend": "iscsi", "path": url % 2,
@@ -918,12 +925,7 @@ def test_top_level_digest_keys_and_bsopts(holdfast):
     tgtadm's spelling); a LUN's own key wins; a LUN with data_digest
     shows data_digest=crc32c-not-logged-in while its SAN does not answer,
     in show and as JSON backend_state fields; a bad value is refused."""
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()                   # nothing listens there now
-    url = "iscsi://127.0.0.1:%d/%s/%%d" % (port, SAN_IQN)
+    url = unreachable_san_url()
     d = holdfast(luns=[{"lun": 1, "backend": "iscsi", "path": url % 1,
                         "size": SAN_SIZE},
                        {"lun": 2, "backend": "iscsi", "path": url % 2,
