@@ -197,6 +197,15 @@ struct backend_ops {
 	 * -errno. */
 	int (*meta_list)(struct backend *be, const char *prefix, char ***keys,
 			 unsigned *n);
+	/* Optional: the store keeps snapshots of itself (an RBD image's)
+	 * and can say what changed since one: cb(offset, length, arg) for
+	 * every extent written since snapshot snap, in ascending order (an
+	 * extent may be larger than what was written, never smaller).
+	 * Management thread; may block for a while on a large store.  0,
+	 * -ENOENT (no such snapshot), cb's nonzero return, or -errno. */
+	int (*changed_since)(struct backend *be, const char *snap,
+			     int (*cb)(uint64_t offset, uint64_t len,
+				       void *arg), void *arg);
 };
 
 /* struct backend.thin */

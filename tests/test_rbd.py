@@ -1103,6 +1103,83 @@ def test_bitmap_shards_in_image_metadata(ceph, holdfast, tmp_path):
                 if k.startswith("holdfast.bitmap")]
 
 
+def chunks_of(extents, chunk):
+    """(offset, length) extents rounded out to chunk and merged."""
+    out = []
+    for off, length in sorted(extents):
+        a, b = off // chunk * chunk, -(-(off + length) // chunk) * chunk
+        if out and a <= out[-1][0] + out[-1][1]:
+            end = max(out[-1][0] + out[-1][1], b)
+            out[-1] = (out[-1][0], end - out[-1][0])
+        else:
+            out.append((a, b - a))
+    return out
+
+
+def test_bitmap_merge_from_rbd_snapshot(ceph, image, holdfast):
+    """action=merge,snapshot=SNAP (issue 14's "the image's own diff can
+    seed a dirty bitmap"): a bitmap created after the fact gets every
+    chunk the image changed since an RBD snapshot taken outside holdfast,
+    writes and zeroes alike, exactly what `rbd diff --from-snap` says
+    rounded out to the chunks; a chunk written only before the snapshot
+    stays clean; an incremental backup with the seeded bitmap carries the
+    new data.  No such snapshot, or a store without snapshots: refused,
+    the bitmap unchanged."""
+    from test_alua import adm, extents
+    from test_cbt import job_new, job_wait
+    chunk = 65536
+    d = holdfast(luns=[rbd_lun(ceph, image),
+                       {"lun": 2, "backend": "null", "size": "64M"}])
+    d.require_holdfast("bitmaps are holdfast's")
+    qemu_io(d.url(1), "write -P 0x11 1M 64k", "write -P 0x33 30M 64k")
+    ceph.rbd("snap", "create", "rbd/%s@base" % image)
+    qemu_io(d.url(1), "write -P 0x22 8M 4k", "write -P 0x44 20M 128k",
+            "write -P 0x55 1280k 4k", "write -z 30M 64k")
+    adm(d, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "granularity=%d" % chunk)
+    assert extents(d)[0] == []
+    # refused: a snapshot the image does not have
+    r = adm(d, "-o", "update", "-m", "bitmap", "-t", 1, "-l", 1, "-n",
+            "daily", "-P", "action=merge,snapshot=nope", check=False)
+    assert r.returncode != 0, r.stdout
+    assert wait_for(lambda: "merge from snapshot nope: no such snapshot"
+                    in d.log_text(), S(5)), d.log_text()[-2000:]
+    assert extents(d)[0] == []
+    adm(d, "-o", "update", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "action=merge,snapshot=base")
+    got, bm = extents(d)
+    diff = json.loads(ceph.rbd("diff", "--from-snap", "base", "--format",
+                               "json", "rbd/%s" % image))
+    want = chunks_of([(e["offset"], e["length"]) for e in diff], chunk)
+    assert got == want, (got, diff)
+    for off in (8 << 20, 20 << 20, (20 << 20) + chunk, 30 << 20,
+                (1 << 20) + 256 * 1024):
+        assert any(a <= off < a + n for a, n in got), (off, got)
+    assert not any(a <= (1 << 20) < a + n for a, n in got), \
+        "a chunk written only before the snapshot is clean"
+    assert bm["inconsistent"] is False
+    assert "changed since snapshot base" in d.log_text()
+    # the seeded bitmap drives an incremental backup
+    inc = d.path("inc.qcow2")
+    info = job_wait(d, job_new(
+        d, "type=backup,target=%s,format=qcow2,sync=bitmap,bitmap=daily" %
+        inc))
+    assert info["state"] == "completed" and info["error"] is None, info
+    assert info["bytes_total"] == sum(n for _, n in want), info
+    cp = run(["qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x22 8M 4k",
+              "-c", "read -P 0x44 20M 128k", "-c", "read -P 0x55 1280k 4k",
+              "-c", "read -P 0 30M 64k", str(inc)])
+    assert "Pattern verification failed" not in cp.stdout, cp.stdout
+    # a store that keeps no snapshots
+    adm(d, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 2, "-n", "n",
+        "-P", "granularity=%d" % chunk)
+    r = adm(d, "-o", "update", "-m", "bitmap", "-t", 1, "-l", 2, "-n", "n",
+            "-P", "action=merge,snapshot=base", check=False)
+    assert r.returncode != 0, r.stdout
+    assert wait_for(lambda: "keeps no snapshots" in d.log_text(), S(5))
+    ceph.rbd("snap", "rm", "rbd/%s@base" % image)
+
+
 def test_two_gateways_osd_freeze_keeps_ownership(ceph, image, holdfast):
     """The active gateway of a pair keeps serving through an OSD freeze
     (SIGSTOP, 8 s) with writes and WRITE SAME (write-zeroes) in flight:

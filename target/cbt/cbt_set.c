@@ -557,6 +557,30 @@ int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src)
 	return with_bitmap(s, dst, op_merge, sb);
 }
 
+struct cbt_extents {
+	const uint64_t *v;	/* offset, length pairs */
+	size_t n;
+};
+
+static int op_merge_extents(struct cbt_bitmap *b, void *arg)
+{
+	const struct cbt_extents *e = arg;
+
+	if (atomic_load(&b->busy))
+		return -EBUSY;
+	for (size_t i = 0; i < e->n; i++)
+		cbt_bitmap_set_range(b, e->v[2 * i], e->v[2 * i + 1]);
+	return 0;
+}
+
+int cbt_set_merge_extents(struct cbt_set *s, const char *dst,
+			  const uint64_t *ext, size_t n)
+{
+	struct cbt_extents e = { ext, n };
+
+	return with_bitmap(s, dst, op_merge_extents, &e);
+}
+
 /* b |= src's bits that fall inside b (same granularity). */
 static void or_in_range(struct cbt_bitmap *b, const struct cbt_bitmap *src)
 {

@@ -103,6 +103,10 @@ int cbt_set_remove(struct cbt_set *s, const char *name);
 int cbt_set_clear(struct cbt_set *s, const char *name);
 int cbt_set_enable(struct cbt_set *s, const char *name, bool enabled);
 int cbt_set_merge(struct cbt_set *s, const char *dst, const char *src);
+/* dst |= the chunks of n extents (ext: offset, length pairs in bytes;
+ * parts past the end are ignored).  -EBUSY while a job holds dst. */
+int cbt_set_merge_extents(struct cbt_set *s, const char *dst,
+			  const uint64_t *ext, size_t n);
 /* Online resize to lun_size (management thread; reactors may mark
  * meanwhile): bits past a smaller end are dropped, new chunks are clean,
  * the sidecar is saved at the new size.  -EBUSY while a job holds a

@@ -98,6 +98,76 @@ static int errno_to_mgmt(int err)
 
 /* ---- bitmaps ---- */
 
+struct since_extents {
+	uint64_t *v;		/* offset, length pairs */
+	size_t n, cap;
+};
+
+static int since_add(uint64_t offset, uint64_t len, void *arg)
+{
+	struct since_extents *e = arg;
+
+	if (e->n && e->v[2 * e->n - 2] + e->v[2 * e->n - 1] == offset) {
+		e->v[2 * e->n - 1] += len;	/* adjacent: one extent */
+		return 0;
+	}
+	if (e->n == e->cap) {
+		size_t cap = e->cap ? e->cap * 2 : 256;
+		uint64_t *nv = realloc(e->v, cap * 2 * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		e->v = nv;
+		e->cap = cap;
+	}
+	e->v[2 * e->n] = offset;
+	e->v[2 * e->n + 1] = len;
+	e->n++;
+	return 0;
+}
+
+/* action=merge,snapshot=SNAP: OR into bitmap name every extent the
+ * store changed since its snapshot SNAP (an RBD image's), so that an
+ * incremental chain can start from a snapshot taken outside holdfast.
+ * The store is asked first, without the set's lock (it may take a while
+ * on a large image); writes meanwhile are marked as usual. */
+static int bitmap_merge_snapshot(const struct mgmt_req *req,
+				 struct scsi_lun *lun, const char *name,
+				 const char *snap)
+{
+	struct backend *store = be_stack_store(lun->be);
+	struct since_extents e = { 0 };
+	uint64_t bytes = 0;
+	int err;
+
+	if (!cbt_set_find(lun->cbt, name))
+		return -ENOENT;
+	if (!store || !store->ops->changed_since) {
+		log_warn("bitmap %s on tid %d lun %" PRIu64 ": merge from a "
+			 "snapshot: the LUN's store (%s) keeps no snapshots "
+			 "holdfast can read (rbd does)", name, req->tid,
+			 req->lun, store ? store->ops->name : "-");
+		return -EOPNOTSUPP;
+	}
+	err = store->ops->changed_since(store, snap, since_add, &e);
+	if (err) {
+		log_warn("bitmap %s on tid %d lun %" PRIu64 ": merge from "
+			 "snapshot %s: %s", name, req->tid, req->lun, snap,
+			 err == -ENOENT ? "no such snapshot" : strerror(-err));
+		free(e.v);
+		return err;
+	}
+	for (size_t i = 0; i < e.n; i++)
+		bytes += e.v[2 * i + 1];
+	err = cbt_set_merge_extents(lun->cbt, name, e.v, e.n);
+	free(e.v);
+	if (!err)
+		log_info("tid %d lun %" PRIu64 ": bitmap %s: merged %zu "
+			 "extent(s), %" PRIu64 " bytes, changed since snapshot "
+			 "%s", req->tid, req->lun, name, e.n, bytes, snap);
+	return err;
+}
+
 static void bitmap_show_one(struct mgmt_buf *b, struct cbt_bitmap *bm,
 			    bool json, bool extents, bool first)
 {
@@ -243,6 +313,9 @@ int mgmt_bitmap(const struct mgmt_req *req, struct mgmt_buf *b)
 			err = cbt_set_enable(lun->cbt, name, !strcmp(v, "enable"));
 		else if (!strcmp(v, "merge") && mgmt_item(&it, "source"))
 			err = cbt_set_merge(lun->cbt, name, mgmt_item(&it, "source"));
+		else if (!strcmp(v, "merge") && mgmt_item(&it, "snapshot"))
+			err = bitmap_merge_snapshot(req, lun, name,
+						    mgmt_item(&it, "snapshot"));
 		else
 			err = -EINVAL;
 		if (err)

@@ -237,9 +237,19 @@ static void test_set_write_intent(void)
 	/* merge, clear, busy */
 	CHECK(cbt_set_merge(s, "mem", "vol") == 0);
 	CHECK(cbt_bitmap_test(cbt_set_find(s, "mem"), 17 * MIB));
+	/* extents (what a snapshot's diff gives): their chunks, saved; a
+	 * part past the end is ignored */
+	const uint64_t ext[] = { 20 * MIB + 100, 10, 64 * MIB - 4096, 1 * MIB };
+	CHECK(cbt_set_merge_extents(s, "vol", ext, 2) == 0);
+	CHECK(cbt_bitmap_test(cbt_set_find(s, "vol"), 20 * MIB));
+	CHECK(!cbt_bitmap_test(cbt_set_find(s, "vol"), 20 * MIB + 64 * KIB));
+	CHECK(cbt_bitmap_test(cbt_set_find(s, "vol"), 64 * MIB - 1));
+	CHECK(on_disk(sc, "vol", 20 * MIB, NULL) == 1, "merged extents saved");
+	CHECK(cbt_set_merge_extents(s, "nope", ext, 2) == -ENOENT);
 	CHECK(cbt_bitmap_freeze(cbt_set_find(s, "vol")) == 0);
 	CHECK(cbt_set_remove(s, "vol") == -EBUSY);
 	CHECK(cbt_set_merge(s, "vol", "mem") == -EBUSY);
+	CHECK(cbt_set_merge_extents(s, "vol", ext, 1) == -EBUSY);
 	/* frozen: a write lands in the successor and is saved too */
 	waiter_init(&x);
 	CHECK(mark_wait(s, 30 * MIB, 1, &x));
