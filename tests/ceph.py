@@ -329,6 +329,13 @@ osd objectstore = bluestore
 osd memory target = 939524096
 osd op num shards = 2
 osd op num threads per shard = 1
+# A placement group's read lease (ratio x osd heartbeat grace = 80 s here,
+# 16 s by default) outlasts the tests' OSD freezes (SIGSTOP for 15 s and
+# more): on SIGCONT no PG finds its lease run out, so none latches "laggy"
+# -- which Ceph 16 sometimes never clears, parking every op on the PG in
+# "waiting for readable" until the OSD restarts (README "Serving Ceph RBD
+# images").  One OSD: no peer waits on the lease.
+osd pool default read lease ratio = 4.0
 bluestore block create = true
 bluestore block size = {size}
 bluestore fsck on mkfs = false
