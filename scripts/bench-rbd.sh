@@ -179,6 +179,7 @@ url() {
 # 4 KiB at a stride of an odd number of blocks: a scattered permutation
 # of a power-of-two image (as bench.sh).
 STRIDE=$((4096 * 40503))
+TICK_HZ=$(getconf CLK_TCK)
 cpu_ticks() {	# PID -> utime + stime in clock ticks (0 when gone)
 	[ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
 	sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
@@ -196,10 +197,9 @@ target_pid() {
 # target daemon and the OSD spent in the run.
 run_one() {
 	local args=(-t none -d 16 -s 4k -S "$STRIDE" -f raw)
-	local out secs c0 t0 o0 tp osd hz
+	local out secs c0 t0 o0 tp osd
 	tp=$(target_pid "$1")
 	osd=$(cat "$DIR/ceph/pids/osd.0.pid" 2>/dev/null)
-	hz=$(getconf CLK_TCK)
 	if [ "$2" = write ]; then args+=(-w -c "$COUNT_W"); else args+=(-c "$COUNT_R"); fi
 	child_secs; c0=$CHILD_S; t0=$(cpu_ticks "$tp"); o0=$(cpu_ticks "$osd")
 	out=$(timeout 120 qemu-img bench "${args[@]}" "$(url "$1")" 2>&1)
@@ -209,7 +209,7 @@ run_one() {
 	echo "$secs $(python3 -c 'import sys; a = sys.argv[1:]; hz = float(a[6])
 print("%.3f %.3f %.3f" % (float(a[1]) - float(a[0]), (int(a[3]) - int(a[2])) / hz,
       (int(a[5]) - int(a[4])) / hz))' "$c0" "$CHILD_S" "$t0" \
-		"$(cpu_ticks "$tp")" "$o0" "$(cpu_ticks "$osd")" "$hz")"
+		"$(cpu_ticks "$tp")" "$o0" "$(cpu_ticks "$osd")" "$TICK_HZ")"
 }
 
 echo "bench-rbd: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg);" \

@@ -454,7 +454,7 @@ n = int(kv["count"])
 print(t, op, kv["mean_us"], kv["p50_us"], kv["cpu_us_per_io"],
       "%.2f" % ((int(c1) - int(c0)) / float(hz) * 1e6 / n))' \
 					"$t" "$op" "$line" "$c0" "$c1" \
-					"$(getconf CLK_TCK)" >>"$QD1_FILE"
+					"$TICK_HZ" >>"$QD1_FILE"
 			done
 		done
 	done
