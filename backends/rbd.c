@@ -82,6 +82,10 @@
 #define BE_RBD_POLL_BATCH 64
 /* How often a standby gateway asks the cluster who holds the lock. */
 #define BE_RBD_PEER_ASK_MS 1000
+/* How long the dead gateway's other watchers get to answer a probe after
+ * a forced takeover (ms; librbd's own notifications wait 5 s). */
+#define BE_RBD_PROBE_MS 3000
+#define BE_RBD_WATCHERS_MAX 64
 /* Fence backoff: the longest a timed-out write is re-sent on its instance
  * before that one is fenced (seconds). */
 #define BE_RBD_RESEND_BUDGET_S 60
@@ -148,6 +152,11 @@ struct be_rbd {
 	 * ownership (be_rbd_owner) */
 	bool owner_mode;		/* we took it and keep it */
 	char broken[160];		/* the last owner we broke */
+	/* after a forced break: look for the dead gateway's other watchers
+	 * (be_rbd_reap_watchers), on the worker */
+	char reap_owner[160];
+	bool reap_pending;
+	uint64_t watcher_probes, watchers_fenced;
 	/* our own fenced (blocklisted) instances, the last few: a lock one
 	 * of them still holds is ours to break and take again */
 	char fenced_addr[BE_RBD_FENCED_KEEP][128];
@@ -790,6 +799,9 @@ static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
 	return 0;
 }
 
+static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
+				 const char *owner);
+
 static void *be_rbd_worker(void *arg)
 {
 	struct backend *be = arg;
@@ -848,6 +860,24 @@ static void *be_rbd_worker(void *arg)
 		}
 		if (busy)
 			continue;
+
+		/* 2b. After a forced takeover: fence the dead gateway's
+		 * standby instance too (be_rbd_reap_watchers). */
+		if (b->reap_pending && b->cur) {
+			struct be_rbd_inst *in = b->cur;
+			char owner[sizeof(b->reap_owner)];
+
+			b->reap_pending = false;
+			memcpy(owner, b->reap_owner, sizeof(owner));
+			in->inflight++;
+			pthread_mutex_unlock(&b->lock);
+			be_rbd_reap_watchers(b, in, owner);
+			pthread_mutex_lock(&b->lock);
+			in->inflight--;
+			if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+				pthread_cond_signal(&b->wake);
+			continue;
+		}
 
 		/* 3. Keep a serving instance and a spare.  Nothing is
 		 * fencing here (step 1 finished), so a spare may serve. */
@@ -1350,6 +1380,141 @@ static bool be_rbd_fenced_ours(struct be_rbd *b, const char *owner)
 	return false;
 }
 
+/* The host part of a client address ("127.0.0.1:0/123" -> "127.0.0.1",
+ * "[::1]:0/123" -> "[::1]"): the address without nonce and port. */
+static void be_rbd_addr_host(const char *s, char *out, size_t len)
+{
+	char *slash, *colon;
+
+	be_rbd_addr_core(s, out, len);
+	slash = strchr(out, '/');
+	if (slash)
+		*slash = 0;
+	colon = strrchr(out, ':');
+	if (colon && (out[0] != '[' || colon > strchr(out, ']')))
+		*colon = 0;
+}
+
+/* Is addr one of this LUN's own instances (serving, standby, retired)? */
+static bool be_rbd_addr_ours(struct be_rbd *b, const char *addr)
+{
+	struct be_rbd_inst *list[2] = { b->cur, b->spare };
+	char a[128], o[128];
+	bool ours = false;
+
+	be_rbd_addr_core(addr, a, sizeof(a));
+	pthread_mutex_lock(&b->lock);
+	for (unsigned i = 0; i < 2 && !ours; i++) {
+		if (!list[i])
+			continue;
+		be_rbd_addr_core(list[i]->addr, o, sizeof(o));
+		ours = !strcmp(a, o);
+	}
+	for (struct be_rbd_inst *in = b->retired; in && !ours; in = in->next) {
+		be_rbd_addr_core(in->addr, o, sizeof(o));
+		ours = !strcmp(a, o);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return ours;
+}
+
+/* After a forced takeover from owner (now blocklisted): a dead gateway
+ * leaves more than its lock holder behind.  Its standby instance (every
+ * holdfast LUN keeps one open, top of file) still watches the image
+ * header, and until the OSD expires that watch (osd_client_watch_timeout,
+ * 30 s) every librbd notification on the image -- each metadata update:
+ * reservations, bitmaps -- waits 5 s for it.  So probe: a notification
+ * with an empty payload (librbd takes that as "header changed", reloads
+ * and answers) on the header object, BE_RBD_PROBE_MS to answer, and
+ * blocklist every watcher that did not answer and lives on the broken
+ * owner's host.  Live clients answer (our own instances, the rbd CLI);
+ * watchers on other hosts are left alone whatever they do.  Runs on the
+ * worker, in (pinned) being the serving instance. */
+static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
+				 const char *owner)
+{
+	rbd_image_watcher_t w[BE_RBD_WATCHERS_MAX];
+	size_t n = BE_RBD_WATCHERS_MAX, nto = 0, nacks = 0;
+	struct notify_timeout_t *to = NULL;
+	struct notify_ack_t *acks = NULL;
+	char host[128], whost[128], wcore[128], ocore[128], id[64];
+	char oid[96], *reply = NULL;
+	size_t reply_len = 0;
+	bool cand[BE_RBD_WATCHERS_MAX] = { false };
+	unsigned ncand = 0;
+	int err;
+
+	be_rbd_addr_host(owner, host, sizeof(host));
+	be_rbd_addr_core(owner, ocore, sizeof(ocore));
+	if (!host[0])
+		return;
+	err = rbd_watchers_list(in->image, w, &n);
+	if (err < 0) {
+		log_warn("rbd %s/%s: cannot list the image's watchers after "
+			 "the takeover: %s", b->pool, b->image, strerror(-err));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		be_rbd_addr_host(w[i].addr, whost, sizeof(whost));
+		be_rbd_addr_core(w[i].addr, wcore, sizeof(wcore));
+		if (strcmp(whost, host) || !strcmp(wcore, ocore) ||
+		    be_rbd_addr_ours(b, w[i].addr))
+			continue;
+		cand[i] = true;
+		ncand++;
+	}
+	if (!ncand)
+		goto out;
+	if (rbd_get_id(in->image, id, sizeof(id)) < 0)
+		goto out;
+	pthread_mutex_lock(&b->lock);
+	b->watcher_probes++;
+	pthread_mutex_unlock(&b->lock);
+	snprintf(oid, sizeof(oid), "rbd_header.%s", id);
+	err = rados_notify2(in->ioctx, oid, "", 0, BE_RBD_PROBE_MS, &reply,
+			    &reply_len);
+	if ((err < 0 && err != -ETIMEDOUT) || !reply) {
+		log_warn("rbd %s/%s: cannot probe the image's watchers after "
+			 "the takeover: %s", b->pool, b->image, strerror(-err));
+		goto out;
+	}
+	if (rados_decode_notify_response(reply, reply_len, &acks, &nacks,
+					 &to, &nto) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		bool silent = false;
+
+		for (size_t k = 0; cand[i] && k < nto && !silent; k++)
+			silent = to[k].notifier_id == (uint64_t)w[i].id &&
+				 to[k].cookie == w[i].cookie;
+		if (!silent)
+			continue;
+		err = rados_blocklist_add(in->cluster, w[i].addr, 0);
+		if (err < 0) {
+			log_warn("rbd %s/%s: cannot blocklist client.%lld (%s), "
+				 "a silent watcher left by the gateway we took "
+				 "over from: %s", b->pool, b->image,
+				 (long long)w[i].id, w[i].addr, strerror(-err));
+			continue;
+		}
+		log_warn("rbd %s/%s: blocklisted client.%lld (%s), a watcher on "
+			 "the host of the gateway we took over from that did not "
+			 "answer in %d ms (its standby instance: metadata updates "
+			 "would wait for it until the OSD expires its watch)",
+			 b->pool, b->image, (long long)w[i].id, w[i].addr,
+			 BE_RBD_PROBE_MS);
+		pthread_mutex_lock(&b->lock);
+		b->watchers_fenced++;
+		pthread_mutex_unlock(&b->lock);
+	}
+out:
+	if (acks || to)
+		rados_free_notify_response(acks, nacks, to);
+	if (reply)
+		rados_buffer_free(reply);
+	rbd_watchers_list_cleanup(w, n);
+}
+
 /* How many others hold the lock (0 or 1), or -errno.  do_break: break
  * every holder's lock (a forced takeover; breaking blocklists it) and
  * return 0.  ours: break only a lock one of our own fenced instances
@@ -1394,7 +1559,13 @@ static int be_rbd_other_owners(struct be_rbd *b, struct be_rbd_inst *in,
 		log_warn("rbd %s/%s: broke the exclusive lock of %s "
 			 "(blocklisted) to take over", b->pool, b->image,
 			 owners[i]);
+		pthread_mutex_lock(&b->lock);
 		snprintf(b->broken, sizeof(b->broken), "%s", owners[i]);
+		snprintf(b->reap_owner, sizeof(b->reap_owner), "%s",
+			 owners[i]);
+		b->reap_pending = true;
+		pthread_cond_signal(&b->wake);
+		pthread_mutex_unlock(&b->lock);
 	}
 	rbd_lock_get_owners_cleanup(owners, n);
 	if (err < 0)
@@ -1736,7 +1907,8 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
 		     "completions=%s wakeups=%llu polled=%llu state=%s instance=client.%llu@%s spare=%s fences=%llu "
 		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu "
-		     "resends=%llu fence_after=%us lock_waits=%llu",
+		     "resends=%llu fence_after=%us lock_waits=%llu "
+		     "watcher_probes=%llu stale_watchers_fenced=%llu",
 		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
 		     b->cache ? "on" : "off",
@@ -1754,7 +1926,9 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     (unsigned long long)b->timeouts,
 		     (unsigned long long)b->resends,
 		     (be_rbd_resend_max(b) + 1) * b->op_timeout,
-		     (unsigned long long)b->lock_waits);
+		     (unsigned long long)b->lock_waits,
+		     (unsigned long long)b->watcher_probes,
+		     (unsigned long long)b->watchers_fenced);
 	pthread_mutex_unlock(&b->lock);
 	return n;
 }

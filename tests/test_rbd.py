@@ -723,6 +723,11 @@ def test_two_gateways_exclusive_lock_handover_and_forced_takeover(
         # forced takeover from B (as if B were dead or cut off)
         update(a, "alua_state=active,force=1")
         assert "broke the exclusive lock" in a.log_text()
+        # B is alive: its standby instance answers A's probe of the
+        # watchers on B's host and is not blocklisted
+        assert wait_for(lambda: field(rbd_line(a), "watcher_probes") == "1",
+                        S(15)), rbd_line(a)
+        assert field(rbd_line(a), "stale_watchers_fenced") == "0"
         sa.settle()
         assert sa.write(3, b"\x33" * 512)[0] == GOOD
         assert wait_for(lambda: "lost the store's ownership lock" in
@@ -862,6 +867,61 @@ def test_two_gateways_reservation_in_image_metadata(ceph, image, holdfast):
             except Exception:   # the killed gateway's sessions
                 pass
     same(ceph.export(image)[:512], b"\x04" * 512, "image bytes")
+
+
+def test_forced_takeover_fences_the_dead_gateways_standby_watcher(
+        ceph, image, holdfast):
+    """A gateway killed with kill -9 leaves two watchers on the image
+    header: its serving instance, which holds the lock and is blocklisted
+    when the lock is broken, and its standby instance, which nothing
+    blocklisted.  Until the OSD expires that watch (30 s) every librbd
+    notification waits 5 s for it, so each metadata update (a reservation
+    change here) took 5-10 s.  The taker probes the watchers on the dead
+    gateway's host and blocklists the one that does not answer; its own
+    standby and the dead one's serving instance are left alone."""
+    import struct
+    from test_alua import GOOD, Sess, update
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active")])
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby")])
+    a.ok_exit = {0, -9}
+    wait_spare(a)
+    wait_spare(b)
+
+    def watchers():
+        out = ceph.rbd("status", "rbd/%s" % image)
+        return set(re.findall(r"watcher=(\S+)", out))
+
+    before = watchers()
+    assert len(before) == 4, before         # two instances per gateway
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    update(b, "alua_state=active,force=1")
+    assert wait_for(lambda: field(rbd_line(b), "stale_watchers_fenced") ==
+                    "1", S(15)), rbd_line(b)
+    assert field(rbd_line(b), "watcher_probes") == "1"
+    assert "a watcher on the host of the gateway we took over from" in \
+        b.log_text()
+    left = watchers()
+    assert len(left) == 2 and left < before, (before, left)
+    line = rbd_line(b)
+    assert field(line, "fences") == "0" and field(line, "spare") == "ready", \
+        line
+    s = Sess(b)
+    try:
+        s.settle()
+        t0 = time.monotonic()
+        assert s.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                     data=bytes(8) + struct.pack(">Q", 0x77) + bytes(8)
+                     )[0] == GOOD
+        took = time.monotonic() - t0
+        assert "reg 0x0000000000000077 " in ceph.rbd(
+            "image-meta", "get", "rbd/%s" % image, "holdfast.pr")
+    finally:
+        s.close()
+    # a librbd notification no longer waits 5 s for a dead watcher
+    assert took < 2.5, "PERSISTENT RESERVE OUT took %.1f s" % took
 
 
 def test_aptpl_reservation_in_image_metadata_survives_restart(ceph, image,
