@@ -120,6 +120,13 @@ enum be_owner_op {
 				 * not answer), ownership unchanged */
 	BE_OWNER_ID,		/* the store's identity, as text, into buf */
 };
+/* Snapshots the store takes of itself (backend_ops.snapshot). */
+enum be_snap_op {
+	BE_SNAP_CREATE,
+	BE_SNAP_REMOVE,
+	BE_SNAP_OPEN,
+};
+
 #define BE_OWNER_NONE	0
 #define BE_OWNER_MINE	1
 #define BE_OWNER_OTHER	2
@@ -206,6 +213,15 @@ struct backend_ops {
 	int (*changed_since)(struct backend *be, const char *snap,
 			     int (*cb)(uint64_t offset, uint64_t len,
 				       void *arg), void *arg);
+	/* Optional: the store takes snapshots of itself (an RBD image's).
+	 * BE_SNAP_CREATE name (-EEXIST: it has one by that name),
+	 * BE_SNAP_REMOVE name (-ENOENT: none), BE_SNAP_OPEN: *out gets a new
+	 * node, opened, reading the store as it was at snapshot name
+	 * (read-only; closed and freed by the owner, ops->close then free).
+	 * Management thread.  0 or -errno with *errmsg. */
+	int (*snapshot)(struct backend *be, enum be_snap_op op,
+			const char *name, struct backend **out,
+			const char **errmsg);
 };
 
 /* struct backend.thin */

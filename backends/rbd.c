@@ -1,6 +1,7 @@
 /* rbd.c - a Ceph RBD image as backing store (librbd asynchronous API).
  *
- * path is "POOL/IMAGE"; the options string (tgt's bsopts spelling, items
+ * path is "POOL/IMAGE", or "POOL/IMAGE@SNAP" for a read-only view of
+ * the image's snapshot SNAP; the options string (tgt's bsopts spelling, items
  * separated by ';') holds the cluster connection:
  *
  *   conf=FILE  id=CLIENT  cluster=NAME  keyring=FILE
@@ -70,6 +71,8 @@
 #include "backend.h"
 #include "reactor.h"
 
+extern const struct backend_ops be_rbd_ops;
+
 #define BE_RBD_DEFAULT_POOL "rbd"
 #define BE_RBD_DEFAULT_OP_TIMEOUT 5	/* seconds */
 #define BE_RBD_NAME_MAX 128
@@ -120,6 +123,7 @@ struct be_rbd_inst {
 struct be_rbd {
 	char pool[BE_RBD_NAME_MAX];
 	char image[BE_RBD_NAME_MAX];
+	char snap[BE_RBD_NAME_MAX];	/* "" = the image itself */
 	char conf[256];
 	char id[64];
 	char cluster_name[64];
@@ -275,6 +279,8 @@ static int be_rbd_parse_path(struct be_rbd *b, const char *path,
 			     const char **errmsg)
 {
 	const char *slash = path ? strchr(path, '/') : NULL;
+	const char *at;
+	int err;
 
 	if (!path || !*path) {
 		*errmsg = "the rbd backend needs a path: POOL/IMAGE";
@@ -282,16 +288,29 @@ static int be_rbd_parse_path(struct be_rbd *b, const char *path,
 	}
 	if (!slash) {
 		snprintf(b->pool, sizeof(b->pool), "%s", BE_RBD_DEFAULT_POOL);
-		return be_rbd_copy(b->image, sizeof(b->image), path);
-	}
-	if (slash == path || !slash[1] || strchr(slash + 1, '/') ||
-	    (size_t)(slash - path) >= sizeof(b->pool)) {
+		err = be_rbd_copy(b->image, sizeof(b->image), path);
+	} else if (slash == path || !slash[1] || strchr(slash + 1, '/') ||
+		   (size_t)(slash - path) >= sizeof(b->pool)) {
 		*errmsg = "rbd path must be POOL/IMAGE";
 		return -EINVAL;
+	} else {
+		memcpy(b->pool, path, (size_t)(slash - path));
+		b->pool[slash - path] = '\0';
+		err = be_rbd_copy(b->image, sizeof(b->image), slash + 1);
 	}
-	memcpy(b->pool, path, (size_t)(slash - path));
-	b->pool[slash - path] = '\0';
-	return be_rbd_copy(b->image, sizeof(b->image), slash + 1);
+	if (err)
+		return err;
+	/* POOL/IMAGE@SNAP: the image as it was at its snapshot SNAP */
+	at = strchr(b->image, '@');
+	if (at) {
+		if (at == b->image || !at[1] || strchr(at + 1, '@')) {
+			*errmsg = "rbd path must be POOL/IMAGE or POOL/IMAGE@SNAP";
+			return -EINVAL;
+		}
+		snprintf(b->snap, sizeof(b->snap), "%s", at + 1);
+		b->image[at - b->image] = '\0';
+	}
+	return 0;
 }
 
 /* ---- instances (blocking; open thread or worker) ---- */
@@ -394,7 +413,16 @@ static int be_rbd_inst_open(struct be_rbd *b, struct be_rbd_inst **out,
 		*errmsg = "cannot open the rbd pool";
 		goto fail;
 	}
-	err = rbd_open(in->ioctx, b->image, &in->image, NULL);
+	/* a snapshot is read-only: no exclusive lock, nothing to fence */
+	if (b->snap[0])
+		err = rbd_open_read_only(in->ioctx, b->image, &in->image,
+					 b->snap);
+	else
+		err = rbd_open(in->ioctx, b->image, &in->image, NULL);
+	if (err == -ENOENT && b->snap[0]) {
+		*errmsg = "the rbd image or its snapshot does not exist";
+		goto fail;
+	}
 	if (err) {
 		*errmsg = "cannot open the rbd image";
 		goto fail;
@@ -1005,7 +1033,7 @@ static int be_rbd_open(struct backend *be, const struct backend_params *p,
 	 * stripe unit): enough for the one-block COMPARE AND WRITE that
 	 * cluster file systems (VMFS ATS) use on 512-byte LUNs. */
 	be->caw_max = BE_RBD_CAW_MAX;
-	be->readonly = p->readonly;
+	be->readonly = p->readonly || b->snap[0];
 	err = pthread_create(&b->worker, NULL, be_rbd_worker, be);
 	if (err) {
 		err = -err;
@@ -1897,6 +1925,75 @@ static int be_rbd_changed_since(struct backend *be, const char *snap,
 	return err < 0 ? err : 0;
 }
 
+/* The image's own snapshots (backend.h): taken and removed through the
+ * serving instance; a view of one is a new rbd node on its own client
+ * instances, with this LUN's connection settings. */
+static int be_rbd_snapshot(struct backend *be, enum be_snap_op op,
+			   const char *name, struct backend **out,
+			   const char **errmsg)
+{
+	struct be_rbd *b = be->priv;
+	struct backend_params p = { .readonly = true, .direct = true };
+	struct be_rbd_inst *in;
+	struct backend *node;
+	char path[3 * BE_RBD_NAME_MAX + 2], opts[1024];
+	int err;
+
+	if (!name || !*name || strchr(name, '@') || strchr(name, '/') ||
+	    strchr(name, ';') || strlen(name) >= BE_RBD_NAME_MAX) {
+		*errmsg = "bad rbd snapshot name";
+		return -EINVAL;
+	}
+	if (b->snap[0]) {
+		*errmsg = "this LUN is an rbd snapshot already";
+		return -EINVAL;
+	}
+	if (op == BE_SNAP_OPEN) {
+		node = calloc(1, sizeof(*node));
+		if (!node) {
+			*errmsg = "out of memory";
+			return -ENOMEM;
+		}
+		snprintf(path, sizeof(path), "%s/%s@%s", b->pool, b->image,
+			 name);
+		snprintf(opts, sizeof(opts),
+			 "conf=%s;id=%s;cluster=%s;keyring=%s;osd_op_timeout=%u;"
+			 "cache=%d", b->conf, b->id, b->cluster_name,
+			 b->keyring, b->op_timeout, b->cache ? 1 : 0);
+		p.path = path;
+		p.opts = opts;
+		node->ops = &be_rbd_ops;
+		err = be_rbd_open(node, &p, errmsg);
+		if (err) {
+			free(node);
+			return err;
+		}
+		*out = node;
+		return 0;
+	}
+	in = be_rbd_pin(b);
+	if (!in) {
+		*errmsg = "the rbd image is not open right now (fencing or "
+			  "reconnecting); try again";
+		return -EAGAIN;
+	}
+	if (op == BE_SNAP_CREATE) {
+		err = rbd_snap_create(in->image, name);
+		if (err == -EEXIST)
+			*errmsg = "the rbd image has a snapshot of that name already";
+		else if (err)
+			*errmsg = "rbd_snap_create failed";
+	} else {
+		err = rbd_snap_remove(in->image, name);
+		if (err == -ENOENT)
+			*errmsg = "the rbd image has no snapshot of that name";
+		else if (err)
+			*errmsg = "rbd_snap_remove failed";
+	}
+	be_rbd_unpin(b, in);
+	return err;
+}
+
 static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 {
 	struct be_rbd *b = be->priv;
@@ -1904,12 +2001,13 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 
 	pthread_mutex_lock(&b->lock);
 	n = snprintf(buf, len,
-		     "rbd %s/%s conf=%s id=%s osd_op_timeout=%us cache=%s "
+		     "rbd %s/%s%s%s conf=%s id=%s osd_op_timeout=%us cache=%s "
 		     "completions=%s wakeups=%llu polled=%llu state=%s instance=client.%llu@%s spare=%s fences=%llu "
 		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu "
 		     "resends=%llu fence_after=%us lock_waits=%llu "
 		     "watcher_probes=%llu stale_watchers_fenced=%llu",
-		     b->pool, b->image, b->conf[0] ? b->conf : "(default)",
+		     b->pool, b->image, b->snap[0] ? "@" : "", b->snap,
+		     b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
 		     b->cache ? "on" : "off",
 		     b->cur ? (b->cur->efd >= 0 ? "eventfd" : "callback") : "-",
@@ -1946,4 +2044,5 @@ const struct backend_ops be_rbd_ops = {
 	.meta_set = be_rbd_meta_set,
 	.meta_list = be_rbd_meta_list,
 	.changed_since = be_rbd_changed_since,
+	.snapshot = be_rbd_snapshot,
 };

@@ -1240,6 +1240,89 @@ def test_bitmap_merge_from_rbd_snapshot(ceph, image, holdfast):
     ceph.rbd("snap", "rm", "rbd/%s@base" % image)
 
 
+def test_snapshot_job_on_an_rbd_snapshot(ceph, image, holdfast):
+    """type=snapshot,rbd_snap=NAME (issue 14's "RBD snapshots can back the
+    snapshot LUNs"): the job freezes the bitmap, waits for the writes in
+    flight, takes the image's snapshot NAME and exports the image at it as
+    a read-only LUN; guest writes afterwards change neither the export
+    nor the snapshot, and copy nothing (no scratch file).  The job shows
+    the frozen extents; deleting it removes the LUN and the snapshot and
+    clears the frozen bits, keeping the writes since.  A name the image
+    has already, a store without snapshots, and scratch= with rbd_snap=
+    are refused with nothing left behind.  A LUN configured on
+    POOL/IMAGE@SNAP serves the snapshot read-only."""
+    from test_alua import adm, extents
+    from test_cbt import job_new, jobs
+    chunk = 65536
+    ceph.rbd("snap", "create", "rbd/%s@empty" % image)
+    d = holdfast(luns=[rbd_lun(ceph, image),
+                       {"lun": 2, "backend": "null", "size": "64M"},
+                       rbd_lun(ceph, image + "@empty", lun=3)])
+    d.require_holdfast("snapshot jobs are holdfast's")
+    qemu_io(d.url(1), "write -P 0x11 1M 64k")
+    adm(d, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "granularity=%d" % chunk)
+    qemu_io(d.url(1), "write -P 0x22 5M 64k")
+    # refused: a snapshot name the image has; a store without snapshots;
+    # both kinds of point in time at once
+    for lun, params in ((1, "type=snapshot,export_lun=9,rbd_snap=empty"),
+                        (2, "type=snapshot,export_lun=9,rbd_snap=x"),
+                        (1, "type=snapshot,export_lun=9,rbd_snap=x,"
+                            "scratch=%s" % d.path("s.raw"))):
+        if lun == 2:
+            adm(d, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 2, "-n", "n")
+        r = adm(d, "--op", "new", "--mode", "job", "--tid", 1, "--lun", lun,
+                "--params", params, check=False)
+        assert r.returncode != 0, (params, r.stdout)
+    assert "has a snapshot of that name already" in d.log_text()
+    assert "takes no snapshots of itself" in d.log_text()
+    assert jobs(d) == {} and not re.search(r"LUN: 9\b", show(d)), jobs(d)
+    assert "rbd/%s@x" % image not in ceph.rbd("snap", "ls",
+                                              "rbd/%s" % image)
+    assert extents(d)[0] == [(5 << 20, chunk)]
+    assert extents(d)[1]["busy"] is False
+    # the snapshot job
+    jid = job_new(d, "type=snapshot,export_lun=9,rbd_snap=nightly,"
+                     "bitmap=daily")
+    assert "nightly" in ceph.rbd("snap", "ls", "rbd/%s" % image)
+    qemu_io(d.url(1), "write -P 0x33 5M 64k", "write -P 0x44 1M 4k",
+            "write -P 0x55 9M 64k")
+    j = jobs(d)[jid]
+    assert j["type"] == "snapshot" and j["state"] == "running", j
+    assert j["rbd_snap"] == "nightly" and j["export_lun"] == 9, j
+    assert j["extents"] == [{"offset": 5 << 20, "length": chunk}], j
+    cp = run(["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 1M 64k",
+              "-c", "read -P 0x22 5M 64k", "-c", "read -P 0 9M 64k",
+              d.url(9)])
+    assert "Pattern verification failed" not in cp.stdout, cp.stdout
+    snap = ceph.export(image + "@nightly")
+    run(["qemu-img", "convert", "-O", "raw", d.url(9), d.path("exp.raw")])
+    same(open(d.path("exp.raw"), "rb").read(), snap, "export LUN")
+    # read-only: a write is refused, the snapshot unchanged
+    r = qemu_io(d.url(9), "write -P 0x66 0 4k", check=False)
+    assert "write protected" in r.stdout + r.stderr, r.stdout
+    same(ceph.export(image + "@nightly"), snap, "the snapshot")
+    assert "rbd rbd/%s@nightly" % image in show(d)
+    # delete: the LUN and the snapshot go, the frozen bits are cleared
+    adm(d, "--op", "delete", "--mode", "job", "--params", "id=%d" % jid)
+    assert jid not in jobs(d)
+    assert not re.search(r"LUN: 9\b", show(d)), show(d)
+    assert "nightly" not in ceph.rbd("snap", "ls", "rbd/%s" % image)
+    assert "rbd snapshot nightly removed" in d.log_text()
+    ext, bm = extents(d)
+    assert ext == [(1 << 20, chunk), (5 << 20, chunk), (9 << 20, chunk)], \
+        ext
+    assert bm["busy"] is False
+    # POOL/IMAGE@SNAP in the configuration: read-only, the old data
+    cp = run(["qemu-io", "-r", "-f", "raw", "-c", "read -P 0 1M 64k",
+              d.url(3)])
+    assert "Pattern verification failed" not in cp.stdout, cp.stdout
+    r = qemu_io(d.url(3), "write -P 0x66 0 4k", check=False)
+    assert "write protected" in r.stdout + r.stderr, r.stdout
+    assert field(re.search(r"^.*\brbd rbd/\S+@empty .*$", show(d),
+                           re.M).group(0), "state") == "ok"
+
+
 def test_two_gateways_osd_freeze_keeps_ownership(ceph, image, holdfast):
     """The active gateway of a pair keeps serving through an OSD freeze
     (SIGSTOP, 8 s) with writes and WRITE SAME (write-zeroes) in flight:

@@ -339,7 +339,7 @@ static void job_finish(struct cbt_job *j)
 	} else if (j->q) {
 		qcow2w_abort(j->q);
 		j->q = NULL;
-	} else if (success) {
+	} else if (success && !j->p.store_snap) {
 		int fd = open(j->p.target, O_WRONLY | O_CLOEXEC);
 
 		if (fd < 0 || fsync(fd) < 0) {
@@ -1076,7 +1076,8 @@ static void job_info(struct cbt_job *j, struct cbt_job_info *i)
 	i->id = j->id;
 	i->type = j->p.snapshot ? "snapshot" : "backup";
 	i->export_lun = j->p.export_lun;
-	if (j->p.snapshot)
+	i->store_snap = j->p.store_snap;
+	if (j->p.snapshot && !j->p.store_snap)
 		snprintf(i->scratch, sizeof(i->scratch), "%s", j->p.target);
 	i->tid = j->p.tid;
 	i->lun = j->p.lun;
@@ -1288,7 +1289,7 @@ static void job_start_on_reactor(void *arg)
 
 	/* undrained, a hole may still be filled by a write from before the
 	 * point in time: read everything then */
-	if (!j->p.sync_bitmap && atomic_load(&j->drained))
+	if (!j->p.sync_bitmap && atomic_load(&j->drained) && !j->p.store_snap)
 		skip_holes(j);
 
 	log_info("job %u: backup of tid %d lun %llu to %s started (%s, sync=%s%s%s, %llu bytes)",
@@ -1318,6 +1319,10 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	}
 	if (p->snapshot && (p->format != CBT_FORMAT_RAW || p->sync_bitmap)) {
 		*why = "a snapshot takes a raw scratch file and no sync=bitmap";
+		return -EINVAL;
+	}
+	if (p->store_snap && !p->snapshot) {
+		*why = "a store snapshot is a snapshot job";
 		return -EINVAL;
 	}
 	if (p->backing[0] && p->format != CBT_FORMAT_QCOW2) {
@@ -1367,7 +1372,7 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 		err = -ENOMEM;
 		goto fail;
 	}
-	err = open_dest(j, why);
+	err = p->store_snap ? 0 : open_dest(j, why);
 	if (err)
 		goto fail;
 	/* the point in time: freeze, fill the to-do list, hook in */
@@ -1396,7 +1401,8 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 		cbt_bitmap_set_range(j->todo, 0, j->size);
 	}
 	j->bytes_total = cbt_bitmap_dirty_bytes(j->todo);
-	err = cbt_filter_cbw_install(p->filter, &j->cbw);
+	/* a store snapshot copies nothing before writes: no hook */
+	err = p->store_snap ? 0 : cbt_filter_cbw_install(p->filter, &j->cbw);
 	if (err) {
 		*why = "a job already runs on this LUN";
 		if (j->bitmap)
@@ -1412,12 +1418,23 @@ int cbt_job_backup_start(const struct cbt_job_params *p, unsigned *id,
 	 * their way to the store; wait for them before the background copy
 	 * reads anything (copies a guest write asks for meanwhile are
 	 * "early": copy_captured() keeps their chunks dirty). */
-	if (p->drain && p->drain(p->drain_arg))
+	if (p->drain && p->drain(p->drain_arg)) {
+		if (p->store_snap) {
+			/* the store's snapshot could miss a write the
+			 * frozen bits hold: no point in time to offer */
+			*why = "writes in flight did not finish; try again";
+			if (j->bitmap)
+				cbt_bitmap_reclaim(j->bitmap, CBT_MODE_NEVER,
+						   false, NULL);
+			err = -EBUSY;
+			goto fail_dest;
+		}
 		log_warn("tid %d lun %llu: writes in flight at the point in time did not finish; "
 			 "the bitmap keeps every chunk this job copies",
 			 p->tid, (unsigned long long)p->lun);
-	else
+	} else {
 		atomic_store(&j->drained, true);
+	}
 	j->p.release = p->release;
 	pthread_mutex_lock(&jobs_lock);
 	j->id = jobs_next_id++;

@@ -68,6 +68,11 @@ struct cbt_job_params {
 	 * scratch file), until the job is cancelled */
 	bool snapshot;
 	uint64_t export_lun;		/* snapshot: the LUN that exports it */
+	/* snapshot whose point in time is the store's own snapshot (an
+	 * RBD image's, named by target, taken by the caller once the job
+	 * has started): no scratch file, no copy-before-write; the job
+	 * only freezes the bitmap and waits for the writes in flight */
+	bool store_snap;
 	uint32_t src_retry_ms;		/* 0 = fail on the first read error */
 	uint32_t src_timeout_ms;	/* 0 = retry for ever */
 	/* on_target_error=retry: a failing destination write is retried
@@ -103,6 +108,7 @@ struct cbt_job_info {
 	char bitmap[CBT_NAME_MAX + 1];
 	uint64_t export_lun;		/* snapshot jobs */
 	char scratch[4096];		/* snapshot jobs: the scratch file */
+	bool store_snap;		/* snapshot of the store: target names it */
 	uint64_t bytes_holes;		/* sync=full: holes skipped (not in total) */
 	bool holding;			/* retrying a failing destination (error says why) */
 };

@@ -428,30 +428,51 @@ bad:
 
 /* type=snapshot,export_lun=L2,scratch=PATH: a copy-before-write job with
  * no background copy, and LUN L2 on the same target reading its
- * point-in-time image (read-only). */
+ * point-in-time image (read-only).  rbd_snap=NAME instead of scratch: the
+ * point in time is a new snapshot NAME of the LUN's store (an RBD
+ * image's), taken once the job has frozen the bitmap and drained the
+ * writes in flight, and L2 reads the image at that snapshot; nothing is
+ * copied by holdfast, and deleting the job removes the snapshot. */
 static int snapshot_new(const struct mgmt_req *req, const struct mgmt_items *it,
 			struct mgmt_buf *b)
 {
 	struct cbt_job_params *p;
 	struct lun_settings ls;
-	struct backend *node;
+	struct backend *node = NULL, *store = NULL;
 	struct scsi_lun *lun;
-	const char *v, *why = NULL;
+	const char *v, *why = NULL, *rs = mgmt_item(it, "rbd_snap");
+	bool snapped = false;
 	uint64_t export_lun;
 	unsigned id;
 	int err, ret;
 
+	v = mgmt_item(it, "scratch");
 	if (!mgmt_parse_u64(mgmt_item(it, "export_lun"), &export_lun) ||
-	    !(v = mgmt_item(it, "scratch")) || !*v)
+	    (v && !*v) || (rs && !*rs) || !v == !rs)
+		return MGMT_INVALID_REQUEST;
+	if (rs && strlen(rs) >= sizeof(p->target))
 		return MGMT_INVALID_REQUEST;
 	ret = job_req_new(req, it, &p);
 	if (ret != MGMT_SUCCESS)
 		return ret;
 	lun = p->release_arg;
+	if (rs) {
+		store = be_stack_store(lun->be);
+		if (!store || !store->ops->snapshot) {
+			log_warn("snapshot on tid %d lun %" PRIu64 ": rbd_snap: "
+				 "the LUN's store (%s) takes no snapshots of "
+				 "itself (rbd does); use scratch=PATH", req->tid,
+				 req->lun, store ? store->ops->name : "-");
+			free(p);
+			scsi_lun_put(lun);
+			return errno_to_mgmt(-EOPNOTSUPP);
+		}
+	}
 	p->snapshot = true;
+	p->store_snap = rs != NULL;
 	p->export_lun = export_lun;
 	p->format = CBT_FORMAT_RAW;
-	snprintf(p->target, sizeof(p->target), "%s", v);
+	snprintf(p->target, sizeof(p->target), "%s", rs ? rs : v);
 	err = cbt_job_backup_start(p, &id, &why);
 	if (err) {
 		log_warn("snapshot on tid %d lun %" PRIu64 ": %s", req->tid,
@@ -461,7 +482,18 @@ static int snapshot_new(const struct mgmt_req *req, const struct mgmt_items *it,
 		return errno_to_mgmt(err);
 	}
 	free(p);	/* the job holds the LUN reference from here */
-	err = cbt_snap_node_new(id, &node);
+	if (rs) {
+		/* the bitmap is frozen and the writes before it are done:
+		 * now is the point in time */
+		err = store->ops->snapshot(store, BE_SNAP_CREATE, rs, NULL,
+					   &why);
+		snapped = !err;
+		if (!err)
+			err = store->ops->snapshot(store, BE_SNAP_OPEN, rs,
+						   &node, &why);
+	} else {
+		err = cbt_snap_node_new(id, &node);
+	}
 	if (!err) {
 		lun_settings_default(&ls, export_lun);
 		snprintf(ls.backend, sizeof(ls.backend), "snapshot");
@@ -475,15 +507,52 @@ static int snapshot_new(const struct mgmt_req *req, const struct mgmt_items *it,
 			 req->tid, req->lun, export_lun, why ? why : strerror(-err));
 		cbt_job_cancel(id);
 		cbt_job_wait(id, 10000);
+		if (snapped &&
+		    store->ops->snapshot(store, BE_SNAP_REMOVE, rs, NULL, &why))
+			log_warn("snapshot on tid %d lun %" PRIu64 ": cannot "
+				 "remove rbd snapshot %s: %s", req->tid,
+				 req->lun, rs, why ? why : "?");
 		cbt_job_dismiss(id);
-		unlink(mgmt_item(it, "scratch"));
+		if (!rs)
+			unlink(v);
 		return err == -EEXIST ? MGMT_LUN_EXIST : errno_to_mgmt(err);
 	}
-	log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
-		 " (job %u, scratch %s)", req->tid, req->lun, export_lun, id,
-		 mgmt_item(it, "scratch"));
+	if (rs)
+		log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
+			 " (job %u, rbd snapshot %s)", req->tid, req->lun,
+			 export_lun, id, rs);
+	else
+		log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
+			 " (job %u, scratch %s)", req->tid, req->lun, export_lun,
+			 id, v);
 	mgmt_buf_printf(b, "job %u\n", id);
 	return MGMT_SUCCESS;
+}
+
+/* rbd_snap=NAME: the snapshot job took it, its end removes it (the job
+ * still holds the origin LUN, so the LUN is there to ask). */
+static void store_snap_remove(const struct cbt_job_info *info)
+{
+	struct target *t = tgt_get_by_tid(info->tid);
+	struct scsi_lun *lun = t ? tgt_lun_get(t, info->lun) : NULL;
+	struct backend *store = lun ? be_stack_store(lun->be) : NULL;
+	const char *why = NULL;
+	int err = -ENOENT;
+
+	if (t)
+		tgt_put(t);
+	if (store && store->ops->snapshot)
+		err = store->ops->snapshot(store, BE_SNAP_REMOVE, info->target,
+					   NULL, &why);
+	if (err)
+		log_warn("job %u: cannot remove rbd snapshot %s of tid %d lun %"
+			 PRIu64 ": %s (remove it with rbd snap rm)", info->id,
+			 info->target, info->tid, info->lun,
+			 why ? why : strerror(-err));
+	else
+		log_info("job %u: rbd snapshot %s removed", info->id,
+			 info->target);
+	scsi_lun_put(lun);
 }
 
 /* Delete a job: a snapshot is ended first (its LUN and scratch file go
@@ -502,9 +571,12 @@ static int job_delete(unsigned id)
 	cbt_job_snapshot_end(id);
 	cbt_job_wait(id, 30000);
 	tgt_lun_del(info.tid, info.export_lun, true);
+	if (info.store_snap)
+		store_snap_remove(&info);
 	err = cbt_job_dismiss(id);
 	if (!err) {
-		unlink(info.scratch);
+		if (!info.store_snap)
+			unlink(info.scratch);
 		log_info("job %u: snapshot LUN %" PRIu64 " removed", id,
 			 info.export_lun);
 	}
@@ -624,6 +696,10 @@ static void job_show_one(struct mgmt_buf *b, const struct cbt_job_info *i,
 				i->holding ? "true" : "false", i->bytes_holes);
 		if (!strcmp(i->type, "snapshot"))
 			mgmt_buf_printf(b, ", \"export_lun\": %" PRIu64, i->export_lun);
+		if (i->store_snap) {
+			mgmt_buf_printf(b, ", \"rbd_snap\": ");
+			mgmt_json_string(b, i->target);
+		}
 		job_show_extents(b, i, true);
 		mgmt_buf_printf(b, "}");
 		return;
@@ -639,6 +715,10 @@ static void job_show_one(struct mgmt_buf *b, const struct cbt_job_info *i,
 		mgmt_buf_printf(b, "    Error: %s\n", i->error);
 	if (i->bytes_holes)
 		mgmt_buf_printf(b, "    Holes skipped: %" PRIu64 " bytes\n", i->bytes_holes);
+	if (!strcmp(i->type, "snapshot"))
+		mgmt_buf_printf(b, "    Export LUN: %" PRIu64 "\n", i->export_lun);
+	if (i->store_snap)
+		mgmt_buf_printf(b, "    RBD snapshot: %s\n", i->target);
 	job_show_extents(b, i, false);
 }
 
