@@ -119,7 +119,7 @@ pytest: all
 test: deps all
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz-smoke
-	/usr/bin/python3 -m pytest -v -rs -m "not longrun and not soak" tests
+	/usr/bin/python3 -m pytest -v -rs --durations=25 -m "not longrun and not soak" tests
 	SOAK_SECONDS=60 /usr/bin/python3 -m pytest -v -s -rs -m soak tests/test_soak.py
 	$(MAKE) --no-print-directory sanitize-quick
 	$(MAKE) --no-print-directory tsan

@@ -10,6 +10,12 @@
 #              (cbt_meta.h): cleared before each run, so every 64 KiB chunk
 #              a write touches first is saved to the metadata before the
 #              write is acknowledged (the write-intent worst case)
+#   hf-snap    holdfastd again (reads only), on a read-only LUN on the
+#              snapshot hfs@bench of its own image (what a snapshot job
+#              with rbd_snap= exports), against holdfast's reads of the
+#              head; its own image, because the OSD copies an object on
+#              the first write after a snapshot, which would tax
+#              holdfast's writes to hf and no one else's
 # on a throw-away single-node Ceph cluster (tests/ceph.py: 1 mon, 1
 # bluestore OSD, loopback).  Each target gets its own image filled with the
 # same random data; 4 KiB requests at queue depth 16, reads and writes,
@@ -116,11 +122,12 @@ echo "bench-rbd: cluster up in $(python3 -c "import time,sys; print('%.1f' % (ti
 
 size_mib=$(( $(numfmt --from=iec "$SIZE") >> 20 ))
 dd if=/dev/urandom of="$DIR/rand.img" bs=1M count="$size_mib" status=none
-for img in hf tgt q hfbm; do
+for img in hf tgt q hfbm hfs; do
 	rbd import --no-progress "$DIR/rand.img" "rbd/$img" ||
 		die "rbd import $img failed"
 done
 rm -f "$DIR/rand.img"
+rbd snap create --no-progress rbd/hfs@bench >/dev/null || die "rbd snap create failed"
 
 # ---- holdfastd -----------------------------------------------------------
 HF_PORT=$(free_port)
@@ -137,7 +144,9 @@ targets = (
         ceph_id = "admin"; },
       { lun = 2; backend = "rbd"; path = "rbd/hfbm"; ceph_conf = "$CEPH_CONF";
         ceph_id = "admin";
-        bitmaps = ( { name = "b"; granularity = 65536; persistent = true; } ); }
+        bitmaps = ( { name = "b"; granularity = 65536; persistent = true; } ); },
+      { lun = 3; backend = "rbd"; path = "rbd/hfs@bench";
+        ceph_conf = "$CEPH_CONF"; ceph_id = "admin"; }
     ); } );
 EOF
 TGT_IPC_SOCKET=$DIR/hf.sock "$HOLDFASTD" -f -c "$DIR/bench.conf" \
@@ -171,6 +180,7 @@ url() {
 	case $1 in
 	holdfast) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/1" ;;
 	hf+bitmap) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/2" ;;
+	hf-snap) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/3" ;;
 	tgtd) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/1" ;;
 	librbd) echo "rbd:rbd/q:conf=$CEPH_CONF:id=admin:rbd_cache=false" ;;
 	esac
@@ -190,7 +200,7 @@ child_secs() {	# -> CHILD_S: CPU seconds of this shell's reaped children
 		printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$DIR/times")
 }
 target_pid() {
-	case $1 in holdfast|hf+bitmap) echo "$HF_PID" ;; tgtd) echo "$TGT_PID" ;; esac
+	case $1 in holdfast|hf+bitmap|hf-snap) echo "$HF_PID" ;; tgtd) echo "$TGT_PID" ;; esac
 }
 # TARGET read|write -> "seconds client_cpu_s target_cpu_s osd_cpu_s": the
 # CPU the initiator (qemu-img, with librbd itself for the ceiling), the
@@ -224,6 +234,7 @@ for r in $(seq "$REPEAT"); do
 		*) order="librbd holdfast tgtd" ;;
 		esac
 		[ $op = write ] && order="$order hf+bitmap"
+		[ $op = read ] && order="$order hf-snap"
 		for t in $order; do
 			[ "$t" = hf+bitmap ] && { TGT_IPC_SOCKET=$DIR/hf.sock \
 				timeout 30 "$HOLDFASTADM" -C "$HF_CTL" --op update \
@@ -264,6 +275,12 @@ print("%-16s %s %s %s" % ("write IOPS", f(h), f(b),
       f(b / h if h and b else None, 9, 2)))
 print("  (a persistent 64 KiB bitmap in the image's metadata, cleared before "
       "each run: the first write to each chunk waits for a metadata save)")
+h, s = med("holdfast", "read"), med("hf-snap", "read")
+print("%-16s %9s %9s %9s" % ("", "hf", "hf-snap", "ratio"))
+print("%-16s %s %s %s" % ("read IOPS", f(h), f(s),
+      f(s / h if h and s else None, 9, 2)))
+print("  (an image at its snapshot, rbd/hfs@bench, read-only: what a snapshot "
+      "job with rbd_snap= exports)")
 print()
 print("CPU us per I/O    %9s %9s %9s %9s" % ("initiator", "target", "OSD",
                                              "total"))
