@@ -869,6 +869,60 @@ def test_two_gateways_reservation_in_image_metadata(ceph, image, holdfast):
     same(ceph.export(image)[:512], b"\x04" * 512, "image bytes")
 
 
+def test_two_gateways_state_in_alua_state_dir(ceph, image, holdfast,
+                                               tmp_path):
+    """With alua_state_dir the reservation state and the persistent
+    bitmaps of an rbd LUN live in that shared directory, as for a shared
+    file store, not in the image's metadata; the ownership stays the
+    image's exclusive lock.  After a handover the new active gateway
+    reports the registration and the reservation and has the bitmap."""
+    import struct
+    from test_alua import CONFLICT, GOOD, Sess, adm, extents, update
+    state = tmp_path / "state"
+    state.mkdir()
+    a = holdfast(luns=[rbd_lun(ceph, image, alua_group=1, alua_peer_group=2,
+                               alua_state="active",
+                               alua_state_dir=str(state))])
+    a.require_holdfast("alua_state_dir is holdfast's")
+    b = holdfast(luns=[rbd_lun(ceph, image, alua_group=2, alua_peer_group=1,
+                               alua_state="standby",
+                               alua_state_dir=str(state))])
+    key = struct.pack(">Q", 0xabc)
+    adm(a, "-o", "new", "-m", "bitmap", "-t", 1, "-l", 1, "-n", "daily",
+        "-P", "persistent=1")
+    qemu_io(a.url(1), "write -P 0x11 2M 64k")
+    s1 = Sess(a, isid=b"\x80\x00\x00\x00\x00\x31",
+              initiator="iqn.2026-11.org.example:h1")
+    s2 = None
+    try:
+        s1.settle()
+        assert s1.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                      data=bytes(8) + key + bytes(8))[0] == GOOD
+        assert s1.cmd(bytes([0x5f, 0x01, 0x01, 0, 0, 0, 0, 0, 24, 0]),
+                      data=key + bytes(16))[0] == GOOD
+        names = sorted(p.name for p in state.iterdir())
+        assert any(n.endswith(".lun1.pr") for n in names), names
+        assert any(n.endswith(".lun1.bitmaps") for n in names), names
+        meta = ceph.rbd("image-meta", "list", "rbd/%s" % image)
+        assert "holdfast." not in meta, meta
+        update(a, "alua_state=standby")
+        update(b, "alua_state=active")
+        s2 = Sess(b, isid=b"\x80\x00\x00\x00\x00\x32",
+                  initiator="iqn.2026-11.org.example:h2")
+        s2.settle()
+        st, d, _, _ = s2.cmd("5e01000000000000ff00", read_len=255)
+        assert st == GOOD and d[8:16] == key, d
+        assert s2.write(0, b"\x01" * 512)[0] == CONFLICT
+        ext, bm = extents(b)
+        assert (2 << 20, 65536) in ext and bm["persistent"] is True, ext
+    finally:
+        s1.close()
+        if s2:
+            s2.close()
+    assert "holdfast." not in ceph.rbd("image-meta", "list",
+                                       "rbd/%s" % image)
+
+
 def test_forced_takeover_fences_the_dead_gateways_standby_watcher(
         ceph, image, holdfast):
     """A gateway killed with kill -9 leaves two watchers on the image
