@@ -269,18 +269,18 @@ for op in ("read", "write"):
     print("%-16s %s %s %s %s %s" % (op + " IOPS", f(h), f(t), f(q),
           f(h / q if h and q else None, 9, 2),
           f(h / t if h and t else None, 9, 2)))
-h, b = med("holdfast", "write"), med("hf+bitmap", "write")
-print("%-16s %9s %9s %9s" % ("", "hf", "hf+bitmap", "ratio"))
-print("%-16s %s %s %s" % ("write IOPS", f(h), f(b),
-      f(b / h if h and b else None, 9, 2)))
-print("  (a persistent 64 KiB bitmap in the image's metadata, cleared before "
-      "each run: the first write to each chunk waits for a metadata save)")
-h, s = med("holdfast", "read"), med("hf-snap", "read")
-print("%-16s %9s %9s %9s" % ("", "hf", "hf-snap", "ratio"))
-print("%-16s %s %s %s" % ("read IOPS", f(h), f(s),
-      f(s / h if h and s else None, 9, 2)))
-print("  (an image at its snapshot, rbd/hfs@bench, read-only: what a snapshot "
-      "job with rbd_snap= exports)")
+def variant(name, op, what):
+    """holdfast's plain LUN against one of its variants, same op"""
+    h, v = med("holdfast", op), med(name, op)
+    print("%-16s %9s %9s %9s" % ("", "hf", name, "ratio"))
+    print("%-16s %s %s %s" % (op + " IOPS", f(h), f(v),
+          f(v / h if h and v else None, 9, 2)))
+    print("  (" + what + ")")
+variant("hf+bitmap", "write", "a persistent 64 KiB bitmap in the image's "
+        "metadata, cleared before each run: the first write to each chunk "
+        "waits for a metadata save")
+variant("hf-snap", "read", "an image at its snapshot, rbd/hfs@bench, "
+        "read-only: what a snapshot job with rbd_snap= exports")
 print()
 print("CPU us per I/O    %9s %9s %9s %9s" % ("initiator", "target", "OSD",
                                              "total"))
