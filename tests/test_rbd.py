@@ -1375,6 +1375,8 @@ def test_snapshot_job_on_an_rbd_snapshot(ceph, image, holdfast):
     assert "write protected" in r.stdout + r.stderr, r.stdout
     assert field(re.search(r"^.*\brbd rbd/\S+@empty .*$", show(d),
                            re.M).group(0), "state") == "ok"
+    lun3 = re.search(r"LUN: 3\n(?:.*\n)*?\s+Readonly: (\w+)", show(d))
+    assert lun3 and lun3.group(1) == "Yes", show(d)
 
 
 def test_two_gateways_osd_freeze_keeps_ownership(ceph, image, holdfast):

@@ -158,7 +158,9 @@ static void show_lun(struct mgmt_buf *b, const struct target *t,
 	mgmt_buf_printf(b, "            Removable media: %s\n",
 			yes_no(s->removable));
 	mgmt_buf_printf(b, "            Prevent removal: No\n");
-	mgmt_buf_printf(b, "            Readonly: %s\n", yes_no(s->readonly));
+	/* a store may be read-only by nature (an rbd snapshot) */
+	mgmt_buf_printf(b, "            Readonly: %s\n",
+			yes_no(s->readonly || (lun->be && lun->be->readonly)));
 	mgmt_buf_printf(b, "            SWP: No\n");
 	mgmt_buf_printf(b, "            Thin-provisioning: %s\n",
 			yes_no(s->thin_provisioning));
