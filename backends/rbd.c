@@ -156,9 +156,8 @@ struct be_rbd {
 	 * ownership (be_rbd_owner) */
 	bool owner_mode;		/* we took it and keep it */
 	char broken[160];		/* the last owner we broke */
-	/* after a forced break: look for the dead gateway's other watchers
+	/* after a forced break: look for broken's other watchers
 	 * (be_rbd_reap_watchers), on the worker */
-	char reap_owner[160];
 	bool reap_pending;
 	uint64_t watcher_probes, watchers_fenced;
 	/* our own fenced (blocklisted) instances, the last few: a lock one
@@ -893,10 +892,10 @@ static void *be_rbd_worker(void *arg)
 		 * standby instance too (be_rbd_reap_watchers). */
 		if (b->reap_pending && b->cur) {
 			struct be_rbd_inst *in = b->cur;
-			char owner[sizeof(b->reap_owner)];
+			char owner[sizeof(b->broken)];
 
 			b->reap_pending = false;
-			memcpy(owner, b->reap_owner, sizeof(owner));
+			memcpy(owner, b->broken, sizeof(owner));
 			in->inflight++;
 			pthread_mutex_unlock(&b->lock);
 			be_rbd_reap_watchers(b, in, owner);
@@ -1589,8 +1588,6 @@ static int be_rbd_other_owners(struct be_rbd *b, struct be_rbd_inst *in,
 			 owners[i]);
 		pthread_mutex_lock(&b->lock);
 		snprintf(b->broken, sizeof(b->broken), "%s", owners[i]);
-		snprintf(b->reap_owner, sizeof(b->reap_owner), "%s",
-			 owners[i]);
 		b->reap_pending = true;
 		pthread_cond_signal(&b->wake);
 		pthread_mutex_unlock(&b->lock);

@@ -517,14 +517,9 @@ static int snapshot_new(const struct mgmt_req *req, const struct mgmt_items *it,
 			unlink(v);
 		return err == -EEXIST ? MGMT_LUN_EXIST : errno_to_mgmt(err);
 	}
-	if (rs)
-		log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
-			 " (job %u, rbd snapshot %s)", req->tid, req->lun,
-			 export_lun, id, rs);
-	else
-		log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
-			 " (job %u, scratch %s)", req->tid, req->lun, export_lun,
-			 id, v);
+	log_info("tid %d lun %" PRIu64 ": snapshot exported as LUN %" PRIu64
+		 " (job %u, %s %s)", req->tid, req->lun, export_lun, id,
+		 rs ? "rbd snapshot" : "scratch", rs ? rs : v);
 	mgmt_buf_printf(b, "job %u\n", id);
 	return MGMT_SUCCESS;
 }
