@@ -189,7 +189,7 @@ TSAN_HANG_K := runtime or two_ or other_lun or show_reports or \
 TSAN_GW_K := another_reactor or busy-write
 tsan: deps
 	$(MAKE) BUILD=build-tsan SANFLAGS="$(TSAN_FLAGS)" all
-	set -e; for t in test_hang test_lun_keys test_stack; do \
+	set -e; for t in test_hang test_lun_keys test_stack test_reactor; do \
 	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/unit/$$t; done
 	HOLDFAST_BUILD=build-tsan TSAN_OPTIONS=second_deadlock_stack=1 \
 	  /usr/bin/python3 -m pytest -q -rs $(TSAN_PYTEST) \

@@ -46,6 +46,8 @@
 #                          "default": tgtd out of the box
 #   BENCH_FLOORS=1         0: skip iperf3, the TCP echo and the lean QD1
 #   QD1_REPEAT=3           runs of tools/iscsiqd1 per target and op
+#   BENCH_BUSY_POLL=50     the lean QD1 runs also go to a second holdfastd
+#                          started with --busy-poll this many us ("0": not)
 #   BENCH_MEMORY=1         0: skip the RSS measurements
 #   HOLDFAST_BUILD=build   where holdfastd (and tools/tcpecho) are
 #   BENCH_GATEWAY=         workloads of the gateway comparison (default:
@@ -140,6 +142,7 @@ else
 	OWN_DIR=1
 fi
 HF_PID=
+BP_PID=
 TGT_PID=
 IPERF_PID=
 
@@ -165,6 +168,7 @@ cleanup() {
 		wait "$TGT_PID" 2>/dev/null
 	fi
 	stop_pid "$HF_PID"
+	stop_pid "$BP_PID"
 	stop_pid "$IPERF_PID"
 	if [ "$OWN_DIR" = 1 ]; then
 		rm -rf "$DIR"
@@ -315,6 +319,7 @@ fi
 url() {	# TARGET LUN
 	case $1 in
 	holdfast) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/$2" ;;
+	holdfast-bp) echo "iscsi://127.0.0.1:$BP_PORT/$IQN/$2" ;;
 	tgtd) echo "iscsi://127.0.0.1:$TGT_PORT/$IQN/$2" ;;
 	gateway) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/3" ;;	# = tgtd LUN 1
 	gwdd) echo "iscsi://127.0.0.1:$HF_PORT/$IQN/6" ;;	# the same, digests
@@ -425,6 +430,29 @@ fi
 # target_cpu_us" in $DIR/qd1.
 QD1_FILE=$DIR/qd1
 : >"$QD1_FILE"
+# holdfast-bp: the same daemon with --busy-poll (a null LUN)
+BUSY_US=${BENCH_BUSY_POLL:-50}
+QD1_TARGETS="holdfast tgtd"
+if [ "$FLOORS" = 1 ] && [ -x "$QD1TOOL" ] && [ "$BUSY_US" != 0 ]; then
+	BP_PORT=$(free_port "$HF_PORT" "$TGT_PORT" "${IPERF_PORT:-0}")
+	cat >"$DIR/bp.conf" <<EOF
+portals = [ "127.0.0.1:$BP_PORT" ];
+targets = (
+  { name = "$IQN";
+    initiators = [ "127.0.0.1" ];
+    luns = ( { lun = 2; backend = "null"; size = "$SIZE"; } ); } );
+EOF
+	TGT_IPC_SOCKET=$DIR/bp.sock "$HOLDFASTD" -f -c "$DIR/bp.conf" \
+		-C "$((HF_CTL + 1))" -b "$BUSY_US" >"$DIR/bp.log" 2>&1 \
+		</dev/null &
+	BP_PID=$!
+	if wait_port "$BP_PORT" "$BP_PID"; then
+		QD1_TARGETS="holdfast holdfast-bp tgtd"
+	else
+		cat "$DIR/bp.log" >&2
+		echo "bench: holdfastd --busy-poll did not start" >&2
+	fi
+fi
 if [ "$FLOORS" = 1 ] && [ -x "$QD1TOOL" ]; then
 	for r in $(seq "${QD1_REPEAT:-3}"); do
 		# the echo floor again in every round: it moves with the
@@ -436,10 +464,12 @@ kv = dict(x.split("=") for x in sys.argv[1].split()[1:])
 print("echo rt", kv["mean_us"], kv["p50_us"], kv["cpu_us_per_rt"], 0)' \
 				"$line" >>"$QD1_FILE"
 		for op in read write; do
-			order="holdfast tgtd"
-			[ $((r % 2)) = 0 ] && order="tgtd holdfast"
+			order=$QD1_TARGETS
+			[ $((r % 2)) = 0 ] &&
+				order=$(echo $order | tr ' ' '\n' | tac)
 			for t in $order; do
 				pid=$HF_PID; [ "$t" = tgtd ] && pid=$TGT_PID
+				[ "$t" = holdfast-bp ] && pid=$BP_PID
 				c0=$(cpu_ticks "$pid")
 				line=$("$QD1TOOL" "$(url "$t" 2)" -n 10000 \
 					$([ $op = write ] && echo -w) 2>&1) || {
@@ -666,7 +696,7 @@ if main:
         print("  %-16s %9s %9s %12s %12s" % ("", "mean us", "p50 us",
               "init CPU/IO", "target CPU/IO"))
         for op in ("read", "write"):
-            for t in ("holdfast", "tgtd"):
+            for t in ("holdfast", "holdfast-bp", "tgtd"):
                 v = qd1.get((t, op))
                 if v:
                     m = [statistics.median(x[i] for x in v) for i in range(4)]
@@ -684,6 +714,18 @@ if main:
                 ratio_line("null4k-%s-qd1 (lean) latency / TCP echo" % op,
                            statistics.median(x[0] for x in v), floor,
                            "<= 1.10", " us")
+        for op in ("read", "write"):
+            v = qd1.get(("holdfast-bp", op))
+            if v:
+                ratio_line("null4k-%s-qd1 lean+busy-poll / TCP echo" % op,
+                           statistics.median(x[0] for x in v), floor,
+                           "<= 1.10", " us")
+        for op in ("read", "write"):
+            v, b = qd1.get(("holdfast", op)), qd1.get(("holdfast-bp", op))
+            if v and b:
+                ratio_line("busy-poll / off, %s-qd1 target CPU/IO" % op,
+                           statistics.median(x[3] for x in b),
+                           statistics.median(x[3] for x in v), "-", " us")
     if rss_idle is not None:
         print()
         print("memory (holdfastd VmRSS): idle %.0f KiB, per session %s KiB, per"

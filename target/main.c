@@ -27,12 +27,15 @@
 #define SHUTDOWN_LOGOUT_MS 4000
 #define SHUTDOWN_DRAIN_MS 15000
 
+/* --busy-poll's ceiling: a spin longer than 100 ms is a pinned core. */
+#define BUSY_POLL_MAX_US 100000
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: holdfastd [-f|--foreground] [-c|--config FILE]\n"
 		"                 [-C|--control-port N] [-t|--threads N] [-d|--debug]\n"
-		"                 [-p|--pid-file FILE]\n"
+		"                 [-p|--pid-file FILE] [-b|--busy-poll USEC]\n"
 		"\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
 		"  -p, --pid-file FILE  write the daemon's PID there once it serves\n"
@@ -40,6 +43,9 @@ static void usage(FILE *f)
 		"  -C, --control-port N management socket <base>.N (default 0;\n"
 		"                       base from TGT_IPC_SOCKET or /var/run/tgtd/socket)\n"
 		"  -t, --threads N      reactor threads (default: one per CPU)\n"
+		"  -b, --busy-poll USEC after a wake-up with work, poll up to USEC\n"
+		"                       microseconds before sleeping (default 0: off;\n"
+		"                       costs CPU, saves the wake-up: QD1 latency)\n"
 		"  -d, --debug          debug logging\n",
 		DEFAULT_CONFIG);
 }
@@ -145,6 +151,7 @@ int main(int argc, char **argv)
 		{ "threads", required_argument, NULL, 't' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "pid-file", required_argument, NULL, 'p' },
+		{ "busy-poll", required_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -154,13 +161,15 @@ int main(int argc, char **argv)
 	int status_fd = -1;
 	bool foreground = false, debug = false;
 	int control_port = 0, nthreads = 0, opt, ret;
+	long busy_us = 0;
+	char *end;
 	struct reactor *reactors[MAX_REACTORS];
 	pthread_t threads[MAX_REACTORS];
 	static struct config cfg;
 	char err[1024];
 	sigset_t sigs;
 
-	while ((opt = getopt_long(argc, argv, "fc:C:t:dp:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "fc:C:t:dp:b:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f': foreground = true; break;
 		case 'c': config_path = optarg; break;
@@ -168,6 +177,17 @@ int main(int argc, char **argv)
 		case 't': nthreads = atoi(optarg); break;
 		case 'd': debug = true; break;
 		case 'p': pid_path = optarg; break;
+		case 'b':
+			errno = 0;
+			busy_us = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || busy_us < 0 ||
+			    busy_us > BUSY_POLL_MAX_US) {
+				fprintf(stderr, "holdfastd: --busy-poll: "
+					"microseconds, 0..%d\n",
+					BUSY_POLL_MAX_US);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -249,6 +269,7 @@ int main(int argc, char **argv)
 				i);
 			return 1;
 		}
+		reactor_set_busy_poll(reactors[i], (unsigned)busy_us);
 	}
 	cbt_job_reactors_set(reactors, nthreads);
 	/* management first: once the portal accepts, tgtadm works too */

@@ -398,10 +398,17 @@ def test_out_of_range_is_refused(holdfast):
                                            cp.stdout + cp.stderr)
 
 
-def test_concurrent_qemu_io(holdfast):
+@pytest.mark.parametrize("busy_poll", [0, 200])
+def test_concurrent_qemu_io(holdfast, busy_poll):
     """Six initiators at once on one session each: four write and verify
-    their own regions of the file LUN, two the null LUN (reads zeroes)."""
-    d = holdfast()
+    their own regions of the file LUN, two the null LUN (reads zeroes).
+    Also with --busy-poll 200: the reactors poll between wake-ups."""
+    if busy_poll:
+        if USE_TGTD:
+            pytest.skip("tgtd baseline run: a holdfastd option")
+        d = holdfast(args=["--busy-poll", str(busy_poll)])
+    else:
+        d = holdfast()
     n = 6
     procs = []
     for i in range(n):
@@ -490,6 +497,20 @@ targets = ( { name = "%s"; initiators = [ "ALL" ];
     luns = ( { lun = = 1; backend = "null"; size = "1G"; } ); } );
 """ % IQN, None, 3),
 }
+
+
+@pytest.mark.parametrize("value", ["-1", "100001", "5x", ""])
+def test_bad_busy_poll_is_refused(value):
+    """--busy-poll takes 0..100000 microseconds; anything else is a usage
+    error (exit 2) before any configuration is read."""
+    if USE_TGTD:
+        pytest.skip("tgtd baseline run: a holdfastd option")
+    cp = subprocess.run([str(build_dir() / "holdfastd"), "-f", "-c",
+                         "/nonexistent/targets.conf", "--busy-poll", value],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, timeout=30)
+    assert cp.returncode == 2, cp.stdout
+    assert "--busy-poll" in cp.stdout, cp.stdout
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))

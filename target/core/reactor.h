@@ -69,6 +69,10 @@ void reactor_run(struct reactor *r);
 int reactor_run_once(struct reactor *r, int timeout_ms);
 /* Ask the loop to return (thread safe). */
 void reactor_stop(struct reactor *r);
+/* Busy-poll: after a loop turn that had events, keep polling (epoll
+ * without sleeping) for up to us microseconds before blocking; 0 (the
+ * default) always blocks.  Before reactor_run(). */
+void reactor_set_busy_poll(struct reactor *r, unsigned us);
 /* Free a reactor whose loop has returned. */
 void reactor_free(struct reactor *r);
 /* The reactor running on this thread, or NULL (management thread, tests). */
