@@ -44,7 +44,7 @@ DEB_TEST  := libiscsi-dev libiscsi-bin tgt qemu-utils qemu-block-extra \
 	     qemu-system-x86 linux-image-amd64 open-iscsi busybox-static \
 	     e2fsprogs cpio kmod gzip strace multipath-tools dmsetup \
 	     systemd udev iperf3 valgrind linux-perf \
-	     ceph-mon ceph-osd ceph-common tgt-rbd
+	     ceph-mon ceph-osd ceph-common tgt-rbd python3-rados python3-rbd
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
 # llvm for llvm-symbolizer (readable stack traces).
 DEB_FUZZ  := clang libclang-rt-14-dev llvm

@@ -89,6 +89,16 @@ extern const struct backend_ops be_rbd_ops;
  * a forced takeover (ms; librbd's own notifications wait 5 s). */
 #define BE_RBD_PROBE_MS 3000
 #define BE_RBD_WATCHERS_MAX 64
+/* A write older than this, while another client holds the image's
+ * exclusive lock and we are not an ALUA owner, makes the worker probe
+ * that holder (be_rbd_stale_lock); a holder that answered is not probed
+ * again for BE_RBD_STALE_QUIET_MS. */
+#define BE_RBD_STUCK_MS 1000
+#define BE_RBD_STALE_QUIET_MS 30000
+/* Not while the cluster itself is in trouble: a timed-out operation or a
+ * fence less than this long ago (ms) means writes wait for the OSDs, and
+ * the probe's own cluster calls would hold up the worker's fencing. */
+#define BE_RBD_STALE_CALM_MS 60000
 /* Fence backoff: the longest a timed-out write is re-sent on its instance
  * before that one is fenced (seconds). */
 #define BE_RBD_RESEND_BUDGET_S 60
@@ -160,6 +170,13 @@ struct be_rbd {
 	 * (be_rbd_reap_watchers), on the worker */
 	bool reap_pending;
 	uint64_t watcher_probes, watchers_fenced;
+	/* mutating operations sent to librbd and their completions (any
+	 * instance), for the worker's "a write is stuck" test; its mark:
+	 * w_issued when last looked at (ms) */
+	atomic_ullong w_issued, w_done;
+	uint64_t w_mark, w_mark_ms, stale_quiet_until;
+	uint64_t last_trouble_ms;	/* last timeout or fence (ms) */
+	uint64_t stale_probes, stale_locks_broken;
 	/* our own fenced (blocklisted) instances, the last few: a lock one
 	 * of them still holds is ours to break and take again */
 	char fenced_addr[BE_RBD_FENCED_KEEP][128];
@@ -187,6 +204,8 @@ struct __attribute__((may_alias)) be_rbd_io {
 _Static_assert(sizeof(struct be_rbd_io) <=
 		       sizeof(((struct be_io *)0)->be_scratch),
 	       "be_rbd_io must fit in be_io.be_scratch");
+
+static uint64_t be_rbd_now_ms(void);
 
 static struct be_rbd_io *be_rbd_io_of(struct be_io *io)
 {
@@ -615,6 +634,9 @@ static int be_rbd_issue(struct be_rbd_inst *in, struct be_io *io)
 	}
 	if (err)
 		rbd_aio_release(c);
+	else if (be_rbd_mutating(io))
+		atomic_fetch_add_explicit(&in->b->w_issued, 1,
+					  memory_order_relaxed);
 	return err;
 }
 
@@ -665,6 +687,8 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 	int res;
 
 	rbd_aio_release(c);
+	if (be_rbd_mutating(io))
+		atomic_fetch_add_explicit(&b->w_done, 1, memory_order_relaxed);
 	if (ret < 0)
 		res = (int)ret;
 	else if (io->op == BE_OP_READ && (uint64_t)ret != io->length)
@@ -681,16 +705,21 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 
 		rio->flushing = true;
 		if (be_rbd_completion(in, io, false, &fc) == 0) {
-			if (rbd_aio_flush(in->image, fc) == 0)
+			if (rbd_aio_flush(in->image, fc) == 0) {
+				atomic_fetch_add_explicit(&b->w_issued, 1,
+							  memory_order_relaxed);
 				return;
+			}
 			rbd_aio_release(fc);
 		}
 		res = -EIO;
 	}
 
 	pthread_mutex_lock(&b->lock);
-	if (res == -ETIMEDOUT)
+	if (res == -ETIMEDOUT) {
 		b->timeouts++;
+		b->last_trouble_ms = be_rbd_now_ms();
+	}
 	if (res == -EROFS && b->owner_mode && be_rbd_mutating(io)) {
 		/* librbd refused the write before sending it because this
 		 * instance does not hold the exclusive lock at the moment:
@@ -817,6 +846,7 @@ static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
 		 next ? "the standby instance" : "a new instance");
 	in->fence = BE_RBD_FENCED;
 	b->fences++;
+	b->last_trouble_ms = be_rbd_now_ms();
 	b->last_fence_at = time(NULL);
 	snprintf(b->last_fenced, sizeof(b->last_fenced), "client.%llu@%s",
 		 (unsigned long long)in->gid, in->addr);
@@ -828,6 +858,35 @@ static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
 
 static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
 				 const char *owner);
+static void be_rbd_stale_lock(struct be_rbd *b, struct be_rbd_inst *in);
+
+/* Has a mutating operation been in librbd for BE_RBD_STUCK_MS or more,
+ * on a LUN that is not an ALUA owner (which holds the lock itself)?
+ * Sufficient, not necessary: some operation sent before the last mark
+ * (at least BE_RBD_STUCK_MS ago) has not completed when fewer have
+ * completed than had been sent by then.  Under b->lock, on the worker. */
+static bool be_rbd_writes_stuck(struct be_rbd *b)
+{
+	uint64_t now = be_rbd_now_ms();
+	uint64_t issued, done;
+	bool stuck;
+
+	if (b->owner_mode || !b->cur || b->snap[0] || b->retired ||
+	    now < b->stale_quiet_until ||
+	    (b->last_trouble_ms &&
+	     now - b->last_trouble_ms < BE_RBD_STALE_CALM_MS)) {
+		b->w_mark_ms = 0;
+		return false;
+	}
+	if (b->w_mark_ms && now - b->w_mark_ms < BE_RBD_STUCK_MS)
+		return false;
+	issued = atomic_load_explicit(&b->w_issued, memory_order_relaxed);
+	done = atomic_load_explicit(&b->w_done, memory_order_relaxed);
+	stuck = b->w_mark_ms && done < b->w_mark;
+	b->w_mark = issued;
+	b->w_mark_ms = now;
+	return stuck;
+}
 
 static void *be_rbd_worker(void *arg)
 {
@@ -957,6 +1016,21 @@ static void *be_rbd_worker(void *arg)
 				be_rbd_inst_close(in);
 				pthread_mutex_lock(&b->lock);
 			}
+			continue;
+		}
+
+		/* 4. Writes wait for a lock another client holds: is it a
+		 * dead one (be_rbd_stale_lock)? */
+		if (be_rbd_writes_stuck(b)) {
+			struct be_rbd_inst *in = b->cur;
+
+			in->inflight++;
+			pthread_mutex_unlock(&b->lock);
+			be_rbd_stale_lock(b, in);
+			pthread_mutex_lock(&b->lock);
+			in->inflight--;
+			if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
+				pthread_cond_signal(&b->wake);
 			continue;
 		}
 		be_rbd_sleep_locked(b, 1000);
@@ -1445,29 +1519,67 @@ static bool be_rbd_addr_ours(struct be_rbd *b, const char *addr)
 	return ours;
 }
 
+/* Probe the image's watchers: a notification with an empty payload
+ * (librbd takes that as "header changed", reloads and answers) on the
+ * header object, BE_RBD_PROBE_MS to answer.  silent[i] is set for each
+ * watcher w[i] with want[i] that did not answer.  Live clients answer
+ * (our own instances, the rbd CLI, a gateway that is up).  0 or -errno
+ * (then nothing is known).  On the worker, in pinned. */
+static int be_rbd_probe(struct be_rbd_inst *in,
+			const rbd_image_watcher_t *w, size_t n,
+			const bool *want, bool *silent)
+{
+	struct notify_timeout_t *to = NULL;
+	struct notify_ack_t *acks = NULL;
+	size_t nto = 0, nacks = 0;
+	char oid[96], id[64], *reply = NULL;
+	size_t reply_len = 0;
+	int err;
+
+	err = rbd_get_id(in->image, id, sizeof(id));
+	if (err < 0)
+		return err;
+	snprintf(oid, sizeof(oid), "rbd_header.%s", id);
+	err = rados_notify2(in->ioctx, oid, "", 0, BE_RBD_PROBE_MS, &reply,
+			    &reply_len);
+	if ((err < 0 && err != -ETIMEDOUT) || !reply) {
+		if (reply)
+			rados_buffer_free(reply);
+		return err < 0 ? err : -EIO;
+	}
+	err = rados_decode_notify_response(reply, reply_len, &acks, &nacks,
+					   &to, &nto);
+	rados_buffer_free(reply);
+	if (err < 0)
+		return err;
+	for (size_t i = 0; i < n; i++) {
+		silent[i] = false;
+		for (size_t k = 0; want[i] && k < nto && !silent[i]; k++)
+			silent[i] = to[k].notifier_id == (uint64_t)w[i].id &&
+				    to[k].cookie == w[i].cookie;
+	}
+	rados_free_notify_response(acks, nacks, to);
+	return 0;
+}
+
 /* After a forced takeover from owner (now blocklisted): a dead gateway
  * leaves more than its lock holder behind.  Its standby instance (every
  * holdfast LUN keeps one open, top of file) still watches the image
  * header, and until the OSD expires that watch (osd_client_watch_timeout,
  * 30 s) every librbd notification on the image -- each metadata update:
- * reservations, bitmaps -- waits 5 s for it.  So probe: a notification
- * with an empty payload (librbd takes that as "header changed", reloads
- * and answers) on the header object, BE_RBD_PROBE_MS to answer, and
- * blocklist every watcher that did not answer and lives on the broken
- * owner's host.  Live clients answer (our own instances, the rbd CLI);
- * watchers on other hosts are left alone whatever they do.  Runs on the
- * worker, in (pinned) being the serving instance. */
+ * reservations, bitmaps -- waits 5 s for it.  So probe (be_rbd_probe)
+ * and blocklist every watcher that did not answer and lives on the
+ * broken owner's host; watchers on other hosts are left alone whatever
+ * they do.  Runs on the worker, in (pinned) being the serving
+ * instance. */
 static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
 				 const char *owner)
 {
 	rbd_image_watcher_t w[BE_RBD_WATCHERS_MAX];
-	size_t n = BE_RBD_WATCHERS_MAX, nto = 0, nacks = 0;
-	struct notify_timeout_t *to = NULL;
-	struct notify_ack_t *acks = NULL;
-	char host[128], whost[128], wcore[128], ocore[128], id[64];
-	char oid[96], *reply = NULL;
-	size_t reply_len = 0;
+	size_t n = BE_RBD_WATCHERS_MAX;
+	char host[128], whost[128], wcore[128], ocore[128];
 	bool cand[BE_RBD_WATCHERS_MAX] = { false };
+	bool silent[BE_RBD_WATCHERS_MAX];
 	unsigned ncand = 0;
 	int err;
 
@@ -1492,29 +1604,17 @@ static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
 	}
 	if (!ncand)
 		goto out;
-	if (rbd_get_id(in->image, id, sizeof(id)) < 0)
-		goto out;
 	pthread_mutex_lock(&b->lock);
 	b->watcher_probes++;
 	pthread_mutex_unlock(&b->lock);
-	snprintf(oid, sizeof(oid), "rbd_header.%s", id);
-	err = rados_notify2(in->ioctx, oid, "", 0, BE_RBD_PROBE_MS, &reply,
-			    &reply_len);
-	if ((err < 0 && err != -ETIMEDOUT) || !reply) {
+	err = be_rbd_probe(in, w, n, cand, silent);
+	if (err < 0) {
 		log_warn("rbd %s/%s: cannot probe the image's watchers after "
 			 "the takeover: %s", b->pool, b->image, strerror(-err));
 		goto out;
 	}
-	if (rados_decode_notify_response(reply, reply_len, &acks, &nacks,
-					 &to, &nto) < 0)
-		goto out;
 	for (size_t i = 0; i < n; i++) {
-		bool silent = false;
-
-		for (size_t k = 0; cand[i] && k < nto && !silent; k++)
-			silent = to[k].notifier_id == (uint64_t)w[i].id &&
-				 to[k].cookie == w[i].cookie;
-		if (!silent)
+		if (!silent[i])
 			continue;
 		err = rados_blocklist_add(in->cluster, w[i].addr, 0);
 		if (err < 0) {
@@ -1535,11 +1635,91 @@ static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
 		pthread_mutex_unlock(&b->lock);
 	}
 out:
-	if (acks || to)
-		rados_free_notify_response(acks, nacks, to);
-	if (reply)
-		rados_buffer_free(reply);
 	rbd_watchers_list_cleanup(w, n);
+}
+
+/* Writes have waited BE_RBD_STUCK_MS (be_rbd_writes_stuck) on a LUN that
+ * is no ALUA owner: do they wait for an exclusive lock a dead client
+ * holds?  librbd asks the holder to hand the lock over and breaks it only
+ * once the holder's watch is gone, which the OSD notices
+ * osd_client_watch_timeout (30 s) after a crash: a single gateway
+ * restarted after kill -9 had its first write wait 29.8 s.  So probe the
+ * holder (be_rbd_probe): one that does not answer in BE_RBD_PROBE_MS is
+ * dead or frozen, and its lock is broken, which blocklists it (nothing
+ * it might still send lands); then its silent host-mates (its standby
+ * instance) are reaped as after a forced takeover.  A holder that
+ * answers is alive (a client using the image, the rbd CLI) and is left
+ * to librbd's own hand-over; it is not asked again for
+ * BE_RBD_STALE_QUIET_MS.  On the worker, in (pinned) the serving
+ * instance. */
+static void be_rbd_stale_lock(struct be_rbd *b, struct be_rbd_inst *in)
+{
+	rbd_image_watcher_t w[BE_RBD_WATCHERS_MAX];
+	size_t n = BE_RBD_WATCHERS_MAX, nown = 4;
+	bool want[BE_RBD_WATCHERS_MAX] = { false };
+	bool silent[BE_RBD_WATCHERS_MAX];
+	char owner[160], ocore[128], wcore[128], *owners[4];
+	rbd_lock_mode_t mode;
+	bool watched = false, dead = false, ours;
+	int mine = 0, err;
+
+	if (rbd_is_exclusive_lock_owner(in->image, &mine) < 0 || mine)
+		return;
+	err = rbd_lock_get_owners(in->image, &mode, owners, &nown);
+	if (err == -ENOENT || (err == 0 && nown == 0))
+		return;		/* nobody holds it (any more) */
+	if (err < 0)
+		goto quiet;
+	snprintf(owner, sizeof(owner), "%s", owners[0]);
+	rbd_lock_get_owners_cleanup(owners, nown);
+	pthread_mutex_lock(&b->lock);
+	ours = be_rbd_fenced_ours(b, owner);
+	pthread_mutex_unlock(&b->lock);
+	if (ours || be_rbd_addr_ours(b, owner))
+		goto quiet;	/* ours: librbd and be_rbd_owner see to it */
+	be_rbd_addr_core(owner, ocore, sizeof(ocore));
+	if (rbd_watchers_list(in->image, w, &n) < 0)
+		goto quiet;
+	for (size_t i = 0; i < n; i++) {
+		be_rbd_addr_core(w[i].addr, wcore, sizeof(wcore));
+		want[i] = !strcmp(wcore, ocore);
+		watched |= want[i];
+	}
+	/* no watch: librbd breaks the lock itself, at once */
+	if (watched) {
+		pthread_mutex_lock(&b->lock);
+		b->stale_probes++;
+		pthread_mutex_unlock(&b->lock);
+		err = be_rbd_probe(in, w, n, want, silent);
+		for (size_t i = 0; err == 0 && i < n; i++)
+			dead |= silent[i];
+	}
+	rbd_watchers_list_cleanup(w, n);
+	if (!dead)
+		goto quiet;	/* it answered, or could not be asked */
+	err = rbd_lock_break(in->image, mode, owner);
+	if (err < 0 && err != -ENOENT) {
+		log_warn("rbd %s/%s: writes wait for the exclusive lock of %s, "
+			 "which did not answer in %d ms, and breaking it "
+			 "failed: %s", b->pool, b->image, owner,
+			 BE_RBD_PROBE_MS, strerror(-err));
+		return;
+	}
+	log_warn("rbd %s/%s: broke the exclusive lock of %s (blocklisted): "
+		 "writes waited for it and it did not answer in %d ms (a "
+		 "gateway or client that died; the OSD would have dropped its "
+		 "watch only after 30 s)", b->pool, b->image, owner,
+		 BE_RBD_PROBE_MS);
+	pthread_mutex_lock(&b->lock);
+	b->stale_locks_broken++;
+	snprintf(b->broken, sizeof(b->broken), "%s", owner);
+	b->reap_pending = true;
+	pthread_mutex_unlock(&b->lock);
+	return;
+quiet:
+	pthread_mutex_lock(&b->lock);
+	b->stale_quiet_until = be_rbd_now_ms() + BE_RBD_STALE_QUIET_MS;
+	pthread_mutex_unlock(&b->lock);
 }
 
 /* How many others hold the lock (0 or 1), or -errno.  do_break: break
@@ -2002,7 +2182,8 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     "completions=%s wakeups=%llu polled=%llu state=%s instance=client.%llu@%s spare=%s fences=%llu "
 		     "last_fenced=%s opens=%llu open_failures=%llu timeouts=%llu "
 		     "resends=%llu fence_after=%us lock_waits=%llu "
-		     "watcher_probes=%llu stale_watchers_fenced=%llu",
+		     "watcher_probes=%llu stale_watchers_fenced=%llu "
+		     "stale_lock_probes=%llu stale_locks_broken=%llu",
 		     b->pool, b->image, b->snap[0] ? "@" : "", b->snap,
 		     b->conf[0] ? b->conf : "(default)",
 		     b->id[0] ? b->id : "client.admin", b->op_timeout,
@@ -2023,7 +2204,9 @@ static int be_rbd_describe(struct backend *be, char *buf, unsigned len)
 		     (be_rbd_resend_max(b) + 1) * b->op_timeout,
 		     (unsigned long long)b->lock_waits,
 		     (unsigned long long)b->watcher_probes,
-		     (unsigned long long)b->watchers_fenced);
+		     (unsigned long long)b->watchers_fenced,
+		     (unsigned long long)b->stale_probes,
+		     (unsigned long long)b->stale_locks_broken);
 	pthread_mutex_unlock(&b->lock);
 	return n;
 }

@@ -978,6 +978,126 @@ def test_forced_takeover_fences_the_dead_gateways_standby_watcher(
     assert took < 2.5, "PERSISTENT RESERVE OUT took %.1f s" % took
 
 
+def test_single_gateway_restart_after_kill9_breaks_the_dead_lock(
+        ceph, image, holdfast):
+    """One gateway (no ALUA) killed with kill -9 and started again: its
+    previous life still holds the image's exclusive lock, and librbd
+    breaks a lock only once the holder's watch is gone, which the OSD
+    notices 30 s after the crash: the first write after the restart
+    waited 29.8 s.  Now the worker sees writes wait, probes the holder,
+    and breaks the lock of the one that does not answer (blocklisting
+    it), then fences the dead life's silent standby as well."""
+    import struct
+    from test_alua import GOOD, Sess
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry",
+                               werror="retry")])
+    d.ok_exit = {0, -9}
+    wait_spare(d)
+    s = Sess(d)
+    try:
+        s.settle()
+        assert s.write(0, b"\x11" * 512)[0] == GOOD    # takes the lock
+    finally:
+        s.close()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.start()
+    wait_spare(d)
+    s = Sess(d)
+    try:
+        s.settle()
+        t0 = time.monotonic()
+        assert s.write(8, b"\x22" * 512)[0] == GOOD
+        took = time.monotonic() - t0
+        # a reservation change (a metadata update: librbd notifies every
+        # watcher) does not wait for the dead life's standby either
+        t1 = time.monotonic()
+        assert s.cmd(bytes([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]),
+                     data=bytes(8) + struct.pack(">Q", 0x55) + bytes(8)
+                     )[0] == GOOD
+        pr_took = time.monotonic() - t1
+    finally:
+        s.close()
+    line = rbd_line(d)
+    assert field(line, "stale_locks_broken") == "1", line
+    assert field(line, "stale_watchers_fenced") == "1", line
+    assert "writes waited for it and it did not answer" in d.log_text()
+    # detection (1-2 s), the probe (3 s), librbd's next attempt
+    assert took < 15, "the first write took %.1f s" % took
+    assert pr_took < 2.5, "PERSISTENT RESERVE OUT took %.1f s" % pr_took
+    data = export_blocks(ceph, image, 0, 9)
+    same(data[:512], b"\x11" * 512, "block 0")
+    same(data[8 * 512:], b"\x22" * 512, "block 8")
+
+
+LOCK_HOLDER = """
+import sys, rados, rbd
+c = rados.Rados(conffile=sys.argv[1], rados_id="admin",
+                conf={"keyring": sys.argv[2]})
+c.connect()
+io = c.open_ioctx("rbd")
+img = rbd.Image(io, sys.argv[3])
+img.lock_acquire(rbd.RBD_LOCK_MODE_EXCLUSIVE)
+print("LOCKED", c.get_addrs() if hasattr(c, "get_addrs") else "", flush=True)
+sys.stdin.readline()
+img.lock_release()
+print("RELEASED", flush=True)
+sys.stdin.readline()
+img.close()
+io.close()
+c.shutdown()
+"""
+
+
+def test_live_lock_holder_is_not_broken(ceph, image, holdfast):
+    """A live client holding the exclusive lock explicitly (librbd does
+    not hand such a lock over on request): our write is refused at once
+    (librbd answers EROFS, the initiator gets DATA PROTECT), nothing
+    waits, so nothing is probed, broken or blocklisted; once the client
+    releases the lock, writes go."""
+    import subprocess
+    from test_alua import GOOD, Sess
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry",
+                               werror="retry")])
+    wait_spare(d)
+    holder = subprocess.Popen(
+        ["/usr/bin/python3", "-c", LOCK_HOLDER, str(ceph.conf),
+         str(ceph.keyring), image],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().startswith("LOCKED")
+        bl_before = ceph.blocklist()
+        s = Sess(d)
+        try:
+            s.settle()
+            t0 = time.monotonic()
+            st, _, key, asc = s.write(4, b"\x33" * 512)
+            took = time.monotonic() - t0
+            print("write while held: status %s key %s asc %s, %.2f s" % (
+                st, key, asc, took))
+            assert st != GOOD and key == 0x07, (st, key, asc)
+            assert took < 5, took
+            time.sleep(2.5)     # a stuck write would be probed by now
+            line = rbd_line(d)
+            assert field(line, "stale_lock_probes") == "0", line
+            assert field(line, "stale_locks_broken") == "0", line
+            assert ceph.blocklist() == bl_before
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().startswith("RELEASED")
+            assert s.write(4, b"\x44" * 512)[0] == GOOD
+        finally:
+            s.close()
+        assert export_blocks(ceph, image, 4, 1) == b"\x44" * 512
+        holder.stdin.write("exit\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
 def test_aptpl_reservation_in_image_metadata_survives_restart(ceph, image,
                                                              holdfast):
     """A single gateway keeps APTPL state in the image's metadata too (an
