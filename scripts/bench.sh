@@ -708,18 +708,14 @@ if main:
                   statistics.median(x[i] for x in e) for i in range(3)),
                   "(both ends)"))
         floor = statistics.median(x[0] for x in e) if e else echo_us
-        for op in ("read", "write"):
-            v = qd1.get(("holdfast", op))
-            if v:
-                ratio_line("null4k-%s-qd1 (lean) latency / TCP echo" % op,
-                           statistics.median(x[0] for x in v), floor,
-                           "<= 1.10", " us")
-        for op in ("read", "write"):
-            v = qd1.get(("holdfast-bp", op))
-            if v:
-                ratio_line("null4k-%s-qd1 lean+busy-poll / TCP echo" % op,
-                           statistics.median(x[0] for x in v), floor,
-                           "<= 1.10", " us")
+        for t, label in (("holdfast", "null4k-%s-qd1 (lean) latency"),
+                         ("holdfast-bp", "null4k-%s-qd1 lean+busy-poll")):
+            for op in ("read", "write"):
+                v = qd1.get((t, op))
+                if v:
+                    ratio_line(label % op + " / TCP echo",
+                               statistics.median(x[0] for x in v), floor,
+                               "<= 1.10", " us")
         for op in ("read", "write"):
             v, b = qd1.get(("holdfast", op)), qd1.get(("holdfast-bp", op))
             if v and b:
