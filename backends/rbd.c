@@ -207,6 +207,22 @@ _Static_assert(sizeof(struct be_rbd_io) <=
 
 static uint64_t be_rbd_now_ms(void);
 
+/* An operation goes from the reactor that submits it, through librbd's
+ * threads, to the reactor that collects its completion (or librbd's
+ * callback thread).  librbd orders that with its own locks, which
+ * ThreadSanitizer cannot see (librbd is not instrumented), so it would
+ * report every field of the request as a race: tell it about the
+ * hand-off.  Nothing outside a TSan build. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define BE_RBD_HANDOFF(io) __tsan_release(io)
+#define BE_RBD_TAKEOVER(io) __tsan_acquire(io)
+#else
+#define BE_RBD_HANDOFF(io) ((void)(io))
+#define BE_RBD_TAKEOVER(io) ((void)(io))
+#endif
+
 static struct be_rbd_io *be_rbd_io_of(struct be_io *io)
 {
 	return (struct be_rbd_io *)io->be_scratch;
@@ -602,6 +618,7 @@ static int be_rbd_issue(struct be_rbd_inst *in, struct be_io *io)
 	err = be_rbd_completion(in, io, io->op == BE_OP_COMPARE_AND_WRITE, &c);
 	if (err)
 		return err;
+	BE_RBD_HANDOFF(io);
 	if (io->op == BE_OP_READ || io->op == BE_OP_WRITE)
 		be_rbd_iov(io, rio, &v, &cnt);
 	switch (io->op) {
@@ -677,7 +694,7 @@ static bool be_rbd_may_resend(const struct be_rbd *b,
 
 static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 {
-	struct be_io *io = arg;
+	struct be_io *io = (BE_RBD_TAKEOVER(arg), arg);
 	struct be_rbd_io *rio = be_rbd_io_of(io);
 	struct be_rbd_inst *in = rio->inst;
 	struct backend *be = rio->be;
@@ -705,6 +722,7 @@ static void be_rbd_aio_done(rbd_completion_t c, void *arg)
 
 		rio->flushing = true;
 		if (be_rbd_completion(in, io, false, &fc) == 0) {
+			BE_RBD_HANDOFF(io);
 			if (rbd_aio_flush(in->image, fc) == 0) {
 				atomic_fetch_add_explicit(&b->w_issued, 1,
 							  memory_order_relaxed);
@@ -1843,12 +1861,16 @@ static int be_rbd_owner(struct backend *be, enum be_owner_op op, char *buf,
 				err = -EBUSY;
 			break;
 		}
+		pthread_mutex_lock(&b->lock);	/* the worker reads it */
 		b->owner_mode = true;
+		pthread_mutex_unlock(&b->lock);
 		b->peer_valid = false;
 		in->locked = true;
 		break;
 	case BE_OWNER_RELEASE:
+		pthread_mutex_lock(&b->lock);
 		b->owner_mode = false;
+		pthread_mutex_unlock(&b->lock);
 		b->peer_valid = false;
 		in->locked = false;
 		rbd_flush(in->image);
