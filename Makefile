@@ -143,6 +143,7 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	     -fno-sanitize-recover=all
 SAN_ENV   := HOLDFAST_BUILD=$(SAN_BUILD) \
 	     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	     LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan-ceph.supp \
 	     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The part of the pytest suite `make test` also runs sanitized (about 80 s
 # here): the daemon's lifecycle, configuration and management
