@@ -117,7 +117,7 @@ pytest: all
 	/usr/bin/python3 -m pytest -v -rs tests
 
 # Tests marked longrun (the whole iscsi-test-cu suite on an RBD LUN, ~5-12
-# minutes) are left to `make test-slow`, to keep make test near 20 minutes
+# minutes) are left to `make test-slow`, to keep make test under 30 minutes
 # on a 2-core machine.
 test: deps
 	$(MAKE) --no-print-directory -j$(NPROC) all
@@ -182,7 +182,7 @@ sanitize: sanitize-build
 # under I/O, management, reload, the ALUA handover (its worker and
 # watchdog threads), and the hang tests that change settings
 # or run several sessions at once.  The conftest fails a test whose
-# daemon log has a ThreadSanitizer report.  Adds about 3-4 minutes.
+# daemon log has a ThreadSanitizer report.  Adds about 4-5 minutes.
 TSAN_FLAGS  := -fsanitize=thread -fno-omit-frame-pointer
 TSAN_PYTEST := tests/test_settings_race.py tests/test_mgmt.py \
 	       tests/test_reload.py tests/test_alua.py tests/test_hang.py \
