@@ -877,6 +877,7 @@ static int be_rbd_fence_one(struct be_rbd *b, struct be_rbd_inst *in,
 static void be_rbd_reap_watchers(struct be_rbd *b, struct be_rbd_inst *in,
 				 const char *owner);
 static void be_rbd_stale_lock(struct be_rbd *b, struct be_rbd_inst *in);
+static void be_rbd_unpin(struct be_rbd *b, struct be_rbd_inst *in);
 
 /* Has a mutating operation been in librbd for BE_RBD_STUCK_MS or more,
  * on a LUN that is not an ALUA owner (which holds the lock itself)?
@@ -976,10 +977,8 @@ static void *be_rbd_worker(void *arg)
 			in->inflight++;
 			pthread_mutex_unlock(&b->lock);
 			be_rbd_reap_watchers(b, in, owner);
+			be_rbd_unpin(b, in);
 			pthread_mutex_lock(&b->lock);
-			in->inflight--;
-			if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
-				pthread_cond_signal(&b->wake);
 			continue;
 		}
 
@@ -1045,10 +1044,8 @@ static void *be_rbd_worker(void *arg)
 			in->inflight++;
 			pthread_mutex_unlock(&b->lock);
 			be_rbd_stale_lock(b, in);
+			be_rbd_unpin(b, in);
 			pthread_mutex_lock(&b->lock);
-			in->inflight--;
-			if (in->inflight == 0 && in->fence == BE_RBD_FENCED)
-				pthread_cond_signal(&b->wake);
 			continue;
 		}
 		be_rbd_sleep_locked(b, 1000);

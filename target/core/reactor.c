@@ -435,6 +435,7 @@ static int reactor_spin(struct reactor *r, int timeout_ms)
  * wait is the thread's quiescent period (reactor_synchronize()). */
 static bool reactor_turn(struct reactor *r, int timeout_ms)
 {
+	uint64_t ns;
 	int n = 0;
 
 	reactor_uring_kick(r);
@@ -445,15 +446,10 @@ static bool reactor_turn(struct reactor *r, int timeout_ms)
 		n = epoll_wait(r->epfd, r->batch, REACTOR_MAX_EVENTS,
 			       timeout_ms);
 	reactor_qs_online(r);
-	if (r->busy_ns) {
-		uint64_t ns = clock_ns();
-
-		r->now_ms = ns / 1000000;
-		if (n > 0)
-			r->hot_until_ns = ns + r->busy_ns;
-	} else {
-		r->now_ms = clock_ms();
-	}
+	ns = clock_ns();
+	r->now_ms = ns / 1000000;
+	if (n > 0 && r->busy_ns)
+		r->hot_until_ns = ns + r->busy_ns;
 	if (n < 0) {
 		if (errno == EINTR)
 			return true;
