@@ -378,6 +378,37 @@ def ceph(tmp_path_factory):
         print("ceph cluster timings: %s" % c.timings)
 
 
+_ceph_repairs = []
+
+
+@pytest.fixture(autouse=True)
+def _ceph_still_serving(request):
+    """After each test that used the cluster (its daemons already
+    stopped): every placement group must take a write, or the OSD is
+    restarted (tests/ceph.py serving_or_repair) so the rest of the session
+    keeps a working cluster.  What was found is printed with the test and
+    in the session's summary."""
+    yield
+    if "ceph" not in request.fixturenames:
+        return
+    try:
+        c = request.getfixturevalue("ceph")
+    except Exception:                               # noqa: BLE001
+        return                      # the cluster never started: reported
+    what = c.serving_or_repair(request.node.nodeid)
+    if what:
+        _ceph_repairs.append("%s: %s" % (request.node.nodeid, what))
+        request.node.add_report_section("teardown", "ceph repair", what)
+        print("\nceph repair after %s: %s" % (request.node.nodeid, what))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _ceph_repairs:
+        terminalreporter.section("ceph repairs")
+        for line in _ceph_repairs:
+            terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Attach every daemon's log to the report of a failed test."""
