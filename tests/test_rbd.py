@@ -1101,6 +1101,95 @@ def test_live_lock_holder_is_not_broken(ceph, image, holdfast):
             holder.wait()
 
 
+# A stand-in for a live librbd client that owns the image's exclusive lock
+# the managed way -- cls lock "rbd_lock", tag "internal", cookie "auto
+# <its watch cookie>", its watch on the header alive -- and answers every
+# notification, but with an empty payload, so it never hands the lock over
+# (a gateway whose librbd is wedged, as far as a peer can tell).  librbd
+# sees a live owner and neither breaks the lock nor fails the write: the
+# write waits.  Encoding of cls_lock_lock_op: ENCODE_START(1, 1) (u8 v, u8
+# compat, u32 length), then name, u8 type (1 exclusive), cookie, tag,
+# description (each u32 length + bytes), utime_t duration (u32 s, u32 ns),
+# u8 flags.
+ANSWERING_HOLDER = """
+import struct, sys, rados, rbd
+def s(x):
+    x = x.encode()
+    return struct.pack("<I", len(x)) + x
+c = rados.Rados(conffile=sys.argv[1], rados_id="admin",
+                conf={"keyring": sys.argv[2]})
+c.connect()
+io = c.open_ioctx("rbd")
+img = rbd.Image(io, sys.argv[3], read_only=True)
+oid = "rbd_header." + img.id()
+img.close()
+w = io.watch(oid, lambda *a: b"")
+cookie = "auto %d" % w.get_id()
+body = (s("rbd_lock") + bytes([1]) + s(cookie) + s("internal") + s("") +
+        struct.pack("<II", 0, 0) + bytes([0]))
+ret, _ = io.execute(oid, "lock", "lock",
+                    bytes([1, 1]) + struct.pack("<I", len(body)) + body)
+print("LOCKED", ret, flush=True)
+sys.stdin.readline()
+io.unlock(oid, "rbd_lock", cookie)
+w.close()
+print("RELEASED", flush=True)
+sys.stdin.readline()
+io.close()
+c.shutdown()
+"""
+
+
+def test_answering_lock_holder_is_probed_and_left_alone(ceph, image,
+                                                        holdfast):
+    """The stale-lock probe's other side: another client owns the
+    exclusive lock, is alive (answers notifications) and does not hand the
+    lock over.  Our write waits on it; after a second the worker probes
+    the holder, which answers, so its lock is not broken and nothing is
+    blocklisted: the write stays held (no split brain with a live owner).
+    When the holder lets go, the held write completes GOOD."""
+    import subprocess
+    d = holdfast(luns=[rbd_lun(ceph, image, rerror="retry", werror="retry",
+                               retry_interval=1000, retry_timeout=0)])
+    wait_spare(d)
+    holder = subprocess.Popen(
+        ["/usr/bin/python3", "-c", ANSWERING_HOLDER, str(ceph.conf),
+         str(ceph.keyring), image],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    c = None
+    try:
+        assert holder.stdout.readline().split() == ["LOCKED", "0"]
+        bl_before = ceph.blocklist()
+        c = HangClient(d.url(1))
+        lb = c.issue("write 0 8 0x5a")
+        assert wait_for(lambda: field(rbd_line(d), "stale_lock_probes")
+                        not in (None, "0"), S(20)), rbd_line(d)
+        time.sleep(4)       # the probe's 3 s, and the verdict
+        c.sync()
+        assert not c.done(lb), "the write completed while the lock was held"
+        line = rbd_line(d)
+        assert field(line, "stale_locks_broken") == "0", line
+        assert ceph.blocklist() == bl_before
+        assert "broke the exclusive lock" not in d.log_text()
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().startswith("RELEASED")
+        r = c.get(lb, S(60))
+        assert r["status"] == "GOOD", r
+        holder.stdin.write("exit\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+    finally:
+        if c is not None:
+            c.close()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    line = rbd_line(d)
+    assert field(line, "stale_locks_broken") == "0", line
+    assert export_blocks(ceph, image, 0, 8) == b"\x5a" * 8 * BS
+
+
 def test_aptpl_reservation_in_image_metadata_survives_restart(ceph, image,
                                                              holdfast):
     """A single gateway keeps APTPL state in the image's metadata too (an
