@@ -9,8 +9,8 @@ console and the LUN's backing file from the host (e2fsck -fn, debugfs).
      with fsync, remount, checksums in the guest and in the image.
   2. The guest kernel's initiator: SendTargets discovery and login on
      10.0.2.100:3260 (forwarded to the portal, which advertises that
-     address), the same checks, logout.
-  2b. The same with HeaderDigest and DataDigest = CRC32C.
+     address), the same checks, logout, with HeaderDigest and DataDigest
+     = CRC32C required.
   3-6. Hang-on-error with a real backend outage: the LUN's file lives on a
      FUSE mount (fusefs) that fails every read, write and flush for 20 s
      while the guest runs a loop of write+fsync and O_DIRECT read-back:
@@ -145,21 +145,13 @@ def test_qemu_initiator_filesystem(holdfast, tmp_path):
     print("qemu_fs: %d files verified, guest wall %.1fs" % (n, g.wall))
 
 
-def test_kernel_initiator_discovery_login(holdfast, tmp_path):
-    image = make_image(tmp_path / IMAGE)
-    d = start_target(holdfast, image, advertise=G.GUEST_PORTAL)
-    with boot(tmp_path, "kernel_fs", "kernel", d,
-              {"test": "dataset", "mb": 8,
-               "st": "any" if d.is_tgtd else "strict"}, 150) as g:
-        g.start()
-        g.finish()
-    n = check_image(g, image, tmp_path)
-    print("kernel_fs: %d files verified, guest wall %.1fs" % (n, g.wall))
-
-
 def test_kernel_initiator_crc32c_digests(holdfast, tmp_path):
-    """The data set again with HeaderDigest and DataDigest = CRC32C
-    required by the guest, so every PDU is checked both ways."""
+    """The guest kernel's initiator: SendTargets discovery and login on
+    the advertised portal, the data set, logout -- with HeaderDigest and
+    DataDigest = CRC32C required by the guest, so every PDU is checked
+    both ways.  (A second boot of the same data set without digests was
+    dropped to keep make test under 30 minutes: scenarios 4-6 and the
+    resize run the kernel initiator's undigested data path.)"""
     image = make_image(tmp_path / IMAGE)
     # holdfast offers CRC32C by default; tgtd only when told to
     params = {"HeaderDigest": "CRC32C,None", "DataDigest": "CRC32C,None"} \
